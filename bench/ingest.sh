@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# Ingest benchmark: radport's DICOM receiver vs. DCMTK's storescp, both fed by DCMTK's dcmsend
+# at its default settings over loopback.
+#
+# Usage: bench/ingest.sh            (from anywhere; builds in release, then runs and prints a table)
+#
+# Environment:
+#   BENCH_DIR=/tmp/radport-bench   work dir: cached series, per-run storage, server/dcmsend logs
+#   BENCH_COUNT=1000               slices in the single-sender series (512x512, 16-bit, ~0.5 MB each)
+#   BENCH_PARALLEL=4               number of simultaneous senders in the parallel scenario
+#   BENCH_PARALLEL_COUNT=COUNT/P   slices in each of the parallel series
+#   BENCH_RECEIVERS="radport storescp"   receivers to run (subset allowed)
+#   BENCH_MEMCHECK=1               also run radport with one parallel series alone (COUNT/P slices)
+#                                  to show that its peak memory does not grow with the instance count
+#   BENCH_NO_BUILD=1               skip `cargo build --release` (use the binaries already in target/)
+#   BENCH_KEEP=1                   keep the received files of each run (default: deleted after checks)
+#   STORESCP_FLAGS="+xa"           extra flags for /usr/bin/storescp (output dir, --fork and port are added)
+#   RADPORT_FLAGS=""               extra flags for `radport serve`
+#   BENCH_TIMEOUT=600              seconds a single scenario may take before it counts as failed
+#
+# Exit status: non-zero if the build fails, a receiver does not start, any dcmsend fails, or
+# a receiver did not store every instance that was sent.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="${BENCH_DIR:-/tmp/radport-bench}"
+BENCH_COUNT="${BENCH_COUNT:-1000}"
+BENCH_PARALLEL="${BENCH_PARALLEL:-4}"
+BENCH_PARALLEL_COUNT="${BENCH_PARALLEL_COUNT:-$(( BENCH_COUNT / BENCH_PARALLEL ))}"
+BENCH_RECEIVERS="${BENCH_RECEIVERS:-radport storescp}"
+BENCH_MEMCHECK="${BENCH_MEMCHECK:-1}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-600}"
+STORESCP_FLAGS="${STORESCP_FLAGS:-+xa}"
+RADPORT_FLAGS="${RADPORT_FLAGS:-}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+RADPORT="$TARGET_DIR/release/radport"
+TESTKIT="$TARGET_DIR/release/radport-testkit"
+# Full paths: pip's pynetdicom installs Python apps with the same names earlier on the PATH.
+DCMSEND=/usr/bin/dcmsend
+STORESCP=/usr/bin/storescp
+ECHOSCU=/usr/bin/echoscu
+CALLING_AE=kp-bench
+CALLED_AE=kp-admin
+PROJECT=admin
+
+LOGS="$BENCH_DIR/logs"
+RUNS="$BENCH_DIR/runs"
+DATA="$BENCH_DIR/data"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# --- background processes and cleanup -------------------------------------------------------
+SERVER_PID=""      # the receiver currently running (its own process group, see start_*)
+SERVER_LOG=""
+declare -a SENDER_PIDS=()
+
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        # The server leads its own process group: this also reaches storescp's forked children.
+        kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    local p
+    for p in "${SENDER_PIDS[@]:-}"; do
+        [[ -n "$p" ]] && kill -TERM "$p" 2>/dev/null || true
+    done
+    if [[ $rc -ne 0 && -n "$SERVER_LOG" && -f "$SERVER_LOG" ]]; then
+        log "last lines of the server log $SERVER_LOG:"
+        tail -n 40 "$SERVER_LOG" >&2 || true
+    fi
+    stop_server
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- helpers ---------------------------------------------------------------------------------
+need() { [[ -x "$1" ]] || die "$1 not found (${2:-})"; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+now() { date +%s.%N; }
+
+# bytes and number of *.dcm files under the given dirs
+count_files() { find "$@" -type f -name '*.dcm' | wc -l; }
+count_bytes() { find "$@" -type f -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {printf "%d\n", s}'; }
+
+# peak resident memory (VmHWM) of a process, in MiB
+peak_rss_mb() {
+    awk '/^VmHWM:/ {printf "%.0f\n", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"
+}
+
+# waits until a command succeeds, at most $1 seconds; fails if the server died meanwhile
+wait_for() {
+    local timeout=$1; shift
+    local deadline=$(( $(date +%s) + timeout ))
+    until "$@" >/dev/null 2>&1; do
+        if [[ -n "$SERVER_PID" ]] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            die "the server exited while starting (log: $SERVER_LOG)"
+        fi
+        (( $(date +%s) < deadline )) || die "timed out after ${timeout}s waiting for: $*"
+        sleep 0.1
+    done
+}
+
+# --- build -----------------------------------------------------------------------------------
+build() {
+    if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
+        log "skipping the build (BENCH_NO_BUILD=1)"
+    else
+        log "building radport and radport-testkit in release (this can take several minutes)"
+        mkdir -p "$LOGS"
+        if ! (cd "$ROOT" && cargo build --release -p radport -p radport-testkit) >"$LOGS/build.log" 2>&1; then
+            tail -n 60 "$LOGS/build.log" >&2
+            die "cargo build --release failed (full log: $LOGS/build.log)"
+        fi
+    fi
+    need "$RADPORT" "cargo build --release -p radport"
+    need "$TESTKIT" "cargo build --release -p radport-testkit"
+}
+
+# --- test data (cached) ----------------------------------------------------------------------
+# make_series DIR COUNT SEED: writes the series unless DIR already holds exactly COUNT files
+# made by this script (marker file with the same parameters).
+make_series() {
+    local dir=$1 count=$2 seed=$3
+    local stamp="count=$count rows=512 columns=512 seed=$seed"
+    if [[ -f "$dir/.complete" && "$(cat "$dir/.complete")" == "$stamp" ]] \
+        && [[ "$(count_files "$dir")" -eq "$count" ]]; then
+        return 0
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "generating $count slices 512x512 (seed $seed) in $dir"
+    "$TESTKIT" make-series --out "$dir" --count "$count" --rows 512 --columns 512 --seed "$seed" \
+        >"$LOGS/make-series-$seed.log" 2>&1 || { cat "$LOGS/make-series-$seed.log" >&2; die "make-series failed"; }
+    [[ "$(count_files "$dir")" -eq "$count" ]] || die "make-series wrote $(count_files "$dir") files, expected $count"
+    echo "$stamp" >"$dir/.complete"
+}
+
+SINGLE_DIR=""
+declare -a PARALLEL_DIRS=()
+prepare_data() {
+    mkdir -p "$DATA"
+    SINGLE_DIR="$DATA/single-$BENCH_COUNT"
+    make_series "$SINGLE_DIR" "$BENCH_COUNT" 1001
+    local i
+    for i in $(seq 1 "$BENCH_PARALLEL"); do
+        PARALLEL_DIRS+=("$DATA/parallel-$BENCH_PARALLEL_COUNT-$i")
+        make_series "$DATA/parallel-$BENCH_PARALLEL_COUNT-$i" "$BENCH_PARALLEL_COUNT" "200$i"
+    done
+    # Warm the page cache so that every receiver reads the same (cached) input.
+    local d
+    for d in "$SINGLE_DIR" "${PARALLEL_DIRS[@]}"; do
+        find "$d" -type f -name '*.dcm' -exec cat {} + >/dev/null
+    done
+}
+
+# --- receivers -------------------------------------------------------------------------------
+DICOM_PORT=""
+HTTP_PORT=""
+STORE_DIR=""
+
+start_radport() {
+    local name=$1
+    STORE_DIR="$RUNS/$name"
+    rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR"
+    DICOM_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
+    while [[ "$HTTP_PORT" == "$DICOM_PORT" ]]; do HTTP_PORT=$(free_port); done
+    SERVER_LOG="$LOGS/$name.server.log"
+    # setsid: the server leads its own process group (a background job of a script is never a
+    # group leader, so setsid execs in place and $! is radport's own PID).
+    # shellcheck disable=SC2086
+    NO_COLOR=1 setsid "$RADPORT" serve --data-dir "$STORE_DIR" --dicom-port "$DICOM_PORT" \
+        --http-port "$HTTP_PORT" --bind 127.0.0.1 $RADPORT_FLAGS >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    wait_for 30 curl -fsS "http://127.0.0.1:$HTTP_PORT/api/health"
+    [[ "$(cat "/proc/$SERVER_PID/comm" 2>/dev/null)" == radport* ]] \
+        || die "PID $SERVER_PID is not the radport server (VmHWM would be wrong)"
+}
+
+start_storescp() {
+    local name=$1
+    STORE_DIR="$RUNS/$name"
+    rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR"
+    DICOM_PORT=$(free_port)
+    HTTP_PORT=""
+    SERVER_LOG="$LOGS/$name.server.log"
+    # TCP_NODELAY=1: without it DCMTK's receiver stalls ~40 ms per image (Nagle + delayed ACK).
+    # --fork: one child per association, so that parallel senders are served at the same time.
+    # shellcheck disable=SC2086
+    TCP_NODELAY=1 setsid "$STORESCP" --fork $STORESCP_FLAGS -od "$STORE_DIR" "$DICOM_PORT" \
+        >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    wait_for 30 "$ECHOSCU" -to 2 127.0.0.1 "$DICOM_PORT"
+}
+
+# sum of instance_count over the project's series (radport), via the HTTP API
+radport_instances() {
+    curl -fsS "http://127.0.0.1:$HTTP_PORT/api/projects/$PROJECT/series?limit=100" | python3 -c '
+import json, sys
+page = json.load(sys.stdin)
+items = page["items"]
+if page["total"] > len(items):
+    sys.exit("more series than one page: %d > %d" % (page["total"], len(items)))
+print(sum(int(s["instance_count"]) for s in items), len(items))'
+}
+
+# --- scenarios -------------------------------------------------------------------------------
+declare -a ROWS=()           # table rows
+declare -A RATE=()           # RATE[scenario|receiver] = images/s
+declare -A PEAK=()           # PEAK[scenario|receiver] = MiB (radport)
+FAILURES=0
+
+# run_scenario SCENARIO RECEIVER DIR...: one dcmsend per DIR, all at the same time
+run_scenario() {
+    local scenario=$1 receiver=$2; shift 2
+    local dirs=("$@")
+    local name="$scenario-$receiver"
+    local expected bytes
+    expected=$(count_files "${dirs[@]}")
+    bytes=$(count_bytes "${dirs[@]}")
+
+    log "$scenario / $receiver: starting a fresh receiver"
+    "start_$receiver" "$name"
+
+    log "$scenario / $receiver: sending $expected files with ${#dirs[@]} dcmsend"
+    local t0 t1 i rc failed=0
+    SENDER_PIDS=()
+    t0=$(now)
+    for i in "${!dirs[@]}"; do
+        timeout "$BENCH_TIMEOUT" "$DCMSEND" 127.0.0.1 "$DICOM_PORT" --aetitle "$CALLING_AE" \
+            --call "$CALLED_AE" --scan-directories --scan-pattern '*.dcm' --recurse "${dirs[$i]}" \
+            >"$LOGS/$name.dcmsend-$((i + 1)).log" 2>&1 &
+        SENDER_PIDS+=($!)
+    done
+    for i in "${!SENDER_PIDS[@]}"; do
+        rc=0
+        wait "${SENDER_PIDS[$i]}" || rc=$?
+        if [[ $rc -ne 0 ]]; then
+            failed=1
+            log "$scenario / $receiver: dcmsend #$((i + 1)) exited with $rc; its log:"
+            tail -n 30 "$LOGS/$name.dcmsend-$((i + 1)).log" >&2 || true
+        fi
+    done
+    t1=$(now)
+    SENDER_PIDS=()
+
+    # What arrived. dcmsend returns only after the last C-STORE response, so everything
+    # acknowledged must already be visible; a short grace period only guards against a
+    # receiver that acknowledges before cataloguing (reported below if it was needed).
+    local received=0 series=0 peak="n/a" waited=0
+    if [[ $receiver == radport ]]; then
+        local deadline=$(( $(date +%s) + 15 ))
+        while :; do
+            read -r received series < <(radport_instances) || { received=-1; series=0; }
+            [[ $received -eq $expected || $(date +%s) -ge $deadline ]] && break
+            waited=1
+            sleep 0.5
+        done
+        if (( waited )); then
+            log "$scenario / $receiver: WARNING the API needed extra time after dcmsend finished to show $received/$expected instances"
+        fi
+        peak=$(peak_rss_mb "$SERVER_PID")
+        PEAK["$scenario|$receiver"]=$peak
+        local on_disk
+        on_disk=$(find "$STORE_DIR" -type f ! -name 'catalog.db*' | wc -l)
+        log "$scenario / $receiver: API shows $received instances in $series series; $on_disk files in the data dir; peak RSS ${peak} MiB"
+        local problems
+        problems=$(sed 's/\x1b\[[0-9;]*m//g' "$SERVER_LOG" | grep -E ' (ERROR|WARN) ' || true)
+        if [[ -n "$problems" ]]; then
+            log "$scenario / $receiver: the server log has $(wc -l <<<"$problems") warning/error lines, first ones:"
+            head -n 20 <<<"$problems" >&2
+        fi
+    else
+        received=$(find "$STORE_DIR" -type f | wc -l)
+        log "$scenario / $receiver: $received files written"
+    fi
+    stop_server
+
+    if [[ $received -ne $expected ]]; then
+        log "$scenario / $receiver: MISSING INSTANCES: sent $expected, receiver has $received"
+        log "server log $SERVER_LOG (last lines):"
+        tail -n 40 "$SERVER_LOG" >&2 || true
+        failed=1
+    fi
+    [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$STORE_DIR"
+
+    local secs mb rate mbps status=""
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+    mb=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
+    rate=$(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}')
+    mbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN {printf "%.1f", (s > 0 ? b / 1048576 / s : 0)}')
+    if (( failed )); then
+        FAILURES=$((FAILURES + 1))
+        status=" (FAILED: $received/$expected stored)"
+    fi
+    RATE["$scenario|$receiver"]=$rate
+    ROWS+=("| $scenario | $receiver$status | $expected | $mb | $secs | $rate | $mbps | $peak |")
+    log "$scenario / $receiver: $expected images, $secs s, $rate images/s, $mbps MB/s"
+}
+
+# --- main ------------------------------------------------------------------------------------
+main() {
+    need "$DCMSEND" "apt-get install dcmtk"
+    need "$STORESCP" "apt-get install dcmtk"
+    need "$ECHOSCU" "apt-get install dcmtk"
+    command -v python3 >/dev/null || die "python3 is required"
+    command -v curl >/dev/null || die "curl is required"
+    (( BENCH_PARALLEL_COUNT > 0 )) || die "BENCH_PARALLEL_COUNT must be positive"
+    mkdir -p "$LOGS" "$RUNS"
+    rm -f "$LOGS"/*.server.log "$LOGS"/*.dcmsend-*.log
+
+    build
+    prepare_data
+
+    local single="single-$BENCH_COUNT"
+    local parallel="parallel-${BENCH_PARALLEL}x$BENCH_PARALLEL_COUNT"
+    local r
+    for r in $BENCH_RECEIVERS; do
+        [[ $r == radport || $r == storescp ]] || die "unknown receiver $r (use radport and/or storescp)"
+    done
+    for r in $BENCH_RECEIVERS; do run_scenario "$single" "$r" "$SINGLE_DIR"; done
+    for r in $BENCH_RECEIVERS; do run_scenario "$parallel" "$r" "${PARALLEL_DIRS[@]}"; done
+    local memcheck=""
+    if [[ "$BENCH_MEMCHECK" == 1 && " $BENCH_RECEIVERS " == *" radport "* ]]; then
+        memcheck="single-$BENCH_PARALLEL_COUNT"
+        run_scenario "$memcheck" radport "${PARALLEL_DIRS[0]}"
+    fi
+
+    echo
+    echo "Ingest benchmark: dcmsend (DCMTK $("$DCMSEND" --version | awk 'NR==1 {print $3}'), default settings) -> receiver on 127.0.0.1;" \
+        "512x512 16-bit CT slices, $(nproc) CPUs; MB = 2^20 bytes; peak RSS = VmHWM of the radport process"
+    echo
+    echo "| scenario | receiver | images | MB | seconds | images/s | MB/s | peak RSS MB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    local s a b
+    for s in "$single" "$parallel"; do
+        a=${RATE["$s|radport"]:-}
+        b=${RATE["$s|storescp"]:-}
+        if [[ -n "$a" && -n "$b" && "$b" != 0 ]]; then
+            echo "radport/storescp images/s, $s: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')"
+        fi
+    done
+    if [[ -n "$memcheck" ]]; then
+        echo "radport peak RSS: ${PEAK["$single|radport"]:-?} MB for $BENCH_COUNT instances vs." \
+            "${PEAK["$memcheck|radport"]:-?} MB for $BENCH_PARALLEL_COUNT instances"
+    fi
+    echo "logs: $LOGS"
+    if (( FAILURES > 0 )); then
+        die "$FAILURES scenario(s) failed: see above"
+    fi
+}
+
+main "$@"

@@ -1,0 +1,376 @@
+//! The archive: every stored object of radport (DICOM instances, and later thumbnails, reports
+//! and uploads) goes through this crate, on top of the `object_store` crate.
+//!
+//! The embedded default is a directory on local disk (`LocalFileSystem` with fsync on), the
+//! distributed setup an S3-compatible bucket. No other crate touches the file system to store
+//! an object.
+//!
+//! Invariants:
+//! - An object is visible under its key only once it is complete: writes go through
+//!   [`ObjectWriter`], which either completes (atomic rename / multipart completion) or aborts.
+//! - On local disk a completed object has been fsynced together with its directory, so a caller
+//!   may acknowledge it to a remote peer.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Errors of the archive, classified so that callers can map them to protocol statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The storage has no space left (ENOSPC / quota).
+    #[error("out of storage space: {0}")]
+    OutOfSpace(String),
+    /// The object does not exist.
+    #[error("object not found: {0}")]
+    NotFound(String),
+    /// The key is not acceptable (e.g. it would escape its prefix).
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+    /// Any other storage failure.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl ArchiveError {
+    fn classify(err: object_store::Error) -> Self {
+        if let object_store::Error::NotFound { path, .. } = &err {
+            return ArchiveError::NotFound(path.clone());
+        }
+        if error_chain_is_out_of_space(&err) {
+            return ArchiveError::OutOfSpace(err.to_string());
+        }
+        ArchiveError::Storage(err.to_string())
+    }
+
+    fn from_io(err: std::io::Error) -> Self {
+        if io_is_out_of_space(&err) {
+            ArchiveError::OutOfSpace(err.to_string())
+        } else {
+            ArchiveError::Storage(err.to_string())
+        }
+    }
+}
+
+fn io_is_out_of_space(err: &std::io::Error) -> bool {
+    // ENOSPC = 28, EDQUOT = 122 on Linux.
+    matches!(err.raw_os_error(), Some(28) | Some(122))
+        || err.kind() == std::io::ErrorKind::StorageFull
+        || err.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+fn error_chain_is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io_is_out_of_space(io) {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    // object_store flattens some io errors into strings
+    let text = err.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+}
+
+/// One object listed by [`Archive::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// The object's key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, RFC 3339.
+    pub modified: String,
+}
+
+/// What a completed [`ObjectWriter`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The object's key.
+    pub key: String,
+    /// Number of bytes stored.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, lower-case hex.
+    pub sha256: String,
+}
+
+/// Handle on the object store. Cheap to clone.
+#[derive(Clone)]
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// Buffer size of an [`ObjectWriter`] before it switches to a multipart upload; also the part
+/// size. S3 needs parts of at least 5 MiB.
+pub const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+impl Archive {
+    /// An archive in a local directory (created if missing), fsyncing every object it completes.
+    pub fn local(dir: &FsPath) -> Result<Self, ArchiveError> {
+        std::fs::create_dir_all(dir).map_err(ArchiveError::from_io)?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(ArchiveError::classify)?
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
+        Ok(Self {
+            store: Arc::new(store),
+            description: format!("local directory {}", dir.display()),
+        })
+    }
+
+    /// An archive over any object store (in-memory for tests, S3 in distributed setups).
+    pub fn with_store(store: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
+        Self {
+            store,
+            description: description.into(),
+        }
+    }
+
+    /// Human-readable description of the backend (no secrets).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn path(key: &str) -> Result<Path, ArchiveError> {
+        Path::parse(key).map_err(|e| ArchiveError::InvalidKey(format!("{key}: {e}")))
+    }
+
+    /// Starts writing an object; nothing is visible under `key` until [`ObjectWriter::finish`].
+    pub fn writer(&self, key: &str) -> Result<ObjectWriter, ArchiveError> {
+        let path = Self::path(key)?;
+        Ok(ObjectWriter {
+            key: key.to_string(),
+            inner: BufWriter::with_capacity(self.store.clone(), path, WRITE_BUFFER_BYTES),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Stores a whole object at once.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<StoredObject, ArchiveError> {
+        let path = Self::path(key)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let size = bytes.len() as u64;
+        self.store
+            .put(&path, bytes.into())
+            .await
+            .map_err(ArchiveError::classify)?;
+        Ok(StoredObject {
+            key: key.to_string(),
+            size,
+            sha256,
+        })
+    }
+
+    /// Reads a whole object into memory.
+    pub async fn get(&self, key: &str) -> Result<Bytes, ArchiveError> {
+        let path = Self::path(key)?;
+        let result = self.store.get(&path).await.map_err(ArchiveError::classify)?;
+        result.bytes().await.map_err(ArchiveError::classify)
+    }
+
+    /// Reads an object as a stream of chunks (for serving large files without buffering them).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        (
+            u64,
+            futures::stream::BoxStream<'static, Result<Bytes, ArchiveError>>,
+        ),
+        ArchiveError,
+    > {
+        let path = Self::path(key)?;
+        let result = self.store.get(&path).await.map_err(ArchiveError::classify)?;
+        let size = result.meta.size;
+        let stream = result.into_stream().map_err(ArchiveError::classify);
+        Ok((size, Box::pin(stream)))
+    }
+
+    /// Reads the first `len` bytes of an object (fewer if it is shorter).
+    pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, ArchiveError> {
+        let path = Self::path(key)?;
+        let meta = self.store.head(&path).await.map_err(ArchiveError::classify)?;
+        let end = len.min(meta.size);
+        self.store
+            .get_range(&path, 0..end)
+            .await
+            .map_err(ArchiveError::classify)
+    }
+
+    /// Size of an object, or `NotFound`.
+    pub async fn size(&self, key: &str) -> Result<u64, ArchiveError> {
+        let path = Self::path(key)?;
+        let meta = self.store.head(&path).await.map_err(ArchiveError::classify)?;
+        Ok(meta.size)
+    }
+
+    /// Deletes an object; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), ArchiveError> {
+        let path = Self::path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(ArchiveError::classify(e)),
+        }
+    }
+
+    /// Lists the objects under a prefix (recursively), sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>, ArchiveError> {
+        let path = Self::path(prefix)?;
+        let mut items: Vec<ListedObject> = self
+            .store
+            .list(Some(&path))
+            .map_ok(|meta| ListedObject {
+                key: meta.location.to_string(),
+                size: meta.size,
+                modified: meta.last_modified.to_rfc3339(),
+            })
+            .try_collect()
+            .await
+            .map_err(ArchiveError::classify)?;
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(items)
+    }
+}
+
+/// A streaming write of one object. Memory use is bounded by [`WRITE_BUFFER_BYTES`].
+/// Dropping it without [`finish`](Self::finish) leaves nothing visible (call
+/// [`abort`](Self::abort) to clean up promptly).
+pub struct ObjectWriter {
+    key: String,
+    inner: BufWriter,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ObjectWriter {
+    /// The key the object will have.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends bytes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        self.inner
+            .write_all(bytes)
+            .await
+            .map_err(ArchiveError::from_io)
+    }
+
+    /// Completes the object: after this returns `Ok`, it is durably stored and visible.
+    pub async fn finish(mut self) -> Result<StoredObject, ArchiveError> {
+        self.inner.shutdown().await.map_err(ArchiveError::from_io)?;
+        Ok(StoredObject {
+            key: self.key,
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+
+    /// Abandons the object; nothing becomes visible.
+    pub async fn abort(mut self) {
+        if let Err(e) = self.inner.abort().await {
+            tracing::warn!(key = %self.key, error = %e, "aborting a partial object failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn write_finish_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(dir.path()).unwrap();
+        let mut w = archive.writer("instances/a/b.dcm").unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        let stored = w.finish().await.unwrap();
+        assert_eq!(stored.size, 11);
+        assert_eq!(
+            stored.sha256,
+            hex::encode(Sha256::digest(b"hello world")),
+            "checksum covers every byte"
+        );
+        assert_eq!(
+            archive.get("instances/a/b.dcm").await.unwrap(),
+            Bytes::from_static(b"hello world")
+        );
+        assert_eq!(
+            archive.get_prefix("instances/a/b.dcm", 5).await.unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        let listed = archive.list("instances").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "instances/a/b.dcm");
+        archive.delete("instances/a/b.dcm").await.unwrap();
+        assert!(matches!(
+            archive.get("instances/a/b.dcm").await,
+            Err(ArchiveError::NotFound(_))
+        ));
+        archive.delete("instances/a/b.dcm").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn aborted_or_dropped_writer_leaves_nothing_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(dir.path()).unwrap();
+        let mut w = archive.writer("x/partial.dcm").unwrap();
+        w.write(&vec![7u8; 3 * 1024 * 1024]).await.unwrap();
+        w.abort().await;
+        let mut w = archive.writer("x/dropped.dcm").unwrap();
+        w.write(&vec![7u8; WRITE_BUFFER_BYTES + 10]).await.unwrap();
+        drop(w);
+        assert!(archive.list("x").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn large_object_goes_multipart_and_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(dir.path()).unwrap();
+        let mut w = archive.writer("big.bin").unwrap();
+        let chunk = vec![1u8; 1024 * 1024];
+        for _ in 0..20 {
+            w.write(&chunk).await.unwrap();
+        }
+        let stored = w.finish().await.unwrap();
+        assert_eq!(stored.size, 20 * 1024 * 1024);
+        assert_eq!(archive.size("big.bin").await.unwrap(), 20 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn rejects_keys_that_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(dir.path()).unwrap();
+        assert!(matches!(
+            archive.writer("../etc/passwd"),
+            Err(ArchiveError::InvalidKey(_))
+        ));
+    }
+}

@@ -1,0 +1,528 @@
+//! The catalog: projects, datasets, patients/studies/series/instances and their memberships,
+//! in SQLite (embedded) or PostgreSQL, through one set of portable SQL.
+//!
+//! All access goes through sqlx's `Any` driver, so only booleans, integers, floats, text and
+//! bytes cross the boundary: timestamps are RFC 3339 UTC text, counters are `BIGINT`.
+//! The few dialect differences (SQLite `BEGIN IMMEDIATE` and pragmas, PostgreSQL
+//! `SELECT … FOR UPDATE`) branch on [`Dialect`].
+//!
+//! Visibility model: a series is visible in a project when a `series_projects` row maps it
+//! there. Every recorded series is also mapped to the built-in project `admin`, so one query
+//! serves both. Datasets group series inside one project (`series_datasets`).
+
+#![warn(missing_docs)]
+
+mod error;
+mod model;
+mod query;
+mod record;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use error::CatalogError;
+pub use model::{
+    Dataset, DatasetRef, Dialect, DuplicatePolicy, InstanceRecord, InstanceRow,
+    ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
+    SeriesPage, SeriesSummary,
+};
+pub use schema::SCHEMA_VERSION;
+
+/// Name of the built-in project that sees every series; it cannot be deleted.
+pub const ADMIN_PROJECT: &str = "admin";
+
+/// Default pool size for SQLite.
+pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 8;
+/// Default pool size for PostgreSQL.
+pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
+
+/// How many times a write transaction is retried on a transient error (busy, deadlock, race).
+const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+/// Pragmas applied to every SQLite connection. `synchronous=FULL` makes each commit durable
+/// (the server acknowledges a C-STORE only after the commit).
+const SQLITE_CONNECTION_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// Connection settings beyond the URL.
+#[derive(Clone, Debug, Default)]
+pub struct CatalogOptions {
+    /// Maximum pool size; default [`DEFAULT_SQLITE_POOL_SIZE`] or [`DEFAULT_POSTGRES_POOL_SIZE`].
+    /// In-memory SQLite always uses a single connection.
+    pub max_connections: Option<u32>,
+}
+
+/// Handle to the catalog database. Cheap to clone (shares the pool).
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+    /// Serializes writers within this process on SQLite (a single-writer database): waiting on
+    /// a fair async mutex is cheaper than SQLite's sleeping busy handler. PostgreSQL writers
+    /// run concurrently.
+    pub(crate) write_lock: Arc<Mutex<()>>,
+}
+
+impl Dialect {
+    /// Dialect of a connection URL (`sqlite:`, `postgres:` or `postgresql:`).
+    pub fn from_url(url: &str) -> Result<Dialect, CatalogError> {
+        let lower = url.trim_start().to_ascii_lowercase();
+        if lower.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(CatalogError::Invalid(
+                "catalog URL must start with sqlite: or postgres:".to_string(),
+            ))
+        }
+    }
+}
+
+/// Current time as fixed-width RFC 3339 UTC (microseconds), sortable as text.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// True for a valid project or dataset name: 1..=64 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
+}
+
+/// Lookup key of a valid name (names are ASCII, so ASCII lowercasing is exact).
+pub(crate) fn name_key(kind: &str, name: &str) -> Result<String, CatalogError> {
+    if is_valid_name(name) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(CatalogError::Invalid(format!(
+            "{kind} name {name:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+struct SqliteTarget {
+    url: String,
+    memory: bool,
+    path: Option<std::path::PathBuf>,
+}
+
+/// Adds `mode=rwc` (create if missing) unless a mode is given; finds the file path.
+fn sqlite_target(url: &str) -> SqliteTarget {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (db, params) = match rest.split_once('?') {
+        Some((db, params)) => (db, Some(params)),
+        None => (rest, None),
+    };
+    let memory = db.is_empty()
+        || db == ":memory:"
+        || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"));
+    let has_mode = params.is_some_and(|p| p.split('&').any(|kv| kv.starts_with("mode=")));
+    let url = if memory || has_mode {
+        url.to_string()
+    } else if params.is_some() {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let path = (!memory).then(|| std::path::PathBuf::from(db));
+    SqliteTarget { url, memory, path }
+}
+
+impl Catalog {
+    /// Connects to `sqlite:///abs/path/catalog.db`, `sqlite://relative.db` or `postgres://…`,
+    /// creates the schema if needed and ensures the project `admin` exists.
+    /// SQLite files (and their parent directory) are created if missing.
+    pub async fn connect(url: &str) -> Result<Catalog, CatalogError> {
+        Self::connect_with(url, &CatalogOptions::default()).await
+    }
+
+    /// Like [`Catalog::connect`], with explicit options.
+    pub async fn connect_with(url: &str, options: &CatalogOptions) -> Result<Catalog, CatalogError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let target = sqlite_target(url.trim());
+                if let Some(parent) = target.path.as_deref().and_then(|p| p.parent()) {
+                    if !parent.as_os_str().is_empty() {
+                        tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                            CatalogError::Invalid(format!(
+                                "cannot create catalog directory {}: {e}",
+                                parent.display()
+                            ))
+                        })?;
+                    }
+                }
+                let mut pool_options = AnyPoolOptions::new()
+                    .max_connections(
+                        options
+                            .max_connections
+                            .unwrap_or(DEFAULT_SQLITE_POOL_SIZE)
+                            .max(1),
+                    )
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_CONNECTION_PRAGMAS {
+                                sqlx::query(*pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    });
+                if target.memory {
+                    // Every in-memory connection is its own database: keep exactly one alive.
+                    pool_options = pool_options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                }
+                let pool = pool_options.connect(&target.url).await?;
+                // Persistent in the file; set once before the pool is shared.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&pool)
+                    .await?;
+                pool
+            }
+            Dialect::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(
+                        options
+                            .max_connections
+                            .unwrap_or(DEFAULT_POSTGRES_POOL_SIZE)
+                            .max(1),
+                    )
+                    .connect(url)
+                    .await?
+            }
+        };
+        let catalog = Catalog {
+            pool,
+            dialect,
+            write_lock: Arc::new(Mutex::new(())),
+        };
+        catalog.init_schema().await?;
+        Ok(catalog)
+    }
+
+    /// The SQL dialect in use.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The underlying pool, for tables owned by other components (e.g. a job queue).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Postgres => None,
+        }
+    }
+
+    /// Begins a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the write lock up front
+    /// so a transaction never has to upgrade a read lock (which fails with SQLITE_BUSY
+    /// regardless of the busy timeout).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+
+    async fn init_schema(&self) -> Result<(), CatalogError> {
+        let _guard = self.write_guard().await;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.init_schema_once().await {
+                Ok(()) => return Ok(()),
+                // Concurrent `CREATE TABLE IF NOT EXISTS` on PostgreSQL can race on the
+                // catalog's unique indexes; the second attempt sees the tables.
+                Err(CatalogError::Database(e))
+                    if attempt < 3
+                        && (error::is_transient_db(&e) || error::is_unique_violation(&e)) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn init_schema_once(&self) -> Result<(), CatalogError> {
+        let mut tx = self.begin_write().await?;
+        for statement in schema::STATEMENTS {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        match version {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(CatalogError::Invalid(format!(
+                    "catalog schema version {v} is newer than this program supports ({SCHEMA_VERSION})"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query(
+                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2) \
+                     ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(SCHEMA_VERSION)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO projects (name_key, name, created_at) VALUES ($1, $1, $2) \
+             ON CONFLICT (name_key) DO NOTHING",
+        )
+        .bind(ADMIN_PROJECT)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<i64, CatalogError> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&self.pool)
+            .await?;
+        version.ok_or_else(|| CatalogError::NotFound("schema version".to_string()))
+    }
+
+    // ----- projects -------------------------------------------------------------------------
+
+    /// Creates a project. Names are 1..=64 of `[A-Za-z0-9._-]` and unique case-insensitively;
+    /// the spelling given here is kept as the canonical name.
+    pub async fn create_project(&self, name: &str) -> Result<Project, CatalogError> {
+        let key = name_key("project", name)?;
+        let created_at = now();
+        let _guard = self.write_guard().await;
+        let result = sqlx::query(
+            "INSERT INTO projects (name_key, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name_key) DO NOTHING",
+        )
+        .bind(&key)
+        .bind(name)
+        .bind(&created_at)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(CatalogError::Conflict(format!("project {name:?} already exists")));
+        }
+        tracing::info!(project = name, "project created");
+        Ok(Project {
+            name: name.to_string(),
+            created_at,
+            series_count: 0,
+            dataset_count: 0,
+        })
+    }
+
+    /// All projects with their series and dataset counts, sorted by name.
+    pub async fn list_projects(&self) -> Result<Vec<Project>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT p.name_key, p.name, p.created_at, \
+               (SELECT COUNT(*) FROM series_projects sp WHERE sp.project_key = p.name_key) \
+                 AS series_count, \
+               (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
+                 AS dataset_count \
+             FROM projects p",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut projects = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("name_key")?,
+                    Project {
+                        name: row.try_get("name")?,
+                        created_at: row.try_get("created_at")?,
+                        series_count: row.try_get("series_count")?,
+                        dataset_count: row.try_get("dataset_count")?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        projects.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(projects.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Finds a project case-insensitively; the result carries the canonical name.
+    pub async fn find_project(&self, name: &str) -> Result<Option<Project>, CatalogError> {
+        if !is_valid_name(name) {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT p.name, p.created_at, \
+               (SELECT COUNT(*) FROM series_projects sp WHERE sp.project_key = p.name_key) \
+                 AS series_count, \
+               (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
+                 AS dataset_count \
+             FROM projects p WHERE p.name_key = $1",
+        )
+        .bind(name.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Project {
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+                series_count: row.try_get("series_count")?,
+                dataset_count: row.try_get("dataset_count")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    /// Deletes a project with its datasets and memberships (series and instances stay, still
+    /// visible in `admin` and other projects). `admin` cannot be deleted.
+    pub async fn delete_project(&self, name: &str) -> Result<(), CatalogError> {
+        let key = name_key("project", name)?;
+        if key == ADMIN_PROJECT {
+            return Err(CatalogError::Invalid(
+                "the admin project cannot be deleted".to_string(),
+            ));
+        }
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(canonical) = found else {
+            return Err(CatalogError::NotFound(format!("project {name:?}")));
+        };
+        for statement in [
+            "DELETE FROM series_datasets WHERE project_key = $1",
+            "DELETE FROM datasets WHERE project_key = $1",
+            "DELETE FROM series_projects WHERE project_key = $1",
+            "DELETE FROM projects WHERE name_key = $1",
+        ] {
+            sqlx::query(statement).bind(&key).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(project = %canonical, "project deleted");
+        Ok(())
+    }
+
+    /// Datasets of a project with series counts and last arrival, sorted by name.
+    pub async fn list_datasets(&self, project: &str) -> Result<Vec<Dataset>, CatalogError> {
+        let Some(p) = self.find_project(project).await? else {
+            return Err(CatalogError::NotFound(format!("project {project:?}")));
+        };
+        let rows = sqlx::query(
+            "SELECT d.name_key, d.name, d.created_at, \
+               (SELECT COUNT(*) FROM series_datasets sd \
+                  WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \
+                 AS series_count, \
+               (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
+                  WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \
+                 AS last_arrival \
+             FROM datasets d WHERE d.project_key = $1",
+        )
+        .bind(p.name.to_ascii_lowercase())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut datasets = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("name_key")?,
+                    Dataset {
+                        name: row.try_get("name")?,
+                        project: p.name.clone(),
+                        created_at: row.try_get("created_at")?,
+                        series_count: row.try_get("series_count")?,
+                        last_arrival: row.try_get("last_arrival")?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        datasets.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(datasets.into_iter().map(|(_, d)| d).collect())
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("a"));
+        assert!(is_valid_name("Lung-CT_2024.v1"));
+        assert!(is_valid_name(&"x".repeat(64)));
+        assert!(!is_valid_name(&"x".repeat(65)));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("a b"));
+        assert!(!is_valid_name("a/b"));
+        assert!(!is_valid_name("é"));
+        assert!(!is_valid_name(".."));
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        let t = sqlite_target("sqlite:///tmp/x/c.db");
+        assert_eq!(t.url, "sqlite:///tmp/x/c.db?mode=rwc");
+        assert_eq!(t.path.as_deref(), Some(std::path::Path::new("/tmp/x/c.db")));
+        let t = sqlite_target("sqlite://rel.db?cache=private");
+        assert_eq!(t.url, "sqlite://rel.db?cache=private&mode=rwc");
+        let t = sqlite_target("sqlite://rel.db?mode=ro");
+        assert_eq!(t.url, "sqlite://rel.db?mode=ro");
+        assert!(sqlite_target("sqlite::memory:").memory);
+        assert_eq!(Dialect::from_url("postgres://u@h/db").ok(), Some(Dialect::Postgres));
+        assert_eq!(Dialect::from_url("sqlite://a.db").ok(), Some(Dialect::Sqlite));
+        assert!(Dialect::from_url("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn policy_names() {
+        for p in [
+            DuplicatePolicy::KeepFirst,
+            DuplicatePolicy::Overwrite,
+            DuplicatePolicy::OverwriteIfDifferent,
+        ] {
+            assert_eq!(p.as_str().parse::<DuplicatePolicy>(), Ok(p));
+            assert_eq!(
+                serde_json::to_string(&p).ok(),
+                Some(format!("\"{}\"", p.as_str()))
+            );
+        }
+        assert!("keep_first".parse::<DuplicatePolicy>().is_err());
+        assert_eq!(DuplicatePolicy::default(), DuplicatePolicy::KeepFirst);
+    }
+}

@@ -1,0 +1,422 @@
+//! Read queries: series listing with filters, series detail, single instance.
+
+use std::collections::BTreeMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::{
+    name_key, Catalog, CatalogError, DatasetRef, InstanceRow, SeriesDetail, SeriesFilter,
+    SeriesPage, SeriesSummary,
+};
+
+/// Default page size of [`Catalog::list_series`].
+pub const DEFAULT_SERIES_LIMIT: i64 = 50;
+/// Largest page size of [`Catalog::list_series`].
+pub const MAX_SERIES_LIMIT: i64 = 1000;
+
+const SERIES_COLUMNS: &str = "s.series_uid, s.study_uid, st.patient_id, st.patient_name, \
+     s.modality, st.study_date, st.study_description, s.series_description, \
+     s.body_part_examined, st.accession_number, s.series_number, s.instance_count, \
+     s.total_size, s.first_arrival, s.last_arrival";
+
+const INSTANCE_COLUMNS: &str = "sop_instance_uid, series_uid, instance_number, sop_class_uid, \
+     transfer_syntax_uid, size, sha256, n_rows, n_columns, number_of_frames, received_at, \
+     object_key";
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_args<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    args: &[Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(s) => query.bind(s.clone()),
+            Arg::Int(i) => query.bind(*i),
+        };
+    }
+    query
+}
+
+fn summary_from_row(row: &AnyRow) -> Result<SeriesSummary, sqlx::Error> {
+    Ok(SeriesSummary {
+        series_instance_uid: row.try_get("series_uid")?,
+        study_instance_uid: row.try_get("study_uid")?,
+        patient_id: row.try_get("patient_id")?,
+        patient_name: row.try_get("patient_name")?,
+        modality: row.try_get("modality")?,
+        study_date: row.try_get("study_date")?,
+        study_description: row.try_get("study_description")?,
+        series_description: row.try_get("series_description")?,
+        body_part_examined: row.try_get("body_part_examined")?,
+        accession_number: row.try_get("accession_number")?,
+        series_number: row.try_get("series_number")?,
+        datasets: Vec::new(),
+        instance_count: row.try_get("instance_count")?,
+        total_size: row.try_get("total_size")?,
+        first_arrival: row.try_get("first_arrival")?,
+        last_arrival: row.try_get("last_arrival")?,
+    })
+}
+
+fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
+    Ok(InstanceRow {
+        sop_instance_uid: row.try_get("sop_instance_uid")?,
+        series_instance_uid: row.try_get("series_uid")?,
+        instance_number: row.try_get("instance_number")?,
+        sop_class_uid: row.try_get("sop_class_uid")?,
+        transfer_syntax_uid: row.try_get("transfer_syntax_uid")?,
+        size: row.try_get("size")?,
+        sha256: row.try_get("sha256")?,
+        rows: row.try_get("n_rows")?,
+        columns: row.try_get("n_columns")?,
+        number_of_frames: row.try_get("number_of_frames")?,
+        received_at: row.try_get("received_at")?,
+        object_key: row.try_get("object_key")?,
+    })
+}
+
+/// A filter value that is present and not blank.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// `YYYYMMDD` or `YYYY-MM-DD` → `YYYYMMDD`.
+fn normalize_date(field: &str, value: &str) -> Result<String, CatalogError> {
+    let digits: String = value.chars().filter(|c| *c != '-').collect();
+    let dashes = value.len() - digits.len();
+    if digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()) && (dashes == 0 || dashes == 2)
+    {
+        Ok(digits)
+    } else {
+        Err(CatalogError::Invalid(format!(
+            "{field} must be YYYYMMDD or YYYY-MM-DD, got {value:?}"
+        )))
+    }
+}
+
+/// `%text%` for `LIKE … ESCAPE '\'`, with the wildcards in `text` escaped.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Instances by instance number (absent last), then SOP Instance UID (bytewise, the same on
+/// every database whatever its collation).
+fn sort_instances(instances: &mut [InstanceRow]) {
+    instances.sort_by(|a, b| {
+        (a.instance_number.is_none(), a.instance_number, &a.sop_instance_uid).cmp(&(
+            b.instance_number.is_none(),
+            b.instance_number,
+            &b.sop_instance_uid,
+        ))
+    });
+}
+
+impl Catalog {
+    /// Series mapped to `project` (every series for `admin`), filtered and paged, most recent
+    /// arrival first. `datasets` of each item are its dataset names within this project.
+    /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed filter.
+    pub async fn list_series(
+        &self,
+        project: &str,
+        filter: &SeriesFilter,
+    ) -> Result<SeriesPage, CatalogError> {
+        let project_key = name_key("project", project)?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
+                .bind(&project_key)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Err(CatalogError::NotFound(format!("project {project:?}")));
+        }
+
+        let limit = match filter.limit {
+            None => DEFAULT_SERIES_LIMIT,
+            Some(n) if n < 0 => {
+                return Err(CatalogError::Invalid("limit must not be negative".to_string()))
+            }
+            Some(n) => n.min(MAX_SERIES_LIMIT),
+        };
+        let offset = match filter.offset {
+            None => 0,
+            Some(n) if n < 0 => {
+                return Err(CatalogError::Invalid("offset must not be negative".to_string()))
+            }
+            Some(n) => n,
+        };
+
+        let mut conditions = vec!["sp.project_key = $1".to_string()];
+        let mut args = vec![Arg::Text(project_key.clone())];
+        let mut push = |condition: &dyn Fn(usize) -> String, arg: Arg| {
+            args.push(arg);
+            conditions.push(condition(args.len()));
+        };
+        if let Some(dataset) = given(&filter.dataset) {
+            let key = name_key("dataset", dataset)?;
+            push(
+                &|n| {
+                    format!(
+                        "EXISTS (SELECT 1 FROM series_datasets sd WHERE sd.series_uid = \
+                         s.series_uid AND sd.project_key = $1 AND sd.dataset_key = ${n})"
+                    )
+                },
+                Arg::Text(key),
+            );
+        }
+        if let Some(modality) = given(&filter.modality) {
+            push(
+                &|n| format!("s.modality = ${n}"),
+                Arg::Text(modality.to_ascii_uppercase()),
+            );
+        }
+        if let Some(patient_id) = given(&filter.patient_id) {
+            push(
+                &|n| format!("st.patient_id = ${n}"),
+                Arg::Text(patient_id.to_string()),
+            );
+        }
+        if let Some(from) = given(&filter.study_date_from) {
+            let from = normalize_date("study_date_from", from)?;
+            push(&|n| format!("st.study_date >= ${n}"), Arg::Text(from));
+        }
+        if let Some(to) = given(&filter.study_date_to) {
+            let to = normalize_date("study_date_to", to)?;
+            push(&|n| format!("st.study_date <= ${n}"), Arg::Text(to));
+        }
+        if let Some(q) = given(&filter.q) {
+            // lower() on both sides: the same folding whatever the database (ASCII on SQLite).
+            push(
+                &|n| {
+                    let any_column = [
+                        "st.patient_id",
+                        "st.patient_name",
+                        "st.study_description",
+                        "s.series_description",
+                        "st.accession_number",
+                    ]
+                    .iter()
+                    .map(|col| format!("lower({col}) LIKE lower(${n}) ESCAPE '\\'"))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                    format!("({any_column})")
+                },
+                Arg::Text(like_pattern(q)),
+            );
+        }
+
+        let from_where = format!(
+            "FROM series_projects sp \
+             JOIN series s ON s.series_uid = sp.series_uid \
+             JOIN studies st ON st.study_uid = s.study_uid \
+             WHERE {}",
+            conditions.join(" AND ")
+        );
+
+        let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
+        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("total")?;
+        if limit == 0 || total <= offset {
+            return Ok(SeriesPage {
+                total,
+                items: Vec::new(),
+            });
+        }
+
+        let page_sql = format!(
+            "SELECT {SERIES_COLUMNS} {from_where} \
+             ORDER BY s.last_arrival DESC, s.series_uid LIMIT ${} OFFSET ${}",
+            args.len() + 1,
+            args.len() + 2
+        );
+        args.push(Arg::Int(limit));
+        args.push(Arg::Int(offset));
+        let rows = bind_args(sqlx::query(AssertSqlSafe(page_sql)), &args)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if !items.is_empty() {
+            let placeholders = (0..items.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT sd.series_uid, d.name FROM series_datasets sd \
+                 JOIN datasets d ON d.project_key = sd.project_key AND d.name_key = sd.dataset_key \
+                 WHERE sd.project_key = $1 AND sd.series_uid IN ({placeholders})"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&project_key);
+            for item in &items {
+                query = query.bind(item.series_instance_uid.clone());
+            }
+            let mut by_series: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for row in query.fetch_all(&self.pool).await? {
+                by_series
+                    .entry(row.try_get("series_uid")?)
+                    .or_default()
+                    .push(row.try_get("name")?);
+            }
+            for item in &mut items {
+                if let Some(mut names) = by_series.remove(&item.series_instance_uid) {
+                    names.sort();
+                    item.datasets = names;
+                }
+            }
+        }
+        Ok(SeriesPage { total, items })
+    }
+
+    /// A series with all its projects, dataset memberships, instances and the DICOM JSON
+    /// of its representative (middle) instance. `series.datasets` holds all distinct dataset
+    /// names across projects; `dataset_memberships` qualifies them by project.
+    pub async fn get_series(&self, series_uid: &str) -> Result<Option<SeriesDetail>, CatalogError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SERIES_COLUMNS} FROM series s \
+             JOIN studies st ON st.study_uid = s.study_uid WHERE s.series_uid = $1"
+        )))
+        .bind(series_uid)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut series = summary_from_row(&row)?;
+
+        let mut projects = Vec::new();
+        for row in sqlx::query(
+            "SELECT p.name_key, p.name FROM series_projects sp \
+             JOIN projects p ON p.name_key = sp.project_key WHERE sp.series_uid = $1",
+        )
+        .bind(series_uid)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            projects.push((row.try_get::<String, _>("name_key")?, row.try_get("name")?));
+        }
+        projects.sort();
+        let projects: Vec<String> = projects.into_iter().map(|(_, name)| name).collect();
+
+        let mut dataset_memberships = Vec::new();
+        for row in sqlx::query(
+            "SELECT p.name AS project, d.name AS dataset FROM series_datasets sd \
+             JOIN datasets d ON d.project_key = sd.project_key AND d.name_key = sd.dataset_key \
+             JOIN projects p ON p.name_key = sd.project_key WHERE sd.series_uid = $1",
+        )
+        .bind(series_uid)
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            dataset_memberships.push(DatasetRef {
+                project: row.try_get("project")?,
+                dataset: row.try_get("dataset")?,
+            });
+        }
+        dataset_memberships.sort();
+        let mut names: Vec<String> = dataset_memberships
+            .iter()
+            .map(|m| m.dataset.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        series.datasets = names;
+
+        let mut instances = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE series_uid = $1"
+        )))
+        .bind(series_uid)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        sort_instances(&mut instances);
+
+        let metadata = match instances.get(instances.len() / 2) {
+            None => serde_json::Value::Null,
+            Some(representative) => {
+                let json: Option<String> = sqlx::query_scalar(
+                    "SELECT metadata_json FROM instances WHERE sop_instance_uid = $1",
+                )
+                .bind(&representative.sop_instance_uid)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match json.as_deref().map(serde_json::from_str) {
+                    Some(Ok(value)) => value,
+                    Some(Err(e)) => {
+                        tracing::warn!(
+                            sop_instance_uid = %representative.sop_instance_uid,
+                            error = %e,
+                            "stored metadata is not valid JSON"
+                        );
+                        serde_json::Value::Null
+                    }
+                    None => serde_json::Value::Null,
+                }
+            }
+        };
+
+        Ok(Some(SeriesDetail {
+            series,
+            projects,
+            dataset_memberships,
+            instances,
+            metadata,
+        }))
+    }
+
+    /// One instance of a series (`None` if absent or in another series).
+    pub async fn get_instance(
+        &self,
+        series_uid: &str,
+        sop_instance_uid: &str,
+    ) -> Result<Option<InstanceRow>, CatalogError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE sop_instance_uid = $1 AND series_uid = $2"
+        )))
+        .bind(sop_instance_uid)
+        .bind(series_uid)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(instance_from_row).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(normalize_date("d", "20240131").ok().as_deref(), Some("20240131"));
+        assert_eq!(normalize_date("d", "2024-01-31").ok().as_deref(), Some("20240131"));
+        assert!(normalize_date("d", "2024-0131").is_err());
+        assert!(normalize_date("d", "2024013").is_err());
+        assert!(normalize_date("d", "2024013x").is_err());
+    }
+
+    #[test]
+    fn like_escapes() {
+        assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+}

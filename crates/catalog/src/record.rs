@@ -1,0 +1,384 @@
+//! The hot path: recording one received instance.
+
+use std::time::Duration;
+
+use sqlx::{AnyConnection, Row};
+
+use crate::error::{is_foreign_key_violation, is_transient_db, is_unique_violation};
+use crate::{
+    name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, InstanceRecord,
+    RecordOutcome, Route, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
+};
+
+// Every statement below is a static string, so sqlx prepares it once per connection and
+// keeps it in the connection's statement cache.
+
+const SQL_ENSURE_DATASET: &str = "INSERT INTO datasets (project_key, name_key, name, created_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (project_key, name_key) DO NOTHING";
+
+const SQL_LOOKUP_INSTANCE: &str =
+    "SELECT series_uid, sha256, object_key, size FROM instances WHERE sop_instance_uid = $1";
+
+/// PostgreSQL: lock the row so concurrent overwrites of one instance see each other's key.
+const SQL_LOOKUP_INSTANCE_FOR_UPDATE: &str = "SELECT series_uid, sha256, object_key, size \
+     FROM instances WHERE sop_instance_uid = $1 FOR UPDATE";
+
+const SQL_UPSERT_PATIENT: &str = "INSERT INTO patients \
+     (patient_id, patient_name, birth_date, sex, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $5) \
+     ON CONFLICT (patient_id) DO UPDATE SET \
+       patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
+       birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
+       sex = COALESCE(excluded.sex, patients.sex), \
+       updated_at = excluded.updated_at";
+
+const SQL_UPSERT_STUDY: &str = "INSERT INTO studies \
+     (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
+      study_time, study_description, accession_number, study_id, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+     ON CONFLICT (study_uid) DO UPDATE SET \
+       patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
+       patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
+       patient_birth_date = COALESCE(excluded.patient_birth_date, studies.patient_birth_date), \
+       patient_sex = COALESCE(excluded.patient_sex, studies.patient_sex), \
+       study_date = COALESCE(excluded.study_date, studies.study_date), \
+       study_time = COALESCE(excluded.study_time, studies.study_time), \
+       study_description = COALESCE(excluded.study_description, studies.study_description), \
+       accession_number = COALESCE(excluded.accession_number, studies.accession_number), \
+       study_id = COALESCE(excluded.study_id, studies.study_id), \
+       updated_at = excluded.updated_at";
+
+/// `$8`/`$9` are the deltas applied to the series counters (the initial values on insert).
+const SQL_UPSERT_SERIES: &str = "INSERT INTO series \
+     (series_uid, study_uid, modality, body_part_examined, series_description, series_number, \
+      series_date, instance_count, total_size, first_arrival, last_arrival) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+     ON CONFLICT (series_uid) DO UPDATE SET \
+       modality = COALESCE(excluded.modality, series.modality), \
+       body_part_examined = COALESCE(excluded.body_part_examined, series.body_part_examined), \
+       series_description = COALESCE(excluded.series_description, series.series_description), \
+       series_number = COALESCE(excluded.series_number, series.series_number), \
+       series_date = COALESCE(excluded.series_date, series.series_date), \
+       instance_count = series.instance_count + excluded.instance_count, \
+       total_size = series.total_size + excluded.total_size, \
+       last_arrival = excluded.last_arrival";
+
+const SQL_SERIES_REMOVE_INSTANCE: &str = "UPDATE series SET \
+     instance_count = instance_count - 1, total_size = total_size - $2 WHERE series_uid = $1";
+
+const SQL_INSERT_INSTANCE: &str = "INSERT INTO instances \
+     (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
+      n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
+      received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+const SQL_REPLACE_INSTANCE: &str = "UPDATE instances SET \
+     series_uid = $2, sop_class_uid = $3, transfer_syntax_uid = $4, instance_number = $5, \
+     n_rows = $6, n_columns = $7, number_of_frames = $8, size = $9, sha256 = $10, \
+     object_key = $11, metadata_json = $12, source = $13, received_at = $14 \
+     WHERE sop_instance_uid = $1";
+
+const SQL_ADD_PROJECT_AND_ADMIN: &str = "INSERT INTO series_projects \
+     (series_uid, project_key, added_at) VALUES ($1, $2, $3), ($1, $4, $3) \
+     ON CONFLICT (series_uid, project_key) DO NOTHING";
+
+const SQL_ADD_PROJECT: &str = "INSERT INTO series_projects \
+     (series_uid, project_key, added_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (series_uid, project_key) DO NOTHING";
+
+const SQL_ADD_DATASET: &str = "INSERT INTO series_datasets \
+     (series_uid, project_key, dataset_key, added_at, last_arrival) VALUES ($1, $2, $3, $4, $4) \
+     ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
+       last_arrival = excluded.last_arrival";
+
+/// Why one attempt of the transaction failed.
+enum Attempt {
+    /// Transient: roll back and run the whole transaction again.
+    Retry(CatalogError),
+    /// Permanent.
+    Fail(CatalogError),
+}
+
+fn db(e: sqlx::Error) -> Attempt {
+    if is_transient_db(&e) {
+        Attempt::Retry(e.into())
+    } else {
+        Attempt::Fail(e.into())
+    }
+}
+
+/// `Some("")` (an empty DICOM value) counts as absent, so it never overwrites a known value.
+fn opt(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|s| !s.is_empty())
+}
+
+fn require(field: &str, value: &str) -> Result<(), CatalogError> {
+    if value.trim().is_empty() {
+        Err(CatalogError::Invalid(format!("instance record without {field}")))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate(rec: &InstanceRecord) -> Result<(), CatalogError> {
+    require("SOP Instance UID", &rec.sop_instance_uid)?;
+    require("SOP Class UID", &rec.sop_class_uid)?;
+    require("Series Instance UID", &rec.series_instance_uid)?;
+    require("Study Instance UID", &rec.study_instance_uid)?;
+    require("transfer syntax UID", &rec.transfer_syntax_uid)?;
+    require("object key", &rec.object_key)?;
+    require("SHA-256", &rec.sha256)?;
+    if rec.size < 0 {
+        return Err(CatalogError::Invalid("negative object size".to_string()));
+    }
+    Ok(())
+}
+
+struct Keys<'a> {
+    project: String,
+    project_name: &'a str,
+    dataset: String,
+    dataset_name: &'a str,
+}
+
+impl Catalog {
+    /// The hot path, one transaction: duplicate lookup by SOP Instance UID, policy decision,
+    /// upsert of patient/study/series (latest non-empty values win), insert or replace of the
+    /// instance, dataset creation on first use, and memberships: `series_projects` for
+    /// `route.project` and `admin`, `series_datasets` for (project, dataset).
+    ///
+    /// Returns what happened so the caller can delete the object that is no longer
+    /// referenced (see [`RecordOutcome::object_to_delete`]). When the instance already exists
+    /// and is kept, the memberships are added to the series of the stored instance.
+    /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed record or
+    /// dataset name. Transient database conditions are retried internally.
+    pub async fn record_instance(
+        &self,
+        rec: &InstanceRecord,
+        route: &Route,
+        policy: DuplicatePolicy,
+    ) -> Result<RecordOutcome, CatalogError> {
+        validate(rec)?;
+        let keys = Keys {
+            project: name_key("project", &route.project)?,
+            project_name: &route.project,
+            dataset: name_key("dataset", &route.dataset)?,
+            dataset_name: &route.dataset,
+        };
+        let _guard = self.write_guard().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.record_once(rec, &keys, policy).await {
+                Ok(outcome) => {
+                    tracing::debug!(
+                        sop_instance_uid = %rec.sop_instance_uid,
+                        series_instance_uid = %rec.series_instance_uid,
+                        outcome = ?outcome,
+                        "instance recorded"
+                    );
+                    return Ok(outcome);
+                }
+                Err(Attempt::Retry(e)) if attempt < MAX_WRITE_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "retrying catalog transaction");
+                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
+                }
+                Err(Attempt::Retry(e)) | Err(Attempt::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn record_once(
+        &self,
+        rec: &InstanceRecord,
+        keys: &Keys<'_>,
+        policy: DuplicatePolicy,
+    ) -> Result<RecordOutcome, Attempt> {
+        let now = now();
+        let mut tx = self.begin_write().await.map_err(db)?;
+
+        // The dataset row references the project: a foreign-key violation means the project
+        // does not exist. An existing dataset implies an existing project (cascade delete).
+        if let Err(e) = sqlx::query(SQL_ENSURE_DATASET)
+            .bind(&keys.project)
+            .bind(&keys.dataset)
+            .bind(keys.dataset_name)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+        {
+            return Err(if is_foreign_key_violation(&e) {
+                Attempt::Fail(CatalogError::NotFound(format!("project {:?}", keys.project_name)))
+            } else {
+                db(e)
+            });
+        }
+
+        let lookup = match self.dialect {
+            Dialect::Sqlite => SQL_LOOKUP_INSTANCE,
+            Dialect::Postgres => SQL_LOOKUP_INSTANCE_FOR_UPDATE,
+        };
+        let existing = sqlx::query(lookup)
+            .bind(&rec.sop_instance_uid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+
+        let (outcome, member_series) = match existing {
+            None => {
+                upsert_hierarchy(&mut tx, rec, &now, 1, rec.size).await?;
+                if let Err(e) = bind_instance(sqlx::query(SQL_INSERT_INSTANCE), rec, &now)
+                    .execute(&mut *tx)
+                    .await
+                {
+                    // PostgreSQL: another transaction inserted it after our lookup; the retry
+                    // takes the duplicate path.
+                    return Err(if is_unique_violation(&e) {
+                        Attempt::Retry(e.into())
+                    } else {
+                        db(e)
+                    });
+                }
+                (RecordOutcome::Stored, rec.series_instance_uid.clone())
+            }
+            Some(row) => {
+                let old_series: String = row.try_get("series_uid").map_err(db)?;
+                let old_sha: String = row.try_get("sha256").map_err(db)?;
+                let old_key: String = row.try_get("object_key").map_err(db)?;
+                let old_size: i64 = row.try_get("size").map_err(db)?;
+                let overwrite = match policy {
+                    DuplicatePolicy::KeepFirst => false,
+                    DuplicatePolicy::Overwrite => true,
+                    DuplicatePolicy::OverwriteIfDifferent => {
+                        !old_sha.eq_ignore_ascii_case(&rec.sha256)
+                    }
+                };
+                if !overwrite {
+                    (
+                        RecordOutcome::DuplicateKept {
+                            existing_key: old_key,
+                        },
+                        old_series,
+                    )
+                } else {
+                    if old_series == rec.series_instance_uid {
+                        upsert_hierarchy(&mut tx, rec, &now, 0, rec.size - old_size).await?;
+                    } else {
+                        // The same SOP Instance UID in another series: move it.
+                        upsert_hierarchy(&mut tx, rec, &now, 1, rec.size).await?;
+                        sqlx::query(SQL_SERIES_REMOVE_INSTANCE)
+                            .bind(&old_series)
+                            .bind(old_size)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                    bind_instance(sqlx::query(SQL_REPLACE_INSTANCE), rec, &now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    (RecordOutcome::Replaced { old_key }, rec.series_instance_uid.clone())
+                }
+            }
+        };
+
+        let projects = if keys.project == ADMIN_PROJECT {
+            sqlx::query(SQL_ADD_PROJECT)
+                .bind(&member_series)
+                .bind(&keys.project)
+                .bind(&now)
+        } else {
+            sqlx::query(SQL_ADD_PROJECT_AND_ADMIN)
+                .bind(&member_series)
+                .bind(&keys.project)
+                .bind(&now)
+                .bind(ADMIN_PROJECT)
+        };
+        projects.execute(&mut *tx).await.map_err(db)?;
+        sqlx::query(SQL_ADD_DATASET)
+            .bind(&member_series)
+            .bind(&keys.project)
+            .bind(&keys.dataset)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+}
+
+/// Upserts patient (if it has an ID), study and series; adds the deltas to the series counters.
+async fn upsert_hierarchy(
+    conn: &mut AnyConnection,
+    rec: &InstanceRecord,
+    now: &str,
+    count_delta: i64,
+    size_delta: i64,
+) -> Result<(), Attempt> {
+    if let Some(patient_id) = opt(&rec.patient_id) {
+        sqlx::query(SQL_UPSERT_PATIENT)
+            .bind(patient_id)
+            .bind(opt(&rec.patient_name))
+            .bind(opt(&rec.patient_birth_date))
+            .bind(opt(&rec.patient_sex))
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    sqlx::query(SQL_UPSERT_STUDY)
+        .bind(&rec.study_instance_uid)
+        .bind(opt(&rec.patient_id))
+        .bind(opt(&rec.patient_name))
+        .bind(opt(&rec.patient_birth_date))
+        .bind(opt(&rec.patient_sex))
+        .bind(opt(&rec.study_date))
+        .bind(opt(&rec.study_time))
+        .bind(opt(&rec.study_description))
+        .bind(opt(&rec.accession_number))
+        .bind(opt(&rec.study_id))
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    sqlx::query(SQL_UPSERT_SERIES)
+        .bind(&rec.series_instance_uid)
+        .bind(&rec.study_instance_uid)
+        .bind(opt(&rec.modality))
+        .bind(opt(&rec.body_part_examined))
+        .bind(opt(&rec.series_description))
+        .bind(rec.series_number)
+        .bind(opt(&rec.series_date))
+        .bind(count_delta)
+        .bind(size_delta)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Binds the 14 instance columns in the order shared by insert and replace.
+fn bind_instance<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    rec: &InstanceRecord,
+    now: &str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&rec.sop_instance_uid)
+        .bind(&rec.series_instance_uid)
+        .bind(&rec.sop_class_uid)
+        .bind(&rec.transfer_syntax_uid)
+        .bind(rec.instance_number)
+        .bind(rec.rows)
+        .bind(rec.columns)
+        .bind(rec.number_of_frames)
+        .bind(rec.size)
+        .bind(&rec.sha256)
+        .bind(&rec.object_key)
+        .bind(&rec.metadata_json)
+        .bind(&rec.source)
+        .bind(now)
+}

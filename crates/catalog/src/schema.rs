@@ -1,0 +1,104 @@
+//! Portable schema, created idempotently at connect.
+//!
+//! Only types every `Any` backend carries are used: `TEXT` (timestamps are RFC 3339 UTC with a
+//! fixed width so they sort as text) and `BIGINT`. Keys are natural text keys; project and
+//! dataset keys are the ASCII-lowercased names (names are ASCII by construction), so
+//! case-insensitive uniqueness needs no expression index.
+
+/// Version written to `schema_version` by this code.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub(crate) const STATEMENTS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS schema_version (
+        version BIGINT NOT NULL PRIMARY KEY,
+        applied_at TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS projects (
+        name_key TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS datasets (
+        project_key TEXT NOT NULL REFERENCES projects (name_key) ON DELETE CASCADE,
+        name_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (project_key, name_key)
+    )",
+    "CREATE TABLE IF NOT EXISTS patients (
+        patient_id TEXT NOT NULL PRIMARY KEY,
+        patient_name TEXT,
+        birth_date TEXT,
+        sex TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS studies (
+        study_uid TEXT NOT NULL PRIMARY KEY,
+        patient_id TEXT,
+        patient_name TEXT,
+        patient_birth_date TEXT,
+        patient_sex TEXT,
+        study_date TEXT,
+        study_time TEXT,
+        study_description TEXT,
+        accession_number TEXT,
+        study_id TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS series (
+        series_uid TEXT NOT NULL PRIMARY KEY,
+        study_uid TEXT NOT NULL REFERENCES studies (study_uid),
+        modality TEXT,
+        body_part_examined TEXT,
+        series_description TEXT,
+        series_number BIGINT,
+        series_date TEXT,
+        instance_count BIGINT NOT NULL DEFAULT 0,
+        total_size BIGINT NOT NULL DEFAULT 0,
+        first_arrival TEXT NOT NULL,
+        last_arrival TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS instances (
+        sop_instance_uid TEXT NOT NULL PRIMARY KEY,
+        series_uid TEXT NOT NULL REFERENCES series (series_uid),
+        sop_class_uid TEXT NOT NULL,
+        transfer_syntax_uid TEXT NOT NULL,
+        instance_number BIGINT,
+        n_rows BIGINT,
+        n_columns BIGINT,
+        number_of_frames BIGINT,
+        size BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        metadata_json TEXT NOT NULL,
+        source TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS series_projects (
+        series_uid TEXT NOT NULL REFERENCES series (series_uid) ON DELETE CASCADE,
+        project_key TEXT NOT NULL REFERENCES projects (name_key) ON DELETE CASCADE,
+        added_at TEXT NOT NULL,
+        PRIMARY KEY (series_uid, project_key)
+    )",
+    "CREATE TABLE IF NOT EXISTS series_datasets (
+        series_uid TEXT NOT NULL REFERENCES series (series_uid) ON DELETE CASCADE,
+        project_key TEXT NOT NULL,
+        dataset_key TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        last_arrival TEXT NOT NULL,
+        PRIMARY KEY (series_uid, project_key, dataset_key),
+        FOREIGN KEY (project_key, dataset_key)
+            REFERENCES datasets (project_key, name_key) ON DELETE CASCADE
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_series_study ON series (study_uid)",
+    "CREATE INDEX IF NOT EXISTS idx_series_modality ON series (modality)",
+    "CREATE INDEX IF NOT EXISTS idx_instances_series ON instances (series_uid)",
+    "CREATE INDEX IF NOT EXISTS idx_studies_patient ON studies (patient_id)",
+    "CREATE INDEX IF NOT EXISTS idx_studies_date ON studies (study_date)",
+    "CREATE INDEX IF NOT EXISTS idx_series_projects_project
+        ON series_projects (project_key, series_uid)",
+    "CREATE INDEX IF NOT EXISTS idx_series_datasets_dataset
+        ON series_datasets (project_key, dataset_key, series_uid)",
+];

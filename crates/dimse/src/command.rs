@@ -1,0 +1,220 @@
+//! DIMSE command sets (PS3.7 §9.3, §E): always Implicit VR Little Endian.
+//!
+//! dicom-rs has no DIMSE layer, so the few messages a storage SCP needs are built here.
+
+use std::io::Cursor;
+
+use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+/// Command Field values used here.
+pub mod field {
+    /// C-STORE-RQ
+    pub const C_STORE_RQ: u16 = 0x0001;
+    /// C-ECHO-RQ
+    pub const C_ECHO_RQ: u16 = 0x0030;
+    /// Bit set on every response's command field.
+    pub const RESPONSE: u16 = 0x8000;
+    /// C-CANCEL-RQ (no response is sent)
+    pub const C_CANCEL_RQ: u16 = 0x0FFF;
+}
+
+/// DIMSE status codes radport answers with.
+pub mod status {
+    /// Success.
+    pub const SUCCESS: u16 = 0x0000;
+    /// Refused: out of resources (C-STORE).
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: cannot understand (C-STORE).
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// Failure: processing failure.
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Failure: unrecognised operation.
+    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+}
+
+/// CommandDataSetType value meaning "no data set follows".
+pub const NO_DATA_SET: u16 = 0x0101;
+
+/// The fields of a received command set that the SCP uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// (0000,0100) Command Field.
+    pub field: u16,
+    /// (0000,0110) Message ID.
+    pub message_id: u16,
+    /// (0000,0002) Affected SOP Class UID, if present.
+    pub affected_sop_class_uid: Option<String>,
+    /// (0000,1000) Affected SOP Instance UID, if present.
+    pub affected_sop_instance_uid: Option<String>,
+    /// Whether a data set follows the command.
+    pub has_data_set: bool,
+}
+
+/// Why a command set could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed DIMSE command set: {0}")]
+pub struct CommandError(String);
+
+fn uid(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let element = obj.element_opt(tag).ok().flatten()?;
+    let value = element.to_str().ok()?;
+    let v = value.trim_end_matches(['\0', ' ']).to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+fn implicit_le() -> dicom_encoding::TransferSyntax {
+    IMPLICIT_VR_LITTLE_ENDIAN.erased()
+}
+
+impl Command {
+    /// Decodes a command set from its Implicit VR Little Endian bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
+        let ts = implicit_le();
+        let obj = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), &ts)
+        }))
+        .map_err(|_| CommandError("parser failure".into()))?
+        .map_err(|e| CommandError(e.to_string()))?;
+        let u16_of = |tag: Tag| -> Option<u16> {
+            obj.element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<u16>().ok())
+        };
+        let field = u16_of(tags::COMMAND_FIELD)
+            .ok_or_else(|| CommandError("no (0000,0100) Command Field".into()))?;
+        let message_id = u16_of(tags::MESSAGE_ID).unwrap_or(0);
+        let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
+        Ok(Command {
+            field,
+            message_id,
+            affected_sop_class_uid: uid(&obj, tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance_uid: uid(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+            has_data_set: data_set_type != NO_DATA_SET,
+        })
+    }
+}
+
+/// A response command to send back.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Command field of the request this answers (the response bit is added).
+    pub request_field: u16,
+    /// Message ID of the request.
+    pub message_id: u16,
+    /// Affected SOP Class UID.
+    pub sop_class_uid: Option<String>,
+    /// Affected SOP Instance UID.
+    pub sop_instance_uid: Option<String>,
+    /// Status code.
+    pub status: u16,
+    /// Error Comment (0000,0902), at most 64 characters are sent.
+    pub error_comment: Option<String>,
+}
+
+fn padded_uid(uid: &str) -> String {
+    let mut s = uid.to_string();
+    if s.len() % 2 == 1 {
+        s.push('\0');
+    }
+    s
+}
+
+impl Response {
+    /// Encodes the response as an Implicit VR Little Endian command set with its group length.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        if let Some(class) = &self.sop_class_uid {
+            obj.put(DataElement::new(
+                tags::AFFECTED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from(padded_uid(class)),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            dicom_value!(U16, [self.request_field | field::RESPONSE]),
+        ));
+        obj.put(DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            dicom_value!(U16, [self.message_id]),
+        ));
+        obj.put(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [NO_DATA_SET]),
+        ));
+        obj.put(DataElement::new(
+            tags::STATUS,
+            VR::US,
+            dicom_value!(U16, [self.status]),
+        ));
+        if let Some(comment) = &self.error_comment {
+            let mut c: String = comment
+                .chars()
+                .filter(|c| !c.is_control() && *c != '\\')
+                .take(64)
+                .collect();
+            if c.len() % 2 == 1 {
+                c.push(' ');
+            }
+            obj.put(DataElement::new(
+                tags::ERROR_COMMENT,
+                VR::LO,
+                PrimitiveValue::from(c),
+            ));
+        }
+        if let Some(instance) = &self.sop_instance_uid {
+            obj.put(DataElement::new(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(padded_uid(instance)),
+            ));
+        }
+        let mut body = Vec::with_capacity(256);
+        // Writing a small in-memory object to a Vec cannot fail for these value types.
+        if let Err(e) = obj.write_dataset_with_ts(&mut body, &implicit_le()) {
+            tracing::error!(error = %e, "encoding a DIMSE response failed");
+        }
+        let mut out = Vec::with_capacity(body.len() + 12);
+        out.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00]);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_round_trips_through_decode() {
+        let rsp = Response {
+            request_field: field::C_STORE_RQ,
+            message_id: 7,
+            sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            sop_instance_uid: Some("1.2.3.4.5".into()),
+            status: status::OUT_OF_RESOURCES,
+            error_comment: Some("disk full".into()),
+        };
+        let bytes = rsp.encode();
+        let group_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        assert_eq!(group_len, bytes.len() - 12, "group length counts the rest");
+        let decoded = Command::decode(&bytes).unwrap();
+        assert_eq!(decoded.field, 0x8001);
+        assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3.4.5"));
+        assert!(!decoded.has_data_set);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Command::decode(&[0xff; 7]).is_err());
+        assert!(Command::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! The HTTP API: a thin JSON layer over the catalog and the archive.
+//!
+//! Handlers validate input, call one catalog or archive function and shape the answer; no
+//! business rule lives here. Errors are JSON `{"error": "..."}` with a status code that says
+//! what kind of problem it is. The OpenAPI document is served at `/api/openapi.json`.
+
+mod openapi;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use radport_archive::{Archive, ArchiveError};
+use radport_catalog::{Catalog, CatalogError, SeriesFilter};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The archive.
+    pub archive: Archive,
+    /// Facts about this deployment shown by `/api/health` (e.g. DIMSE port, AE title).
+    pub deployment: serde_json::Value,
+}
+
+/// An error answered as JSON with a status code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        }
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        let status = match &e {
+            CatalogError::NotFound(_) => StatusCode::NOT_FOUND,
+            CatalogError::Conflict(_) => StatusCode::CONFLICT,
+            CatalogError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<ArchiveError> for ApiError {
+    fn from(e: ArchiveError) -> Self {
+        let status = match &e {
+            ArchiveError::NotFound(_) => StatusCode::NOT_FOUND,
+            ArchiveError::InvalidKey(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router of the whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi_document))
+        .route("/api/projects", get(list_projects).post(create_project))
+        .route("/api/projects/{project}", axum::routing::delete(delete_project))
+        .route("/api/projects/{project}/datasets", get(list_datasets))
+        .route("/api/projects/{project}/series", get(list_series))
+        .route("/api/series/{series_uid}", get(get_series))
+        .route(
+            "/api/series/{series_uid}/instances/{sop_instance_uid}",
+            get(get_instance_file),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/openapi.json")
+}
+
+async fn openapi_document() -> Json<serde_json::Value> {
+    Json(openapi::document())
+}
+
+async fn health(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    // A cheap query proves the catalog answers.
+    state.catalog.list_projects().await?;
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "catalog": format!("{:?}", state.catalog.dialect()).to_lowercase(),
+        "archive": state.archive.description(),
+        "deployment": state.deployment,
+    })))
+}
+
+async fn list_projects(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let items = state.catalog.list_projects().await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+struct CreateProject {
+    name: String,
+}
+
+async fn create_project(
+    State(state): State<AppState>,
+    body: Result<Json<CreateProject>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected a JSON body like {{\"name\": \"my-project\"}}: {e}"),
+        )
+    })?;
+    let project = state.catalog.create_project(body.name.trim()).await?;
+    Ok((StatusCode::CREATED, Json(json!(project))))
+}
+
+async fn delete_project(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.catalog.delete_project(&project).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_datasets(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let items = state.catalog.list_datasets(&project).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn list_series(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    query: Result<Query<SeriesFilter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(filter) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    for (name, value) in [
+        ("study_date_from", &filter.study_date_from),
+        ("study_date_to", &filter.study_date_to),
+    ] {
+        if let Some(v) = value {
+            if v.len() != 8 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} must be a date as YYYYMMDD, got {v:?}"),
+                ));
+            }
+        }
+    }
+    if filter.limit.is_some_and(|l| l < 0) || filter.offset.is_some_and(|o| o < 0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit and offset must not be negative",
+        ));
+    }
+    let page = state.catalog.list_series(&project, &filter).await?;
+    Ok(Json(json!(page)))
+}
+
+async fn get_series(
+    State(state): State<AppState>,
+    Path(series_uid): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let detail = state.catalog.get_series(&series_uid).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("series {series_uid} is not in the catalog"),
+        )
+    })?;
+    Ok(Json(json!(detail)))
+}
+
+async fn get_instance_file(
+    State(state): State<AppState>,
+    Path((series_uid, sop_instance_uid)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let instance = state
+        .catalog
+        .get_instance(&series_uid, &sop_instance_uid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("instance {sop_instance_uid} is not in series {series_uid}"),
+            )
+        })?;
+    let (size, stream) = state.archive.get_stream(&instance.object_key).await?;
+    let body = Body::from_stream(stream);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/dicom".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.dcm\"", sop_instance_uid.replace('"', "")),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}

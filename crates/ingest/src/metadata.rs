@@ -1,0 +1,160 @@
+//! Reading an instance's attributes from the head of its Part-10 bytes.
+//!
+//! dicom-rs decodes text values through (0008,0005) Specific Character Set, so every string
+//! that reaches the catalog is UTF-8; the stored file itself is never rewritten.
+
+use std::io::Cursor;
+
+use dicom_core::header::{HasLength, Header};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTable;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use radport_catalog::InstanceRecord;
+
+use crate::Announced;
+
+/// Why the attributes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The head ended before the attributes did; read further into the file.
+    #[error("the attributes extend past the bytes read so far")]
+    NeedMoreBytes,
+    /// The bytes are not a DICOM data set radport can read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// A required identifying attribute is missing or empty.
+    #[error("missing required attribute {0}")]
+    Missing(&'static str),
+}
+
+/// Binary values larger than this are left out of the stored DICOM JSON (bulk data).
+const JSON_INLINE_BINARY_LIMIT: u32 = 1024;
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let element = obj.element_opt(tag).ok().flatten()?;
+    let value = element.to_str().ok()?;
+    let trimmed = value.trim_matches(|c: char| c == ' ' || c == '\0').trim();
+    if trimmed.is_empty() {
+        None
+    } else {
+        Some(trimmed.to_string())
+    }
+}
+
+fn integer(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    let element = obj.element_opt(tag).ok().flatten()?;
+    element.to_int::<i64>().ok()
+}
+
+fn is_bulk(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN
+    )
+}
+
+/// Reads the file meta group of a Part-10 file: what it announces and where its data set starts.
+pub(crate) fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), MetadataError> {
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Err(MetadataError::Unreadable(
+            "not a DICOM Part-10 file (no DICM magic at offset 128)".into(),
+        ));
+    }
+    let meta = FileMetaTable::from_reader(Cursor::new(&bytes[132..]))
+        .map_err(|e| MetadataError::Unreadable(format!("bad file meta group: {e}")))?;
+    let offset = 132 + 12 + meta.information_group_length as usize;
+    if offset > bytes.len() {
+        return Err(MetadataError::Unreadable(
+            "file meta group length exceeds the file".into(),
+        ));
+    }
+    let clean = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    let announced = Announced {
+        sop_class_uid: clean(&meta.media_storage_sop_class_uid),
+        sop_instance_uid: clean(&meta.media_storage_sop_instance_uid),
+        transfer_syntax_uid: clean(&meta.transfer_syntax),
+        source_ae_title: meta.source_application_entity_title.as_deref().map(clean),
+    };
+    Ok((announced, offset))
+}
+
+/// Reads the catalog attributes and DICOM JSON from the head of a Part-10 file.
+/// `truncated` says whether `head` is only a prefix of the file.
+pub fn extract_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, MetadataError> {
+    let parsed = std::panic::catch_unwind(|| {
+        OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Always)
+            .read_until(tags::PIXEL_DATA)
+            .from_reader(Cursor::new(head))
+    });
+    let file = match parsed {
+        Ok(Ok(file)) => file,
+        Ok(Err(_)) if truncated => return Err(MetadataError::NeedMoreBytes),
+        Ok(Err(e)) => return Err(MetadataError::Unreadable(e.to_string())),
+        Err(_) => {
+            return Err(MetadataError::Unreadable(
+                "the DICOM parser failed on this data set".into(),
+            ))
+        }
+    };
+    let obj = file.into_inner();
+    let required = |tag: Tag, name: &'static str| -> Result<String, MetadataError> {
+        match text(&obj, tag) {
+            Some(v) => Ok(v),
+            None if truncated => Err(MetadataError::NeedMoreBytes),
+            None => Err(MetadataError::Missing(name)),
+        }
+    };
+    let study_instance_uid = required(tags::STUDY_INSTANCE_UID, "(0020,000D) Study Instance UID")?;
+    let series_instance_uid =
+        required(tags::SERIES_INSTANCE_UID, "(0020,000E) Series Instance UID")?;
+
+    let mut json_obj = obj.clone();
+    let bulky: Vec<Tag> = json_obj
+        .iter()
+        .filter(|e| {
+            e.tag() == tags::ICON_IMAGE_SEQUENCE
+                || (is_bulk(e.vr())
+                    && e.length().get().is_none_or(|l| l > JSON_INLINE_BINARY_LIMIT))
+        })
+        .map(|e| e.tag())
+        .collect();
+    for tag in bulky {
+        json_obj.remove_element(tag);
+    }
+    let metadata_json = dicom_json::to_string(&json_obj)
+        .map_err(|e| MetadataError::Unreadable(format!("cannot express as DICOM JSON: {e}")))?;
+
+    Ok(InstanceRecord {
+        sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        sop_class_uid: text(&obj, tags::SOP_CLASS_UID).unwrap_or_default(),
+        series_instance_uid,
+        study_instance_uid,
+        transfer_syntax_uid: String::new(),
+        patient_id: text(&obj, tags::PATIENT_ID),
+        patient_name: text(&obj, tags::PATIENT_NAME),
+        patient_birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
+        patient_sex: text(&obj, tags::PATIENT_SEX),
+        study_date: text(&obj, tags::STUDY_DATE),
+        study_time: text(&obj, tags::STUDY_TIME),
+        study_description: text(&obj, tags::STUDY_DESCRIPTION),
+        accession_number: text(&obj, tags::ACCESSION_NUMBER),
+        study_id: text(&obj, tags::STUDY_ID),
+        modality: text(&obj, tags::MODALITY),
+        body_part_examined: text(&obj, tags::BODY_PART_EXAMINED),
+        series_description: text(&obj, tags::SERIES_DESCRIPTION),
+        series_number: integer(&obj, tags::SERIES_NUMBER),
+        series_date: text(&obj, tags::SERIES_DATE),
+        instance_number: integer(&obj, tags::INSTANCE_NUMBER),
+        rows: integer(&obj, tags::ROWS),
+        columns: integer(&obj, tags::COLUMNS),
+        number_of_frames: integer(&obj, tags::NUMBER_OF_FRAMES),
+        size: 0,
+        sha256: String::new(),
+        object_key: String::new(),
+        metadata_json,
+        source: String::new(),
+    })
+}

@@ -1,0 +1,182 @@
+//! Settings of `radport serve`: flags, then `RADPORT_*` environment variables, then an optional
+//! TOML file, then built-in defaults — in that order of precedence.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use radport_catalog::DuplicatePolicy;
+use serde::Deserialize;
+
+/// Flags of `radport serve` (each also readable from its `RADPORT_*` variable).
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flags, with underscores).
+    #[arg(long, env = "RADPORT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded catalog and archive [default: ./radport-data].
+    #[arg(long, env = "RADPORT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// DIMSE port of the DICOM receiver [default: 11112].
+    #[arg(long, env = "RADPORT_DICOM_PORT")]
+    pub dicom_port: Option<u16>,
+    /// Port of the HTTP API [default: 8080].
+    #[arg(long, env = "RADPORT_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Address both listeners bind to [default: 0.0.0.0].
+    #[arg(long, env = "RADPORT_BIND")]
+    pub bind: Option<String>,
+    /// Catalog database URL [default: sqlite://DATA_DIR/catalog.db].
+    #[arg(long, env = "RADPORT_CATALOG_URL")]
+    pub catalog_url: Option<String>,
+    /// What to do when a SOP Instance UID arrives again: keep-first, overwrite,
+    /// overwrite-if-different [default: keep-first].
+    #[arg(long, env = "RADPORT_DUPLICATE_POLICY")]
+    pub duplicate_policy: Option<String>,
+    /// AE title of the receiver, as shown to users [default: RADPORT].
+    #[arg(long, env = "RADPORT_AE_TITLE")]
+    pub ae_title: Option<String>,
+    /// Maximum number of simultaneous DICOM associations [default: 64].
+    #[arg(long, env = "RADPORT_MAX_ASSOCIATIONS")]
+    pub max_associations: Option<usize>,
+    /// Largest PDU the receiver accepts, in bytes [default: 262144].
+    #[arg(long, env = "RADPORT_MAX_PDU")]
+    pub max_pdu: Option<u32>,
+    /// Host name to show in the dcmsend command of the upload wizard [default: this host's name].
+    #[arg(long, env = "RADPORT_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    dicom_port: Option<u16>,
+    http_port: Option<u16>,
+    bind: Option<String>,
+    catalog_url: Option<String>,
+    duplicate_policy: Option<String>,
+    ae_title: Option<String>,
+    max_associations: Option<usize>,
+    max_pdu: Option<u32>,
+    public_host: Option<String>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub bind: String,
+    pub catalog_url: String,
+    pub duplicate_policy: DuplicatePolicy,
+    pub ae_title: String,
+    pub max_associations: usize,
+    pub max_pdu: u32,
+    pub public_host: String,
+}
+
+fn read_file(path: &Path) -> Result<FileSettings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+impl ServeArgs {
+    /// Merges flags/env (already in `self`) over the TOML file over defaults.
+    pub fn resolve(self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("radport-data"));
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            std::env::current_dir()?.join(data_dir)
+        };
+        let catalog_url = self
+            .catalog_url
+            .or(file.catalog_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+        let policy_text = self
+            .duplicate_policy
+            .or(file.duplicate_policy)
+            .unwrap_or_else(|| "keep-first".into());
+        let duplicate_policy: DuplicatePolicy = policy_text.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "unknown duplicate policy {policy_text:?}: use keep-first, overwrite or overwrite-if-different"
+            )
+        })?;
+        let public_host = self
+            .public_host
+            .or(file.public_host)
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        Ok(Settings {
+            data_dir,
+            dicom_port: self.dicom_port.or(file.dicom_port).unwrap_or(11112),
+            http_port: self.http_port.or(file.http_port).unwrap_or(8080),
+            bind: self.bind.or(file.bind).unwrap_or_else(|| "0.0.0.0".into()),
+            catalog_url,
+            duplicate_policy,
+            ae_title: self.ae_title.or(file.ae_title).unwrap_or_else(|| "RADPORT".into()),
+            max_associations: self
+                .max_associations
+                .or(file.max_associations)
+                .unwrap_or(64),
+            max_pdu: self.max_pdu.or(file.max_pdu).unwrap_or(262_144),
+            public_host,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(&file, "dicom_port = 4242\nhttp_port = 9999\nduplicate_policy = \"overwrite\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            http_port: Some(7000),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.http_port, 7000, "flag wins over file");
+        assert_eq!(s.dicom_port, 4242, "file wins over default");
+        assert_eq!(s.duplicate_policy, DuplicatePolicy::Overwrite);
+        assert!(s.catalog_url.starts_with("sqlite://"));
+        assert!(s.catalog_url.ends_with("radport-data/catalog.db"));
+    }
+
+    #[test]
+    fn unknown_keys_and_policies_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(&file, "dicom_prot = 1\n").unwrap();
+        let err = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("dicom_prot"), "{err:#}");
+        let err = ServeArgs {
+            duplicate_policy: Some("sometimes".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("sometimes"));
+    }
+}

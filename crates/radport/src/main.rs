@@ -1,0 +1,65 @@
+//! `radport`: the binary. `radport serve` runs the whole intake (DICOM receiver, HTTP API) in
+//! one process with embedded defaults; every other subcommand is a client of the HTTP API.
+
+mod client;
+mod config;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Medical imaging intake: receive DICOM, archive it, catalog it per project and dataset.
+#[derive(Parser, Debug)]
+#[command(name = "radport", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: DICOM receiver and HTTP API.
+    Serve(config::ServeArgs),
+    /// Manage projects.
+    Project {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: client::ProjectAction,
+    },
+    /// List the datasets of a project.
+    Dataset {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: client::DatasetAction,
+    },
+    /// Find series and their instances.
+    Series {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: client::SeriesAction,
+    },
+    /// Check that a server answers.
+    Health {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Project { client, action } => client::project(&client, action).await,
+            Command::Dataset { client, action } => client::dataset(&client, action).await,
+            Command::Series { client, action } => client::series(&client, action).await,
+            Command::Health { client } => client::health(&client).await,
+        }
+    })
+}

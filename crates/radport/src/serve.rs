@@ -1,0 +1,98 @@
+//! `radport serve`: opens the catalog and the archive, then runs the DICOM receiver and the
+//! HTTP API side by side until Ctrl-C / SIGTERM.
+
+use anyhow::{Context, Result};
+use radport_archive::Archive;
+use radport_catalog::Catalog;
+use radport_dimse::ReceiverConfig;
+use radport_ingest::Ingestor;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ServeArgs;
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let settings = args.resolve()?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let catalog = Catalog::connect(&settings.catalog_url)
+        .await
+        .with_context(|| format!("cannot open the catalog at {}", settings.catalog_url))?;
+    let archive = Archive::local(&settings.data_dir.join("archive"))
+        .context("cannot open the archive directory")?;
+    let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
+
+    let dicom_addr = format!("{}:{}", settings.bind, settings.dicom_port);
+    let http_addr = format!("{}:{}", settings.bind, settings.http_port);
+    let dicom_listener = tokio::net::TcpListener::bind(&dicom_addr)
+        .await
+        .with_context(|| format!("cannot listen for DICOM on {dicom_addr}"))?;
+    let http_listener = tokio::net::TcpListener::bind(&http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+
+    let receiver_config = ReceiverConfig {
+        ae_title: settings.ae_title.clone(),
+        max_pdu_length: settings.max_pdu,
+        max_associations: settings.max_associations,
+        ..Default::default()
+    };
+    let deployment = serde_json::json!({
+        "dicom_host": settings.public_host,
+        "dicom_port": settings.dicom_port,
+        "ae_title": settings.ae_title,
+        "duplicate_policy": format!("{:?}", settings.duplicate_policy),
+    });
+    let app = radport_http::router(radport_http::AppState {
+        catalog,
+        archive: archive.clone(),
+        deployment,
+    });
+    tracing::info!(dicom = %dicom_addr, http = %http_addr, data_dir = %settings.data_dir.display(),
+        archive = archive.description(), "radport is running");
+
+    let receiver = tokio::spawn(radport_dimse::serve(
+        dicom_listener,
+        ingestor,
+        receiver_config,
+    ));
+    let http = tokio::spawn(async move { axum::serve(http_listener, app).await });
+
+    tokio::select! {
+        r = receiver => { r.context("receiver task")?.context("DICOM receiver")?; }
+        r = http => { r.context("HTTP task")?.context("HTTP server")?; }
+        _ = shutdown_signal() => { tracing::info!("shutting down"); }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,406 @@
+//! Shared harness of the end-to-end tests: a real `radport serve` process on free ports with
+//! its own data directory, the real DCMTK tools, and a raw DIMSE client for what DCMTK cannot
+//! be made to do on purpose (abort half-way, send garbage).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Absolute path of a DCMTK tool (pip's pynetdicom may shadow the names on PATH).
+pub fn dcmtk(tool: &str) -> PathBuf {
+    let path = PathBuf::from("/usr/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: install DCMTK (apt-get install dcmtk)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `radport serve`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub log_path: PathBuf,
+    extra_args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut server = Server {
+            child: None,
+            data_dir,
+            dicom_port: 0,
+            http_port: 0,
+            log_path: tmp.path().join("server.log"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        self.dicom_port = free_port();
+        self.http_port = free_port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_radport"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--dicom-port")
+            .arg(self.dicom_port.to_string())
+            .arg("--http-port")
+            .arg(self.http_port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .args(&self.extra_args)
+            .env("RADPORT_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("radport serve starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::blocking::get(self.url("/api/health")) {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("radport serve exited with {status}:\n{}", self.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "radport did not answer /api/health:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM) and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let r = reqwest::blocking::get(self.url(path)).expect("GET");
+        let status = r.status();
+        let text = r.text().expect("body");
+        assert!(status.is_success(), "GET {path} -> {status}: {text}");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    pub fn get_status(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::blocking::get(self.url(path)).expect("GET");
+        let status = r.status().as_u16();
+        let v = r.json().unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let r = reqwest::blocking::get(self.url(path)).expect("GET");
+        assert!(r.status().is_success(), "GET {path} -> {}", r.status());
+        r.bytes().expect("body").to_vec()
+    }
+
+    pub fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::blocking::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn create_project(&self, name: &str) {
+        let (status, body) = self.post_json("/api/projects", serde_json::json!({ "name": name }));
+        assert_eq!(status, 201, "create project {name}: {body}");
+    }
+
+    /// The series visible in a project, as the API lists them (first 1000).
+    pub fn series(&self, project: &str, query: &str) -> Value {
+        self.get_json(&format!(
+            "/api/projects/{project}/series?limit=1000{}{query}",
+            if query.is_empty() { "" } else { "&" }
+        ))
+    }
+
+    /// Number of instances visible in a project.
+    pub fn instance_total(&self, project: &str) -> i64 {
+        self.series(project, "")["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|s| s["instance_count"].as_i64().expect("instance_count"))
+            .sum()
+    }
+
+    /// Every stored DICOM object in the archive directory.
+    pub fn archived_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.data_dir.join("archive").join("instances"), &mut out);
+        out
+    }
+
+    /// Runs `dcmsend` with the exact flags of the Data Upload documentation.
+    pub fn dcmsend(&self, dataset_ae: &str, project_ae: &str, dir: &Path) -> Output {
+        Command::new(dcmtk("dcmsend"))
+            .arg("-v")
+            .arg("127.0.0.1")
+            .arg(self.dicom_port.to_string())
+            .arg("--aetitle")
+            .arg(dataset_ae)
+            .arg("--call")
+            .arg(project_ae)
+            .arg("--scan-directories")
+            .arg("--scan-pattern")
+            .arg("*.dcm")
+            .arg("--recurse")
+            .arg(dir)
+            .output()
+            .expect("dcmsend runs")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs a command and asserts it succeeded.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("command runs");
+    assert!(o.status.success(), "{cmd:?} failed: {}", output_text(&o));
+    o
+}
+
+/// The data-set bytes of a Part-10 file (everything after the file meta group).
+pub fn dataset_bytes(file: &[u8]) -> &[u8] {
+    assert_eq!(&file[128..132], b"DICM", "Part-10 magic");
+    // (0002,0000) UL group length, explicit VR LE: tag(4) VR(2) len(2) value(4)
+    let group_len = u32::from_le_bytes([file[140], file[141], file[142], file[143]]) as usize;
+    &file[144 + group_len..]
+}
+
+pub fn read_file(path: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut v))
+        .expect("read file");
+    v
+}
+
+/// A minimal DIMSE storage SCU on dicom-ul, for protocol situations DCMTK will not produce on
+/// purpose: a data set cut off by an abort, garbage in place of a data set.
+pub struct RawClient {
+    association: dicom_ul::ClientAssociation<std::net::TcpStream>,
+    context_id: u8,
+    next_message_id: u16,
+}
+
+pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
+fn c_store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
+    use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let pad = |s: &str| {
+        let mut s = s.to_string();
+        if s.len() % 2 == 1 {
+            s.push('\0');
+        }
+        s
+    };
+    let mut obj = dicom_object::InMemDicomObject::new_empty();
+    obj.put(DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(pad(sop_class))));
+    obj.put(DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [0x0001])));
+    obj.put(DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])));
+    obj.put(DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [0])));
+    obj.put(DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, dicom_value!(U16, [0x0000])));
+    obj.put(DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(pad(sop_instance))));
+    let mut body = Vec::new();
+    obj.write_dataset_with_ts(
+        &mut body,
+        &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .expect("encode command");
+    let mut out = vec![0, 0, 0, 0, 4, 0, 0, 0];
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+impl RawClient {
+    pub fn connect(port: u16, calling: &str, called: &str) -> Result<RawClient, String> {
+        let association = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title(calling)
+            .called_ae_title(called)
+            .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_VR_LE])
+            .establish(format!("127.0.0.1:{port}"))
+            .map_err(|e| e.to_string())?;
+        let context_id = association
+            .presentation_contexts()
+            .first()
+            .map(|pc| pc.id)
+            .ok_or("no presentation context accepted")?;
+        Ok(RawClient {
+            association,
+            context_id,
+            next_message_id: 1,
+        })
+    }
+
+    fn send_command(&mut self, sop_instance: &str) {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        let cmd = c_store_rq(id, CT_IMAGE_STORAGE, sop_instance);
+        self.association
+            .send(&dicom_ul::Pdu::PData {
+                data: vec![dicom_ul::pdu::PDataValue {
+                    presentation_context_id: self.context_id,
+                    value_type: dicom_ul::pdu::PDataValueType::Command,
+                    is_last: true,
+                    data: cmd,
+                }],
+            })
+            .expect("send command");
+    }
+
+    fn send_data(&mut self, data: &[u8], last: bool) {
+        for (i, chunk) in data.chunks(16_000).enumerate() {
+            let is_last = last && (i + 1) * 16_000 >= data.len();
+            self.association
+                .send(&dicom_ul::Pdu::PData {
+                    data: vec![dicom_ul::pdu::PDataValue {
+                        presentation_context_id: self.context_id,
+                        value_type: dicom_ul::pdu::PDataValueType::Data,
+                        is_last,
+                        data: chunk.to_vec(),
+                    }],
+                })
+                .expect("send data");
+        }
+    }
+
+    /// Sends one C-STORE and returns the response status.
+    pub fn store(&mut self, sop_instance: &str, dataset: &[u8]) -> u16 {
+        self.send_command(sop_instance);
+        self.send_data(dataset, true);
+        match self.association.receive().expect("C-STORE-RSP") {
+            dicom_ul::Pdu::PData { data } => {
+                let cmd = &data[0].data;
+                let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(
+                    std::io::Cursor::new(cmd),
+                    &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+                )
+                .expect("response command");
+                obj.element(dicom_dictionary_std::tags::STATUS)
+                    .expect("status")
+                    .to_int::<u16>()
+                    .expect("status value")
+            }
+            other => panic!("expected P-DATA, got {other:?}"),
+        }
+    }
+
+    /// Sends a C-STORE command and only the first `bytes` of its data set.
+    pub fn store_partial(&mut self, sop_instance: &str, dataset: &[u8], bytes: usize) {
+        self.send_command(sop_instance);
+        self.send_data(&dataset[..bytes.min(dataset.len())], false);
+    }
+
+    pub fn release(self) {
+        let _ = self.association.release();
+    }
+
+    pub fn abort(self) {
+        let _ = self.association.abort();
+    }
+
+    /// Drops the TCP connection without any A-ABORT, like a killed sender.
+    pub fn vanish(self) {
+        drop(self);
+    }
+}

@@ -1,0 +1,474 @@
+//! End to end: the DICOM receiver against DCMTK's own senders, the catalog through the HTTP API.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use radport_testkit::{series_uid, sop_uid, write_series, SeriesSpec};
+
+fn spec(seed: &str, count: usize) -> SeriesSpec {
+    SeriesSpec {
+        count,
+        uid_seed: seed.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn dcmsend_verbatim_routes_to_dataset_and_project_and_admin() {
+    let server = Server::start(&[]);
+    server.create_project("brain");
+    let tmp = tempfile::tempdir().unwrap();
+    let first = spec("11", 12);
+    write_series(&tmp.path().join("a/nested"), &first).unwrap();
+
+    let out = server.dcmsend("kp-study1", "kp-Brain", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    for project in ["brain", "admin"] {
+        let list = server.series(project, "");
+        assert_eq!(list["total"], 1, "{project}: {list}");
+        let item = &list["items"][0];
+        assert_eq!(item["series_instance_uid"], series_uid(&first));
+        assert_eq!(item["instance_count"], 12);
+        assert_eq!(item["modality"], "CT");
+        assert_eq!(item["patient_id"], "PAT-0001");
+        assert_eq!(item["datasets"], serde_json::json!(["study1"]));
+    }
+    let datasets = server.get_json("/api/projects/brain/datasets");
+    assert_eq!(datasets["items"][0]["name"], "study1");
+    assert_eq!(datasets["items"][0]["series_count"], 1);
+
+    // The same dataset again: appended, not replaced.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let second = spec("12", 5);
+    write_series(tmp2.path(), &second).unwrap();
+    let out = server.dcmsend("kp-study1", "kp-brain", tmp2.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let datasets = server.get_json("/api/projects/brain/datasets");
+    assert_eq!(datasets["items"].as_array().unwrap().len(), 1);
+    assert_eq!(datasets["items"][0]["series_count"], 2);
+    assert_eq!(server.instance_total("brain"), 17);
+    let filtered = server.series("brain", "dataset=study1");
+    assert_eq!(filtered["total"], 2);
+
+    // Another project does not see it.
+    server.create_project("other");
+    assert_eq!(server.series("other", "")["total"], 0);
+
+    // Series detail and the stored file, byte for byte after the file meta group.
+    let detail = server.get_json(&format!("/api/series/{}", series_uid(&first)));
+    let instances = detail["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 12);
+    assert_eq!(instances[0]["instance_number"], 1);
+    assert_eq!(instances[0]["transfer_syntax_uid"], EXPLICIT_VR_LE);
+    assert_eq!(detail["metadata"]["00100020"]["Value"][0], "PAT-0001");
+    let sop = sop_uid(&first, 0);
+    let stored = server.get_bytes(&format!(
+        "/api/series/{}/instances/{sop}",
+        series_uid(&first)
+    ));
+    let original = read_file(&tmp.path().join("a/nested/slice_0001.dcm"));
+    assert_eq!(dataset_bytes(&stored), dataset_bytes(&original));
+    // DCMTK accepts what we stored as a valid file.
+    let stored_path = tmp.path().join("stored.dcm");
+    std::fs::write(&stored_path, &stored).unwrap();
+    run_ok(Command::new(dcmtk("dcmftest")).arg(&stored_path));
+}
+
+#[test]
+fn unknown_project_is_refused_with_reason_7() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    write_series(tmp.path(), &spec("21", 2)).unwrap();
+    // The exact command fails; its debug output names the reason.
+    let out = server.dcmsend("kp-x", "kp-nosuchproject", tmp.path());
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("Association Rejected"));
+    let out = Command::new(dcmtk("echoscu"))
+        .args(["-v", "-aet", "kp-x", "-aec", "kp-nosuchproject", "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("Rejected Permanent, Source: Service User")
+            && text.contains("Called AE Title Not Recognized"),
+        "reason 7, permanent, service user: {text}"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("nosuchproject") && log.contains("reason 7"),
+        "the log names the refused project: {log}"
+    );
+    assert_eq!(server.instance_total("admin"), 0);
+    // The server goes on serving.
+    let out = server.dcmsend("kp-x", "kp-admin", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(server.instance_total("admin"), 2);
+}
+
+#[test]
+fn echoscu_is_answered() {
+    let server = Server::start(&[]);
+    let out = Command::new(dcmtk("echoscu"))
+        .args(["-v", "-aet", "kp-echo", "-aec", "kp-admin", "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("Received Echo Response (Success)"));
+}
+
+#[test]
+fn compressed_transfer_syntaxes_are_stored_as_sent() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source");
+    write_series(&source, &spec("31", 1)).unwrap();
+    let original = source.join("slice_0001.dcm");
+    // (tool, args, expected transfer syntax, storescu proposal flag or dcmsend)
+    let variants: &[(&str, &[&str], &str, Option<&str>)] = &[
+        ("dcmcjpeg", &["+e1"], "1.2.840.10008.1.2.4.70", None),
+        ("dcmcjpeg", &["+ee"], "1.2.840.10008.1.2.4.51", None),
+        ("dcmcrle", &[], "1.2.840.10008.1.2.5", None),
+        ("dcmcjpls", &[], "1.2.840.10008.1.2.4.80", None),
+        ("dcmcjpls", &["+en"], "1.2.840.10008.1.2.4.81", None),
+        ("dcmconv", &["+td"], "1.2.840.10008.1.2.1.99", None),
+        ("dcmconv", &["+ti"], "1.2.840.10008.1.2", Some("-xi")),
+        ("dcmconv", &["+tb"], "1.2.840.10008.1.2.2", Some("-xb")),
+    ];
+    for (i, (tool, args, ts, storescu)) in variants.iter().enumerate() {
+        // Each variant is its own instance: new SOP Instance UID via dcmodify.
+        let dir = tmp.path().join(format!("v{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("image.dcm");
+        run_ok(
+            Command::new(dcmtk(tool))
+                .args(*args)
+                .arg(&original)
+                .arg(&file),
+        );
+        let new_sop = format!("{}.{}", sop_uid(&spec("31", 1), 0), 100 + i);
+        run_ok(
+            Command::new(dcmtk("dcmodify"))
+                .arg("-nb")
+                .arg("-m")
+                .arg(format!("(0008,0018)={new_sop}"))
+                .arg(&file),
+        );
+        let out = match storescu {
+            None => server.dcmsend("kp-compressed", "kp-admin", &dir),
+            // dcmsend proposes Explicit VR LE first for uncompressed files and converts on the
+            // fly; storescu can be told to propose only the file's own syntax.
+            Some(flag) => Command::new(dcmtk("storescu"))
+                .args([*flag, "-aet", "kp-compressed", "-aec", "kp-admin", "127.0.0.1"])
+                .arg(server.dicom_port.to_string())
+                .arg(&file)
+                .output()
+                .unwrap(),
+        };
+        assert!(out.status.success(), "{tool} {args:?}: {}", output_text(&out));
+        let series = series_uid(&spec("31", 1));
+        let detail = server.get_json(&format!("/api/series/{series}"));
+        let instance = detail["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["sop_instance_uid"] == new_sop.as_str())
+            .unwrap_or_else(|| panic!("{tool} {args:?}: instance missing in {detail}"))
+            .clone();
+        assert_eq!(instance["transfer_syntax_uid"], *ts, "{tool} {args:?}");
+        let stored = server.get_bytes(&format!("/api/series/{series}/instances/{new_sop}"));
+        let sent = read_file(&file);
+        assert_eq!(
+            dataset_bytes(&stored),
+            dataset_bytes(&sent),
+            "{tool} {args:?}: the sender's bytes are stored as they came"
+        );
+    }
+}
+
+#[test]
+fn four_concurrent_senders() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        write_series(&tmp.path().join(format!("s{i}")), &spec(&format!("4{i}"), 25)).unwrap();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let dir = tmp.path().join(format!("s{i}"));
+                let server = &server;
+                scope.spawn(move || server.dcmsend(&format!("kp-par{i}"), "kp-admin", &dir))
+            })
+            .collect();
+        for h in handles {
+            let out = h.join().unwrap();
+            assert!(out.status.success(), "{}", output_text(&out));
+        }
+    });
+    let list = server.series("admin", "");
+    assert_eq!(list["total"], 4);
+    assert_eq!(server.instance_total("admin"), 100);
+    assert_eq!(server.archived_files().len(), 100);
+    let datasets = server.get_json("/api/projects/admin/datasets");
+    assert_eq!(datasets["items"].as_array().unwrap().len(), 4);
+}
+
+fn dataset_of(spec: &SeriesSpec, index: usize) -> Vec<u8> {
+    let obj = radport_testkit::ct_slice(spec, index);
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(
+        &mut out,
+        &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn sender_vanishing_mid_instance_leaves_nothing_partial() {
+    let server = Server::start(&[]);
+    let big = SeriesSpec {
+        count: 2,
+        rows: 2048,
+        columns: 2048,
+        uid_seed: "51".into(),
+        ..Default::default()
+    };
+    let first = dataset_of(&big, 0);
+    let second = dataset_of(&big, 1);
+    assert!(second.len() > 8_000_000);
+
+    let mut client = RawClient::connect(server.dicom_port, "kp-killed", "kp-admin").unwrap();
+    assert_eq!(client.store(&sop_uid(&big, 0), &first), 0x0000);
+    client.store_partial(&sop_uid(&big, 1), &second, second.len() / 2);
+    client.vanish();
+
+    // The acknowledged instance stays; the half one is nowhere.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
+    let instances = detail["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{detail}");
+    assert_eq!(instances[0]["sop_instance_uid"], sop_uid(&big, 0).as_str());
+    let files = server.archived_files();
+    assert_eq!(files.len(), 1, "only the acknowledged file: {files:?}");
+
+    // Same with an explicit A-ABORT.
+    let mut client = RawClient::connect(server.dicom_port, "kp-killed", "kp-admin").unwrap();
+    client.store_partial(&sop_uid(&big, 1), &second, second.len() / 3);
+    client.abort();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(server.archived_files().len(), 1);
+
+    // And the server still serves.
+    let mut client = RawClient::connect(server.dicom_port, "kp-killed", "kp-admin").unwrap();
+    assert_eq!(client.store(&sop_uid(&big, 1), &second), 0x0000);
+    client.release();
+    assert_eq!(server.instance_total("admin"), 2);
+}
+
+#[test]
+fn dcmsend_killed_mid_transfer_leaves_only_complete_instances() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let big = SeriesSpec {
+        count: 6,
+        rows: 2048,
+        columns: 2048,
+        uid_seed: "52".into(),
+        ..Default::default()
+    };
+    write_series(tmp.path(), &big).unwrap();
+    let mut child = Command::new(dcmtk("dcmsend"))
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .args(["--aetitle", "kp-killed", "--call", "kp-admin"])
+        .args(["--scan-directories", "--scan-pattern", "*.dcm", "--recurse"])
+        .arg(tmp.path())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Whatever arrived is complete: every catalogued instance has its whole file.
+    let stored = server.instance_total("admin");
+    assert_eq!(server.archived_files().len() as i64, stored);
+    if stored > 0 {
+        let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
+        for instance in detail["instances"].as_array().unwrap() {
+            let sop = instance["sop_instance_uid"].as_str().unwrap();
+            let bytes = server.get_bytes(&format!(
+                "/api/series/{}/instances/{sop}",
+                series_uid(&big)
+            ));
+            assert_eq!(bytes.len() as i64, instance["size"].as_i64().unwrap());
+        }
+    }
+    // The rest can be sent afterwards.
+    let out = server.dcmsend("kp-killed", "kp-admin", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(server.instance_total("admin"), 6);
+}
+
+#[test]
+fn malformed_data_set_fails_but_the_association_goes_on() {
+    let server = Server::start(&[]);
+    let good = spec("61", 1);
+    let mut client = RawClient::connect(server.dicom_port, "kp-bad", "kp-admin").unwrap();
+    // Garbage bytes where a data set should be.
+    let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let status = client.store("1.2.3.4.5.6.7.8.9", &garbage);
+    assert_eq!(status & 0xF000, 0xC000, "cannot understand: 0x{status:04X}");
+    // A data set without a Series Instance UID.
+    let mut obj = radport_testkit::ct_slice(&spec("62", 1), 0);
+    obj.remove_element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+    let mut no_series = Vec::new();
+    obj.write_dataset_with_ts(
+        &mut no_series,
+        &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .unwrap();
+    let status = client.store(&sop_uid(&spec("62", 1), 0), &no_series);
+    assert_eq!(status, 0xC000);
+    // Same association, a good instance.
+    assert_eq!(client.store(&sop_uid(&good, 0), &dataset_of(&good, 0)), 0x0000);
+    client.release();
+    assert_eq!(server.instance_total("admin"), 1);
+    assert_eq!(server.archived_files().len(), 1, "failed instances leave no file");
+}
+
+fn modified_copy(dir: &std::path::Path, from: &std::path::Path, description: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let to = dir.join("slice_0001.dcm");
+    std::fs::copy(from, &to).unwrap();
+    run_ok(
+        Command::new(dcmtk("dcmodify"))
+            .arg("-nb")
+            .arg("-m")
+            .arg(format!("(0008,103e)={description}"))
+            .arg(&to),
+    );
+}
+
+fn series_description_of(server: &Server, series: &str) -> String {
+    server.get_json(&format!("/api/series/{series}"))["series"]["series_description"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn duplicate_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("71", 1);
+    let original_dir = tmp.path().join("orig");
+    write_series(&original_dir, &s).unwrap();
+    let changed_dir = tmp.path().join("changed");
+    modified_copy(&changed_dir, &original_dir.join("slice_0001.dcm"), "Changed");
+    let series = series_uid(&s);
+
+    // keep-first (default): the second copy is not stored.
+    let server = Server::start(&[]);
+    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert_eq!(series_description_of(&server, &series), "Synthetic CT");
+    assert_eq!(server.archived_files().len(), 1);
+    // The same instance into another dataset and project: membership, not a copy.
+    server.create_project("p2");
+    assert!(server.dcmsend("kp-other", "kp-p2", &original_dir).status.success());
+    assert_eq!(server.archived_files().len(), 1);
+    assert_eq!(server.series("p2", "")["total"], 1);
+    let admin = server.series("admin", "");
+    // Datasets belong to projects: admin lists its own, p2 its own.
+    assert_eq!(admin["items"][0]["datasets"], serde_json::json!(["d"]));
+    assert_eq!(server.series("p2", "")["items"][0]["datasets"], serde_json::json!(["other"]));
+    assert_eq!(admin["items"][0]["instance_count"], 1);
+    drop(server);
+
+    // overwrite: the last copy wins, the old file is gone.
+    let server = Server::start(&["--duplicate-policy", "overwrite"]);
+    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    let first_files = server.archived_files();
+    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert_eq!(series_description_of(&server, &series), "Changed");
+    let files = server.archived_files();
+    assert_eq!(files.len(), 1);
+    assert_ne!(files, first_files);
+    // Same bytes again under overwrite: still one file.
+    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert_eq!(server.archived_files().len(), 1);
+    drop(server);
+
+    // overwrite-if-different: identical bytes keep the first file, different bytes replace it.
+    let server = Server::start(&["--duplicate-policy", "overwrite-if-different"]);
+    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    let first_files = server.archived_files();
+    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    assert_eq!(server.archived_files(), first_files, "identical: kept");
+    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert_eq!(series_description_of(&server, &series), "Changed");
+    let files = server.archived_files();
+    assert_eq!(files.len(), 1);
+    assert_ne!(files, first_files, "different: replaced");
+}
+
+#[test]
+fn restart_keeps_everything() {
+    let mut server = Server::start(&[]);
+    server.create_project("keep");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("81", 7);
+    write_series(tmp.path(), &s).unwrap();
+    assert!(server.dcmsend("kp-ds", "kp-keep", tmp.path()).status.success());
+    let before = server.series("keep", "");
+    server.restart();
+    let after = server.series("keep", "");
+    assert_eq!(before, after);
+    assert_eq!(server.instance_total("admin"), 7);
+    let sop = sop_uid(&s, 3);
+    let bytes = server.get_bytes(&format!("/api/series/{}/instances/{sop}", series_uid(&s)));
+    assert_eq!(
+        dataset_bytes(&bytes),
+        dataset_bytes(&read_file(&tmp.path().join("slice_0004.dcm")))
+    );
+}
+
+#[test]
+fn character_sets_are_decoded_to_utf8() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let latin1 = SeriesSpec {
+        count: 1,
+        uid_seed: "91".into(),
+        charset: Some("ISO_IR 100".into()),
+        patient_name: "Müller^Jürgen".into(),
+        patient_id: "LATIN1".into(),
+        ..Default::default()
+    };
+    write_series(&tmp.path().join("latin1"), &latin1).unwrap();
+    let utf8 = SeriesSpec {
+        count: 1,
+        uid_seed: "92".into(),
+        charset: Some("ISO_IR 192".into()),
+        patient_name: "Wang^XiaoDong=王^小東".into(),
+        patient_id: "UTF8".into(),
+        ..Default::default()
+    };
+    write_series(&tmp.path().join("utf8"), &utf8).unwrap();
+    assert!(server.dcmsend("kp-cs", "kp-admin", tmp.path()).status.success());
+    let by_patient = |id: &str| server.series("admin", &format!("patient_id={id}"))["items"][0].clone();
+    assert_eq!(by_patient("LATIN1")["patient_name"], "Müller^Jürgen");
+    assert_eq!(by_patient("UTF8")["patient_name"], "Wang^XiaoDong=王^小東");
+    // The stored Latin-1 file still holds Latin-1 bytes (never rewritten).
+    let stored = server.get_bytes(&format!(
+        "/api/series/{}/instances/{}",
+        series_uid(&latin1),
+        sop_uid(&latin1, 0)
+    ));
+    assert!(stored.windows(3).any(|w| w == b"M\xfcl"), "ü is one Latin-1 byte");
+}
