@@ -52,7 +52,7 @@ impl ArchiveError {
     }
 
     fn from_io(err: std::io::Error) -> Self {
-        if io_is_out_of_space(&err) {
+        if error_chain_is_out_of_space(&err) {
             ArchiveError::OutOfSpace(err.to_string())
         } else {
             ArchiveError::Storage(err.to_string())
@@ -182,7 +182,11 @@ impl Archive {
     /// Reads a whole object into memory.
     pub async fn get(&self, key: &str) -> Result<Bytes, ArchiveError> {
         let path = Self::path(key)?;
-        let result = self.store.get(&path).await.map_err(ArchiveError::classify)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(ArchiveError::classify)?;
         result.bytes().await.map_err(ArchiveError::classify)
     }
 
@@ -198,7 +202,11 @@ impl Archive {
         ArchiveError,
     > {
         let path = Self::path(key)?;
-        let result = self.store.get(&path).await.map_err(ArchiveError::classify)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(ArchiveError::classify)?;
         let size = result.meta.size;
         let stream = result.into_stream().map_err(ArchiveError::classify);
         Ok((size, Box::pin(stream)))
@@ -207,7 +215,11 @@ impl Archive {
     /// Reads the first `len` bytes of an object (fewer if it is shorter).
     pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, ArchiveError> {
         let path = Self::path(key)?;
-        let meta = self.store.head(&path).await.map_err(ArchiveError::classify)?;
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(ArchiveError::classify)?;
         let end = len.min(meta.size);
         self.store
             .get_range(&path, 0..end)
@@ -218,7 +230,11 @@ impl Archive {
     /// Size of an object, or `NotFound`.
     pub async fn size(&self, key: &str) -> Result<u64, ArchiveError> {
         let path = Self::path(key)?;
-        let meta = self.store.head(&path).await.map_err(ArchiveError::classify)?;
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(ArchiveError::classify)?;
         Ok(meta.size)
     }
 

@@ -153,7 +153,10 @@ impl Catalog {
     }
 
     /// Like [`Catalog::connect`], with explicit options.
-    pub async fn connect_with(url: &str, options: &CatalogOptions) -> Result<Catalog, CatalogError> {
+    pub async fn connect_with(
+        url: &str,
+        options: &CatalogOptions,
+    ) -> Result<Catalog, CatalogError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let pool = match dialect {
@@ -338,7 +341,9 @@ impl Catalog {
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
-            return Err(CatalogError::Conflict(format!("project {name:?} already exists")));
+            return Err(CatalogError::Conflict(format!(
+                "project {name:?} already exists"
+            )));
         }
         tracing::info!(project = name, "project created");
         Ok(Project {
@@ -504,8 +509,14 @@ mod unit_tests {
         let t = sqlite_target("sqlite://rel.db?mode=ro");
         assert_eq!(t.url, "sqlite://rel.db?mode=ro");
         assert!(sqlite_target("sqlite::memory:").memory);
-        assert_eq!(Dialect::from_url("postgres://u@h/db").ok(), Some(Dialect::Postgres));
-        assert_eq!(Dialect::from_url("sqlite://a.db").ok(), Some(Dialect::Sqlite));
+        assert_eq!(
+            Dialect::from_url("postgres://u@h/db").ok(),
+            Some(Dialect::Postgres)
+        );
+        assert_eq!(
+            Dialect::from_url("sqlite://a.db").ok(),
+            Some(Dialect::Sqlite)
+        );
         assert!(Dialect::from_url("mysql://h/db").is_err());
     }
 

@@ -55,7 +55,9 @@ impl fmt::Display for DuplicatePolicy {
 
 /// Error returned when parsing an unknown [`DuplicatePolicy`] name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown duplicate policy {0:?} (expected keep-first, overwrite or overwrite-if-different)")]
+#[error(
+    "unknown duplicate policy {0:?} (expected keep-first, overwrite or overwrite-if-different)"
+)]
 pub struct ParseDuplicatePolicyError(pub String);
 
 impl FromStr for DuplicatePolicy {

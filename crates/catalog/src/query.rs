@@ -89,7 +89,9 @@ fn given(value: &Option<String>) -> Option<&str> {
 fn normalize_date(field: &str, value: &str) -> Result<String, CatalogError> {
     let digits: String = value.chars().filter(|c| *c != '-').collect();
     let dashes = value.len() - digits.len();
-    if digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()) && (dashes == 0 || dashes == 2)
+    if digits.len() == 8
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (dashes == 0 || dashes == 2)
     {
         Ok(digits)
     } else {
@@ -117,11 +119,16 @@ fn like_pattern(text: &str) -> String {
 /// every database whatever its collation).
 fn sort_instances(instances: &mut [InstanceRow]) {
     instances.sort_by(|a, b| {
-        (a.instance_number.is_none(), a.instance_number, &a.sop_instance_uid).cmp(&(
-            b.instance_number.is_none(),
-            b.instance_number,
-            &b.sop_instance_uid,
-        ))
+        (
+            a.instance_number.is_none(),
+            a.instance_number,
+            &a.sop_instance_uid,
+        )
+            .cmp(&(
+                b.instance_number.is_none(),
+                b.instance_number,
+                &b.sop_instance_uid,
+            ))
     });
 }
 
@@ -147,14 +154,18 @@ impl Catalog {
         let limit = match filter.limit {
             None => DEFAULT_SERIES_LIMIT,
             Some(n) if n < 0 => {
-                return Err(CatalogError::Invalid("limit must not be negative".to_string()))
+                return Err(CatalogError::Invalid(
+                    "limit must not be negative".to_string(),
+                ))
             }
             Some(n) => n.min(MAX_SERIES_LIMIT),
         };
         let offset = match filter.offset {
             None => 0,
             Some(n) if n < 0 => {
-                return Err(CatalogError::Invalid("offset must not be negative".to_string()))
+                return Err(CatalogError::Invalid(
+                    "offset must not be negative".to_string(),
+                ))
             }
             Some(n) => n,
         };
@@ -408,8 +419,14 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(normalize_date("d", "20240131").ok().as_deref(), Some("20240131"));
-        assert_eq!(normalize_date("d", "2024-01-31").ok().as_deref(), Some("20240131"));
+        assert_eq!(
+            normalize_date("d", "20240131").ok().as_deref(),
+            Some("20240131")
+        );
+        assert_eq!(
+            normalize_date("d", "2024-01-31").ok().as_deref(),
+            Some("20240131")
+        );
         assert!(normalize_date("d", "2024-0131").is_err());
         assert!(normalize_date("d", "2024013").is_err());
         assert!(normalize_date("d", "2024013x").is_err());

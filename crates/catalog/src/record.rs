@@ -6,8 +6,8 @@ use sqlx::{AnyConnection, Row};
 
 use crate::error::{is_foreign_key_violation, is_transient_db, is_unique_violation};
 use crate::{
-    name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, InstanceRecord,
-    RecordOutcome, Route, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
+    name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, InstanceRecord, RecordOutcome,
+    Route, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
 };
 
 // Every statement below is a static string, so sqlx prepares it once per connection and
@@ -114,7 +114,9 @@ fn opt(value: &Option<String>) -> Option<&str> {
 
 fn require(field: &str, value: &str) -> Result<(), CatalogError> {
     if value.trim().is_empty() {
-        Err(CatalogError::Invalid(format!("instance record without {field}")))
+        Err(CatalogError::Invalid(format!(
+            "instance record without {field}"
+        )))
     } else {
         Ok(())
     }
@@ -208,7 +210,10 @@ impl Catalog {
             .await
         {
             return Err(if is_foreign_key_violation(&e) {
-                Attempt::Fail(CatalogError::NotFound(format!("project {:?}", keys.project_name)))
+                Attempt::Fail(CatalogError::NotFound(format!(
+                    "project {:?}",
+                    keys.project_name
+                )))
             } else {
                 db(e)
             });
@@ -277,7 +282,10 @@ impl Catalog {
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    (RecordOutcome::Replaced { old_key }, rec.series_instance_uid.clone())
+                    (
+                        RecordOutcome::Replaced { old_key },
+                        rec.series_instance_uid.clone(),
+                    )
                 }
             }
         };

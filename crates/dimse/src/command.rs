@@ -208,7 +208,10 @@ mod tests {
         assert_eq!(group_len, bytes.len() - 12, "group length counts the rest");
         let decoded = Command::decode(&bytes).unwrap();
         assert_eq!(decoded.field, 0x8001);
-        assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3.4.5"));
+        assert_eq!(
+            decoded.affected_sop_instance_uid.as_deref(),
+            Some("1.2.3.4.5")
+        );
         assert!(!decoded.has_data_set);
     }
 

@@ -456,8 +456,10 @@ where
                         .affected_sop_class_uid
                         .clone()
                         .unwrap_or_else(|| context.1.clone());
-                    let sop_instance_uid =
-                        command.affected_sop_instance_uid.clone().unwrap_or_default();
+                    let sop_instance_uid = command
+                        .affected_sop_instance_uid
+                        .clone()
+                        .unwrap_or_default();
                     let announced = Announced {
                         sop_class_uid: sop_class_uid.clone(),
                         sop_instance_uid: sop_instance_uid.clone(),

@@ -84,7 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(health))
         .route("/api/openapi.json", get(openapi_document))
         .route("/api/projects", get(list_projects).post(create_project))
-        .route("/api/projects/{project}", axum::routing::delete(delete_project))
+        .route(
+            "/api/projects/{project}",
+            axum::routing::delete(delete_project),
+        )
         .route("/api/projects/{project}/datasets", get(list_datasets))
         .route("/api/projects/{project}/series", get(list_series))
         .route("/api/series/{series_uid}", get(get_series))
@@ -97,7 +100,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/openapi.json")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see /api/openapi.json",
+    )
 }
 
 async fn openapi_document() -> Json<serde_json::Value> {
@@ -190,12 +196,16 @@ async fn get_series(
     State(state): State<AppState>,
     Path(series_uid): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let detail = state.catalog.get_series(&series_uid).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("series {series_uid} is not in the catalog"),
-        )
-    })?;
+    let detail = state
+        .catalog
+        .get_series(&series_uid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("series {series_uid} is not in the catalog"),
+            )
+        })?;
     Ok(Json(json!(detail)))
 }
 
@@ -221,7 +231,10 @@ async fn get_instance_file(
             (header::CONTENT_LENGTH, size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}.dcm\"", sop_instance_uid.replace('"', "")),
+                format!(
+                    "attachment; filename=\"{}.dcm\"",
+                    sop_instance_uid.replace('"', "")
+                ),
             ),
         ],
         body,

@@ -250,7 +250,11 @@ impl Ingestor {
         record.sha256 = stored.sha256.clone();
         record.object_key = stored.key.clone();
         record.source = source;
-        let outcome = match self.catalog.record_instance(&record, &route, self.policy).await {
+        let outcome = match self
+            .catalog
+            .record_instance(&record, &route, self.policy)
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 self.discard(&stored.key).await;
@@ -284,8 +288,8 @@ impl Ingestor {
         source: String,
         bytes: &[u8],
     ) -> Result<IngestOutcome, IngestError> {
-        let (announced, dataset_offset) = metadata::read_file_meta(bytes)
-            .map_err(|e| IngestError::Malformed(e.to_string()))?;
+        let (announced, dataset_offset) =
+            metadata::read_file_meta(bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
         let mut incoming = self.begin(route, source, announced).await?;
         let written = incoming.write(&bytes[dataset_offset..]).await;
         if let Err(e) = written {

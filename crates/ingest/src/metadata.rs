@@ -8,8 +8,8 @@ use std::io::Cursor;
 use dicom_core::header::{HasLength, Header};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTable;
 use dicom_object::file::ReadPreamble;
+use dicom_object::meta::FileMetaTable;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use radport_catalog::InstanceRecord;
 
@@ -117,7 +117,9 @@ pub fn extract_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, Me
         .filter(|e| {
             e.tag() == tags::ICON_IMAGE_SEQUENCE
                 || (is_bulk(e.vr())
-                    && e.length().get().is_none_or(|l| l > JSON_INLINE_BINARY_LIMIT))
+                    && e.length()
+                        .get()
+                        .is_none_or(|l| l > JSON_INLINE_BINARY_LIMIT))
         })
         .map(|e| e.tag())
         .collect();

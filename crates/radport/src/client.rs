@@ -8,7 +8,12 @@ use serde_json::Value;
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// Base URL of a running radport.
-    #[arg(long, env = "RADPORT_URL", default_value = "http://localhost:8080", global = true)]
+    #[arg(
+        long,
+        env = "RADPORT_URL",
+        default_value = "http://localhost:8080",
+        global = true
+    )]
     pub url: String,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]

@@ -116,7 +116,11 @@ impl ServeArgs {
         let public_host = self
             .public_host
             .or(file.public_host)
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "localhost".into());
         Ok(Settings {
@@ -126,7 +130,10 @@ impl ServeArgs {
             bind: self.bind.or(file.bind).unwrap_or_else(|| "0.0.0.0".into()),
             catalog_url,
             duplicate_policy,
-            ae_title: self.ae_title.or(file.ae_title).unwrap_or_else(|| "RADPORT".into()),
+            ae_title: self
+                .ae_title
+                .or(file.ae_title)
+                .unwrap_or_else(|| "RADPORT".into()),
             max_associations: self
                 .max_associations
                 .or(file.max_associations)
@@ -145,7 +152,11 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("radport.toml");
-        std::fs::write(&file, "dicom_port = 4242\nhttp_port = 9999\nduplicate_policy = \"overwrite\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "dicom_port = 4242\nhttp_port = 9999\nduplicate_policy = \"overwrite\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(file),
             http_port: Some(7000),

@@ -75,6 +75,10 @@ fn dcmsend_verbatim_routes_to_dataset_and_project_and_admin() {
     let stored_path = tmp.path().join("stored.dcm");
     std::fs::write(&stored_path, &stored).unwrap();
     run_ok(Command::new(dcmtk("dcmftest")).arg(&stored_path));
+    // No PHI in the info-level log.
+    let log = server.log();
+    assert!(log.contains("association accepted"), "{log}");
+    assert!(!log.contains("Test^Patient") && !log.contains("PAT-0001"), "{log}");
 }
 
 #[test]
@@ -87,7 +91,14 @@ fn unknown_project_is_refused_with_reason_7() {
     assert!(!out.status.success(), "{}", output_text(&out));
     assert!(output_text(&out).contains("Association Rejected"));
     let out = Command::new(dcmtk("echoscu"))
-        .args(["-v", "-aet", "kp-x", "-aec", "kp-nosuchproject", "127.0.0.1"])
+        .args([
+            "-v",
+            "-aet",
+            "kp-x",
+            "-aec",
+            "kp-nosuchproject",
+            "127.0.0.1",
+        ])
         .arg(server.dicom_port.to_string())
         .output()
         .unwrap();
@@ -164,13 +175,24 @@ fn compressed_transfer_syntaxes_are_stored_as_sent() {
             // dcmsend proposes Explicit VR LE first for uncompressed files and converts on the
             // fly; storescu can be told to propose only the file's own syntax.
             Some(flag) => Command::new(dcmtk("storescu"))
-                .args([*flag, "-aet", "kp-compressed", "-aec", "kp-admin", "127.0.0.1"])
+                .args([
+                    *flag,
+                    "-aet",
+                    "kp-compressed",
+                    "-aec",
+                    "kp-admin",
+                    "127.0.0.1",
+                ])
                 .arg(server.dicom_port.to_string())
                 .arg(&file)
                 .output()
                 .unwrap(),
         };
-        assert!(out.status.success(), "{tool} {args:?}: {}", output_text(&out));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            output_text(&out)
+        );
         let series = series_uid(&spec("31", 1));
         let detail = server.get_json(&format!("/api/series/{series}"));
         let instance = detail["instances"]
@@ -196,7 +218,11 @@ fn four_concurrent_senders() {
     let server = Server::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     for i in 0..4 {
-        write_series(&tmp.path().join(format!("s{i}")), &spec(&format!("4{i}"), 25)).unwrap();
+        write_series(
+            &tmp.path().join(format!("s{i}")),
+            &spec(&format!("4{i}"), 25),
+        )
+        .unwrap();
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
@@ -302,10 +328,8 @@ fn dcmsend_killed_mid_transfer_leaves_only_complete_instances() {
         let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
         for instance in detail["instances"].as_array().unwrap() {
             let sop = instance["sop_instance_uid"].as_str().unwrap();
-            let bytes = server.get_bytes(&format!(
-                "/api/series/{}/instances/{sop}",
-                series_uid(&big)
-            ));
+            let bytes =
+                server.get_bytes(&format!("/api/series/{}/instances/{sop}", series_uid(&big)));
             assert_eq!(bytes.len() as i64, instance["size"].as_i64().unwrap());
         }
     }
@@ -336,10 +360,17 @@ fn malformed_data_set_fails_but_the_association_goes_on() {
     let status = client.store(&sop_uid(&spec("62", 1), 0), &no_series);
     assert_eq!(status, 0xC000);
     // Same association, a good instance.
-    assert_eq!(client.store(&sop_uid(&good, 0), &dataset_of(&good, 0)), 0x0000);
+    assert_eq!(
+        client.store(&sop_uid(&good, 0), &dataset_of(&good, 0)),
+        0x0000
+    );
     client.release();
     assert_eq!(server.instance_total("admin"), 1);
-    assert_eq!(server.archived_files().len(), 1, "failed instances leave no file");
+    assert_eq!(
+        server.archived_files().len(),
+        1,
+        "failed instances leave no file"
+    );
 }
 
 fn modified_copy(dir: &std::path::Path, from: &std::path::Path, description: &str) {
@@ -369,48 +400,82 @@ fn duplicate_policies() {
     let original_dir = tmp.path().join("orig");
     write_series(&original_dir, &s).unwrap();
     let changed_dir = tmp.path().join("changed");
-    modified_copy(&changed_dir, &original_dir.join("slice_0001.dcm"), "Changed");
+    modified_copy(
+        &changed_dir,
+        &original_dir.join("slice_0001.dcm"),
+        "Changed",
+    );
     let series = series_uid(&s);
 
     // keep-first (default): the second copy is not stored.
     let server = Server::start(&[]);
-    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
-    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &original_dir)
+        .status
+        .success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &changed_dir)
+        .status
+        .success());
     assert_eq!(series_description_of(&server, &series), "Synthetic CT");
     assert_eq!(server.archived_files().len(), 1);
     // The same instance into another dataset and project: membership, not a copy.
     server.create_project("p2");
-    assert!(server.dcmsend("kp-other", "kp-p2", &original_dir).status.success());
+    assert!(server
+        .dcmsend("kp-other", "kp-p2", &original_dir)
+        .status
+        .success());
     assert_eq!(server.archived_files().len(), 1);
     assert_eq!(server.series("p2", "")["total"], 1);
     let admin = server.series("admin", "");
     // Datasets belong to projects: admin lists its own, p2 its own.
     assert_eq!(admin["items"][0]["datasets"], serde_json::json!(["d"]));
-    assert_eq!(server.series("p2", "")["items"][0]["datasets"], serde_json::json!(["other"]));
+    assert_eq!(
+        server.series("p2", "")["items"][0]["datasets"],
+        serde_json::json!(["other"])
+    );
     assert_eq!(admin["items"][0]["instance_count"], 1);
     drop(server);
 
     // overwrite: the last copy wins, the old file is gone.
     let server = Server::start(&["--duplicate-policy", "overwrite"]);
-    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &original_dir)
+        .status
+        .success());
     let first_files = server.archived_files();
-    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &changed_dir)
+        .status
+        .success());
     assert_eq!(series_description_of(&server, &series), "Changed");
     let files = server.archived_files();
     assert_eq!(files.len(), 1);
     assert_ne!(files, first_files);
     // Same bytes again under overwrite: still one file.
-    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &changed_dir)
+        .status
+        .success());
     assert_eq!(server.archived_files().len(), 1);
     drop(server);
 
     // overwrite-if-different: identical bytes keep the first file, different bytes replace it.
     let server = Server::start(&["--duplicate-policy", "overwrite-if-different"]);
-    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &original_dir)
+        .status
+        .success());
     let first_files = server.archived_files();
-    assert!(server.dcmsend("kp-d", "kp-admin", &original_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &original_dir)
+        .status
+        .success());
     assert_eq!(server.archived_files(), first_files, "identical: kept");
-    assert!(server.dcmsend("kp-d", "kp-admin", &changed_dir).status.success());
+    assert!(server
+        .dcmsend("kp-d", "kp-admin", &changed_dir)
+        .status
+        .success());
     assert_eq!(series_description_of(&server, &series), "Changed");
     let files = server.archived_files();
     assert_eq!(files.len(), 1);
@@ -424,7 +489,10 @@ fn restart_keeps_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let s = spec("81", 7);
     write_series(tmp.path(), &s).unwrap();
-    assert!(server.dcmsend("kp-ds", "kp-keep", tmp.path()).status.success());
+    assert!(server
+        .dcmsend("kp-ds", "kp-keep", tmp.path())
+        .status
+        .success());
     let before = server.series("keep", "");
     server.restart();
     let after = server.series("keep", "");
@@ -460,8 +528,12 @@ fn character_sets_are_decoded_to_utf8() {
         ..Default::default()
     };
     write_series(&tmp.path().join("utf8"), &utf8).unwrap();
-    assert!(server.dcmsend("kp-cs", "kp-admin", tmp.path()).status.success());
-    let by_patient = |id: &str| server.series("admin", &format!("patient_id={id}"))["items"][0].clone();
+    assert!(server
+        .dcmsend("kp-cs", "kp-admin", tmp.path())
+        .status
+        .success());
+    let by_patient =
+        |id: &str| server.series("admin", &format!("patient_id={id}"))["items"][0].clone();
     assert_eq!(by_patient("LATIN1")["patient_name"], "Müller^Jürgen");
     assert_eq!(by_patient("UTF8")["patient_name"], "Wang^XiaoDong=王^小東");
     // The stored Latin-1 file still holds Latin-1 bytes (never rewritten).
@@ -470,5 +542,108 @@ fn character_sets_are_decoded_to_utf8() {
         series_uid(&latin1),
         sop_uid(&latin1, 0)
     ));
-    assert!(stored.windows(3).any(|w| w == b"M\xfcl"), "ü is one Latin-1 byte");
+    assert!(
+        stored.windows(3).any(|w| w == b"M\xfcl"),
+        "ü is one Latin-1 byte"
+    );
+}
+
+/// A small tmpfs mounted for one test, unmounted on drop. Needs root (CI runs as root).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir_all(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill it and needs root: {}",
+            output_text(&out)
+        );
+        SmallDisk { path, _dir: dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn full_disk_answers_a700_and_keeps_what_was_stored() {
+    let disk = SmallDisk::mount(12);
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", tmp.path().join("catalog.db").display());
+    let data_dir = disk.path.join("data");
+    let server = Server::start(&[
+        "--catalog-url",
+        &catalog,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    let big = SeriesSpec {
+        count: 8,
+        rows: 1024,
+        columns: 1024,
+        uid_seed: "101".into(),
+        ..Default::default()
+    };
+    let mut client = RawClient::connect(server.dicom_port, "kp-full", "kp-admin").unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..big.count {
+        statuses.push(client.store(&sop_uid(&big, i), &dataset_of(&big, i)));
+    }
+    client.release();
+    let stored = statuses.iter().filter(|s| **s == 0).count();
+    assert!(stored >= 3, "some fit: {statuses:x?}");
+    assert!(
+        statuses.contains(&0xA700),
+        "out of space is 0xA700: {statuses:x?}\n{}",
+        server.log()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 0 || *s == 0xA700),
+        "{statuses:x?}"
+    );
+    // Everything acknowledged is there, whole.
+    assert_eq!(server.instance_total("admin"), stored as i64);
+    let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
+    for instance in detail["instances"].as_array().unwrap() {
+        let sop = instance["sop_instance_uid"].as_str().unwrap();
+        let bytes = server.get_bytes(&format!("/api/series/{}/instances/{sop}", series_uid(&big)));
+        assert_eq!(bytes.len() as i64, instance["size"].as_i64().unwrap());
+    }
+}
+
+#[test]
+fn associations_over_the_limit_are_refused_transiently() {
+    let server = Server::start(&["--max-associations", "1"]);
+    let holder = RawClient::connect(server.dicom_port, "kp-hold", "kp-admin").unwrap();
+    let out = Command::new(dcmtk("echoscu"))
+        .args(["-v", "-aet", "kp-second", "-aec", "kp-admin", "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("Rejected Transient"), "{text}");
+    assert!(text.contains("Local Limit Exceeded"), "{text}");
+    holder.release();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = Command::new(dcmtk("echoscu"))
+        .args(["-aet", "kp-second", "-aec", "kp-admin", "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
 }

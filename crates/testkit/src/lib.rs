@@ -89,9 +89,24 @@ pub fn ct_slice(spec: &SeriesSpec, index: usize) -> InMemDicomObject {
     if let Some(cs) = &spec.charset {
         text(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, cs);
     }
-    text(&mut obj, tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
-    text(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop_uid(spec, index));
-    text(&mut obj, tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL");
+    text(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::CT_IMAGE_STORAGE,
+    );
+    text(
+        &mut obj,
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        &sop_uid(spec, index),
+    );
+    text(
+        &mut obj,
+        tags::IMAGE_TYPE,
+        VR::CS,
+        "ORIGINAL\\PRIMARY\\AXIAL",
+    );
     text(&mut obj, tags::STUDY_DATE, VR::DA, &spec.study_date);
     text(&mut obj, tags::STUDY_TIME, VR::TM, "101500");
     text(&mut obj, tags::ACCESSION_NUMBER, VR::SH, "ACC0001");
@@ -99,7 +114,12 @@ pub fn ct_slice(spec: &SeriesSpec, index: usize) -> InMemDicomObject {
     text(&mut obj, tags::MANUFACTURER, VR::LO, "radport-testkit");
     text(&mut obj, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
     text(&mut obj, tags::STUDY_DESCRIPTION, VR::LO, "Synthetic study");
-    text(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, &spec.series_description);
+    text(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        &spec.series_description,
+    );
     text(&mut obj, tags::PATIENT_NAME, VR::PN, &spec.patient_name);
     text(&mut obj, tags::PATIENT_ID, VR::LO, &spec.patient_id);
     text(&mut obj, tags::PATIENT_BIRTH_DATE, VR::DA, "19700101");
@@ -109,10 +129,20 @@ pub fn ct_slice(spec: &SeriesSpec, index: usize) -> InMemDicomObject {
     text(&mut obj, tags::KVP, VR::DS, "120");
     text(&mut obj, tags::PATIENT_POSITION, VR::CS, "HFS");
     text(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, &study_uid(spec));
-    text(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series_uid(spec));
+    text(
+        &mut obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        &series_uid(spec),
+    );
     text(&mut obj, tags::STUDY_ID, VR::SH, "1");
     text(&mut obj, tags::SERIES_NUMBER, VR::IS, "1");
-    text(&mut obj, tags::INSTANCE_NUMBER, VR::IS, &(index + 1).to_string());
+    text(
+        &mut obj,
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        &(index + 1).to_string(),
+    );
     let z = index as f64;
     text(
         &mut obj,
@@ -120,8 +150,18 @@ pub fn ct_slice(spec: &SeriesSpec, index: usize) -> InMemDicomObject {
         VR::DS,
         &format!("-100\\-100\\{z:.1}"),
     );
-    text(&mut obj, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0");
-    text(&mut obj, tags::FRAME_OF_REFERENCE_UID, VR::UI, &format!("{}.4", study_uid(spec)));
+    text(
+        &mut obj,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        VR::DS,
+        "1\\0\\0\\0\\1\\0",
+    );
+    text(
+        &mut obj,
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        &format!("{}.4", study_uid(spec)),
+    );
     text(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
     text(&mut obj, tags::SAMPLES_PER_PIXEL, VR::US, "1");
     obj.put(DataElement::new(
@@ -129,17 +169,38 @@ pub fn ct_slice(spec: &SeriesSpec, index: usize) -> InMemDicomObject {
         VR::US,
         dicom_value!(U16, [1]),
     ));
-    text(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
-    obj.put(DataElement::new(tags::ROWS, VR::US, dicom_value!(U16, [spec.rows])));
+    text(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2",
+    );
+    obj.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        dicom_value!(U16, [spec.rows]),
+    ));
     obj.put(DataElement::new(
         tags::COLUMNS,
         VR::US,
         dicom_value!(U16, [spec.columns]),
     ));
     text(&mut obj, tags::PIXEL_SPACING, VR::DS, "0.7\\0.7");
-    obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, dicom_value!(U16, [16])));
-    obj.put(DataElement::new(tags::BITS_STORED, VR::US, dicom_value!(U16, [12])));
-    obj.put(DataElement::new(tags::HIGH_BIT, VR::US, dicom_value!(U16, [11])));
+    obj.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        dicom_value!(U16, [16]),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        dicom_value!(U16, [12]),
+    ));
+    obj.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        dicom_value!(U16, [11]),
+    ));
     obj.put(DataElement::new(
         tags::PIXEL_REPRESENTATION,
         VR::US,
@@ -161,7 +222,11 @@ pub fn ct_slice(spec: &SeriesSpec, index: usize) -> InMemDicomObject {
             noise ^= noise << 5;
             let dr = r as f64 - rows as f64 / 2.0;
             let dc = c as f64 - cols as f64 / 2.0;
-            let base: u16 = if (dr * dr + dc * dc).sqrt() < radius { 1100 } else { 24 };
+            let base: u16 = if (dr * dr + dc * dc).sqrt() < radius {
+                1100
+            } else {
+                24
+            };
             pixels.push(base + (noise % 40) as u16);
         }
     }

@@ -44,14 +44,20 @@ impl Server {
     /// Starts a server on a fresh data directory.
     pub fn start(extra_args: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let data_dir = tmp.path().join("data");
+        // `--data-dir X` among the extra arguments replaces the temporary one.
+        let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut data_dir = tmp.path().join("data");
+        if let Some(i) = extra.iter().position(|a| a == "--data-dir") {
+            data_dir = PathBuf::from(extra.remove(i + 1));
+            extra.remove(i);
+        }
         let mut server = Server {
             child: None,
             data_dir,
             dicom_port: 0,
             http_port: 0,
             log_path: tmp.path().join("server.log"),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args: extra,
             _tmp: Some(tmp),
         };
         server.spawn();
@@ -294,12 +300,36 @@ fn c_store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
         s
     };
     let mut obj = dicom_object::InMemDicomObject::new_empty();
-    obj.put(DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(pad(sop_class))));
-    obj.put(DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [0x0001])));
-    obj.put(DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])));
-    obj.put(DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [0])));
-    obj.put(DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, dicom_value!(U16, [0x0000])));
-    obj.put(DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(pad(sop_instance))));
+    obj.put(DataElement::new(
+        tags::AFFECTED_SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(pad(sop_class)),
+    ));
+    obj.put(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        dicom_value!(U16, [0x0001]),
+    ));
+    obj.put(DataElement::new(
+        tags::MESSAGE_ID,
+        VR::US,
+        dicom_value!(U16, [message_id]),
+    ));
+    obj.put(DataElement::new(
+        tags::PRIORITY,
+        VR::US,
+        dicom_value!(U16, [0]),
+    ));
+    obj.put(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        dicom_value!(U16, [0x0000]),
+    ));
+    obj.put(DataElement::new(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(pad(sop_instance)),
+    ));
     let mut body = Vec::new();
     obj.write_dataset_with_ts(
         &mut body,

@@ -13,7 +13,9 @@ fn main() -> Result<()> {
     let mut spec = SeriesSpec::default();
     let mut out = None;
     while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--out" => out = Some(std::path::PathBuf::from(value)),
             "--count" => spec.count = value.parse()?,

@@ -1,0 +1,1304 @@
+//! Integration tests against a real SQLite file in a temporary directory and, when
+//! `RADPORT_TEST_POSTGRES_URL` is set at build time, against a fresh PostgreSQL database.
+//! Every test body is a function taking a URL; `both!` generates one test per backend.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use radport_catalog::{
+    Catalog, CatalogError, CatalogOptions, Dialect, DuplicatePolicy, InstanceRecord, RecordOutcome,
+    Route, SeriesFilter, SCHEMA_VERSION,
+};
+
+// ----- harness -----------------------------------------------------------------------------
+
+struct SqliteDb {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl SqliteDb {
+    fn new() -> SqliteDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        SqliteDb { _dir: dir, url }
+    }
+}
+
+#[cfg(radport_pg_tests)]
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+#[cfg(radport_pg_tests)]
+impl PgDb {
+    /// Creates a fresh database on the test server so tests can run in parallel.
+    async fn new(test: &str) -> PgDb {
+        use sqlx::AssertSqlSafe;
+        sqlx::any::install_default_drivers();
+        let admin_url = env!("RADPORT_TEST_POSTGRES_URL").to_string();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let name = format!("radport_t_{}_{}_{}", test, std::process::id(), nanos);
+        let pool = sqlx::AnyPool::connect(&admin_url)
+            .await
+            .expect("connect admin url");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        pool.close().await;
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b.to_string(), format!("?{q}")),
+            None => (admin_url.clone(), String::new()),
+        };
+        let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+        let host_end = base[after_scheme..]
+            .find('/')
+            .map(|i| after_scheme + i)
+            .unwrap_or(base.len());
+        let url = format!("{}/{}{}", &base[..host_end], name, query);
+        PgDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    async fn drop_db(self) {
+        use sqlx::AssertSqlSafe;
+        let pool = sqlx::AnyPool::connect(&self.admin_url)
+            .await
+            .expect("connect admin url");
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop database");
+        pool.close().await;
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = super::SqliteDb::new();
+                super::$name(&db.url).await;
+            }
+
+            #[cfg(radport_pg_tests)]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let db = super::PgDb::new(stringify!($name)).await;
+                super::$name(&db.url).await;
+                db.drop_db().await;
+            }
+        }
+    };
+}
+
+both!(projects);
+both!(visibility);
+both!(datasets);
+both!(duplicate_policies);
+both!(memberships_without_new_instance);
+both!(series_filters);
+both!(series_detail);
+both!(invalid_records);
+both!(concurrent_recording);
+
+// ----- helpers -----------------------------------------------------------------------------
+
+fn rec(study: &str, series: &str, sop: &str) -> InstanceRecord {
+    InstanceRecord {
+        sop_instance_uid: sop.to_string(),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".to_string(),
+        series_instance_uid: series.to_string(),
+        study_instance_uid: study.to_string(),
+        transfer_syntax_uid: "1.2.840.10008.1.2.1".to_string(),
+        patient_id: Some("PID-1".to_string()),
+        patient_name: Some("Doe^John".to_string()),
+        modality: Some("CT".to_string()),
+        study_date: Some("20240110".to_string()),
+        size: 1000,
+        sha256: format!("sha-{sop}"),
+        object_key: format!("objects/{sop}"),
+        metadata_json: format!(r#"{{"00080018":{{"vr":"UI","Value":["{sop}"]}}}}"#),
+        source: "test".to_string(),
+        ..Default::default()
+    }
+}
+
+fn route(project: &str, dataset: &str) -> Route {
+    Route {
+        project: project.to_string(),
+        dataset: dataset.to_string(),
+    }
+}
+
+fn all() -> SeriesFilter {
+    SeriesFilter::default()
+}
+
+async fn uids(c: &Catalog, project: &str, filter: SeriesFilter) -> Vec<String> {
+    c.list_series(project, &filter)
+        .await
+        .expect("list_series")
+        .items
+        .into_iter()
+        .map(|s| s.series_instance_uid)
+        .collect()
+}
+
+async fn record(c: &Catalog, r: &InstanceRecord, to: &Route, p: DuplicatePolicy) -> RecordOutcome {
+    c.record_instance(r, to, p).await.expect("record_instance")
+}
+
+// ----- test bodies -------------------------------------------------------------------------
+
+async fn projects(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    assert_eq!(
+        c.dialect(),
+        if url.starts_with("sqlite") {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        }
+    );
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    assert_eq!(
+        c.find_project("ADMIN").await.expect("find").map(|p| p.name),
+        Some("admin".to_string())
+    );
+
+    let p = c.create_project("Lung-CT").await.expect("create");
+    assert_eq!(
+        (p.name.as_str(), p.series_count, p.dataset_count),
+        ("Lung-CT", 0, 0)
+    );
+    let found = c
+        .find_project("lung-ct")
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.name, "Lung-CT");
+    assert!(matches!(
+        c.create_project("LUNG-ct").await,
+        Err(CatalogError::Conflict(_))
+    ));
+    assert!(c.find_project("lung").await.expect("find").is_none());
+    assert!(c
+        .find_project("no such/name")
+        .await
+        .expect("find")
+        .is_none());
+
+    let too_long = "x".repeat(65);
+    for bad in ["", "a b", "a/b", "é", "..", "semi;colon", too_long.as_str()] {
+        assert!(
+            matches!(c.create_project(bad).await, Err(CatalogError::Invalid(_))),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(c.create_project(&"y".repeat(64)).await.is_ok());
+
+    assert!(matches!(
+        c.delete_project("admin").await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.delete_project("Admin").await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.delete_project("nope").await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.list_datasets("nope").await,
+        Err(CatalogError::NotFound(_))
+    ));
+
+    record(
+        &c,
+        &rec("1.1", "1.1.1", "1.1.1.1"),
+        &route("lung-ct", "ds1"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let listed = c.list_projects().await.expect("list");
+    let names: Vec<_> = listed.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["admin", "Lung-CT", "y".repeat(64).as_str()]);
+    let admin = &listed[0];
+    assert_eq!((admin.series_count, admin.dataset_count), (1, 0));
+    let lung = &listed[1];
+    assert_eq!((lung.series_count, lung.dataset_count), (1, 1));
+
+    // Deleting removes datasets and memberships, not series or instances.
+    c.delete_project("LUNG-CT").await.expect("delete");
+    assert!(c.find_project("Lung-CT").await.expect("find").is_none());
+    assert!(matches!(
+        c.delete_project("Lung-CT").await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert_eq!(uids(&c, "admin", all()).await, ["1.1.1"]);
+    let detail = c.get_series("1.1.1").await.expect("get").expect("series");
+    assert_eq!(detail.projects, ["admin"]);
+    assert!(detail.dataset_memberships.is_empty());
+    assert!(c
+        .get_instance("1.1.1", "1.1.1.1")
+        .await
+        .expect("get")
+        .is_some());
+
+    c.create_project("lung-ct").await.expect("re-create");
+    assert!(uids(&c, "Lung-CT", all()).await.is_empty());
+    assert!(c
+        .list_datasets("lung-ct")
+        .await
+        .expect("datasets")
+        .is_empty());
+
+    // Reconnecting runs the idempotent schema again and keeps the data.
+    c.close().await;
+    let c = Catalog::connect_with(
+        url,
+        &CatalogOptions {
+            max_connections: Some(2),
+        },
+    )
+    .await
+    .expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    assert_eq!(c.list_projects().await.expect("list").len(), 3);
+    assert_eq!(uids(&c, "admin", all()).await, ["1.1.1"]);
+}
+
+async fn visibility(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p1").await.expect("create");
+    c.create_project("p2").await.expect("create");
+
+    let r = rec("2.1", "2.1.1", "2.1.1.1");
+    assert_eq!(
+        record(&c, &r, &route("P1", "d1"), DuplicatePolicy::KeepFirst).await,
+        RecordOutcome::Stored
+    );
+    let page = c.list_series("p1", &all()).await.expect("list");
+    assert_eq!(page.total, 1);
+    let s = &page.items[0];
+    assert_eq!(s.series_instance_uid, "2.1.1");
+    assert_eq!(s.study_instance_uid, "2.1");
+    assert_eq!(s.datasets, ["d1"]);
+    assert_eq!((s.instance_count, s.total_size), (1, 1000));
+    assert_eq!(s.patient_name.as_deref(), Some("Doe^John"));
+    assert_eq!(s.first_arrival, s.last_arrival);
+
+    let admin = c.list_series("admin", &all()).await.expect("list");
+    assert_eq!(admin.total, 1);
+    assert!(
+        admin.items[0].datasets.is_empty(),
+        "admin has no datasets of its own"
+    );
+    assert_eq!(c.list_series("p2", &all()).await.expect("list").total, 0);
+    assert!(matches!(
+        c.list_series("p3", &all()).await,
+        Err(CatalogError::NotFound(_))
+    ));
+
+    // Unknown project: nothing is recorded.
+    let r2 = rec("2.2", "2.2.1", "2.2.1.1");
+    assert!(matches!(
+        c.record_instance(&r2, &route("p3", "d"), DuplicatePolicy::KeepFirst)
+            .await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(c
+        .get_instance("2.2.1", "2.2.1.1")
+        .await
+        .expect("get")
+        .is_none());
+    assert!(c.get_series("2.2.1").await.expect("get").is_none());
+    assert_eq!(c.list_series("admin", &all()).await.expect("list").total, 1);
+
+    // Routing straight to admin works and gives admin a dataset.
+    record(
+        &c,
+        &r2,
+        &route("admin", "direct"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let admin = c.list_series("admin", &all()).await.expect("list");
+    assert_eq!(admin.total, 2);
+    let direct = admin
+        .items
+        .iter()
+        .find(|s| s.series_instance_uid == "2.2.1")
+        .expect("2.2.1");
+    assert_eq!(direct.datasets, ["direct"]);
+    assert_eq!(c.list_series("p1", &all()).await.expect("list").total, 1);
+}
+
+async fn datasets(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("proj").await.expect("create");
+    assert!(c.list_datasets("proj").await.expect("list").is_empty());
+
+    record(
+        &c,
+        &rec("3.1", "3.1.1", "3.1.1.1"),
+        &route("proj", "Batch-1"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let ds = c.list_datasets("PROJ").await.expect("list");
+    assert_eq!(ds.len(), 1);
+    assert_eq!(
+        (ds[0].name.as_str(), ds[0].project.as_str()),
+        ("Batch-1", "proj")
+    );
+    assert_eq!(ds[0].series_count, 1);
+    let first_arrival = ds[0].last_arrival.clone().expect("last arrival");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Same dataset under another spelling: appended, not duplicated.
+    record(
+        &c,
+        &rec("3.1", "3.1.1", "3.1.1.2"),
+        &route("proj", "batch-1"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    record(
+        &c,
+        &rec("3.1", "3.1.2", "3.1.2.1"),
+        &route("proj", "BATCH-1"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let ds = c.list_datasets("proj").await.expect("list");
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].name, "Batch-1");
+    assert_eq!(ds[0].series_count, 2);
+    assert!(ds[0].last_arrival.clone().expect("last arrival") > first_arrival);
+
+    record(
+        &c,
+        &rec("3.1", "3.1.3", "3.1.3.1"),
+        &route("proj", "other"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let names: Vec<_> = c
+        .list_datasets("proj")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| (d.name, d.series_count))
+        .collect();
+    assert_eq!(
+        names,
+        [("Batch-1".to_string(), 2), ("other".to_string(), 1)]
+    );
+    let p = c.find_project("proj").await.expect("find").expect("exists");
+    assert_eq!((p.series_count, p.dataset_count), (3, 2));
+    assert_eq!(
+        uids(
+            &c,
+            "proj",
+            SeriesFilter {
+                dataset: Some("batch-1".into()),
+                ..all()
+            }
+        )
+        .await
+        .into_iter()
+        .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["3.1.1".to_string(), "3.1.2".to_string()])
+    );
+
+    assert!(matches!(
+        c.record_instance(
+            &rec("3.1", "3.1.4", "3.1.4.1"),
+            &route("proj", "a b"),
+            DuplicatePolicy::KeepFirst
+        )
+        .await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(c.list_datasets("proj").await.expect("list").len(), 2);
+}
+
+async fn duplicate_policies(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let to = route("p", "d");
+    let series = "4.1.1";
+
+    let mut a = rec("4.1", series, "4.1.1.1");
+    a.object_key = "k1".into();
+    a.sha256 = "s1".into();
+    a.size = 100;
+    a.study_description = Some("First".into());
+    assert_eq!(
+        record(&c, &a, &to, DuplicatePolicy::KeepFirst).await,
+        RecordOutcome::Stored
+    );
+    assert_eq!(RecordOutcome::Stored.object_to_delete(&a), None);
+
+    // KeepFirst: the stored row is untouched.
+    let mut b = a.clone();
+    b.object_key = "k2".into();
+    b.sha256 = "s2".into();
+    b.size = 200;
+    b.study_description = Some("Second".into());
+    let outcome = record(&c, &b, &to, DuplicatePolicy::KeepFirst).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::DuplicateKept {
+            existing_key: "k1".into()
+        }
+    );
+    assert_eq!(outcome.object_to_delete(&b), Some("k2"));
+    let row = c
+        .get_instance(series, "4.1.1.1")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        (row.object_key.as_str(), row.sha256.as_str(), row.size),
+        ("k1", "s1", 100)
+    );
+    let s = c
+        .get_series(series)
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!((s.instance_count, s.total_size), (1, 100));
+    assert_eq!(
+        s.study_description.as_deref(),
+        Some("First"),
+        "kept duplicate changes nothing"
+    );
+
+    // Overwrite: row, counters and metadata follow the new object.
+    let mut o = a.clone();
+    o.object_key = "k3".into();
+    o.sha256 = "s3".into();
+    o.size = 300;
+    o.rows = Some(512);
+    o.study_description = None; // absent values do not erase known ones
+    o.metadata_json = r#"{"marker":"overwritten"}"#.into();
+    let outcome = record(&c, &o, &to, DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "k1".into()
+        }
+    );
+    assert_eq!(outcome.object_to_delete(&o), Some("k1"));
+    let row = c
+        .get_instance(series, "4.1.1.1")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        (row.object_key.as_str(), row.sha256.as_str(), row.size),
+        ("k3", "s3", 300)
+    );
+    assert_eq!(row.rows, Some(512));
+    let detail = c.get_series(series).await.expect("get").expect("series");
+    assert_eq!(
+        (detail.series.instance_count, detail.series.total_size),
+        (1, 300)
+    );
+    assert_eq!(detail.series.study_description.as_deref(), Some("First"));
+    assert_eq!(detail.metadata["marker"], "overwritten");
+
+    // Overwrite with the same key: nothing to delete.
+    let outcome = record(&c, &o, &to, DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "k3".into()
+        }
+    );
+    assert_eq!(outcome.object_to_delete(&o), None);
+
+    // OverwriteIfDifferent, same hash: kept.
+    let mut same = o.clone();
+    same.object_key = "k4".into();
+    let outcome = record(&c, &same, &to, DuplicatePolicy::OverwriteIfDifferent).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::DuplicateKept {
+            existing_key: "k3".into()
+        }
+    );
+    assert_eq!(
+        c.get_instance(series, "4.1.1.1")
+            .await
+            .expect("get")
+            .expect("row")
+            .object_key,
+        "k3"
+    );
+
+    // OverwriteIfDifferent, different hash: replaced, size adjusted.
+    let mut diff = o.clone();
+    diff.object_key = "k5".into();
+    diff.sha256 = "s5".into();
+    diff.size = 50;
+    diff.study_description = Some("Fifth".into());
+    let outcome = record(&c, &diff, &to, DuplicatePolicy::OverwriteIfDifferent).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "k3".into()
+        }
+    );
+    let s = c
+        .get_series(series)
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!((s.instance_count, s.total_size), (1, 50));
+    assert_eq!(s.study_description.as_deref(), Some("Fifth"));
+
+    // A second instance, then an overwrite that moves it to another series.
+    let mut second = rec("4.1", series, "4.1.1.2");
+    second.size = 10;
+    record(&c, &second, &to, DuplicatePolicy::KeepFirst).await;
+    let s = c
+        .get_series(series)
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!((s.instance_count, s.total_size), (2, 60));
+    let mut moved = second.clone();
+    moved.series_instance_uid = "4.1.2".into();
+    moved.object_key = "moved".into();
+    moved.size = 7;
+    let outcome = record(&c, &moved, &to, DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "objects/4.1.1.2".into()
+        }
+    );
+    let old = c.get_series(series).await.expect("get").expect("series");
+    assert_eq!((old.series.instance_count, old.series.total_size), (1, 50));
+    assert_eq!(old.instances.len(), 1);
+    let new = c.get_series("4.1.2").await.expect("get").expect("series");
+    assert_eq!((new.series.instance_count, new.series.total_size), (1, 7));
+    assert!(c
+        .get_instance("4.1.2", "4.1.1.2")
+        .await
+        .expect("get")
+        .is_some());
+    assert!(c
+        .get_instance(series, "4.1.1.2")
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(uids(&c, "p", all()).await.len(), 2);
+}
+
+async fn memberships_without_new_instance(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p1").await.expect("create");
+    c.create_project("p2").await.expect("create");
+    c.create_project("p3").await.expect("create");
+    let x = rec("5.1", "5.1.1", "5.1.1.1");
+
+    assert_eq!(
+        record(&c, &x, &route("p1", "d1"), DuplicatePolicy::KeepFirst).await,
+        RecordOutcome::Stored
+    );
+    assert!(uids(&c, "p2", all()).await.is_empty());
+    let kept = RecordOutcome::DuplicateKept {
+        existing_key: x.object_key.clone(),
+    };
+    assert_eq!(
+        record(&c, &x, &route("p2", "d2"), DuplicatePolicy::KeepFirst).await,
+        kept
+    );
+    assert_eq!(
+        record(&c, &x, &route("p1", "d3"), DuplicatePolicy::KeepFirst).await,
+        kept
+    );
+    // Content-addressed key: same key, nothing to delete.
+    assert_eq!(kept.object_to_delete(&x), None);
+
+    let p2 = c.list_series("p2", &all()).await.expect("list");
+    assert_eq!(p2.total, 1);
+    assert_eq!(p2.items[0].datasets, ["d2"]);
+    assert_eq!(p2.items[0].instance_count, 1);
+    let p1 = c.list_series("p1", &all()).await.expect("list");
+    assert_eq!(p1.items[0].datasets, ["d1", "d3"]);
+
+    // The overwrite path adds memberships too.
+    let mut y = x.clone();
+    y.object_key = "other".into();
+    assert_eq!(
+        record(&c, &y, &route("p3", "d4"), DuplicatePolicy::Overwrite).await,
+        RecordOutcome::Replaced {
+            old_key: x.object_key.clone()
+        }
+    );
+    assert_eq!(uids(&c, "p3", all()).await, ["5.1.1"]);
+
+    let detail = c.get_series("5.1.1").await.expect("get").expect("series");
+    assert_eq!(detail.projects, ["admin", "p1", "p2", "p3"]);
+    assert_eq!(detail.series.datasets, ["d1", "d2", "d3", "d4"]);
+    let memberships: Vec<_> = detail
+        .dataset_memberships
+        .iter()
+        .map(|m| format!("{}/{}", m.project, m.dataset))
+        .collect();
+    assert_eq!(memberships, ["p1/d1", "p1/d3", "p2/d2", "p3/d4"]);
+    assert_eq!(
+        (detail.series.instance_count, detail.instances.len()),
+        (1, 1)
+    );
+    assert_eq!(c.list_series("admin", &all()).await.expect("list").total, 1);
+    let counts: Vec<_> = c
+        .list_datasets("p1")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| (d.name, d.series_count))
+        .collect();
+    assert_eq!(counts, [("d1".to_string(), 1), ("d3".to_string(), 1)]);
+}
+
+async fn series_filters(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    c.create_project("q").await.expect("create");
+
+    struct S {
+        series: &'static str,
+        modality: &'static str,
+        date: Option<&'static str>,
+        pid: &'static str,
+        name: &'static str,
+        study_desc: &'static str,
+        series_desc: &'static str,
+        accession: &'static str,
+        dataset: &'static str,
+    }
+    let all_series = [
+        S {
+            series: "6.1",
+            modality: "CT",
+            date: Some("20240110"),
+            pid: "P1",
+            name: "Doe^John",
+            study_desc: "Chest CT",
+            series_desc: "Axial 1mm",
+            accession: "ACC1",
+            dataset: "a",
+        },
+        S {
+            series: "6.2",
+            modality: "MR",
+            date: Some("20240215"),
+            pid: "P2",
+            name: "Smith^Anna",
+            study_desc: "Brain MRI",
+            series_desc: "T1 MPRAGE",
+            accession: "ACC2",
+            dataset: "b",
+        },
+        S {
+            series: "6.3",
+            modality: "CT",
+            date: Some("20240301"),
+            pid: "P1",
+            name: "Doe^John",
+            study_desc: "Abdomen",
+            series_desc: "Portal venous",
+            accession: "ACC3",
+            dataset: "a",
+        },
+        S {
+            series: "6.4",
+            modality: "CT",
+            date: None,
+            pid: "P3",
+            name: "Roe^Richard",
+            study_desc: "100% test_x",
+            series_desc: "Scout",
+            accession: "ACC4",
+            dataset: "b",
+        },
+    ];
+    for s in &all_series {
+        let mut r = rec(
+            &format!("{}.0", s.series),
+            s.series,
+            &format!("{}.1", s.series),
+        );
+        r.modality = Some(s.modality.into());
+        r.study_date = s.date.map(Into::into);
+        r.patient_id = Some(s.pid.into());
+        r.patient_name = Some(s.name.into());
+        r.study_description = Some(s.study_desc.into());
+        r.series_description = Some(s.series_desc.into());
+        r.accession_number = Some(s.accession.into());
+        record(&c, &r, &route("p", s.dataset), DuplicatePolicy::KeepFirst).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    record(
+        &c,
+        &rec("6.9.0", "6.9", "6.9.1"),
+        &route("q", "a"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+
+    let f = |modify: fn(&mut SeriesFilter)| {
+        let mut filter = all();
+        modify(&mut filter);
+        filter
+    };
+    // Most recent arrival first.
+    assert_eq!(uids(&c, "p", all()).await, ["6.4", "6.3", "6.2", "6.1"]);
+    assert_eq!(uids(&c, "admin", all()).await.len(), 5);
+    assert_eq!(uids(&c, "q", all()).await, ["6.9"]);
+
+    assert_eq!(
+        uids(&c, "p", f(|f| f.modality = Some("ct".into()))).await,
+        ["6.4", "6.3", "6.1"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.modality = Some("MR".into()))).await,
+        ["6.2"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.modality = Some("".into())))
+            .await
+            .len(),
+        4
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.dataset = Some("A".into()))).await,
+        ["6.3", "6.1"]
+    );
+    assert!(uids(&c, "p", f(|f| f.dataset = Some("none".into())))
+        .await
+        .is_empty());
+    assert_eq!(
+        uids(&c, "q", f(|f| f.dataset = Some("a".into()))).await,
+        ["6.9"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.patient_id = Some("P1".into()))).await,
+        ["6.3", "6.1"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.study_date_from = Some("20240201".into()))).await,
+        ["6.3", "6.2"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.study_date_to = Some("2024-02-15".into()))).await,
+        ["6.2", "6.1"]
+    );
+    assert_eq!(
+        uids(
+            &c,
+            "p",
+            f(|f| {
+                f.study_date_from = Some("20240111".into());
+                f.study_date_to = Some("20240228".into());
+            })
+        )
+        .await,
+        ["6.2"]
+    );
+    assert!(matches!(
+        c.list_series("p", &f(|f| f.study_date_from = Some("2024".into())))
+            .await,
+        Err(CatalogError::Invalid(_))
+    ));
+
+    assert_eq!(
+        uids(&c, "p", f(|f| f.q = Some("john".into()))).await,
+        ["6.3", "6.1"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.q = Some("mprage".into()))).await,
+        ["6.2"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.q = Some("acc2".into()))).await,
+        ["6.2"]
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.q = Some("CHEST".into()))).await,
+        ["6.1"]
+    );
+    assert_eq!(uids(&c, "p", f(|f| f.q = Some("p3".into()))).await, ["6.4"]);
+    assert_eq!(
+        uids(&c, "p", f(|f| f.q = Some("%".into()))).await,
+        ["6.4"],
+        "% is literal"
+    );
+    assert_eq!(
+        uids(&c, "p", f(|f| f.q = Some("_".into()))).await,
+        ["6.4"],
+        "_ is literal"
+    );
+    assert!(uids(&c, "p", f(|f| f.q = Some("nothing".into())))
+        .await
+        .is_empty());
+    assert_eq!(
+        uids(
+            &c,
+            "p",
+            f(|f| {
+                f.q = Some("doe".into());
+                f.modality = Some("CT".into());
+                f.dataset = Some("a".into());
+            })
+        )
+        .await,
+        ["6.3", "6.1"]
+    );
+
+    let page = c
+        .list_series("p", &f(|f| f.limit = Some(2)))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 4);
+    let first: Vec<_> = page
+        .items
+        .iter()
+        .map(|s| s.series_instance_uid.as_str())
+        .collect();
+    assert_eq!(first, ["6.4", "6.3"]);
+    let page = c
+        .list_series(
+            "p",
+            &f(|f| {
+                f.limit = Some(2);
+                f.offset = Some(2);
+            }),
+        )
+        .await
+        .expect("list");
+    let second: Vec<_> = page
+        .items
+        .iter()
+        .map(|s| s.series_instance_uid.as_str())
+        .collect();
+    assert_eq!((page.total, second), (4, vec!["6.2", "6.1"]));
+    let page = c
+        .list_series("p", &f(|f| f.offset = Some(4)))
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items.len()), (4, 0));
+    let page = c
+        .list_series("p", &f(|f| f.limit = Some(0)))
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items.len()), (4, 0));
+    let page = c
+        .list_series(
+            "p",
+            &f(|f| {
+                f.limit = Some(1);
+                f.modality = Some("CT".into());
+            }),
+        )
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items.len()), (3, 1));
+    assert_eq!(
+        c.list_series("p", &f(|f| f.limit = Some(100_000)))
+            .await
+            .expect("list")
+            .items
+            .len(),
+        4
+    );
+    assert!(matches!(
+        c.list_series("p", &f(|f| f.limit = Some(-1))).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.list_series("p", &f(|f| f.offset = Some(-1))).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.list_series("p", &f(|f| f.dataset = Some("bad name".into())))
+            .await,
+        Err(CatalogError::Invalid(_))
+    ));
+
+    let page = c
+        .list_series("p", &f(|f| f.patient_id = Some("P2".into())))
+        .await
+        .expect("list");
+    let s = &page.items[0];
+    assert_eq!(s.datasets, ["b"]);
+    assert_eq!(s.study_description.as_deref(), Some("Brain MRI"));
+    assert_eq!(s.accession_number.as_deref(), Some("ACC2"));
+    assert_eq!(s.study_date.as_deref(), Some("20240215"));
+}
+
+async fn series_detail(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let to = route("p", "d");
+    // (SOP UID, instance number): numeric order differs from string order.
+    let instances = [
+        ("7.1.1.9", Some(10)),
+        ("7.1.1.10", Some(1)),
+        ("7.1.1.3", None),
+        ("7.1.1.2", Some(3)),
+        ("7.1.1.8", Some(2)),
+        ("7.1.1.1", None),
+    ];
+    let mut total = 0;
+    for (i, (sop, number)) in instances.iter().enumerate() {
+        let mut r = rec("7.1", "7.1.1", sop);
+        r.instance_number = *number;
+        r.size = 100 + i as i64;
+        r.rows = Some(256);
+        r.columns = Some(128);
+        r.number_of_frames = Some(1);
+        r.metadata_json = format!(r#"{{"marker":"{sop}"}}"#);
+        total += r.size;
+        record(&c, &r, &to, DuplicatePolicy::KeepFirst).await;
+    }
+    let detail = c.get_series("7.1.1").await.expect("get").expect("series");
+    let order: Vec<_> = detail
+        .instances
+        .iter()
+        .map(|i| (i.sop_instance_uid.as_str(), i.instance_number))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("7.1.1.10", Some(1)),
+            ("7.1.1.8", Some(2)),
+            ("7.1.1.2", Some(3)),
+            ("7.1.1.9", Some(10)),
+            ("7.1.1.1", None),
+            ("7.1.1.3", None),
+        ]
+    );
+    // Middle of six is index 3.
+    assert_eq!(detail.metadata["marker"], "7.1.1.9");
+    assert_eq!(
+        (detail.series.instance_count, detail.series.total_size),
+        (6, total)
+    );
+    assert_eq!(detail.projects, ["admin", "p"]);
+    assert_eq!(detail.series.datasets, ["d"]);
+    assert!(detail.series.first_arrival <= detail.series.last_arrival);
+    let json = serde_json::to_value(&detail).expect("serialize");
+    assert!(
+        json["instances"][0].get("object_key").is_none(),
+        "object_key is not serialized"
+    );
+    assert_eq!(json["instances"][0]["sop_instance_uid"], "7.1.1.10");
+
+    let row = c
+        .get_instance("7.1.1", "7.1.1.2")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        (row.rows, row.columns, row.number_of_frames),
+        (Some(256), Some(128), Some(1))
+    );
+    assert_eq!(row.object_key, "objects/7.1.1.2");
+    assert_eq!(row.sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
+    assert!(c
+        .get_instance("7.1.2", "7.1.1.2")
+        .await
+        .expect("get")
+        .is_none());
+    assert!(c
+        .get_instance("7.1.1", "7.1.1.99")
+        .await
+        .expect("get")
+        .is_none());
+    assert!(c.get_series("7.9").await.expect("get").is_none());
+
+    // Unparseable stored metadata gives Null rather than an error.
+    let mut bad = rec("7.2", "7.2.1", "7.2.1.1");
+    bad.metadata_json = "not json".into();
+    record(&c, &bad, &to, DuplicatePolicy::KeepFirst).await;
+    let detail = c.get_series("7.2.1").await.expect("get").expect("series");
+    assert!(detail.metadata.is_null());
+}
+
+async fn invalid_records(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let to = route("p", "d");
+    let good = rec("8.1", "8.1.1", "8.1.1.1");
+    let cases: [fn(&mut InstanceRecord); 5] = [
+        |r| r.sop_instance_uid.clear(),
+        |r| r.series_instance_uid = "  ".into(),
+        |r| r.study_instance_uid.clear(),
+        |r| r.object_key.clear(),
+        |r| r.size = -1,
+    ];
+    for modify in cases {
+        let mut r = good.clone();
+        modify(&mut r);
+        assert!(matches!(
+            c.record_instance(&r, &to, DuplicatePolicy::KeepFirst).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        c.record_instance(&good, &route("bad name", "d"), DuplicatePolicy::KeepFirst)
+            .await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(c.list_series("admin", &all()).await.expect("list").total, 0);
+
+    // Empty optional values count as absent.
+    let mut r = good.clone();
+    r.study_description = Some("Desc".into());
+    record(&c, &r, &to, DuplicatePolicy::KeepFirst).await;
+    let mut r2 = rec("8.1", "8.1.1", "8.1.1.2");
+    r2.study_description = Some(String::new());
+    r2.patient_name = Some(String::new());
+    record(&c, &r2, &to, DuplicatePolicy::KeepFirst).await;
+    let s = c
+        .get_series("8.1.1")
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!(s.study_description.as_deref(), Some("Desc"));
+    assert_eq!(s.patient_name.as_deref(), Some("Doe^John"));
+}
+
+/// 8 tasks × 200 instances at once. Every 10th SOP UID is shared by all tasks (one Stored,
+/// seven DuplicateKept each); tasks spread over two projects and four datasets.
+async fn concurrent_recording(url: &str) {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 200;
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("even").await.expect("create");
+    c.create_project("odd").await.expect("create");
+
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let project = if t % 2 == 0 { "even" } else { "odd" };
+            let to = route(project, &format!("ds{}", t % 4));
+            let mut outcomes = Vec::new();
+            for i in 0..PER_TASK {
+                let r = if i % 10 == 0 {
+                    rec("9.0", "9.0.shared", &format!("9.0.shared.{i}"))
+                } else {
+                    rec(
+                        &format!("9.{t}"),
+                        &format!("9.{t}.{}", i % 3),
+                        &format!("9.{t}.{i}"),
+                    )
+                };
+                let outcome = c
+                    .record_instance(&r, &to, DuplicatePolicy::KeepFirst)
+                    .await
+                    .unwrap_or_else(|e| panic!("task {t} instance {i}: {e}"));
+                outcomes.push(outcome);
+            }
+            outcomes
+        }));
+    }
+    let mut stored = 0;
+    let mut kept = 0;
+    for handle in handles {
+        for outcome in handle.await.expect("task") {
+            match outcome {
+                RecordOutcome::Stored => stored += 1,
+                RecordOutcome::DuplicateKept { .. } => kept += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let shared = PER_TASK / 10;
+    let unique = TASKS * (PER_TASK - shared) + shared;
+    assert_eq!(stored, unique);
+    assert_eq!(kept, shared * (TASKS - 1));
+
+    let page = c
+        .list_series(
+            "admin",
+            &SeriesFilter {
+                limit: Some(1000),
+                ..all()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(page.total as usize, 1 + TASKS * 3);
+    let instances: i64 = page.items.iter().map(|s| s.instance_count).sum();
+    let bytes: i64 = page.items.iter().map(|s| s.total_size).sum();
+    assert_eq!(instances as usize, unique);
+    assert_eq!(bytes as usize, unique * 1000);
+    let shared_series = page
+        .items
+        .iter()
+        .find(|s| s.series_instance_uid == "9.0.shared")
+        .expect("shared series");
+    assert_eq!(shared_series.instance_count as usize, shared);
+    let detail = c
+        .get_series("9.0.shared")
+        .await
+        .expect("get")
+        .expect("series");
+    assert_eq!(detail.projects, ["admin", "even", "odd"]);
+    assert_eq!(detail.series.datasets, ["ds0", "ds1", "ds2", "ds3"]);
+    assert_eq!(detail.instances.len(), shared);
+
+    assert_eq!(
+        c.list_series("even", &all()).await.expect("list").total as usize,
+        1 + 4 * 3
+    );
+    assert_eq!(
+        c.list_series("odd", &all()).await.expect("list").total as usize,
+        1 + 4 * 3
+    );
+    let ds = c.list_datasets("even").await.expect("datasets");
+    let names: Vec<_> = ds
+        .iter()
+        .map(|d| (d.name.as_str(), d.series_count))
+        .collect();
+    assert_eq!(names, [("ds0", 7), ("ds2", 7)]);
+}
+
+// ----- SQLite specifics ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_connection_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The parent directory does not exist yet: it is created, and so is the file.
+    let path = dir.path().join("nested/dir/catalog.db");
+    let url = format!("sqlite://{}", path.display());
+    let c = Catalog::connect_with(
+        &url,
+        &CatalogOptions {
+            max_connections: Some(3),
+        },
+    )
+    .await
+    .expect("connect");
+    assert!(path.exists());
+    // Hold three connections at once so every pooled connection is checked.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(c.pool().acquire().await.expect("acquire"));
+    }
+    for conn in &mut conns {
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(journal.to_ascii_lowercase(), "wal");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(foreign_keys, 1);
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(busy, 30_000);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_relative_and_memory_urls() {
+    let c = Catalog::connect("sqlite::memory:").await.expect("memory");
+    c.create_project("m").await.expect("create");
+    // A single shared connection: the project is visible to later queries.
+    assert!(c.find_project("m").await.expect("find").is_some());
+    record(
+        &c,
+        &rec("10.1", "10.1.1", "10.1.1.1"),
+        &route("m", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    assert_eq!(uids(&c, "m", all()).await, ["10.1.1"]);
+    assert!(matches!(
+        Catalog::connect("mysql://x/y").await,
+        Err(CatalogError::Invalid(_))
+    ));
+}
+
+/// Sequential throughput of `record_instance`; run with
+/// `cargo test --release -p radport-catalog -- --ignored --nocapture sqlite_sequential_rate`.
+#[tokio::test]
+#[ignore]
+async fn sqlite_sequential_rate() {
+    let db = SqliteDb::new();
+    let c = Catalog::connect(&db.url).await.expect("connect");
+    c.create_project("bench").await.expect("create");
+    let to = route("bench", "d");
+    let n = 5000;
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let mut r = rec(
+                &format!("11.{}", i / 500),
+                &format!("11.{}.{}", i / 500, i / 100),
+                &format!("11.x.{i}"),
+            );
+            r.metadata_json = format!(
+                r#"{{"00080018":{{"vr":"UI","Value":["11.x.{i}"]}},"pad":"{}"}}"#,
+                "x".repeat(3000)
+            );
+            r
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    for r in &records {
+        c.record_instance(r, &to, DuplicatePolicy::KeepFirst)
+            .await
+            .expect("record");
+    }
+    let elapsed = start.elapsed();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    println!("{n} sequential record_instance in {elapsed:?}: {rate:.0}/s");
+    let start = std::time::Instant::now();
+    for r in records.iter().take(1000) {
+        c.record_instance(r, &to, DuplicatePolicy::KeepFirst)
+            .await
+            .expect("record");
+    }
+    println!("1000 duplicates in {:?}", start.elapsed());
+    if !cfg!(debug_assertions) {
+        assert!(rate > 1000.0, "{rate:.0}/s");
+    }
+}
