@@ -10,9 +10,13 @@
 #   BENCH_PARALLEL=4               number of simultaneous senders in the parallel scenario
 #   BENCH_PARALLEL_COUNT=COUNT/P   slices in each of the parallel series
 #   BENCH_RECEIVERS="radport storescp"   receivers to run (subset allowed)
+#   BENCH_REPEAT=3                 runs of each scenario and receiver (alternating receivers); the
+#                                  table shows the median
 #   BENCH_MEMCHECK=1               also run radport with one parallel series alone (COUNT/P slices)
 #                                  to show that its peak memory does not grow with the instance count
 #   BENCH_NO_BUILD=1               skip `cargo build --release` (use the binaries already in target/)
+#   BENCH_RUNS_DIR=BENCH_DIR/runs  where the receivers store what they receive (e.g. /dev/shm/x to
+#                                  take the disk, and radport's fsyncs, out of the measurement)
 #   BENCH_KEEP=1                   keep the received files of each run (default: deleted after checks)
 #   STORESCP_FLAGS="+xa"           extra flags for /usr/bin/storescp (output dir, --fork and port are added)
 #   RADPORT_FLAGS=""               extra flags for `radport serve`
@@ -29,6 +33,7 @@ BENCH_PARALLEL="${BENCH_PARALLEL:-4}"
 BENCH_PARALLEL_COUNT="${BENCH_PARALLEL_COUNT:-$(( BENCH_COUNT / BENCH_PARALLEL ))}"
 BENCH_RECEIVERS="${BENCH_RECEIVERS:-radport storescp}"
 BENCH_MEMCHECK="${BENCH_MEMCHECK:-1}"
+BENCH_REPEAT="${BENCH_REPEAT:-3}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-600}"
 STORESCP_FLAGS="${STORESCP_FLAGS:-+xa}"
 RADPORT_FLAGS="${RADPORT_FLAGS:-}"
@@ -44,7 +49,7 @@ CALLED_AE=kp-admin
 PROJECT=admin
 
 LOGS="$BENCH_DIR/logs"
-RUNS="$BENCH_DIR/runs"
+RUNS="${BENCH_RUNS_DIR:-$BENCH_DIR/runs}"
 DATA="$BENCH_DIR/data"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -60,12 +65,16 @@ stop_server() {
         # The server leads its own process group: this also reaches storescp's forked children.
         kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
         local i
-        for i in $(seq 1 50); do
+        for i in $(seq 1 100); do
             kill -0 "$SERVER_PID" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+        if kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "WARNING: server PID $SERVER_PID still running 10 s after SIGTERM: killing it"
+            kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+        fi
         wait "$SERVER_PID" 2>/dev/null || true
+        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true   # leftover forked children, if any
         SERVER_PID=""
     fi
 }
@@ -140,17 +149,17 @@ build() {
 make_series() {
     local dir=$1 count=$2 seed=$3
     local stamp="count=$count rows=512 columns=512 seed=$seed"
-    if [[ -f "$dir/.complete" && "$(cat "$dir/.complete")" == "$stamp" ]] \
+    if [[ -f "$dir.complete" && "$(cat "$dir.complete")" == "$stamp" ]] \
         && [[ "$(count_files "$dir")" -eq "$count" ]]; then
         return 0
     fi
-    rm -rf "$dir"
+    rm -rf "$dir" "$dir.complete"
     mkdir -p "$dir"
     log "generating $count slices 512x512 (seed $seed) in $dir"
     "$TESTKIT" make-series --out "$dir" --count "$count" --rows 512 --columns 512 --seed "$seed" \
         >"$LOGS/make-series-$seed.log" 2>&1 || { cat "$LOGS/make-series-$seed.log" >&2; die "make-series failed"; }
     [[ "$(count_files "$dir")" -eq "$count" ]] || die "make-series wrote $(count_files "$dir") files, expected $count"
-    echo "$stamp" >"$dir/.complete"
+    echo "$stamp" >"$dir.complete"
 }
 
 SINGLE_DIR=""
@@ -223,24 +232,29 @@ print(sum(int(s["instance_count"]) for s in items), len(items))'
 }
 
 # --- scenarios -------------------------------------------------------------------------------
-declare -a ROWS=()           # table rows
-declare -A RATE=()           # RATE[scenario|receiver] = images/s
-declare -A PEAK=()           # PEAK[scenario|receiver] = MiB (radport)
+# Per "scenario|receiver": every run's seconds, the largest peak RSS, images and bytes per run,
+# failed runs. Summarised by table_row.
+declare -A SECS=() PEAK=() IMAGES=() BYTES=() FAILED=() RATE=()
 FAILURES=0
 
-# run_scenario SCENARIO RECEIVER DIR...: one dcmsend per DIR, all at the same time
+# run_scenario SCENARIO RECEIVER REPETITION DIR...: one dcmsend per DIR, all at the same time,
+# against a freshly started receiver with an empty storage dir.
 run_scenario() {
-    local scenario=$1 receiver=$2; shift 2
+    local scenario=$1 receiver=$2 rep=$3; shift 3
     local dirs=("$@")
-    local name="$scenario-$receiver"
+    local name="$scenario-$receiver-$rep"
+    local key="$scenario|$receiver"
     local expected bytes
     expected=$(count_files "${dirs[@]}")
     bytes=$(count_bytes "${dirs[@]}")
 
-    log "$scenario / $receiver: starting a fresh receiver"
+    # Flush the dirty pages of earlier steps (test data, previous runs): a receiver that fsyncs
+    # would otherwise wait for them (ext4 commits them with its journal) and look slower.
+    sync
+    log "$scenario / $receiver #$rep: starting a fresh receiver"
     "start_$receiver" "$name"
 
-    log "$scenario / $receiver: sending $expected files with ${#dirs[@]} dcmsend"
+    log "$scenario / $receiver #$rep: sending $expected files with ${#dirs[@]} dcmsend"
     local t0 t1 i rc failed=0
     SENDER_PIDS=()
     t0=$(now)
@@ -255,7 +269,7 @@ run_scenario() {
         wait "${SENDER_PIDS[$i]}" || rc=$?
         if [[ $rc -ne 0 ]]; then
             failed=1
-            log "$scenario / $receiver: dcmsend #$((i + 1)) exited with $rc; its log:"
+            log "$scenario / $receiver #$rep: dcmsend #$((i + 1)) exited with $rc; its log:"
             tail -n 30 "$LOGS/$name.dcmsend-$((i + 1)).log" >&2 || true
         fi
     done
@@ -275,45 +289,66 @@ run_scenario() {
             sleep 0.5
         done
         if (( waited )); then
-            log "$scenario / $receiver: WARNING the API needed extra time after dcmsend finished to show $received/$expected instances"
+            log "$scenario / $receiver #$rep: WARNING the API needed extra time after dcmsend finished to show $received/$expected instances"
         fi
         peak=$(peak_rss_mb "$SERVER_PID")
-        PEAK["$scenario|$receiver"]=$peak
+        if [[ -z "${PEAK[$key]:-}" || "${PEAK[$key]}" == "?" || "$peak" == "?" ]] || (( peak > PEAK[$key] )); then
+            PEAK[$key]=$peak
+        fi
         local on_disk
         on_disk=$(find "$STORE_DIR" -type f ! -name 'catalog.db*' | wc -l)
-        log "$scenario / $receiver: API shows $received instances in $series series; $on_disk files in the data dir; peak RSS ${peak} MiB"
+        log "$scenario / $receiver #$rep: API shows $received instances in $series series; $on_disk files in the data dir; peak RSS ${peak} MiB"
         local problems
         problems=$(sed 's/\x1b\[[0-9;]*m//g' "$SERVER_LOG" | grep -E ' (ERROR|WARN) ' || true)
         if [[ -n "$problems" ]]; then
-            log "$scenario / $receiver: the server log has $(wc -l <<<"$problems") warning/error lines, first ones:"
+            log "$scenario / $receiver #$rep: the server log has $(wc -l <<<"$problems") warning/error lines, first ones:"
             head -n 20 <<<"$problems" >&2
         fi
     else
         received=$(find "$STORE_DIR" -type f | wc -l)
-        log "$scenario / $receiver: $received files written"
+        log "$scenario / $receiver #$rep: $received files written"
     fi
+    local t2
+    t2=$(now)
     stop_server
+    log "$scenario / $receiver #$rep: receiver stopped in $(awk -v a="$t2" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}') s"
 
     if [[ $received -ne $expected ]]; then
-        log "$scenario / $receiver: MISSING INSTANCES: sent $expected, receiver has $received"
+        log "$scenario / $receiver #$rep: MISSING INSTANCES: sent $expected, receiver has $received"
         log "server log $SERVER_LOG (last lines):"
         tail -n 40 "$SERVER_LOG" >&2 || true
         failed=1
     fi
     [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$STORE_DIR"
 
-    local secs mb rate mbps status=""
+    local secs
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
-    mb=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
-    rate=$(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}')
-    mbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN {printf "%.1f", (s > 0 ? b / 1048576 / s : 0)}')
+    SECS[$key]="${SECS[$key]:-} $secs"
+    IMAGES[$key]=$expected
+    BYTES[$key]=$bytes
+    : "${PEAK[$key]:=n/a}"
     if (( failed )); then
         FAILURES=$((FAILURES + 1))
-        status=" (FAILED: $received/$expected stored)"
+        FAILED[$key]="${FAILED[$key]:-} #$rep:$received/$expected"
     fi
-    RATE["$scenario|$receiver"]=$rate
-    ROWS+=("| $scenario | $receiver$status | $expected | $mb | $secs | $rate | $mbps | $peak |")
-    log "$scenario / $receiver: $expected images, $secs s, $rate images/s, $mbps MB/s"
+    log "$scenario / $receiver #$rep: $expected images in $secs s ($(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') images/s)"
+}
+
+# table_row SCENARIO RECEIVER: one Markdown row with the median of the runs
+table_row() {
+    local key="$1|$2"
+    [[ -n "${SECS[$key]:-}" ]] || return 0
+    local secs n bytes rate mb mbps status=""
+    # shellcheck disable=SC2086
+    secs=$(printf '%s\n' ${SECS[$key]} | sort -g | awk '{v[NR] = $1} END {printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}')
+    n=${IMAGES[$key]}
+    bytes=${BYTES[$key]}
+    mb=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
+    rate=$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}')
+    mbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN {printf "%.1f", (s > 0 ? b / 1048576 / s : 0)}')
+    if [[ -n "${FAILED[$key]:-}" ]]; then status=" **FAILED**${FAILED[$key]}"; fi
+    RATE[$key]=$rate
+    echo "| $1 | $2$status | $n | $mb | $secs | $rate | $mbps | ${PEAK[$key]} |"
 }
 
 # --- main ------------------------------------------------------------------------------------
@@ -336,23 +371,36 @@ main() {
     for r in $BENCH_RECEIVERS; do
         [[ $r == radport || $r == storescp ]] || die "unknown receiver $r (use radport and/or storescp)"
     done
-    for r in $BENCH_RECEIVERS; do run_scenario "$single" "$r" "$SINGLE_DIR"; done
-    for r in $BENCH_RECEIVERS; do run_scenario "$parallel" "$r" "${PARALLEL_DIRS[@]}"; done
+    local rep
+    for rep in $(seq 1 "$BENCH_REPEAT"); do
+        for r in $BENCH_RECEIVERS; do run_scenario "$single" "$r" "$rep" "$SINGLE_DIR"; done
+    done
+    for rep in $(seq 1 "$BENCH_REPEAT"); do
+        for r in $BENCH_RECEIVERS; do run_scenario "$parallel" "$r" "$rep" "${PARALLEL_DIRS[@]}"; done
+    done
     local memcheck=""
     if [[ "$BENCH_MEMCHECK" == 1 && " $BENCH_RECEIVERS " == *" radport "* ]]; then
         memcheck="single-$BENCH_PARALLEL_COUNT"
-        run_scenario "$memcheck" radport "${PARALLEL_DIRS[0]}"
+        run_scenario "$memcheck" radport 1 "${PARALLEL_DIRS[0]}"
     fi
 
+    local s a b
     echo
     echo "Ingest benchmark: dcmsend (DCMTK $("$DCMSEND" --version | awk 'NR==1 {print $3}'), default settings) -> receiver on 127.0.0.1;" \
-        "512x512 16-bit CT slices, $(nproc) CPUs; MB = 2^20 bytes; peak RSS = VmHWM of the radport process"
+        "512x512 16-bit CT slices; $(nproc) CPUs; median of $BENCH_REPEAT run(s), each against a fresh receiver;" \
+        "MB = 2^20 bytes; peak RSS = largest VmHWM of the radport process"
     echo
     echo "| scenario | receiver | images | MB | seconds | images/s | MB/s | peak RSS MB |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    printf '%s\n' "${ROWS[@]}"
+    for s in "$single" "$parallel" $memcheck; do
+        for r in $BENCH_RECEIVERS; do table_row "$s" "$r"; done
+    done
     echo
-    local s a b
+    for s in "$single" "$parallel" $memcheck; do
+        for r in $BENCH_RECEIVERS; do
+            if [[ -n "${SECS["$s|$r"]:-}" ]]; then echo "seconds per run, $s / $r:${SECS["$s|$r"]}"; fi
+        done
+    done
     for s in "$single" "$parallel"; do
         a=${RATE["$s|radport"]:-}
         b=${RATE["$s|storescp"]:-}
@@ -366,7 +414,7 @@ main() {
     fi
     echo "logs: $LOGS"
     if (( FAILURES > 0 )); then
-        die "$FAILURES scenario(s) failed: see above"
+        die "$FAILURES run(s) failed: see above"
     fi
 }
 

@@ -31,6 +31,7 @@ pub use model::{
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary,
 };
+pub use query::{DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use schema::SCHEMA_VERSION;
 
 /// Name of the built-in project that sees every series; it cannot be deleted.
@@ -41,7 +42,7 @@ pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 8;
 /// Default pool size for PostgreSQL.
 pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
 
-/// How many times a write transaction is retried on a transient error (busy, deadlock, race).
+/// Attempts of a PostgreSQL write transaction on a transient error (deadlock, insert race).
 const MAX_WRITE_ATTEMPTS: u32 = 8;
 
 /// Pragmas applied to every SQLite connection. `synchronous=FULL` makes each commit durable
@@ -197,9 +198,12 @@ impl Catalog {
                 }
                 let pool = pool_options.connect(&target.url).await?;
                 // Persistent in the file; set once before the pool is shared.
-                sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&pool)
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                    .fetch_one(&pool)
                     .await?;
+                if !target.memory && !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode");
+                }
                 pool
             }
             Dialect::Postgres => {
@@ -229,6 +233,8 @@ impl Catalog {
     }
 
     /// The underlying pool, for tables owned by other components (e.g. a job queue).
+    /// On SQLite, start write transactions there with `BEGIN IMMEDIATE`
+    /// (`pool.begin_with("BEGIN IMMEDIATE")`) so they wait for the lock instead of failing.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -449,7 +455,15 @@ impl Catalog {
         let Some(p) = self.find_project(project).await? else {
             return Err(CatalogError::NotFound(format!("project {project:?}")));
         };
-        let rows = sqlx::query(
+        // admin sees every dataset of every project, merged by name.
+        let sql = if p.name.eq_ignore_ascii_case(ADMIN_PROJECT) {
+            "SELECT d.name_key, MIN(d.name) AS name, MIN(d.created_at) AS created_at, \
+               (SELECT COUNT(DISTINCT sd.series_uid) FROM series_datasets sd \
+                  WHERE sd.dataset_key = d.name_key) AS series_count, \
+               (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
+                  WHERE sd.dataset_key = d.name_key) AS last_arrival \
+             FROM datasets d WHERE $1 = $1 GROUP BY d.name_key"
+        } else {
             "SELECT d.name_key, d.name, d.created_at, \
                (SELECT COUNT(*) FROM series_datasets sd \
                   WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \
@@ -457,11 +471,12 @@ impl Catalog {
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
                   WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \
                  AS last_arrival \
-             FROM datasets d WHERE d.project_key = $1",
-        )
-        .bind(p.name.to_ascii_lowercase())
-        .fetch_all(&self.pool)
-        .await?;
+             FROM datasets d WHERE d.project_key = $1"
+        };
+        let rows = sqlx::query(sql)
+            .bind(p.name.to_ascii_lowercase())
+            .fetch_all(&self.pool)
+            .await?;
         let mut datasets = rows
             .iter()
             .map(|row| {

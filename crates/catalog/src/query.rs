@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::{
     name_key, Catalog, CatalogError, DatasetRef, InstanceRow, SeriesDetail, SeriesFilter,
-    SeriesPage, SeriesSummary,
+    SeriesPage, SeriesSummary, ADMIN_PROJECT,
 };
 
 /// Default page size of [`Catalog::list_series`].
@@ -182,7 +182,8 @@ impl Catalog {
                 &|n| {
                     format!(
                         "EXISTS (SELECT 1 FROM series_datasets sd WHERE sd.series_uid = \
-                         s.series_uid AND sd.project_key = $1 AND sd.dataset_key = ${n})"
+                         s.series_uid AND (sd.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
+                         AND sd.dataset_key = ${n})"
                     )
                 },
                 Arg::Text(key),
@@ -273,9 +274,13 @@ impl Catalog {
             let sql = format!(
                 "SELECT sd.series_uid, d.name FROM series_datasets sd \
                  JOIN datasets d ON d.project_key = sd.project_key AND d.name_key = sd.dataset_key \
-                 WHERE sd.project_key = $1 AND sd.series_uid IN ({placeholders})"
+                 WHERE (sd.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
+                 AND sd.series_uid IN ({placeholders})"
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(&project_key);
+            // One statement text per page size: not worth a slot in the statement cache.
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(&project_key);
             for item in &items {
                 query = query.bind(item.series_instance_uid.clone());
             }
@@ -289,6 +294,7 @@ impl Catalog {
             for item in &mut items {
                 if let Some(mut names) = by_series.remove(&item.series_instance_uid) {
                     names.sort();
+                    names.dedup();
                     item.datasets = names;
                 }
             }

@@ -167,8 +167,14 @@ impl Catalog {
             dataset: name_key("dataset", &route.dataset)?,
             dataset_name: &route.dataset,
         };
+        // SQLite's busy handler has already waited up to 30 s before reporting SQLITE_BUSY,
+        // so only one more attempt there; PostgreSQL deadlocks and insert races retry sooner.
+        let max_attempts = match self.dialect {
+            Dialect::Sqlite => 2,
+            Dialect::Postgres => MAX_WRITE_ATTEMPTS,
+        };
         let _guard = self.write_guard().await;
-        let mut attempt = 0;
+        let mut attempt: u32 = 0;
         loop {
             attempt += 1;
             match self.record_once(rec, &keys, policy).await {
@@ -181,7 +187,7 @@ impl Catalog {
                     );
                     return Ok(outcome);
                 }
-                Err(Attempt::Retry(e)) if attempt < MAX_WRITE_ATTEMPTS => {
+                Err(Attempt::Retry(e)) if attempt < max_attempts => {
                     tracing::debug!(attempt, error = %e, "retrying catalog transaction");
                     tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
                 }

@@ -305,10 +305,26 @@ async fn visibility(url: &str) {
 
     let admin = c.list_series("admin", &all()).await.expect("list");
     assert_eq!(admin.total, 1);
-    assert!(
-        admin.items[0].datasets.is_empty(),
-        "admin has no datasets of its own"
+    assert_eq!(
+        admin.items[0].datasets,
+        ["d1"],
+        "admin sees the datasets of every project"
     );
+    let by_dataset = SeriesFilter {
+        dataset: Some("d1".into()),
+        ..all()
+    };
+    assert_eq!(
+        c.list_series("admin", &by_dataset)
+            .await
+            .expect("list")
+            .total,
+        1
+    );
+    let admin_datasets = c.list_datasets("admin").await.expect("datasets");
+    assert_eq!(admin_datasets.len(), 1);
+    assert_eq!(admin_datasets[0].name, "d1");
+    assert_eq!(admin_datasets[0].series_count, 1);
     assert_eq!(c.list_series("p2", &all()).await.expect("list").total, 0);
     assert!(matches!(
         c.list_series("p3", &all()).await,
