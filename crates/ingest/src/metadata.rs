@@ -62,7 +62,7 @@ pub(crate) fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), Metadat
             "not a DICOM Part-10 file (no DICM magic at offset 128)".into(),
         ));
     }
-    let meta = FileMetaTable::from_reader(Cursor::new(&bytes[132..]))
+    let meta = FileMetaTable::from_reader(Cursor::new(&bytes[128..]))
         .map_err(|e| MetadataError::Unreadable(format!("bad file meta group: {e}")))?;
     let offset = 132 + 12 + meta.information_group_length as usize;
     if offset > bytes.len() {
@@ -80,9 +80,54 @@ pub(crate) fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), Metadat
     Ok((announced, offset))
 }
 
+/// dicom-rs picks the character set from the *first* value of (0008,0005) only. ISO 2022 code
+/// extensions are declared as `\ISO 2022 IR 87` (first value empty: ASCII, escapes switch to
+/// the others), which it would read as the default repertoire. For parsing only — never for
+/// the stored file — a copy of the head gets the first non-empty value moved to the front,
+/// padded to the same length, when (0008,0005) is the first element of an uncompressed data set.
+fn charset_for_parsing(head: &[u8]) -> Option<Vec<u8>> {
+    let (announced, offset) = read_file_meta(head).ok()?;
+    let explicit = match announced.transfer_syntax_uid.as_str() {
+        "1.2.840.10008.1.2" => false,
+        "1.2.840.10008.1.2.1" => true,
+        // Every encapsulated syntax uses Explicit VR Little Endian for the data set.
+        ts if ts.starts_with("1.2.840.10008.1.2.4.") || ts == "1.2.840.10008.1.2.5" => true,
+        _ => return None,
+    };
+    let data = head.get(offset..)?;
+    if data.get(0..4)? != [0x08, 0x00, 0x05, 0x00] {
+        return None;
+    }
+    let (value_start, len) = if explicit {
+        if data.get(4..6)? != b"CS" {
+            return None;
+        }
+        (8, u16::from_le_bytes([data[6], data[7]]) as usize)
+    } else {
+        let l = data.get(4..8)?;
+        (8, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+    };
+    let value = data.get(value_start..value_start + len)?;
+    let text = std::str::from_utf8(value).ok()?;
+    let mut values = text.split('\\').map(|v| v.trim());
+    let first = values.next()?;
+    if !first.is_empty() {
+        return None;
+    }
+    let replacement = values.find(|v| !v.is_empty())?;
+    let mut new_value = replacement.as_bytes().to_vec();
+    new_value.resize(len, b' ');
+    let mut copy = head.to_vec();
+    let at = offset + value_start;
+    copy[at..at + len].copy_from_slice(&new_value);
+    Some(copy)
+}
+
 /// Reads the catalog attributes and DICOM JSON from the head of a Part-10 file.
 /// `truncated` says whether `head` is only a prefix of the file.
 pub fn extract_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, MetadataError> {
+    let patched = charset_for_parsing(head);
+    let head: &[u8] = patched.as_deref().unwrap_or(head);
     let parsed = std::panic::catch_unwind(|| {
         OpenFileOptions::new()
             .read_preamble(ReadPreamble::Always)
@@ -159,4 +204,31 @@ pub fn extract_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, Me
         metadata_json,
         source: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_2022_code_extensions_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = radport_testkit::SeriesSpec {
+            count: 1,
+            charset: Some("\\ISO 2022 IR 87".into()),
+            patient_name: "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B".into(),
+            ..Default::default()
+        };
+        let paths = radport_testkit::write_series(dir.path(), &spec).unwrap();
+        let bytes = std::fs::read(&paths[0]).unwrap();
+        assert!(
+            charset_for_parsing(&bytes).is_some(),
+            "the charset is moved for parsing"
+        );
+        let record = extract_record(&bytes, false).unwrap();
+        assert_eq!(
+            record.patient_name.as_deref(),
+            Some("Yamada^Tarou=山田^太郎")
+        );
+    }
 }

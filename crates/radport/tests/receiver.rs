@@ -534,6 +534,18 @@ fn character_sets_are_decoded_to_utf8() {
         ..Default::default()
     };
     write_series(&tmp.path().join("utf8"), &utf8).unwrap();
+    // ISO 2022 with code extensions, the example of PS3.5 H.3.1 (JIS X 0208 behind escapes).
+    let japanese = SeriesSpec {
+        count: 1,
+        uid_seed: "93".into(),
+        charset: Some("\\ISO 2022 IR 87".into()),
+        patient_name:
+            "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B"
+                .into(),
+        patient_id: "JIS".into(),
+        ..Default::default()
+    };
+    write_series(&tmp.path().join("jis"), &japanese).unwrap();
     assert!(server
         .dcmsend("kp-cs", "kp-admin", tmp.path())
         .status
@@ -542,6 +554,10 @@ fn character_sets_are_decoded_to_utf8() {
         |id: &str| server.series("admin", &format!("patient_id={id}"))["items"][0].clone();
     assert_eq!(by_patient("LATIN1")["patient_name"], "Müller^Jürgen");
     assert_eq!(by_patient("UTF8")["patient_name"], "Wang^XiaoDong=王^小東");
+    assert_eq!(
+        by_patient("JIS")["patient_name"],
+        "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    );
     // The stored Latin-1 file still holds Latin-1 bytes (never rewritten).
     let stored = server.get_bytes(&format!(
         "/api/series/{}/instances/{}",
