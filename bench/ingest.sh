@@ -282,6 +282,7 @@ run_scenario() {
     local received=0 series=0 peak="n/a" waited=0
     if [[ $receiver == radport ]]; then
         local deadline=$(( $(date +%s) + 15 ))
+        if (( failed )); then deadline=0; fi   # a sender failed: no point in waiting
         while :; do
             read -r received series < <(radport_instances) || { received=-1; series=0; }
             [[ $received -eq $expected || $(date +%s) -ge $deadline ]] && break
@@ -320,6 +321,7 @@ run_scenario() {
         failed=1
     fi
     [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$STORE_DIR"
+    SERVER_LOG=""   # already shown if something went wrong
 
     local secs
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
@@ -346,8 +348,13 @@ table_row() {
     mb=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
     rate=$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}')
     mbps=$(awk -v b="$bytes" -v s="$secs" 'BEGIN {printf "%.1f", (s > 0 ? b / 1048576 / s : 0)}')
-    if [[ -n "${FAILED[$key]:-}" ]]; then status=" **FAILED**${FAILED[$key]}"; fi
-    RATE[$key]=$rate
+    if [[ -n "${FAILED[$key]:-}" ]]; then
+        # failed runs (listed as #run:stored/sent) make the timing meaningless
+        status=" **FAILED**${FAILED[$key]}"
+        secs="—"; rate="—"; mbps="—"
+    else
+        RATE[$key]=$rate
+    fi
     echo "| $1 | $2$status | $n | $mb | $secs | $rate | $mbps | ${PEAK[$key]} |"
 }
 

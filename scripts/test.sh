@@ -16,9 +16,38 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk >/dev/null
 fi
 
+# A throw-away PostgreSQL cluster, so that the catalog's tests run on PostgreSQL as well as
+# SQLite. RADPORT_TEST_POSTGRES_URL set by the caller is used as is.
+pg_dir=""
+stop_pg() {
+  if [ -n "$pg_dir" ]; then
+    su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+  fi
+}
+if [ -z "${RADPORT_TEST_POSTGRES_URL:-}" ]; then
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$pg_bin" ]; then
+    echo "== installing PostgreSQL"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  pg_dir=$(mktemp -d /tmp/radport-test-pg.XXXXXX)
+  chown postgres "$pg_dir"
+  pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  su postgres -s /bin/sh -c "$pg_bin/initdb -D $pg_dir/data -U radport --auth=trust" >/dev/null
+  su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/server.log -w \
+    -o '-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300' start" >/dev/null
+  export RADPORT_TEST_POSTGRES_URL="postgres://radport@127.0.0.1:$pg_port/postgres"
+  echo "== PostgreSQL for the tests on port $pg_port"
+fi
+
 echo "== cargo test --workspace"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; stop_pg' EXIT
 set +e
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
