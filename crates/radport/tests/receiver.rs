@@ -669,3 +669,67 @@ fn associations_over_the_limit_are_refused_transiently() {
         .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
 }
+
+#[test]
+fn every_known_transfer_syntax_and_private_sop_classes_are_accepted() {
+    let server = Server::start(&[]);
+    let s = spec("111", 1);
+    // Encapsulated syntaxes encode the data set itself as Explicit VR Little Endian; the
+    // receiver stores the bytes and reads the attributes before Pixel Data, so any payload
+    // behind them will do for this test.
+    let cases: &[(&str, &str)] = &[
+        (CT_IMAGE_STORAGE, "1.2.840.10008.1.2.4.90"), // JPEG 2000 lossless
+        (CT_IMAGE_STORAGE, "1.2.840.10008.1.2.4.91"), // JPEG 2000
+        (CT_IMAGE_STORAGE, "1.2.840.10008.1.2.4.201"), // HTJ2K lossless
+        (CT_IMAGE_STORAGE, "1.2.840.10008.1.2.4.203"), // HTJ2K
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+            "1.2.840.10008.1.2.4.100",
+        ), // MPEG-2
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+            "1.2.840.10008.1.2.4.102",
+        ), // MPEG-4 AVC
+        (
+            "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+            "1.2.840.10008.1.2.4.107",
+        ), // HEVC
+        (CT_IMAGE_STORAGE, "1.2.840.10008.1.2.4.110"), // JPEG XL lossless
+        ("1.3.6.1.4.1.99999.1.1", EXPLICIT_VR_LE),    // a private SOP class
+    ];
+    for (i, (sop_class, ts)) in cases.iter().enumerate() {
+        let mut client =
+            RawClient::connect_with(server.dicom_port, "kp-ts", "kp-admin", sop_class, ts)
+                .unwrap_or_else(|e| panic!("{sop_class} / {ts}: {e}"));
+        let sop = format!("{}.{}", sop_uid(&s, 0), 200 + i);
+        let mut obj = radport_testkit::ct_slice(&s, 0);
+        obj.put(dicom_core::DataElement::new(
+            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(sop.as_str()),
+        ));
+        let mut dataset = Vec::new();
+        obj.write_dataset_with_ts(
+            &mut dataset,
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
+        assert_eq!(client.store(&sop, &dataset), 0x0000, "{sop_class} / {ts}");
+        client.release();
+        let detail = server.get_json(&format!("/api/series/{}", series_uid(&s)));
+        let instance = detail["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["sop_instance_uid"] == sop.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{ts}: missing"));
+        assert_eq!(instance["transfer_syntax_uid"], *ts);
+        let stored = server.get_bytes(&format!("/api/series/{}/instances/{sop}", series_uid(&s)));
+        assert_eq!(
+            dataset_bytes(&stored),
+            dataset.as_slice(),
+            "{ts}: bytes as sent"
+        );
+    }
+}

@@ -284,6 +284,7 @@ pub struct RawClient {
     association: dicom_ul::ClientAssociation<std::net::TcpStream>,
     context_id: u8,
     next_message_id: u16,
+    sop_class: String,
 }
 
 pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
@@ -344,10 +345,21 @@ fn c_store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
 
 impl RawClient {
     pub fn connect(port: u16, calling: &str, called: &str) -> Result<RawClient, String> {
+        Self::connect_with(port, calling, called, CT_IMAGE_STORAGE, EXPLICIT_VR_LE)
+    }
+
+    /// Connects proposing one presentation context: `sop_class` with `transfer_syntax` only.
+    pub fn connect_with(
+        port: u16,
+        calling: &str,
+        called: &str,
+        sop_class: &str,
+        transfer_syntax: &str,
+    ) -> Result<RawClient, String> {
         let association = dicom_ul::ClientAssociationOptions::new()
             .calling_ae_title(calling)
             .called_ae_title(called)
-            .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_VR_LE])
+            .with_presentation_context(sop_class, vec![transfer_syntax])
             .establish(format!("127.0.0.1:{port}"))
             .map_err(|e| e.to_string())?;
         let context_id = association
@@ -359,13 +371,14 @@ impl RawClient {
             association,
             context_id,
             next_message_id: 1,
+            sop_class: sop_class.to_string(),
         })
     }
 
     fn send_command(&mut self, sop_instance: &str) {
         let id = self.next_message_id;
         self.next_message_id += 1;
-        let cmd = c_store_rq(id, CT_IMAGE_STORAGE, sop_instance);
+        let cmd = c_store_rq(id, &self.sop_class, sop_instance);
         self.association
             .send(&dicom_ul::Pdu::PData {
                 data: vec![dicom_ul::pdu::PDataValue {
