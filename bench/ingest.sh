@@ -74,7 +74,8 @@ stop_server() {
             kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
         fi
         wait "$SERVER_PID" 2>/dev/null || true
-        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true   # leftover forked children, if any
+        # storescp children still busy with an association, if any (members of our group only)
+        if pgrep -g "$SERVER_PID" >/dev/null 2>&1; then kill -KILL -- "-$SERVER_PID" 2>/dev/null || true; fi
         SERVER_PID=""
     fi
 }

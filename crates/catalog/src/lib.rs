@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod jobs;
 mod model;
 mod query;
 mod record;
@@ -26,6 +27,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use error::CatalogError;
+pub use jobs::{Job, JobFilter, JobPage, JobState, NewJob};
 pub use model::{
     Dataset, DatasetRef, Dialect, DuplicatePolicy, InstanceRecord, InstanceRow,
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,

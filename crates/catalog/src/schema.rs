@@ -92,6 +92,35 @@ pub(crate) const STATEMENTS: &[&str] = &[
         FOREIGN KEY (project_key, dataset_key)
             REFERENCES datasets (project_key, name_key) ON DELETE CASCADE
     )",
+    "CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT NOT NULL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        series_uid TEXT,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        max_attempts BIGINT NOT NULL,
+        run_after TEXT NOT NULL,
+        locked_until TEXT,
+        worker TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_jobs_due ON jobs (state, run_after)",
+    "CREATE INDEX IF NOT EXISTS idx_jobs_series ON jobs (series_uid)",
+    "CREATE INDEX IF NOT EXISTS idx_jobs_created ON jobs (created_at)",
+    // At most one fresh (never started) queued job of a kind per series: a newer arrival
+    // finds it still waiting. Retries of started jobs are outside it, so they never collide.
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_jobs_one_fresh
+        ON jobs (kind, series_uid) WHERE state = 'queued' AND attempts = 0",
+    "CREATE TABLE IF NOT EXISTS series_pipeline (
+        series_uid TEXT NOT NULL PRIMARY KEY,
+        scheduled_for TEXT NOT NULL,
+        scheduled_at TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_series_last_arrival ON series (last_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_series_study ON series (study_uid)",
     "CREATE INDEX IF NOT EXISTS idx_series_modality ON series (modality)",
     "CREATE INDEX IF NOT EXISTS idx_instances_series ON instances (series_uid)",

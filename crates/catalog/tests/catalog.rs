@@ -114,6 +114,8 @@ both!(series_filters);
 both!(series_detail);
 both!(invalid_records);
 both!(concurrent_recording);
+both!(job_queue);
+both!(stable_series_scheduling);
 
 // ----- helpers -----------------------------------------------------------------------------
 
@@ -1317,4 +1319,270 @@ async fn sqlite_sequential_rate() {
     if !cfg!(debug_assertions) {
         assert!(rate > 1000.0, "{rate:.0}/s");
     }
+}
+
+// ----- job queue -------------------------------------------------------------------------
+
+fn job(kind: &str, series: &str, max_attempts: i64) -> radport_catalog::NewJob {
+    radport_catalog::NewJob {
+        kind: kind.to_string(),
+        series_uid: Some(series.to_string()),
+        payload: serde_json::json!({"n": 1}),
+        max_attempts,
+    }
+}
+
+async fn job_queue(url: &str) {
+    use radport_catalog::{JobFilter, JobState};
+    let c = Catalog::connect(url).await.expect("connect");
+    let lease = Duration::from_secs(60);
+    let id = c
+        .enqueue_job(&job("thumbnail", "9.1", 2))
+        .await
+        .expect("enqueue");
+    assert!(id.is_some());
+    // A second queued job of the same kind for the same series stands for the first.
+    assert_eq!(
+        c.enqueue_job(&job("thumbnail", "9.1", 2))
+            .await
+            .expect("enqueue"),
+        None
+    );
+    assert!(c
+        .enqueue_job(&job("validate", "9.1", 2))
+        .await
+        .expect("enqueue")
+        .is_some());
+
+    // Claims respect kinds; a claimed job is not claimed twice.
+    let claimed = c
+        .claim_job(&["thumbnail"], "w1", lease)
+        .await
+        .expect("claim")
+        .expect("a job");
+    assert_eq!(claimed.kind, "thumbnail");
+    assert_eq!(claimed.state, JobState::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.payload["n"], 1);
+    assert!(c
+        .claim_job(&["thumbnail"], "w2", lease)
+        .await
+        .expect("claim")
+        .is_none());
+    // While it runs, new arrivals may queue another one for the same series.
+    assert!(c
+        .enqueue_job(&job("thumbnail", "9.1", 2))
+        .await
+        .expect("enqueue")
+        .is_some());
+
+    // Failure: back to queued with a backoff and the error kept, then failed for good.
+    let state = c
+        .fail_job(&claimed.id, "w1", "decoder exploded")
+        .await
+        .expect("fail");
+    assert_eq!(state, JobState::Queued);
+    let listed = c
+        .list_jobs(&JobFilter {
+            kind: Some("thumbnail".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.total, 2);
+    let failed_once = listed
+        .items
+        .iter()
+        .find(|j| j.id == claimed.id)
+        .expect("listed");
+    assert_eq!(failed_once.last_error.as_deref(), Some("decoder exploded"));
+    assert!(
+        failed_once.run_after > failed_once.updated_at,
+        "retry waits"
+    );
+    // Not due yet: the other (new) thumbnail job is claimed instead.
+    let other = c
+        .claim_job(&["thumbnail"], "w2", lease)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_ne!(other.id, claimed.id);
+    c.complete_job(&other.id, "w2").await.expect("complete");
+
+    // A worker whose lease ran out loses the job; completing it then changes nothing.
+    let v = c
+        .claim_job(&["validate"], "w3", Duration::from_millis(1))
+        .await
+        .expect("claim")
+        .expect("job");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = c
+        .claim_job(&["validate"], "w4", lease)
+        .await
+        .expect("claim")
+        .expect("expired job");
+    assert_eq!(again.id, v.id);
+    assert_eq!(again.attempts, 2);
+    c.complete_job(&v.id, "w3").await.expect("stale complete");
+    let state_of = |jobs: &radport_catalog::JobPage, id: &str| {
+        jobs.items.iter().find(|j| j.id == id).map(|j| j.state)
+    };
+    let all_jobs = c.list_jobs(&JobFilter::default()).await.expect("list");
+    assert_eq!(
+        state_of(&all_jobs, &v.id),
+        Some(JobState::Running),
+        "w3 no longer holds it"
+    );
+    c.complete_job(&v.id, "w4").await.expect("complete");
+
+    // Restart: running jobs go back to the queue.
+    let r = c
+        .enqueue_job(&job("thumbnail", "9.2", 3))
+        .await
+        .expect("enqueue")
+        .expect("id");
+    let _ = c
+        .claim_job(&["thumbnail"], "dead", lease)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(c.requeue_running_jobs().await.expect("requeue"), 1);
+    let after = c
+        .claim_job(&["thumbnail"], "w5", lease)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(after.id, r);
+
+    // Filters.
+    let succeeded = c
+        .list_jobs(&JobFilter {
+            state: Some("succeeded".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(succeeded.total, 2);
+    let by_series = c
+        .list_jobs(&JobFilter {
+            series: Some("9.2".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_series.total, 1);
+    assert!(matches!(
+        c.list_jobs(&JobFilter {
+            state: Some("sleeping".into()),
+            ..Default::default()
+        })
+        .await,
+        Err(CatalogError::Invalid(_))
+    ));
+    // max_attempts reached: failed.
+    let f = c
+        .enqueue_job(&job("once", "9.3", 1))
+        .await
+        .expect("enqueue")
+        .expect("id");
+    let j = c
+        .claim_job(&["once"], "w6", lease)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(j.id, f);
+    assert_eq!(
+        c.fail_job(&f, "w6", "boom").await.expect("fail"),
+        JobState::Failed
+    );
+    assert!(c
+        .claim_job(&["once"], "w6", lease)
+        .await
+        .expect("claim")
+        .is_none());
+}
+
+async fn stable_series_scheduling(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    let kinds = ["thumbnail", "validate"];
+    record(
+        &c,
+        &rec("8.1", "8.1.1", "8.1.1.1"),
+        &route("admin", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    // Not idle long enough yet.
+    let none = c
+        .schedule_stable_series(Duration::from_secs(3600), &kinds, 3)
+        .await
+        .expect("schedule");
+    assert!(none.is_empty());
+    // Idle (zero idle time): scheduled once, with one job per kind.
+    let due = c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule");
+    assert_eq!(due, ["8.1.1"]);
+    let again = c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule");
+    assert!(again.is_empty(), "not scheduled twice for the same arrival");
+    let jobs = c
+        .list_jobs(&radport_catalog::JobFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(jobs.total, 2);
+    // A late instance re-opens the series; its queued jobs still stand for it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    record(
+        &c,
+        &rec("8.1", "8.1.1", "8.1.1.2"),
+        &route("admin", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let reopened = c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule");
+    assert_eq!(reopened, ["8.1.1"]);
+    assert_eq!(
+        c.list_jobs(&radport_catalog::JobFilter::default())
+            .await
+            .expect("list")
+            .total,
+        2
+    );
+    // Once those ran, a further arrival brings new jobs.
+    for kind in kinds {
+        let j = c
+            .claim_job(&[kind], "w", Duration::from_secs(60))
+            .await
+            .expect("claim")
+            .expect("job");
+        c.complete_job(&j.id, "w").await.expect("complete");
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    record(
+        &c,
+        &rec("8.1", "8.1.1", "8.1.1.3"),
+        &route("admin", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    assert_eq!(
+        c.schedule_stable_series(Duration::ZERO, &kinds, 3)
+            .await
+            .expect("schedule"),
+        ["8.1.1"]
+    );
+    assert_eq!(
+        c.list_jobs(&radport_catalog::JobFilter::default())
+            .await
+            .expect("list")
+            .total,
+        4
+    );
 }

@@ -137,9 +137,13 @@ impl IncomingInstance {
     }
 }
 
+/// Key of a new instance's object: `instances/YYYY/MM/DD/<uuid>.dcm` (UTC day of arrival).
+/// One new directory a day: with fsync on, every directory created costs two more fsyncs,
+/// which hash-sharded layouts pay on most instances until every shard exists.
 fn object_key_for_new_instance() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("instances/{}/{}/{}.dcm", &id[0..2], &id[2..4], id)
+    let day = chrono::Utc::now().format("%Y/%m/%d");
+    format!("instances/{day}/{id}.dcm")
 }
 
 impl Ingestor {

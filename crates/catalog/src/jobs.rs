@@ -1,0 +1,443 @@
+//! The durable job queue, in the catalog's own database, and stable-series scheduling.
+//!
+//! A job is a row: `queued` → `running` (claimed with a lease) → `succeeded`, or back to
+//! `queued` with a later `run_after` after a failure (exponential backoff), until it has used
+//! its attempts and ends `failed` with its last error kept. A claim is one statement:
+//! `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` on PostgreSQL, the same
+//! under the process's write lock and `BEGIN IMMEDIATE` on SQLite. A job whose lease ran out
+//! (its worker died) is claimable again.
+//!
+//! Stable series: a series whose `last_arrival` is older than the idle time and newer than the
+//! last arrival it was scheduled for gets one job of each pipeline kind. An instance that
+//! arrives later moves `last_arrival` forward, so the series is scheduled again.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::{now, Catalog, CatalogError, Dialect};
+
+/// State of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting to be claimed (possibly not before `run_after`).
+    Queued,
+    /// Claimed by a worker.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Out of attempts; `last_error` says why.
+    Failed,
+}
+
+impl JobState {
+    /// The state's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored or user-given state name.
+    pub fn parse(s: &str) -> Option<JobState> {
+        match s {
+            "queued" => Some(JobState::Queued),
+            "running" => Some(JobState::Running),
+            "succeeded" => Some(JobState::Succeeded),
+            "failed" => Some(JobState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// What to do, e.g. `thumbnail`.
+    pub kind: String,
+    /// The series it is about, if any.
+    pub series_uid: Option<String>,
+    /// Parameters.
+    pub payload: serde_json::Value,
+    /// Attempts before the job ends `failed`.
+    pub max_attempts: i64,
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    /// Identifier.
+    pub id: String,
+    /// What to do.
+    pub kind: String,
+    /// The series it is about, if any.
+    pub series_uid: Option<String>,
+    /// Parameters.
+    pub payload: serde_json::Value,
+    /// Current state.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: i64,
+    /// Attempts allowed.
+    pub max_attempts: i64,
+    /// Not claimed before this time.
+    pub run_after: String,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Worker holding (or last holding) the job.
+    pub worker: Option<String>,
+    /// Enqueued at.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// When it succeeded or finally failed.
+    pub finished_at: Option<String>,
+}
+
+/// Filter of [`Catalog::list_jobs`].
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct JobFilter {
+    /// Only jobs in this state (`queued`, `running`, `succeeded`, `failed`).
+    pub state: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs about this series.
+    pub series: Option<String>,
+    /// Page size (default 100, max 1000).
+    pub limit: Option<i64>,
+    /// Items to skip.
+    pub offset: Option<i64>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobPage {
+    /// Jobs matching the filter.
+    pub total: i64,
+    /// This page.
+    pub items: Vec<Job>,
+}
+
+/// Delay before retry number `attempts` (1-based): 2 s, 4 s, 8 s … capped at 5 minutes.
+pub fn retry_delay(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    Duration::from_secs((2u64 << exp).min(300))
+}
+
+fn at(offset: Duration) -> String {
+    let t = chrono::Utc::now()
+        + chrono::Duration::from_std(offset).unwrap_or_else(|_| chrono::Duration::zero());
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn before(offset: Duration) -> String {
+    let t = chrono::Utc::now()
+        - chrono::Duration::from_std(offset).unwrap_or_else(|_| chrono::Duration::zero());
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+const JOB_COLUMNS: &str = "id, kind, series_uid, payload, state, attempts, max_attempts, \
+    run_after, last_error, worker, created_at, updated_at, finished_at";
+
+fn job_from_row(row: &AnyRow) -> Result<Job, CatalogError> {
+    let state: String = row.try_get("state")?;
+    let payload: String = row.try_get("payload")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        series_uid: row.try_get("series_uid")?,
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        state: JobState::parse(&state)
+            .ok_or_else(|| CatalogError::Invalid(format!("unknown job state {state:?}")))?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        run_after: row.try_get("run_after")?,
+        last_error: row.try_get("last_error")?,
+        worker: row.try_get("worker")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+const SQL_INSERT_JOB: &str = "INSERT INTO jobs (id, kind, series_uid, payload, state, attempts, \
+    max_attempts, run_after, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $6) ON CONFLICT DO NOTHING";
+
+impl Catalog {
+    /// Enqueues a job. A job of the same kind for the same series that is queued and has
+    /// never started stands for it: then nothing is added and `None` is returned.
+    pub async fn enqueue_job(&self, job: &NewJob) -> Result<Option<String>, CatalogError> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let id = new_id();
+        let done = sqlx::query(SQL_INSERT_JOB)
+            .bind(&id)
+            .bind(&job.kind)
+            .bind(job.series_uid.as_deref())
+            .bind(job.payload.to_string())
+            .bind(job.max_attempts.max(1))
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((done.rows_affected() == 1).then_some(id))
+    }
+
+    /// Claims the next due job of one of `kinds` for `worker`, holding it for `lease`.
+    pub async fn claim_job(
+        &self,
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Job>, CatalogError> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let now = now();
+        let kind_list = (0..kinds.len())
+            .map(|i| format!("${}", i + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        // A running job whose lease has expired is due again (its worker died).
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = $1, \
+               locked_until = $2, updated_at = $3 \
+             WHERE id = (SELECT id FROM jobs WHERE kind IN ({kind_list}) AND \
+               ((state = 'queued' AND run_after <= $3) OR (state = 'running' AND locked_until < $3)) \
+               ORDER BY run_after, created_at LIMIT 1{lock}) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(at(lease))
+            .bind(&now);
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        let row = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Marks a job done. Ignored if `worker` no longer holds it (its lease ran out and another
+    /// worker took it).
+    pub async fn complete_job(&self, id: &str, worker: &str) -> Result<(), CatalogError> {
+        let now = now();
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', updated_at = $1, finished_at = $1, \
+             locked_until = NULL, last_error = NULL \
+             WHERE id = $2 AND worker = $3 AND state = 'running'",
+        )
+        .bind(&now)
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: back to `queued` after a backoff, or `failed` when the job
+    /// has used its attempts. Returns the new state.
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+    ) -> Result<JobState, CatalogError> {
+        let now = now();
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT attempts, max_attempts FROM jobs WHERE id = $1 AND worker = $2 \
+             AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(JobState::Running);
+        };
+        let attempts: i64 = row.try_get("attempts")?;
+        let max_attempts: i64 = row.try_get("max_attempts")?;
+        let error: String = error.chars().take(4000).collect();
+        let state = if attempts >= max_attempts {
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', last_error = $1, updated_at = $2, \
+                 finished_at = $2, locked_until = NULL WHERE id = $3",
+            )
+            .bind(&error)
+            .bind(&now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            JobState::Failed
+        } else {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', last_error = $1, updated_at = $2, \
+                 run_after = $3, locked_until = NULL WHERE id = $4",
+            )
+            .bind(&error)
+            .bind(&now)
+            .bind(at(retry_delay(attempts)))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            JobState::Queued
+        };
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// Makes every `running` job claimable again at once (keeping its attempt count). For a single-process deployment at
+    /// start-up (embedded SQLite), where no other process can be running them.
+    pub async fn requeue_running_jobs(&self) -> Result<u64, CatalogError> {
+        let now = now();
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', locked_until = NULL, updated_at = $1 \
+             WHERE state = 'running'",
+        )
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Jobs matching a filter, newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage, CatalogError> {
+        let mut conditions: Vec<String> = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(state) = filter.state.as_deref().filter(|s| !s.is_empty()) {
+            if JobState::parse(state).is_none() {
+                return Err(CatalogError::Invalid(format!(
+                    "state must be queued, running, succeeded or failed, not {state:?}"
+                )));
+            }
+            args.push(state.to_string());
+            conditions.push(format!("state = ${}", args.len()));
+        }
+        if let Some(kind) = filter.kind.as_deref().filter(|s| !s.is_empty()) {
+            args.push(kind.to_string());
+            conditions.push(format!("kind = ${}", args.len()));
+        }
+        if let Some(series) = filter.series.as_deref().filter(|s| !s.is_empty()) {
+            args.push(series.to_string());
+            conditions.push(format!("series_uid = ${}", args.len()));
+        }
+        let limit = filter.limit.unwrap_or(100);
+        let offset = filter.offset.unwrap_or(0);
+        if limit < 0 || offset < 0 {
+            return Err(CatalogError::Invalid(
+                "limit and offset must not be negative".into(),
+            ));
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM jobs{where_clause}");
+        let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql));
+        for a in &args {
+            count = count.bind(a.clone());
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        let list_sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs{where_clause} ORDER BY created_at DESC, id \
+             LIMIT {} OFFSET {}",
+            limit.min(1000),
+            offset
+        );
+        let mut list = sqlx::query(sqlx::AssertSqlSafe(list_sql));
+        for a in &args {
+            list = list.bind(a.clone());
+        }
+        let items = list
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobPage { total, items })
+    }
+
+    /// Finds series idle for at least `idle` since their last arrival and not yet scheduled
+    /// for that arrival, and enqueues one job of each of `kinds` for each. Returns them.
+    pub async fn schedule_stable_series(
+        &self,
+        idle: Duration,
+        kinds: &[&str],
+        max_attempts: i64,
+    ) -> Result<Vec<String>, CatalogError> {
+        let cutoff = before(idle);
+        // Cheap read first: most ticks find nothing and need no write lock.
+        let due: Vec<(String, String)> = sqlx::query(
+            "SELECT s.series_uid, s.last_arrival FROM series s \
+             LEFT JOIN series_pipeline p ON p.series_uid = s.series_uid \
+             WHERE s.last_arrival <= $1 \
+               AND (p.scheduled_for IS NULL OR p.scheduled_for < s.last_arrival) \
+             ORDER BY s.last_arrival LIMIT 200",
+        )
+        .bind(&cutoff)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("series_uid")?, row.try_get("last_arrival")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now();
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        for (series_uid, last_arrival) in &due {
+            sqlx::query(
+                "INSERT INTO series_pipeline (series_uid, scheduled_for, scheduled_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (series_uid) DO UPDATE \
+                 SET scheduled_for = excluded.scheduled_for, scheduled_at = excluded.scheduled_at",
+            )
+            .bind(series_uid)
+            .bind(last_arrival)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            for kind in kinds {
+                sqlx::query(SQL_INSERT_JOB)
+                    .bind(new_id())
+                    .bind(*kind)
+                    .bind(series_uid)
+                    .bind("{}")
+                    .bind(max_attempts.max(1))
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(due.into_iter().map(|(s, _)| s).collect())
+    }
+}
