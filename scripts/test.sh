@@ -1,20 +1,11 @@
 #!/usr/bin/env bash
-# Runs every radport test on a fresh Debian machine: installs the real peers the tests talk to
-# (DCMTK's dcmsend/storescu/echoscu, dicom3tools), then `cargo test` over the whole workspace.
+# Runs every radport test on a fresh Debian machine: installs what the tests talk to
+# (scripts/install-deps.sh: DCMTK, GDCM tools, PostgreSQL, cmake), starts a throw-away
+# PostgreSQL cluster, then `cargo test` over the whole workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for tool in dcmsend storescu echoscu dcmodify dcmcjpeg dcmcjpls dcmcrle dcmconv dcmftest; do
-  [ -x "/usr/bin/$tool" ] || need+=(dcmtk)
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing test tools: dcmtk"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk >/dev/null
-fi
+bash scripts/install-deps.sh
 
 # A throw-away PostgreSQL cluster, so that the catalog's tests run on PostgreSQL as well as
 # SQLite. RADPORT_TEST_POSTGRES_URL set by the caller is used as is.
@@ -26,15 +17,7 @@ stop_pg() {
   fi
 }
 if [ -z "${RADPORT_TEST_POSTGRES_URL:-}" ]; then
-  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-  if [ -z "$pg_bin" ]; then
-    echo "== installing PostgreSQL"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
-    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  fi
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   pg_dir=$(mktemp -d /tmp/radport-test-pg.XXXXXX)
   chown postgres "$pg_dir"
   pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

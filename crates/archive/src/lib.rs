@@ -23,6 +23,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+/// The layout of the archive: where each kind of object lives.
+pub mod keys {
+    /// Key of the PNG thumbnail of a series.
+    pub fn thumbnail(series_uid: &str) -> String {
+        format!("thumbnails/{series_uid}.png")
+    }
+}
+
 /// Errors of the archive, classified so that callers can map them to protocol statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

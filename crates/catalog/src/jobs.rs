@@ -441,3 +441,47 @@ impl Catalog {
         Ok(due.into_iter().map(|(s, _)| s).collect())
     }
 }
+
+/// One instance of a series as the pipeline needs it: where its file is and its attributes.
+#[derive(Clone, Debug)]
+pub struct InstanceForPipeline {
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// Archive key of the stored file.
+    pub object_key: String,
+    /// Instance Number, if any.
+    pub instance_number: Option<i64>,
+    /// DICOM JSON of the instance (without bulk data).
+    pub metadata: serde_json::Value,
+}
+
+impl Catalog {
+    /// Every instance of a series with its archive key and DICOM JSON, by Instance Number.
+    pub async fn instances_for_pipeline(
+        &self,
+        series_uid: &str,
+    ) -> Result<Vec<InstanceForPipeline>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT sop_instance_uid, sop_class_uid, object_key, instance_number, metadata_json \
+             FROM instances WHERE series_uid = $1 ORDER BY instance_number, sop_instance_uid",
+        )
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let metadata: String = row.try_get("metadata_json")?;
+                Ok(InstanceForPipeline {
+                    sop_instance_uid: row.try_get("sop_instance_uid")?,
+                    sop_class_uid: row.try_get("sop_class_uid")?,
+                    object_key: row.try_get("object_key")?,
+                    instance_number: row.try_get("instance_number")?,
+                    metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(CatalogError::from)
+    }
+}

@@ -27,9 +27,9 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use error::CatalogError;
-pub use jobs::{Job, JobFilter, JobPage, JobState, NewJob};
+pub use jobs::{InstanceForPipeline, Job, JobFilter, JobPage, JobState, NewJob};
 pub use model::{
-    Dataset, DatasetRef, Dialect, DuplicatePolicy, InstanceRecord, InstanceRow,
+    Completeness, Dataset, DatasetRef, Dialect, DuplicatePolicy, InstanceRecord, InstanceRow,
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary,
 };

@@ -318,4 +318,78 @@ pub struct SeriesDetail {
     pub instances: Vec<InstanceRow>,
     /// Parsed DICOM JSON of the middle instance (by the order above), or `Null`.
     pub metadata: serde_json::Value,
+    /// Instance count and the gaps in Instance Numbers.
+    pub completeness: Completeness,
+}
+
+/// How complete a series looks from its Instance Numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Completeness {
+    /// Instances stored.
+    pub instance_count: i64,
+    /// Lowest Instance Number, if any instance has one.
+    pub min_instance_number: Option<i64>,
+    /// Highest Instance Number, if any instance has one.
+    pub max_instance_number: Option<i64>,
+    /// Instance Numbers between min and max that no instance has (at most 1000 listed).
+    pub missing_instance_numbers: Vec<i64>,
+    /// Number of missing Instance Numbers between min and max.
+    pub missing_count: i64,
+    /// Instances without an Instance Number.
+    pub without_instance_number: i64,
+}
+
+impl Completeness {
+    /// Computes completeness from the Instance Numbers of a series' instances.
+    pub fn from_numbers(numbers: &[Option<i64>]) -> Completeness {
+        let mut present: Vec<i64> = numbers.iter().flatten().copied().collect();
+        present.sort_unstable();
+        present.dedup();
+        let (min, max) = (present.first().copied(), present.last().copied());
+        let mut missing = Vec::new();
+        let mut missing_count = 0i64;
+        if let Some(lo) = min {
+            let mut next = lo;
+            for &n in &present {
+                if n > next {
+                    missing_count += n - next;
+                    let mut m = next;
+                    while m < n && missing.len() < 1000 {
+                        missing.push(m);
+                        m += 1;
+                    }
+                }
+                next = n + 1;
+            }
+        }
+        Completeness {
+            instance_count: numbers.len() as i64,
+            min_instance_number: min,
+            max_instance_number: max,
+            missing_instance_numbers: missing,
+            missing_count,
+            without_instance_number: numbers.iter().filter(|n| n.is_none()).count() as i64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod completeness_tests {
+    use super::Completeness;
+
+    #[test]
+    fn gaps_are_listed() {
+        let c = Completeness::from_numbers(&[Some(1), Some(2), Some(5), None, Some(7), Some(2)]);
+        assert_eq!(c.instance_count, 6);
+        assert_eq!(
+            (c.min_instance_number, c.max_instance_number),
+            (Some(1), Some(7))
+        );
+        assert_eq!(c.missing_instance_numbers, [3, 4, 6]);
+        assert_eq!(c.missing_count, 3);
+        assert_eq!(c.without_instance_number, 1);
+        let empty = Completeness::from_numbers(&[]);
+        assert_eq!(empty.missing_count, 0);
+        assert_eq!(empty.min_instance_number, None);
+    }
 }

@@ -392,12 +392,14 @@ impl Catalog {
             }
         };
 
+        let numbers: Vec<Option<i64>> = instances.iter().map(|i| i.instance_number).collect();
         Ok(Some(SeriesDetail {
             series,
             projects,
             dataset_memberships,
             instances,
             metadata,
+            completeness: crate::Completeness::from_numbers(&numbers),
         }))
     }
 

@@ -74,6 +74,30 @@ pub fn strip_ae_title(ae: &str) -> &str {
     }
 }
 
+/// The dataset named by a calling AE title: `kp-` and padding stripped, and every character
+/// a dataset name cannot hold (AE titles may contain spaces and most punctuation) replaced
+/// by `_`. Empty → [`DEFAULT_DATASET`].
+pub fn dataset_name(calling_ae_title: &str) -> String {
+    let stripped = strip_ae_title(calling_ae_title);
+    if stripped.is_empty() {
+        return DEFAULT_DATASET.to_string();
+    }
+    let name: String = stripped
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match name.as_str() {
+        "." | ".." => name.replace('.', "_"),
+        _ => name,
+    }
+}
+
 /// Access control by project: the called AE title must name an existing project.
 struct ProjectAccess {
     ingestor: Ingestor,
@@ -242,10 +266,7 @@ async fn handle_association(
             return;
         }
     };
-    let dataset = match strip_ae_title(&calling) {
-        "" => DEFAULT_DATASET.to_string(),
-        name => name.to_string(),
-    };
+    let dataset = dataset_name(&calling);
     let route = Route {
         project: project.clone(),
         dataset: dataset.clone(),
@@ -573,6 +594,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::strip_ae_title;
+
+    #[test]
+    fn dataset_names_from_any_ae_title() {
+        use super::dataset_name;
+        assert_eq!(dataset_name("kp-brain-mri "), "brain-mri");
+        assert_eq!(dataset_name("MR 3T@ward/7"), "MR_3T_ward_7");
+        assert_eq!(dataset_name("kp-"), "dicomupload");
+        assert_eq!(dataset_name(".."), "__");
+    }
 
     #[test]
     fn ae_titles_lose_padding_and_kp_prefix() {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use radport_archive::{Archive, ArchiveError};
-use radport_catalog::{Catalog, CatalogError, SeriesFilter};
+use radport_catalog::{Catalog, CatalogError, JobFilter, SeriesFilter};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -95,6 +95,8 @@ pub fn router(state: AppState) -> Router {
             "/api/series/{series_uid}/instances/{sop_instance_uid}",
             get(get_instance_file),
         )
+        .route("/api/series/{series_uid}/thumbnail", get(get_thumbnail))
+        .route("/api/jobs", get(list_jobs))
         .fallback(not_found)
         .with_state(state)
 }
@@ -207,6 +209,75 @@ async fn get_series(
             )
         })?;
     Ok(Json(json!(detail)))
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<Query<JobFilter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(filter) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    Ok(Json(json!(state.catalog.list_jobs(&filter).await?)))
+}
+
+async fn get_thumbnail(
+    State(state): State<AppState>,
+    Path(series_uid): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    if !series_uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') || series_uid.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a series UID has only digits and dots",
+        ));
+    }
+    let bytes = match state
+        .archive
+        .get(&radport_archive::keys::thumbnail(&series_uid))
+        .await
+    {
+        Ok(b) => b,
+        Err(ArchiveError::NotFound(_)) => {
+            let known = state.catalog.get_series(&series_uid).await?.is_some();
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                if known {
+                    format!("the thumbnail of series {series_uid} is not rendered yet (the series is rendered once it has been idle for the stable time)")
+                } else {
+                    format!("series {series_uid} is not in the catalog")
+                },
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The thumbnail changes when a series grows: validate with an ETag instead of caching long.
+    let etag = format!("\"{:016x}\"", fnv1a(&bytes));
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_string()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=60, must-revalidate".to_string(),
+            ),
+            (header::ETAG, etag),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A fast, stable 64-bit hash for ETags (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 async fn get_instance_file(

@@ -71,6 +71,24 @@ pub enum SeriesAction {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum JobsAction {
+    /// List jobs, newest first.
+    List {
+        /// queued, running, succeeded or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// e.g. thumbnail.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Series Instance UID.
+        #[arg(long)]
+        series: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -334,5 +352,39 @@ pub async fn series(args: &ClientArgs, action: SeriesAction) -> Result<()> {
             println!("wrote {} ({} bytes)", path.display(), bytes.len());
         }
     }
+    Ok(())
+}
+
+pub async fn jobs(args: &ClientArgs, action: JobsAction) -> Result<()> {
+    let api = Api::new(args);
+    let JobsAction::List {
+        state,
+        kind,
+        series,
+        limit,
+    } = action;
+    let mut query = vec![("limit", limit.to_string())];
+    for (k, v) in [("state", state), ("kind", kind), ("series", series)] {
+        if let Some(v) = v {
+            query.push((k, v));
+        }
+    }
+    let v = api.get("/api/jobs", &query).await?;
+    if args.json {
+        return print_json(&v);
+    }
+    let items = v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    print_table(
+        items,
+        &[
+            "kind",
+            "state",
+            "attempts",
+            "series_uid",
+            "updated_at",
+            "last_error",
+        ],
+    );
+    println!("{} of {} jobs", items.len(), cell(&v["total"]));
     Ok(())
 }

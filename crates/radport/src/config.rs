@@ -45,6 +45,19 @@ pub struct ServeArgs {
     /// Host name to show in the dcmsend command of the upload wizard [default: this host's name].
     #[arg(long, env = "RADPORT_PUBLIC_HOST")]
     pub public_host: Option<String>,
+    /// Seconds without new instances after which a series is stable and its pipeline jobs
+    /// run [default: 10].
+    #[arg(long, env = "RADPORT_STABLE_AFTER")]
+    pub stable_after: Option<f64>,
+    /// Pipeline workers in this process; 0 runs none here [default: 2].
+    #[arg(long, env = "RADPORT_WORKERS")]
+    pub workers: Option<usize>,
+    /// Attempts of a pipeline job before it is marked failed [default: 5].
+    #[arg(long, env = "RADPORT_JOB_ATTEMPTS")]
+    pub job_attempts: Option<i64>,
+    /// Longest side of series thumbnails in pixels [default: 256].
+    #[arg(long, env = "RADPORT_THUMBNAIL_SIZE")]
+    pub thumbnail_size: Option<u32>,
 }
 
 /// The same settings as read from a TOML file.
@@ -61,6 +74,10 @@ struct FileSettings {
     max_associations: Option<usize>,
     max_pdu: Option<u32>,
     public_host: Option<String>,
+    stable_after: Option<f64>,
+    workers: Option<usize>,
+    job_attempts: Option<i64>,
+    thumbnail_size: Option<u32>,
 }
 
 /// Fully resolved settings.
@@ -76,6 +93,10 @@ pub struct Settings {
     pub max_associations: usize,
     pub max_pdu: u32,
     pub public_host: String,
+    pub stable_after: std::time::Duration,
+    pub workers: usize,
+    pub job_attempts: i64,
+    pub thumbnail_size: u32,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
@@ -123,7 +144,21 @@ impl ServeArgs {
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "localhost".into());
+        let stable_after = self.stable_after.or(file.stable_after).unwrap_or(10.0);
+        if !(0.0..=86_400.0).contains(&stable_after) {
+            anyhow::bail!("stable_after must be between 0 and 86400 seconds, not {stable_after}");
+        }
+        let thumbnail_size = self.thumbnail_size.or(file.thumbnail_size).unwrap_or(256);
+        if !(16..=2048).contains(&thumbnail_size) {
+            anyhow::bail!(
+                "thumbnail_size must be between 16 and 2048 pixels, not {thumbnail_size}"
+            );
+        }
         Ok(Settings {
+            stable_after: std::time::Duration::from_secs_f64(stable_after),
+            workers: self.workers.or(file.workers).unwrap_or(2),
+            job_attempts: self.job_attempts.or(file.job_attempts).unwrap_or(5).max(1),
+            thumbnail_size,
             data_dir,
             dicom_port: self.dicom_port.or(file.dicom_port).unwrap_or(11112),
             http_port: self.http_port.or(file.http_port).unwrap_or(8080),

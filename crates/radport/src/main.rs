@@ -41,6 +41,13 @@ enum Command {
         #[command(subcommand)]
         action: client::SeriesAction,
     },
+    /// Watch the pipeline's job queue.
+    Jobs {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: client::JobsAction,
+    },
     /// Check that a server answers.
     Health {
         #[command(flatten)]
@@ -59,6 +66,7 @@ fn main() -> Result<()> {
             Command::Project { client, action } => client::project(&client, action).await,
             Command::Dataset { client, action } => client::dataset(&client, action).await,
             Command::Series { client, action } => client::series(&client, action).await,
+            Command::Jobs { client, action } => client::jobs(&client, action).await,
             Command::Health { client } => client::health(&client).await,
         }
     })

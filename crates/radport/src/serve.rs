@@ -52,12 +52,37 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "duplicate_policy": format!("{:?}", settings.duplicate_policy),
     });
     let app = radport_http::router(radport_http::AppState {
-        catalog,
+        catalog: catalog.clone(),
         archive: archive.clone(),
         deployment,
     });
     tracing::info!(dicom = %dicom_addr, http = %http_addr, data_dir = %settings.data_dir.display(),
         archive = archive.description(), "radport is running");
+
+    if catalog_is_embedded(&settings.catalog_url) {
+        // Embedded: no other process can be running these jobs, so they are due now.
+        let requeued = catalog.requeue_running_jobs().await?;
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "jobs interrupted by the last stop are queued again"
+            );
+        }
+    }
+    let pipeline = radport_pipeline::worker::Pipeline::new(
+        catalog.clone(),
+        archive.clone(),
+        radport_pipeline::worker::PipelineConfig {
+            workers: settings.workers,
+            stable_after: settings.stable_after,
+            max_attempts: settings.job_attempts,
+            thumbnail: radport_pipeline::thumbnail::ThumbnailOptions {
+                max_side: settings.thumbnail_size,
+            },
+            ..Default::default()
+        },
+    );
+    let pipeline_task = tokio::spawn(pipeline.run());
 
     let receiver = tokio::spawn(radport_dimse::serve(
         dicom_listener,
@@ -69,6 +94,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::select! {
         r = receiver => { r.context("receiver task")?.context("DICOM receiver")?; }
         r = http => { r.context("HTTP task")?.context("HTTP server")?; }
+        r = pipeline_task => { r.context("pipeline task")?; }
         _ = shutdown_signal() => { tracing::info!("shutting down"); }
     }
     Ok(())
@@ -95,4 +121,8 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn catalog_is_embedded(url: &str) -> bool {
+    url.trim_start().to_ascii_lowercase().starts_with("sqlite:")
 }

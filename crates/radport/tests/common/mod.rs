@@ -116,6 +116,37 @@ impl Server {
         self.spawn();
     }
 
+    /// Restarts on the same data directory with other extra arguments.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.stop();
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
+    /// Polls `check` every 100 ms until it returns `Some`, or panics after `seconds`.
+    pub fn wait_for<T>(&self, seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {seconds} s waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Jobs of a series as the API lists them.
+    pub fn jobs_of(&self, series_uid: &str) -> Vec<Value> {
+        self.get_json(&format!("/api/jobs?series={series_uid}"))["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")

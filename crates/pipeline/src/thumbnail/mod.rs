@@ -1,0 +1,299 @@
+//! Gallery thumbnails of DICOM series, as PNG.
+//!
+//! - [`middle_instance`] picks the instance to show from the catalog's DICOM JSON of a series.
+//! - [`render_instance`] draws one instance (a whole Part-10 file in memory).
+//! - [`render_placeholder`] draws a titled card for what has no picture.
+//! - [`render_or_placeholder`] decides between the two, and is what the pipeline calls.
+//!
+//! Pixel data is decoded by `dicom-pixeldata` for encapsulated (compressed) transfer syntaxes and
+//! read directly for native ones (which also covers 1-bit, 32-bit and `YBR_FULL_422` data that
+//! `dicom-pixeldata` 0.10 cannot convert). The DICOM parser and the codecs are treated as able to
+//! panic on hostile data: every call into them runs under [`std::panic::catch_unwind`].
+//! (A crash inside the C codecs — OpenJPEG, CharLS — or an abort on allocation failure cannot be
+//! caught this way; the frame size is bounded before decoding to keep the latter unlikely.)
+
+mod decode;
+mod font;
+mod placeholder;
+mod prescan;
+mod series;
+mod tone;
+
+use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
+use image::imageops::FilterType;
+use image::{ExtendedColorType, ImageBuffer, ImageEncoder, Luma, Rgb};
+
+pub use placeholder::render_placeholder;
+pub use series::middle_instance;
+
+/// Largest `max_side` honoured; larger requests are clamped.
+const MAX_SIDE_LIMIT: u32 = 4096;
+
+/// How thumbnails are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThumbnailOptions {
+    /// Length in pixels of the longest side of the thumbnail (clamped to 1..=4096). The image is
+    /// scaled (down, or up for small images) so that its longest side is exactly this long.
+    pub max_side: u32,
+}
+
+impl Default for ThumbnailOptions {
+    fn default() -> Self {
+        Self { max_side: 256 }
+    }
+}
+
+impl ThumbnailOptions {
+    pub(crate) fn side(&self) -> u32 {
+        self.max_side.clamp(1, MAX_SIDE_LIMIT)
+    }
+}
+
+/// What [`render_or_placeholder`] drew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// The instance's pixel data, as PNG.
+    Image(Vec<u8>),
+    /// A placeholder card (PNG), and why the instance was not drawn.
+    Placeholder { png: Vec<u8>, reason: String },
+}
+
+impl Rendered {
+    /// The PNG bytes, whichever the kind.
+    pub fn png(&self) -> &[u8] {
+        match self {
+            Rendered::Image(png) | Rendered::Placeholder { png, .. } => png,
+        }
+    }
+
+    /// The PNG bytes, whichever the kind.
+    pub fn into_png(self) -> Vec<u8> {
+        match self {
+            Rendered::Image(png) | Rendered::Placeholder { png, .. } => png,
+        }
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        matches!(self, Rendered::Placeholder { .. })
+    }
+}
+
+/// Why an instance could not be rendered. The `Display` text is meant for people (it becomes the
+/// placeholder's subtitle after "cannot render: ").
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ThumbnailError {
+    /// The bytes are not a DICOM Part-10 file the parser can read.
+    #[error("not a readable DICOM file ({0})")]
+    NotDicom(String),
+    /// The file's structure is broken in a way that would make the parser allocate far more
+    /// than the file holds (a declared length beyond the end, absurd nesting).
+    #[error("malformed DICOM file ({0})")]
+    Malformed(String),
+    /// The object has no Pixel Data, Float Pixel Data or Double Float Pixel Data.
+    #[error("no pixel data in {sop_class}")]
+    NoPixelData {
+        /// SOP Class name and UID, e.g. "Basic Text SR Storage (1.2.840.10008.5.1.4.1.1.88.11)".
+        sop_class: String,
+    },
+    /// The transfer syntax is known but this build has no decoder for its pixel data.
+    #[error("{name} codec missing")]
+    CodecMissing { uid: String, name: String },
+    /// The transfer syntax is not known to the registry.
+    #[error("unknown transfer syntax {0}")]
+    UnknownTransferSyntax(String),
+    /// The codec reported an error.
+    #[error("decoding failed: {0}")]
+    Decode(String),
+    /// The parser or a codec panicked (caught).
+    #[error("the decoder crashed: {0}")]
+    DecoderPanicked(String),
+    /// A valid image this renderer does not handle (e.g. an unusual photometric interpretation).
+    #[error("unsupported {0}")]
+    Unsupported(String),
+    /// Image attributes missing or inconsistent with the pixel data.
+    #[error("invalid image: {0}")]
+    Invalid(String),
+    /// One frame is larger than the renderer accepts.
+    #[error("frame too large ({rows}x{columns}, {samples} samples per pixel)")]
+    TooLarge {
+        rows: u32,
+        columns: u32,
+        samples: u32,
+    },
+    /// PNG encoding failed (should not happen).
+    #[error("PNG encoding failed: {0}")]
+    Encode(String),
+}
+
+impl ThumbnailError {
+    /// A short form for the placeholder card (the full text stays in [`Rendered::Placeholder`]'s
+    /// `reason`): codec and parser messages are cut to their last two causes.
+    pub fn summary(&self) -> String {
+        let tail = |chain: &str| {
+            let parts: Vec<&str> = chain.split(": ").collect();
+            parts[parts.len().saturating_sub(2)..].join(": ")
+        };
+        match self {
+            ThumbnailError::Decode(chain) => tail(chain),
+            ThumbnailError::NotDicom(_) => "not a readable DICOM file".to_owned(),
+            ThumbnailError::Malformed(_) => "malformed DICOM file".to_owned(),
+            ThumbnailError::DecoderPanicked(_) => "the decoder crashed".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Renders one instance (a whole Part-10 file in memory, with or without the 128-byte preamble)
+/// to PNG bytes.
+///
+/// - the middle frame (`frames / 2`) of a multi-frame instance;
+/// - Rescale Slope/Intercept (also from the Pixel Value Transformation functional group);
+/// - VOI from the first Window Center/Width (with VOI LUT Function LINEAR, LINEAR_EXACT or
+///   SIGMOID; also from the Frame VOI LUT functional group); else, for data of more than 8 bits or
+///   with a rescale, a 0.5–99.5 % percentile window; else (≤ 8 bits) the full stored range;
+/// - MONOCHROME1 inverted; RGB, PALETTE COLOR, YBR_FULL, YBR_FULL_422, YBR_PARTIAL_422 (and the
+///   JPEG 2000 YBR_ICT/YBR_RCT) to RGB; Float/Double Float Pixel Data with a percentile window;
+/// - aspect ratio from Pixel Spacing (row spacing, column spacing), else Imager / Nominal Scanned
+///   Pixel Spacing, else Pixel Aspect Ratio;
+/// - scaled so that the longest side is `opts.max_side` (Lanczos3 down, Catmull-Rom up; no
+///   resampling at all when the size already matches).
+pub fn render_instance(file: &[u8], opts: &ThumbnailOptions) -> Result<Vec<u8>, ThumbnailError> {
+    let obj = decode::parse(file)?;
+    render_object(&obj, opts)
+}
+
+/// Decides what to draw for an instance: the image, or a placeholder when the object has no pixel
+/// data (title = Modality, subtitle = SOP Class name, or its UID when the dictionary lacks it) or
+/// when rendering fails (title = Modality, subtitle = "cannot render: <reason>").
+pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
+    let obj = match decode::parse(file) {
+        Ok(obj) => obj,
+        Err(e) => {
+            let subtitle = format!("cannot render: {}", e.summary());
+            return Rendered::Placeholder {
+                png: render_placeholder("?", &subtitle, opts),
+                reason: format!("cannot render: {e}"),
+            };
+        }
+    };
+    let info = decode::describe(&obj);
+    let title = info.modality.as_deref().unwrap_or("DICOM");
+    if !info.has_pixel_data {
+        let reason = ThumbnailError::NoPixelData {
+            sop_class: info.sop_class_label(),
+        }
+        .to_string();
+        let subtitle = info
+            .sop_class_name
+            .clone()
+            .or_else(|| info.sop_class_uid.clone())
+            .unwrap_or_else(|| "no pixel data".to_owned());
+        return Rendered::Placeholder {
+            png: render_placeholder(title, &subtitle, opts),
+            reason,
+        };
+    }
+    match render_object(&obj, opts) {
+        Ok(png) => Rendered::Image(png),
+        Err(e) => {
+            let subtitle = format!("cannot render: {}", e.summary());
+            Rendered::Placeholder {
+                png: render_placeholder(title, &subtitle, opts),
+                reason: format!("cannot render: {e}"),
+            }
+        }
+    }
+}
+
+fn render_object(obj: &decode::Obj, opts: &ThumbnailOptions) -> Result<Vec<u8>, ThumbnailError> {
+    let picture = decode::guard("rendering", || {
+        let frame = decode::middle_frame(obj)?;
+        let params = tone::ToneParams::from_object(obj, frame.index)?;
+        let picture = tone::to_display(&frame, &params)?;
+        Ok((picture, frame.aspect))
+    })?;
+    let (picture, aspect) = picture;
+    let (width, height) = target_size(picture.width, picture.height, aspect, opts.side());
+    encode_png(picture, width, height)
+}
+
+/// Output size: physical width = columns × column spacing, physical height = rows × row spacing,
+/// scaled so that the longer one is `side` pixels.
+fn target_size(cols: u32, rows: u32, aspect: Option<(f64, f64)>, side: u32) -> (u32, u32) {
+    let (row_spacing, col_spacing) = aspect.unwrap_or((1.0, 1.0));
+    let phys_w = f64::from(cols) * col_spacing;
+    let phys_h = f64::from(rows) * row_spacing;
+    let longest = phys_w.max(phys_h);
+    if !(longest.is_finite() && longest > 0.0) {
+        return (side, side);
+    }
+    let scale = f64::from(side) / longest;
+    let w = (phys_w * scale).round().clamp(1.0, f64::from(side)) as u32;
+    let h = (phys_h * scale).round().clamp(1.0, f64::from(side)) as u32;
+    (w, h)
+}
+
+fn encode_png(picture: tone::Display8, width: u32, height: u32) -> Result<Vec<u8>, ThumbnailError> {
+    let tone::Display8 {
+        width: w0,
+        height: h0,
+        rgb,
+        data,
+    } = picture;
+    let same = w0 == width && h0 == height;
+    let filter = if width < w0 || height < h0 {
+        FilterType::Lanczos3
+    } else {
+        FilterType::CatmullRom
+    };
+    let invalid = || ThumbnailError::Invalid("pixel buffer size mismatch".into());
+    let (pixels, color) = if rgb {
+        let img: ImageBuffer<Rgb<u8>, Vec<u8>> =
+            ImageBuffer::from_raw(w0, h0, data).ok_or_else(invalid)?;
+        let img = if same {
+            img
+        } else {
+            image::imageops::resize(&img, width, height, filter)
+        };
+        (img.into_raw(), ExtendedColorType::Rgb8)
+    } else {
+        let img: ImageBuffer<Luma<u8>, Vec<u8>> =
+            ImageBuffer::from_raw(w0, h0, data).ok_or_else(invalid)?;
+        let img = if same {
+            img
+        } else {
+            image::imageops::resize(&img, width, height, filter)
+        };
+        (img.into_raw(), ExtendedColorType::L8)
+    };
+    png_bytes(&pixels, width, height, color)
+}
+
+pub(crate) fn png_bytes(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    color: ExtendedColorType,
+) -> Result<Vec<u8>, ThumbnailError> {
+    let mut out = Vec::with_capacity(pixels.len() / 2 + 1024);
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, PngFilter::Adaptive)
+        .write_image(pixels, width, height, color)
+        .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_size_keeps_physical_aspect() {
+        // 100 rows x 200 columns, rows 1.0 mm apart, columns 0.5 mm apart: 100 mm x 100 mm.
+        assert_eq!(target_size(200, 100, Some((1.0, 0.5)), 256), (256, 256));
+        assert_eq!(target_size(200, 100, None, 256), (256, 128));
+        assert_eq!(target_size(512, 512, None, 512), (512, 512));
+        assert_eq!(target_size(512, 256, Some((2.0, 1.0)), 128), (128, 128));
+        assert_eq!(target_size(10, 4000, None, 256), (1, 256));
+    }
+}

@@ -1,0 +1,188 @@
+//! End to end: series become stable, their jobs run in `radport serve`, thumbnails appear.
+
+mod common;
+
+use common::*;
+use radport_testkit::{series_uid, write_series, SeriesSpec};
+
+fn spec(seed: &str, count: usize) -> SeriesSpec {
+    SeriesSpec {
+        count,
+        rows: 128,
+        columns: 128,
+        uid_seed: seed.into(),
+        ..Default::default()
+    }
+}
+
+fn state_counts(jobs: &[serde_json::Value], kind: &str, state: &str) -> usize {
+    jobs.iter()
+        .filter(|j| j["kind"] == kind && j["state"] == state)
+        .count()
+}
+
+#[test]
+fn thumbnail_appears_once_the_series_is_stable() {
+    let server = Server::start(&["--stable-after", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("201", 9);
+    write_series(tmp.path(), &s).unwrap();
+    assert!(server
+        .dcmsend("kp-thumbs", "kp-admin", tmp.path())
+        .status
+        .success());
+    let uid = series_uid(&s);
+    let path = format!("/api/series/{uid}/thumbnail");
+
+    let (status, body) = server.get_status(&path);
+    assert_eq!(status, 404, "not yet stable: {body}");
+    let png = server.wait_for(30, "the thumbnail", || {
+        let r = reqwest::blocking::get(server.url(&path)).ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        assert_eq!(r.headers()["content-type"], "image/png");
+        assert!(r.headers().contains_key("etag"));
+        Some(r.bytes().ok()?.to_vec())
+    });
+    let image = image::load_from_memory(&png).expect("a PNG").to_luma8();
+    assert_eq!(
+        (image.width(), image.height()),
+        (256, 256),
+        "gallery size, square pixels"
+    );
+    // The middle slice shows the bright disc in the centre on a dark background.
+    let centre = image.get_pixel(128, 128)[0];
+    let corner = image.get_pixel(3, 3)[0];
+    // Disc: raw 1100..1140, rescaled -1024 → 76..116 HU, window 40/400 → (HU + 160) / 400.
+    assert!((145..=185).contains(&centre), "centre {centre}");
+    assert!(corner < 10, "air is black: corner {corner}");
+
+    // Revalidation by ETag.
+    let etag = reqwest::blocking::get(server.url(&path)).unwrap().headers()["etag"].clone();
+    let again = reqwest::blocking::Client::new()
+        .get(server.url(&path))
+        .header("if-none-match", etag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    let jobs = server.jobs_of(&uid);
+    assert_eq!(state_counts(&jobs, "thumbnail", "succeeded"), 1, "{jobs:?}");
+    let detail = server.get_json(&format!("/api/series/{uid}"));
+    assert_eq!(detail["completeness"]["instance_count"], 9);
+    assert_eq!(detail["completeness"]["missing_count"], 0);
+}
+
+#[test]
+fn a_late_instance_reopens_the_series() {
+    let server = Server::start(&["--stable-after", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("202", 6);
+    let files = write_series(&tmp.path().join("all"), &s).unwrap();
+    // First 1, 2, 3 and 5; Instance Number 4 and 6 come later.
+    let first = tmp.path().join("first");
+    let late = tmp.path().join("late");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&late).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        let to = if i == 3 || i == 5 { &late } else { &first };
+        std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+    }
+    let uid = series_uid(&s);
+    assert!(server
+        .dcmsend("kp-late", "kp-admin", &first)
+        .status
+        .success());
+    server.wait_for(30, "the first thumbnail job", || {
+        (state_counts(&server.jobs_of(&uid), "thumbnail", "succeeded") == 1).then_some(())
+    });
+    let detail = server.get_json(&format!("/api/series/{uid}"));
+    assert_eq!(
+        detail["completeness"]["missing_instance_numbers"],
+        serde_json::json!([4])
+    );
+    assert_eq!(detail["completeness"]["max_instance_number"], 5);
+
+    assert!(server
+        .dcmsend("kp-late", "kp-admin", &late)
+        .status
+        .success());
+    server.wait_for(30, "the thumbnail job of the re-opened series", || {
+        (state_counts(&server.jobs_of(&uid), "thumbnail", "succeeded") == 2).then_some(())
+    });
+    let detail = server.get_json(&format!("/api/series/{uid}"));
+    assert_eq!(detail["completeness"]["instance_count"], 6);
+    assert_eq!(detail["completeness"]["missing_count"], 0);
+}
+
+#[test]
+fn a_failing_job_is_retried_and_its_error_kept() {
+    let server = Server::start(&["--stable-after", "1", "--job-attempts", "2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("203", 3);
+    write_series(tmp.path(), &s).unwrap();
+    assert!(server
+        .dcmsend("kp-fail", "kp-admin", tmp.path())
+        .status
+        .success());
+    // Take the stored files away before the series is stable: the job cannot read them.
+    for f in server.archived_files() {
+        std::fs::remove_file(f).unwrap();
+    }
+    let uid = series_uid(&s);
+    let job = server.wait_for(40, "the job to fail for good", || {
+        server
+            .jobs_of(&uid)
+            .into_iter()
+            .find(|j| j["kind"] == "thumbnail" && j["state"] == "failed")
+    });
+    assert_eq!(job["attempts"], 2, "retried once: {job}");
+    let error = job["last_error"].as_str().unwrap();
+    assert!(error.contains("not found"), "{error}");
+    let (status, _) = server.get_status(&format!("/api/series/{uid}/thumbnail"));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn restart_in_the_middle_of_the_queue_loses_no_job() {
+    // No workers: jobs are queued and wait.
+    let mut server = Server::start(&["--stable-after", "0.5", "--workers", "0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let specs: Vec<SeriesSpec> = (0..3).map(|i| spec(&format!("21{i}"), 2)).collect();
+    for (i, s) in specs.iter().enumerate() {
+        write_series(&tmp.path().join(format!("s{i}")), s).unwrap();
+    }
+    assert!(server
+        .dcmsend("kp-q", "kp-admin", tmp.path())
+        .status
+        .success());
+    server.wait_for(30, "three queued jobs", || {
+        let v = server.get_json("/api/jobs?state=queued&kind=thumbnail");
+        (v["total"] == 3).then_some(())
+    });
+    server.restart_with(&["--stable-after", "0.5", "--workers", "2"]);
+    server.wait_for(30, "every queued job to run after the restart", || {
+        let v = server.get_json("/api/jobs?state=succeeded&kind=thumbnail");
+        (v["total"] == 3).then_some(())
+    });
+    for s in &specs {
+        let bytes = server.get_bytes(&format!("/api/series/{}/thumbnail", series_uid(s)));
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+    // The CLI shows the same queue.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_radport"))
+        .args([
+            "jobs",
+            "list",
+            "--url",
+            &server.url(""),
+            "--state",
+            "succeeded",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(text.matches("thumbnail").count(), 3, "{text}");
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, what building and testing radport needs beyond a Rust toolchain and
+# gcc: cmake (CharLS, the JPEG-LS codec, builds with it), DCMTK and GDCM's tools (the real peers
+# the tests talk to and use as oracles) and PostgreSQL (the catalog's tests run on it too).
+# Does nothing for what is already there.
+set -euo pipefail
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+[ -x /usr/bin/dcmsend ] && [ -x /usr/bin/dcmj2pnm ] || missing+=(dcmtk)
+[ -x /usr/bin/gdcmconv ] || missing+=(libgdcm-tools)
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
