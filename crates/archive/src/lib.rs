@@ -29,6 +29,11 @@ pub mod keys {
     pub fn thumbnail(series_uid: &str) -> String {
         format!("thumbnails/{series_uid}.png")
     }
+
+    /// Key of the HTML validation report of a series.
+    pub fn validation_report(series_uid: &str) -> String {
+        format!("reports/{series_uid}.html")
+    }
 }
 
 /// Errors of the archive, classified so that callers can map them to protocol statuses.

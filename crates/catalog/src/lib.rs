@@ -18,6 +18,7 @@ mod model;
 mod query;
 mod record;
 mod schema;
+mod validation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub use model::{
 };
 pub use query::{DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use schema::SCHEMA_VERSION;
+pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.
 pub const ADMIN_PROJECT: &str = "admin";

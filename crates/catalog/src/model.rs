@@ -222,6 +222,10 @@ pub struct SeriesFilter {
     pub study_date_to: Option<String>,
     /// Case-insensitive substring over patient ID/name, study/series description, accession.
     pub q: Option<String>,
+    /// Only validated series with (true) or without (false) errors.
+    pub has_errors: Option<bool>,
+    /// Only validated series with (true) or without (false) warnings.
+    pub has_warnings: Option<bool>,
     /// Page size: default 50, at most 1000 (0 returns only the total).
     pub limit: Option<i64>,
     /// Number of series to skip (default 0).
@@ -264,6 +268,10 @@ pub struct SeriesSummary {
     pub first_arrival: String,
     /// Last time an instance of the series was stored or replaced, RFC 3339 UTC.
     pub last_arrival: String,
+    /// Errors found by the last validation (`None`: not validated yet).
+    pub validation_errors: Option<i64>,
+    /// Warnings found by the last validation (`None`: not validated yet).
+    pub validation_warnings: Option<i64>,
 }
 
 /// One page of series plus the total number matching the filter.

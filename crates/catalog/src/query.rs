@@ -18,7 +18,8 @@ pub const MAX_SERIES_LIMIT: i64 = 1000;
 const SERIES_COLUMNS: &str = "s.series_uid, s.study_uid, st.patient_id, st.patient_name, \
      s.modality, st.study_date, st.study_description, s.series_description, \
      s.body_part_examined, st.accession_number, s.series_number, s.instance_count, \
-     s.total_size, s.first_arrival, s.last_arrival";
+     s.total_size, s.first_arrival, s.last_arrival, v.errors AS validation_errors, \
+     v.warnings AS validation_warnings";
 
 const INSTANCE_COLUMNS: &str = "sop_instance_uid, series_uid, instance_number, sop_class_uid, \
      transfer_syntax_uid, size, sha256, n_rows, n_columns, number_of_frames, received_at, \
@@ -60,6 +61,8 @@ fn summary_from_row(row: &AnyRow) -> Result<SeriesSummary, sqlx::Error> {
         total_size: row.try_get("total_size")?,
         first_arrival: row.try_get("first_arrival")?,
         last_arrival: row.try_get("last_arrival")?,
+        validation_errors: row.try_get("validation_errors")?,
+        validation_warnings: row.try_get("validation_warnings")?,
     })
 }
 
@@ -230,10 +233,22 @@ impl Catalog {
             );
         }
 
+        for (wanted, column) in [
+            (filter.has_errors, "v.errors"),
+            (filter.has_warnings, "v.warnings"),
+        ] {
+            match wanted {
+                Some(true) => conditions.push(format!("{column} > 0")),
+                Some(false) => conditions.push(format!("{column} = 0")),
+                None => {}
+            }
+        }
+
         let from_where = format!(
             "FROM series_projects sp \
              JOIN series s ON s.series_uid = sp.series_uid \
              JOIN studies st ON st.study_uid = s.study_uid \
+             LEFT JOIN series_validation v ON v.series_uid = s.series_uid \
              WHERE {}",
             conditions.join(" AND ")
         );
@@ -309,7 +324,9 @@ impl Catalog {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SERIES_COLUMNS} FROM series s \
-             JOIN studies st ON st.study_uid = s.study_uid WHERE s.series_uid = $1"
+             JOIN studies st ON st.study_uid = s.study_uid \
+             LEFT JOIN series_validation v ON v.series_uid = s.series_uid \
+             WHERE s.series_uid = $1"
         )))
         .bind(series_uid)
         .fetch_optional(&mut *conn)

@@ -121,6 +121,30 @@ pub(crate) const STATEMENTS: &[&str] = &[
         scheduled_at TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS idx_series_last_arrival ON series (last_arrival)",
+    "CREATE TABLE IF NOT EXISTS series_validation (
+        series_uid TEXT NOT NULL PRIMARY KEY,
+        instances_checked BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        warnings BIGINT NOT NULL,
+        iods TEXT NOT NULL,
+        report_key TEXT NOT NULL,
+        validated_at TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_series_validation_errors ON series_validation (errors)",
+    "CREATE INDEX IF NOT EXISTS idx_series_validation_warnings ON series_validation (warnings)",
+    "CREATE TABLE IF NOT EXISTS validation_findings (
+        series_uid TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        sop_instance_uid TEXT,
+        severity TEXT NOT NULL,
+        tag_path TEXT NOT NULL,
+        keyword TEXT NOT NULL,
+        module TEXT,
+        message TEXT NOT NULL,
+        PRIMARY KEY (series_uid, seq)
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_validation_findings_keyword
+        ON validation_findings (keyword, severity)",
     "CREATE INDEX IF NOT EXISTS idx_series_study ON series (study_uid)",
     "CREATE INDEX IF NOT EXISTS idx_series_modality ON series (modality)",
     "CREATE INDEX IF NOT EXISTS idx_instances_series ON instances (series_uid)",

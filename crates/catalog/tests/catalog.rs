@@ -116,6 +116,7 @@ both!(invalid_records);
 both!(concurrent_recording);
 both!(job_queue);
 both!(stable_series_scheduling);
+both!(validation_results);
 
 // ----- helpers -----------------------------------------------------------------------------
 
@@ -1585,4 +1586,90 @@ async fn stable_series_scheduling(url: &str) {
             .total,
         4
     );
+}
+
+async fn validation_results(url: &str) {
+    use radport_catalog::StoredFinding;
+    let c = Catalog::connect(url).await.expect("connect");
+    for (series, sop) in [
+        ("7.1.1", "7.1.1.1"),
+        ("7.1.2", "7.1.2.1"),
+        ("7.1.3", "7.1.3.1"),
+    ] {
+        record(
+            &c,
+            &rec("7.1", series, sop),
+            &route("admin", "d"),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await;
+    }
+    let finding = |severity: &str, keyword: &str| StoredFinding {
+        sop_instance_uid: Some("7.1.1.1".into()),
+        severity: severity.into(),
+        tag_path: "(0008,0060)".into(),
+        keyword: keyword.into(),
+        module: Some("General Series".into()),
+        message: format!("{keyword} is wrong"),
+    };
+    c.store_validation(
+        "7.1.1",
+        1,
+        &["CT Image".into()],
+        "reports/7.1.1.html",
+        &[finding("error", "Modality"), finding("warning", "Retired")],
+    )
+    .await
+    .expect("store");
+    c.store_validation("7.1.2", 1, &["CT Image".into()], "reports/7.1.2.html", &[])
+        .await
+        .expect("store");
+    let v = c
+        .get_validation("7.1.1")
+        .await
+        .expect("get")
+        .expect("validated");
+    assert_eq!((v.errors, v.warnings, v.instances_checked), (1, 1, 1));
+    assert_eq!(v.findings[0].keyword, "Modality");
+    assert_eq!(v.iods, ["CT Image"]);
+    assert!(c.get_validation("7.1.3").await.expect("get").is_none());
+    // Re-validation replaces.
+    c.store_validation(
+        "7.1.1",
+        2,
+        &["CT Image".into()],
+        "reports/7.1.1.html",
+        &[finding("warning", "Retired")],
+    )
+    .await
+    .expect("store");
+    let v = c
+        .get_validation("7.1.1")
+        .await
+        .expect("get")
+        .expect("validated");
+    assert_eq!((v.errors, v.warnings, v.instances_checked), (0, 1, 2));
+    assert_eq!(v.findings.len(), 1);
+    // List filters and counts.
+    let f = |e: Option<bool>, w: Option<bool>| SeriesFilter {
+        has_errors: e,
+        has_warnings: w,
+        ..all()
+    };
+    assert_eq!(uids(&c, "admin", f(None, Some(true))).await, ["7.1.1"]);
+    assert_eq!(
+        uids(&c, "admin", f(Some(false), Some(false))).await,
+        ["7.1.2"]
+    );
+    assert!(uids(&c, "admin", f(Some(true), None)).await.is_empty());
+    let page = c.list_series("admin", &all()).await.expect("list");
+    let by_uid = |u: &str| {
+        page.items
+            .iter()
+            .find(|s| s.series_instance_uid == u)
+            .expect("listed")
+            .clone()
+    };
+    assert_eq!(by_uid("7.1.1").validation_warnings, Some(1));
+    assert_eq!(by_uid("7.1.3").validation_errors, None, "not validated yet");
 }

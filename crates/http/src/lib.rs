@@ -96,6 +96,11 @@ pub fn router(state: AppState) -> Router {
             get(get_instance_file),
         )
         .route("/api/series/{series_uid}/thumbnail", get(get_thumbnail))
+        .route("/api/series/{series_uid}/validation", get(get_validation))
+        .route(
+            "/api/series/{series_uid}/validation/report",
+            get(get_validation_report),
+        )
         .route("/api/jobs", get(list_jobs))
         .fallback(not_found)
         .with_state(state)
@@ -267,6 +272,51 @@ async fn get_thumbnail(
                 "public, max-age=60, must-revalidate".to_string(),
             ),
             (header::ETAG, etag),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn get_validation(
+    State(state): State<AppState>,
+    Path(series_uid): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    match state.catalog.get_validation(&series_uid).await? {
+        Some(v) => Ok(Json(json!(v))),
+        None => Err(not_validated(&state, &series_uid).await?),
+    }
+}
+
+async fn not_validated(state: &AppState, series_uid: &str) -> ApiResult<ApiError> {
+    let known = state.catalog.get_series(series_uid).await?.is_some();
+    Ok(ApiError::new(
+        StatusCode::NOT_FOUND,
+        if known {
+            format!("series {series_uid} is not validated yet (it is once it has been idle for the stable time)")
+        } else {
+            format!("series {series_uid} is not in the catalog")
+        },
+    ))
+}
+
+async fn get_validation_report(
+    State(state): State<AppState>,
+    Path(series_uid): Path<String>,
+) -> ApiResult<Response> {
+    let Some(v) = state.catalog.get_validation(&series_uid).await? else {
+        return Err(not_validated(&state, &series_uid).await?);
+    };
+    let bytes = state.archive.get(&v.report_key).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The report holds DICOM values: forbid scripts whatever it contains.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
         ],
         bytes,
     )
