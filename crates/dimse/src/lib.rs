@@ -214,9 +214,10 @@ enum State {
     Storing(Box<Store>),
 }
 
+/// A C-STORE whose data set is arriving.
 struct Store {
     context_id: u8,
-    command: Command,
+    message_id: u16,
     sop_class_uid: String,
     sop_instance_uid: String,
     /// None once a failure was decided; the rest of the data set is then drained.
@@ -224,11 +225,34 @@ struct Store {
     failure: Option<(u16, String)>,
 }
 
+/// An accepted presentation context.
+struct Context {
+    id: u8,
+    abstract_syntax: String,
+    transfer_syntax: String,
+}
+
+#[derive(Default)]
 struct Counters {
     stored: u64,
     failed: u64,
     bytes: u64,
 }
+
+/// The state of one established association: where its instances go and what it is doing.
+struct Session {
+    ingestor: Ingestor,
+    route: Route,
+    /// `dimse:<calling AE>`, recorded with each instance.
+    source: String,
+    calling_ae: String,
+    contexts: Vec<Context>,
+    command_bytes: Vec<u8>,
+    state: State,
+    counters: Counters,
+}
+
+type ServerAssociation = dicom_ul::association::AsyncServerAssociation<TcpStream>;
 
 async fn handle_association(
     socket: TcpStream,
@@ -247,7 +271,7 @@ async fn handle_association(
         .strict(false)
         .max_pdu_length(config.max_pdu_length)
         .read_timeout(config.idle_timeout);
-    let mut association = match options.establish_async(socket).await {
+    let association = match options.establish_async(socket).await {
         Ok(a) => a,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "association not established");
@@ -257,7 +281,7 @@ async fn handle_association(
     let called = association.called_ae_title().to_string();
     let calling = {
         use dicom_ul::association::Association;
-        association.peer_ae_title().to_string()
+        association.peer_ae_title().trim().to_string()
     };
     let project = match ingestor.resolve_project(strip_ae_title(&called)).await {
         Ok(Some(p)) => p,
@@ -266,90 +290,35 @@ async fn handle_association(
             return;
         }
     };
-    let dataset = dataset_name(&calling);
-    let route = Route {
-        project: project.clone(),
-        dataset: dataset.clone(),
-    };
-    let contexts: Vec<(u8, String, String)> = association
+    let contexts: Vec<Context> = association
         .presentation_contexts()
         .iter()
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .map(|pc| {
-            (
-                pc.id,
-                pc.abstract_syntax.trim_end_matches('\0').to_string(),
-                pc.transfer_syntax.trim_end_matches('\0').to_string(),
-            )
+        .map(|pc| Context {
+            id: pc.id,
+            abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
+            transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
         })
         .collect();
-    tracing::info!(%peer, calling_ae = %calling.trim(), called_ae = %called.trim(), %project, %dataset,
+    let dataset = dataset_name(&calling);
+    tracing::info!(%peer, calling_ae = %calling, called_ae = %called.trim(), %project, %dataset,
         contexts = contexts.len(), "association accepted");
-
+    let mut session = Session {
+        ingestor,
+        route: Route { project, dataset },
+        source: format!("dimse:{calling}"),
+        calling_ae: calling,
+        contexts,
+        command_bytes: Vec::new(),
+        state: State::Idle,
+        counters: Counters::default(),
+    };
     let started = Instant::now();
-    let mut counters = Counters {
-        stored: 0,
-        failed: 0,
-        bytes: 0,
-    };
-    let mut command_bytes: Vec<u8> = Vec::new();
-    let mut state = State::Idle;
-    let source = format!("dimse:{}", calling.trim());
-    let outcome: &str = loop {
-        quickack(association.inner_stream());
-        let pdu = match association.receive().await {
-            Ok(pdu) => pdu,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "association broken");
-                break "broken";
-            }
-        };
-        match pdu {
-            Pdu::PData { data } => {
-                let mut fatal = None;
-                for pdv in data {
-                    if let Err(reason) = handle_pdv(
-                        pdv,
-                        &mut state,
-                        &mut command_bytes,
-                        &contexts,
-                        &ingestor,
-                        &route,
-                        &source,
-                        &calling,
-                        &mut association,
-                        &mut counters,
-                    )
-                    .await
-                    {
-                        fatal = Some(reason);
-                        break;
-                    }
-                }
-                if let Some(reason) = fatal {
-                    tracing::warn!(%peer, %reason, "aborting association");
-                    abort_state(state).await;
-                    let _ = association.abort().await;
-                    log_end(&peer, "aborted", &counters, started);
-                    return;
-                }
-            }
-            Pdu::ReleaseRQ => {
-                let _ = association.send(&Pdu::ReleaseRP).await;
-                break "released";
-            }
-            Pdu::AbortRQ { .. } => break "aborted by peer",
-            other => {
-                tracing::warn!(%peer, pdu = ?pdu_kind(&other), "unexpected PDU");
-                let _ = association.abort().await;
-                abort_state(state).await;
-                log_end(&peer, "aborted", &counters, started);
-                return;
-            }
-        }
-    };
-    abort_state(state).await;
-    log_end(&peer, outcome, &counters, started);
+    let outcome = session.run(association, peer).await;
+    session.abort_incoming().await;
+    tracing::info!(%peer, outcome, stored = session.counters.stored,
+        failed = session.counters.failed, bytes = session.counters.bytes,
+        seconds = started.elapsed().as_secs_f64(), "association ended");
 }
 
 fn pdu_kind(pdu: &Pdu) -> &'static str {
@@ -365,19 +334,6 @@ fn pdu_kind(pdu: &Pdu) -> &'static str {
     }
 }
 
-fn log_end(peer: &SocketAddr, outcome: &str, c: &Counters, started: Instant) {
-    tracing::info!(%peer, outcome, stored = c.stored, failed = c.failed, bytes = c.bytes,
-        seconds = started.elapsed().as_secs_f64(), "association ended");
-}
-
-async fn abort_state(state: State) {
-    if let State::Storing(store) = state {
-        if let Some(incoming) = store.incoming {
-            incoming.abort().await;
-        }
-    }
-}
-
 fn failure_status(e: &IngestError) -> u16 {
     match e {
         IngestError::OutOfSpace(_) => status::OUT_OF_RESOURCES,
@@ -388,14 +344,11 @@ fn failure_status(e: &IngestError) -> u16 {
     }
 }
 
-async fn send_response<S>(
-    association: &mut dicom_ul::association::AsyncServerAssociation<S>,
+async fn send_response(
+    association: &mut ServerAssociation,
     context_id: u8,
     response: Response,
-) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
+) -> Result<(), String> {
     let pdu = Pdu::PData {
         data: vec![PDataValue {
             presentation_context_id: context_id,
@@ -410,184 +363,218 @@ where
         .map_err(|e| format!("cannot send response: {e}"))
 }
 
-/// Handles one PDV. An `Err` aborts the association (protocol violation or dead peer).
-#[allow(clippy::too_many_arguments)]
-async fn handle_pdv<S>(
-    pdv: PDataValue,
-    state: &mut State,
-    command_bytes: &mut Vec<u8>,
-    contexts: &[(u8, String, String)],
-    ingestor: &Ingestor,
-    route: &Route,
-    source: &str,
-    calling: &str,
-    association: &mut dicom_ul::association::AsyncServerAssociation<S>,
-    counters: &mut Counters,
-) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
-    match pdv.value_type {
-        PDataValueType::Command => {
-            if matches!(state, State::Storing(_)) {
-                return Err("command fragment in the middle of a data set".into());
-            }
-            command_bytes.extend_from_slice(&pdv.data);
-            if command_bytes.len() > 1024 * 1024 {
-                return Err("command set larger than 1 MiB".into());
-            }
-            if !pdv.is_last {
-                return Ok(());
-            }
-            let bytes = std::mem::take(command_bytes);
-            let command = Command::decode(&bytes).map_err(|e| e.to_string())?;
-            let context = contexts
-                .iter()
-                .find(|(id, _, _)| *id == pdv.presentation_context_id)
-                .ok_or_else(|| {
-                    format!(
-                        "presentation context {} was not accepted",
-                        pdv.presentation_context_id
-                    )
-                })?;
-            match command.field {
-                field::C_ECHO_RQ => {
-                    send_response(
-                        association,
-                        context.0,
-                        Response {
-                            request_field: field::C_ECHO_RQ,
-                            message_id: command.message_id,
-                            sop_class_uid: command
-                                .affected_sop_class_uid
-                                .clone()
-                                .or_else(|| Some(context.1.clone())),
-                            sop_instance_uid: None,
-                            status: status::SUCCESS,
-                            error_comment: None,
-                        },
-                    )
-                    .await
+impl Session {
+    /// Serves the association until it is released, aborted or broken; says which.
+    async fn run(&mut self, mut association: ServerAssociation, peer: SocketAddr) -> &'static str {
+        loop {
+            quickack(association.inner_stream());
+            let pdu = match association.receive().await {
+                Ok(pdu) => pdu,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "association broken");
+                    return "broken";
                 }
-                field::C_STORE_RQ => {
-                    if !command.has_data_set {
-                        return Err("C-STORE-RQ without a data set".into());
+            };
+            match pdu {
+                Pdu::PData { data } => {
+                    for pdv in data {
+                        if let Err(reason) = self.on_pdv(pdv, &mut association).await {
+                            tracing::warn!(%peer, %reason, "aborting association");
+                            let _ = association.abort().await;
+                            return "aborted";
+                        }
                     }
-                    let sop_class_uid = command
-                        .affected_sop_class_uid
-                        .clone()
-                        .unwrap_or_else(|| context.1.clone());
-                    let sop_instance_uid = command
-                        .affected_sop_instance_uid
-                        .clone()
-                        .unwrap_or_default();
-                    let announced = Announced {
-                        sop_class_uid: sop_class_uid.clone(),
-                        sop_instance_uid: sop_instance_uid.clone(),
-                        transfer_syntax_uid: context.2.clone(),
-                        source_ae_title: Some(calling.trim().to_string()),
-                    };
-                    let (incoming, failure) = match ingestor
-                        .begin(route.clone(), source.to_string(), announced)
-                        .await
-                    {
-                        Ok(i) => (Some(i), None),
-                        Err(e) => (None, Some((failure_status(&e), e.to_string()))),
-                    };
-                    *state = State::Storing(Box::new(Store {
-                        context_id: context.0,
-                        command,
-                        sop_class_uid,
-                        sop_instance_uid,
-                        incoming,
-                        failure,
-                    }));
-                    Ok(())
                 }
-                field::C_CANCEL_RQ => Ok(()),
+                Pdu::ReleaseRQ => {
+                    let _ = association.send(&Pdu::ReleaseRP).await;
+                    return "released";
+                }
+                Pdu::AbortRQ { .. } => return "aborted by peer",
                 other => {
-                    tracing::info!(
-                        command_field = other,
-                        "unsupported DIMSE operation answered with 0x0211"
-                    );
-                    if command.has_data_set {
-                        return Err(format!(
-                            "unsupported operation 0x{other:04X} with a data set"
-                        ));
-                    }
-                    send_response(
-                        association,
-                        context.0,
-                        Response {
-                            request_field: other & !field::RESPONSE,
-                            message_id: command.message_id,
-                            sop_class_uid: command.affected_sop_class_uid.clone(),
-                            sop_instance_uid: None,
-                            status: status::UNRECOGNIZED_OPERATION,
-                            error_comment: Some("radport only supports C-ECHO and C-STORE".into()),
-                        },
-                    )
-                    .await
+                    tracing::warn!(%peer, pdu = pdu_kind(&other), "unexpected PDU");
+                    let _ = association.abort().await;
+                    return "aborted";
                 }
             }
         }
-        PDataValueType::Data => {
-            let State::Storing(store) = state else {
-                return Err("data fragment without a C-STORE command".into());
-            };
-            if pdv.presentation_context_id != store.context_id {
-                return Err("data fragment on another presentation context".into());
+    }
+
+    /// Drops an instance still being received: nothing of it becomes visible.
+    async fn abort_incoming(&mut self) {
+        if let State::Storing(store) = std::mem::replace(&mut self.state, State::Idle) {
+            if let Some(incoming) = store.incoming {
+                incoming.abort().await;
             }
-            counters.bytes += pdv.data.len() as u64;
-            if let Some(incoming) = store.incoming.as_mut() {
-                if let Err(e) = incoming.write(&pdv.data).await {
-                    store.failure = Some((failure_status(&e), e.to_string()));
-                    if let Some(i) = store.incoming.take() {
-                        i.abort().await;
-                    }
-                }
-            }
-            if !pdv.is_last {
-                return Ok(());
-            }
-            let State::Storing(store) = std::mem::replace(state, State::Idle) else {
-                return Ok(());
-            };
-            let store = *store;
-            let result = match (store.incoming, store.failure) {
-                (_, Some(failure)) => Err(failure),
-                (Some(incoming), None) => ingestor
-                    .finish(incoming)
-                    .await
-                    .map_err(|e| (failure_status(&e), e.to_string())),
-                (None, None) => Err((status::PROCESSING_FAILURE, "no writer".to_string())),
-            };
-            let (status_code, comment) = match result {
-                Ok(outcome) => {
-                    counters.stored += 1;
-                    tracing::debug!(sop = %outcome.sop_instance_uid, disposition = ?outcome.disposition, "instance stored");
-                    (status::SUCCESS, None)
-                }
-                Err((code, message)) => {
-                    counters.failed += 1;
-                    tracing::warn!(sop = %store.sop_instance_uid, status = format!("0x{code:04X}"), error = %message, "instance not stored");
-                    (code, Some(message))
-                }
-            };
-            send_response(
-                association,
-                store.context_id,
-                Response {
-                    request_field: field::C_STORE_RQ,
-                    message_id: store.command.message_id,
-                    sop_class_uid: Some(store.sop_class_uid),
-                    sop_instance_uid: Some(store.sop_instance_uid),
-                    status: status_code,
-                    error_comment: comment,
-                },
-            )
-            .await
         }
+    }
+
+    /// Handles one PDV. An `Err` aborts the association (protocol violation or dead peer).
+    async fn on_pdv(
+        &mut self,
+        pdv: PDataValue,
+        association: &mut ServerAssociation,
+    ) -> Result<(), String> {
+        match pdv.value_type {
+            PDataValueType::Command => self.on_command_fragment(pdv, association).await,
+            PDataValueType::Data => self.on_data_fragment(pdv, association).await,
+        }
+    }
+
+    async fn on_command_fragment(
+        &mut self,
+        pdv: PDataValue,
+        association: &mut ServerAssociation,
+    ) -> Result<(), String> {
+        if matches!(self.state, State::Storing(_)) {
+            return Err("command fragment in the middle of a data set".into());
+        }
+        self.command_bytes.extend_from_slice(&pdv.data);
+        if self.command_bytes.len() > 1024 * 1024 {
+            return Err("command set larger than 1 MiB".into());
+        }
+        if !pdv.is_last {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.command_bytes);
+        let command = Command::decode(&bytes).map_err(|e| e.to_string())?;
+        let context = self
+            .contexts
+            .iter()
+            .find(|c| c.id == pdv.presentation_context_id)
+            .ok_or_else(|| {
+                format!(
+                    "presentation context {} was not accepted",
+                    pdv.presentation_context_id
+                )
+            })?;
+        let (context_id, abstract_syntax, transfer_syntax) = (
+            context.id,
+            context.abstract_syntax.clone(),
+            context.transfer_syntax.clone(),
+        );
+        match command.field {
+            field::C_ECHO_RQ => {
+                let response = Response {
+                    request_field: field::C_ECHO_RQ,
+                    message_id: command.message_id,
+                    sop_class_uid: command.affected_sop_class_uid.or(Some(abstract_syntax)),
+                    sop_instance_uid: None,
+                    status: status::SUCCESS,
+                    error_comment: None,
+                };
+                send_response(association, context_id, response).await
+            }
+            field::C_STORE_RQ => {
+                if !command.has_data_set {
+                    return Err("C-STORE-RQ without a data set".into());
+                }
+                let sop_class_uid = command.affected_sop_class_uid.unwrap_or(abstract_syntax);
+                let sop_instance_uid = command.affected_sop_instance_uid.unwrap_or_default();
+                let announced = Announced {
+                    sop_class_uid: sop_class_uid.clone(),
+                    sop_instance_uid: sop_instance_uid.clone(),
+                    transfer_syntax_uid: transfer_syntax,
+                    source_ae_title: Some(self.calling_ae.clone()),
+                };
+                let (incoming, failure) = match self
+                    .ingestor
+                    .begin(self.route.clone(), self.source.clone(), announced)
+                    .await
+                {
+                    Ok(i) => (Some(i), None),
+                    Err(e) => (None, Some((failure_status(&e), e.to_string()))),
+                };
+                self.state = State::Storing(Box::new(Store {
+                    context_id,
+                    message_id: command.message_id,
+                    sop_class_uid,
+                    sop_instance_uid,
+                    incoming,
+                    failure,
+                }));
+                Ok(())
+            }
+            field::C_CANCEL_RQ => Ok(()),
+            other => {
+                tracing::info!(
+                    command_field = other,
+                    "unsupported DIMSE operation answered with 0x0211"
+                );
+                if command.has_data_set {
+                    return Err(format!(
+                        "unsupported operation 0x{other:04X} with a data set"
+                    ));
+                }
+                let response = Response {
+                    request_field: other & !field::RESPONSE,
+                    message_id: command.message_id,
+                    sop_class_uid: command.affected_sop_class_uid,
+                    sop_instance_uid: None,
+                    status: status::UNRECOGNIZED_OPERATION,
+                    error_comment: Some("radport only supports C-ECHO and C-STORE".into()),
+                };
+                send_response(association, context_id, response).await
+            }
+        }
+    }
+
+    async fn on_data_fragment(
+        &mut self,
+        pdv: PDataValue,
+        association: &mut ServerAssociation,
+    ) -> Result<(), String> {
+        let State::Storing(store) = &mut self.state else {
+            return Err("data fragment without a C-STORE command".into());
+        };
+        if pdv.presentation_context_id != store.context_id {
+            return Err("data fragment on another presentation context".into());
+        }
+        self.counters.bytes += pdv.data.len() as u64;
+        if let Some(incoming) = store.incoming.as_mut() {
+            if let Err(e) = incoming.write(&pdv.data).await {
+                store.failure = Some((failure_status(&e), e.to_string()));
+                if let Some(i) = store.incoming.take() {
+                    i.abort().await;
+                }
+            }
+        }
+        if !pdv.is_last {
+            return Ok(());
+        }
+        let State::Storing(store) = std::mem::replace(&mut self.state, State::Idle) else {
+            return Ok(());
+        };
+        let store = *store;
+        let result = match (store.incoming, store.failure) {
+            (_, Some(failure)) => Err(failure),
+            (Some(incoming), None) => self
+                .ingestor
+                .finish(incoming)
+                .await
+                .map_err(|e| (failure_status(&e), e.to_string())),
+            (None, None) => Err((status::PROCESSING_FAILURE, "no writer".to_string())),
+        };
+        let (status_code, comment) = match result {
+            Ok(outcome) => {
+                self.counters.stored += 1;
+                tracing::debug!(sop = %outcome.sop_instance_uid, disposition = ?outcome.disposition, "instance stored");
+                (status::SUCCESS, None)
+            }
+            Err((code, message)) => {
+                self.counters.failed += 1;
+                tracing::warn!(sop = %store.sop_instance_uid, status = format!("0x{code:04X}"), error = %message, "instance not stored");
+                (code, Some(message))
+            }
+        };
+        let response = Response {
+            request_field: field::C_STORE_RQ,
+            message_id: store.message_id,
+            sop_class_uid: Some(store.sop_class_uid),
+            sop_instance_uid: Some(store.sop_instance_uid),
+            status: status_code,
+            error_comment: comment,
+        };
+        send_response(association, store.context_id, response).await
     }
 }
 
