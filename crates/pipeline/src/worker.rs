@@ -9,8 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use radport_archive::Archive;
-use radport_catalog::{Catalog, Job};
+use radport_catalog::{Catalog, Job, StoredFinding};
+use radport_validate::{Finding, InstanceValidation, Severity};
 use tokio::sync::Notify;
 
 use crate::thumbnail::{middle_instance, render_or_placeholder, Rendered, ThumbnailOptions};
@@ -18,8 +20,17 @@ use crate::thumbnail::{middle_instance, render_or_placeholder, Rendered, Thumbna
 /// Job kind: render and store the series thumbnail.
 pub const THUMBNAIL: &str = "thumbnail";
 
+/// Job kind: validate every instance and the series, store the findings and the HTML report.
+pub const VALIDATE: &str = "validate";
+
 /// Every job kind the workers run, in the order they are enqueued for a stable series.
-pub const KINDS: &[&str] = &[THUMBNAIL];
+pub const KINDS: &[&str] = &[THUMBNAIL, VALIDATE];
+
+/// How much of each stored file validation reads: the attributes come before Pixel Data.
+const VALIDATION_PREFIX: u64 = 16 * 1024 * 1024;
+
+/// Instances validated at once by one job.
+const VALIDATION_CONCURRENCY: usize = 4;
 
 /// Settings of the pipeline.
 #[derive(Debug, Clone)]
@@ -172,6 +183,7 @@ impl Pipeline {
             .ok_or_else(|| JobError::Invalid(format!("{} job without a series", job.kind)))?;
         match job.kind.as_str() {
             THUMBNAIL => self.render_thumbnail(series).await,
+            VALIDATE => self.validate_series(series).await,
             other => Err(JobError::Invalid(format!("unknown job kind {other:?}"))),
         }
     }
@@ -205,4 +217,109 @@ impl Pipeline {
             .await?;
         Ok(())
     }
+}
+
+fn stored(finding: &Finding, sop_instance_uid: Option<&str>) -> StoredFinding {
+    StoredFinding {
+        sop_instance_uid: sop_instance_uid.map(str::to_string),
+        severity: match finding.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+        .to_string(),
+        tag_path: finding.tag_path.clone(),
+        keyword: finding.keyword.clone(),
+        module: finding.module.clone(),
+        message: finding.message.clone(),
+    }
+}
+
+impl Pipeline {
+    /// Validates every instance of a series and the series as a whole; stores the HTML report
+    /// in the archive and the counts and findings in the catalog.
+    pub async fn validate_series(&self, series_uid: &str) -> Result<(), JobError> {
+        let instances = self.catalog.instances_for_pipeline(series_uid).await?;
+        if instances.is_empty() {
+            return Err(JobError::Invalid(format!(
+                "series {series_uid} has no instances"
+            )));
+        }
+        // Owned inputs: the stream's futures must not borrow `self` (Send across awaits).
+        let inputs: Vec<(String, String, String)> = instances
+            .iter()
+            .map(|i| {
+                (
+                    i.object_key.clone(),
+                    i.sop_instance_uid.clone(),
+                    i.sop_class_uid.clone(),
+                )
+            })
+            .collect();
+        let archive = self.archive.clone();
+        let results: Vec<Result<InstanceValidation, JobError>> = futures::stream::iter(inputs)
+            .map(move |(key, sop, class)| {
+                let archive = archive.clone();
+                async move { validate_stored(&archive, &key, sop, class).await }
+            })
+            .buffered(VALIDATION_CONCURRENCY)
+            .collect()
+            .await;
+        let validations = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let metadata: Vec<(String, serde_json::Value)> = instances
+            .iter()
+            .map(|i| (i.sop_instance_uid.clone(), i.metadata.clone()))
+            .collect();
+        let series_findings = radport_validate::validate_series(&metadata);
+        let html = radport_validate::render_report_html(series_uid, &series_findings, &validations);
+        let report_key = radport_archive::keys::validation_report(series_uid);
+        self.archive.put(&report_key, html.into()).await?;
+
+        let mut findings: Vec<StoredFinding> =
+            series_findings.iter().map(|f| stored(f, None)).collect();
+        for v in &validations {
+            findings.extend(
+                v.findings
+                    .iter()
+                    .map(|f| stored(f, Some(&v.sop_instance_uid))),
+            );
+        }
+        let mut iods: Vec<String> = validations.iter().filter_map(|v| v.iod.clone()).collect();
+        iods.sort();
+        iods.dedup();
+        self.catalog
+            .store_validation(
+                series_uid,
+                validations.len() as i64,
+                &iods,
+                &report_key,
+                &findings,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Validates one stored instance; an unreadable file becomes an error finding, not a failure.
+async fn validate_stored(
+    archive: &Archive,
+    key: &str,
+    sop_instance_uid: String,
+    sop_class_uid: String,
+) -> Result<InstanceValidation, JobError> {
+    let bytes = archive.get_prefix(key, VALIDATION_PREFIX).await?;
+    let validated = tokio::task::spawn_blocking(move || radport_validate::validate_file(&bytes))
+        .await
+        .map_err(|e| JobError::Invalid(format!("validator stopped: {e}")))?;
+    Ok(validated.unwrap_or_else(|e| InstanceValidation {
+        sop_instance_uid,
+        sop_class_uid,
+        iod: None,
+        findings: vec![Finding {
+            severity: Severity::Error,
+            tag_path: String::new(),
+            keyword: String::new(),
+            module: None,
+            message: format!("The file cannot be read: {e}"),
+        }],
+    }))
 }

@@ -186,3 +186,94 @@ fn restart_in_the_middle_of_the_queue_loses_no_job() {
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(text.matches("thumbnail").count(), 3, "{text}");
 }
+
+#[test]
+fn series_are_validated_with_searchable_findings_and_an_escaped_report() {
+    let server = Server::start(&["--stable-after", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = spec("221", 3);
+    let bad = SeriesSpec {
+        patient_id: "BAD".into(),
+        ..spec("222", 3)
+    };
+    write_series(&tmp.path().join("good"), &good).unwrap();
+    write_series(&tmp.path().join("bad"), &bad).unwrap();
+    // Defects in every file of the bad series: a malformed date, and a name made of markup.
+    for entry in std::fs::read_dir(tmp.path().join("bad")).unwrap() {
+        run_ok(
+            std::process::Command::new(dcmtk("dcmodify"))
+                .arg("-nb")
+                .args(["-m", "(0008,0020)=2024-01-02"])
+                .args(["-m", "(0010,0010)=<script>alert(1)</script>"])
+                .arg(entry.unwrap().path()),
+        );
+    }
+    assert!(server
+        .dcmsend("kp-v", "kp-admin", tmp.path())
+        .status
+        .success());
+
+    let validation = |s: &SeriesSpec| {
+        let uid = series_uid(s);
+        server.wait_for(30, "the validation", || {
+            let (status, v) = server.get_status(&format!("/api/series/{uid}/validation"));
+            (status == 200).then_some(v)
+        })
+    };
+    let bad_v = validation(&bad);
+    let good_v = validation(&good);
+    assert_eq!(bad_v["instances_checked"], 3);
+    assert_eq!(bad_v["iods"], serde_json::json!(["CT Image"]));
+    let findings = bad_v["findings"].as_array().unwrap();
+    let date_errors = findings
+        .iter()
+        .filter(|f| f["keyword"] == "StudyDate" && f["severity"] == "error")
+        .count();
+    assert_eq!(date_errors, 3, "one per instance: {bad_v}");
+    assert!(bad_v["errors"].as_i64().unwrap() > good_v["errors"].as_i64().unwrap());
+    assert!(
+        !good_v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["keyword"] == "StudyDate"),
+        "{good_v}"
+    );
+
+    // The series list carries the counts and filters on them.
+    let with_errors = server.series("admin", "has_errors=true");
+    let uids: Vec<&str> = with_errors["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["series_instance_uid"].as_str().unwrap())
+        .collect();
+    assert!(uids.contains(&series_uid(&bad).as_str()), "{with_errors}");
+    let bad_item = server.series("admin", "patient_id=BAD")["items"][0].clone();
+    assert_eq!(bad_item["validation_errors"], bad_v["errors"]);
+
+    // The HTML report: escaped values, scripts forbidden by policy.
+    let r = reqwest::blocking::get(server.url(&format!(
+        "/api/series/{}/validation/report",
+        series_uid(&bad)
+    )))
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let html = r.text().unwrap();
+    assert!(
+        html.contains("StudyDate") || html.contains("Study Date"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>alert(1)"), "values are escaped");
+    // The jobs ran once each.
+    let jobs = server.jobs_of(&series_uid(&bad));
+    assert_eq!(state_counts(&jobs, "validate", "succeeded"), 1, "{jobs:?}");
+}
