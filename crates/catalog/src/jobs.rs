@@ -485,3 +485,48 @@ impl Catalog {
             .map_err(CatalogError::from)
     }
 }
+
+impl Catalog {
+    /// Records the series a derived series (SEG, RTSTRUCT) refers to, replacing earlier ones.
+    pub async fn set_series_references(
+        &self,
+        series_uid: &str,
+        referenced: &[String],
+    ) -> Result<(), CatalogError> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM series_references WHERE series_uid = $1")
+            .bind(series_uid)
+            .execute(&mut *tx)
+            .await?;
+        for r in referenced {
+            sqlx::query(
+                "INSERT INTO series_references (series_uid, referenced_series_uid) \
+                 VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(series_uid)
+            .bind(r)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Series that refer to `referenced_series_uid` (e.g. its segmentations).
+    pub async fn series_referencing(
+        &self,
+        referenced_series_uid: &str,
+    ) -> Result<Vec<String>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT series_uid FROM series_references WHERE referenced_series_uid = $1 \
+             ORDER BY series_uid",
+        )
+        .bind(referenced_series_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("series_uid").map_err(CatalogError::from))
+            .collect()
+    }
+}

@@ -121,6 +121,15 @@ pub(crate) const STATEMENTS: &[&str] = &[
         scheduled_at TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS idx_series_last_arrival ON series (last_arrival)",
+    // Which series a derived series (SEG, RTSTRUCT …) draws on: its thumbnail is redone when
+    // the referenced series arrives or changes.
+    "CREATE TABLE IF NOT EXISTS series_references (
+        series_uid TEXT NOT NULL,
+        referenced_series_uid TEXT NOT NULL,
+        PRIMARY KEY (series_uid, referenced_series_uid)
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_series_references_referenced
+        ON series_references (referenced_series_uid)",
     "CREATE TABLE IF NOT EXISTS series_validation (
         series_uid TEXT NOT NULL PRIMARY KEY,
         instances_checked BIGINT NOT NULL,

@@ -117,6 +117,7 @@ both!(concurrent_recording);
 both!(job_queue);
 both!(stable_series_scheduling);
 both!(validation_results);
+both!(series_references);
 
 // ----- helpers -----------------------------------------------------------------------------
 
@@ -1672,4 +1673,25 @@ async fn validation_results(url: &str) {
     };
     assert_eq!(by_uid("7.1.1").validation_warnings, Some(1));
     assert_eq!(by_uid("7.1.3").validation_errors, None, "not validated yet");
+}
+
+async fn series_references(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.set_series_references("seg.1", &["ct.1".into(), "ct.2".into()])
+        .await
+        .expect("set");
+    c.set_series_references("seg.2", &["ct.1".into()])
+        .await
+        .expect("set");
+    assert_eq!(
+        c.series_referencing("ct.1").await.expect("get"),
+        ["seg.1", "seg.2"]
+    );
+    // Replacing drops the old references.
+    c.set_series_references("seg.1", &["ct.3".into()])
+        .await
+        .expect("set");
+    assert_eq!(c.series_referencing("ct.1").await.expect("get"), ["seg.2"]);
+    assert!(c.series_referencing("ct.2").await.expect("get").is_empty());
+    assert_eq!(c.series_referencing("ct.3").await.expect("get"), ["seg.1"]);
 }
