@@ -1,6 +1,8 @@
 //! DIMSE command sets (PS3.7 §9.3, §E): always Implicit VR Little Endian.
 //!
-//! dicom-rs has no DIMSE layer, so the few messages a storage SCP needs are built here.
+//! dicom-rs has no DIMSE layer, so the few messages a storage SCP needs are built here. Received
+//! command sets are checked by [`radport_ingest::prescan::check_dataset`] before dicom-rs parses
+//! them: it allocates each value at its declared length.
 
 use std::io::Cursor;
 
@@ -8,6 +10,7 @@ use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+use radport_ingest::prescan;
 
 /// Command Field values used here.
 pub mod field {
@@ -70,8 +73,11 @@ fn implicit_le() -> dicom_encoding::TransferSyntax {
 }
 
 impl Command {
-    /// Decodes a command set from its Implicit VR Little Endian bytes.
+    /// Decodes a command set from its Implicit VR Little Endian bytes. A declared length beyond
+    /// the bytes (or absurd nesting) is an error before any parsing.
     pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
+        prescan::check_dataset(bytes, prescan::Encoding::ImplicitVrLittleEndian)
+            .map_err(|e| CommandError(e.to_string()))?;
         let ts = implicit_le();
         let obj = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), &ts)
@@ -219,5 +225,23 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(Command::decode(&[0xff; 7]).is_err());
         assert!(Command::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_before_parsing() {
+        let rsp = Response {
+            request_field: field::C_STORE_RQ,
+            message_id: 7,
+            sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            sop_instance_uid: None,
+            status: status::SUCCESS,
+            error_comment: None,
+        };
+        let mut bytes = rsp.encode();
+        // (0000,1030) Move Originator Application Entity Title declaring 4 GB.
+        bytes.extend_from_slice(&[0x00, 0x00, 0x30, 0x10, 0xF0, 0xFF, 0xFF, 0xFF]);
+        bytes.extend_from_slice(b"STORESCU");
+        let e = Command::decode(&bytes).unwrap_err();
+        assert!(e.to_string().contains("declares 4294967280 bytes"), "{e}");
     }
 }

@@ -10,9 +10,13 @@
 //! - `finish` returning `Ok` ⇒ the object is durably stored and its catalog rows are committed.
 //! - An instance that is aborted, malformed or refused by the catalog leaves no object behind
 //!   (best effort delete) and never a catalog row.
-//! - Memory per instance is bounded: the archive writer's buffer plus [`HEAD_LIMIT`] bytes.
+//! - Memory per instance is bounded: the archive writer's buffer plus [`HEAD_LIMIT`] bytes (up
+//!   to [`SLOW_HEAD_LIMIT`] for the rare instance whose attributes do not fit in that).
+//! - No declared length reaches the DICOM parser unchecked: [`prescan`] walks the bytes first,
+//!   so a hostile instance costs what it sent, not what it declares.
 
 mod metadata;
+pub mod prescan;
 
 use std::io::Write as _;
 
@@ -221,13 +225,12 @@ impl Ingestor {
             source,
             announced,
         } = incoming;
-        let truncated_head = writer.size() > head.len() as u64;
         let stored = writer.finish().await?;
-        let record = match extract_record(&head, truncated_head) {
+        let record = match extract_record(&head, stored.size) {
             Ok(r) => Ok(r),
             Err(MetadataError::NeedMoreBytes) => {
                 match self.archive.get_prefix(&stored.key, SLOW_HEAD_LIMIT).await {
-                    Ok(bytes) => extract_record(&bytes, stored.size > SLOW_HEAD_LIMIT),
+                    Ok(bytes) => extract_record(&bytes, stored.size),
                     Err(e) => {
                         self.discard(&stored.key).await;
                         return Err(e.into());

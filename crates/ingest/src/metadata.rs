@@ -2,6 +2,9 @@
 //!
 //! dicom-rs decodes text values through (0008,0005) Specific Character Set, so every string
 //! that reaches the catalog is UTF-8; the stored file itself is never rewritten.
+//!
+//! dicom-rs allocates every value at its declared length before reading it: bytes reach it only
+//! after [`crate::prescan`] has checked them (the head up to Pixel Data; the file meta group).
 
 use std::io::Cursor;
 
@@ -13,6 +16,7 @@ use dicom_object::meta::FileMetaTable;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use radport_catalog::InstanceRecord;
 
+use crate::prescan::{self, HeadCheck};
 use crate::Announced;
 
 /// Why the attributes could not be read.
@@ -21,7 +25,8 @@ pub enum MetadataError {
     /// The head ended before the attributes did; read further into the file.
     #[error("the attributes extend past the bytes read so far")]
     NeedMoreBytes,
-    /// The bytes are not a DICOM data set radport can read.
+    /// The bytes are not a DICOM data set radport can read (or not safely: a declared length
+    /// beyond the end of the file, absurd nesting).
     #[error("{0}")]
     Unreadable(String),
     /// A required identifying attribute is missing or empty.
@@ -62,6 +67,8 @@ pub(crate) fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), Metadat
             "not a DICOM Part-10 file (no DICM magic at offset 128)".into(),
         ));
     }
+    prescan::check_file_meta(&bytes[128..])
+        .map_err(|e| MetadataError::Unreadable(format!("bad file meta group: {e}")))?;
     let meta = FileMetaTable::from_reader(Cursor::new(&bytes[128..]))
         .map_err(|e| MetadataError::Unreadable(format!("bad file meta group: {e}")))?;
     let offset = 132 + 12 + meta.information_group_length as usize;
@@ -123,9 +130,28 @@ fn charset_for_parsing(head: &[u8]) -> Option<Vec<u8>> {
     Some(copy)
 }
 
-/// Reads the catalog attributes and DICOM JSON from the head of a Part-10 file.
-/// `truncated` says whether `head` is only a prefix of the file.
-pub fn extract_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, MetadataError> {
+/// Reads the catalog attributes and DICOM JSON from the head of a Part-10 file (preamble
+/// included) of `file_size` bytes: `head` is the whole file, or a prefix of it when `file_size`
+/// is larger.
+///
+/// The head is checked by [`prescan::check_head`] before the parser sees it: a length reaching
+/// past the head but not past the file gives [`MetadataError::NeedMoreBytes`] (read a longer
+/// prefix and call again); one reaching past the file, or sequences nested too deep, give
+/// [`MetadataError::Unreadable`].
+pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, MetadataError> {
+    let truncated = file_size > head.len() as u64;
+    let Some(body) = head.get(128..) else {
+        return Err(if truncated {
+            MetadataError::NeedMoreBytes
+        } else {
+            MetadataError::Unreadable("not a DICOM Part-10 file (shorter than a preamble)".into())
+        });
+    };
+    match prescan::check_head(body, file_size.saturating_sub(128)) {
+        HeadCheck::Ok => {}
+        HeadCheck::NeedMoreBytes => return Err(MetadataError::NeedMoreBytes),
+        HeadCheck::Malformed(e) => return Err(MetadataError::Unreadable(e.to_string())),
+    }
     let patched = charset_for_parsing(head);
     let head: &[u8] = patched.as_deref().unwrap_or(head);
     let parsed = std::panic::catch_unwind(|| {
@@ -210,6 +236,61 @@ pub fn extract_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, Me
 mod tests {
     use super::*;
 
+    /// A testkit CT slice as a Part-10 file (preamble included), and where its Pixel Data starts.
+    fn ct_file(rows: u16) -> (Vec<u8>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = radport_testkit::SeriesSpec {
+            count: 1,
+            rows,
+            columns: rows,
+            ..Default::default()
+        };
+        let paths = radport_testkit::write_series(dir.path(), &spec).unwrap();
+        let bytes = std::fs::read(&paths[0]).unwrap();
+        let pixel = bytes
+            .windows(6)
+            .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W'])
+            .expect("pixel data");
+        (bytes, pixel)
+    }
+
+    #[test]
+    fn heads_are_checked_before_parsing() {
+        let (file, pixel) = ct_file(256);
+        let size = file.len() as u64;
+        // Whole, or cut inside Pixel Data: read.
+        let record = extract_record(&file, size).unwrap();
+        assert_eq!(record.modality.as_deref(), Some("CT"));
+        assert!(extract_record(&file[..pixel + 1000], size).is_ok());
+        // Cut before Pixel Data: more bytes needed.
+        assert!(matches!(
+            extract_record(&file[..pixel - 10], size),
+            Err(MetadataError::NeedMoreBytes)
+        ));
+        // A length beyond the end of the file, whether the head is all of it or not.
+        let mut hostile = file[..pixel].to_vec();
+        hostile.extend_from_slice(&[0x29, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
+        hostile.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        hostile.extend_from_slice(&[0; 16]);
+        for size in [hostile.len() as u64, 10 * hostile.len() as u64] {
+            match extract_record(&hostile[..pixel + 20], size) {
+                Err(MetadataError::Unreadable(e)) => assert!(e.contains("declares"), "{e}"),
+                other => panic!("expected Unreadable, got {other:?}"),
+            }
+        }
+        // Sequences nested 1000 deep.
+        let mut deep = file[..pixel].to_vec();
+        for _ in 0..1000 {
+            deep.extend_from_slice(&[0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0]);
+            deep.extend_from_slice(&[0xFF; 4]);
+            deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        match extract_record(&deep, deep.len() as u64) {
+            Err(MetadataError::Unreadable(e)) => assert!(e.contains("nested"), "{e}"),
+            other => panic!("expected Unreadable, got {other:?}"),
+        }
+    }
+
     #[test]
     fn iso_2022_code_extensions_are_decoded() {
         let dir = tempfile::tempdir().unwrap();
@@ -225,7 +306,7 @@ mod tests {
             charset_for_parsing(&bytes).is_some(),
             "the charset is moved for parsing"
         );
-        let record = extract_record(&bytes, false).unwrap();
+        let record = extract_record(&bytes, bytes.len() as u64).unwrap();
         assert_eq!(
             record.patient_name.as_deref(),
             Some("Yamada^Tarou=山田^太郎")

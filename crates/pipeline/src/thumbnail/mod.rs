@@ -7,15 +7,17 @@
 //!
 //! Pixel data is decoded by `dicom-pixeldata` for encapsulated (compressed) transfer syntaxes and
 //! read directly for native ones (which also covers 1-bit, 32-bit and `YBR_FULL_422` data that
-//! `dicom-pixeldata` 0.10 cannot convert). The DICOM parser and the codecs are treated as able to
-//! panic on hostile data: every call into them runs under [`std::panic::catch_unwind`].
+//! `dicom-pixeldata` 0.10 cannot convert). Before the parser sees a file,
+//! [`radport_ingest::prescan::check_file`] checks its structure (declared lengths within the
+//! file, bounded nesting), which the parser does not. The DICOM parser and the codecs are treated
+//! as able to panic on hostile data: every call into them runs under
+//! [`std::panic::catch_unwind`].
 //! (A crash inside the C codecs — OpenJPEG, CharLS — or an abort on allocation failure cannot be
 //! caught this way; the frame size is bounded before decoding to keep the latter unlikely.)
 
 mod decode;
 mod font;
 mod placeholder;
-mod prescan;
 mod series;
 mod tone;
 
@@ -235,39 +237,61 @@ fn target_size(cols: u32, rows: u32, aspect: Option<(f64, f64)>, side: u32) -> (
 }
 
 fn encode_png(picture: tone::Display8, width: u32, height: u32) -> Result<Vec<u8>, ThumbnailError> {
+    let picture = resize(picture, width, height)?;
+    let color = if picture.rgb {
+        ExtendedColorType::Rgb8
+    } else {
+        ExtendedColorType::L8
+    };
+    png_bytes(&picture.data, width, height, color)
+}
+
+/// `picture` scaled to `width` × `height` (Lanczos3 down, Catmull-Rom up, untouched when the
+/// size already matches).
+pub(crate) fn resize(
+    picture: tone::Display8,
+    width: u32,
+    height: u32,
+) -> Result<tone::Display8, ThumbnailError> {
     let tone::Display8 {
         width: w0,
         height: h0,
         rgb,
         data,
     } = picture;
-    let same = w0 == width && h0 == height;
+    let invalid = || ThumbnailError::Invalid("pixel buffer size mismatch".into());
+    let channels = if rgb { 3 } else { 1 };
+    if data.len() as u64 != u64::from(w0) * u64::from(h0) * channels {
+        return Err(invalid());
+    }
+    if w0 == width && h0 == height {
+        return Ok(tone::Display8 {
+            width,
+            height,
+            rgb,
+            data,
+        });
+    }
     let filter = if width < w0 || height < h0 {
         FilterType::Lanczos3
     } else {
         FilterType::CatmullRom
     };
-    let invalid = || ThumbnailError::Invalid("pixel buffer size mismatch".into());
-    let (pixels, color) = if rgb {
+    let data = if rgb {
         let img: ImageBuffer<Rgb<u8>, Vec<u8>> =
             ImageBuffer::from_raw(w0, h0, data).ok_or_else(invalid)?;
-        let img = if same {
-            img
-        } else {
-            image::imageops::resize(&img, width, height, filter)
-        };
-        (img.into_raw(), ExtendedColorType::Rgb8)
+        image::imageops::resize(&img, width, height, filter).into_raw()
     } else {
         let img: ImageBuffer<Luma<u8>, Vec<u8>> =
             ImageBuffer::from_raw(w0, h0, data).ok_or_else(invalid)?;
-        let img = if same {
-            img
-        } else {
-            image::imageops::resize(&img, width, height, filter)
-        };
-        (img.into_raw(), ExtendedColorType::L8)
+        image::imageops::resize(&img, width, height, filter).into_raw()
     };
-    png_bytes(&pixels, width, height, color)
+    Ok(tone::Display8 {
+        width,
+        height,
+        rgb,
+        data,
+    })
 }
 
 pub(crate) fn png_bytes(
