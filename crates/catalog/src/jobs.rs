@@ -453,6 +453,8 @@ pub struct InstanceForPipeline {
     pub object_key: String,
     /// Instance Number, if any.
     pub instance_number: Option<i64>,
+    /// Size of the stored file in bytes.
+    pub size: i64,
     /// DICOM JSON of the instance (without bulk data).
     pub metadata: serde_json::Value,
 }
@@ -464,7 +466,8 @@ impl Catalog {
         series_uid: &str,
     ) -> Result<Vec<InstanceForPipeline>, CatalogError> {
         let rows = sqlx::query(
-            "SELECT sop_instance_uid, sop_class_uid, object_key, instance_number, metadata_json \
+            "SELECT sop_instance_uid, sop_class_uid, object_key, instance_number, size, \
+               metadata_json \
              FROM instances WHERE series_uid = $1 ORDER BY instance_number, sop_instance_uid",
         )
         .bind(series_uid)
@@ -478,6 +481,7 @@ impl Catalog {
                     sop_class_uid: row.try_get("sop_class_uid")?,
                     object_key: row.try_get("object_key")?,
                     instance_number: row.try_get("instance_number")?,
+                    size: row.try_get("size")?,
                     metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
                 })
             })

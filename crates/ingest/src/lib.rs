@@ -16,7 +16,9 @@
 //!   so a hostile instance costs what it sent, not what it declares.
 
 mod metadata;
-pub mod prescan;
+/// The structural check run before the DICOM parser (its own crate, so that every crate that
+/// parses untrusted bytes can use it without depending on ingest).
+pub use radport_prescan as prescan;
 
 use std::io::Write as _;
 
@@ -31,7 +33,7 @@ pub use metadata::{extract_record, MetadataError};
 pub const HEAD_LIMIT: usize = 1024 * 1024;
 
 /// How far into a stored file a second, slower attempt at reading its attributes goes.
-pub const SLOW_HEAD_LIMIT: u64 = 256 * 1024 * 1024;
+pub const SLOW_HEAD_LIMIT: u64 = prescan::MAX_INFLATED_HEAD;
 
 /// Why an instance was not ingested. Each kind maps to one DIMSE failure status.
 #[derive(Debug, thiserror::Error)]

@@ -245,11 +245,12 @@ impl Pipeline {
             )));
         }
         // Owned inputs: the stream's futures must not borrow `self` (Send across awaits).
-        let inputs: Vec<(String, String, String)> = instances
+        let inputs: Vec<(String, u64, String, String)> = instances
             .iter()
             .map(|i| {
                 (
                     i.object_key.clone(),
+                    u64::try_from(i.size).unwrap_or(0),
                     i.sop_instance_uid.clone(),
                     i.sop_class_uid.clone(),
                 )
@@ -257,9 +258,9 @@ impl Pipeline {
             .collect();
         let archive = self.archive.clone();
         let results: Vec<Result<InstanceValidation, JobError>> = futures::stream::iter(inputs)
-            .map(move |(key, sop, class)| {
+            .map(move |(key, size, sop, class)| {
                 let archive = archive.clone();
-                async move { validate_stored(&archive, &key, sop, class).await }
+                async move { validate_stored(&archive, &key, size, sop, class).await }
             })
             .buffered(VALIDATION_CONCURRENCY)
             .collect()
@@ -300,17 +301,31 @@ impl Pipeline {
 }
 
 /// Validates one stored instance; an unreadable file becomes an error finding, not a failure.
+/// The bytes are walked by `prescan` first: the parser must never see a hostile length.
 async fn validate_stored(
     archive: &Archive,
     key: &str,
+    size: u64,
     sop_instance_uid: String,
     sop_class_uid: String,
 ) -> Result<InstanceValidation, JobError> {
     let bytes = archive.get_prefix(key, VALIDATION_PREFIX).await?;
-    let validated = tokio::task::spawn_blocking(move || radport_validate::validate_file(&bytes))
-        .await
-        .map_err(|e| JobError::Invalid(format!("validator stopped: {e}")))?;
-    Ok(validated.unwrap_or_else(|e| InstanceValidation {
+    let validated = tokio::task::spawn_blocking(move || {
+        let body = bytes.get(128..).unwrap_or_default();
+        match radport_prescan::check_head(body, size.saturating_sub(128)) {
+            radport_prescan::HeadCheck::Ok => {
+                radport_validate::validate_file(&bytes).map_err(|e| e.to_string())
+            }
+            radport_prescan::HeadCheck::NeedMoreBytes => Err(format!(
+                "its attributes extend beyond the first {} MiB, which validation reads",
+                VALIDATION_PREFIX >> 20
+            )),
+            radport_prescan::HeadCheck::Malformed(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| JobError::Invalid(format!("validator stopped: {e}")))?;
+    Ok(validated.unwrap_or_else(|reason| InstanceValidation {
         sop_instance_uid,
         sop_class_uid,
         iod: None,
@@ -319,7 +334,7 @@ async fn validate_stored(
             tag_path: String::new(),
             keyword: String::new(),
             module: None,
-            message: format!("The file cannot be read: {e}"),
+            message: format!("The file cannot be validated: {reason}"),
         }],
     }))
 }

@@ -117,7 +117,10 @@ const UNRELIABLE_MODULES: &[&str] = &["sr-document-content"];
 
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 
-/// Validates a whole Part-10 file (preamble optional).
+/// Validates a whole Part-10 file (preamble optional), or its head up to Pixel Data.
+///
+/// dicom-rs allocates each value at its declared length: bytes from outside must first pass
+/// `radport_prescan::check_head` / `check_file` (the pipeline's validate job does).
 pub fn validate_file(bytes: &[u8]) -> Result<InstanceValidation, ValidateError> {
     let obj = std::panic::catch_unwind(|| {
         OpenFileOptions::new()

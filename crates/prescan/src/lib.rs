@@ -40,10 +40,10 @@ pub const MAX_DEPTH: usize = 24;
 /// Largest inflated data set [`check_file`] accepts for the deflated transfer syntaxes.
 pub const MAX_INFLATED: u64 = 1 << 30;
 /// How much of a deflated data set [`check_head`] inflates at most: the attributes before Pixel
-/// Data must fit in it (the same bound as the receiver's slow re-read, [`crate::SLOW_HEAD_LIMIT`]).
+/// Data must fit in it (the same bound as the receiver's slow re-read of a stored file).
 /// The inflated bytes are held in memory while they are walked, so a small, highly compressible
 /// head can cost up to this much, briefly.
-pub const MAX_INFLATED_HEAD: u64 = crate::SLOW_HEAD_LIMIT;
+pub const MAX_INFLATED_HEAD: u64 = 256 * 1024 * 1024;
 
 const UNDEFINED: u32 = u32::MAX;
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
@@ -203,7 +203,7 @@ pub fn check_dataset(bytes: &[u8], encoding: Encoding) -> Result<(), PrescanErro
 
 /// Checks only the "DICM" magic code and the file meta group of `body` (all there is), as
 /// `FileMetaTable::from_reader` reads them.
-pub(crate) fn check_file_meta(body: &[u8]) -> Result<(), PrescanError> {
+pub fn check_file_meta(body: &[u8]) -> Result<(), PrescanError> {
     let span = Span {
         buf: body,
         end: End::Data,
