@@ -733,3 +733,21 @@ fn every_known_transfer_syntax_and_private_sop_classes_are_accepted() {
         );
     }
 }
+
+#[test]
+fn pipelined_operations_are_answered_in_order() {
+    // A sender that does not wait for each response (asynchronous operations window): every
+    // request is answered, in order, with its own message ID.
+    let server = Server::start(&[]);
+    let s = spec("121", 6);
+    let instances: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (sop_uid(&s, i), dataset_of(&s, i)))
+        .collect();
+    let mut client = RawClient::connect(server.dicom_port, "kp-async", "kp-admin").unwrap();
+    let responses = client.store_pipelined(&instances);
+    client.release();
+    let ids: Vec<u16> = responses.iter().map(|r| r.0).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+    assert!(responses.iter().all(|r| r.1 == 0x0000), "{responses:x?}");
+    assert_eq!(server.instance_total("admin"), 6);
+}

@@ -459,6 +459,44 @@ impl RawClient {
         }
     }
 
+    /// Sends several C-STOREs without waiting for responses (an asynchronous operations window),
+    /// then reads the responses: (message ID, status) in the order they came.
+    pub fn store_pipelined(&mut self, instances: &[(String, Vec<u8>)]) -> Vec<(u16, u16)> {
+        let first_id = self.next_message_id;
+        for (sop, dataset) in instances {
+            self.send_command(sop);
+            self.send_data(dataset, true);
+        }
+        let mut out = Vec::new();
+        while out.len() < instances.len() {
+            match self.association.receive().expect("C-STORE-RSP") {
+                dicom_ul::Pdu::PData { data } => {
+                    for pdv in data {
+                        let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(
+                            std::io::Cursor::new(&pdv.data),
+                            &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN
+                                .erased(),
+                        )
+                        .expect("response command");
+                        let get = |tag| {
+                            obj.element(tag)
+                                .expect("element")
+                                .to_int::<u16>()
+                                .expect("u16")
+                        };
+                        out.push((
+                            get(dicom_dictionary_std::tags::MESSAGE_ID_BEING_RESPONDED_TO),
+                            get(dicom_dictionary_std::tags::STATUS),
+                        ));
+                    }
+                }
+                other => panic!("expected P-DATA, got {other:?}"),
+            }
+        }
+        assert_eq!(out.first().map(|r| r.0), Some(first_id));
+        out
+    }
+
     /// Sends a C-STORE command and only the first `bytes` of its data set.
     pub fn store_partial(&mut self, sop_instance: &str, dataset: &[u8], bytes: usize) {
         self.send_command(sop_instance);
