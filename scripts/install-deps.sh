@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs, with apt-get, what building and testing radport needs beyond a Rust toolchain and
-# gcc: cmake (CharLS, the JPEG-LS codec, builds with it), DCMTK and GDCM's tools (the real peers
-# the tests talk to and use as oracles) and PostgreSQL (the catalog's tests run on it too).
+# Installs what building and testing radport needs beyond a Rust toolchain and gcc, with
+# apt-get: cmake (CharLS, the JPEG-LS codec, builds with it), DCMTK and GDCM's tools and
+# dicom3tools (the real peers the tests talk to and use as oracles), PostgreSQL (the catalog's
+# tests run on it too); with pip: highdicom (writes the SEG fixtures of the overlay tests).
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 [ -x /usr/bin/dcmsend ] && [ -x /usr/bin/dcmj2pnm ] || missing+=(dcmtk)
 [ -x /usr/bin/gdcmconv ] || missing+=(libgdcm-tools)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/dciodvfy ] || missing+=(dicom3tools)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
@@ -17,4 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import highdicom' >/dev/null 2>&1; then
+  echo "== installing Python test oracles: highdicom"
+  python3 -m pip install -q highdicom
 fi

@@ -30,6 +30,35 @@ pub mod keys {
         format!("thumbnails/{series_uid}.png")
     }
 
+    /// Key of an uploaded file at `path` inside the uploads area, or `None` if the path would
+    /// leave it: it must be relative, `/`-separated, without `.`, `..` or empty parts, control
+    /// characters, backslashes or `#`.
+    pub fn upload_file(path: &str) -> Option<String> {
+        clean_upload_path(path).map(|p| format!("uploads/{p}"))
+    }
+
+    /// The cleaned form of a path inside the uploads area (see [`upload_file`]).
+    pub fn clean_upload_path(path: &str) -> Option<String> {
+        let path = path.trim_matches('/');
+        if path.is_empty() || path.len() > 1024 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for part in path.split('/') {
+            let bad = part.is_empty()
+                || part == "."
+                || part == ".."
+                || part
+                    .chars()
+                    .any(|c| c.is_control() || c == '\\' || c == '#');
+            if bad {
+                return None;
+            }
+            parts.push(part);
+        }
+        Some(parts.join("/"))
+    }
+
     /// Key of the HTML validation report of a series.
     pub fn validation_report(series_uid: &str) -> String {
         format!("reports/{series_uid}.html")

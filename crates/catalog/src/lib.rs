@@ -18,6 +18,7 @@ mod model;
 mod query;
 mod record;
 mod schema;
+mod uploads;
 mod validation;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use model::{
 };
 pub use query::{DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use schema::SCHEMA_VERSION;
+pub use uploads::{Progress, Upload, WorkflowRun};
 pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.

@@ -130,6 +130,32 @@ pub(crate) const STATEMENTS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS idx_series_references_referenced
         ON series_references (referenced_series_uid)",
+    "CREATE TABLE IF NOT EXISTS uploads (
+        id TEXT NOT NULL PRIMARY KEY,
+        path TEXT NOT NULL,
+        length BIGINT NOT NULL,
+        upload_offset BIGINT NOT NULL,
+        chunks BIGINT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        completed BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS workflow_runs (
+        id TEXT NOT NULL PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        progress_done BIGINT NOT NULL,
+        progress_total BIGINT NOT NULL,
+        errors TEXT NOT NULL,
+        log TEXT NOT NULL,
+        series TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_workflow_runs_created ON workflow_runs (created_at)",
     "CREATE TABLE IF NOT EXISTS series_validation (
         series_uid TEXT NOT NULL PRIMARY KEY,
         instances_checked BIGINT NOT NULL,

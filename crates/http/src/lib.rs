@@ -5,6 +5,7 @@
 //! what kind of problem it is. The OpenAPI document is served at `/api/openapi.json`.
 
 mod openapi;
+pub mod uploads;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -26,6 +27,10 @@ pub struct AppState {
     pub archive: Archive,
     /// Facts about this deployment shown by `/api/health` (e.g. DIMSE port, AE title).
     pub deployment: serde_json::Value,
+    /// Limits of uploads.
+    pub uploads: uploads::UploadSettings,
+    /// Starts workflow runs.
+    pub workflows: radport_workflows::Workflows,
 }
 
 /// An error answered as JSON with a status code.
@@ -36,7 +41,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -76,7 +81,7 @@ impl From<ArchiveError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
@@ -102,6 +107,29 @@ pub fn router(state: AppState) -> Router {
             get(get_validation_report),
         )
         .route("/api/jobs", get(list_jobs))
+        .route(
+            "/api/uploads",
+            axum::routing::post(uploads::create).options(uploads::options),
+        )
+        .route(
+            "/api/uploads/{id}",
+            axum::routing::head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::terminate)
+                .options(uploads::options),
+        )
+        .route("/api/workflows", get(list_workflows))
+        .route(
+            "/api/workflows/{name}/runs",
+            axum::routing::post(start_workflow_run),
+        )
+        .route("/api/workflow-runs", get(list_workflow_runs))
+        .route("/api/workflow-runs/{id}", get(get_workflow_run))
+        .route("/api/files", get(uploads::list_files))
+        .route(
+            "/api/files/{*path}",
+            get(uploads::get_file).delete(uploads::delete_file),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -321,6 +349,68 @@ async fn get_validation_report(
         bytes,
     )
         .into_response())
+}
+
+impl From<radport_workflows::WorkflowError> for ApiError {
+    fn from(e: radport_workflows::WorkflowError) -> Self {
+        use radport_workflows::WorkflowError as W;
+        match e {
+            W::UnknownWorkflow(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            W::BadParameters(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            W::Catalog(c) => c.into(),
+            W::Archive(a) => a.into(),
+            W::Fatal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+async fn list_workflows() -> Json<serde_json::Value> {
+    Json(json!({ "items": radport_workflows::definitions() }))
+}
+
+async fn start_workflow_run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Json(params) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected the parameters as a JSON object: {e}"),
+        )
+    })?;
+    let run = state.workflows.start(&name, &params).await?;
+    Ok((StatusCode::CREATED, Json(json!(run))))
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<i64>,
+}
+
+async fn list_workflow_runs(
+    State(state): State<AppState>,
+    query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let items = state
+        .catalog
+        .list_workflow_runs(q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_workflow_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let run = state
+        .catalog
+        .get_workflow_run(&id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no workflow run {id}")))?;
+    Ok(Json(json!(run)))
 }
 
 /// A fast, stable 64-bit hash for ETags (not for security).

@@ -15,3 +15,7 @@ pub use thumbnail::{
     middle_instance, render_instance, render_or_placeholder, render_placeholder, Rendered,
     ThumbnailError, ThumbnailOptions,
 };
+pub use thumbnail::{
+    render_rtstruct_overlay, render_seg_overlay, rtstruct_source_reference, seg_source_reference,
+    SegSourceRef,
+};

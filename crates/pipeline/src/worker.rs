@@ -79,6 +79,15 @@ pub enum JobError {
     Invalid(String),
 }
 
+/// Runs jobs of a kind the pipeline itself does not know (e.g. workflow runs), so that one set
+/// of workers serves the whole queue.
+pub trait JobHandler: Send + Sync + 'static {
+    /// The job kind handled.
+    fn kind(&self) -> &'static str;
+    /// Runs one job; `Err` is recorded as the job's error and retried.
+    fn run<'a>(&'a self, job: &'a Job) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
 /// The pipeline of one process.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -86,6 +95,7 @@ pub struct Pipeline {
     archive: Archive,
     config: Arc<PipelineConfig>,
     wake: Arc<Notify>,
+    handlers: Arc<Vec<Arc<dyn JobHandler>>>,
 }
 
 impl Pipeline {
@@ -96,7 +106,26 @@ impl Pipeline {
             archive,
             config: Arc::new(config),
             wake: Arc::new(Notify::new()),
+            handlers: Arc::new(Vec::new()),
         }
+    }
+
+    /// Adds a handler for another job kind.
+    pub fn with_handler(mut self, handler: Arc<dyn JobHandler>) -> Self {
+        let mut handlers: Vec<Arc<dyn JobHandler>> = self.handlers.as_ref().clone();
+        handlers.push(handler);
+        self.handlers = Arc::new(handlers);
+        self
+    }
+
+    /// Wakes idle workers (e.g. after enqueueing a job).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// A handle that wakes this pipeline's workers.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// Runs the scheduler and the workers until the task is dropped.
@@ -131,10 +160,12 @@ impl Pipeline {
 
     async fn work_loop(&self, index: usize) {
         let worker = format!("{}/{}", self.config.node, index);
+        let mut kinds: Vec<&str> = KINDS.to_vec();
+        kinds.extend(self.handlers.iter().map(|h| h.kind()));
         loop {
             let claimed = self
                 .catalog
-                .claim_job(KINDS, &worker, self.config.lease)
+                .claim_job(&kinds, &worker, self.config.lease)
                 .await;
             match claimed {
                 Ok(Some(job)) => self.run_job(&worker, job).await,
@@ -177,6 +208,9 @@ impl Pipeline {
 
     /// Runs one job now (also used by tests).
     pub async fn execute(&self, job: &Job) -> Result<(), JobError> {
+        if let Some(handler) = self.handlers.iter().find(|h| h.kind() == job.kind) {
+            return handler.run(job).await.map_err(JobError::Invalid);
+        }
         let series = job
             .series_uid
             .as_deref()

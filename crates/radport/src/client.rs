@@ -89,20 +89,20 @@ pub enum JobsAction {
     },
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Api {
-    fn new(args: &ClientArgs) -> Self {
+    pub(crate) fn new(args: &ClientArgs) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: args.url.trim_end_matches('/').to_string(),
         }
     }
 
-    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response> {
+    pub(crate) async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -115,7 +115,7 @@ impl Api {
         bail!("{status}: {message}")
     }
 
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -127,7 +127,7 @@ impl Api {
     }
 }
 
-fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -137,7 +137,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Prints rows of JSON objects as an aligned table with the given columns.
-fn print_table(items: &[Value], columns: &[&str]) {
+pub(crate) fn print_table(items: &[Value], columns: &[&str]) {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|item| columns.iter().map(|c| cell(&item[*c])).collect())
@@ -172,7 +172,7 @@ fn print_table(items: &[Value], columns: &[&str]) {
     }
 }
 
-fn print_json(v: &Value) -> Result<()> {
+pub(crate) fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// Longest side of series thumbnails in pixels [default: 256].
     #[arg(long, env = "RADPORT_THUMBNAIL_SIZE")]
     pub thumbnail_size: Option<u32>,
+    /// Largest upload accepted, in bytes [default: 10737418240 = 10 GiB].
+    #[arg(long, env = "RADPORT_MAX_UPLOAD_SIZE")]
+    pub max_upload_size: Option<u64>,
+    /// Hours after which an incomplete upload is deleted [default: 24].
+    #[arg(long, env = "RADPORT_UPLOAD_EXPIRY_HOURS")]
+    pub upload_expiry_hours: Option<f64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -78,6 +84,8 @@ struct FileSettings {
     workers: Option<usize>,
     job_attempts: Option<i64>,
     thumbnail_size: Option<u32>,
+    max_upload_size: Option<u64>,
+    upload_expiry_hours: Option<f64>,
 }
 
 /// Fully resolved settings.
@@ -97,6 +105,8 @@ pub struct Settings {
     pub workers: usize,
     pub job_attempts: i64,
     pub thumbnail_size: u32,
+    pub max_upload_size: u64,
+    pub upload_expiry: std::time::Duration,
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
@@ -154,7 +164,21 @@ impl ServeArgs {
                 "thumbnail_size must be between 16 and 2048 pixels, not {thumbnail_size}"
             );
         }
+        let upload_expiry_hours = self
+            .upload_expiry_hours
+            .or(file.upload_expiry_hours)
+            .unwrap_or(24.0);
+        if !(0.0..=24.0 * 365.0).contains(&upload_expiry_hours) {
+            anyhow::bail!(
+                "upload_expiry_hours must be between 0 and 8760, not {upload_expiry_hours}"
+            );
+        }
         Ok(Settings {
+            max_upload_size: self
+                .max_upload_size
+                .or(file.max_upload_size)
+                .unwrap_or(10 * 1024 * 1024 * 1024),
+            upload_expiry: std::time::Duration::from_secs_f64(upload_expiry_hours * 3600.0),
             stable_after: std::time::Duration::from_secs_f64(stable_after),
             workers: self.workers.or(file.workers).unwrap_or(2),
             job_attempts: self.job_attempts.or(file.job_attempts).unwrap_or(5).max(1),

@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod serve;
+mod transfer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,6 +49,31 @@ enum Command {
         #[command(subcommand)]
         action: client::JobsAction,
     },
+    /// Run workflows that import uploaded files.
+    Workflow {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: transfer::WorkflowAction,
+    },
+    /// Upload files (resumable, with a progress bar) into the uploads area.
+    Upload {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// Files to upload.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Name (path) to store a single file under [default: its file name].
+        #[arg(long = "as")]
+        name: Option<String>,
+    },
+    /// List, download or delete uploaded files.
+    Files {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: transfer::FilesAction,
+    },
     /// Check that a server answers.
     Health {
         #[command(flatten)]
@@ -67,6 +93,13 @@ fn main() -> Result<()> {
             Command::Dataset { client, action } => client::dataset(&client, action).await,
             Command::Series { client, action } => client::series(&client, action).await,
             Command::Jobs { client, action } => client::jobs(&client, action).await,
+            Command::Upload {
+                client,
+                files,
+                name,
+            } => transfer::upload(&client, &files, name.as_deref()).await,
+            Command::Files { client, action } => transfer::files(&client, action).await,
+            Command::Workflow { client, action } => transfer::workflow(&client, action).await,
             Command::Health { client } => client::health(&client).await,
         }
     })

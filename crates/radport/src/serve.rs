@@ -29,6 +29,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let archive = Archive::local(&settings.data_dir.join("archive"))
         .context("cannot open the archive directory")?;
     let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
+    let workflows =
+        radport_workflows::Workflows::new(ingestor.clone(), settings.data_dir.join("scratch"));
 
     let dicom_addr = format!("{}:{}", settings.bind, settings.dicom_port);
     let http_addr = format!("{}:{}", settings.bind, settings.http_port);
@@ -51,11 +53,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "ae_title": settings.ae_title,
         "duplicate_policy": format!("{:?}", settings.duplicate_policy),
     });
-    let app = radport_http::router(radport_http::AppState {
+    let state = radport_http::AppState {
         catalog: catalog.clone(),
         archive: archive.clone(),
         deployment,
+        uploads: radport_http::uploads::UploadSettings {
+            max_size: settings.max_upload_size,
+            expire_after: settings.upload_expiry,
+        },
+        workflows: workflows.clone(),
+    };
+    let sweeper_state = state.clone();
+    // Often enough that an upload is gone soon after it expires.
+    let sweep_every = (settings.upload_expiry / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let sweeper = tokio::spawn(async move {
+        loop {
+            match radport_http::uploads::sweep_expired(&sweeper_state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "expired incomplete uploads deleted"),
+                Err(e) => tracing::warn!(error = ?e, "sweeping expired uploads failed"),
+            }
+            tokio::time::sleep(sweep_every).await;
+        }
     });
+    let app = radport_http::router(state);
     tracing::info!(dicom = %dicom_addr, http = %http_addr, data_dir = %settings.data_dir.display(),
         archive = archive.description(), "radport is running");
 
@@ -82,6 +106,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             ..Default::default()
         },
     );
+    let pipeline = pipeline.with_handler(std::sync::Arc::new(WorkflowJobs(workflows.clone())));
     let pipeline_task = tokio::spawn(pipeline.run());
 
     let receiver = tokio::spawn(radport_dimse::serve(
@@ -95,6 +120,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         r = receiver => { r.context("receiver task")?.context("DICOM receiver")?; }
         r = http => { r.context("HTTP task")?.context("HTTP server")?; }
         r = pipeline_task => { r.context("pipeline task")?; }
+        r = sweeper => { r.context("upload sweeper task")?; }
         _ = shutdown_signal() => { tracing::info!("shutting down"); }
     }
     Ok(())
@@ -125,4 +151,20 @@ async fn shutdown_signal() {
 
 fn catalog_is_embedded(url: &str) -> bool {
     url.trim_start().to_ascii_lowercase().starts_with("sqlite:")
+}
+
+/// Workflow runs execute on the pipeline's workers, as jobs of their own kind.
+struct WorkflowJobs(radport_workflows::Workflows);
+
+impl radport_pipeline::worker::JobHandler for WorkflowJobs {
+    fn kind(&self) -> &'static str {
+        radport_workflows::JOB_KIND
+    }
+
+    fn run<'a>(
+        &'a self,
+        job: &'a radport_catalog::Job,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { self.0.execute(job).await.map_err(|e| e.to_string()) })
+    }
 }

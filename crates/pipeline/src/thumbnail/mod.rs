@@ -4,6 +4,9 @@
 //! - [`render_instance`] draws one instance (a whole Part-10 file in memory).
 //! - [`render_placeholder`] draws a titled card for what has no picture.
 //! - [`render_or_placeholder`] decides between the two, and is what the pipeline calls.
+//! - [`render_seg_overlay`] and [`render_rtstruct_overlay`] draw a segmentation or a structure
+//!   set over the image it refers to (or alone); [`seg_source_reference`] and
+//!   [`rtstruct_source_reference`] name the image to fetch for that.
 //!
 //! Pixel data is decoded by `dicom-pixeldata` for encapsulated (compressed) transfer syntaxes and
 //! read directly for native ones (which also covers 1-bit, 32-bit and `YBR_FULL_422` data that
@@ -17,7 +20,10 @@
 
 mod decode;
 mod font;
+mod overlay;
 mod placeholder;
+mod rtstruct;
+mod seg;
 mod series;
 mod tone;
 
@@ -123,6 +129,10 @@ pub enum ThumbnailError {
         columns: u32,
         samples: u32,
     },
+    /// A valid object with nothing to draw (an empty segmentation, a structure set without
+    /// contours).
+    #[error("nothing to draw: {0}")]
+    NothingToDraw(String),
     /// PNG encoding failed (should not happen).
     #[error("PNG encoding failed: {0}")]
     Encode(String),
@@ -181,6 +191,26 @@ pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
     };
     let info = decode::describe(&obj);
     let title = info.modality.as_deref().unwrap_or("DICOM");
+    // Segmentations and structure sets alone: their labels or contours on a dark background.
+    let overlay = if seg::is_seg(&obj) {
+        Some(seg::render_object(&obj, None, opts))
+    } else if rtstruct::is_rtstruct(&obj) {
+        Some(rtstruct::render_object(&obj, None, opts))
+    } else {
+        None
+    };
+    if let Some(result) = overlay {
+        return match result {
+            Ok(png) => Rendered::Image(png),
+            Err(e) => {
+                let subtitle = format!("cannot render: {}", e.summary());
+                Rendered::Placeholder {
+                    png: render_placeholder(title, &subtitle, opts),
+                    reason: format!("cannot render: {e}"),
+                }
+            }
+        };
+    }
     if !info.has_pixel_data {
         let reason = ThumbnailError::NoPixelData {
             sop_class: info.sop_class_label(),
@@ -206,6 +236,82 @@ pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
             }
         }
     }
+}
+
+/// The image a segmentation or structure set is drawn on: the Series Instance UID and SOP
+/// Instance UID of the referenced instance (see [`seg_source_reference`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SegSourceRef {
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// Draws a DICOM Segmentation (SOP Class 1.2.840.10008.5.1.4.1.1.66.4) as coloured,
+/// semi-transparent overlays (opacity 0.5) on a source image, as PNG (RGB).
+///
+/// - `seg` is the whole SEG Part-10 file; `source` the Part-10 file of the referenced image to
+///   draw on, drawn exactly as [`render_instance`] draws it (same frame, window, size and
+///   aspect), or `None` when the referenced series is not in the archive: then the labels of the
+///   slice [`seg_source_reference`] would pick are drawn alone, on a dark background, at the
+///   SEG's own geometry (Rows, Columns, Pixel Spacing).
+/// - The frames drawn are those referencing `source`'s SOP Instance UID (and, for a multi-frame
+///   source, the frame drawn) in their Derivation Image Sequence → Source Image Sequence, or
+///   Referenced Image Sequence, functional group; else those lying in `source`'s plane (Plane
+///   Position / Orientation, within half the slice thickness, same Frame of Reference); else,
+///   for a SEG whose frames name neither source nor position and that references only
+///   `source`, all of them. When none qualifies, the source is drawn without overlay.
+/// - SEG pixels map onto the source through both images' patient geometry when both have it
+///   (so a SEG on another grid lines up), else by stretching the SEG frame over the image.
+/// - One colour per segment: its Recommended Display CIELab Value converted to sRGB, else a
+///   fixed palette colour by segment number.
+/// - BINARY (1 bit, packed LSB first contiguously across frames, not padded per frame) and
+///   FRACTIONAL (8 bit; the opacity scales with value / Maximum Fractional Value) are drawn,
+///   native or encapsulated (as far as the codecs go); LABELMAP is not.
+pub fn render_seg_overlay(
+    seg: &[u8],
+    source: Option<&[u8]>,
+    opts: &ThumbnailOptions,
+) -> Result<Vec<u8>, ThumbnailError> {
+    seg::render(seg, source, opts)
+}
+
+/// For a SEG without a given source: the instance to draw it on. Of the SEG frames that have any
+/// foreground, grouped by the source image they reference and ordered along the slice normal
+/// (else by frame number), the middle group's (`n / 2`) SOP Instance UID, with the Series
+/// Instance UID of the Referenced Series Sequence item that lists it (else of the only one).
+/// `None` for an unreadable SEG, one without foreground, or one whose frames reference no image
+/// or whose series is not named.
+pub fn seg_source_reference(seg: &[u8]) -> Option<SegSourceRef> {
+    seg::source_reference(seg)
+}
+
+/// Draws an RT Structure Set (SOP Class 1.2.840.10008.5.1.4.1.1.481.3) as coloured contour
+/// lines (ROI Display Color, else a palette colour by ROI number; `max_side / 128` pixels wide)
+/// on a source image, as PNG (RGB).
+///
+/// - With `source`: drawn as [`render_instance`] draws it; the contours drawn are those whose
+///   Contour Image Sequence references `source`'s SOP Instance UID, or, for contours without
+///   one, whose points lie within half `source`'s slice thickness (1 mm without one) of its
+///   plane (same Frame of Reference). Contour Data (patient mm) is mapped to pixels with the
+///   source's Image Position / Orientation (Patient) and Pixel Spacing, which it must have.
+/// - Without: all contours of the middle contoured slice (slices ordered along the contours'
+///   plane normal) on a dark background framing every contour of the structure set.
+/// - CLOSED_PLANAR contours are closed, OPEN_* ones not; POINTs are drawn as crosses.
+pub fn render_rtstruct_overlay(
+    rtstruct: &[u8],
+    source: Option<&[u8]>,
+    opts: &ThumbnailOptions,
+) -> Result<Vec<u8>, ThumbnailError> {
+    rtstruct::render(rtstruct, source, opts)
+}
+
+/// For an RTSTRUCT without a given source: the image of the middle contoured slice (as
+/// [`render_rtstruct_overlay`] picks it), from its contours' Contour Image Sequence, with the
+/// series from Referenced Frame of Reference → RT Referenced Study → RT Referenced Series (the
+/// one whose Contour Image Sequence lists it, else the only one). `None` when unreadable, without
+/// contours, or when that slice's contours reference no image.
+pub fn rtstruct_source_reference(rtstruct: &[u8]) -> Option<SegSourceRef> {
+    rtstruct::source_reference(rtstruct)
 }
 
 fn render_object(obj: &decode::Obj, opts: &ThumbnailOptions) -> Result<Vec<u8>, ThumbnailError> {

@@ -7,7 +7,7 @@ use dicom_object::InMemDicomObject;
 
 use super::decode::{self, floats, int, text, Obj};
 use super::overlay::{
-    cross, dot, frame_numbers, grid_to_output, items, line_width, normalise, palette_colour, sub,
+    cross, dot, frame_numbers, grid_to_output, items, line_width, normalise, palette_colour,
     Canvas, Source, Vec3, BACKGROUND,
 };
 use super::{target_size, SegSourceRef, ThumbnailError, ThumbnailOptions};
@@ -93,7 +93,7 @@ pub(crate) fn render_object(
                     };
                     if on_slice {
                         let to_output = |p: Vec3| {
-                            let (c, r) = plane.to_pixel(p);
+                            let (c, r) = plane.pixel_of(p);
                             grid_to_output(c, r, output, grid)
                         };
                         draw(&mut canvas, contour, to_output, width);
@@ -163,10 +163,12 @@ pub(crate) fn source_reference(rtstruct: &[u8]) -> Option<SegSourceRef> {
         else {
             return Ok(None);
         };
-        Ok(referenced_series(&obj, &uid).map(|series_uid| SegSourceRef {
-            series_uid,
-            sop_instance_uid: uid,
-        }))
+        Ok(
+            referenced_series(&obj, &uid).map(|series_uid| SegSourceRef {
+                series_uid,
+                sop_instance_uid: uid,
+            }),
+        )
     })
     .ok()
     .flatten()
@@ -218,10 +220,7 @@ fn read(obj: &Obj) -> Result<Vec<Contour>, ThumbnailError> {
             let Some(data) = item.get(tags::CONTOUR_DATA).and_then(floats) else {
                 continue;
             };
-            let points: Vec<Vec3> = data
-                .chunks_exact(3)
-                .map(|p| [p[0], p[1], p[2]])
-                .collect();
+            let points: Vec<Vec3> = data.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
             if points.is_empty() {
                 continue;
             }
@@ -247,7 +246,12 @@ fn read(obj: &Obj) -> Result<Vec<Contour>, ThumbnailError> {
 }
 
 /// Draws a contour, mapping its points with `to_output` to output coordinates.
-fn draw(canvas: &mut Canvas, contour: &Contour, to_output: impl Fn(Vec3) -> (f64, f64), width: f64) {
+fn draw(
+    canvas: &mut Canvas,
+    contour: &Contour,
+    to_output: impl Fn(Vec3) -> (f64, f64),
+    width: f64,
+) {
     let points: Vec<(f64, f64)> = contour.points.iter().map(|p| to_output(*p)).collect();
     match contour.geometry {
         Geometry::Point => {
@@ -310,8 +314,8 @@ fn slices(contours: &[Contour]) -> Option<(Vec3, Vec<ContourSlice>)> {
     }
     let mut groups: Vec<Group> = Vec::new();
     for (i, contour) in contours.iter().enumerate() {
-        let position =
-            contour.points.iter().map(|p| dot(*p, normal)).sum::<f64>() / contour.points.len() as f64;
+        let position = contour.points.iter().map(|p| dot(*p, normal)).sum::<f64>()
+            / contour.points.len() as f64;
         let key = match contour.images.first() {
             Some((uid, frames)) => Key::Image(uid.clone(), frames.clone()),
             None => Key::Position((position * 100.0).round() as i64),
@@ -357,13 +361,8 @@ fn plane_normal(points: &[Vec3]) -> Option<Vec3> {
         n[1] += (a[2] - b[2]) * (a[0] + b[0]);
         n[2] += (a[0] - b[0]) * (a[1] + b[1]);
     }
-    let n = normalise(n)?;
-    // A polygon with a tiny area relative to its extent is no evidence of a plane.
-    let extent = points
-        .iter()
-        .map(|p| dot(sub(*p, points[0]), sub(*p, points[0])).sqrt())
-        .fold(0.0, f64::max);
-    (extent > 0.0).then_some(n)
+    // Zero (no plane) for collinear points.
+    normalise(n)
 }
 
 /// Display axes (right, down) for a plane with normal `n`.
@@ -378,7 +377,13 @@ fn axes(n: Vec3) -> (Vec3, Vec3) {
     };
     // Make u, v exactly in the plane (oblique planes).
     let v = normalise(cross(n, cross(v, n))).unwrap_or(v);
-    let u = normalise(cross(v, n)).map_or(u, |w| if dot(w, u) < 0.0 { [-w[0], -w[1], -w[2]] } else { w });
+    let u = normalise(cross(v, n)).map_or(u, |w| {
+        if dot(w, u) < 0.0 {
+            [-w[0], -w[1], -w[2]]
+        } else {
+            w
+        }
+    });
     (u, v)
 }
 

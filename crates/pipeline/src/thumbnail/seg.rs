@@ -465,7 +465,10 @@ impl<'a> Seg<'a> {
             }
             let pos = position(frame);
             let (key, uid) = match (frame.references.first(), pos) {
-                (Some(r), _) => (Key::Image(r.uid.clone(), r.frames.clone()), Some(r.uid.clone())),
+                (Some(r), _) => (
+                    Key::Image(r.uid.clone(), r.frames.clone()),
+                    Some(r.uid.clone()),
+                ),
                 // Positions to the hundredth of a millimetre.
                 (None, Some(p)) => (Key::Position((p * 100.0).round() as i64), None),
                 (None, None) => (Key::Frame(frame.index), None),
@@ -485,7 +488,11 @@ impl<'a> Seg<'a> {
         }
         let mean = |g: &Group| g.positions.iter().sum::<f64>() / g.positions.len() as f64;
         if groups.iter().all(|g| !g.positions.is_empty()) {
-            groups.sort_by(|a, b| mean(a).total_cmp(&mean(b)).then(a.frames[0].cmp(&b.frames[0])));
+            groups.sort_by(|a, b| {
+                mean(a)
+                    .total_cmp(&mean(b))
+                    .then(a.frames[0].cmp(&b.frames[0]))
+            });
         } else {
             groups.sort_by_key(|g| g.frames[0]);
         }
@@ -516,10 +523,12 @@ impl<'a> Seg<'a> {
         // Output pixel centre -> (column, row) of the segmentation frame, an affine map.
         let map = |x: u32, y: u32| -> (f64, f64) {
             match (source, frame.plane) {
-                (Some(src), Some(seg_plane)) if src.plane.is_some_and(|p| p.parallel(&seg_plane)) => {
+                (Some(src), Some(seg_plane))
+                    if src.plane.is_some_and(|p| p.parallel(&seg_plane)) =>
+                {
                     let src_plane = src.plane.expect("checked");
                     let (c, r) = src.output_to_pixel(x, y);
-                    seg_plane.to_pixel(src_plane.to_patient(c, r))
+                    seg_plane.pixel_of(src_plane.patient_of(c, r))
                 }
                 _ => output_to_grid(x, y, output, grid),
             }
@@ -540,8 +549,7 @@ impl<'a> Seg<'a> {
                 let c = origin.0 + dx.0 * f64::from(x) + dy.0 * f64::from(y);
                 let r = origin.1 + dx.1 * f64::from(x) + dy.1 * f64::from(y);
                 let (c, r) = (c.round(), r.round());
-                if !(c >= 0.0 && r >= 0.0 && c < f64::from(self.cols) && r < f64::from(self.rows))
-                {
+                if !(c >= 0.0 && r >= 0.0 && c < f64::from(self.cols) && r < f64::from(self.rows)) {
                     continue;
                 }
                 let v = values[r as usize * self.cols as usize + c as usize];

@@ -1,0 +1,338 @@
+//! Workflows: named, parameterised runs that import uploaded files into the archive.
+//!
+//! A run is a row of the catalog (`workflow_runs`: parameters, state, progress, item errors,
+//! log, series produced) executed as one job of the catalog's queue (kind [`JOB_KIND`]), so it
+//! survives a restart like any job (it is then run again from the start: imports are
+//! idempotent, known instances are kept once). Every imported instance goes through
+//! [`radport_ingest::Ingestor`], the same path as DIMSE: routing to project and dataset, catalog,
+//! mappings for the project and `admin`, and then the series pipeline.
+//!
+//! A failed item (an entry that is not DICOM, an unsafe name, a file the ingest refuses) is
+//! recorded with its reason and does not stop the others.
+
+mod dicom_zip;
+
+use std::sync::Arc;
+
+use radport_archive::Archive;
+use radport_catalog::{Catalog, Job, NewJob, Progress, WorkflowRun};
+use radport_ingest::Ingestor;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// Job kind under which runs execute.
+pub const JOB_KIND: &str = "workflow";
+
+/// Name of the DICOM zip import.
+pub const IMPORT_DICOMS: &str = "import-dicoms-from-data-upload";
+
+/// Errors of starting or running a workflow.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// No workflow of that name.
+    #[error("no workflow named {0:?}; see GET /api/workflows")]
+    UnknownWorkflow(String),
+    /// The parameters do not fit the workflow.
+    #[error("{0}")]
+    BadParameters(String),
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] radport_catalog::CatalogError),
+    /// The archive failed.
+    #[error("archive: {0}")]
+    Archive(#[from] radport_archive::ArchiveError),
+    /// Anything else that stops a run as a whole.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Type of a parameter.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// Text.
+    String,
+    /// true / false.
+    Boolean,
+}
+
+/// One parameter of a workflow.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParamSpec {
+    /// Name, as a key of the run's parameter object.
+    pub name: &'static str,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    /// Default; `null` for required parameters.
+    pub default: Value,
+    /// Whether it must be given.
+    pub required: bool,
+    /// What it means.
+    pub description: &'static str,
+}
+
+/// A workflow as listed by `GET /api/workflows`.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkflowSpec {
+    /// Name.
+    pub name: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// Its parameters.
+    pub parameters: Vec<ParamSpec>,
+}
+
+/// Every workflow radport runs.
+pub fn definitions() -> Vec<WorkflowSpec> {
+    vec![WorkflowSpec {
+        name: IMPORT_DICOMS,
+        description: "Imports a .zip of DICOM folders from the uploaded files into the archive, \
+                      as if its files had been sent to the DICOM receiver.",
+        parameters: vec![
+            ParamSpec {
+                name: "file",
+                kind: ParamType::String,
+                default: Value::Null,
+                required: true,
+                description: "Uploaded .zip to import (a path from GET /api/files)",
+            },
+            ParamSpec {
+                name: "project",
+                kind: ParamType::String,
+                default: json!("admin"),
+                required: false,
+                description: "Project to import into (must exist)",
+            },
+            ParamSpec {
+                name: "dataset",
+                kind: ParamType::String,
+                default: json!("dicomupload"),
+                required: false,
+                description: "Dataset name (created on first use)",
+            },
+            ParamSpec {
+                name: "extension",
+                kind: ParamType::String,
+                default: json!(".dcm"),
+                required: false,
+                description: "File extension of the DICOM files; empty: every file that is DICOM by its preamble",
+            },
+            ParamSpec {
+                name: "delete_original_file",
+                kind: ParamType::Boolean,
+                default: json!(true),
+                required: false,
+                description: "Delete the uploaded file once every item was imported",
+            },
+        ],
+    }]
+}
+
+/// Checks `given` against the workflow's parameters and fills in defaults.
+pub fn resolve_params(workflow: &str, given: &Value) -> Result<Value, WorkflowError> {
+    let spec = definitions()
+        .into_iter()
+        .find(|w| w.name == workflow)
+        .ok_or_else(|| WorkflowError::UnknownWorkflow(workflow.to_string()))?;
+    let given = match given {
+        Value::Null => Map::new(),
+        Value::Object(m) => m.clone(),
+        _ => {
+            return Err(WorkflowError::BadParameters(
+                "parameters must be a JSON object".into(),
+            ))
+        }
+    };
+    for key in given.keys() {
+        if !spec.parameters.iter().any(|p| p.name == key) {
+            let known: Vec<&str> = spec.parameters.iter().map(|p| p.name).collect();
+            return Err(WorkflowError::BadParameters(format!(
+                "unknown parameter {key:?}; {workflow} takes {}",
+                known.join(", ")
+            )));
+        }
+    }
+    let mut out = Map::new();
+    for p in &spec.parameters {
+        let value = match given.get(p.name) {
+            Some(v) => coerce(p, v)?,
+            None if p.required => {
+                return Err(WorkflowError::BadParameters(format!(
+                    "parameter {:?} is required: {}",
+                    p.name, p.description
+                )))
+            }
+            None => p.default.clone(),
+        };
+        out.insert(p.name.to_string(), value);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Accepts the natural JSON type, and strings for booleans (`--param k=true` on the CLI).
+fn coerce(p: &ParamSpec, v: &Value) -> Result<Value, WorkflowError> {
+    let bad = || {
+        WorkflowError::BadParameters(format!(
+            "parameter {:?} must be a {}",
+            p.name,
+            match p.kind {
+                ParamType::String => "string",
+                ParamType::Boolean => "boolean (true or false)",
+            }
+        ))
+    };
+    match (p.kind, v) {
+        (ParamType::String, Value::String(_)) => Ok(v.clone()),
+        (ParamType::Boolean, Value::Bool(_)) => Ok(v.clone()),
+        (ParamType::Boolean, Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(json!(true)),
+            "false" | "no" | "0" => Ok(json!(false)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// Starts and runs workflows. Cheap to clone.
+#[derive(Clone)]
+pub struct Workflows {
+    ingestor: Ingestor,
+    scratch: Arc<std::path::PathBuf>,
+}
+
+impl Workflows {
+    /// Workflows that import through `ingestor`, using `scratch` for temporary copies.
+    pub fn new(ingestor: Ingestor, scratch: std::path::PathBuf) -> Self {
+        Self {
+            ingestor,
+            scratch: Arc::new(scratch),
+        }
+    }
+
+    fn catalog(&self) -> &Catalog {
+        self.ingestor.catalog()
+    }
+
+    fn archive(&self) -> &Archive {
+        self.ingestor.archive()
+    }
+
+    /// Creates a run of `workflow` with `params` (defaults filled in) and queues it.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        params: &Value,
+    ) -> Result<WorkflowRun, WorkflowError> {
+        let params = resolve_params(workflow, params)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let run = self
+            .catalog()
+            .create_workflow_run(&id, workflow, &params)
+            .await?;
+        self.catalog()
+            .enqueue_job(&NewJob {
+                kind: JOB_KIND.into(),
+                series_uid: None,
+                payload: json!({ "run": id }),
+                max_attempts: 3,
+            })
+            .await?;
+        Ok(run)
+    }
+
+    /// Executes the run named by a queued job.
+    pub async fn execute(&self, job: &Job) -> Result<(), WorkflowError> {
+        let id = job.payload["run"]
+            .as_str()
+            .ok_or_else(|| WorkflowError::Fatal("workflow job without a run id".into()))?;
+        let run = self
+            .catalog()
+            .get_workflow_run(id)
+            .await?
+            .ok_or_else(|| WorkflowError::Fatal(format!("no workflow run {id}")))?;
+        let mut recorder = Recorder::new(self.catalog().clone(), run);
+        recorder.run.state = "running".into();
+        recorder.run.progress = Progress { done: 0, total: 0 };
+        recorder.run.errors.clear();
+        recorder.run.series.clear();
+        recorder
+            .log(format!("started (attempt {})", job.attempts))
+            .await;
+        let result = match recorder.run.workflow.as_str() {
+            IMPORT_DICOMS => dicom_zip::run(self, &mut recorder).await,
+            other => Err(WorkflowError::UnknownWorkflow(other.to_string())),
+        };
+        match result {
+            Ok(()) => {
+                let all_failed = recorder.run.progress.total > 0 && recorder.run.series.is_empty();
+                recorder.run.state = if all_failed { "failed" } else { "succeeded" }.into();
+                let summary = format!(
+                    "{}: {} of {} items imported, {} errors, {} series",
+                    recorder.run.state,
+                    recorder.run.progress.done - recorder.run.errors.len() as i64,
+                    recorder.run.progress.total,
+                    recorder.run.errors.len(),
+                    recorder.run.series.len()
+                );
+                recorder.log(summary).await;
+            }
+            Err(e) => {
+                recorder.run.state = "failed".into();
+                recorder.log(format!("failed: {e}")).await;
+            }
+        }
+        recorder.save().await
+    }
+}
+
+/// Keeps a run's row up to date without writing it on every item.
+pub(crate) struct Recorder {
+    catalog: Catalog,
+    pub(crate) run: WorkflowRun,
+    last_save: std::time::Instant,
+}
+
+impl Recorder {
+    fn new(catalog: Catalog, run: WorkflowRun) -> Self {
+        Self {
+            catalog,
+            run,
+            last_save: std::time::Instant::now() - std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Adds a log line and saves.
+    pub(crate) async fn log(&mut self, line: String) {
+        tracing::info!(run = %self.run.id, workflow = %self.run.workflow, "{line}");
+        self.run.log.push(line);
+        let _ = self.save().await;
+    }
+
+    /// Records a failed item.
+    pub(crate) fn item_error(&mut self, item: &str, error: String) {
+        self.run
+            .errors
+            .push(json!({ "item": item, "error": error }));
+    }
+
+    /// Adds a produced series (once).
+    pub(crate) fn series(&mut self, uid: &str) {
+        if !self.run.series.iter().any(|s| s == uid) {
+            self.run.series.push(uid.to_string());
+        }
+    }
+
+    /// Saves at most a few times a second.
+    pub(crate) async fn progress(&mut self) {
+        if self.last_save.elapsed() >= std::time::Duration::from_millis(300) {
+            let _ = self.save().await;
+        }
+    }
+
+    pub(crate) async fn save(&mut self) -> Result<(), WorkflowError> {
+        self.last_save = std::time::Instant::now();
+        self.catalog.update_workflow_run(&self.run).await?;
+        Ok(())
+    }
+}
