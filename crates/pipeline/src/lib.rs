@@ -1,12 +1,12 @@
-//! The series pipeline: what runs on a series once it is stable (thumbnails now; validation next).
-//!
-//! Everything here is a pure function over bytes or catalog metadata: the caller fetches the
-//! files from the archive and stores what comes out.
+//! The series pipeline: what runs on a series once it is stable — thumbnails (segmentations
+//! and structure sets drawn over the image they refer to) and validation.
 //!
 //! - [`worker`]: the scheduler and workers that `radport serve` runs over the catalog's job
 //!   queue (the one part that does I/O).
-//! - [`thumbnail`]: gallery thumbnails of a series as PNG ([`thumbnail::middle_instance`] picks the
-//!   instance to show, [`thumbnail::render_or_placeholder`] draws it).
+//! - [`thumbnail`]: pure functions over bytes: gallery thumbnails of a series as PNG
+//!   ([`thumbnail::middle_instance`] picks the instance to show,
+//!   [`thumbnail::render_or_placeholder`] draws it, [`thumbnail::render_seg_overlay`] and
+//!   [`thumbnail::render_rtstruct_overlay`] draw derived objects over their source image).
 
 pub mod thumbnail;
 pub mod worker;

@@ -15,7 +15,10 @@ use radport_catalog::{Catalog, Job, StoredFinding};
 use radport_validate::{Finding, InstanceValidation, Severity};
 use tokio::sync::Notify;
 
-use crate::thumbnail::{middle_instance, render_or_placeholder, Rendered, ThumbnailOptions};
+use crate::thumbnail::{
+    middle_instance, render_or_placeholder, render_rtstruct_overlay, render_seg_overlay,
+    rtstruct_source_reference, seg_source_reference, ThumbnailOptions,
+};
 
 /// Job kind: render and store the series thumbnail.
 pub const THUMBNAIL: &str = "thumbnail";
@@ -222,7 +225,10 @@ impl Pipeline {
         }
     }
 
-    /// Renders the thumbnail of a series from its middle instance and stores it.
+    /// Renders the thumbnail of a series and stores it: the middle instance of an image series;
+    /// a segmentation or structure set drawn over the image slice it refers to (alone while
+    /// that series is not in the archive). Then the series that refer to this one (their
+    /// overlays are drawn on it) get their thumbnails redone.
     pub async fn render_thumbnail(&self, series_uid: &str) -> Result<(), JobError> {
         let instances = self.catalog.instances_for_pipeline(series_uid).await?;
         if instances.is_empty() {
@@ -230,27 +236,97 @@ impl Pipeline {
                 "series {series_uid} has no instances"
             )));
         }
-        let metadata: Vec<serde_json::Value> =
-            instances.iter().map(|i| i.metadata.clone()).collect();
-        let index = middle_instance(&metadata).unwrap_or(instances.len() / 2);
-        let chosen = &instances[index.min(instances.len() - 1)];
-        let bytes = self.archive.get(&chosen.object_key).await?;
         let options = self.config.thumbnail;
-        let rendered = tokio::task::spawn_blocking(move || render_or_placeholder(&bytes, &options))
-            .await
-            .map_err(|e| JobError::Invalid(format!("thumbnail renderer stopped: {e}")))?;
-        let png = match rendered {
-            Rendered::Image(png) => png,
-            Rendered::Placeholder { png, reason } => {
-                tracing::debug!(series = series_uid, %reason, "placeholder thumbnail");
-                png
-            }
+        let first_class = instances[0].sop_class_uid.as_str();
+        let png = if let Some(kind) = Derived::of(first_class) {
+            self.render_derived(series_uid, kind, &instances[0].object_key)
+                .await?
+        } else {
+            let metadata: Vec<serde_json::Value> =
+                instances.iter().map(|i| i.metadata.clone()).collect();
+            let index = middle_instance(&metadata).unwrap_or(instances.len() / 2);
+            let chosen = &instances[index.min(instances.len() - 1)];
+            let bytes = self.archive.get(&chosen.object_key).await?;
+            blocking(move || render_or_placeholder(&bytes, &options).into_png()).await?
         };
         self.archive
             .put(&radport_archive::keys::thumbnail(series_uid), png.into())
             .await?;
+        for derived in self.catalog.series_referencing(series_uid).await? {
+            self.catalog
+                .enqueue_job(&radport_catalog::NewJob {
+                    kind: THUMBNAIL.into(),
+                    series_uid: Some(derived),
+                    payload: serde_json::json!({ "because": series_uid }),
+                    max_attempts: self.config.max_attempts,
+                })
+                .await?;
+        }
         Ok(())
     }
+
+    async fn render_derived(
+        &self,
+        series_uid: &str,
+        kind: Derived,
+        object_key: &str,
+    ) -> Result<Vec<u8>, JobError> {
+        let options = self.config.thumbnail;
+        let bytes = std::sync::Arc::new(self.archive.get(object_key).await?.to_vec());
+        let probe = bytes.clone();
+        let reference = blocking(move || match kind {
+            Derived::Seg => seg_source_reference(&probe),
+            Derived::RtStruct => rtstruct_source_reference(&probe),
+        })
+        .await?;
+        let mut source = None;
+        if let Some(r) = &reference {
+            self.catalog
+                .set_series_references(series_uid, std::slice::from_ref(&r.series_uid))
+                .await?;
+            if let Some(row) = self
+                .catalog
+                .get_instance(&r.series_uid, &r.sop_instance_uid)
+                .await?
+            {
+                source = Some(self.archive.get(&row.object_key).await?.to_vec());
+            }
+        }
+        blocking(move || {
+            let drawn = match kind {
+                Derived::Seg => render_seg_overlay(&bytes, source.as_deref(), &options),
+                Derived::RtStruct => render_rtstruct_overlay(&bytes, source.as_deref(), &options),
+            };
+            drawn.unwrap_or_else(|_| render_or_placeholder(&bytes, &options).into_png())
+        })
+        .await
+    }
+}
+
+/// Objects drawn over another series' image.
+#[derive(Clone, Copy)]
+enum Derived {
+    Seg,
+    RtStruct,
+}
+
+impl Derived {
+    fn of(sop_class_uid: &str) -> Option<Derived> {
+        match sop_class_uid {
+            "1.2.840.10008.5.1.4.1.1.66.4" => Some(Derived::Seg),
+            "1.2.840.10008.5.1.4.1.1.481.3" => Some(Derived::RtStruct),
+            _ => None,
+        }
+    }
+}
+
+/// Runs CPU-bound work (decoding, drawing) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JobError::Invalid(format!("thumbnail renderer stopped: {e}")))
 }
 
 fn stored(finding: &Finding, sop_instance_uid: Option<&str>) -> StoredFinding {

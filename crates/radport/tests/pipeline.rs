@@ -277,3 +277,94 @@ fn series_are_validated_with_searchable_findings_and_an_escaped_report() {
     let jobs = server.jobs_of(&series_uid(&bad));
     assert_eq!(state_counts(&jobs, "validate", "succeeded"), 1, "{jobs:?}");
 }
+
+/// Runs the overlay fixture script of the pipeline crate (highdicom) into `out`.
+fn seg_fixtures(out: &std::path::Path) -> std::path::PathBuf {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipeline/tests/fixtures/make_seg.py");
+    let o = std::process::Command::new("python3")
+        .arg(script)
+        .arg(out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        o.status.success(),
+        "the SEG fixtures need highdicom (pip install highdicom): {}",
+        output_text(&o)
+    );
+    out.join("64x48")
+}
+
+fn count_red(png: &[u8]) -> usize {
+    let img = image::load_from_memory(png).unwrap().to_rgb8();
+    img.pixels()
+        .filter(|p| p[0] > 100 && u16::from(p[0]) > 3 * u16::from(p[1]).max(u16::from(p[2])))
+        .count()
+}
+
+#[test]
+fn a_segmentation_is_drawn_over_its_image_once_that_arrives() {
+    let server = Server::start(&["--stable-after", "0.5"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = seg_fixtures(tmp.path());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let seg_dir = tmp.path().join("seg-only");
+    let ct_dir = tmp.path().join("ct-only");
+    std::fs::create_dir_all(&seg_dir).unwrap();
+    std::fs::create_dir_all(&ct_dir).unwrap();
+    std::fs::copy(dir.join("seg-binary.dcm"), seg_dir.join("seg.dcm")).unwrap();
+    for i in 0..4 {
+        std::fs::copy(
+            dir.join(format!("ct-{i}.dcm")),
+            ct_dir.join(format!("ct-{i}.dcm")),
+        )
+        .unwrap();
+    }
+    // The segmentation first: drawn alone.
+    assert!(server
+        .dcmsend("kp-seg", "kp-admin", &seg_dir)
+        .status
+        .success());
+    let seg_uid = server.series("admin", "modality=SEG")["items"][0]["series_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/series/{seg_uid}/thumbnail");
+    let alone = server.wait_for(30, "the SEG thumbnail", || {
+        let r = reqwest::blocking::get(server.url(&path)).ok()?;
+        (r.status() == 200).then(|| r.bytes().unwrap().to_vec())
+    });
+    assert!(count_red(&alone) > 100, "the red square is drawn alone");
+    // Then its CT: the SEG thumbnail is redone over the image.
+    assert!(server
+        .dcmsend("kp-seg", "kp-admin", &ct_dir)
+        .status
+        .success());
+    let ct_uid = manifest["ct_series_uid"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            server.series("admin", "modality=CT")["items"][0]["series_instance_uid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        });
+    server.wait_for(30, "the SEG thumbnail to be redone", || {
+        let jobs = server.jobs_of(&seg_uid);
+        (state_counts(&jobs, "thumbnail", "succeeded") >= 2).then_some(())
+    });
+    let over = server.get_bytes(&path);
+    assert_ne!(over, alone, "redrawn once the referenced series arrived");
+    assert!(count_red(&over) > 100, "the square is still there");
+    let img = image::load_from_memory(&over).unwrap().to_rgb8();
+    let grey = img
+        .pixels()
+        .filter(|p| p[0] == p[1] && p[1] == p[2] && p[0] > 20)
+        .count();
+    assert!(
+        grey > 1000,
+        "the CT image is under the overlay ({grey} grey pixels)"
+    );
+    let _ = ct_uid;
+}
