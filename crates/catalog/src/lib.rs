@@ -35,7 +35,7 @@ pub use model::{
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary,
 };
-pub use query::{DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
+pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use schema::SCHEMA_VERSION;
 pub use uploads::{Progress, Upload, WorkflowRun};
 pub use validation::{SeriesValidation, StoredFinding};

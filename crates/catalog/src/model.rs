@@ -222,6 +222,10 @@ pub struct SeriesFilter {
     pub study_date_to: Option<String>,
     /// Case-insensitive substring over patient ID/name, study/series description, accession.
     pub q: Option<String>,
+    /// Only series with this Body Part Examined (case-insensitive).
+    pub body_part: Option<String>,
+    /// Order: `arrival` (newest first, the default) or `study_date` (newest first).
+    pub sort: Option<String>,
     /// Only validated series with (true) or without (false) errors.
     pub has_errors: Option<bool>,
     /// Only validated series with (true) or without (false) warnings.

@@ -136,50 +136,22 @@ fn sort_instances(instances: &mut [InstanceRow]) {
 }
 
 impl Catalog {
-    /// Series mapped to `project` (every series for `admin`), filtered and paged, most recent
-    /// arrival first. `datasets` of each item are its dataset names within this project.
-    /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed filter.
-    pub async fn list_series(
-        &self,
-        project: &str,
+    /// The FROM/WHERE of a series query for a project and a filter, and its arguments
+    /// (`$1` is the project key). `skip` leaves one facet's own filter out, so that its counts
+    /// show the other values too.
+    fn series_from_where(
+        project_key: &str,
         filter: &SeriesFilter,
-    ) -> Result<SeriesPage, CatalogError> {
-        let project_key = name_key("project", project)?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
-                .bind(&project_key)
-                .fetch_optional(&self.pool)
-                .await?;
-        if exists.is_none() {
-            return Err(CatalogError::NotFound(format!("project {project:?}")));
-        }
-
-        let limit = match filter.limit {
-            None => DEFAULT_SERIES_LIMIT,
-            Some(n) if n < 0 => {
-                return Err(CatalogError::Invalid(
-                    "limit must not be negative".to_string(),
-                ))
-            }
-            Some(n) => n.min(MAX_SERIES_LIMIT),
-        };
-        let offset = match filter.offset {
-            None => 0,
-            Some(n) if n < 0 => {
-                return Err(CatalogError::Invalid(
-                    "offset must not be negative".to_string(),
-                ))
-            }
-            Some(n) => n,
-        };
-
+        skip: Option<Facet>,
+    ) -> Result<(String, Vec<Arg>), CatalogError> {
+        let project_key = project_key.to_string();
         let mut conditions = vec!["sp.project_key = $1".to_string()];
         let mut args = vec![Arg::Text(project_key.clone())];
         let mut push = |condition: &dyn Fn(usize) -> String, arg: Arg| {
             args.push(arg);
             conditions.push(condition(args.len()));
         };
-        if let Some(dataset) = given(&filter.dataset) {
+        if let Some(dataset) = given(&filter.dataset).filter(|_| skip != Some(Facet::Dataset)) {
             let key = name_key("dataset", dataset)?;
             push(
                 &|n| {
@@ -192,7 +164,7 @@ impl Catalog {
                 Arg::Text(key),
             );
         }
-        if let Some(modality) = given(&filter.modality) {
+        if let Some(modality) = given(&filter.modality).filter(|_| skip != Some(Facet::Modality)) {
             push(
                 &|n| format!("s.modality = ${n}"),
                 Arg::Text(modality.to_ascii_uppercase()),
@@ -233,10 +205,20 @@ impl Catalog {
             );
         }
 
-        for (wanted, column) in [
-            (filter.has_errors, "v.errors"),
-            (filter.has_warnings, "v.warnings"),
-        ] {
+        if let Some(body_part) = given(&filter.body_part).filter(|_| skip != Some(Facet::BodyPart))
+        {
+            args.push(Arg::Text(body_part.to_ascii_uppercase()));
+            conditions.push(format!("s.body_part_examined = ${}", args.len()));
+        }
+        let validation_filters = if skip == Some(Facet::Validation) {
+            [(None, "v.errors"), (None, "v.warnings")]
+        } else {
+            [
+                (filter.has_errors, "v.errors"),
+                (filter.has_warnings, "v.warnings"),
+            ]
+        };
+        for (wanted, column) in validation_filters {
             match wanted {
                 Some(true) => conditions.push(format!("{column} > 0")),
                 Some(false) => conditions.push(format!("{column} = 0")),
@@ -252,6 +234,47 @@ impl Catalog {
              WHERE {}",
             conditions.join(" AND ")
         );
+        Ok((from_where, args))
+    }
+
+    /// Series mapped to `project` (every series for `admin`), filtered and paged, most recent
+    /// arrival first. `datasets` of each item are its dataset names within this project.
+    /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed filter.
+    pub async fn list_series(
+        &self,
+        project: &str,
+        filter: &SeriesFilter,
+    ) -> Result<SeriesPage, CatalogError> {
+        let project_key = name_key("project", project)?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
+                .bind(&project_key)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Err(CatalogError::NotFound(format!("project {project:?}")));
+        }
+
+        let limit = match filter.limit {
+            None => DEFAULT_SERIES_LIMIT,
+            Some(n) if n < 0 => {
+                return Err(CatalogError::Invalid(
+                    "limit must not be negative".to_string(),
+                ))
+            }
+            Some(n) => n.min(MAX_SERIES_LIMIT),
+        };
+        let offset = match filter.offset {
+            None => 0,
+            Some(n) if n < 0 => {
+                return Err(CatalogError::Invalid(
+                    "offset must not be negative".to_string(),
+                ))
+            }
+            Some(n) => n,
+        };
+
+        let (from_where, mut args) = Self::series_from_where(&project_key, filter, None)?;
 
         let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
         let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
@@ -265,9 +288,18 @@ impl Catalog {
             });
         }
 
+        let order = match given(&filter.sort) {
+            None | Some("arrival") => "s.last_arrival DESC, s.series_uid",
+            Some("study_date") => "st.study_date DESC, s.last_arrival DESC, s.series_uid",
+            Some(other) => {
+                return Err(CatalogError::Invalid(format!(
+                    "sort must be arrival or study_date, not {other:?}"
+                )))
+            }
+        };
         let page_sql = format!(
             "SELECT {SERIES_COLUMNS} {from_where} \
-             ORDER BY s.last_arrival DESC, s.series_uid LIMIT ${} OFFSET ${}",
+             ORDER BY {order} LIMIT ${} OFFSET ${}",
             args.len() + 1,
             args.len() + 2
         );
@@ -460,5 +492,102 @@ mod tests {
     #[test]
     fn like_escapes() {
         assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+}
+
+/// A dimension of the series list with counts per value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Facet {
+    Modality,
+    Dataset,
+    BodyPart,
+    Validation,
+}
+
+/// One value of a facet and how many series have it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FacetValue {
+    /// The value (`""` when the attribute is absent).
+    pub value: String,
+    /// Series with it, under the other filters.
+    pub count: i64,
+}
+
+/// Counts per value of the filterable dimensions of a project's series. Each facet counts under
+/// every filter except its own, so that the other values stay visible as alternatives.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Facets {
+    /// By Modality.
+    pub modality: Vec<FacetValue>,
+    /// By dataset name.
+    pub dataset: Vec<FacetValue>,
+    /// By Body Part Examined.
+    pub body_part: Vec<FacetValue>,
+    /// By validation status: `errors`, `warnings`, `valid`, `unvalidated`.
+    pub validation: Vec<FacetValue>,
+}
+
+impl Catalog {
+    /// Facet counts of a project's series under a filter (see [`Facets`]).
+    pub async fn series_facets(
+        &self,
+        project: &str,
+        filter: &SeriesFilter,
+    ) -> Result<Facets, CatalogError> {
+        let project_key = name_key("project", project)?;
+        if self.find_project(project).await?.is_none() {
+            return Err(CatalogError::NotFound(format!("project {project:?}")));
+        }
+        let grouped = |skip: Facet, value_sql: &str| -> Result<(String, Vec<Arg>), CatalogError> {
+            let (from_where, args) = Self::series_from_where(&project_key, filter, Some(skip))?;
+            Ok((
+                format!(
+                    "SELECT {value_sql} AS value, COUNT(*) AS count {from_where} \
+                     GROUP BY 1 ORDER BY 2 DESC, 1"
+                ),
+                args,
+            ))
+        };
+        let modality = grouped(Facet::Modality, "COALESCE(s.modality, '')")?;
+        let body_part = grouped(Facet::BodyPart, "COALESCE(s.body_part_examined, '')")?;
+        let validation = grouped(
+            Facet::Validation,
+            "CASE WHEN v.series_uid IS NULL THEN 'unvalidated' WHEN v.errors > 0 THEN 'errors' \
+             WHEN v.warnings > 0 THEN 'warnings' ELSE 'valid' END",
+        )?;
+        let dataset = {
+            let (from_where, args) =
+                Self::series_from_where(&project_key, filter, Some(Facet::Dataset))?;
+            (
+                format!(
+                    "SELECT MIN(d.name) AS value, COUNT(DISTINCT sd2.series_uid) AS count \
+                     FROM series_datasets sd2 \
+                     JOIN datasets d ON d.project_key = sd2.project_key \
+                       AND d.name_key = sd2.dataset_key \
+                     WHERE (sd2.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
+                       AND sd2.series_uid IN (SELECT s.series_uid {from_where}) \
+                     GROUP BY d.name_key ORDER BY 2 DESC, 1"
+                ),
+                args,
+            )
+        };
+        let mut out = Facets::default();
+        for (target, (sql, args)) in [
+            (&mut out.modality, modality),
+            (&mut out.body_part, body_part),
+            (&mut out.validation, validation),
+            (&mut out.dataset, dataset),
+        ] {
+            let rows = bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                target.push(FacetValue {
+                    value: row.try_get("value")?,
+                    count: row.try_get("count")?,
+                });
+            }
+        }
+        Ok(out)
     }
 }

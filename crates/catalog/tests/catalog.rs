@@ -118,6 +118,7 @@ both!(job_queue);
 both!(stable_series_scheduling);
 both!(validation_results);
 both!(series_references);
+both!(facets_and_sorting);
 
 // ----- helpers -----------------------------------------------------------------------------
 
@@ -1694,4 +1695,77 @@ async fn series_references(url: &str) {
     assert_eq!(c.series_referencing("ct.1").await.expect("get"), ["seg.2"]);
     assert!(c.series_referencing("ct.2").await.expect("get").is_empty());
     assert_eq!(c.series_referencing("ct.3").await.expect("get"), ["seg.1"]);
+}
+
+async fn facets_and_sorting(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("project");
+    let r = |study: &str, series: &str, modality: &str, date: &str| {
+        let mut x = rec(study, series, &format!("{series}.1"));
+        x.modality = Some(modality.into());
+        x.study_date = Some(date.into());
+        x.body_part_examined = Some("CHEST".into());
+        x
+    };
+    let a = r("6.1", "6.1.1", "CT", "20200101");
+    let b = r("6.2", "6.2.1", "CT", "20240101");
+    let m = r("6.3", "6.3.1", "MR", "20220101");
+    record(&c, &a, &route("p", "d1"), DuplicatePolicy::KeepFirst).await;
+    record(&c, &b, &route("p", "d2"), DuplicatePolicy::KeepFirst).await;
+    record(&c, &m, &route("p", "d1"), DuplicatePolicy::KeepFirst).await;
+    c.store_validation("6.1.1", 1, &[], "r", &[])
+        .await
+        .expect("validation");
+    let f = c.series_facets("p", &all()).await.expect("facets");
+    let counts = |v: &[radport_catalog::FacetValue]| {
+        v.iter()
+            .map(|x| (x.value.clone(), x.count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(&f.modality),
+        [("CT".to_string(), 2), ("MR".to_string(), 1)]
+    );
+    assert_eq!(
+        counts(&f.dataset),
+        [("d1".to_string(), 2), ("d2".to_string(), 1)]
+    );
+    assert_eq!(counts(&f.body_part), [("CHEST".to_string(), 3)]);
+    assert_eq!(
+        counts(&f.validation),
+        [("unvalidated".to_string(), 2), ("valid".to_string(), 1)]
+    );
+    // A filter narrows the other facets but not its own.
+    let ct = SeriesFilter {
+        modality: Some("CT".into()),
+        ..all()
+    };
+    let f = c.series_facets("p", &ct).await.expect("facets");
+    assert_eq!(
+        counts(&f.modality),
+        [("CT".to_string(), 2), ("MR".to_string(), 1)]
+    );
+    assert_eq!(
+        counts(&f.dataset),
+        [("d1".to_string(), 1), ("d2".to_string(), 1)]
+    );
+    // Sorting by study date, newest first.
+    let by_date = SeriesFilter {
+        sort: Some("study_date".into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", by_date).await, ["6.2.1", "6.3.1", "6.1.1"]);
+    let bad = SeriesFilter {
+        sort: Some("colour".into()),
+        ..all()
+    };
+    assert!(matches!(
+        c.list_series("p", &bad).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    let chest = SeriesFilter {
+        body_part: Some("chest".into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", chest).await.len(), 3);
 }

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/projects/{project}/datasets", get(list_datasets))
         .route("/api/projects/{project}/series", get(list_series))
+        .route("/api/projects/{project}/facets", get(series_facets))
         .route("/api/series/{series_uid}", get(get_series))
         .route(
             "/api/series/{series_uid}/instances/{sop_instance_uid}",
@@ -225,6 +226,18 @@ async fn list_series(
     }
     let page = state.catalog.list_series(&project, &filter).await?;
     Ok(Json(json!(page)))
+}
+
+async fn series_facets(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    query: Result<Query<SeriesFilter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(filter) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    Ok(Json(json!(
+        state.catalog.series_facets(&project, &filter).await?
+    )))
 }
 
 async fn get_series(
