@@ -2,7 +2,8 @@
 # Installs what building and testing radport needs beyond a Rust toolchain and gcc, with
 # apt-get: cmake (CharLS, the JPEG-LS codec, builds with it), DCMTK and GDCM's tools and
 # dicom3tools (the real peers the tests talk to and use as oracles), PostgreSQL (the catalog's
-# tests run on it too); with pip: highdicom (writes the SEG fixtures of the overlay tests).
+# tests run on it too), dcm2niix (round-trip oracle of the NIfTI conversion); with pip:
+# highdicom (SEG fixtures and oracle) and nibabel (its sample NIfTI files).
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 [ -x /usr/bin/gdcmconv ] || missing+=(libgdcm-tools)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/dciodvfy ] || missing+=(dicom3tools)
+[ -x /usr/bin/dcm2niix ] || missing+=(dcm2niix)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
@@ -21,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import highdicom' >/dev/null 2>&1; then
-  echo "== installing Python test oracles: highdicom"
-  python3 -m pip install -q highdicom
+if ! python3 -c 'import highdicom, nibabel' >/dev/null 2>&1; then
+  echo "== installing Python test oracles: highdicom, nibabel"
+  python3 -m pip install -q highdicom nibabel
 fi
