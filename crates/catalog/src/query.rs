@@ -157,7 +157,7 @@ impl Catalog {
                 &|n| {
                     format!(
                         "EXISTS (SELECT 1 FROM series_datasets sd WHERE sd.series_uid = \
-                         s.series_uid AND (sd.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
+                         sp.series_uid AND (sd.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
                          AND sd.dataset_key = ${n})"
                     )
                 },
@@ -237,6 +237,28 @@ impl Catalog {
         Ok((from_where, args))
     }
 
+    /// Like [`Self::series_from_where`] for counting: only the joins the conditions need, so an
+    /// unfiltered count reads one index instead of joining every series.
+    fn series_count_from_where(
+        project_key: &str,
+        filter: &SeriesFilter,
+    ) -> Result<(String, Vec<Arg>), CatalogError> {
+        let (full, args) = Self::series_from_where(project_key, filter, None)?;
+        let conditions = full.split_once(" WHERE ").map(|(_, w)| w).unwrap_or("");
+        let uses = |alias: &str| conditions.contains(&format!("{alias}."));
+        let mut from = String::from("FROM series_projects sp ");
+        if uses("s") || uses("st") {
+            from.push_str("JOIN series s ON s.series_uid = sp.series_uid ");
+        }
+        if uses("st") {
+            from.push_str("JOIN studies st ON st.study_uid = s.study_uid ");
+        }
+        if uses("v") {
+            from.push_str("LEFT JOIN series_validation v ON v.series_uid = sp.series_uid ");
+        }
+        Ok((format!("{from}WHERE {conditions}"), args))
+    }
+
     /// Series mapped to `project` (every series for `admin`), filtered and paged, most recent
     /// arrival first. `datasets` of each item are its dataset names within this project.
     /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed filter.
@@ -276,8 +298,9 @@ impl Catalog {
 
         let (from_where, mut args) = Self::series_from_where(&project_key, filter, None)?;
 
-        let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
-        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
+        let (count_from_where, count_args) = Self::series_count_from_where(&project_key, filter)?;
+        let count_sql = format!("SELECT COUNT(*) AS total {count_from_where}");
+        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &count_args)
             .fetch_one(&self.pool)
             .await?
             .try_get("total")?;
