@@ -1,27 +1,15 @@
 //! `import-dicoms-from-data-upload`: a .zip of DICOM folders from the uploads area, imported
 //! file by file through the ingest path.
 //!
-//! The zip is copied from the archive into the scratch directory (a zip's table of contents is
-//! at its end, and the archive may be an S3 bucket), read entry by entry in a blocking thread,
+//! The zip is copied into the scratch directory and read entry by entry in a blocking thread
+//! (with the limits of [`crate::upload`]: zip slip, entry size, compression ratio, total size),
 //! and each entry's bytes go to the async side over a bounded channel, so memory holds at most
-//! two entries. Nothing is extracted to disk. Limits keep hostile archives harmless: entries
-//! whose names would escape a folder are refused, an entry may decompress to at most
-//! [`MAX_ENTRY_BYTES`], compression ratios past [`MAX_RATIO`] are refused as bombs, and the
-//! whole archive may decompress to at most [`MAX_TOTAL_BYTES`].
-
-use std::io::Read;
+//! two entries. Nothing is extracted to disk.
 
 use radport_catalog::Route;
-use tokio::io::AsyncWriteExt;
 
+use crate::upload::{self, MAX_TOTAL_BYTES};
 use crate::{Recorder, WorkflowError, Workflows};
-
-/// Largest decompressed entry imported (it is held in memory while ingested).
-pub const MAX_ENTRY_BYTES: u64 = 1 << 30;
-/// Largest decompressed/compressed ratio accepted for entries over 1 MiB.
-pub const MAX_RATIO: u64 = 200;
-/// Largest total decompressed size of one archive.
-pub const MAX_TOTAL_BYTES: u64 = 200 << 30;
 
 enum Entry {
     /// Number of items (candidate DICOM files) and names skipped by the extension filter.
@@ -48,60 +36,13 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
     );
     let delete_original = params["delete_original_file"].as_bool().unwrap_or(true);
 
-    let project = w
-        .ingestor
-        .resolve_project(&project)
-        .await
-        .map_err(|e| WorkflowError::Fatal(e.to_string()))?
-        .ok_or_else(|| {
-            WorkflowError::Fatal(format!(
-                "project {project:?} does not exist; create it first"
-            ))
-        })?;
-    if !radport_catalog::is_valid_name(&dataset) {
-        return Err(WorkflowError::Fatal(format!(
-            "dataset name {dataset:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
-        )));
-    }
-    let key = radport_archive::keys::upload_file(&file).ok_or_else(|| {
-        WorkflowError::Fatal(format!("{file:?} is not a path inside the uploads area"))
-    })?;
-
-    // Copy into the scratch area.
-    tokio::fs::create_dir_all(w.scratch.as_ref())
-        .await
-        .map_err(|e| WorkflowError::Fatal(format!("cannot create the scratch directory: {e}")))?;
-    let scratch = tempfile::NamedTempFile::new_in(w.scratch.as_ref())
-        .map_err(|e| WorkflowError::Fatal(format!("cannot create a scratch file: {e}")))?;
-    let (size, mut stream) = match w.archive().get_stream(&key).await {
-        Ok(s) => s,
-        Err(radport_archive::ArchiveError::NotFound(_)) => {
-            return Err(WorkflowError::Fatal(format!(
-                "there is no uploaded file {file:?} (see GET /api/files)"
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let project = upload::resolve_target(w, &project, &dataset).await?;
+    let key = upload::upload_key(&file)?;
+    let (scratch, size) = upload::copy_to_scratch(w, &key, &file).await?;
     rec.log(format!(
         "reading {file} ({size} bytes) into {project}/{dataset}"
     ))
     .await;
-    {
-        let mut out = tokio::fs::File::from_std(
-            scratch
-                .reopen()
-                .map_err(|e| WorkflowError::Fatal(format!("scratch file: {e}")))?,
-        );
-        use futures::StreamExt;
-        while let Some(chunk) = stream.next().await {
-            out.write_all(&chunk?)
-                .await
-                .map_err(|e| WorkflowError::Fatal(format!("writing the scratch copy: {e}")))?;
-        }
-        out.flush()
-            .await
-            .map_err(|e| WorkflowError::Fatal(format!("writing the scratch copy: {e}")))?;
-    }
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(2);
     let path = scratch.path().to_path_buf();
@@ -164,16 +105,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
         .map_err(|e| WorkflowError::Fatal(format!("the zip reader stopped: {e}")))?;
     drop(scratch);
 
-    if delete_original && rec.run.errors.is_empty() && !rec.run.series.is_empty() {
-        w.archive().delete(&key).await?;
-        rec.log(format!("deleted the uploaded file {file}")).await;
-    } else if delete_original {
-        rec.log(format!(
-            "kept the uploaded file {file}: not every item was imported"
-        ))
-        .await;
-    }
-    Ok(())
+    upload::finish(w, rec, &key, &file, delete_original).await
 }
 
 fn is_dicom(bytes: &[u8]) -> bool {
@@ -183,17 +115,10 @@ fn is_dicom(bytes: &[u8]) -> bool {
 /// Reads the zip at `path` and sends its plan and entries. Runs in a blocking thread.
 fn read_entries(path: &std::path::Path, extension: &str, tx: &tokio::sync::mpsc::Sender<Entry>) {
     let send = |e: Entry| tx.blocking_send(e).is_ok();
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            send(Entry::Fatal(format!("cannot open the scratch copy: {e}")));
-            return;
-        }
-    };
-    let mut zip = match zip::ZipArchive::new(file) {
+    let mut zip = match upload::open_zip(path) {
         Ok(z) => z,
-        Err(e) => {
-            send(Entry::Fatal(format!("not a readable .zip file: {e}")));
+        Err(reason) => {
+            send(Entry::Fatal(reason));
             return;
         }
     };
@@ -209,12 +134,8 @@ fn read_entries(path: &std::path::Path, extension: &str, tx: &tokio::sync::mpsc:
         if entry.is_dir() {
             continue;
         }
-        let name = entry
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| format!("entry #{i}"));
-        let base = name.rsplit('/').next().unwrap_or_default();
-        if base.starts_with("._") || name.starts_with("__MACOSX/") {
+        let name = upload::entry_name(&entry, i);
+        if upload::is_os_junk(&name) {
             skipped.push(name);
             continue;
         }
@@ -232,7 +153,7 @@ fn read_entries(path: &std::path::Path, extension: &str, tx: &tokio::sync::mpsc:
     }
     let mut total: u64 = 0;
     for i in items {
-        let (name, bytes) = read_item(&mut zip, i, &mut total);
+        let (name, bytes) = upload::read_entry(&mut zip, i, &mut total);
         let bytes = bytes.and_then(|b| {
             if is_dicom(&b) {
                 Ok(b)
@@ -249,83 +170,8 @@ fn read_entries(path: &std::path::Path, extension: &str, tx: &tokio::sync::mpsc:
             return;
         }
         if total > MAX_TOTAL_BYTES {
-            send(Entry::Fatal(format!(
-                "the archive decompresses to more than {} GiB; refused",
-                MAX_TOTAL_BYTES >> 30
-            )));
+            send(Entry::Fatal(upload::total_exceeded()));
             return;
         }
-    }
-}
-
-/// Reads entry `i`: its name and bytes, or why not.
-fn read_item(
-    zip: &mut zip::ZipArchive<std::fs::File>,
-    i: usize,
-    total: &mut u64,
-) -> (String, Result<Vec<u8>, String>) {
-    let mut entry = match zip.by_index(i) {
-        Ok(e) => e,
-        Err(e) => return (format!("entry #{i}"), Err(format!("unreadable entry: {e}"))),
-    };
-    let name = entry
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| format!("entry #{i}"));
-    if entry.enclosed_name().is_none() {
-        return (
-            name,
-            Err(
-                "unsafe path (absolute, or leading out of the folder with ..); not imported".into(),
-            ),
-        );
-    }
-    let declared = entry.size();
-    let compressed = entry.compressed_size().max(1);
-    if declared > MAX_ENTRY_BYTES {
-        return (
-            name,
-            Err(format!(
-                "decompresses to {declared} bytes; entries over {} MiB are not imported",
-                MAX_ENTRY_BYTES >> 20
-            )),
-        );
-    }
-    if declared > (1 << 20) && declared / compressed > MAX_RATIO {
-        return (
-            name,
-            Err(format!(
-                "compression ratio {}:1 looks like a zip bomb; not imported",
-                declared / compressed
-            )),
-        );
-    }
-    let mut bytes = Vec::with_capacity(declared.min(64 << 20) as usize);
-    // The declared size may lie: never read past the limit.
-    match (&mut entry)
-        .take(MAX_ENTRY_BYTES + 1)
-        .read_to_end(&mut bytes)
-    {
-        Ok(n) if n as u64 > MAX_ENTRY_BYTES => (
-            name,
-            Err(format!(
-                "decompresses to more than {} MiB; not imported",
-                MAX_ENTRY_BYTES >> 20
-            )),
-        ),
-        Ok(n) => {
-            *total += n as u64;
-            if n as u64 > (1 << 20) && n as u64 / compressed > MAX_RATIO {
-                return (
-                    name,
-                    Err(format!(
-                        "compression ratio {}:1 looks like a zip bomb; not imported",
-                        n as u64 / compressed
-                    )),
-                );
-            }
-            (name, Ok(bytes))
-        }
-        Err(e) => (name, Err(format!("cannot decompress: {e}"))),
     }
 }

@@ -11,6 +11,8 @@
 //! recorded with its reason and does not stop the others.
 
 mod dicom_zip;
+mod nifti_zip;
+mod upload;
 
 use std::sync::Arc;
 
@@ -25,6 +27,9 @@ pub const JOB_KIND: &str = "workflow";
 
 /// Name of the DICOM zip import.
 pub const IMPORT_DICOMS: &str = "import-dicoms-from-data-upload";
+
+/// Name of the NIfTI zip import (conversion to DICOM series and SEG).
+pub const IMPORT_NIFTIS: &str = "import-niftis-from-data-upload";
 
 /// Errors of starting or running a workflow.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +90,8 @@ pub struct WorkflowSpec {
 
 /// Every workflow radport runs.
 pub fn definitions() -> Vec<WorkflowSpec> {
-    vec![WorkflowSpec {
+    vec![
+        WorkflowSpec {
         name: IMPORT_DICOMS,
         description: "Imports a .zip of DICOM folders from the uploaded files into the archive, \
                       as if its files had been sent to the DICOM receiver.",
@@ -126,7 +132,53 @@ pub fn definitions() -> Vec<WorkflowSpec> {
                 description: "Delete the uploaded file once every item was imported",
             },
         ],
-    }]
+    },
+        WorkflowSpec {
+            name: IMPORT_NIFTIS,
+            description: "Converts a .zip of NIfTI volumes (Kaapana's basic layout with \
+                          meta_data.json and seg_info.json, or an nnU-Net v2 dataset) to DICOM \
+                          series, label maps to DICOM SEG, and imports them into the archive.",
+            parameters: vec![
+                ParamSpec {
+                    name: "file",
+                    kind: ParamType::String,
+                    default: Value::Null,
+                    required: true,
+                    description: "Uploaded .zip to import (a path from GET /api/files)",
+                },
+                ParamSpec {
+                    name: "project",
+                    kind: ParamType::String,
+                    default: json!("admin"),
+                    required: false,
+                    description: "Project to import into (must exist)",
+                },
+                ParamSpec {
+                    name: "dataset",
+                    kind: ParamType::String,
+                    default: json!("itk2dcm"),
+                    required: false,
+                    description: "Dataset name (created on first use)",
+                },
+                ParamSpec {
+                    name: "modality",
+                    kind: ParamType::String,
+                    default: json!(""),
+                    required: false,
+                    description: "Modality of the image series (CT, MR, …); empty: meta_data.json's \
+                                  global 0008|0060, else the nnU-Net channel name (CT, MR, PET…), \
+                                  else OT",
+                },
+                ParamSpec {
+                    name: "delete_original_file",
+                    kind: ParamType::Boolean,
+                    default: json!(true),
+                    required: false,
+                    description: "Delete the uploaded file once every item was imported",
+                },
+            ],
+        },
+    ]
 }
 
 /// Checks `given` against the workflow's parameters and fills in defaults.
@@ -261,6 +313,7 @@ impl Workflows {
             .await;
         let result = match recorder.run.workflow.as_str() {
             IMPORT_DICOMS => dicom_zip::run(self, &mut recorder).await,
+            IMPORT_NIFTIS => nifti_zip::run(self, &mut recorder).await,
             other => Err(WorkflowError::UnknownWorkflow(other.to_string())),
         };
         match result {
