@@ -27,3 +27,21 @@ if ! python3 -c 'import highdicom, nibabel' >/dev/null 2>&1; then
   echo "== installing Python test oracles: highdicom, nibabel"
   python3 -m pip install -q highdicom nibabel
 fi
+
+# The web UI's browser tests (crates/radport/tests/browser.rs): Debian's Chromium, driven by
+# playwright-core from npm (no browser download: it launches /usr/bin/chromium).
+if [ ! -x /usr/bin/chromium ] || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "== installing the browser tests' Chromium and node"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  pkgs=(chromium)
+  command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+browser_tests="$(cd "$(dirname "$0")/.." && pwd)/crates/radport/tests/browser"
+if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
+  echo "== installing playwright-core for the browser tests"
+  (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
+fi

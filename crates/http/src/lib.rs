@@ -5,6 +5,7 @@
 //! what kind of problem it is. The OpenAPI document is served at `/api/openapi.json`.
 
 mod openapi;
+mod ui;
 pub mod uploads;
 
 use axum::body::Body;
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
             "/api/files/{*path}",
             get(uploads::get_file).delete(uploads::delete_file),
         )
+        .merge(ui::routes())
         .fallback(not_found)
         .with_state(state)
 }

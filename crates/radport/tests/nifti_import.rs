@@ -6,38 +6,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Command;
-
 use common::*;
 use serde_json::{json, Value};
 
 const WORKFLOW: &str = "import-niftis-from-data-upload";
-
-fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_radport"))
-        .args(args)
-        .args(["--url", &server.url("")])
-        .output()
-        .unwrap()
-}
-
-fn zip_of(path: &std::path::Path, entries: &[(&str, Vec<u8>)]) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in entries {
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
-}
-
-fn upload(server: &Server, file: &std::path::Path, name: &str) {
-    let out = cli(server, &["upload", file.to_str().unwrap(), "--as", name]);
-    assert!(out.status.success(), "{}", output_text(&out));
-}
 
 /// Runs the workflow with the CLI and returns the finished run.
 fn run(server: &Server, params: &[&str]) -> Value {
@@ -46,7 +18,7 @@ fn run(server: &Server, params: &[&str]) -> Value {
         args.push("-p");
         args.push(p);
     }
-    let out = cli(server, &args);
+    let out = server.cli(&args);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", output_text(&out)))
 }
 
@@ -242,7 +214,7 @@ fn basic_layout_with_meta_data_and_seg_info_is_imported_and_reimported_identical
             ("OnlyMRs/seg_info.json", seg_info()),
         ],
     );
-    upload(&server, &a, "a.zip");
+    server.upload(&a, "a.zip");
     let first = run(
         &server,
         &[
@@ -318,7 +290,7 @@ fn basic_layout_with_meta_data_and_seg_info_is_imported_and_reimported_identical
             ("seg_info.json", seg_info()),
         ],
     );
-    upload(&server, &b, "b.zip");
+    server.upload(&b, "b.zip");
     let r = run(&server, &["file=b.zip"]);
     assert_eq!(r["state"], "succeeded", "{r}");
     assert_eq!(r["errors"], json!([]), "{r}");
@@ -382,7 +354,7 @@ fn nnunet_v2_dataset_gives_one_series_per_channel_and_a_seg_on_channel_0() {
         .map(|(n, b)| (n.as_str(), b.clone()))
         .collect::<Vec<_>>(),
     );
-    upload(&server, &zip, "nn.zip");
+    server.upload(&zip, "nn.zip");
     let r = run(&server, &["file=nn.zip", "dataset=nnunet"]);
     assert_eq!(r["state"], "succeeded", "{r}");
     assert_eq!(r["errors"], json!([]), "{r}");
@@ -463,7 +435,7 @@ fn bad_cases_are_item_errors_and_bad_json_fails_the_run() {
             ("seg_info.json", seg_info()),
         ],
     );
-    upload(&server, &zip, "bad.zip");
+    server.upload(&zip, "bad.zip");
     let r = run(&server, &["file=bad.zip"]);
     assert_eq!(r["state"], "succeeded", "{r}");
     assert_eq!(r["progress"], json!({"done": 7, "total": 7}), "{r}");
@@ -530,7 +502,7 @@ fn bad_cases_are_item_errors_and_bad_json_fails_the_run() {
                 ("seg_info.json", seg),
             ],
         );
-        upload(&server, &path, name);
+        server.upload(&path, name);
         let r = run(&server, &[&format!("file={name}")]);
         assert_eq!(r["state"], "failed", "{name}: {r}");
         assert!(r["log"].to_string().contains(expect), "{name}: {r}");
@@ -539,7 +511,7 @@ fn bad_cases_are_item_errors_and_bad_json_fails_the_run() {
     // A zip without NIfTI.
     let path = tmp.path().join("empty.zip");
     zip_of(&path, &[("readme.txt", b"hello".to_vec())]);
-    upload(&server, &path, "empty.zip");
+    server.upload(&path, "empty.zip");
     let r = run(&server, &["file=empty.zip"]);
     assert_eq!(r["state"], "failed", "{r}");
     assert!(r["log"].to_string().contains("no NIfTI volume"), "{r}");

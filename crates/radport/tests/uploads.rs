@@ -4,7 +4,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 
 use base64::Engine;
 use common::*;
@@ -19,14 +18,6 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_radport"))
-        .args(args)
-        .args(["--url", &server.url("")])
-        .output()
-        .unwrap()
 }
 
 fn create(server: &Server, length: usize, filename: &str) -> (u16, String) {
@@ -86,10 +77,7 @@ fn cli_upload_list_download_delete() {
     let file = tmp.path().join("scan.zip");
     std::fs::write(&file, &data).unwrap();
 
-    let out = cli(
-        &server,
-        &["upload", file.to_str().unwrap(), "--as", "study/scan.zip"],
-    );
+    let out = server.cli(&["upload", file.to_str().unwrap(), "--as", "study/scan.zip"]);
     assert!(out.status.success(), "{}", output_text(&out));
     let list = server.get_json("/api/files");
     let item = list["items"]
@@ -107,22 +95,19 @@ fn cli_upload_list_download_delete() {
     );
     assert_eq!(server.get_bytes("/api/files/study/scan.zip"), data);
 
-    let out = cli(&server, &["files", "list"]);
+    let out = server.cli(&["files", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("study/scan.zip"));
     let got = tmp.path().join("back.zip");
-    let out = cli(
-        &server,
-        &[
-            "files",
-            "get",
-            "study/scan.zip",
-            "-o",
-            got.to_str().unwrap(),
-        ],
-    );
+    let out = server.cli(&[
+        "files",
+        "get",
+        "study/scan.zip",
+        "-o",
+        got.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(std::fs::read(&got).unwrap(), data);
-    let out = cli(&server, &["files", "rm", "study/scan.zip"]);
+    let out = server.cli(&["files", "rm", "study/scan.zip"]);
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(
         server.get_json("/api/files")["items"],

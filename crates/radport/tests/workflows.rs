@@ -2,32 +2,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Command;
-
 use common::*;
 use radport_testkit::{series_uid, write_series, SeriesSpec};
-
-fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_radport"))
-        .args(args)
-        .args(["--url", &server.url("")])
-        .output()
-        .unwrap()
-}
-
-/// Writes a zip with the given (name, bytes) entries.
-fn zip_of(path: &std::path::Path, entries: &[(String, Vec<u8>)]) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in entries {
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
-}
 
 fn series_files(dir: &std::path::Path, spec: &SeriesSpec, folder: &str) -> Vec<(String, Vec<u8>)> {
     write_series(&dir.join(folder), spec)
@@ -40,11 +16,6 @@ fn series_files(dir: &std::path::Path, spec: &SeriesSpec, folder: &str) -> Vec<(
             )
         })
         .collect()
-}
-
-fn upload(server: &Server, file: &std::path::Path, name: &str) {
-    let out = cli(server, &["upload", file.to_str().unwrap(), "--as", name]);
-    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 #[test]
@@ -73,23 +44,20 @@ fn a_zip_of_dicom_folders_is_imported_with_item_errors_reported() {
     entries.push(("../../evil.dcm".into(), evil));
     let zip = tmp.path().join("upload.zip");
     zip_of(&zip, &entries);
-    upload(&server, &zip, "upload.zip");
+    server.upload(&zip, "upload.zip");
 
-    let out = cli(
-        &server,
-        &[
-            "workflow",
-            "run",
-            "import-dicoms-from-data-upload",
-            "-p",
-            "file=upload.zip",
-            "-p",
-            "project=brain",
-            "-p",
-            "dataset=zipped",
-            "--json",
-        ],
-    );
+    let out = server.cli(&[
+        "workflow",
+        "run",
+        "import-dicoms-from-data-upload",
+        "-p",
+        "file=upload.zip",
+        "-p",
+        "project=brain",
+        "-p",
+        "dataset=zipped",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", output_text(&out));
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["state"], "succeeded", "{run}");
@@ -163,7 +131,7 @@ fn a_clean_zip_is_imported_by_preamble_and_the_upload_deleted() {
         .collect();
     let zip = tmp.path().join("noext.zip");
     zip_of(&zip, &entries);
-    upload(&server, &zip, "noext.zip");
+    server.upload(&zip, "noext.zip");
     let (status, run) = server.post_json(
         "/api/workflows/import-dicoms-from-data-upload/runs",
         serde_json::json!({"file": "noext.zip", "extension": ""}),
@@ -218,41 +186,35 @@ fn bad_runs_are_refused_or_fail_clearly() {
     // A file that is not there, a file that is not a zip, a zip bomb: runs that say why.
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("junk.zip"), b"PK but not really").unwrap();
-    upload(&server, &tmp.path().join("junk.zip"), "junk.zip");
+    server.upload(&tmp.path().join("junk.zip"), "junk.zip");
     let bomb = tmp.path().join("bomb.zip");
-    zip_of(&bomb, &[("zeros.dcm".into(), vec![0u8; 64 << 20])]);
-    upload(&server, &bomb, "bomb.zip");
+    zip_of(&bomb, &[("zeros.dcm", vec![0u8; 64 << 20])]);
+    server.upload(&bomb, "bomb.zip");
     for (file, expect) in [
         ("missing.zip", "no uploaded file"),
         ("junk.zip", "not a readable .zip"),
     ] {
-        let out = cli(
-            &server,
-            &[
-                "workflow",
-                "run",
-                "import-dicoms-from-data-upload",
-                "-p",
-                &format!("file={file}"),
-                "--json",
-            ],
-        );
+        let out = server.cli(&[
+            "workflow",
+            "run",
+            "import-dicoms-from-data-upload",
+            "-p",
+            &format!("file={file}"),
+            "--json",
+        ]);
         assert!(!out.status.success());
         let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(run["state"], "failed");
         assert!(run["log"].to_string().contains(expect), "{file}: {run}");
     }
-    let out = cli(
-        &server,
-        &[
-            "workflow",
-            "run",
-            "import-dicoms-from-data-upload",
-            "-p",
-            "file=bomb.zip",
-            "--json",
-        ],
-    );
+    let out = server.cli(&[
+        "workflow",
+        "run",
+        "import-dicoms-from-data-upload",
+        "-p",
+        "file=bomb.zip",
+        "--json",
+    ]);
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(run["errors"].to_string().contains("zip bomb"), "{run}");
     // The server still serves.

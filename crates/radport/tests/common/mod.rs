@@ -254,6 +254,37 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Runs the `radport` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_radport"))
+            .args(args)
+            .args(["--url", &self.url("")])
+            .output()
+            .expect("radport runs")
+    }
+
+    /// Uploads a file with the CLI as `name`, asserting success.
+    pub fn upload(&self, file: &Path, name: &str) {
+        let out = self.cli(&["upload", file.to_str().expect("UTF-8 path"), "--as", name]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+}
+
+/// Writes a zip (deflated) with the given entries.
+pub fn zip_of<N: AsRef<str>>(path: &Path, entries: &[(N, Vec<u8>)]) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).expect("zip file");
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in entries {
+        zip.start_file(name.as_ref(), options).expect("zip entry");
+        zip.write_all(bytes).expect("zip data");
+    }
+    zip.finish().expect("zip");
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

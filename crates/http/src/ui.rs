@@ -1,0 +1,122 @@
+//! The web UI: static files (vanilla ES modules, no build step) embedded in the binary.
+//!
+//! `/` serves the single page (`ui/index.html`); the scripts and styles are under `/ui/`. Pages
+//! are hash routes (`/#/gallery?project=admin`), so the server needs no fallback and every
+//! unknown `/api/*` path keeps its JSON 404. The UI only ever inserts API values as text; the
+//! Content-Security-Policy below (scripts from this origin only, no inline script) is a second
+//! line of defence against a DICOM value that would try to become markup.
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// Every embedded file: name under `/ui/`, content type, bytes.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.css", CSS, include_str!("../ui/app.css")),
+    ("app.js", JS, include_str!("../ui/app.js")),
+    ("api.js", JS, include_str!("../ui/api.js")),
+    ("dom.js", JS, include_str!("../ui/dom.js")),
+    ("router.js", JS, include_str!("../ui/router.js")),
+    ("tus.js", JS, include_str!("../ui/tus.js")),
+    ("zip.js", JS, include_str!("../ui/zip.js")),
+    ("dicom.js", JS, include_str!("../ui/dicom.js")),
+    (
+        "pages/gallery.js",
+        JS,
+        include_str!("../ui/pages/gallery.js"),
+    ),
+    ("pages/series.js", JS, include_str!("../ui/pages/series.js")),
+    (
+        "pages/projects.js",
+        JS,
+        include_str!("../ui/pages/projects.js"),
+    ),
+    ("pages/upload.js", JS, include_str!("../ui/pages/upload.js")),
+    ("pages/runs.js", JS, include_str!("../ui/pages/runs.js")),
+    ("pages/files.js", JS, include_str!("../ui/pages/files.js")),
+    ("favicon.svg", SVG, include_str!("../ui/favicon.svg")),
+];
+
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+const INDEX: &str = include_str!("../ui/index.html");
+
+/// Scripts and styles from this origin only; thumbnails are same-origin PNGs.
+const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+                   connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; \
+                   form-action 'self'";
+
+/// Routes of the UI, to merge into the API router.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/ui/{*file}", get(asset))
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        INDEX,
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "no such file in the web UI",
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_the_pages_import_is_embedded() {
+        // An import of a file missing from ASSETS would only fail in the browser.
+        let sources = ASSETS
+            .iter()
+            .map(|(_, _, body)| *body)
+            .chain([INDEX])
+            .collect::<Vec<_>>();
+        for source in sources {
+            for line in source.lines() {
+                let Some(start) = line.find("from './").or_else(|| line.find("from '../")) else {
+                    continue;
+                };
+                let rest = &line[start + 6..];
+                let spec = &rest[..rest.find('\'').expect("closing quote")];
+                let name = spec.trim_start_matches("./").trim_start_matches("../");
+                assert!(
+                    ASSETS.iter().any(|(n, _, _)| n.ends_with(name)),
+                    "{spec} is imported but not embedded"
+                );
+            }
+        }
+    }
+}

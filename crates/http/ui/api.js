@@ -1,0 +1,79 @@
+// The radport HTTP API, as used by the pages. Errors are thrown as ApiError with the server's
+// message (`{"error": "..."}`) and the status code.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function request(method, path, body) {
+  const init = { method, headers: { Accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, `the server cannot be reached (${e.message})`);
+  }
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+  if (!response.ok) {
+    const message = json && json.error ? json.error : `${response.status} ${response.statusText}`;
+    throw new ApiError(response.status, message);
+  }
+  return json;
+}
+
+export const get = (path) => request('GET', path);
+export const post = (path, body) => request('POST', path, body);
+export const del = (path) => request('DELETE', path);
+
+/** Query string of the non-empty entries of an object. */
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+const seg = encodeURIComponent;
+/** A path of several segments, each encoded (for uploaded file paths with folders). */
+const pathSegments = (p) => p.split('/').map(seg).join('/');
+
+export const api = {
+  health: () => get('/api/health'),
+  projects: () => get('/api/projects').then((r) => r.items),
+  createProject: (name) => post('/api/projects', { name }),
+  datasets: (project) => get(`/api/projects/${seg(project)}/datasets`).then((r) => r.items),
+  series: (project, filters) => get(`/api/projects/${seg(project)}/series${query(filters)}`),
+  /** Facet counts, or null when the server has no facets endpoint. */
+  facets: async (project, filters) => {
+    try {
+      return await get(`/api/projects/${seg(project)}/facets${query(filters)}`);
+    } catch (e) {
+      if (e.status === 404 || e.status === 405) return null;
+      throw e;
+    }
+  },
+  seriesDetail: (uid) => get(`/api/series/${seg(uid)}`),
+  validation: (uid) => get(`/api/series/${seg(uid)}/validation`),
+  thumbnailUrl: (uid) => `/api/series/${seg(uid)}/thumbnail`,
+  reportUrl: (uid) => `/api/series/${seg(uid)}/validation/report`,
+  instanceUrl: (uid, sop) => `/api/series/${seg(uid)}/instances/${seg(sop)}`,
+  workflows: () => get('/api/workflows').then((r) => r.items),
+  startRun: (name, params) => post(`/api/workflows/${seg(name)}/runs`, params),
+  runs: () => get('/api/workflow-runs').then((r) => r.items),
+  run: (id) => get(`/api/workflow-runs/${seg(id)}`),
+  files: () => get('/api/files').then((r) => r.items),
+  fileUrl: (path) => `/api/files/${pathSegments(path)}`,
+  deleteFile: (path) => del(`/api/files/${pathSegments(path)}`),
+};

@@ -1,0 +1,133 @@
+//! End to end in a real browser: the web UI served by `radport serve`, driven by Chromium
+//! through playwright-core (`tests/browser/e2e.mjs`), on data sent with DCMTK's `dcmsend` and a
+//! zip uploaded through the Data Upload wizard. Screenshots of every page go to
+//! `target/ui-screenshots/`.
+//!
+//! Needs `/usr/bin/chromium`, node and `tests/browser/node_modules` (scripts/install-deps.sh).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use radport_testkit::{series_uid, write_series, SeriesSpec};
+
+const XSS_NAME: &str = "<script>alert(1)</script>";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn zip_dir(zip_path: &Path, dir: &Path, folder: &str) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(zip_path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for p in paths {
+        let name = format!("{folder}/{}", p.file_name().unwrap().to_str().unwrap());
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(&std::fs::read(&p).unwrap()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn the_web_ui_works_in_a_real_browser() {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "{} is missing: run scripts/install-deps.sh",
+        chromium.display()
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/install-deps.sh"
+    );
+
+    let server = Server::start(&["--stable-after", "1"]);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Two series over DIMSE into admin/sent: a CT, and an MR whose Patient Name is markup.
+    let ct = SeriesSpec {
+        count: 6,
+        uid_seed: "701".into(),
+        patient_id: "PAT-CT-1".into(),
+        series_description: "Chest CT".into(),
+        ..Default::default()
+    };
+    let mr = SeriesSpec {
+        count: 4,
+        uid_seed: "702".into(),
+        modality: "MR".into(),
+        patient_id: "PAT-XSS".into(),
+        patient_name: XSS_NAME.into(),
+        series_description: "<img src=x onerror=alert(2)> Brain".into(),
+        study_date: "20230315".into(),
+        ..Default::default()
+    };
+    for (spec, folder) in [(&ct, "ct"), (&mr, "mr")] {
+        let dir = tmp.path().join(folder);
+        write_series(&dir, spec).unwrap();
+        let out = server.dcmsend("kp-sent", "kp-admin", &dir);
+        assert!(out.status.success(), "dcmsend: {}", output_text(&out));
+    }
+    // Rendered and validated before the browser looks (the UI copes without, the test is
+    // simpler with).
+    for spec in [&ct, &mr] {
+        let uid = series_uid(spec);
+        server.wait_for(60, "thumbnail and validation", || {
+            let thumb = server.get_status(&format!("/api/series/{uid}/thumbnail")).0;
+            let valid = server
+                .get_status(&format!("/api/series/{uid}/validation"))
+                .0;
+            (thumb == 200 && valid == 200).then_some(())
+        });
+    }
+
+    // The zip the wizard uploads.
+    let zipped = SeriesSpec {
+        count: 3,
+        uid_seed: "703".into(),
+        patient_id: "PAT-ZIP".into(),
+        series_description: "Zipped import".into(),
+        ..Default::default()
+    };
+    let zdir = tmp.path().join("zipped");
+    write_series(&zdir, &zipped).unwrap();
+    let zip_path = tmp.path().join("series.zip");
+    zip_dir(&zip_path, &zdir, "patient/ct");
+
+    // Unknown API paths stay JSON 404s beside the UI.
+    let (status, body) = server.get_status("/api/no-such-thing");
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string(), "{body}");
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .arg(browser_dir().join("e2e.mjs"))
+        .arg(server.url(""))
+        .arg(&shots)
+        .env("RADPORT_DICOM_PORT", server.dicom_port.to_string())
+        .env("RADPORT_ZIP", &zip_path)
+        .env("RADPORT_CT_UID", series_uid(&ct))
+        .env("RADPORT_MR_UID", series_uid(&mr))
+        .env("RADPORT_ZIP_UID", series_uid(&zipped))
+        .env("RADPORT_XSS_NAME", XSS_NAME)
+        .current_dir(browser_dir())
+        .output()
+        .expect("node runs");
+    let text = output_text(&out);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{text}\nserver log:\n{}",
+        server.log()
+    );
+}
