@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
             get(get_instance_file),
         )
         .route("/api/series/{series_uid}/thumbnail", get(get_thumbnail))
+        .route("/api/series/{series_uid}/download", get(download_series))
         .route("/api/series/{series_uid}/validation", get(get_validation))
         .route(
             "/api/series/{series_uid}/validation/report",
@@ -433,6 +434,115 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A writer that hands what is written to an async body stream, chunk by chunk (for the zip
+/// writer, which is synchronous, running in a blocking thread).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= 256 * 1024 {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// `GET /api/series/{uid}/download`: every stored file of the series in a zip, streamed (files
+/// are stored, not recompressed: DICOM pixel data rarely deflates well, and this keeps the
+/// server's CPU free).
+async fn download_series(
+    State(state): State<AppState>,
+    Path(series_uid): Path<String>,
+) -> ApiResult<Response> {
+    let detail = state
+        .catalog
+        .get_series(&series_uid)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("series {series_uid} is not in the catalog"),
+            )
+        })?;
+    let files: Vec<(String, String)> = detail
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let name = match inst.instance_number {
+                Some(n) => format!("{series_uid}/{n:05}_{}.dcm", inst.sop_instance_uid),
+                None => format!("{series_uid}/{i:05}_{}.dcm", inst.sop_instance_uid),
+            };
+            (name, inst.object_key.clone())
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let archive = state.archive.clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut zip = zip::ZipWriter::new_stream(ChannelWriter {
+            tx: tx.clone(),
+            buffer: Vec::new(),
+        });
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (name, key) in files {
+            let bytes = match handle.block_on(archive.get(&key)) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let written = zip
+                .start_file(name, options)
+                .map_err(std::io::Error::other)
+                .and_then(|()| std::io::Write::write_all(&mut zip, &bytes));
+            if written.is_err() {
+                return; // the client went away
+            }
+        }
+        if let Ok(mut inner) = zip.finish() {
+            let _ = std::io::Write::flush(&mut inner);
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{series_uid}.zip\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn get_instance_file(

@@ -68,6 +68,7 @@ export const api = {
   validation: (uid) => get(`/api/series/${seg(uid)}/validation`),
   thumbnailUrl: (uid) => `/api/series/${seg(uid)}/thumbnail`,
   reportUrl: (uid) => `/api/series/${seg(uid)}/validation/report`,
+  seriesZipUrl: (uid) => `/api/series/${seg(uid)}/download`,
   instanceUrl: (uid, sop) => `/api/series/${seg(uid)}/instances/${seg(sop)}`,
   workflows: () => get('/api/workflows').then((r) => r.items),
   startRun: (name, params) => post(`/api/workflows/${seg(name)}/runs`, params),

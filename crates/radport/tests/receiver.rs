@@ -751,3 +751,32 @@ fn pipelined_operations_are_answered_in_order() {
     assert!(responses.iter().all(|r| r.1 == 0x0000), "{responses:x?}");
     assert_eq!(server.instance_total("admin"), 6);
 }
+
+#[test]
+fn a_series_downloads_as_a_zip_of_its_stored_files() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("131", 5);
+    write_series(tmp.path(), &s).unwrap();
+    assert!(server
+        .dcmsend("kp-zip", "kp-admin", tmp.path())
+        .status
+        .success());
+    let bytes = server.get_bytes(&format!("/api/series/{}/download", series_uid(&s)));
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    assert_eq!(zip.len(), 5);
+    for i in 0..5 {
+        let mut entry = zip.by_index(i).unwrap();
+        let name = entry.name().unwrap().to_string();
+        assert!(
+            name.starts_with(&format!("{}/0000{}_", series_uid(&s), i + 1)),
+            "{name}"
+        );
+        let mut stored = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut stored).unwrap();
+        let original = read_file(&tmp.path().join(format!("slice_{:04}.dcm", i + 1)));
+        assert_eq!(dataset_bytes(&stored), dataset_bytes(&original), "{name}");
+    }
+    let (status, _) = server.get_status("/api/series/1.2.3.999/download");
+    assert_eq!(status, 404);
+}

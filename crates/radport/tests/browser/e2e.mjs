@@ -148,6 +148,9 @@ try {
   assert(await page.locator('#instances tbody tr').count() === 4, 'four instances');
   const download = await page.request.get(base + await page.getAttribute('#instances tbody tr:first-child a', 'href'));
   assert(download.ok() && download.headers()['content-type'] === 'application/dicom', 'instance download');
+  const zip = await page.request.get(base + await page.getAttribute('#download-series', 'href'));
+  const zipBytes = await zip.body();
+  assert(zip.ok() && zip.headers()['content-type'] === 'application/zip' && zipBytes.subarray(0, 2).toString() === 'PK', 'series zip download');
   await page.waitForSelector('#report-link');
   const [report] = await Promise.all([context.waitForEvent('page'), page.click('#report-link')]);
   await report.waitForLoadState();
