@@ -594,23 +594,32 @@ impl Catalog {
                 args,
             )
         };
-        let mut out = Facets::default();
-        for (target, (sql, args)) in [
-            (&mut out.modality, modality),
-            (&mut out.body_part, body_part),
-            (&mut out.validation, validation),
-            (&mut out.dataset, dataset),
-        ] {
+        // The four counts are independent reads: run them at once on separate connections.
+        let count = |(sql, args): (String, Vec<Arg>)| async move {
             let rows = bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
                 .fetch_all(&self.pool)
                 .await?;
-            for row in rows {
-                target.push(FacetValue {
-                    value: row.try_get("value")?,
-                    count: row.try_get("count")?,
-                });
-            }
-        }
+            rows.iter()
+                .map(|row| {
+                    Ok(FacetValue {
+                        value: row.try_get("value")?,
+                        count: row.try_get("count")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        };
+        let (modality, body_part, validation, dataset) = futures::try_join!(
+            count(modality),
+            count(body_part),
+            count(validation),
+            count(dataset)
+        )?;
+        let out = Facets {
+            modality,
+            dataset,
+            body_part,
+            validation,
+        };
         Ok(out)
     }
 }
