@@ -226,6 +226,8 @@ pub struct SeriesFilter {
     pub body_part: Option<String>,
     /// Order: `arrival` (newest first, the default) or `study_date` (newest first).
     pub sort: Option<String>,
+    /// Only series that have (true) or have not yet (false) been validated.
+    pub validated: Option<bool>,
     /// Only validated series with (true) or without (false) errors.
     pub has_errors: Option<bool>,
     /// Only validated series with (true) or without (false) warnings.

@@ -218,6 +218,13 @@ impl Catalog {
                 (filter.has_warnings, "v.warnings"),
             ]
         };
+        if skip != Some(Facet::Validation) {
+            match filter.validated {
+                Some(true) => conditions.push("v.series_uid IS NOT NULL".to_string()),
+                Some(false) => conditions.push("v.series_uid IS NULL".to_string()),
+                None => {}
+            }
+        }
         for (wanted, column) in validation_filters {
             match wanted {
                 Some(true) => conditions.push(format!("{column} > 0")),

@@ -1664,6 +1664,16 @@ async fn validation_results(url: &str) {
         ["7.1.2"]
     );
     assert!(uids(&c, "admin", f(Some(true), None)).await.is_empty());
+    let not_validated = SeriesFilter {
+        validated: Some(false),
+        ..all()
+    };
+    assert_eq!(uids(&c, "admin", not_validated).await, ["7.1.3"]);
+    let validated = SeriesFilter {
+        validated: Some(true),
+        ..all()
+    };
+    assert_eq!(uids(&c, "admin", validated).await.len(), 2);
     let page = c.list_series("admin", &all()).await.expect("list");
     let by_uid = |u: &str| {
         page.items

@@ -10,6 +10,7 @@ const VALIDATION = [
   ['errors', 'With errors'],
   ['warnings', 'Warnings only'],
   ['valid', 'Valid'],
+  ['unvalidated', 'Not validated yet'],
 ];
 /** URL keys of the filters (the rest of the URL: project, page). */
 const FILTER_KEYS = ['q', 'dataset', 'modality', 'patient_id', 'from', 'to', 'validation', 'sort'];
@@ -27,6 +28,7 @@ export function apiFilters(state) {
   if (state.validation === 'errors') f.has_errors = 'true';
   if (state.validation === 'warnings') Object.assign(f, { has_errors: 'false', has_warnings: 'true' });
   if (state.validation === 'valid') Object.assign(f, { has_errors: 'false', has_warnings: 'false' });
+  if (state.validation === 'unvalidated') f.validated = 'false';
   if (state.sort) f.sort = state.sort;
   return f;
 }

@@ -96,7 +96,7 @@ try {
   await page.waitForFunction(() => !location.hash.includes('modality=') && document.querySelectorAll('#series-grid .series-card').length === 2);
 
   step('filter by validation status: the cards are those the API finds');
-  for (const [value, query] of [['errors', 'has_errors=true'], ['valid', 'has_errors=false&has_warnings=false'], ['warnings', 'has_errors=false&has_warnings=true']]) {
+  for (const [value, query] of [['errors', 'has_errors=true'], ['valid', 'has_errors=false&has_warnings=false'], ['warnings', 'has_errors=false&has_warnings=true'], ['unvalidated', 'validated=false']]) {
     const expected = (await api(`/api/projects/admin/series?${query}`)).items.map((s) => s.series_instance_uid).sort();
     await page.selectOption('#f-validation', value);
     await page.waitForFunction((v) => location.hash.includes(`validation=${v}`), value);
