@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dicom_core::header::Header;
-use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
+use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::{
@@ -193,55 +193,6 @@ fn sequences_nested_5000_deep_are_refused() {
     assert_memory_stayed_small(&server);
 }
 
-/// A C-STORE-RQ command set (Implicit VR Little Endian, with its group length) followed by
-/// `extra` bytes inside the command.
-fn c_store_command(sop_instance: &str, extra: &[u8]) -> Vec<u8> {
-    let pad = |s: &str| {
-        let mut s = s.to_string();
-        if s.len() % 2 == 1 {
-            s.push('\0');
-        }
-        s
-    };
-    let mut obj = InMemDicomObject::new_empty();
-    obj.put(DataElement::new(
-        tags::AFFECTED_SOP_CLASS_UID,
-        VR::UI,
-        PrimitiveValue::from(pad(CT_IMAGE_STORAGE)),
-    ));
-    obj.put(DataElement::new(
-        tags::COMMAND_FIELD,
-        VR::US,
-        dicom_value!(U16, [0x0001]),
-    ));
-    obj.put(DataElement::new(
-        tags::MESSAGE_ID,
-        VR::US,
-        dicom_value!(U16, [1]),
-    ));
-    obj.put(DataElement::new(
-        tags::PRIORITY,
-        VR::US,
-        dicom_value!(U16, [0]),
-    ));
-    obj.put(DataElement::new(
-        tags::COMMAND_DATA_SET_TYPE,
-        VR::US,
-        dicom_value!(U16, [0x0000]),
-    ));
-    obj.put(DataElement::new(
-        tags::AFFECTED_SOP_INSTANCE_UID,
-        VR::UI,
-        PrimitiveValue::from(pad(sop_instance)),
-    ));
-    let mut body = encode(&obj, true);
-    body.extend_from_slice(extra);
-    let mut out = vec![0, 0, 0, 0, 4, 0, 0, 0];
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
 #[test]
 fn a_command_set_with_a_huge_declared_length_is_refused() {
     let server = Server::start(&[]);
@@ -256,7 +207,7 @@ fn a_command_set_with_a_huge_declared_length_is_refused() {
     // (0000,1030) Move Originator Application Entity Title, declaring ~4 GB, 8 bytes follow.
     let mut extra = implicit_header(0x0000, 0x1030, HUGE);
     extra.extend_from_slice(b"STORESCU");
-    let command = c_store_command(&sop_uid(&spec("87"), 0), &extra);
+    let command = c_store_rq_with(1, CT_IMAGE_STORAGE, &sop_uid(&spec("87"), 0), &extra);
     let started = Instant::now();
     association
         .send(&dicom_ul::Pdu::PData {

@@ -36,13 +36,11 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
     );
     let delete_original = params["delete_original_file"].as_bool().unwrap_or(true);
 
-    let project = upload::resolve_target(w, &project, &dataset).await?;
-    let key = upload::upload_key(&file)?;
-    let (scratch, size) = upload::copy_to_scratch(w, &key, &file).await?;
-    rec.log(format!(
-        "reading {file} ({size} bytes) into {project}/{dataset}"
-    ))
-    .await;
+    let upload::Prepared {
+        project,
+        key,
+        scratch,
+    } = upload::prepare(w, rec, &file, &project, &dataset).await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(2);
     let path = scratch.path().to_path_buf();

@@ -94,13 +94,11 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
         )));
     }
 
-    let project = upload::resolve_target(w, &project, &dataset).await?;
-    let key = upload::upload_key(&file)?;
-    let (scratch, size) = upload::copy_to_scratch(w, &key, &file).await?;
-    rec.log(format!(
-        "reading {file} ({size} bytes) into {project}/{dataset}"
-    ))
-    .await;
+    let upload::Prepared {
+        project,
+        key,
+        scratch,
+    } = upload::prepare(w, rec, &file, &project, &dataset).await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(1);
     let path = scratch.path().to_path_buf();

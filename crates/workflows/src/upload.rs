@@ -89,6 +89,39 @@ pub(crate) async fn copy_to_scratch(
     Ok((scratch, size))
 }
 
+/// An upload ready to import: where it goes, its key, and its copy in the scratch area.
+pub(crate) struct Prepared {
+    /// Canonical project name.
+    pub(crate) project: String,
+    /// Archive key of the upload.
+    pub(crate) key: String,
+    /// The scratch copy (deleted when dropped).
+    pub(crate) scratch: tempfile::NamedTempFile,
+}
+
+/// The common start of an import: checks project and dataset, finds the upload, copies it into
+/// the scratch area and says so in the run's log.
+pub(crate) async fn prepare(
+    w: &Workflows,
+    rec: &mut Recorder,
+    file: &str,
+    project: &str,
+    dataset: &str,
+) -> Result<Prepared, WorkflowError> {
+    let project = resolve_target(w, project, dataset).await?;
+    let key = upload_key(file)?;
+    let (scratch, size) = copy_to_scratch(w, &key, file).await?;
+    rec.log(format!(
+        "reading {file} ({size} bytes) into {project}/{dataset}"
+    ))
+    .await;
+    Ok(Prepared {
+        project,
+        key,
+        scratch,
+    })
+}
+
 /// Deletes the upload when asked to and every item was imported; logs either way.
 pub(crate) async fn finish(
     w: &Workflows,

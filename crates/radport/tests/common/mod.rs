@@ -353,6 +353,17 @@ pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
 fn c_store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
+    c_store_rq_with(message_id, sop_class, sop_instance, &[])
+}
+
+/// A C-STORE-RQ command set (Implicit VR Little Endian, with its group length), with `extra`
+/// encoded elements appended inside the command (for hostile commands).
+pub fn c_store_rq_with(
+    message_id: u16,
+    sop_class: &str,
+    sop_instance: &str,
+    extra: &[u8],
+) -> Vec<u8> {
     use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
     let pad = |s: &str| {
@@ -399,6 +410,7 @@ fn c_store_rq(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
         &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
     )
     .expect("encode command");
+    body.extend_from_slice(extra);
     let mut out = vec![0, 0, 0, 0, 4, 0, 0, 0];
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&body);
