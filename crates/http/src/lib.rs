@@ -243,20 +243,24 @@ async fn series_facets(
     )))
 }
 
+/// The series, or a 404 that names it.
+async fn series_or_404(
+    state: &AppState,
+    series_uid: &str,
+) -> ApiResult<radport_catalog::SeriesDetail> {
+    state.catalog.get_series(series_uid).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("series {series_uid} is not in the catalog"),
+        )
+    })
+}
+
 async fn get_series(
     State(state): State<AppState>,
     Path(series_uid): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let detail = state
-        .catalog
-        .get_series(&series_uid)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("series {series_uid} is not in the catalog"),
-            )
-        })?;
+    let detail = series_or_404(&state, &series_uid).await?;
     Ok(Json(json!(detail)))
 }
 
@@ -476,16 +480,7 @@ async fn download_series(
     State(state): State<AppState>,
     Path(series_uid): Path<String>,
 ) -> ApiResult<Response> {
-    let detail = state
-        .catalog
-        .get_series(&series_uid)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("series {series_uid} is not in the catalog"),
-            )
-        })?;
+    let detail = series_or_404(&state, &series_uid).await?;
     let files: Vec<(String, String)> = detail
         .instances
         .iter()
