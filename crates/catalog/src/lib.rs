@@ -76,6 +76,9 @@ pub struct Catalog {
     /// a fair async mutex is cheaper than SQLite's sleeping busy handler. PostgreSQL writers
     /// run concurrently.
     pub(crate) write_lock: Arc<Mutex<()>>,
+    /// SQLite: instances waiting to be recorded; whoever holds the write lock next commits
+    /// all of them in one transaction (group commit, see `record.rs`).
+    pub(crate) pending_records: Arc<std::sync::Mutex<Vec<record::PendingRecord>>>,
 }
 
 impl Dialect {
@@ -228,6 +231,7 @@ impl Catalog {
             pool,
             dialect,
             write_lock: Arc::new(Mutex::new(())),
+            pending_records: Arc::default(),
         };
         catalog.init_schema().await?;
         Ok(catalog)

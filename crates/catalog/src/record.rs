@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sqlx::{AnyConnection, Row};
+use tokio::sync::oneshot;
 
 use crate::error::{is_foreign_key_violation, is_transient_db, is_unique_violation};
 use crate::{
@@ -15,9 +16,6 @@ use crate::{
 
 const SQL_ENSURE_DATASET: &str = "INSERT INTO datasets (project_key, name_key, name, created_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (project_key, name_key) DO NOTHING";
-
-const SQL_LOOKUP_INSTANCE: &str =
-    "SELECT series_uid, sha256, object_key, size FROM instances WHERE sop_instance_uid = $1";
 
 /// PostgreSQL: lock the row so concurrent overwrites of one instance see each other's key.
 const SQL_LOOKUP_INSTANCE_FOR_UPDATE: &str = "SELECT series_uid, sha256, object_key, size \
@@ -91,6 +89,71 @@ const SQL_ADD_DATASET: &str = "INSERT INTO series_datasets \
      ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
        last_arrival = excluded.last_arrival";
 
+/// SQLite: dataset creation and the duplicate lookup in one call (one hand-off to the
+/// connection's worker thread instead of two).
+const SQL_SQLITE_ENSURE_DATASET_AND_LOOKUP: &str = "INSERT INTO datasets \
+     (project_key, name_key, name, created_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (project_key, name_key) DO NOTHING; \
+     SELECT series_uid, sha256, object_key, size FROM instances WHERE sop_instance_uid = $5";
+
+/// SQLite: everything a new instance writes, in one call. sqlx runs the statements of a
+/// multi-statement query one after the other on the connection's worker thread and binds
+/// numbered parameters by number in each, so one argument list serves all six:
+/// `$1..$14` are the instance columns in [`bind_instance`] order (`$9` size, `$14` now),
+/// `$15..$24` study and patient, `$25..$29` series, `$30` project, `$31` dataset, `$32` admin.
+/// The statements are those of the portable path ([`SQL_UPSERT_PATIENT`] …
+/// [`SQL_ADD_DATASET`]) with the parameters renumbered; `catalog` tests run both.
+/// PostgreSQL cannot prepare several statements at once, and does not need this.
+const SQL_SQLITE_NEW_INSTANCE: &str = "INSERT INTO patients \
+     (patient_id, patient_name, birth_date, sex, created_at, updated_at) \
+     SELECT $16, $17, $18, $19, $14, $14 WHERE $16 IS NOT NULL \
+     ON CONFLICT (patient_id) DO UPDATE SET \
+       patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
+       birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
+       sex = COALESCE(excluded.sex, patients.sex), \
+       updated_at = excluded.updated_at; \
+     INSERT INTO studies \
+     (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
+      study_time, study_description, accession_number, study_id, created_at, updated_at) \
+     VALUES ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $14, $14) \
+     ON CONFLICT (study_uid) DO UPDATE SET \
+       patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
+       patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
+       patient_birth_date = COALESCE(excluded.patient_birth_date, studies.patient_birth_date), \
+       patient_sex = COALESCE(excluded.patient_sex, studies.patient_sex), \
+       study_date = COALESCE(excluded.study_date, studies.study_date), \
+       study_time = COALESCE(excluded.study_time, studies.study_time), \
+       study_description = COALESCE(excluded.study_description, studies.study_description), \
+       accession_number = COALESCE(excluded.accession_number, studies.accession_number), \
+       study_id = COALESCE(excluded.study_id, studies.study_id), \
+       updated_at = excluded.updated_at; \
+     INSERT INTO series \
+     (series_uid, study_uid, modality, body_part_examined, series_description, series_number, \
+      series_date, instance_count, total_size, first_arrival, last_arrival) \
+     VALUES ($2, $15, $25, $26, $27, $28, $29, 1, $9, $14, $14) \
+     ON CONFLICT (series_uid) DO UPDATE SET \
+       modality = COALESCE(excluded.modality, series.modality), \
+       body_part_examined = COALESCE(excluded.body_part_examined, series.body_part_examined), \
+       series_description = COALESCE(excluded.series_description, series.series_description), \
+       series_number = COALESCE(excluded.series_number, series.series_number), \
+       series_date = COALESCE(excluded.series_date, series.series_date), \
+       instance_count = series.instance_count + excluded.instance_count, \
+       total_size = series.total_size + excluded.total_size, \
+       last_arrival = excluded.last_arrival; \
+     INSERT INTO instances \
+     (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
+      n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
+      received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14); \
+     INSERT INTO series_projects (series_uid, project_key, added_at) \
+     VALUES ($2, $30, $14), ($2, $32, $14) \
+     ON CONFLICT (series_uid, project_key) DO NOTHING; \
+     INSERT INTO series_datasets \
+     (series_uid, project_key, dataset_key, added_at, last_arrival) \
+     VALUES ($2, $30, $31, $14, $14) \
+     ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
+       last_arrival = excluded.last_arrival";
+
 /// Why one attempt of the transaction failed.
 enum Attempt {
     /// Transient: roll back and run the whole transaction again.
@@ -136,18 +199,37 @@ fn validate(rec: &InstanceRecord) -> Result<(), CatalogError> {
     Ok(())
 }
 
-struct Keys<'a> {
+/// Route names as catalog keys, and as given (for messages and new datasets).
+#[derive(Debug)]
+struct Keys {
     project: String,
-    project_name: &'a str,
+    project_name: String,
     dataset: String,
-    dataset_name: &'a str,
+    dataset_name: String,
 }
 
+/// An instance waiting for the next SQLite group commit, and where its outcome goes.
+#[derive(Debug)]
+pub(crate) struct PendingRecord {
+    rec: InstanceRecord,
+    keys: Keys,
+    policy: DuplicatePolicy,
+    reply: oneshot::Sender<Result<RecordOutcome, CatalogError>>,
+}
+
+/// Most instances one group commit takes (bounds the transaction, not the waiting).
+const MAX_GROUP_COMMIT: usize = 64;
+
 impl Catalog {
-    /// The hot path, one transaction: duplicate lookup by SOP Instance UID, policy decision,
-    /// upsert of patient/study/series (latest non-empty values win), insert or replace of the
-    /// instance, dataset creation on first use, and memberships: `series_projects` for
-    /// `route.project` and `admin`, `series_datasets` for (project, dataset).
+    /// The hot path: duplicate lookup by SOP Instance UID, policy decision, upsert of
+    /// patient/study/series (latest non-empty values win), insert or replace of the instance,
+    /// dataset creation on first use, and memberships: `series_projects` for `route.project`
+    /// and `admin`, `series_datasets` for (project, dataset). Committed before it returns.
+    ///
+    /// On SQLite, instances recorded at the same time (several associations) share one
+    /// transaction and so one WAL fsync (group commit): each caller queues its record, and
+    /// whoever gets the write lock commits everything queued. If the shared transaction
+    /// fails, each record is retried alone, so one bad record never fails another.
     ///
     /// Returns what happened so the caller can delete the object that is no longer
     /// referenced (see [`RecordOutcome::object_to_delete`]). When the instance already exists
@@ -163,30 +245,119 @@ impl Catalog {
         validate(rec)?;
         let keys = Keys {
             project: name_key("project", &route.project)?,
-            project_name: &route.project,
+            project_name: route.project.clone(),
             dataset: name_key("dataset", &route.dataset)?,
-            dataset_name: &route.dataset,
+            dataset_name: route.dataset.clone(),
         };
+        if self.dialect == Dialect::Postgres {
+            // Writers run concurrently on PostgreSQL; each commits its own transaction.
+            return self.record_alone(rec, &keys, policy).await;
+        }
+        let (reply, mut outcome) = oneshot::channel();
+        lock_pending(&self.pending_records).push(PendingRecord {
+            rec: rec.clone(),
+            keys,
+            policy,
+            reply,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut outcome => {
+                    return result.unwrap_or_else(|_| {
+                        Err(CatalogError::Invalid("catalog commit was interrupted".to_string()))
+                    });
+                }
+                guard = self.write_lock.clone().lock_owned() => {
+                    let batch: Vec<PendingRecord> = {
+                        let mut pending = lock_pending(&self.pending_records);
+                        let n = pending.len().min(MAX_GROUP_COMMIT);
+                        pending.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        // Another caller committed ours; its reply is already sent.
+                        continue;
+                    }
+                    // In a task of its own: cancelling this caller must not drop the others'
+                    // records. The guard is released when the batch is done.
+                    let catalog = self.clone();
+                    let _ = tokio::spawn(async move {
+                        catalog.commit_group(batch).await;
+                        drop(guard);
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Records a batch (write lock held): one transaction for all, else each alone.
+    async fn commit_group(&self, batch: Vec<PendingRecord>) {
+        if batch.len() > 1 {
+            match self.record_together(&batch).await {
+                Ok(outcomes) => {
+                    tracing::debug!(instances = batch.len(), "group commit");
+                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = pending.reply.send(Ok(outcome));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, instances = batch.len(),
+                        "group commit failed; recording each instance alone");
+                }
+            }
+        }
+        for pending in batch {
+            let result = self
+                .record_alone(&pending.rec, &pending.keys, pending.policy)
+                .await;
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    /// Every record of the batch in one transaction; any failure rolls all of them back.
+    async fn record_together(
+        &self,
+        batch: &[PendingRecord],
+    ) -> Result<Vec<RecordOutcome>, CatalogError> {
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for p in batch {
+            match self.record_in(&mut tx, &p.rec, &p.keys, p.policy).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(Attempt::Retry(e)) | Err(Attempt::Fail(e)) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// One record in its own transaction, retried on transient conditions. On SQLite the
+    /// caller holds the write lock.
+    async fn record_alone(
+        &self,
+        rec: &InstanceRecord,
+        keys: &Keys,
+        policy: DuplicatePolicy,
+    ) -> Result<RecordOutcome, CatalogError> {
         // SQLite's busy handler has already waited up to 30 s before reporting SQLITE_BUSY,
         // so only one more attempt there; PostgreSQL deadlocks and insert races retry sooner.
         let max_attempts = match self.dialect {
             Dialect::Sqlite => 2,
             Dialect::Postgres => MAX_WRITE_ATTEMPTS,
         };
-        let _guard = self.write_guard().await;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            match self.record_once(rec, &keys, policy).await {
-                Ok(outcome) => {
-                    tracing::debug!(
-                        sop_instance_uid = %rec.sop_instance_uid,
-                        series_instance_uid = %rec.series_instance_uid,
-                        outcome = ?outcome,
-                        "instance recorded"
-                    );
-                    return Ok(outcome);
-                }
+            let result = async {
+                let mut tx = self.begin_write().await.map_err(db)?;
+                let outcome = self.record_in(&mut tx, rec, keys, policy).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(outcome)
+            };
+            match result.await {
+                Ok(outcome) => return Ok(outcome),
                 Err(Attempt::Retry(e)) if attempt < max_attempts => {
                     tracing::debug!(attempt, error = %e, "retrying catalog transaction");
                     tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
@@ -196,50 +367,93 @@ impl Catalog {
         }
     }
 
-    async fn record_once(
+    /// The statements of one record inside an open transaction.
+    async fn record_in(
         &self,
+        conn: &mut AnyConnection,
         rec: &InstanceRecord,
-        keys: &Keys<'_>,
+        keys: &Keys,
         policy: DuplicatePolicy,
     ) -> Result<RecordOutcome, Attempt> {
         let now = now();
-        let mut tx = self.begin_write().await.map_err(db)?;
-
         // The dataset row references the project: a foreign-key violation means the project
         // does not exist. An existing dataset implies an existing project (cascade delete).
-        if let Err(e) = sqlx::query(SQL_ENSURE_DATASET)
-            .bind(&keys.project)
-            .bind(&keys.dataset)
-            .bind(keys.dataset_name)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-        {
-            return Err(if is_foreign_key_violation(&e) {
+        let existing = match self.dialect {
+            Dialect::Sqlite => {
+                sqlx::query(SQL_SQLITE_ENSURE_DATASET_AND_LOOKUP)
+                    .bind(&keys.project)
+                    .bind(&keys.dataset)
+                    .bind(&keys.dataset_name)
+                    .bind(&now)
+                    .bind(&rec.sop_instance_uid)
+                    // Not `fetch_optional`: through `Any` it looks at the first statement's
+                    // result only, which is the INSERT's.
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map(|rows| rows.into_iter().next())
+            }
+            Dialect::Postgres => {
+                match sqlx::query(SQL_ENSURE_DATASET)
+                    .bind(&keys.project)
+                    .bind(&keys.dataset)
+                    .bind(&keys.dataset_name)
+                    .bind(&now)
+                    .execute(&mut *conn)
+                    .await
+                {
+                    Ok(_) => {
+                        sqlx::query(SQL_LOOKUP_INSTANCE_FOR_UPDATE)
+                            .bind(&rec.sop_instance_uid)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let existing = existing.map_err(|e| {
+            if is_foreign_key_violation(&e) {
                 Attempt::Fail(CatalogError::NotFound(format!(
                     "project {:?}",
                     keys.project_name
                 )))
             } else {
                 db(e)
-            });
-        }
+            }
+        })?;
 
-        let lookup = match self.dialect {
-            Dialect::Sqlite => SQL_LOOKUP_INSTANCE,
-            Dialect::Postgres => SQL_LOOKUP_INSTANCE_FOR_UPDATE,
-        };
-        let existing = sqlx::query(lookup)
-            .bind(&rec.sop_instance_uid)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+        if existing.is_none() && self.dialect == Dialect::Sqlite {
+            bind_instance(sqlx::query(SQL_SQLITE_NEW_INSTANCE), rec, &now)
+                .bind(&rec.study_instance_uid)
+                .bind(opt(&rec.patient_id))
+                .bind(opt(&rec.patient_name))
+                .bind(opt(&rec.patient_birth_date))
+                .bind(opt(&rec.patient_sex))
+                .bind(opt(&rec.study_date))
+                .bind(opt(&rec.study_time))
+                .bind(opt(&rec.study_description))
+                .bind(opt(&rec.accession_number))
+                .bind(opt(&rec.study_id))
+                .bind(opt(&rec.modality))
+                .bind(opt(&rec.body_part_examined))
+                .bind(opt(&rec.series_description))
+                .bind(rec.series_number)
+                .bind(opt(&rec.series_date))
+                .bind(&keys.project)
+                .bind(&keys.dataset)
+                .bind(ADMIN_PROJECT)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            trace_recorded(rec, &RecordOutcome::Stored);
+            return Ok(RecordOutcome::Stored);
+        }
 
         let (outcome, member_series) = match existing {
             None => {
-                upsert_hierarchy(&mut tx, rec, &now, 1, rec.size).await?;
+                upsert_hierarchy(&mut *conn, rec, &now, 1, rec.size).await?;
                 if let Err(e) = bind_instance(sqlx::query(SQL_INSERT_INSTANCE), rec, &now)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                 {
                     // PostgreSQL: another transaction inserted it after our lookup; the retry
@@ -273,19 +487,19 @@ impl Catalog {
                     )
                 } else {
                     if old_series == rec.series_instance_uid {
-                        upsert_hierarchy(&mut tx, rec, &now, 0, rec.size - old_size).await?;
+                        upsert_hierarchy(&mut *conn, rec, &now, 0, rec.size - old_size).await?;
                     } else {
                         // The same SOP Instance UID in another series: move it.
-                        upsert_hierarchy(&mut tx, rec, &now, 1, rec.size).await?;
+                        upsert_hierarchy(&mut *conn, rec, &now, 1, rec.size).await?;
                         sqlx::query(SQL_SERIES_REMOVE_INSTANCE)
                             .bind(&old_series)
                             .bind(old_size)
-                            .execute(&mut *tx)
+                            .execute(&mut *conn)
                             .await
                             .map_err(db)?;
                     }
                     bind_instance(sqlx::query(SQL_REPLACE_INSTANCE), rec, &now)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(db)?;
                     (
@@ -308,19 +522,57 @@ impl Catalog {
                 .bind(&now)
                 .bind(ADMIN_PROJECT)
         };
-        projects.execute(&mut *tx).await.map_err(db)?;
+        projects.execute(&mut *conn).await.map_err(db)?;
         sqlx::query(SQL_ADD_DATASET)
             .bind(&member_series)
             .bind(&keys.project)
             .bind(&keys.dataset)
             .bind(&now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(db)?;
 
-        tx.commit().await.map_err(db)?;
+        let projects = if keys.project == ADMIN_PROJECT {
+            sqlx::query(SQL_ADD_PROJECT)
+                .bind(&member_series)
+                .bind(&keys.project)
+                .bind(&now)
+        } else {
+            sqlx::query(SQL_ADD_PROJECT_AND_ADMIN)
+                .bind(&member_series)
+                .bind(&keys.project)
+                .bind(&now)
+                .bind(ADMIN_PROJECT)
+        };
+        projects.execute(&mut *conn).await.map_err(db)?;
+        sqlx::query(SQL_ADD_DATASET)
+            .bind(&member_series)
+            .bind(&keys.project)
+            .bind(&keys.dataset)
+            .bind(&now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        trace_recorded(rec, &outcome);
         Ok(outcome)
     }
+}
+
+fn trace_recorded(rec: &InstanceRecord, outcome: &RecordOutcome) {
+    tracing::debug!(
+        sop_instance_uid = %rec.sop_instance_uid,
+        series_instance_uid = %rec.series_instance_uid,
+        outcome = ?outcome,
+        "instance recorded"
+    );
+}
+
+/// The queue of pending records; a panic while it was held cannot leave it inconsistent
+/// (pushes and drains only), so a poisoned lock is used as is.
+fn lock_pending(
+    pending: &std::sync::Mutex<Vec<PendingRecord>>,
+) -> std::sync::MutexGuard<'_, Vec<PendingRecord>> {
+    pending.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Upserts patient (if it has an ID), study and series; adds the deltas to the series counters.

@@ -114,6 +114,7 @@ both!(series_filters);
 both!(series_detail);
 both!(invalid_records);
 both!(concurrent_recording);
+both!(concurrent_failures_do_not_fail_others);
 both!(job_queue);
 both!(stable_series_scheduling);
 both!(validation_results);
@@ -1118,6 +1119,56 @@ async fn invalid_records(url: &str) {
 
 /// 8 tasks × 200 instances at once. Every 10th SOP UID is shared by all tasks (one Stored,
 /// seven DuplicateKept each); tasks spread over two projects and four datasets.
+/// Writers that fail (unknown project) interleaved with writers that succeed: on SQLite the
+/// instances arriving together share a transaction (group commit); a failing one must roll
+/// back nothing but itself.
+async fn concurrent_failures_do_not_fail_others(url: &str) {
+    const TASKS: usize = 6;
+    const PER_TASK: usize = 60;
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("real").await.expect("create");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let good = t % 2 == 0;
+            let to = route(if good { "real" } else { "ghost" }, "ds");
+            let mut results = Vec::new();
+            for i in 0..PER_TASK {
+                let r = rec(
+                    &format!("7.{t}"),
+                    &format!("7.{t}.1"),
+                    &format!("7.{t}.{i}"),
+                );
+                results.push((
+                    good,
+                    c.record_instance(&r, &to, DuplicatePolicy::KeepFirst).await,
+                ));
+            }
+            results
+        }));
+    }
+    let mut stored = 0;
+    for handle in handles {
+        for (good, result) in handle.await.expect("task") {
+            match (good, result) {
+                (true, Ok(RecordOutcome::Stored)) => stored += 1,
+                (false, Err(CatalogError::NotFound(message))) => {
+                    assert!(message.contains("ghost"), "{message}")
+                }
+                (good, other) => panic!("good={good}: unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(stored, TASKS / 2 * PER_TASK);
+    let page = c.list_series("real", &all()).await.expect("list");
+    assert_eq!(page.total as usize, TASKS / 2);
+    assert!(page
+        .items
+        .iter()
+        .all(|s| s.instance_count as usize == PER_TASK));
+}
+
 async fn concurrent_recording(url: &str) {
     const TASKS: usize = 8;
     const PER_TASK: usize = 200;

@@ -557,7 +557,13 @@ impl Session {
         let (status_code, comment) = match result {
             Ok(outcome) => {
                 self.counters.stored += 1;
-                tracing::debug!(sop = %outcome.sop_instance_uid, disposition = ?outcome.disposition, "instance stored");
+                tracing::debug!(
+                    sop = %outcome.sop_instance_uid,
+                    disposition = ?outcome.disposition,
+                    store_us = outcome.store_time.as_micros() as u64,
+                    catalog_us = outcome.catalog_time.as_micros() as u64,
+                    "instance stored"
+                );
                 (status::SUCCESS, None)
             }
             Err((code, message)) => {

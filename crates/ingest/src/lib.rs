@@ -79,6 +79,10 @@ pub struct IngestOutcome {
     pub series_instance_uid: String,
     /// What the catalog did (new, duplicate kept, replaced).
     pub disposition: Disposition,
+    /// Time spent making the object durable (flush, fsync, publish), for diagnostics.
+    pub store_time: std::time::Duration,
+    /// Time spent committing the catalog rows (waiting for the write lock included).
+    pub catalog_time: std::time::Duration,
 }
 
 /// The catalog's decision on an arriving instance.
@@ -227,7 +231,9 @@ impl Ingestor {
             source,
             announced,
         } = incoming;
+        let started = std::time::Instant::now();
         let stored = writer.finish().await?;
+        let store_time = started.elapsed();
         let record = match extract_record(&head, stored.size) {
             Ok(r) => Ok(r),
             Err(MetadataError::NeedMoreBytes) => {
@@ -259,6 +265,7 @@ impl Ingestor {
         record.sha256 = stored.sha256.clone();
         record.object_key = stored.key.clone();
         record.source = source;
+        let started = std::time::Instant::now();
         let outcome = match self
             .catalog
             .record_instance(&record, &route, self.policy)
@@ -270,6 +277,7 @@ impl Ingestor {
                 return Err(e.into());
             }
         };
+        let catalog_time = started.elapsed();
         let disposition = match outcome {
             RecordOutcome::Stored => Disposition::Stored,
             RecordOutcome::DuplicateKept { .. } => {
@@ -287,6 +295,8 @@ impl Ingestor {
             sop_instance_uid: record.sop_instance_uid,
             series_instance_uid: record.series_instance_uid,
             disposition,
+            store_time,
+            catalog_time,
         })
     }
 

@@ -1,0 +1,120 @@
+//! `radport-bench-record`: times the receiver's catalog hot path, `Catalog::record_instance`,
+//! alone (no network, no file writes): a fresh SQLite catalog on disk, instances of 300-slice
+//! CT series with a realistic DICOM JSON document each, recorded by 1 and by 4 concurrent
+//! tasks (as 1 and 4 associations would). Prints a table. Run through `bench/ingest.sh` or
+//! `cargo run --release -p radport-bench --bin radport-bench-record`.
+//!
+//! `BENCH_INSTANCES` (default 3000) sets the count per run; `BENCH_CATALOG_URL` runs it against
+//! another catalog (e.g. a PostgreSQL URL) instead of a fresh SQLite file.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use radport_catalog::{Catalog, DuplicatePolicy, InstanceRecord, Route};
+
+/// A DICOM JSON document of about the size the receiver stores for a CT slice.
+fn metadata_json(i: usize) -> String {
+    let mut doc = serde_json::Map::new();
+    for k in 0..60 {
+        doc.insert(
+            format!("0018{k:04X}"),
+            serde_json::json!({"vr": "LO", "Value": [format!("value {i} {k} ......................")]}),
+        );
+    }
+    serde_json::Value::Object(doc).to_string()
+}
+
+fn record(run: &str, i: usize) -> InstanceRecord {
+    let series = i / 300;
+    InstanceRecord {
+        sop_instance_uid: format!("2.25.{run}7{i}"),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        series_instance_uid: format!("2.25.{run}8{series}"),
+        study_instance_uid: format!("2.25.{run}9{}", series / 2),
+        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        patient_id: Some(format!("PAT{run}{}", series / 4)),
+        patient_name: Some("Doe^Jane".into()),
+        patient_birth_date: Some("19700101".into()),
+        patient_sex: Some("F".into()),
+        study_date: Some("20240102".into()),
+        study_time: Some("101010".into()),
+        study_description: Some("CT CHEST".into()),
+        accession_number: Some("ACC1".into()),
+        study_id: Some("1".into()),
+        series_description: Some("Axial 1mm".into()),
+        modality: Some("CT".into()),
+        body_part_examined: Some("CHEST".into()),
+        series_number: Some(3),
+        instance_number: Some((i % 300) as i64 + 1),
+        rows: Some(512),
+        columns: Some(512),
+        size: 525_000,
+        sha256: format!("{i:064}"),
+        object_key: format!("instances/bench/{run}/{i}.dcm"),
+        metadata_json: metadata_json(i),
+        source: "dimse:BENCH".into(),
+        ..Default::default()
+    }
+}
+
+async fn run(catalog: Arc<Catalog>, run: &str, tasks: usize, count: usize) -> Result<f64> {
+    let records: Vec<Vec<InstanceRecord>> = (0..tasks)
+        .map(|t| {
+            (t * count / tasks..(t + 1) * count / tasks)
+                .map(|i| record(run, i))
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for (t, chunk) in records.into_iter().enumerate() {
+        let catalog = catalog.clone();
+        handles.push(tokio::spawn(async move {
+            let route = Route {
+                project: "admin".into(),
+                dataset: format!("bench{t}"),
+            };
+            for rec in &chunk {
+                catalog
+                    .record_instance(rec, &route, DuplicatePolicy::KeepFirst)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let count: usize = std::env::var("BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let dir = std::env::temp_dir().join(format!("radport-bench-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = std::env::var("BENCH_CATALOG_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.join("catalog.db").display()));
+    let catalog = Arc::new(Catalog::connect(&url).await?);
+    let stamp = std::process::id().to_string();
+    println!(
+        "Catalog hot path (record_instance), {count} instances per run, release build, {}\n",
+        url.split(':').next().unwrap_or("?")
+    );
+    println!("| concurrent tasks | instances/s | µs per instance |");
+    println!("|---:|---:|---:|");
+    for tasks in [1usize, 4] {
+        let secs = run(catalog.clone(), &format!("{stamp}{tasks}"), tasks, count).await?;
+        println!(
+            "| {tasks} | {:.0} | {:.0} |",
+            count as f64 / secs,
+            secs * 1e6 / count as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
