@@ -3,7 +3,8 @@
 # apt-get: cmake (CharLS, the JPEG-LS codec, builds with it), DCMTK and GDCM's tools and
 # dicom3tools (the real peers the tests talk to and use as oracles), PostgreSQL (the catalog's
 # tests run on it too), dcm2niix (round-trip oracle of the NIfTI conversion); with pip:
-# highdicom (SEG fixtures and oracle) and nibabel (its sample NIfTI files).
+# highdicom (SEG fixtures and oracle), nibabel (its sample NIfTI files) and pydicom-data
+# (pydicom's larger set of sample files: enhanced CT/MR, SEG, SR for the validator's tests).
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -23,9 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import highdicom, nibabel' >/dev/null 2>&1; then
-  echo "== installing Python test oracles: highdicom, nibabel"
-  python3 -m pip install -q highdicom nibabel
+if ! python3 -c 'import highdicom, nibabel, data_store' >/dev/null 2>&1; then
+  echo "== installing Python test oracles: highdicom, nibabel, pydicom-data"
+  python3 -m pip install -q highdicom nibabel pydicom-data
 fi
 
 # The web UI's browser tests (crates/radport/tests/browser.rs): Debian's Chromium, driven by

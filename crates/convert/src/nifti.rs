@@ -8,6 +8,11 @@ use crate::ConvertError;
 pub const MAX_VOXELS: u64 = 1 << 31;
 
 /// Voxel storage, in the file's own datatype (no widening: a 512×512×300 float32 volume stays 300 MB).
+///
+/// The colour types (`Rgb24`, `Rgba32`) have no scalar value of their own: wherever a scalar is asked for
+/// ([`VoxelData::raw_f64_into`], [`Volume::value`], [`Volume::slice_values`]) a colour voxel gives its packed
+/// value `R + 256·G + 65536·B` (alpha left out), lossless and integer, so equality checks work; use
+/// [`Volume::rgb`] for the components.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VoxelData {
     U8(Vec<u8>),
@@ -20,6 +25,14 @@ pub enum VoxelData {
     I64(Vec<i64>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// DT_RGB24 (128): one `[R, G, B]` per voxel.
+    Rgb24(Vec<[u8; 3]>),
+    /// DT_RGBA32 (2304): one `[R, G, B, A]` per voxel (alpha is dropped when converting to DICOM).
+    Rgba32(Vec<[u8; 4]>),
+}
+
+fn packed_rgb(r: u8, g: u8, b: u8) -> f64 {
+    (r as u32 | (g as u32) << 8 | (b as u32) << 16) as f64
 }
 
 impl VoxelData {
@@ -36,6 +49,8 @@ impl VoxelData {
             VoxelData::I64(v) => v.len(),
             VoxelData::F32(v) => v.len(),
             VoxelData::F64(v) => v.len(),
+            VoxelData::Rgb24(v) => v.len(),
+            VoxelData::Rgba32(v) => v.len(),
         }
     }
 
@@ -44,9 +59,14 @@ impl VoxelData {
         self.len() == 0
     }
 
-    /// True for the integer datatypes.
+    /// True for the integer (scalar) datatypes.
     pub fn is_integer(&self) -> bool {
-        !matches!(self, VoxelData::F32(_) | VoxelData::F64(_))
+        !matches!(self, VoxelData::F32(_) | VoxelData::F64(_)) && !self.is_colour()
+    }
+
+    /// True for the colour datatypes (RGB24, RGBA32).
+    pub fn is_colour(&self) -> bool {
+        matches!(self, VoxelData::Rgb24(_) | VoxelData::Rgba32(_))
     }
 
     /// Name of the datatype (`"uint8"`, `"float32"`, …).
@@ -62,10 +82,13 @@ impl VoxelData {
             VoxelData::I64(_) => "int64",
             VoxelData::F32(_) => "float32",
             VoxelData::F64(_) => "float64",
+            VoxelData::Rgb24(_) => "rgb24",
+            VoxelData::Rgba32(_) => "rgba32",
         }
     }
 
-    /// Raw (unscaled) values of `range`, widened to f64, appended to `out` (which is cleared first).
+    /// Raw (unscaled) values of `range`, widened to f64, appended to `out` (which is cleared first). Colour voxels
+    /// give their packed value `R + 256·G + 65536·B`.
     pub fn raw_f64_into(&self, range: std::ops::Range<usize>, out: &mut Vec<f64>) {
         out.clear();
         macro_rules! ext {
@@ -84,6 +107,12 @@ impl VoxelData {
             VoxelData::I64(v) => ext!(v),
             VoxelData::F32(v) => ext!(v),
             VoxelData::F64(v) => out.extend_from_slice(&v[range]),
+            VoxelData::Rgb24(v) => {
+                out.extend(v[range].iter().map(|&[r, g, b]| packed_rgb(r, g, b)))
+            }
+            VoxelData::Rgba32(v) => {
+                out.extend(v[range].iter().map(|&[r, g, b, _]| packed_rgb(r, g, b)))
+            }
         }
     }
 }
@@ -164,6 +193,20 @@ impl Volume {
         let mut v = Vec::with_capacity(1);
         self.data.raw_f64_into(idx..idx + 1, &mut v);
         v[0] * self.scl_slope + self.scl_inter
+    }
+
+    /// `[R, G, B]` of voxel (i, j, k) of a colour volume (alpha dropped), `None` for scalar data. Panics when out
+    /// of range.
+    pub fn rgb(&self, i: usize, j: usize, k: usize) -> Option<[u8; 3]> {
+        let idx = i + self.dims[0] * (j + self.dims[1] * k);
+        match &self.data {
+            VoxelData::Rgb24(v) => Some(v[idx]),
+            VoxelData::Rgba32(v) => {
+                let [r, g, b, _] = v[idx];
+                Some([r, g, b])
+            }
+            _ => None,
+        }
     }
 
     /// Real values (scaling applied) of slice `k`, in NIfTI order (i fastest), into `out`.
@@ -494,24 +537,18 @@ fn parse_header(b: &[u8]) -> Result<Header, ConvertError> {
         4 | 512 => 2,
         8 | 16 | 768 => 4,
         64 | 1024 | 1280 => 8,
-        128 => {
-            return Err(ConvertError::Unsupported(
-                "RGB24 colour NIfTI: only scalar images can be converted".into(),
-            ))
-        }
-        2304 => {
-            return Err(ConvertError::Unsupported(
-                "RGBA32 colour NIfTI: only scalar images can be converted".into(),
-            ))
-        }
+        128 => 3,
+        2304 => 4,
         32 | 1792 | 2048 => {
-            return Err(ConvertError::Unsupported(
-                "complex-valued NIfTI cannot be converted".into(),
-            ))
+            return Err(ConvertError::Unsupported(format!(
+                "complex-valued NIfTI (datatype {}) cannot be converted: DICOM has no image representation \
+                 for complex pixels; split it into magnitude and phase (or real and imaginary) volumes first",
+                h.datatype
+            )))
         }
         1536 => {
             return Err(ConvertError::Unsupported(
-                "float128 NIfTI is not supported".into(),
+                "float128 NIfTI (datatype 1536) is not supported: convert it to float64 first".into(),
             ))
         }
         1 => {
@@ -563,9 +600,19 @@ fn build_volume(h: &Header, bytes: &[u8], opts: &ReadOptions) -> Result<Volume, 
         64 => conv!(f64, F64),
         1024 => conv!(i64, I64),
         1280 => conv!(u64, U64),
+        // colour bytes are in R, G, B(, A) order whatever the header's byte order
+        128 => VoxelData::Rgb24(raw.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect()),
+        2304 => VoxelData::Rgba32(
+            raw.chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect(),
+        ),
         _ => unreachable!("datatype checked in parse_header"),
     };
-    let (scl_slope, scl_inter) = if h.scl_slope != 0.0 && h.scl_slope.is_finite() {
+    // scl_slope/scl_inter do not apply to colour data (NIfTI-1: "not for RGB types")
+    let (scl_slope, scl_inter) = if data.is_colour() {
+        (1.0, 0.0)
+    } else if h.scl_slope != 0.0 && h.scl_slope.is_finite() {
         (
             h.scl_slope,
             if h.scl_inter.is_finite() {

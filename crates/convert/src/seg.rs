@@ -352,6 +352,12 @@ pub fn labels_to_seg(
     opts: &SegOptions,
 ) -> Result<Vec<u8>, ConvertError> {
     let [nx, ny, nz] = labels.dims;
+    if labels.data.is_colour() {
+        return Err(ConvertError::Labels(format!(
+            "label map is {} colour data: labels must be a scalar integer volume",
+            labels.data.type_name()
+        )));
+    }
     if labels.dims != source_volume.dims {
         return Err(ConvertError::Labels(format!(
             "label map shape {:?} differs from the image volume's {:?}",

@@ -273,10 +273,39 @@ fn bad_input_gives_clear_errors() {
     let e = read_nifti(&gzip(&garbage)).unwrap_err();
     assert!(e.to_string().contains("not a NIfTI"), "{e}");
 
-    // RGB24 refused clearly
-    let rgb = Nii::new(&[2, 2, 1], 128, vec![0; 12]);
-    let e = read_nifti(&rgb.bytes()).unwrap_err();
-    assert!(e.to_string().contains("RGB24"), "{e}");
+    // complex and float128 refused clearly (the header's datatype is all that is read)
+    for (dt, what) in [
+        (32, "complex"),
+        (1792, "complex"),
+        (2048, "complex"),
+        (1536, "float128"),
+    ] {
+        let mut b = Nii::new(&[2, 2, 1], 2, vec![0; 4]).bytes();
+        b[70..72].copy_from_slice(&(dt as i16).to_le_bytes());
+        b.extend(vec![0; 64]);
+        let e = read_nifti(&b).unwrap_err();
+        assert!(
+            matches!(e, ConvertError::Unsupported(_)) && e.to_string().contains(what),
+            "{dt}: {e}"
+        );
+        if what == "complex" {
+            assert!(e.to_string().contains("no image representation"), "{e}");
+        }
+    }
+    // RGB24 read (hand-written; the nibabel-written files are in tests/oracles.rs), scl_* ignored for colour
+    let mut rgb = Nii::new(&[2, 2, 1], 128, (0..12).collect());
+    rgb.scl_slope = 2.0;
+    let v = read_nifti(&rgb.bytes()).unwrap();
+    assert_eq!(v.rgb(1, 0, 0), Some([3, 4, 5]));
+    assert_eq!(v.value(1, 1, 0), (9 + 256 * 10 + 65536 * 11) as f64);
+    assert!(!v.is_scaled() && v.data.is_colour() && !v.data.is_integer());
+    let rgba = Nii::new(&[2, 1, 1], 2304, (0..8).collect());
+    let v = read_nifti(&rgba.gz()).unwrap();
+    assert_eq!(v.rgb(1, 0, 0), Some([4, 5, 6]));
+    assert_eq!(v.data.type_name(), "rgba32");
+    // truncated colour data
+    let e = read_nifti(&rgb.bytes()[..352 + 11]).unwrap_err();
+    assert!(matches!(e, ConvertError::Truncated(_)), "{e}");
 
     // label map of another shape
     let img = read_nifti(&nii.bytes()).unwrap();

@@ -131,6 +131,15 @@ fn dcm2niix_roundtrip(name: &str, nii: &[u8], modality: &str) -> ConvertedSeries
         "{name}: values differ by up to {worst_val} (tolerance {tol}, note {:?})",
         s.precision_note
     );
+    if v.data.is_colour() {
+        // packed R + 256·G + 65536·B on both sides: colour must come back exactly
+        assert!(
+            back.data.is_colour(),
+            "{name}: dcm2niix wrote {}",
+            back.data.type_name()
+        );
+        assert_eq!(worst_val, 0.0, "{name}: colours differ");
+    }
     s
 }
 
@@ -496,4 +505,365 @@ fn seg_geometry_matches_source_slices() {
                 .unwrap()
         );
     }
+}
+
+/// Expected colour of voxel (i, j, k) of the files `rgb_write.py` makes.
+fn rgb_pattern(i: usize, j: usize, k: usize) -> [u8; 4] {
+    [
+        ((3 * i + 5 * j + 7 * k) % 256) as u8,
+        ((11 * i + 2 * j + 13 * k + 100) % 256) as u8,
+        ((i * j + 17 * k) % 256) as u8,
+        if (i + j + k) % 2 == 0 { 255 } else { 128 },
+    ]
+}
+
+/// A colour NIfTI written by nibabel.
+fn nibabel_rgb(dims: [usize; 3], affine: Affine, kind: &str, version: u8, gz: bool) -> Vec<u8> {
+    let py = python(&["nibabel", "numpy"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(if gz { "rgb.nii.gz" } else { "rgb.nii" });
+    let spec =
+        serde_json::json!({"shape": dims, "affine": affine, "kind": kind, "version": version});
+    let o = Command::new(py)
+        .arg(fixture("rgb_write.py"))
+        .arg(&path)
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "rgb_write.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(path).unwrap()
+}
+
+/// pydicom's view of some of our files (pixel attributes and `pixel_array`).
+fn pydicom_pixels(files: &[&[u8]]) -> Vec<serde_json::Value> {
+    let py = python(&["pydicom", "numpy"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(n, b)| {
+            let p = tmp.path().join(format!("{n}.dcm"));
+            std::fs::write(&p, b).unwrap();
+            p
+        })
+        .collect();
+    let o = Command::new(py)
+        .arg(fixture("dicom_pixels.py"))
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "dicom_pixels.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn rgb_nifti_to_dicom() {
+    // (name, dims, affine, kind, NIfTI version, gzip, modality); 7 × 5 → 105 bytes per frame: odd length
+    type Case = (
+        &'static str,
+        [usize; 3],
+        Affine,
+        &'static str,
+        u8,
+        bool,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "rgb_ras",
+            [7, 5, 4],
+            diag(0.75, 0.8, 2.0, [-10.0, 20.0, -30.0]),
+            "rgb",
+            1,
+            true,
+            "OT",
+        ),
+        (
+            "rgb_oblique_ct",
+            [7, 5, 3],
+            oblique(),
+            "rgb",
+            2,
+            false,
+            "CT",
+        ),
+        (
+            "rgba_las_mr",
+            [6, 9, 3],
+            diag(-1.0, 1.2, 2.5, [5.0, 6.0, 7.0]),
+            "rgba",
+            1,
+            false,
+            "MR",
+        ),
+        (
+            "rgba_2d_pt",
+            [8, 6, 1],
+            diag(0.5, 0.5, 1.0, [0.0; 3]),
+            "rgba",
+            2,
+            true,
+            "PT",
+        ),
+    ];
+    let mut report = Vec::new();
+    for (name, dims, aff, kind, version, gz, modality) in cases {
+        let nii = nibabel_rgb(dims, aff, kind, version, gz);
+        let v = read_nifti(&nii).unwrap();
+        assert_eq!(v.dims, dims, "{name}");
+        assert_eq!(
+            v.data.type_name(),
+            if kind == "rgb" { "rgb24" } else { "rgba32" }
+        );
+        for k in 0..dims[2] {
+            for j in 0..dims[1] {
+                for i in 0..dims[0] {
+                    let p = rgb_pattern(i, j, k);
+                    assert_eq!(
+                        v.rgb(i, j, k),
+                        Some([p[0], p[1], p[2]]),
+                        "{name} ({i},{j},{k})"
+                    );
+                }
+            }
+        }
+        // same geometry as the scalar path: a scalar volume on the same grid gives the same geometry attributes
+        let grey = Volume::new(
+            dims,
+            VoxelData::U8(vec![1; dims.iter().product()]),
+            v.affine,
+        )
+        .unwrap();
+        let grey_s = volume_to_series(&grey, &SeriesOptions::new(modality, "s", name)).unwrap();
+
+        // our DICOM, read back with pydicom
+        let s = dcm2niix_roundtrip(name, &nii, modality);
+        assert_eq!(s.sop_class_uid, "1.2.840.10008.5.1.4.1.1.7", "{name}");
+        assert_eq!(s.files.len(), dims[2]);
+        match kind {
+            "rgba" => {
+                let note = s.precision_note.clone().unwrap_or_default();
+                assert!(note.contains("alpha channel dropped"), "{name}: {note}");
+            }
+            _ => assert!(s.precision_note.is_none(), "{name}: {:?}", s.precision_note),
+        }
+        let files: Vec<&[u8]> = s.files.iter().map(Vec::as_slice).collect();
+        let px = pydicom_pixels(&files);
+        for (k, f) in px.iter().enumerate() {
+            assert_eq!(f["photometric"], "RGB", "{name}");
+            assert_eq!(f["samples"], 3);
+            assert_eq!(f["planar"], 0);
+            assert_eq!(f["bits_allocated"], 8);
+            assert_eq!(f["modality"], modality);
+            assert!(f["rescale_slope"].is_null() && f["rescale_intercept"].is_null());
+            assert_eq!(f["rows"], dims[1]);
+            assert_eq!(f["columns"], dims[0]);
+            for (r, row) in f["pixels"].as_array().unwrap().iter().enumerate() {
+                for (c, p) in row.as_array().unwrap().iter().enumerate() {
+                    let e = rgb_pattern(c, r, k);
+                    let got: Vec<u64> = p
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap())
+                        .collect();
+                    assert_eq!(
+                        got,
+                        vec![e[0] as u64, e[1] as u64, e[2] as u64],
+                        "{name} slice {k} ({r},{c})"
+                    );
+                }
+            }
+        }
+        // geometry attributes identical to the scalar path's
+        use dicom_dictionary_std::tags;
+        for k in [0, dims[2] - 1] {
+            let a = dicom_object::from_reader(&s.files[k][128..]).unwrap();
+            let b = dicom_object::from_reader(&grey_s.files[k][128..]).unwrap();
+            for t in [
+                tags::IMAGE_POSITION_PATIENT,
+                tags::IMAGE_ORIENTATION_PATIENT,
+                tags::PIXEL_SPACING,
+                tags::SLICE_THICKNESS,
+                tags::SPACING_BETWEEN_SLICES,
+                tags::SLICE_LOCATION,
+            ] {
+                assert_eq!(
+                    a.element(t).unwrap().to_str().unwrap(),
+                    b.element(t).unwrap().to_str().unwrap(),
+                    "{name} {t}"
+                );
+            }
+        }
+        // dciodvfy
+        for f in [&s.files[0], s.files.last().unwrap()] {
+            let (errors, warnings) = dciodvfy_errors(f);
+            assert!(errors.is_empty(), "{name}: dciodvfy errors: {errors:#?}");
+            report.push(format!("{name}: {warnings:?}"));
+        }
+        // a colour volume is no label map
+        let e = labels_to_seg(
+            &v,
+            &s,
+            &v,
+            &[Segment::from_seg_info(1, "liver", "x")],
+            &SegOptions::new("s"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+    eprintln!("dciodvfy warnings:\n{}", report.join("\n"));
+}
+
+#[test]
+fn pet_image_storage() {
+    use dicom_dictionary_std::tags;
+    let str_of =
+        |o: &dicom_object::InMemDicomObject, t| o.element(t).unwrap().to_str().unwrap().to_string();
+    // positive floats (uint16, slope only), mixed-sign floats (int16, slope only), int16 as is, int32 with an
+    // offset (an intercept elsewhere; slope only here), int16 with scl_slope/scl_inter
+    let mixed: Vec<f32> = (0..15 * 12 * 5)
+        .map(|n| ((n as f32) * 0.21).cos() * 40.0 - 3.0)
+        .collect();
+    let wide: Vec<i32> = (0..12 * 11 * 3).map(|n: i32| 100_000 + n * 150).collect();
+    let scl_v: Vec<i16> = (0..12 * 11 * 3).map(|n| n as i16 * 3 - 500).collect();
+    let mut scl = Nii::new(&[12, 11, 3], 4, le_bytes(&scl_v, i16::to_le_bytes))
+        .with_sform(diag(2.0, 2.0, 2.0, [0.0; 3]));
+    scl.scl_slope = 0.25;
+    scl.scl_inter = -10.0;
+    let positive: Vec<f32> = (0..14 * 9 * 4)
+        .map(|n| ((n as f32) * 0.37).sin().abs() * 12000.0 + 0.5)
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "pet_int16_ras",
+            unique_i16(17, 11, 4, diag(2.0, 2.0, 3.0, [-100.0, -80.0, 20.0])),
+            true,
+        ),
+        ("pet_int16_oblique", unique_i16(13, 9, 3, oblique()), true),
+        (
+            "pet_float_positive_las",
+            Nii::new(&[14, 9, 4], 16, le_bytes(&positive, f32::to_le_bytes))
+                .with_sform(diag(-1.2, 1.1, 2.0, [5.0, 6.0, 7.0]))
+                .gz(),
+            false,
+        ),
+        (
+            "pet_float_mixed_sign",
+            Nii::new(&[15, 12, 5], 16, le_bytes(&mixed, f32::to_le_bytes))
+                .with_sform(oblique())
+                .bytes(),
+            false,
+        ),
+        (
+            "pet_int32_offset",
+            Nii::new(&[12, 11, 3], 8, le_bytes(&wide, i32::to_le_bytes))
+                .with_sform(diag(1.0, 1.0, 1.0, [0.0; 3]))
+                .bytes(),
+            false,
+        ),
+        // scl_inter / scl_slope = -40: stored = raw - 40 with slope 0.25, exact
+        ("pet_scl", scl.bytes(), true),
+    ];
+    let mut report = Vec::new();
+    for (name, nii, exact) in cases {
+        // dcm2niix gives back the values (within the stated rescale error) and the geometry
+        let s = dcm2niix_roundtrip(name, &nii, "PT");
+        assert_eq!(s.sop_class_uid, "1.2.840.10008.5.1.4.1.1.128", "{name}");
+        assert_eq!(
+            s.rescale_intercept, 0.0,
+            "{name}: PET needs Rescale Intercept 0"
+        );
+        assert_eq!(
+            s.precision_note.is_none(),
+            exact,
+            "{name}: {:?}",
+            s.precision_note
+        );
+        if !exact {
+            assert!(
+                s.max_abs_error <= s.rescale_slope * 0.5 * 1.0001,
+                "{name}: {} vs slope {}",
+                s.max_abs_error,
+                s.rescale_slope
+            );
+            let note = s.precision_note.clone().unwrap_or_default();
+            assert!(
+                note.contains("intercept must be 0") || s.max_abs_error == 0.0,
+                "{note}"
+            );
+        }
+        let nz = s.files.len();
+        for (k, f) in s.files.iter().enumerate() {
+            let o = dicom_object::from_reader(&f[128..]).unwrap();
+            assert_eq!(str_of(&o, tags::RESCALE_INTERCEPT), "0");
+            assert_eq!(str_of(&o, tags::MODALITY), "PT");
+            assert_eq!(str_of(&o, tags::UNITS), "CNTS");
+            assert_eq!(str_of(&o, tags::DECAY_CORRECTION), "NONE");
+            assert_eq!(str_of(&o, tags::SERIES_TYPE), "STATIC\\IMAGE");
+            assert_eq!(
+                o.element(tags::IMAGE_INDEX)
+                    .unwrap()
+                    .to_int::<usize>()
+                    .unwrap(),
+                k + 1
+            );
+            assert_eq!(
+                o.element(tags::NUMBER_OF_SLICES)
+                    .unwrap()
+                    .to_int::<usize>()
+                    .unwrap(),
+                nz
+            );
+            assert_eq!(str_of(&o, tags::SERIES_DATE).len(), 8);
+        }
+        // pydicom applies the same rescale
+        let px = pydicom_pixels(&[&s.files[0]]);
+        assert_eq!(px[0]["photometric"], "MONOCHROME2");
+        assert_eq!(px[0]["rescale_intercept"], 0.0);
+        // dciodvfy: no errors
+        for f in [&s.files[0], s.files.last().unwrap()] {
+            let (errors, warnings) = dciodvfy_errors(f);
+            assert!(errors.is_empty(), "{name}: dciodvfy errors: {errors:#?}");
+            report.push(format!("{name}: {warnings:?}"));
+        }
+    }
+
+    // meta_data.json tags: Units, decay correction with its factor, series and study dates
+    let v = read_nifti(&unique_i16(9, 8, 3, oblique())).unwrap();
+    let mut opts = SeriesOptions::new("PT", "pet", "bqml");
+    opts.extra_tags = [
+        ("0054|1001", "BQML"),
+        ("0054|1102", "START"),
+        ("0054|1321", "1.0233"),
+        ("0028|0051", "DECY\\ATTN"),
+        ("0008|0020", "20240102"),
+        ("0008|0030", "101500"),
+        ("0008|0021", "20240103"),
+    ]
+    .iter()
+    .map(|(k, v)| (parse_tag_key(k).unwrap(), v.to_string()))
+    .collect();
+    let s = volume_to_series(&v, &opts).unwrap();
+    let o = dicom_object::from_reader(&s.files[1][128..]).unwrap();
+    assert_eq!(str_of(&o, tags::UNITS), "BQML");
+    assert_eq!(str_of(&o, tags::CORRECTED_IMAGE), "DECY\\ATTN");
+    assert_eq!(str_of(&o, tags::SERIES_DATE), "20240103");
+    assert_eq!(str_of(&o, tags::SERIES_TIME), "101500"); // falls back to the study's
+    let (errors, warnings) = dciodvfy_errors(&s.files[1]);
+    assert!(errors.is_empty(), "BQML: dciodvfy errors: {errors:#?}");
+    report.push(format!("pet_bqml: {warnings:?}"));
+    eprintln!("dciodvfy warnings:\n{}", report.join("\n"));
 }

@@ -14,25 +14,45 @@
 //!   one of its top-level attributes is; a missing M module is reported once); for M modules and
 //!   for C/U modules that are present (through an attribute no other module of the IOD defines):
 //!   Type 1 present and non-empty, Type 2 present, Type 1C/2C when the condition is one of the
-//!   common parseable forms (attribute present / not present / has value X / value N is X /
-//!   greater than N, joined by all-`and` or all-`or`); other conditions are skipped silently.
-//!   Enumerated values (when the table states them as a plain "Enumerated Values:" list).
-//!   Sequence items are checked recursively against the nested table.
+//!   parseable forms (attribute present / absent / present with a value / has value X / value N
+//!   is X / is not X / greater than N / non-zero, lists of attributes sharing one predicate,
+//!   joined by all-`and` or all-`or`; plus the Code Sequence Macro's three alternative code
+//!   values); other conditions are skipped silently (20,731 of the 24,405 1C/2C rows of the module
+//!   tables are evaluated). Enumerated values (when the table states them as a plain "Enumerated
+//!   Values:" list). Sequence items are checked recursively against the nested table.
+//! * **Functional groups** of the enhanced multi-frame IODs (PS3.3 C.7.6.16, the IOD's
+//!   "Functional Group Macros" table, generated like the modules): each mandatory macro (and
+//!   each conditional one whose condition can be evaluated and holds) is in the Shared Functional
+//!   Groups Sequence item or in every Per-frame Functional Groups Sequence item; a macro is never
+//!   in both, and a per-frame macro is in every item; the attributes of each macro found are
+//!   checked with the rules above (conditions see the attributes "of this frame": the root, then
+//!   the items of the frame's other functional groups); the number of per-frame items equals
+//!   Number of Frames. A finding repeated in several per-frame items is reported once, with the
+//!   number of other items, so a SEG of hundreds of frames gives one line per defect.
+//! * **SR Document Content** (PS3.3 C.17.3), recursively through Content Sequence: Value Type
+//!   (enumerated, TABLE of later editions accepted), Concept Name Code Sequence (Type 1 at the
+//!   root, 1C by Value Type in items), Relationship Type, by-reference items (Referenced Content
+//!   Item Identifier), and the macro of each Value Type (TEXT → Text Value, NUM → Measured Value
+//!   Sequence with Numeric Value and Measurement Units Code Sequence, CODE → Concept Code
+//!   Sequence, CONTAINER → Continuity Of Content, IMAGE/COMPOSITE/WAVEFORM → Referenced SOP
+//!   Sequence, SCOORD/SCOORD3D/TCOORD → their coordinates and enumerated types, ...). The source
+//!   JSON lost which macro goes with which Value Type, so that mapping is a hand-written table
+//!   (`sr.rs`); the attributes themselves still come from the generated tables.
 //! * **Encoding** (PS3.5/PS3.6) of every public element, recursively: VR against the dictionary
 //!   (explicit VR transfer syntaxes only), VM, value formats and lengths of DA, TM, DT, UI, CS, AS,
 //!   IS, DS, PN, AE, SH, LO, ST, LT; retired and unknown public tags. Private tags are skipped.
 //! * **Series consistency** ([`validate_series`]), see that function.
 //!
 //! Severity: `Error` for violations of Type 1/2/1C/2C, enumerated values, value formats, VR and
-//! VM, a missing mandatory module, file meta/data set UID mismatches; `Warning` for retired or
-//! unknown public attributes, VR UN on a known attribute, and soft series issues.
+//! VM, a missing mandatory module or functional group, file meta/data set UID mismatches;
+//! `Warning` for retired or unknown public attributes, VR UN on a known attribute, and soft
+//! series issues. Known differences from dciodvfy are listed in `DISAGREEMENTS.md`.
 //!
 //! ## Not checked (yet)
-//! The SR Document Content module (its conditional macro inclusions are lost in the source
-//! JSON), functional group macros of enhanced multi-frame IODs, module-level "C" conditions (a
-//! conditional module is only checked when present), conditions written in prose, defined terms,
-//! per-value enumerations ("Enumerated Values for Value 1"), "shall not be present" rules,
-//! character-set repertoires, pixel data consistency (Rows × Columns × Bits vs. length).
+//! Module-level "C" conditions (a conditional module is only checked when present), conditions
+//! written in prose, defined terms, per-value enumerations ("Enumerated Values for Value 1"),
+//! "shall not be present" rules, SR templates (TIDs) and the relationship constraints of each SR
+//! IOD, character-set repertoires, pixel data consistency (Rows × Columns × Bits vs. length).
 //!
 //! ## Parsing limitation
 //! Files are parsed with `dicom-object` up to Pixel Data; the presence of Pixel Data is detected
@@ -42,6 +62,7 @@
 
 mod report;
 mod series;
+mod sr;
 pub mod tables;
 mod vr;
 
@@ -110,10 +131,10 @@ pub fn standard_edition() -> &'static str {
     &tables().edition
 }
 
-/// Modules whose flattened table is not usable: the source JSON expands macros that PS3.3 includes
-/// only conditionally ("Include ... if Value Type is SCOORD") as if they were unconditional, so
-/// their Type 1 attributes would be reported missing in every content item.
-const UNRELIABLE_MODULES: &[&str] = &["sr-document-content"];
+/// The module whose flattened table is not usable as it is (the source JSON expands the content
+/// item macros that PS3.3 includes only by Value Type as if they were unconditional): it is
+/// checked by a walk of the content tree with hand-written inclusion rules (`sr.rs`).
+const SR_DOCUMENT_CONTENT: &str = "sr-document-content";
 
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 
@@ -399,9 +420,6 @@ impl<'t> Validator<'t> {
             let Some(module) = t.modules.get(&m.module_id) else {
                 continue;
             };
-            if UNRELIABLE_MODULES.contains(&m.module_id.as_str()) {
-                continue;
-            }
             let top = &t.lists[module.list];
             let present_any = top.iter().any(|&n| {
                 let node = &t.nodes[n];
@@ -438,7 +456,217 @@ impl<'t> Validator<'t> {
                     }
                 }
             }
-            self.check_list(module.list, &[root], "", &module.name);
+            if m.module_id == SR_DOCUMENT_CONTENT {
+                self.check_sr_content(module.list, root, &module.name);
+            } else {
+                self.check_list(module.list, &[root], "", &module.name);
+            }
+        }
+        if !iod.fg_macros.is_empty() {
+            self.check_functional_groups(iod, root);
+        }
+    }
+
+    /// Functional group macros of an enhanced multi-frame IOD (PS3.3 C.7.6.16): each macro is in
+    /// the one item of the Shared Functional Groups Sequence or in every item of the Per-frame
+    /// Functional Groups Sequence, not both; mandatory macros (and conditional ones whose
+    /// condition holds) must be present; the attributes of every macro found are checked with
+    /// the usual type rules. A finding repeated in several per-frame items is reported once, with
+    /// the number of other items.
+    fn check_functional_groups(&mut self, iod: &tables::Iod, root: &InMemDicomObject) {
+        let t = self.t;
+        let items = |tag: Tag| -> &[InMemDicomObject] {
+            match root.get(tag).map(|e| e.value()) {
+                Some(Value::Sequence(s)) => s.items(),
+                _ => &[],
+            }
+        };
+        let shared = items(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
+        let per_frame = items(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
+        if let (Some(e), false) = (root.get(tags::NUMBER_OF_FRAMES), per_frame.is_empty()) {
+            let n = value_strings(e)
+                .first()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(n) = n.filter(|&n| n != per_frame.len()) {
+                self.push(
+                    Severity::Error,
+                    "frames",
+                    tag_str(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE),
+                    "PerFrameFunctionalGroupsSequence".into(),
+                    Some("Multi-frame Functional Groups"),
+                    format!(
+                        "Per-frame Functional Groups Sequence (5200,9230) has {} items, but Number of Frames (0028,0008) is {n}",
+                        per_frame.len()
+                    ),
+                );
+            }
+        }
+        if shared.is_none() && per_frame.is_empty() {
+            return; // both sequences missing: reported by the Multi-frame Functional Groups module
+        }
+        const SHARED: &str = "(5200,9229)[1]/";
+        // the first item of every functional group sequence in a shared or per-frame item
+        fn group_items(fg: &InMemDicomObject) -> impl Iterator<Item = &InMemDicomObject> {
+            fg.iter().filter_map(|e| match e.value() {
+                Value::Sequence(s) => s.items().first(),
+                _ => None,
+            })
+        }
+        let shared_ctx: Vec<&InMemDicomObject> =
+            shared.map(|s| group_items(s).collect()).unwrap_or_default();
+        // the stack of each per-frame item: [item, root, its groups' items, the shared groups' items]
+        let frame_stacks: Vec<Vec<&InMemDicomObject>> = per_frame
+            .iter()
+            .map(|item| {
+                let mut st = vec![item, root];
+                st.extend(group_items(item));
+                st.extend_from_slice(&shared_ctx);
+                st
+            })
+            .collect();
+        let frame_prefix = |i: usize| format!("(5200,9230)[{}]/", i + 1);
+        for m in &iod.fg_macros {
+            let Some(mac) = t.macros.get(&m.macro_id) else {
+                continue;
+            };
+            let label = format!("{} Macro", mac.name);
+            let top: Vec<&tables::Node> = t.lists[mac.list]
+                .iter()
+                .map(|&n| &t.nodes[n])
+                .filter(|n| n.mask == u32::MAX)
+                .collect();
+            let has =
+                |item: &InMemDicomObject| top.iter().any(|n| item.get(to_tag(n.tag)).is_some());
+            let in_shared = shared.is_some_and(&has);
+            let with: Vec<usize> = (0..per_frame.len())
+                .filter(|&i| has(&per_frame[i]))
+                .collect();
+            let required = match m.usage {
+                Usage::Mandatory => true,
+                Usage::Conditional => {
+                    m.cond.as_ref().and_then(|c| self.eval(c, &[root])) == Some(true)
+                }
+                Usage::UserOption => false,
+            };
+            // the attribute that names the macro in messages: its first Type 1/2 top-level one
+            let key = top
+                .iter()
+                .find(|n| matches!(n.typ, AttrType::T1 | AttrType::T2))
+                .or(top.first())
+                .copied();
+            let Some(key) = key else { continue };
+            let (name, keyword) = self.attr_name(key.tag);
+            let key_tag = tag_str(to_tag(key.tag));
+            if in_shared && !with.is_empty() {
+                self.push(
+                    Severity::Error,
+                    "fg-both",
+                    format!("{}{key_tag}", frame_prefix(with[0])),
+                    keyword.clone(),
+                    Some(&label),
+                    format!(
+                        "{label} ({name} {key_tag}) is in the Shared Functional Groups Sequence and also in {} of {} Per-frame Functional Groups Sequence items (first: item {}); a functional group is either shared or per-frame",
+                        with.len(),
+                        per_frame.len(),
+                        with[0] + 1
+                    ),
+                );
+            } else if !in_shared && with.is_empty() {
+                if required && matches!(key.typ, AttrType::T1 | AttrType::T2) {
+                    let why = match m.usage {
+                        Usage::Mandatory => "the macro is mandatory for this IOD".to_string(),
+                        _ => format!(
+                            "the macro is required for this IOD: {}",
+                            m.condition.trim_end_matches('.')
+                        ),
+                    };
+                    let path = if per_frame.is_empty() {
+                        format!("{SHARED}{key_tag}")
+                    } else {
+                        format!("{}{key_tag}", frame_prefix(0))
+                    };
+                    self.push(
+                        Severity::Error,
+                        "missing",
+                        path,
+                        keyword.clone(),
+                        Some(&label),
+                        format!(
+                            "Type {} attribute {name} {key_tag} of {label} is missing from the Shared Functional Groups Sequence item and from every Per-frame Functional Groups Sequence item ({why})",
+                            key.typ.label()
+                        ),
+                    );
+                }
+            } else if !in_shared && with.len() < per_frame.len() {
+                let missing: Vec<usize> = (0..per_frame.len())
+                    .filter(|i| with.binary_search(i).is_err())
+                    .collect();
+                self.push(
+                    Severity::Error,
+                    "missing",
+                    format!("{}{key_tag}", frame_prefix(missing[0])),
+                    keyword.clone(),
+                    Some(&label),
+                    format!(
+                        "Type {} attribute {name} {key_tag} of {label} is missing from {} of {} Per-frame Functional Groups Sequence items (first: item {}); a per-frame functional group must be in every item",
+                        key.typ.label(),
+                        missing.len(),
+                        per_frame.len(),
+                        missing[0] + 1
+                    ),
+                );
+            }
+            // Conditions speak of attributes "of this frame", which live in the items of the
+            // other functional groups of the same frame: they come after root on the stack.
+            if in_shared {
+                if let Some(s) = shared {
+                    let mut st = vec![s, root];
+                    st.extend_from_slice(&shared_ctx);
+                    self.check_list(mac.list, &st, SHARED, &label);
+                }
+            }
+            if !with.is_empty() {
+                let before = self.findings.len();
+                for &i in &with {
+                    self.check_list(mac.list, &frame_stacks[i], &frame_prefix(i), &label);
+                }
+                self.fold_per_frame(before);
+            }
+        }
+    }
+
+    /// Folds findings from `start` on that differ only by the per-frame item index into the
+    /// first of them, which gains "(also in N other per-frame items)".
+    fn fold_per_frame(&mut self, start: usize) {
+        if self.findings.len() - start < 2 {
+            return;
+        }
+        let tail = self.findings.split_off(start);
+        let mut order: Vec<(String, Finding, usize)> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        for f in tail {
+            let generic = match f.tag_path.strip_prefix("(5200,9230)[") {
+                Some(rest) => rest
+                    .split_once(']')
+                    .map_or(f.tag_path.clone(), |(_, r)| r.to_string()),
+                None => f.tag_path.clone(),
+            };
+            match index.get(&(generic.clone(), f.message.clone())) {
+                Some(&i) => order[i].2 += 1,
+                None => {
+                    index.insert((generic.clone(), f.message.clone()), order.len());
+                    order.push((generic, f, 0));
+                }
+            }
+        }
+        for (_, mut f, others) in order {
+            if others > 0 {
+                f.message.push_str(&format!(
+                    " (also in {others} other Per-frame Functional Groups Sequence item{})",
+                    if others == 1 { "" } else { "s" }
+                ));
+            }
+            self.findings.push(f);
         }
     }
 
@@ -484,6 +712,20 @@ impl<'t> Validator<'t> {
                     }
                 }
             },
+            Cond::NotEquals(tag, values, idx) => match self.find(stack, *tag) {
+                None => false,
+                Some(e) => {
+                    let vals = value_strings(e);
+                    let v = vals.get(idx.saturating_sub(1));
+                    v.is_some_and(|s| !values.iter().any(|x| x == s || num_eq(x, s)))
+                }
+            },
+            Cond::HasValue(tag) => {
+                if *tag == tag_u32(tags::PIXEL_DATA) && self.has_pixel_data {
+                    return Some(true);
+                }
+                self.find(stack, *tag).is_some_and(|e| !is_empty_element(e))
+            }
             Cond::Greater(tag, n) => match self.find(stack, *tag) {
                 None => false,
                 Some(e) => value_strings(e)
@@ -530,15 +772,33 @@ impl<'t> Validator<'t> {
             if node.mask != u32::MAX {
                 continue; // repeating groups (overlays, curves): not checked
             }
-            let tag = node.tag;
-            let path = format!("{prefix}{}", tag_str(to_tag(tag)));
-            let element = if tag == tag_u32(tags::PIXEL_DATA) && stack.len() == 1 {
-                None
-            } else {
-                stack[0].get(to_tag(tag))
-            };
-            let is_present = element.is_some() || self.present(stack, tag);
-            let (cond_text, required) = match node.typ {
+            self.check_node(node, node.typ, stack, prefix, module);
+        }
+    }
+
+    /// One attribute of a table, as Type `typ` (the node's own type, or the one a caller
+    /// imposes: the SR content item macros), in the data set `stack[0]`.
+    fn check_node(
+        &mut self,
+        node: &tables::Node,
+        typ: AttrType,
+        stack: &[&InMemDicomObject],
+        prefix: &str,
+        module: &str,
+    ) {
+        let t = self.t;
+        let tag = node.tag;
+        let element = if tag == tag_u32(tags::PIXEL_DATA) && stack.len() == 1 {
+            None
+        } else {
+            stack[0].get(to_tag(tag))
+        };
+        let is_present = element.is_some() || self.present(stack, tag);
+        let conditional = matches!(typ, AttrType::T1C | AttrType::T2C);
+        if is_present && typ == AttrType::T2C {
+            // present: a 2C has nothing more to satisfy than a 3
+        } else if !is_present || conditional {
+            let (cond_text, required) = match typ {
                 AttrType::T1 | AttrType::T2 => (None, true),
                 AttrType::T3 => (None, false),
                 AttrType::T1C | AttrType::T2C => match node.cond.map(|c| &t.conds[c]) {
@@ -548,70 +808,117 @@ impl<'t> Validator<'t> {
                     _ => (None, false),
                 },
             };
-            let (name, keyword) = self.attr_name(tag);
-            let label = node.typ.label();
             if !is_present {
                 if required {
+                    // strings are made only for findings: most attributes have none
                     let because = cond_text
                         .map(|c| format!(" ({})", c.trim_end_matches('.')))
                         .unwrap_or_default();
+                    let (name, keyword) = self.attr_name(tag);
                     self.push(
                         Severity::Error,
                         "missing",
-                        path,
+                        format!("{prefix}{}", tag_str(to_tag(tag))),
                         keyword,
                         Some(module),
-                        format!("Type {label} attribute {name} {} of module {module} is missing{because}", tag_str(to_tag(tag))),
-                    );
-                }
-                continue;
-            }
-            let Some(e) = element else { continue };
-            let empty = is_empty_element(e);
-            if empty && node.typ.must_have_value() && required {
-                self.push(
-                    Severity::Error,
-                    "empty",
-                    path.clone(),
-                    keyword.clone(),
-                    Some(module),
-                    format!(
-                        "Type {label} attribute {name} {} of module {module} is present but has no value{}",
-                        tag_str(to_tag(tag)),
-                        if matches!(e.value(), Value::Sequence(_)) { " (the sequence has no items)" } else { "" }
-                    ),
-                );
-            }
-            if let Some(ei) = node.enums {
-                let allowed = &t.enums[ei];
-                let binary = is_binary_number(e.vr().to_string());
-                for v in value_strings(e) {
-                    if v.is_empty() || allowed.iter().any(|a| *a == v || (binary && num_eq(a, &v)))
-                    {
-                        continue;
-                    }
-                    self.push(
-                        Severity::Error,
-                        "enum",
-                        path.clone(),
-                        keyword.clone(),
-                        Some(module),
                         format!(
-                            "Value \"{v}\" of {name} {} (module {module}) is not one of the enumerated values {}",
+                            "Type {} attribute {name} {} of {} is missing{because}",
+                            typ.label(),
                             tag_str(to_tag(tag)),
-                            allowed.join(", ")
+                            of_module(module)
                         ),
                     );
                 }
+                return;
             }
-            if let (Some(ci), Value::Sequence(seq)) = (node.children, e.value()) {
-                for (i, item) in seq.items().iter().enumerate() {
-                    let mut st: Vec<&InMemDicomObject> = Vec::with_capacity(stack.len() + 1);
-                    st.push(item);
-                    st.extend_from_slice(stack);
-                    let p = format!("{path}[{}]/", i + 1);
-                    self.check_list(ci, &st, &p, module);
+            if !required {
+                // a 1C whose condition does not hold (or is unknown) may be present empty
+                self.check_present(node, typ, element, stack, prefix, module, false);
+                return;
+            }
+        }
+        self.check_present(
+            node,
+            typ,
+            element,
+            stack,
+            prefix,
+            module,
+            typ.must_have_value(),
+        );
+    }
+
+    /// The checks of an attribute that is present: value when `need_value`, enumerated values,
+    /// the items of a sequence.
+    #[allow(clippy::too_many_arguments)]
+    fn check_present(
+        &mut self,
+        node: &tables::Node,
+        typ: AttrType,
+        element: Option<&dicom_object::mem::InMemElement>,
+        stack: &[&InMemDicomObject],
+        prefix: &str,
+        module: &str,
+        need_value: bool,
+    ) {
+        let t = self.t;
+        let Some(e) = element else { return };
+        let tag = node.tag;
+        let path = || format!("{prefix}{}", tag_str(to_tag(tag)));
+        let of = || of_module(module);
+        if need_value && is_empty_element(e) {
+            let (name, keyword) = self.attr_name(tag);
+            self.push(
+                Severity::Error,
+                "empty",
+                path(),
+                keyword,
+                Some(module),
+                format!(
+                    "Type {} attribute {name} {} of {} is present but has no value{}",
+                    typ.label(),
+                    tag_str(to_tag(tag)),
+                    of(),
+                    if matches!(e.value(), Value::Sequence(_)) {
+                        " (the sequence has no items)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        if let Some(ei) = node.enums {
+            let allowed = &t.enums[ei];
+            let binary = is_binary_number(e.vr().to_string());
+            for v in value_strings(e) {
+                if v.is_empty() || allowed.iter().any(|a| *a == v || (binary && num_eq(a, &v))) {
+                    continue;
                 }
+                let (name, keyword) = self.attr_name(tag);
+                self.push(
+                    Severity::Error,
+                    "enum",
+                    path(),
+                    keyword,
+                    Some(module),
+                    format!(
+                        "Value \"{v}\" of {name} {} ({}) is not one of the enumerated values {}",
+                        tag_str(to_tag(tag)),
+                        of(),
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        if let (Some(ci), Value::Sequence(seq)) = (node.children, e.value()) {
+            let path = path();
+            let mut st: Vec<&InMemDicomObject> = Vec::with_capacity(stack.len() + 1);
+            st.push(stack[0]);
+            st.extend_from_slice(stack);
+            for (i, item) in seq.items().iter().enumerate() {
+                st[0] = item;
+                let p = format!("{path}[{}]/", i + 1);
+                self.check_list(ci, &st, &p, module);
             }
         }
     }
@@ -623,9 +930,10 @@ impl<'t> Validator<'t> {
                 continue; // private
             }
             let tu = tag_u32(tag);
-            let path = format!("{prefix}{}", tag_str(tag));
+            let path = || format!("{prefix}{}", tag_str(tag));
             let vr = e.vr().to_string();
-            match self.t.dict(tu) {
+            let t = self.t;
+            match t.dict(tu) {
                 None => {
                     let msg = if tag.element() == 0 {
                         format!("Group length {} is present; group lengths are retired outside the command and file meta groups", tag_str(tag))
@@ -638,19 +946,18 @@ impl<'t> Validator<'t> {
                     self.push(
                         Severity::Warning,
                         "unknown",
-                        path.clone(),
+                        path(),
                         String::new(),
                         None,
                         msg,
                     );
                 }
                 Some(d) => {
-                    let d = d.clone();
                     if d.retired {
                         self.push(
                             Severity::Warning,
                             "retired",
-                            path.clone(),
+                            path(),
                             d.keyword.clone(),
                             None,
                             format!("Attribute {} {} is retired", d.name, tag_str(tag)),
@@ -667,7 +974,7 @@ impl<'t> Validator<'t> {
                         self.push(
                             sev,
                             kind,
-                            path.clone(),
+                            path(),
                             d.keyword.clone(),
                             None,
                             format!("{} {} is encoded with VR {vr}, but the data dictionary specifies {}", d.name, tag_str(tag), d.vr),
@@ -697,7 +1004,7 @@ impl<'t> Validator<'t> {
                             self.push(
                                 Severity::Error,
                                 "vm",
-                                path.clone(),
+                                path(),
                                 d.keyword.clone(),
                                 None,
                                 format!(
@@ -721,7 +1028,7 @@ impl<'t> Validator<'t> {
                                     self.push(
                                         Severity::Error,
                                         "format",
-                                        path.clone(),
+                                        path(),
                                         d.keyword.clone(),
                                         None,
                                         format!(
@@ -739,10 +1046,19 @@ impl<'t> Validator<'t> {
             }
             if let Value::Sequence(seq) = e.value() {
                 for (i, item) in seq.items().iter().enumerate() {
-                    self.check_encoding(item, &format!("{path}[{}]/", i + 1));
+                    self.check_encoding(item, &format!("{}[{}]/", path(), i + 1));
                 }
             }
         }
+    }
+}
+
+/// "module General Series", "Pixel Measures Macro"
+fn of_module(module: &str) -> String {
+    if module.ends_with(" Macro") {
+        module.to_string()
+    } else {
+        format!("module {module}")
     }
 }
 

@@ -23,10 +23,22 @@ pub struct IodModule {
     pub condition: String,
 }
 
+/// A functional group macro of an enhanced multi-frame IOD (PS3.3 "... Functional Group Macros"
+/// table of the IOD): its usage and, for "C", the condition (parsed when it is a common form).
+#[derive(Debug)]
+pub struct FgMacro {
+    pub macro_id: String,
+    pub usage: Usage,
+    pub condition: String,
+    pub cond: Option<Cond>,
+}
+
 #[derive(Debug)]
 pub struct Iod {
     pub name: String,
     pub modules: Vec<IodModule>,
+    /// empty unless the IOD uses the Multi-frame Functional Groups module
+    pub fg_macros: Vec<FgMacro>,
 }
 
 #[derive(Debug)]
@@ -67,6 +79,10 @@ pub enum Cond {
     NotPresent(u32),
     /// tag, accepted values, 1-based value index (0 = any value)
     Equals(u32, Vec<String>, usize),
+    /// present with a value (the indexed one, or the first) that is none of the values
+    NotEquals(u32, Vec<String>, usize),
+    /// present and not empty
+    HasValue(u32),
     Greater(u32, f64),
     And(Vec<Cond>),
     Or(Vec<Cond>),
@@ -98,6 +114,8 @@ pub struct Tables {
     pub sops: HashMap<String, (String, String)>,
     pub iods: HashMap<String, Iod>,
     pub modules: HashMap<String, Module>,
+    /// functional group macros (same shape as modules: a name and a top-level node list)
+    pub macros: HashMap<String, Module>,
     pub lists: Vec<Vec<usize>>,
     pub nodes: Vec<Node>,
     pub conds: Vec<(String, Option<Cond>)>,
@@ -151,11 +169,41 @@ fn parse_cond(v: &Value) -> Option<Cond> {
             a.get(2)?.as_array()?.iter().map(s).collect(),
             a.get(3).and_then(idx).unwrap_or(0),
         ),
+        "ne" => Cond::NotEquals(
+            tag()?,
+            a.get(2)?.as_array()?.iter().map(s).collect(),
+            a.get(3).and_then(idx).unwrap_or(0),
+        ),
+        "pv" => Cond::HasValue(tag()?),
         "gt" => Cond::Greater(tag()?, a.get(2)?.as_f64()?),
         "and" => Cond::And(a[1..].iter().map(parse_cond).collect::<Option<Vec<_>>>()?),
         "or" => Cond::Or(a[1..].iter().map(parse_cond).collect::<Option<Vec<_>>>()?),
         _ => return None,
     })
+}
+
+fn usage(v: &Value) -> Usage {
+    match v.as_str() {
+        Some("M") => Usage::Mandatory,
+        Some("C") => Usage::Conditional,
+        _ => Usage::UserOption,
+    }
+}
+
+fn named_lists(v: &Value) -> HashMap<String, Module> {
+    let mut out = HashMap::new();
+    if let Some(o) = v.as_object() {
+        for (id, v) in o {
+            out.insert(
+                id.clone(),
+                Module {
+                    name: s(&v[0]),
+                    list: idx(&v[1]).unwrap_or(0),
+                },
+            );
+        }
+    }
+    out
 }
 
 fn load() -> Tables {
@@ -180,12 +228,21 @@ fn load() -> Tables {
                     a.iter()
                         .map(|m| IodModule {
                             module_id: s(&m[0]),
-                            usage: match m[1].as_str() {
-                                Some("M") => Usage::Mandatory,
-                                Some("C") => Usage::Conditional,
-                                _ => Usage::UserOption,
-                            },
+                            usage: usage(&m[1]),
                             condition: s(&m[2]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let fg_macros = v[2]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|m| FgMacro {
+                            macro_id: s(&m[0]),
+                            usage: usage(&m[1]),
+                            condition: s(&m[2]),
+                            cond: parse_cond(&m[3]),
                         })
                         .collect()
                 })
@@ -195,22 +252,13 @@ fn load() -> Tables {
                 Iod {
                     name: s(&v[0]),
                     modules,
+                    fg_macros,
                 },
             );
         }
     }
-    let mut modules = HashMap::new();
-    if let Some(o) = mods_v["mods"].as_object() {
-        for (id, v) in o {
-            modules.insert(
-                id.clone(),
-                Module {
-                    name: s(&v[0]),
-                    list: idx(&v[1]).unwrap_or(0),
-                },
-            );
-        }
-    }
+    let modules = named_lists(&mods_v["mods"]);
+    let macros = named_lists(&mods_v["macros"]);
     let lists = mods_v["lists"]
         .as_array()
         .map(|a| {
@@ -289,6 +337,7 @@ fn load() -> Tables {
         sops,
         iods,
         modules,
+        macros,
         lists,
         nodes,
         conds,

@@ -102,3 +102,92 @@ fn d5_modality_type() {
         "Missing attribute Type 1C Conditional Element=<Modality>",
     );
 }
+
+/// 12. Content Creator's Name (0070,0084) of a SEG: Type 2 in 2020, not required by dciodvfy.
+///
+/// highdicom writes it only when given.
+#[test]
+fn d12_seg_content_creator_name() {
+    let (v, dc) = both_tools(&fixtures().join("seg-no-creator.dcm"));
+    let errors: Vec<_> = v
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        (errors[0].tag_path.as_str(), errors[0].keyword.as_str()),
+        ("(0070,0084)", "ContentCreatorName")
+    );
+    if let Some(lines) = dc {
+        assert_eq!(dciodvfy_errors(&lines), Vec::<String>::new());
+    }
+}
+
+/// 13. Referenced Frame of Reference UID (3006,0024) of a SCOORD3D item: Type 1 in 2020.
+///
+/// dciodvfy (a later edition) does not report it missing.
+#[test]
+fn d13_scoord3d_frame_of_reference() {
+    let (v, dc) = both_tools(&fixtures().join("sr-no-frame-of-reference.dcm"));
+    let errors: Vec<_> = v
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        errors[0].tag_path,
+        "(0040,A730)[5]/(0040,A730)[2]/(0040,A730)[5]/(3006,0024)"
+    );
+    if let Some(lines) = dc {
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("ReferencedFrameOfReferenceUID")),
+            "{lines:#?}"
+        );
+    }
+}
+
+/// 14. Relationship Type (0040,A010): Enumerated Values in 2020 (error), Defined Terms for dciodvfy.
+///
+/// dciodvfy warns "Unrecognized defined term".
+#[test]
+fn d14_relationship_type_enumerated_values() {
+    let Some(p) = pydicom_file("reportsi.dcm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = dicom_object::open_file(&p).unwrap();
+    let mut items = o
+        .get(tags::CONTENT_SEQUENCE)
+        .and_then(|e| e.items())
+        .unwrap()
+        .to_vec();
+    put_str(&mut items[0], tags::RELATIONSHIP_TYPE, VR::CS, "HAS FOO");
+    o.put(seq(tags::CONTENT_SEQUENCE, items));
+    let f = dir.path().join("reltype.dcm");
+    o.write_to_file(&f).unwrap();
+    let (v, dc) = both_tools(&f);
+    let e: Vec<_> = v
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].tag_path, "(0040,A730)[1]/(0040,A010)");
+    assert!(e[0].message.contains("not one of the enumerated values"));
+    if let Some(lines) = dc {
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("Error") && l.contains("HAS FOO")),
+            "{lines:#?}"
+        );
+        dc_has(
+            &Some(lines),
+            "Warning - Unrecognized defined term <HAS FOO> for value 1 of attribute <Relationship Type>",
+        );
+    }
+}

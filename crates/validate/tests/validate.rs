@@ -326,20 +326,48 @@ fn unknown_sop_class_and_garbage() {
     assert!(validate_file(&[]).is_err());
 }
 
+/// Condition forms of the Code Sequence Macro (three alternative code values; Coding Scheme
+/// Designator "if Code Value or Long Code Value is present") and "present and has a value of X
+/// and Y is not present" (De-identification Method): the same missing attributes as dciodvfy.
 #[test]
-#[ignore = "timing: run with --release -- --ignored --nocapture"]
-fn speed_per_instance() {
-    let bytes = to_bytes(clean_ct(0, 512, 512));
-    validate_file(&bytes).unwrap(); // tables parsed once
-    let n = 300;
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        let v = validate_file(&bytes).unwrap();
-        assert!(v.findings.is_empty());
-    }
-    let ms = start.elapsed().as_secs_f64() * 1000.0 / n as f64;
-    println!(
-        "validate_file: {ms:.3} ms per 512x512 16-bit uncompressed CT instance ({} bytes)",
-        bytes.len()
+fn code_sequence_and_compound_conditions_match_dciodvfy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = clean_ct(0, 16, 16);
+    put_str(&mut o, Tag(0x0012, 0x0062), VR::CS, "YES"); // Patient Identity Removed
+    let mut no_value = InMemDicomObject::new_empty(); // no Code Value of any kind
+    put_str(&mut no_value, tags::CODE_MEANING, VR::LO, "Chest");
+    let mut no_scheme = InMemDicomObject::new_empty(); // Code Value without its scheme
+    put_str(&mut no_scheme, tags::CODE_VALUE, VR::SH, "51185008");
+    put_str(&mut no_scheme, tags::CODE_MEANING, VR::LO, "Chest");
+    o.put(seq(
+        tags::ANATOMIC_REGION_SEQUENCE,
+        vec![no_value, no_scheme],
+    ));
+    let bytes = to_bytes(o);
+    let v = validate_file(&bytes).unwrap();
+    let ours = our_missing(&v);
+    let expected: BTreeSet<String> = [
+        "DeidentificationMethod",
+        "DeidentificationMethodCodeSequence",
+        "CodeValue",
+        "LongCodeValue",
+        "URNCodeValue",
+        "CodingSchemeDesignator",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(ours, expected, "{:#?}", v.findings);
+    let f = find(&v, "(0008,2218)[2]/(0008,0102)", "is missing");
+    assert!(
+        f.message.ends_with(
+            "(Shall be present if Code Value (0008,0100) or Long Code Value (0008,0119) is present)"
+        ),
+        "{}",
+        f.message
     );
+    find(&v, "(0008,2218)[1]/(0008,0100)", "is missing");
+    if let Some(lines) = dciodvfy(&bytes, dir.path(), "conditions.dcm") {
+        assert_eq!(dciodvfy_missing(&lines), ours, "dciodvfy: {lines:#?}");
+    }
 }

@@ -161,8 +161,9 @@ pub fn to_bytes(o: InMemDicomObject) -> Vec<u8> {
 pub fn dciodvfy(bytes: &[u8], dir: &Path, name: &str) -> Option<Vec<String>> {
     let bin = Path::new("/usr/bin/dciodvfy");
     if !bin.exists() {
-        eprintln!("dciodvfy not installed: oracle comparison skipped");
-        return None;
+        // The README's test command installs it (scripts/install-deps.sh): a missing oracle
+        // is a failure, not a skip.
+        panic!("dciodvfy not installed (apt-get install dicom3tools, or scripts/install-deps.sh)");
     }
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
@@ -173,4 +174,87 @@ pub fn dciodvfy(bytes: &[u8], dir: &Path, name: &str) -> Option<Vec<String>> {
         String::from_utf8_lossy(&out.stdout)
     );
     Some(text.lines().map(|l| l.to_string()).collect())
+}
+
+/// The real-writer fixtures (highdicom, pydicom), written once per test process by
+/// `tests/fixtures/make_fixtures.py` into a directory of the process's own (the target directory
+/// may be shared by concurrent runs); those of earlier runs are removed after an hour.
+pub fn fixtures() -> &'static Path {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("validate-fixtures");
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600);
+            if stale {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create fixtures dir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 ({e}): install Python 3, then `pip install highdicom`")
+            });
+        assert!(
+            out.status.success(),
+            "{} failed (does `python3 -c 'import highdicom'` work? if not: \
+             pip install highdicom):\n{}\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// A file of pydicom's test data: those shipped inside the pydicom wheel, or, with
+/// `pip install pydicom-data`, the larger set that package adds. Panics when not available.
+pub fn pydicom_file(name: &str) -> Option<std::path::PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, warnings\nwarnings.simplefilter('ignore')\nfrom pydicom.data import get_testdata_file\nprint(get_testdata_file(sys.argv[1]) or '')",
+            name,
+        ])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if p.is_empty() || p == "None" {
+        panic!(
+            "pydicom test file {name} not available (pip install pydicom-data, or \
+             scripts/install-deps.sh)"
+        );
+    }
+    Some(p.into())
+}
+
+/// Validates a file with both tools: ours, and dciodvfy's output lines if it is installed.
+pub fn both_tools(path: &Path) -> (radport_validate::InstanceValidation, Option<Vec<String>>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ours = radport_validate::validate_file(&bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dciodvfy(&bytes, dir.path(), "f.dcm");
+    (ours, theirs)
+}
+
+/// dciodvfy's error lines (deduplicated, sorted).
+pub fn dciodvfy_errors(lines: &[String]) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("Error"))
+        .cloned()
+        .collect();
+    set.into_iter().collect()
 }
