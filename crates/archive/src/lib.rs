@@ -151,6 +151,8 @@ pub struct StoredObject {
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     description: String,
+    /// Bytes an [`ObjectWriter`] buffers before it writes a part.
+    write_buffer: usize,
 }
 
 impl std::fmt::Debug for Archive {
@@ -163,6 +165,10 @@ impl std::fmt::Debug for Archive {
 /// size. S3 needs parts of at least 5 MiB.
 pub const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
+/// The same for a local directory: parts are written into the staging file while the rest of
+/// the object is still arriving, so completing it is only the fsync and the rename.
+pub const LOCAL_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
 impl Archive {
     /// An archive in a local directory (created if missing), fsyncing every object it completes.
     pub fn local(dir: &FsPath) -> Result<Self, ArchiveError> {
@@ -174,6 +180,7 @@ impl Archive {
         Ok(Self {
             store: Arc::new(store),
             description: format!("local directory {}", dir.display()),
+            write_buffer: LOCAL_WRITE_BUFFER_BYTES,
         })
     }
 
@@ -182,6 +189,7 @@ impl Archive {
         Self {
             store,
             description: description.into(),
+            write_buffer: WRITE_BUFFER_BYTES,
         }
     }
 
@@ -199,7 +207,7 @@ impl Archive {
         let path = Self::path(key)?;
         Ok(ObjectWriter {
             key: key.to_string(),
-            inner: BufWriter::with_capacity(self.store.clone(), path, WRITE_BUFFER_BYTES),
+            inner: BufWriter::with_capacity(self.store.clone(), path, self.write_buffer),
             hasher: Sha256::new(),
             size: 0,
         })
