@@ -307,17 +307,27 @@ impl Catalog {
                     "catalog schema version {v} is newer than this program supports ({SCHEMA_VERSION})"
                 )));
             }
-            Some(_) => {}
-            None => {
-                sqlx::query(
-                    "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2) \
-                     ON CONFLICT (version) DO NOTHING",
-                )
-                .bind(SCHEMA_VERSION)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
+            Some(SCHEMA_VERSION) => {}
+            Some(older) => {
+                if older < 2 {
+                    self.migrate_to_2(&mut tx).await?;
+                }
+                tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
+            None => {}
+        }
+        if version != Some(SCHEMA_VERSION) {
+            sqlx::query(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2) \
+                 ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(SCHEMA_VERSION)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for statement in schema::INDEXES_V2 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
         }
         sqlx::query(
             "INSERT INTO projects (name_key, name, created_at) VALUES ($1, $1, $2) \
@@ -328,6 +338,50 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Version 1 → 2: the gallery's filter columns on `series`, filled from studies and
+    /// validation results.
+    async fn migrate_to_2(&self, tx: &mut sqlx::AnyConnection) -> Result<(), CatalogError> {
+        for (column, definition) in schema::SERIES_COLUMNS_V2 {
+            let exists_sql = match self.dialect {
+                Dialect::Sqlite => {
+                    "SELECT COUNT(*) FROM pragma_table_info('series') WHERE name = $1"
+                }
+                Dialect::Postgres => {
+                    "SELECT COUNT(*) FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = 'series' \
+                       AND column_name = $1"
+                }
+            };
+            let exists: i64 = sqlx::query_scalar(exists_sql)
+                .bind(*column)
+                .fetch_one(&mut *tx)
+                .await?;
+            if exists == 0 {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE series ADD COLUMN {column} {definition}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for statement in schema::MIGRATE_TO_2 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        let search_text = schema::search_text_sql(
+            "patient_id",
+            "patient_name",
+            "study_description",
+            "series_description",
+            "accession_number",
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE series SET search_text = {search_text}"
+        )))
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 

@@ -18,8 +18,8 @@ pub const MAX_SERIES_LIMIT: i64 = 1000;
 const SERIES_COLUMNS: &str = "s.series_uid, s.study_uid, st.patient_id, st.patient_name, \
      s.modality, st.study_date, st.study_description, s.series_description, \
      s.body_part_examined, st.accession_number, s.series_number, s.instance_count, \
-     s.total_size, s.first_arrival, s.last_arrival, v.errors AS validation_errors, \
-     v.warnings AS validation_warnings";
+     s.total_size, s.first_arrival, s.last_arrival, s.validation_errors, \
+     s.validation_warnings";
 
 const INSTANCE_COLUMNS: &str = "sop_instance_uid, series_uid, instance_number, sop_class_uid, \
      transfer_syntax_uid, size, sha256, n_rows, n_columns, number_of_frames, received_at, \
@@ -83,6 +83,14 @@ fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
     })
 }
 
+/// `first AND rest[0] AND …`.
+fn and_all(first: &str, rest: &[String]) -> String {
+    std::iter::once(first)
+        .chain(rest.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 /// A filter value that is present and not blank.
 fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -137,34 +145,62 @@ fn sort_instances(instances: &mut [InstanceRow]) {
 
 impl Catalog {
     /// The FROM/WHERE of a series query for a project and a filter, and its arguments
-    /// (`$1` is the project key). `skip` leaves one facet's own filter out, so that its counts
+    /// (`$1` is the project key). `skip` leaves facets' own filters out, so that their counts
     /// show the other values too.
     fn series_from_where(
         project_key: &str,
         filter: &SeriesFilter,
-        skip: Option<Facet>,
+        skip: &[Facet],
     ) -> Result<(String, Vec<Arg>), CatalogError> {
+        let (conditions, args) = Self::series_conditions(project_key, filter, skip)?;
+        // `admin` sees every series: no membership join. `$1 = $1` keeps `$1` in the
+        // statement (PostgreSQL wants every bound parameter used).
+        let from_where = if project_key == ADMIN_PROJECT {
+            format!("FROM series s WHERE {}", and_all("$1 = $1", &conditions))
+        } else {
+            format!(
+                "FROM series_projects sp JOIN series s ON s.series_uid = sp.series_uid WHERE {}",
+                and_all("sp.project_key = $1", &conditions)
+            )
+        };
+        Ok((from_where, args))
+    }
+
+    /// The filter's conditions on `series s` (without the project's), and the arguments
+    /// (`$1` is the project key).
+    fn series_conditions(
+        project_key: &str,
+        filter: &SeriesFilter,
+        skip: &[Facet],
+    ) -> Result<(Vec<String>, Vec<Arg>), CatalogError> {
         let project_key = project_key.to_string();
-        let mut conditions = vec!["sp.project_key = $1".to_string()];
+        let admin = project_key == ADMIN_PROJECT;
+        let mut conditions = Vec::new();
         let mut args = vec![Arg::Text(project_key.clone())];
         let mut push = |condition: &dyn Fn(usize) -> String, arg: Arg| {
             args.push(arg);
             conditions.push(condition(args.len()));
         };
-        if let Some(dataset) = given(&filter.dataset).filter(|_| skip != Some(Facet::Dataset)) {
+        if let Some(dataset) = given(&filter.dataset).filter(|_| !skip.contains(&Facet::Dataset)) {
             let key = name_key("dataset", dataset)?;
             push(
                 &|n| {
+                    // `admin` sees a dataset name of every project (merged by name).
+                    let project = if admin {
+                        ""
+                    } else {
+                        "sd.project_key = $1 AND "
+                    };
                     format!(
-                        "EXISTS (SELECT 1 FROM series_datasets sd WHERE sd.series_uid = \
-                         sp.series_uid AND (sd.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
-                         AND sd.dataset_key = ${n})"
+                        "s.series_uid IN (SELECT sd.series_uid FROM series_datasets sd \
+                         WHERE {project}sd.dataset_key = ${n})"
                     )
                 },
                 Arg::Text(key),
             );
         }
-        if let Some(modality) = given(&filter.modality).filter(|_| skip != Some(Facet::Modality)) {
+        if let Some(modality) = given(&filter.modality).filter(|_| !skip.contains(&Facet::Modality))
+        {
             push(
                 &|n| format!("s.modality = ${n}"),
                 Arg::Text(modality.to_ascii_uppercase()),
@@ -172,56 +208,48 @@ impl Catalog {
         }
         if let Some(patient_id) = given(&filter.patient_id) {
             push(
-                &|n| format!("st.patient_id = ${n}"),
+                &|n| format!("s.patient_id = ${n}"),
                 Arg::Text(patient_id.to_string()),
             );
         }
         if let Some(from) = given(&filter.study_date_from) {
             let from = normalize_date("study_date_from", from)?;
-            push(&|n| format!("st.study_date >= ${n}"), Arg::Text(from));
+            push(&|n| format!("s.study_date >= ${n}"), Arg::Text(from));
         }
         if let Some(to) = given(&filter.study_date_to) {
             let to = normalize_date("study_date_to", to)?;
-            push(&|n| format!("st.study_date <= ${n}"), Arg::Text(to));
+            push(&|n| format!("s.study_date <= ${n}"), Arg::Text(to));
         }
         if let Some(q) = given(&filter.q) {
-            // lower() on both sides: the same folding whatever the database (ASCII on SQLite).
+            // `search_text` is lowercased by the database's lower() when written; the pattern
+            // goes through the same function.
             push(
-                &|n| {
-                    let any_column = [
-                        "st.patient_id",
-                        "st.patient_name",
-                        "st.study_description",
-                        "s.series_description",
-                        "st.accession_number",
-                    ]
-                    .iter()
-                    .map(|col| format!("lower({col}) LIKE lower(${n}) ESCAPE '\\'"))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                    format!("({any_column})")
-                },
+                &|n| format!("s.search_text LIKE lower(${n}) ESCAPE '\\'"),
                 Arg::Text(like_pattern(q)),
             );
         }
 
-        if let Some(body_part) = given(&filter.body_part).filter(|_| skip != Some(Facet::BodyPart))
+        if let Some(body_part) =
+            given(&filter.body_part).filter(|_| !skip.contains(&Facet::BodyPart))
         {
             args.push(Arg::Text(body_part.to_ascii_uppercase()));
             conditions.push(format!("s.body_part_examined = ${}", args.len()));
         }
-        let validation_filters = if skip == Some(Facet::Validation) {
-            [(None, "v.errors"), (None, "v.warnings")]
+        let validation_filters = if skip.contains(&Facet::Validation) {
+            [
+                (None, "s.validation_errors"),
+                (None, "s.validation_warnings"),
+            ]
         } else {
             [
-                (filter.has_errors, "v.errors"),
-                (filter.has_warnings, "v.warnings"),
+                (filter.has_errors, "s.validation_errors"),
+                (filter.has_warnings, "s.validation_warnings"),
             ]
         };
-        if skip != Some(Facet::Validation) {
+        if !skip.contains(&Facet::Validation) {
             match filter.validated {
-                Some(true) => conditions.push("v.series_uid IS NOT NULL".to_string()),
-                Some(false) => conditions.push("v.series_uid IS NULL".to_string()),
+                Some(true) => conditions.push("s.validation_errors IS NOT NULL".to_string()),
+                Some(false) => conditions.push("s.validation_errors IS NULL".to_string()),
                 None => {}
             }
         }
@@ -233,37 +261,7 @@ impl Catalog {
             }
         }
 
-        let from_where = format!(
-            "FROM series_projects sp \
-             JOIN series s ON s.series_uid = sp.series_uid \
-             JOIN studies st ON st.study_uid = s.study_uid \
-             LEFT JOIN series_validation v ON v.series_uid = s.series_uid \
-             WHERE {}",
-            conditions.join(" AND ")
-        );
-        Ok((from_where, args))
-    }
-
-    /// Like [`Self::series_from_where`] for counting: only the joins the conditions need, so an
-    /// unfiltered count reads one index instead of joining every series.
-    fn series_count_from_where(
-        project_key: &str,
-        filter: &SeriesFilter,
-    ) -> Result<(String, Vec<Arg>), CatalogError> {
-        let (full, args) = Self::series_from_where(project_key, filter, None)?;
-        let conditions = full.split_once(" WHERE ").map(|(_, w)| w).unwrap_or("");
-        let uses = |alias: &str| conditions.contains(&format!("{alias}."));
-        let mut from = String::from("FROM series_projects sp ");
-        if uses("s") || uses("st") {
-            from.push_str("JOIN series s ON s.series_uid = sp.series_uid ");
-        }
-        if uses("st") {
-            from.push_str("JOIN studies st ON st.study_uid = s.study_uid ");
-        }
-        if uses("v") {
-            from.push_str("LEFT JOIN series_validation v ON v.series_uid = sp.series_uid ");
-        }
-        Ok((format!("{from}WHERE {conditions}"), args))
+        Ok((conditions, args))
     }
 
     /// Series mapped to `project` (every series for `admin`), filtered and paged, most recent
@@ -303,11 +301,10 @@ impl Catalog {
             Some(n) => n,
         };
 
-        let (from_where, mut args) = Self::series_from_where(&project_key, filter, None)?;
+        let (from_where, mut args) = Self::series_from_where(&project_key, filter, &[])?;
 
-        let (count_from_where, count_args) = Self::series_count_from_where(&project_key, filter)?;
-        let count_sql = format!("SELECT COUNT(*) AS total {count_from_where}");
-        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &count_args)
+        let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
+        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
             .fetch_one(&self.pool)
             .await?
             .try_get("total")?;
@@ -320,16 +317,20 @@ impl Catalog {
 
         let order = match given(&filter.sort) {
             None | Some("arrival") => "s.last_arrival DESC, s.series_uid",
-            Some("study_date") => "st.study_date DESC, s.last_arrival DESC, s.series_uid",
+            Some("study_date") => "s.study_date DESC, s.last_arrival DESC, s.series_uid",
             Some(other) => {
                 return Err(CatalogError::Invalid(format!(
                     "sort must be arrival or study_date, not {other:?}"
                 )))
             }
         };
+        // The page is chosen on `series` alone; only its rows are joined with their study.
         let page_sql = format!(
-            "SELECT {SERIES_COLUMNS} {from_where} \
-             ORDER BY {order} LIMIT ${} OFFSET ${}",
+            "SELECT {SERIES_COLUMNS} FROM series s \
+             JOIN studies st ON st.study_uid = s.study_uid \
+             WHERE s.series_uid IN (SELECT s.series_uid {from_where} \
+               ORDER BY {order} LIMIT ${} OFFSET ${}) \
+             ORDER BY {order}",
             args.len() + 1,
             args.len() + 2
         );
@@ -387,7 +388,6 @@ impl Catalog {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {SERIES_COLUMNS} FROM series s \
              JOIN studies st ON st.study_uid = s.study_uid \
-             LEFT JOIN series_validation v ON v.series_uid = s.series_uid \
              WHERE s.series_uid = $1"
         )))
         .bind(series_uid)
@@ -543,6 +543,43 @@ pub struct FacetValue {
     pub count: i64,
 }
 
+/// Series with one combination of modality, body part and validation state.
+struct FacetGroup {
+    modality: String,
+    body_part: String,
+    validated: bool,
+    errors: bool,
+    warnings: bool,
+    count: i64,
+}
+
+impl FacetGroup {
+    /// The validation filters of `filter`, as `series_conditions` applies them in SQL.
+    fn passes_validation(&self, filter: &SeriesFilter) -> bool {
+        let flag = |wanted: Option<bool>, has: bool| match wanted {
+            None => true,
+            // `validation_errors > 0` / `= 0`: false for a series not validated yet.
+            Some(true) => has,
+            Some(false) => self.validated && !has,
+        };
+        filter.validated.is_none_or(|v| v == self.validated)
+            && flag(filter.has_errors, self.errors)
+            && flag(filter.has_warnings, self.warnings)
+    }
+
+    fn validation_state(&self) -> &'static str {
+        if !self.validated {
+            "unvalidated"
+        } else if self.errors {
+            "errors"
+        } else if self.warnings {
+            "warnings"
+        } else {
+            "valid"
+        }
+    }
+}
+
 /// Counts per value of the filterable dimensions of a project's series. Each facet counts under
 /// every filter except its own, so that the other values stay visible as alternatives.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -568,41 +605,84 @@ impl Catalog {
         if self.find_project(project).await?.is_none() {
             return Err(CatalogError::NotFound(format!("project {project:?}")));
         }
-        let grouped = |skip: Facet, value_sql: &str| -> Result<(String, Vec<Arg>), CatalogError> {
-            let (from_where, args) = Self::series_from_where(&project_key, filter, Some(skip))?;
-            Ok((
-                format!(
-                    "SELECT {value_sql} AS value, COUNT(*) AS count {from_where} \
-                     GROUP BY 1 ORDER BY 2 DESC, 1"
-                ),
-                args,
-            ))
-        };
-        let modality = grouped(Facet::Modality, "COALESCE(s.modality, '')")?;
-        let body_part = grouped(Facet::BodyPart, "COALESCE(s.body_part_examined, '')")?;
-        let validation = grouped(
-            Facet::Validation,
-            "CASE WHEN v.series_uid IS NULL THEN 'unvalidated' WHEN v.errors > 0 THEN 'errors' \
-             WHEN v.warnings > 0 THEN 'warnings' ELSE 'valid' END",
-        )?;
-        let dataset = {
-            let (from_where, args) =
-                Self::series_from_where(&project_key, filter, Some(Facet::Dataset))?;
+        // Modality, body part and validation in one scan: the series under every other
+        // filter, grouped by the three; each facet then sums the groups that pass the other
+        // two facets' filters (see `FacetGroup`).
+        let combined = {
+            let (from_where, args) = Self::series_from_where(
+                &project_key,
+                filter,
+                &[Facet::Modality, Facet::BodyPart, Facet::Validation],
+            )?;
             (
                 format!(
-                    "SELECT MIN(d.name) AS value, COUNT(DISTINCT sd2.series_uid) AS count \
-                     FROM series_datasets sd2 \
-                     JOIN datasets d ON d.project_key = sd2.project_key \
-                       AND d.name_key = sd2.dataset_key \
-                     WHERE (sd2.project_key = $1 OR $1 = '{ADMIN_PROJECT}') \
-                       AND sd2.series_uid IN (SELECT s.series_uid {from_where}) \
-                     GROUP BY d.name_key ORDER BY 2 DESC, 1"
+                    "SELECT COALESCE(s.modality, '') AS modality, \
+                       COALESCE(s.body_part_examined, '') AS body_part, \
+                       CASE WHEN s.validation_errors IS NULL THEN 0 ELSE 1 END AS validated, \
+                       CASE WHEN s.validation_errors > 0 THEN 1 ELSE 0 END AS errors, \
+                       CASE WHEN s.validation_warnings > 0 THEN 1 ELSE 0 END AS warnings, \
+                       COUNT(*) AS count {from_where} GROUP BY 1, 2, 3, 4, 5"
                 ),
                 args,
             )
         };
-        // The four counts are independent reads: run them at once on separate connections.
-        let count = |(sql, args): (String, Vec<Arg>)| async move {
+        let dataset = {
+            // Memberships of the project (all of them for `admin`, merged by dataset name),
+            // joined with the series only when there is something to filter on.
+            let (conditions, args) =
+                Self::series_conditions(&project_key, filter, &[Facet::Dataset])?;
+            let admin = project_key == ADMIN_PROJECT;
+            let project = if admin {
+                "$1 = $1"
+            } else {
+                "sd.project_key = $1"
+            };
+            // Filtered: scan the series first and look their memberships up (CROSS JOIN keeps
+            // SQLite's planner from scanning every membership and looking each series up).
+            let (from, project) = if conditions.is_empty() {
+                ("series_datasets sd", project.to_string())
+            } else {
+                (
+                    "series s CROSS JOIN series_datasets sd",
+                    format!("sd.series_uid = s.series_uid AND {project}"),
+                )
+            };
+            let dataset_project = if admin { "" } else { "AND d.project_key = $1" };
+            (
+                format!(
+                    "SELECT MIN(d.name) AS value, g.count AS count FROM \
+                     (SELECT sd.dataset_key AS dataset_key, \
+                       COUNT(DISTINCT sd.series_uid) AS count \
+                      FROM {from} WHERE {} \
+                      GROUP BY sd.dataset_key) g \
+                     JOIN datasets d ON d.name_key = g.dataset_key {dataset_project} \
+                     GROUP BY g.dataset_key, g.count ORDER BY 2 DESC, 1",
+                    and_all(&project, &conditions)
+                ),
+                args,
+            )
+        };
+        // The two counts are independent reads: run them at once on separate connections.
+        let groups = async {
+            let (sql, args) = combined;
+            let rows = bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(FacetGroup {
+                        modality: row.try_get("modality")?,
+                        body_part: row.try_get("body_part")?,
+                        validated: row.try_get::<i64, _>("validated")? != 0,
+                        errors: row.try_get::<i64, _>("errors")? != 0,
+                        warnings: row.try_get::<i64, _>("warnings")? != 0,
+                        count: row.try_get("count")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        };
+        let datasets = async {
+            let (sql, args) = dataset;
             let rows = bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
                 .fetch_all(&self.pool)
                 .await?;
@@ -615,17 +695,38 @@ impl Catalog {
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
         };
-        let (modality, body_part, validation, dataset) = futures::try_join!(
-            count(modality),
-            count(body_part),
-            count(validation),
-            count(dataset)
-        )?;
+        let (groups, dataset) = futures::try_join!(groups, datasets)?;
+
+        let modality_wanted = given(&filter.modality).map(str::to_ascii_uppercase);
+        let body_part_wanted = given(&filter.body_part).map(str::to_ascii_uppercase);
+        let modality_ok =
+            |g: &FacetGroup| modality_wanted.as_ref().is_none_or(|m| &g.modality == m);
+        let body_part_ok =
+            |g: &FacetGroup| body_part_wanted.as_ref().is_none_or(|b| &g.body_part == b);
+        let validation_ok = |g: &FacetGroup| g.passes_validation(filter);
+        let tally = |value: &dyn Fn(&FacetGroup) -> String, keep: &dyn Fn(&FacetGroup) -> bool| {
+            let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+            for g in groups.iter().filter(|g| keep(g)) {
+                *counts.entry(value(g)).or_default() += g.count;
+            }
+            let mut values: Vec<FacetValue> = counts
+                .into_iter()
+                .map(|(value, count)| FacetValue { value, count })
+                .collect();
+            values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            values
+        };
         let out = Facets {
-            modality,
+            modality: tally(&|g| g.modality.clone(), &|g| {
+                body_part_ok(g) && validation_ok(g)
+            }),
             dataset,
-            body_part,
-            validation,
+            body_part: tally(&|g| g.body_part.clone(), &|g| {
+                modality_ok(g) && validation_ok(g)
+            }),
+            validation: tally(&|g| g.validation_state().to_string(), &|g| {
+                modality_ok(g) && body_part_ok(g)
+            }),
         };
         Ok(out)
     }

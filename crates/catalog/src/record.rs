@@ -46,11 +46,17 @@ const SQL_UPSERT_STUDY: &str = "INSERT INTO studies \
        study_id = COALESCE(excluded.study_id, studies.study_id), \
        updated_at = excluded.updated_at";
 
-/// `$8`/`$9` are the deltas applied to the series counters (the initial values on insert).
+/// `$8`/`$9` are the deltas applied to the series counters (the initial values on insert);
+/// `$11..$15` the study's attributes the gallery filters on (copied so a list reads one
+/// table), from which `search_text` is derived (the same expression as
+/// `schema::search_text_sql`).
 const SQL_UPSERT_SERIES: &str = "INSERT INTO series \
      (series_uid, study_uid, modality, body_part_examined, series_description, series_number, \
-      series_date, instance_count, total_size, first_arrival, last_arrival) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+      series_date, instance_count, total_size, first_arrival, last_arrival, patient_id, \
+      patient_name, study_date, study_description, accession_number, search_text) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, \
+      $11, $12, $13, $14, $15, \
+      lower(COALESCE($11, '') || ' | ' || COALESCE($12, '') || ' | ' || COALESCE($14, '') || ' | ' || COALESCE($5, '') || ' | ' || COALESCE($15, ''))) \
      ON CONFLICT (series_uid) DO UPDATE SET \
        modality = COALESCE(excluded.modality, series.modality), \
        body_part_examined = COALESCE(excluded.body_part_examined, series.body_part_examined), \
@@ -59,7 +65,13 @@ const SQL_UPSERT_SERIES: &str = "INSERT INTO series \
        series_date = COALESCE(excluded.series_date, series.series_date), \
        instance_count = series.instance_count + excluded.instance_count, \
        total_size = series.total_size + excluded.total_size, \
-       last_arrival = excluded.last_arrival";
+       last_arrival = excluded.last_arrival, \
+       patient_id = COALESCE(excluded.patient_id, series.patient_id), \
+       patient_name = COALESCE(excluded.patient_name, series.patient_name), \
+       study_date = COALESCE(excluded.study_date, series.study_date), \
+       study_description = COALESCE(excluded.study_description, series.study_description), \
+       accession_number = COALESCE(excluded.accession_number, series.accession_number), \
+       search_text = lower(COALESCE(COALESCE(excluded.patient_id, series.patient_id), '') || ' | ' || COALESCE(COALESCE(excluded.patient_name, series.patient_name), '') || ' | ' || COALESCE(COALESCE(excluded.study_description, series.study_description), '') || ' | ' || COALESCE(COALESCE(excluded.series_description, series.series_description), '') || ' | ' || COALESCE(COALESCE(excluded.accession_number, series.accession_number), ''))";
 
 const SQL_SERIES_REMOVE_INSTANCE: &str = "UPDATE series SET \
      instance_count = instance_count - 1, total_size = total_size - $2 WHERE series_uid = $1";
@@ -129,8 +141,11 @@ const SQL_SQLITE_NEW_INSTANCE: &str = "INSERT INTO patients \
        updated_at = excluded.updated_at; \
      INSERT INTO series \
      (series_uid, study_uid, modality, body_part_examined, series_description, series_number, \
-      series_date, instance_count, total_size, first_arrival, last_arrival) \
-     VALUES ($2, $15, $25, $26, $27, $28, $29, 1, $9, $14, $14) \
+      series_date, instance_count, total_size, first_arrival, last_arrival, patient_id, \
+      patient_name, study_date, study_description, accession_number, search_text) \
+     VALUES ($2, $15, $25, $26, $27, $28, $29, 1, $9, $14, $14, \
+      $16, $17, $20, $22, $23, \
+      lower(COALESCE($16, '') || ' | ' || COALESCE($17, '') || ' | ' || COALESCE($22, '') || ' | ' || COALESCE($27, '') || ' | ' || COALESCE($23, ''))) \
      ON CONFLICT (series_uid) DO UPDATE SET \
        modality = COALESCE(excluded.modality, series.modality), \
        body_part_examined = COALESCE(excluded.body_part_examined, series.body_part_examined), \
@@ -139,7 +154,13 @@ const SQL_SQLITE_NEW_INSTANCE: &str = "INSERT INTO patients \
        series_date = COALESCE(excluded.series_date, series.series_date), \
        instance_count = series.instance_count + excluded.instance_count, \
        total_size = series.total_size + excluded.total_size, \
-       last_arrival = excluded.last_arrival; \
+       last_arrival = excluded.last_arrival, \
+       patient_id = COALESCE(excluded.patient_id, series.patient_id), \
+       patient_name = COALESCE(excluded.patient_name, series.patient_name), \
+       study_date = COALESCE(excluded.study_date, series.study_date), \
+       study_description = COALESCE(excluded.study_description, series.study_description), \
+       accession_number = COALESCE(excluded.accession_number, series.accession_number), \
+       search_text = lower(COALESCE(COALESCE(excluded.patient_id, series.patient_id), '') || ' | ' || COALESCE(COALESCE(excluded.patient_name, series.patient_name), '') || ' | ' || COALESCE(COALESCE(excluded.study_description, series.study_description), '') || ' | ' || COALESCE(COALESCE(excluded.series_description, series.series_description), '') || ' | ' || COALESCE(COALESCE(excluded.accession_number, series.accession_number), '')); \
      INSERT INTO instances \
      (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
       n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
@@ -620,6 +641,11 @@ async fn upsert_hierarchy(
         .bind(count_delta)
         .bind(size_delta)
         .bind(now)
+        .bind(opt(&rec.patient_id))
+        .bind(opt(&rec.patient_name))
+        .bind(opt(&rec.study_date))
+        .bind(opt(&rec.study_description))
+        .bind(opt(&rec.accession_number))
         .execute(&mut *conn)
         .await
         .map_err(db)?;

@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -58,7 +58,15 @@ pub(crate) const STATEMENTS: &[&str] = &[
         instance_count BIGINT NOT NULL DEFAULT 0,
         total_size BIGINT NOT NULL DEFAULT 0,
         first_arrival TEXT NOT NULL,
-        last_arrival TEXT NOT NULL
+        last_arrival TEXT NOT NULL,
+        patient_id TEXT,
+        patient_name TEXT,
+        study_date TEXT,
+        study_description TEXT,
+        accession_number TEXT,
+        search_text TEXT NOT NULL DEFAULT '',
+        validation_errors BIGINT,
+        validation_warnings BIGINT
     )",
     "CREATE TABLE IF NOT EXISTS instances (
         sop_instance_uid TEXT NOT NULL PRIMARY KEY,
@@ -189,4 +197,61 @@ pub(crate) const STATEMENTS: &[&str] = &[
         ON series_projects (project_key, series_uid)",
     "CREATE INDEX IF NOT EXISTS idx_series_datasets_dataset
         ON series_datasets (project_key, dataset_key, series_uid)",
+];
+
+/// Columns added to `series` by version 2: what the gallery filters on, copied from the study
+/// (and the validation counts) so that a series list reads one table. Added to a version-1
+/// database by [`MIGRATE_TO_2`]; created with the table otherwise.
+pub(crate) const SERIES_COLUMNS_V2: &[(&str, &str)] = &[
+    ("patient_id", "TEXT"),
+    ("patient_name", "TEXT"),
+    ("study_date", "TEXT"),
+    ("study_description", "TEXT"),
+    ("accession_number", "TEXT"),
+    ("search_text", "TEXT NOT NULL DEFAULT ''"),
+    ("validation_errors", "BIGINT"),
+    ("validation_warnings", "BIGINT"),
+];
+
+/// The lowercased text `q=` searches: patient ID and name, study and series descriptions,
+/// accession number. One expression for every writer, over the columns of `series` named
+/// with the given prefix (`series.` or `excluded.`-merged values, see `record.rs`).
+pub(crate) fn search_text_sql(
+    patient_id: &str,
+    patient_name: &str,
+    study_description: &str,
+    series_description: &str,
+    accession_number: &str,
+) -> String {
+    format!(
+        "lower(COALESCE({patient_id}, '') || ' | ' || COALESCE({patient_name}, '') || ' | ' || \
+         COALESCE({study_description}, '') || ' | ' || COALESCE({series_description}, '') || \
+         ' | ' || COALESCE({accession_number}, ''))"
+    )
+}
+
+/// Fills the version-2 columns of existing series from their study and validation.
+pub(crate) const MIGRATE_TO_2: &[&str] = &[
+    "UPDATE series SET \
+       patient_id = (SELECT st.patient_id FROM studies st WHERE st.study_uid = series.study_uid), \
+       patient_name = (SELECT st.patient_name FROM studies st WHERE st.study_uid = series.study_uid), \
+       study_date = (SELECT st.study_date FROM studies st WHERE st.study_uid = series.study_uid), \
+       study_description = (SELECT st.study_description FROM studies st \
+                            WHERE st.study_uid = series.study_uid), \
+       accession_number = (SELECT st.accession_number FROM studies st \
+                           WHERE st.study_uid = series.study_uid), \
+       validation_errors = (SELECT v.errors FROM series_validation v \
+                            WHERE v.series_uid = series.series_uid), \
+       validation_warnings = (SELECT v.warnings FROM series_validation v \
+                              WHERE v.series_uid = series.series_uid)",
+];
+
+/// Indexes on version-2 columns (after the migration, which adds the columns).
+pub(crate) const INDEXES_V2: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS idx_series_study_date ON series (study_date, last_arrival)",
+    "CREATE INDEX IF NOT EXISTS idx_series_body_part ON series (body_part_examined)",
+    "CREATE INDEX IF NOT EXISTS idx_series_patient ON series (patient_id)",
+    "CREATE INDEX IF NOT EXISTS idx_series_datasets_key ON series_datasets (dataset_key, series_uid)",
+    "CREATE INDEX IF NOT EXISTS idx_series_validation_state \
+        ON series (validation_errors, validation_warnings)",
 ];

@@ -82,6 +82,16 @@ impl Catalog {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
+        // The counts the gallery filters on, beside the series' other filter columns.
+        sqlx::query(
+            "UPDATE series SET validation_errors = $2, validation_warnings = $3 \
+             WHERE series_uid = $1",
+        )
+        .bind(series_uid)
+        .bind(errors)
+        .bind(warnings)
+        .execute(&mut *tx)
+        .await?;
         for (seq, f) in findings.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO validation_findings (series_uid, seq, sop_instance_uid, severity, \

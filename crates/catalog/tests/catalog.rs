@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use radport_catalog::{
     Catalog, CatalogError, CatalogOptions, Dialect, DuplicatePolicy, InstanceRecord, RecordOutcome,
-    Route, SeriesFilter, SCHEMA_VERSION,
+    Route, SeriesFilter, StoredFinding, SCHEMA_VERSION,
 };
 
 // ----- harness -----------------------------------------------------------------------------
@@ -1330,49 +1330,95 @@ async fn sqlite_relative_and_memory_urls() {
     ));
 }
 
-/// Sequential throughput of `record_instance`; run with
-/// `cargo test --release -p radport-catalog -- --ignored --nocapture sqlite_sequential_rate`.
+/// A catalog written by schema version 1 (no filter columns on `series`) is upgraded at
+/// connect: columns added and filled from studies and validation results, so filters and
+/// text search find what was recorded before the upgrade.
 #[tokio::test]
-#[ignore]
-async fn sqlite_sequential_rate() {
+async fn migrates_a_version_1_catalog() {
+    use sqlx::Connection;
     let db = SqliteDb::new();
-    let c = Catalog::connect(&db.url).await.expect("connect");
-    c.create_project("bench").await.expect("create");
-    let to = route("bench", "d");
-    let n = 5000;
-    let records: Vec<_> = (0..n)
-        .map(|i| {
-            let mut r = rec(
-                &format!("11.{}", i / 500),
-                &format!("11.{}.{}", i / 500, i / 100),
-                &format!("11.x.{i}"),
-            );
-            r.metadata_json = format!(
-                r#"{{"00080018":{{"vr":"UI","Value":["11.x.{i}"]}},"pad":"{}"}}"#,
-                "x".repeat(3000)
-            );
-            r
-        })
-        .collect();
-    let start = std::time::Instant::now();
-    for r in &records {
-        c.record_instance(r, &to, DuplicatePolicy::KeepFirst)
+    {
+        let c = Catalog::connect(&db.url).await.expect("connect");
+        c.create_project("p").await.expect("create");
+        let mut r = rec("12.1", "12.1.1", "12.1.1.1");
+        r.study_description = Some("Brain Perfusion".into());
+        record(&c, &r, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+        let mut other = rec("12.2", "12.2.1", "12.2.1.1");
+        other.patient_id = Some("PID-2".into());
+        other.study_date = Some("20190101".into());
+        record(&c, &other, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+        let finding = StoredFinding {
+            sop_instance_uid: Some("12.1.1.1".into()),
+            severity: "error".into(),
+            tag_path: "(0008,0060)".into(),
+            keyword: "Modality".into(),
+            module: None,
+            message: "missing".into(),
+        };
+        c.store_validation("12.1.1", 1, &[], "reports/x.html", &[finding])
             .await
-            .expect("record");
+            .expect("validation");
     }
-    let elapsed = start.elapsed();
-    let rate = n as f64 / elapsed.as_secs_f64();
-    println!("{n} sequential record_instance in {elapsed:?}: {rate:.0}/s");
-    let start = std::time::Instant::now();
-    for r in records.iter().take(1000) {
-        c.record_instance(r, &to, DuplicatePolicy::KeepFirst)
+    // Turn it back into a version-1 database.
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("raw");
+    for statement in [
+        "DROP INDEX idx_series_study_date",
+        "DROP INDEX idx_series_body_part",
+        "DROP INDEX idx_series_patient",
+        "DROP INDEX idx_series_validation_state",
+        "ALTER TABLE series DROP COLUMN patient_id",
+        "ALTER TABLE series DROP COLUMN patient_name",
+        "ALTER TABLE series DROP COLUMN study_date",
+        "ALTER TABLE series DROP COLUMN study_description",
+        "ALTER TABLE series DROP COLUMN accession_number",
+        "ALTER TABLE series DROP COLUMN search_text",
+        "ALTER TABLE series DROP COLUMN validation_errors",
+        "ALTER TABLE series DROP COLUMN validation_warnings",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (1, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
             .await
-            .expect("record");
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    println!("1000 duplicates in {:?}", start.elapsed());
-    if !cfg!(debug_assertions) {
-        assert!(rate > 1000.0, "{rate:.0}/s");
-    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(&db.url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let q = |text: &str| SeriesFilter {
+        q: Some(text.into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", q("perfusion")).await, ["12.1.1"]);
+    assert_eq!(uids(&c, "admin", q("DOE^john")).await.len(), 2);
+    let errors = SeriesFilter {
+        has_errors: Some(true),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", errors).await, ["12.1.1"]);
+    let unvalidated = SeriesFilter {
+        validated: Some(false),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", unvalidated).await, ["12.2.1"]);
+    let by_patient = SeriesFilter {
+        patient_id: Some("PID-2".into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "admin", by_patient).await, ["12.2.1"]);
+    let since_2020 = SeriesFilter {
+        study_date_from: Some("20200101".into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", since_2020).await, ["12.1.1"]);
+    // New instances keep the copied columns current.
+    let mut late = rec("12.1", "12.1.1", "12.1.1.2");
+    late.accession_number = Some("ACC-77".into());
+    record(&c, &late, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+    assert_eq!(uids(&c, "p", q("acc-77")).await, ["12.1.1"]);
+    assert_eq!(uids(&c, "p", q("perfusion")).await, ["12.1.1"]);
 }
 
 // ----- job queue -------------------------------------------------------------------------

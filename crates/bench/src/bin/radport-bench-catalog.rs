@@ -103,10 +103,10 @@ async fn main() -> Result<()> {
             },
         ),
         (
-            "study date range (1 year)",
+            "study date range (2021)",
             SeriesFilter {
-                study_date_from: Some("20200101".into()),
-                study_date_to: Some("20201231".into()),
+                study_date_from: Some("20210101".into()),
+                study_date_to: Some("20211231".into()),
                 ..Default::default()
             },
         ),
