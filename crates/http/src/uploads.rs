@@ -203,7 +203,13 @@ async fn live_upload(state: &AppState, id: &str) -> ApiResult<radport_catalog::U
 
 /// `HEAD /api/uploads/{id}`: how far the upload got.
 pub async fn head(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let upload = live_upload(&state, &id).await?;
+    let mut upload = live_upload(&state, &id).await?;
+    if !upload.completed && upload.offset == upload.length {
+        // Every byte is here but the file was never assembled (the server stopped between
+        // the last chunk and its assembly): assemble it now, so "complete" means complete.
+        finish_upload(&state, &id).await?;
+        upload = live_upload(&state, &id).await?;
+    }
     let mut out = HeaderMap::new();
     tus_headers(&mut out);
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -247,8 +253,9 @@ pub async fn patch(
     }
     let room = upload.length - upload.offset;
     // In its own task: if the client goes away, hyper drops this handler, but the bytes that
-    // arrived are still stored and counted, and the client resumes after them.
-    let (received, cut_off) =
+    // arrived are still stored and counted (and the file assembled if they were the last),
+    // and the client resumes after them.
+    let (received, _cut_off) =
         tokio::spawn(receive_chunk(state.clone(), id.clone(), offset, room, body))
             .await
             .map_err(|e| {
@@ -258,9 +265,6 @@ pub async fn patch(
                 )
             })??;
     let new_offset = offset + received;
-    if new_offset == upload.length && !cut_off {
-        finish_upload(&state, &id).await?;
-    }
     let mut out = HeaderMap::new();
     tus_headers(&mut out);
     out.insert("upload-offset", HeaderValue::from(new_offset));
@@ -306,6 +310,10 @@ async fn receive_chunk(
     }
     if received == 0 {
         writer.abort().await;
+        if room == 0 {
+            // An empty PATCH at the end (a client that missed the answer to its last chunk).
+            finish_upload(&state, &id).await?;
+        }
         return Ok((0, cut_off));
     }
     writer.finish().await?;
@@ -316,6 +324,9 @@ async fn receive_chunk(
     {
         let _ = state.archive.delete(&key).await;
         return Err(e.into());
+    }
+    if received == room {
+        finish_upload(&state, &id).await?;
     }
     Ok((received, cut_off))
 }

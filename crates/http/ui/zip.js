@@ -1,6 +1,8 @@
 // Packs loose files into one uncompressed .zip (stored entries) in the browser, so that a
 // dropped folder can be uploaded and imported like a zip. DICOM pixel data rarely deflates
 // well, and storing keeps this small and fast. No ZIP64: at most 4 GiB and 65535 entries.
+// The bytes depend only on the entries (names, contents, modification times), so packing the
+// same files again gives the same zip: an interrupted upload of it can be resumed.
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -18,7 +20,8 @@ function crc32(bytes) {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-function dosTime(date) {
+function dosTime(ms) {
+  const date = new Date(Number.isFinite(ms) && ms > 315532800000 ? ms : 315532800000); // ≥ 1980
   const time = (date.getHours() << 11) | (date.getMinutes() << 5) | (date.getSeconds() >> 1);
   const day = ((date.getFullYear() - 1980) << 9) | ((date.getMonth() + 1) << 5) | date.getDate();
   return [time, day];
@@ -35,9 +38,9 @@ export async function zipFiles(entries, onProgress = () => {}) {
   const parts = [];
   const central = [];
   let offset = 0;
-  const [time, day] = dosTime(new Date());
   let done = 0;
   for (const { name, file } of entries) {
+    const [time, day] = dosTime(file.lastModified);
     const data = new Uint8Array(await file.arrayBuffer());
     const nameBytes = new TextEncoder().encode(name);
     const crc = crc32(data);

@@ -1,6 +1,9 @@
 //! End to end in a real browser: the web UI served by `radport serve`, driven by Chromium
 //! through playwright-core (`tests/browser/e2e.mjs`), on data sent with DCMTK's `dcmsend` and a
-//! zip uploaded through the Data Upload wizard. Screenshots of every page go to
+//! zip uploaded through the Data Upload wizard; then the harder paths: an upload cut by a network
+//! drop (and one by a page reload) that resumes from the server's offset, a folder dropped onto
+//! the page (a real drag of a directory) and chosen with the folder picker, and failed workflow
+//! runs re-run from the wizard and from the Runs page. Screenshots of every page and state go to
 //! `target/ui-screenshots/`.
 //!
 //! Needs `/usr/bin/chromium`, node and `tests/browser/node_modules` (scripts/install-deps.sh).
@@ -20,10 +23,9 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-fn zip_dir(zip_path: &Path, dir: &Path, folder: &str) {
+fn zip_dir(zip_path: &Path, dir: &Path, folder: &str, method: zip::CompressionMethod) {
     let mut zip = zip::ZipWriter::new(std::fs::File::create(zip_path).unwrap());
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let options = zip::write::SimpleFileOptions::default().compression_method(method);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -101,7 +103,52 @@ fn the_web_ui_works_in_a_real_browser() {
     let zdir = tmp.path().join("zipped");
     write_series(&zdir, &zipped).unwrap();
     let zip_path = tmp.path().join("series.zip");
-    zip_dir(&zip_path, &zdir, "patient/ct");
+    zip_dir(
+        &zip_path,
+        &zdir,
+        "patient/ct",
+        zip::CompressionMethod::Deflated,
+    );
+
+    // A bigger zip (stored, ~1.6 MB) for the uploads that are cut off and resumed.
+    let later = SeriesSpec {
+        count: 12,
+        rows: 256,
+        columns: 256,
+        uid_seed: "705".into(),
+        patient_id: "PAT-LATER".into(),
+        series_description: "Resumed upload".into(),
+        ..Default::default()
+    };
+    let ldir = tmp.path().join("later");
+    write_series(&ldir, &later).unwrap();
+    let later_zip = tmp.path().join("later.zip");
+    zip_dir(&later_zip, &ldir, "later", zip::CompressionMethod::Stored);
+
+    // A folder to drop: study/ct/*.dcm with half the slices one level deeper (study/ct/more/),
+    // and a system file that must not be packed.
+    let folder_spec = SeriesSpec {
+        count: 6,
+        uid_seed: "704".into(),
+        patient_id: "PAT-FOLDER".into(),
+        series_description: "Dropped folder".into(),
+        ..Default::default()
+    };
+    let folder = tmp.path().join("drop/study");
+    let ct_dir = folder.join("ct");
+    write_series(&ct_dir, &folder_spec).unwrap();
+    let more = ct_dir.join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    let mut slices: Vec<PathBuf> = std::fs::read_dir(&ct_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    slices.sort();
+    for p in &slices[..slices.len() / 2] {
+        std::fs::rename(p, more.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(folder.join(".DS_Store"), b"not DICOM").unwrap();
 
     // Unknown API paths stay JSON 404s beside the UI.
     let (status, body) = server.get_status("/api/no-such-thing");
@@ -119,6 +166,11 @@ fn the_web_ui_works_in_a_real_browser() {
         .env("RADPORT_CT_UID", series_uid(&ct))
         .env("RADPORT_MR_UID", series_uid(&mr))
         .env("RADPORT_ZIP_UID", series_uid(&zipped))
+        .env("RADPORT_LATER_ZIP", &later_zip)
+        .env("RADPORT_LATER_UID", series_uid(&later))
+        .env("RADPORT_FOLDER", &folder)
+        .env("RADPORT_FOLDER_UID", series_uid(&folder_spec))
+        .env("RADPORT_FOLDER_COUNT", folder_spec.count.to_string())
         .env("RADPORT_XSS_NAME", XSS_NAME)
         .current_dir(browser_dir())
         .output()

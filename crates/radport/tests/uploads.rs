@@ -154,6 +154,39 @@ fn an_upload_cut_off_resumes_where_it_stopped() {
     assert_eq!(server.get_bytes("/api/files/resume.bin"), data);
 }
 
+/// The client sends the last chunk in full and goes away without waiting for the answer
+/// (assembling a large file takes a while): the file is assembled all the same.
+#[test]
+fn the_last_chunk_completes_the_file_even_if_the_client_leaves() {
+    let server = Server::start(&[]);
+    let data = random_bytes(24 * 1024 * 1024, 12);
+    let (status, location) = create(&server, data.len(), "leaver.bin");
+    assert_eq!(status, 201);
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+        write!(
+            s,
+            "PATCH {location} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+             Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .unwrap();
+        s.write_all(&data).unwrap();
+        s.flush().unwrap();
+        // Closed here, before any answer.
+    }
+    server.wait_for(30, "the file to be assembled", || {
+        let listed = server.get_json("/api/files");
+        listed["items"]
+            .as_array()?
+            .iter()
+            .any(|f| f["path"] == "leaver.bin")
+            .then_some(())
+    });
+    assert_eq!(offset(&server, &location), (200, Some(data.len() as u64)));
+    assert_eq!(server.get_bytes("/api/files/leaver.bin"), data);
+}
+
 #[test]
 fn uploads_refuse_what_they_must() {
     let server = Server::start(&["--max-upload-size", "1000"]);

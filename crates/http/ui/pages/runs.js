@@ -26,11 +26,44 @@ function resultLinks(run) {
     run.series.length <= 5 ? run.series.map((uid, i) => h('a', { class: 'btn small', href: link('series', [uid]) }, `Series ${i + 1}`)) : null);
 }
 
+/** Why a failed run failed, in a sentence: its last "failed: …" log line, else its item errors. */
+export function failureReason(run) {
+  const line = [...(run.log || [])].reverse().find((l) => typeof l === 'string' && l.startsWith('failed: '));
+  if (line) return line.slice('failed: '.length);
+  const errors = run.errors || [];
+  if (errors.length) return `none of the ${plural(errors.length, 'item')} could be imported (see the item errors below)`;
+  return 'see the log below';
+}
+
+/** The re-run button: starts the run again with its parameters (`onRerun(run)`, a promise). */
+function rerunButton(run, onRerun) {
+  const message = h('span', { class: 'field-error', role: 'alert' });
+  const button = h('button', {
+    class: 'btn small', type: 'button', dataset: { role: 'rerun' },
+    title: 'Start this workflow again with the same parameters',
+  }, '↻ Re-run');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    button.textContent = 'Starting…';
+    message.textContent = '';
+    try {
+      await onRerun(run);
+      button.textContent = 'Re-run started';
+    } catch (e) {
+      message.textContent = `Could not start it again: ${e.message}`;
+      button.disabled = false;
+      button.textContent = '↻ Re-run';
+    }
+  });
+  return [button, message];
+}
+
 /** A run as a panel: state, progress, errors, log, results; `onRerun` adds a re-run button. */
 export function runView(run, { onRerun, detailed = true } = {}) {
   const { done, total } = run.progress || { done: 0, total: 0 };
   const pct = total > 0 ? Math.round((done / total) * 100) : (run.state === 'succeeded' ? 100 : 0);
   const errors = run.errors || [];
+  const failed = run.state === 'failed';
   return h('article', { class: ['panel', 'run', `run-${run.state}`], id: `run-${run.id}`, dataset: { state: run.state } },
     h('div', { class: 'run-head' },
       h('div', {},
@@ -39,10 +72,14 @@ export function runView(run, { onRerun, detailed = true } = {}) {
           run.params && run.params.file ? ` · file ${run.params.file}` : '')),
       h('div', { class: 'run-actions' },
         h('span', { class: 'run-state' }, stateBadge(run)),
-        onRerun && run.state === 'failed' ? h('button', { class: 'btn small', type: 'button', onclick: () => onRerun(run) }, 'Re-run') : null)),
+        onRerun && failed ? rerunButton(run, onRerun) : null)),
     h('div', { class: 'run-progress' },
-      progressBar(total > 0 ? done : (run.state === 'succeeded' ? 1 : 0), total > 0 ? total : (run.state === 'succeeded' ? 1 : 0), `Progress of ${run.workflow}`),
-      h('span', { class: 'run-count' }, total > 0 ? `${done} / ${total} items · ${pct} %` : (run.state === 'succeeded' ? '100 %' : 'counting items…'))),
+      // Unknown total: a moving bar while the run may still count, a plain one once it ended.
+      progressBar(total > 0 ? done : (run.state === 'succeeded' ? 1 : 0), total > 0 ? total : (finished(run) ? 1 : 0), `Progress of ${run.workflow}`),
+      h('span', { class: 'run-count' }, total > 0 ? `${done} / ${total} items · ${pct} %` : (run.state === 'succeeded' ? '100 %' : failed ? 'no items' : 'counting items…'))),
+    failed ? h('div', { class: 'notice error run-failure' },
+      h('strong', {}, 'This run failed: '), h('span', { class: 'run-failure-reason' }, failureReason(run)),
+      onRerun ? h('span', { class: 'muted' }, ' Fix the cause, then re-run it with the same parameters.') : null) : null,
     errors.length ? h('details', { class: 'run-errors', open: errors.length <= 5 ? true : null },
       h('summary', {}, `${plural(errors.length, 'item error')}`),
       h('table', { class: 'table compact' },
@@ -74,30 +111,29 @@ export function followRun(id, container, { onRerun, onDone } = {}) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+/** Starts a run again with the same parameters and opens the new run. */
 async function rerun(run) {
   const started = await api.startRun(run.workflow, run.params || {});
-  location.hash = link('runs', [started.id]);
+  location.hash = link('runs', [started.id], { rerun_of: run.id });
 }
 
-function rerunWithErrors(run, where) {
-  rerun(run).catch((e) => where.prepend(errorBox(e)));
-}
-
-async function renderDetail(main, id) {
+async function renderDetail(main, id, route) {
   main.append(h('a', { class: 'back', href: link('runs') }, '← All runs'));
   const body = h('div', {}, loading('Loading run…'));
-  main.append(pageHeader('Workflow run', h('span', { class: 'mono small' }, id)), body);
+  const of = route.params.get('rerun_of');
+  main.append(pageHeader('Workflow run', h('span', {}, h('span', { class: 'mono small' }, id),
+    of ? h('span', { class: 'rerun-of' }, ' · re-run of ', h('a', { class: 'mono small', href: link('runs', [of]) }, of)) : null)), body);
   const params = h('div', {});
   main.append(params);
   api.run(id).then((run) => {
     replace(params, h('section', { class: 'panel' }, h('h2', {}, 'Parameters'),
       h('dl', { class: 'facts' }, Object.entries(run.params || {}).map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', { class: 'mono' }, JSON.stringify(v)))))));
   }).catch(() => {});
-  return followRun(id, body, { onRerun: (run) => rerunWithErrors(run, body) });
+  return followRun(id, body, { onRerun: rerun });
 }
 
 export async function render(main, route) {
-  if (route.args[0]) return renderDetail(main, route.args[0]);
+  if (route.args[0]) return renderDetail(main, route.args[0], route);
   const list = h('div', { class: 'run-list' }, loading('Loading runs…'));
   main.append(pageHeader('Runs', 'Import workflows and their progress. Failed runs can be started again with the same parameters.',
     h('a', { class: 'btn primary', href: link('upload') }, 'New Data Upload')), list);
@@ -110,7 +146,7 @@ export async function render(main, route) {
       if (json !== last) {
         last = json;
         replace(list, runs.length
-          ? runs.map((run) => runView(run, { onRerun: (r) => rerunWithErrors(r, list), detailed: true }))
+          ? runs.map((run) => runView(run, { onRerun: rerun, detailed: true }))
           : emptyState('No workflow runs yet', 'Upload a zip of DICOM files in Data Upload and start an import: its progress shows here.',
             h('a', { class: 'btn primary', href: link('upload') }, 'Start a Data Upload')));
       }

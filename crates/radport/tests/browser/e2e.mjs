@@ -1,9 +1,10 @@
 // Drives radport's web UI in a real Chromium and asserts what a user would see.
 // Usage: node e2e.mjs BASE_URL SCREENSHOT_DIR (environment: see crates/radport/tests/browser.rs)
 import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, readFileSync, readdirSync, copyFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, basename } from 'node:path';
 
 const [base, shots] = process.argv.slice(2);
 const env = (name) => {
@@ -17,6 +18,11 @@ const CT_UID = env('RADPORT_CT_UID');
 const MR_UID = env('RADPORT_MR_UID');
 const ZIP_UID = env('RADPORT_ZIP_UID');
 const XSS_NAME = env('RADPORT_XSS_NAME');
+const LATER_ZIP = env('RADPORT_LATER_ZIP');
+const LATER_UID = env('RADPORT_LATER_UID');
+const FOLDER = env('RADPORT_FOLDER');
+const FOLDER_UID = env('RADPORT_FOLDER_UID');
+const FOLDER_COUNT = Number(env('RADPORT_FOLDER_COUNT'));
 mkdirSync(shots, { recursive: true });
 
 function assert(condition, message) {
@@ -52,6 +58,52 @@ async function shot(name) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 }
 const cards = () => page.locator('#series-grid .series-card');
+const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
+/** The bytes of an uploaded file, as the API serves them. */
+async function uploadedBytes(path) {
+  const r = await page.request.get(`${base}/api/files/${path.split('/').map(encodeURIComponent).join('/')}`);
+  assert(r.ok(), `GET /api/files/${path} -> ${r.status()}`);
+  return r.body();
+}
+/** Every request the page sends to the tus endpoint, in order (aborted ones too). */
+const tusLog = [];
+page.on('request', (r) => {
+  if (!/\/api\/uploads(\/|$)/.test(new URL(r.url()).pathname)) return;
+  tusLog.push({ method: r.method(), url: r.url(), offset: r.headers()['upload-offset'] });
+});
+/** A tus upload from here (not from the page): POST, then one PATCH. */
+async function uploadFromNode(name, bytes) {
+  const created = await page.request.post(`${base}/api/uploads`, {
+    headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': String(bytes.length), 'Upload-Metadata': `filename ${Buffer.from(name).toString('base64')}` },
+  });
+  assert(created.status() === 201, `tus POST -> ${created.status()}`);
+  const patched = await page.request.patch(base + created.headers().location, {
+    headers: { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
+    data: bytes,
+  });
+  assert(patched.status() === 204, `tus PATCH -> ${patched.status()}`);
+}
+/** Files under `dir`, as paths relative to its parent (`study/ct/x.dcm`), without dotfiles. */
+function folderFiles(dir) {
+  const out = [];
+  const walk = (d, prefix) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.name.startsWith('.')) continue;
+      if (e.isDirectory()) walk(join(d, e.name), `${prefix}${e.name}/`);
+      else out.push(`${prefix}${e.name}`);
+    }
+  };
+  walk(dir, `${basename(dir)}/`);
+  return out.sort();
+}
+async function waitForRun(id, states = ['succeeded', 'failed']) {
+  for (let i = 0; i < 120; i++) {
+    const run = await api(`/api/workflow-runs/${id}`);
+    if (states.includes(run.state)) return run;
+    await page.waitForTimeout(500);
+  }
+  throw new Error(`run ${id} did not finish`);
+}
 const hashParams = () => new URLSearchParams(new URL(page.url()).hash.split('?')[1] || '');
 
 async function thumbnailsLoaded(scope) {
@@ -252,6 +304,226 @@ try {
   assert(onCard, 'a card takes the focus');
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => location.hash.startsWith('#/series/'));
+
+  step('folder: a directory dragged onto the drop zone is walked, packed and uploaded');
+  await page.goto(`${base}/#/upload?project=brain-study&dataset=folder&step=2`);
+  await page.waitForSelector('#dropzone');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  // A real drag of a directory from the OS: Chromium's DevTools protocol drops file system
+  // paths, and the page gets DataTransfer items whose webkitGetAsEntry() is a directory.
+  const cdp = await context.newCDPSession(page);
+  const zoneBox = await page.locator('#dropzone').boundingBox();
+  const dragAt = { x: zoneBox.x + zoneBox.width / 2, y: zoneBox.y + zoneBox.height / 2 };
+  const dragData = { items: [], files: [FOLDER], dragOperationsMask: 1 };
+  await cdp.send('Input.dispatchDragEvent', { type: 'dragEnter', ...dragAt, data: dragData });
+  await cdp.send('Input.dispatchDragEvent', { type: 'dragOver', ...dragAt, data: dragData });
+  await page.waitForSelector('#dropzone.over');
+  await shot('upload-drag-over');
+  await cdp.send('Input.dispatchDragEvent', { type: 'drop', ...dragAt, data: dragData });
+  await page.waitForSelector('.upload-item[data-state=done]', { timeout: 30000 });
+  const dropped = page.locator('.upload-item[data-state=done]');
+  const droppedName = (await dropped.locator('.upload-name .mono').textContent()).trim();
+  assert(/^study-\d{8}T\d{6}\.zip$/.test(droppedName), `packed zip named after the folder: ${droppedName}`);
+  assert((await dropped.locator('.upload-name .muted').textContent()).includes(`packed from ${FOLDER_COUNT} files`), 'every slice, no system file');
+  await shot('upload-folder');
+  const droppedZip = await uploadedBytes(droppedName);
+  for (const name of folderFiles(FOLDER)) assert(droppedZip.includes(Buffer.from(name)), `${name} is in the zip`);
+  assert(folderFiles(FOLDER).some((n) => n.startsWith('study/ct/more/')), 'the folder has a subfolder');
+  assert(!droppedZip.includes(Buffer.from('.DS_Store')), 'system files are left out');
+  const droppedHash = sha256(droppedZip);
+
+  step('folder: imported, all of its slices (subfolder included) form the series');
+  await page.click('#up-next-import');
+  await page.waitForFunction((n) => document.querySelector('#wf-param-file')?.value === n, droppedName);
+  await page.click('#wf-start');
+  await page.waitForSelector('#wf-runs .run[data-state=succeeded]', { timeout: 60000 });
+  const folderSeries = await api(`/api/series/${FOLDER_UID}`);
+  assert(folderSeries.instances.length === FOLDER_COUNT, `${folderSeries.instances.length} instances imported`);
+  assert(folderSeries.dataset_memberships.some((m) => m.dataset === 'folder'), 'in the dataset chosen');
+
+  step('folder: the folder picker (input webkitdirectory) packs the same zip, byte for byte');
+  await page.goto(`${base}/#/upload?project=brain-study&dataset=folder-picker&step=2`);
+  await page.setInputFiles('#up-folder', FOLDER);
+  await page.waitForSelector('.upload-item[data-state=done]', { timeout: 30000 });
+  const pickedName = (await page.textContent('.upload-item[data-state=done] .upload-name .mono')).trim();
+  assert(sha256(await uploadedBytes(pickedName)) === droppedHash, 'picked and dropped folders give the same zip');
+  assert((await page.request.delete(`${base}/api/files/${pickedName}`)).ok(), 'delete the picked zip');
+
+  step('network drop: the upload waits, then resumes from the server\'s offset');
+  const laterBytes = readFileSync(LATER_ZIP);
+  const chunk = 128 * 1024;
+  assert(laterBytes.length > 8 * chunk, `the zip has several chunks (${laterBytes.length} bytes)`);
+  await page.goto(`${base}/#/upload?project=brain-study&dataset=later&step=2&chunk_size=${chunk}`);
+  await page.waitForSelector('#dropzone');
+  tusLog.length = 0;
+  let patches = 0;
+  // The 4th PATCH meets a dead network: the browser goes offline as it is sent.
+  await page.route('**/api/uploads/*', async (route) => {
+    if (route.request().method() === 'PATCH' && ++patches === 4) {
+      await context.setOffline(true);
+      await route.abort('internetdisconnected');
+    } else {
+      await route.continue();
+    }
+  });
+  await page.setInputFiles('#up-files', LATER_ZIP);
+  await page.waitForSelector('.upload-item[data-state=offline]', { timeout: 15000 });
+  await page.waitForSelector('#upload-connection:not([hidden])');
+  const lostText = await page.textContent('.upload-item .upload-status');
+  assert(lostText.includes('Connection lost'), `interruption shown: ${lostText}`);
+  assert(await page.isDisabled('#up-next-import'), 'no import while the upload waits');
+  await shot('upload-connection-lost');
+  await page.unroute('**/api/uploads/*');
+  await context.setOffline(false);
+  await page.waitForSelector('.upload-item[data-state=done]', { timeout: 30000 });
+  assert((await page.textContent('.upload-item .upload-status')).includes('resumed after 1 interruption'), 'resumption shown');
+  assert(await page.isHidden('#upload-connection'), 'the connection notice goes away');
+  {
+    const posts = tusLog.filter((r) => r.method === 'POST');
+    const sent = tusLog.filter((r) => r.method === 'PATCH').map((r) => Number(r.offset));
+    const heads = tusLog.map((r, i) => (r.method === 'HEAD' ? i : -1)).filter((i) => i >= 0);
+    assert(posts.length === 1, `one upload created (${posts.length})`);
+    assert(heads.length >= 1, 'the client asked the server for its offset');
+    const after = tusLog.slice(heads[heads.length - 1] + 1).find((r) => r.method === 'PATCH');
+    assert(Number(after.offset) === 3 * chunk, `went on from the server's offset ${3 * chunk}, not ${after.offset}`);
+    assert(sent.filter((o) => o === 0).length === 1, `never started over: ${sent}`);
+    assert(sent.length === Math.ceil(laterBytes.length / chunk) + 1, `each chunk sent once, the cut one twice: ${sent}`);
+  }
+  assert(sha256(await uploadedBytes('later.zip')) === sha256(laterBytes), 'the uploaded file is byte-identical');
+  await shot('upload-resumed');
+
+  step('a failed run says why, and is re-run in place once the cause is fixed');
+  await page.click('#up-next-import');
+  await page.waitForFunction(() => document.querySelector('#wf-param-file')?.value === 'later.zip');
+  await page.fill('#wf-param-project', 'later-study'); // does not exist (yet)
+  await page.click('#wf-start');
+  await page.waitForSelector('#wf-runs .run[data-state=failed]', { timeout: 60000 });
+  const reason = await page.textContent('#wf-runs .run-failure-reason');
+  assert(reason.includes('later-study') && reason.includes('does not exist'), `failure reason: ${reason}`);
+  await shot('upload-run-failed');
+  assert((await page.request.post(`${base}/api/projects`, { data: { name: 'later-study' } })).ok(), 'create the project');
+  await page.click('#wf-runs .run[data-state=failed] [data-role=rerun]');
+  await page.waitForSelector('#wf-runs .run[data-state=succeeded]', { timeout: 60000 });
+  assert(await page.locator('#wf-runs .run').count() === 2, 'the failed run and its re-run');
+  {
+    const runs = (await api('/api/workflow-runs')).items.filter((r) => r.params.file === 'later.zip');
+    assert(runs.length === 2 && JSON.stringify(runs[0].params) === JSON.stringify(runs[1].params), 'same parameters');
+    assert(runs.find((r) => r.state === 'succeeded').series.includes(LATER_UID), 'the re-run imported the series');
+  }
+  await shot('upload-rerun');
+
+  step('reload: an unfinished upload continues after the page is reloaded');
+  const reloadZip = join(profile, 'reload.zip');
+  copyFileSync(LATER_ZIP, reloadZip);
+  const reloadUrl = `${base}/#/upload?project=brain-study&dataset=reload&step=2&chunk_size=${chunk}`;
+  await page.goto(reloadUrl);
+  await page.waitForSelector('#dropzone');
+  patches = 0;
+  // The server stops answering after two chunks (connection refused, the browser still online).
+  await page.route('**/api/uploads/*', async (route) => {
+    const method = route.request().method();
+    if ((method === 'PATCH' && ++patches > 2) || method === 'HEAD') await route.abort('connectionrefused');
+    else await route.continue();
+  });
+  await page.setInputFiles('#up-files', reloadZip);
+  await page.waitForSelector('.upload-item[data-state=retrying]', { timeout: 15000 });
+  assert(/Connection lost — (retrying in \d+ s|retrying…) \(attempt \d of \d\)/.test(await page.textContent('.upload-item .upload-status')), 'backoff shown');
+  await shot('upload-retrying');
+  const record = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('radport.tus.')).map((k) => JSON.parse(localStorage.getItem(k))));
+  assert(record.length === 1 && record[0].name === 'reload.zip', `the upload is remembered: ${JSON.stringify(record)}`);
+  const held = await page.request.head(record[0].url, { headers: { 'Tus-Resumable': '1.0.0' } });
+  assert(Number(held.headers()['upload-offset']) === 2 * chunk, `the server holds two chunks (${held.headers()['upload-offset']})`);
+  await page.reload();
+  await page.waitForSelector('#upload-unfinished li[data-name="reload.zip"]');
+  await page.unroute('**/api/uploads/*');
+  await shot('upload-unfinished');
+  tusLog.length = 0;
+  await page.setInputFiles('#up-files', reloadZip);
+  await page.waitForSelector('.upload-item[data-state=done]', { timeout: 30000 });
+  assert((await page.textContent('.upload-item .upload-status')).includes(`continued from ${(2 * chunk / 1000).toFixed(0)} KB`), 'continued, and says so');
+  assert(tusLog[0].method === 'HEAD' && !tusLog.some((r) => r.method === 'POST'), `asked, not created: ${tusLog.map((r) => r.method)}`);
+  assert(Number(tusLog.find((r) => r.method === 'PATCH').offset) === 2 * chunk, 'from the server\'s offset');
+  assert(sha256(await uploadedBytes('reload.zip')) === sha256(laterBytes), 'the resumed file is byte-identical');
+  assert(await page.locator('#upload-unfinished li').count() === 0, 'nothing left unfinished');
+  assert(await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('radport.tus.')).length) === 0, 'record dropped');
+  assert((await page.request.delete(`${base}/api/files/reload.zip`)).ok(), 'delete reload.zip');
+
+  step('a refused chunk fails the upload visibly; "Try again" continues from the server\'s offset');
+  const retryZip = join(profile, 'retry.zip');
+  copyFileSync(ZIP, retryZip);
+  await page.goto(`${base}/#/upload?project=brain-study&dataset=retry&step=2&chunk_size=4096`);
+  await page.waitForSelector('#dropzone');
+  patches = 0;
+  await page.route('**/api/uploads/*', async (route) => {
+    if (route.request().method() === 'PATCH' && ++patches === 3) await route.fulfill({ status: 400, json: { error: 'simulated refusal' } });
+    else await route.continue();
+  });
+  await page.setInputFiles('#up-files', retryZip);
+  await page.waitForSelector('.upload-item[data-state=failed]');
+  assert((await page.textContent('.upload-item .upload-status')).includes('simulated refusal'), 'the server\'s reason');
+  assert(await page.isDisabled('#up-next-import'), 'nothing to import yet');
+  await shot('upload-failed');
+  await page.unroute('**/api/uploads/*');
+  tusLog.length = 0;
+  await page.click('.upload-item[data-state=failed] button');
+  await page.waitForSelector('.upload-item[data-state=done]');
+  assert(tusLog[0].method === 'HEAD' && Number(tusLog.find((r) => r.method === 'PATCH').offset) === 2 * 4096, 'continued from the server\'s offset');
+  assert(sha256(await uploadedBytes('retry.zip')) === sha256(readFileSync(ZIP)), 'retry.zip is byte-identical');
+  assert((await page.request.delete(`${base}/api/files/retry.zip`)).ok(), 'delete retry.zip');
+
+  step('the answer to the last chunk is lost: the client asks the server, and sends nothing twice');
+  const lastZip = join(profile, 'last-chunk.zip');
+  copyFileSync(ZIP, lastZip);
+  const zipSize = readFileSync(ZIP).length;
+  await page.goto(`${base}/#/upload?project=brain-study&dataset=last&step=2&chunk_size=4096`);
+  await page.waitForSelector('#dropzone');
+  let cut = false;
+  await page.route('**/api/uploads/*', async (route) => {
+    const req = route.request();
+    if (!cut && req.method() === 'PATCH' && Number(req.headers()['upload-offset']) + 4096 >= zipSize) {
+      cut = true;
+      await route.fetch(); // the server gets the whole chunk and completes the file …
+      await route.abort('connectionreset'); // … but its answer never arrives
+    } else {
+      await route.continue();
+    }
+  });
+  tusLog.length = 0;
+  await page.setInputFiles('#up-files', lastZip);
+  await page.waitForSelector('.upload-item[data-state=done]', { timeout: 30000 });
+  await page.unroute('**/api/uploads/*');
+  {
+    const sent = tusLog.filter((r) => r.method === 'PATCH').map((r) => Number(r.offset));
+    assert(cut && tusLog.some((r) => r.method === 'HEAD'), 'the client asked');
+    assert(sent.length === Math.ceil(zipSize / 4096) + 1 && sent[sent.length - 1] === zipSize, `no chunk sent twice, then an empty confirmation: ${sent}`);
+  }
+  assert(sha256(await uploadedBytes('last-chunk.zip')) === sha256(readFileSync(ZIP)), 'last-chunk.zip is byte-identical');
+  assert((await page.request.delete(`${base}/api/files/last-chunk.zip`)).ok(), 'delete last-chunk.zip');
+
+  step('Runs: a run whose file is missing fails with the reason; re-run from the list once it is there');
+  const missing = await (await page.request.post(`${base}/api/workflows/import-dicoms-from-data-upload/runs`, {
+    data: { file: 'arrives-late.zip', project: 'brain-study', dataset: 'late' },
+  })).json();
+  await waitForRun(missing.id);
+  await page.goto(`${base}/#/runs`);
+  const failedCard = page.locator(`#run-${missing.id}`);
+  await failedCard.waitFor();
+  assert(await failedCard.getAttribute('data-state') === 'failed', 'marked failed');
+  assert((await failedCard.locator('.run-failure-reason').textContent()).includes('arrives-late.zip'), 'with its error');
+  await shot('runs-failed');
+  await uploadFromNode('arrives-late.zip', readFileSync(ZIP));
+  await failedCard.locator('[data-role=rerun]').click();
+  await page.waitForFunction((id) => location.hash.startsWith('#/runs/') && location.hash.includes(`rerun_of=${id}`), missing.id);
+  await page.waitForSelector('.run[data-state=succeeded]', { timeout: 60000 });
+  assert(await page.locator(`.rerun-of a[href="#/runs/${missing.id}"]`).count() === 1, 'links the failed run');
+  {
+    const rerunId = new URL(page.url()).hash.split('/')[2].split('?')[0];
+    const rerun = await api(`/api/workflow-runs/${rerunId}`);
+    assert(rerunId !== missing.id && JSON.stringify(rerun.params) === JSON.stringify(missing.params), 'a new run, same parameters');
+    assert(rerun.series.includes(ZIP_UID), 'the re-run imported the series');
+    assert((await api(`/api/workflow-runs/${missing.id}`)).state === 'failed', 'the failed run stays as it was');
+  }
+  await shot('run-rerun');
 
   assert(dialogs.length === 0, `no dialog may open: ${dialogs.join('; ')}`);
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
