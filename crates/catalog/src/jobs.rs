@@ -414,31 +414,39 @@ impl Catalog {
         let now = now();
         let _guard = self.write_guard().await;
         let mut tx = self.begin_write().await?;
-        for (series_uid, last_arrival) in &due {
-            sqlx::query(
+        let mut scheduled = Vec::with_capacity(due.len());
+        for (series_uid, last_arrival) in due {
+            // Only if nobody scheduled this arrival since the read above: another node's
+            // scheduler may have (PostgreSQL re-checks the WHERE after waiting for it).
+            let claimed = sqlx::query(
                 "INSERT INTO series_pipeline (series_uid, scheduled_for, scheduled_at) \
                  VALUES ($1, $2, $3) ON CONFLICT (series_uid) DO UPDATE \
-                 SET scheduled_for = excluded.scheduled_for, scheduled_at = excluded.scheduled_at",
+                 SET scheduled_for = excluded.scheduled_for, scheduled_at = excluded.scheduled_at \
+                 WHERE series_pipeline.scheduled_for < excluded.scheduled_for",
             )
-            .bind(series_uid)
-            .bind(last_arrival)
+            .bind(&series_uid)
+            .bind(&last_arrival)
             .bind(&now)
             .execute(&mut *tx)
             .await?;
+            if claimed.rows_affected() == 0 {
+                continue;
+            }
             for kind in kinds {
                 sqlx::query(SQL_INSERT_JOB)
                     .bind(new_id())
                     .bind(*kind)
-                    .bind(series_uid)
+                    .bind(&series_uid)
                     .bind("{}")
                     .bind(max_attempts.max(1))
                     .bind(&now)
                     .execute(&mut *tx)
                     .await?;
             }
+            scheduled.push(series_uid);
         }
         tx.commit().await?;
-        Ok(due.into_iter().map(|(s, _)| s).collect())
+        Ok(scheduled)
     }
 }
 

@@ -117,6 +117,7 @@ both!(concurrent_recording);
 both!(concurrent_failures_do_not_fail_others);
 both!(job_queue);
 both!(stable_series_scheduling);
+both!(two_schedulers_schedule_an_arrival_once);
 both!(validation_results);
 both!(series_references);
 both!(facets_and_sorting);
@@ -1600,6 +1601,70 @@ async fn job_queue(url: &str) {
         .await
         .expect("claim")
         .is_none());
+}
+
+/// Two nodes' schedulers on one catalog, while workers claim and finish jobs as fast as they
+/// can: every arrival gets exactly one job per kind (a scheduler that read a series as due
+/// must not schedule it again once the other node did and its job already started).
+async fn two_schedulers_schedule_an_arrival_once(url: &str) {
+    const SERIES: usize = 40;
+    let a = Catalog::connect(url).await.expect("connect a");
+    let b = Catalog::connect(url).await.expect("connect b");
+    let kinds = ["thumbnail", "validate"];
+    for i in 0..SERIES {
+        record(
+            &a,
+            &rec("13.1", &format!("13.1.{i}"), &format!("13.1.{i}.1")),
+            &route("admin", "d"),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in [a.clone(), b.clone()] {
+        let scheduler_stop = stop.clone();
+        let scheduler = c.clone();
+        tasks.push(tokio::spawn(async move {
+            while !scheduler_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                scheduler
+                    .schedule_stable_series(Duration::ZERO, &kinds, 3)
+                    .await
+                    .expect("schedule");
+            }
+        }));
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(j) = c
+                    .claim_job(&kinds, "w", Duration::from_secs(60))
+                    .await
+                    .expect("claim")
+                {
+                    c.complete_job(&j.id, "w").await.expect("complete");
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let jobs = a
+        .list_jobs(&radport_catalog::JobFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        jobs.total as usize,
+        SERIES * kinds.len(),
+        "one job per kind and series"
+    );
 }
 
 async fn stable_series_scheduling(url: &str) {
