@@ -4,7 +4,8 @@
 # dicom3tools (the real peers the tests talk to and use as oracles), PostgreSQL (the catalog's
 # tests run on it too), dcm2niix (round-trip oracle of the NIfTI conversion); with pip:
 # highdicom (SEG fixtures and oracle), nibabel (its sample NIfTI files) and pydicom-data
-# (pydicom's larger set of sample files: enhanced CT/MR, SEG, SR for the validator's tests).
+# (pydicom's larger set of sample files: enhanced CT/MR, SEG, SR for the validator's tests),
+# moto[server] (an S3-compatible server for the distributed tests: PostgreSQL + S3).
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -27,6 +28,14 @@ fi
 if ! python3 -c 'import highdicom, nibabel, data_store' >/dev/null 2>&1; then
   echo "== installing Python test oracles: highdicom, nibabel, pydicom-data"
   python3 -m pip install -q highdicom nibabel pydicom-data
+fi
+
+# The distributed tests (crates/radport/tests/distributed.rs) run radport on an S3-compatible
+# object store: moto's server (`python3 -m moto.server`), started by each test on a free port.
+# (Debian has no standalone S3 server package, MinIO is not packaged, and radosgw needs Ceph.)
+if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+  echo "== installing the S3-compatible test server: moto[server]"
+  python3 -m pip install -q "moto[server]"
 fi
 
 # The web UI's browser tests (crates/radport/tests/browser.rs): Debian's Chromium, driven by

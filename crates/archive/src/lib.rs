@@ -9,7 +9,12 @@
 //! - An object is visible under its key only once it is complete: writes go through
 //!   [`ObjectWriter`], which either completes (atomic rename / multipart completion) or aborts.
 //! - On local disk a completed object has been fsynced together with its directory, so a caller
-//!   may acknowledge it to a remote peer.
+//!   may acknowledge it to a remote peer. On S3 an object exists only once its `PUT` or its
+//!   multipart completion has been answered; a multipart upload that fails, is aborted or whose
+//!   writer is dropped unfinished is aborted (a process killed mid-upload leaves an incomplete
+//!   multipart upload, invisible, for the bucket's lifecycle rule to expire).
+//!
+//! [`Archive::from_url`] opens the archive named by `--archive-url` (see [`open`]).
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -22,6 +27,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+pub mod open;
+pub use open::{redact_archive_url, OpenError};
 
 /// The layout of the archive: where each kind of object lives.
 pub mod keys {
@@ -207,7 +215,11 @@ impl Archive {
         let path = Self::path(key)?;
         Ok(ObjectWriter {
             key: key.to_string(),
-            inner: BufWriter::with_capacity(self.store.clone(), path, self.write_buffer),
+            inner: Some(BufWriter::with_capacity(
+                self.store.clone(),
+                path,
+                self.write_buffer,
+            )),
             hasher: Sha256::new(),
             size: 0,
         })
@@ -318,11 +330,12 @@ impl Archive {
 }
 
 /// A streaming write of one object. Memory use is bounded by [`WRITE_BUFFER_BYTES`].
-/// Dropping it without [`finish`](Self::finish) leaves nothing visible (call
-/// [`abort`](Self::abort) to clean up promptly).
+/// Dropping it without [`finish`](Self::finish) leaves nothing visible and aborts a multipart
+/// upload in the background (call [`abort`](Self::abort) to clean up before going on).
 pub struct ObjectWriter {
     key: String,
-    inner: BufWriter,
+    /// `None` only once finished or aborted.
+    inner: Option<BufWriter>,
     hasher: Sha256,
     size: u64,
 }
@@ -340,29 +353,57 @@ impl ObjectWriter {
 
     /// Appends bytes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Err(ArchiveError::Storage(format!(
+                "{}: write after finish or abort",
+                self.key
+            )));
+        };
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
-        self.inner
-            .write_all(bytes)
-            .await
-            .map_err(ArchiveError::from_io)
+        inner.write_all(bytes).await.map_err(ArchiveError::from_io)
     }
 
-    /// Completes the object: after this returns `Ok`, it is durably stored and visible.
+    /// Completes the object: after this returns `Ok`, it is durably stored and visible. On
+    /// failure nothing is visible (a failed multipart completion is aborted by object_store).
     pub async fn finish(mut self) -> Result<StoredObject, ArchiveError> {
-        self.inner.shutdown().await.map_err(ArchiveError::from_io)?;
+        let mut inner = self.inner.take().ok_or_else(|| {
+            ArchiveError::Storage(format!("{}: finished or aborted already", self.key))
+        })?;
+        inner.shutdown().await.map_err(ArchiveError::from_io)?;
         Ok(StoredObject {
-            key: self.key,
+            key: std::mem::take(&mut self.key),
             size: self.size,
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: hex::encode(self.hasher.clone().finalize()),
         })
     }
 
-    /// Abandons the object; nothing becomes visible.
+    /// Abandons the object; nothing becomes visible (a multipart upload is aborted).
     pub async fn abort(mut self) {
-        if let Err(e) = self.inner.abort().await {
-            tracing::warn!(key = %self.key, error = %e, "aborting a partial object failed");
+        if let Some(mut inner) = self.inner.take() {
+            if let Err(e) = inner.abort().await {
+                tracing::warn!(key = %self.key, error = %e, "aborting a partial object failed");
+            }
         }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // Dropped mid-write (a cancelled task, an early return): abort a multipart upload that
+        // was started, so no incomplete upload is left behind in the bucket.
+        let Some(mut inner) = self.inner.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        runtime.spawn(async move {
+            if let Err(e) = inner.abort().await {
+                tracing::warn!(key = %key, error = %e, "aborting a dropped partial object failed");
+            }
+        });
     }
 }
 

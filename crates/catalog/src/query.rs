@@ -609,19 +609,26 @@ impl Catalog {
         // filter, grouped by the three; each facet then sums the groups that pass the other
         // two facets' filters (see `FacetGroup`).
         let combined = {
-            let (from_where, args) = Self::series_from_where(
-                &project_key,
-                filter,
-                &[Facet::Modality, Facet::BodyPart, Facet::Validation],
-            )?;
+            let skip = [Facet::Modality, Facet::BodyPart, Facet::Validation];
+            let unfiltered = Self::series_conditions(&project_key, filter, &skip)?
+                .0
+                .is_empty();
+            let (from_where, args) = Self::series_from_where(&project_key, filter, &skip)?;
+            // Nothing else to filter on: group the raw columns, which an index covers
+            // (idx_series_facets). Otherwise group expressions, so that SQLite scans the
+            // table once for the conditions instead of walking that index and looking every
+            // row up. NULL and '' merge in Rust either way.
+            let group = if unfiltered {
+                "s.modality, s.body_part_examined"
+            } else {
+                "COALESCE(s.modality, ''), COALESCE(s.body_part_examined, '')"
+            };
             (
                 format!(
-                    "SELECT COALESCE(s.modality, '') AS modality, \
-                       COALESCE(s.body_part_examined, '') AS body_part, \
-                       CASE WHEN s.validation_errors IS NULL THEN 0 ELSE 1 END AS validated, \
-                       CASE WHEN s.validation_errors > 0 THEN 1 ELSE 0 END AS errors, \
-                       CASE WHEN s.validation_warnings > 0 THEN 1 ELSE 0 END AS warnings, \
-                       COUNT(*) AS count {from_where} GROUP BY 1, 2, 3, 4, 5"
+                    "SELECT s.modality AS modality, s.body_part_examined AS body_part, \
+                       s.validation_errors AS errors, s.validation_warnings AS warnings, \
+                       COUNT(*) AS count {from_where} \
+                     GROUP BY {group}, s.validation_errors, s.validation_warnings"
                 ),
                 args,
             )
@@ -670,12 +677,18 @@ impl Catalog {
                 .await?;
             rows.iter()
                 .map(|row| {
+                    let errors: Option<i64> = row.try_get("errors")?;
+                    let warnings: Option<i64> = row.try_get("warnings")?;
                     Ok(FacetGroup {
-                        modality: row.try_get("modality")?,
-                        body_part: row.try_get("body_part")?,
-                        validated: row.try_get::<i64, _>("validated")? != 0,
-                        errors: row.try_get::<i64, _>("errors")? != 0,
-                        warnings: row.try_get::<i64, _>("warnings")? != 0,
+                        modality: row
+                            .try_get::<Option<String>, _>("modality")?
+                            .unwrap_or_default(),
+                        body_part: row
+                            .try_get::<Option<String>, _>("body_part")?
+                            .unwrap_or_default(),
+                        validated: errors.is_some(),
+                        errors: errors.unwrap_or(0) > 0,
+                        warnings: warnings.unwrap_or(0) > 0,
                         count: row.try_get("count")?,
                     })
                 })

@@ -254,4 +254,7 @@ pub(crate) const INDEXES_V2: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_series_datasets_key ON series_datasets (dataset_key, series_uid)",
     "CREATE INDEX IF NOT EXISTS idx_series_validation_state \
         ON series (validation_errors, validation_warnings)",
+    // Covers the grouped facet scan (modality, body part, validation) of the gallery.
+    "CREATE INDEX IF NOT EXISTS idx_series_facets \
+        ON series (modality, body_part_examined, validation_errors, validation_warnings)",
 ];

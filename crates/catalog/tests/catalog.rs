@@ -1368,6 +1368,7 @@ async fn migrates_a_version_1_catalog() {
         "DROP INDEX idx_series_body_part",
         "DROP INDEX idx_series_patient",
         "DROP INDEX idx_series_validation_state",
+        "DROP INDEX idx_series_facets",
         "ALTER TABLE series DROP COLUMN patient_id",
         "ALTER TABLE series DROP COLUMN patient_name",
         "ALTER TABLE series DROP COLUMN study_date",

@@ -5,6 +5,7 @@
 //! what kind of problem it is. The OpenAPI document is served at `/api/openapi.json`.
 
 mod openapi;
+pub mod preview;
 mod ui;
 pub mod uploads;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub uploads: uploads::UploadSettings,
     /// Starts workflow runs.
     pub workflows: radport_workflows::Workflows,
+    /// Draws instances for `/rendered` (`None`: that endpoint answers 501).
+    pub rendering: Option<preview::FrameRendering>,
 }
 
 /// An error answered as JSON with a status code.
@@ -101,6 +104,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/series/{series_uid}/instances/{sop_instance_uid}",
             get(get_instance_file),
+        )
+        .route(
+            "/api/series/{series_uid}/instances/{sop_instance_uid}/rendered",
+            get(preview::get_rendered_instance),
         )
         .route("/api/series/{series_uid}/thumbnail", get(get_thumbnail))
         .route("/api/series/{series_uid}/download", get(download_series))
@@ -434,7 +441,7 @@ async fn get_workflow_run(
 }
 
 /// A fast, stable 64-bit hash for ETags (not for security).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

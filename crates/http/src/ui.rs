@@ -6,8 +6,10 @@
 //! Content-Security-Policy below (scripts from this origin only, no inline script) is a second
 //! line of defence against a DICOM value that would try to become markup.
 
+use std::sync::OnceLock;
+
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -59,30 +61,55 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/{*file}", get(asset))
 }
 
-async fn index() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        INDEX,
-    )
-        .into_response()
+/// ETags of `INDEX` (first) and of every asset (in the order of `ASSETS`): the files change only
+/// with the binary, so the browser revalidates (`no-cache`) and gets 304s without a body.
+fn etags() -> &'static [String] {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        std::iter::once(INDEX)
+            .chain(ASSETS.iter().map(|(_, _, body)| *body))
+            .map(|body| format!("\"{:016x}\"", crate::fnv1a(body.as_bytes())))
+            .collect()
+    })
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
-    match ASSETS.iter().find(|(name, _, _)| *name == file) {
-        Some((_, content_type, body)) => (
-            [
-                (header::CONTENT_TYPE, *content_type),
-                (header::CACHE_CONTROL, "no-cache"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            *body,
-        )
-            .into_response(),
+/// The file, or a 304 when the browser already holds this version.
+fn cached(
+    headers: &HeaderMap,
+    etag: &str,
+    content_type: &'static str,
+    body: &'static str,
+) -> Response {
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let common = [
+        (header::CACHE_CONTROL, "no-cache".to_string()),
+        (header::ETAG, etag.to_string()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (common, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    let mut response = cached(&headers, &etags()[0], "text/html; charset=utf-8", INDEX);
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    response
+}
+
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match ASSETS.iter().position(|(name, _, _)| *name == file) {
+        Some(i) => {
+            let (_, content_type, body) = ASSETS[i];
+            cached(&headers, &etags()[i + 1], content_type, body)
+        }
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -95,6 +122,34 @@ async fn asset(Path(file): Path<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_the_browser_holds_is_not_sent_again() {
+        let etag = &etags()[1];
+        let first = cached(&HeaderMap::new(), etag, JS, ASSETS[0].2);
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()[header::ETAG], etag.as_str());
+        assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+        let again = cached(&headers, etag, JS, ASSETS[0].2);
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        // Every file has its own tag.
+        let mut tags = etags().to_vec();
+        tags.sort();
+        tags.dedup();
+        assert_eq!(tags.len(), ASSETS.len() + 1);
+    }
+
+    #[test]
+    fn every_module_is_preloaded() {
+        for (name, content_type, _) in ASSETS {
+            if *content_type == JS && *name != "app.js" {
+                let link = format!("<link rel=\"modulepreload\" href=\"/ui/{name}\">");
+                assert!(INDEX.contains(&link), "index.html lacks {link}");
+            }
+        }
+    }
 
     #[test]
     fn every_module_the_pages_import_is_embedded() {

@@ -70,6 +70,8 @@ export const api = {
   reportUrl: (uid) => `/api/series/${seg(uid)}/validation/report`,
   seriesZipUrl: (uid) => `/api/series/${seg(uid)}/download`,
   instanceUrl: (uid, sop) => `/api/series/${seg(uid)}/instances/${seg(sop)}`,
+  /** One frame of an instance as PNG (`frame`: 1-based, default the middle one; `size`: px). */
+  renderedUrl: (uid, sop, { frame, size } = {}) => `/api/series/${seg(uid)}/instances/${seg(sop)}/rendered${query({ frame, size })}`,
   workflows: () => get('/api/workflows').then((r) => r.items),
   startRun: (name, params) => post(`/api/workflows/${seg(name)}/runs`, params),
   runs: () => get('/api/workflow-runs').then((r) => r.items),

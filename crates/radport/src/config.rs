@@ -27,8 +27,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RADPORT_BIND")]
     pub bind: Option<String>,
     /// Catalog database URL [default: sqlite://DATA_DIR/catalog.db].
-    #[arg(long, env = "RADPORT_CATALOG_URL")]
+    #[arg(long, env = "RADPORT_CATALOG_URL", hide_env_values = true)]
     pub catalog_url: Option<String>,
+    /// Archive (object store) URL: s3://BUCKET[/PREFIX][?endpoint=…&region=…&allow_http=true]
+    /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the URL's parameters) or
+    /// file:///PATH [default: the directory DATA_DIR/archive].
+    #[arg(long, env = "RADPORT_ARCHIVE_URL", hide_env_values = true)]
+    pub archive_url: Option<String>,
     /// What to do when a SOP Instance UID arrives again: keep-first, overwrite,
     /// overwrite-if-different [default: keep-first].
     #[arg(long, env = "RADPORT_DUPLICATE_POLICY")]
@@ -75,6 +80,7 @@ struct FileSettings {
     http_port: Option<u16>,
     bind: Option<String>,
     catalog_url: Option<String>,
+    archive_url: Option<String>,
     duplicate_policy: Option<String>,
     ae_title: Option<String>,
     max_associations: Option<usize>,
@@ -96,6 +102,8 @@ pub struct Settings {
     pub http_port: u16,
     pub bind: String,
     pub catalog_url: String,
+    /// `None`: the local directory `DATA_DIR/archive`.
+    pub archive_url: Option<String>,
     pub duplicate_policy: DuplicatePolicy,
     pub ae_title: String,
     pub max_associations: usize,
@@ -135,6 +143,11 @@ impl ServeArgs {
             .catalog_url
             .or(file.catalog_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+        let archive_url = self
+            .archive_url
+            .or(file.archive_url)
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty());
         let policy_text = self
             .duplicate_policy
             .or(file.duplicate_policy)
@@ -188,6 +201,7 @@ impl ServeArgs {
             http_port: self.http_port.or(file.http_port).unwrap_or(8080),
             bind: self.bind.or(file.bind).unwrap_or_else(|| "0.0.0.0".into()),
             catalog_url,
+            archive_url,
             duplicate_policy,
             ae_title: self
                 .ae_title
@@ -227,6 +241,29 @@ mod tests {
         assert_eq!(s.duplicate_policy, DuplicatePolicy::Overwrite);
         assert!(s.catalog_url.starts_with("sqlite://"));
         assert!(s.catalog_url.ends_with("radport-data/catalog.db"));
+        assert_eq!(s.archive_url, None, "default: the local archive directory");
+    }
+
+    #[test]
+    fn archive_url_from_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(&file, "archive_url = \"s3://from-file/p\"\n").unwrap();
+        let s = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.archive_url.as_deref(), Some("s3://from-file/p"));
+        let s = ServeArgs {
+            config: Some(file),
+            archive_url: Some("s3://from-flag".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.archive_url.as_deref(), Some("s3://from-flag"));
     }
 
     #[test]

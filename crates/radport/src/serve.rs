@@ -25,9 +25,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     })?;
     let catalog = Catalog::connect(&settings.catalog_url)
         .await
-        .with_context(|| format!("cannot open the catalog at {}", settings.catalog_url))?;
-    let archive = Archive::local(&settings.data_dir.join("archive"))
-        .context("cannot open the archive directory")?;
+        .with_context(|| {
+            format!(
+                "cannot open the catalog at {}",
+                without_password(&settings.catalog_url)
+            )
+        })?;
+    // The default is the local directory; an S3 bucket is checked (list, write, delete) before
+    // anything listens, so a server that could not store says why and stops.
+    let archive = match &settings.archive_url {
+        None => Archive::local(&settings.data_dir.join("archive"))
+            .context("cannot open the archive directory")?,
+        Some(url) => Archive::from_url(url)
+            .await
+            .context("cannot open the archive (--archive-url)")?,
+    };
     let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
     let workflows =
         radport_workflows::Workflows::new(ingestor.clone(), settings.data_dir.join("scratch"));
@@ -62,6 +74,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             expire_after: settings.upload_expiry,
         },
         workflows: workflows.clone(),
+        // Two at a time: a decode holds a whole file in memory and a core busy.
+        rendering: Some(radport_http::preview::FrameRendering::new(
+            std::sync::Arc::new(PipelineFrames),
+            2,
+        )),
     };
     let sweeper_state = state.clone();
     // Often enough that an upload is gone soon after it expires.
@@ -149,6 +166,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// A database URL as it may be shown: the password of its user part replaced by `***`.
+fn without_password(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://").map(|i| i + 3) {
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end],
+                    &rest[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+    }
+    url.to_string()
+}
+
 fn catalog_is_embedded(url: &str) -> bool {
     url.trim_start().to_ascii_lowercase().starts_with("sqlite:")
 }
@@ -166,5 +202,50 @@ impl radport_pipeline::worker::JobHandler for WorkflowJobs {
         job: &'a radport_catalog::Job,
     ) -> futures::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move { self.0.execute(job).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// Frames for the series page's slice viewer (`/rendered`), drawn by the pipeline's thumbnail
+/// renderer (windowed like the thumbnails; placeholders for what has no picture).
+struct PipelineFrames;
+
+impl radport_http::preview::FrameRenderer for PipelineFrames {
+    fn render(
+        &self,
+        file: &[u8],
+        frame: u32,
+        number_of_frames: u32,
+        size: u32,
+    ) -> Result<Vec<u8>, radport_http::preview::RenderError> {
+        // The pipeline's renderer draws the middle frame of a multi-frame object (the frame
+        // `/rendered` shows when none is asked for); other frames need a frame argument there.
+        let middle = number_of_frames / 2 + 1;
+        if frame != middle {
+            return Err(radport_http::preview::RenderError::Unsupported(format!(
+                "frame {frame} of {number_of_frames}: only the middle frame ({middle}) of a \
+                 multi-frame instance can be drawn so far"
+            )));
+        }
+        let options = radport_pipeline::thumbnail::ThumbnailOptions { max_side: size };
+        Ok(radport_pipeline::thumbnail::render_or_placeholder(file, &options).into_png())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_not_shown() {
+        assert_eq!(
+            super::without_password("postgres://radport:hunter2@db:5432/radport?sslmode=require"),
+            "postgres://radport:***@db:5432/radport?sslmode=require"
+        );
+        assert_eq!(
+            super::without_password("postgres://radport@db/x"),
+            "postgres://radport@db/x"
+        );
+        assert_eq!(
+            super::without_password("sqlite:///a:b@c/catalog.db"),
+            "sqlite:///a:b@c/catalog.db"
+        );
     }
 }

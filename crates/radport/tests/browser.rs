@@ -1,9 +1,11 @@
 //! End to end in a real browser: the web UI served by `radport serve`, driven by Chromium
-//! through playwright-core (`tests/browser/e2e.mjs`), on data sent with DCMTK's `dcmsend` and a
-//! zip uploaded through the Data Upload wizard; then the harder paths: an upload cut by a network
-//! drop (and one by a page reload) that resumes from the server's offset, a folder dropped onto
-//! the page (a real drag of a directory) and chosen with the folder picker, and failed workflow
-//! runs re-run from the wizard and from the Runs page. Screenshots of every page and state go to
+//! through playwright-core (`tests/browser/e2e.mjs`), on data sent with DCMTK's `dcmsend` (a
+//! chest CT and a head MR, for the gallery's filters and facet counts; the MR's page for the
+//! slice viewer, scrolled by keyboard, mouse wheel and range input) and a zip uploaded through
+//! the Data Upload wizard; then the harder paths: an upload cut by a network drop (and one by a
+//! page reload) that resumes from the server's offset, a folder dropped onto the page (a real
+//! drag of a directory) and chosen with the folder picker, and failed workflow runs re-run from
+//! the wizard and from the Runs page. Screenshots of every page and state go to
 //! `target/ui-screenshots/`.
 //!
 //! Needs `/usr/bin/chromium`, node and `tests/browser/node_modules` (scripts/install-deps.sh).
@@ -37,6 +39,17 @@ fn zip_dir(zip_path: &Path, dir: &Path, folder: &str, method: zip::CompressionMe
         zip.write_all(&std::fs::read(&p).unwrap()).unwrap();
     }
     zip.finish().unwrap();
+}
+
+/// Rewrites Body Part Examined (0018,0015) of a Part-10 file.
+fn set_body_part(path: &Path, value: &str) {
+    let mut obj = dicom_object::open_file(path).unwrap();
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::BODY_PART_EXAMINED,
+        dicom_core::VR::CS,
+        dicom_core::PrimitiveValue::from(value),
+    ));
+    obj.write_to_file(path).unwrap();
 }
 
 #[test]
@@ -75,7 +88,13 @@ fn the_web_ui_works_in_a_real_browser() {
     };
     for (spec, folder) in [(&ct, "ct"), (&mr, "mr")] {
         let dir = tmp.path().join(folder);
-        write_series(&dir, spec).unwrap();
+        let files = write_series(&dir, spec).unwrap();
+        // The testkit writes CHEST: the MR is a head, for the body part filter.
+        if folder == "mr" {
+            for f in &files {
+                set_body_part(f, "HEAD");
+            }
+        }
         let out = server.dcmsend("kp-sent", "kp-admin", &dir);
         assert!(out.status.success(), "dcmsend: {}", output_text(&out));
     }

@@ -13,7 +13,7 @@ const VALIDATION = [
   ['unvalidated', 'Not validated yet'],
 ];
 /** URL keys of the filters (the rest of the URL: project, page). */
-const FILTER_KEYS = ['q', 'dataset', 'modality', 'patient_id', 'from', 'to', 'validation', 'sort'];
+const FILTER_KEYS = ['q', 'dataset', 'modality', 'body_part', 'patient_id', 'from', 'to', 'validation', 'sort'];
 
 /** The API's query for the filters of the URL. */
 export function apiFilters(state) {
@@ -21,6 +21,7 @@ export function apiFilters(state) {
     q: state.q,
     dataset: state.dataset,
     modality: state.modality,
+    body_part: state.body_part,
     patient_id: state.patient_id,
     study_date_from: (state.from || '').replaceAll('-', ''),
     study_date_to: (state.to || '').replaceAll('-', ''),
@@ -41,21 +42,47 @@ export function validationBadge(errors, warnings) {
   return badge('Valid', 'ok');
 }
 
-/** A thumbnail that shows a placeholder while the series is not rendered yet, and retries. */
-export function thumbnail(uid, alt, { eager = false } = {}) {
+/** How long after its last arrival a series without a thumbnail may still get one. */
+const RENDER_WINDOW_MS = 15 * 60 * 1000;
+/** Series found without a thumbnail after that window (asked once per page load, not again). */
+const missingThumbnails = new Map();
+
+/**
+ * A series thumbnail. While it is missing: for a series that arrived in the last 15 minutes, a
+ * "Rendering preview…" placeholder and a retry now and then (the pipeline renders it once the
+ * series is stable); for an older one, "No preview" and no retry (its rendering failed or never
+ * ran: asking again would only repeat the 404).
+ */
+export function thumbnail(uid, alt, { eager = false, lastArrival = null } = {}) {
   const box = h('div', { class: 'thumb', dataset: { state: 'loading' } });
-  const placeholder = h('div', { class: 'thumb-placeholder' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Rendering preview…');
+  const text = h('span', {}, 'Rendering preview…');
+  const placeholder = h('div', { class: 'thumb-placeholder' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), text);
   const img = h('img', { alt, loading: eager ? 'eager' : 'lazy', decoding: 'async' });
+  const arrived = lastArrival ? Date.parse(lastArrival) : NaN;
+  const retryUntil = Number.isNaN(arrived) ? Date.now() + RENDER_WINDOW_MS : arrived + RENDER_WINDOW_MS;
+  const missing = () => {
+    box.dataset.state = 'missing';
+    text.textContent = 'No preview';
+  };
+  box.append(img, placeholder);
+  if (missingThumbnails.get(uid) === lastArrival) {
+    missing();
+    return box;
+  }
   let tries = 0;
   img.addEventListener('load', () => { box.dataset.state = 'loaded'; });
   img.addEventListener('error', () => {
-    box.dataset.state = 'pending';
     tries += 1;
-    if (tries > 60 || (!box.isConnected && tries > 1)) return;
+    if (Date.now() > retryUntil || tries > 60) {
+      if (lastArrival) missingThumbnails.set(uid, lastArrival);
+      missing();
+      return;
+    }
+    box.dataset.state = 'pending';
+    if (!box.isConnected && tries > 1) return;
     setTimeout(() => { if (box.isConnected) img.src = `${api.thumbnailUrl(uid)}?retry=${tries}`; }, Math.min(2000 + tries * 500, 10000));
   });
   img.src = api.thumbnailUrl(uid);
-  box.append(img, placeholder);
   return box;
 }
 
@@ -63,7 +90,7 @@ function card(s) {
   const title = s.series_description || s.study_description || 'Untitled series';
   return h('a', { class: 'card series-card', href: link('series', [s.series_instance_uid]), dataset: { uid: s.series_instance_uid } },
     h('div', { class: 'thumb-wrap' },
-      thumbnail(s.series_instance_uid, `Preview of ${title}`),
+      thumbnail(s.series_instance_uid, `Preview of ${title}`, { lastArrival: s.last_arrival }),
       s.modality ? h('span', { class: 'modality-tag' }, s.modality) : null),
     h('div', { class: 'card-body' },
       h('h3', { class: 'card-title', title }, title),
@@ -94,6 +121,7 @@ export async function render(main, route) {
   const q = h('input', { id: 'f-q', type: 'search', name: 'q', placeholder: 'Patient, description, accession…', value: state.q });
   const dataset = h('select', { id: 'f-dataset', name: 'dataset' }, option('', 'All datasets'), state.dataset ? option(state.dataset, state.dataset, true) : null);
   const modality = h('select', { id: 'f-modality', name: 'modality' });
+  const bodyPart = h('select', { id: 'f-body-part', name: 'body_part' });
   const validation = h('select', { id: 'f-validation', name: 'validation' });
   const patient = h('input', { id: 'f-patient', type: 'text', name: 'patient_id', placeholder: 'Exact Patient ID', value: state.patient_id });
   const from = h('input', { id: 'f-from', type: 'date', name: 'from', value: state.from });
@@ -109,6 +137,7 @@ export async function render(main, route) {
     field('Search', q),
     field('Dataset', dataset),
     field('Modality', modality),
+    field('Body part', bodyPart),
     field('Validation', validation),
     field('Patient ID', patient),
     h('div', { class: 'field-row' }, field('Study date from', from), field('Study date to', to)),
@@ -117,7 +146,7 @@ export async function render(main, route) {
     clear);
 
   const summary = h('div', { class: 'results-summary', 'aria-live': 'polite' });
-  const results = h('div', { class: 'results' }, loading('Loading series…'));
+  const results = h('div', { class: 'results', id: 'results' }, loading('Loading series…'));
   const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
 
   main.append(
@@ -128,12 +157,42 @@ export async function render(main, route) {
   let lastJson = null;
   let timer = null;
   let generation = 0;
+  let datasetsListed = false;
+  /** The facets of the last filters: a page change does not change them. */
+  let facetCache = { key: null, facets: null };
+
+  /**
+   * Fills a select with the values of a facet and their counts (`fallback` values without counts
+   * while there are no facets). Series without the attribute (value "") cannot be filtered on,
+   * so they get no option; a value from the URL that has no series keeps its option, at 0.
+   */
+  function fillFacet(select, values, fallback, current, allLabel) {
+    const items = values ? values.filter((v) => v.value !== '').map((v) => [v.value, v.count]) : fallback.map((v) => [v, null]);
+    const same = (v) => v.toUpperCase() === current.toUpperCase();
+    if (current && !items.some(([v]) => same(v))) items.unshift([current, values ? 0 : null]);
+    replace(select, option('', allLabel, !current),
+      items.map(([v, c]) => option(v, c === null ? v : `${v} (${c})`, same(v))));
+  }
 
   function fillModality(facets) {
-    const items = facets && facets.modality ? facets.modality.map((m) => [m.value, m.count]) : COMMON_MODALITIES.map((m) => [m, null]);
-    if (state.modality && !items.some(([v]) => v.toUpperCase() === state.modality.toUpperCase())) items.unshift([state.modality, facets ? 0 : null]);
-    replace(modality, option('', 'All modalities', !state.modality),
-      items.map(([v, c]) => option(v, c === null ? v : `${v} (${c})`, v.toUpperCase() === state.modality.toUpperCase())));
+    fillFacet(modality, facets && facets.modality, COMMON_MODALITIES, state.modality, 'All modalities');
+  }
+
+  function fillBodyPart(facets) {
+    fillFacet(bodyPart, facets && facets.body_part, [], state.body_part, 'All body parts');
+  }
+
+  function fillDataset(facets) {
+    if (facets && facets.dataset) fillFacet(dataset, facets.dataset, [], state.dataset, 'All datasets');
+    else if (!datasetsListed) { datasetsListed = true; loadDatasets(); }
+  }
+
+  /** Every facet of the sidebar (each counted under the other filters, not its own). */
+  function fillFacets(facets) {
+    fillDataset(facets);
+    fillModality(facets);
+    fillBodyPart(facets);
+    fillValidation(facets);
   }
 
   function fillValidation(facets) {
@@ -153,6 +212,7 @@ export async function render(main, route) {
     } catch { /* the results area shows the error */ }
   }
 
+  /** Without facets (an older server): the project's datasets with their total counts. */
   async function loadDatasets() {
     try {
       const items = await api.datasets(state.project);
@@ -191,22 +251,30 @@ export async function render(main, route) {
     if (!quiet) results.setAttribute('aria-busy', 'true');
     try {
       const filters = apiFilters(state);
-      // A facet's counts leave out its own filter, so that the other choices stay visible.
-      const facetsWithout = (key) => (state[key] ? api.facets(state.project, apiFilters({ ...state, [key]: '' })).catch(() => null) : null);
-      const [page, facets, modalityFacets, validationFacets] = await Promise.all([
-        api.series(state.project, { ...filters, limit: PAGE_SIZE, offset: state.offset }),
-        api.facets(state.project, filters).catch(() => null),
-        facetsWithout('modality'),
-        facetsWithout('validation'),
-      ]);
+      // One facets request: the catalog counts each facet under every filter but its own, so
+      // the other values of a filter stay visible as alternatives. A page change (same
+      // filters) reuses them; a quiet refresh asks again (validation counts move).
+      const key = JSON.stringify([state.project, filters]);
+      const facetsReady = (!quiet && facetCache.key === key
+        ? Promise.resolve(facetCache.facets)
+        : api.facets(state.project, filters).catch(() => null).then((facets) => {
+          if (facets) facetCache = { key, facets };
+          return facets;
+        })).then((facets) => { if (mine === generation) fillFacets(facets); });
+      // The cards as soon as their page is here; the facets when theirs is.
+      const page = await api.series(state.project, { ...filters, limit: PAGE_SIZE, offset: state.offset });
       if (mine !== generation) return;
-      fillModality(state.modality ? modalityFacets : facets);
-      fillValidation(state.validation ? validationFacets : facets);
       const json = JSON.stringify(page);
       if (json !== lastJson) {
         lastJson = json;
         showResults(page);
       }
+      results.removeAttribute('aria-busy');
+      performance.clearMarks('radport:gallery-cards');
+      performance.mark('radport:gallery-cards', { detail: { load: mine, quiet } });
+      await facetsReady;
+      if (mine !== generation) return;
+      rendered(mine, quiet);
       // Series still arriving or not validated yet: look again soon.
       if (page.items.some((s) => s.validation_errors === null)) timer = setTimeout(() => load({ quiet: true }), 4000);
     } catch (e) {
@@ -214,9 +282,22 @@ export async function render(main, route) {
       lastJson = null;
       replace(summary);
       replace(results, errorBox(e, () => load()));
+      rendered(mine, quiet);
     } finally {
-      results.removeAttribute('aria-busy');
+      if (mine === generation) results.removeAttribute('aria-busy');
     }
+  }
+
+  /**
+   * Marks that the cards and facets of a load are in the DOM: `data-loaded` on the results
+   * (the load's number) and a `radport:gallery-rendered` performance mark (bench/gallery.mjs
+   * times first paint and filter changes with it; `radport:gallery-cards` marks the cards
+   * alone, which come first).
+   */
+  function rendered(mine, quiet) {
+    results.dataset.loaded = String(mine);
+    performance.clearMarks('radport:gallery-rendered');
+    performance.mark('radport:gallery-rendered', { detail: { load: mine, quiet } });
   }
 
   function go(offset) {
@@ -231,6 +312,7 @@ export async function render(main, route) {
     state.q = q.value.trim();
     state.dataset = dataset.value;
     state.modality = modality.value;
+    state.body_part = bodyPart.value;
     state.validation = validation.value;
     state.patient_id = patient.value.trim();
     state.from = from.value;
@@ -241,29 +323,33 @@ export async function render(main, route) {
 
   function clearFilters() {
     for (const k of FILTER_KEYS) state[k] = '';
-    q.value = ''; dataset.value = ''; modality.value = ''; validation.value = ''; patient.value = ''; from.value = ''; to.value = ''; sort.value = '';
+    q.value = ''; dataset.value = ''; modality.value = ''; bodyPart.value = ''; validation.value = ''; patient.value = ''; from.value = ''; to.value = ''; sort.value = '';
     go(0);
   }
 
   let debounce = null;
   const typed = () => { clearTimeout(debounce); debounce = setTimeout(changed, 350); };
-  q.addEventListener('input', typed);
-  patient.addEventListener('input', typed);
-  for (const el of [dataset, modality, validation, from, to, sort]) el.addEventListener('change', changed);
+  // Enter in a text field applies the filters at once, without waiting for the typing pause.
+  const enter = (e) => { if (e.key === 'Enter') { e.preventDefault(); clearTimeout(debounce); changed(); } };
+  for (const el of [q, patient]) {
+    el.addEventListener('input', typed);
+    el.addEventListener('keydown', enter);
+  }
+  for (const el of [dataset, modality, bodyPart, validation, from, to, sort]) el.addEventListener('change', changed);
   projectSelect.addEventListener('change', () => {
     state.project = projectSelect.value;
     state.dataset = '';
-    pushUrl(hashOf());
-    loadDatasets();
+    dataset.value = '';
+    datasetsListed = false;
     changed();
   });
   clear.addEventListener('click', clearFilters);
 
   sessionStorage.setItem('radport.gallery', location.hash);
   fillModality(null);
+  fillBodyPart(null);
   fillValidation(null);
   loadProjects();
-  loadDatasets();
   await load();
   return () => { generation++; clearTimeout(timer); clearTimeout(debounce); };
 }

@@ -102,6 +102,116 @@ function metadataView(metadata) {
       tbody)));
 }
 
+/** Longest side of the frames the slice viewer asks for (one size: the browser caches them). */
+const SLICE_SIZE = 512;
+
+/**
+ * The series as slices: one rendered frame per instance, by Instance Number, starting in the
+ * middle. Scrolled with the range input, the mouse wheel over the image, or the keyboard (arrow
+ * keys, Page Up/Down, Home/End) once the viewer has the focus. One frame is fetched at a time and
+ * the latest wanted slice wins, so scrolling fast does not queue renders on the server.
+ */
+function sliceViewer(uid, title, instances, lastArrival) {
+  const slices = [...instances].sort((a, b) => (a.instance_number ?? Infinity) - (b.instance_number ?? Infinity));
+  const n = slices.length;
+  if (n === 0) return thumbnail(uid, `Preview of ${title}`, { eager: true, lastArrival });
+  let current = Math.floor(n / 2);
+  let wanted = current;
+  let shown = -1;
+  let busy = false;
+
+  const img = h('img', { id: 'slice-image', alt: `Slice of ${title}` });
+  const message = h('span', {}, 'Loading slice…');
+  const box = h('div', { class: 'thumb', dataset: { state: 'loading' } }, img,
+    h('div', { class: 'thumb-placeholder' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), message));
+  const range = h('input', {
+    type: 'range', id: 'slice-range', min: '1', max: String(n), step: '1', value: String(current + 1),
+    'aria-label': 'Slice', disabled: n === 1 ? true : null,
+  });
+  const label = h('span', { id: 'slice-label', class: 'slice-label' });
+  const number = h('span', { class: 'muted small' });
+  const prev = h('button', { type: 'button', class: 'btn small', id: 'slice-prev', 'aria-label': 'Previous slice', onclick: () => go(current - 1) }, '‹');
+  const next = h('button', { type: 'button', class: 'btn small', id: 'slice-next', 'aria-label': 'Next slice', onclick: () => go(current + 1) }, '›');
+  const viewer = h('div', {
+    class: 'slice-viewer', id: 'slice-viewer', tabindex: '0', role: 'group',
+    'aria-label': `Slices of ${title}: arrow keys, Page Up/Down, Home/End or the mouse wheel change the slice`,
+  }, box, h('div', { class: 'slice-controls' }, prev, range, next), h('div', { class: 'slice-status', 'aria-live': 'polite' }, label, ' ', number));
+
+  function describe() {
+    label.textContent = `slice ${current + 1} / ${n}`;
+    const s = slices[current];
+    number.textContent = s.instance_number !== null && s.instance_number !== undefined ? `Instance Number ${s.instance_number}` : 'no Instance Number';
+    range.value = String(current + 1);
+    prev.disabled = current === 0;
+    next.disabled = current === n - 1;
+  }
+
+  async function pump() {
+    if (busy) return;
+    busy = true;
+    while (wanted !== shown) {
+      const k = wanted;
+      const url = api.renderedUrl(uid, slices[k].sop_instance_uid, { size: SLICE_SIZE });
+      const probe = new Image();
+      probe.src = url;
+      try {
+        await probe.decode(); // swapped in once decoded: no flicker between slices
+        img.src = url;
+        box.dataset.state = 'loaded';
+      } catch {
+        let why = 'This slice cannot be shown.';
+        try { why = (await (await fetch(url)).json()).error || why; } catch { /* keep the generic text */ }
+        message.textContent = why;
+        box.dataset.state = 'failed';
+      }
+      shown = k;
+      img.dataset.slice = String(k + 1);
+      if (!viewer.isConnected) break; // the page was left
+    }
+    busy = false;
+  }
+
+  function go(k) {
+    const target = Math.max(0, Math.min(n - 1, k));
+    if (target === current) return;
+    current = target;
+    wanted = target;
+    describe();
+    pump();
+  }
+
+  range.addEventListener('input', () => go(Number(range.value) - 1));
+  let wheel = 0;
+  viewer.addEventListener('wheel', (e) => {
+    if (n === 1) return;
+    e.preventDefault();
+    // A mouse notch is one slice; a touchpad's small deltas add up to one.
+    if (e.deltaMode !== 0 || Math.abs(e.deltaY) >= 50) {
+      go(current + Math.sign(e.deltaY));
+      wheel = 0;
+      return;
+    }
+    wheel += e.deltaY;
+    if (Math.abs(wheel) >= 50) {
+      go(current + Math.sign(wheel));
+      wheel = 0;
+    }
+  }, { passive: false });
+  const keys = { ArrowUp: 1, ArrowRight: 1, ArrowDown: -1, ArrowLeft: -1, PageUp: 10, PageDown: -10 };
+  viewer.addEventListener('keydown', (e) => {
+    if (e.target === range || e.altKey || e.ctrlKey || e.metaKey) return; // the range moves itself
+    if (e.key in keys) go(current + keys[e.key]);
+    else if (e.key === 'Home') go(0);
+    else if (e.key === 'End') go(n - 1);
+    else return;
+    e.preventDefault();
+  });
+
+  describe();
+  pump();
+  return viewer;
+}
+
 function instancesView(uid, instances) {
   return h('div', { class: 'table-wrap tall' }, h('table', { class: 'table', id: 'instances' },
     h('thead', {}, h('tr', {}, ['#', 'SOP Instance UID', 'Size', 'Matrix', 'Frames', 'Received', ''].map((t) => h('th', { scope: 'col' }, t)))),
@@ -144,7 +254,7 @@ export async function render(main, route) {
         validationBadge(s.validation_errors, s.validation_warnings),
         h('a', { class: 'btn small', id: 'download-series', href: api.seriesZipUrl(uid), download: `${uid}.zip` }, 'Download series (.zip)'))),
     h('div', { class: 'detail-layout' },
-      h('div', { class: 'preview' }, thumbnail(uid, `Preview of ${title}`, { eager: true })),
+      h('div', { class: 'preview' }, sliceViewer(uid, title, detail.instances, s.last_arrival)),
       section('Summary', 'h-summary',
         facts([
           ['Patient name', s.patient_name],

@@ -147,6 +147,45 @@ try {
   await page.selectOption('#f-modality', '');
   await page.waitForFunction(() => !location.hash.includes('modality=') && document.querySelectorAll('#series-grid .series-card').length === 2);
 
+  step('filter by body part: facet counts beside each value, URL and cards follow');
+  const optionTexts = (sel) => page.$$eval(`${sel} option`, (os) => os.map((o) => o.textContent));
+  await page.waitForFunction(() => [...document.querySelectorAll('#f-body-part option')].some((o) => o.textContent === 'HEAD (1)'));
+  {
+    const facets = await api('/api/projects/admin/facets');
+    const expected = ['All body parts', ...facets.body_part.filter((v) => v.value).map((v) => `${v.value} (${v.count})`)];
+    assert(JSON.stringify(await optionTexts('#f-body-part')) === JSON.stringify(expected), `body part options ${await optionTexts('#f-body-part')} vs ${expected}`);
+    assert(expected.includes('CHEST (1)') && expected.includes('HEAD (1)'), `the API counts both body parts: ${expected}`);
+  }
+  await page.selectOption('#f-body-part', 'HEAD');
+  await page.waitForFunction(() => location.hash.includes('body_part=HEAD'));
+  await page.waitForFunction((uid) => {
+    const c = document.querySelectorAll('#series-grid .series-card');
+    return c.length === 1 && c[0].dataset.uid === uid;
+  }, MR_UID);
+  assert((await page.textContent('#result-total')).includes('1 series'), 'total under the body part filter');
+  // The other facets count under the body part filter; its own keeps its alternatives.
+  await page.waitForFunction(() => {
+    const texts = [...document.querySelectorAll('#f-modality option')].map((o) => o.textContent);
+    return texts.includes('MR (1)') && !texts.some((t) => t.startsWith('CT'));
+  });
+  assert((await optionTexts('#f-body-part')).includes('CHEST (1)'), 'CHEST stays selectable');
+  assert(await page.inputValue('#f-body-part') === 'HEAD', 'HEAD selected');
+  await shot('gallery-body-part');
+  // Combined with a modality that has no HEAD series: nothing matches.
+  await page.goto(`${base}/#/gallery?project=admin&modality=CT&body_part=HEAD`);
+  await page.waitForSelector('.results .empty');
+  await page.waitForFunction(() => [...document.querySelectorAll('#f-body-part option')].some((o) => o.textContent === 'CHEST (1)')
+    && [...document.querySelectorAll('#f-body-part option')].some((o) => o.textContent === 'HEAD (0)'));
+  // The URL alone brings the filter back.
+  await page.goto(`${base}/#/gallery?project=admin&body_part=chest`);
+  await page.waitForFunction((uid) => {
+    const c = document.querySelectorAll('#series-grid .series-card');
+    return c.length === 1 && c[0].dataset.uid === uid;
+  }, CT_UID);
+  assert(await page.inputValue('#f-body-part') === 'CHEST', 'body part from the URL (any case)');
+  await page.selectOption('#f-body-part', '');
+  await page.waitForFunction(() => !location.hash.includes('body_part=') && document.querySelectorAll('#series-grid .series-card').length === 2);
+
   step('filter by validation status: the cards are those the API finds');
   for (const [value, query] of [['errors', 'has_errors=true'], ['valid', 'has_errors=false&has_warnings=false'], ['warnings', 'has_errors=false&has_warnings=true'], ['unvalidated', 'validated=false']]) {
     const expected = (await api(`/api/projects/admin/series?${query}`)).items.map((s) => s.series_instance_uid).sort();
@@ -185,12 +224,92 @@ try {
   await page.goto(`${base}/#/gallery?project=admin&modality=MR&validation=errors`);
   await page.waitForFunction(() => document.querySelectorAll('#series-grid .series-card').length === 1);
 
+  step('missing thumbnails: a recent series waits for its preview, an old one says "No preview" and is asked once');
+  {
+    let thumbRequests = 0;
+    await page.route('**/api/series/*/thumbnail*', (route) => { thumbRequests++; return route.fulfill({ status: 404, json: { error: 'not rendered yet' } }); });
+    await page.goto(`${base}/#/gallery?project=admin&q=PAT-`);
+    await page.waitForSelector('#series-grid .thumb[data-state=pending]');
+    assert((await page.textContent('#series-grid .thumb[data-state=pending]')).includes('Rendering preview'), 'a recent series: rendering');
+    // The same series, arrived long ago (the list answer aged in flight).
+    await page.route('**/api/projects/admin/series*', async (route) => {
+      const answer = await (await route.fetch()).json();
+      for (const item of answer.items) item.last_arrival = '2020-01-01T00:00:00Z';
+      await route.fulfill({ json: answer });
+    });
+    await page.goto(`${base}/#/gallery?project=admin`);
+    await page.waitForFunction(() => {
+      const t = [...document.querySelectorAll('#series-grid .thumb')];
+      return t.length === 2 && t.every((x) => x.dataset.state === 'missing');
+    });
+    assert((await page.textContent('#series-grid .thumb[data-state=missing]')).includes('No preview'), 'an old series: no preview');
+    assert(await page.$$eval('#series-grid .thumb .spinner', (els) => els.every((e) => getComputedStyle(e).display === 'none')), 'no spinner');
+    thumbRequests = 0;
+    await page.waitForTimeout(3000); // longer than the first retry delay
+    assert(thumbRequests === 0, `no retries: ${thumbRequests}`);
+    await page.goto(`${base}/#/gallery?project=admin&sort=study_date`);
+    await page.waitForFunction(() => document.querySelectorAll('#series-grid .thumb[data-state=missing]').length === 2);
+    assert(thumbRequests === 0, `not asked again on the next render: ${thumbRequests}`);
+    await shot('gallery-no-preview');
+    await page.unroute('**/api/projects/admin/series*');
+    await page.unroute('**/api/series/*/thumbnail*');
+  }
+  await page.goto(`${base}/#/gallery?project=admin&modality=MR&validation=errors`);
+  await page.waitForFunction(() => document.querySelectorAll('#series-grid .series-card').length === 1);
+
   step('series detail: metadata, validation, report link, downloads');
   await page.click(`.series-card[data-uid="${MR_UID}"]`);
   await page.waitForFunction((uid) => location.hash === `#/series/${uid}`, MR_UID);
   await page.waitForSelector('#metadata');
   assert((await page.textContent('#series-patient')) === XSS_NAME, 'literal patient name on the detail page');
   await thumbnailsLoaded('.preview img');
+
+  step('series detail: the slice viewer scrolls through the slices (keys, wheel, range), one rendered frame each');
+  const slice = () => page.evaluate(() => {
+    const img = document.querySelector('#slice-image');
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    let sum = 0;
+    const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 0; i < data.length; i += 4) sum += data[i];
+    return { src: img.getAttribute('src'), shown: img.dataset.slice, width: img.naturalWidth, sum, label: document.querySelector('#slice-label').textContent };
+  });
+  const sliceShown = (k) => page.waitForFunction((n) => {
+    const img = document.querySelector('#slice-image');
+    return img && img.dataset.slice === String(n) && img.complete && img.naturalWidth > 0
+      && document.querySelector('.preview .thumb').dataset.state === 'loaded';
+  }, k);
+  await sliceShown(3);
+  const middle = await slice();
+  assert(middle.label === 'slice 3 / 4', `starts in the middle: ${middle.label}`);
+  assert(middle.width === 512 && middle.src.includes('/rendered?size=512'), `a rendered frame: ${middle.src} ${middle.width}`);
+  await page.focus('#slice-viewer');
+  await page.keyboard.press('ArrowDown');
+  await sliceShown(2);
+  const below = await slice();
+  assert(below.label === 'slice 2 / 4', below.label);
+  assert(below.src !== middle.src && below.sum !== middle.sum, `another image: ${below.sum} vs ${middle.sum}`);
+  await page.keyboard.press('Home');
+  await sliceShown(1);
+  const firstSlice = await slice();
+  assert(firstSlice.sum !== below.sum && firstSlice.label === 'slice 1 / 4', 'Home: the first slice');
+  await page.hover('#slice-image');
+  await page.mouse.wheel(0, 100);
+  await sliceShown(2);
+  assert((await slice()).sum === below.sum, 'the wheel scrolls, and slice 2 is slice 2 again');
+  for (let i = 0; i < 4; i++) await page.mouse.wheel(0, 100);
+  await sliceShown(4);
+  assert((await slice()).label === 'slice 4 / 4', 'stops at the last slice');
+  await page.focus('#slice-range');
+  await page.keyboard.press('ArrowLeft');
+  await sliceShown(3);
+  assert((await slice()).sum === middle.sum && await page.inputValue('#slice-range') === '3', 'the range input, by keyboard');
+  await page.locator('#slice-range').fill('1');
+  await sliceShown(1);
+  assert(await page.isDisabled('#slice-prev') && !(await page.isDisabled('#slice-next')), 'buttons follow the ends');
   const nameRow = page.locator('#metadata tr', { hasText: 'PatientName' });
   assert((await nameRow.locator('td.value').textContent()) === XSS_NAME, 'PatientName in the metadata table');
   await page.fill('#meta-search', 'modality');

@@ -37,12 +37,20 @@ pub struct Server {
     pub http_port: u16,
     pub log_path: PathBuf,
     extra_args: Vec<String>,
+    /// Environment variables set for the server process (beyond the test's own).
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Starts a server on a fresh data directory.
     pub fn start(extra_args: &[&str]) -> Server {
+        Self::start_with_env(extra_args, &[])
+    }
+
+    /// Starts a server on a fresh data directory with extra environment variables (kept on
+    /// restarts).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         // `--data-dir X` among the extra arguments replaces the temporary one.
         let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
@@ -58,6 +66,10 @@ impl Server {
             http_port: 0,
             log_path: tmp.path().join("server.log"),
             extra_args: extra,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: Some(tmp),
         };
         server.spawn();
@@ -84,6 +96,7 @@ impl Server {
             .arg("127.0.0.1")
             .args(&self.extra_args)
             .env("RADPORT_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

@@ -1,0 +1,851 @@
+//! End to end, distributed: `radport serve` on PostgreSQL (`--catalog-url`) and an
+//! S3-compatible object store (`--archive-url s3://…`), as one node and as two nodes sharing
+//! both. The object store is moto's S3 server (`python3 -m moto.server`), started by each test on
+//! a free port with a fresh bucket; the catalog is a fresh database on the PostgreSQL server of
+//! `RADPORT_TEST_POSTGRES_URL` (scripts/test.sh starts a throw-away one). What radport stored is
+//! checked through the S3 API itself (ListObjectsV2, GetObject, ListMultipartUploads), not only
+//! through radport.
+//!
+//! Needs moto's server (scripts/install-deps.sh) and, for the node tests, PostgreSQL. Without
+//! them the tests fail when `CI` is set, and print `skipped: …` otherwise.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use radport_testkit::{series_uid, sop_uid, write_series, SeriesSpec};
+use serde_json::Value;
+
+// ----- what the tests need ------------------------------------------------------------------
+
+fn moto_installed() -> bool {
+    Command::new("python3")
+        .args(["-c", "import moto.server, flask, flask_cors"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The PostgreSQL admin URL (when `postgres`) once everything the test needs is there; `None`
+/// (after a `skipped:` line) when something is missing outside CI; a failure inside CI.
+fn requirements(test: &str, postgres: bool) -> Option<String> {
+    let pg = std::env::var("RADPORT_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let mut missing = Vec::new();
+    if postgres && pg.is_none() {
+        missing.push("PostgreSQL (RADPORT_TEST_POSTGRES_URL is not set)");
+    }
+    if !moto_installed() {
+        missing.push("an S3-compatible server (python3 -m moto.server: pip package moto[server])");
+    }
+    if missing.is_empty() {
+        return Some(pg.unwrap_or_default());
+    }
+    let message = format!(
+        "{test} needs {}: run scripts/install-deps.sh, then scripts/test.sh (which starts a \
+         throw-away PostgreSQL and sets RADPORT_TEST_POSTGRES_URL)",
+        missing.join(" and ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    // Straight to stderr, past the test harness's capture, so that the line shows.
+    let _ = writeln!(std::io::stderr(), "skipped: {message}");
+    None
+}
+
+// ----- an S3-compatible server ----------------------------------------------------------------
+
+/// moto's S3 server on a free port, killed on drop.
+struct S3Server {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let log_path = tmp.path().join("moto.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("python3 -m moto.server starts");
+        let mut server = S3Server {
+            child,
+            port,
+            log_path,
+            _tmp: tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::blocking::get(server.endpoint()).is_ok_and(|r| r.status().is_success()) {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("moto's S3 server exited with {status}:\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto's S3 server did not answer:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Creates a bucket whose objects the test may read without signing its requests (a
+    /// bucket policy allowing GetObject to anyone; radport itself signs every request).
+    fn create_bucket(&self, bucket: &str) {
+        let client = reqwest::blocking::Client::new();
+        let r = client
+            .put(format!("{}/{bucket}", self.endpoint()))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": format!("arn:aws:s3:::{bucket}/*"),
+            }],
+        });
+        let r = client
+            .put(format!("{}/{bucket}?policy", self.endpoint()))
+            .header("content-type", "application/json")
+            .body(policy.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "bucket policy: {}", r.status());
+    }
+
+    /// Every object under `prefix`, key → size, through ListObjectsV2 (paginated).
+    fn objects(&self, bucket: &str, prefix: &str) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("list-type", "2".to_string()),
+                ("prefix", prefix.to_string()),
+            ];
+            if let Some(t) = &token {
+                query.push(("continuation-token", t.clone()));
+            }
+            let xml = reqwest::blocking::Client::new()
+                .get(format!("{}/{bucket}", self.endpoint()))
+                .query(&query)
+                .send()
+                .unwrap()
+                .text()
+                .unwrap();
+            for item in elements(&xml, "Contents") {
+                let key = elements(&item, "Key").pop().expect("Key");
+                let size = elements(&item, "Size").pop().expect("Size");
+                out.insert(key, size.parse().unwrap());
+            }
+            token = elements(&xml, "NextContinuationToken").pop();
+            if elements(&xml, "IsTruncated").pop().as_deref() != Some("true") || token.is_none() {
+                return out;
+            }
+        }
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let r = reqwest::blocking::get(format!("{}/{bucket}/{key}", self.endpoint())).unwrap();
+        assert!(r.status().is_success(), "GET {key}: {}", r.status());
+        r.bytes().unwrap().to_vec()
+    }
+
+    /// Keys of the multipart uploads started and neither completed nor aborted.
+    fn pending_multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let xml = reqwest::blocking::get(format!("{}/{bucket}?uploads", self.endpoint()))
+            .unwrap()
+            .text()
+            .unwrap();
+        elements(&xml, "Upload")
+            .iter()
+            .filter_map(|u| elements(u, "Key").pop())
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text content of every `<name>…</name>` element of a (flat enough) XML document.
+fn elements(xml: &str, name: &str) -> Vec<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(
+            after[..end]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+// ----- a fresh PostgreSQL database ----------------------------------------------------------
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A database of its own on the test server, dropped (forcibly) at the end.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new(admin_url: &str, test: &str) -> PgDb {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("radport_d_{test}_{}_{nanos}", std::process::id());
+        block_on(async {
+            let pool = sqlx::PgPool::connect(admin_url)
+                .await
+                .expect("connect to RADPORT_TEST_POSTGRES_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&pool)
+                .await
+                .expect("create database");
+            pool.close().await;
+        });
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url, String::new()),
+        };
+        let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+        let host_end = base[after_scheme..]
+            .find('/')
+            .map(|i| after_scheme + i)
+            .unwrap_or(base.len());
+        let url = format!("{}/{name}{query}", &base[..host_end]);
+        PgDb {
+            admin_url: admin_url.to_string(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // On a thread of its own: a runtime cannot start inside another (a panicking test).
+        let _ = std::thread::spawn(move || {
+            block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await;
+                    pool.close().await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+// ----- helpers ------------------------------------------------------------------------------
+
+fn spec(seed: &str, count: usize, rows: u16, columns: u16) -> SeriesSpec {
+    SeriesSpec {
+        count,
+        rows,
+        columns,
+        uid_seed: seed.into(),
+        series_description: format!("Series {seed}"),
+        ..Default::default()
+    }
+}
+
+/// Sends a series with the documented `dcmsend` command; returns the files sent.
+fn send_series(server: &Server, dir: &Path, s: &SeriesSpec, dataset: &str) -> Vec<PathBuf> {
+    let files = write_series(dir, s).unwrap();
+    let out = server.dcmsend(&format!("kp-{dataset}"), "kp-admin", dir);
+    assert!(out.status.success(), "dcmsend: {}", output_text(&out));
+    files
+}
+
+/// Waits until the thumbnail and validate jobs of a series have succeeded.
+fn wait_for_jobs(server: &Server, uid: &str) -> Vec<Value> {
+    server.wait_for(
+        90,
+        &format!("the thumbnail and validate jobs of {uid}"),
+        || {
+            let jobs = server.jobs_of(uid);
+            let done = |kind: &str| {
+                jobs.iter()
+                    .any(|j| j["kind"] == kind && j["state"] == "succeeded")
+            };
+            (done("thumbnail") && done("validate")).then_some(jobs)
+        },
+    )
+}
+
+/// Exactly one job per kind for the series, succeeded at its first attempt.
+fn assert_ran_once(jobs: &[Value], uid: &str) {
+    for kind in ["thumbnail", "validate"] {
+        let of_kind: Vec<&Value> = jobs.iter().filter(|j| j["kind"] == kind).collect();
+        assert_eq!(of_kind.len(), 1, "one {kind} job for {uid}: {jobs:#?}");
+        assert_eq!(of_kind[0]["state"], "succeeded", "{jobs:#?}");
+        assert_eq!(of_kind[0]["attempts"], 1, "ran once: {jobs:#?}");
+    }
+}
+
+/// Checks that every instance of a series downloads with the sender's data-set bytes, and is
+/// byte for byte an object of the bucket.
+fn assert_instances_downloadable(
+    server: &Server,
+    s: &SeriesSpec,
+    files: &[PathBuf],
+    s3: &S3Server,
+    bucket: &str,
+    instance_keys: &BTreeMap<String, u64>,
+) {
+    let uid = series_uid(s);
+    for (i, file) in files.iter().enumerate() {
+        let sent = std::fs::read(file).unwrap();
+        let got = server.get_bytes(&format!("/api/series/{uid}/instances/{}", sop_uid(s, i)));
+        assert_eq!(
+            dataset_bytes(&got),
+            dataset_bytes(&sent),
+            "instance {i} of {uid}: the sender's bytes"
+        );
+        let in_bucket = instance_keys
+            .iter()
+            .filter(|(_, size)| **size == got.len() as u64)
+            .any(|(key, _)| s3.get(bucket, key) == got);
+        assert!(
+            in_bucket,
+            "instance {i} of {uid} is an object of the bucket"
+        );
+    }
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A zip (stored, not deflated: the size is the point) of a series' files.
+fn stored_zip(path: &Path, files: &[PathBuf], folder: &str) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(false);
+    for f in files {
+        let name = format!("{folder}/{}", f.file_name().unwrap().to_str().unwrap());
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(&std::fs::read(f).unwrap()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+fn run_json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", output_text(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+// ----- the tests ----------------------------------------------------------------------------
+
+/// One node on PostgreSQL + S3: DIMSE in, API out, jobs' products in the bucket, a multi-MB
+/// tus upload imported by a workflow, and all of it still there after a restart.
+#[test]
+fn one_node_on_postgres_and_s3() {
+    let Some(pg_admin) = requirements("one_node_on_postgres_and_s3", true) else {
+        return;
+    };
+    let s3 = S3Server::start();
+    let bucket = "radport-one";
+    s3.create_bucket(bucket);
+    let db = PgDb::new(&pg_admin, "one_node");
+    let secret = "one-node-s3cr3t-value";
+    let archive_url = format!(
+        "s3://{bucket}/site-a?endpoint={}&region=us-east-1&allow_http=true\
+         &access_key_id=radport&secret_access_key={secret}",
+        s3.endpoint()
+    );
+    let mut server = Server::start(&[
+        "--stable-after",
+        "1",
+        "--catalog-url",
+        &db.url,
+        "--archive-url",
+        &archive_url,
+    ]);
+    let health = server.get_json("/api/health");
+    assert_eq!(health["catalog"], "postgres", "{health}");
+    assert_eq!(
+        health["archive"],
+        format!("s3://{bucket}/site-a at {}", s3.endpoint()),
+        "{health}"
+    );
+
+    // The documented dcmsend command, into the node.
+    let tmp = tempfile::tempdir().unwrap();
+    let sent = spec("811", 5, 128, 128);
+    let uid = series_uid(&sent);
+    let files = send_series(&server, &tmp.path().join("sent"), &sent, "s3sent");
+    let list = server.series("admin", "");
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["items"][0]["series_instance_uid"], uid.as_str());
+    assert_eq!(list["items"][0]["instance_count"], 5);
+
+    // Stored in the bucket, under the prefix, byte for byte what the API serves.
+    let instances = s3.objects(bucket, "site-a/instances/");
+    assert_eq!(instances.len(), 5, "{instances:?}");
+    assert!(
+        s3.objects(bucket, "instances/").is_empty(),
+        "nothing outside the prefix"
+    );
+    assert_instances_downloadable(&server, &sent, &files, &s3, bucket, &instances);
+
+    // The pipeline's products, in the bucket.
+    let jobs = wait_for_jobs(&server, &uid);
+    assert_ran_once(&jobs, &uid);
+    let thumbnail = server.get_bytes(&format!("/api/series/{uid}/thumbnail"));
+    assert_eq!(
+        s3.get(bucket, &format!("site-a/thumbnails/{uid}.png")),
+        thumbnail
+    );
+    image::load_from_memory(&thumbnail).expect("a PNG");
+    let report = server.get_bytes(&format!("/api/series/{uid}/validation/report"));
+    assert_eq!(
+        s3.get(bucket, &format!("site-a/reports/{uid}.html")),
+        report
+    );
+
+    // A tus upload of a few MB (three 8 MiB PATCHes of the CLI, assembled in the bucket with a
+    // multipart upload), then a workflow that imports it: two instances over 8 MiB each, so
+    // ingest writes them with multipart uploads too.
+    let big = spec("812", 2, 2048, 2100);
+    let big_uid = series_uid(&big);
+    let big_files = write_series(&tmp.path().join("big"), &big).unwrap();
+    let zip = tmp.path().join("big.zip");
+    stored_zip(&zip, &big_files, "big");
+    let zip_bytes = std::fs::read(&zip).unwrap();
+    assert!(zip_bytes.len() > 16 * 1024 * 1024, "{}", zip_bytes.len());
+    server.upload(&zip, "imports/big.zip");
+    let uploaded = s3.objects(bucket, "site-a/uploads/");
+    assert_eq!(
+        uploaded.get("site-a/uploads/imports/big.zip"),
+        Some(&(zip_bytes.len() as u64)),
+        "{uploaded:?}"
+    );
+    assert!(
+        s3.objects(bucket, "site-a/upload-parts/").is_empty(),
+        "chunks are deleted once assembled"
+    );
+    assert_eq!(
+        server.get_bytes("/api/files/imports/big.zip"),
+        zip_bytes,
+        "the uploaded file downloads whole"
+    );
+    let run = run_json(&server.cli(&[
+        "workflow",
+        "run",
+        "import-dicoms-from-data-upload",
+        "-p",
+        "file=imports/big.zip",
+        "-p",
+        "project=admin",
+        "-p",
+        "dataset=imported",
+        "--json",
+    ]));
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["series"], serde_json::json!([big_uid]), "{run}");
+    assert!(
+        s3.objects(bucket, "site-a/uploads/").is_empty(),
+        "the imported upload is deleted from the bucket (delete_original_file)"
+    );
+    let instances = s3.objects(bucket, "site-a/instances/");
+    assert_eq!(instances.len(), 7, "{instances:?}");
+    assert_instances_downloadable(&server, &big, &big_files, &s3, bucket, &instances);
+    let big_jobs = wait_for_jobs(&server, &big_uid);
+    assert_ran_once(&big_jobs, &big_uid);
+    for key in [
+        format!("site-a/thumbnails/{big_uid}.png"),
+        format!("site-a/reports/{big_uid}.html"),
+    ] {
+        assert!(s3.objects(bucket, &key).contains_key(&key), "{key}");
+    }
+    assert_eq!(
+        s3.pending_multipart_uploads(bucket),
+        Vec::<String>::new(),
+        "every multipart upload completed or aborted"
+    );
+
+    // A restart keeps everything: catalog rows in PostgreSQL, objects in the bucket; nothing is
+    // scheduled again.
+    server.restart();
+    let list = server.series("admin", "");
+    assert_eq!(list["total"], 2, "{list}");
+    assert_instances_downloadable(&server, &sent, &files, &s3, bucket, &instances);
+    assert_eq!(
+        server.get_bytes(&format!("/api/series/{uid}/thumbnail")),
+        thumbnail
+    );
+    assert_eq!(
+        server.get_bytes(&format!("/api/series/{uid}/validation/report")),
+        report
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ran_once(&server.jobs_of(&uid), &uid);
+    assert_ran_once(&server.jobs_of(&big_uid), &big_uid);
+
+    // Credentials given in the URL never reach the log.
+    let log = server.log();
+    assert!(!log.contains(secret), "the secret key is logged:\n{log}");
+    assert!(log.contains("S3 archive checked"), "{log}");
+}
+
+/// Two nodes on the same PostgreSQL database and the same bucket: each receives a series;
+/// both see both; each series' jobs run once in the cluster; objects stored by one node are
+/// served by the other; a tus upload begun on one node is finished on the other.
+#[test]
+fn two_nodes_share_postgres_and_s3() {
+    let Some(pg_admin) = requirements("two_nodes_share_postgres_and_s3", true) else {
+        return;
+    };
+    let s3 = S3Server::start();
+    let bucket = "radport-shared";
+    s3.create_bucket(bucket);
+    let db = PgDb::new(&pg_admin, "two_nodes");
+    // Node A takes everything from the URL, node B from the standard AWS variables.
+    let url_a = format!(
+        "s3://{bucket}/cluster?endpoint={}&allow_http=true&access_key_id=radport\
+         &secret_access_key=cluster-secret",
+        s3.endpoint()
+    );
+    let url_b = format!("s3://{bucket}/cluster");
+    let endpoint = s3.endpoint();
+    let node_a = Server::start(&[
+        "--stable-after",
+        "1",
+        "--catalog-url",
+        &db.url,
+        "--archive-url",
+        &url_a,
+    ]);
+    let node_b = Server::start_with_env(
+        &["--stable-after", "1", "--catalog-url", &db.url],
+        &[
+            ("RADPORT_ARCHIVE_URL", url_b.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "radport"),
+            ("AWS_SECRET_ACCESS_KEY", "cluster-secret"),
+        ],
+    );
+    assert_ne!(node_a.http_port, node_b.http_port);
+    for node in [&node_a, &node_b] {
+        let health = node.get_json("/api/health");
+        assert_eq!(health["catalog"], "postgres");
+        assert_eq!(
+            health["archive"],
+            format!("s3://{bucket}/cluster at {endpoint}")
+        );
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let sa = spec("821", 4, 128, 128);
+    let sb = spec("822", 3, 128, 128);
+    let files_a = send_series(&node_a, &tmp.path().join("a"), &sa, "node-a");
+    let files_b = send_series(&node_b, &tmp.path().join("b"), &sb, "node-b");
+    let (uid_a, uid_b) = (series_uid(&sa), series_uid(&sb));
+
+    let mut expected = vec![uid_a.clone(), uid_b.clone()];
+    expected.sort();
+    for node in [&node_a, &node_b] {
+        let list = node.series("admin", "");
+        let mut uids: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["series_instance_uid"].as_str().unwrap().to_string())
+            .collect();
+        uids.sort();
+        assert_eq!(uids, expected, "both nodes list both series");
+    }
+    let instances = s3.objects(bucket, "cluster/instances/");
+    assert_eq!(instances.len(), 7, "{instances:?}");
+
+    // Each series' jobs ran once in the cluster, whichever node's worker claimed them.
+    for uid in [&uid_a, &uid_b] {
+        wait_for_jobs(&node_a, uid);
+    }
+    // Both schedulers have had time to (wrongly) schedule again.
+    std::thread::sleep(Duration::from_secs(3));
+    for node in [&node_a, &node_b] {
+        for uid in [&uid_a, &uid_b] {
+            assert_ran_once(&node.jobs_of(uid), uid);
+        }
+    }
+    let workers: Vec<String> = [&uid_a, &uid_b]
+        .iter()
+        .flat_map(|uid| node_a.jobs_of(uid))
+        .map(|j| format!("{} {}", j["kind"], j["worker"]))
+        .collect();
+    eprintln!("jobs ran on: {workers:?}");
+
+    // Stored by A, served by B, and the other way round; products of either node's workers are
+    // served by both.
+    assert_instances_downloadable(&node_b, &sa, &files_a, &s3, bucket, &instances);
+    assert_instances_downloadable(&node_a, &sb, &files_b, &s3, bucket, &instances);
+    for uid in [&uid_a, &uid_b] {
+        let key = format!("cluster/thumbnails/{uid}.png");
+        let png = s3.get(bucket, &key);
+        for node in [&node_a, &node_b] {
+            assert_eq!(node.get_bytes(&format!("/api/series/{uid}/thumbnail")), png);
+        }
+        let key = format!("cluster/reports/{uid}.html");
+        assert!(s3.objects(bucket, &key).contains_key(&key), "{key}");
+    }
+
+    // A tus upload created and begun on A, finished on B (as behind a load balancer).
+    let data = random_bytes(6 * 1024 * 1024 + 321, 42);
+    let client = reqwest::blocking::Client::new();
+    let created = client
+        .post(node_a.url("/api/uploads"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", "filename c2hhcmVkLmJpbg==") // shared.bin
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    let half = 5 * 1024 * 1024;
+    let patch = |node: &Server, at: usize, body: &[u8]| {
+        let r = client
+            .patch(node.url(&location))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", at.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204, "PATCH at {at}");
+    };
+    patch(&node_a, 0, &data[..half]);
+    let head = client
+        .head(node_b.url(&location))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .unwrap();
+    assert_eq!(head.headers()["upload-offset"], half.to_string().as_str());
+    patch(&node_b, half, &data[half..]);
+    assert_eq!(node_a.get_bytes("/api/files/shared.bin"), data);
+    assert_eq!(s3.get(bucket, "cluster/uploads/shared.bin"), data);
+    assert!(s3.objects(bucket, "cluster/upload-parts/").is_empty());
+    assert_eq!(
+        s3.pending_multipart_uploads(bucket),
+        Vec::<String>::new(),
+        "every multipart upload completed or aborted"
+    );
+}
+
+/// The archive itself on S3: objects appear only when complete, large ones go through a
+/// multipart upload, and an aborted or dropped writer leaves no pending multipart upload.
+#[test]
+fn s3_archive_writes_are_atomic_and_abort_cleanly() {
+    if requirements("s3_archive_writes_are_atomic_and_abort_cleanly", false).is_none() {
+        return;
+    }
+    let s3 = S3Server::start();
+    let bucket = "radport-archive";
+    s3.create_bucket(bucket);
+    let url = format!(
+        "s3://{bucket}/p?endpoint={}&allow_http=true&access_key_id=a&secret_access_key=b",
+        s3.endpoint()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let archive = runtime
+        .block_on(radport_archive::Archive::from_url(&url))
+        .expect("the bucket opens");
+    let chunk = random_bytes(1024 * 1024, 7);
+
+    // 20 MiB in 1 MiB writes: invisible until finished, then whole.
+    let mut writer = archive.writer("instances/big.dcm").unwrap();
+    runtime.block_on(async {
+        for _ in 0..20 {
+            writer.write(&chunk).await.unwrap();
+        }
+    });
+    assert!(
+        s3.objects(bucket, "p/instances/").is_empty(),
+        "not yet visible"
+    );
+    assert_eq!(
+        s3.pending_multipart_uploads(bucket),
+        vec!["p/instances/big.dcm".to_string()],
+        "a multipart upload is under way"
+    );
+    let stored = runtime.block_on(writer.finish()).unwrap();
+    assert_eq!(stored.size, 20 * 1024 * 1024);
+    let got = s3.get(bucket, "p/instances/big.dcm");
+    assert_eq!(got.len(), 20 * 1024 * 1024);
+    assert!(got.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
+    assert!(s3.pending_multipart_uploads(bucket).is_empty());
+
+    // Aborted after a part went out: nothing visible, nothing pending.
+    let mut writer = archive.writer("instances/aborted.dcm").unwrap();
+    runtime.block_on(async {
+        for _ in 0..12 {
+            writer.write(&chunk).await.unwrap();
+        }
+    });
+    assert_eq!(s3.pending_multipart_uploads(bucket).len(), 1);
+    runtime.block_on(writer.abort());
+    assert!(s3.pending_multipart_uploads(bucket).is_empty());
+
+    // Dropped unfinished (a cancelled task): aborted in the background.
+    let mut writer = archive.writer("instances/dropped.dcm").unwrap();
+    runtime.block_on(async {
+        for _ in 0..12 {
+            writer.write(&chunk).await.unwrap();
+        }
+    });
+    assert_eq!(s3.pending_multipart_uploads(bucket).len(), 1);
+    runtime.block_on(async move { drop(writer) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s3.pending_multipart_uploads(bucket).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped upload was not aborted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let keys: Vec<String> = s3.objects(bucket, "p/").into_keys().collect();
+    assert_eq!(keys, vec!["p/instances/big.dcm".to_string()]);
+    drop(runtime);
+}
+
+/// `radport serve` with an archive URL it cannot use stops at once and says why, without
+/// showing the secret key.
+#[test]
+fn a_bad_archive_url_stops_serve_with_the_reason() {
+    if requirements("a_bad_archive_url_stops_serve_with_the_reason", false).is_none() {
+        return;
+    }
+    let s3 = S3Server::start();
+    let secret = "do-not-show-this";
+    let nobody = free_port();
+    let cases = [
+        (
+            format!(
+                "s3://no-such-bucket?endpoint={}&allow_http=true&access_key_id=a\
+                 &secret_access_key={secret}",
+                s3.endpoint()
+            ),
+            "the S3 bucket \"no-such-bucket\" does not exist",
+        ),
+        (
+            format!(
+                "s3://bucket?endpoint=http://127.0.0.1:{nobody}&allow_http=true\
+                 &access_key_id=a&secret_access_key={secret}"
+            ),
+            "cannot reach s3://bucket at http://127.0.0.1:",
+        ),
+        (
+            format!("s3://bucket?endpont=http://x&secret_access_key={secret}"),
+            "unknown parameter \"endpont\"",
+        ),
+        ("ftp://bucket/x".to_string(), "unsupported scheme \"ftp\""),
+    ];
+    for (url, expected) in cases {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_radport"))
+            .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
+            .arg(data.path())
+            .args(["--dicom-port", &free_port().to_string()])
+            .args(["--http-port", &free_port().to_string()])
+            .env("RADPORT_ARCHIVE_URL", &url)
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("radport serve kept running with {url}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = output_text(&out);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("cannot open the archive"), "{text}");
+        assert!(text.contains(expected), "{expected:?} in {text}");
+        assert!(!text.contains(secret), "the secret is shown: {text}");
+    }
+}
