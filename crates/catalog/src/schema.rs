@@ -189,7 +189,9 @@ pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_validation_findings_keyword
         ON validation_findings (keyword, severity)",
     "CREATE INDEX IF NOT EXISTS idx_series_study ON series (study_uid)",
-    "CREATE INDEX IF NOT EXISTS idx_series_modality ON series (modality)",
+    // A modality filter's first page in arrival order, and its count (replaces the
+    // version-1 index on modality alone: see INDEXES_V2).
+    "CREATE INDEX IF NOT EXISTS idx_series_modality_arrival ON series (modality, last_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_instances_series ON instances (series_uid)",
     "CREATE INDEX IF NOT EXISTS idx_studies_patient ON studies (patient_id)",
     "CREATE INDEX IF NOT EXISTS idx_studies_date ON studies (study_date)",
@@ -248,6 +250,7 @@ pub(crate) const MIGRATE_TO_2: &[&str] = &[
 
 /// Indexes on version-2 columns (after the migration, which adds the columns).
 pub(crate) const INDEXES_V2: &[&str] = &[
+    "DROP INDEX IF EXISTS idx_series_modality",
     "CREATE INDEX IF NOT EXISTS idx_series_study_date ON series (study_date, last_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_series_body_part ON series (body_part_examined)",
     "CREATE INDEX IF NOT EXISTS idx_series_patient ON series (patient_id)",
