@@ -552,28 +552,6 @@ impl Catalog {
             .execute(&mut *conn)
             .await
             .map_err(db)?;
-
-        let projects = if keys.project == ADMIN_PROJECT {
-            sqlx::query(SQL_ADD_PROJECT)
-                .bind(&member_series)
-                .bind(&keys.project)
-                .bind(&now)
-        } else {
-            sqlx::query(SQL_ADD_PROJECT_AND_ADMIN)
-                .bind(&member_series)
-                .bind(&keys.project)
-                .bind(&now)
-                .bind(ADMIN_PROJECT)
-        };
-        projects.execute(&mut *conn).await.map_err(db)?;
-        sqlx::query(SQL_ADD_DATASET)
-            .bind(&member_series)
-            .bind(&keys.project)
-            .bind(&keys.dataset)
-            .bind(&now)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
         trace_recorded(rec, &outcome);
         Ok(outcome)
     }
