@@ -213,27 +213,9 @@ async fn list_series(
     Path(project): Path<String>,
     query: Result<Query<SeriesFilter>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    // Dates, limit and offset are checked by the catalog (a 400 that says what is wrong).
     let Query(filter) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-    for (name, value) in [
-        ("study_date_from", &filter.study_date_from),
-        ("study_date_to", &filter.study_date_to),
-    ] {
-        if let Some(v) = value {
-            if v.len() != 8 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("{name} must be a date as YYYYMMDD, got {v:?}"),
-                ));
-            }
-        }
-    }
-    if filter.limit.is_some_and(|l| l < 0) || filter.offset.is_some_and(|o| o < 0) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "limit and offset must not be negative",
-        ));
-    }
     let page = state.catalog.list_series(&project, &filter).await?;
     Ok(Json(json!(page)))
 }
