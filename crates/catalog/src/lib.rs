@@ -370,18 +370,9 @@ impl Catalog {
         for statement in schema::MIGRATE_TO_2 {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
-        let search_text = schema::search_text_sql(
-            "patient_id",
-            "patient_name",
-            "study_description",
-            "series_description",
-            "accession_number",
-        );
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE series SET search_text = {search_text}"
-        )))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(schema::FILL_SEARCH_TEXT)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::oneshot;
 
+use crate::schema::search_text;
+
 use crate::error::{is_foreign_key_violation, is_transient_db, is_unique_violation};
 use crate::{
     name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, InstanceRecord, RecordOutcome,
@@ -21,66 +23,186 @@ const SQL_ENSURE_DATASET: &str = "INSERT INTO datasets (project_key, name_key, n
 const SQL_LOOKUP_INSTANCE_FOR_UPDATE: &str = "SELECT series_uid, sha256, object_key, size \
      FROM instances WHERE sop_instance_uid = $1 FOR UPDATE";
 
-const SQL_UPSERT_PATIENT: &str = "INSERT INTO patients \
-     (patient_id, patient_name, birth_date, sex, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $5) \
-     ON CONFLICT (patient_id) DO UPDATE SET \
-       patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
-       birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
-       sex = COALESCE(excluded.sex, patients.sex), \
-       updated_at = excluded.updated_at";
+// The writes of a new instance exist twice: as separate statements with their own
+// parameters (every database), and fused into one multi-statement call (SQLite). The macros
+// below write each statement once; the two forms differ only in their parameter numbers.
 
-const SQL_UPSERT_STUDY: &str = "INSERT INTO studies \
-     (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
-      study_time, study_description, accession_number, study_id, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
-     ON CONFLICT (study_uid) DO UPDATE SET \
-       patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
-       patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
-       patient_birth_date = COALESCE(excluded.patient_birth_date, studies.patient_birth_date), \
-       patient_sex = COALESCE(excluded.patient_sex, studies.patient_sex), \
-       study_date = COALESCE(excluded.study_date, studies.study_date), \
-       study_time = COALESCE(excluded.study_time, studies.study_time), \
-       study_description = COALESCE(excluded.study_description, studies.study_description), \
-       accession_number = COALESCE(excluded.accession_number, studies.accession_number), \
-       study_id = COALESCE(excluded.study_id, studies.study_id), \
-       updated_at = excluded.updated_at";
+/// The patient upsert after its `VALUES (…)` / `SELECT …` row.
+macro_rules! upsert_patient {
+    ($row:expr) => {
+        concat!(
+            "INSERT INTO patients \
+             (patient_id, patient_name, birth_date, sex, created_at, updated_at) ",
+            $row,
+            " ON CONFLICT (patient_id) DO UPDATE SET \
+               patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
+               birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
+               sex = COALESCE(excluded.sex, patients.sex), \
+               updated_at = excluded.updated_at"
+        )
+    };
+}
 
-/// `$8`/`$9` are the deltas applied to the series counters (the initial values on insert);
-/// `$11..$15` the study's attributes the gallery filters on (copied so a list reads one
-/// table), from which `search_text` is derived (the same expression as
-/// `schema::search_text_sql`).
-const SQL_UPSERT_SERIES: &str = "INSERT INTO series \
-     (series_uid, study_uid, modality, body_part_examined, series_description, series_number, \
-      series_date, instance_count, total_size, first_arrival, last_arrival, patient_id, \
-      patient_name, study_date, study_description, accession_number, search_text) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, \
-      $11, $12, $13, $14, $15, \
-      lower(COALESCE($11, '') || ' | ' || COALESCE($12, '') || ' | ' || COALESCE($14, '') || ' | ' || COALESCE($5, '') || ' | ' || COALESCE($15, ''))) \
-     ON CONFLICT (series_uid) DO UPDATE SET \
-       modality = COALESCE(excluded.modality, series.modality), \
-       body_part_examined = COALESCE(excluded.body_part_examined, series.body_part_examined), \
-       series_description = COALESCE(excluded.series_description, series.series_description), \
-       series_number = COALESCE(excluded.series_number, series.series_number), \
-       series_date = COALESCE(excluded.series_date, series.series_date), \
-       instance_count = series.instance_count + excluded.instance_count, \
-       total_size = series.total_size + excluded.total_size, \
-       last_arrival = excluded.last_arrival, \
-       patient_id = COALESCE(excluded.patient_id, series.patient_id), \
-       patient_name = COALESCE(excluded.patient_name, series.patient_name), \
-       study_date = COALESCE(excluded.study_date, series.study_date), \
-       study_description = COALESCE(excluded.study_description, series.study_description), \
-       accession_number = COALESCE(excluded.accession_number, series.accession_number), \
-       search_text = lower(COALESCE(COALESCE(excluded.patient_id, series.patient_id), '') || ' | ' || COALESCE(COALESCE(excluded.patient_name, series.patient_name), '') || ' | ' || COALESCE(COALESCE(excluded.study_description, series.study_description), '') || ' | ' || COALESCE(COALESCE(excluded.series_description, series.series_description), '') || ' | ' || COALESCE(COALESCE(excluded.accession_number, series.accession_number), ''))";
+/// The study upsert; the arguments are the parameters of its columns, in order.
+macro_rules! upsert_study {
+    ($uid:expr, $pid:expr, $pname:expr, $birth:expr, $sex:expr, $date:expr, $time:expr,
+     $desc:expr, $acc:expr, $id:expr, $now:expr) => {
+        concat!(
+            "INSERT INTO studies \
+             (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
+              study_time, study_description, accession_number, study_id, created_at, \
+              updated_at) VALUES (",
+            $uid, ", ", $pid, ", ", $pname, ", ", $birth, ", ", $sex, ", ", $date, ", ",
+            $time, ", ", $desc, ", ", $acc, ", ", $id, ", ", $now, ", ", $now,
+            ") ON CONFLICT (study_uid) DO UPDATE SET \
+               patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
+               patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
+               patient_birth_date = COALESCE(excluded.patient_birth_date, \
+                 studies.patient_birth_date), \
+               patient_sex = COALESCE(excluded.patient_sex, studies.patient_sex), \
+               study_date = COALESCE(excluded.study_date, studies.study_date), \
+               study_time = COALESCE(excluded.study_time, studies.study_time), \
+               study_description = COALESCE(excluded.study_description, \
+                 studies.study_description), \
+               accession_number = COALESCE(excluded.accession_number, \
+                 studies.accession_number), \
+               study_id = COALESCE(excluded.study_id, studies.study_id), \
+               updated_at = excluded.updated_at"
+        )
+    };
+}
+
+/// The series upsert. `$count`/`$size` are the deltas applied to the series counters (the
+/// initial values on insert); patient ID/name, study date/description and accession are the
+/// study's attributes the gallery filters on (copied so a list reads one table), from which
+/// `search_text` is derived.
+macro_rules! upsert_series {
+    ($uid:expr, $study:expr, $modality:expr, $body:expr, $desc:expr, $number:expr,
+     $date:expr, $count:expr, $size:expr, $now:expr, $pid:expr, $pname:expr,
+     $study_date:expr, $study_desc:expr, $acc:expr) => {
+        concat!(
+            "INSERT INTO series \
+             (series_uid, study_uid, modality, body_part_examined, series_description, \
+              series_number, series_date, instance_count, total_size, first_arrival, \
+              last_arrival, patient_id, patient_name, study_date, study_description, \
+              accession_number, search_text) VALUES (",
+            $uid,
+            ", ",
+            $study,
+            ", ",
+            $modality,
+            ", ",
+            $body,
+            ", ",
+            $desc,
+            ", ",
+            $number,
+            ", ",
+            $date,
+            ", ",
+            $count,
+            ", ",
+            $size,
+            ", ",
+            $now,
+            ", ",
+            $now,
+            ", ",
+            $pid,
+            ", ",
+            $pname,
+            ", ",
+            $study_date,
+            ", ",
+            $study_desc,
+            ", ",
+            $acc,
+            ", ",
+            search_text!($pid, $pname, $study_desc, $desc, $acc),
+            ") ON CONFLICT (series_uid) DO UPDATE SET \
+               modality = COALESCE(excluded.modality, series.modality), \
+               body_part_examined = COALESCE(excluded.body_part_examined, \
+                 series.body_part_examined), \
+               series_description = COALESCE(excluded.series_description, \
+                 series.series_description), \
+               series_number = COALESCE(excluded.series_number, series.series_number), \
+               series_date = COALESCE(excluded.series_date, series.series_date), \
+               instance_count = series.instance_count + excluded.instance_count, \
+               total_size = series.total_size + excluded.total_size, \
+               last_arrival = excluded.last_arrival, \
+               patient_id = COALESCE(excluded.patient_id, series.patient_id), \
+               patient_name = COALESCE(excluded.patient_name, series.patient_name), \
+               study_date = COALESCE(excluded.study_date, series.study_date), \
+               study_description = COALESCE(excluded.study_description, \
+                 series.study_description), \
+               accession_number = COALESCE(excluded.accession_number, \
+                 series.accession_number), \
+               search_text = ",
+            search_text!(
+                "COALESCE(excluded.patient_id, series.patient_id)",
+                "COALESCE(excluded.patient_name, series.patient_name)",
+                "COALESCE(excluded.study_description, series.study_description)",
+                "COALESCE(excluded.series_description, series.series_description)",
+                "COALESCE(excluded.accession_number, series.accession_number)"
+            )
+        )
+    };
+}
+
+macro_rules! insert_instance {
+    () => {
+        "INSERT INTO instances \
+         (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
+          n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
+          received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    };
+}
+
+/// Memberships of a series in projects, after its `VALUES` rows.
+macro_rules! add_projects {
+    ($rows:expr) => {
+        concat!(
+            "INSERT INTO series_projects (series_uid, project_key, added_at) VALUES ",
+            $rows,
+            " ON CONFLICT (series_uid, project_key) DO NOTHING"
+        )
+    };
+}
+
+macro_rules! add_dataset {
+    ($series:expr, $project:expr, $dataset:expr, $now:expr) => {
+        concat!(
+            "INSERT INTO series_datasets \
+             (series_uid, project_key, dataset_key, added_at, last_arrival) VALUES (",
+            $series,
+            ", ",
+            $project,
+            ", ",
+            $dataset,
+            ", ",
+            $now,
+            ", ",
+            $now,
+            ") ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
+               last_arrival = excluded.last_arrival"
+        )
+    };
+}
+
+const SQL_UPSERT_PATIENT: &str = upsert_patient!("VALUES ($1, $2, $3, $4, $5, $5)");
+
+const SQL_UPSERT_STUDY: &str =
+    upsert_study!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11");
+
+const SQL_UPSERT_SERIES: &str = upsert_series!(
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15"
+);
 
 const SQL_SERIES_REMOVE_INSTANCE: &str = "UPDATE series SET \
      instance_count = instance_count - 1, total_size = total_size - $2 WHERE series_uid = $1";
 
-const SQL_INSERT_INSTANCE: &str = "INSERT INTO instances \
-     (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
-      n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
-      received_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+const SQL_INSERT_INSTANCE: &str = insert_instance!();
 
 const SQL_REPLACE_INSTANCE: &str = "UPDATE instances SET \
      series_uid = $2, sop_class_uid = $3, transfer_syntax_uid = $4, instance_number = $5, \
@@ -88,18 +210,11 @@ const SQL_REPLACE_INSTANCE: &str = "UPDATE instances SET \
      object_key = $11, metadata_json = $12, source = $13, received_at = $14 \
      WHERE sop_instance_uid = $1";
 
-const SQL_ADD_PROJECT_AND_ADMIN: &str = "INSERT INTO series_projects \
-     (series_uid, project_key, added_at) VALUES ($1, $2, $3), ($1, $4, $3) \
-     ON CONFLICT (series_uid, project_key) DO NOTHING";
+const SQL_ADD_PROJECT_AND_ADMIN: &str = add_projects!("($1, $2, $3), ($1, $4, $3)");
 
-const SQL_ADD_PROJECT: &str = "INSERT INTO series_projects \
-     (series_uid, project_key, added_at) VALUES ($1, $2, $3) \
-     ON CONFLICT (series_uid, project_key) DO NOTHING";
+const SQL_ADD_PROJECT: &str = add_projects!("($1, $2, $3)");
 
-const SQL_ADD_DATASET: &str = "INSERT INTO series_datasets \
-     (series_uid, project_key, dataset_key, added_at, last_arrival) VALUES ($1, $2, $3, $4, $4) \
-     ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
-       last_arrival = excluded.last_arrival";
+const SQL_ADD_DATASET: &str = add_dataset!("$1", "$2", "$3", "$4");
 
 /// SQLite: dataset creation and the duplicate lookup in one call (one hand-off to the
 /// connection's worker thread instead of two).
@@ -113,67 +228,24 @@ const SQL_SQLITE_ENSURE_DATASET_AND_LOOKUP: &str = "INSERT INTO datasets \
 /// numbered parameters by number in each, so one argument list serves all six:
 /// `$1..$14` are the instance columns in [`bind_instance`] order (`$9` size, `$14` now),
 /// `$15..$24` study and patient, `$25..$29` series, `$30` project, `$31` dataset, `$32` admin.
-/// The statements are those of the portable path ([`SQL_UPSERT_PATIENT`] …
-/// [`SQL_ADD_DATASET`]) with the parameters renumbered; `catalog` tests run both.
+/// The statements are those of the portable path, renumbered; `catalog` tests run both.
 /// PostgreSQL cannot prepare several statements at once, and does not need this.
-const SQL_SQLITE_NEW_INSTANCE: &str = "INSERT INTO patients \
-     (patient_id, patient_name, birth_date, sex, created_at, updated_at) \
-     SELECT $16, $17, $18, $19, $14, $14 WHERE $16 IS NOT NULL \
-     ON CONFLICT (patient_id) DO UPDATE SET \
-       patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
-       birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
-       sex = COALESCE(excluded.sex, patients.sex), \
-       updated_at = excluded.updated_at; \
-     INSERT INTO studies \
-     (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
-      study_time, study_description, accession_number, study_id, created_at, updated_at) \
-     VALUES ($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $14, $14) \
-     ON CONFLICT (study_uid) DO UPDATE SET \
-       patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
-       patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
-       patient_birth_date = COALESCE(excluded.patient_birth_date, studies.patient_birth_date), \
-       patient_sex = COALESCE(excluded.patient_sex, studies.patient_sex), \
-       study_date = COALESCE(excluded.study_date, studies.study_date), \
-       study_time = COALESCE(excluded.study_time, studies.study_time), \
-       study_description = COALESCE(excluded.study_description, studies.study_description), \
-       accession_number = COALESCE(excluded.accession_number, studies.accession_number), \
-       study_id = COALESCE(excluded.study_id, studies.study_id), \
-       updated_at = excluded.updated_at; \
-     INSERT INTO series \
-     (series_uid, study_uid, modality, body_part_examined, series_description, series_number, \
-      series_date, instance_count, total_size, first_arrival, last_arrival, patient_id, \
-      patient_name, study_date, study_description, accession_number, search_text) \
-     VALUES ($2, $15, $25, $26, $27, $28, $29, 1, $9, $14, $14, \
-      $16, $17, $20, $22, $23, \
-      lower(COALESCE($16, '') || ' | ' || COALESCE($17, '') || ' | ' || COALESCE($22, '') || ' | ' || COALESCE($27, '') || ' | ' || COALESCE($23, ''))) \
-     ON CONFLICT (series_uid) DO UPDATE SET \
-       modality = COALESCE(excluded.modality, series.modality), \
-       body_part_examined = COALESCE(excluded.body_part_examined, series.body_part_examined), \
-       series_description = COALESCE(excluded.series_description, series.series_description), \
-       series_number = COALESCE(excluded.series_number, series.series_number), \
-       series_date = COALESCE(excluded.series_date, series.series_date), \
-       instance_count = series.instance_count + excluded.instance_count, \
-       total_size = series.total_size + excluded.total_size, \
-       last_arrival = excluded.last_arrival, \
-       patient_id = COALESCE(excluded.patient_id, series.patient_id), \
-       patient_name = COALESCE(excluded.patient_name, series.patient_name), \
-       study_date = COALESCE(excluded.study_date, series.study_date), \
-       study_description = COALESCE(excluded.study_description, series.study_description), \
-       accession_number = COALESCE(excluded.accession_number, series.accession_number), \
-       search_text = lower(COALESCE(COALESCE(excluded.patient_id, series.patient_id), '') || ' | ' || COALESCE(COALESCE(excluded.patient_name, series.patient_name), '') || ' | ' || COALESCE(COALESCE(excluded.study_description, series.study_description), '') || ' | ' || COALESCE(COALESCE(excluded.series_description, series.series_description), '') || ' | ' || COALESCE(COALESCE(excluded.accession_number, series.accession_number), '')); \
-     INSERT INTO instances \
-     (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
-      n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
-      received_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14); \
-     INSERT INTO series_projects (series_uid, project_key, added_at) \
-     VALUES ($2, $30, $14), ($2, $32, $14) \
-     ON CONFLICT (series_uid, project_key) DO NOTHING; \
-     INSERT INTO series_datasets \
-     (series_uid, project_key, dataset_key, added_at, last_arrival) \
-     VALUES ($2, $30, $31, $14, $14) \
-     ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
-       last_arrival = excluded.last_arrival";
+const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
+    upsert_patient!("SELECT $16, $17, $18, $19, $14, $14 WHERE $16 IS NOT NULL"),
+    "; ",
+    upsert_study!("$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$14"),
+    "; ",
+    upsert_series!(
+        "$2", "$15", "$25", "$26", "$27", "$28", "$29", "1", "$9", "$14", "$16", "$17", "$20",
+        "$22", "$23"
+    ),
+    "; ",
+    insert_instance!(),
+    "; ",
+    add_projects!("($2, $30, $14), ($2, $32, $14)"),
+    "; ",
+    add_dataset!("$2", "$30", "$31", "$14")
+);
 
 /// Why one attempt of the transaction failed.
 enum Attempt {

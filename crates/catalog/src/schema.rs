@@ -215,22 +215,39 @@ pub(crate) const SERIES_COLUMNS_V2: &[(&str, &str)] = &[
     ("validation_warnings", "BIGINT"),
 ];
 
-/// The lowercased text `q=` searches: patient ID and name, study and series descriptions,
-/// accession number. One expression for every writer, over the columns of `series` named
-/// with the given prefix (`series.` or `excluded.`-merged values, see `record.rs`).
-pub(crate) fn search_text_sql(
-    patient_id: &str,
-    patient_name: &str,
-    study_description: &str,
-    series_description: &str,
-    accession_number: &str,
-) -> String {
-    format!(
-        "lower(COALESCE({patient_id}, '') || ' | ' || COALESCE({patient_name}, '') || ' | ' || \
-         COALESCE({study_description}, '') || ' | ' || COALESCE({series_description}, '') || \
-         ' | ' || COALESCE({accession_number}, ''))"
-    )
+/// The lowercased text `q=` searches — patient ID and name, study and series descriptions,
+/// accession number — as an SQL expression over the five given SQL expressions. One
+/// definition for every writer: the series upsert (`record.rs`) and the migration.
+macro_rules! search_text {
+    ($pid:expr, $pname:expr, $study_desc:expr, $series_desc:expr, $acc:expr) => {
+        concat!(
+            "lower(COALESCE(",
+            $pid,
+            ", '') || ' | ' || COALESCE(",
+            $pname,
+            ", '') || ' | ' || COALESCE(",
+            $study_desc,
+            ", '') || ' | ' || COALESCE(",
+            $series_desc,
+            ", '') || ' | ' || COALESCE(",
+            $acc,
+            ", ''))"
+        )
+    };
 }
+pub(crate) use search_text;
+
+/// Version 2: every series' `search_text` from its copied columns.
+pub(crate) const FILL_SEARCH_TEXT: &str = concat!(
+    "UPDATE series SET search_text = ",
+    search_text!(
+        "patient_id",
+        "patient_name",
+        "study_description",
+        "series_description",
+        "accession_number"
+    )
+);
 
 /// Fills the version-2 columns of existing series from their study and validation.
 pub(crate) const MIGRATE_TO_2: &[&str] = &[
