@@ -76,7 +76,20 @@ impl Server {
         server
     }
 
+    /// Starts `radport serve` on free ports. A port found free can be taken by another test
+    /// before the server binds it: then the server says "Address already in use" and is
+    /// started again on other ports.
     fn spawn(&mut self) {
+        for attempt in 1..=5 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("radport serve exited:\n{log}"),
+            }
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         self.dicom_port = free_port();
         self.http_port = free_port();
         let log = std::fs::OpenOptions::new()
@@ -106,12 +119,13 @@ impl Server {
         loop {
             if let Ok(r) = reqwest::blocking::get(self.url("/api/health")) {
                 if r.status().is_success() {
-                    break;
+                    return Ok(());
                 }
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("radport serve exited with {status}:\n{}", self.log());
+                    self.child = None;
+                    return Err(format!("{status}\n{}", self.log()));
                 }
             }
             assert!(
