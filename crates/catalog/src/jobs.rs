@@ -178,8 +178,8 @@ impl Catalog {
     /// Enqueues a job. A job of the same kind for the same series that is queued and has
     /// never started stands for it: then nothing is added and `None` is returned.
     pub async fn enqueue_job(&self, job: &NewJob) -> Result<Option<String>, CatalogError> {
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let id = new_id();
         let done = sqlx::query(SQL_INSERT_JOB)
             .bind(&id)
@@ -222,8 +222,8 @@ impl Catalog {
                ORDER BY run_after, created_at LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         );
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(at(lease))
@@ -240,8 +240,8 @@ impl Catalog {
     /// worker took it).
     pub async fn complete_job(&self, id: &str, worker: &str) -> Result<(), CatalogError> {
         let now = now();
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query(
             "UPDATE jobs SET state = 'succeeded', updated_at = $1, finished_at = $1, \
              locked_until = NULL, last_error = NULL \
@@ -265,8 +265,8 @@ impl Catalog {
         error: &str,
     ) -> Result<JobState, CatalogError> {
         let now = now();
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let row = sqlx::query(
             "SELECT attempts, max_attempts FROM jobs WHERE id = $1 AND worker = $2 \
              AND state = 'running'",
@@ -314,8 +314,8 @@ impl Catalog {
     /// start-up (embedded SQLite), where no other process can be running them.
     pub async fn requeue_running_jobs(&self) -> Result<u64, CatalogError> {
         let now = now();
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'queued', locked_until = NULL, updated_at = $1 \
              WHERE state = 'running'",
@@ -412,8 +412,8 @@ impl Catalog {
             return Ok(Vec::new());
         }
         let now = now();
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let mut scheduled = Vec::with_capacity(due.len());
         for (series_uid, last_arrival) in due {
             // Only if nobody scheduled this arrival since the read above: another node's
@@ -505,8 +505,8 @@ impl Catalog {
         series_uid: &str,
         referenced: &[String],
     ) -> Result<(), CatalogError> {
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query("DELETE FROM series_references WHERE series_uid = $1")
             .bind(series_uid)
             .execute(&mut *tx)

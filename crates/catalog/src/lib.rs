@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use error::CatalogError;
 pub use jobs::{InstanceForPipeline, Job, JobFilter, JobPage, JobState, NewJob};
@@ -73,9 +73,12 @@ pub struct Catalog {
     pub(crate) pool: AnyPool,
     pub(crate) dialect: Dialect,
     /// Serializes writers within this process on SQLite (a single-writer database): waiting on
-    /// a fair async mutex is cheaper than SQLite's sleeping busy handler. PostgreSQL writers
-    /// run concurrently.
-    pub(crate) write_lock: Arc<Mutex<()>>,
+    /// a fair async mutex is cheaper than SQLite's sleeping busy handler. It guards the one
+    /// connection they all write on (see [`Writer`]). PostgreSQL writers run concurrently.
+    pub(crate) write_lock: Arc<Mutex<Option<AnyConnection>>>,
+    /// SQLite on a file: writers keep one connection of their own behind the write lock. Not
+    /// for an in-memory database, whose only connection is the database.
+    pub(crate) own_writer_connection: bool,
     /// SQLite: instances waiting to be recorded; whoever holds the write lock next commits
     /// all of them in one transaction (group commit, see `record.rs`).
     pub(crate) pending_records: Arc<std::sync::Mutex<Vec<record::PendingRecord>>>,
@@ -169,9 +172,11 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
+        let mut own_writer_connection = false;
         let pool = match dialect {
             Dialect::Sqlite => {
                 let target = sqlite_target(url.trim());
+                own_writer_connection = !target.memory;
                 if let Some(parent) = target.path.as_deref().and_then(|p| p.parent()) {
                     if !parent.as_os_str().is_empty() {
                         tokio::fs::create_dir_all(parent).await.map_err(|e| {
@@ -230,7 +235,8 @@ impl Catalog {
         let catalog = Catalog {
             pool,
             dialect,
-            write_lock: Arc::new(Mutex::new(())),
+            write_lock: Arc::new(Mutex::new(None)),
+            own_writer_connection,
             pending_records: Arc::default(),
         };
         catalog.init_schema().await?;
@@ -251,34 +257,34 @@ impl Catalog {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        if let Some(connection) = self.write_lock.lock().await.take() {
+            if let Err(e) = connection.close().await {
+                tracing::warn!(error = %e, "closing the catalog's writer connection failed");
+            }
+        }
         self.pool.close().await;
     }
 
-    pub(crate) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.dialect {
-            Dialect::Sqlite => Some(self.write_lock.lock().await),
+    /// The right to write: on SQLite, the write lock and its connection (see [`Writer`]);
+    /// on PostgreSQL, the pool.
+    pub(crate) async fn writer(&self) -> Writer {
+        let connection = match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Dialect::Postgres => None,
-        }
-    }
-
-    /// Begins a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the write lock up front
-    /// so a transaction never has to upgrade a read lock (which fails with SQLITE_BUSY
-    /// regardless of the busy timeout).
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+        };
+        Writer {
+            connection,
+            own_connection: self.own_writer_connection,
+            pool: self.pool.clone(),
         }
     }
 
     async fn init_schema(&self) -> Result<(), CatalogError> {
-        let _guard = self.write_guard().await;
+        let mut writer = self.writer().await;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            match self.init_schema_once().await {
+            match self.init_schema_once(&mut writer).await {
                 Ok(()) => return Ok(()),
                 // Concurrent `CREATE TABLE IF NOT EXISTS` on PostgreSQL can race on the
                 // catalog's unique indexes; the second attempt sees the tables.
@@ -293,8 +299,8 @@ impl Catalog {
         }
     }
 
-    async fn init_schema_once(&self) -> Result<(), CatalogError> {
-        let mut tx = self.begin_write().await?;
+    async fn init_schema_once(&self, writer: &mut Writer) -> Result<(), CatalogError> {
+        let mut tx = writer.begin().await?;
         for statement in schema::STATEMENTS {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
@@ -391,7 +397,7 @@ impl Catalog {
     pub async fn create_project(&self, name: &str) -> Result<Project, CatalogError> {
         let key = name_key("project", name)?;
         let created_at = now();
-        let _guard = self.write_guard().await;
+        let _writer = self.writer().await;
         let result = sqlx::query(
             "INSERT INTO projects (name_key, name, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name_key) DO NOTHING",
@@ -482,8 +488,8 @@ impl Catalog {
                 "the admin project cannot be deleted".to_string(),
             ));
         }
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let found: Option<String> =
             sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
                 .bind(&key)
@@ -605,5 +611,42 @@ mod unit_tests {
         }
         assert!("keep_first".parse::<DuplicatePolicy>().is_err());
         assert_eq!(DuplicatePolicy::default(), DuplicatePolicy::KeepFirst);
+    }
+}
+
+/// The right to write to the catalog, held for one write transaction (or a batch of them).
+///
+/// On SQLite it holds the process-wide write lock and, behind it, the connection every writer
+/// uses: taken out of the pool on first use and kept. Writing on it skips the pool's liveness
+/// checks, which cost two hand-offs to SQLite's worker thread per transaction (a ping when a
+/// connection is acquired, another when it is returned) — measurable on the ingest hot path.
+/// On PostgreSQL writers run concurrently, each on a pooled connection.
+pub(crate) struct Writer {
+    /// SQLite only: the write lock and its connection (`None` until first used).
+    connection: Option<OwnedMutexGuard<Option<AnyConnection>>>,
+    /// Whether SQLite writes go through the connection behind the lock (else the pool's).
+    own_connection: bool,
+    pool: AnyPool,
+}
+
+impl Writer {
+    /// Begins a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the database's write
+    /// lock up front so a transaction never has to upgrade a read lock (which fails with
+    /// SQLITE_BUSY regardless of the busy timeout).
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+        let Some(slot) = self.connection.as_mut() else {
+            return self.pool.begin().await;
+        };
+        if !self.own_connection {
+            return self.pool.begin_with("BEGIN IMMEDIATE").await;
+        }
+        if slot.is_none() {
+            // Detached: it no longer counts against the pool's size, and it is never pinged.
+            **slot = Some(self.pool.acquire().await?.detach());
+        }
+        match slot.as_mut() {
+            Some(connection) => connection.begin_with("BEGIN IMMEDIATE").await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::schema::search_text;
 use crate::error::{is_foreign_key_violation, is_transient_db, is_unique_violation};
 use crate::{
     name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, InstanceRecord, RecordOutcome,
-    Route, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
+    Route, Writer, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
 };
 
 // Every statement below is a static string, so sqlx prepares it once per connection and
@@ -344,7 +344,9 @@ impl Catalog {
         };
         if self.dialect == Dialect::Postgres {
             // Writers run concurrently on PostgreSQL; each commits its own transaction.
-            return self.record_alone(rec, &keys, policy).await;
+            return self
+                .record_alone(&mut self.writer().await, rec, &keys, policy)
+                .await;
         }
         let (reply, mut outcome) = oneshot::channel();
         lock_pending(&self.pending_records).push(PendingRecord {
@@ -361,7 +363,7 @@ impl Catalog {
                         Err(CatalogError::Invalid("catalog commit was interrupted".to_string()))
                     });
                 }
-                guard = self.write_lock.clone().lock_owned() => {
+                mut writer = self.writer() => {
                     let batch: Vec<PendingRecord> = {
                         let mut pending = lock_pending(&self.pending_records);
                         let n = pending.len().min(MAX_GROUP_COMMIT);
@@ -372,11 +374,10 @@ impl Catalog {
                         continue;
                     }
                     // In a task of its own: cancelling this caller must not drop the others'
-                    // records. The guard is released when the batch is done.
+                    // records. The write lock is released when the batch is done.
                     let catalog = self.clone();
                     let _ = tokio::spawn(async move {
-                        catalog.commit_group(batch).await;
-                        drop(guard);
+                        catalog.commit_group(&mut writer, batch).await;
                     })
                     .await;
                 }
@@ -385,9 +386,9 @@ impl Catalog {
     }
 
     /// Records a batch (write lock held): one transaction for all, else each alone.
-    async fn commit_group(&self, batch: Vec<PendingRecord>) {
+    async fn commit_group(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
         if batch.len() > 1 {
-            match self.record_together(&batch).await {
+            match self.record_together(writer, &batch).await {
                 Ok(outcomes) => {
                     tracing::debug!(instances = batch.len(), "group commit");
                     for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -403,7 +404,7 @@ impl Catalog {
         }
         for pending in batch {
             let result = self
-                .record_alone(&pending.rec, &pending.keys, pending.policy)
+                .record_alone(writer, &pending.rec, &pending.keys, pending.policy)
                 .await;
             let _ = pending.reply.send(result);
         }
@@ -412,9 +413,10 @@ impl Catalog {
     /// Every record of the batch in one transaction; any failure rolls all of them back.
     async fn record_together(
         &self,
+        writer: &mut Writer,
         batch: &[PendingRecord],
     ) -> Result<Vec<RecordOutcome>, CatalogError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = writer.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for p in batch {
             match self.record_in(&mut tx, &p.rec, &p.keys, p.policy).await {
@@ -430,6 +432,7 @@ impl Catalog {
     /// caller holds the write lock.
     async fn record_alone(
         &self,
+        writer: &mut Writer,
         rec: &InstanceRecord,
         keys: &Keys,
         policy: DuplicatePolicy,
@@ -444,7 +447,7 @@ impl Catalog {
         loop {
             attempt += 1;
             let result = async {
-                let mut tx = self.begin_write().await.map_err(db)?;
+                let mut tx = writer.begin().await.map_err(db)?;
                 let outcome = self.record_in(&mut tx, rec, keys, policy).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(outcome)

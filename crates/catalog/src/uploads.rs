@@ -130,8 +130,8 @@ impl Catalog {
         expires_at: &str,
     ) -> Result<Upload, CatalogError> {
         let now = now();
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query(
             "INSERT INTO uploads (id, path, length, upload_offset, chunks, metadata, created_at, \
                expires_at, completed) VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0)",
@@ -169,8 +169,8 @@ impl Catalog {
         expected_offset: i64,
         new_offset: i64,
     ) -> Result<(), CatalogError> {
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let done = sqlx::query(
             "UPDATE uploads SET upload_offset = $1, chunks = chunks + 1 \
              WHERE id = $2 AND upload_offset = $3 AND completed = 0",
@@ -192,8 +192,8 @@ impl Catalog {
 
     /// Marks an upload complete (its file assembled).
     pub async fn complete_upload(&self, id: &str) -> Result<(), CatalogError> {
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query("UPDATE uploads SET completed = 1 WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -204,8 +204,8 @@ impl Catalog {
 
     /// Deletes an upload row.
     pub async fn delete_upload(&self, id: &str) -> Result<(), CatalogError> {
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -233,8 +233,8 @@ impl Catalog {
         params: &serde_json::Value,
     ) -> Result<WorkflowRun, CatalogError> {
         let now = now();
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query(
             "INSERT INTO workflow_runs (id, workflow, params, state, progress_done, \
                progress_total, errors, log, series, created_at, updated_at) \
@@ -278,8 +278,8 @@ impl Catalog {
     pub async fn update_workflow_run(&self, run: &WorkflowRun) -> Result<(), CatalogError> {
         let now = now();
         let finished = matches!(run.state.as_str(), "succeeded" | "failed").then(|| now.clone());
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query(
             "UPDATE workflow_runs SET state = $1, progress_done = $2, progress_total = $3, \
                errors = $4, log = $5, series = $6, updated_at = $7, \

@@ -59,8 +59,8 @@ impl Catalog {
         let warnings = findings.len() as i64 - errors;
         let now = now();
         let iods = serde_json::to_string(iods).unwrap_or_else(|_| "[]".into());
-        let _guard = self.write_guard().await;
-        let mut tx = self.begin_write().await?;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         sqlx::query("DELETE FROM validation_findings WHERE series_uid = $1")
             .bind(series_uid)
             .execute(&mut *tx)
