@@ -17,7 +17,12 @@
 #   BENCH_NO_BUILD=1               skip `cargo build --release` (use the binaries already in target/)
 #   BENCH_RUNS_DIR=BENCH_DIR/runs  where the receivers store what they receive (e.g. /dev/shm/x to
 #                                  take the disk, and radport's fsyncs, out of the measurement)
-#   BENCH_KEEP=1                   keep the received files of each run (default: deleted after checks)
+#   BENCH_KEEP=1                   keep the received files of each run (default: all deleted at the
+#                                  end). Runs never delete files while others are measured: on ext4
+#                                  without a journal, creating a file skips every inode deleted in
+#                                  the last minute one by one, so a receiver started right after
+#                                  1000 deletions pays for them (measured: several times slower
+#                                  file creation, whichever receiver it is)
 #   STORESCP_FLAGS="+xa"           extra flags for /usr/bin/storescp (output dir, --fork and port are added)
 #   RADPORT_FLAGS=""               extra flags for `radport serve`
 #   BENCH_TIMEOUT=600              seconds a single scenario may take before it counts as failed
@@ -91,8 +96,13 @@ cleanup() {
         tail -n 40 "$SERVER_LOG" >&2 || true
     fi
     stop_server
+    # Deleted only now, after every measurement (see BENCH_KEEP).
+    if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+        rm -rf "${RUNS_TO_DELETE[@]}"
+    fi
     exit "$rc"
 }
+declare -a RUNS_TO_DELETE=()
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -189,7 +199,7 @@ STORE_DIR=""
 start_radport() {
     local name=$1
     STORE_DIR="$RUNS/$name"
-    rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR"
+    mkdir -p "$STORE_DIR"
     DICOM_PORT=$(free_port)
     HTTP_PORT=$(free_port)
     while [[ "$HTTP_PORT" == "$DICOM_PORT" ]]; do HTTP_PORT=$(free_port); done
@@ -208,7 +218,7 @@ start_radport() {
 start_storescp() {
     local name=$1
     STORE_DIR="$RUNS/$name"
-    rm -rf "$STORE_DIR"; mkdir -p "$STORE_DIR"
+    mkdir -p "$STORE_DIR"
     DICOM_PORT=$(free_port)
     HTTP_PORT=""
     SERVER_LOG="$LOGS/$name.server.log"
@@ -321,7 +331,6 @@ run_scenario() {
         tail -n 40 "$SERVER_LOG" >&2 || true
         failed=1
     fi
-    [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$STORE_DIR"
     SERVER_LOG=""   # already shown if something went wrong
 
     local secs
@@ -367,11 +376,27 @@ main() {
     command -v python3 >/dev/null || die "python3 is required"
     command -v curl >/dev/null || die "curl is required"
     (( BENCH_PARALLEL_COUNT > 0 )) || die "BENCH_PARALLEL_COUNT must be positive"
-    mkdir -p "$LOGS" "$RUNS"
+    mkdir -p "$LOGS"
     rm -f "$LOGS"/*.server.log "$LOGS"/*.dcmsend-*.log
+    # Files of an earlier invocation are moved aside and deleted at the end (see BENCH_KEEP).
+    if [[ -e "$RUNS" ]]; then
+        local old="$RUNS.old.$$"
+        mv "$RUNS" "$old"
+        RUNS_TO_DELETE+=("$old")
+    fi
+    mkdir -p "$RUNS"
+    RUNS_TO_DELETE+=("$RUNS")
 
     build
     prepare_data
+    # Every run's files stay until the end: check that they fit.
+    local receivers_n needed available
+    receivers_n=$(wc -w <<<"$BENCH_RECEIVERS")
+    needed=$(( ( $(count_bytes "$SINGLE_DIR") + $(count_bytes "${PARALLEL_DIRS[@]}") ) \
+        * BENCH_REPEAT * receivers_n + $(count_bytes "${PARALLEL_DIRS[0]}") ))
+    available=$(df --output=avail -B1 "$RUNS" | tail -n 1)
+    (( available > needed + needed / 10 )) \
+        || die "$RUNS has $((available >> 20)) MiB free; the runs need about $((needed >> 20)) MiB (lower BENCH_COUNT or BENCH_REPEAT, or set BENCH_RUNS_DIR)"
 
     local single="single-$BENCH_COUNT"
     local parallel="parallel-${BENCH_PARALLEL}x$BENCH_PARALLEL_COUNT"
