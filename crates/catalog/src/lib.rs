@@ -318,6 +318,9 @@ impl Catalog {
                 if older < 2 {
                     self.migrate_to_2(&mut tx).await?;
                 }
+                if older < 3 {
+                    self.migrate_to_3(&mut tx).await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -351,21 +354,7 @@ impl Catalog {
     /// validation results.
     async fn migrate_to_2(&self, tx: &mut sqlx::AnyConnection) -> Result<(), CatalogError> {
         for (column, definition) in schema::SERIES_COLUMNS_V2 {
-            let exists_sql = match self.dialect {
-                Dialect::Sqlite => {
-                    "SELECT COUNT(*) FROM pragma_table_info('series') WHERE name = $1"
-                }
-                Dialect::Postgres => {
-                    "SELECT COUNT(*) FROM information_schema.columns \
-                     WHERE table_schema = current_schema() AND table_name = 'series' \
-                       AND column_name = $1"
-                }
-            };
-            let exists: i64 = sqlx::query_scalar(exists_sql)
-                .bind(*column)
-                .fetch_one(&mut *tx)
-                .await?;
-            if exists == 0 {
+            if !self.column_exists(tx, "series", column).await? {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "ALTER TABLE series ADD COLUMN {column} {definition}"
                 )))
@@ -380,6 +369,43 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         Ok(())
+    }
+
+    /// Version 3: `instances.sha256` becomes `instances.checksum`, whose values name their
+    /// algorithm (`sha256:…` for those recorded so far, `blake3:…` from now on).
+    async fn migrate_to_3(&self, tx: &mut sqlx::AnyConnection) -> Result<(), CatalogError> {
+        if self.column_exists(tx, "instances", "sha256").await? {
+            sqlx::query("ALTER TABLE instances RENAME COLUMN sha256 TO checksum")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE instances SET checksum = 'sha256:' || checksum WHERE checksum NOT LIKE '%:%'",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn column_exists(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        table: &str,
+        column: &str,
+    ) -> Result<bool, CatalogError> {
+        let sql = match self.dialect {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2",
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+            }
+        };
+        let count: i64 = sqlx::query_scalar(sql)
+            .bind(table)
+            .bind(column)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(count > 0)
     }
 
     /// The schema version recorded in the database.

@@ -160,8 +160,9 @@ pub struct InstanceRecord {
     pub number_of_frames: Option<i64>,
     /// Size of the stored object in bytes.
     pub size: i64,
-    /// Hex SHA-256 of the stored object.
-    pub sha256: String,
+    /// Checksum of the stored object: algorithm, `:`, hex digest (`blake3:…`; instances
+    /// recorded before schema version 3 have `sha256:…`).
+    pub checksum: String,
     /// Key of the stored object in the archive.
     pub object_key: String,
     /// DICOM JSON (PS3.18 F.2) of the data set without bulk data.
@@ -304,8 +305,9 @@ pub struct InstanceRow {
     pub transfer_syntax_uid: String,
     /// Object size in bytes.
     pub size: i64,
-    /// Hex SHA-256 of the object.
-    pub sha256: String,
+    /// Checksum of the object: algorithm, `:`, hex digest (`blake3:…`, or `sha256:…` for
+    /// instances recorded before schema version 3).
+    pub checksum: String,
     /// Rows.
     pub rows: Option<i64>,
     /// Columns.

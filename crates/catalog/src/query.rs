@@ -22,7 +22,7 @@ const SERIES_COLUMNS: &str = "s.series_uid, s.study_uid, st.patient_id, st.patie
      s.validation_warnings";
 
 const INSTANCE_COLUMNS: &str = "sop_instance_uid, series_uid, instance_number, sop_class_uid, \
-     transfer_syntax_uid, size, sha256, n_rows, n_columns, number_of_frames, received_at, \
+     transfer_syntax_uid, size, checksum, n_rows, n_columns, number_of_frames, received_at, \
      object_key";
 
 enum Arg {
@@ -74,7 +74,7 @@ fn instance_from_row(row: &AnyRow) -> Result<InstanceRow, sqlx::Error> {
         sop_class_uid: row.try_get("sop_class_uid")?,
         transfer_syntax_uid: row.try_get("transfer_syntax_uid")?,
         size: row.try_get("size")?,
-        sha256: row.try_get("sha256")?,
+        checksum: row.try_get("checksum")?,
         rows: row.try_get("n_rows")?,
         columns: row.try_get("n_columns")?,
         number_of_frames: row.try_get("number_of_frames")?,

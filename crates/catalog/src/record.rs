@@ -20,7 +20,7 @@ const SQL_ENSURE_DATASET: &str = "INSERT INTO datasets (project_key, name_key, n
      VALUES ($1, $2, $3, $4) ON CONFLICT (project_key, name_key) DO NOTHING";
 
 /// PostgreSQL: lock the row so concurrent overwrites of one instance see each other's key.
-const SQL_LOOKUP_INSTANCE_FOR_UPDATE: &str = "SELECT series_uid, sha256, object_key, size \
+const SQL_LOOKUP_INSTANCE_FOR_UPDATE: &str = "SELECT series_uid, checksum, object_key, size \
      FROM instances WHERE sop_instance_uid = $1 FOR UPDATE";
 
 // The writes of a new instance exist twice: as separate statements with their own
@@ -153,7 +153,7 @@ macro_rules! insert_instance {
     () => {
         "INSERT INTO instances \
          (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
-          n_rows, n_columns, number_of_frames, size, sha256, object_key, metadata_json, source, \
+          n_rows, n_columns, number_of_frames, size, checksum, object_key, metadata_json, source, \
           received_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     };
@@ -206,7 +206,7 @@ const SQL_INSERT_INSTANCE: &str = insert_instance!();
 
 const SQL_REPLACE_INSTANCE: &str = "UPDATE instances SET \
      series_uid = $2, sop_class_uid = $3, transfer_syntax_uid = $4, instance_number = $5, \
-     n_rows = $6, n_columns = $7, number_of_frames = $8, size = $9, sha256 = $10, \
+     n_rows = $6, n_columns = $7, number_of_frames = $8, size = $9, checksum = $10, \
      object_key = $11, metadata_json = $12, source = $13, received_at = $14 \
      WHERE sop_instance_uid = $1";
 
@@ -221,7 +221,7 @@ const SQL_ADD_DATASET: &str = add_dataset!("$1", "$2", "$3", "$4");
 const SQL_SQLITE_ENSURE_DATASET_AND_LOOKUP: &str = "INSERT INTO datasets \
      (project_key, name_key, name, created_at) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (project_key, name_key) DO NOTHING; \
-     SELECT series_uid, sha256, object_key, size FROM instances WHERE sop_instance_uid = $5";
+     SELECT series_uid, checksum, object_key, size FROM instances WHERE sop_instance_uid = $5";
 
 /// SQLite: everything a new instance writes, in one call. sqlx runs the statements of a
 /// multi-statement query one after the other on the connection's worker thread and binds
@@ -285,7 +285,7 @@ fn validate(rec: &InstanceRecord) -> Result<(), CatalogError> {
     require("Study Instance UID", &rec.study_instance_uid)?;
     require("transfer syntax UID", &rec.transfer_syntax_uid)?;
     require("object key", &rec.object_key)?;
-    require("SHA-256", &rec.sha256)?;
+    require("checksum", &rec.checksum)?;
     if rec.size < 0 {
         return Err(CatalogError::Invalid("negative object size".to_string()));
     }
@@ -564,14 +564,16 @@ impl Catalog {
             }
             Some(row) => {
                 let old_series: String = row.try_get("series_uid").map_err(db)?;
-                let old_sha: String = row.try_get("sha256").map_err(db)?;
+                let old_checksum: String = row.try_get("checksum").map_err(db)?;
                 let old_key: String = row.try_get("object_key").map_err(db)?;
                 let old_size: i64 = row.try_get("size").map_err(db)?;
                 let overwrite = match policy {
                     DuplicatePolicy::KeepFirst => false,
                     DuplicatePolicy::Overwrite => true,
                     DuplicatePolicy::OverwriteIfDifferent => {
-                        !old_sha.eq_ignore_ascii_case(&rec.sha256)
+                        // A checksum of another algorithm (recorded before version 3) cannot tell:
+                        // the bytes count as different.
+                        !old_checksum.eq_ignore_ascii_case(&rec.checksum)
                     }
                 };
                 if !overwrite {
@@ -721,7 +723,7 @@ fn bind_instance<'q>(
         .bind(rec.columns)
         .bind(rec.number_of_frames)
         .bind(rec.size)
-        .bind(&rec.sha256)
+        .bind(&rec.checksum)
         .bind(&rec.object_key)
         .bind(&rec.metadata_json)
         .bind(&rec.source)

@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -78,7 +78,7 @@ pub(crate) const STATEMENTS: &[&str] = &[
         n_columns BIGINT,
         number_of_frames BIGINT,
         size BIGINT NOT NULL,
-        sha256 TEXT NOT NULL,
+        checksum TEXT NOT NULL,
         object_key TEXT NOT NULL,
         metadata_json TEXT NOT NULL,
         source TEXT NOT NULL,

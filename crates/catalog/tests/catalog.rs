@@ -136,7 +136,7 @@ fn rec(study: &str, series: &str, sop: &str) -> InstanceRecord {
         modality: Some("CT".to_string()),
         study_date: Some("20240110".to_string()),
         size: 1000,
-        sha256: format!("sha-{sop}"),
+        checksum: format!("blake3:{sop}"),
         object_key: format!("objects/{sop}"),
         metadata_json: format!(r#"{{"00080018":{{"vr":"UI","Value":["{sop}"]}}}}"#),
         source: "test".to_string(),
@@ -470,7 +470,7 @@ async fn duplicate_policies(url: &str) {
 
     let mut a = rec("4.1", series, "4.1.1.1");
     a.object_key = "k1".into();
-    a.sha256 = "s1".into();
+    a.checksum = "blake3:s1".into();
     a.size = 100;
     a.study_description = Some("First".into());
     assert_eq!(
@@ -482,7 +482,7 @@ async fn duplicate_policies(url: &str) {
     // KeepFirst: the stored row is untouched.
     let mut b = a.clone();
     b.object_key = "k2".into();
-    b.sha256 = "s2".into();
+    b.checksum = "blake3:s2".into();
     b.size = 200;
     b.study_description = Some("Second".into());
     let outcome = record(&c, &b, &to, DuplicatePolicy::KeepFirst).await;
@@ -499,8 +499,8 @@ async fn duplicate_policies(url: &str) {
         .expect("get")
         .expect("row");
     assert_eq!(
-        (row.object_key.as_str(), row.sha256.as_str(), row.size),
-        ("k1", "s1", 100)
+        (row.object_key.as_str(), row.checksum.as_str(), row.size),
+        ("k1", "blake3:s1", 100)
     );
     let s = c
         .get_series(series)
@@ -518,7 +518,7 @@ async fn duplicate_policies(url: &str) {
     // Overwrite: row, counters and metadata follow the new object.
     let mut o = a.clone();
     o.object_key = "k3".into();
-    o.sha256 = "s3".into();
+    o.checksum = "blake3:s3".into();
     o.size = 300;
     o.rows = Some(512);
     o.study_description = None; // absent values do not erase known ones
@@ -537,8 +537,8 @@ async fn duplicate_policies(url: &str) {
         .expect("get")
         .expect("row");
     assert_eq!(
-        (row.object_key.as_str(), row.sha256.as_str(), row.size),
-        ("k3", "s3", 300)
+        (row.object_key.as_str(), row.checksum.as_str(), row.size),
+        ("k3", "blake3:s3", 300)
     );
     assert_eq!(row.rows, Some(512));
     let detail = c.get_series(series).await.expect("get").expect("series");
@@ -581,7 +581,7 @@ async fn duplicate_policies(url: &str) {
     // OverwriteIfDifferent, different hash: replaced, size adjusted.
     let mut diff = o.clone();
     diff.object_key = "k5".into();
-    diff.sha256 = "s5".into();
+    diff.checksum = "blake3:s5".into();
     diff.size = 50;
     diff.study_description = Some("Fifth".into());
     let outcome = record(&c, &diff, &to, DuplicatePolicy::OverwriteIfDifferent).await;
@@ -1377,6 +1377,9 @@ async fn migrates_a_version_1_catalog() {
         "ALTER TABLE series DROP COLUMN search_text",
         "ALTER TABLE series DROP COLUMN validation_errors",
         "ALTER TABLE series DROP COLUMN validation_warnings",
+        // Version 1 and 2 stored bare SHA-256 hex digests in `sha256`.
+        "ALTER TABLE instances RENAME COLUMN checksum TO sha256",
+        "UPDATE instances SET sha256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'",
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version, applied_at) VALUES (1, '2026-01-01T00:00:00Z')",
     ] {
@@ -1415,6 +1418,28 @@ async fn migrates_a_version_1_catalog() {
         ..all()
     };
     assert_eq!(uids(&c, "p", since_2020).await, ["12.1.1"]);
+    // Checksums recorded before version 3 say their algorithm; a new copy of such an
+    // instance cannot be compared with it, so `overwrite-if-different` replaces it.
+    let detail = c
+        .get_series("12.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    assert_eq!(
+        detail.instances[0].checksum,
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let again = rec("12.1", "12.1.1", "12.1.1.1");
+    assert!(matches!(
+        c.record_instance(
+            &again,
+            &route("p", "d"),
+            DuplicatePolicy::OverwriteIfDifferent
+        )
+        .await
+        .expect("record"),
+        RecordOutcome::Replaced { .. }
+    ));
     // New instances keep the copied columns current.
     let mut late = rec("12.1", "12.1.1", "12.1.1.2");
     late.accession_number = Some("ACC-77".into());

@@ -123,7 +123,7 @@ pub(crate) async fn get_rendered_instance(
         fnv1a(
             format!(
                 "{sop_instance_uid}|{frame}|{size}|{}|{}",
-                instance.sha256,
+                instance.checksum,
                 env!("CARGO_PKG_VERSION")
             )
             .as_bytes()

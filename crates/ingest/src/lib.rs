@@ -262,7 +262,7 @@ impl Ingestor {
         }
         record.transfer_syntax_uid = announced.transfer_syntax_uid.clone();
         record.size = stored.size as i64;
-        record.sha256 = stored.sha256.clone();
+        record.checksum = stored.checksum.clone();
         record.object_key = stored.key.clone();
         record.source = source;
         let started = std::time::Instant::now();

@@ -225,7 +225,7 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
         columns: integer(&obj, tags::COLUMNS),
         number_of_frames: integer(&obj, tags::NUMBER_OF_FRAMES),
         size: 0,
-        sha256: String::new(),
+        checksum: String::new(),
         object_key: String::new(),
         metadata_json,
         source: String::new(),

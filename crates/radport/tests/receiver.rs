@@ -71,6 +71,16 @@ fn dcmsend_verbatim_routes_to_dataset_and_project_and_admin() {
     ));
     let original = read_file(&tmp.path().join("a/nested/slice_0001.dcm"));
     assert_eq!(dataset_bytes(&stored), dataset_bytes(&original));
+    // Its size and checksum, as listed, are those of the served bytes.
+    let listed = instances
+        .iter()
+        .find(|i| i["sop_instance_uid"] == sop.as_str())
+        .expect("the instance is listed");
+    assert_eq!(listed["size"], stored.len() as u64);
+    assert_eq!(
+        listed["checksum"],
+        format!("blake3:{}", blake3::hash(&stored).to_hex())
+    );
     // DCMTK accepts what we stored as a valid file.
     let stored_path = tmp.path().join("stored.dcm");
     std::fs::write(&stored_path, &stored).unwrap();

@@ -33,7 +33,7 @@ fn record(i: usize) -> InstanceRecord {
         body_part_examined: Some(BODY_PARTS[i % BODY_PARTS.len()].into()),
         instance_number: Some(1),
         size: 1000,
-        sha256: format!("{i:064}"),
+        checksum: format!("blake3:{i:064}"),
         object_key: format!("instances/bench/{i}.dcm"),
         metadata_json: "{}".into(),
         source: "bench".into(),

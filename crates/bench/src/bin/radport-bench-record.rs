@@ -50,7 +50,7 @@ fn record(run: &str, i: usize) -> InstanceRecord {
         rows: Some(512),
         columns: Some(512),
         size: 525_000,
-        sha256: format!("{i:064}"),
+        checksum: format!("blake3:{i:064}"),
         object_key: format!("instances/bench/{run}/{i}.dcm"),
         metadata_json: metadata_json(i),
         source: "dimse:BENCH".into(),
