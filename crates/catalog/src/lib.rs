@@ -584,6 +584,43 @@ impl Catalog {
     }
 }
 
+/// The right to write to the catalog, held for one write transaction (or a batch of them).
+///
+/// On SQLite it holds the process-wide write lock and, behind it, the connection every writer
+/// uses: taken out of the pool on first use and kept. Writing on it skips the pool's liveness
+/// checks, which cost two hand-offs to SQLite's worker thread per transaction (a ping when a
+/// connection is acquired, another when it is returned) — measurable on the ingest hot path.
+/// On PostgreSQL writers run concurrently, each on a pooled connection.
+pub(crate) struct Writer {
+    /// SQLite only: the write lock and its connection (`None` until first used).
+    connection: Option<OwnedMutexGuard<Option<AnyConnection>>>,
+    /// Whether SQLite writes go through the connection behind the lock (else the pool's).
+    own_connection: bool,
+    pool: AnyPool,
+}
+
+impl Writer {
+    /// Begins a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the database's write
+    /// lock up front so a transaction never has to upgrade a read lock (which fails with
+    /// SQLITE_BUSY regardless of the busy timeout).
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+        let Some(slot) = self.connection.as_mut() else {
+            return self.pool.begin().await;
+        };
+        if !self.own_connection {
+            return self.pool.begin_with("BEGIN IMMEDIATE").await;
+        }
+        if slot.is_none() {
+            // Detached: it no longer counts against the pool's size, and it is never pinged.
+            **slot = Some(self.pool.acquire().await?.detach());
+        }
+        match slot.as_mut() {
+            Some(connection) => connection.begin_with("BEGIN IMMEDIATE").await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
@@ -637,42 +674,5 @@ mod unit_tests {
         }
         assert!("keep_first".parse::<DuplicatePolicy>().is_err());
         assert_eq!(DuplicatePolicy::default(), DuplicatePolicy::KeepFirst);
-    }
-}
-
-/// The right to write to the catalog, held for one write transaction (or a batch of them).
-///
-/// On SQLite it holds the process-wide write lock and, behind it, the connection every writer
-/// uses: taken out of the pool on first use and kept. Writing on it skips the pool's liveness
-/// checks, which cost two hand-offs to SQLite's worker thread per transaction (a ping when a
-/// connection is acquired, another when it is returned) — measurable on the ingest hot path.
-/// On PostgreSQL writers run concurrently, each on a pooled connection.
-pub(crate) struct Writer {
-    /// SQLite only: the write lock and its connection (`None` until first used).
-    connection: Option<OwnedMutexGuard<Option<AnyConnection>>>,
-    /// Whether SQLite writes go through the connection behind the lock (else the pool's).
-    own_connection: bool,
-    pool: AnyPool,
-}
-
-impl Writer {
-    /// Begins a write transaction. On SQLite, `BEGIN IMMEDIATE` takes the database's write
-    /// lock up front so a transaction never has to upgrade a read lock (which fails with
-    /// SQLITE_BUSY regardless of the busy timeout).
-    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
-        let Some(slot) = self.connection.as_mut() else {
-            return self.pool.begin().await;
-        };
-        if !self.own_connection {
-            return self.pool.begin_with("BEGIN IMMEDIATE").await;
-        }
-        if slot.is_none() {
-            // Detached: it no longer counts against the pool's size, and it is never pinged.
-            **slot = Some(self.pool.acquire().await?.detach());
-        }
-        match slot.as_mut() {
-            Some(connection) => connection.begin_with("BEGIN IMMEDIATE").await,
-            None => Err(sqlx::Error::PoolClosed),
-        }
     }
 }
