@@ -369,17 +369,28 @@ impl ObjectWriter {
         self.size
     }
 
-    /// Appends bytes.
+    /// Appends a copy of `bytes`.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
         let Some(inner) = self.inner.as_mut() else {
-            return Err(ArchiveError::Storage(format!(
-                "{}: write after finish or abort",
-                self.key
-            )));
+            return Err(self.finished_error());
         };
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         inner.write_all(bytes).await.map_err(ArchiveError::from_io)
+    }
+
+    /// Appends `bytes` without copying them: the writer keeps the buffer until it is written.
+    pub async fn write_owned(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Err(self.finished_error());
+        };
+        self.hasher.update(&bytes);
+        self.size += bytes.len() as u64;
+        inner.put(bytes).await.map_err(ArchiveError::classify)
+    }
+
+    fn finished_error(&self) -> ArchiveError {
+        ArchiveError::Storage(format!("{}: write after finish or abort", self.key))
     }
 
     /// Completes the object: after this returns `Ok`, it is durably stored and visible. On
@@ -435,7 +446,8 @@ mod tests {
         let archive = Archive::local(dir.path()).unwrap();
         let mut w = archive.writer("instances/a/b.dcm").unwrap();
         w.write(b"hello ").await.unwrap();
-        w.write(b"world").await.unwrap();
+        w.write_owned(Bytes::from_static(b"wor")).await.unwrap();
+        w.write(b"ld").await.unwrap();
         let stored = w.finish().await.unwrap();
         assert_eq!(stored.size, 11);
         assert_eq!(

@@ -531,7 +531,8 @@ impl Session {
         }
         self.counters.bytes += pdv.data.len() as u64;
         if let Some(incoming) = store.incoming.as_mut() {
-            if let Err(e) = incoming.write(&pdv.data).await {
+            // The fragment's buffer is handed on, not copied.
+            if let Err(e) = incoming.write(pdv.data).await {
                 store.failure = Some((failure_status(&e), e.to_string()));
                 if let Some(i) = store.incoming.take() {
                     i.abort().await;

@@ -12,6 +12,8 @@
 //!   (best effort delete) and never a catalog row.
 //! - Memory per instance is bounded: the archive writer's buffer plus [`HEAD_LIMIT`] bytes (up
 //!   to [`SLOW_HEAD_LIMIT`] for the rare instance whose attributes do not fit in that).
+//! - Received bytes are not copied on the way to the archive: the chunks are handed on as they
+//!   are, and the head is read from those same chunks.
 //! - No declared length reaches the DICOM parser unchecked: [`prescan`] walks the bytes first,
 //!   so a hostile instance costs what it sent, not what it declares.
 
@@ -22,6 +24,8 @@ pub use radport_prescan as prescan;
 
 use std::io::Write as _;
 
+use bytes::Bytes;
+
 use dicom_object::meta::FileMetaTableBuilder;
 use radport_archive::{Archive, ArchiveError, ObjectWriter};
 use radport_catalog::{Catalog, CatalogError, DuplicatePolicy, RecordOutcome, Route};
@@ -31,6 +35,11 @@ pub use metadata::{extract_record, MetadataError};
 /// How many bytes of the head of each file are kept in memory to read its attributes from.
 /// Attributes after this (rare: very large headers) are read back from the archive.
 pub const HEAD_LIMIT: usize = 1024 * 1024;
+
+/// The attributes are first read from this much of the head (copied into one buffer), which
+/// holds every attribute before Pixel Data of a typical slice; only if they go on is the
+/// whole head put together.
+pub const QUICK_HEAD_LIMIT: usize = 64 * 1024;
 
 /// How far into a stored file a second, slower attempt at reading its attributes goes.
 pub const SLOW_HEAD_LIMIT: u64 = prescan::MAX_INFLATED_HEAD;
@@ -120,20 +129,28 @@ pub struct Ingestor {
 /// An instance being received: the archive writer and the head of its bytes.
 pub struct IncomingInstance {
     writer: ObjectWriter,
-    head: Vec<u8>,
+    /// The first [`HEAD_LIMIT`] bytes, as the chunks they arrived in (shared, not copied).
+    head: Vec<Bytes>,
+    head_len: usize,
     route: Route,
     source: String,
     announced: Announced,
 }
 
 impl IncomingInstance {
-    /// Appends data-set bytes as they arrive.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
-        if self.head.len() < HEAD_LIMIT {
-            let take = (HEAD_LIMIT - self.head.len()).min(bytes.len());
-            self.head.extend_from_slice(&bytes[..take]);
+    /// Appends data-set bytes as they arrive (a `Vec<u8>` or `Bytes` is taken over, not
+    /// copied).
+    pub async fn write(&mut self, bytes: impl Into<Bytes>) -> Result<(), IngestError> {
+        let bytes = bytes.into();
+        if self.head_len < HEAD_LIMIT && !bytes.is_empty() {
+            let take = (HEAD_LIMIT - self.head_len).min(bytes.len());
+            self.head.push(bytes.slice(..take));
+            self.head_len += take;
         }
-        self.writer.write(bytes).await.map_err(IngestError::from)
+        self.writer
+            .write_owned(bytes)
+            .await
+            .map_err(IngestError::from)
     }
 
     /// Bytes received so far (file meta included).
@@ -145,6 +162,35 @@ impl IncomingInstance {
     pub async fn abort(self) {
         self.writer.abort().await;
     }
+}
+
+/// Reads the attributes from the head chunks: from their first [`QUICK_HEAD_LIMIT`] bytes,
+/// then, if the attributes go on, from all of them.
+fn extract_record_from_head(
+    head: &[Bytes],
+    file_size: u64,
+) -> Result<radport_catalog::InstanceRecord, MetadataError> {
+    let total: usize = head.iter().map(Bytes::len).sum();
+    let mut tried = 0;
+    for limit in [QUICK_HEAD_LIMIT, HEAD_LIMIT] {
+        let len = total.min(limit);
+        if len <= tried {
+            break;
+        }
+        let mut bytes = Vec::with_capacity(len);
+        for chunk in head {
+            let take = (len - bytes.len()).min(chunk.len());
+            bytes.extend_from_slice(&chunk[..take]);
+            if bytes.len() == len {
+                break;
+            }
+        }
+        match extract_record(&bytes, file_size) {
+            Err(MetadataError::NeedMoreBytes) => tried = len,
+            other => return other,
+        }
+    }
+    Err(MetadataError::NeedMoreBytes)
 }
 
 /// Key of a new instance's object: `instances/YYYY/MM/DD/<uuid>.dcm` (UTC day of arrival).
@@ -213,12 +259,13 @@ impl Ingestor {
         let writer = self.archive.writer(&object_key_for_new_instance())?;
         let mut incoming = IncomingInstance {
             writer,
-            head: Vec::with_capacity(64 * 1024),
+            head: Vec::new(),
+            head_len: 0,
             route,
             source,
             announced,
         };
-        incoming.write(&prologue).await?;
+        incoming.write(prologue).await?;
         Ok(incoming)
     }
 
@@ -227,6 +274,7 @@ impl Ingestor {
         let IncomingInstance {
             writer,
             head,
+            head_len: _,
             route,
             source,
             announced,
@@ -234,7 +282,7 @@ impl Ingestor {
         let started = std::time::Instant::now();
         let stored = writer.finish().await?;
         let store_time = started.elapsed();
-        let record = match extract_record(&head, stored.size) {
+        let record = match extract_record_from_head(&head, stored.size) {
             Ok(r) => Ok(r),
             Err(MetadataError::NeedMoreBytes) => {
                 match self.archive.get_prefix(&stored.key, SLOW_HEAD_LIMIT).await {
@@ -310,7 +358,9 @@ impl Ingestor {
         let (announced, dataset_offset) =
             metadata::read_file_meta(bytes).map_err(|e| IngestError::Malformed(e.to_string()))?;
         let mut incoming = self.begin(route, source, announced).await?;
-        let written = incoming.write(&bytes[dataset_offset..]).await;
+        let written = incoming
+            .write(Bytes::copy_from_slice(&bytes[dataset_offset..]))
+            .await;
         if let Err(e) = written {
             incoming.abort().await;
             return Err(e);
@@ -329,3 +379,85 @@ impl Ingestor {
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.77260619226653299350047344800576014343";
 /// Implementation Version Name written into the file meta group of every stored file.
 pub const IMPLEMENTATION_VERSION_NAME: &str = "RADPORT_0_1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+
+    /// A CT slice whose attributes before Study/Series Instance UID include a private OB
+    /// value of `private_len` bytes, as a Part-10 file.
+    fn slice_with_private_bytes(dir: &std::path::Path, private_len: usize) -> Vec<u8> {
+        let spec = radport_testkit::SeriesSpec {
+            count: 1,
+            rows: 16,
+            columns: 16,
+            uid_seed: format!("7{private_len}"),
+            ..Default::default()
+        };
+        let paths = radport_testkit::write_series(dir, &spec).unwrap();
+        let mut obj = dicom_object::open_file(&paths[0]).unwrap();
+        obj.put(DataElement::new(
+            Tag(0x0009, 0x0010),
+            VR::LO,
+            PrimitiveValue::from("RADPORT TEST"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0009, 0x1001),
+            VR::OB,
+            PrimitiveValue::from(vec![0xA5u8; private_len]),
+        ));
+        let out = dir.join(format!("private-{private_len}.dcm"));
+        obj.write_to_file(&out).unwrap();
+        std::fs::read(out).unwrap()
+    }
+
+    /// Attributes are read from the first 64 KiB, from the first 1 MiB, or from the stored
+    /// file, whichever holds them all — also when the bytes arrive in small chunks.
+    #[tokio::test]
+    async fn attributes_beyond_the_quick_head_and_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(&dir.path().join("archive")).unwrap();
+        let catalog = Catalog::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("catalog.db").display()
+        ))
+        .await
+        .unwrap();
+        let ingestor = Ingestor::new(archive, catalog, DuplicatePolicy::KeepFirst);
+        for private_len in [10, 200 * 1024, 3 * 1024 * 1024] {
+            let file = slice_with_private_bytes(dir.path(), private_len);
+            let (announced, offset) = metadata::read_file_meta(&file).unwrap();
+            let sop = announced.sop_instance_uid.clone();
+            let route = Route {
+                project: "admin".into(),
+                dataset: "d".into(),
+            };
+            let mut incoming = ingestor
+                .begin(route, "test".into(), announced)
+                .await
+                .unwrap();
+            for chunk in file[offset..].chunks(10_000) {
+                incoming.write(chunk.to_vec()).await.unwrap();
+            }
+            let outcome = ingestor.finish(incoming).await.unwrap();
+            assert_eq!(outcome.sop_instance_uid, sop, "{private_len}");
+            assert_eq!(outcome.disposition, Disposition::Stored, "{private_len}");
+            let series = ingestor
+                .catalog()
+                .get_series(&outcome.series_instance_uid)
+                .await
+                .unwrap()
+                .expect("series recorded");
+            assert_eq!(series.series.modality.as_deref(), Some("CT"));
+            let row = &series.instances[0];
+            let stored = ingestor.archive().get(&row.object_key).await.unwrap();
+            assert_eq!(row.size as usize, stored.len());
+            assert!(
+                stored.ends_with(&file[offset..]),
+                "{private_len}: the data set as sent"
+            );
+            assert_eq!(row.checksum, radport_archive::checksum(&stored));
+        }
+    }
+}
