@@ -26,6 +26,11 @@
 #   STORESCP_FLAGS="+xa"           extra flags for /usr/bin/storescp (output dir, --fork and port are added)
 #   RADPORT_FLAGS=""               extra flags for `radport serve`
 #   BENCH_TIMEOUT=600              seconds a single scenario may take before it counts as failed
+#   BENCH_SENDER_NODELAY=1         run dcmsend with TCP_NODELAY=1 (DCMTK's switch for Nagle's
+#                                  algorithm) instead of its defaults. With Nagle on in the sender,
+#                                  a receiver that delays its ACKs (storescp) stalls up to 40 ms now
+#                                  and then, whatever its own TCP_NODELAY; this shows the receivers
+#                                  without those stalls
 #
 # Exit status: non-zero if the build fails, a receiver does not start, any dcmsend fails, or
 # a receiver did not store every instance that was sent.
@@ -40,6 +45,13 @@ BENCH_RECEIVERS="${BENCH_RECEIVERS:-radport storescp}"
 BENCH_MEMCHECK="${BENCH_MEMCHECK:-1}"
 BENCH_REPEAT="${BENCH_REPEAT:-3}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-600}"
+# DCMTK reads TCP_NODELAY from the environment; empty means its default (Nagle on).
+SENDER_NODELAY=""
+SENDER_SETTINGS="default settings"
+if [[ "${BENCH_SENDER_NODELAY:-0}" == 1 ]]; then
+    SENDER_NODELAY=1
+    SENDER_SETTINGS="TCP_NODELAY=1, otherwise default settings"
+fi
 STORESCP_FLAGS="${STORESCP_FLAGS:-+xa}"
 RADPORT_FLAGS="${RADPORT_FLAGS:-}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -270,7 +282,7 @@ run_scenario() {
     SENDER_PIDS=()
     t0=$(now)
     for i in "${!dirs[@]}"; do
-        timeout "$BENCH_TIMEOUT" "$DCMSEND" 127.0.0.1 "$DICOM_PORT" --aetitle "$CALLING_AE" \
+        TCP_NODELAY="$SENDER_NODELAY" timeout "$BENCH_TIMEOUT" "$DCMSEND" 127.0.0.1 "$DICOM_PORT" --aetitle "$CALLING_AE" \
             --call "$CALLED_AE" --scan-directories --scan-pattern '*.dcm' --recurse "${dirs[$i]}" \
             >"$LOGS/$name.dcmsend-$((i + 1)).log" 2>&1 &
         SENDER_PIDS+=($!)
@@ -398,6 +410,15 @@ main() {
     (( available > needed + needed / 10 )) \
         || die "$RUNS has $((available >> 20)) MiB free; the runs need about $((needed >> 20)) MiB (lower BENCH_COUNT or BENCH_REPEAT, or set BENCH_RUNS_DIR)"
 
+    # What the disk takes when every byte has to be on it: the ceiling for a receiver that
+    # answers only once an instance is durable (storescp never syncs, so it is not bound by it).
+    local disk_mbps
+    disk_mbps=$(LC_ALL=C dd if=/dev/zero of="$RUNS/disk-reference" bs=1M count=512 conv=fdatasync 2>&1 \
+        | awk '/copied/ {for (i = 1; i <= NF; i++) if ($i == "s,") print $(i-1)}' \
+        | awk -v b=$((512 * 1048576)) '{printf "%.0f", b / 1048576 / $1}')
+    rm -f "$RUNS/disk-reference"
+    log "disk reference: 512 MiB written with dd conv=fdatasync at ${disk_mbps:-?} MB/s"
+
     local single="single-$BENCH_COUNT"
     local parallel="parallel-${BENCH_PARALLEL}x$BENCH_PARALLEL_COUNT"
     local r
@@ -419,7 +440,7 @@ main() {
 
     local s a b
     echo
-    echo "Ingest benchmark: dcmsend (DCMTK $("$DCMSEND" --version | awk 'NR==1 {print $3}'), default settings) -> receiver on 127.0.0.1;" \
+    echo "Ingest benchmark: dcmsend (DCMTK $("$DCMSEND" --version | awk 'NR==1 {print $3}'), $SENDER_SETTINGS) -> receiver on 127.0.0.1;" \
         "512x512 16-bit CT slices; $(nproc) CPUs; median of $BENCH_REPEAT run(s), each against a fresh receiver;" \
         "MB = 2^20 bytes; peak RSS = largest VmHWM of the radport process"
     echo
@@ -445,6 +466,7 @@ main() {
         echo "radport peak RSS: ${PEAK["$single|radport"]:-?} MB for $BENCH_COUNT instances vs." \
             "${PEAK["$memcheck|radport"]:-?} MB for $BENCH_PARALLEL_COUNT instances"
     fi
+    echo "disk reference: dd of 512 MiB with conv=fdatasync into $RUNS: ${disk_mbps:-?} MB/s (the ceiling for a receiver that syncs before it answers)"
     echo "logs: $LOGS"
     if (( FAILURES > 0 )); then
         die "$FAILURES run(s) failed: see above"
