@@ -423,7 +423,8 @@ impl Catalog {
     pub async fn create_project(&self, name: &str) -> Result<Project, CatalogError> {
         let key = name_key("project", name)?;
         let created_at = now();
-        let _writer = self.writer().await;
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
         let result = sqlx::query(
             "INSERT INTO projects (name_key, name, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name_key) DO NOTHING",
@@ -431,8 +432,9 @@ impl Catalog {
         .bind(&key)
         .bind(name)
         .bind(&created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if result.rows_affected() == 0 {
             return Err(CatalogError::Conflict(format!(
                 "project {name:?} already exists"
