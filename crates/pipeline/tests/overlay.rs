@@ -13,9 +13,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 use image::{GrayImage, RgbImage};
 use radport_pipeline::thumbnail::{
-    render_instance, render_or_placeholder, render_rtstruct_overlay, render_seg_overlay,
-    rtstruct_source_reference, seg_source_reference, Rendered, SegSourceRef, ThumbnailError,
-    ThumbnailOptions,
+    render_frame_or_placeholder, render_instance, render_or_placeholder, render_rtstruct_overlay,
+    render_seg_overlay, rtstruct_source_reference, seg_source_reference, Rendered, SegSourceRef,
+    ThumbnailError, ThumbnailOptions,
 };
 use serde_json::Value;
 
@@ -351,6 +351,19 @@ fn binary_seg_alone_draws_the_middle_slice_on_dark() {
         match render_or_placeholder(&seg, &o) {
             Rendered::Image(same) => assert_eq!(rgb(&same), img),
             Rendered::Placeholder { reason, .. } => panic!("SEG got a placeholder: {reason}"),
+        }
+        // So does the viewer on the frame it starts on (the middle of 5); other frames of a
+        // SEG are not drawn one by one, and the placeholder says so.
+        match render_frame_or_placeholder(&seg, Some(2), &o) {
+            Rendered::Image(same) => assert_eq!(rgb(&same), img),
+            Rendered::Placeholder { reason, .. } => panic!("SEG got a placeholder: {reason}"),
+        }
+        match render_frame_or_placeholder(&seg, Some(0), &o) {
+            Rendered::Placeholder { reason, .. } => assert!(
+                reason.contains("frame 1 of 5") && reason.contains("overlay of one slice"),
+                "{reason}"
+            ),
+            Rendered::Image(_) => panic!("frame 1 of a SEG drawn as an overlay"),
         }
     }
 }

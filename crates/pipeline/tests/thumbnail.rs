@@ -8,8 +8,8 @@ use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use radport_pipeline::thumbnail::{
-    render_instance, render_or_placeholder, render_placeholder, Rendered, ThumbnailError,
-    ThumbnailOptions,
+    render_frame_or_placeholder, render_instance, render_or_placeholder, render_placeholder,
+    Rendered, ThumbnailError, ThumbnailOptions,
 };
 
 fn opts(max_side: u32) -> ThumbnailOptions {
@@ -573,6 +573,49 @@ fn multi_frame_draws_the_middle_frame() {
             "{name}: frame 2 (value 120) expected, got {:?}",
             &img.as_raw()[..4]
         );
+    }
+}
+
+/// The viewer's frames: each frame of a multi-frame image on its own, native and compressed;
+/// a frame the image does not have is a placeholder that says so.
+#[test]
+fn each_frame_of_a_multi_frame_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = five_frames();
+    let variants = [
+        ("native", native.clone()),
+        ("rle", convert(dir.path(), &native, "mfrle2", &["dcmcrle"])),
+        (
+            "jpeg-ls",
+            convert(dir.path(), &native, "mfjpls2", &["dcmcjpls"]),
+        ),
+    ];
+    for (name, file) in variants {
+        if !decodable(&file) {
+            continue;
+        }
+        for frame in 0..5u32 {
+            let Rendered::Image(png) = render_frame_or_placeholder(&file, Some(frame), &opts(32))
+            else {
+                panic!("{name}: frame {frame} not drawn");
+            };
+            let img = gray(&png);
+            let expected = 20 + 50 * frame as u8;
+            assert!(
+                img.as_raw().iter().all(|v| *v == expected),
+                "{name}: frame {frame} (value {expected}) expected, got {:?}",
+                &img.as_raw()[..4]
+            );
+        }
+        match render_frame_or_placeholder(&file, Some(5), &opts(32)) {
+            Rendered::Placeholder { reason, .. } => {
+                assert!(
+                    reason.contains("no frame 6 in an instance of 5"),
+                    "{reason}"
+                )
+            }
+            Rendered::Image(_) => panic!("{name}: frame 6 of 5 drawn"),
+        }
     }
 }
 

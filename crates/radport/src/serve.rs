@@ -214,20 +214,16 @@ impl radport_http::preview::FrameRenderer for PipelineFrames {
         &self,
         file: &[u8],
         frame: u32,
-        number_of_frames: u32,
+        _number_of_frames: u32,
         size: u32,
     ) -> Result<Vec<u8>, radport_http::preview::RenderError> {
-        // The pipeline's renderer draws the middle frame of a multi-frame object (the frame
-        // `/rendered` shows when none is asked for); other frames need a frame argument there.
-        let middle = number_of_frames / 2 + 1;
-        if frame != middle {
-            return Err(radport_http::preview::RenderError::Unsupported(format!(
-                "frame {frame} of {number_of_frames}: only the middle frame ({middle}) of a \
-                 multi-frame instance can be drawn so far"
-            )));
-        }
         let options = radport_pipeline::thumbnail::ThumbnailOptions { max_side: size };
-        Ok(radport_pipeline::thumbnail::render_or_placeholder(file, &options).into_png())
+        // `frame` is 1-based and within the instance (checked by the HTTP layer).
+        let index = frame.saturating_sub(1);
+        Ok(
+            radport_pipeline::thumbnail::render_frame_or_placeholder(file, Some(index), &options)
+                .into_png(),
+        )
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use radport_testkit::{series_uid, write_series, SeriesSpec};
+use radport_testkit::{series_uid, write_multi_frame, write_series, SeriesSpec};
 
 const XSS_NAME: &str = "<script>alert(1)</script>";
 
@@ -169,6 +169,18 @@ fn the_web_ui_works_in_a_real_browser() {
     }
     std::fs::write(folder.join(".DS_Store"), b"not DICOM").unwrap();
 
+    // A multi-frame instance (three slices as frames), sent by the browser test itself at its
+    // end so that the gallery counts before stay as they are.
+    let frames_spec = SeriesSpec {
+        count: 3,
+        uid_seed: "706".into(),
+        patient_id: "PAT-FRAMES".into(),
+        series_description: "Multi-frame".into(),
+        ..Default::default()
+    };
+    let frames_dir = tmp.path().join("frames");
+    write_multi_frame(&frames_dir, &frames_spec).unwrap();
+
     // Unknown API paths stay JSON 404s beside the UI.
     let (status, body) = server.get_status("/api/no-such-thing");
     assert_eq!(status, 404);
@@ -191,6 +203,8 @@ fn the_web_ui_works_in_a_real_browser() {
         .env("RADPORT_FOLDER_UID", series_uid(&folder_spec))
         .env("RADPORT_FOLDER_COUNT", folder_spec.count.to_string())
         .env("RADPORT_XSS_NAME", XSS_NAME)
+        .env("RADPORT_FRAMES_DIR", &frames_dir)
+        .env("RADPORT_FRAMES_UID", series_uid(&frames_spec))
         .current_dir(browser_dir())
         .output()
         .expect("node runs");

@@ -4,10 +4,9 @@
 mod common;
 
 use common::*;
-use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::{tags, uids};
-use dicom_object::meta::FileMetaTableBuilder;
-use radport_testkit::{ct_slice, series_uid, sop_uid, write_series, SeriesSpec, UID_ROOT};
+use radport_testkit::{
+    multi_frame_sop_uid, series_uid, sop_uid, write_multi_frame, write_series, SeriesSpec,
+};
 use serde_json::Value;
 
 fn get(server: &Server, path: &str) -> reqwest::blocking::Response {
@@ -142,46 +141,8 @@ fn rendered_frames_of_a_multi_frame_instance() {
         ..Default::default()
     };
     // One instance holding the three slices as frames.
-    let mut obj = ct_slice(&spec, 0);
-    let mut pixels = Vec::new();
-    for i in 0..3 {
-        let slice = ct_slice(&spec, i);
-        pixels.extend(
-            slice
-                .element(tags::PIXEL_DATA)
-                .unwrap()
-                .to_bytes()
-                .unwrap()
-                .iter(),
-        );
-    }
-    obj.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OW,
-        PrimitiveValue::U8(pixels.into()),
-    ));
-    obj.put(DataElement::new(
-        tags::NUMBER_OF_FRAMES,
-        VR::IS,
-        PrimitiveValue::from("3"),
-    ));
-    let sop = format!("{UID_ROOT}.812.9");
-    obj.put(DataElement::new(
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        PrimitiveValue::from(sop.as_str()),
-    ));
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
-        .media_storage_sop_instance_uid(sop.as_str())
-        .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-        .implementation_class_uid(format!("{UID_ROOT}.1"))
-        .build()
-        .unwrap();
-    std::fs::create_dir_all(tmp.path().join("mf")).unwrap();
-    obj.with_exact_meta(meta)
-        .write_to_file(tmp.path().join("mf/frames.dcm"))
-        .unwrap();
+    write_multi_frame(&tmp.path().join("mf"), &spec).unwrap();
+    let sop = multi_frame_sop_uid(&spec);
     assert!(server
         .dcmsend("kp-preview", "kp-admin", &tmp.path().join("mf"))
         .status
@@ -195,7 +156,12 @@ fn rendered_frames_of_a_multi_frame_instance() {
     let middle = png_of(get(&server, &path));
     assert_eq!(png_of(get(&server, &format!("{path}&frame=2"))), middle);
     assert!(error_of(get(&server, &format!("{path}&frame=4")), 400).contains("between 1 and 3"));
-    // Other frames need a frame argument in the pipeline's renderer: refused, and said so.
-    let message = error_of(get(&server, &format!("{path}&frame=1")), 501);
-    assert!(message.contains("middle frame (2)"), "{message}");
+    // Every frame can be stepped through: each is its own slice.
+    let frames: Vec<_> = (1..=3)
+        .map(|f| png_of(get(&server, &format!("{path}&frame={f}"))))
+        .collect();
+    assert_eq!(frames[1], middle);
+    assert_ne!(frames[0], frames[1], "frame 1 is not the middle one");
+    assert_ne!(frames[2], frames[1], "frame 3 is not the middle one");
+    assert_ne!(frames[0], frames[2]);
 }

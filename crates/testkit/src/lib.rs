@@ -258,3 +258,52 @@ pub fn write_series(dir: &Path, spec: &SeriesSpec) -> Result<Vec<PathBuf>> {
     }
     Ok(paths)
 }
+
+/// SOP Instance UID of the instance [`write_multi_frame`] writes for `spec`.
+pub fn multi_frame_sop_uid(spec: &SeriesSpec) -> String {
+    format!("{UID_ROOT}.{}.9", digits(&spec.uid_seed))
+}
+
+/// Writes the series as one instance whose frames are its slices (`DIR/frames.dcm`, Number of
+/// Frames = `spec.count`, the first slice's attributes) and returns its path.
+pub fn write_multi_frame(dir: &Path, spec: &SeriesSpec) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut obj = ct_slice(spec, 0);
+    let mut pixels = Vec::new();
+    for index in 0..spec.count {
+        let slice = ct_slice(spec, index);
+        let bytes = slice
+            .element(tags::PIXEL_DATA)
+            .context("a slice without pixel data")?
+            .to_bytes()
+            .context("pixel data as bytes")?;
+        pixels.extend_from_slice(&bytes);
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U8(pixels.into()),
+    ));
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from(spec.count.to_string()),
+    ));
+    let sop = multi_frame_sop_uid(spec);
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(sop.as_str()),
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(uids::CT_IMAGE_STORAGE)
+        .media_storage_sop_instance_uid(sop.as_str())
+        .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .implementation_class_uid(format!("{UID_ROOT}.1"))
+        .build()?;
+    let path = dir.join("frames.dcm");
+    obj.with_exact_meta(meta)
+        .write_to_file(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -105,14 +105,25 @@ function metadataView(metadata) {
 /** Longest side of the frames the slice viewer asks for (one size: the browser caches them). */
 const SLICE_SIZE = 512;
 
+/** Segmentation and RT Structure Set Storage: drawn as the overlay of one slice, not frame by frame. */
+const OVERLAY_CLASSES = new Set(['1.2.840.10008.5.1.4.1.1.66.4', '1.2.840.10008.5.1.4.1.1.481.3']);
+
 /**
- * The series as slices: one rendered frame per instance, by Instance Number, starting in the
- * middle. Scrolled with the range input, the mouse wheel over the image, or the keyboard (arrow
- * keys, Page Up/Down, Home/End) once the viewer has the focus. One frame is fetched at a time and
- * the latest wanted slice wins, so scrolling fast does not queue renders on the server.
+ * The series as slices: every frame of every instance, instances by Instance Number, starting in
+ * the middle (a segmentation or structure set is one slice: its overlay). Scrolled with the range
+ * input, the mouse wheel over the image, or the keyboard (arrow keys, Page Up/Down, Home/End) once
+ * the viewer has the focus. One frame is fetched at a time and the latest wanted slice wins, so
+ * scrolling fast does not queue renders on the server.
  */
 function sliceViewer(uid, title, instances, lastArrival) {
-  const slices = [...instances].sort((a, b) => (a.instance_number ?? Infinity) - (b.instance_number ?? Infinity));
+  const slices = [...instances]
+    .sort((a, b) => (a.instance_number ?? Infinity) - (b.instance_number ?? Infinity))
+    .flatMap((instance) => {
+      const frames = OVERLAY_CLASSES.has(instance.sop_class_uid) ? 1 : Math.max(1, instance.number_of_frames ?? 1);
+      // Single-frame instances ask for no frame: the URL (and the browser's cache) of the default.
+      if (frames === 1) return [{ instance, frame: undefined, frames }];
+      return Array.from({ length: frames }, (_, f) => ({ instance, frame: f + 1, frames }));
+    });
   const n = slices.length;
   if (n === 0) return thumbnail(uid, `Preview of ${title}`, { eager: true, lastArrival });
   let current = Math.floor(n / 2);
@@ -139,8 +150,9 @@ function sliceViewer(uid, title, instances, lastArrival) {
 
   function describe() {
     label.textContent = `slice ${current + 1} / ${n}`;
-    const s = slices[current];
-    number.textContent = s.instance_number !== null && s.instance_number !== undefined ? `Instance Number ${s.instance_number}` : 'no Instance Number';
+    const { instance: s, frame, frames } = slices[current];
+    const instanceText = s.instance_number !== null && s.instance_number !== undefined ? `Instance Number ${s.instance_number}` : 'no Instance Number';
+    number.textContent = frame === undefined ? instanceText : `${instanceText}, frame ${frame} / ${frames}`;
     range.value = String(current + 1);
     prev.disabled = current === 0;
     next.disabled = current === n - 1;
@@ -151,7 +163,7 @@ function sliceViewer(uid, title, instances, lastArrival) {
     busy = true;
     while (wanted !== shown) {
       const k = wanted;
-      const url = api.renderedUrl(uid, slices[k].sop_instance_uid, { size: SLICE_SIZE });
+      const url = api.renderedUrl(uid, slices[k].instance.sop_instance_uid, { frame: slices[k].frame, size: SLICE_SIZE });
       const probe = new Image();
       probe.src = url;
       try {

@@ -219,6 +219,11 @@ struct SampleFormat {
 
 /// Decodes the middle frame of the object's pixel data.
 pub(crate) fn middle_frame(obj: &Obj) -> Result<Frame, ThumbnailError> {
+    frame(obj, None)
+}
+
+/// Decodes frame `requested` (0-based) of the object's pixel data, or the middle one (`None`).
+pub(crate) fn frame(obj: &Obj, requested: Option<u32>) -> Result<Frame, ThumbnailError> {
     let description = describe(obj);
     if !description.has_pixel_data {
         return Err(ThumbnailError::NoPixelData {
@@ -229,7 +234,11 @@ pub(crate) fn middle_frame(obj: &Obj) -> Result<Frame, ThumbnailError> {
     let cols = required_u32(obj, tags::COLUMNS, "Columns")?;
     let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
     let frames = u32::try_from(frames).map_err(|_| invalid("Number of Frames out of range"))?;
-    let index = frames / 2;
+    let index = match requested {
+        None => frames / 2,
+        Some(index) if index < frames => index,
+        Some(index) => return Err(ThumbnailError::NoSuchFrame { index, frames }),
+    };
     let spp = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let spp: usize = match spp {
         1 => 1,

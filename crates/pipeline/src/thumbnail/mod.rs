@@ -122,6 +122,9 @@ pub enum ThumbnailError {
     /// Image attributes missing or inconsistent with the pixel data.
     #[error("invalid image: {0}")]
     Invalid(String),
+    /// A frame was asked for that the instance does not have (`index` is 0-based).
+    #[error("no frame {} in an instance of {frames} frame(s)", index + 1)]
+    NoSuchFrame { index: u32, frames: u32 },
     /// One frame is larger than the renderer accepts.
     #[error("frame too large ({rows}x{columns}, {samples} samples per pixel)")]
     TooLarge {
@@ -172,13 +175,26 @@ impl ThumbnailError {
 ///   resampling at all when the size already matches).
 pub fn render_instance(file: &[u8], opts: &ThumbnailOptions) -> Result<Vec<u8>, ThumbnailError> {
     let obj = decode::parse(file)?;
-    render_object(&obj, opts)
+    render_object(&obj, None, opts)
 }
 
 /// Decides what to draw for an instance: the image, or a placeholder when the object has no pixel
 /// data (title = Modality, subtitle = SOP Class name, or its UID when the dictionary lacks it) or
 /// when rendering fails (title = Modality, subtitle = "cannot render: <reason>").
 pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
+    render_frame_or_placeholder(file, None, opts)
+}
+
+/// [`render_or_placeholder`] for frame `frame` (0-based) of a multi-frame image instead of its
+/// middle one (`None`: the middle one), for a viewer that steps through the frames. A frame the
+/// image does not have gives a placeholder saying so. Segmentations and structure sets are
+/// drawn as for their thumbnail (the overlay of one slice): other frames of theirs give a
+/// placeholder saying so.
+pub fn render_frame_or_placeholder(
+    file: &[u8],
+    frame: Option<u32>,
+    opts: &ThumbnailOptions,
+) -> Rendered {
     let obj = match decode::parse(file) {
         Ok(obj) => obj,
         Err(e) => {
@@ -192,6 +208,22 @@ pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
     let info = decode::describe(&obj);
     let title = info.modality.as_deref().unwrap_or("DICOM");
     // Segmentations and structure sets alone: their labels or contours on a dark background.
+    let is_overlay = seg::is_seg(&obj) || rtstruct::is_rtstruct(&obj);
+    let frames = decode::int(&obj, dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+        .unwrap_or(1)
+        .max(1);
+    if let Some(index) = frame.filter(|i| is_overlay && i64::from(*i) != frames / 2) {
+        let reason = format!(
+            "frame {} of {frames}: a {} is drawn as the overlay of one slice (frame {})",
+            index + 1,
+            info.sop_class_name.as_deref().unwrap_or("segmentation"),
+            frames / 2 + 1
+        );
+        return Rendered::Placeholder {
+            png: render_placeholder(title, &reason, opts),
+            reason,
+        };
+    }
     let overlay = if seg::is_seg(&obj) {
         Some(seg::render_object(&obj, None, opts))
     } else if rtstruct::is_rtstruct(&obj) {
@@ -226,7 +258,7 @@ pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
             reason,
         };
     }
-    match render_object(&obj, opts) {
+    match render_object(&obj, frame, opts) {
         Ok(png) => Rendered::Image(png),
         Err(e) => {
             let subtitle = format!("cannot render: {}", e.summary());
@@ -314,9 +346,13 @@ pub fn rtstruct_source_reference(rtstruct: &[u8]) -> Option<SegSourceRef> {
     rtstruct::source_reference(rtstruct)
 }
 
-fn render_object(obj: &decode::Obj, opts: &ThumbnailOptions) -> Result<Vec<u8>, ThumbnailError> {
+fn render_object(
+    obj: &decode::Obj,
+    frame: Option<u32>,
+    opts: &ThumbnailOptions,
+) -> Result<Vec<u8>, ThumbnailError> {
     let picture = decode::guard("rendering", || {
-        let frame = decode::middle_frame(obj)?;
+        let frame = decode::frame(obj, frame)?;
         let params = tone::ToneParams::from_object(obj, frame.index)?;
         let picture = tone::to_display(&frame, &params)?;
         Ok((picture, frame.aspect))

@@ -3,6 +3,7 @@
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync, mkdirSync, readFileSync, readdirSync, copyFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, basename } from 'node:path';
 
@@ -23,6 +24,8 @@ const LATER_UID = env('RADPORT_LATER_UID');
 const FOLDER = env('RADPORT_FOLDER');
 const FOLDER_UID = env('RADPORT_FOLDER_UID');
 const FOLDER_COUNT = Number(env('RADPORT_FOLDER_COUNT'));
+const FRAMES_DIR = env('RADPORT_FRAMES_DIR');
+const FRAMES_UID = env('RADPORT_FRAMES_UID');
 mkdirSync(shots, { recursive: true });
 
 function assert(condition, message) {
@@ -643,6 +646,27 @@ try {
     assert((await api(`/api/workflow-runs/${missing.id}`)).state === 'failed', 'the failed run stays as it was');
   }
   await shot('run-rerun');
+
+  step('series detail: the slice viewer steps through the frames of a multi-frame instance');
+  execFileSync('/usr/bin/dcmsend', ['127.0.0.1', DICOM_PORT, '--aetitle', 'kp-frames', '--call', 'kp-admin',
+    '--scan-directories', '--scan-pattern', '*.dcm', '--recurse', FRAMES_DIR]);
+  await page.goto(`${base}/#/series/${FRAMES_UID}`);
+  await page.waitForSelector('#slice-viewer');
+  await sliceShown(2);
+  const middleFrame = await slice();
+  assert(middleFrame.label === 'slice 2 / 3', `one slice per frame, starting in the middle: ${middleFrame.label}`);
+  assert(middleFrame.src.includes('frame=2'), `the middle frame asked for: ${middleFrame.src}`);
+  assert((await page.textContent('.slice-status')).includes('frame 2 / 3'), 'the frame is named');
+  await page.focus('#slice-viewer');
+  await page.keyboard.press('ArrowDown');
+  await sliceShown(1);
+  const firstFrame = await slice();
+  assert(firstFrame.src.includes('frame=1') && firstFrame.sum !== middleFrame.sum, `frame 1 is another image: ${firstFrame.src}`);
+  await page.keyboard.press('End');
+  await sliceShown(3);
+  const lastFrame = await slice();
+  assert(lastFrame.src.includes('frame=3') && lastFrame.sum !== middleFrame.sum && lastFrame.sum !== firstFrame.sum, 'frame 3 is a third image');
+  await shot('series-frames');
 
   assert(dialogs.length === 0, `no dialog may open: ${dialogs.join('; ')}`);
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
