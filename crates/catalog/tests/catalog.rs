@@ -121,6 +121,7 @@ both!(two_schedulers_schedule_an_arrival_once);
 both!(validation_results);
 both!(series_references);
 both!(facets_and_sorting);
+both!(migrates_a_version_2_catalog);
 
 // ----- helpers -----------------------------------------------------------------------------
 
@@ -1446,6 +1447,72 @@ async fn migrates_a_version_1_catalog() {
     record(&c, &late, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
     assert_eq!(uids(&c, "p", q("acc-77")).await, ["12.1.1"]);
     assert_eq!(uids(&c, "p", q("perfusion")).await, ["12.1.1"]);
+}
+
+/// A version-2 catalog (SHA-256 digests in `instances.sha256`) is upgraded at connect, on either
+/// database: the column becomes `checksum` and the old digests say their algorithm; writing and
+/// reading go on.
+async fn migrates_a_version_2_catalog(url: &str) {
+    use sqlx::Connection;
+    {
+        let c = Catalog::connect(url).await.expect("connect");
+        record(
+            &c,
+            &rec("13.1", "13.1.1", "13.1.1.1"),
+            &route("admin", "d"),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await;
+        c.close().await;
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in [
+        "ALTER TABLE instances RENAME COLUMN checksum TO sha256",
+        "UPDATE instances SET sha256 = 'ab12'",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (2, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let old = c
+        .get_series("13.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    assert_eq!(old.instances[0].checksum, "sha256:ab12");
+    record(
+        &c,
+        &rec("13.1", "13.1.1", "13.1.1.2"),
+        &route("admin", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let both = c
+        .get_series("13.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    let mut checksums: Vec<&str> = both.instances.iter().map(|i| i.checksum.as_str()).collect();
+    checksums.sort();
+    assert_eq!(checksums, ["blake3:13.1.1.2", "sha256:ab12"]);
+    c.close().await;
+    // Connecting again changes nothing (the upgrade ran once).
+    let c = Catalog::connect(url).await.expect("reconnect");
+    let again = c
+        .get_series("13.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    assert!(again.instances.iter().any(|i| i.checksum == "sha256:ab12"));
+    c.close().await;
 }
 
 // ----- job queue -------------------------------------------------------------------------
