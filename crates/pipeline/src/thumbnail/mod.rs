@@ -208,7 +208,9 @@ pub fn render_frame_or_placeholder(
     let info = decode::describe(&obj);
     let title = info.modality.as_deref().unwrap_or("DICOM");
     // Segmentations and structure sets alone: their labels or contours on a dark background.
-    let is_overlay = seg::is_seg(&obj) || rtstruct::is_rtstruct(&obj);
+    let is_seg = seg::is_seg(&obj);
+    let is_rtstruct = !is_seg && rtstruct::is_rtstruct(&obj);
+    let is_overlay = is_seg || is_rtstruct;
     let frames = decode::int(&obj, dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
         .unwrap_or(1)
         .max(1);
@@ -224,9 +226,9 @@ pub fn render_frame_or_placeholder(
             reason,
         };
     }
-    let overlay = if seg::is_seg(&obj) {
+    let overlay = if is_seg {
         Some(seg::render_object(&obj, None, opts))
-    } else if rtstruct::is_rtstruct(&obj) {
+    } else if is_rtstruct {
         Some(rtstruct::render_object(&obj, None, opts))
     } else {
         None
