@@ -170,6 +170,67 @@ fn format_checksum(hash: &blake3::Hash) -> String {
     format!("{CHECKSUM_ALGORITHM}:{}", hash.to_hex())
 }
 
+/// What reading an object back told about it (see [`Archive::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Its size and checksum are those recorded.
+    Intact,
+    /// There is no object under the key.
+    Missing,
+    /// Its size is not the one recorded.
+    SizeDiffers {
+        /// Bytes stored now.
+        stored: u64,
+    },
+    /// Its checksum is not the one recorded.
+    ChecksumDiffers {
+        /// Checksum of the bytes stored now, in the recorded checksum's algorithm.
+        stored: String,
+    },
+    /// The recorded checksum names an algorithm this build does not know.
+    UnknownAlgorithm(String),
+}
+
+/// An incremental hash in the algorithm a recorded checksum names.
+enum Hasher {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+}
+
+impl Hasher {
+    fn for_checksum(checksum: &str) -> Option<Hasher> {
+        use sha2::Digest;
+        match checksum.split_once(':')?.0 {
+            "blake3" => Some(Hasher::Blake3(Box::default())),
+            // Recorded before schema version 3.
+            "sha256" => Some(Hasher::Sha256(sha2::Sha256::new())),
+            _ => None,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        match self {
+            Hasher::Blake3(h) => {
+                h.update(bytes);
+            }
+            Hasher::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> String {
+        use sha2::Digest;
+        match self {
+            Hasher::Blake3(h) => format_checksum(&h.finalize()),
+            Hasher::Sha256(h) => {
+                let digest = h.finalize();
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("sha256:{hex}")
+            }
+        }
+    }
+}
+
 /// Handle on the object store. Cheap to clone.
 #[derive(Clone)]
 pub struct Archive {
@@ -305,6 +366,39 @@ impl Archive {
             .get_range(&path, 0..end)
             .await
             .map_err(ArchiveError::classify)
+    }
+
+    /// Reads an object back whole and compares it with the size and checksum recorded for it
+    /// (a checksum of [`checksum`]'s form, or `sha256:<hex>` from before BLAKE3).
+    pub async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        checksum: &str,
+    ) -> Result<Verification, ArchiveError> {
+        let Some(mut hasher) = Hasher::for_checksum(checksum) else {
+            let algorithm = checksum.split_once(':').map_or(checksum, |(a, _)| a);
+            return Ok(Verification::UnknownAlgorithm(algorithm.to_string()));
+        };
+        let mut stream = match self.get_stream(key).await {
+            Ok((_, stream)) => stream,
+            Err(ArchiveError::NotFound(_)) => return Ok(Verification::Missing),
+            Err(e) => return Err(e),
+        };
+        let mut stored = 0u64;
+        while let Some(chunk) = stream.try_next().await? {
+            stored += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        if stored != size {
+            return Ok(Verification::SizeDiffers { stored });
+        }
+        let computed = hasher.finish();
+        Ok(if computed.eq_ignore_ascii_case(checksum) {
+            Verification::Intact
+        } else {
+            Verification::ChecksumDiffers { stored: computed }
+        })
     }
 
     /// Size of an object, or `NotFound`.
@@ -478,6 +572,46 @@ mod tests {
             Err(ArchiveError::NotFound(_))
         ));
         archive.delete("instances/a/b.dcm").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verify_reads_back_and_compares() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(dir.path()).unwrap();
+        let stored = archive
+            .put("x/a.bin", Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
+        let verify = |size, checksum: &str| {
+            let archive = archive.clone();
+            let checksum = checksum.to_string();
+            async move { archive.verify("x/a.bin", size, &checksum).await.unwrap() }
+        };
+        assert_eq!(verify(11, &stored.checksum).await, Verification::Intact);
+        // SHA-256 values recorded before BLAKE3 (this is the SHA-256 of "hello world").
+        let sha256 = "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+        assert_eq!(verify(11, sha256).await, Verification::Intact);
+        assert_eq!(
+            verify(12, &stored.checksum).await,
+            Verification::SizeDiffers { stored: 11 }
+        );
+        assert_eq!(
+            verify(11, &checksum(b"hello there")).await,
+            Verification::ChecksumDiffers {
+                stored: stored.checksum.clone()
+            }
+        );
+        assert_eq!(
+            verify(11, "md5:5eb63bbbe01eeed093cb22bb8f5acdc3").await,
+            Verification::UnknownAlgorithm("md5".into())
+        );
+        assert_eq!(
+            archive
+                .verify("x/none.bin", 1, &stored.checksum)
+                .await
+                .unwrap(),
+            Verification::Missing
+        );
     }
 
     #[tokio::test]

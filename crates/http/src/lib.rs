@@ -116,6 +116,10 @@ pub fn router(state: AppState) -> Router {
             "/api/series/{series_uid}/validation/report",
             get(get_validation_report),
         )
+        .route(
+            "/api/series/{series_uid}/verify",
+            axum::routing::post(verify_series),
+        )
         .route("/api/jobs", get(list_jobs))
         .route(
             "/api/uploads",
@@ -313,6 +317,62 @@ async fn get_thumbnail(
         bytes,
     )
         .into_response())
+}
+
+/// Job kind of a verification (the pipeline's `worker::VERIFY`, which runs it).
+const VERIFY_JOB: &str = "verify";
+
+async fn verify_series(
+    State(state): State<AppState>,
+    Path(series_uid): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    if state.catalog.get_series(&series_uid).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("series {series_uid} is not in the catalog"),
+        ));
+    }
+    let queued = state
+        .catalog
+        .enqueue_job(&radport_catalog::NewJob {
+            kind: VERIFY_JOB.to_string(),
+            series_uid: Some(series_uid.clone()),
+            payload: json!({}),
+            // A file that differs does not heal: no retries.
+            max_attempts: 1,
+        })
+        .await?;
+    let job_id = match queued {
+        Some(id) => id,
+        // Already queued and not started: that job answers this request too.
+        None => {
+            let waiting = state
+                .catalog
+                .list_jobs(&JobFilter {
+                    state: Some("queued".into()),
+                    kind: Some(VERIFY_JOB.into()),
+                    series: Some(series_uid.clone()),
+                    limit: Some(1),
+                    offset: None,
+                })
+                .await?;
+            waiting
+                .items
+                .into_iter()
+                .next()
+                .map(|job| job.id)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "a verification of this series was just started; ask again",
+                    )
+                })?
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": job_id, "series_instance_uid": series_uid})),
+    ))
 }
 
 async fn get_validation(

@@ -26,8 +26,15 @@ pub const THUMBNAIL: &str = "thumbnail";
 /// Job kind: validate every instance and the series, store the findings and the HTML report.
 pub const VALIDATE: &str = "validate";
 
-/// Every job kind the workers run, in the order they are enqueued for a stable series.
+/// Every job kind enqueued for a stable series, in that order.
 pub const KINDS: &[&str] = &[THUMBNAIL, VALIDATE];
+
+/// Job kind, enqueued on request only: read every stored file of the series back and compare
+/// its size and checksum with the catalog's. Fails, listing the instances, if one differs.
+pub const VERIFY: &str = "verify";
+
+/// Instances named in the error of a failed verification (the count is always given).
+const VERIFY_PROBLEMS_SHOWN: usize = 10;
 
 /// How much of each stored file validation reads: the attributes come before Pixel Data.
 const VALIDATION_PREFIX: u64 = 16 * 1024 * 1024;
@@ -164,6 +171,7 @@ impl Pipeline {
     async fn work_loop(&self, index: usize) {
         let worker = format!("{}/{}", self.config.node, index);
         let mut kinds: Vec<&str> = KINDS.to_vec();
+        kinds.push(VERIFY);
         kinds.extend(self.handlers.iter().map(|h| h.kind()));
         loop {
             let claimed = self
@@ -221,8 +229,69 @@ impl Pipeline {
         match job.kind.as_str() {
             THUMBNAIL => self.render_thumbnail(series).await,
             VALIDATE => self.validate_series(series).await,
+            VERIFY => self.verify_series(series).await,
             other => Err(JobError::Invalid(format!("unknown job kind {other:?}"))),
         }
+    }
+
+    /// Reads every stored file of a series back and compares its size and checksum with the
+    /// catalog's, two files at a time. `Err` names the instances that differ or are missing.
+    pub async fn verify_series(&self, series_uid: &str) -> Result<(), JobError> {
+        use radport_archive::Verification;
+        let detail =
+            self.catalog.get_series(series_uid).await?.ok_or_else(|| {
+                JobError::Invalid(format!("series {series_uid} is not catalogued"))
+            })?;
+        let total = detail.instances.len();
+        let archive = &self.archive;
+        let results: Vec<(String, Result<Verification, radport_archive::ArchiveError>)> =
+            futures::stream::iter(detail.instances)
+                .map(|instance| async move {
+                    let size = u64::try_from(instance.size).unwrap_or(u64::MAX);
+                    let result = archive
+                        .verify(&instance.object_key, size, &instance.checksum)
+                        .await;
+                    (instance.sop_instance_uid, result)
+                })
+                .buffered(2)
+                .collect()
+                .await;
+        let mut problems = Vec::new();
+        for (sop, result) in results {
+            let problem = match result? {
+                Verification::Intact => continue,
+                Verification::Missing => "missing from the archive".to_string(),
+                Verification::SizeDiffers { stored } => {
+                    format!("{stored} bytes stored, other than recorded")
+                }
+                Verification::ChecksumDiffers { stored } => {
+                    format!("checksum differs (stored bytes: {stored})")
+                }
+                Verification::UnknownAlgorithm(a) => format!("checksum algorithm {a} not known"),
+            };
+            problems.push(format!("{sop}: {problem}"));
+        }
+        if problems.is_empty() {
+            tracing::info!(
+                series = series_uid,
+                instances = total,
+                "series verified: intact"
+            );
+            return Ok(());
+        }
+        let failed = problems.len();
+        tracing::warn!(
+            series = series_uid,
+            failed,
+            instances = total,
+            "series verification failed"
+        );
+        let mut message = format!("{failed} of {total} instances differ from the catalog: ");
+        message.push_str(&problems[..failed.min(VERIFY_PROBLEMS_SHOWN)].join("; "));
+        if failed > VERIFY_PROBLEMS_SHOWN {
+            message.push_str(&format!("; and {} more", failed - VERIFY_PROBLEMS_SHOWN));
+        }
+        Err(JobError::Invalid(message))
     }
 
     /// Renders the thumbnail of a series and stores it: the middle instance of an image series;

@@ -69,6 +69,15 @@ pub enum SeriesAction {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// Read every stored file of a series back and compare its size and checksum with the
+    /// catalog's (a job on the server); waits for the answer. Exit status 1 if a file differs
+    /// or is missing.
+    Verify {
+        series_uid: String,
+        /// Seconds to wait for the job before giving up (it goes on on the server).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,6 +359,59 @@ pub async fn series(args: &ClientArgs, action: SeriesAction) -> Result<()> {
             std::fs::write(&path, &bytes)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             println!("wrote {} ({} bytes)", path.display(), bytes.len());
+        }
+        SeriesAction::Verify {
+            series_uid,
+            timeout,
+        } => {
+            let response = api
+                .http
+                .post(format!("{}/api/series/{series_uid}/verify", api.base))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach radport at {}", api.base))?;
+            let queued: Value = api.check(response).await?.json().await?;
+            let job_id = queued["job_id"].as_str().unwrap_or_default().to_string();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let job = loop {
+                let page = api
+                    .get(
+                        "/api/jobs",
+                        &[
+                            ("kind", "verify".to_string()),
+                            ("series", series_uid.clone()),
+                            ("limit", "20".to_string()),
+                        ],
+                    )
+                    .await?;
+                let found = page["items"]
+                    .as_array()
+                    .and_then(|items| items.iter().find(|j| j["id"] == job_id.as_str()))
+                    .cloned();
+                if let Some(job) = found {
+                    if job["state"] == "succeeded" || job["state"] == "failed" {
+                        break job;
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "job {job_id} has not finished after {timeout} s; `radport jobs list --kind verify` shows it"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            };
+            if args.json {
+                print_json(&job)?;
+            } else if job["state"] == "succeeded" {
+                println!(
+                    "series {series_uid}: every stored file matches its recorded size and checksum"
+                );
+            } else {
+                println!("series {series_uid}: {}", cell(&job["last_error"]));
+            }
+            if job["state"] != "succeeded" {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

@@ -368,3 +368,68 @@ fn a_segmentation_is_drawn_over_its_image_once_that_arrives() {
     );
     let _ = ct_uid;
 }
+
+fn stored_instance_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(stored_instance_files(&path));
+        } else if path.extension().is_some_and(|e| e == "dcm") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn verification_finds_stored_files_that_changed_or_went_missing() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("231", 5);
+    write_series(tmp.path(), &s).unwrap();
+    assert!(server
+        .dcmsend("kp-verify", "kp-admin", tmp.path())
+        .status
+        .success());
+    let uid = series_uid(&s);
+
+    // As received: intact.
+    let out = server.cli(&["series", "verify", &uid]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(text.contains("every stored file matches"), "{text}");
+
+    // One file altered in its last byte, another deleted, behind radport's back.
+    let files = stored_instance_files(&server.data_dir.join("archive/instances"));
+    assert_eq!(files.len(), 5, "{files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&files[0], &bytes).unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+
+    let out = server.cli(&["series", "verify", &uid]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(text.contains("2 of 5 instances differ"), "{text}");
+    assert!(text.contains("missing from the archive"), "{text}");
+    assert!(text.contains("checksum differs"), "{text}");
+
+    // Both runs are jobs in the queue: one succeeded, one failed once (no retries).
+    let jobs = server.get_json(&format!("/api/jobs?kind=verify&series={uid}"));
+    let items = jobs["items"].as_array().unwrap();
+    assert_eq!(state_counts(items, "verify", "succeeded"), 1, "{jobs}");
+    assert_eq!(state_counts(items, "verify", "failed"), 1, "{jobs}");
+    let failed = items.iter().find(|j| j["state"] == "failed").unwrap();
+    assert_eq!(failed["attempts"], 1, "{failed}");
+
+    // A series the catalog does not have.
+    let (status, body) = server.post_json("/api/series/1.2.3.4/verify", serde_json::json!({}));
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("1.2.3.4"),
+        "{body}"
+    );
+}
