@@ -305,6 +305,7 @@ impl S3Target {
         tracing::info!(archive = %self.description, "S3 archive checked: list, write, delete");
         Ok(Archive {
             store,
+            local: None,
             description: self.description,
             write_buffer: WRITE_BUFFER_BYTES,
         })

@@ -326,6 +326,8 @@ impl Ingestor {
             }
         };
         let catalog_time = started.elapsed();
+        // Durable and catalogued: its pages need not stay in memory (see `drop_cached`).
+        self.archive.drop_cached(&stored.key);
         let disposition = match outcome {
             RecordOutcome::Stored => Disposition::Stored,
             RecordOutcome::DuplicateKept { .. } => {

@@ -790,3 +790,53 @@ fn a_series_downloads_as_a_zip_of_its_stored_files() {
     let (status, _) = server.get_status("/api/series/1.2.3.999/download");
     assert_eq!(status, 404);
 }
+
+/// Received instances are written once and read seldom: once durable, their pages are dropped
+/// from the page cache (`fincore`, from util-linux, counts a file's resident pages).
+#[test]
+fn stored_instances_leave_the_page_cache() {
+    // The pipeline would read the files back (and cache them again) once the series is stable.
+    let server = Server::start(&["--stable-after", "600"]);
+    let tmp = tempfile::tempdir().unwrap();
+    write_series(tmp.path(), &spec("31", 4)).unwrap();
+    let out = server.dcmsend("kp-cache", "kp-admin", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let mut files = Vec::new();
+    let mut dirs = vec![server.data_dir.join("archive/instances")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files.len(), 4, "{files:?}");
+    let resident = |file: &std::path::Path| -> u64 {
+        let out = Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(file)
+            .output()
+            .expect("fincore (util-linux) runs");
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a byte count")
+    };
+    // Dropped in the background just after each instance was catalogued.
+    for _ in 0..100 {
+        if files.iter().all(|f| resident(f) == 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for f in &files {
+        assert_eq!(resident(f), 0, "{} is still cached", f.display());
+    }
+    // A file read afterwards is cached again: fincore sees the pages it counts.
+    std::fs::read(&files[0]).unwrap();
+    assert!(resident(&files[0]) > 0, "fincore counts cached pages");
+}
