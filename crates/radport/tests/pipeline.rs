@@ -369,20 +369,6 @@ fn a_segmentation_is_drawn_over_its_image_once_that_arrives() {
     let _ = ct_uid;
 }
 
-fn stored_instance_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(stored_instance_files(&path));
-        } else if path.extension().is_some_and(|e| e == "dcm") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
-}
-
 #[test]
 fn verification_finds_stored_files_that_changed_or_went_missing() {
     let server = Server::start(&[]);
@@ -402,7 +388,7 @@ fn verification_finds_stored_files_that_changed_or_went_missing() {
     assert!(text.contains("every stored file matches"), "{text}");
 
     // One file altered in its last byte, another deleted, behind radport's back.
-    let files = stored_instance_files(&server.data_dir.join("archive/instances"));
+    let files = server.archived_files();
     assert_eq!(files.len(), 5, "{files:?}");
     let mut bytes = std::fs::read(&files[0]).unwrap();
     let last = bytes.len() - 1;

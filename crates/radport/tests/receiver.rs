@@ -801,18 +801,7 @@ fn stored_instances_leave_the_page_cache() {
     write_series(tmp.path(), &spec("31", 4)).unwrap();
     let out = server.dcmsend("kp-cache", "kp-admin", tmp.path());
     assert!(out.status.success(), "{}", output_text(&out));
-    let mut files = Vec::new();
-    let mut dirs = vec![server.data_dir.join("archive/instances")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
+    let files = server.archived_files();
     assert_eq!(files.len(), 4, "{files:?}");
     let resident = |file: &std::path::Path| -> u64 {
         let out = Command::new("fincore")
