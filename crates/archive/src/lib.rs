@@ -432,6 +432,8 @@ impl Archive {
                         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
                     }
                 }
+                #[cfg(not(target_os = "linux"))]
+                let _ = path;
             });
         }
     }
