@@ -39,6 +39,8 @@ pub struct Server {
     extra_args: Vec<String>,
     /// Environment variables set for the server process (beyond the test's own).
     env: Vec<(String, String)>,
+    /// `prlimit --as` for the server process, in bytes (hostile-input tests).
+    address_space_limit: Option<u64>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -51,6 +53,12 @@ impl Server {
     /// Starts a server on a fresh data directory with extra environment variables (kept on
     /// restarts).
     pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Self::unstarted(extra_args, env);
+        server.spawn();
+        server
+    }
+
+    fn unstarted(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         // `--data-dir X` among the extra arguments replaces the temporary one.
         let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
@@ -59,7 +67,7 @@ impl Server {
             data_dir = PathBuf::from(extra.remove(i + 1));
             extra.remove(i);
         }
-        let mut server = Server {
+        Server {
             child: None,
             data_dir,
             dicom_port: 0,
@@ -70,10 +78,42 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            address_space_limit: None,
             _tmp: Some(tmp),
-        };
+        }
+    }
+
+    /// Starts a server whose address space is limited to `bytes` (`prlimit --as`), as the
+    /// hostile-input tests run it: an allocation at a declared size fails instead of
+    /// succeeding on a machine with memory to spare. The limit is kept on restarts.
+    pub fn start_limited(extra_args: &[&str], bytes: u64) -> Server {
+        let mut server = Self::unstarted(extra_args, &[]);
+        server.address_space_limit = Some(bytes);
         server.spawn();
         server
+    }
+
+    /// The server process's peak resident set (`VmHWM`), in kB; 0 when it is not running.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let Some(child) = self.child.as_ref() else {
+            return 0;
+        };
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
     }
 
     /// Starts `radport serve` on free ports. A port found free can be taken by another test
@@ -97,7 +137,17 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_radport"))
+        let mut command = match self.address_space_limit {
+            Some(bytes) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--as={bytes}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_radport"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_radport")),
+        };
+        let child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
