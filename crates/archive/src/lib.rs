@@ -131,6 +131,14 @@ fn error_chain_is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool 
     text.contains("No space left on device") || text.contains("Disk quota exceeded")
 }
 
+/// Whether a file name is one object_store stages a write in: `<name>#<digits>`.
+fn is_staged_name(name: &str) -> bool {
+    match name.rsplit_once('#') {
+        Some((_, suffix)) => !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
 /// One object listed by [`Archive::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedObject {
@@ -476,6 +484,143 @@ impl Archive {
         items.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(items)
     }
+
+    /// Lists the objects under a prefix (recursively) as a stream, in no particular order:
+    /// pages of the store's listing as they come, never the whole listing in memory.
+    pub fn list_stream(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'static, Result<ListedObject, ArchiveError>> {
+        let path = match Self::path(prefix) {
+            Ok(path) => path,
+            Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
+        };
+        Box::pin(
+            self.store
+                .list(Some(&path))
+                .map_ok(|meta| ListedObject {
+                    key: meta.location.to_string(),
+                    size: meta.size,
+                    modified: meta.last_modified.to_rfc3339(),
+                })
+                .map_err(ArchiveError::classify),
+        )
+    }
+
+    /// The directory of a local archive.
+    fn local_root(&self) -> Option<std::path::PathBuf> {
+        let local = self.local.as_ref()?;
+        let probe = local.path_to_filesystem(&Path::from("probe")).ok()?;
+        probe.parent().map(FsPath::to_path_buf)
+    }
+
+    /// Local directory only (empty elsewhere): the staging files of writes that never
+    /// completed, which the listing hides. object_store writes an object at `KEY` into
+    /// `KEY#<n>` and renames it into place; a process killed before the rename leaves the
+    /// staging file behind. Each is listed with its key, `KEY#<n>`, for
+    /// [`delete_staged`](Self::delete_staged). The directories are walked in a blocking
+    /// thread, a bounded number of entries at a time.
+    pub fn list_staged(
+        &self,
+    ) -> futures::stream::BoxStream<'static, Result<ListedObject, ArchiveError>> {
+        let Some(root) = self.local_root() else {
+            return Box::pin(futures::stream::empty());
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let walk = move || {
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(ArchiveError::from_io(e)));
+                        return;
+                    }
+                };
+                for entry in entries.flatten() {
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    let path = entry.path();
+                    if kind.is_dir() {
+                        dirs.push(path);
+                        continue;
+                    }
+                    if !kind.is_file() || !is_staged_name(&entry.file_name().to_string_lossy()) {
+                        continue;
+                    }
+                    // Gone meanwhile (completed or cleaned up): nothing to list.
+                    let Ok(meta) = entry.metadata() else { continue };
+                    let Ok(relative) = path.strip_prefix(&root) else {
+                        continue;
+                    };
+                    let key = relative
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let modified: chrono::DateTime<chrono::Utc> = match meta.modified() {
+                        Ok(t) => t.into(),
+                        Err(_) => continue,
+                    };
+                    let listed = ListedObject {
+                        key,
+                        size: meta.len(),
+                        modified: modified.to_rfc3339(),
+                    };
+                    if tx.blocking_send(Ok(listed)).is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::spawn_blocking(walk);
+        } else {
+            std::thread::spawn(walk);
+        }
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    /// Deletes a staging file listed by [`list_staged`](Self::list_staged) if it was last
+    /// modified before `modified_before` (checked again now, so a write that went on since it
+    /// was listed keeps it). Returns whether it was deleted; a file gone already is not an
+    /// error.
+    pub fn delete_staged(
+        &self,
+        key: &str,
+        modified_before: std::time::SystemTime,
+    ) -> Result<bool, ArchiveError> {
+        let root = self
+            .local_root()
+            .ok_or_else(|| ArchiveError::InvalidKey(format!("{key}: not a local archive")))?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let escapes = key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+        if escapes || key.contains('\\') || !is_staged_name(name) {
+            return Err(ArchiveError::InvalidKey(format!(
+                "{key}: not a staging file"
+            )));
+        }
+        let path = root.join(key);
+        let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(ArchiveError::from_io(e)),
+        };
+        if modified >= modified_before {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ArchiveError::from_io(e)),
+        }
+    }
 }
 
 /// A streaming write of one object. Memory use is bounded by [`WRITE_BUFFER_BYTES`].
@@ -676,6 +821,52 @@ mod tests {
         let stored = w.finish().await.unwrap();
         assert_eq!(stored.size, 20 * 1024 * 1024);
         assert_eq!(archive.size("big.bin").await.unwrap(), 20 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn staging_files_are_listed_apart_and_deleted_only_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(dir.path()).unwrap();
+        archive
+            .put("instances/a/done.dcm", Bytes::from_static(b"done"))
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("instances/a/killed.dcm#1"), b"partial").unwrap();
+        std::fs::write(dir.path().join("instances/a/odd#name.dcm"), b"an object").unwrap();
+        let listed: Vec<String> = archive
+            .list_stream("instances")
+            .map_ok(|o| o.key)
+            .try_collect()
+            .await
+            .unwrap();
+        let mut listed = listed;
+        listed.sort();
+        assert_eq!(
+            listed,
+            ["instances/a/done.dcm", "instances/a/odd#name.dcm"],
+            "the listing hides staging files"
+        );
+        let staged: Vec<ListedObject> = archive.list_staged().try_collect().await.unwrap();
+        assert_eq!(staged.len(), 1, "{staged:?}");
+        assert_eq!(staged[0].key, "instances/a/killed.dcm#1");
+        assert_eq!(staged[0].size, 7);
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert!(!archive.delete_staged(&staged[0].key, past).unwrap());
+        assert!(dir.path().join("instances/a/killed.dcm#1").exists());
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(archive.delete_staged(&staged[0].key, future).unwrap());
+        assert!(!dir.path().join("instances/a/killed.dcm#1").exists());
+        assert!(!archive.delete_staged(&staged[0].key, future).unwrap());
+        for bad in ["instances/a/done.dcm", "../x#1", "instances//x#1"] {
+            assert!(
+                matches!(
+                    archive.delete_staged(bad, future),
+                    Err(ArchiveError::InvalidKey(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(dir.path().join("instances/a/done.dcm").exists());
     }
 
     #[tokio::test]
