@@ -4,8 +4,15 @@
 //! `queued` with a later `run_after` after a failure (exponential backoff), until it has used
 //! its attempts and ends `failed` with its last error kept. A claim is one statement:
 //! `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …` on PostgreSQL, the same
-//! under the process's write lock and `BEGIN IMMEDIATE` on SQLite. A job whose lease ran out
-//! (its worker died) is claimable again.
+//! under the process's write lock and `BEGIN IMMEDIATE` on SQLite.
+//!
+//! An attempt is counted when it is claimed, not when it fails: a worker that dies (panic,
+//! abort, out of memory, `kill -9`, the whole process) has still used it. A running job whose
+//! lease ran out, and at start-up with the embedded catalog every running job, is *reaped*:
+//! queued again while it has attempts left, else parked `failed` with "worker died during
+//! attempt N (…)". So a job that kills its worker runs at most `max_attempts` times, across
+//! restarts too. A worker renews its lease while the job runs ([`Catalog::renew_job_lease`]);
+//! a renewal that finds the job no longer its own tells it to abandon the work.
 //!
 //! Stable series: a series whose `last_arrival` is older than the idle time and newer than the
 //! last arrival it was scheduled for gets one job of each pipeline kind. An instance that
@@ -170,6 +177,115 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Kind of the jobs that execute workflow runs (`payload.run` names the `workflow_runs` row):
+/// when such a job fails, its run is marked failed with the reason.
+pub const WORKFLOW_JOB_KIND: &str = "workflow";
+
+/// What [`Catalog::requeue_running_jobs`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Jobs queued again (attempts left).
+    pub requeued: u64,
+    /// Jobs parked `failed` (their attempts used up).
+    pub failed: u64,
+}
+
+/// Requeues or parks the running jobs that match `condition` (their worker is gone), in the
+/// caller's transaction. `$1` is now, `$2` the cause shown in `last_error`. The same statement
+/// on both databases.
+async fn reap(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: &str,
+    condition: &str,
+    cause: &str,
+) -> Result<Reaped, CatalogError> {
+    let sql = format!(
+        "UPDATE jobs SET \
+           state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+           last_error = 'worker died during attempt ' || CAST(attempts AS TEXT) || ' (' || $2 || ')', \
+           finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END, \
+           run_after = $1, locked_until = NULL, updated_at = $1 \
+         WHERE state = 'running' AND {condition} \
+         RETURNING id, kind, payload, state, attempts, last_error"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(cause)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut reaped = Reaped::default();
+    for row in &rows {
+        let state: String = row.try_get("state")?;
+        let kind: String = row.try_get("kind")?;
+        let payload: String = row.try_get("payload")?;
+        let attempts: i64 = row.try_get("attempts")?;
+        let error: Option<String> = row.try_get("last_error")?;
+        let error = error.unwrap_or_default();
+        let failed = state == "failed";
+        if failed {
+            reaped.failed += 1;
+        } else {
+            reaped.requeued += 1;
+        }
+        if kind == WORKFLOW_JOB_KIND {
+            note_workflow_run(tx, &payload, attempts, &error, failed, now).await?;
+        }
+    }
+    Ok(reaped)
+}
+
+/// Records a failed attempt of a workflow job on its run: a log line with the reason, and the
+/// run `failed` when the job is (else `queued` for its retry). A run that succeeded is left
+/// alone.
+async fn note_workflow_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    payload: &str,
+    attempt: i64,
+    error: &str,
+    job_failed: bool,
+    now: &str,
+) -> Result<(), CatalogError> {
+    let payload: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let Some(run) = payload.get("run").and_then(|r| r.as_str()) else {
+        return Ok(());
+    };
+    let row = sqlx::query("SELECT state, log FROM workflow_runs WHERE id = $1")
+        .bind(run)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let state: String = row.try_get("state")?;
+    if state == "succeeded" {
+        return Ok(());
+    }
+    let log: String = row.try_get("log")?;
+    let mut log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap_or_default();
+    let (line, new_state, finished) = if job_failed {
+        (format!("failed: {error}"), "failed", Some(now))
+    } else {
+        (
+            format!("attempt {attempt} failed: {error}; it will be retried"),
+            "queued",
+            None,
+        )
+    };
+    log.push(serde_json::Value::String(line));
+    sqlx::query(
+        "UPDATE workflow_runs SET state = $1, log = $2, updated_at = $3, \
+         finished_at = COALESCE($4, finished_at) WHERE id = $5",
+    )
+    .bind(new_state)
+    .bind(serde_json::Value::from(log).to_string())
+    .bind(now)
+    .bind(finished)
+    .bind(run)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 const SQL_INSERT_JOB: &str = "INSERT INTO jobs (id, kind, series_uid, payload, state, attempts, \
     max_attempts, run_after, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $6) ON CONFLICT DO NOTHING";
@@ -213,17 +329,21 @@ impl Catalog {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
-        // A running job whose lease has expired is due again (its worker died).
+        // The attempt is counted here, at the claim: a worker that dies has used it.
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = $1, \
                locked_until = $2, updated_at = $3 \
              WHERE id = (SELECT id FROM jobs WHERE kind IN ({kind_list}) AND \
-               ((state = 'queued' AND run_after <= $3) OR (state = 'running' AND locked_until < $3)) \
+               state = 'queued' AND run_after <= $3 \
                ORDER BY run_after, created_at LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         );
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
+        // A running job whose lease ran out lost its worker: queued again (due at once), or
+        // failed if that was its last attempt. Of every kind, not only the ones claimed here.
+        // Cheap when there is none (`idx_jobs_due`).
+        reap(&mut tx, &now, "locked_until < $1", "lease expired").await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(at(lease))
@@ -233,6 +353,41 @@ impl Catalog {
         }
         let row = query.fetch_optional(&mut *tx).await?;
         tx.commit().await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Extends the lease of a job `worker` is running to `lease` from now. `false`: the job is
+    /// no longer this worker's (its lease ran out and it was reaped or claimed by another), so
+    /// the worker should abandon it.
+    pub async fn renew_job_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<bool, CatalogError> {
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET locked_until = $1 \
+             WHERE id = $2 AND worker = $3 AND state = 'running'",
+        )
+        .bind(at(lease))
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One job by id.
+    pub async fn get_job(&self, id: &str) -> Result<Option<Job>, CatalogError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -268,8 +423,8 @@ impl Catalog {
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
         let row = sqlx::query(
-            "SELECT attempts, max_attempts FROM jobs WHERE id = $1 AND worker = $2 \
-             AND state = 'running'",
+            "SELECT attempts, max_attempts, kind, payload FROM jobs WHERE id = $1 \
+             AND worker = $2 AND state = 'running'",
         )
         .bind(id)
         .bind(worker)
@@ -281,6 +436,8 @@ impl Catalog {
         };
         let attempts: i64 = row.try_get("attempts")?;
         let max_attempts: i64 = row.try_get("max_attempts")?;
+        let kind: String = row.try_get("kind")?;
+        let payload: String = row.try_get("payload")?;
         let error: String = error.chars().take(4000).collect();
         let state = if attempts >= max_attempts {
             sqlx::query(
@@ -306,25 +463,26 @@ impl Catalog {
             .await?;
             JobState::Queued
         };
+        if kind == WORKFLOW_JOB_KIND {
+            let failed = state == JobState::Failed;
+            note_workflow_run(&mut tx, &payload, attempts, &error, failed, &now).await?;
+        }
         tx.commit().await?;
         Ok(state)
     }
 
-    /// Makes every `running` job claimable again at once (keeping its attempt count). For a single-process deployment at
-    /// start-up (embedded SQLite), where no other process can be running them.
-    pub async fn requeue_running_jobs(&self) -> Result<u64, CatalogError> {
+    /// Reaps every `running` job at once: queued again (due now) while it has attempts left,
+    /// else `failed` with "worker died during attempt N (process restarted)" — the attempt it
+    /// was running counts, so a job that kills the process cannot be started forever. For a
+    /// single-process deployment at start-up (embedded SQLite), where no other process can be
+    /// running them.
+    pub async fn requeue_running_jobs(&self) -> Result<Reaped, CatalogError> {
         let now = now();
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', locked_until = NULL, updated_at = $1 \
-             WHERE state = 'running'",
-        )
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+        let reaped = reap(&mut tx, &now, "1 = 1", "process restarted").await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(reaped)
     }
 
     /// Jobs matching a filter, newest first.

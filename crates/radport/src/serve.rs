@@ -101,12 +101,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         archive = archive.description(), "radport is running");
 
     if catalog_is_embedded(&settings.catalog_url) {
-        // Embedded: no other process can be running these jobs, so they are due now.
-        let requeued = catalog.requeue_running_jobs().await?;
-        if requeued > 0 {
-            tracing::info!(
-                requeued,
-                "jobs interrupted by the last stop are queued again"
+        // Embedded: no other process can be running these jobs. The attempt each was running
+        // counts: queued again if it has attempts left, else failed (a job that brings the
+        // process down cannot do so at every start).
+        let reaped = catalog.requeue_running_jobs().await?;
+        if reaped.requeued > 0 || reaped.failed > 0 {
+            tracing::warn!(
+                requeued = reaped.requeued,
+                failed = reaped.failed,
+                "jobs interrupted by the last stop: queued again, or failed when out of attempts"
             );
         }
     }
