@@ -17,6 +17,7 @@ pub mod jobs;
 mod model;
 mod query;
 mod record;
+mod references;
 mod schema;
 mod uploads;
 mod validation;
@@ -38,6 +39,7 @@ pub use model::{
     SeriesPage, SeriesSummary,
 };
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
+pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
 pub use uploads::{Progress, Upload, WorkflowRun};
 pub use validation::{SeriesValidation, StoredFinding};
