@@ -1,0 +1,343 @@
+//! The collector against a local archive and a real catalog: SQLite always, PostgreSQL too when
+//! `RADPORT_TEST_POSTGRES_URL` is set (a fresh database per test).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use radport_archive::Archive;
+use radport_catalog::{Catalog, DuplicatePolicy, InstanceRecord, Route};
+use radport_collector::{Collector, CollectorConfig, Report, Scratch};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Sets a file's or directory's modification time to `age` ago.
+fn age(path: &Path, age: Duration) {
+    let file = if path.is_dir() {
+        std::fs::File::open(path)
+    } else {
+        std::fs::File::options().write(true).open(path)
+    }
+    .expect("open to age");
+    file.set_modified(SystemTime::now() - age)
+        .expect("set mtime");
+}
+
+fn record(sop: &str, series: &str, key: &str) -> InstanceRecord {
+    InstanceRecord {
+        sop_instance_uid: sop.into(),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        series_instance_uid: series.into(),
+        study_instance_uid: "1.2.3".into(),
+        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        size: 4,
+        checksum: radport_archive::checksum(b"data"),
+        object_key: key.into(),
+        metadata_json: "{}".into(),
+        source: "test".into(),
+        ..Default::default()
+    }
+}
+
+fn route() -> Route {
+    Route {
+        project: "admin".into(),
+        dataset: "d".into(),
+    }
+}
+
+/// An archive object, `hours` old.
+async fn object(archive: &Archive, root: &Path, key: &str, hours: u64) {
+    archive
+        .put(key, Bytes::from_static(b"data"))
+        .await
+        .expect("put");
+    age(&root.join(key), HOUR * hours as u32);
+}
+
+async fn insert_upload(catalog: &Catalog, id: &str, completed: i64) {
+    sqlx::query(
+        "INSERT INTO uploads (id, path, length, upload_offset, chunks, metadata, created_at, \
+           expires_at, completed) VALUES ($1, $2, 10, 0, 0, '{}', $3, $3, $4)",
+    )
+    .bind(id)
+    .bind(format!("{id}.zip"))
+    .bind("2026-01-01T00:00:00.000000Z")
+    .bind(completed)
+    .execute(catalog.pool())
+    .await
+    .expect("upload row");
+}
+
+async fn insert_run(catalog: &Catalog, id: &str, state: &str) {
+    sqlx::query(
+        "INSERT INTO workflow_runs (id, workflow, params, state, progress_done, progress_total, \
+           errors, log, series, created_at, updated_at) \
+         VALUES ($1, 'w', '{}', $2, 0, 0, '[]', '[]', '[]', $3, $3)",
+    )
+    .bind(id)
+    .bind(state)
+    .bind("2026-01-01T00:00:00.000000Z")
+    .execute(catalog.pool())
+    .await
+    .expect("run row");
+}
+
+fn exists(root: &Path, key: &str) -> bool {
+    root.join(key).exists()
+}
+
+async fn keeps_what_is_referenced_or_young(url: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("archive");
+    let archive = Archive::local(&root).expect("archive");
+    let catalog = Catalog::connect(url).await.expect("catalog");
+
+    // Instances: one referenced, one orphan, one orphan within the grace.
+    let referenced = "instances/2026/01/01/referenced.dcm";
+    object(&archive, &root, referenced, 2).await;
+    catalog
+        .record_instance(
+            &record("1.2.3.1", "1.2.3.4", referenced),
+            &route(),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await
+        .expect("record");
+    object(&archive, &root, "instances/2026/01/01/orphan.dcm", 2).await;
+    object(&archive, &root, "instances/2026/01/01/young.dcm", 0).await;
+    // Staging files: a killed write (old) and one being written (young).
+    std::fs::write(root.join("instances/2026/01/01/killed.dcm#1"), b"part").expect("staged");
+    age(&root.join("instances/2026/01/01/killed.dcm#1"), 2 * HOUR);
+    std::fs::write(root.join("instances/2026/01/01/writing.dcm#1"), b"part").expect("staged");
+    // Derived objects of a series that exists and of one that does not.
+    object(&archive, &root, "thumbnails/1.2.3.4.png", 2).await;
+    object(&archive, &root, "thumbnails/9.9.9.png", 2).await;
+    object(&archive, &root, "reports/1.2.3.4.html", 2).await;
+    object(&archive, &root, "reports/9.9.9.html", 2).await;
+    object(&archive, &root, "thumbnails/not-a-thumbnail.txt", 2).await;
+    // Upload chunks: of an open upload, a completed one and one that is gone.
+    insert_upload(&catalog, "open", 0).await;
+    insert_upload(&catalog, "done", 1).await;
+    object(&archive, &root, "upload-parts/open/00000000000000000000", 2).await;
+    object(&archive, &root, "upload-parts/done/00000000000000000000", 2).await;
+    object(&archive, &root, "upload-parts/gone/00000000000000000000", 2).await;
+    // An uploaded file is the user's: never collected.
+    object(&archive, &root, "uploads/study.zip", 2).await;
+
+    // Scratch: a dead process's copy, the directory of a running and of a finished run.
+    let scratch_dir = dir.path().join("scratch");
+    std::fs::create_dir_all(scratch_dir.join("runrunning")).expect("scratch");
+    std::fs::create_dir_all(scratch_dir.join("runfinished")).expect("scratch");
+    std::fs::write(scratch_dir.join("runfinished/copy.zip"), b"zip").expect("scratch");
+    std::fs::write(scratch_dir.join(".tmpDEAD"), b"zip").expect("scratch");
+    insert_run(&catalog, "runrunning", "running").await;
+    insert_run(&catalog, "runfinished", "failed").await;
+    for name in ["runrunning", "runfinished", ".tmpDEAD"] {
+        age(&scratch_dir.join(name), 2 * HOUR);
+    }
+    let scratch = Scratch::claim(&scratch_dir)
+        .expect("claim")
+        .expect("no other claimant");
+    assert!(
+        Scratch::claim(&scratch_dir).expect("claim").is_none(),
+        "a claimed scratch directory is not claimed twice"
+    );
+    // Made by this process after the claim (an import in progress): kept, however old.
+    std::fs::write(scratch_dir.join(".tmpLIVE"), b"zip").expect("scratch");
+    age(&scratch_dir.join(".tmpLIVE"), 2 * HOUR);
+
+    let collector = Collector::new(
+        archive.clone(),
+        catalog.clone(),
+        CollectorConfig { grace: HOUR },
+    )
+    .with_scratch(scratch);
+    let report = collector.collect_once().await.expect("collect");
+    assert_eq!(
+        (
+            report.instances,
+            report.derived,
+            report.upload_parts,
+            report.staged,
+            report.scratch,
+            report.failed
+        ),
+        (1, 2, 2, 1, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.unknown, 1, "{report:?}");
+    for kept in [
+        referenced,
+        "instances/2026/01/01/young.dcm",
+        "instances/2026/01/01/writing.dcm#1",
+        "thumbnails/1.2.3.4.png",
+        "reports/1.2.3.4.html",
+        "thumbnails/not-a-thumbnail.txt",
+        "upload-parts/open/00000000000000000000",
+        "uploads/study.zip",
+    ] {
+        assert!(exists(&root, kept), "{kept} is kept");
+    }
+    for removed in [
+        "instances/2026/01/01/orphan.dcm",
+        "instances/2026/01/01/killed.dcm#1",
+        "thumbnails/9.9.9.png",
+        "reports/9.9.9.html",
+        "upload-parts/done/00000000000000000000",
+        "upload-parts/gone/00000000000000000000",
+    ] {
+        assert!(!exists(&root, removed), "{removed} is removed");
+    }
+    assert!(scratch_dir.join("runrunning").exists());
+    assert!(scratch_dir.join(".tmpLIVE").exists());
+    assert!(!scratch_dir.join("runfinished").exists());
+    assert!(!scratch_dir.join(".tmpDEAD").exists());
+
+    // Nothing left to do; once the young ones age, they go too (but not the referenced one).
+    let again = collector.collect_once().await.expect("collect");
+    assert_eq!(again.removed(), 0, "{again:?}");
+    age(&root.join("instances/2026/01/01/young.dcm"), 2 * HOUR);
+    age(&root.join("instances/2026/01/01/writing.dcm#1"), 2 * HOUR);
+    let later = collector.collect_once().await.expect("collect");
+    assert_eq!((later.instances, later.staged), (1, 1), "{later:?}");
+    assert!(exists(&root, referenced));
+
+    // Grace zero: everything unreferenced goes at once, still nothing referenced.
+    object(&archive, &root, "instances/2026/01/02/fresh.dcm", 0).await;
+    let now = Collector::new(
+        archive,
+        catalog.clone(),
+        CollectorConfig {
+            grace: Duration::ZERO,
+        },
+    )
+    .collect_once()
+    .await
+    .expect("collect");
+    assert_eq!(now.instances, 1, "{now:?}");
+    assert!(exists(&root, referenced));
+    catalog.close().await;
+}
+
+/// More objects than one batch: each batch is judged on its own, none is lost or kept twice.
+async fn judges_many_objects_in_batches(url: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("archive");
+    let archive = Archive::local(&root).expect("archive");
+    let catalog = Catalog::connect(url).await.expect("catalog");
+    let total = radport_collector::BATCH * 2 + 100;
+    for i in 0..total {
+        let key = format!("instances/2026/02/01/{i:05}.dcm");
+        object(&archive, &root, &key, 2).await;
+        if i % 3 == 0 {
+            catalog
+                .record_instance(
+                    &record(&format!("1.2.9.{i}"), "1.2.9", &key),
+                    &route(),
+                    DuplicatePolicy::KeepFirst,
+                )
+                .await
+                .expect("record");
+        }
+    }
+    let report = Collector::new(archive.clone(), catalog.clone(), CollectorConfig::default())
+        .collect_once()
+        .await
+        .expect("collect");
+    let referenced = total.div_ceil(3) as u64;
+    assert_eq!(
+        report,
+        Report {
+            listed: total as u64,
+            referenced,
+            instances: total as u64 - referenced,
+            ..Default::default()
+        }
+    );
+    let left = archive.list("instances").await.expect("list");
+    assert_eq!(left.len() as u64, referenced);
+    catalog.close().await;
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("catalog.db").display())
+}
+
+#[tokio::test]
+async fn sqlite_keeps_what_is_referenced_or_young() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keeps_what_is_referenced_or_young(&sqlite_url(&dir)).await;
+}
+
+#[tokio::test]
+async fn sqlite_judges_many_objects_in_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    judges_many_objects_in_batches(&sqlite_url(&dir)).await;
+}
+
+/// A fresh PostgreSQL database on the test server, or `None` without one.
+async fn postgres(test: &str) -> Option<(String, String)> {
+    let admin = std::env::var("RADPORT_TEST_POSTGRES_URL").ok()?;
+    if admin.trim().is_empty() {
+        return None;
+    }
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "radport_collector_{test}_{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos()
+    );
+    let pool = sqlx::AnyPool::connect(&admin).await.expect("admin url");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    pool.close().await;
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (admin.clone(), String::new()),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    Some((format!("{}/{name}{query}", &base[..host_end]), name))
+}
+
+async fn drop_postgres(name: &str) {
+    let Ok(admin) = std::env::var("RADPORT_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let pool = sqlx::AnyPool::connect(&admin).await.expect("admin url");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await
+    .expect("drop database");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_what_is_referenced_or_young() {
+    let Some((url, name)) = postgres("keeps").await else {
+        eprintln!("RADPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped");
+        return;
+    };
+    keeps_what_is_referenced_or_young(&url).await;
+    drop_postgres(&name).await;
+}
+
+#[tokio::test]
+async fn postgres_judges_many_objects_in_batches() {
+    let Some((url, name)) = postgres("batches").await else {
+        eprintln!("RADPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped");
+        return;
+    };
+    judges_many_objects_in_batches(&url).await;
+    drop_postgres(&name).await;
+}
