@@ -210,7 +210,9 @@ impl Geometry {
         let col = |c: usize| [-a[0][c], -a[1][c], a[2][c]];
         let (ci, cj, ck, o) = (col(0), col(1), col(2), col(3));
         let (si, sj) = (norm(ci), norm(cj));
-        if !(si > 1e-9 && sj > 1e-9) {
+        if !(si > 1e-9 && sj > 1e-9 && si.is_finite() && sj.is_finite() && norm(ck).is_finite())
+            || o.iter().any(|x| !x.is_finite())
+        {
             return Err(ConvertError::Geometry(format!(
                 "degenerate affine: voxel spacing {si} × {sj} in the image plane"
             )));

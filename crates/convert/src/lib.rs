@@ -10,7 +10,14 @@
 //!   scaling; ignored for colour, as the NIfTI-1 header says). Refused with a clear message: complex (32, 1792,
 //!   2048) — DICOM has no image representation for complex pixels, so split it into magnitude/phase or real/
 //!   imaginary volumes first —, float128 (1536) and DT_BINARY (1). 4-D input (dim\[4\] > 1) is refused unless a
-//!   channel is chosen; 5-D and more are refused. Limit: 2³¹ voxels.
+//!   channel is chosen; 5-D and more are refused. [`read_nifti_from`] reads from a stream and stops where the
+//!   header says the data ends.
+//! * Hostile input: every size in a header is checked (checked arithmetic) against [`Limits`] (voxels, bytes of
+//!   one volume, bytes of extensions before the data; segments, segments × slices, frames and pixel bytes of a
+//!   SEG) before anything of that size is allocated; a gzip stream is inflated only up to the end of the data the
+//!   header needs; dims ≤ 0, more than 7 dims, bitpix not matching the datatype, a vox_offset inside the header
+//!   or not a whole number, infinite scl_slope, non-finite scl_inter with a slope, non-finite or negative voxel
+//!   sizes (when the geometry uses them) and non-finite affines are errors, never panics.
 //! * [`volume_to_series`]: one single-frame instance per slice. Scalar data: CT → CT Image Storage, MR → MR Image
 //!   Storage, PT → PET Image Storage, any other modality (OT, NM, US, …) → Secondary Capture Image Storage (with
 //!   that Modality value; Frame of Reference and Image Plane are still written so the geometry survives, which
@@ -104,7 +111,8 @@ mod series;
 
 pub use dicom_core::Tag;
 pub use nifti::{
-    read_nifti, read_nifti_with, GeometrySource, ReadOptions, Volume, VoxelData, MAX_VOXELS,
+    read_nifti, read_nifti_from, read_nifti_with, GeometrySource, Limits, ReadOptions, Volume,
+    VoxelData,
 };
 pub use seg::{labels_to_seg, AlgorithmType, SegOptions, Segment};
 pub use series::{volume_to_series, ConvertedSeries, SeriesOptions};
@@ -124,9 +132,12 @@ pub enum ConvertError {
     /// 4-D input without a channel choice.
     #[error("4-D volume with {channels} volumes along dim[4]: split it by channel (ReadOptions::channel)")]
     FourD { channels: usize },
-    /// Over the voxel limit.
-    #[error("volume too large: {0}")]
+    /// Over a size limit (see [`Limits`]), or sizes that overflow.
+    #[error("too large: {0}")]
     TooLarge(String),
+    /// The reader handed to [`read_nifti_from`] failed (its error, unchanged).
+    #[error("cannot read the file: {0}")]
+    Read(#[source] std::io::Error),
     /// Geometry DICOM cannot represent (sheared or degenerate affine).
     #[error("geometry not representable in DICOM: {0}")]
     Geometry(String),

@@ -9,7 +9,7 @@ use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use crate::dicom_util::{code, ds, ds_multi, to_part10, uid_from, Geometry, Put};
 use crate::dicom_util::{MANUFACTURER, MODEL, SOFTWARE_VERSION};
-use crate::{ConvertError, ConvertedSeries, Volume};
+use crate::{ConvertError, ConvertedSeries, Limits, Volume};
 
 /// Segmentation SOP Class.
 pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
@@ -82,6 +82,8 @@ pub struct SegOptions {
     pub content_time: Option<String>,
     /// Label values present in the map but not in `segments`: error (default) or ignored.
     pub ignore_unlisted_labels: bool,
+    /// Segments, segments × slices, frames and pixel bytes allowed (see [`Limits`]).
+    pub limits: Limits,
 }
 
 impl SegOptions {
@@ -96,6 +98,7 @@ impl SegOptions {
             content_date: None,
             content_time: None,
             ignore_unlisted_labels: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -352,6 +355,23 @@ pub fn labels_to_seg(
     opts: &SegOptions,
 ) -> Result<Vec<u8>, ConvertError> {
     let [nx, ny, nz] = labels.dims;
+    let limits = &opts.limits;
+    // Limits first: nothing per segment or per slice is allocated before these checks.
+    let max_segments = limits.max_segments.min(u16::MAX as usize);
+    if segments.len() > max_segments {
+        return Err(ConvertError::TooLarge(format!(
+            "{} segments: a SEG may have at most {max_segments}",
+            segments.len()
+        )));
+    }
+    let candidates = (segments.len() as u64).saturating_mul(nz as u64);
+    if candidates > limits.max_segment_slices {
+        return Err(ConvertError::TooLarge(format!(
+            "{} segments × {nz} slices = {candidates} candidate frames exceed the limit of {}",
+            segments.len(),
+            limits.max_segment_slices
+        )));
+    }
     if labels.data.is_colour() {
         return Err(ConvertError::Labels(format!(
             "label map is {} colour data: labels must be a scalar integer volume",
@@ -370,10 +390,17 @@ pub fn labels_to_seg(
             labels.affine, source_volume.affine
         )));
     }
-    if labels.data.len() != nx * ny * nz {
+    let npix = nx.checked_mul(ny);
+    if npix.and_then(|p| p.checked_mul(nz)) != Some(labels.data.len()) {
         return Err(ConvertError::InvalidArgument(
             "label map dims do not match its data".into(),
         ));
+    }
+    let npix = npix.unwrap_or_default();
+    if nx > 65535 || ny > 65535 {
+        return Err(ConvertError::Unsupported(format!(
+            "slice of {nx} × {ny}: DICOM Rows/Columns are limited to 65535"
+        )));
     }
     if source.sop_instance_uids.len() != nz || source.files.is_empty() {
         return Err(ConvertError::InvalidArgument(format!(
@@ -418,7 +445,6 @@ pub fn labels_to_seg(
         )));
     }
     let geo = Geometry::of(source_volume)?;
-    let npix = nx * ny;
 
     // Segment index of each voxel of slice k (usize::MAX = background / ignored).
     let small: Vec<usize> = {
@@ -464,45 +490,62 @@ pub fn labels_to_seg(
         Ok(())
     };
 
-    // pass 1: which (segment, slice) frames are non-empty
+    // pass 1: which (segment, slice) frames are non-empty; frame_of[s * nz + k] = frame number (segment-major,
+    // slice-minor), NO_FRAME for empty ones. Its size is bounded by max_segment_slices (checked above).
+    const NO_FRAME: u32 = u32::MAX;
     let nseg = segments.len();
-    let mut present = vec![vec![false; nz]; nseg];
+    let mut frame_of: Vec<u32> = Vec::new();
+    frame_of
+        .try_reserve_exact(nseg * nz)
+        .map_err(|_| ConvertError::TooLarge(format!("cannot allocate {nseg} × {nz} frames")))?;
+    frame_of.resize(nseg * nz, NO_FRAME);
     let mut segbuf = Vec::with_capacity(npix);
     for k in 0..nz {
         seg_of_slice(k, &mut segbuf)?;
         for &s in &segbuf {
             if s != usize::MAX {
-                present[s][k] = true;
+                frame_of[s * nz + k] = 0;
             }
         }
     }
-    // frames: segment-major, slice-minor
-    let mut frame_of = vec![vec![usize::MAX; nz]; nseg];
-    let mut frames: Vec<(usize, usize)> = Vec::new();
-    for s in 0..nseg {
-        for k in 0..nz {
-            if present[s][k] {
-                frame_of[s][k] = frames.len();
-                frames.push((s, k));
-            }
-        }
+    let mut nframes: u64 = 0;
+    for f in frame_of.iter_mut().filter(|f| **f != NO_FRAME) {
+        *f = u32::try_from(nframes).unwrap_or(NO_FRAME);
+        nframes += 1;
     }
-    if frames.is_empty() {
+    if nframes == 0 {
         return Err(ConvertError::Labels(
             "the label map contains none of the listed labels: nothing to store in a SEG".into(),
         ));
     }
-    // pass 2: pack bits LSB-first, contiguously across frames
-    let total_bits = frames.len() * npix;
-    let mut bits = vec![0u8; total_bits.div_ceil(8)];
-    if bits.len() % 2 == 1 {
-        bits.push(0);
+    if nframes > limits.max_seg_frames {
+        return Err(ConvertError::TooLarge(format!(
+            "the SEG would have {nframes} non-empty frames; the limit is {}",
+            limits.max_seg_frames
+        )));
     }
+    let total_bits = nframes.checked_mul(npix as u64);
+    let pixel_bytes = total_bits.map(|b| b.div_ceil(8).next_multiple_of(2));
+    let pixel_bytes = match pixel_bytes {
+        Some(b) if b <= limits.max_seg_pixel_bytes => b as usize,
+        _ => {
+            return Err(ConvertError::TooLarge(format!(
+                "the SEG would have {nframes} frames of {nx} × {ny} pixels, more than {} bytes of pixel data",
+                limits.max_seg_pixel_bytes
+            )))
+        }
+    };
+    let frames: Vec<(usize, usize)> = (0..nseg)
+        .flat_map(|s| (0..nz).map(move |k| (s, k)))
+        .filter(|&(s, k)| frame_of[s * nz + k] != NO_FRAME)
+        .collect();
+    // pass 2: pack bits LSB-first, contiguously across frames
+    let mut bits = vec![0u8; pixel_bytes];
     for k in 0..nz {
         seg_of_slice(k, &mut segbuf)?;
         for (p, &s) in segbuf.iter().enumerate() {
             if s != usize::MAX {
-                let bit = frame_of[s][k] * npix + p;
+                let bit = frame_of[s * nz + k] as usize * npix + p;
                 bits[bit >> 3] |= 1 << (bit & 7);
             }
         }
@@ -635,11 +678,6 @@ pub fn labels_to_seg(
             it
         })
         .collect();
-    if nseg > u16::MAX as usize {
-        return Err(ConvertError::InvalidArgument(
-            "more than 65535 segments".into(),
-        ));
-    }
     o.seq(tags::SEGMENT_SEQUENCE, seg_items);
 
     // Multi-frame Dimension
@@ -792,6 +830,97 @@ mod tests {
         assert_eq!(
             property_codes("something else"),
             ("85756007", "Tissue", "91723000", "Anatomical structure")
+        );
+    }
+
+    fn unit_volume(dims: [usize; 3], data: crate::VoxelData) -> Volume {
+        let aff = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+        ];
+        Volume::new(dims, data, aff).unwrap()
+    }
+
+    /// The error (a SEG made anyway is not printed: it is megabytes of Debug output).
+    fn err(r: Result<Vec<u8>, ConvertError>) -> ConvertError {
+        match r {
+            Ok(seg) => panic!("a SEG of {} bytes was made", seg.len()),
+            Err(e) => e,
+        }
+    }
+
+    fn segs(n: u32) -> Vec<Segment> {
+        (1..=n)
+            .map(|v| Segment::from_seg_info(v, &format!("s{v}"), "test"))
+            .collect()
+    }
+
+    #[test]
+    fn segment_count_bombs_are_refused_before_allocating() {
+        // The reported case: 65 535 labels over a 1 × 1 × 8192 label map.
+        let dims = [1, 1, 8192];
+        let image = unit_volume(dims, crate::VoxelData::I16(vec![0; 8192]));
+        let labels = unit_volume(
+            dims,
+            crate::VoxelData::U16((0..8192).map(|k| (k % 65535 + 1) as u16).collect()),
+        );
+        let series =
+            crate::volume_to_series(&image, &crate::SeriesOptions::new("CT", "a", "b")).unwrap();
+        let e = err(labels_to_seg(
+            &labels,
+            &series,
+            &image,
+            &segs(65535),
+            &SegOptions::new("s"),
+        ));
+        assert!(
+            matches!(e, ConvertError::TooLarge(_)) && e.to_string().contains("65535 segments"),
+            "{e}"
+        );
+        // Under the segment cap, over segments × slices.
+        let mut opts = SegOptions::new("s");
+        opts.limits.max_segment_slices = 1 << 20;
+        let e = err(labels_to_seg(&labels, &series, &image, &segs(1000), &opts));
+        assert!(e.to_string().contains("candidate frames"), "{e}");
+        // Under both, over the frame cap (one non-empty frame per slice).
+        let mut opts = SegOptions::new("s");
+        opts.limits.max_seg_frames = 999;
+        opts.ignore_unlisted_labels = true;
+        let e = err(labels_to_seg(&labels, &series, &image, &segs(1000), &opts));
+        assert!(e.to_string().contains("1000 non-empty frames"), "{e}");
+        // Pixel data cap.
+        let mut opts = SegOptions::new("s");
+        opts.limits.max_seg_pixel_bytes = 100;
+        opts.ignore_unlisted_labels = true;
+        let e = err(labels_to_seg(&labels, &series, &image, &segs(1000), &opts));
+        assert!(e.to_string().contains("bytes of pixel data"), "{e}");
+        // Within the limits it converts (frames of labels 1..=1000 only).
+        let mut opts = SegOptions::new("s");
+        opts.ignore_unlisted_labels = true;
+        let seg = labels_to_seg(&labels, &series, &image, &segs(1000), &opts).unwrap();
+        let o = dicom_object::from_reader(&seg[128..]).unwrap();
+        let frames: usize = o.element(tags::NUMBER_OF_FRAMES).unwrap().to_int().unwrap();
+        assert_eq!(frames, 1000, "labels 1..=1000, one slice each");
+    }
+
+    #[test]
+    fn unlisted_label_values_are_named_in_the_error() {
+        let dims = [2, 2, 2];
+        let image = unit_volume(dims, crate::VoxelData::I16(vec![0; 8]));
+        let labels = unit_volume(dims, crate::VoxelData::U8(vec![0, 1, 0, 0, 0, 0, 9, 0]));
+        let series =
+            crate::volume_to_series(&image, &crate::SeriesOptions::new("CT", "a", "b")).unwrap();
+        let e = err(labels_to_seg(
+            &labels,
+            &series,
+            &image,
+            &segs(1),
+            &SegOptions::new("s"),
+        ));
+        assert!(
+            matches!(e, ConvertError::Labels(_)) && e.to_string().contains("label value 9"),
+            "{e}"
         );
     }
 

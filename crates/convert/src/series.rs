@@ -399,7 +399,8 @@ pub(crate) fn extra_element(
 /// Convert a volume into one DICOM instance per slice.
 pub fn volume_to_series(v: &Volume, opts: &SeriesOptions) -> Result<ConvertedSeries, ConvertError> {
     let [nx, ny, nz] = v.dims;
-    if nx == 0 || ny == 0 || nz == 0 || v.data.len() != nx * ny * nz {
+    let n = nx.checked_mul(ny).and_then(|p| p.checked_mul(nz));
+    if nx == 0 || ny == 0 || nz == 0 || n != Some(v.data.len()) {
         return Err(ConvertError::InvalidArgument(format!(
             "volume dims {:?} do not match its {} voxels",
             v.dims,

@@ -612,7 +612,10 @@ fn read_volume(
     let bytes = bytes.map_err(|e| format!("{}: {e}", file.path))?;
     let opts = convert::ReadOptions {
         channel: None,
-        max_voxels: MAX_VOXELS,
+        limits: convert::Limits {
+            max_voxels: MAX_VOXELS,
+            ..Default::default()
+        },
     };
     convert::read_nifti_with(&bytes, &opts).map_err(|e| match e {
         convert::ConvertError::FourD { channels } => format!(
