@@ -8,6 +8,7 @@
 //!   [`thumbnail::render_or_placeholder`] draws it, [`thumbnail::render_seg_overlay`] and
 //!   [`thumbnail::render_rtstruct_overlay`] draw derived objects over their source image).
 
+pub mod isolate;
 pub mod thumbnail;
 pub mod worker;
 

@@ -5,6 +5,11 @@
 //! scheduler notices a series once it has been idle for `stable_after`, enqueues one job per
 //! kind, and wakes the workers. Jobs are idempotent (a thumbnail is rendered from whatever the
 //! series holds when the job runs), so a retry or a duplicate run is harmless.
+//!
+//! While a job runs its worker renews the lease every third of it; a renewal that finds the
+//! job taken over (the lease ran out anyway, e.g. the process stalled) abandons the work. The
+//! risky kinds (decoding uploaded or received pixels) can run in a child process of their own
+//! under a memory limit ([`crate::isolate`]); every job has a wall-clock limit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use radport_catalog::{Catalog, Job, StoredFinding};
 use radport_validate::{Finding, InstanceValidation, Severity};
 use tokio::sync::Notify;
 
+use crate::isolate::{human_bytes, ChildOutcome, Isolation};
 use crate::thumbnail::{
     middle_instance, render_or_placeholder, render_rtstruct_overlay, render_seg_overlay,
     rtstruct_source_reference, seg_source_reference, ThumbnailOptions,
@@ -55,10 +61,15 @@ pub struct PipelineConfig {
     pub lease: Duration,
     /// Attempts per job before it ends `failed`.
     pub max_attempts: i64,
-    /// Name of this process in job rows (host and process id).
+    /// Name of this process in job rows (process id and a random part: unique across
+    /// restarts and nodes).
     pub node: String,
     /// Thumbnail size.
     pub thumbnail: ThumbnailOptions,
+    /// Wall-clock limit of one attempt of a job.
+    pub time_limit: Duration,
+    /// Kinds run in a child process, and how; `None`: every job runs in this process.
+    pub isolation: Option<Isolation>,
 }
 
 impl Default for PipelineConfig {
@@ -69,11 +80,26 @@ impl Default for PipelineConfig {
             tick: Duration::from_millis(500),
             lease: Duration::from_secs(300),
             max_attempts: 5,
-            node: format!("radport-{}", std::process::id()),
+            node: node_name(),
             thumbnail: ThumbnailOptions::default(),
+            time_limit: Duration::from_secs(3600),
+            isolation: None,
         }
     }
 }
+
+/// `radport-<pid>-<random>`: a process id alone repeats across restarts in a container.
+fn node_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("radport-{}-{:08x}", std::process::id(), nanos)
+}
+
+/// Job kinds that decode untrusted bytes (uploaded zips and NIfTI, received pixel data through
+/// C codecs) and so run in a child process when isolation is on.
+pub const RISKY_KINDS: &[&str] = &[THUMBNAIL, radport_catalog::WORKFLOW_JOB_KIND];
 
 /// Why a job failed (kept as the job's `last_error`).
 #[derive(Debug, thiserror::Error)]
@@ -195,17 +221,26 @@ impl Pipeline {
 
     async fn run_job(&self, worker: &str, job: Job) {
         let started = std::time::Instant::now();
-        let result = self.execute(&job).await;
+        let work = self.attempt(worker, &job);
+        let keep = self.keep_lease(worker, &job.id);
+        let result = tokio::select! {
+            r = work => r,
+            () = keep => {
+                // Dropping the attempt stops it (a child process is killed).
+                tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts,
+                    "job taken over by another worker (its lease ran out): abandoned here");
+                return;
+            }
+        };
         match result {
-            Ok(()) => {
+            Attempt::Succeeded => {
                 tracing::debug!(job = %job.id, kind = %job.kind, series = ?job.series_uid,
                     ms = started.elapsed().as_millis() as u64, "job succeeded");
                 if let Err(e) = self.catalog.complete_job(&job.id, worker).await {
                     tracing::warn!(job = %job.id, error = %e, "recording job success failed");
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
+            Attempt::Failed(message) => {
                 match self.catalog.fail_job(&job.id, worker, &message).await {
                     Ok(state) => tracing::warn!(job = %job.id, kind = %job.kind,
                         attempt = job.attempts, state = state.as_str(), error = %message, "job failed"),
@@ -214,7 +249,61 @@ impl Pipeline {
                     }
                 }
             }
+            Attempt::NotOurs => {
+                tracing::warn!(job = %job.id, kind = %job.kind,
+                    "job no longer held by this worker: nothing recorded");
+            }
         }
+    }
+
+    /// One attempt of a claimed job: in a child process for the isolated kinds, else here;
+    /// either way under the time limit.
+    async fn attempt(&self, worker: &str, job: &Job) -> Attempt {
+        let limit = self.config.time_limit;
+        if let Some(isolation) = self
+            .config
+            .isolation
+            .as_ref()
+            .filter(|i| i.covers(&job.kind))
+        {
+            return match isolation.run(&job.id, worker, limit).await {
+                ChildOutcome::Succeeded => Attempt::Succeeded,
+                ChildOutcome::Failed(reason) => Attempt::Failed(reason),
+                ChildOutcome::NotOurs => Attempt::NotOurs,
+            };
+        }
+        match tokio::time::timeout(limit, self.execute(job)).await {
+            Ok(Ok(())) => Attempt::Succeeded,
+            Ok(Err(e)) => Attempt::Failed(e.to_string()),
+            Err(_) => Attempt::Failed(format!(
+                "the job ran longer than its time limit of {} s and was stopped",
+                limit.as_secs()
+            )),
+        }
+    }
+
+    /// Renews the lease of a running job every third of it; returns only when the job is
+    /// found to be no longer this worker's. A renewal that fails (the database is away) is
+    /// tried again at the next tick.
+    async fn keep_lease(&self, worker: &str, id: &str) {
+        let lease = self.config.lease;
+        let every = (lease / 3).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(every).await;
+            match self.catalog.renew_job_lease(id, worker, lease).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(job = %id, error = %e, "renewing a job's lease failed"),
+            }
+        }
+    }
+
+    /// The memory limit of isolated jobs, for messages (`None`: not isolated).
+    pub fn job_memory_limit(&self) -> Option<String> {
+        self.config
+            .isolation
+            .as_ref()
+            .map(|i| human_bytes(i.memory_limit))
     }
 
     /// Runs one job now (also used by tests).
@@ -370,6 +459,14 @@ impl Pipeline {
         })
         .await
     }
+}
+
+/// How one attempt of a job ended.
+enum Attempt {
+    Succeeded,
+    Failed(String),
+    /// A child found the job taken over: nothing to record.
+    NotOurs,
 }
 
 /// Objects drawn over another series' image.
