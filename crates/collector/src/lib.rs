@@ -8,7 +8,7 @@
 //! | a process killed in the middle of a local write | `KEY#<n>` beside any key (the listing hides them) | always (never referenced) |
 //! | a thumbnail or report of a series that no longer exists | `thumbnails/<series>.png`, `reports/<series>.html` | no `series` row |
 //! | chunks of an upload terminated, expired, or completed but not cleaned up | `upload-parts/<id>/…` | no *incomplete* `uploads` row with that id |
-//! | an import run of a process that is gone | `DATA_DIR/scratch/*` | it was there when this process claimed the scratch directory, and its name is no queued or running workflow run |
+//! | an import run whose process died (`radport serve`, or the `run-job` child killed at its limits) | `DATA_DIR/scratch/*` | it was there when this process claimed the scratch directory, or no process holds it open (Linux, `/proc/*/fd`); and its name is no queued or running workflow run |
 //!
 //! Anything else (the uploads area, keys of a form it does not know) is never touched.
 //!
@@ -173,8 +173,11 @@ impl Area {
 ///
 /// Import runs copy their zip there and remove the copy when they end, also on failure; only
 /// a process that dies leaves copies behind. A process claims the directory (an exclusive
-/// `flock` on `<dir>.lock`, released by the kernel when the process dies, however it dies),
-/// and what is in it at that moment was left by a process that is gone.
+/// `flock` on `<dir>.lock`, released by the kernel when the process dies, however it dies):
+/// what is in it at that moment was left by a process that is gone, and later entries are
+/// removed once no process holds them open (a copy is open for as long as its run uses it).
+/// Only the claimant collects the directory, so `radport collect` next to a running server
+/// leaves it alone.
 #[derive(Debug)]
 pub struct Scratch {
     dir: PathBuf,
@@ -481,33 +484,70 @@ impl Collector {
         cutoff: SystemTime,
         report: &mut Report,
     ) -> Result<(), CollectError> {
-        let leftovers = scratch.leftovers();
-        if leftovers.is_empty() {
+        let dir = scratch.dir.clone();
+        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let names = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<std::io::Result<Vec<_>>>()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let open = if names.is_empty() {
+                None
+            } else {
+                open_entries(&dir)
+            };
+            Ok((names, open))
+        })
+        .await;
+        let (names, open) = match listed {
+            Ok(Ok(listed)) => listed,
+            Ok(Err(source)) => {
+                return Err(CollectError::Scratch {
+                    path: scratch.dir.clone(),
+                    source,
+                })
+            }
+            Err(_) => return Ok(()),
+        };
+        report.listed += names.len() as u64;
+        // Left by a process gone before this one claimed the directory, or (where the
+        // system says which files processes hold open) open in no process: a run-job child
+        // killed at its time or memory limit leaves its copy behind, closed.
+        let leftovers: HashSet<OsString> = scratch.leftovers().into_iter().collect();
+        let candidates: Vec<OsString> = names
+            .into_iter()
+            .filter(|name| {
+                leftovers.contains(name) || open.as_ref().is_some_and(|open| !open.contains(name))
+            })
+            .collect();
+        if candidates.is_empty() {
             return Ok(());
         }
-        report.listed += leftovers.len() as u64;
         // A name that is a queued or running workflow run's id is kept whatever its age.
-        let names: Vec<String> = leftovers
+        let as_text: Vec<String> = candidates
             .iter()
             .map(|n| n.to_string_lossy().into_owned())
             .collect();
         let active = self
             .catalog
-            .referenced(Reference::ActiveWorkflowRun, &names)
+            .referenced(Reference::ActiveWorkflowRun, &as_text)
             .await?;
         let scratch = scratch.clone();
         let results = tokio::task::spawn_blocking(move || {
             let mut results = Vec::new();
-            for name in leftovers {
+            for name in candidates {
                 if active.contains(name.to_string_lossy().as_ref()) {
                     results.push((name, Ok(false)));
                     continue;
                 }
-                let path = scratch.dir.join(&name);
-                let result = remove_if_older(&path, cutoff);
-                if matches!(result, Ok(true))
-                    || matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-                {
+                let result = remove_if_older(&scratch.dir.join(&name), cutoff);
+                let gone = match &result {
+                    Ok(removed) => *removed,
+                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                };
+                if gone {
                     scratch.forget(&name);
                 }
                 results.push((name, result));
@@ -532,6 +572,40 @@ impl Collector {
         }
         Ok(())
     }
+}
+
+/// Linux: the names of the entries of `dir` that some process holds open (a file in them or
+/// the entry itself), from `/proc/<pid>/fd`. `None` where that cannot be known.
+fn open_entries(dir: &Path) -> Option<HashSet<OsString>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let processes = std::fs::read_dir("/proc").ok()?;
+    let mut open = HashSet::new();
+    for process in processes.flatten() {
+        let is_pid = process
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            continue;
+        }
+        // Another user's process (unreadable) or one that just ended: none of ours.
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if let Ok(rest) = target.strip_prefix(&dir) {
+                    if let Some(first) = rest.components().next() {
+                        open.insert(first.as_os_str().to_os_string());
+                    }
+                }
+            }
+        }
+    }
+    Some(open)
 }
 
 /// Removes a file or directory tree last modified before `cutoff`; whether it did.

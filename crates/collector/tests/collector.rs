@@ -143,9 +143,13 @@ async fn keeps_what_is_referenced_or_young(url: &str) {
         Scratch::claim(&scratch_dir).expect("claim").is_none(),
         "a claimed scratch directory is not claimed twice"
     );
-    // Made by this process after the claim (an import in progress): kept, however old.
-    std::fs::write(scratch_dir.join(".tmpLIVE"), b"zip").expect("scratch");
+    // Made after the claim: a copy an import holds open is kept however old; one that no
+    // process holds (its run-job child was killed) goes once it is older than the grace.
+    let live = std::fs::File::create(scratch_dir.join(".tmpLIVE")).expect("scratch");
     age(&scratch_dir.join(".tmpLIVE"), 2 * HOUR);
+    std::fs::write(scratch_dir.join(".tmpKILLED"), b"zip").expect("scratch");
+    age(&scratch_dir.join(".tmpKILLED"), 2 * HOUR);
+    std::fs::write(scratch_dir.join(".tmpCLOSED"), b"zip").expect("scratch");
 
     let collector = Collector::new(
         archive.clone(),
@@ -163,7 +167,7 @@ async fn keeps_what_is_referenced_or_young(url: &str) {
             report.scratch,
             report.failed
         ),
-        (1, 2, 2, 1, 2, 0),
+        (1, 2, 2, 1, 3, 0),
         "{report:?}"
     );
     assert_eq!(report.unknown, 1, "{report:?}");
@@ -191,8 +195,10 @@ async fn keeps_what_is_referenced_or_young(url: &str) {
     }
     assert!(scratch_dir.join("runrunning").exists());
     assert!(scratch_dir.join(".tmpLIVE").exists());
+    assert!(scratch_dir.join(".tmpCLOSED").exists(), "within the grace");
     assert!(!scratch_dir.join("runfinished").exists());
     assert!(!scratch_dir.join(".tmpDEAD").exists());
+    assert!(!scratch_dir.join(".tmpKILLED").exists());
 
     // Nothing left to do; once the young ones age, they go too (but not the referenced one).
     let again = collector.collect_once().await.expect("collect");
@@ -217,6 +223,8 @@ async fn keeps_what_is_referenced_or_young(url: &str) {
     .expect("collect");
     assert_eq!(now.instances, 1, "{now:?}");
     assert!(exists(&root, referenced));
+    assert!(scratch_dir.join(".tmpLIVE").exists(), "still open");
+    drop(live);
     catalog.close().await;
 }
 
