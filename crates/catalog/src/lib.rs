@@ -41,7 +41,7 @@ pub use model::{
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
-pub use uploads::{Progress, Upload, WorkflowRun};
+pub use uploads::{Progress, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER};
 pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.
@@ -325,6 +325,9 @@ impl Catalog {
                 if older < 3 {
                     self.migrate_to_3(&mut tx).await?;
                 }
+                if older < 4 {
+                    self.migrate_to_4(&mut tx).await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -339,7 +342,7 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         }
-        for statement in schema::INDEXES_V2 {
+        for statement in schema::INDEXES_V2.iter().chain(schema::INDEXES_V4) {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
         sqlx::query(
@@ -388,6 +391,24 @@ impl Catalog {
         )
         .execute(&mut *tx)
         .await?;
+        Ok(())
+    }
+
+    /// Version 4: uploads record their chunks' keys and an assembly lease; one upload per
+    /// path (see [`schema::MIGRATE_TO_4`]).
+    async fn migrate_to_4(&self, tx: &mut sqlx::AnyConnection) -> Result<(), CatalogError> {
+        for (column, definition) in schema::UPLOAD_COLUMNS_V4 {
+            if !self.column_exists(tx, "uploads", column).await? {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE uploads ADD COLUMN {column} {definition}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for statement in schema::MIGRATE_TO_4 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -147,7 +147,9 @@ pub(crate) const STATEMENTS: &[&str] = &[
         metadata TEXT NOT NULL,
         created_at TEXT NOT NULL,
         expires_at TEXT NOT NULL,
-        completed BIGINT NOT NULL
+        completed BIGINT NOT NULL,
+        part_keys TEXT NOT NULL DEFAULT '',
+        assembly_lease TEXT
     )",
     "CREATE TABLE IF NOT EXISTS workflow_runs (
         id TEXT NOT NULL PRIMARY KEY,
@@ -277,4 +279,32 @@ pub(crate) const INDEXES_V2: &[&str] = &[
     // Covers the grouped facet scan (modality, body part, validation) of the gallery.
     "CREATE INDEX IF NOT EXISTS idx_series_facets \
         ON series (modality, body_part_examined, validation_errors, validation_warnings)",
+];
+
+/// Columns added to `uploads` by version 4: the keys of the counted chunks (each PATCH writes
+/// a chunk of its own; the compare-and-set that counts it records which) and the assembler's
+/// lease (an upload being assembled is not swept).
+pub(crate) const UPLOAD_COLUMNS_V4: &[(&str, &str)] = &[
+    ("part_keys", "TEXT NOT NULL DEFAULT ''"),
+    ("assembly_lease", "TEXT"),
+];
+
+/// Version 4: one upload per path (older catalogs may hold several rows for a path, of which
+/// the newest completed one is the stored file: the others are dropped, incomplete ones move
+/// to a path of their own), and completed uploads, which now expire after their retention,
+/// are kept forever if they were completed before.
+pub(crate) const MIGRATE_TO_4: &[&str] = &[
+    "DELETE FROM uploads WHERE completed = 1 AND EXISTS (SELECT 1 FROM uploads newer \
+       WHERE newer.path = uploads.path AND newer.completed = 1 \
+         AND (newer.created_at > uploads.created_at \
+              OR (newer.created_at = uploads.created_at AND newer.id > uploads.id)))",
+    "UPDATE uploads SET path = path || '-' || id WHERE completed = 0 AND EXISTS \
+       (SELECT 1 FROM uploads other WHERE other.path = uploads.path AND other.id <> uploads.id)",
+    "UPDATE uploads SET expires_at = '9999-12-31T23:59:59.999999Z' WHERE completed = 1",
+];
+
+/// Indexes on `uploads` (after the version-4 migration, which makes paths unique).
+pub(crate) const INDEXES_V4: &[&str] = &[
+    "CREATE UNIQUE INDEX IF NOT EXISTS idx_uploads_path ON uploads (path)",
+    "CREATE INDEX IF NOT EXISTS idx_uploads_expiry ON uploads (completed, expires_at)",
 ];

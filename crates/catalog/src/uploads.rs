@@ -8,6 +8,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::error::is_unique_violation;
 use crate::{now, Catalog, CatalogError};
 
 /// An upload in progress (or complete).
@@ -27,10 +28,31 @@ pub struct Upload {
     pub metadata: String,
     /// Created at.
     pub created_at: String,
-    /// Incomplete uploads are deleted after this.
+    /// Deleted after this: an incomplete upload this long after its last chunk, a completed
+    /// one when its retention ends ([`KEEP_FOREVER`]: never).
     pub expires_at: String,
     /// Whether every byte arrived and the file was assembled.
     pub completed: bool,
+    /// Archive keys of the chunks counted so far, in order (empty for uploads begun before
+    /// schema version 4, whose chunks are named by their offset alone).
+    pub part_keys: Vec<String>,
+    /// While the file is assembled: until when the assembler holds it.
+    pub assembly_lease: Option<String>,
+}
+
+/// `expires_at` of an upload that never expires.
+pub const KEEP_FOREVER: &str = "9999-12-31T23:59:59.999999Z";
+
+/// Why an upload was not created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadRefused {
+    /// Another upload (complete or not) has this path.
+    PathTaken,
+    /// All uploads together would pass the quota; `used` bytes are taken already.
+    OverQuota {
+        /// Bytes of all uploads (incomplete ones count their announced length).
+        used: i64,
+    },
 }
 
 fn upload_from_row(row: &sqlx::any::AnyRow) -> Result<Upload, sqlx::Error> {
@@ -44,11 +66,18 @@ fn upload_from_row(row: &sqlx::any::AnyRow) -> Result<Upload, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         completed: row.try_get::<i64, _>("completed")? != 0,
+        part_keys: row
+            .try_get::<String, _>("part_keys")?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        assembly_lease: row.try_get("assembly_lease")?,
     })
 }
 
-const UPLOAD_COLUMNS: &str =
-    "id, path, length, upload_offset, chunks, metadata, created_at, expires_at, completed";
+const UPLOAD_COLUMNS: &str = "id, path, length, upload_offset, chunks, metadata, created_at, \
+    expires_at, completed, part_keys, assembly_lease";
 
 /// A workflow run as stored.
 #[derive(Clone, Debug, Serialize)]
@@ -120,7 +149,8 @@ const RUN_COLUMNS: &str = "id, workflow, params, state, progress_done, progress_
     log, series, created_at, updated_at, finished_at";
 
 impl Catalog {
-    /// Creates an upload row.
+    /// Creates an upload row at `path`, unless another upload has that path or all uploads
+    /// together would pass `quota` bytes.
     pub async fn create_upload(
         &self,
         id: &str,
@@ -128,13 +158,28 @@ impl Catalog {
         length: i64,
         metadata: &str,
         expires_at: &str,
-    ) -> Result<Upload, CatalogError> {
+        quota: i64,
+    ) -> Result<Result<Upload, UploadRefused>, CatalogError> {
         let now = now();
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
-        sqlx::query(
+        let used: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads")
+                .fetch_one(&mut *tx)
+                .await?;
+        if used.checked_add(length).is_none_or(|total| total > quota) {
+            return Ok(Err(UploadRefused::OverQuota { used }));
+        }
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE path = $1")
+            .bind(path)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Ok(Err(UploadRefused::PathTaken));
+        }
+        let inserted = sqlx::query(
             "INSERT INTO uploads (id, path, length, upload_offset, chunks, metadata, created_at, \
-               expires_at, completed) VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0)",
+               expires_at, completed, part_keys) VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0, '')",
         )
         .bind(id)
         .bind(path)
@@ -143,11 +188,18 @@ impl Catalog {
         .bind(&now)
         .bind(expires_at)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Another node took the path between the check and the insert.
+            Err(e) if is_unique_violation(&e) => return Ok(Err(UploadRefused::PathTaken)),
+            Err(e) => return Err(e.into()),
+        }
         tx.commit().await?;
         self.get_upload(id)
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("upload {id}")))
+            .map(Ok)
     }
 
     /// An upload by id.
@@ -161,21 +213,27 @@ impl Catalog {
         Ok(row.as_ref().map(upload_from_row).transpose()?)
     }
 
-    /// Records a chunk appended at `expected_offset`. Fails with `Conflict` if the upload moved
-    /// on meanwhile (two clients at once), so a chunk is never counted twice.
+    /// Records the chunk `part_key` appended at `expected_offset` and moves the expiry to
+    /// `expires_at`. Fails with `Conflict` if the upload moved on meanwhile (two clients at
+    /// once), so a chunk is never counted twice: the caller then deletes its chunk.
     pub async fn advance_upload(
         &self,
         id: &str,
         expected_offset: i64,
         new_offset: i64,
+        part_key: &str,
+        expires_at: &str,
     ) -> Result<(), CatalogError> {
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
         let done = sqlx::query(
-            "UPDATE uploads SET upload_offset = $1, chunks = chunks + 1 \
-             WHERE id = $2 AND upload_offset = $3 AND completed = 0",
+            "UPDATE uploads SET upload_offset = $1, chunks = chunks + 1, \
+               part_keys = part_keys || $2, expires_at = $3 \
+             WHERE id = $4 AND upload_offset = $5 AND completed = 0",
         )
         .bind(new_offset)
+        .bind(format!("{part_key}\n"))
+        .bind(expires_at)
         .bind(id)
         .bind(expected_offset)
         .execute(&mut *tx)
@@ -190,14 +248,58 @@ impl Catalog {
         }
     }
 
-    /// Marks an upload complete (its file assembled).
-    pub async fn complete_upload(&self, id: &str) -> Result<(), CatalogError> {
+    /// Moves an incomplete upload's expiry to `expires_at` (activity: a chunk begins).
+    pub async fn touch_upload(&self, id: &str, expires_at: &str) -> Result<(), CatalogError> {
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
-        sqlx::query("UPDATE uploads SET completed = 1 WHERE id = $1")
+        sqlx::query("UPDATE uploads SET expires_at = $1 WHERE id = $2 AND completed = 0")
+            .bind(expires_at)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes (or renews, with `renew`) the right to assemble an upload whose every byte
+    /// arrived, until `lease_until`; false if it is complete, not all there, or another
+    /// assembler holds a lease that has not run out. An upload under a lease is not swept.
+    pub async fn lease_assembly(
+        &self,
+        id: &str,
+        lease_until: &str,
+        renew: Option<&str>,
+    ) -> Result<bool, CatalogError> {
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE uploads SET assembly_lease = $1 \
+             WHERE id = $2 AND completed = 0 AND upload_offset = length \
+               AND (assembly_lease IS NULL OR assembly_lease < $3 OR assembly_lease = $4)",
+        )
+        .bind(lease_until)
+        .bind(id)
+        .bind(now())
+        .bind(renew.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks an upload complete (its file assembled); it expires at `expires_at` (its
+    /// retention, or [`KEEP_FOREVER`]).
+    pub async fn complete_upload(&self, id: &str, expires_at: &str) -> Result<(), CatalogError> {
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        sqlx::query(
+            "UPDATE uploads SET completed = 1, expires_at = $1, assembly_lease = NULL, \
+               part_keys = '' WHERE id = $2",
+        )
+        .bind(expires_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -214,15 +316,67 @@ impl Catalog {
         Ok(())
     }
 
-    /// Incomplete uploads whose expiry has passed.
+    /// Incomplete uploads whose expiry has passed and that are not being assembled.
     pub async fn expired_uploads(&self) -> Result<Vec<Upload>, CatalogError> {
+        let now = now();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE completed = 0 AND expires_at < $1"
+            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE completed = 0 AND expires_at < $1 \
+               AND (assembly_lease IS NULL OR assembly_lease < $1)"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Completed uploads whose retention has passed.
+    pub async fn expired_files(&self) -> Result<Vec<Upload>, CatalogError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE completed = 1 AND expires_at < $1"
         )))
         .bind(now())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every completed upload.
+    pub async fn completed_uploads(&self) -> Result<Vec<Upload>, CatalogError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE completed = 1"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The upload at `path`, if any.
+    pub async fn upload_at(&self, path: &str) -> Result<Option<Upload>, CatalogError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE path = $1"
+        )))
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(upload_from_row).transpose()?)
+    }
+
+    /// The `file` parameters of queued and running workflow runs: uploads they will read.
+    pub async fn files_in_use(&self) -> Result<std::collections::HashSet<String>, CatalogError> {
+        let params: Vec<String> = sqlx::query_scalar(
+            "SELECT params FROM workflow_runs WHERE state IN ('queued', 'running')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(params
+            .iter()
+            .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .filter_map(|v| {
+                v.get("file")?
+                    .as_str()
+                    .map(|f| f.trim_matches('/').to_string())
+            })
+            .collect())
     }
 
     /// Creates a workflow run in state `queued`.

@@ -6,11 +6,14 @@
 
 mod openapi;
 pub mod preview;
+pub mod server;
 mod ui;
 pub mod uploads;
 
+use std::sync::Arc;
+
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +38,60 @@ pub struct AppState {
     pub workflows: radport_workflows::Workflows,
     /// Draws instances for `/rendered` (`None`: that endpoint answers 501).
     pub rendering: Option<preview::FrameRendering>,
+    /// Reads of stored files for downloads.
+    pub downloads: Downloads,
+    /// Largest body of the JSON endpoints (everything but tus PATCH), in bytes.
+    pub max_json_body: usize,
+}
+
+/// Default of [`AppState::max_json_body`]: 1 MiB, far above any request of the API.
+pub const DEFAULT_MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// Downloads (series zips, instances, uploaded files) read stored files through a small
+/// number of permits, taken for each piece read and given back before the piece is sent.
+///
+/// A download never holds a thread or a permit while its client is slow to read: it reads
+/// the next piece only when the connection asks for it. So the archive's blocking threads,
+/// which local writes of received instances need, are used by at most `concurrent_reads`
+/// downloads at any moment, however many slow clients there are.
+#[derive(Clone, Debug)]
+pub struct Downloads {
+    reads: Arc<tokio::sync::Semaphore>,
+}
+
+impl Downloads {
+    /// At most `concurrent_reads` pieces of stored files read at once for downloads.
+    pub fn new(concurrent_reads: usize) -> Self {
+        Self {
+            reads: Arc::new(tokio::sync::Semaphore::new(concurrent_reads.max(1))),
+        }
+    }
+
+    /// A stream of a stored object's pieces, each read under a permit.
+    pub(crate) fn throttled(
+        &self,
+        stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, ArchiveError>>,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+        let reads = self.reads.clone();
+        futures::stream::unfold((stream, reads), |(mut stream, reads)| async move {
+            let item = {
+                let _permit = reads.acquire().await.ok();
+                futures::StreamExt::next(&mut stream).await
+            }?;
+            Some((item.map_err(read_failed), (stream, reads)))
+        })
+    }
+}
+
+impl Default for Downloads {
+    fn default() -> Self {
+        Self::new(16)
+    }
+}
+
+fn read_failed(e: ArchiveError) -> std::io::Error {
+    tracing::warn!(error = %e, "reading a stored file for a download failed");
+    std::io::Error::other("reading a stored file failed")
 }
 
 /// An error answered as JSON with a status code.
@@ -62,13 +119,40 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A failure whose detail (database or storage error text, which may name tables, values
+    /// or paths) is logged under a fresh id and not sent: the client gets the id to quote.
+    pub(crate) fn internal(status: StatusCode, what: &str, detail: &dyn std::fmt::Display) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = &id[..12];
+        tracing::error!(error_id = id, error = %detail, "{what}");
+        ApiError::new(
+            status,
+            format!("{what}; the server log has the details under error id {id}"),
+        )
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         let status = match &e {
             CatalogError::NotFound(_) => StatusCode::NOT_FOUND,
             CatalogError::Conflict(_) => StatusCode::CONFLICT,
             CatalogError::Invalid(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            CatalogError::Database(_) if e.is_transient() => {
+                return ApiError::internal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the catalog is busy; try again",
+                    &e,
+                )
+            }
+            CatalogError::Database(_) => {
+                return ApiError::internal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the catalog failed",
+                    &e,
+                )
+            }
         };
         ApiError::new(status, e.to_string())
     }
@@ -76,13 +160,102 @@ impl From<CatalogError> for ApiError {
 
 impl From<ArchiveError> for ApiError {
     fn from(e: ArchiveError) -> Self {
-        let status = match &e {
-            ArchiveError::NotFound(_) => StatusCode::NOT_FOUND,
-            ArchiveError::InvalidKey(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+        match &e {
+            ArchiveError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            ArchiveError::InvalidKey(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            ArchiveError::OutOfSpace(_) => ApiError::internal(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the archive is out of space",
+                &e,
+            ),
+            ArchiveError::Storage(_) => {
+                ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "the archive failed", &e)
+            }
+        }
     }
+}
+
+/// A 400 for a JSON body that could not be read, or the rejection's own status where it says
+/// more (413 past the body limit, 415 without a JSON content type).
+fn json_rejection(e: axum::extract::rejection::JsonRejection, expected: &str) -> ApiError {
+    let status = match e.status() {
+        s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            status,
+            "the request body is larger than this endpoint accepts",
+        );
+    }
+    ApiError::new(status, format!("expected {expected}: {e}"))
+}
+
+/// True for a DICOM UID: 1 to 64 characters, dot-separated components of digits.
+pub fn is_dicom_uid(uid: &str) -> bool {
+    (1..=64).contains(&uid.len())
+        && uid
+            .split('.')
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A UID as it may appear in a file name: itself if it is a valid UID, else a stand-in
+/// derived from it (UIDs come from the wire; `..`, `/` or control characters must not reach
+/// a zip entry name or a `Content-Disposition`).
+pub fn uid_for_file_name(uid: &str) -> String {
+    if is_dicom_uid(uid) {
+        uid.to_string()
+    } else {
+        format!("invalid-uid-{:016x}", fnv1a(uid.as_bytes()))
+    }
+}
+
+/// `attachment` with a file name safe to save anywhere: the last path part, without control,
+/// format (bidi) or path characters, at most 200 bytes; an ASCII `filename` for old clients
+/// and the UTF-8 name as RFC 6266 / RFC 5987 `filename*`.
+pub fn attachment(filename: &str) -> String {
+    let last = filename.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut safe = String::new();
+    for c in last.chars() {
+        if c.is_control() || is_format_char(c) {
+            continue;
+        }
+        let c = if matches!(c, ':' | '"' | '*' | '?' | '<' | '>' | '|' | ';' | '%') {
+            '_'
+        } else {
+            c
+        };
+        if safe.len() + c.len_utf8() > 200 {
+            break;
+        }
+        safe.push(c);
+    }
+    let safe = safe.trim_matches(|c: char| c == '.' || c.is_whitespace());
+    let safe = if safe.is_empty() { "download" } else { safe };
+    let ascii: String = safe
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '(' | ')' | ' ') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in safe.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// Unicode format characters that reorder or hide text (bidi overrides, zero-width marks).
+pub(crate) fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
@@ -146,6 +319,9 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(ui::routes())
         .fallback(not_found)
+        // Bodies read by extractors (JSON); tus PATCH streams its body and is bounded by
+        // the upload's length instead.
+        .layer(DefaultBodyLimit::max(state.max_json_body))
         .with_state(state)
 }
 
@@ -186,12 +362,8 @@ async fn create_project(
     State(state): State<AppState>,
     body: Result<Json<CreateProject>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("expected a JSON body like {{\"name\": \"my-project\"}}: {e}"),
-        )
-    })?;
+    let Json(body) =
+        body.map_err(|e| json_rejection(e, "a JSON body like {\"name\": \"my-project\"}"))?;
     let project = state.catalog.create_project(body.name.trim()).await?;
     Ok((StatusCode::CREATED, Json(json!(project))))
 }
@@ -442,12 +614,7 @@ async fn start_workflow_run(
     Path(name): Path<String>,
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let Json(params) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("expected the parameters as a JSON object: {e}"),
-        )
-    })?;
+    let Json(params) = body.map_err(|e| json_rejection(e, "the parameters as a JSON object"))?;
     let run = state.workflows.start(&name, &params).await?;
     Ok((StatusCode::CREATED, Json(json!(run))))
 }
@@ -489,37 +656,127 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A writer that hands what is written to an async body stream, chunk by chunk (for the zip
-/// writer, which is synchronous, running in a blocking thread).
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-    buffer: Vec<u8>,
-}
+/// The bytes the zip writer produced and the download has not sent yet.
+#[derive(Clone, Default)]
+struct ZipOutput(Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+impl ZipOutput {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn take(&self) -> bytes::Bytes {
+        bytes::Bytes::from(std::mem::take(&mut *self.lock()))
     }
 }
 
-impl std::io::Write for ChannelWriter {
+impl std::io::Write for ZipOutput {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= 256 * 1024 {
-            self.send()?;
-        }
+        self.lock().extend_from_slice(data);
         Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
+        Ok(())
     }
+}
+
+/// Sent to the client once this much zip output is ready.
+const ZIP_PIECE: usize = 64 * 1024;
+
+/// A series zip being produced: the zip writer runs on the async side, one stored piece at a
+/// time and only when the client asks for more (CRC and copying only, no blocking I/O), so a
+/// slow client holds no thread and at most one piece of memory.
+struct SeriesZip {
+    zip: Option<zip::ZipWriter<zip::write::StreamWriter<ZipOutput>>>,
+    out: ZipOutput,
+    files: std::vec::IntoIter<(String, String)>,
+    current: Option<futures::stream::BoxStream<'static, Result<bytes::Bytes, ArchiveError>>>,
+    archive: Archive,
+    downloads: Downloads,
+}
+
+impl SeriesZip {
+    async fn next_piece(&mut self) -> Option<Result<bytes::Bytes, std::io::Error>> {
+        use std::io::Write;
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        loop {
+            if self.out.len() >= ZIP_PIECE {
+                return Some(Ok(self.out.take()));
+            }
+            let Some(zip) = self.zip.as_mut() else {
+                return (self.out.len() > 0).then(|| Ok(self.out.take()));
+            };
+            if let Some(stream) = self.current.as_mut() {
+                let next = {
+                    let _permit = self.downloads.reads.acquire().await.ok();
+                    futures::StreamExt::next(stream).await
+                };
+                match next {
+                    Some(Ok(bytes)) => {
+                        if let Err(e) = zip.write_all(&bytes) {
+                            return Some(Err(e));
+                        }
+                    }
+                    Some(Err(e)) => return Some(Err(read_failed(e))),
+                    None => self.current = None,
+                }
+                continue;
+            }
+            match self.files.next() {
+                Some((name, key)) => {
+                    let opened = {
+                        let _permit = self.downloads.reads.acquire().await.ok();
+                        self.archive.get_stream(&key).await
+                    };
+                    let stream = match opened {
+                        Ok((_, stream)) => stream,
+                        Err(e) => return Some(Err(read_failed(e))),
+                    };
+                    if let Err(e) = zip.start_file(name, options) {
+                        return Some(Err(std::io::Error::other(e)));
+                    }
+                    self.current = Some(stream);
+                }
+                None => {
+                    if let Some(zip) = self.zip.take() {
+                        if let Err(e) = zip.finish() {
+                            return Some(Err(std::io::Error::other(e)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The zip entry names of a series' instances: `<series>/<number>_<sop>.dcm`, UIDs checked
+/// (see [`uid_for_file_name`]) and every name unique.
+fn zip_entry_names(series_uid: &str, instances: &[radport_catalog::InstanceRow]) -> Vec<String> {
+    let series = uid_for_file_name(series_uid);
+    let mut seen = std::collections::HashSet::new();
+    instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| {
+            let number = inst.instance_number.unwrap_or(i as i64);
+            let sop = uid_for_file_name(&inst.sop_instance_uid);
+            let mut name = format!("{series}/{number:05}_{sop}.dcm");
+            if !seen.insert(name.clone()) {
+                name = format!("{series}/{number:05}_{sop}_{i}.dcm");
+                seen.insert(name.clone());
+            }
+            name
+        })
+        .collect()
 }
 
 /// `GET /api/series/{uid}/download`: every stored file of the series in a zip, streamed (files
@@ -530,58 +787,29 @@ async fn download_series(
     Path(series_uid): Path<String>,
 ) -> ApiResult<Response> {
     let detail = series_or_404(&state, &series_uid).await?;
-    let files: Vec<(String, String)> = detail
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, inst)| {
-            let name = match inst.instance_number {
-                Some(n) => format!("{series_uid}/{n:05}_{}.dcm", inst.sop_instance_uid),
-                None => format!("{series_uid}/{i:05}_{}.dcm", inst.sop_instance_uid),
-            };
-            (name, inst.object_key.clone())
-        })
+    let names = zip_entry_names(&series_uid, &detail.instances);
+    let files: Vec<(String, String)> = names
+        .into_iter()
+        .zip(detail.instances.iter().map(|inst| inst.object_key.clone()))
         .collect();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let archive = state.archive.clone();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut zip = zip::ZipWriter::new_stream(ChannelWriter {
-            tx: tx.clone(),
-            buffer: Vec::new(),
-        });
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .large_file(true);
-        for (name, key) in files {
-            let bytes = match handle.block_on(archive.get(&key)) {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                    return;
-                }
-            };
-            let written = zip
-                .start_file(name, options)
-                .map_err(std::io::Error::other)
-                .and_then(|()| std::io::Write::write_all(&mut zip, &bytes));
-            if written.is_err() {
-                return; // the client went away
-            }
-        }
-        if let Ok(mut inner) = zip.finish() {
-            let _ = std::io::Write::flush(&mut inner);
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    let out = ZipOutput::default();
+    let zip = SeriesZip {
+        zip: Some(zip::ZipWriter::new_stream(out.clone())),
+        out,
+        files: files.into_iter(),
+        current: None,
+        archive: state.archive.clone(),
+        downloads: state.downloads.clone(),
+    };
+    let stream = futures::stream::unfold(zip, |mut zip| async move {
+        zip.next_piece().await.map(|item| (item, zip))
     });
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{series_uid}.zip\""),
+                attachment(&format!("{}.zip", uid_for_file_name(&series_uid))),
             ),
         ],
         Body::from_stream(stream),
@@ -604,20 +832,133 @@ async fn get_instance_file(
             )
         })?;
     let (size, stream) = state.archive.get_stream(&instance.object_key).await?;
-    let body = Body::from_stream(stream);
+    let body = Body::from_stream(state.downloads.throttled(stream));
     Ok((
         [
             (header::CONTENT_TYPE, "application/dicom".to_string()),
             (header::CONTENT_LENGTH, size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"{}.dcm\"",
-                    sop_instance_uid.replace('"', "")
-                ),
+                attachment(&format!("{}.dcm", uid_for_file_name(&sop_instance_uid))),
             ),
         ],
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_checked_before_they_name_files() {
+        assert!(is_dicom_uid("1.2.840.10008.5.1.4.1.1.2"));
+        for bad in [
+            "",
+            "..",
+            "1..2",
+            ".1",
+            "1.",
+            "1.2/../3",
+            "1.2\r\n",
+            &"1".repeat(65),
+        ] {
+            assert!(!is_dicom_uid(bad), "{bad:?}");
+            let name = uid_for_file_name(bad);
+            assert!(name.starts_with("invalid-uid-"), "{name}");
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        }
+        assert_eq!(uid_for_file_name("1.2.3"), "1.2.3");
+        // Distinct bad UIDs stay distinct.
+        assert_ne!(uid_for_file_name("../a"), uid_for_file_name("../b"));
+    }
+
+    #[test]
+    fn content_disposition_is_sanitised() {
+        assert_eq!(
+            attachment("1.2.3.zip"),
+            "attachment; filename=\"1.2.3.zip\"; filename*=UTF-8''1.2.3.zip"
+        );
+        let hostile = attachment("../../etc/pa\"ss\r\nSet-Cookie: x=1;\u{202E}gpj.exe");
+        assert!(!hostile.contains(['\r', '\n', '\u{202E}']), "{hostile}");
+        assert!(!hostile.contains(".."), "{hostile}");
+        let (ascii, _) = hostile.split_once("; filename*=").unwrap();
+        assert_eq!(ascii.matches('"').count(), 2, "{hostile}");
+        assert!(
+            !ascii.contains(';') || ascii.starts_with("attachment;"),
+            "{hostile}"
+        );
+        assert!(HeaderValueCheck::ok(&hostile));
+        let unicode = attachment("Müller Ödem.zip");
+        assert!(
+            unicode.contains("filename*=UTF-8''M%C3%BCller%20%C3%96dem.zip"),
+            "{unicode}"
+        );
+        assert!(
+            unicode.contains("filename=\"M_ller _dem.zip\""),
+            "{unicode}"
+        );
+        assert!(attachment("...").contains("filename=\"download\""));
+        assert!(attachment(&"a".repeat(1000)).len() < 700);
+    }
+
+    /// A header value must be visible ASCII (and tabs/spaces).
+    struct HeaderValueCheck;
+    impl HeaderValueCheck {
+        fn ok(v: &str) -> bool {
+            axum::http::HeaderValue::from_str(v).is_ok() && v.is_ascii()
+        }
+    }
+
+    #[test]
+    fn zip_entry_names_are_safe_and_unique() {
+        let row = |sop: &str, n: Option<i64>| radport_catalog::InstanceRow {
+            sop_instance_uid: sop.to_string(),
+            series_instance_uid: String::new(),
+            instance_number: n,
+            sop_class_uid: String::new(),
+            transfer_syntax_uid: String::new(),
+            size: 0,
+            checksum: String::new(),
+            rows: None,
+            columns: None,
+            number_of_frames: None,
+            received_at: String::new(),
+            object_key: String::new(),
+        };
+        let names = zip_entry_names(
+            "1.2.3",
+            &[
+                row("1.2.3.1", Some(1)),
+                row("../../evil", Some(2)),
+                row("1.2.3.1", Some(1)),
+            ],
+        );
+        assert_eq!(names[0], "1.2.3/00001_1.2.3.1.dcm");
+        assert!(
+            names[1].starts_with("1.2.3/00002_invalid-uid-"),
+            "{}",
+            names[1]
+        );
+        assert_eq!(names[2], "1.2.3/00001_1.2.3.1_2.dcm");
+        let names = zip_entry_names("../x", &[row("1.1", None)]);
+        assert!(names[0].starts_with("invalid-uid-") && !names[0].contains(".."));
+    }
+
+    #[test]
+    fn database_errors_are_not_sent() {
+        let e: ApiError = CatalogError::Database(sqlx_error()).into();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message.contains("secret_table"), "{}", e.message);
+        assert!(e.message.contains("error id"), "{}", e.message);
+        let e: ApiError = ArchiveError::Storage("/data/archive/x: EIO".into()).into();
+        assert!(!e.message.contains("/data"), "{}", e.message);
+        let e: ApiError = CatalogError::NotFound("project x".into()).into();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    fn sqlx_error() -> sqlx::Error {
+        sqlx::Error::Protocol("relation secret_table does not exist".into())
+    }
 }

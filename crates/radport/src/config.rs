@@ -66,9 +66,44 @@ pub struct ServeArgs {
     /// Largest upload accepted, in bytes [default: 10737418240 = 10 GiB].
     #[arg(long, env = "RADPORT_MAX_UPLOAD_SIZE")]
     pub max_upload_size: Option<u64>,
-    /// Hours after which an incomplete upload is deleted [default: 24].
+    /// Hours without a new chunk after which an incomplete upload is deleted [default: 24].
     #[arg(long, env = "RADPORT_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<f64>,
+    /// Age an archive object that nothing references must reach before the collector
+    /// removes it: a number and a unit (ms, s, m, h, d), e.g. 90s or 1h. Far longer than any
+    /// instance takes from archive write to catalog commit [default: 1h].
+    #[arg(long, env = "RADPORT_ORPHAN_GRACE")]
+    pub orphan_grace: Option<String>,
+    /// Time between two collections of unreferenced objects, as --orphan-grace; 0 runs none
+    /// in this process [default: 1h].
+    #[arg(long, env = "RADPORT_COLLECT_INTERVAL")]
+    pub collect_interval: Option<String>,
+    /// Days a completed upload is kept (unless a queued or running workflow run names it);
+    /// 0 keeps uploads until deleted [default: 7].
+    #[arg(long, env = "RADPORT_UPLOAD_RETENTION_DAYS")]
+    pub upload_retention_days: Option<f64>,
+    /// Bytes of all uploads together, incomplete ones at their announced length
+    /// [default: 107374182400 = 100 GiB].
+    #[arg(long, env = "RADPORT_MAX_UPLOAD_TOTAL")]
+    pub max_upload_total: Option<u64>,
+    /// Seconds a client has to send a complete HTTP request head; also how long an idle
+    /// kept-alive connection stays open [default: 10].
+    #[arg(long, env = "RADPORT_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<f64>,
+    /// Seconds an HTTP request body may pause before the request fails [default: 60].
+    #[arg(long, env = "RADPORT_HTTP_BODY_TIMEOUT")]
+    pub http_body_timeout: Option<f64>,
+    /// HTTP connections served at once; more are answered 503 [default: 4096, fewer if the
+    /// open-files limit is lower].
+    #[arg(long, env = "RADPORT_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Largest request body of the JSON endpoints, in bytes (tus PATCH is bounded by the
+    /// upload's length instead) [default: 1048576].
+    #[arg(long, env = "RADPORT_HTTP_MAX_JSON_BODY")]
+    pub http_max_json_body: Option<usize>,
+    /// Pieces of stored files read at once for downloads [default: 16].
+    #[arg(long, env = "RADPORT_DOWNLOAD_READS")]
+    pub download_reads: Option<usize>,
 }
 
 /// The same settings as read from a TOML file.
@@ -92,6 +127,13 @@ struct FileSettings {
     thumbnail_size: Option<u32>,
     max_upload_size: Option<u64>,
     upload_expiry_hours: Option<f64>,
+    upload_retention_days: Option<f64>,
+    max_upload_total: Option<u64>,
+    http_header_timeout: Option<f64>,
+    http_body_timeout: Option<f64>,
+    http_max_connections: Option<usize>,
+    http_max_json_body: Option<usize>,
+    download_reads: Option<usize>,
 }
 
 /// Fully resolved settings.
@@ -115,6 +157,30 @@ pub struct Settings {
     pub thumbnail_size: u32,
     pub max_upload_size: u64,
     pub upload_expiry: std::time::Duration,
+    /// Zero: kept until deleted.
+    pub upload_retention: std::time::Duration,
+    pub max_upload_total: u64,
+    pub http_header_timeout: std::time::Duration,
+    pub http_body_timeout: std::time::Duration,
+    pub http_max_connections: usize,
+    pub http_max_json_body: usize,
+    pub download_reads: usize,
+}
+
+/// A number of seconds within `range`, as a duration.
+fn seconds(
+    name: &str,
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<std::time::Duration> {
+    if !range.contains(&value) {
+        anyhow::bail!(
+            "{name} must be between {} and {} seconds, not {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
@@ -186,7 +252,55 @@ impl ServeArgs {
                 "upload_expiry_hours must be between 0 and 8760, not {upload_expiry_hours}"
             );
         }
+        let upload_retention_days = self
+            .upload_retention_days
+            .or(file.upload_retention_days)
+            .unwrap_or(7.0);
+        if !(0.0..=3650.0).contains(&upload_retention_days) {
+            anyhow::bail!(
+                "upload_retention_days must be between 0 and 3650, not {upload_retention_days}"
+            );
+        }
+        let http_header_timeout = seconds(
+            "http_header_timeout",
+            self.http_header_timeout
+                .or(file.http_header_timeout)
+                .unwrap_or(10.0),
+            0.1..=3600.0,
+        )?;
+        let http_body_timeout = seconds(
+            "http_body_timeout",
+            self.http_body_timeout
+                .or(file.http_body_timeout)
+                .unwrap_or(60.0),
+            0.1..=86_400.0,
+        )?;
+        let http_max_connections = self
+            .http_max_connections
+            .or(file.http_max_connections)
+            .unwrap_or(4096);
+        if http_max_connections == 0 {
+            anyhow::bail!("http_max_connections must be at least 1");
+        }
         Ok(Settings {
+            upload_retention: std::time::Duration::from_secs_f64(upload_retention_days * 86_400.0),
+            max_upload_total: self
+                .max_upload_total
+                .or(file.max_upload_total)
+                .unwrap_or(100 * 1024 * 1024 * 1024),
+            http_header_timeout,
+            http_body_timeout,
+            http_max_connections,
+            http_max_json_body: self
+                .http_max_json_body
+                .or(file.http_max_json_body)
+                .unwrap_or(1024 * 1024)
+                .max(1024),
+            download_reads: self
+                .download_reads
+                .or(file.download_reads)
+                .unwrap_or(16)
+                .max(1),
             max_upload_size: self
                 .max_upload_size
                 .or(file.max_upload_size)
@@ -264,6 +378,56 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(s.archive_url.as_deref(), Some("s3://from-flag"));
+    }
+
+    #[test]
+    fn http_and_upload_limits_have_defaults_and_are_checked() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.http_header_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(s.http_body_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(s.http_max_connections, 4096);
+        assert_eq!(s.http_max_json_body, 1 << 20);
+        assert_eq!(s.download_reads, 16);
+        assert_eq!(s.max_upload_total, 100 << 30);
+        assert_eq!(
+            s.upload_retention,
+            std::time::Duration::from_secs(7 * 86_400)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(
+            &file,
+            "upload_retention_days = 0\nmax_upload_total = 5000\nhttp_header_timeout = 2.5\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(s.upload_retention.is_zero(), "0 keeps uploads");
+        assert_eq!(s.max_upload_total, 5000);
+        assert_eq!(
+            s.http_header_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        for bad in [
+            ServeArgs {
+                http_header_timeout: Some(0.0),
+                ..Default::default()
+            },
+            ServeArgs {
+                upload_retention_days: Some(-1.0),
+                ..Default::default()
+            },
+            ServeArgs {
+                http_max_connections: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
     }
 
     #[test]

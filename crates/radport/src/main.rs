@@ -18,6 +18,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the size of `serve`'s settings does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the server: DICOM receiver and HTTP API.
     Serve(config::ServeArgs),

@@ -72,6 +72,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         uploads: radport_http::uploads::UploadSettings {
             max_size: settings.max_upload_size,
             expire_after: settings.upload_expiry,
+            retention: settings.upload_retention,
+            max_total: settings.max_upload_total,
         },
         workflows: workflows.clone(),
         // Two at a time: a decode holds a whole file in memory and a core busy.
@@ -79,6 +81,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             std::sync::Arc::new(PipelineFrames),
             2,
         )),
+        downloads: radport_http::Downloads::new(settings.download_reads),
+        max_json_body: settings.http_max_json_body,
     };
     let sweeper_state = state.clone();
     // Often enough that an upload is gone soon after it expires.
@@ -134,7 +138,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ingestor,
         receiver_config,
     ));
-    let http = tokio::spawn(async move { axum::serve(http_listener, app).await });
+    // Thousands of HTTP connections need more descriptors than the usual soft limit of 1024;
+    // the connection cap leaves 512 for DICOM associations, the archive and the catalog.
+    let open_files = radport_http::server::raise_open_files_limit();
+    let http_limits = radport_http::server::ServerLimits {
+        header_timeout: settings.http_header_timeout,
+        body_timeout: settings.http_body_timeout,
+        max_connections: radport_http::server::connection_cap(
+            settings.http_max_connections,
+            open_files,
+            512,
+        ),
+    };
+    if http_limits.max_connections < settings.http_max_connections {
+        tracing::warn!(
+            open_files = open_files.unwrap_or_default(),
+            max_connections = http_limits.max_connections,
+            "the open-files limit lowers the HTTP connection cap (raise `ulimit -n`)"
+        );
+    }
+    let http = tokio::spawn(radport_http::server::serve(http_listener, app, http_limits));
 
     tokio::select! {
         r = receiver => { r.context("receiver task")?.context("DICOM receiver")?; }

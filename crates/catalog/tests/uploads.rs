@@ -1,0 +1,289 @@
+//! Uploads in the catalog: one upload per path, the quota, chunks counted by compare-and-set,
+//! the assembly lease, expiry and retention, the files workflow runs use, and the version-4
+//! migration. Against SQLite and, when `RADPORT_TEST_POSTGRES_URL` is set at build time,
+//! PostgreSQL.
+
+use radport_catalog::{Catalog, CatalogError, UploadRefused, KEEP_FOREVER, SCHEMA_VERSION};
+
+// ----- harness -----------------------------------------------------------------------------
+
+struct SqliteDb {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl SqliteDb {
+    fn new() -> SqliteDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        SqliteDb { _dir: dir, url }
+    }
+}
+
+#[cfg(radport_pg_tests)]
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+#[cfg(radport_pg_tests)]
+impl PgDb {
+    /// Creates a fresh database on the test server so tests can run in parallel.
+    async fn new(test: &str) -> PgDb {
+        use sqlx::AssertSqlSafe;
+        sqlx::any::install_default_drivers();
+        let admin_url = env!("RADPORT_TEST_POSTGRES_URL").to_string();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let name = format!("radport_t_{}_{}_{}", test, std::process::id(), nanos);
+        let pool = sqlx::AnyPool::connect(&admin_url)
+            .await
+            .expect("connect admin url");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        pool.close().await;
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b.to_string(), format!("?{q}")),
+            None => (admin_url.clone(), String::new()),
+        };
+        let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+        let host_end = base[after_scheme..]
+            .find('/')
+            .map(|i| after_scheme + i)
+            .unwrap_or(base.len());
+        let url = format!("{}/{}{}", &base[..host_end], name, query);
+        PgDb {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    async fn drop_db(self) {
+        use sqlx::AssertSqlSafe;
+        let pool = sqlx::AnyPool::connect(&self.admin_url)
+            .await
+            .expect("connect admin url");
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop database");
+        pool.close().await;
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = super::SqliteDb::new();
+                super::$name(&db.url).await;
+            }
+
+            #[cfg(radport_pg_tests)]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let db = super::PgDb::new(stringify!($name)).await;
+                super::$name(&db.url).await;
+                db.drop_db().await;
+            }
+        }
+    };
+}
+
+both!(upload_rows);
+both!(migrates_version_3_uploads);
+
+fn at(seconds_from_now: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds_from_now))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+async fn upload_rows(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    let later = at(3600);
+    let a = c
+        .create_upload("a", "scan.zip", 100, "", &later, 1000)
+        .await
+        .expect("create")
+        .expect("created");
+    assert_eq!((a.offset, a.part_keys.len(), a.completed), (0, 0, false));
+    // One upload per path.
+    assert_eq!(
+        c.create_upload("b", "scan.zip", 100, "", &later, 1000)
+            .await
+            .expect("create")
+            .unwrap_err(),
+        UploadRefused::PathTaken
+    );
+    // The quota counts announced lengths of incomplete uploads.
+    assert_eq!(
+        c.create_upload("c", "big.zip", 901, "", &later, 1000)
+            .await
+            .expect("create")
+            .unwrap_err(),
+        UploadRefused::OverQuota { used: 100 }
+    );
+    assert_eq!(
+        c.create_upload("c", "big.zip", i64::MAX, "", &later, i64::MAX)
+            .await
+            .expect("create")
+            .unwrap_err(),
+        UploadRefused::OverQuota { used: 100 },
+        "no overflow"
+    );
+    c.create_upload("c", "fits.zip", 900, "", &later, 1000)
+        .await
+        .expect("create")
+        .expect("fits exactly");
+
+    // Two chunks at offset 0: the first counted wins; the second is a conflict.
+    c.advance_upload("a", 0, 60, "upload-parts/a/0-x", &at(7200))
+        .await
+        .expect("first");
+    let lost = c
+        .advance_upload("a", 0, 40, "upload-parts/a/0-y", &at(7200))
+        .await;
+    assert!(matches!(lost, Err(CatalogError::Conflict(_))), "{lost:?}");
+    c.advance_upload("a", 60, 100, "upload-parts/a/60-z", &at(7200))
+        .await
+        .expect("second");
+    let a = c.get_upload("a").await.expect("get").expect("row");
+    assert_eq!(a.offset, 100);
+    assert_eq!(a.part_keys, ["upload-parts/a/0-x", "upload-parts/a/60-z"]);
+    assert!(a.expires_at > later, "a chunk moves the expiry");
+
+    // The assembly lease: one holder at a time; its holder renews; a leased upload is not
+    // swept even when it expired.
+    let lease = at(60);
+    assert!(c.lease_assembly("a", &lease, None).await.expect("lease"));
+    assert!(!c.lease_assembly("a", &at(60), None).await.expect("taken"));
+    let renewed = at(120);
+    assert!(c
+        .lease_assembly("a", &renewed, Some(&lease))
+        .await
+        .expect("renew"));
+    assert!(!c
+        .lease_assembly("c", &at(60), None)
+        .await
+        .expect("not all there"));
+    c.touch_upload("a", &at(-10)).await.expect("touch");
+    c.touch_upload("c", &at(-10)).await.expect("touch");
+    let expired: Vec<String> = c
+        .expired_uploads()
+        .await
+        .expect("expired")
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(expired, ["c"], "the upload being assembled is not swept");
+
+    // Completion: retention expiry, no chunks, no lease.
+    c.complete_upload("a", &at(-1)).await.expect("complete");
+    let a = c.get_upload("a").await.expect("get").expect("row");
+    assert!(a.completed && a.part_keys.is_empty() && a.assembly_lease.is_none());
+    let files: Vec<String> = c
+        .expired_files()
+        .await
+        .expect("files")
+        .into_iter()
+        .map(|u| u.path)
+        .collect();
+    assert_eq!(files, ["scan.zip"]);
+    assert_eq!(
+        c.upload_at("scan.zip").await.expect("at").map(|u| u.id),
+        Some("a".to_string())
+    );
+    assert_eq!(c.completed_uploads().await.expect("completed").len(), 1);
+
+    // Files named by queued or running workflow runs.
+    c.create_workflow_run("r1", "import", &serde_json::json!({"file": "/scan.zip"}))
+        .await
+        .expect("run");
+    let mut done = c
+        .create_workflow_run("r2", "import", &serde_json::json!({"file": "fits.zip"}))
+        .await
+        .expect("run");
+    done.state = "succeeded".into();
+    c.update_workflow_run(&done).await.expect("update");
+    let in_use = c.files_in_use().await.expect("in use");
+    assert!(
+        in_use.contains("scan.zip") && !in_use.contains("fits.zip"),
+        "{in_use:?}"
+    );
+
+    c.delete_upload("a").await.expect("delete");
+    c.create_upload("d", "scan.zip", 10, "", &later, 1000)
+        .await
+        .expect("create")
+        .expect("the path is free again");
+    c.close().await;
+}
+
+async fn migrates_version_3_uploads(url: &str) {
+    use sqlx::Connection;
+    Catalog::connect(url).await.expect("connect").close().await;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in [
+        "DROP TABLE uploads",
+        "CREATE TABLE uploads (id TEXT NOT NULL PRIMARY KEY, path TEXT NOT NULL, \
+           length BIGINT NOT NULL, upload_offset BIGINT NOT NULL, chunks BIGINT NOT NULL, \
+           metadata TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, \
+           completed BIGINT NOT NULL)",
+        // Two completed uploads of one name (the newer one's file is stored), one incomplete
+        // upload of that name, and one other completed upload.
+        "INSERT INTO uploads VALUES ('old', 'a.zip', 5, 5, 1, '', '2026-01-01T00:00:00.000000Z', \
+           '2026-01-02T00:00:00.000000Z', 1)",
+        "INSERT INTO uploads VALUES ('new', 'a.zip', 6, 6, 1, '', '2026-01-03T00:00:00.000000Z', \
+           '2026-01-04T00:00:00.000000Z', 1)",
+        "INSERT INTO uploads VALUES ('wip', 'a.zip', 7, 0, 0, '', '2026-01-05T00:00:00.000000Z', \
+           '2999-01-01T00:00:00.000000Z', 0)",
+        "INSERT INTO uploads VALUES ('b', 'b.zip', 8, 8, 1, '', '2026-01-01T00:00:00.000000Z', \
+           '2026-01-02T00:00:00.000000Z', 1)",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (3, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .expect(statement);
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(url).await.expect("upgrade");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    assert!(c.get_upload("old").await.expect("get").is_none());
+    let new = c.get_upload("new").await.expect("get").expect("kept");
+    assert_eq!(new.path, "a.zip");
+    assert_eq!(new.expires_at, KEEP_FOREVER, "completed before: kept");
+    assert_eq!(
+        c.get_upload("b")
+            .await
+            .expect("get")
+            .expect("kept")
+            .expires_at,
+        KEEP_FOREVER
+    );
+    let wip = c.get_upload("wip").await.expect("get").expect("kept");
+    assert_eq!(wip.path, "a.zip-wip");
+    assert!(wip.part_keys.is_empty() && wip.assembly_lease.is_none());
+    assert!(c.expired_files().await.expect("files").is_empty());
+    assert_eq!(
+        c.create_upload("x", "a.zip", 1, "", KEEP_FOREVER, 1 << 40)
+            .await
+            .expect("create")
+            .unwrap_err(),
+        UploadRefused::PathTaken
+    );
+    c.close().await;
+}

@@ -1,0 +1,268 @@
+//! The HTTP listener: hyper's HTTP/1.1 server with the limits that keep a hostile or broken
+//! client from tying the process up.
+//!
+//! - **header timeout**: a connection that has not sent a complete request head within
+//!   [`ServerLimits::header_timeout`] is closed (hyper's `header_read_timeout`, which needs a
+//!   timer; `axum::serve` sets none). It runs from the accept and again after each response,
+//!   so idle keep-alive connections are closed by it too: a slowloris holds a connection for
+//!   at most this long.
+//! - **body idle timeout**: a request body that stops arriving for
+//!   [`ServerLimits::body_timeout`] fails the request (the handler sees a body error; a tus
+//!   PATCH keeps what arrived).
+//! - **connection cap**: at most [`ServerLimits::max_connections`] connections are served at
+//!   once; one beyond is answered `503` and closed at once, so the listen backlog never fills
+//!   with connections that wait for a slot.
+//!
+//! Only HTTP/1.1 is spoken (browsers use it without TLS; a reverse proxy in front may speak
+//! HTTP/2 to clients).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Limits of the HTTP listener.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Time a client has to send a complete request head (from the accept, and from the end
+    /// of the previous response on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// What a connection beyond the cap is told before it is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Retry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 63\r\n\r\n\
+{\"error\":\"too many connections to this server; try again soon\"}";
+
+/// Serves `app` on `listener` with `limits` until the listener fails for good (never, in
+/// practice: accept errors such as running out of descriptors are logged and retried).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_timeout,
+    ));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) if is_per_connection_error(&e) => continue,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOMEM: wait a little for descriptors to be freed (the header
+                // timeout closes stalled connections) rather than spinning.
+                tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused = refused.saturating_add(1);
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    max = limits.max_connections,
+                    "HTTP connection cap reached; connections refused with 503"
+                );
+            }
+            // Non-blocking: a client that does not read gets nothing, not a task.
+            let _ = stream.try_write(OVER_CAPACITY);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Errors of one incoming connection (it went away before it was accepted), as opposed to
+/// errors of the listener.
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// Raises this process's soft limit on open files to its hard limit (a server with thousands
+/// of connections needs more than the usual 1024); returns the soft limit in force afterwards,
+/// or `None` where it cannot be read.
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        // `rlim_t` is not `u64` on every platform.
+        #[allow(clippy::unnecessary_cast)]
+        Some(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The connection cap that fits `open_files` descriptors: `wanted`, or fewer so that
+/// `reserve` descriptors stay for DICOM associations, the archive and the catalog.
+pub fn connection_cap(wanted: usize, open_files: Option<u64>, reserve: u64) -> usize {
+    match open_files {
+        Some(n) => {
+            let room = usize::try_from(n.saturating_sub(reserve)).unwrap_or(usize::MAX);
+            wanted.min(room).max(16)
+        }
+        None => wanted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: ServerLimits) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/echo",
+                axum::routing::post(
+                    |body: axum::body::Bytes| async move { body.len().to_string() },
+                ),
+            );
+        tokio::spawn(serve(listener, app, limits));
+        addr
+    }
+
+    async fn read_all(s: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_stalled_request_head_is_closed_after_the_header_timeout() {
+        let addr = start(ServerLimits {
+            header_timeout: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+            .await
+            .expect("closed before 5 s")
+            .unwrap_or(0);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        // Closed (possibly with a 408 first), not answered with a page.
+        assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"));
+        // A fresh client is served meanwhile.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_all(&mut ok).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_fails_the_request() {
+        let addr = start(ServerLimits {
+            body_timeout: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+        let answer = read_all(&mut s).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_get_503() {
+        let addr = start(ServerLimits {
+            max_connections: 2,
+            ..Default::default()
+        })
+        .await;
+        let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let answer = read_all(&mut c).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+        drop(_a);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut d = tokio::net::TcpStream::connect(addr).await.unwrap();
+        d.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_all(&mut d).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn the_cap_leaves_descriptors_for_the_rest() {
+        assert_eq!(connection_cap(4096, Some(20_000), 512), 4096);
+        assert_eq!(connection_cap(4096, Some(1024), 512), 512);
+        assert_eq!(connection_cap(4096, Some(100), 512), 16);
+        assert_eq!(connection_cap(4096, None, 512), 4096);
+    }
+}
