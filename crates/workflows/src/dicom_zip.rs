@@ -1,28 +1,50 @@
 //! `import-dicoms-from-data-upload`: a .zip of DICOM folders from the uploads area, imported
 //! file by file through the ingest path.
 //!
-//! The zip is copied into the scratch directory and read entry by entry in a blocking thread
-//! (with the limits of [`crate::upload`]: zip slip, entry size, compression ratio, total size),
-//! and each entry's bytes go to the async side over a bounded channel, so memory holds at most
-//! two entries. Nothing is extracted to disk.
+//! The zip is copied into the scratch directory and read entry by entry in a blocking thread,
+//! through the limits of [`crate::upload`] (entry count, zip slip, symbolic links, inflated
+//! size per entry and per zip, compression ratio). An entry is never held whole: its first
+//! 64 KiB (preamble and file meta group) and then 1 MiB chunks go to the async side over a
+//! bounded channel and straight into [`radport_ingest::Ingestor::begin`] /
+//! [`radport_ingest::IncomingInstance::write`], so a run holds a few MiB whatever the size of
+//! its entries. Nothing is extracted to disk.
+
+use std::io::Read;
 
 use radport_catalog::Route;
+use radport_ingest::{Announced, IncomingInstance};
 
-use crate::upload::{self, MAX_TOTAL_BYTES};
-use crate::{Recorder, WorkflowError, Workflows};
+use crate::upload::{self, Budget};
+use crate::{ImportLimits, Recorder, WorkflowError, Workflows};
+
+/// Bytes read first from each entry: the preamble and the file meta group.
+const HEAD: usize = 64 * 1024;
+/// Bytes per chunk after the head.
+const CHUNK: usize = 1 << 20;
 
 enum Entry {
     /// Number of items (candidate DICOM files) and names skipped by the extension filter.
     Plan { items: usize, skipped: Vec<String> },
-    /// One candidate: its bytes, or why it cannot be imported.
-    Item {
-        name: String,
-        bytes: Result<Vec<u8>, String>,
-    },
+    /// A DICOM file starts: its first bytes (at least its file meta group).
+    Begin { name: String, head: Vec<u8> },
+    /// More bytes of the current file.
+    Chunk(Vec<u8>),
+    /// The current file is complete.
+    End,
+    /// The current file could not be read to its end (a limit, corrupt data): why.
+    Abort(String),
+    /// A candidate refused before any of it was imported: why.
+    Refused { name: String, reason: String },
     /// A candidate that turned out not to be DICOM while any file was a candidate.
     NotDicom { name: String },
     /// The archive as a whole cannot be read.
     Fatal(String),
+}
+
+/// The file being imported: its name, and the ingest in progress (or why it failed).
+struct Current {
+    name: String,
+    incoming: Result<IncomingInstance, String>,
 }
 
 pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), WorkflowError> {
@@ -42,13 +64,15 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
         scratch,
     } = upload::prepare(w, rec, &file, &project, &dataset).await?;
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(4);
     let path = scratch.path().to_path_buf();
-    let reader = tokio::task::spawn_blocking(move || read_entries(&path, &extension, &tx));
+    let limits = w.limits;
+    let reader = tokio::task::spawn_blocking(move || read_entries(&path, &extension, &limits, &tx));
 
     let route = Route { project, dataset };
     let mut not_dicom: Vec<String> = Vec::new();
     let source = format!("upload:{file}");
+    let mut current: Option<Current> = None;
     while let Some(entry) = rx.recv().await {
         match entry {
             Entry::Plan { items, skipped } => {
@@ -65,18 +89,66 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 }
                 rec.log(format!("{items} files to import")).await;
             }
-            Entry::Item { name, bytes } => {
-                match bytes {
-                    Ok(bytes) => match w
-                        .ingestor
-                        .ingest_part10(route.clone(), source.clone(), &bytes)
-                        .await
-                    {
-                        Ok(outcome) => rec.series(&outcome.series_instance_uid),
-                        Err(e) => rec.item_error(&name, e.to_string()),
-                    },
-                    Err(reason) => rec.item_error(&name, reason),
+            Entry::Begin { name, head } => {
+                let incoming = match file_meta(&head) {
+                    Ok((announced, offset)) => {
+                        match w
+                            .ingestor
+                            .begin(route.clone(), source.clone(), announced)
+                            .await
+                        {
+                            Ok(mut incoming) => match incoming.write(head[offset..].to_vec()).await
+                            {
+                                Ok(()) => Ok(incoming),
+                                Err(e) => {
+                                    incoming.abort().await;
+                                    Err(e.to_string())
+                                }
+                            },
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(reason) => Err(reason),
+                };
+                current = Some(Current { name, incoming });
+            }
+            Entry::Chunk(bytes) => {
+                if let Some(cur) = &mut current {
+                    if let Ok(i) = &mut cur.incoming {
+                        if let Err(e) = i.write(bytes).await {
+                            let failed = std::mem::replace(&mut cur.incoming, Err(e.to_string()));
+                            if let Ok(i) = failed {
+                                i.abort().await;
+                            }
+                        }
+                    }
                 }
+            }
+            Entry::End => {
+                if let Some(Current { name, incoming }) = current.take() {
+                    match incoming {
+                        Ok(i) => match w.ingestor.finish(i).await {
+                            Ok(outcome) => rec.series(&outcome.series_instance_uid),
+                            Err(e) => rec.item_error(&name, e.to_string()),
+                        },
+                        Err(reason) => rec.item_error(&name, reason),
+                    }
+                    rec.run.progress.done += 1;
+                    rec.progress().await;
+                }
+            }
+            Entry::Abort(reason) => {
+                if let Some(Current { name, incoming }) = current.take() {
+                    if let Ok(i) = incoming {
+                        i.abort().await;
+                    }
+                    rec.item_error(&name, reason);
+                    rec.run.progress.done += 1;
+                    rec.progress().await;
+                }
+            }
+            Entry::Refused { name, reason } => {
+                rec.item_error(&name, reason);
                 rec.run.progress.done += 1;
                 rec.progress().await;
             }
@@ -85,8 +157,22 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 rec.run.progress.done += 1;
                 rec.progress().await;
             }
-            Entry::Fatal(reason) => return Err(WorkflowError::Fatal(reason)),
+            Entry::Fatal(reason) => {
+                if let Some(Current {
+                    incoming: Ok(i), ..
+                }) = current.take()
+                {
+                    i.abort().await;
+                }
+                return Err(WorkflowError::Fatal(reason));
+            }
         }
+    }
+    if let Some(Current {
+        incoming: Ok(i), ..
+    }) = current.take()
+    {
+        i.abort().await;
     }
     if !not_dicom.is_empty() {
         let shown: Vec<&str> = not_dicom.iter().take(10).map(String::as_str).collect();
@@ -106,14 +192,88 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
     upload::finish(w, rec, &key, &file, delete_original).await
 }
 
-fn is_dicom(bytes: &[u8]) -> bool {
-    bytes.get(128..132) == Some(b"DICM")
+fn is_dicom(head: &[u8]) -> bool {
+    head.get(128..132) == Some(b"DICM")
+}
+
+/// What the file meta group of a Part-10 file announces, and where its data set starts (as
+/// `radport_ingest::Ingestor::ingest_part10` reads it). The group is walked by `prescan` first:
+/// a declared length beyond the head is refused, not allocated.
+fn file_meta(head: &[u8]) -> Result<(Announced, usize), String> {
+    let body = head
+        .get(128..)
+        .filter(|b| b.starts_with(b"DICM"))
+        .ok_or("not a DICOM Part-10 file (no DICM magic at offset 128)")?;
+    radport_ingest::prescan::check_file_meta(body)
+        .map_err(|e| format!("bad file meta group: {e}"))?;
+    let mut at = 4;
+    let mut group_end = None;
+    let mut announced = Announced {
+        sop_class_uid: String::new(),
+        sop_instance_uid: String::new(),
+        transfer_syntax_uid: String::new(),
+        source_ae_title: None,
+    };
+    let short = || "file meta group longer than the first 64 KiB of the file".to_string();
+    loop {
+        let el = body.get(at..at + 8).ok_or_else(short)?;
+        let group = u16::from_le_bytes([el[0], el[1]]);
+        let element = u16::from_le_bytes([el[2], el[3]]);
+        if group != 0x0002 || group_end.is_some_and(|end| at >= end) {
+            break;
+        }
+        let vr = [el[4], el[5]];
+        let (value_at, len) = match &vr {
+            b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR" | b"OD" | b"OL"
+            | b"OV" | b"SV" | b"UV" => {
+                let l = body.get(at + 8..at + 12).ok_or_else(short)?;
+                (
+                    at + 12,
+                    u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize,
+                )
+            }
+            _ => (at + 8, u16::from_le_bytes([el[6], el[7]]) as usize),
+        };
+        let value_end = value_at.checked_add(len).ok_or_else(short)?;
+        let value = body.get(value_at..value_end).ok_or_else(short)?;
+        let text = || {
+            String::from_utf8_lossy(value)
+                .trim_end_matches(['\0', ' '])
+                .to_string()
+        };
+        match element {
+            0x0000 if value.len() == 4 => {
+                let n = u32::from_le_bytes([value[0], value[1], value[2], value[3]]) as usize;
+                group_end = Some(value_end.checked_add(n).ok_or_else(short)?);
+            }
+            0x0002 => announced.sop_class_uid = text(),
+            0x0003 => announced.sop_instance_uid = text(),
+            0x0010 => announced.transfer_syntax_uid = text(),
+            0x0016 => announced.source_ae_title = Some(text()),
+            _ => {}
+        }
+        at = value_end;
+    }
+    let end = group_end.unwrap_or(at);
+    if end > body.len() {
+        return Err(short());
+    }
+    if announced.transfer_syntax_uid.is_empty() {
+        return Err("bad file meta group: no Transfer Syntax UID".into());
+    }
+    Ok((announced, 128 + end))
 }
 
 /// Reads the zip at `path` and sends its plan and entries. Runs in a blocking thread.
-fn read_entries(path: &std::path::Path, extension: &str, tx: &tokio::sync::mpsc::Sender<Entry>) {
+fn read_entries(
+    path: &std::path::Path,
+    extension: &str,
+    limits: &ImportLimits,
+    tx: &tokio::sync::mpsc::Sender<Entry>,
+) {
     let send = |e: Entry| tx.blocking_send(e).is_ok();
-    let mut zip = match upload::open_zip(path) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut zip = match upload::open_zip(path, limits) {
         Ok(z) => z,
         Err(reason) => {
             send(Entry::Fatal(reason));
@@ -149,27 +309,121 @@ fn read_entries(path: &std::path::Path, extension: &str, tx: &tokio::sync::mpsc:
     }) {
         return;
     }
-    let mut total: u64 = 0;
+    let mut budget = Budget::new(*limits, size);
     for i in items {
-        let (name, bytes) = upload::read_entry(&mut zip, i, &mut total);
-        let bytes = bytes.and_then(|b| {
-            if is_dicom(&b) {
-                Ok(b)
-            } else {
-                Err("not a DICOM file (no DICM preamble)".to_string())
+        if !send_entry(&mut zip, i, &mut budget, extension.is_empty(), &send) {
+            return;
+        }
+        if budget.exhausted() {
+            send(Entry::Fatal(budget.exhausted_error()));
+            return;
+        }
+    }
+}
+
+/// Streams entry `i`; false when the receiver is gone.
+fn send_entry(
+    zip: &mut zip::ZipArchive<std::fs::File>,
+    i: usize,
+    budget: &mut Budget,
+    any_file: bool,
+    send: &impl Fn(Entry) -> bool,
+) -> bool {
+    let (name, mut reader) = match upload::open_entry(zip, i, budget) {
+        Ok(r) => r,
+        Err((name, reason)) => return send(Entry::Refused { name, reason }),
+    };
+    let why = |e: std::io::Error, violation: &Option<upload::LimitError>| match violation {
+        Some(v) => v.to_string(),
+        None => format!("cannot decompress: {e}"),
+    };
+    let mut head = vec![0u8; HEAD];
+    let n = match read_full(&mut reader, &mut head) {
+        Ok(n) => n,
+        Err(e) => {
+            let reason = why(e, &reader.violation);
+            return send(Entry::Refused { name, reason });
+        }
+    };
+    head.truncate(n);
+    if !is_dicom(&head) {
+        // With no extension filter, files that are not DICOM are skipped, not errors.
+        return send(if any_file {
+            Entry::NotDicom { name }
+        } else {
+            Entry::Refused {
+                name,
+                reason: "not a DICOM file (no DICM preamble)".into(),
             }
         });
-        // With no extension filter, files that are not DICOM are skipped, not errors.
-        let item = match (&bytes, extension.is_empty()) {
-            (Err(reason), true) if reason.starts_with("not a DICOM") => Entry::NotDicom { name },
-            _ => Entry::Item { name, bytes },
-        };
-        if !send(item) {
-            return;
+    }
+    if !send(Entry::Begin { name, head }) {
+        return false;
+    }
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        match read_full(&mut reader, &mut chunk) {
+            Ok(0) => return send(Entry::End),
+            Ok(n) => {
+                chunk.truncate(n);
+                if !send(Entry::Chunk(chunk)) {
+                    return false;
+                }
+            }
+            Err(e) => return send(Entry::Abort(why(e, &reader.violation))),
         }
-        if total > MAX_TOTAL_BYTES {
-            send(Entry::Fatal(upload::total_exceeded()));
-            return;
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_meta_is_read_as_ingest_reads_it() {
+        let v = radport_convert::Volume::new(
+            [4, 3, 2],
+            radport_convert::VoxelData::I16(vec![1; 24]),
+            [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+            ],
+        )
+        .unwrap();
+        let s = radport_convert::volume_to_series(
+            &v,
+            &radport_convert::SeriesOptions::new("CT", "a", "b"),
+        )
+        .unwrap();
+        let file = &s.files[0];
+        let (announced, offset) = file_meta(file).unwrap();
+        assert_eq!(announced.sop_class_uid, s.sop_class_uid);
+        assert_eq!(announced.sop_instance_uid, s.sop_instance_uids[0]);
+        assert_eq!(announced.transfer_syntax_uid, "1.2.840.10008.1.2.1");
+        // the data set starts right after the group: (0008,0005) Specific Character Set
+        assert_eq!(file[offset..offset + 4], [0x08, 0x00, 0x05, 0x00]);
+        // a head cut inside the group, a group length beyond the head, no DICM
+        assert!(file_meta(&file[..offset - 3]).is_err());
+        let mut long = file.clone();
+        let gl = 128 + 4 + 8;
+        long[gl..gl + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        assert!(file_meta(&long[..offset]).is_err());
+        assert!(file_meta(&file[1..]).is_err());
+        assert!(file_meta(&[]).is_err());
     }
 }

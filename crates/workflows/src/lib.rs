@@ -16,6 +16,8 @@ mod upload;
 
 use std::sync::Arc;
 
+pub use radport_convert::Limits as ConvertLimits;
+
 use radport_archive::Archive;
 use radport_catalog::{Catalog, Job, NewJob, Progress, WorkflowRun};
 use radport_ingest::Ingestor;
@@ -246,20 +248,78 @@ fn coerce(p: &ParamSpec, v: &Value) -> Result<Value, WorkflowError> {
     }
 }
 
+/// What one imported zip may make a run read, inflate and allocate. Hostile input past these
+/// ends the item (an entry, a case) or the run as failed, with the reason in the run's errors or
+/// log, never the process.
+///
+/// Defaults, and why:
+/// * `max_entries` 100 000: a zip of a few large studies (10 series × 2000 slices is 20 000
+///   files); the zip reader keeps a few hundred bytes per entry (≈ 35 MB at the limit).
+/// * `max_entry_bytes` 4 GiB: entries are streamed, never held whole, so this bounds work, not
+///   memory; above the largest multi-frame DICOM objects and NIfTI volumes accepted.
+/// * `max_total_bytes` 200 GiB inflated per zip (and at most `max_ratio` × the zip's size, at
+///   least 1 GiB): a 10 GiB upload of uncompressed DICOM inflates to ~20 GiB.
+/// * `max_ratio` 200: DICOM and gzipped NIfTI deflate 1.5–10:1; uncompressed label maps a few
+///   hundred to one at most, and should be sent as `.nii.gz`; deflate bombs reach ~1000:1.
+/// * `max_json_bytes` 1 MiB: `meta_data.json`, `seg_info.json`, `dataset.json` are kilobytes.
+/// * `convert`: the NIfTI and SEG limits of [`radport_convert::Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportLimits {
+    /// Entries (files and folders) of one zip.
+    pub max_entries: u64,
+    /// Inflated bytes of one entry.
+    pub max_entry_bytes: u64,
+    /// Inflated bytes of one zip, all entries together.
+    pub max_total_bytes: u64,
+    /// Inflated ÷ compressed size of an entry (checked past 1 MiB) and of the whole zip.
+    pub max_ratio: u64,
+    /// Bytes of each JSON file of a NIfTI zip.
+    pub max_json_bytes: u64,
+    /// NIfTI volumes and SEG.
+    pub convert: radport_convert::Limits,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        ImportLimits {
+            max_entries: 100_000,
+            max_entry_bytes: 4 << 30,
+            max_total_bytes: 200 << 30,
+            max_ratio: 200,
+            max_json_bytes: 1 << 20,
+            convert: radport_convert::Limits::default(),
+        }
+    }
+}
+
 /// Starts and runs workflows. Cheap to clone.
 #[derive(Clone)]
 pub struct Workflows {
     ingestor: Ingestor,
     scratch: Arc<std::path::PathBuf>,
+    limits: ImportLimits,
 }
 
 impl Workflows {
-    /// Workflows that import through `ingestor`, using `scratch` for temporary copies.
+    /// Workflows that import through `ingestor`, using `scratch` for temporary copies, with the
+    /// default [`ImportLimits`].
     pub fn new(ingestor: Ingestor, scratch: std::path::PathBuf) -> Self {
         Self {
             ingestor,
             scratch: Arc::new(scratch),
+            limits: ImportLimits::default(),
         }
+    }
+
+    /// The same workflows with other limits.
+    pub fn with_limits(mut self, limits: ImportLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits imports run with.
+    pub fn limits(&self) -> &ImportLimits {
+        &self.limits
     }
 
     fn catalog(&self) -> &Catalog {
@@ -316,6 +376,7 @@ impl Workflows {
             IMPORT_NIFTIS => nifti_zip::run(self, &mut recorder).await,
             other => Err(WorkflowError::UnknownWorkflow(other.to_string())),
         };
+        let items = recorder.run.progress.total;
         match result {
             Ok(()) => {
                 let all_failed = recorder.run.progress.total > 0 && recorder.run.series.is_empty();
@@ -335,6 +396,16 @@ impl Workflows {
                 recorder.log(format!("failed: {e}")).await;
             }
         }
+        // Info level: counts only (item names and reasons can name patients and files).
+        tracing::info!(
+            run = %recorder.run.id,
+            workflow = %recorder.run.workflow,
+            state = %recorder.run.state,
+            items,
+            errors = recorder.run.errors.len(),
+            series = recorder.run.series.len(),
+            "workflow run finished"
+        );
         recorder.save().await
     }
 }
@@ -355,9 +426,10 @@ impl Recorder {
         }
     }
 
-    /// Adds a log line and saves.
+    /// Adds a log line and saves. The line goes to the process log at debug level only: it may
+    /// name uploaded files, zip entries and cases (patients).
     pub(crate) async fn log(&mut self, line: String) {
-        tracing::info!(run = %self.run.id, workflow = %self.run.workflow, "{line}");
+        tracing::debug!(run = %self.run.id, workflow = %self.run.workflow, "{line}");
         self.run.log.push(line);
         let _ = self.save().await;
     }

@@ -36,11 +36,8 @@ use radport_catalog::Route;
 use radport_convert::{self as convert, Tag};
 use serde_json::Value;
 
-use crate::upload::{self, MAX_TOTAL_BYTES};
-use crate::{Recorder, WorkflowError, Workflows};
-
-/// Largest volume converted (voxels of one 3-D volume; 2²⁹ ≈ 512×512×2048).
-pub const MAX_VOXELS: u64 = 1 << 29;
+use crate::upload::{self, Budget};
+use crate::{ImportLimits, Recorder, WorkflowError, Workflows};
 
 /// Modality (0008,0060).
 const MODALITY: Tag = Tag(0x0008, 0x0060);
@@ -105,6 +102,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
     let ctx = Context {
         upload_name: file.rsplit('/').next().unwrap_or(&file).to_string(),
         modality: (!modality.is_empty()).then_some(modality),
+        limits: w.limits,
     };
     // Conversion is CPU-heavy: the whole reading and converting side is one blocking thread.
     let reader = tokio::task::spawn_blocking(move || convert_zip(&path, &ctx, &tx));
@@ -183,6 +181,8 @@ struct Context {
     upload_name: String,
     /// The `modality` parameter, when given.
     modality: Option<String>,
+    /// Zip, JSON, NIfTI and SEG limits.
+    limits: ImportLimits,
 }
 
 /// A file of the zip: its path (below the wrapping folder, if any) and its index.
@@ -281,15 +281,16 @@ struct Plan {
 /// Reads, plans, converts; sends everything over `tx`. Runs in a blocking thread.
 fn convert_zip(path: &std::path::Path, ctx: &Context, tx: &tokio::sync::mpsc::Sender<Msg>) {
     let send = |m: Msg| tx.blocking_send(m).is_ok();
-    let mut zip = match upload::open_zip(path) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut zip = match upload::open_zip(path, &ctx.limits) {
         Ok(z) => z,
         Err(reason) => {
             send(Msg::Fatal(reason));
             return;
         }
     };
-    let mut total = 0u64;
-    let plan = match plan(&mut zip, &mut total) {
+    let mut budget = Budget::new(ctx.limits, size);
+    let plan = match plan(&mut zip, &mut budget) {
         Ok(p) => p,
         Err(reason) => {
             send(Msg::Fatal(reason));
@@ -334,7 +335,7 @@ fn convert_zip(path: &std::path::Path, ctx: &Context, tx: &tokio::sync::mpsc::Se
     for case in &plan.cases {
         let errors = convert_case(
             &mut zip,
-            &mut total,
+            &mut budget,
             ctx,
             &plan,
             &modality,
@@ -349,8 +350,8 @@ fn convert_zip(path: &std::path::Path, ctx: &Context, tx: &tokio::sync::mpsc::Se
         }) {
             return;
         }
-        if total > MAX_TOTAL_BYTES {
-            send(Msg::Fatal(upload::total_exceeded()));
+        if budget.exhausted() {
+            send(Msg::Fatal(budget.exhausted_error()));
             return;
         }
     }
@@ -413,7 +414,7 @@ fn resolve_modality(ctx: &Context, meta: &Meta) -> ModalityChoice {
 #[allow(clippy::too_many_arguments)]
 fn convert_case(
     zip: &mut zip::ZipArchive<std::fs::File>,
-    total: &mut u64,
+    budget: &mut Budget,
     ctx: &Context,
     plan: &Plan,
     modality: &ModalityChoice,
@@ -429,7 +430,7 @@ fn convert_case(
     let log = |line: String| send(Msg::Log(line));
     for (n, image) in case.images.iter().enumerate() {
         let first = n == 0;
-        let volume = match read_volume(zip, total, &image.file) {
+        let volume = match read_volume(zip, budget, &image.file) {
             Ok(v) => v,
             Err(e) => {
                 errors.push(e);
@@ -483,7 +484,7 @@ fn convert_case(
                 seg_sent = true;
                 Some((
                     labels,
-                    make_seg(zip, total, plan, case, labels, &volume, &series),
+                    make_seg(zip, budget, plan, case, labels, &volume, &series),
                 ))
             }
             _ => None,
@@ -531,7 +532,7 @@ fn convert_case(
 /// Converts the label map of `case` into a SEG on `series`; returns it and a note.
 fn make_seg(
     zip: &mut zip::ZipArchive<std::fs::File>,
-    total: &mut u64,
+    budget: &mut Budget,
     plan: &Plan,
     case: &CaseSpec,
     labels_file: &FileRef,
@@ -539,10 +540,11 @@ fn make_seg(
     series: &convert::ConvertedSeries,
 ) -> Result<(Vec<u8>, Option<String>), String> {
     let at = |e: String| format!("{}: {e}", labels_file.path);
-    let labels = read_volume(zip, total, labels_file)?;
+    let limits = budget.limits.convert;
+    let labels = read_volume(zip, budget, labels_file)?;
     let mut note = None;
     let listed = if plan.seg.labels.is_empty() {
-        let found = label_values(&labels).map_err(at)?;
+        let found = label_values(&labels, limits.max_segments).map_err(at)?;
         note = Some(format!(
             "{}: no label names given; segments named after the values found ({})",
             labels_file.path,
@@ -567,13 +569,14 @@ fn make_seg(
     opts.series_description = plan.seg.series_description.clone();
     opts.content_description = plan.seg.content_description.clone();
     opts.ignore_unlisted_labels = plan.seg.ignore_unlisted;
+    opts.limits = limits;
     let bytes = convert::labels_to_seg(&labels, series, volume, &segments, &opts)
         .map_err(|e| at(e.to_string()))?;
     Ok((bytes, note))
 }
 
-/// Distinct non-zero values of a label map (at most 255 of them).
-fn label_values(labels: &convert::Volume) -> Result<Vec<u32>, String> {
+/// Distinct non-zero values of a label map (at most `max` of them).
+fn label_values(labels: &convert::Volume, max: usize) -> Result<Vec<u32>, String> {
     let mut found = BTreeSet::new();
     let mut buf = Vec::new();
     for k in 0..labels.dims[2] {
@@ -588,11 +591,11 @@ fn label_values(labels: &convert::Volume) -> Result<Vec<u32>, String> {
                 ));
             }
             found.insert(x as u32);
-            if found.len() > 255 {
-                return Err(
-                    "label map: more than 255 distinct values and no seg_info.json to name them"
-                        .into(),
-                );
+            if found.len() > max {
+                return Err(format!(
+                    "label map: more than {max} distinct values (the segment limit) and no \
+                     seg_info.json to name them"
+                ));
             }
         }
     }
@@ -602,28 +605,29 @@ fn label_values(labels: &convert::Volume) -> Result<Vec<u32>, String> {
     Ok(found.into_iter().collect())
 }
 
-/// Reads one NIfTI entry into a volume; errors name the file.
+/// Reads one NIfTI entry into a volume, streamed from the zip through the entry limits (only as
+/// much as its header needs is inflated); errors name the file.
 fn read_volume(
     zip: &mut zip::ZipArchive<std::fs::File>,
-    total: &mut u64,
+    budget: &mut Budget,
     file: &FileRef,
 ) -> Result<convert::Volume, String> {
-    let (_, bytes) = upload::read_entry(zip, file.index, total);
-    let bytes = bytes.map_err(|e| format!("{}: {e}", file.path))?;
     let opts = convert::ReadOptions {
         channel: None,
-        limits: convert::Limits {
-            max_voxels: MAX_VOXELS,
-            ..Default::default()
-        },
+        limits: budget.limits.convert,
     };
-    convert::read_nifti_with(&bytes, &opts).map_err(|e| match e {
-        convert::ConvertError::FourD { channels } => format!(
+    let (_, mut reader) = upload::open_entry(zip, file.index, budget)
+        .map_err(|(_, why)| format!("{}: {why}", file.path))?;
+    let read = convert::read_nifti_from(&mut reader, &opts);
+    read.map_err(|e| match (e, &reader.violation) {
+        // The zip's limits, not the NIfTI reader's view of them.
+        (_, Some(violation)) => format!("{}: {violation}", file.path),
+        (convert::ConvertError::FourD { channels }, _) => format!(
             "{}: 4-D volume ({channels} volumes along the 4th dimension): only 3-D volumes are \
              imported; save one file per volume (nnU-Net: one file per channel, _0000, _0001 …)",
             file.path
         ),
-        e => format!("{}: {e}", file.path),
+        (e, _) => format!("{}: {e}", file.path),
     })
 }
 
@@ -669,7 +673,7 @@ fn series_tags(
 // Planning: entries, layout, JSON files.
 
 /// Lists the zip, detects the layout and reads its JSON files.
-fn plan(zip: &mut zip::ZipArchive<std::fs::File>, total: &mut u64) -> Result<Plan, String> {
+fn plan(zip: &mut zip::ZipArchive<std::fs::File>, budget: &mut Budget) -> Result<Plan, String> {
     let mut files: Vec<FileRef> = Vec::new();
     let mut refused: Vec<(String, String)> = Vec::new();
     let mut ignored: Vec<String> = Vec::new();
@@ -689,13 +693,9 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, total: &mut u64) -> Result<Pla
             .split(['/', '\\'])
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
-        if entry.enclosed_name().is_none() || parts.contains(&"..") || name.contains('\\') {
+        if let Some(why) = upload::unsafe_entry(&entry) {
             if relevant {
-                refused.push((
-                    name,
-                    "unsafe path (absolute, or leading out of the folder with ..); not imported"
-                        .into(),
-                ));
+                refused.push((name, why.into()));
             } else {
                 ignored.push(name);
             }
@@ -742,7 +742,7 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, total: &mut u64) -> Result<Pla
     let dataset_json = find(&["dataset.json"])?;
     let meta_file = find(&["meta_data.json", "meta-data.json"])?;
     let meta = match &meta_file {
-        Some(f) => parse_meta(&read_json(zip, total, f)?)
+        Some(f) => parse_meta(&read_json(zip, budget, f)?)
             .map_err(|e| format!("{} is not usable: {e}", f.path))?,
         None => Meta::default(),
     };
@@ -764,7 +764,7 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, total: &mut u64) -> Result<Pla
     });
     let (layout, cases, seg) = if is_nnunet {
         let dj = dataset_json.expect("dataset.json");
-        let ds = parse_dataset(&read_json(zip, total, &dj)?)
+        let ds = parse_dataset(&read_json(zip, budget, &dj)?)
             .map_err(|e| format!("{} is not usable: {e}", dj.path))?;
         logs.push(format!(
             "{}: dataset {:?}, channels {}, labels {}",
@@ -806,7 +806,7 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, total: &mut u64) -> Result<Pla
         let seg_file = find(&["seg_info.json", "seg-info.json"])?;
         let seg = match &seg_file {
             Some(f) => {
-                let s = parse_seg_info(&read_json(zip, total, f)?)
+                let s = parse_seg_info(&read_json(zip, budget, f)?)
                     .map_err(|e| format!("{} is not usable: {e}", f.path))?;
                 logs.push(format!(
                     "{}: algorithm {:?}, labels {}",
@@ -861,13 +861,15 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Reads and parses a JSON file of the zip (at most `max_json_bytes`).
 fn read_json(
     zip: &mut zip::ZipArchive<std::fs::File>,
-    total: &mut u64,
+    budget: &mut Budget,
     file: &FileRef,
 ) -> Result<Value, String> {
-    let (_, bytes) = upload::read_entry(zip, file.index, total);
-    let bytes = bytes.map_err(|e| format!("{}: {e}", file.path))?;
+    let max = budget.limits.max_json_bytes;
+    let bytes = upload::read_small_entry(zip, file.index, budget, max)
+        .map_err(|e| format!("{}: {e}", file.path))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{} is not valid JSON: {e}", file.path))
 }
 
@@ -1323,6 +1325,136 @@ mod tests {
                 index,
             })
             .collect()
+    }
+
+    /// A NIfTI-1 header, uint8, `dims`, vox_offset `offset`, followed by `data`.
+    fn nii(dims: [i16; 3], offset: f32, data: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; 352];
+        h[0..4].copy_from_slice(&348i32.to_le_bytes());
+        for (a, d) in [3i16, dims[0], dims[1], dims[2], 1, 1, 1, 1]
+            .iter()
+            .enumerate()
+        {
+            h[40 + 2 * a..42 + 2 * a].copy_from_slice(&d.to_le_bytes());
+        }
+        h[70..72].copy_from_slice(&2i16.to_le_bytes());
+        h[72..74].copy_from_slice(&8i16.to_le_bytes());
+        for a in 0..4 {
+            h[76 + 4 * a..80 + 4 * a].copy_from_slice(&1f32.to_le_bytes());
+        }
+        h[108..112].copy_from_slice(&offset.to_le_bytes());
+        h[344..348].copy_from_slice(b"n+1\0");
+        h.extend_from_slice(data);
+        h
+    }
+
+    /// gzip with stored deflate blocks (no compression crate here).
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        let chunks: Vec<&[u8]> = bytes.chunks(65535).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            out.push(u8::from(n + 1 == chunks.len()));
+            let len = chunk.len() as u16;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&(!crc).to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out
+    }
+
+    /// A zip of stored entries.
+    fn stored_zip(entries: &[(&str, Vec<u8>)]) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(tmp.reopen().unwrap());
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (name, bytes) in entries {
+            zip.start_file(*name, o).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        tmp
+    }
+
+    #[test]
+    fn hostile_volumes_and_json_fail_their_item_or_run_with_a_reason() {
+        let mut huge_offset = nii([2, 2, 2], 4294967296.0, &[]);
+        huge_offset.extend(vec![0u8; 1 << 10]);
+        let mut nifti2 = vec![0u8; 544];
+        nifti2[0..4].copy_from_slice(&540i32.to_le_bytes());
+        nifti2[4..12].copy_from_slice(b"n+2\0\r\n\x1a\n");
+        nifti2[12..14].copy_from_slice(&2i16.to_le_bytes());
+        nifti2[14..16].copy_from_slice(&8i16.to_le_bytes());
+        for (a, d) in [3i64, 32768, 32768, 1 << 34].iter().enumerate() {
+            nifti2[16 + 8 * a..24 + 8 * a].copy_from_slice(&d.to_le_bytes());
+        }
+        nifti2[168..176].copy_from_slice(&544i64.to_le_bytes());
+        let tmp = stored_zip(&[
+            ("offset.nii.gz", gz(&huge_offset)),
+            ("overflow.nii", nifti2),
+            ("big.nii", nii([64, 64, 64], 352.0, &vec![1u8; 1 << 18])),
+            ("ok.nii.gz", gz(&nii([2, 2, 2], 352.0, &[5; 8]))),
+        ]);
+        let limits = ImportLimits {
+            max_entry_bytes: 64 << 10,
+            ..Default::default()
+        };
+        let mut zip = upload::open_zip(tmp.path(), &limits).unwrap();
+        let mut budget = Budget::new(limits, 1 << 20);
+        let file = |index: usize, path: &str| FileRef {
+            path: path.into(),
+            index,
+        };
+        let e = read_volume(&mut zip, &mut budget, &file(0, "offset.nii.gz")).unwrap_err();
+        assert!(
+            e.contains("offset.nii.gz") && e.contains("extensions"),
+            "{e}"
+        );
+        let e = read_volume(&mut zip, &mut budget, &file(1, "overflow.nii")).unwrap_err();
+        assert!(e.contains("overflow"), "{e}");
+        let e = read_volume(&mut zip, &mut budget, &file(2, "big.nii")).unwrap_err();
+        assert!(
+            e.contains("declares") || e.contains("limit for one entry"),
+            "{e}"
+        );
+        let v = read_volume(&mut zip, &mut budget, &file(3, "ok.nii.gz")).unwrap();
+        assert_eq!(v.dims, [2, 2, 2]);
+        assert!(
+            budget.inflated() < 64 << 10,
+            "inflated {}",
+            budget.inflated()
+        );
+
+        // JSON files over the limit stop the run before anything is converted.
+        let mut meta = b"{\"global_tags\": {}, \"pad\": \"".to_vec();
+        meta.extend(vec![b'x'; 2 << 20]);
+        meta.extend_from_slice(b"\"}");
+        let tmp = stored_zip(&[
+            ("Case0.nii.gz", gz(&nii([2, 2, 2], 352.0, &[5; 8]))),
+            ("meta_data.json", meta),
+        ]);
+        let mut zip = upload::open_zip(tmp.path(), &ImportLimits::default()).unwrap();
+        let mut budget = Budget::new(ImportLimits::default(), 4 << 20);
+        let e = plan(&mut zip, &mut budget).err().unwrap();
+        assert!(
+            e.contains("meta_data.json") && e.contains("larger than"),
+            "{e}"
+        );
     }
 
     #[test]
