@@ -8,7 +8,7 @@
 //! | a process killed in the middle of a local write | `KEY#<n>` beside any key (the listing hides them) | always (never referenced) |
 //! | a thumbnail or report of a series that no longer exists | `thumbnails/<series>.png`, `reports/<series>.html` | no `series` row |
 //! | chunks of an upload terminated, expired, or completed but not cleaned up | `upload-parts/<id>/…` | no *incomplete* `uploads` row with that id |
-//! | an import run whose process died (`radport serve`, or the `run-job` child killed at its limits) | `DATA_DIR/scratch/*` | it was there when this process claimed the scratch directory, or no process holds it open (Linux, `/proc/*/fd`); and its name is no queued or running workflow run |
+//! | an import run whose process died (`radport serve`, or the `run-job` child killed at its limits) | `DATA_DIR/scratch/*` | no process holds it open (Linux: `/proc/*/fd`; elsewhere: it was there when this process claimed the directory), and its name is no queued or running workflow run |
 //!
 //! Anything else (the uploads area, keys of a form it does not know) is never touched.
 //!
@@ -173,9 +173,9 @@ impl Area {
 ///
 /// Import runs copy their zip there and remove the copy when they end, also on failure; only
 /// a process that dies leaves copies behind. A process claims the directory (an exclusive
-/// `flock` on `<dir>.lock`, released by the kernel when the process dies, however it dies):
-/// what is in it at that moment was left by a process that is gone, and later entries are
-/// removed once no process holds them open (a copy is open for as long as its run uses it).
+/// `flock` on `<dir>.lock`, released by the kernel when the process dies, however it dies).
+/// An entry goes once no process holds it open (a copy is open for as long as its run uses
+/// it); where that cannot be known, only what was there when the directory was claimed.
 /// Only the claimant collects the directory, so `radport collect` next to a running server
 /// leaves it alone.
 #[derive(Debug)]
@@ -512,14 +512,15 @@ impl Collector {
             Err(_) => return Ok(()),
         };
         report.listed += names.len() as u64;
-        // Left by a process gone before this one claimed the directory, or (where the
-        // system says which files processes hold open) open in no process: a run-job child
-        // killed at its time or memory limit leaves its copy behind, closed.
+        // Where the system says which files processes hold open: whatever no process holds
+        // (a run-job child killed at its time or memory limit leaves its copy closed).
+        // Elsewhere: what was there before this process claimed the directory.
         let leftovers: HashSet<OsString> = scratch.leftovers().into_iter().collect();
         let candidates: Vec<OsString> = names
             .into_iter()
-            .filter(|name| {
-                leftovers.contains(name) || open.as_ref().is_some_and(|open| !open.contains(name))
+            .filter(|name| match &open {
+                Some(open) => !open.contains(name),
+                None => leftovers.contains(name),
             })
             .collect();
         if candidates.is_empty() {

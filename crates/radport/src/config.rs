@@ -127,6 +127,8 @@ struct FileSettings {
     thumbnail_size: Option<u32>,
     max_upload_size: Option<u64>,
     upload_expiry_hours: Option<f64>,
+    orphan_grace: Option<String>,
+    collect_interval: Option<String>,
     upload_retention_days: Option<f64>,
     max_upload_total: Option<u64>,
     http_header_timeout: Option<f64>,
@@ -157,6 +159,10 @@ pub struct Settings {
     pub thumbnail_size: u32,
     pub max_upload_size: u64,
     pub upload_expiry: std::time::Duration,
+    /// Unreferenced archive objects younger than this are kept.
+    pub orphan_grace: std::time::Duration,
+    /// Time between two collections; zero: none in this process.
+    pub collect_interval: std::time::Duration,
     /// Zero: kept until deleted.
     pub upload_retention: std::time::Duration,
     pub max_upload_total: u64,
@@ -282,7 +288,17 @@ impl ServeArgs {
         if http_max_connections == 0 {
             anyhow::bail!("http_max_connections must be at least 1");
         }
+        let orphan_grace = match self.orphan_grace.or(file.orphan_grace) {
+            Some(text) => parse_duration("orphan_grace", &text)?,
+            None => radport_collector::DEFAULT_GRACE,
+        };
+        let collect_interval = match self.collect_interval.or(file.collect_interval) {
+            Some(text) => parse_duration("collect_interval", &text)?,
+            None => radport_collector::DEFAULT_INTERVAL,
+        };
         Ok(Settings {
+            orphan_grace,
+            collect_interval,
             upload_retention: std::time::Duration::from_secs_f64(upload_retention_days * 86_400.0),
             max_upload_total: self
                 .max_upload_total
@@ -331,9 +347,65 @@ impl ServeArgs {
     }
 }
 
+/// A duration written as a number and a unit — `ms`, `s`, `m`, `h` or `d` — such as `90s`,
+/// `1.5h` or `0`; a bare number is seconds.
+fn parse_duration(setting: &str, text: &str) -> Result<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => f64::NAN,
+    };
+    let seconds = number.parse::<f64>().map(|n| n * seconds_per_unit);
+    match seconds {
+        Ok(s) if (0.0..=365.0 * 86_400.0).contains(&s) => {
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+        _ => anyhow::bail!(
+            "{setting} must be a duration such as 90s, 15m or 1h (at most 365d), not {text:?}"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_durations() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.orphan_grace, std::time::Duration::from_secs(3600));
+        assert_eq!(s.collect_interval, std::time::Duration::from_secs(3600));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(&file, "orphan_grace = \"2h\"\ncollect_interval = \"90s\"\n").unwrap();
+        let s = ServeArgs {
+            config: Some(file),
+            collect_interval: Some("0".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.orphan_grace, std::time::Duration::from_secs(7200));
+        assert_eq!(s.collect_interval, std::time::Duration::ZERO);
+        for (text, ms) in [("500ms", 500), ("1.5m", 90_000), ("1d", 86_400_000), ("7", 7000)] {
+            assert_eq!(
+                parse_duration("x", text).unwrap(),
+                std::time::Duration::from_millis(ms),
+                "{text}"
+            );
+        }
+        for bad in ["", "h", "-1s", "1y", "1e3s", "400d", "1 2s"] {
+            assert!(parse_duration("x", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn flags_beat_file_and_file_beats_defaults() {

@@ -2,6 +2,7 @@
 //! one process with embedded defaults; every other subcommand is a client of the HTTP API.
 
 mod client;
+mod collect;
 mod config;
 mod serve;
 mod transfer;
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the server: DICOM receiver and HTTP API.
     Serve(config::ServeArgs),
+    /// Remove unreferenced archive objects now (the collection `serve` runs every
+    /// --collect-interval), with the settings of `serve`.
+    Collect(config::ServeArgs),
     /// Manage projects.
     Project {
         #[command(flatten)]
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Collect(args) => collect::run(args).await,
             Command::Project { client, action } => client::project(&client, action).await,
             Command::Dataset { client, action } => client::dataset(&client, action).await,
             Command::Series { client, action } => client::series(&client, action).await,

@@ -43,6 +43,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
     let workflows =
         radport_workflows::Workflows::new(ingestor.clone(), settings.data_dir.join("scratch"));
+    // Before any import can run: what is in the scratch area now was left by a dead process.
+    let scratch = crate::collect::claim_scratch(&settings);
 
     let dicom_addr = format!("{}:{}", settings.bind, settings.dicom_port);
     let http_addr = format!("{}:{}", settings.bind, settings.http_port);
@@ -132,6 +134,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     let pipeline = pipeline.with_handler(std::sync::Arc::new(WorkflowJobs(workflows.clone())));
     let pipeline_task = tokio::spawn(pipeline.run());
+
+    // Removes what no catalog row references, once older than --orphan-grace.
+    crate::collect::spawn_collector(&settings, archive.clone(), catalog.clone(), scratch);
 
     let receiver = tokio::spawn(radport_dimse::serve(
         dicom_listener,

@@ -636,3 +636,48 @@ impl RawClient {
         drop(self);
     }
 }
+
+impl RawClient {
+    /// Sends one C-STORE and returns the response status, or why none came (the server went
+    /// away mid-transfer: crash tests).
+    pub fn try_store(&mut self, sop_instance: &str, dataset: &[u8]) -> Result<u16, String> {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        let command = c_store_rq(id, &self.sop_class, sop_instance);
+        let pdv = |value_type, is_last, data| dicom_ul::Pdu::PData {
+            data: vec![dicom_ul::pdu::PDataValue {
+                presentation_context_id: self.context_id,
+                value_type,
+                is_last,
+                data,
+            }],
+        };
+        let mut pdus = vec![pdv(dicom_ul::pdu::PDataValueType::Command, true, command)];
+        let chunks = dataset.chunks(16_000).count();
+        for (i, chunk) in dataset.chunks(16_000).enumerate() {
+            pdus.push(pdv(
+                dicom_ul::pdu::PDataValueType::Data,
+                i + 1 == chunks,
+                chunk.to_vec(),
+            ));
+        }
+        for pdu in &pdus {
+            self.association.send(pdu).map_err(|e| e.to_string())?;
+        }
+        match self.association.receive().map_err(|e| e.to_string())? {
+            dicom_ul::Pdu::PData { data } => {
+                let cmd = &data.first().ok_or("an empty P-DATA")?.data;
+                let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(
+                    std::io::Cursor::new(cmd),
+                    &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+                )
+                .map_err(|e| e.to_string())?;
+                obj.element(dicom_dictionary_std::tags::STATUS)
+                    .map_err(|e| e.to_string())?
+                    .to_int::<u16>()
+                    .map_err(|e| e.to_string())
+            }
+            other => Err(format!("expected P-DATA, got {other:?}")),
+        }
+    }
+}
