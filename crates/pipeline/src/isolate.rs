@@ -314,25 +314,38 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The last non-empty lines of a child's stderr, at most [`STDERR_QUOTED`] characters, on one
-/// line. The child logs at info level, which names no patient (see ARCHITECTURE.md).
+/// The last non-empty lines of a child's stderr that are not its log lines (what the runtime
+/// printed as it died: "memory allocation of N bytes failed", a panic message), at most
+/// [`STDERR_QUOTED`] characters, on one line; its log lines only if there is nothing else.
+/// (The log names no patient at info level, see ARCHITECTURE.md; its lines are in the
+/// server's log anyway.)
 fn stderr_tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let mut lines: Vec<String> = Vec::new();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| strip_ansi(l).trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let last_words: Vec<&String> = lines
+        .iter()
+        .filter(|l| !is_log_line(l) && !is_backtrace_line(l))
+        .collect();
+    let chosen: Vec<&String> = if last_words.is_empty() {
+        lines.iter().collect()
+    } else {
+        last_words
+    };
+    let mut picked: Vec<&str> = Vec::new();
     let mut len = 0;
-    for line in text.lines().rev() {
-        let line: String = strip_ansi(line).trim().to_string();
-        if line.is_empty() {
-            continue;
-        }
+    for line in chosen.into_iter().rev() {
         len += line.chars().count() + 3;
-        lines.push(line);
-        if len >= STDERR_QUOTED || lines.len() >= 3 {
+        picked.push(line);
+        if len >= STDERR_QUOTED || picked.len() >= 3 {
             break;
         }
     }
-    lines.reverse();
-    let joined = lines.join(" | ");
+    picked.reverse();
+    let joined = picked.join(" | ");
     let count = joined.chars().count();
     if count > STDERR_QUOTED {
         let skip = count - STDERR_QUOTED;
@@ -340,6 +353,26 @@ fn stderr_tail(stderr: &[u8]) -> String {
     } else {
         joined
     }
+}
+
+/// A line of the child's log (`2026-01-02T03:04:05.678Z  INFO …`).
+fn is_log_line(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 20
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+}
+
+/// A line of a backtrace (`RUST_BACKTRACE` set): its heading, frames and their locations.
+fn is_backtrace_line(line: &str) -> bool {
+    line == "stack backtrace:"
+        || line.starts_with("at ")
+        || line.starts_with("note: ")
+        || line
+            .split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Removes terminal colour sequences (`ESC [ … letter`).
@@ -369,8 +402,7 @@ mod tests {
     #[test]
     fn outcomes_name_the_cause() {
         let abort = ExitStatus::from_raw(libc::SIGABRT);
-        let stderr =
-            b"\x1b[2m2026\x1b[0m INFO started\nmemory allocation of 412316860416 bytes failed\n";
+        let stderr = b"\x1b[2m2026-12-02T06:48:05.731420Z\x1b[0m  INFO started\nstack backtrace:\nmemory allocation of 412316860416 bytes failed\n   0: std::backtrace\n             at /rustc/library/std/src/backtrace.rs:12:5\n";
         let ChildOutcome::Failed(reason) = outcome(abort, b"", stderr, 4 << 30) else {
             panic!("a failure");
         };
@@ -382,9 +414,19 @@ mod tests {
         );
         assert!(
             reason.ends_with(
-                "stderr: 2026 INFO started | memory allocation of 412316860416 bytes failed"
+                "4 GiB job memory limit; stderr: memory allocation of 412316860416 bytes failed"
             ),
-            "{reason}"
+            "log and backtrace lines left out: {reason}"
+        );
+        let only_log = b"2026-12-02T06:48:05.731420Z  INFO radport_workflows: started\n";
+        let ChildOutcome::Failed(reason) = outcome(abort, b"", only_log, 0) else {
+            panic!("a failure");
+        };
+        assert!(
+            reason.ends_with(
+                "memory available; stderr: 2026-12-02T06:48:05.731420Z  INFO radport_workflows: started"
+            ),
+            "log lines quoted only when there is nothing else: {reason}"
         );
         assert_eq!(
             outcome(

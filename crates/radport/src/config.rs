@@ -60,6 +60,24 @@ pub struct ServeArgs {
     /// Attempts of a pipeline job before it is marked failed [default: 5].
     #[arg(long, env = "RADPORT_JOB_ATTEMPTS")]
     pub job_attempts: Option<i64>,
+    /// Run the risky jobs (workflow imports, thumbnails: decoding untrusted files) each in a
+    /// child process of its own, so that a crash or memory exhaustion ends only that job
+    /// [default: true; always false with an in-memory catalog].
+    #[arg(long, env = "RADPORT_ISOLATE_JOBS")]
+    pub isolate_jobs: Option<bool>,
+    /// Address-space limit of such a child process: bytes, or with K, M, G (KiB, MiB, GiB);
+    /// 0: none [default: 4G].
+    #[arg(long, env = "RADPORT_JOB_MEMORY_LIMIT")]
+    pub job_memory_limit: Option<String>,
+    /// Seconds one attempt of a job may run before it is stopped and counted failed
+    /// [default: 3600].
+    #[arg(long, env = "RADPORT_JOB_TIME_LIMIT")]
+    pub job_time_limit: Option<f64>,
+    /// Seconds a claimed job is held; its worker renews it every third of that while the job
+    /// runs, and a job whose lease runs out is taken over (or failed, if that was its last
+    /// attempt) [default: 300].
+    #[arg(long, env = "RADPORT_JOB_LEASE")]
+    pub job_lease: Option<f64>,
     /// Longest side of series thumbnails in pixels [default: 256].
     #[arg(long, env = "RADPORT_THUMBNAIL_SIZE")]
     pub thumbnail_size: Option<u32>,
@@ -124,6 +142,10 @@ struct FileSettings {
     stable_after: Option<f64>,
     workers: Option<usize>,
     job_attempts: Option<i64>,
+    isolate_jobs: Option<bool>,
+    job_memory_limit: Option<String>,
+    job_time_limit: Option<f64>,
+    job_lease: Option<f64>,
     thumbnail_size: Option<u32>,
     max_upload_size: Option<u64>,
     upload_expiry_hours: Option<f64>,
@@ -156,6 +178,12 @@ pub struct Settings {
     pub stable_after: std::time::Duration,
     pub workers: usize,
     pub job_attempts: i64,
+    /// Whether risky jobs run in child processes (false with an in-memory catalog).
+    pub isolate_jobs: bool,
+    /// Address-space limit of a job's child process in bytes; 0: none.
+    pub job_memory_limit: u64,
+    pub job_time_limit: std::time::Duration,
+    pub job_lease: std::time::Duration,
     pub thumbnail_size: u32,
     pub max_upload_size: u64,
     pub upload_expiry: std::time::Duration,
@@ -243,6 +271,34 @@ impl ServeArgs {
         if !(0.0..=86_400.0).contains(&stable_after) {
             anyhow::bail!("stable_after must be between 0 and 86400 seconds, not {stable_after}");
         }
+        let job_memory_limit = match self.job_memory_limit.or(file.job_memory_limit) {
+            Some(text) => parse_bytes(&text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "job_memory_limit must be a number of bytes, optionally with K, M or G \
+                     (e.g. 4G), not {text:?}"
+                )
+            })?,
+            None => 4 << 30,
+        };
+        if job_memory_limit != 0 && job_memory_limit < 32 << 20 {
+            anyhow::bail!("job_memory_limit must be 0 (none) or at least 32M");
+        }
+        let job_time_limit = self
+            .job_time_limit
+            .or(file.job_time_limit)
+            .unwrap_or(3600.0);
+        if !(1.0..=7.0 * 86_400.0).contains(&job_time_limit) {
+            anyhow::bail!(
+                "job_time_limit must be between 1 and 604800 seconds, not {job_time_limit}"
+            );
+        }
+        let job_lease = self.job_lease.or(file.job_lease).unwrap_or(300.0);
+        if !(0.3..=86_400.0).contains(&job_lease) {
+            anyhow::bail!("job_lease must be between 0.3 and 86400 seconds, not {job_lease}");
+        }
+        // An in-memory catalog lives in this process only: a child could not see it.
+        let isolate_jobs =
+            self.isolate_jobs.or(file.isolate_jobs).unwrap_or(true) && !is_in_memory(&catalog_url);
         let thumbnail_size = self.thumbnail_size.or(file.thumbnail_size).unwrap_or(256);
         if !(16..=2048).contains(&thumbnail_size) {
             anyhow::bail!(
@@ -325,6 +381,10 @@ impl ServeArgs {
             stable_after: std::time::Duration::from_secs_f64(stable_after),
             workers: self.workers.or(file.workers).unwrap_or(2),
             job_attempts: self.job_attempts.or(file.job_attempts).unwrap_or(5).max(1),
+            isolate_jobs,
+            job_memory_limit,
+            job_time_limit: std::time::Duration::from_secs_f64(job_time_limit),
+            job_lease: std::time::Duration::from_secs_f64(job_lease),
             thumbnail_size,
             data_dir,
             dicom_port: self.dicom_port.or(file.dicom_port).unwrap_or(11112),
@@ -365,18 +425,91 @@ fn parse_duration(setting: &str, text: &str) -> Result<std::time::Duration> {
     };
     let seconds = number.parse::<f64>().map(|n| n * seconds_per_unit);
     match seconds {
-        Ok(s) if (0.0..=365.0 * 86_400.0).contains(&s) => {
-            Ok(std::time::Duration::from_secs_f64(s))
-        }
+        Ok(s) if (0.0..=365.0 * 86_400.0).contains(&s) => Ok(std::time::Duration::from_secs_f64(s)),
         _ => anyhow::bail!(
             "{setting} must be a duration such as 90s, 15m or 1h (at most 365d), not {text:?}"
         ),
     }
 }
 
+/// `4294967296`, `4G`, `512M`, `64MiB`, `100k` → bytes (binary multiples).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let number: u64 = t[..digits].parse().ok()?;
+    let shift = match t[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
+}
+
+/// Whether a catalog URL names an in-memory SQLite database (`sqlite::memory:`,
+/// `sqlite://` with no file, `mode=memory`).
+fn is_in_memory(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    let Some(rest) = lower.strip_prefix("sqlite:") else {
+        return false;
+    };
+    let rest = rest.trim_start_matches('/');
+    let (db, params) = match rest.split_once('?') {
+        Some((d, p)) => (d, Some(p)),
+        None => (rest, None),
+    };
+    db.is_empty()
+        || db == ":memory:"
+        || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_limits_and_isolation() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert!(s.isolate_jobs);
+        assert_eq!(s.job_memory_limit, 4 << 30);
+        assert_eq!(s.job_time_limit, std::time::Duration::from_secs(3600));
+        assert_eq!(s.job_lease, std::time::Duration::from_secs(300));
+        let s = ServeArgs {
+            job_memory_limit: Some("96M".into()),
+            job_lease: Some(1.5),
+            isolate_jobs: Some(false),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.job_memory_limit, 96 << 20);
+        assert_eq!(s.job_lease, std::time::Duration::from_millis(1500));
+        assert!(!s.isolate_jobs);
+        let s = ServeArgs {
+            catalog_url: Some("sqlite::memory:".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            !s.isolate_jobs,
+            "an in-memory catalog cannot be shared with a child"
+        );
+        assert!(ServeArgs {
+            job_memory_limit: Some("lots".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
+        assert_eq!(parse_bytes("4294967296"), Some(4 << 30));
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes("0"), Some(0));
+        assert_eq!(parse_bytes("99999999999G"), None);
+        assert!(is_in_memory("sqlite://?mode=memory&cache=shared"));
+        assert!(!is_in_memory("sqlite:///data/catalog.db"));
+        assert!(!is_in_memory("postgres://db/radport"));
+    }
 
     #[test]
     fn collector_durations() {
@@ -395,7 +528,12 @@ mod tests {
         .unwrap();
         assert_eq!(s.orphan_grace, std::time::Duration::from_secs(7200));
         assert_eq!(s.collect_interval, std::time::Duration::ZERO);
-        for (text, ms) in [("500ms", 500), ("1.5m", 90_000), ("1d", 86_400_000), ("7", 7000)] {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("1.5m", 90_000),
+            ("1d", 86_400_000),
+            ("7", 7000),
+        ] {
             assert_eq!(
                 parse_duration("x", text).unwrap(),
                 std::time::Duration::from_millis(ms),

@@ -4,6 +4,7 @@
 mod client;
 mod collect;
 mod config;
+mod run_job;
 mod serve;
 mod transfer;
 
@@ -85,15 +86,23 @@ enum Command {
         #[command(flatten)]
         client: client::ClientArgs,
     },
+    /// Run one claimed job in this process and exit (started by `serve` for risky jobs).
+    #[command(hide = true)]
+    RunJob(run_job::RunJobArgs),
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // A job's child process: its own small runtime, its own exit statuses.
+        Command::RunJob(args) => return Ok(run_job::main(args)),
+        command => command,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve::run(args).await,
             Command::Collect(args) => collect::run(args).await,
             Command::Project { client, action } => client::project(&client, action).await,
@@ -108,6 +117,8 @@ fn main() -> Result<()> {
             Command::Files { client, action } => transfer::files(&client, action).await,
             Command::Workflow { client, action } => transfer::workflow(&client, action).await,
             Command::Health { client } => client::health(&client).await,
+            Command::RunJob(_) => anyhow::bail!("run-job is handled before the runtime starts"),
         }
-    })
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use radport_dimse::ReceiverConfig;
 use radport_ingest::Ingestor;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, Settings};
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     tracing_subscriber::fmt()
@@ -119,18 +119,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             );
         }
     }
+    let isolation = if settings.isolate_jobs {
+        Some(job_isolation(&settings)?)
+    } else {
+        None
+    };
+    if let Some(i) = &isolation {
+        tracing::info!(kinds = ?i.kinds, memory_limit = i.memory_limit,
+            time_limit_s = settings.job_time_limit.as_secs(), "risky jobs run in child processes");
+    }
     let pipeline = radport_pipeline::worker::Pipeline::new(
         catalog.clone(),
         archive.clone(),
-        radport_pipeline::worker::PipelineConfig {
-            workers: settings.workers,
-            stable_after: settings.stable_after,
-            max_attempts: settings.job_attempts,
-            thumbnail: radport_pipeline::thumbnail::ThumbnailOptions {
-                max_side: settings.thumbnail_size,
-            },
-            ..Default::default()
-        },
+        pipeline_config(&settings, isolation),
     );
     let pipeline = pipeline.with_handler(std::sync::Arc::new(WorkflowJobs(workflows.clone())));
     let pipeline_task = tokio::spawn(pipeline.run());
@@ -216,12 +217,75 @@ fn without_password(url: &str) -> String {
     url.to_string()
 }
 
+/// The pipeline's settings (`radport serve` and a job's child process).
+pub(crate) fn pipeline_config(
+    settings: &Settings,
+    isolation: Option<radport_pipeline::isolate::Isolation>,
+) -> radport_pipeline::worker::PipelineConfig {
+    radport_pipeline::worker::PipelineConfig {
+        workers: settings.workers,
+        stable_after: settings.stable_after,
+        max_attempts: settings.job_attempts,
+        thumbnail: radport_pipeline::thumbnail::ThumbnailOptions {
+            max_side: settings.thumbnail_size,
+        },
+        lease: settings.job_lease,
+        time_limit: settings.job_time_limit,
+        isolation,
+        ..Default::default()
+    }
+}
+
+/// How the risky jobs run in children: this executable's hidden `run-job`, with the settings
+/// a job needs passed in `RADPORT_*` variables (not arguments: `ps` would show a catalog
+/// password), under the job memory limit.
+fn job_isolation(settings: &Settings) -> Result<radport_pipeline::isolate::Isolation> {
+    let program = std::env::current_exe()
+        .context("cannot find this executable to run isolated jobs (--isolate-jobs false)")?;
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("RADPORT_DATA_DIR".into(), settings.data_dir.clone().into()),
+        (
+            "RADPORT_CATALOG_URL".into(),
+            settings.catalog_url.clone().into(),
+        ),
+        (
+            "RADPORT_DUPLICATE_POLICY".into(),
+            settings.duplicate_policy.as_str().into(),
+        ),
+        (
+            "RADPORT_THUMBNAIL_SIZE".into(),
+            settings.thumbnail_size.to_string().into(),
+        ),
+        (
+            "RADPORT_JOB_ATTEMPTS".into(),
+            settings.job_attempts.to_string().into(),
+        ),
+    ];
+    // The settings above are complete: no configuration file for the child to read again.
+    let mut env_remove: Vec<std::ffi::OsString> = vec!["RADPORT_CONFIG".into()];
+    match &settings.archive_url {
+        Some(url) => env.push(("RADPORT_ARCHIVE_URL".into(), url.into())),
+        None => env_remove.push("RADPORT_ARCHIVE_URL".into()),
+    }
+    Ok(radport_pipeline::isolate::Isolation {
+        kinds: radport_pipeline::worker::RISKY_KINDS
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
+        program,
+        args: vec!["run-job".into()],
+        env,
+        env_remove,
+        memory_limit: settings.job_memory_limit,
+    })
+}
+
 fn catalog_is_embedded(url: &str) -> bool {
     url.trim_start().to_ascii_lowercase().starts_with("sqlite:")
 }
 
 /// Workflow runs execute on the pipeline's workers, as jobs of their own kind.
-struct WorkflowJobs(radport_workflows::Workflows);
+pub(crate) struct WorkflowJobs(pub(crate) radport_workflows::Workflows);
 
 impl radport_pipeline::worker::JobHandler for WorkflowJobs {
     fn kind(&self) -> &'static str {

@@ -1,0 +1,105 @@
+//! `radport run-job JOB WORKER` (hidden): the child process of an isolated job.
+//!
+//! `radport serve` starts it (its own executable) for each job of a risky kind, under a memory
+//! limit, with the catalog and archive settings in `RADPORT_*` variables. It opens the catalog
+//! and the archive, checks that the job is still held by `WORKER`, runs the job's handler on a
+//! current-thread runtime — no listeners, no scheduler, no lease renewal (the server does that)
+//! — and reports by its exit status (see `radport_pipeline::isolate`): 0 done, 3 failed with
+//! the message on stdout, 4 no longer this worker's. Anything else (an abort on a failed
+//! allocation, a signal) the server records as a crash of the attempt.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use radport_archive::Archive;
+use radport_catalog::{Catalog, CatalogOptions, JobState};
+use radport_ingest::Ingestor;
+use radport_pipeline::isolate::{EXIT_JOB_FAILED, EXIT_NOT_OURS, EXIT_SUCCEEDED};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ServeArgs;
+
+/// Arguments of `radport run-job`.
+#[derive(clap::Args, Debug)]
+pub struct RunJobArgs {
+    /// Id of the claimed job.
+    pub job: String,
+    /// Worker that claimed it (the job must still be held by it).
+    pub worker: String,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+enum Outcome {
+    Succeeded,
+    Failed(String),
+    NotOurs,
+}
+
+/// Runs the job and exits with the status the server reads.
+pub fn main(args: RunJobArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    let (code, message) = match outcome {
+        Ok(Outcome::Succeeded) => (EXIT_SUCCEEDED, None),
+        Ok(Outcome::NotOurs) => (EXIT_NOT_OURS, None),
+        Ok(Outcome::Failed(message)) => (EXIT_JOB_FAILED, Some(message)),
+        Err(e) => (EXIT_JOB_FAILED, Some(format!("{e:#}"))),
+    };
+    if let Some(message) = message {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(message.as_bytes());
+        let _ = out.flush();
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn run(args: RunJobArgs) -> Result<Outcome> {
+    let settings = args.serve.resolve()?;
+    // Two connections: the job's reads and its writes (SQLite: the writer's own one besides).
+    let catalog = Catalog::connect_with(
+        &settings.catalog_url,
+        &CatalogOptions {
+            max_connections: Some(2),
+        },
+    )
+    .await
+    .context("cannot open the catalog")?;
+    let Some(job) = catalog.get_job(&args.job).await? else {
+        return Ok(Outcome::NotOurs);
+    };
+    if job.state != JobState::Running || job.worker.as_deref() != Some(args.worker.as_str()) {
+        return Ok(Outcome::NotOurs);
+    }
+    let archive = match &settings.archive_url {
+        None => Archive::local(&settings.data_dir.join("archive"))
+            .context("cannot open the archive directory")?,
+        Some(url) => Archive::from_url(url)
+            .await
+            .context("cannot open the archive")?,
+    };
+    let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
+    let workflows = radport_workflows::Workflows::new(ingestor, settings.data_dir.join("scratch"));
+    let pipeline = radport_pipeline::worker::Pipeline::new(
+        catalog,
+        archive,
+        crate::serve::pipeline_config(&settings, None),
+    )
+    .with_handler(std::sync::Arc::new(crate::serve::WorkflowJobs(workflows)));
+    tracing::debug!(job = %job.id, kind = %job.kind, "running the job in its own process");
+    Ok(match pipeline.execute(&job).await {
+        Ok(()) => Outcome::Succeeded,
+        Err(e) => Outcome::Failed(e.to_string()),
+    })
+}

@@ -1,0 +1,306 @@
+//! End to end: a job cannot take the server down. Risky jobs (workflow imports, thumbnails) run
+//! in a child process under a memory limit; a child that dies is a failed attempt, counted when
+//! it was claimed, so a job that keeps killing its process ends `failed` — also across
+//! restarts — while the DICOM receiver goes on storing. Leases are renewed while a job runs.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use radport_testkit::{series_uid, write_series, SeriesSpec};
+use serde_json::{json, Value};
+
+const NIFTIS: &str = "import-niftis-from-data-upload";
+
+// --- fixtures ----------------------------------------------------------------------------------
+
+/// An uncompressed NIfTI-1 int16 volume of `dims` (a gradient), 1 × 1 × 2 mm.
+fn nifti_int16(dims: [usize; 3]) -> Vec<u8> {
+    let mut h = vec![0u8; 352];
+    let put = |h: &mut Vec<u8>, at: usize, b: &[u8]| h[at..at + b.len()].copy_from_slice(b);
+    put(&mut h, 0, &348i32.to_le_bytes());
+    let mut dim = [1i16; 8];
+    dim[0] = 3;
+    for (a, d) in dims.iter().enumerate() {
+        dim[a + 1] = *d as i16;
+    }
+    for (a, d) in dim.iter().enumerate() {
+        put(&mut h, 40 + 2 * a, &d.to_le_bytes());
+    }
+    put(&mut h, 70, &4i16.to_le_bytes()); // int16
+    put(&mut h, 72, &16i16.to_le_bytes());
+    for (a, p) in [1f32, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0].iter().enumerate() {
+        put(&mut h, 76 + 4 * a, &p.to_le_bytes());
+    }
+    put(&mut h, 108, &352f32.to_le_bytes());
+    h[123] = 10;
+    put(&mut h, 254, &2i16.to_le_bytes()); // sform
+    let srow = [
+        [1f32, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 2.0, 0.0],
+    ];
+    for (r, row) in srow.iter().enumerate() {
+        for (c, x) in row.iter().enumerate() {
+            put(&mut h, 280 + 16 * r + 4 * c, &x.to_le_bytes());
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    let n = dims.iter().product::<usize>();
+    h.reserve(2 * n);
+    for i in 0..n {
+        h.extend_from_slice(&((i % 997) as i16).to_le_bytes());
+    }
+    h
+}
+
+/// A zip (entries stored, not deflated: quick to write) of one NIfTI case in the basic layout.
+fn nifti_zip(path: &Path, dims: [usize; 3]) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).expect("zip file");
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    zip.start_file("cases/Case00.nii", options).expect("entry");
+    zip.write_all(&nifti_int16(dims)).expect("data");
+    zip.start_file("cases/meta_data.json", options)
+        .expect("entry");
+    zip.write_all(br#"{"global_tags": {"0008|0060": "CT"}}"#)
+        .expect("data");
+    zip.finish().expect("zip");
+}
+
+fn small_series(seed: &str) -> SeriesSpec {
+    SeriesSpec {
+        count: 3,
+        rows: 64,
+        columns: 64,
+        uid_seed: seed.into(),
+        ..Default::default()
+    }
+}
+
+// --- watching ----------------------------------------------------------------------------------
+
+/// Starts an import of an uploaded NIfTI zip; returns the run id.
+fn start_import(server: &Server, file: &str) -> String {
+    let (status, run) = server.post_json(
+        &format!("/api/workflows/{NIFTIS}/runs"),
+        json!({"file": file, "delete_original_file": false}),
+    );
+    assert_eq!(status, 201, "{run}");
+    run["id"].as_str().expect("run id").to_string()
+}
+
+fn workflow_jobs(server: &Server) -> Vec<Value> {
+    server.get_json("/api/jobs?kind=workflow")["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn run_of(server: &Server, id: &str) -> Value {
+    server.get_json(&format!("/api/workflow-runs/{id}"))
+}
+
+fn log_lines(run: &Value) -> Vec<String> {
+    run["log"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn server_pid(server: &Server) -> u32 {
+    server.child.as_ref().expect("running").id()
+}
+
+/// Child processes of `pid` running `radport run-job`.
+fn job_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == b"run-job") {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+fn assert_dcmsend_stores(server: &Server, seed: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = small_series(seed);
+    write_series(tmp.path(), &spec).expect("series");
+    let started = Instant::now();
+    let out = server.dcmsend("kp-isolation", "kp-admin", tmp.path());
+    assert!(out.status.success(), "dcmsend: {}", output_text(&out));
+    let uid = series_uid(&spec);
+    let detail = server.get_json(&format!("/api/series/{uid}"));
+    assert_eq!(
+        detail["instances"].as_array().map(Vec::len),
+        Some(3),
+        "{detail}"
+    );
+    eprintln!("dcmsend of 3 instances: {:?}", started.elapsed());
+}
+
+// --- tests -------------------------------------------------------------------------------------
+
+/// A legitimate import that needs more memory than the job limit: each attempt's child dies,
+/// the job ends failed with the reason after its attempts, its run is failed, and the server
+/// (itself limited to 2 GiB) keeps receiving; after a restart the job is not run again.
+#[test]
+fn a_job_that_outgrows_its_memory_limit_fails_and_the_server_stays_up() {
+    let mut server = Server::start_limited(
+        &["--stable-after", "0.5", "--job-memory-limit", "128M"],
+        2 << 30,
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let zip = tmp.path().join("big.zip");
+    // 512 × 512 × 300 int16: 150 MiB of voxels, more than the child may map.
+    nifti_zip(&zip, [512, 512, 300]);
+    server.upload(&zip, "big.zip");
+    let id = start_import(&server, "big.zip");
+
+    // While the attempts die one after the other, DIMSE goes on.
+    assert_dcmsend_stores(&server, "iso-a1");
+    let job = server.wait_for(60, "the workflow job to fail", || {
+        workflow_jobs(&server)
+            .into_iter()
+            .find(|j| j["state"] == "failed")
+    });
+    assert!(server.is_running(), "{}", server.log());
+    assert_eq!(job["attempts"], 3, "{job}");
+    let error = job["last_error"].as_str().expect("last_error");
+    eprintln!("last_error: {error}");
+    // Rust aborts when an allocation fails; what it printed as it died is quoted.
+    assert!(
+        error.starts_with(
+            "killed by signal 6 (SIGABRT): probably out of memory under the 128 MiB job memory limit; \
+             stderr: memory allocation of"
+        ),
+        "{error}"
+    );
+    let run = run_of(&server, &id);
+    assert_eq!(run["state"], "failed", "{run}");
+    let log = log_lines(&run);
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("started (attempt"))
+            .count(),
+        3,
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.starts_with("attempt 1 failed: ")),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.last(),
+        Some(&format!("failed: {error}")),
+        "the run says why: {log:?}"
+    );
+    assert_dcmsend_stores(&server, "iso-a2");
+    // The small series' thumbnail is rendered in a child under the same limit.
+    let uid = series_uid(&small_series("iso-a2"));
+    server.wait_for(30, "the small series' thumbnail", || {
+        let (status, _) = server.get_status(&format!("/api/series/{uid}/thumbnail"));
+        (status == 200).then_some(())
+    });
+
+    // A restart runs nothing again: the job stays failed, the run too.
+    server.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(server.is_running());
+    let jobs = workflow_jobs(&server);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["state"], "failed");
+    assert_eq!(jobs[0]["attempts"], 3);
+    let again = run_of(&server, &id);
+    assert_eq!(log_lines(&again), log, "not started again");
+    assert_dcmsend_stores(&server, "iso-a3");
+}
+
+/// A child killed with SIGKILL in the middle of its job: a failed attempt, retried, then done.
+#[test]
+fn a_killed_child_is_retried_and_then_succeeds() {
+    let server = Server::start(&["--stable-after", "60"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let zip = tmp.path().join("mid.zip");
+    nifti_zip(&zip, [256, 256, 120]);
+    server.upload(&zip, "mid.zip");
+    let id = start_import(&server, "mid.zip");
+    let pid = server_pid(&server);
+    let child = server.wait_for(20, "the job's child process", || {
+        job_children(pid).first().copied()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &child.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let run = server.wait_for(60, "the run to end", || {
+        let r = run_of(&server, &id);
+        matches!(r["state"].as_str(), Some("succeeded") | Some("failed")).then_some(r)
+    });
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let log = log_lines(&run);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("attempt 1 failed: killed by signal 9 (SIGKILL)")),
+        "{log:?}"
+    );
+    let jobs = workflow_jobs(&server);
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
+    assert_eq!(jobs[0]["attempts"], 2, "{jobs:?}");
+}
+
+/// With a 1 s lease, a job that runs for several seconds keeps its lease (renewed every third
+/// of it) and runs once, although a second worker is idle.
+#[test]
+fn a_job_longer_than_its_lease_runs_once() {
+    let server = Server::start(&["--stable-after", "60", "--job-lease", "1", "--workers", "2"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let zip = tmp.path().join("long.zip");
+    nifti_zip(&zip, [256, 256, 200]);
+    server.upload(&zip, "long.zip");
+    let started = Instant::now();
+    let id = start_import(&server, "long.zip");
+    let run = server.wait_for(60, "the run to end", || {
+        let r = run_of(&server, &id);
+        matches!(r["state"].as_str(), Some("succeeded") | Some("failed")).then_some(r)
+    });
+    let took = started.elapsed();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(
+        took > Duration::from_secs(3),
+        "the job must outlast its lease several times to show anything: {took:?}"
+    );
+    let log = log_lines(&run);
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("started (attempt"))
+            .count(),
+        1,
+        "{log:?}"
+    );
+    let jobs = workflow_jobs(&server);
+    assert_eq!(jobs[0]["attempts"], 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
+}
