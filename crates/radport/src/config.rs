@@ -87,6 +87,32 @@ pub struct ServeArgs {
     /// Hours without a new chunk after which an incomplete upload is deleted [default: 24].
     #[arg(long, env = "RADPORT_UPLOAD_EXPIRY_HOURS")]
     pub upload_expiry_hours: Option<f64>,
+    /// Entries a zip imported by a workflow may have [default: 100000].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_ENTRIES")]
+    pub import_max_entries: Option<u64>,
+    /// Bytes one zip entry may inflate to, counted as it inflates
+    /// [default: 4294967296 = 4 GiB].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_ENTRY_BYTES")]
+    pub import_max_entry_bytes: Option<u64>,
+    /// Bytes all entries of one imported zip may inflate to (and never more than
+    /// --import-max-ratio times the zip's size, 1 GiB at least) [default: 214748364800 = 200 GiB].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_TOTAL_BYTES")]
+    pub import_max_total_bytes: Option<u64>,
+    /// Largest inflated/compressed size ratio of a zip entry past 1 MiB [default: 200].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_RATIO")]
+    pub import_max_ratio: Option<u64>,
+    /// Bytes of a meta_data.json, seg_info.json or dataset.json [default: 1048576].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_JSON_BYTES")]
+    pub import_max_json_bytes: Option<u64>,
+    /// Voxels of one imported NIfTI volume [default: 536870912 = 2^29].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_VOXELS")]
+    pub import_max_voxels: Option<u64>,
+    /// Bytes of voxel data of one imported NIfTI volume [default: 2147483648 = 2 GiB].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_VOLUME_BYTES")]
+    pub import_max_volume_bytes: Option<u64>,
+    /// Segments of one DICOM SEG made from a label map (at most 65535) [default: 1000].
+    #[arg(long, env = "RADPORT_IMPORT_MAX_SEGMENTS")]
+    pub import_max_segments: Option<usize>,
     /// Age an archive object that nothing references must reach before the collector
     /// removes it: a number and a unit (ms, s, m, h, d), e.g. 90s or 1h. Far longer than any
     /// instance takes from archive write to catalog commit [default: 1h].
@@ -149,6 +175,14 @@ struct FileSettings {
     thumbnail_size: Option<u32>,
     max_upload_size: Option<u64>,
     upload_expiry_hours: Option<f64>,
+    import_max_entries: Option<u64>,
+    import_max_entry_bytes: Option<u64>,
+    import_max_total_bytes: Option<u64>,
+    import_max_ratio: Option<u64>,
+    import_max_json_bytes: Option<u64>,
+    import_max_voxels: Option<u64>,
+    import_max_volume_bytes: Option<u64>,
+    import_max_segments: Option<usize>,
     orphan_grace: Option<String>,
     collect_interval: Option<String>,
     upload_retention_days: Option<f64>,
@@ -187,6 +221,8 @@ pub struct Settings {
     pub thumbnail_size: u32,
     pub max_upload_size: u64,
     pub upload_expiry: std::time::Duration,
+    /// Limits of the import workflows (zip, JSON, NIfTI, SEG).
+    pub import_limits: radport_workflows::ImportLimits,
     /// Unreferenced archive objects younger than this are kept.
     pub orphan_grace: std::time::Duration,
     /// Time between two collections; zero: none in this process.
@@ -352,6 +388,65 @@ impl ServeArgs {
             Some(text) => parse_duration("collect_interval", &text)?,
             None => radport_collector::DEFAULT_INTERVAL,
         };
+        let import_limits = {
+            let d = radport_workflows::ImportLimits::default();
+            let limits = radport_workflows::ImportLimits {
+                max_entries: self
+                    .import_max_entries
+                    .or(file.import_max_entries)
+                    .unwrap_or(d.max_entries),
+                max_entry_bytes: self
+                    .import_max_entry_bytes
+                    .or(file.import_max_entry_bytes)
+                    .unwrap_or(d.max_entry_bytes),
+                max_total_bytes: self
+                    .import_max_total_bytes
+                    .or(file.import_max_total_bytes)
+                    .unwrap_or(d.max_total_bytes),
+                max_ratio: self
+                    .import_max_ratio
+                    .or(file.import_max_ratio)
+                    .unwrap_or(d.max_ratio),
+                max_json_bytes: self
+                    .import_max_json_bytes
+                    .or(file.import_max_json_bytes)
+                    .unwrap_or(d.max_json_bytes),
+                convert: radport_workflows::ConvertLimits {
+                    max_voxels: self
+                        .import_max_voxels
+                        .or(file.import_max_voxels)
+                        .unwrap_or(d.convert.max_voxels),
+                    max_volume_bytes: self
+                        .import_max_volume_bytes
+                        .or(file.import_max_volume_bytes)
+                        .unwrap_or(d.convert.max_volume_bytes),
+                    max_segments: self
+                        .import_max_segments
+                        .or(file.import_max_segments)
+                        .unwrap_or(d.convert.max_segments),
+                    ..d.convert
+                },
+            };
+            let l = &limits;
+            if [
+                l.max_entries,
+                l.max_entry_bytes,
+                l.max_total_bytes,
+                l.max_ratio,
+                l.max_json_bytes,
+                l.convert.max_voxels,
+                l.convert.max_volume_bytes,
+                l.convert.max_segments as u64,
+            ]
+            .contains(&0)
+                || l.convert.max_segments > 65535
+            {
+                anyhow::bail!(
+                    "the import_max_* limits must be at least 1 (import_max_segments at most 65535)"
+                );
+            }
+            limits
+        };
         Ok(Settings {
             orphan_grace,
             collect_interval,
@@ -403,6 +498,7 @@ impl ServeArgs {
                 .unwrap_or(64),
             max_pdu: self.max_pdu.or(file.max_pdu).unwrap_or(262_144),
             public_host,
+            import_limits,
         })
     }
 }
@@ -638,6 +734,37 @@ mod tests {
         ] {
             assert!(bad.resolve().is_err());
         }
+    }
+
+    #[test]
+    fn import_limits_from_flags_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(
+            &file,
+            "import_max_entries = 500\nimport_max_voxels = 1000\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(file.clone()),
+            import_max_voxels: Some(2000),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let l = s.import_limits;
+        assert_eq!(l.max_entries, 500);
+        assert_eq!(l.convert.max_voxels, 2000, "flag wins over file");
+        let d = radport_workflows::ImportLimits::default();
+        assert_eq!(l.max_ratio, d.max_ratio);
+        assert_eq!(l.convert.max_seg_frames, d.convert.max_seg_frames);
+        let e = ServeArgs {
+            import_max_ratio: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("import_max_"), "{e}");
     }
 
     #[test]

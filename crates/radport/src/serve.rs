@@ -42,7 +42,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
     let workflows =
-        radport_workflows::Workflows::new(ingestor.clone(), settings.data_dir.join("scratch"));
+        radport_workflows::Workflows::new(ingestor.clone(), settings.data_dir.join("scratch"))
+            .with_limits(settings.import_limits);
     // Before any import can run: what is in the scratch area now was left by a dead process.
     let scratch = crate::collect::claim_scratch(&settings);
 
