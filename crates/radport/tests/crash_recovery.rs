@@ -246,3 +246,46 @@ fn sigkill_loses_nothing_acknowledged_and_collection_keeps_nothing_unreferenced(
         started.elapsed().as_secs_f64()
     );
 }
+
+/// `radport serve` collects on its own every --collect-interval: an orphan instance file, a
+/// staging file and a dead process's scratch copy go; the stored instance stays.
+/// (`--collect-interval 0` runs none.)
+#[test]
+fn serve_collects_every_interval() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let day = data.join("archive/instances/2020/01/01");
+    std::fs::create_dir_all(&day).expect("archive dir");
+    std::fs::write(day.join("orphan.dcm"), b"left by a kill").expect("orphan");
+    std::fs::write(day.join("partial.dcm#1"), b"half").expect("staging file");
+    std::fs::create_dir_all(data.join("scratch")).expect("scratch dir");
+    std::fs::write(data.join("scratch/.tmpDEAD"), b"zip").expect("scratch file");
+    let data_arg = data.to_string_lossy().into_owned();
+    // Stored before collections run: with no grace, a collection that lists an instance
+    // between its write and its commit would take it for an orphan.
+    let mut server = Server::start(&["--data-dir", &data_arg, "--collect-interval", "0"]);
+    let spec = SeriesSpec {
+        count: 1,
+        uid_seed: "8991".into(),
+        ..Default::default()
+    };
+    let dataset = dataset_of(&spec, 0);
+    let mut client =
+        RawClient::connect(server.dicom_port, "kp-collect", "kp-admin").expect("connect");
+    assert_eq!(client.try_store(&sop_uid(&spec, 0), &dataset), Ok(0));
+    client.release();
+    server.restart_with(&["--collect-interval", "1s", "--orphan-grace", "0s"]);
+    server.wait_for(30, "the collection", || {
+        let left = day.join("orphan.dcm").exists()
+            || day.join("partial.dcm#1").exists()
+            || data.join("scratch/.tmpDEAD").exists();
+        (!left).then_some(())
+    });
+    let stored = server.get_bytes(&format!(
+        "/api/series/{}/instances/{}",
+        series_uid(&spec),
+        sop_uid(&spec, 0)
+    ));
+    assert!(dataset_bytes(&stored) == dataset.as_slice());
+    assert!(server.log().contains("collected unreferenced objects"));
+}
