@@ -828,6 +828,19 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, budget: &mut Budget) -> Result
         let cases = basic_cases(&files, &mut refused);
         ("basic", cases, seg)
     };
+    // Every SEG of the run would have these segments: refused before anything is converted.
+    let max_segments = budget.limits.convert.max_segments;
+    if seg.labels.len() > max_segments {
+        return Err(format!(
+            "{} labels are listed ({}); a SEG may have at most {max_segments} segments",
+            seg.labels.len(),
+            if layout == "basic" {
+                "seg_info.json"
+            } else {
+                "dataset.json"
+            }
+        ));
+    }
     for f in &files {
         let lower = f.path.to_ascii_lowercase();
         if nifti_stem(&f.path).is_none() && !lower.ends_with(".json") {
@@ -1453,6 +1466,23 @@ mod tests {
         let e = plan(&mut zip, &mut budget).err().unwrap();
         assert!(
             e.contains("meta_data.json") && e.contains("larger than"),
+            "{e}"
+        );
+
+        // More labels than a SEG may have segments: refused before anything is converted.
+        let labels: Vec<String> = (1..=1001)
+            .map(|v| format!("{{\"label_name\":\"l{v}\",\"label_int\":{v}}}"))
+            .collect();
+        let seg_info = format!("{{\"seg_info\":[{}]}}", labels.join(",")).into_bytes();
+        let tmp = stored_zip(&[
+            ("Case0.nii.gz", gz(&nii([2, 2, 2], 352.0, &[5; 8]))),
+            ("seg_info.json", seg_info),
+        ]);
+        let mut zip = upload::open_zip(tmp.path(), &ImportLimits::default()).unwrap();
+        let mut budget = Budget::new(ImportLimits::default(), 4 << 20);
+        let e = plan(&mut zip, &mut budget).err().unwrap();
+        assert!(
+            e.contains("1001 labels") && e.contains("at most 1000"),
             "{e}"
         );
     }
