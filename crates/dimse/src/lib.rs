@@ -9,23 +9,36 @@
 //! Two socket settings matter for speed: `TCP_NODELAY` for our small responses and
 //! `TCP_QUICKACK` re-armed before every read, so that a sender with Nagle on (DCMTK's
 //! defaults) is not held up ~40 ms per instance by delayed ACKs.
+//!
+//! No peer can make the receiver buffer more than a PDU's limit or hold the port: every PDU's
+//! length is checked from its header before its body is read ([`guard`]: A-ASSOCIATE-RQ
+//! 128 KiB, P-DATA-TF the announced maximum, the rest 64 bytes); the whole handshake is bounded
+//! by the ARTIM timeout and every PDU of an association by the idle timeout; connections that
+//! have not yet sent their request are limited in number apart from associations, which are
+//! limited overall and per IP address (see [`serve`]).
 
 pub mod command;
+pub mod guard;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{
-    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
-    UserIdentity,
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJServiceUserReason, PDataValue,
+    PDataValueType, PresentationContextResultReason, UserIdentity,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
 use radport_catalog::Route;
 use radport_ingest::{Announced, IncomingInstance, IngestError, Ingestor};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use guard::{
+    pdu_type, FirstPduError, PduGuard, PduLimits, PduTooLong, PduTracker, PDU_HEADER_LENGTH,
+};
 
 use command::{field, status, Command, Response};
 
@@ -34,21 +47,44 @@ use command::{field, status, Command, Response};
 pub struct ReceiverConfig {
     /// Our own AE title (informational: any called AE title that names a project is accepted).
     pub ae_title: String,
-    /// Largest PDU we accept (what we tell senders).
+    /// Largest P-DATA-TF PDU we accept (what we tell senders); a PDU declaring more is
+    /// answered with an A-ABORT from its header.
     pub max_pdu_length: u32,
-    /// How long a silent association is kept before it is aborted.
+    /// Largest A-ASSOCIATE-RQ accepted; a longer one is answered with an A-ABORT from its
+    /// header.
+    pub max_associate_rq_length: u32,
+    /// How long an association may go without completing a PDU before it is aborted (also
+    /// bounds each write to the peer).
     pub idle_timeout: Duration,
+    /// ARTIM: how long a connection may take from accept to a complete A-ASSOCIATE-RQ
+    /// (answered) before it is closed.
+    pub artim_timeout: Duration,
     /// At most this many associations at once; more are refused (transient).
     pub max_associations: usize,
+    /// At most this many associations at once from one IP address; more are refused
+    /// (transient).
+    pub max_associations_per_peer: usize,
+    /// At most this many connections that have not yet become associations; beyond it, the
+    /// oldest pending connection (of the same address if it has one) is closed.
+    pub max_pending_connections: usize,
 }
+
+/// Default of [`ReceiverConfig::max_associate_rq_length`]: 128 KiB, three times the largest
+/// request a sender proposing all 128 presentation contexts with ten transfer syntaxes each
+/// makes (~40 KiB), with room for user-identity tokens.
+pub const DEFAULT_MAX_ASSOCIATE_RQ_LENGTH: u32 = 128 * 1024;
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
         Self {
             ae_title: "RADPORT".into(),
             max_pdu_length: 262_144,
+            max_associate_rq_length: DEFAULT_MAX_ASSOCIATE_RQ_LENGTH,
             idle_timeout: Duration::from_secs(120),
+            artim_timeout: Duration::from_secs(10),
             max_associations: 64,
+            max_associations_per_peer: 32,
+            max_pending_connections: 128,
         }
     }
 }
@@ -141,13 +177,22 @@ impl AccessControl for ProjectAccess {
 }
 
 /// Accepts associations on `listener` until the task is dropped.
+///
+/// Each connection goes through two phases, with separate limits:
+/// 1. *pending* (accept → association established or refused): at most
+///    [`ReceiverConfig::max_pending_connections`] at once; a newcomer beyond that evicts the
+///    oldest pending connection of its own address, else the oldest of all, so sockets that
+///    never speak cannot lock the port. The whole phase is bounded by the ARTIM timeout.
+/// 2. *association*: a slot is claimed once a well-formed A-ASSOCIATE-RQ header has arrived,
+///    within [`ReceiverConfig::max_associations`] overall and
+///    [`ReceiverConfig::max_associations_per_peer`] per IP address; beyond either, the RQ is
+///    read and answered with a transient A-ASSOCIATE-RJ (local limit exceeded).
 pub async fn serve(
     listener: TcpListener,
     ingestor: Ingestor,
     config: ReceiverConfig,
 ) -> Result<(), ReceiverError> {
-    let config = Arc::new(config);
-    let active = Arc::new(AtomicUsize::new(0));
+    let admission = Arc::new(Admission::new(config));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -160,30 +205,277 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let ingestor = ingestor.clone();
-        let config = config.clone();
-        let active = active.clone();
-        tokio::spawn(async move {
-            let n = active.fetch_add(1, Ordering::SeqCst) + 1;
-            if n > config.max_associations {
-                refuse_busy(socket, peer).await;
-            } else {
-                handle_association(socket, peer, ingestor, &config).await;
-            }
-            active.fetch_sub(1, Ordering::SeqCst);
-        });
+        let admission = admission.clone();
+        tokio::spawn(handle_connection(socket, peer, ingestor, admission));
     }
 }
 
-/// Answers an association request with a transient rejection (local limit exceeded).
-async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr) {
+/// Counts of claimed association slots.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// Connections that have not yet become associations, oldest first.
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    waiting: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+}
+
+/// The limits on connections and associations, shared by every connection's task.
+struct Admission {
+    config: ReceiverConfig,
+    slots: Mutex<Slots>,
+    pending: Mutex<Pending>,
+}
+
+/// Why no association slot was given.
+#[derive(Debug, Clone, Copy)]
+enum NoSlot {
+    Total,
+    Peer,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The critical sections cannot panic half-way; a poisoned lock still holds valid counts.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Peers are counted by IP address (an IPv4-mapped IPv6 address as the IPv4 one).
+fn peer_key(peer: &SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
+impl Admission {
+    fn new(config: ReceiverConfig) -> Self {
+        Self {
+            config,
+            slots: Mutex::default(),
+            pending: Mutex::default(),
+        }
+    }
+
+    /// Registers a pending connection; evicts one if there are too many.
+    fn enter_pending(self: &Arc<Self>, ip: IpAddr) -> PendingEntry {
+        let notify = Arc::new(Notify::new());
+        let mut pending = lock(&self.pending);
+        if pending.waiting.len() >= self.config.max_pending_connections.max(1) {
+            let victim = pending
+                .waiting
+                .iter()
+                .find(|(_, (victim_ip, _))| *victim_ip == ip)
+                .or_else(|| pending.waiting.iter().next())
+                .map(|(id, _)| *id);
+            if let Some((victim_ip, victim)) = victim.and_then(|id| pending.waiting.remove(&id)) {
+                victim.notify_one();
+                tracing::warn!(peer = %victim_ip, pending = pending.waiting.len() + 1,
+                    "DICOM connection closed before its association request: too many pending connections");
+            }
+        }
+        let id = pending.next_id;
+        pending.next_id = pending.next_id.wrapping_add(1);
+        pending.waiting.insert(id, (ip, notify.clone()));
+        PendingEntry {
+            admission: self.clone(),
+            id,
+            evicted: notify,
+        }
+    }
+
+    /// Claims an association slot for a peer.
+    fn claim(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, NoSlot> {
+        let mut slots = lock(&self.slots);
+        if slots.total >= self.config.max_associations {
+            return Err(NoSlot::Total);
+        }
+        let of_peer = slots.per_peer.entry(ip).or_insert(0);
+        if *of_peer >= self.config.max_associations_per_peer {
+            return Err(NoSlot::Peer);
+        }
+        *of_peer += 1;
+        slots.total += 1;
+        Ok(Slot {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A pending connection's registration; removed on drop.
+struct PendingEntry {
+    admission: Arc<Admission>,
+    id: u64,
+    /// Notified when the connection is evicted.
+    evicted: Arc<Notify>,
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        lock(&self.admission.pending).waiting.remove(&self.id);
+    }
+}
+
+/// A claimed association slot; given back on drop (also when the task panics).
+struct Slot {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.admission.slots);
+        slots.total = slots.total.saturating_sub(1);
+        if let Some(n) = slots.per_peer.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                slots.per_peer.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// One TCP connection: the handshake under the ARTIM timeout, then the association.
+async fn handle_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ingestor: Ingestor,
+    admission: Arc<Admission>,
+) {
+    let config = &admission.config;
+    let pending = admission.enter_pending(peer_key(&peer));
+    let evicted = pending.evicted.clone();
+    let established = tokio::select! {
+        outcome = tokio::time::timeout(
+            config.artim_timeout,
+            handshake(socket, peer, &ingestor, &admission),
+        ) => match outcome {
+            Ok(established) => established,
+            Err(_) => {
+                tracing::warn!(%peer, seconds = config.artim_timeout.as_secs_f64(),
+                    "DICOM connection closed: no association within the ARTIM timeout");
+                None
+            }
+        },
+        _ = evicted.notified() => None,
+    };
+    drop(pending);
+    if let Some((association, slot)) = established {
+        run_association(association, peer, ingestor, config).await;
+        drop(slot);
+    }
+}
+
+/// Waits for the first PDU's header without consuming it (dicom-ul reads the A-ASSOCIATE-RQ
+/// from the `TcpStream` itself). `None`: the peer closed first.
+async fn peek_header(socket: &TcpStream) -> std::io::Result<Option<[u8; PDU_HEADER_LENGTH]>> {
+    let mut header = [0u8; PDU_HEADER_LENGTH];
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let n = socket.peek(&mut header).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n == PDU_HEADER_LENGTH {
+            return Ok(Some(header));
+        }
+        // Part of a header: the socket stays readable, so wait rather than spin.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Reads the A-ASSOCIATE-RQ under the limits and establishes the association, or refuses it.
+/// Runs under the ARTIM timeout.
+async fn handshake(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ingestor: &Ingestor,
+    admission: &Arc<Admission>,
+) -> Option<(ServerAssociation, Slot)> {
+    let config = &admission.config;
+    let header = match peek_header(&socket).await {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            tracing::debug!(%peer, "DICOM connection closed before any PDU");
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "DICOM connection failed before any PDU");
+            return None;
+        }
+    };
+    let rq_length = match guard::check_associate_rq(&header, config.max_associate_rq_length) {
+        Ok(length) => length,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "DICOM connection aborted before association");
+            let reason = match e {
+                FirstPduError::NotAnAssociateRq(pdu_type::ABORT) => None,
+                FirstPduError::NotAnAssociateRq(1..=7) => {
+                    Some(AbortRQServiceProviderReason::UnexpectedPdu)
+                }
+                FirstPduError::NotAnAssociateRq(_) => {
+                    Some(AbortRQServiceProviderReason::UnrecognizedPdu)
+                }
+                FirstPduError::TooLong(_) => {
+                    Some(AbortRQServiceProviderReason::InvalidPduParameter)
+                }
+            };
+            let mut socket = socket;
+            if let Some(reason) = reason {
+                send_abort(&mut socket, reason).await;
+            }
+            linger_close(&mut socket).await;
+            return None;
+        }
+    };
+    let slot = match admission.claim(peer_key(&peer)) {
+        Ok(slot) => slot,
+        Err(why) => {
+            refuse_busy(socket, peer, rq_length, why).await;
+            return None;
+        }
+    };
+    quickack(&socket);
+    let options = ServerAssociationOptions::new()
+        .ae_access_control(ProjectAccess {
+            ingestor: ingestor.clone(),
+            peer,
+        })
+        .ae_title(config.ae_title.as_str())
+        .promiscuous(true)
+        // The header was checked above and every later PDU goes through the `PduGuard`.
+        .strict(false)
+        .max_pdu_length(config.max_pdu_length)
+        .read_timeout(config.idle_timeout)
+        .write_timeout(config.idle_timeout);
+    match options.establish_async(socket).await {
+        Ok(association) => Some((association, slot)),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "association not established");
+            None
+        }
+    }
+}
+
+/// Reads the A-ASSOCIATE-RQ (its header is already known to be within limits) and answers it
+/// with a transient rejection, local limit exceeded.
+async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, rq_length: u32, why: NoSlot) {
     use dicom_ul::pdu::{AssociationRJ, AssociationRJResult, AssociationRJSource};
-    use tokio::io::AsyncWriteExt;
-    let mut buf = bytes::BytesMut::with_capacity(4096);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        dicom_ul::association::read_pdu_from_wire_async(&mut socket, &mut buf, 65_536, false),
-    )
-    .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(total) = usize::try_from(rq_length)
+        .ok()
+        .and_then(|l| l.checked_add(PDU_HEADER_LENGTH))
+    else {
+        return;
+    };
+    // At most the A-ASSOCIATE-RQ limit: the header was checked against it.
+    let mut rq = vec![0u8; total];
+    if let Err(e) = socket.read_exact(&mut rq).await {
+        tracing::debug!(%peer, error = %e, "refused connection closed before its request");
+        return;
+    }
     let pdu = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(
@@ -194,7 +486,48 @@ async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr) {
     if dicom_ul::write_pdu(&mut out, &pdu).is_ok() {
         let _ = socket.write_all(&out).await;
     }
-    tracing::warn!(%peer, "association refused: too many associations at once (transient)");
+    linger_close(&mut socket).await;
+    match why {
+        NoSlot::Total => tracing::warn!(
+            %peer,
+            "association refused: too many associations at once (transient)"
+        ),
+        NoSlot::Peer => tracing::warn!(
+            %peer,
+            "association refused: too many associations from this address (transient)"
+        ),
+    }
+}
+
+/// Sends an A-ABORT from the service provider.
+async fn send_abort(socket: &mut TcpStream, reason: AbortRQServiceProviderReason) {
+    use tokio::io::AsyncWriteExt;
+    let pdu = Pdu::AbortRQ {
+        source: AbortRQSource::ServiceProvider(reason),
+    };
+    let mut out = Vec::new();
+    if dicom_ul::write_pdu(&mut out, &pdu).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&out)).await;
+    }
+}
+
+/// Closes our side and discards what the peer still sends for a moment, so that our last PDU
+/// is not lost to the reset a close with unread bytes would cause. Bounded in time and bytes;
+/// nothing is kept.
+async fn linger_close(socket: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = socket.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let mut left: usize = 1 << 20;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while left > 0 {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 fn quickack(socket: &TcpStream) {
@@ -254,30 +587,32 @@ struct Session {
 
 type ServerAssociation = dicom_ul::association::AsyncServerAssociation<TcpStream>;
 
-async fn handle_association(
-    socket: TcpStream,
+/// Serves an established association until it ends.
+async fn run_association(
+    mut association: ServerAssociation,
     peer: SocketAddr,
     ingestor: Ingestor,
     config: &ReceiverConfig,
 ) {
-    quickack(&socket);
-    let options = ServerAssociationOptions::new()
-        .ae_access_control(ProjectAccess {
-            ingestor: ingestor.clone(),
-            peer,
-        })
-        .ae_title(config.ae_title.as_str())
-        .promiscuous(true)
-        .strict(false)
-        .max_pdu_length(config.max_pdu_length)
-        .read_timeout(config.idle_timeout);
-    let association = match options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "association not established");
-            return;
-        }
+    let mut tracker = PduTracker::new(PduLimits {
+        p_data: config.max_pdu_length,
+    });
+    // Bytes that arrived behind the A-ASSOCIATE-RQ are already in dicom-ul's buffer: their
+    // headers are checked before anything else is read.
+    let early = {
+        use dicom_ul::association::AsyncAssociation;
+        let (_, buffer) = association.get_mut();
+        tracker.observe(buffer)
     };
+    if let Err(e) = early {
+        tracing::warn!(%peer, error = %e, "aborting association: PDU over its limit");
+        abort_association(
+            association,
+            AbortRQServiceProviderReason::InvalidPduParameter,
+        )
+        .await;
+        return;
+    }
     let called = association.called_ae_title().to_string();
     let calling = {
         use dicom_ul::association::Association;
@@ -286,7 +621,11 @@ async fn handle_association(
     let project = match ingestor.resolve_project(strip_ae_title(&called)).await {
         Ok(Some(p)) => p,
         _ => {
-            let _ = association.abort().await;
+            abort_association(
+                association,
+                AbortRQServiceProviderReason::ReasonNotSpecified,
+            )
+            .await;
             return;
         }
     };
@@ -314,11 +653,72 @@ async fn handle_association(
         counters: Counters::default(),
     };
     let started = Instant::now();
-    let outcome = session.run(association, peer).await;
+    let outcome = session
+        .run(association, &mut tracker, peer, config.idle_timeout)
+        .await;
     session.abort_incoming().await;
     tracing::info!(%peer, outcome, stored = session.counters.stored,
         failed = session.counters.failed, bytes = session.counters.bytes,
         seconds = started.elapsed().as_secs_f64(), "association ended");
+}
+
+/// Why no PDU was received.
+#[derive(Debug, thiserror::Error)]
+enum ReceiveError {
+    #[error(transparent)]
+    TooLong(PduTooLong),
+    #[error("idle timeout")]
+    Idle,
+    #[error(transparent)]
+    Broken(dicom_ul::association::Error),
+}
+
+/// Receives the next PDU through the [`PduGuard`]; the idle timeout bounds the whole PDU, so a
+/// peer that stops half-way through one is cut off too.
+async fn receive(
+    association: &mut ServerAssociation,
+    tracker: &mut PduTracker,
+    idle_timeout: Duration,
+) -> Result<Pdu, ReceiveError> {
+    use dicom_ul::association::AsyncAssociation;
+    let (socket, buffer) = association.get_mut();
+    let mut guarded = PduGuard::new(socket, tracker);
+    let read = tokio::time::timeout(
+        idle_timeout,
+        // Not strict: the guard already enforces per-type limits (strict mode would apply the
+        // P-DATA limit to every type). The maximum passed is only range-checked then.
+        dicom_ul::association::read_pdu_from_wire_async(
+            &mut guarded,
+            buffer,
+            dicom_ul::pdu::MAXIMUM_PDU_SIZE,
+            false,
+        ),
+    )
+    .await;
+    match read {
+        Err(_) => Err(ReceiveError::Idle),
+        Ok(Ok(pdu)) => Ok(pdu),
+        Ok(Err(e)) => match tracker.violation() {
+            Some(v) => Err(ReceiveError::TooLong(v.clone())),
+            None => Err(ReceiveError::Broken(e)),
+        },
+    }
+}
+
+/// Whether a receive failed on the PDU's content rather than on the connection.
+fn is_malformed(e: &dicom_ul::association::Error) -> bool {
+    use dicom_ul::association::Error;
+    use dicom_ul::pdu::ReadError;
+    matches!(e, Error::ReceivePdu { source, .. } if !matches!(source, ReadError::ReadPdu { .. }))
+}
+
+/// Sends an A-ABORT (service provider, `reason`) and closes the connection.
+async fn abort_association(
+    mut association: ServerAssociation,
+    reason: AbortRQServiceProviderReason,
+) {
+    send_abort(association.inner_stream(), reason).await;
+    linger_close(association.inner_stream()).await;
 }
 
 fn pdu_kind(pdu: &Pdu) -> &'static str {
@@ -365,12 +765,46 @@ async fn send_response(
 
 impl Session {
     /// Serves the association until it is released, aborted or broken; says which.
-    async fn run(&mut self, mut association: ServerAssociation, peer: SocketAddr) -> &'static str {
+    async fn run(
+        &mut self,
+        mut association: ServerAssociation,
+        tracker: &mut PduTracker,
+        peer: SocketAddr,
+        idle_timeout: Duration,
+    ) -> &'static str {
         loop {
             quickack(association.inner_stream());
-            let pdu = match association.receive().await {
+            let pdu = match receive(&mut association, tracker, idle_timeout).await {
                 Ok(pdu) => pdu,
-                Err(e) => {
+                Err(ReceiveError::TooLong(e)) => {
+                    tracing::warn!(%peer, error = %e, "aborting association: PDU over its limit");
+                    abort_association(
+                        association,
+                        AbortRQServiceProviderReason::InvalidPduParameter,
+                    )
+                    .await;
+                    return "aborted";
+                }
+                Err(ReceiveError::Idle) => {
+                    tracing::warn!(%peer, seconds = idle_timeout.as_secs_f64(),
+                        "aborting association: idle timeout");
+                    abort_association(
+                        association,
+                        AbortRQServiceProviderReason::ReasonNotSpecified,
+                    )
+                    .await;
+                    return "idle";
+                }
+                Err(ReceiveError::Broken(e)) if is_malformed(&e) => {
+                    tracing::warn!(%peer, error = %e, "aborting association: malformed PDU");
+                    abort_association(
+                        association,
+                        AbortRQServiceProviderReason::InvalidPduParameter,
+                    )
+                    .await;
+                    return "aborted";
+                }
+                Err(ReceiveError::Broken(e)) => {
                     tracing::warn!(%peer, error = %e, "association broken");
                     return "broken";
                 }
@@ -380,7 +814,11 @@ impl Session {
                     for pdv in data {
                         if let Err(reason) = self.on_pdv(pdv, &mut association).await {
                             tracing::warn!(%peer, %reason, "aborting association");
-                            let _ = association.abort().await;
+                            abort_association(
+                                association,
+                                AbortRQServiceProviderReason::ReasonNotSpecified,
+                            )
+                            .await;
                             return "aborted";
                         }
                     }
@@ -391,8 +829,12 @@ impl Session {
                 }
                 Pdu::AbortRQ { .. } => return "aborted by peer",
                 other => {
-                    tracing::warn!(%peer, pdu = pdu_kind(&other), "unexpected PDU");
-                    let _ = association.abort().await;
+                    tracing::warn!(%peer, pdu = pdu_kind(&other), "aborting association: unexpected PDU");
+                    let reason = match other {
+                        Pdu::Unknown { .. } => AbortRQServiceProviderReason::UnrecognizedPdu,
+                        _ => AbortRQServiceProviderReason::UnexpectedPdu,
+                    };
+                    abort_association(association, reason).await;
                     return "aborted";
                 }
             }

@@ -44,9 +44,24 @@ pub struct ServeArgs {
     /// Maximum number of simultaneous DICOM associations [default: 64].
     #[arg(long, env = "RADPORT_MAX_ASSOCIATIONS")]
     pub max_associations: Option<usize>,
-    /// Largest PDU the receiver accepts, in bytes [default: 262144].
+    /// Largest PDU the receiver accepts, in bytes, 4096 to 16777216 [default: 262144].
     #[arg(long, env = "RADPORT_MAX_PDU")]
     pub max_pdu: Option<u32>,
+    /// Maximum number of simultaneous DICOM associations from one IP address [default: 32].
+    #[arg(long, env = "RADPORT_MAX_ASSOCIATIONS_PER_PEER")]
+    pub max_associations_per_peer: Option<usize>,
+    /// Maximum number of DICOM connections that have not yet sent their association request;
+    /// beyond it the oldest is closed [default: 128].
+    #[arg(long, env = "RADPORT_MAX_PENDING_CONNECTIONS")]
+    pub max_pending_connections: Option<usize>,
+    /// Seconds a DICOM connection may take to send its association request (ARTIM)
+    /// [default: 10].
+    #[arg(long, env = "RADPORT_ARTIM_TIMEOUT")]
+    pub artim_timeout: Option<f64>,
+    /// Seconds a DICOM association may wait for a PDU to complete before it is aborted
+    /// [default: 120].
+    #[arg(long, env = "RADPORT_DICOM_IDLE_TIMEOUT")]
+    pub dicom_idle_timeout: Option<f64>,
     /// Host name to show in the dcmsend command of the upload wizard [default: this host's name].
     #[arg(long, env = "RADPORT_PUBLIC_HOST")]
     pub public_host: Option<String>,
@@ -164,6 +179,10 @@ struct FileSettings {
     ae_title: Option<String>,
     max_associations: Option<usize>,
     max_pdu: Option<u32>,
+    max_associations_per_peer: Option<usize>,
+    max_pending_connections: Option<usize>,
+    artim_timeout: Option<f64>,
+    dicom_idle_timeout: Option<f64>,
     public_host: Option<String>,
     stable_after: Option<f64>,
     workers: Option<usize>,
@@ -208,6 +227,10 @@ pub struct Settings {
     pub ae_title: String,
     pub max_associations: usize,
     pub max_pdu: u32,
+    pub max_associations_per_peer: usize,
+    pub max_pending_connections: usize,
+    pub artim_timeout: std::time::Duration,
+    pub dicom_idle_timeout: std::time::Duration,
     pub public_host: String,
     pub stable_after: std::time::Duration,
     pub workers: usize,
@@ -447,7 +470,41 @@ impl ServeArgs {
             }
             limits
         };
+        let max_pdu = self.max_pdu.or(file.max_pdu).unwrap_or(262_144);
+        if !(4096..=16 * 1024 * 1024).contains(&max_pdu) {
+            anyhow::bail!("max_pdu must be between 4096 and 16777216 bytes, not {max_pdu}");
+        }
+        let artim_timeout = seconds(
+            "artim_timeout",
+            self.artim_timeout.or(file.artim_timeout).unwrap_or(10.0),
+            0.1..=600.0,
+        )?;
+        let dicom_idle_timeout = seconds(
+            "dicom_idle_timeout",
+            self.dicom_idle_timeout
+                .or(file.dicom_idle_timeout)
+                .unwrap_or(120.0),
+            0.1..=86_400.0,
+        )?;
+        let max_associations_per_peer = self
+            .max_associations_per_peer
+            .or(file.max_associations_per_peer)
+            .unwrap_or(32);
+        let max_pending_connections = self
+            .max_pending_connections
+            .or(file.max_pending_connections)
+            .unwrap_or(128);
+        if max_associations_per_peer == 0 || max_pending_connections == 0 {
+            anyhow::bail!(
+                "max_associations_per_peer and max_pending_connections must be at least 1"
+            );
+        }
         Ok(Settings {
+            max_pdu,
+            max_associations_per_peer,
+            max_pending_connections,
+            artim_timeout,
+            dicom_idle_timeout,
             orphan_grace,
             collect_interval,
             upload_retention: std::time::Duration::from_secs_f64(upload_retention_days * 86_400.0),
@@ -496,7 +553,6 @@ impl ServeArgs {
                 .max_associations
                 .or(file.max_associations)
                 .unwrap_or(64),
-            max_pdu: self.max_pdu.or(file.max_pdu).unwrap_or(262_144),
             public_host,
             import_limits,
         })
@@ -765,6 +821,56 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(e.to_string().contains("import_max_"), "{e}");
+    }
+
+    #[test]
+    fn dicom_limits_have_defaults_and_are_checked() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.max_pdu, 262_144);
+        assert_eq!(s.max_associations_per_peer, 32);
+        assert_eq!(s.max_pending_connections, 128);
+        assert_eq!(s.artim_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(s.dicom_idle_timeout, std::time::Duration::from_secs(120));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(
+            &file,
+            "artim_timeout = 2.5\nmax_pending_connections = 9\nmax_associations_per_peer = 3\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(file),
+            dicom_idle_timeout: Some(0.5),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.artim_timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(s.dicom_idle_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(s.max_pending_connections, 9);
+        assert_eq!(s.max_associations_per_peer, 3);
+
+        for bad in [
+            ServeArgs {
+                max_pdu: Some(100),
+                ..Default::default()
+            },
+            ServeArgs {
+                artim_timeout: Some(0.0),
+                ..Default::default()
+            },
+            ServeArgs {
+                dicom_idle_timeout: Some(f64::NAN),
+                ..Default::default()
+            },
+            ServeArgs {
+                max_associations_per_peer: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
     }
 
     #[test]

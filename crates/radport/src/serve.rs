@@ -60,6 +60,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ae_title: settings.ae_title.clone(),
         max_pdu_length: settings.max_pdu,
         max_associations: settings.max_associations,
+        max_associations_per_peer: settings.max_associations_per_peer,
+        max_pending_connections: settings.max_pending_connections,
+        artim_timeout: settings.artim_timeout,
+        idle_timeout: settings.dicom_idle_timeout,
         ..Default::default()
     };
     let deployment = serde_json::json!({
