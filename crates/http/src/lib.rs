@@ -688,7 +688,7 @@ impl std::io::Write for ZipOutput {
 }
 
 /// Sent to the client once this much zip output is ready.
-const ZIP_PIECE: usize = 64 * 1024;
+const ZIP_PIECE: usize = 32 * 1024;
 
 /// A series zip being produced: the zip writer runs on the async side, one stored piece at a
 /// time and only when the client asks for more (CRC and copying only, no blocking I/O), so a

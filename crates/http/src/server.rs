@@ -47,6 +47,9 @@ impl Default for ServerLimits {
     }
 }
 
+/// Read and write buffer limit of one connection.
+const MAX_BUF: usize = 64 * 1024;
+
 /// What a connection beyond the cap is told before it is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
 Retry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 63\r\n\r\n\
@@ -97,6 +100,10 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                // What a connection buffers, either way: a request head of up to 64 KiB,
+                // and at most 64 KiB of response queued for a client that does not read
+                // (hyper's default, ~400 KiB, times thousands of slow readers adds up).
+                .max_buf_size(MAX_BUF)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = connection.await {
@@ -150,6 +157,20 @@ pub fn raise_open_files_limit() -> Option<u64> {
     {
         None
     }
+}
+
+/// Caps glibc's malloc arenas. glibc reserves 64 MiB of address space for each arena and
+/// makes up to eight per core as threads contend, which is most of a 1 GiB `RLIMIT_AS` on a
+/// small machine without holding any memory; four arenas keep the address space bounded
+/// (and do not slow a server that mostly waits for I/O). Elsewhere a no-op.
+pub fn limit_malloc_arenas(arenas: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers; called before most threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
 }
 
 /// The connection cap that fits `open_files` descriptors: `wanted`, or fewer so that

@@ -469,7 +469,17 @@ async fn receive_chunk(
     let mut stream = body.into_data_stream();
     let mut received: i64 = 0;
     let mut cut_off = false;
+    // A body that takes longer than the expiry keeps the upload alive while it arrives.
+    let touch_every = (state.uploads.expire_after / 4).max(Duration::from_millis(100));
+    let mut touched = Instant::now();
     while let Some(chunk) = stream.next().await {
+        if touched.elapsed() >= touch_every {
+            if let Err(e) = state.catalog.touch_upload(&id, &idle_expiry(&state)).await {
+                writer.abort().await;
+                return Err(e.into());
+            }
+            touched = Instant::now();
+        }
         match chunk {
             Ok(bytes) => {
                 received = match i64::try_from(bytes.len())
@@ -553,6 +563,7 @@ async fn finish_upload(state: &AppState, id: &str) -> ApiResult<()> {
         return Ok(());
     }
     let upload = live_upload(state, id).await?;
+    tracing::info!(upload = %id, bytes = upload.length, "assembling upload");
     let keys = chunks_of(state, &upload).await?;
     let mut writer = state.archive.writer(&file_key(&upload.path))?;
     let mut renew_at = Instant::now() + ASSEMBLY_LEASE / 3;

@@ -16,6 +16,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    // Before the threads that serve thousands of connections allocate (see the function).
+    radport_http::server::limit_malloc_arenas(4);
     let settings = args.resolve()?;
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
@@ -94,7 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let sweeper_state = state.clone();
     // Often enough that an upload is gone soon after it expires.
     let sweep_every = (settings.upload_expiry / 4).clamp(
-        std::time::Duration::from_secs(1),
+        std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(60),
     );
     let sweeper = tokio::spawn(async move {

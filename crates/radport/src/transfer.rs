@@ -202,20 +202,50 @@ pub async fn upload(args: &ClientArgs, files: &[PathBuf], name: Option<&str>) ->
                 .context("the file has no usable name; give one with --as")?
                 .to_string(),
         };
-        let location = upload_one(&api, file, &target, !args.json).await?;
+        let (location, stored) = upload_one(&api, file, &target, !args.json).await?;
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({ "path": target, "upload": location })
+                serde_json::json!({ "path": stored, "upload": location })
+            );
+        } else if stored != target {
+            println!(
+                "uploaded {} as {stored} ({target} was taken)",
+                file.display()
             );
         } else {
-            println!("uploaded {} as {target}", file.display());
+            println!("uploaded {} as {stored}", file.display());
         }
     }
     Ok(())
 }
 
-async fn upload_one(api: &Api, file: &PathBuf, target: &str, show: bool) -> Result<String> {
+/// `%XX` sequences decoded (the server's `Radport-File-Path` header).
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Uploads one file; returns its upload's location and the path the server stored it at
+/// (numbered if `target` was taken).
+async fn upload_one(
+    api: &Api,
+    file: &PathBuf,
+    target: &str,
+    show: bool,
+) -> Result<(String, String)> {
     let mut reader =
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let length = reader.metadata()?.len();
@@ -239,6 +269,12 @@ async fn upload_one(api: &Api, file: &PathBuf, target: &str, show: bool) -> Resu
         .and_then(|v| v.to_str().ok())
         .context("the server gave no upload location")?
         .to_string();
+    let stored = response
+        .headers()
+        .get("radport-file-path")
+        .and_then(|v| v.to_str().ok())
+        .and_then(percent_decoded)
+        .unwrap_or_else(|| target.to_string());
     let url = format!("{}{location}", api.base);
     let bar = if show {
         let bar = ProgressBar::new(length);
@@ -296,7 +332,7 @@ async fn upload_one(api: &Api, file: &PathBuf, target: &str, show: bool) -> Resu
         }
     }
     bar.finish();
-    Ok(location)
+    Ok((location, stored))
 }
 
 fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> Result<usize> {
