@@ -222,6 +222,10 @@ struct Slots {
 struct Pending {
     next_id: u64,
     waiting: BTreeMap<u64, (IpAddr, Arc<Notify>)>,
+    /// Evictions not yet logged, and when the last log line was written: under a flood, one
+    /// line per second rather than one per connection.
+    evicted_unlogged: u64,
+    last_eviction_log: Option<Instant>,
 }
 
 /// The limits on connections and associations, shared by every connection's task.
@@ -270,8 +274,17 @@ impl Admission {
                 .map(|(id, _)| *id);
             if let Some((victim_ip, victim)) = victim.and_then(|id| pending.waiting.remove(&id)) {
                 victim.notify_one();
-                tracing::warn!(peer = %victim_ip, pending = pending.waiting.len() + 1,
-                    "DICOM connection closed before its association request: too many pending connections");
+                pending.evicted_unlogged += 1;
+                let due = pending
+                    .last_eviction_log
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    tracing::warn!(peer = %victim_ip, closed = pending.evicted_unlogged,
+                        limit = self.config.max_pending_connections,
+                        "DICOM connections closed before their association request: too many pending connections");
+                    pending.evicted_unlogged = 0;
+                    pending.last_eviction_log = Some(Instant::now());
+                }
             }
         }
         let id = pending.next_id;
