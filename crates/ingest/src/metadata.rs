@@ -61,7 +61,7 @@ fn is_bulk(vr: VR) -> bool {
 }
 
 /// Reads the file meta group of a Part-10 file: what it announces and where its data set starts.
-pub(crate) fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), MetadataError> {
+pub fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), MetadataError> {
     if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
         return Err(MetadataError::Unreadable(
             "not a DICOM Part-10 file (no DICM magic at offset 128)".into(),

@@ -126,6 +126,16 @@ pub enum PrescanError {
     /// The deflated data set (or, for a head, what precedes Pixel Data) inflates beyond `limit`.
     #[error("deflated data set inflates beyond {limit} bytes")]
     InflatedTooLarge { limit: u64 },
+    /// A binary value whose length is not a multiple of the size of its numbers: the parser
+    /// reads whole numbers only and takes the bytes left over for the start of the next
+    /// element, so everything after it would be read out of step with this walk.
+    #[error("element {tag} ({vr}) declares {declared} bytes, not a multiple of {unit}")]
+    LengthNotMultiple {
+        tag: Tag,
+        vr: VR,
+        declared: u32,
+        unit: u32,
+    },
 }
 
 /// The verdict of [`check_head`].
@@ -700,11 +710,32 @@ impl<'a> Walker<'a> {
                     self.open(h.tag, false, false, UNDEFINED)?;
                     in_sequence = true;
                 } else {
+                    let unit = number_size(h.vr);
+                    if h.len % unit != 0 {
+                        return Err(PrescanError::LengthNotMultiple {
+                            tag: h.tag,
+                            vr: h.vr,
+                            declared: h.len,
+                            unit,
+                        }
+                        .into());
+                    }
                     self.value(h.tag, h.len)?;
                     delimiter_check = true;
                 }
             }
         }
+    }
+}
+
+/// Bytes per number of a binary VR as the parser reads it (`dicom_parser`'s `read_value`:
+/// `len / size` numbers, whatever is left over stays in the stream); 1 for the others.
+fn number_size(vr: VR) -> u32 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::AT | VR::UL | VR::SL | VR::FL | VR::OL | VR::OF => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
     }
 }
 
@@ -1395,6 +1426,90 @@ mod tests {
         assert_eq!(check_dataset(&[], Encoding::ImplicitVrLittleEndian), Ok(()));
         assert_eq!(
             check_dataset(&[0xFF; 7], Encoding::ImplicitVrLittleEndian),
+            Ok(())
+        );
+    }
+
+    // ---- fuzz regressions (fuzz/, scripts/fuzz.sh) -------------------------------------------
+
+    /// Found by the `dimse_command` fuzz target (minimised): (0000,0001) UL declaring 2 bytes.
+    /// The parser reads 2 / 4 = 0 numbers and takes the 2 bytes for the start of the next
+    /// header, (0000,0000) declaring 2 887 680 bytes, which it allocates; the walk, skipping
+    /// the 2 bytes, saw (0000,1000) of 44 bytes instead and passed the command set.
+    const COMMAND_UL_OF_2_BYTES: [u8; 62] = [
+        0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x2C,
+        0x00, 0x00, 0x00, 0x30, 0x2E, 0x33, 0x2E, 0x2E, 0x30, 0x2E, 0x39, 0x37, 0x37, 0x30, 0x36,
+        0x37, 0x33, 0x30, 0x39, 0x80, 0x37, 0x30, 0x30, 0xB1, 0x2E, 0x30, 0x00, 0x37, 0x30, 0x30,
+        0xB1, 0xFE, 0xFF, 0xFF, 0xFF, 0x30, 0xB1, 0x2E, 0x30, 0x00, 0x37, 0x30, 0x30, 0xB1, 0x2E,
+        0x30, 0x00,
+    ];
+
+    #[test]
+    fn fuzz_a_numeric_value_of_a_length_the_parser_reads_out_of_step_is_refused() {
+        assert_eq!(
+            check_dataset(&COMMAND_UL_OF_2_BYTES, Encoding::ImplicitVrLittleEndian),
+            Err(PrescanError::LengthNotMultiple {
+                tag: Tag(0x0000, 0x0001),
+                vr: VR::UL,
+                declared: 2,
+                unit: 4,
+            })
+        );
+        let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+        let largest = probe::largest_allocation(|| {
+            let _ = InMemDicomObject::read_dataset_with_ts(&COMMAND_UL_OF_2_BYTES[..], &ts);
+        });
+        assert!(
+            largest > honest(COMMAND_UL_OF_2_BYTES.len()),
+            "the parser still over-allocates on these bytes ({largest}): the refusal is needed"
+        );
+    }
+
+    /// Found by the `prescan` fuzz target (a pydicom sample mutated into (0028,0010) Rows US of
+    /// 157 bytes: the parser asked for 2 GB), here rebuilt by hand: (0028,0010) US of 3 bytes,
+    /// whose third byte starts the header the parser reads next, (0009,0010) OB of 2 GB.
+    #[test]
+    fn fuzz_a_us_of_odd_length_does_not_let_the_parser_allocate_2_gb() {
+        let mut body = meta(EXPLICIT_LE);
+        body.extend_from_slice(&header(0x0028, 0x0010, b"US", 3));
+        body.extend_from_slice(&[0x01, 0x00, 0x09]);
+        body.extend_from_slice(&[0x00, 0x10, 0x00, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0x7F]);
+        let refused = PrescanError::LengthNotMultiple {
+            tag: Tag(0x0028, 0x0010),
+            vr: VR::US,
+            declared: 3,
+            unit: 2,
+        };
+        assert_eq!(check_file(&body), Err(refused.clone()));
+        assert_eq!(
+            check_head(&body, body.len() as u64),
+            HeadCheck::Malformed(refused.clone())
+        );
+        assert_eq!(
+            check_head(&body, 10 * body.len() as u64),
+            HeadCheck::Malformed(refused)
+        );
+        let largest = probe::largest_allocation(|| {
+            let _ = std::panic::catch_unwind(|| parse_head(&body));
+        });
+        assert!(
+            largest > 1 << 30,
+            "the parser no longer asks for 2 GB here ({largest}): update this test"
+        );
+        // Whole numbers are fine, in every encoding.
+        let mut fine = meta(EXPLICIT_LE);
+        fine.extend_from_slice(&header(0x0028, 0x0010, b"US", 4));
+        fine.extend_from_slice(&[0x01, 0x00, 0x02, 0x00]);
+        assert_eq!(check_file(&fine), Ok(()));
+        let mut implicit = vec![0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 0, 9];
+        assert!(matches!(
+            check_dataset(&implicit, Encoding::ImplicitVrLittleEndian),
+            Err(PrescanError::LengthNotMultiple { unit: 2, .. })
+        ));
+        implicit[4] = 2;
+        implicit.truncate(10);
+        assert_eq!(
+            check_dataset(&implicit, Encoding::ImplicitVrLittleEndian),
             Ok(())
         );
     }
