@@ -90,7 +90,10 @@ impl Default for Downloads {
 }
 
 fn read_failed(e: ArchiveError) -> std::io::Error {
-    tracing::warn!(error = %e, "reading a stored file for a download failed");
+    tracing::warn!(
+        error = %without_file_names(&e.to_string()),
+        "reading a stored file for a download failed"
+    );
     std::io::Error::other("reading a stored file failed")
 }
 
@@ -113,7 +116,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(status = %self.status, error = %self.message, "request failed");
+            tracing::error!(status = %self.status, error = %without_file_names(&self.message),
+                "request failed");
         }
         (self.status, Json(json!({ "error": self.message }))).into_response()
     }
@@ -125,7 +129,7 @@ impl ApiError {
     pub(crate) fn internal(status: StatusCode, what: &str, detail: &dyn std::fmt::Display) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let id = &id[..12];
-        tracing::error!(error_id = id, error = %detail, "{what}");
+        tracing::error!(error_id = id, error = %without_file_names(&detail.to_string()), "{what}");
         ApiError::new(
             status,
             format!("{what}; the server log has the details under error id {id}"),
@@ -173,6 +177,36 @@ impl From<ArchiveError> for ApiError {
             }
         }
     }
+}
+
+/// `text` with the names of uploaded files (archive keys and paths under `uploads/`, which
+/// carry patient names as often as not) replaced by `uploads/[file]`, for logs at info level
+/// and above.
+pub fn without_file_names(text: &str) -> String {
+    const MARK: &str = "uploads/";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(MARK) {
+        let (before, after) = rest.split_at(i + MARK.len());
+        out.push_str(before);
+        // A name may hold spaces: it ends at a quote, bracket, comma, line end or ": ".
+        let end = after
+            .char_indices()
+            .find(|&(k, c)| {
+                matches!(c, '"' | '\'' | '`' | ')' | ']' | '}' | ',' | '\n' | '\r')
+                    || (c == ':' && after[k..].starts_with(": "))
+            })
+            .map_or(after.len(), |(k, _)| k);
+        // `upload-parts/<id>/…` names no file: keep it.
+        if before.ends_with("upload-parts/") || end == 0 {
+            out.push_str(&after[..end]);
+        } else {
+            out.push_str("[file]");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A 400 for a JSON body that could not be read, or the rejection's own status where it says
@@ -944,6 +978,19 @@ mod tests {
         assert_eq!(names[2], "1.2.3/00001_1.2.3.1_2.dcm");
         let names = zip_entry_names("../x", &[row("1.1", None)]);
         assert!(names[0].starts_with("invalid-uid-") && !names[0].contains(".."));
+    }
+
+    #[test]
+    fn file_names_are_kept_out_of_logs() {
+        assert_eq!(
+            without_file_names("Unable to open /data/archive/uploads/Doe^John/ct.zip: EIO"),
+            "Unable to open /data/archive/uploads/[file]: EIO"
+        );
+        assert_eq!(
+            without_file_names("object not found: \"uploads/a b.zip\" and uploads/x"),
+            "object not found: \"uploads/[file]\" and uploads/[file]"
+        );
+        assert_eq!(without_file_names("no file here"), "no file here");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - **body idle timeout**: a request body that stops arriving for
 //!   [`ServerLimits::body_timeout`] fails the request (the handler sees a body error; a tus
 //!   PATCH keeps what arrived).
+//! - **write stall timeout**: a client that reads nothing of its response for the same
+//!   time is disconnected (a slow reader is fine; one that stopped is not kept forever).
 //! - **connection cap**: at most [`ServerLimits::max_connections`] connections are served at
 //!   once; one beyond is answered `503` and closed at once, so the listen backlog never fills
 //!   with connections that wait for a slot.
@@ -16,12 +18,16 @@
 //! Only HTTP/1.1 is spoken (browsers use it without TLS; a reverse proxy in front may speak
 //! HTTP/2 to clients).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -31,7 +37,8 @@ pub struct ServerLimits {
     /// Time a client has to send a complete request head (from the accept, and from the end
     /// of the previous response on a kept-alive connection).
     pub header_timeout: Duration,
-    /// Longest pause between two pieces of a request body.
+    /// Longest pause between two pieces of a request body, and longest time a response
+    /// waits for a client that reads nothing.
     pub body_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
@@ -96,6 +103,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let header_timeout = limits.header_timeout;
+        let stream = StallGuard::new(stream, limits.body_timeout);
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -111,6 +119,94 @@ pub async fn serve(
             }
             drop(slot);
         });
+    }
+}
+
+/// A connection whose writes fail once they have been blocked for `timeout` (the client
+/// stopped reading); reads pass through.
+struct StallGuard<T> {
+    inner: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// `Pending` from the socket starts (or continues) the stall clock; progress resets it.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match polled {
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -277,6 +373,46 @@ mod tests {
             .await
             .unwrap();
         assert!(read_all(&mut d).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_disconnected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/big",
+            axum::routing::get(|| async {
+                // Endless: only the stall timeout ends it.
+                let chunks = futures::stream::repeat_with(|| {
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'x'; 64 * 1024]))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let limits = ServerLimits {
+            body_timeout: Duration::from_millis(500),
+            ..Default::default()
+        };
+        tokio::spawn(serve(listener, app, limits));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Read nothing for a while: the server's writes block, then it gives up.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the connection was closed");
+        assert!(total > 0 && total < 64 << 20, "{total}");
     }
 
     #[test]

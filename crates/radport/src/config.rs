@@ -149,7 +149,8 @@ pub struct ServeArgs {
     /// kept-alive connection stays open [default: 10].
     #[arg(long, env = "RADPORT_HTTP_HEADER_TIMEOUT")]
     pub http_header_timeout: Option<f64>,
-    /// Seconds an HTTP request body may pause before the request fails [default: 60].
+    /// Seconds an HTTP request body may pause, or a response wait for a client that reads
+    /// nothing, before the request fails [default: 60].
     #[arg(long, env = "RADPORT_HTTP_BODY_TIMEOUT")]
     pub http_body_timeout: Option<f64>,
     /// HTTP connections served at once; more are answered 503 [default: 4096, fewer if the
