@@ -32,6 +32,10 @@ pub const EXIT_JOB_FAILED: i32 = 3;
 /// Exit status of a child that found the job no longer held by the worker that started it.
 pub const EXIT_NOT_OURS: i32 = 4;
 
+/// Variable naming the server's process id in a child: the child stops when its parent is no
+/// longer that process (the server died; its job will be reaped and run again).
+pub const PARENT_PID_ENV: &str = "RADPORT_JOB_PARENT_PID";
+
 /// Most of a child's stdout kept (the job's error message).
 const STDOUT_KEPT: usize = 8 * 1024;
 /// Most of a child's stderr kept (its last lines go into a crash's reason).
@@ -85,6 +89,7 @@ impl Isolation {
             // glibc gives each thread that allocates an arena of 64 MiB of address space;
             // two keep the virtual size near the resident one under RLIMIT_AS.
             .env("MALLOC_ARENA_MAX", "2")
+            .env(PARENT_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -93,8 +98,8 @@ impl Isolation {
             command.env_remove(k);
         }
         let limit = self.memory_limit;
-        // SAFETY: between fork and exec only async-signal-safe calls (getrlimit, setrlimit,
-        // prctl), no allocation.
+        // SAFETY: between fork and exec only async-signal-safe calls (getrlimit, setrlimit),
+        // no allocation.
         unsafe {
             command.pre_exec(move || limit_child(limit));
         }
@@ -141,7 +146,8 @@ impl Isolation {
 }
 
 /// In the child, before exec: the address-space limit (never above the hard limit the server
-/// runs under), and death with the server.
+/// runs under). (Not `PR_SET_PDEATHSIG`: it fires when the *thread* that forked exits, and a
+/// runtime thread may; the child watches for its parent instead, see [`PARENT_PID_ENV`].)
 fn limit_child(limit: u64) -> std::io::Result<()> {
     if limit > 0 {
         let mut current = libc::rlimit {
@@ -167,12 +173,6 @@ fn limit_child(limit: u64) -> std::io::Result<()> {
                 return Err(std::io::Error::last_os_error());
             }
         }
-    }
-    #[cfg(target_os = "linux")]
-    // SAFETY: a system call without pointers. A child whose server died must not go on
-    // writing for a job that is reaped and run again.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
     Ok(())
 }

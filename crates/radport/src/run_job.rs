@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use radport_archive::Archive;
 use radport_catalog::{Catalog, CatalogOptions, JobState};
 use radport_ingest::Ingestor;
-use radport_pipeline::isolate::{EXIT_JOB_FAILED, EXIT_NOT_OURS, EXIT_SUCCEEDED};
+use radport_pipeline::isolate::{EXIT_JOB_FAILED, EXIT_NOT_OURS, EXIT_SUCCEEDED, PARENT_PID_ENV};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::ServeArgs;
@@ -37,6 +37,33 @@ enum Outcome {
     NotOurs,
 }
 
+/// Exits this process once its parent is no longer the server that started it (the server
+/// died: its job will be reaped and run again, and must not go on here meanwhile).
+fn exit_with_the_server() {
+    #[cfg(unix)]
+    {
+        let Some(server) = std::env::var(PARENT_PID_ENV)
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let watch = move || loop {
+            if std::os::unix::process::parent_id() != server {
+                std::process::exit(EXIT_NOT_OURS);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("parent-watch".into())
+            .stack_size(64 * 1024)
+            .spawn(watch)
+        {
+            tracing::warn!(error = %e, "cannot watch the server process");
+        }
+    }
+}
+
 /// Runs the job and exits with the status the server reads.
 pub fn main(args: RunJobArgs) -> ExitCode {
     tracing_subscriber::fmt()
@@ -46,6 +73,7 @@ pub fn main(args: RunJobArgs) -> ExitCode {
             EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    exit_with_the_server();
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

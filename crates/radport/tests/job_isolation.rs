@@ -335,3 +335,51 @@ fn a_job_longer_than_its_lease_runs_once() {
     assert_eq!(job["attempts"], 1, "{job}");
     assert_eq!(job["state"], "succeeded", "{job}");
 }
+
+/// The server killed (SIGKILL) in the middle of an isolated job: its child stops too rather
+/// than go on unsupervised; at the next start the job's attempt counts as died, the job is
+/// queued again and succeeds.
+#[test]
+fn a_server_killed_mid_job_takes_its_child_along_and_the_job_is_retried() {
+    let mut server = Server::start(&["--stable-after", "60"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let zip = tmp.path().join("mid.zip");
+    nifti_zip(&zip, [256, 256, 120]);
+    server.upload(&zip, "mid.zip");
+    let id = start_import(&server, "mid.zip");
+    let pid = server_pid(&server);
+    let child = server.wait_for(20, "the job's child process", || {
+        job_children(pid).first().copied()
+    });
+    let mut process = server.child.take().expect("server process");
+    process.kill().expect("SIGKILL");
+    process.wait().expect("reaped");
+    let alive = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(child) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(child), "the job's process outlived the server");
+
+    server.restart();
+    let job = server.wait_for(60, "the job to end", || {
+        workflow_jobs(&server)
+            .into_iter()
+            .find(|j| matches!(j["state"].as_str(), Some("succeeded") | Some("failed")))
+    });
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let run = run_of(&server, &id);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(
+        server
+            .log()
+            .contains("jobs interrupted by the last stop: queued again"),
+        "{}",
+        server.log()
+    );
+}
