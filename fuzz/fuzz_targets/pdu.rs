@@ -1,61 +1,181 @@
-//! dicom-ul's PDU reader on arbitrary bytes, with the limits radport reads PDUs with: 64 KiB for
-//! the A-ASSOCIATE-RQ of a refused association, the receiver's maximum PDU length (256 KiB)
-//! after it, both non-strict (`strict(false)`: larger PDUs from the peer are tolerated).
+//! PDUs as radport's receiver reads them, on arbitrary bytes: the first PDU of a connection
+//! (its header checked by `guard::check_associate_rq`, then read by dicom-ul), and the stream
+//! of PDUs of an association (dicom-ul's `read_pdu_from_wire_async` through the `PduGuard`,
+//! with the limits of `ReceiverConfig::default()`, as `receive` in crates/dimse does).
 //!
-//! Contract: no panic; nothing allocated beyond what the bytes hold; a PDU is returned only
-//! when all of its declared bytes are there; and the streaming reader radport's association
-//! uses (`read_pdu_from_wire`) agrees with the one-shot reader.
+//! Contract: no panic; nothing allocated beyond what the bytes hold; the guard follows PDU
+//! boundaries exactly as dicom-ul does: every PDU it lets through declares no more than its
+//! type may carry, a stream stops at the first header that declares more, with that header's
+//! violation; and how the bytes arrive (one at a time, or in large reads) changes nothing but
+//! how many PDUs before a refused header are delivered.
 #![no_main]
 
-use std::io::Cursor;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use dicom_ul::Pdu;
 use libfuzzer_sys::fuzz_target;
+use radport_dimse::guard::{
+    check_associate_rq, parse_header, PduGuard, PduLimits, PduTooLong, PduTracker,
+    PDU_HEADER_LENGTH,
+};
+use radport_dimse::ReceiverConfig;
 use radport_fuzz::{assert_allocates_at_most, honest};
+use tokio::io::{AsyncRead, ReadBuf};
 
 #[global_allocator]
 static PROBE: radport_fuzz::Probe = radport_fuzz::Probe;
 
-/// `refuse_busy` reads the A-ASSOCIATE-RQ with 64 KiB; associations use the receiver's
-/// `max_pdu_length` (`ReceiverConfig::default()`).
-const LIMITS: [u32; 2] = [65_536, 262_144];
+/// The bytes, handed out `chunk` at a time: how a socket may deliver them.
+struct Chunked<'a> {
+    data: &'a [u8],
+    chunk: usize,
+}
+
+impl AsyncRead for Chunked<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = self.chunk.min(self.data.len()).min(buf.remaining());
+        let (now, rest) = self.data.split_at(n);
+        buf.put_slice(now);
+        self.data = rest;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum End {
+    /// The bytes ran out (between or inside PDUs).
+    Closed,
+    /// The guard refused a header.
+    TooLong(PduTooLong),
+    /// dicom-ul refused a PDU.
+    Broken,
+}
+
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+}
+
+/// Receives PDUs until the stream ends, as `crates/dimse`'s `receive` does.
+fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Pdu>, End) {
+    let mut socket = Chunked { data, chunk };
+    let mut tracker = PduTracker::new(limits);
+    let mut buffer = BytesMut::new();
+    let mut pdus = Vec::new();
+    loop {
+        let mut guarded = PduGuard::new(&mut socket, &mut tracker);
+        let read = RUNTIME.with(|rt| {
+            rt.block_on(dicom_ul::association::read_pdu_from_wire_async(
+                &mut guarded,
+                &mut buffer,
+                dicom_ul::pdu::MAXIMUM_PDU_SIZE,
+                false,
+            ))
+        });
+        match read {
+            Ok(pdu) => pdus.push(pdu),
+            Err(_) => {
+                let end = match tracker.violation() {
+                    Some(v) => End::TooLong(v.clone()),
+                    None if socket.data.is_empty() => End::Closed,
+                    None => End::Broken,
+                };
+                return (pdus, end);
+            }
+        }
+    }
+}
+
+/// The first header (at a PDU boundary, counting every declared length) that declares more
+/// than its type may carry, and how many whole PDUs precede it.
+fn first_violation(data: &[u8], limits: PduLimits) -> Option<(usize, PduTooLong)> {
+    let mut at = 0usize;
+    let mut whole = 0;
+    while data.len() - at >= PDU_HEADER_LENGTH {
+        let header: [u8; PDU_HEADER_LENGTH] = data[at..at + PDU_HEADER_LENGTH].try_into().unwrap();
+        let (pdu_type, length) = parse_header(&header);
+        let limit = limits.limit_for(pdu_type);
+        if length > limit {
+            return Some((
+                whole,
+                PduTooLong {
+                    pdu_type,
+                    length,
+                    limit,
+                },
+            ));
+        }
+        at += PDU_HEADER_LENGTH + length as usize;
+        if at > data.len() {
+            return None;
+        }
+        whole += 1;
+    }
+    None
+}
 
 fuzz_target!(|data: &[u8]| {
-    let default_max = radport_dimse::ReceiverConfig::default().max_pdu_length;
-    assert_eq!(
-        default_max, LIMITS[1],
-        "the receiver's default changed: update LIMITS"
+    let config = ReceiverConfig::default();
+    let bound = honest(data.len());
+
+    // The first PDU of a connection: its header is peeked at and checked, then dicom-ul
+    // (`establish_async`) reads the A-ASSOCIATE-RQ with the receiver's maximum, not strict.
+    if let Some(header) = data.get(..PDU_HEADER_LENGTH) {
+        let header: [u8; PDU_HEADER_LENGTH] = header.try_into().unwrap();
+        if let Ok(length) = check_associate_rq(&header, config.max_associate_rq_length) {
+            assert!(length <= config.max_associate_rq_length);
+            let mut buf = data;
+            let read = assert_allocates_at_most("read_pdu (A-ASSOCIATE-RQ)", bound, || {
+                dicom_ul::read_pdu(&mut buf, config.max_pdu_length, false)
+            });
+            if let Ok(Some(pdu)) = read {
+                assert!(
+                    matches!(pdu, Pdu::AssociationRQ(_)),
+                    "a type-1 PDU read as {pdu:?}"
+                );
+            }
+        }
+    }
+
+    // An association's stream.
+    let limits = PduLimits {
+        p_data: config.max_pdu_length,
+    };
+    let (pdus, end) = assert_allocates_at_most("receive", bound, || associate(data, limits, 4096));
+    // Bytes that arrive with a refused header are never parsed: a large read can drop PDUs
+    // that one byte at a time delivers before the refusal, nothing more.
+    let (bytewise, bytewise_end) = associate(data, limits, 1);
+    assert!(
+        bytewise.starts_with(&pdus),
+        "the PDUs read depend on how the bytes arrive"
     );
-    for max in LIMITS {
-        let bound = honest(data.len());
-        let mut buf = data;
-        let read = assert_allocates_at_most("read_pdu", bound, || {
-            dicom_ul::read_pdu(&mut buf, max, false)
-        });
-        let consumed = data.len() - buf.remaining();
-        if let Ok(Some(_)) = &read {
-            let declared = u32::from_be_bytes([data[2], data[3], data[4], data[5]]) as usize;
-            assert_eq!(
-                consumed,
-                6 + declared,
-                "a PDU was returned without consuming exactly its declared length"
+    if end != End::Broken && bytewise_end != End::Broken {
+        assert_eq!(
+            end, bytewise_end,
+            "how the stream ends depends on how the bytes arrive"
+        );
+    }
+    match (first_violation(data, limits), &end) {
+        (Some((before, v)), End::TooLong(seen)) => {
+            assert_eq!(&v, seen, "the guard refused another header");
+            assert!(
+                pdus.len() <= before,
+                "a PDU behind a refused header was read"
             );
         }
-
-        // The streaming reader: a BufReader over the socket, a buffer that grows until a
-        // whole PDU is there.
-        let mut wire = Cursor::new(data);
-        let mut read_buffer = BytesMut::new();
-        let streamed = assert_allocates_at_most("read_pdu_from_wire", bound, || {
-            dicom_ul::association::read_pdu_from_wire(&mut wire, &mut read_buffer, max, false)
-        });
-        match (&read, &streamed) {
-            (Ok(Some(a)), Ok(b)) => assert_eq!(a, b, "the two readers disagree"),
-            (Ok(Some(a)), Err(e)) => panic!("one-shot read {a:?}, streamed failed: {e}"),
-            (Ok(None) | Err(_), Ok(b)) => {
-                panic!("one-shot read {read:?}, streamed read a PDU: {b:?}")
-            }
-            _ => {}
+        (Some((before, v)), End::Closed) => {
+            panic!("{v} (after {before} PDUs) was not refused")
         }
+        // dicom-ul gave up on an earlier PDU.
+        (Some((before, _)), End::Broken) => assert!(pdus.len() <= before),
+        (None, End::TooLong(v)) => panic!("the guard refused {v}, which is within its limits"),
+        (None, _) => {}
     }
 });
