@@ -154,12 +154,22 @@ fn bytes_of(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Reads a raw HTTP answer's status line, or `None` if the connection closed first.
+/// Reads a raw HTTP answer's status line, or `None` if the connection closed first; panics
+/// if nothing happens `within`.
 fn status_line(stream: &mut TcpStream, within: Duration) -> Option<String> {
     stream.set_read_timeout(Some(within)).unwrap();
     let mut buf = [0u8; 256];
     match stream.read(&mut buf) {
-        Ok(0) | Err(_) => None,
+        Ok(0) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!("no answer and no close within {within:?}")
+        }
+        Err(_) => None,
         Ok(n) => String::from_utf8_lossy(&buf[..n])
             .lines()
             .next()
