@@ -244,4 +244,17 @@ mod tests {
         let e = Command::decode(&bytes).unwrap_err();
         assert!(e.to_string().contains("declares 4294967280 bytes"), "{e}");
     }
+
+    /// Found by the `dimse_command` fuzz target (fuzz/): (0000,0001) UL of 2 bytes. dicom-rs
+    /// reads no number from it and takes its 2 bytes for the next header, (0000,0000) of
+    /// 2.8 MB, which it allocated (other bytes there could declare up to 4 GB). The prescan now
+    /// refuses numeric values of a length the parser reads out of step.
+    #[test]
+    fn fuzz_a_ul_of_2_bytes_is_refused_before_parsing() {
+        let mut bytes = vec![0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00];
+        bytes.extend_from_slice(&[0x00, 0x00, 0x00, 0x10, 0x2C, 0x00, 0x00, 0x00]);
+        bytes.extend_from_slice(&[b'0'; 44]);
+        let e = Command::decode(&bytes).unwrap_err();
+        assert!(e.to_string().contains("not a multiple of 4"), "{e}");
+    }
 }
