@@ -354,11 +354,13 @@ async fn live_upload(state: &AppState, id: &str) -> ApiResult<radport_catalog::U
         .get_upload(id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no upload {id}")))?;
+    // The catalog's form (fixed-width microseconds, `Z`), so that the texts compare as times.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let assembling = upload
         .assembly_lease
         .as_deref()
-        .is_some_and(|lease| lease >= chrono::Utc::now().to_rfc3339().as_str());
-    if !upload.completed && !assembling && upload.expires_at < chrono::Utc::now().to_rfc3339() {
+        .is_some_and(|lease| lease >= now.as_str());
+    if !upload.completed && !assembling && upload.expires_at < now {
         return Err(ApiError::new(
             StatusCode::GONE,
             format!("upload {id} expired; start again"),

@@ -163,6 +163,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             512,
         ),
     };
+    tracing::info!(
+        open_files = open_files.unwrap_or_default(),
+        max_connections = http_limits.max_connections,
+        header_timeout_s = http_limits.header_timeout.as_secs_f64(),
+        body_timeout_s = http_limits.body_timeout.as_secs_f64(),
+        "HTTP limits"
+    );
     if http_limits.max_connections < settings.http_max_connections {
         tracing::warn!(
             open_files = open_files.unwrap_or_default(),
