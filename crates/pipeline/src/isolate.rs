@@ -135,10 +135,21 @@ impl Isolation {
         };
         let stdout = out.await.unwrap_or_default();
         let stderr = err.await.unwrap_or_default();
-        // The child's own log lines go to the server's log.
+        // The child's own log lines go to the server's log (at info, or at warning for its
+        // warnings, errors and whatever it printed as it died).
         for line in String::from_utf8_lossy(&stderr).lines() {
-            if !line.trim().is_empty() {
+            let line = line.trim_end();
+            if line.trim().is_empty() {
+                continue;
+            }
+            let quiet = is_log_line(line)
+                && [" INFO ", " DEBUG ", " TRACE "]
+                    .iter()
+                    .any(|level| line.contains(level));
+            if quiet {
                 tracing::info!(job = job_id, pid, "job process: {line}");
+            } else {
+                tracing::warn!(job = job_id, pid, "job process: {line}");
             }
         }
         outcome(status, &stdout, &stderr, self.memory_limit)
