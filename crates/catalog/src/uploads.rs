@@ -40,6 +40,9 @@ pub struct Upload {
     pub assembly_lease: Option<String>,
 }
 
+/// Bytes an upload counts toward the quota at least (its row, its chunks' objects).
+pub const MIN_UPLOAD_CHARGE: i64 = 64 * 1024;
+
 /// `expires_at` of an upload that never expires.
 pub const KEEP_FOREVER: &str = "9999-12-31T23:59:59.999999Z";
 
@@ -150,7 +153,8 @@ const RUN_COLUMNS: &str = "id, workflow, params, state, progress_done, progress_
 
 impl Catalog {
     /// Creates an upload row at `path`, unless another upload has that path or all uploads
-    /// together would pass `quota` bytes.
+    /// together would pass `quota` bytes. Each upload counts at least [`MIN_UPLOAD_CHARGE`]
+    /// bytes, so the quota also bounds the number of uploads (empty files included).
     pub async fn create_upload(
         &self,
         id: &str,
@@ -163,11 +167,15 @@ impl Catalog {
         let now = now();
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
-        let used: i64 =
-            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads")
-                .fetch_one(&mut *tx)
-                .await?;
-        if used.checked_add(length).is_none_or(|total| total > quota) {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN length < $1 THEN $1 ELSE length END), 0) \
+               AS BIGINT) FROM uploads",
+        )
+        .bind(MIN_UPLOAD_CHARGE)
+        .fetch_one(&mut *tx)
+        .await?;
+        let charge = length.max(MIN_UPLOAD_CHARGE);
+        if used.checked_add(charge).is_none_or(|total| total > quota) {
             return Ok(Err(UploadRefused::OverQuota { used }));
         }
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE path = $1")

@@ -111,40 +111,50 @@ fn at(seconds_from_now: i64) -> String {
 async fn upload_rows(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
     let later = at(3600);
+    // Quota 1 MB; every upload counts at least 64 KiB.
+    let q = 1_000_000;
     let a = c
-        .create_upload("a", "scan.zip", 100, "", &later, 1000)
+        .create_upload("a", "scan.zip", 100, "", &later, q)
         .await
         .expect("create")
         .expect("created");
     assert_eq!((a.offset, a.part_keys.len(), a.completed), (0, 0, false));
     // One upload per path.
     assert_eq!(
-        c.create_upload("b", "scan.zip", 100, "", &later, 1000)
+        c.create_upload("b", "scan.zip", 100, "", &later, q)
             .await
             .expect("create")
             .unwrap_err(),
         UploadRefused::PathTaken
     );
-    // The quota counts announced lengths of incomplete uploads.
+    // The quota counts announced lengths of incomplete uploads (at least 64 KiB each).
     assert_eq!(
-        c.create_upload("c", "big.zip", 901, "", &later, 1000)
+        c.create_upload("c", "big.zip", q - 65_535, "", &later, q)
             .await
             .expect("create")
             .unwrap_err(),
-        UploadRefused::OverQuota { used: 100 }
+        UploadRefused::OverQuota { used: 65_536 }
     );
     assert_eq!(
         c.create_upload("c", "big.zip", i64::MAX, "", &later, i64::MAX)
             .await
             .expect("create")
             .unwrap_err(),
-        UploadRefused::OverQuota { used: 100 },
+        UploadRefused::OverQuota { used: 65_536 },
         "no overflow"
     );
-    c.create_upload("c", "fits.zip", 900, "", &later, 1000)
+    c.create_upload("c", "fits.zip", q - 65_536, "", &later, q)
         .await
         .expect("create")
         .expect("fits exactly");
+    assert_eq!(
+        c.create_upload("e", "empty.zip", 0, "", &later, q)
+            .await
+            .expect("create")
+            .unwrap_err(),
+        UploadRefused::OverQuota { used: q },
+        "an empty file counts too"
+    );
 
     // Two chunks at offset 0: the first counted wins; the second is a conflict.
     c.advance_upload("a", 0, 60, "upload-parts/a/0-x", &at(7200))
@@ -222,7 +232,7 @@ async fn upload_rows(url: &str) {
     );
 
     c.delete_upload("a").await.expect("delete");
-    c.create_upload("d", "scan.zip", 10, "", &later, 1000)
+    c.create_upload("d", "scan.zip", 10, "", &later, q)
         .await
         .expect("create")
         .expect("the path is free again");

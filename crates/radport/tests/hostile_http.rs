@@ -470,6 +470,18 @@ fn the_total_quota_answers_413() {
         .unwrap();
     assert_eq!(t.status(), 204);
     assert_eq!(create(&server, 500_000, "second.bin").0, 201);
+    // Empty files count 64 KiB each: the quota bounds the number of uploads too.
+    let mut empties = 0;
+    loop {
+        let (status, _, _, body) = create(&server, 0, &format!("empty-{empties}.bin"));
+        if status == 413 {
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+        empties += 1;
+        assert!(empties <= 7, "more empty uploads than the quota holds");
+    }
+    assert_eq!(empties, 7, "500 000 bytes left hold 7 uploads of 64 KiB");
     healthy(&mut server);
     rss_below(&server, 200);
 }
