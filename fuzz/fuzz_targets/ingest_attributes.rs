@@ -9,7 +9,8 @@
 //! Contract: no panic escapes (the parser's own are caught); nothing allocated beyond the bytes
 //! (beyond the inflated data set for the deflated syntaxes); the whole file never asks for
 //! more bytes; and a prefix gives the whole file's answer or asks for more bytes: the receiver
-//! decides on the first answer that is not `NeedMoreBytes`.
+//! decides on the first answer that is not `NeedMoreBytes` (one known exception: a deflate
+//! stream corrupt after Pixel Data is read from a head cut before the corruption).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -30,7 +31,8 @@ fuzz_target!(init: radport_fuzz::allow_caught_panics(), |body: &[u8]| {
     let mut file = vec![0u8; 128];
     file.extend_from_slice(body);
     let size = file.len() as u64;
-    let bound = if maybe_deflated(body) {
+    let deflated = maybe_deflated(body);
+    let bound = if deflated {
         honest(file.len().saturating_mul(1032))
     } else {
         honest(file.len())
@@ -58,6 +60,9 @@ fuzz_target!(init: radport_fuzz::allow_caught_panics(), |body: &[u8]| {
                 "a {cut}-byte head gives another record than the whole file"
             ),
             (Err(_), Err(_)) => {}
+            // A deflate stream corrupt after Pixel Data: see prescan's test
+            // `fuzz_a_deflate_stream_corrupt_after_pixel_data_passes_only_as_a_shorter_head`.
+            (Ok(_), Err(MetadataError::Unreadable(e))) if deflated && e.contains("deflate") => {}
             (a, b) => panic!("a {cut}-byte head gives {a:?}, the whole file {b:?}"),
         }
     }

@@ -1514,6 +1514,41 @@ mod tests {
         );
     }
 
+    /// Found by the `prescan` fuzz target: a deflated data set whose deflate stream is corrupt
+    /// after Pixel Data. A head cut before the corruption passes `check_head` (and the parser,
+    /// which stops at Pixel Data, reads it), the whole file does not (nor does the parser: it
+    /// inflates in chunks and fails on the chunk holding the corruption). So ingest accepts such
+    /// an instance only when its attributes are read from a head shorter than the file (files
+    /// over 64 KiB). Kept: the stored bytes are the sender's either way, and the validate and
+    /// thumbnail jobs report the corrupt pixel data. This test pins the verdicts.
+    #[test]
+    fn fuzz_a_deflate_stream_corrupt_after_pixel_data_passes_only_as_a_shorter_head() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let explicit = body_of(slice(8), EXPLICIT_LE);
+        let group = u32::from_le_bytes(explicit[12..16].try_into().unwrap()) as usize;
+        let data_set = &explicit[16 + group..];
+        // Deflated up to a sync point, then a block of the reserved type 3.
+        let mut compress = Compress::new(Compression::default(), false);
+        let mut deflated = Vec::with_capacity(data_set.len() + 1024);
+        compress
+            .compress_vec(data_set, &mut deflated, FlushCompress::Sync)
+            .unwrap();
+        let mut body = meta(DEFLATED);
+        body.extend_from_slice(&deflated);
+        let head = body.len();
+        body.extend_from_slice(&[0x06, 0xAB, 0xCD, 0xEF]);
+        let len = body.len() as u64;
+
+        assert!(matches!(check_file(&body), Err(PrescanError::Inflate(_))));
+        assert!(matches!(
+            check_head(&body, len),
+            HeadCheck::Malformed(PrescanError::Inflate(_))
+        ));
+        assert!(!parse_head(&body));
+        assert_eq!(check_head(&body[..head], len), HeadCheck::Ok);
+        assert!(parse_head(&body[..head]));
+    }
+
     // ---- fuzzing --------------------------------------------------------------------------------
 
     /// Records the largest allocation asked for while armed on this thread, and refuses those
