@@ -178,7 +178,25 @@ async function head(url, signal) {
     throw new TusError(response.status === 410 ? 'the unfinished upload expired on the server' : 'the server no longer has this upload', { fatal: true, status: response.status });
   }
   if (!response.ok) throw new TusError(`${response.status} ${response.statusText}`, { fatal: response.status < 500, status: response.status });
-  return { offset: Number(response.headers.get('Upload-Offset')), length: Number(response.headers.get('Upload-Length')) };
+  return {
+    offset: Number(response.headers.get('Upload-Offset')),
+    length: Number(response.headers.get('Upload-Length')),
+    path: serverPath(response),
+  };
+}
+
+/**
+ * The path the server gives the file (`Radport-File-Path`, percent-encoded): the name asked
+ * for, or a numbered one (`scan-2.zip`) when another upload has that name. `null` if absent.
+ */
+function serverPath(response) {
+  const header = response.headers.get('Radport-File-Path');
+  if (!header) return null;
+  try {
+    return decodeURIComponent(header);
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -206,7 +224,7 @@ async function create(size, name, signal) {
   if (response.status !== 201) {
     throw new TusError(await serverMessage(response), { fatal: response.status < 500, status: response.status });
   }
-  return new URL(response.headers.get('Location'), location.href).href;
+  return { url: new URL(response.headers.get('Location'), location.href).href, path: serverPath(response) };
 }
 
 // ---- waiting -------------------------------------------------------------------------
@@ -294,7 +312,7 @@ export async function upload(blob, name, {
       const state = await attempt(() => head(rec.url, signal));
       if (state.length === size) {
         url = rec.url;
-        name = rec.name || name;
+        name = state.path || rec.name || name;
         offset = state.offset;
         resumedFrom = offset;
         onStatus({ state: 'resuming', offset, name });
@@ -308,7 +326,10 @@ export async function upload(blob, name, {
     dropRecord(fingerprint);
   }
   if (!url) {
-    url = await attempt(() => create(size, name, signal));
+    const created = await attempt(() => create(size, name, signal));
+    url = created.url;
+    // The server's name for the file (numbered if the name was taken): what runs must use.
+    name = created.path || name;
     if (fingerprint) writeRecord(fingerprint, { url, name, label, size, created: Date.now() });
   }
 
