@@ -79,7 +79,7 @@ for t in $targets; do
     kind=$(grep -Eo 'ERROR: libFuzzer: [a-z-]+|panicked at [^ ]+|memory allocation of [0-9]+ bytes failed' "$log" | head -n 1)
     result="FAILED (${kind:-exit $status}) ${artifact:-}"
     echo "---- last lines of the $t log"
-    grep -v '^#[0-9]' "$log" | tail -n 40
+    grep -v '^#[0-9]' "$log" | cut -c1-300 | tail -n 40
   fi
   rows+=("$(printf '%-18s %14s %8s  %s' "$t" "${execs:-?}" "$corpus" "$result")")
 done
