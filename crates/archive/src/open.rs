@@ -133,6 +133,17 @@ impl Archive {
     /// [`Archive::local`]; `s3://BUCKET[/PREFIX]` is checked (list, write and delete a probe
     /// object under the prefix) before it is returned.
     pub async fn from_url(url: &str) -> Result<Archive, OpenError> {
+        Self::open_url(url, true).await
+    }
+
+    /// Opens the archive named by `url` like [`Archive::from_url`], without the S3 check: for
+    /// processes that a checked server starts (a `run-job` child per isolated job), where a
+    /// probe write per job would be wasted requests.
+    pub async fn from_url_unchecked(url: &str) -> Result<Archive, OpenError> {
+        Self::open_url(url, false).await
+    }
+
+    async fn open_url(url: &str, check: bool) -> Result<Archive, OpenError> {
         let text = url.trim();
         let parsed = url::Url::parse(text).map_err(|e| {
             invalid(
@@ -155,7 +166,11 @@ impl Archive {
             }
             "s3" | "s3a" => {
                 let target = S3Target::parse(text, &parsed)?;
-                target.open().await
+                if check {
+                    target.open().await
+                } else {
+                    target.open_unchecked()
+                }
             }
             other => Err(invalid(
                 text,
@@ -280,6 +295,16 @@ impl S3Target {
         Ok(match &self.prefix {
             Some(prefix) => Arc::new(PrefixStore::new(store, prefix.clone())),
             None => Arc::new(store),
+        })
+    }
+
+    fn open_unchecked(self) -> Result<Archive, OpenError> {
+        let store = self.build(self.builder.clone())?;
+        Ok(Archive {
+            store,
+            local: None,
+            description: self.description,
+            write_buffer: WRITE_BUFFER_BYTES,
         })
     }
 

@@ -69,6 +69,10 @@ pub struct CatalogOptions {
     /// Maximum pool size; default [`DEFAULT_SQLITE_POOL_SIZE`] or [`DEFAULT_POSTGRES_POOL_SIZE`].
     /// In-memory SQLite always uses a single connection.
     pub max_connections: Option<u32>,
+    /// Only check that the schema is at this program's version instead of creating or
+    /// upgrading it (a read, not a write transaction): for processes started by a server that
+    /// already set it up, such as the `run-job` child of each isolated job.
+    pub schema_already_set_up: bool,
 }
 
 /// Handle to the catalog database. Cheap to clone (shares the pool).
@@ -243,7 +247,11 @@ impl Catalog {
             own_writer_connection,
             pending_records: Arc::default(),
         };
-        catalog.init_schema().await?;
+        if options.schema_already_set_up {
+            catalog.check_schema_version().await?;
+        } else {
+            catalog.init_schema().await?;
+        }
         Ok(catalog)
     }
 
@@ -280,6 +288,19 @@ impl Catalog {
             connection,
             own_connection: self.own_writer_connection,
             pool: self.pool.clone(),
+        }
+    }
+
+    /// Fails unless the catalog's schema is exactly this program's version.
+    async fn check_schema_version(&self) -> Result<(), CatalogError> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&self.pool)
+            .await?;
+        match version {
+            Some(SCHEMA_VERSION) => Ok(()),
+            other => Err(CatalogError::Invalid(format!(
+                "catalog schema version {other:?} is not this program's ({SCHEMA_VERSION})"
+            ))),
         }
     }
 

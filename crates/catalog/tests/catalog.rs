@@ -285,11 +285,24 @@ async fn projects(url: &str) {
         url,
         &CatalogOptions {
             max_connections: Some(2),
+            ..Default::default()
         },
     )
     .await
     .expect("reconnect");
     assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    // A process started by a server only checks the version: no write transaction.
+    let checked = Catalog::connect_with(
+        url,
+        &CatalogOptions {
+            max_connections: Some(1),
+            schema_already_set_up: true,
+        },
+    )
+    .await
+    .expect("connect to a set-up catalog");
+    assert_eq!(checked.schema_version().await.expect("version"), SCHEMA_VERSION);
+    checked.close().await;
     assert_eq!(c.list_projects().await.expect("list").len(), 3);
     assert_eq!(uids(&c, "admin", all()).await, ["1.1.1"]);
 }
@@ -1281,6 +1294,7 @@ async fn sqlite_connection_settings() {
         &url,
         &CatalogOptions {
             max_connections: Some(3),
+            ..Default::default()
         },
     )
     .await
