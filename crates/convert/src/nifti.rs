@@ -231,7 +231,10 @@ impl Volume {
 /// The defaults let real CT, MR and PET through and keep one conversion within a few GiB:
 /// * `max_voxels` 2²⁹ (536 870 912): a 512 × 512 × 2048-slice CT (whole body at 0.6 mm) or a 1024 × 1024 × 512
 ///   photon-counting CT; MR (512 × 512 × 400 ≈ 2²⁷) and PET (400 × 400 × 700 ≈ 2²⁷) are far below.
-/// * `max_volume_bytes` 2 GiB: the voxel data of one 3-D volume as stored (2²⁹ float32 voxels, 2³⁰ int16).
+/// * `max_volume_bytes` 1 GiB: the voxel data of one 3-D volume as stored (2²⁹ int16 voxels, 2²⁸ float32: a
+///   512 × 512 × 1024 float PET/CT). A conversion holds the volume, its series (2 bytes per voxel), the label map
+///   and the SEG at once: at these defaults at most ≈ 1 + 1 + 1 + 2 × 0.5 GiB, within the 4 GiB a job's process
+///   may have.
 /// * `max_extension_bytes` 8 MiB: NIfTI extensions between the header and the data (AFNI/XML/DICOM header
 ///   extensions are kilobytes to a few MiB); they are skipped, never held in memory.
 /// * `max_segments` 1000: more than any label map in practice (uint8 maps hold at most 255 labels,
@@ -241,7 +244,7 @@ impl Volume {
 ///   each, 64 MiB at most): 1000 segments × 16 384 slices.
 /// * `max_seg_frames` 100 000 non-empty frames (each carries ~2 KB of per-frame functional groups): 120
 ///   organs over 800 slices each.
-/// * `max_seg_pixel_bytes` 1 GiB of packed bits: 32 768 frames of 512 × 512.
+/// * `max_seg_pixel_bytes` 512 MiB of packed bits: 16 384 frames of 512 × 512.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Voxels of one 3-D volume (the channel read of a 4-D one).
@@ -264,12 +267,12 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_voxels: 1 << 29,
-            max_volume_bytes: 2 << 30,
+            max_volume_bytes: 1 << 30,
             max_extension_bytes: 8 << 20,
             max_segments: 1000,
             max_segment_slices: 1 << 24,
             max_seg_frames: 100_000,
-            max_seg_pixel_bytes: 1 << 30,
+            max_seg_pixel_bytes: 512 << 20,
         }
     }
 }

@@ -122,7 +122,7 @@ pub struct ServeArgs {
     /// Voxels of one imported NIfTI volume [default: 536870912 = 2^29].
     #[arg(long, env = "RADPORT_IMPORT_MAX_VOXELS")]
     pub import_max_voxels: Option<u64>,
-    /// Bytes of voxel data of one imported NIfTI volume [default: 2147483648 = 2 GiB].
+    /// Bytes of voxel data of one imported NIfTI volume [default: 1073741824 = 1 GiB].
     #[arg(long, env = "RADPORT_IMPORT_MAX_VOLUME_BYTES")]
     pub import_max_volume_bytes: Option<u64>,
     /// Segments of one DICOM SEG made from a label map (at most 65535) [default: 1000].
