@@ -29,6 +29,13 @@
 //! Everything but ingest runs in one blocking thread (reading the zip, parsing, converting);
 //! series go to the async side one at a time over a channel of one slot, so memory holds about
 //! one volume, its label map and two series.
+//!
+//! Hostile input ([`crate::ImportLimits`]): a NIfTI entry is streamed from the zip into
+//! [`radport_convert::read_nifti_from`], which checks its header against the limits before
+//! allocating and inflates only as far as the header needs; the zip's own limits (entry size
+//! counted as it inflates, ratio, archive total) apply on the way and are reported as such.
+//! JSON files over `max_json_bytes` stop the run, and so do more labels than a SEG may have
+//! segments; a case over a volume or SEG limit is an item error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
