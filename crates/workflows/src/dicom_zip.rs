@@ -389,6 +389,31 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(done)
 }
 
+/// For the fuzz targets (fuzz/): what the reading side sends for the zip at `path`, as
+/// `(kind, name)` pairs: `begin` (a DICOM file is opened and streamed), `refused`, `not-dicom`,
+/// `fatal` (the name is then the reason).
+pub(crate) fn fuzz_entries(
+    path: &std::path::Path,
+    extension: &str,
+    limits: &ImportLimits,
+) -> Vec<(&'static str, String)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(4);
+    let (path, extension, limits) = (path.to_path_buf(), extension.to_string(), *limits);
+    let reader = std::thread::spawn(move || read_entries(&path, &extension, &limits, &tx));
+    let mut out = Vec::new();
+    while let Some(entry) = rx.blocking_recv() {
+        match entry {
+            Entry::Begin { name, .. } => out.push(("begin", name)),
+            Entry::Refused { name, .. } => out.push(("refused", name)),
+            Entry::NotDicom { name } => out.push(("not-dicom", name)),
+            Entry::Fatal(reason) => out.push(("fatal", reason)),
+            Entry::Plan { .. } | Entry::Chunk(_) | Entry::End | Entry::Abort(_) => {}
+        }
+    }
+    let _ = reader.join();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +450,54 @@ mod tests {
         assert!(file_meta(&long[..offset]).is_err());
         assert!(file_meta(&file[1..]).is_err());
         assert!(file_meta(&[]).is_err());
+    }
+
+    #[test]
+    fn entries_are_opened_refused_or_skipped() {
+        use std::io::Write;
+        let v = radport_convert::Volume::new(
+            [2, 2, 1],
+            radport_convert::VoxelData::U8(vec![1; 4]),
+            [
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+            ],
+        )
+        .unwrap();
+        let s = radport_convert::volume_to_series(
+            &v,
+            &radport_convert::SeriesOptions::new("OT", "a", "b"),
+        )
+        .unwrap();
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(tmp.reopen().unwrap());
+        let o = zip::write::SimpleFileOptions::default();
+        for (name, bytes) in [
+            ("a/1.dcm", &s.files[0][..]),
+            ("../evil.dcm", &s.files[0][..]),
+            ("notes.txt", &b"hello"[..]),
+        ] {
+            zip.start_file(name, o).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        let got = crate::fuzzing::dicom_entries(tmp.path(), "", &ImportLimits::default());
+        assert_eq!(
+            got,
+            vec![
+                ("begin", "a/1.dcm".to_string()),
+                ("refused", "../evil.dcm".to_string()),
+                ("not-dicom", "notes.txt".to_string()),
+            ]
+        );
+        let limits = ImportLimits {
+            max_entries: 2,
+            ..Default::default()
+        };
+        let got = crate::fuzzing::dicom_entries(tmp.path(), "", &limits);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "fatal");
+        assert!(got[0].1.contains("3 entries"), "{got:?}");
     }
 }

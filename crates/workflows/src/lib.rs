@@ -18,6 +18,23 @@ use std::sync::Arc;
 
 pub use radport_convert::Limits as ConvertLimits;
 
+/// For the fuzz targets (fuzz/): the layout and JSON logic of the imports without a catalog.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::nifti_zip::fuzzing::{nifti_plan, parse_json_file};
+
+    /// What the DICOM import's reading side does with the zip at `path`: `(kind, name)` for
+    /// every entry it opens (`begin`), refuses (`refused`), skips (`not-dicom`), or the reason
+    /// the zip is refused as a whole (`fatal`).
+    pub fn dicom_entries(
+        path: &std::path::Path,
+        extension: &str,
+        limits: &crate::ImportLimits,
+    ) -> Vec<(&'static str, String)> {
+        crate::dicom_zip::fuzz_entries(path, extension, limits)
+    }
+}
+
 use radport_archive::Archive;
 use radport_catalog::{Catalog, Job, NewJob, Progress, WorkflowRun};
 use radport_ingest::Ingestor;

@@ -1589,3 +1589,55 @@ mod tests {
         );
     }
 }
+
+/// For the fuzz targets (fuzz/): the planning step and the JSON parsers, on their own.
+pub(crate) mod fuzzing {
+    use super::*;
+
+    /// What the import makes of `json` as the JSON file `file` (`meta_data.json`,
+    /// `seg_info.json` or `dataset.json`): the parsed form (Debug) or why it is refused.
+    pub fn parse_json_file(file: &str, json: &[u8]) -> Result<String, String> {
+        let v: Value =
+            serde_json::from_slice(json).map_err(|e| format!("{file} is not valid JSON: {e}"))?;
+        match file {
+            "meta_data.json" => parse_meta(&v).map(|m| format!("{m:?}")),
+            "seg_info.json" => parse_seg_info(&v).map(|s| format!("{s:?}")),
+            "dataset.json" => parse_dataset(&v).map(|d| format!("{d:?}")),
+            other => Err(format!("{other} is none of the import's JSON files")),
+        }
+    }
+
+    /// The plan of the NIfTI zip at `path`: its layout, each case's id with the files it reads
+    /// (images, then its label map), and the refused names with why.
+    #[allow(clippy::type_complexity)]
+    pub fn nifti_plan(
+        path: &std::path::Path,
+        limits: &ImportLimits,
+    ) -> Result<
+        (
+            &'static str,
+            Vec<(String, Vec<String>)>,
+            Vec<(String, String)>,
+        ),
+        String,
+    > {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut zip = upload::open_zip(path, limits)?;
+        let mut budget = Budget::new(*limits, size);
+        let p = plan(&mut zip, &mut budget)?;
+        let cases = p
+            .cases
+            .iter()
+            .map(|c| {
+                let files = c
+                    .images
+                    .iter()
+                    .map(|i| i.file.path.clone())
+                    .chain(c.labels.iter().map(|l| l.path.clone()))
+                    .collect();
+                (c.id.clone(), files)
+            })
+            .collect();
+        Ok((p.layout, cases, p.refused))
+    }
+}
