@@ -560,31 +560,6 @@ impl ServeArgs {
     }
 }
 
-/// A duration written as a number and a unit — `ms`, `s`, `m`, `h` or `d` — such as `90s`,
-/// `1.5h` or `0`; a bare number is seconds.
-fn parse_duration(setting: &str, text: &str) -> Result<std::time::Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let seconds_per_unit = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => f64::NAN,
-    };
-    let seconds = number.parse::<f64>().map(|n| n * seconds_per_unit);
-    match seconds {
-        Ok(s) if (0.0..=365.0 * 86_400.0).contains(&s) => Ok(std::time::Duration::from_secs_f64(s)),
-        _ => anyhow::bail!(
-            "{setting} must be a duration such as 90s, 15m or 1h (at most 365d), not {text:?}"
-        ),
-    }
-}
-
 /// `4294967296`, `4G`, `512M`, `64MiB`, `100k` → bytes (binary multiples).
 fn parse_bytes(text: &str) -> Option<u64> {
     let t = text.trim();
@@ -617,9 +592,68 @@ fn is_in_memory(url: &str) -> bool {
         || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"))
 }
 
+/// A duration written as a number and a unit — `ms`, `s`, `m`, `h` or `d` — such as `90s`,
+/// `1.5h` or `0`; a bare number is seconds.
+fn parse_duration(setting: &str, text: &str) -> Result<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => f64::NAN,
+    };
+    let seconds = number.parse::<f64>().map(|n| n * seconds_per_unit);
+    match seconds {
+        Ok(s) if (0.0..=365.0 * 86_400.0).contains(&s) => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => anyhow::bail!(
+            "{setting} must be a duration such as 90s, 15m or 1h (at most 365d), not {text:?}"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_durations() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.orphan_grace, std::time::Duration::from_secs(3600));
+        assert_eq!(s.collect_interval, std::time::Duration::from_secs(3600));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(&file, "orphan_grace = \"2h\"\ncollect_interval = \"90s\"\n").unwrap();
+        let s = ServeArgs {
+            config: Some(file),
+            collect_interval: Some("0".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.orphan_grace, std::time::Duration::from_secs(7200));
+        assert_eq!(s.collect_interval, std::time::Duration::ZERO);
+        for (text, ms) in [
+            ("500ms", 500),
+            ("1.5m", 90_000),
+            ("1d", 86_400_000),
+            ("7", 7000),
+        ] {
+            assert_eq!(
+                parse_duration("x", text).unwrap(),
+                std::time::Duration::from_millis(ms),
+                "{text}"
+            );
+        }
+        for bad in ["", "h", "-1s", "1y", "1e3s", "400d", "1 2s"] {
+            assert!(parse_duration("x", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn job_limits_and_isolation() {
@@ -662,40 +696,6 @@ mod tests {
         assert!(is_in_memory("sqlite://?mode=memory&cache=shared"));
         assert!(!is_in_memory("sqlite:///data/catalog.db"));
         assert!(!is_in_memory("postgres://db/radport"));
-    }
-
-    #[test]
-    fn collector_durations() {
-        let s = ServeArgs::default().resolve().unwrap();
-        assert_eq!(s.orphan_grace, std::time::Duration::from_secs(3600));
-        assert_eq!(s.collect_interval, std::time::Duration::from_secs(3600));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("radport.toml");
-        std::fs::write(&file, "orphan_grace = \"2h\"\ncollect_interval = \"90s\"\n").unwrap();
-        let s = ServeArgs {
-            config: Some(file),
-            collect_interval: Some("0".into()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        assert_eq!(s.orphan_grace, std::time::Duration::from_secs(7200));
-        assert_eq!(s.collect_interval, std::time::Duration::ZERO);
-        for (text, ms) in [
-            ("500ms", 500),
-            ("1.5m", 90_000),
-            ("1d", 86_400_000),
-            ("7", 7000),
-        ] {
-            assert_eq!(
-                parse_duration("x", text).unwrap(),
-                std::time::Duration::from_millis(ms),
-                "{text}"
-            );
-        }
-        for bad in ["", "h", "-1s", "1y", "1e3s", "400d", "1 2s"] {
-            assert!(parse_duration("x", bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -121,7 +121,8 @@ async fn run(args: RunJobArgs) -> Result<Outcome> {
             .context("cannot open the archive")?,
     };
     let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
-    let workflows = radport_workflows::Workflows::new(ingestor, settings.data_dir.join("scratch"));
+    let workflows = radport_workflows::Workflows::new(ingestor, settings.data_dir.join("scratch"))
+        .with_limits(settings.import_limits);
     let pipeline = radport_pipeline::worker::Pipeline::new(
         catalog,
         archive,

@@ -275,6 +275,26 @@ fn job_isolation(settings: &Settings) -> Result<radport_pipeline::isolate::Isola
             settings.job_attempts.to_string().into(),
         ),
     ];
+    // What an import checks runs in the child: every import limit goes along.
+    let limits = &settings.import_limits;
+    for (name, value) in [
+        ("RADPORT_IMPORT_MAX_ENTRIES", limits.max_entries),
+        ("RADPORT_IMPORT_MAX_ENTRY_BYTES", limits.max_entry_bytes),
+        ("RADPORT_IMPORT_MAX_TOTAL_BYTES", limits.max_total_bytes),
+        ("RADPORT_IMPORT_MAX_RATIO", limits.max_ratio),
+        ("RADPORT_IMPORT_MAX_JSON_BYTES", limits.max_json_bytes),
+        ("RADPORT_IMPORT_MAX_VOXELS", limits.convert.max_voxels),
+        (
+            "RADPORT_IMPORT_MAX_VOLUME_BYTES",
+            limits.convert.max_volume_bytes,
+        ),
+        (
+            "RADPORT_IMPORT_MAX_SEGMENTS",
+            limits.convert.max_segments as u64,
+        ),
+    ] {
+        env.push((name.into(), value.to_string().into()));
+    }
     // The settings above are complete: no configuration file for the child to read again.
     let mut env_remove: Vec<std::ffi::OsString> = vec!["RADPORT_CONFIG".into()];
     match &settings.archive_url {

@@ -220,3 +220,31 @@ fn bad_runs_are_refused_or_fail_clearly() {
     // The server still serves.
     assert_eq!(server.get_json("/api/health")["status"], "ok");
 }
+
+/// Import limits reach the process that runs the import (each workflow job runs in a child
+/// process of its own): a zip with more entries than `--import-max-entries` fails there.
+#[test]
+fn import_limits_apply_in_the_job_process() {
+    let server = Server::start(&["--import-max-entries", "3"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SeriesSpec {
+        count: 4,
+        uid_seed: "351".into(),
+        ..Default::default()
+    };
+    let zip = tmp.path().join("four.zip");
+    zip_of(&zip, &series_files(tmp.path(), &spec, "ct"));
+    server.upload(&zip, "four.zip");
+    let out = server.cli(&[
+        "workflow",
+        "run",
+        "import-dicoms-from-data-upload",
+        "-p",
+        "file=four.zip",
+        "--json",
+    ]);
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["state"], "failed", "{run}");
+    assert!(run["log"].to_string().contains("entries"), "{run}");
+    assert_eq!(server.instance_total("admin"), 0);
+}
