@@ -36,7 +36,14 @@ echo "== building the fuzz targets"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 started=$(date +%s)
-if ! CARGO_BUILD_JOBS=${FUZZ_JOBS:-2} cargo +"$toolchain" fuzz build "${flags[@]}" >"$logs/build.log" 2>&1; then
+build() {
+  if [ -n "${FUZZ_TARGETS:-}" ]; then
+    for t in $targets; do cargo +"$toolchain" fuzz build "${flags[@]}" "$t" || return 1; done
+  else
+    cargo +"$toolchain" fuzz build "${flags[@]}"
+  fi
+}
+if ! CARGO_BUILD_JOBS=${FUZZ_JOBS:-2} build >"$logs/build.log" 2>&1; then
   grep -v '^\s*Compiling ' "$logs/build.log" | tail -n 60
   echo "fuzz build failed"
   exit 1

@@ -9,8 +9,7 @@
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Allocations above this are refused while armed: the process then aborts with "memory
@@ -35,20 +34,20 @@ fn refuse_above() -> usize {
     }
 }
 
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
+/// Armed for the whole process (not per thread): the import workflows read zips in a thread of
+/// their own.
+static ARMED: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
-/// Records the largest allocation asked for while armed on this thread.
+/// Records the largest allocation asked for while armed.
 pub struct Probe;
 
 fn note(size: usize) -> bool {
-    let armed = ARMED.try_with(Cell::get).unwrap_or(false);
-    if armed {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    if !ARMED.load(Ordering::Relaxed) {
+        return false;
     }
-    armed && size > REFUSE.load(Ordering::Relaxed)
+    LARGEST.fetch_max(size, Ordering::Relaxed);
+    size > REFUSE.load(Ordering::Relaxed)
 }
 
 unsafe impl GlobalAlloc for Probe {
@@ -82,11 +81,11 @@ unsafe impl GlobalAlloc for Probe {
 /// asked for.
 pub fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
     refuse_above();
-    let was = ARMED.with(|a| a.replace(true));
-    let before = LARGEST.with(|l| l.replace(0));
+    let was = ARMED.swap(true, Ordering::Relaxed);
+    let before = LARGEST.swap(0, Ordering::Relaxed);
     let out = f();
-    ARMED.with(|a| a.set(was));
-    let largest = LARGEST.with(|l| l.replace(before.max(l.get())));
+    ARMED.store(was, Ordering::Relaxed);
+    let largest = LARGEST.fetch_max(before, Ordering::Relaxed);
     (out, largest)
 }
 
