@@ -146,7 +146,9 @@ fn require_tus(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-fn header_i64(headers: &HeaderMap, name: &str) -> ApiResult<Option<i64>> {
+/// Public for the fuzz targets (fuzz/tus_headers).
+#[doc(hidden)]
+pub fn header_i64(headers: &HeaderMap, name: &str) -> ApiResult<Option<i64>> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -165,7 +167,8 @@ fn header_i64(headers: &HeaderMap, name: &str) -> ApiResult<Option<i64>> {
 }
 
 /// Parses `Upload-Metadata` (`key base64,key2 base64`) and returns the decoded `filename`.
-fn metadata_filename(metadata: &str) -> ApiResult<Option<String>> {
+#[doc(hidden)]
+pub fn metadata_filename(metadata: &str) -> ApiResult<Option<String>> {
     for pair in metadata.split(',') {
         let mut it = pair.trim().splitn(2, ' ');
         let key = it.next().unwrap_or_default();
@@ -207,7 +210,8 @@ pub fn upload_path(name: &str) -> Option<String> {
 
 /// The `n`-th name tried for `path`: itself, then `stem-2.ext`, `stem-3.ext` … (the number
 /// goes before the extension, and before both parts of `.nii.gz`-like double extensions).
-fn numbered(path: &str, n: u32) -> String {
+#[doc(hidden)]
+pub fn numbered(path: &str, n: u32) -> String {
     if n == 0 {
         return path.to_string();
     }
