@@ -208,8 +208,13 @@ pub fn upload_path(name: &str) -> Option<String> {
     fits.then_some(path)
 }
 
+/// Longest whole path of an uploaded file, in bytes (the archive's key limit).
+const MAX_PATH: usize = 1024;
+
 /// The `n`-th name tried for `path`: itself, then `stem-2.ext`, `stem-3.ext` … (the number
 /// goes before the extension, and before both parts of `.nii.gz`-like double extensions).
+/// A stem too long to take the number is shortened, so every candidate of a valid path is
+/// valid too (at most [`MAX_NAME_PART`] bytes per part, [`MAX_PATH`] in all).
 #[doc(hidden)]
 pub fn numbered(path: &str, n: u32) -> String {
     if n == 0 {
@@ -225,11 +230,25 @@ pub fn numbered(path: &str, n: u32) -> String {
         .find(|ext| lower.len() > ext.len() && lower.ends_with(*ext))
         .map(|ext| name.len() - ext.len());
     let split = double.or_else(|| name.rfind('.').filter(|&i| i > 0));
-    let (stem, ext) = match split {
+    let (mut stem, mut ext) = match split {
         Some(i) => name.split_at(i),
         None => (name, ""),
     };
-    format!("{dir}{stem}-{}{ext}", u64::from(n) + 1)
+    let suffix = format!("-{}", u64::from(n) + 1);
+    let budget = MAX_NAME_PART.min(MAX_PATH.saturating_sub(dir.len()));
+    if suffix.len() + ext.len() >= budget {
+        // An extension that leaves no room for a stem is numbered as part of the name.
+        (stem, ext) = (name, "");
+    }
+    let room = budget.saturating_sub(suffix.len() + ext.len());
+    if stem.len() > room {
+        let mut end = room;
+        while !stem.is_char_boundary(end) {
+            end -= 1;
+        }
+        stem = stem[..end].trim_end();
+    }
+    format!("{dir}{stem}{suffix}{ext}")
 }
 
 fn gib(bytes: i64) -> String {

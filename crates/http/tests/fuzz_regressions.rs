@@ -1,6 +1,5 @@
 //! Inputs found by the fuzz targets (fuzz/, scripts/fuzz.sh) in this crate's parsers, kept as
-//! tests. A finding that is not fixed yet is `#[ignore]`d with the fix it needs: run them with
-//! `cargo test -p radport-http --test fuzz_regressions -- --include-ignored`.
+//! tests.
 
 use radport_http::uploads::{numbered, upload_path};
 
@@ -8,13 +7,9 @@ use radport_http::uploads::{numbered, upload_path};
 /// upload path, and when that name is taken `create` tries `numbered(path, 1)`, 256 bytes in
 /// its last part (the same with a path of 1023 bytes: 1025 in all). Such a candidate is stored
 /// without being checked again: a part over 255 bytes cannot be a file on the local archive
-/// (ENAMETOOLONG), so the upload fails with a server error instead of a numbered name.
-///
-/// Fix needed (crates/http/src/uploads.rs, `numbered` or `create`): keep every candidate
-/// within the limits `upload_path` enforces — shorten the stem to make room for the number,
-/// or skip candidates for which `upload_path(&candidate)` is not `Some(candidate)`.
+/// (ENAMETOOLONG), so the upload failed with a server error instead of a numbered name.
+/// Fixed: `numbered` shortens the stem to make room for the number.
 #[test]
-#[ignore = "fuzz finding not fixed yet: numbered names can exceed the 255/1024-byte limits"]
 fn numbered_names_stay_within_the_length_limits() {
     let long_part = format!("scan-{}.zip", "a".repeat(245));
     let deep = format!("{}abcdefgh.nii.gz", "study/".repeat(168));
