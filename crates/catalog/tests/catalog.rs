@@ -301,7 +301,10 @@ async fn projects(url: &str) {
     )
     .await
     .expect("connect to a set-up catalog");
-    assert_eq!(checked.schema_version().await.expect("version"), SCHEMA_VERSION);
+    assert_eq!(
+        checked.schema_version().await.expect("version"),
+        SCHEMA_VERSION
+    );
     checked.close().await;
     assert_eq!(c.list_projects().await.expect("list").len(), 3);
     assert_eq!(uids(&c, "admin", all()).await, ["1.1.1"]);

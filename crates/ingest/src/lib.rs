@@ -30,10 +30,10 @@ use dicom_object::meta::FileMetaTableBuilder;
 use radport_archive::{Archive, ArchiveError, ObjectWriter};
 use radport_catalog::{Catalog, CatalogError, DuplicatePolicy, RecordOutcome, Route};
 
-pub use metadata::{extract_record, MetadataError};
 /// For the fuzz targets (fuzz/): what `ingest_part10` reads first.
 #[doc(hidden)]
 pub use metadata::read_file_meta;
+pub use metadata::{extract_record, MetadataError};
 
 /// How many bytes of the head of each file are kept in memory to read its attributes from.
 /// Attributes after this (rare: very large headers) are read back from the archive.

@@ -49,7 +49,10 @@ fn the_info_log_of_a_full_run_names_no_patient_and_no_uploaded_file() {
         .into_iter()
         .map(|p| {
             (
-                format!("{ENTRY_FOLDER}/{}", p.file_name().unwrap().to_str().unwrap()),
+                format!(
+                    "{ENTRY_FOLDER}/{}",
+                    p.file_name().unwrap().to_str().unwrap()
+                ),
                 std::fs::read(p).unwrap(),
             )
         })
@@ -89,7 +92,10 @@ fn the_info_log_of_a_full_run_names_no_patient_and_no_uploaded_file() {
     assert!(files.to_string().contains(UPLOAD_NAME), "{files}");
 
     let log = server.log();
-    assert!(log.contains("association accepted"), "the log is the server's: {log}");
+    assert!(
+        log.contains("association accepted"),
+        "the log is the server's: {log}"
+    );
     for phi in [
         PATIENT_FAMILY,
         PATIENT_GIVEN,
