@@ -1,0 +1,61 @@
+//! Inputs found by the fuzz targets (fuzz/, scripts/fuzz.sh) in this crate's layout and JSON
+//! logic, kept as tests. A finding that is not fixed yet is `#[ignore]`d with the fix it
+//! needs: `cargo test -p radport-workflows --test fuzz_regressions -- --include-ignored`.
+
+use std::io::Write;
+
+use radport_workflows::fuzzing::nifti_plan;
+use radport_workflows::ImportLimits;
+
+fn zip_of(names: &[&str]) -> tempfile::NamedTempFile {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let mut zip = zip::ZipWriter::new(tmp.reopen().unwrap());
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for name in names {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(b"not a volume").unwrap();
+    }
+    zip.finish().unwrap();
+    tmp
+}
+
+/// Found by `upload_layout` (minimised): two entries whose names differ only by a `.` or an
+/// empty part (`Case00.nii.gz` and `./Case00.nii.gz`, or `a/b.nii.gz` and `a//b.nii.gz`) are
+/// both planned as case `Case00`, path `Case00.nii.gz`: two different volumes converted to
+/// series with the same derived UIDs, so one silently replaces (or duplicates) the other.
+///
+/// Fix needed (crates/workflows/src/nifti_zip.rs, `plan`): refuse an entry whose cleaned path
+/// is already taken ("… found twice; keep one per zip"), as for `dataset.json`.
+#[test]
+#[ignore = "fuzz finding not fixed yet: entries aliasing one path become two cases"]
+fn entries_aliasing_one_path_are_not_two_cases() {
+    for names in [
+        &["Case00.nii.gz", "./Case00.nii.gz"][..],
+        &["cases/Case00.nii.gz", "cases//Case00.nii.gz"][..],
+    ] {
+        let zip = zip_of(names);
+        let (_, cases, refused) = nifti_plan(zip.path(), &ImportLimits::default()).unwrap();
+        let paths: Vec<&String> = cases.iter().flat_map(|(_, files)| files).collect();
+        assert_eq!(
+            paths.len(),
+            1,
+            "{names:?}: cases {cases:?}, refused {refused:?}"
+        );
+        assert_eq!(refused.len(), 1, "{names:?}: refused {refused:?}");
+    }
+}
+
+/// The same names without aliasing: one case each.
+#[test]
+fn distinct_names_are_distinct_cases() {
+    let zip = zip_of(&[
+        "Case00.nii.gz",
+        "Case01.nii.gz",
+        "Case00_segmentation.nii.gz",
+    ]);
+    let (layout, cases, refused) = nifti_plan(zip.path(), &ImportLimits::default()).unwrap();
+    assert_eq!(layout, "basic");
+    assert_eq!(cases.len(), 2, "{cases:?}");
+    assert!(refused.is_empty(), "{refused:?}");
+}
