@@ -9,7 +9,8 @@
 #
 # Installs cargo-fuzz if missing (cached in ~/.cargo/bin). The corpus grows in fuzz/corpus/
 # (not committed): fuzz/seed.sh seeds it from real files, fuzz/seeds/ holds committed seeds.
-# Reproduce a finding: cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>
+# Reproduce a finding (same flags as below, or cargo builds everything again):
+#   cd fuzz && cargo +nightly fuzz run -O -a -s none --codegen-units 16 <target> artifacts/<target>/<file>
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
