@@ -684,6 +684,8 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, budget: &mut Budget) -> Result
     let mut files: Vec<FileRef> = Vec::new();
     let mut refused: Vec<(String, String)> = Vec::new();
     let mut ignored: Vec<String> = Vec::new();
+    // Names that differ only by `.` or empty parts name one file: the first one is used.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for i in 0..zip.len() {
         let entry = zip
             .by_index_raw(i)
@@ -708,10 +710,19 @@ fn plan(zip: &mut zip::ZipArchive<std::fs::File>, budget: &mut Budget) -> Result
             }
             continue;
         }
-        files.push(FileRef {
-            path: parts.join("/"),
-            index: i,
-        });
+        let path = parts.join("/");
+        if !seen.insert(path.clone()) {
+            if relevant {
+                refused.push((
+                    name,
+                    format!("the same path as an earlier entry ({path}); keep one per zip"),
+                ));
+            } else {
+                ignored.push(name);
+            }
+            continue;
+        }
+        files.push(FileRef { path, index: i });
     }
     // One folder wrapping everything.
     if let Some(first) = files

@@ -1,6 +1,5 @@
 //! Inputs found by the fuzz targets (fuzz/, scripts/fuzz.sh) in this crate's layout and JSON
-//! logic, kept as tests. A finding that is not fixed yet is `#[ignore]`d with the fix it
-//! needs: `cargo test -p radport-workflows --test fuzz_regressions -- --include-ignored`.
+//! logic, kept as tests.
 
 use std::io::Write;
 
@@ -23,12 +22,9 @@ fn zip_of(names: &[&str]) -> tempfile::NamedTempFile {
 /// Found by `upload_layout` (minimised): two entries whose names differ only by a `.` or an
 /// empty part (`Case00.nii.gz` and `./Case00.nii.gz`, or `a/b.nii.gz` and `a//b.nii.gz`) are
 /// both planned as case `Case00`, path `Case00.nii.gz`: two different volumes converted to
-/// series with the same derived UIDs, so one silently replaces (or duplicates) the other.
-///
-/// Fix needed (crates/workflows/src/nifti_zip.rs, `plan`): refuse an entry whose cleaned path
-/// is already taken ("… found twice; keep one per zip"), as for `dataset.json`.
+/// series with the same derived UIDs, so one silently replaced (or duplicated) the other.
+/// Fixed: the later entry is refused ("the same path as an earlier entry").
 #[test]
-#[ignore = "fuzz finding not fixed yet: entries aliasing one path become two cases"]
 fn entries_aliasing_one_path_are_not_two_cases() {
     for names in [
         &["Case00.nii.gz", "./Case00.nii.gz"][..],
