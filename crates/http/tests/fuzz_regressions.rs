@@ -45,3 +45,25 @@ fn ordinary_names_are_numbered_within_the_limits() {
         }
     }
 }
+
+/// Found by `tus_headers` after the fix above: folders that leave fewer bytes than "-N" needs
+/// within the 1024 (`study/` × 170, then `abc`: 1023 bytes) still give a candidate that is
+/// too long: `numbered(path, 999)` is the folders and "-1000", 1025 bytes.
+///
+/// Fix needed (crates/http/src/uploads.rs): `numbered` returns `None` (or `create` stops
+/// numbering) when the folders leave no room for the number.
+#[test]
+#[ignore = "fuzz finding not fixed yet: no room for the number under deep folders"]
+fn numbered_names_under_deep_folders_stay_within_the_limits() {
+    let path = format!("{}abc", "study/".repeat(170));
+    assert_eq!(upload_path(&path).as_deref(), Some(path.as_str()));
+    for n in [1, 9, 99, 999] {
+        let candidate = numbered(&path, n);
+        assert_eq!(
+            upload_path(&candidate).as_deref(),
+            Some(candidate.as_str()),
+            "numbered(_, {n}): {} bytes",
+            candidate.len()
+        );
+    }
+}
