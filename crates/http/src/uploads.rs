@@ -214,11 +214,12 @@ const MAX_PATH: usize = 1024;
 /// The `n`-th name tried for `path`: itself, then `stem-2.ext`, `stem-3.ext` … (the number
 /// goes before the extension, and before both parts of `.nii.gz`-like double extensions).
 /// A stem too long to take the number is shortened, so every candidate of a valid path is
-/// valid too (at most [`MAX_NAME_PART`] bytes per part, [`MAX_PATH`] in all).
+/// valid too (at most [`MAX_NAME_PART`] bytes per part, [`MAX_PATH`] in all); `None` when the
+/// folders leave no room for the number.
 #[doc(hidden)]
-pub fn numbered(path: &str, n: u32) -> String {
+pub fn numbered(path: &str, n: u32) -> Option<String> {
     if n == 0 {
-        return path.to_string();
+        return Some(path.to_string());
     }
     let (dir, name) = match path.rsplit_once('/') {
         Some((dir, name)) => (format!("{dir}/"), name),
@@ -236,6 +237,9 @@ pub fn numbered(path: &str, n: u32) -> String {
     };
     let suffix = format!("-{}", u64::from(n) + 1);
     let budget = MAX_NAME_PART.min(MAX_PATH.saturating_sub(dir.len()));
+    if budget <= suffix.len() {
+        return None;
+    }
     if suffix.len() + ext.len() >= budget {
         // An extension that leaves no room for a stem is numbered as part of the name.
         (stem, ext) = (name, "");
@@ -248,7 +252,7 @@ pub fn numbered(path: &str, n: u32) -> String {
         }
         stem = stem[..end].trim_end();
     }
-    format!("{dir}{stem}{suffix}{ext}")
+    Some(format!("{dir}{stem}{suffix}{ext}"))
 }
 
 fn gib(bytes: i64) -> String {
@@ -313,7 +317,10 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
     let expires = idle_expiry(&state);
     let mut created = None;
     for n in 0..MAX_NUMBERED {
-        let candidate = numbered(&path, n);
+        // No room for a number under deep folders: the name stays taken (409 below).
+        let Some(candidate) = numbered(&path, n) else {
+            break;
+        };
         // A file without an upload row (stored before uploads had unique paths) takes its
         // name too.
         match state.archive.size(&file_key(&candidate)).await {
@@ -843,6 +850,7 @@ mod tests {
 
     #[test]
     fn taken_names_are_numbered_before_the_extension() {
+        let numbered = |p: &str, n| numbered(p, n).expect("room for the number");
         assert_eq!(numbered("scan.zip", 0), "scan.zip");
         assert_eq!(numbered("scan.zip", 1), "scan-2.zip");
         assert_eq!(numbered("dir/case.nii.gz", 2), "dir/case-3.nii.gz");
