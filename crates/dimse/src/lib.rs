@@ -495,11 +495,7 @@ async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, rq_length: u32, wh
             dicom_ul::pdu::AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
         ),
     });
-    let mut out = Vec::new();
-    if dicom_ul::write_pdu(&mut out, &pdu).is_ok() {
-        let _ = socket.write_all(&out).await;
-    }
-    linger_close(&mut socket).await;
+    // Logged before the answer: once the peer has it, the log says why.
     match why {
         NoSlot::Total => tracing::warn!(
             %peer,
@@ -510,6 +506,11 @@ async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, rq_length: u32, wh
             "association refused: too many associations from this address (transient)"
         ),
     }
+    let mut out = Vec::new();
+    if dicom_ul::write_pdu(&mut out, &pdu).is_ok() {
+        let _ = socket.write_all(&out).await;
+    }
+    linger_close(&mut socket).await;
 }
 
 /// Sends an A-ABORT from the service provider.
