@@ -1516,8 +1516,7 @@ mod tests {
 
     /// Found by the `prescan` fuzz target: a deflated data set whose deflate stream is corrupt
     /// after Pixel Data. A head cut before the corruption passes `check_head` (and the parser,
-    /// which stops at Pixel Data, reads it), the whole file does not (nor does the parser: it
-    /// inflates in chunks and fails on the chunk holding the corruption). So ingest accepts such
+    /// which stops at Pixel Data, reads it), the whole file does not. So ingest accepts such
     /// an instance only when its attributes are read from a head shorter than the file (files
     /// over 64 KiB). Kept: the stored bytes are the sender's either way, and the validate and
     /// thumbnail jobs report the corrupt pixel data. This test pins the verdicts.
@@ -1544,7 +1543,8 @@ mod tests {
             check_head(&body, len),
             HeadCheck::Malformed(PrescanError::Inflate(_))
         ));
-        assert!(!parse_head(&body));
+        // (Whether the parser also fails on the whole file depends on the deflate backend
+        // that feature unification picks for flate2 in the build: not pinned.)
         assert_eq!(check_head(&body[..head], len), HeadCheck::Ok);
         assert!(parse_head(&body[..head]));
     }
