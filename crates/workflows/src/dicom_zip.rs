@@ -196,72 +196,10 @@ fn is_dicom(head: &[u8]) -> bool {
     head.get(128..132) == Some(b"DICM")
 }
 
-/// What the file meta group of a Part-10 file announces, and where its data set starts (as
-/// `radport_ingest::Ingestor::ingest_part10` reads it). The group is walked by `prescan` first:
-/// a declared length beyond the head is refused, not allocated.
+/// The announced UIDs and where the data set starts: ingest's own reading of the file meta
+/// group (prescan first), so an import refuses exactly what a stored file would.
 fn file_meta(head: &[u8]) -> Result<(Announced, usize), String> {
-    let body = head
-        .get(128..)
-        .filter(|b| b.starts_with(b"DICM"))
-        .ok_or("not a DICOM Part-10 file (no DICM magic at offset 128)")?;
-    radport_ingest::prescan::check_file_meta(body)
-        .map_err(|e| format!("bad file meta group: {e}"))?;
-    let mut at = 4;
-    let mut group_end = None;
-    let mut announced = Announced {
-        sop_class_uid: String::new(),
-        sop_instance_uid: String::new(),
-        transfer_syntax_uid: String::new(),
-        source_ae_title: None,
-    };
-    let short = || "file meta group longer than the first 64 KiB of the file".to_string();
-    loop {
-        let el = body.get(at..at + 8).ok_or_else(short)?;
-        let group = u16::from_le_bytes([el[0], el[1]]);
-        let element = u16::from_le_bytes([el[2], el[3]]);
-        if group != 0x0002 || group_end.is_some_and(|end| at >= end) {
-            break;
-        }
-        let vr = [el[4], el[5]];
-        let (value_at, len) = match &vr {
-            b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR" | b"OD" | b"OL"
-            | b"OV" | b"SV" | b"UV" => {
-                let l = body.get(at + 8..at + 12).ok_or_else(short)?;
-                (
-                    at + 12,
-                    u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize,
-                )
-            }
-            _ => (at + 8, u16::from_le_bytes([el[6], el[7]]) as usize),
-        };
-        let value_end = value_at.checked_add(len).ok_or_else(short)?;
-        let value = body.get(value_at..value_end).ok_or_else(short)?;
-        let text = || {
-            String::from_utf8_lossy(value)
-                .trim_end_matches(['\0', ' '])
-                .to_string()
-        };
-        match element {
-            0x0000 if value.len() == 4 => {
-                let n = u32::from_le_bytes([value[0], value[1], value[2], value[3]]) as usize;
-                group_end = Some(value_end.checked_add(n).ok_or_else(short)?);
-            }
-            0x0002 => announced.sop_class_uid = text(),
-            0x0003 => announced.sop_instance_uid = text(),
-            0x0010 => announced.transfer_syntax_uid = text(),
-            0x0016 => announced.source_ae_title = Some(text()),
-            _ => {}
-        }
-        at = value_end;
-    }
-    let end = group_end.unwrap_or(at);
-    if end > body.len() {
-        return Err(short());
-    }
-    if announced.transfer_syntax_uid.is_empty() {
-        return Err("bad file meta group: no Transfer Syntax UID".into());
-    }
-    Ok((announced, 128 + end))
+    radport_ingest::read_file_meta(head).map_err(|e| e.to_string())
 }
 
 /// Reads the zip at `path` and sends its plan and entries. Runs in a blocking thread.
