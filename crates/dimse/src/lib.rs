@@ -463,13 +463,45 @@ async fn handshake(
         .max_pdu_length(config.max_pdu_length)
         .read_timeout(config.idle_timeout)
         .write_timeout(config.idle_timeout);
+    // dicom-ul takes the socket and drops it on a request it cannot parse without answering;
+    // a duplicate of the descriptor lets us answer that with an A-ABORT (PS3.8 9.3.1).
+    let answer = duplicate_for_abort(&socket);
     match options.establish_async(socket).await {
         Ok(association) => Some((association, slot)),
+        Err(dicom_ul::association::Error::ReceivePdu { source, .. }) => {
+            tracing::warn!(%peer, error = %source, "malformed A-ASSOCIATE-RQ: aborted");
+            if let Some(answer) = answer {
+                abort_malformed_rq(answer);
+            }
+            None
+        }
         Err(e) => {
             tracing::debug!(%peer, error = %e, "association not established");
             None
         }
     }
+}
+
+/// A second descriptor of the connection (same socket), not registered with the runtime.
+fn duplicate_for_abort(socket: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = socket.as_fd().try_clone_to_owned().ok()?;
+    Some(std::net::TcpStream::from(fd))
+}
+
+/// Answers a request dicom-ul could not parse with an A-ABORT (invalid PDU parameter) and
+/// closes. The socket is non-blocking (shared with the runtime's descriptor): the 10 bytes go
+/// into an empty send buffer or not at all; nothing here waits.
+fn abort_malformed_rq(mut socket: std::net::TcpStream) {
+    use std::io::Write;
+    let pdu = Pdu::AbortRQ {
+        source: AbortRQSource::ServiceProvider(AbortRQServiceProviderReason::InvalidPduParameter),
+    };
+    let mut out = Vec::new();
+    if dicom_ul::write_pdu(&mut out, &pdu).is_ok() {
+        let _ = socket.write_all(&out);
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Both);
 }
 
 /// Reads the A-ASSOCIATE-RQ (its header is already known to be within limits) and answers it

@@ -267,7 +267,7 @@ fn oversized_and_malformed_pdus_are_refused_from_their_headers() {
     }
 
     // An A-ASSOCIATE-RQ whose items run past its end: the application context item declares
-    // 0xFFFF bytes, 10 follow. Refused (closed or aborted), never answered with an AC.
+    // 0xFFFF bytes, 10 follow. Answered with an A-ABORT (invalid PDU parameter), then closed.
     let rq = associate_rq("kp-hostile", "kp-admin");
     let mut bad = header(1, 68 + 4 + 10);
     bad.extend_from_slice(&rq[6..6 + 68]);
@@ -275,20 +275,14 @@ fn oversized_and_malformed_pdus_are_refused_from_their_headers() {
     bad.extend_from_slice(b"1.2.840.10");
     let mut s = connect(&server);
     s.write_all(&bad).unwrap();
-    let answer = read_answer(&mut s);
-    assert!(
-        matches!(answer, Answer::Closed | Answer::Abort(..)),
-        "{answer:?}"
-    );
+    assert_eq!(read_answer(&mut s), Answer::Abort(2, 6), "{}", server.log());
+    assert_closed_after(&mut s, &server);
     // Garbage of the declared length with no items at all.
     let mut s = connect(&server);
     s.write_all(&header(1, 200)).unwrap();
     s.write_all(&[0xEE; 200]).unwrap();
-    let answer = read_answer(&mut s);
-    assert!(
-        matches!(answer, Answer::Closed | Answer::Abort(..)),
-        "{answer:?}"
-    );
+    assert_eq!(read_answer(&mut s), Answer::Abort(2, 6), "{}", server.log());
+    assert_closed_after(&mut s, &server);
     assert_still_serving(&mut server, "902", &mut total);
 
     // Inside an association: a P-DATA-TF declaring one byte more than announced …
