@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use radport_catalog::DuplicatePolicy;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Flags of `radport serve` (each also readable from its `RADPORT_*` variable).
 #[derive(Args, Debug, Default)]
@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Largest PDU the receiver accepts, in bytes, 4096 to 16777216 [default: 262144].
     #[arg(long, env = "RADPORT_MAX_PDU")]
     pub max_pdu: Option<u32>,
+    /// Largest A-ASSOCIATE-RQ accepted, in bytes, 1024 to 1048576; a longer one is aborted
+    /// from its header [default: 131072].
+    #[arg(long, env = "RADPORT_MAX_ASSOCIATE_RQ")]
+    pub max_associate_rq: Option<u32>,
     /// Maximum number of simultaneous DICOM associations from one IP address [default: 32].
     #[arg(long, env = "RADPORT_MAX_ASSOCIATIONS_PER_PEER")]
     pub max_associations_per_peer: Option<usize>,
@@ -167,7 +171,7 @@ pub struct ServeArgs {
 }
 
 /// The same settings as read from a TOML file.
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Serialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     data_dir: Option<PathBuf>,
@@ -180,6 +184,7 @@ struct FileSettings {
     ae_title: Option<String>,
     max_associations: Option<usize>,
     max_pdu: Option<u32>,
+    max_associate_rq: Option<u32>,
     max_associations_per_peer: Option<usize>,
     max_pending_connections: Option<usize>,
     artim_timeout: Option<f64>,
@@ -228,6 +233,7 @@ pub struct Settings {
     pub ae_title: String,
     pub max_associations: usize,
     pub max_pdu: u32,
+    pub max_associate_rq: u32,
     pub max_associations_per_peer: usize,
     pub max_pending_connections: usize,
     pub artim_timeout: std::time::Duration,
@@ -283,6 +289,75 @@ fn read_file(path: &Path) -> Result<FileSettings> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+impl Settings {
+    /// Every setting in the configuration file's form (TOML), complete: resolved again by
+    /// [`Settings::from_toml`], it gives these settings back. An isolated job's child process
+    /// gets its settings this way, so that it cannot miss one the server has.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(&self.to_file()).context("cannot write the settings as TOML")
+    }
+
+    /// Settings from [`Settings::to_toml`]'s text alone (no flags, environment or file).
+    pub fn from_toml(text: &str) -> Result<Settings> {
+        let file: FileSettings = toml::from_str(text).context("invalid settings")?;
+        ServeArgs::default().resolve_over(file)
+    }
+
+    /// The file form. A struct literal without defaults: a new file setting does not compile
+    /// until it is written here.
+    fn to_file(&self) -> FileSettings {
+        let secs = |d: std::time::Duration| Some(d.as_secs_f64());
+        let duration = |d: std::time::Duration| Some(format!("{}s", d.as_secs_f64()));
+        let l = &self.import_limits;
+        FileSettings {
+            data_dir: Some(self.data_dir.clone()),
+            dicom_port: Some(self.dicom_port),
+            http_port: Some(self.http_port),
+            bind: Some(self.bind.clone()),
+            catalog_url: Some(self.catalog_url.clone()),
+            // Absent means the data directory's archive, as it does here.
+            archive_url: self.archive_url.clone(),
+            duplicate_policy: Some(self.duplicate_policy.as_str().into()),
+            ae_title: Some(self.ae_title.clone()),
+            max_associations: Some(self.max_associations),
+            max_pdu: Some(self.max_pdu),
+            max_associate_rq: Some(self.max_associate_rq),
+            max_associations_per_peer: Some(self.max_associations_per_peer),
+            max_pending_connections: Some(self.max_pending_connections),
+            artim_timeout: secs(self.artim_timeout),
+            dicom_idle_timeout: secs(self.dicom_idle_timeout),
+            public_host: Some(self.public_host.clone()),
+            stable_after: secs(self.stable_after),
+            workers: Some(self.workers),
+            job_attempts: Some(self.job_attempts),
+            isolate_jobs: Some(self.isolate_jobs),
+            job_memory_limit: Some(self.job_memory_limit.to_string()),
+            job_time_limit: secs(self.job_time_limit),
+            job_lease: secs(self.job_lease),
+            thumbnail_size: Some(self.thumbnail_size),
+            max_upload_size: Some(self.max_upload_size),
+            upload_expiry_hours: Some(self.upload_expiry.as_secs_f64() / 3600.0),
+            import_max_entries: Some(l.max_entries),
+            import_max_entry_bytes: Some(l.max_entry_bytes),
+            import_max_total_bytes: Some(l.max_total_bytes),
+            import_max_ratio: Some(l.max_ratio),
+            import_max_json_bytes: Some(l.max_json_bytes),
+            import_max_voxels: Some(l.convert.max_voxels),
+            import_max_volume_bytes: Some(l.convert.max_volume_bytes),
+            import_max_segments: Some(l.convert.max_segments),
+            orphan_grace: duration(self.orphan_grace),
+            collect_interval: duration(self.collect_interval),
+            upload_retention_days: Some(self.upload_retention.as_secs_f64() / 86_400.0),
+            max_upload_total: Some(self.max_upload_total),
+            http_header_timeout: secs(self.http_header_timeout),
+            http_body_timeout: secs(self.http_body_timeout),
+            http_max_connections: Some(self.http_max_connections),
+            http_max_json_body: Some(self.http_max_json_body),
+            download_reads: Some(self.download_reads),
+        }
+    }
+}
+
 impl ServeArgs {
     /// Merges flags/env (already in `self`) over the TOML file over defaults.
     pub fn resolve(self) -> Result<Settings> {
@@ -290,6 +365,11 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        self.resolve_over(file)
+    }
+
+    /// Merges flags/env over `file` over defaults.
+    fn resolve_over(self, file: FileSettings) -> Result<Settings> {
         let data_dir = self
             .data_dir
             .or(file.data_dir)
@@ -475,6 +555,15 @@ impl ServeArgs {
         if !(4096..=16 * 1024 * 1024).contains(&max_pdu) {
             anyhow::bail!("max_pdu must be between 4096 and 16777216 bytes, not {max_pdu}");
         }
+        let max_associate_rq = self
+            .max_associate_rq
+            .or(file.max_associate_rq)
+            .unwrap_or(radport_dimse::DEFAULT_MAX_ASSOCIATE_RQ_LENGTH);
+        if !(1024..=1024 * 1024).contains(&max_associate_rq) {
+            anyhow::bail!(
+                "max_associate_rq must be between 1024 and 1048576 bytes, not {max_associate_rq}"
+            );
+        }
         let artim_timeout = seconds(
             "artim_timeout",
             self.artim_timeout.or(file.artim_timeout).unwrap_or(10.0),
@@ -502,6 +591,7 @@ impl ServeArgs {
         }
         Ok(Settings {
             max_pdu,
+            max_associate_rq,
             max_associations_per_peer,
             max_pending_connections,
             artim_timeout,
@@ -825,9 +915,81 @@ mod tests {
     }
 
     #[test]
+    fn settings_survive_their_toml_form() {
+        let s = ServeArgs::default().resolve().unwrap();
+        let again = Settings::from_toml(&s.to_toml().unwrap()).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{s:?}"));
+
+        // Every setting away from its default, as an isolated job's child must see it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(
+            &file,
+            r#"
+data_dir = "/srv/radport"
+dicom_port = 4242
+http_port = 9999
+bind = "127.0.0.2"
+catalog_url = "postgres://u:p@db/radport"
+archive_url = "s3://bucket/prefix?endpoint=http://s3:9000"
+duplicate_policy = "overwrite-if-different"
+ae_title = "HOSPITAL"
+max_associations = 7
+max_pdu = 65536
+max_associate_rq = 4096
+max_associations_per_peer = 3
+max_pending_connections = 9
+artim_timeout = 2.5
+dicom_idle_timeout = 30
+public_host = "pacs.example.org"
+stable_after = 4
+workers = 3
+job_attempts = 2
+isolate_jobs = false
+job_memory_limit = "512M"
+job_time_limit = 120
+job_lease = 20
+thumbnail_size = 128
+max_upload_size = 1048576
+upload_expiry_hours = 2
+import_max_entries = 11
+import_max_entry_bytes = 12
+import_max_total_bytes = 13
+import_max_ratio = 14
+import_max_json_bytes = 15
+import_max_voxels = 16
+import_max_volume_bytes = 17
+import_max_segments = 18
+orphan_grace = "2h"
+collect_interval = "90s"
+upload_retention_days = 3
+max_upload_total = 1073741824
+http_header_timeout = 5
+http_body_timeout = 6
+http_max_connections = 100
+http_max_json_body = 2048
+download_reads = 4
+"#,
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let text = s.to_toml().unwrap();
+        let again = Settings::from_toml(&text).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{s:?}"));
+        assert_eq!(again.import_limits.convert.max_segments, 18);
+        assert_eq!(again.max_associate_rq, 4096);
+    }
+
+    #[test]
     fn dicom_limits_have_defaults_and_are_checked() {
         let s = ServeArgs::default().resolve().unwrap();
         assert_eq!(s.max_pdu, 262_144);
+        assert_eq!(s.max_associate_rq, 128 * 1024);
         assert_eq!(s.max_associations_per_peer, 32);
         assert_eq!(s.max_pending_connections, 128);
         assert_eq!(s.artim_timeout, std::time::Duration::from_secs(10));
@@ -837,7 +999,8 @@ mod tests {
         let file = dir.path().join("radport.toml");
         std::fs::write(
             &file,
-            "artim_timeout = 2.5\nmax_pending_connections = 9\nmax_associations_per_peer = 3\n",
+            "artim_timeout = 2.5\nmax_pending_connections = 9\nmax_associations_per_peer = 3\n\
+             max_associate_rq = 4096\n",
         )
         .unwrap();
         let s = ServeArgs {
@@ -851,8 +1014,13 @@ mod tests {
         assert_eq!(s.dicom_idle_timeout, std::time::Duration::from_millis(500));
         assert_eq!(s.max_pending_connections, 9);
         assert_eq!(s.max_associations_per_peer, 3);
+        assert_eq!(s.max_associate_rq, 4096);
 
         for bad in [
+            ServeArgs {
+                max_associate_rq: Some(512),
+                ..Default::default()
+            },
             ServeArgs {
                 max_pdu: Some(100),
                 ..Default::default()

@@ -1,7 +1,7 @@
 //! `radport run-job JOB WORKER` (hidden): the child process of an isolated job.
 //!
 //! `radport serve` starts it (its own executable) for each job of a risky kind, under a memory
-//! limit, with the catalog and archive settings in `RADPORT_*` variables. It opens the catalog
+//! limit, with the server's settings in `RADPORT_JOB_SETTINGS`. It opens the catalog
 //! and the archive, checks that the job is still held by `WORKER`, runs the job's handler on a
 //! current-thread runtime — no listeners, no scheduler, no lease renewal (the server does that)
 //! — and reports by its exit status (see `radport_pipeline::isolate`): 0 done, 3 failed with
@@ -18,7 +18,12 @@ use radport_ingest::Ingestor;
 use radport_pipeline::isolate::{EXIT_JOB_FAILED, EXIT_NOT_OURS, EXIT_SUCCEEDED, PARENT_PID_ENV};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ServeArgs;
+use crate::config::Settings;
+
+/// The environment variable that carries the server's resolved settings to the child, in the
+/// configuration file's form ([`Settings::to_toml`]). The child reads nothing else: no flags,
+/// no other `RADPORT_*` variable, no configuration file.
+pub const SETTINGS_ENV: &str = "RADPORT_JOB_SETTINGS";
 
 /// Arguments of `radport run-job`.
 #[derive(clap::Args, Debug)]
@@ -27,8 +32,6 @@ pub struct RunJobArgs {
     pub job: String,
     /// Worker that claimed it (the job must still be held by it).
     pub worker: String,
-    #[command(flatten)]
-    pub serve: ServeArgs,
 }
 
 enum Outcome {
@@ -94,7 +97,10 @@ pub fn main(args: RunJobArgs) -> ExitCode {
 }
 
 async fn run(args: RunJobArgs) -> Result<Outcome> {
-    let settings = args.serve.resolve()?;
+    let text = std::env::var(SETTINGS_ENV).with_context(|| {
+        format!("{SETTINGS_ENV} is not set: run-job is started by radport serve")
+    })?;
+    let settings = Settings::from_toml(&text)?;
     // Two connections: the job's reads and its writes (SQLite: the writer's own one besides).
     let catalog = Catalog::connect_with(
         &settings.catalog_url,

@@ -61,12 +61,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let receiver_config = ReceiverConfig {
         ae_title: settings.ae_title.clone(),
         max_pdu_length: settings.max_pdu,
+        max_associate_rq_length: settings.max_associate_rq,
         max_associations: settings.max_associations,
         max_associations_per_peer: settings.max_associations_per_peer,
         max_pending_connections: settings.max_pending_connections,
         artim_timeout: settings.artim_timeout,
         idle_timeout: settings.dicom_idle_timeout,
-        ..Default::default()
     };
     let deployment = serde_json::json!({
         "dicom_host": settings.public_host,
@@ -256,51 +256,11 @@ pub(crate) fn pipeline_config(
 fn job_isolation(settings: &Settings) -> Result<radport_pipeline::isolate::Isolation> {
     let program = std::env::current_exe()
         .context("cannot find this executable to run isolated jobs (--isolate-jobs false)")?;
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
-        ("RADPORT_DATA_DIR".into(), settings.data_dir.clone().into()),
-        (
-            "RADPORT_CATALOG_URL".into(),
-            settings.catalog_url.clone().into(),
-        ),
-        (
-            "RADPORT_DUPLICATE_POLICY".into(),
-            settings.duplicate_policy.as_str().into(),
-        ),
-        (
-            "RADPORT_THUMBNAIL_SIZE".into(),
-            settings.thumbnail_size.to_string().into(),
-        ),
-        (
-            "RADPORT_JOB_ATTEMPTS".into(),
-            settings.job_attempts.to_string().into(),
-        ),
-    ];
-    // What an import checks runs in the child: every import limit goes along.
-    let limits = &settings.import_limits;
-    for (name, value) in [
-        ("RADPORT_IMPORT_MAX_ENTRIES", limits.max_entries),
-        ("RADPORT_IMPORT_MAX_ENTRY_BYTES", limits.max_entry_bytes),
-        ("RADPORT_IMPORT_MAX_TOTAL_BYTES", limits.max_total_bytes),
-        ("RADPORT_IMPORT_MAX_RATIO", limits.max_ratio),
-        ("RADPORT_IMPORT_MAX_JSON_BYTES", limits.max_json_bytes),
-        ("RADPORT_IMPORT_MAX_VOXELS", limits.convert.max_voxels),
-        (
-            "RADPORT_IMPORT_MAX_VOLUME_BYTES",
-            limits.convert.max_volume_bytes,
-        ),
-        (
-            "RADPORT_IMPORT_MAX_SEGMENTS",
-            limits.convert.max_segments as u64,
-        ),
-    ] {
-        env.push((name.into(), value.to_string().into()));
-    }
-    // The settings above are complete: no configuration file for the child to read again.
-    let mut env_remove: Vec<std::ffi::OsString> = vec!["RADPORT_CONFIG".into()];
-    match &settings.archive_url {
-        Some(url) => env.push(("RADPORT_ARCHIVE_URL".into(), url.into())),
-        None => env_remove.push("RADPORT_ARCHIVE_URL".into()),
-    }
+    // Every setting, as resolved here: the child resolves nothing of its own.
+    let env = vec![(
+        crate::run_job::SETTINGS_ENV.into(),
+        settings.to_toml()?.into(),
+    )];
     Ok(radport_pipeline::isolate::Isolation {
         kinds: radport_pipeline::worker::RISKY_KINDS
             .iter()
@@ -309,7 +269,7 @@ fn job_isolation(settings: &Settings) -> Result<radport_pipeline::isolate::Isola
         program,
         args: vec!["run-job".into()],
         env,
-        env_remove,
+        env_remove: Vec::new(),
         memory_limit: settings.job_memory_limit,
     })
 }
