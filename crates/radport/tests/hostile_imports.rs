@@ -236,6 +236,78 @@ fn hostile_nifti_zip_and_json_uploads_fail_their_runs_and_leave_the_server_runni
     );
     assert_unharmed(&mut server, &series_uid, "the overflowing dims");
 
+    // 1b. Every other size field of a NIfTI-1 header lying, one case each in one zip: each case
+    //     fails with its reason, none is converted, the server stays small.
+    let small: Vec<u8> = vec![7; 8 * 8 * 4 * 2];
+    let good_header = nifti1([8, 8, 4], 4, 352.0, &small);
+    let patched = |at: usize, bytes: &[u8]| {
+        let mut b = good_header.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    let lies: Vec<(&str, Vec<u8>, &str)> = vec![
+        // sizeof_hdr not 348
+        (
+            "SizeofHdr",
+            patched(0, &4000i32.to_le_bytes()),
+            "not a NIfTI",
+        ),
+        // dim[0] (number of dimensions) past 7, and 0
+        ("Ndim8", patched(40, &8i16.to_le_bytes()), "dim"),
+        ("Ndim0", patched(40, &0i16.to_le_bytes()), "dim"),
+        // a negative extent
+        ("NegativeDim", patched(42, &(-8i16).to_le_bytes()), "dim"),
+        // 32767³ voxels of int16: far past --import-max-voxels, refused before any allocation
+        (
+            "HugeDims",
+            nifti1([32767, 32767, 32767], 4, 352.0, &small),
+            "voxels",
+        ),
+        // dims asking for more voxels than the file has
+        (
+            "MoreVoxels",
+            nifti1([64, 64, 64], 4, 352.0, &small),
+            "truncated",
+        ),
+        // bitpix that does not match the datatype
+        ("Bitpix", patched(72, &64i16.to_le_bytes()), "bitpix"),
+        // an unknown datatype
+        ("Datatype", patched(70, &999i16.to_le_bytes()), "datatype"),
+        // vox_offset inside the header, and not a whole number
+        (
+            "OffsetInside",
+            patched(108, &100f32.to_le_bytes()),
+            "vox_offset",
+        ),
+        (
+            "OffsetFraction",
+            patched(108, &352.5f32.to_le_bytes()),
+            "vox_offset",
+        ),
+    ];
+    let mut entries: Vec<(String, Vec<u8>)> = lies
+        .iter()
+        .map(|(name, bytes, _)| (format!("{name}.nii"), bytes.clone()))
+        .collect();
+    // a gzip stream cut off in the middle of the voxels
+    let mut cut = gzip_stored(&good_header);
+    cut.truncate(cut.len() - 200);
+    entries.push(("CutGzip.nii.gz".into(), cut));
+    let refs: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let zip = dir.join("lies.zip");
+    stored_zip(&zip, &refs);
+    let run = import(&server, NIFTIS, &zip, "lies.zip");
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["series"], json!([]), "nothing converted: {run}");
+    for (name, _, why) in lies.iter().chain(&[("CutGzip", Vec::new(), "truncated")]) {
+        let e = item_error(&run, name);
+        assert!(e.contains(why), "{name}: expected {why:?} in {e:?}");
+    }
+    assert_unharmed(&mut server, &series_uid, "lying NIfTI headers");
+
     // 2. A .nii.gz stored in the zip whose vox_offset asks for 4 GiB, and whose gzip stream
     //    does inflate to 4 GiB (was: all of it read into memory).
     let bomb = dir.join("bomb.zip");
@@ -302,6 +374,33 @@ fn hostile_nifti_zip_and_json_uploads_fail_their_runs_and_leave_the_server_runni
     assert!(item_error(&run, "bomb.dcm").contains("zip bomb"), "{run}");
     assert_unharmed(&mut server, &series_uid, "the zip bomb");
 
+    // 4b. Nested: the bomb inside a zip, as `.zip` and as `.dcm`. Imports never open a zip
+    //     inside a zip: the first is skipped by its extension, the second is refused as not
+    //     DICOM from its first bytes, and the inner deflate stream is never inflated.
+    let bomb_bytes = std::fs::read(&bomb).unwrap();
+    let zip = dir.join("nested.zip");
+    stored_zip(
+        &zip,
+        &[
+            ("nested-inner.zip", &bomb_bytes[..]),
+            ("nested-inner.dcm", &bomb_bytes[..]),
+        ],
+    );
+    let run = import(&server, DICOMS, &zip, "nested.zip");
+    assert_eq!(run["state"], "failed", "{run}");
+    assert!(
+        item_error(&run, "nested-inner.dcm").contains("not a DICOM file"),
+        "{run}"
+    );
+    assert!(
+        run["log"]
+            .to_string()
+            .contains("skipped 1 entries without the extension"),
+        "{run}"
+    );
+    assert_eq!(run["series"], json!([]), "{run}");
+    assert_unharmed(&mut server, &series_uid, "a nested zip bomb");
+
     // 5. The same entry declaring 1000 bytes (local and central headers): what it inflates is
     //    counted, not what it declares.
     let mut liar = std::fs::read(&bomb).unwrap();
@@ -362,6 +461,7 @@ fn hostile_nifti_zip_and_json_uploads_fail_their_runs_and_leave_the_server_runni
         "Overflow.nii",
         "Offset.nii.gz",
         "bomb.dcm",
+        "nested-inner",
         "evil.dcm",
         "overflow.zip",
     ] {
