@@ -258,8 +258,12 @@ pub fn raise_open_files_limit() -> Option<u64> {
 /// Caps glibc's malloc arenas. glibc reserves 64 MiB of address space for each arena and
 /// makes up to eight per core as threads contend, which is most of a 1 GiB `RLIMIT_AS` on a
 /// small machine without holding any memory; four arenas keep the address space bounded
-/// (and do not slow a server that mostly waits for I/O). Elsewhere a no-op.
+/// (and do not slow a server that mostly waits for I/O). `MALLOC_ARENA_MAX` in the
+/// environment, glibc's own setting, wins. Elsewhere a no-op.
 pub fn limit_malloc_arenas(arenas: i32) {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt takes two integers; called before most threads allocate.
     unsafe {
