@@ -9,9 +9,15 @@
 #   BENCH_COUNT=1000               slices in the single-sender series (512x512, 16-bit, ~0.5 MB each)
 #   BENCH_PARALLEL=4               number of simultaneous senders in the parallel scenario
 #   BENCH_PARALLEL_COUNT=COUNT/P   slices in each of the parallel series
-#   BENCH_RECEIVERS="radport storescp"   receivers to run (subset allowed)
-#   BENCH_REPEAT=3                 runs of each scenario and receiver (alternating receivers); the
-#                                  table shows the median
+#   BENCH_RECEIVERS="radport storescp"   receivers to run (subset allowed; add "baseline" to
+#                                  run RADPORT_BASELINE too)
+#   RADPORT_BASELINE=PATH          a second radport binary (e.g. an earlier commit's release
+#                                  build), the receiver "baseline": to find where a regression
+#                                  came from, side by side with the same data and disk
+#   BENCH_SCENARIOS="single parallel"   scenarios to run (subset allowed)
+#   BENCH_REPEAT=3                 runs of each scenario and receiver (alternating receivers, the
+#                                  order rotated by one each repetition); the table shows the
+#                                  median and the spread
 #   BENCH_MEMCHECK=1               also run radport with one parallel series alone (COUNT/P slices)
 #                                  to show that its peak memory does not grow with the instance count
 #   BENCH_NO_BUILD=1               skip `cargo build --release` (use the binaries already in target/)
@@ -42,6 +48,8 @@ BENCH_COUNT="${BENCH_COUNT:-1000}"
 BENCH_PARALLEL="${BENCH_PARALLEL:-4}"
 BENCH_PARALLEL_COUNT="${BENCH_PARALLEL_COUNT:-$(( BENCH_COUNT / BENCH_PARALLEL ))}"
 BENCH_RECEIVERS="${BENCH_RECEIVERS:-radport storescp}"
+BENCH_SCENARIOS="${BENCH_SCENARIOS:-single parallel}"
+RADPORT_BASELINE="${RADPORT_BASELINE:-}"
 BENCH_MEMCHECK="${BENCH_MEMCHECK:-1}"
 BENCH_REPEAT="${BENCH_REPEAT:-3}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-600}"
@@ -227,6 +235,14 @@ start_radport() {
         || die "PID $SERVER_PID is not the radport server (VmHWM would be wrong)"
 }
 
+# the same as radport, with the binary RADPORT_BASELINE
+start_baseline() {
+    local own=$RADPORT
+    RADPORT=$RADPORT_BASELINE
+    start_radport "$1"
+    RADPORT=$own
+}
+
 start_storescp() {
     local name=$1
     STORE_DIR="$RUNS/$name"
@@ -303,7 +319,7 @@ run_scenario() {
     # acknowledged must already be visible; a short grace period only guards against a
     # receiver that acknowledges before cataloguing (reported below if it was needed).
     local received=0 series=0 peak="n/a" waited=0
-    if [[ $receiver == radport ]]; then
+    if [[ $receiver == radport || $receiver == baseline ]]; then
         local deadline=$(( $(date +%s) + 15 ))
         if (( failed )); then deadline=0; fi   # a sender failed: no point in waiting
         while :; do
@@ -365,6 +381,9 @@ table_row() {
     local secs n bytes rate mb mbps status=""
     # shellcheck disable=SC2086
     secs=$(printf '%s\n' ${SECS[$key]} | sort -g | awk '{v[NR] = $1} END {printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}')
+    local spread
+    # shellcheck disable=SC2086
+    spread=$(printf '%s\n' ${SECS[$key]} | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f–%.2f", lo, hi}')
     n=${IMAGES[$key]}
     bytes=${BYTES[$key]}
     mb=$(awk -v b="$bytes" 'BEGIN {printf "%.0f", b / 1048576}')
@@ -373,11 +392,11 @@ table_row() {
     if [[ -n "${FAILED[$key]:-}" ]]; then
         # failed runs (listed as #run:stored/sent) make the timing meaningless
         status=" **FAILED**${FAILED[$key]}"
-        secs="—"; rate="—"; mbps="—"
+        secs="—"; rate="—"; mbps="—"; spread="—"
     else
         RATE[$key]=$rate
     fi
-    echo "| $1 | $2$status | $n | $mb | $secs | $rate | $mbps | ${PEAK[$key]} |"
+    echo "| $1 | $2$status | $n | $mb | $secs | $spread | $rate | $mbps | ${PEAK[$key]} |"
 }
 
 # --- main ------------------------------------------------------------------------------------
@@ -423,15 +442,29 @@ main() {
     local parallel="parallel-${BENCH_PARALLEL}x$BENCH_PARALLEL_COUNT"
     local r
     for r in $BENCH_RECEIVERS; do
-        [[ $r == radport || $r == storescp ]] || die "unknown receiver $r (use radport and/or storescp)"
+        [[ $r == radport || $r == storescp || $r == baseline ]] \
+            || die "unknown receiver $r (use radport, storescp and/or baseline)"
+        if [[ $r == baseline ]]; then
+            [[ -x "$RADPORT_BASELINE" ]] || die "receiver baseline needs RADPORT_BASELINE, an executable radport"
+        fi
     done
-    local rep
-    for rep in $(seq 1 "$BENCH_REPEAT"); do
-        for r in $BENCH_RECEIVERS; do run_scenario "$single" "$r" "$rep" "$SINGLE_DIR"; done
+    local scenario
+    for scenario in $BENCH_SCENARIOS; do
+        [[ $scenario == single || $scenario == parallel ]] || die "unknown scenario $scenario (use single and/or parallel)"
     done
-    for rep in $(seq 1 "$BENCH_REPEAT"); do
-        for r in $BENCH_RECEIVERS; do run_scenario "$parallel" "$r" "$rep" "${PARALLEL_DIRS[@]}"; done
-    done
+    # Repetition n starts with the n-th receiver: none is always first (or always after the same one).
+    local rep order
+    order() { local -a list=($BENCH_RECEIVERS); local n=${#list[@]} k; for ((k = 0; k < n; k++)); do echo "${list[$(( (k + $1 - 1) % n ))]}"; done; }
+    if [[ " $BENCH_SCENARIOS " == *" single "* ]]; then
+        for rep in $(seq 1 "$BENCH_REPEAT"); do
+            for r in $(order "$rep"); do run_scenario "$single" "$r" "$rep" "$SINGLE_DIR"; done
+        done
+    fi
+    if [[ " $BENCH_SCENARIOS " == *" parallel "* ]]; then
+        for rep in $(seq 1 "$BENCH_REPEAT"); do
+            for r in $(order "$rep"); do run_scenario "$parallel" "$r" "$rep" "${PARALLEL_DIRS[@]}"; done
+        done
+    fi
     local memcheck=""
     if [[ "$BENCH_MEMCHECK" == 1 && " $BENCH_RECEIVERS " == *" radport "* ]]; then
         memcheck="single-$BENCH_PARALLEL_COUNT"
@@ -444,8 +477,8 @@ main() {
         "512x512 16-bit CT slices; $(nproc) CPUs; median of $BENCH_REPEAT run(s), each against a fresh receiver;" \
         "MB = 2^20 bytes; peak RSS = largest VmHWM of the radport process"
     echo
-    echo "| scenario | receiver | images | MB | seconds | images/s | MB/s | peak RSS MB |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | receiver | images | MB | seconds (median) | min–max s | images/s | MB/s | peak RSS MB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     for s in "$single" "$parallel" $memcheck; do
         for r in $BENCH_RECEIVERS; do table_row "$s" "$r"; done
     done
@@ -455,12 +488,15 @@ main() {
             if [[ -n "${SECS["$s|$r"]:-}" ]]; then echo "seconds per run, $s / $r:${SECS["$s|$r"]}"; fi
         done
     done
+    local pair
     for s in "$single" "$parallel"; do
-        a=${RATE["$s|radport"]:-}
-        b=${RATE["$s|storescp"]:-}
-        if [[ -n "$a" && -n "$b" && "$b" != 0 ]]; then
-            echo "radport/storescp images/s, $s: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')"
-        fi
+        for pair in radport/storescp baseline/storescp radport/baseline; do
+            a=${RATE["$s|${pair%/*}"]:-}
+            b=${RATE["$s|${pair#*/}"]:-}
+            if [[ -n "$a" && -n "$b" && "$b" != 0 ]]; then
+                echo "$pair images/s, $s: $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')"
+            fi
+        done
     done
     if [[ -n "$memcheck" ]]; then
         echo "radport peak RSS: ${PEAK["$single|radport"]:-?} MB for $BENCH_COUNT instances vs." \
