@@ -9,7 +9,6 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use crate::error::{is_transient_db, is_unique_violation};
 use crate::{Catalog, CatalogError};
 
 /// Most values asked about in one query (well below SQLite's and PostgreSQL's bind limits).
@@ -46,42 +45,9 @@ impl Reference {
     }
 }
 
-/// Indexes the reference lookups need beyond the schema's primary keys.
-const REFERENCE_INDEXES: &[&str] =
-    &["CREATE INDEX IF NOT EXISTS idx_instances_object_key ON instances (object_key)"];
-
 impl Catalog {
-    /// Creates the indexes the reference lookups need, if missing (idempotent; several
-    /// nodes may call it at once). Call once before [`Catalog::referenced`].
-    pub async fn prepare_reference_lookups(&self) -> Result<(), CatalogError> {
-        for statement in REFERENCE_INDEXES {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut writer = self.writer().await;
-                let result = async {
-                    let mut tx = writer.begin().await?;
-                    sqlx::query(*statement).execute(&mut *tx).await?;
-                    tx.commit().await
-                }
-                .await;
-                match result {
-                    Ok(()) => break,
-                    // Two nodes creating the same index at once on PostgreSQL: one of them
-                    // fails on the catalog's unique name; the index exists either way.
-                    Err(e) if is_unique_violation(&e) => break,
-                    Err(e) if attempt < 3 && is_transient_db(&e) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Of `values`, those the catalog references as `kind`: one query per
-    /// [`REFERENCE_BATCH`] values, each an indexed lookup.
+    /// [`REFERENCE_BATCH`] values, each an indexed lookup (the schema's indexes).
     pub async fn referenced(
         &self,
         kind: Reference,
@@ -124,8 +90,6 @@ mod tests {
     #[tokio::test]
     async fn answers_the_referenced_subset_in_batches() {
         let (_dir, catalog) = catalog().await;
-        catalog.prepare_reference_lookups().await.expect("index");
-        catalog.prepare_reference_lookups().await.expect("again");
         let now = crate::now();
         sqlx::query(
             "INSERT INTO uploads (id, path, length, upload_offset, chunks, metadata, created_at, \

@@ -195,6 +195,11 @@ pub(crate) const STATEMENTS: &[&str] = &[
     // version-1 index on modality alone: see INDEXES_V2).
     "CREATE INDEX IF NOT EXISTS idx_series_modality_arrival ON series (modality, last_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_instances_series ON instances (series_uid)",
+    // The collector's question "which of these archive keys does an instance name?"
+    // (references.rs). Created at every start if missing, so catalogs made before it get it
+    // then, before anything listens (on PostgreSQL, building it over a large table holds
+    // writers back for that long, once).
+    "CREATE INDEX IF NOT EXISTS idx_instances_object_key ON instances (object_key)",
     "CREATE INDEX IF NOT EXISTS idx_studies_patient ON studies (patient_id)",
     "CREATE INDEX IF NOT EXISTS idx_studies_date ON studies (study_date)",
     "CREATE INDEX IF NOT EXISTS idx_series_projects_project

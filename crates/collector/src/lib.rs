@@ -282,9 +282,6 @@ pub struct Collector {
     catalog: Catalog,
     config: CollectorConfig,
     scratch: Option<Arc<Scratch>>,
-    /// Set once the catalog's lookup indexes are known to exist (checked once per process:
-    /// creating an index, even one that exists, takes a lock writers wait for).
-    prepared: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// `t` as a time the store reports (RFC 3339), or `None` if it does not parse.
@@ -302,7 +299,6 @@ impl Collector {
             catalog,
             config,
             scratch: None,
-            prepared: Arc::default(),
         }
     }
 
@@ -314,9 +310,6 @@ impl Collector {
 
     /// Runs one collection now.
     pub async fn collect_once(&self) -> Result<Report, CollectError> {
-        self.prepared
-            .get_or_try_init(|| self.catalog.prepare_reference_lookups())
-            .await?;
         let cutoff = SystemTime::now()
             .checked_sub(self.config.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
