@@ -1,7 +1,7 @@
 //! DIMSE command sets (PS3.7 §9.3, §E): always Implicit VR Little Endian.
 //!
 //! dicom-rs has no DIMSE layer, so the few messages a storage SCP needs are built here. Received
-//! command sets are checked by [`radport_ingest::prescan::check_dataset`] before dicom-rs parses
+//! command sets are checked by [`radport_prescan::check_dataset`] before dicom-rs parses
 //! them: it allocates each value at its declared length.
 
 use std::io::Cursor;
@@ -10,7 +10,7 @@ use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
-use radport_ingest::prescan;
+use radport_prescan as prescan;
 
 /// Command Field values used here.
 pub mod field {

@@ -14,13 +14,10 @@
 //!   to [`SLOW_HEAD_LIMIT`] for the rare instance whose attributes do not fit in that).
 //! - Received bytes are not copied on the way to the archive: the chunks are handed on as they
 //!   are, and the head is read from those same chunks.
-//! - No declared length reaches the DICOM parser unchecked: [`prescan`] walks the bytes first,
+//! - No declared length reaches the DICOM parser unchecked: [`radport_prescan`] walks the bytes first,
 //!   so a hostile instance costs what it sent, not what it declares.
 
 mod metadata;
-/// The structural check run before the DICOM parser (its own crate, so that every crate that
-/// parses untrusted bytes can use it without depending on ingest).
-pub use radport_prescan as prescan;
 
 use std::io::Write as _;
 
@@ -45,7 +42,7 @@ pub const HEAD_LIMIT: usize = 1024 * 1024;
 pub const QUICK_HEAD_LIMIT: usize = 64 * 1024;
 
 /// How far into a stored file a second, slower attempt at reading its attributes goes.
-pub const SLOW_HEAD_LIMIT: u64 = prescan::MAX_INFLATED_HEAD;
+pub const SLOW_HEAD_LIMIT: u64 = radport_prescan::MAX_INFLATED_HEAD;
 
 /// Why an instance was not ingested. Each kind maps to one DIMSE failure status.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! that reaches the catalog is UTF-8; the stored file itself is never rewritten.
 //!
 //! dicom-rs allocates every value at its declared length before reading it: bytes reach it only
-//! after [`crate::prescan`] has checked them (the head up to Pixel Data; the file meta group).
+//! after [`radport_prescan`] has checked them (the head up to Pixel Data; the file meta group).
 
 use std::io::Cursor;
 
@@ -16,8 +16,8 @@ use dicom_object::meta::FileMetaTable;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use radport_catalog::InstanceRecord;
 
-use crate::prescan::{self, HeadCheck};
 use crate::Announced;
+use radport_prescan::{self as prescan, DataSetEncoding, Encoding, HeadCheck};
 
 /// Why the attributes could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +94,13 @@ pub fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), MetadataError>
 /// padded to the same length, when (0008,0005) is the first element of an uncompressed data set.
 fn charset_for_parsing(head: &[u8]) -> Option<Vec<u8>> {
     let (announced, offset) = read_file_meta(head).ok()?;
-    let explicit = match announced.transfer_syntax_uid.as_str() {
-        "1.2.840.10008.1.2" => false,
-        "1.2.840.10008.1.2.1" => true,
-        // Every encapsulated syntax uses Explicit VR Little Endian for the data set.
-        ts if ts.starts_with("1.2.840.10008.1.2.4.") || ts == "1.2.840.10008.1.2.5" => true,
-        _ => return None,
+    let explicit = match prescan::data_set_encoding(&announced.transfer_syntax_uid)? {
+        DataSetEncoding { deflated: true, .. } => return None,
+        DataSetEncoding { encoding, .. } => match encoding {
+            Encoding::ImplicitVrLittleEndian => false,
+            Encoding::ExplicitVrLittleEndian => true,
+            Encoding::ExplicitVrBigEndian => return None,
+        },
     };
     let data = head.get(offset..)?;
     if data.get(0..4)? != [0x08, 0x00, 0x05, 0x00] {
@@ -148,7 +149,7 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
         });
     };
     match prescan::check_head(body, file_size.saturating_sub(128)) {
-        HeadCheck::Ok => {}
+        HeadCheck::Ok(_) => {}
         HeadCheck::NeedMoreBytes => return Err(MetadataError::NeedMoreBytes),
         HeadCheck::Malformed(e) => return Err(MetadataError::Unreadable(e.to_string())),
     }

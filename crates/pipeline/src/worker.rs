@@ -577,7 +577,7 @@ impl Pipeline {
 }
 
 /// Validates one stored instance; an unreadable file becomes an error finding, not a failure.
-/// The bytes are walked by `prescan` first: the parser must never see a hostile length.
+/// `validate_head` walks the bytes with `prescan` first: the parser never sees a hostile length.
 async fn validate_stored(
     archive: &Archive,
     key: &str,
@@ -587,17 +587,13 @@ async fn validate_stored(
 ) -> Result<InstanceValidation, JobError> {
     let bytes = archive.get_prefix(key, VALIDATION_PREFIX).await?;
     let validated = tokio::task::spawn_blocking(move || {
-        let body = bytes.get(128..).unwrap_or_default();
-        match radport_prescan::check_head(body, size.saturating_sub(128)) {
-            radport_prescan::HeadCheck::Ok => {
-                radport_validate::validate_file(&bytes).map_err(|e| e.to_string())
-            }
-            radport_prescan::HeadCheck::NeedMoreBytes => Err(format!(
+        radport_validate::validate_head(&bytes, size).map_err(|e| match e {
+            radport_validate::ValidateError::AttributesBeyondHead(_) => format!(
                 "its attributes extend beyond the first {} MiB, which validation reads",
                 VALIDATION_PREFIX >> 20
-            )),
-            radport_prescan::HeadCheck::Malformed(e) => Err(e.to_string()),
-        }
+            ),
+            other => other.to_string(),
+        })
     })
     .await
     .map_err(|e| JobError::Invalid(format!("validator stopped: {e}")))?;

@@ -138,11 +138,42 @@ pub enum PrescanError {
     },
 }
 
+/// How a transfer syntax encodes its data set, as the parser decodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DataSetEncoding {
+    /// VR and byte order of the data set (of the inflated bytes, if deflated).
+    pub encoding: Encoding,
+    /// Whether the data set is deflated (1.2.840.10008.1.2.1.99 and the like).
+    pub deflated: bool,
+}
+
+/// The encoding of `transfer_syntax_uid`'s data set (trailing NUL and space padding ignored);
+/// `None` if the parser has no decoder for it (unknown, or pixel-data-only syntaxes aside).
+pub fn data_set_encoding(transfer_syntax_uid: &str) -> Option<DataSetEncoding> {
+    let ts = TransferSyntaxRegistry.get(transfer_syntax_uid.trim_end_matches(['\0', ' ']))?;
+    let encoding = encoding_of(ts)?;
+    Some(DataSetEncoding {
+        encoding,
+        deflated: matches!(ts.codec(), Codec::Dataset(Some(_))),
+    })
+}
+
+/// What a walk that passed learned on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// The data set's encoding; `None` if the parser has no decoder for the transfer syntax
+    /// (nothing after the file meta group was walked: the parser refuses such a file itself).
+    pub encoding: Option<DataSetEncoding>,
+    /// Whether the top-level data set has Pixel Data (7FE0,0010) of undefined length or of a
+    /// length that fits in the file.
+    pub pixel_data: bool,
+}
+
 /// The verdict of [`check_head`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadCheck {
     /// The parser may read these bytes up to Pixel Data: what it will allocate is backed by them.
-    Ok,
+    Ok(Scan),
     /// The attributes before Pixel Data continue past the bytes given, which are a prefix of a
     /// longer file: check (and parse) a longer prefix.
     NeedMoreBytes,
@@ -150,17 +181,24 @@ pub enum HeadCheck {
     Malformed(PrescanError),
 }
 
+impl HeadCheck {
+    /// Whether the head may be parsed.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, HeadCheck::Ok(_))
+    }
+}
+
 /// Checks a whole Part-10 file held in memory, as `OpenFileOptions` reads it without a stop tag.
 /// `body` starts with the "DICM" magic code (any 128-byte preamble already stripped).
 ///
 /// The deflated transfer syntaxes are inflated first, up to [`MAX_INFLATED`] bytes.
-pub fn check_file(body: &[u8]) -> Result<(), PrescanError> {
+pub fn check_file(body: &[u8]) -> Result<Scan, PrescanError> {
     let span = Span {
         buf: body,
         end: End::Data,
     };
     match part10(span, Mode::Whole, MAX_INFLATED) {
-        Ok(()) => Ok(()),
+        Ok(scan) => Ok(scan),
         Err(Halt::Bad(e)) => Err(e),
         Err(Halt::NeedMore) => Err(PrescanError::Truncated {
             offset: body.len() as u64,
@@ -189,7 +227,7 @@ pub fn check_head(head: &[u8], body_len: u64) -> HeadCheck {
         Mode::UntilPixelData,
         MAX_INFLATED_HEAD,
     ) {
-        Ok(()) => HeadCheck::Ok,
+        Ok(scan) => HeadCheck::Ok(scan),
         Err(Halt::NeedMore) => HeadCheck::NeedMoreBytes,
         Err(Halt::Bad(e)) => HeadCheck::Malformed(e),
     }
@@ -203,7 +241,7 @@ pub fn check_dataset(bytes: &[u8], encoding: Encoding) -> Result<(), PrescanErro
         end: End::Data,
     };
     match Walker::new(span, encoding, Mode::Whole, 0).walk() {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(Halt::Bad(e)) => Err(e),
         Err(Halt::NeedMore) => Err(PrescanError::Truncated {
             offset: bytes.len() as u64,
@@ -281,19 +319,30 @@ enum Mode {
 }
 
 /// The magic code and file meta group, then the data set in its transfer syntax.
-fn part10(span: Span<'_>, mode: Mode, inflate_limit: u64) -> Result<(), Halt> {
+fn part10(span: Span<'_>, mode: Mode, inflate_limit: u64) -> Result<Scan, Halt> {
+    let unwalked = Scan {
+        encoding: None,
+        pixel_data: false,
+    };
     let Some((start, ts_uid)) = file_meta(span)? else {
-        return Ok(()); // the data ends inside the file meta group: the parser fails there
+        return Ok(unwalked); // the data ends inside the file meta group: the parser fails there
     };
     // Whatever the parser cannot find or decode, it refuses before reading the data set.
     let Some(ts) = TransferSyntaxRegistry.get(&ts_uid) else {
-        return Ok(());
+        return Ok(unwalked);
     };
     let Some(encoding) = encoding_of(ts) else {
-        return Ok(());
+        return Ok(unwalked);
+    };
+    let scan = |pixel_data: bool| Scan {
+        encoding: Some(DataSetEncoding {
+            encoding,
+            deflated: matches!(ts.codec(), Codec::Dataset(Some(_))),
+        }),
+        pixel_data,
     };
     match ts.codec() {
-        Codec::Dataset(None) => Ok(()),
+        Codec::Dataset(None) => Ok(unwalked),
         Codec::Dataset(Some(_)) => {
             let compressed = span.buf.get(start as usize..).unwrap_or_default();
             let (inflated, how) = inflate(compressed, inflate_limit)?;
@@ -314,9 +363,9 @@ fn part10(span: Span<'_>, mode: Mode, inflate_limit: u64) -> Result<(), Halt> {
                 buf: &inflated,
                 end,
             };
-            Walker::new(span, encoding, mode, 0).walk()
+            Walker::new(span, encoding, mode, 0).walk().map(scan)
         }
-        _ => Walker::new(span, encoding, mode, start).walk(),
+        _ => Walker::new(span, encoding, mode, start).walk().map(scan),
     }
 }
 
@@ -416,6 +465,8 @@ struct Walker<'a> {
     stack: Vec<Frame>,
     /// Sequences (not pixel data) open: the parser's recursion depth.
     depth: usize,
+    /// A top-level Pixel Data was seen (of undefined length, or fitting in the data).
+    pixel_data: bool,
 }
 
 impl<'a> Walker<'a> {
@@ -427,6 +478,7 @@ impl<'a> Walker<'a> {
             pos,
             stack: Vec::new(),
             depth: 0,
+            pixel_data: false,
         }
     }
 
@@ -612,7 +664,8 @@ impl<'a> Walker<'a> {
 
     /// The data set from `pos`, following `DataSetReader::next` and
     /// `InMemDicomObject::build_object` token by token.
-    fn walk(mut self) -> Result<(), Halt> {
+    /// Says whether a top-level Pixel Data was seen.
+    fn walk(mut self) -> Result<bool, Halt> {
         // Expecting an item header (or a sequence delimiter) next.
         let mut in_sequence = false;
         // Check whether the innermost defined-length sequence or item ends here.
@@ -632,7 +685,7 @@ impl<'a> Walker<'a> {
             }
             if in_sequence {
                 let Some(h) = self.header(8)? else {
-                    return Ok(());
+                    return Ok(self.pixel_data);
                 };
                 let tag = Tag(self.u16_at(h, 0), self.u16_at(h, 2));
                 let len = self.u32_at(h, 4);
@@ -665,7 +718,7 @@ impl<'a> Walker<'a> {
                 pixel_header = false;
                 self.open(PIXEL_DATA, false, true, UNDEFINED)?;
                 let Some(h) = self.header(8)? else {
-                    return Ok(());
+                    return Ok(self.pixel_data);
                 };
                 let tag = Tag(self.u16_at(h, 0), self.u16_at(h, 2));
                 let len = self.u32_at(h, 4);
@@ -681,14 +734,18 @@ impl<'a> Walker<'a> {
                 }
             } else {
                 let Some(h) = self.element_header()? else {
-                    return Ok(());
+                    return Ok(self.pixel_data);
                 };
                 self.pos += h.size;
                 let top_level = self.stack.is_empty();
+                if top_level && h.tag == PIXEL_DATA {
+                    self.pixel_data = h.len == UNDEFINED
+                        || self.pos.saturating_add(u64::from(h.len)) <= self.span.limit();
+                }
                 let stop = self.mode == Mode::UntilPixelData && top_level && h.tag >= PIXEL_DATA;
                 if h.vr == VR::SQ {
                     if stop {
-                        return Ok(());
+                        return Ok(self.pixel_data);
                     }
                     self.open(h.tag, false, false, h.len)?;
                     in_sequence = true;
@@ -702,7 +759,7 @@ impl<'a> Walker<'a> {
                         delimiter_check = true;
                     }
                 } else if stop {
-                    return Ok(());
+                    return Ok(self.pixel_data);
                 } else if h.tag == PIXEL_DATA && h.len == UNDEFINED {
                     pixel_header = true;
                 } else if h.len == UNDEFINED {
@@ -933,6 +990,62 @@ mod tests {
         body_of(obj, RLE)
     }
 
+    #[test]
+    fn the_scan_reports_the_encoding_and_top_level_pixel_data() {
+        let enc = |encoding, deflated| Some(DataSetEncoding { encoding, deflated });
+        for (ts, expected) in [
+            (IMPLICIT_LE, enc(Encoding::ImplicitVrLittleEndian, false)),
+            (EXPLICIT_LE, enc(Encoding::ExplicitVrLittleEndian, false)),
+            (EXPLICIT_BE, enc(Encoding::ExplicitVrBigEndian, false)),
+            (DEFLATED, enc(Encoding::ExplicitVrLittleEndian, true)),
+        ] {
+            assert_eq!(data_set_encoding(ts), expected, "{ts}");
+            assert_eq!(
+                data_set_encoding(&format!("{ts}\0")),
+                expected,
+                "{ts} padded"
+            );
+            let body = body_of(slice(16), ts);
+            let scan = check_file(&body).unwrap();
+            assert_eq!(scan.encoding, expected, "{ts}");
+            assert!(scan.pixel_data, "{ts}");
+            let HeadCheck::Ok(head) = check_head(&body, body.len() as u64) else {
+                panic!("{ts}: head refused");
+            };
+            assert_eq!(head, scan, "{ts}");
+            // Without Pixel Data; a Pixel Data inside a sequence item is not top-level.
+            let mut obj = slice(16);
+            let pixels = obj.take_element(tags::PIXEL_DATA).unwrap();
+            let mut item = InMemDicomObject::new_empty();
+            item.put(pixels);
+            obj.put(DataElement::new(
+                tags::ICON_IMAGE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::new(vec![item], Length::UNDEFINED),
+            ));
+            let body = body_of(obj, ts);
+            assert!(!check_file(&body).unwrap().pixel_data, "{ts}");
+        }
+        assert_eq!(
+            data_set_encoding(RLE),
+            enc(Encoding::ExplicitVrLittleEndian, false)
+        );
+        assert!(check_file(&encapsulated(slice(16))).unwrap().pixel_data);
+        assert_eq!(data_set_encoding("1.2.3.4.5"), None);
+        // A head cut inside Pixel Data: present, since its length fits in the file.
+        let body = body_of(slice(256), EXPLICIT_LE);
+        let cut = pixel_data_offset(&body) + 100;
+        let HeadCheck::Ok(scan) = check_head(&body[..cut], body.len() as u64) else {
+            panic!("head refused");
+        };
+        assert!(scan.pixel_data);
+        // … and absent when the file is shorter than Pixel Data declares.
+        let HeadCheck::Ok(scan) = check_head(&body[..cut], cut as u64 + 10) else {
+            panic!("short head refused");
+        };
+        assert!(!scan.pixel_data);
+    }
+
     /// Offset of the first top-level Pixel Data header in an explicit VR LE body.
     fn pixel_data_offset(body: &[u8]) -> usize {
         body.windows(6)
@@ -987,7 +1100,7 @@ mod tests {
         // (0010,0010) PN of 10 bytes: fine.
         file.extend_from_slice(&header(0x0010, 0x0010, b"PN", 10));
         file.extend_from_slice(b"Doe^John  ");
-        assert_eq!(check_file(&file), Ok(()));
+        assert!(check_file(&file).is_ok());
         // (0011,0010) OB declaring 0xC8C8C8C8 bytes.
         file.extend_from_slice(&header(0x0011, 0x0010, b"OB", 0xC8C8_C8C8));
         let e = check_file(&file).unwrap_err();
@@ -1013,7 +1126,7 @@ mod tests {
         // The limit itself is fine; one more is not.
         let mut file = meta(EXPLICIT_LE);
         file.extend_from_slice(&nested(MAX_DEPTH));
-        assert_eq!(check_file(&file), Ok(()));
+        assert!(check_file(&file).is_ok());
         assert!(parse_whole(&file));
         let mut file = meta(EXPLICIT_LE);
         file.extend_from_slice(&nested(MAX_DEPTH + 1));
@@ -1049,13 +1162,13 @@ mod tests {
     fn valid_files_pass_in_every_transfer_syntax() {
         for ts in [EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE, DEFLATED] {
             let body = body_of(slice(16), ts);
-            assert_eq!(check_file(&body), Ok(()), "{ts}");
-            assert_eq!(check_head(&body, body.len() as u64), HeadCheck::Ok, "{ts}");
+            assert!(check_file(&body).is_ok(), "{ts}");
+            assert!(check_head(&body, body.len() as u64).is_ok(), "{ts}");
             assert!(parse_whole(&body), "{ts}");
         }
         let body = encapsulated(slice(16));
-        assert_eq!(check_file(&body), Ok(()));
-        assert_eq!(check_head(&body, body.len() as u64), HeadCheck::Ok);
+        assert!(check_file(&body).is_ok());
+        assert!(check_head(&body, body.len() as u64).is_ok());
         assert!(parse_whole(&body));
     }
 
@@ -1083,7 +1196,7 @@ mod tests {
     #[test]
     fn a_whole_valid_head_is_ok() {
         let body = body_of(slice(64), EXPLICIT_LE);
-        assert_eq!(check_head(&body, body.len() as u64), HeadCheck::Ok);
+        assert!(check_head(&body, body.len() as u64).is_ok());
         assert!(parse_head(&body));
     }
 
@@ -1092,9 +1205,8 @@ mod tests {
         let body = body_of(slice(256), EXPLICIT_LE);
         let pixel = pixel_data_offset(&body);
         for cut in [pixel + 12, pixel + 13, pixel + 5000, body.len() - 1] {
-            assert_eq!(
-                check_head(&body[..cut], body.len() as u64),
-                HeadCheck::Ok,
+            assert!(
+                check_head(&body[..cut], body.len() as u64).is_ok(),
                 "cut at {cut}"
             );
             assert!(parse_head(&body[..cut]));
@@ -1102,7 +1214,7 @@ mod tests {
         // Also with encapsulated pixel data, cut inside a fragment.
         let body = encapsulated(slice(16));
         let cut = body.len() - 30;
-        assert_eq!(check_head(&body[..cut], body.len() as u64), HeadCheck::Ok);
+        assert!(check_head(&body[..cut], body.len() as u64).is_ok());
         // The whole-file check does not stop at pixel data.
         assert!(check_file(&body[..cut]).is_err());
     }
@@ -1139,7 +1251,7 @@ mod tests {
             HeadCheck::NeedMoreBytes
         );
         // With all of it, fine.
-        assert_eq!(check_head(&body, total), HeadCheck::Ok);
+        assert!(check_head(&body, total).is_ok());
         // A head that is the whole file, cut inside the element: the data is broken.
         assert!(matches!(
             check_head(&body[..big + 100_000], big as u64 + 100_000),
@@ -1209,8 +1321,8 @@ mod tests {
         ));
         let body = body_of(obj, DEFLATED);
         let total = body.len() as u64;
-        assert_eq!(check_file(&body), Ok(()));
-        assert_eq!(check_head(&body, total), HeadCheck::Ok);
+        assert!(check_file(&body).is_ok());
+        assert!(check_head(&body, total).is_ok());
         assert!(parse_head(&body));
         // A prefix that stops inside the attributes (the big element is mostly incompressible).
         assert_eq!(
@@ -1320,7 +1432,7 @@ mod tests {
         body.extend_from_slice(&item(0xE0DD, 0xFFFF_FFF0));
         body.extend_from_slice(&[0; 16]);
         assert!(check_file(&body).is_err());
-        assert_eq!(check_head(&body, body.len() as u64), HeadCheck::Ok);
+        assert!(check_head(&body, body.len() as u64).is_ok());
         assert!(parse_head(&body));
     }
 
@@ -1372,7 +1484,7 @@ mod tests {
         // (FFFA,FFFA) Digital Signatures Sequence is after: not read.
         let mut unread = body.clone();
         unread.extend_from_slice(&header(0xFFFA, 0xFFFA, b"SQ", 0xFFFF_FFF0));
-        assert_eq!(check_head(&unread, unread.len() as u64), HeadCheck::Ok);
+        assert!(check_head(&unread, unread.len() as u64).is_ok());
         assert!(parse_head(&unread));
         assert!(check_file(&unread).is_err());
     }
@@ -1500,7 +1612,7 @@ mod tests {
         let mut fine = meta(EXPLICIT_LE);
         fine.extend_from_slice(&header(0x0028, 0x0010, b"US", 4));
         fine.extend_from_slice(&[0x01, 0x00, 0x02, 0x00]);
-        assert_eq!(check_file(&fine), Ok(()));
+        assert!(check_file(&fine).is_ok());
         let mut implicit = vec![0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 0, 9];
         assert!(matches!(
             check_dataset(&implicit, Encoding::ImplicitVrLittleEndian),
@@ -1545,7 +1657,7 @@ mod tests {
         ));
         // (Whether the parser also fails on the whole file depends on the deflate backend
         // that feature unification picks for flate2 in the build: not pinned.)
-        assert_eq!(check_head(&body[..head], len), HeadCheck::Ok);
+        assert!(check_head(&body[..head], len).is_ok());
         assert!(parse_head(&body[..head]));
     }
 
@@ -1739,7 +1851,7 @@ mod tests {
             let cut = rng.below(input.len() + 1);
             let head = &input[..cut];
             match check_head(head, input.len() as u64) {
-                HeadCheck::Ok => {
+                HeadCheck::Ok(_) => {
                     passed[1] += 1;
                     let largest = probe::largest_allocation(|| {
                         let _ = std::panic::catch_unwind(|| parse_head(head));

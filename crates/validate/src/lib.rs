@@ -120,6 +120,12 @@ impl InstanceValidation {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
+    /// The structural walk refused the bytes before the parser saw them.
+    #[error("{0}")]
+    Malformed(#[from] radport_prescan::PrescanError),
+    /// The attributes before Pixel Data continue past the bytes given (a head of the file).
+    #[error("its attributes extend beyond the {0} bytes read")]
+    AttributesBeyondHead(usize),
     #[error("not a readable DICOM Part-10 file: {0}")]
     Parse(String),
     #[error("the DICOM parser panicked on this file: {0}")]
@@ -138,11 +144,26 @@ const SR_DOCUMENT_CONTENT: &str = "sr-document-content";
 
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 
-/// Validates a whole Part-10 file (preamble optional), or its head up to Pixel Data.
-///
-/// dicom-rs allocates each value at its declared length: bytes from outside must first pass
-/// `radport_prescan::check_head` / `check_file` (the pipeline's validate job does).
+/// Validates a whole Part-10 file (preamble optional).
 pub fn validate_file(bytes: &[u8]) -> Result<InstanceValidation, ValidateError> {
+    validate_head(bytes, bytes.len() as u64)
+}
+
+/// Validates a Part-10 file of `file_len` bytes (preamble optional) from `bytes`, its first
+/// bytes (or all of them): the attributes up to Pixel Data must be among them.
+///
+/// dicom-rs allocates each value at its declared length, so the bytes are walked by
+/// `radport_prescan` first; the walk also says whether the file has top-level Pixel Data.
+pub fn validate_head(bytes: &[u8], file_len: u64) -> Result<InstanceValidation, ValidateError> {
+    let body = strip_preamble(bytes);
+    let preamble = (bytes.len() - body.len()) as u64;
+    let scan = match radport_prescan::check_head(body, file_len.saturating_sub(preamble)) {
+        radport_prescan::HeadCheck::Ok(scan) => scan,
+        radport_prescan::HeadCheck::NeedMoreBytes => {
+            return Err(ValidateError::AttributesBeyondHead(bytes.len()))
+        }
+        radport_prescan::HeadCheck::Malformed(e) => return Err(e.into()),
+    };
     let obj = std::panic::catch_unwind(|| {
         OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
@@ -162,7 +183,10 @@ pub fn validate_file(bytes: &[u8]) -> Result<InstanceValidation, ValidateError> 
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_string();
-    let explicit_vr = ts != IMPLICIT_VR_LE;
+    let explicit_vr = match scan.encoding {
+        Some(e) => e.encoding != radport_prescan::Encoding::ImplicitVrLittleEndian,
+        None => ts != IMPLICIT_VR_LE,
+    };
     let media_class = obj
         .meta()
         .media_storage_sop_class_uid()
@@ -173,7 +197,7 @@ pub fn validate_file(bytes: &[u8]) -> Result<InstanceValidation, ValidateError> 
         .media_storage_sop_instance_uid()
         .trim_end_matches(['\0', ' '])
         .to_string();
-    let has_pixel_data = pixel_data_present(bytes, &ts);
+    let has_pixel_data = scan.pixel_data;
     let ds: &InMemDicomObject = &obj;
     let mut out = validate_dataset(ds, explicit_vr, has_pixel_data);
     if out.sop_class_uid.is_empty() {
@@ -219,50 +243,6 @@ fn strip_preamble(bytes: &[u8]) -> &[u8] {
     } else {
         bytes
     }
-}
-
-/// Light scan for a top-level Pixel Data (7FE0,0010) element header whose length fits in the
-/// file (or is undefined, for encapsulated pixel data). For the deflated transfer syntax the
-/// bytes cannot be scanned and Pixel Data is assumed present.
-fn pixel_data_present(bytes: &[u8], ts: &str) -> bool {
-    let (explicit, big) = match ts {
-        IMPLICIT_VR_LE => (false, false),
-        "1.2.840.10008.1.2.2" => (true, true),
-        "1.2.840.10008.1.2.1.99" => return true,
-        _ => (true, false),
-    };
-    let pat: [u8; 4] = if big {
-        [0x7F, 0xE0, 0x00, 0x10]
-    } else {
-        [0xE0, 0x7F, 0x10, 0x00]
-    };
-    let u32_at = |i: usize| {
-        let b = [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
-        if big {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
-    };
-    let n = bytes.len();
-    if n < 12 {
-        return false;
-    }
-    (0..=n - 12).rev().any(|i| {
-        if bytes[i..i + 4] != pat {
-            return false;
-        }
-        if explicit {
-            if !matches!(&bytes[i + 4..i + 6], b"OB" | b"OW") || bytes[i + 6..i + 8] != [0, 0] {
-                return false;
-            }
-            let len = u32_at(i + 8);
-            len == u32::MAX || (i + 12).saturating_add(len as usize) <= n
-        } else {
-            let len = u32_at(i + 4);
-            len == u32::MAX || (i + 8).saturating_add(len as usize) == n
-        }
-    })
 }
 
 /// `(gggg,eeee)` in upper-case hex.

@@ -63,8 +63,7 @@ pub(crate) fn parse(file: &[u8]) -> Result<Obj, ThumbnailError> {
         return Err(ThumbnailError::NotDicom("no DICM signature".into()));
     };
     guard("parser", || {
-        radport_ingest::prescan::check_file(body)
-            .map_err(|e| ThumbnailError::Malformed(e.to_string()))?;
+        radport_prescan::check_file(body).map_err(|e| ThumbnailError::Malformed(e.to_string()))?;
         OpenFileOptions::new()
             .read_preamble(ReadPreamble::Never)
             .from_reader(body)

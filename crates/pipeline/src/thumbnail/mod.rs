@@ -11,7 +11,7 @@
 //! Pixel data is decoded by `dicom-pixeldata` for encapsulated (compressed) transfer syntaxes and
 //! read directly for native ones (which also covers 1-bit, 32-bit and `YBR_FULL_422` data that
 //! `dicom-pixeldata` 0.10 cannot convert). Before the parser sees a file,
-//! [`radport_ingest::prescan::check_file`] checks its structure (declared lengths within the
+//! [`radport_prescan::check_file`] checks its structure (declared lengths within the
 //! file, bounded nesting), which the parser does not. The DICOM parser and the codecs are treated
 //! as able to panic on hostile data: every call into them runs under
 //! [`std::panic::catch_unwind`].
