@@ -1,5 +1,6 @@
-//! Integration tests against a real SQLite file in a temporary directory and, when
-//! `RADPORT_TEST_POSTGRES_URL` is set at build time, against a fresh PostgreSQL database.
+//! Integration tests against a real SQLite file in a temporary directory and against a fresh
+//! database on the PostgreSQL server of `RADPORT_TEST_POSTGRES_URL` (required: without it the
+//! PostgreSQL variants fail; scripts/test.sh starts a server).
 //! Every test body is a function taking a URL; `both!` generates one test per backend.
 
 use std::collections::BTreeSet;
@@ -25,66 +26,6 @@ impl SqliteDb {
     }
 }
 
-#[cfg(radport_pg_tests)]
-struct PgDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-#[cfg(radport_pg_tests)]
-impl PgDb {
-    /// Creates a fresh database on the test server so tests can run in parallel.
-    async fn new(test: &str) -> PgDb {
-        use sqlx::AssertSqlSafe;
-        sqlx::any::install_default_drivers();
-        let admin_url = env!("RADPORT_TEST_POSTGRES_URL").to_string();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos();
-        let name = format!("radport_t_{}_{}_{}", test, std::process::id(), nanos);
-        let pool = sqlx::AnyPool::connect(&admin_url)
-            .await
-            .expect("connect admin url");
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await
-            .expect("create database");
-        pool.close().await;
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b.to_string(), format!("?{q}")),
-            None => (admin_url.clone(), String::new()),
-        };
-        let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-        let host_end = base[after_scheme..]
-            .find('/')
-            .map(|i| after_scheme + i)
-            .unwrap_or(base.len());
-        let url = format!("{}/{}{}", &base[..host_end], name, query);
-        PgDb {
-            admin_url,
-            name,
-            url,
-        }
-    }
-
-    async fn drop_db(self) {
-        use sqlx::AssertSqlSafe;
-        let pool = sqlx::AnyPool::connect(&self.admin_url)
-            .await
-            .expect("connect admin url");
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&pool)
-        .await
-        .expect("drop database");
-        pool.close().await;
-    }
-}
-
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -94,12 +35,11 @@ macro_rules! both {
                 super::$name(&db.url).await;
             }
 
-            #[cfg(radport_pg_tests)]
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                let db = super::PgDb::new(stringify!($name)).await;
+                let db = radport_testkit::postgres::TestDatabase::create(stringify!($name)).await;
                 super::$name(&db.url).await;
-                db.drop_db().await;
+                db.drop_database().await;
             }
         }
     };

@@ -1,5 +1,5 @@
-//! The collector against a local archive and a real catalog: SQLite always, PostgreSQL too when
-//! `RADPORT_TEST_POSTGRES_URL` is set (a fresh database per test).
+//! The collector against a local archive and a real catalog: SQLite, and PostgreSQL on the
+//! server of `RADPORT_TEST_POSTGRES_URL` (a fresh database per test; required).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use radport_archive::Archive;
 use radport_catalog::{Catalog, DuplicatePolicy, InstanceRecord, Route};
 use radport_collector::{Collector, CollectorConfig, Report, Scratch};
+use radport_testkit::postgres::TestDatabase;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -284,68 +285,16 @@ async fn sqlite_judges_many_objects_in_batches() {
     judges_many_objects_in_batches(&sqlite_url(&dir)).await;
 }
 
-/// A fresh PostgreSQL database on the test server, or `None` without one.
-async fn postgres(test: &str) -> Option<(String, String)> {
-    let admin = std::env::var("RADPORT_TEST_POSTGRES_URL").ok()?;
-    if admin.trim().is_empty() {
-        return None;
-    }
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "radport_collector_{test}_{}_{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos()
-    );
-    let pool = sqlx::AnyPool::connect(&admin).await.expect("admin url");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .expect("create database");
-    pool.close().await;
-    let (base, query) = match admin.split_once('?') {
-        Some((b, q)) => (b.to_string(), format!("?{q}")),
-        None => (admin.clone(), String::new()),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    Some((format!("{}/{name}{query}", &base[..host_end]), name))
-}
-
-async fn drop_postgres(name: &str) {
-    let Ok(admin) = std::env::var("RADPORT_TEST_POSTGRES_URL") else {
-        return;
-    };
-    let pool = sqlx::AnyPool::connect(&admin).await.expect("admin url");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await
-    .expect("drop database");
-    pool.close().await;
-}
-
 #[tokio::test]
 async fn postgres_keeps_what_is_referenced_or_young() {
-    let Some((url, name)) = postgres("keeps").await else {
-        eprintln!("RADPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped");
-        return;
-    };
-    keeps_what_is_referenced_or_young(&url).await;
-    drop_postgres(&name).await;
+    let db = TestDatabase::create("collector_keeps").await;
+    keeps_what_is_referenced_or_young(&db.url).await;
+    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn postgres_judges_many_objects_in_batches() {
-    let Some((url, name)) = postgres("batches").await else {
-        eprintln!("RADPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped");
-        return;
-    };
-    judges_many_objects_in_batches(&url).await;
-    drop_postgres(&name).await;
+    let db = TestDatabase::create("collector_batches").await;
+    judges_many_objects_in_batches(&db.url).await;
+    db.drop_database().await;
 }
