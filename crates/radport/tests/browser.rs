@@ -10,13 +10,11 @@
 //!
 //! Needs `/usr/bin/chromium`, node and `tests/browser/node_modules` (scripts/install-deps.sh).
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, write_multi_frame, write_series, SeriesSpec};
 
 const XSS_NAME: &str = "<script>alert(1)</script>";

@@ -4,14 +4,12 @@
 //! byte, and after a collection (`radport collect`, grace 0) the archive holds exactly what the
 //! catalog references, with no staging file left.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, sop_uid, SeriesSpec};
 
 const ROUNDS: usize = 20;

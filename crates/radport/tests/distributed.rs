@@ -6,10 +6,9 @@
 //! checked through the S3 API itself (ListObjectsV2, GetObject, ListMultipartUploads), not only
 //! through radport.
 //!
-//! Needs moto's server (scripts/install-deps.sh) and, for the node tests, PostgreSQL. Without
-//! them the tests fail when `CI` is set, and print `skipped: …` otherwise.
-
-mod common;
+//! Needs moto's server (scripts/install-deps.sh) and, for the node tests, PostgreSQL: without
+//! them the tests fail, saying what is missing and how to get it (scripts/test.sh provides
+//! both). A test that cannot run is a failure, never a pass.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use radport_testkit::postgres::TestDatabase;
 use radport_testkit::{series_uid, sop_uid, write_series, SeriesSpec};
 use serde_json::Value;
 
@@ -32,33 +32,24 @@ fn moto_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The PostgreSQL admin URL (when `postgres`) once everything the test needs is there; `None`
-/// (after a `skipped:` line) when something is missing outside CI; a failure inside CI.
-fn requirements(test: &str, postgres: bool) -> Option<String> {
-    let pg = std::env::var("RADPORT_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
+/// Fails the test, saying what is missing and how to get it, unless moto's S3 server (and, when
+/// `postgres`, a PostgreSQL test server) are there.
+fn requirements(test: &str, postgres: bool) {
+    let pg = std::env::var(radport_testkit::postgres::POSTGRES_URL_ENV)
+        .is_ok_and(|v| !v.trim().is_empty());
     let mut missing = Vec::new();
-    if postgres && pg.is_none() {
+    if postgres && !pg {
         missing.push("PostgreSQL (RADPORT_TEST_POSTGRES_URL is not set)");
     }
     if !moto_installed() {
         missing.push("an S3-compatible server (python3 -m moto.server: pip package moto[server])");
     }
-    if missing.is_empty() {
-        return Some(pg.unwrap_or_default());
-    }
-    let message = format!(
+    assert!(
+        missing.is_empty(),
         "{test} needs {}: run scripts/install-deps.sh, then scripts/test.sh (which starts a \
          throw-away PostgreSQL and sets RADPORT_TEST_POSTGRES_URL)",
         missing.join(" and ")
     );
-    if std::env::var_os("CI").is_some() {
-        panic!("{message}");
-    }
-    // Straight to stderr, past the test harness's capture, so that the line shows.
-    let _ = writeln!(std::io::stderr(), "skipped: {message}");
-    None
 }
 
 // ----- an S3-compatible server ----------------------------------------------------------------
@@ -237,65 +228,26 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// A database of its own on the test server, dropped (forcibly) at the end.
-struct PgDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
+/// A database of its own on the test server (`radport_testkit::postgres`), dropped (forcibly)
+/// at the end, also when the test fails.
+struct PgDb(Option<TestDatabase>);
 
 impl PgDb {
-    fn new(admin_url: &str, test: &str) -> PgDb {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("radport_d_{test}_{}_{nanos}", std::process::id());
-        block_on(async {
-            let pool = sqlx::PgPool::connect(admin_url)
-                .await
-                .expect("connect to RADPORT_TEST_POSTGRES_URL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .expect("create database");
-            pool.close().await;
-        });
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (admin_url, String::new()),
-        };
-        let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-        let host_end = base[after_scheme..]
-            .find('/')
-            .map(|i| after_scheme + i)
-            .unwrap_or(base.len());
-        let url = format!("{}/{name}{query}", &base[..host_end]);
-        PgDb {
-            admin_url: admin_url.to_string(),
-            name,
-            url,
-        }
+    fn new(test: &str) -> PgDb {
+        PgDb(Some(block_on(TestDatabase::create(test))))
+    }
+
+    fn url(&self) -> &str {
+        self.0.as_ref().map_or("", |db| db.url.as_str())
     }
 }
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // On a thread of its own: a runtime cannot start inside another (a panicking test).
-        let _ = std::thread::spawn(move || {
-            block_on(async {
-                if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&pool)
-                    .await;
-                    pool.close().await;
-                }
-            })
-        })
-        .join();
+        if let Some(db) = self.0.take() {
+            // On a thread of its own: a runtime cannot start inside another (a panicking test).
+            let _ = std::thread::spawn(move || block_on(db.drop_database())).join();
+        }
     }
 }
 
@@ -413,13 +365,11 @@ fn run_json(out: &std::process::Output) -> Value {
 /// tus upload imported by a workflow, and all of it still there after a restart.
 #[test]
 fn one_node_on_postgres_and_s3() {
-    let Some(pg_admin) = requirements("one_node_on_postgres_and_s3", true) else {
-        return;
-    };
+    requirements("one_node_on_postgres_and_s3", true);
     let s3 = S3Server::start();
     let bucket = "radport-one";
     s3.create_bucket(bucket);
-    let db = PgDb::new(&pg_admin, "one_node");
+    let db = PgDb::new("one_node");
     let secret = "one-node-s3cr3t-value";
     let archive_url = format!(
         "s3://{bucket}/site-a?endpoint={}&region=us-east-1&allow_http=true\
@@ -430,7 +380,7 @@ fn one_node_on_postgres_and_s3() {
         "--stable-after",
         "1",
         "--catalog-url",
-        &db.url,
+        db.url(),
         "--archive-url",
         &archive_url,
     ]);
@@ -566,13 +516,11 @@ fn one_node_on_postgres_and_s3() {
 /// served by the other; a tus upload begun on one node is finished on the other.
 #[test]
 fn two_nodes_share_postgres_and_s3() {
-    let Some(pg_admin) = requirements("two_nodes_share_postgres_and_s3", true) else {
-        return;
-    };
+    requirements("two_nodes_share_postgres_and_s3", true);
     let s3 = S3Server::start();
     let bucket = "radport-shared";
     s3.create_bucket(bucket);
-    let db = PgDb::new(&pg_admin, "two_nodes");
+    let db = PgDb::new("two_nodes");
     // Node A takes everything from the URL, node B from the standard AWS variables.
     let url_a = format!(
         "s3://{bucket}/cluster?endpoint={}&allow_http=true&access_key_id=radport\
@@ -585,12 +533,12 @@ fn two_nodes_share_postgres_and_s3() {
         "--stable-after",
         "1",
         "--catalog-url",
-        &db.url,
+        db.url(),
         "--archive-url",
         &url_a,
     ]);
     let node_b = Server::start_with_env(
-        &["--stable-after", "1", "--catalog-url", &db.url],
+        &["--stable-after", "1", "--catalog-url", db.url()],
         &[
             ("RADPORT_ARCHIVE_URL", url_b.as_str()),
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
@@ -711,9 +659,7 @@ fn two_nodes_share_postgres_and_s3() {
 /// multipart upload, and an aborted or dropped writer leaves no pending multipart upload.
 #[test]
 fn s3_archive_writes_are_atomic_and_abort_cleanly() {
-    if requirements("s3_archive_writes_are_atomic_and_abort_cleanly", false).is_none() {
-        return;
-    }
+    requirements("s3_archive_writes_are_atomic_and_abort_cleanly", false);
     let s3 = S3Server::start();
     let bucket = "radport-archive";
     s3.create_bucket(bucket);
@@ -791,21 +737,10 @@ fn s3_archive_writes_are_atomic_and_abort_cleanly() {
 /// showing the secret key.
 #[test]
 fn a_bad_archive_url_stops_serve_with_the_reason() {
-    if requirements("a_bad_archive_url_stops_serve_with_the_reason", false).is_none() {
-        return;
-    }
-    let s3 = S3Server::start();
     let secret = "do-not-show-this";
     let nobody = free_port();
-    let cases = [
-        (
-            format!(
-                "s3://no-such-bucket?endpoint={}&allow_http=true&access_key_id=a\
-                 &secret_access_key={secret}",
-                s3.endpoint()
-            ),
-            "the S3 bucket \"no-such-bucket\" does not exist",
-        ),
+    // Three cases need no S3 server; the last one needs moto.
+    let mut cases = vec![
         (
             format!(
                 "s3://bucket?endpoint=http://127.0.0.1:{nobody}&allow_http=true\
@@ -819,14 +754,29 @@ fn a_bad_archive_url_stops_serve_with_the_reason() {
         ),
         ("ftp://bucket/x".to_string(), "unsupported scheme \"ftp\""),
     ];
-    for (url, expected) in cases {
+    let mut s3 = None;
+    for case in 0..=cases.len() {
+        if case == cases.len() {
+            requirements("a_bad_archive_url_stops_serve_with_the_reason", false);
+            let server = s3.insert(S3Server::start());
+            cases.push((
+                format!(
+                    "s3://no-such-bucket?endpoint={}&allow_http=true&access_key_id=a\
+                     &secret_access_key={secret}",
+                    server.endpoint()
+                ),
+                "the S3 bucket \"no-such-bucket\" does not exist",
+            ));
+        }
+        let (url, expected) = &cases[case];
+        let (url, expected) = (url.as_str(), *expected);
         let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_radport"))
             .args(["serve", "--bind", "127.0.0.1", "--data-dir"])
             .arg(data.path())
             .args(["--dicom-port", &free_port().to_string()])
             .args(["--http-port", &free_port().to_string()])
-            .env("RADPORT_ARCHIVE_URL", &url)
+            .env("RADPORT_ARCHIVE_URL", url)
             .env("RUST_BACKTRACE", "0")
             .env("RUST_LIB_BACKTRACE", "0")
             .stdout(Stdio::piped())

@@ -9,11 +9,9 @@
 //! `/proc/<pid>/status`): a correctness check that no declared-length allocation happened, not a
 //! speed target.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dicom_core::header::Header;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;

@@ -12,14 +12,12 @@
 //! 1 GiB address-space limit; and the hostile client must have had a clear answer: an
 //! A-ABORT, an A-ASSOCIATE-RJ, or a closed connection.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, PDataValue, PDataValueType,
     PresentationContextProposed, UserVariableItem,

@@ -9,12 +9,10 @@
 //! The payloads are built here: NIfTI headers by hand, gzip members from the raw deflate stream
 //! of a zip entry (the test has no compression crate of its own), zips with the `zip` crate.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const NIFTIS: &str = "import-niftis-from-data-upload";

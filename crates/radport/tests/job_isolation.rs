@@ -4,12 +4,10 @@
 //! restarts — while the DICOM receiver goes on storing. Leases are renewed while a job runs.
 //! About 45 s in all (the three tests run side by side).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, write_series, SeriesSpec};
 use serde_json::{json, Value};
 

@@ -4,9 +4,7 @@
 //! The NIfTI files are written here by hand (NIfTI-1 header, sform) and gzipped with stored
 //! deflate blocks, so the test needs no compression crate.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const WORKFLOW: &str = "import-niftis-from-data-upload";

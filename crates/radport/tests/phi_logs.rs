@@ -5,9 +5,7 @@
 //! do), is imported, thumbnailed and validated, and downloaded; then the server's info-level log
 //! (what `RADPORT_LOG=info` writes, the default) must not contain any of those strings.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, write_series, SeriesSpec};
 
 /// Strings that must never reach the info log: the patient's name (both parts, as they could

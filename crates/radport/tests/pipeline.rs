@@ -1,8 +1,6 @@
 //! End to end: series become stable, their jobs run in `radport serve`, thumbnails appear.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, write_series, SeriesSpec};
 
 fn spec(seed: &str, count: usize) -> SeriesSpec {

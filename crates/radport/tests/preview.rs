@@ -1,9 +1,7 @@
 //! End to end: `GET /api/series/{uid}/instances/{sop}/rendered`, the frames of the series page's
 //! slice viewer, drawn by the pipeline's renderer that `radport serve` plugs into the API.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use radport_testkit::{
     multi_frame_sop_uid, series_uid, sop_uid, write_multi_frame, write_series, SeriesSpec,
 };

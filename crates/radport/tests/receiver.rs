@@ -1,10 +1,8 @@
 //! End to end: the DICOM receiver against DCMTK's own senders, the catalog through the HTTP API.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, sop_uid, write_series, SeriesSpec};
 
 fn spec(seed: &str, count: usize) -> SeriesSpec {

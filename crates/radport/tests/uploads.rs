@@ -1,12 +1,10 @@
 //! End to end: resumable uploads (tus 1.0) and the files API, with the CLI and raw HTTP.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

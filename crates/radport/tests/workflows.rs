@@ -1,8 +1,6 @@
 //! End to end: a zip of DICOM folders uploaded, imported by a workflow run, found in the catalog.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use radport_testkit::{series_uid, write_series, SeriesSpec};
 
 fn series_files(dir: &std::path::Path, spec: &SeriesSpec, folder: &str) -> Vec<(String, Vec<u8>)> {

@@ -1,7 +1,6 @@
 //! Shared harness of the end-to-end tests: a real `radport serve` process on free ports with
 //! its own data directory, the real DCMTK tools, and a raw DIMSE client for what DCMTK cannot
 //! be made to do on purpose (abort half-way, send garbage).
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::net::TcpListener;

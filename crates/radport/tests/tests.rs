@@ -1,0 +1,20 @@
+//! radport's end-to-end tests, as one test binary (ripgrep's layout): a real `radport serve`
+//! driven by the users' own tools. One module per area; `common` is the shared harness.
+
+mod common;
+
+mod browser;
+mod crash_recovery;
+mod distributed;
+mod hostile;
+mod hostile_dimse;
+mod hostile_http;
+mod hostile_imports;
+mod job_isolation;
+mod nifti_import;
+mod phi_logs;
+mod pipeline;
+mod preview;
+mod receiver;
+mod uploads;
+mod workflows;
