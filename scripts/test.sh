@@ -38,6 +38,9 @@ set -e
 # One closing line over every test binary (cargo prints one "test result" line per binary).
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')
+ignored=$(grep -Eo '; [0-9]+ ignored' "$log" | awk '{s+=$2} END {print s+0}')
 echo
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed, $ignored ignored (#[ignore]: not run, listed below)"
+# An ignored test is not a passing one: name each, so that none goes unnoticed.
+grep -E '^test .* \.\.\. ignored' "$log" | sed 's/^/  /' || true
 exit "$status"

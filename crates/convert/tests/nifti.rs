@@ -585,18 +585,47 @@ fn no_panic_on_any_truncation_or_bit_flip() {
         nii.version = version;
         let raw = nii.bytes();
         let gz = nii.gz();
+        // Whole, both read as the volume they are.
+        let whole = read_nifti(&raw).expect("the whole file");
+        assert_eq!(whole.dims, [6, 5, 4]);
+        assert_eq!(whole.data.len(), data.len());
+        assert_eq!(read_nifti(&gz).expect("the whole .gz").data, whole.data);
+        // Cut anywhere, a file is an error with a message, or — only once every voxel is in,
+        // reading stops there (the end of a gzip stream is never needed) — the whole volume;
+        // never a partial one.
         for b in [&raw, &gz] {
             for len in 0..b.len() {
-                let _ = read_nifti(&b[..len]);
+                match read_nifti(&b[..len]) {
+                    Ok(v) => assert!(
+                        v.dims == whole.dims && v.data == whole.data,
+                        "v{version}: {len} of {} bytes read as {:?}",
+                        b.len(),
+                        v.dims
+                    ),
+                    Err(e) => assert!(!e.to_string().is_empty()),
+                }
             }
+            assert!(read_nifti(&b[..b.len() - 10 - data.len() / 2]).is_err());
         }
-        // flip each header byte
+        // Each header byte flipped: an error, or a volume whose voxels match its dimensions
+        // and that converts (or is refused) without a panic.
+        let mut refused = 0;
         for pos in 0..raw.len().min(560) {
             let mut m = raw.clone();
             m[pos] ^= 0xA5;
-            if let Ok(v) = read_nifti(&m) {
-                let _ = volume_to_series(&v, &SeriesOptions::new("CT", "f", "f"));
+            match read_nifti(&m) {
+                Ok(v) => {
+                    assert_eq!(
+                        v.data.len(),
+                        v.dims.iter().product::<usize>(),
+                        "v{version}: byte {pos} flipped"
+                    );
+                    let _ = volume_to_series(&v, &SeriesOptions::new("CT", "f", "f"));
+                }
+                Err(_) => refused += 1,
             }
         }
+        // The magic, sizeof_hdr, dim and datatype bytes alone are enough to be refused.
+        assert!(refused >= 10, "v{version}: only {refused} flips refused");
     }
 }

@@ -243,11 +243,28 @@ fn dciodvfy_errors(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let errors = text
+    // dciodvfy really judged the file: it named the IOD it checked (a line of its own), found
+    // one, and exited 0 exactly when it printed no error; else "no Error lines" could pass on
+    // an empty output.
+    assert!(
+        text.lines().any(|l| !l.trim().is_empty()
+            && !l.starts_with("Error")
+            && !l.starts_with("Warning")
+            && !l.contains(" - ")),
+        "dciodvfy named no IOD: {text}"
+    );
+    assert!(!text.contains("Information Object Not found"), "{text}");
+    let errors: Vec<String> = text
         .lines()
         .filter(|l| l.starts_with("Error"))
         .map(String::from)
         .collect();
+    assert_eq!(
+        o.status.success(),
+        errors.is_empty(),
+        "dciodvfy exit {}: {text}",
+        o.status
+    );
     let warnings = text
         .lines()
         .filter(|l| l.starts_with("Warning"))

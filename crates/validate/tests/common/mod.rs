@@ -173,7 +173,34 @@ pub fn dciodvfy(bytes: &[u8], dir: &Path, name: &str) -> Option<Vec<String>> {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    Some(text.lines().map(|l| l.to_string()).collect())
+    let lines: Vec<String> = text.lines().map(|l| l.to_string()).collect();
+    assert_dciodvfy_judged(&lines, out.status, name);
+    Some(lines)
+}
+
+/// dciodvfy really judged the file: it named the IOD it checked against (a line of its own,
+/// before any finding), did not fail to find one, and exited 0 exactly when it printed no
+/// error. Without this, "no Error lines" would pass on a dciodvfy that printed nothing.
+pub fn assert_dciodvfy_judged(lines: &[String], status: std::process::ExitStatus, name: &str) {
+    assert!(
+        lines.iter().any(|l| !l.trim().is_empty()
+            && !l.starts_with("Error")
+            && !l.starts_with("Warning")
+            && !l.contains(" - ")),
+        "{name}: dciodvfy named no IOD: {lines:#?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("Information Object Not found")),
+        "{name}: dciodvfy found no IOD: {lines:#?}"
+    );
+    let errors = lines.iter().any(|l| l.starts_with("Error"));
+    assert_eq!(
+        status.success(),
+        !errors,
+        "{name}: dciodvfy exited {status} with error lines: {errors}"
+    );
 }
 
 /// The real-writer fixtures (highdicom, pydicom), written once per test process by
