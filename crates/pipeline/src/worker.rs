@@ -190,6 +190,9 @@ impl Pipeline {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduling stable series failed"),
             }
+            // A target of its own, so that tests can see passes go by (that something was not
+            // scheduled again is only known once the scheduler has looked) without the rest.
+            tracing::trace!(target: "radport_pipeline::scheduler", "scheduler pass");
             tokio::time::sleep(self.config.tick).await;
         }
     }

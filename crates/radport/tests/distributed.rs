@@ -501,7 +501,8 @@ fn one_node_on_postgres_and_s3() {
         server.get_bytes(&format!("/api/series/{uid}/validation/report")),
         report
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The scheduler has looked again twice: nothing was scheduled a second time.
+    server.wait_for_scheduler_passes(2);
     assert_ran_once(&server.jobs_of(&uid), &uid);
     assert_ran_once(&server.jobs_of(&big_uid), &big_uid);
 
@@ -585,8 +586,10 @@ fn two_nodes_share_postgres_and_s3() {
     for uid in [&uid_a, &uid_b] {
         wait_for_jobs(&node_a, uid);
     }
-    // Both schedulers have had time to (wrongly) schedule again.
-    std::thread::sleep(Duration::from_secs(3));
+    // Both schedulers have looked again twice: what they would (wrongly) schedule again is in
+    // the queue by now.
+    node_a.wait_for_scheduler_passes(2);
+    node_b.wait_for_scheduler_passes(2);
     for node in [&node_a, &node_b] {
         for uid in [&uid_a, &uid_b] {
             assert_ran_once(&node.jobs_of(uid), uid);

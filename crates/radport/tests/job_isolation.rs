@@ -249,7 +249,9 @@ fn a_job_that_outgrows_its_memory_limit_fails_and_the_server_stays_up() {
 
     // A restart runs nothing again: the job stays failed.
     server.restart();
-    std::thread::sleep(Duration::from_secs(2));
+    // Dead workers' jobs are reaped before the server listens; two scheduler passes later,
+    // anything scheduled again would be in the queue.
+    server.wait_for_scheduler_passes(2);
     assert!(server.is_running());
     let after: Vec<Value> = server
         .jobs_of(&big)

@@ -286,8 +286,9 @@ fn sender_vanishing_mid_instance_leaves_nothing_partial() {
     client.store_partial(&sop_uid(&big, 1), &second, second.len() / 2);
     client.vanish();
 
-    // The acknowledged instance stays; the half one is nowhere.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The acknowledged instance stays; the half one is nowhere, once the receiver has seen the
+    // connection go (it logs the association's end after discarding what was incomplete).
+    server.wait_for_log(30, "association ended", 1);
     let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
     let instances = detail["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 1, "{detail}");
@@ -299,7 +300,7 @@ fn sender_vanishing_mid_instance_leaves_nothing_partial() {
     let mut client = RawClient::connect(server.dicom_port, "kp-killed", "kp-admin").unwrap();
     client.store_partial(&sop_uid(&big, 1), &second, second.len() / 3);
     client.abort();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.wait_for_log(30, "association ended", 2);
     assert_eq!(server.archived_files().len(), 1);
 
     // And the server still serves.
@@ -313,8 +314,9 @@ fn sender_vanishing_mid_instance_leaves_nothing_partial() {
 fn dcmsend_killed_mid_transfer_leaves_only_complete_instances() {
     let server = Server::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
+    // 24 instances of 8 MB: long enough a transfer to be killed in its middle.
     let big = SeriesSpec {
-        count: 6,
+        count: 24,
         rows: 2048,
         columns: 2048,
         uid_seed: "52".into(),
@@ -326,14 +328,31 @@ fn dcmsend_killed_mid_transfer_leaves_only_complete_instances() {
         .args(["--aetitle", "kp-killed", "--call", "kp-admin"])
         .args(["--scan-directories", "--scan-pattern", "*.dcm", "--recurse"])
         .arg(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(150));
+    // Killed once the first instance is stored: the transfer has begun and is not over.
+    server.wait_for(60, "the first instance of the killed sender", || {
+        (server.instance_total("admin") >= 1).then_some(())
+    });
     let _ = child.kill();
     let _ = child.wait();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The receiver sees the connection break (not a release), and that was mid-transfer.
+    let outcome = server.wait_for(10, "the end of the killed association", || {
+        server
+            .log()
+            .lines()
+            .find(|l| l.contains("association ended"))
+            .map(String::from)
+    });
+    assert!(!outcome.contains("released"), "{outcome}");
     // Whatever arrived is complete: every catalogued instance has its whole file.
     let stored = server.instance_total("admin");
+    assert!(
+        (1..24).contains(&stored),
+        "the kill did not land mid-transfer: {stored} of 24 stored"
+    );
     assert_eq!(server.archived_files().len() as i64, stored);
     if stored > 0 {
         let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
@@ -347,7 +366,7 @@ fn dcmsend_killed_mid_transfer_leaves_only_complete_instances() {
     // The rest can be sent afterwards.
     let out = server.dcmsend("kp-killed", "kp-admin", tmp.path());
     assert!(out.status.success(), "{}", output_text(&out));
-    assert_eq!(server.instance_total("admin"), 6);
+    assert_eq!(server.instance_total("admin"), 24);
 }
 
 #[test]

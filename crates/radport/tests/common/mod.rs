@@ -157,7 +157,8 @@ impl Server {
             .arg("--bind")
             .arg("127.0.0.1")
             .args(&self.extra_args)
-            .env("RADPORT_LOG", "info")
+            // Info, and each pass of the pipeline's scheduler (see `wait_for_scheduler_passes`).
+            .env("RADPORT_LOG", "info,radport_pipeline::scheduler=trace")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -213,6 +214,28 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Lines of the log (so far) that contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until the log has at least `count` lines containing `needle`.
+    pub fn wait_for_log(&self, seconds: u64, needle: &str, count: usize) {
+        self.wait_for(
+            seconds,
+            &format!("{count} log lines with {needle:?}"),
+            || (self.log_count(needle) >= count).then_some(()),
+        );
+    }
+
+    /// Waits until the pipeline's scheduler has made `passes` more passes: after that, what it
+    /// would have scheduled (again) is in the queue. The proof of a quiet period, where a fixed
+    /// sleep would only hope for one.
+    pub fn wait_for_scheduler_passes(&self, passes: usize) {
+        let now = self.log_count("scheduler pass");
+        self.wait_for_log(60, "scheduler pass", now + passes);
     }
 
     /// Jobs of a series as the API lists them.
