@@ -164,8 +164,10 @@ pub struct Scan {
     /// The data set's encoding; `None` if the parser has no decoder for the transfer syntax
     /// (nothing after the file meta group was walked: the parser refuses such a file itself).
     pub encoding: Option<DataSetEncoding>,
-    /// Whether the top-level data set has Pixel Data (7FE0,0010) of undefined length or of a
-    /// length that fits in the file.
+    /// Whether the top-level data set has Pixel Data (7FE0,0010), of undefined length or of a
+    /// length that fits in the file, as its first element at or past that tag — where a reader
+    /// that stops at Pixel Data stops (in a file whose elements are in tag order, as the
+    /// standard requires: whether it has Pixel Data at all).
     pub pixel_data: bool,
 }
 
@@ -465,8 +467,9 @@ struct Walker<'a> {
     stack: Vec<Frame>,
     /// Sequences (not pixel data) open: the parser's recursion depth.
     depth: usize,
-    /// A top-level Pixel Data was seen (of undefined length, or fitting in the data).
-    pixel_data: bool,
+    /// Whether the first top-level element at or past (7FE0,0010) is Pixel Data (of undefined
+    /// length, or fitting in the data); `None` until one is seen.
+    pixel_data: Option<bool>,
 }
 
 impl<'a> Walker<'a> {
@@ -478,7 +481,7 @@ impl<'a> Walker<'a> {
             pos,
             stack: Vec::new(),
             depth: 0,
-            pixel_data: false,
+            pixel_data: None,
         }
     }
 
@@ -685,7 +688,7 @@ impl<'a> Walker<'a> {
             }
             if in_sequence {
                 let Some(h) = self.header(8)? else {
-                    return Ok(self.pixel_data);
+                    return Ok(self.pixel_data.unwrap_or(false));
                 };
                 let tag = Tag(self.u16_at(h, 0), self.u16_at(h, 2));
                 let len = self.u32_at(h, 4);
@@ -718,7 +721,7 @@ impl<'a> Walker<'a> {
                 pixel_header = false;
                 self.open(PIXEL_DATA, false, true, UNDEFINED)?;
                 let Some(h) = self.header(8)? else {
-                    return Ok(self.pixel_data);
+                    return Ok(self.pixel_data.unwrap_or(false));
                 };
                 let tag = Tag(self.u16_at(h, 0), self.u16_at(h, 2));
                 let len = self.u32_at(h, 4);
@@ -734,18 +737,22 @@ impl<'a> Walker<'a> {
                 }
             } else {
                 let Some(h) = self.element_header()? else {
-                    return Ok(self.pixel_data);
+                    return Ok(self.pixel_data.unwrap_or(false));
                 };
                 self.pos += h.size;
                 let top_level = self.stack.is_empty();
-                if top_level && h.tag == PIXEL_DATA {
-                    self.pixel_data = h.len == UNDEFINED
-                        || self.pos.saturating_add(u64::from(h.len)) <= self.span.limit();
+                if top_level && h.tag >= PIXEL_DATA && self.pixel_data.is_none() {
+                    // Where `read_until(PIXEL_DATA)` stops: what a reader of the head sees.
+                    self.pixel_data = Some(
+                        h.tag == PIXEL_DATA
+                            && (h.len == UNDEFINED
+                                || self.pos.saturating_add(u64::from(h.len)) <= self.span.limit()),
+                    );
                 }
                 let stop = self.mode == Mode::UntilPixelData && top_level && h.tag >= PIXEL_DATA;
                 if h.vr == VR::SQ {
                     if stop {
-                        return Ok(self.pixel_data);
+                        return Ok(self.pixel_data.unwrap_or(false));
                     }
                     self.open(h.tag, false, false, h.len)?;
                     in_sequence = true;
@@ -759,7 +766,7 @@ impl<'a> Walker<'a> {
                         delimiter_check = true;
                     }
                 } else if stop {
-                    return Ok(self.pixel_data);
+                    return Ok(self.pixel_data.unwrap_or(false));
                 } else if h.tag == PIXEL_DATA && h.len == UNDEFINED {
                     pixel_header = true;
                 } else if h.len == UNDEFINED {
@@ -1044,6 +1051,31 @@ mod tests {
             panic!("short head refused");
         };
         assert!(!scan.pixel_data);
+    }
+
+    /// Found by the prescan fuzz target: a top-level element past (7FE0,0010) before Pixel Data
+    /// (out of tag order). A reader stopping at Pixel Data stops at that element, so the whole
+    /// walk must not report Pixel Data where the head walk cannot.
+    #[test]
+    fn fuzz_an_element_past_pixel_data_before_it_is_where_pixel_data_is_judged() {
+        let body = body_of(slice(16), IMPLICIT_LE);
+        let at = body
+            .windows(4)
+            .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+            .expect("pixel data");
+        let mut out_of_order = body[..at].to_vec();
+        out_of_order.extend_from_slice(&[0xE1, 0x7F, 0x10, 0x00, 2, 0, 0, 0, b'A', b'B']);
+        out_of_order.extend_from_slice(&body[at..]);
+        let whole = check_file(&out_of_order).expect("walks");
+        assert_eq!(
+            check_head(&out_of_order, out_of_order.len() as u64),
+            HeadCheck::Ok(whole)
+        );
+        assert!(!whole.pixel_data);
+        // In tag order, the same element after Pixel Data leaves it found.
+        let mut in_order = body.clone();
+        in_order.extend_from_slice(&[0xE1, 0x7F, 0x10, 0x00, 2, 0, 0, 0, b'A', b'B']);
+        assert!(check_file(&in_order).expect("walks").pixel_data);
     }
 
     /// Offset of the first top-level Pixel Data header in an explicit VR LE body.
