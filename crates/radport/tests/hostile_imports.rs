@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::common::*;
+use radport_testkit::nifti::{crc32, gzip_member, gzip_stored, Nii};
 use serde_json::{json, Value};
 
 const NIFTIS: &str = "import-niftis-from-data-upload";
@@ -24,32 +25,17 @@ const MAX_PEAK_RSS_KB: u64 = 400 * 1024;
 
 // --- NIfTI and gzip by hand ----------------------------------------------------------------------
 
-/// A NIfTI-1 file: `dims` (3-D), datatype 4 (int16) or 2 (uint8) or 512 (uint16), vox_offset
-/// `offset`, sform = identity, followed by `data`.
+/// A NIfTI-1 file: `dims` (3-D), a datatype, vox_offset `offset` (the data follows the header
+/// whatever it says), sform = identity, followed by `data`.
 fn nifti1(dims: [i16; 3], datatype: i16, offset: f32, data: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 352];
-    let put = |h: &mut Vec<u8>, at: usize, b: &[u8]| h[at..at + b.len()].copy_from_slice(b);
-    put(&mut h, 0, &348i32.to_le_bytes());
-    for (a, d) in [3, dims[0], dims[1], dims[2], 1, 1, 1, 1]
-        .iter()
-        .enumerate()
-    {
-        put(&mut h, 40 + 2 * a, &d.to_le_bytes());
-    }
-    let bitpix: i16 = if datatype == 2 { 8 } else { 16 };
-    put(&mut h, 70, &datatype.to_le_bytes());
-    put(&mut h, 72, &bitpix.to_le_bytes());
-    for a in 0..4 {
-        put(&mut h, 76 + 4 * a, &1f32.to_le_bytes());
-    }
-    put(&mut h, 108, &offset.to_le_bytes());
-    put(&mut h, 254, &2i16.to_le_bytes());
-    for r in 0..3 {
-        put(&mut h, 280 + 16 * r + 4 * r, &1f32.to_le_bytes());
-    }
-    h[344..348].copy_from_slice(b"n+1\0");
-    h.extend_from_slice(data);
-    h
+    let dims = dims.map(|d| d as usize);
+    let mut nii = Nii::new(&dims, datatype, data.to_vec()).with_sform([
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+    ]);
+    nii.vox_offset = Some(f64::from(offset));
+    nii.bytes()
 }
 
 /// The reported 189-byte case: a NIfTI-2 header (uint8) whose dims multiply to 2^64.
@@ -67,43 +53,6 @@ fn nifti2_overflowing() -> Vec<u8> {
     }
     h[168..176].copy_from_slice(&544i64.to_le_bytes());
     h
-}
-
-fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-/// One gzip member around a raw deflate stream of `len` bytes whose CRC-32 is `crc`.
-fn gzip_member(deflate: &[u8], crc: u32, len: u64) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    out.extend_from_slice(deflate);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out
-}
-
-/// gzip with stored (uncompressed) deflate blocks.
-fn gzip_stored(bytes: &[u8]) -> Vec<u8> {
-    let mut deflate = Vec::new();
-    let chunks: Vec<&[u8]> = bytes.chunks(65535).collect();
-    for (n, chunk) in chunks.iter().enumerate() {
-        deflate.push(u8::from(n + 1 == chunks.len()));
-        let len = chunk.len() as u16;
-        deflate.extend_from_slice(&len.to_le_bytes());
-        deflate.extend_from_slice(&(!len).to_le_bytes());
-        deflate.extend_from_slice(chunk);
-    }
-    gzip_member(&deflate, !crc32_update(!0, bytes), bytes.len() as u64)
 }
 
 // --- zips ---------------------------------------------------------------------------------------
@@ -310,7 +259,7 @@ fn hostile_nifti_zip_and_json_uploads_fail_their_runs_and_leave_the_server_runni
     //    does inflate to 4 GiB (was: all of it read into memory).
     let bomb = dir.join("bomb.zip");
     let deflate = zeros_zip(&bomb, "bomb.dcm");
-    let zeros_crc = !crc32_update(!0, &vec![0u8; ZEROS as usize]);
+    let zeros_crc = crc32(&vec![0u8; ZEROS as usize]);
     let mut nii_gz = gzip_stored(&nifti1([2, 2, 2], 2, 4294967296.0, &[]));
     let member = gzip_member(&deflate, zeros_crc, ZEROS);
     for _ in 0..(4u64 << 30) / ZEROS {

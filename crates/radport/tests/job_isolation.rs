@@ -17,42 +17,17 @@ const NIFTIS: &str = "import-niftis-from-data-upload";
 
 /// An uncompressed NIfTI-1 int16 volume of `dims` (a gradient), 1 × 1 × 2 mm.
 fn nifti_int16(dims: [usize; 3]) -> Vec<u8> {
-    let mut h = vec![0u8; 352];
-    let put = |h: &mut Vec<u8>, at: usize, b: &[u8]| h[at..at + b.len()].copy_from_slice(b);
-    put(&mut h, 0, &348i32.to_le_bytes());
-    let mut dim = [1i16; 8];
-    dim[0] = 3;
-    for (a, d) in dims.iter().enumerate() {
-        dim[a + 1] = *d as i16;
-    }
-    for (a, d) in dim.iter().enumerate() {
-        put(&mut h, 40 + 2 * a, &d.to_le_bytes());
-    }
-    put(&mut h, 70, &4i16.to_le_bytes()); // int16
-    put(&mut h, 72, &16i16.to_le_bytes());
-    for (a, p) in [1f32, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0].iter().enumerate() {
-        put(&mut h, 76 + 4 * a, &p.to_le_bytes());
-    }
-    put(&mut h, 108, &352f32.to_le_bytes());
-    h[123] = 10;
-    put(&mut h, 254, &2i16.to_le_bytes()); // sform
-    let srow = [
-        [1f32, 0.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0, 0.0],
-        [0.0, 0.0, 2.0, 0.0],
-    ];
-    for (r, row) in srow.iter().enumerate() {
-        for (c, x) in row.iter().enumerate() {
-            put(&mut h, 280 + 16 * r + 4 * c, &x.to_le_bytes());
-        }
-    }
-    h[344..348].copy_from_slice(b"n+1\0");
     let n = dims.iter().product::<usize>();
-    h.reserve(2 * n);
-    for i in 0..n {
-        h.extend_from_slice(&((i % 997) as i16).to_le_bytes());
-    }
-    h
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| ((i % 997) as i16).to_le_bytes())
+        .collect();
+    radport_testkit::nifti::Nii::new(&dims, 4, data)
+        .with_sform([
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+        ])
+        .bytes()
 }
 
 /// A zip (entries stored, not deflated: quick to write) of one NIfTI case in the basic layout.

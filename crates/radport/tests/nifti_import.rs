@@ -5,6 +5,7 @@
 //! deflate blocks, so the test needs no compression crate.
 
 use crate::common::*;
+use radport_testkit::nifti::{gzip_stored, Nii};
 use serde_json::{json, Value};
 
 const WORKFLOW: &str = "import-niftis-from-data-upload";
@@ -23,41 +24,15 @@ fn run(server: &Server, params: &[&str]) -> Value {
 // --- NIfTI-1 files -----------------------------------------------------------------------------
 
 /// A NIfTI-1 file: `dims` (3-D or 4-D), datatype 4 (int16) or 2 (uint8), sform = diag(1, 1, 2)
-/// shifted by `origin`.
+/// shifted by (-10, -20, 5).
 fn nifti(dims: &[usize], datatype: i16, data: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 352];
-    let put = |h: &mut Vec<u8>, at: usize, b: &[u8]| h[at..at + b.len()].copy_from_slice(b);
-    put(&mut h, 0, &348i32.to_le_bytes());
-    let mut dim = [1i16; 8];
-    dim[0] = dims.len() as i16;
-    for (a, d) in dims.iter().enumerate() {
-        dim[a + 1] = *d as i16;
-    }
-    for (a, d) in dim.iter().enumerate() {
-        put(&mut h, 40 + 2 * a, &d.to_le_bytes());
-    }
-    let bitpix: i16 = if datatype == 2 { 8 } else { 16 };
-    put(&mut h, 70, &datatype.to_le_bytes());
-    put(&mut h, 72, &bitpix.to_le_bytes());
-    for (a, p) in [1f32, 1.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0].iter().enumerate() {
-        put(&mut h, 76 + 4 * a, &p.to_le_bytes());
-    }
-    put(&mut h, 108, &352f32.to_le_bytes());
-    h[123] = 10;
-    put(&mut h, 254, &2i16.to_le_bytes());
-    let srow = [
-        [1f32, 0.0, 0.0, -10.0],
-        [0.0, 1.0, 0.0, -20.0],
-        [0.0, 0.0, 2.0, 5.0],
-    ];
-    for (r, row) in srow.iter().enumerate() {
-        for (c, x) in row.iter().enumerate() {
-            put(&mut h, 280 + 16 * r + 4 * c, &x.to_le_bytes());
-        }
-    }
-    h[344..348].copy_from_slice(b"n+1\0");
-    h.extend_from_slice(data);
-    h
+    Nii::new(dims, datatype, data.to_vec())
+        .with_sform([
+            [1.0, 0.0, 0.0, -10.0],
+            [0.0, 1.0, 0.0, -20.0],
+            [0.0, 0.0, 2.0, 5.0],
+        ])
+        .bytes()
 }
 
 /// An int16 image of `dims` (a gradient).
@@ -86,37 +61,6 @@ fn labels(dims: [usize; 3]) -> Vec<u8> {
         }
     }
     nifti(&dims, 2, &data)
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// gzip with stored (uncompressed) deflate blocks.
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    let chunks: Vec<&[u8]> = bytes.chunks(65535).collect();
-    for (n, chunk) in chunks.iter().enumerate() {
-        out.push(u8::from(n + 1 == chunks.len()));
-        let len = chunk.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(chunk);
-    }
-    out.extend_from_slice(&crc32(bytes).to_le_bytes());
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out
 }
 
 const DIMS: [usize; 3] = [8, 8, 4];
@@ -205,9 +149,12 @@ fn basic_layout_with_meta_data_and_seg_info_is_imported_and_reimported_identical
     zip_of(
         &a,
         &[
-            ("OnlyMRs/Case00.nii.gz", gzip(&image(DIMS, 100))),
-            ("OnlyMRs/Case00_segmentation.nii.gz", gzip(&labels(DIMS))),
-            ("OnlyMRs/Case01.nii.gz", gzip(&image(DIMS, 200))),
+            ("OnlyMRs/Case00.nii.gz", gzip_stored(&image(DIMS, 100))),
+            (
+                "OnlyMRs/Case00_segmentation.nii.gz",
+                gzip_stored(&labels(DIMS)),
+            ),
+            ("OnlyMRs/Case01.nii.gz", gzip_stored(&image(DIMS, 200))),
             ("OnlyMRs/meta_data.json", meta.clone()),
             ("OnlyMRs/seg_info.json", seg_info()),
         ],
@@ -282,8 +229,8 @@ fn basic_layout_with_meta_data_and_seg_info_is_imported_and_reimported_identical
     zip_of(
         &b,
         &[
-            ("cases/Case10.nii.gz", gzip(&image(DIMS, 300))),
-            ("segs/Case10.nii.gz", gzip(&labels(DIMS))),
+            ("cases/Case10.nii.gz", gzip_stored(&image(DIMS, 300))),
+            ("segs/Case10.nii.gz", gzip_stored(&labels(DIMS))),
             ("meta_data.json", meta),
             ("seg_info.json", seg_info()),
         ],
@@ -329,23 +276,23 @@ fn nnunet_v2_dataset_gives_one_series_per_channel_and_a_seg_on_channel_0() {
             (&format!("{d}/dataset.json"), dataset),
             (
                 &format!("{d}/imagesTr/prostate_00_0000.nii.gz"),
-                gzip(&image(DIMS, 10)),
+                gzip_stored(&image(DIMS, 10)),
             ),
             (
                 &format!("{d}/imagesTr/prostate_00_0001.nii.gz"),
-                gzip(&image(DIMS, 20)),
+                gzip_stored(&image(DIMS, 20)),
             ),
             (
                 &format!("{d}/labelsTr/prostate_00.nii.gz"),
-                gzip(&labels(DIMS)),
+                gzip_stored(&labels(DIMS)),
             ),
             (
                 &format!("{d}/imagesTs/prostate_07_0000.nii.gz"),
-                gzip(&image(DIMS, 30)),
+                gzip_stored(&image(DIMS, 30)),
             ),
             (
                 &format!("{d}/imagesTs/prostate_07_0001.nii.gz"),
-                gzip(&image(DIMS, 40)),
+                gzip_stored(&image(DIMS, 40)),
             ),
         ]
         .iter()
@@ -407,7 +354,7 @@ fn bad_cases_are_item_errors_and_bad_json_fails_the_run() {
         "global_tags": {"0008|0060": "CT"},
         "series_tags": {"BadTag.nii.gz": {"0008-103e": "x"}}
     }));
-    let truncated = gzip(&image(DIMS, 0));
+    let truncated = gzip_stored(&image(DIMS, 0));
     let truncated = truncated[..truncated.len() / 2].to_vec();
     let lying = {
         // The header says 8×8×40 voxels, the data has 8×8×4.
@@ -420,15 +367,15 @@ fn bad_cases_are_item_errors_and_bad_json_fails_the_run() {
     zip_of(
         &zip,
         &[
-            ("Good.nii.gz", gzip(&image(DIMS, 50))),
-            ("Good_segmentation.nii.gz", gzip(&labels(DIMS))),
+            ("Good.nii.gz", gzip_stored(&image(DIMS, 50))),
+            ("Good_segmentation.nii.gz", gzip_stored(&labels(DIMS))),
             ("Truncated.nii.gz", truncated),
             ("Lying.nii", lying),
-            ("FourD.nii.gz", gzip(&four_d)),
-            ("Shape.nii.gz", gzip(&image(DIMS, 60))),
-            ("Shape_segmentation.nii.gz", gzip(&labels([8, 8, 3]))),
-            ("BadTag.nii.gz", gzip(&image(DIMS, 70))),
-            ("Lonely_segmentation.nii.gz", gzip(&labels(DIMS))),
+            ("FourD.nii.gz", gzip_stored(&four_d)),
+            ("Shape.nii.gz", gzip_stored(&image(DIMS, 60))),
+            ("Shape_segmentation.nii.gz", gzip_stored(&labels([8, 8, 3]))),
+            ("BadTag.nii.gz", gzip_stored(&image(DIMS, 70))),
+            ("Lonely_segmentation.nii.gz", gzip_stored(&labels(DIMS))),
             ("meta_data.json", meta),
             ("seg_info.json", seg_info()),
         ],
@@ -495,7 +442,7 @@ fn bad_cases_are_item_errors_and_bad_json_fails_the_run() {
         zip_of(
             &path,
             &[
-                ("X.nii.gz", gzip(&image(DIMS, 1))),
+                ("X.nii.gz", gzip_stored(&image(DIMS, 1))),
                 ("meta_data.json", meta),
                 ("seg_info.json", seg),
             ],

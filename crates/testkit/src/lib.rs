@@ -2,6 +2,7 @@
 //! with dicom-rs (uncompressed, Explicit VR Little Endian). Compressed variants are made from
 //! these with DCMTK's own tools in the tests. Not part of the product.
 
+pub mod nifti;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

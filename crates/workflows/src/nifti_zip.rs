@@ -1360,50 +1360,15 @@ mod tests {
 
     /// A NIfTI-1 header, uint8, `dims`, vox_offset `offset`, followed by `data`.
     fn nii(dims: [i16; 3], offset: f32, data: &[u8]) -> Vec<u8> {
-        let mut h = vec![0u8; 352];
-        h[0..4].copy_from_slice(&348i32.to_le_bytes());
-        for (a, d) in [3i16, dims[0], dims[1], dims[2], 1, 1, 1, 1]
-            .iter()
-            .enumerate()
-        {
-            h[40 + 2 * a..42 + 2 * a].copy_from_slice(&d.to_le_bytes());
-        }
-        h[70..72].copy_from_slice(&2i16.to_le_bytes());
-        h[72..74].copy_from_slice(&8i16.to_le_bytes());
-        for a in 0..4 {
-            h[76 + 4 * a..80 + 4 * a].copy_from_slice(&1f32.to_le_bytes());
-        }
-        h[108..112].copy_from_slice(&offset.to_le_bytes());
-        h[344..348].copy_from_slice(b"n+1\0");
-        h.extend_from_slice(data);
-        h
+        let dims = dims.map(|d| d as usize);
+        let mut nii = radport_testkit::nifti::Nii::new(&dims, 2, data.to_vec());
+        nii.vox_offset = Some(f64::from(offset));
+        nii.bytes()
     }
 
-    /// gzip with stored deflate blocks (no compression crate here).
+    /// gzip with stored deflate blocks.
     fn gz(bytes: &[u8]) -> Vec<u8> {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-        let chunks: Vec<&[u8]> = bytes.chunks(65535).collect();
-        for (n, chunk) in chunks.iter().enumerate() {
-            out.push(u8::from(n + 1 == chunks.len()));
-            let len = chunk.len() as u16;
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&(!len).to_le_bytes());
-            out.extend_from_slice(chunk);
-        }
-        out.extend_from_slice(&(!crc).to_le_bytes());
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out
+        radport_testkit::nifti::gzip_stored(bytes)
     }
 
     /// A zip of stored entries.
