@@ -113,6 +113,16 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Longest project or dataset name a DICOM sender can give: an AE title holds 16 characters
+/// (PS3.5 6.2, VR AE) and `kp-` takes three. Longer names are valid, but only the web upload
+/// reaches them; senders' tools cut the AE title to 16 characters without a word.
+pub const MAX_AE_TITLE_NAME: usize = 13;
+
+/// Whether a DICOM sender can name `name` in an AE title (see [`MAX_AE_TITLE_NAME`]).
+pub fn reachable_by_ae_title(name: &str) -> bool {
+    name.len() <= MAX_AE_TITLE_NAME
+}
+
 /// True for a valid project or dataset name: 1..=64 of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -495,14 +505,17 @@ impl Catalog {
         })
     }
 
-    /// All projects with their series and dataset counts, sorted by name.
+    /// All projects with their series and dataset counts, sorted by name. `admin`'s datasets
+    /// are those [`Catalog::list_datasets`] shows it: every project's, merged by name.
     pub async fn list_projects(&self) -> Result<Vec<Project>, CatalogError> {
         let rows = sqlx::query(
             "SELECT p.name_key, p.name, p.created_at, \
                (SELECT COUNT(*) FROM series_projects sp WHERE sp.project_key = p.name_key) \
                  AS series_count, \
-               (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
-                 AS dataset_count \
+               CASE WHEN p.name_key = 'admin' \
+                 THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
+                 ELSE (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
+               END AS dataset_count \
              FROM projects p",
         )
         .fetch_all(&self.pool)
@@ -534,8 +547,10 @@ impl Catalog {
             "SELECT p.name, p.created_at, \
                (SELECT COUNT(*) FROM series_projects sp WHERE sp.project_key = p.name_key) \
                  AS series_count, \
-               (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
-                 AS dataset_count \
+               CASE WHEN p.name_key = 'admin' \
+                 THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
+                 ELSE (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
+               END AS dataset_count \
              FROM projects p WHERE p.name_key = $1",
         )
         .bind(name.to_ascii_lowercase())

@@ -3,41 +3,8 @@
 //! migration. Against SQLite and against the PostgreSQL server of `RADPORT_TEST_POSTGRES_URL`
 //! (required: without it the PostgreSQL variants fail).
 
-use radport_catalog::{Catalog, CatalogError, UploadRefused, KEEP_FOREVER, SCHEMA_VERSION};
-
-// ----- harness -----------------------------------------------------------------------------
-
-struct SqliteDb {
-    _dir: tempfile::TempDir,
-    url: String,
-}
-
-impl SqliteDb {
-    fn new() -> SqliteDb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
-        SqliteDb { _dir: dir, url }
-    }
-}
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let db = super::SqliteDb::new();
-                super::$name(&db.url).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let db = radport_testkit::postgres::TestDatabase::create(stringify!($name)).await;
-                super::$name(&db.url).await;
-                db.drop_database().await;
-            }
-        }
-    };
-}
+use super::*;
+use radport_catalog::{UploadRefused, KEEP_FOREVER};
 
 both!(upload_rows);
 both!(migrates_version_3_uploads);

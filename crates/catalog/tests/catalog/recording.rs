@@ -1,0 +1,447 @@
+//! Recording instances: duplicate policies, memberships, invalid records, concurrency.
+
+use super::*;
+
+both!(duplicate_policies);
+both!(memberships_without_new_instance);
+both!(invalid_records);
+both!(concurrent_recording);
+both!(concurrent_failures_do_not_fail_others);
+
+async fn duplicate_policies(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let to = route("p", "d");
+    let series = "4.1.1";
+
+    let mut a = rec("4.1", series, "4.1.1.1");
+    a.object_key = "k1".into();
+    a.checksum = "blake3:s1".into();
+    a.size = 100;
+    a.study_description = Some("First".into());
+    assert_eq!(
+        record(&c, &a, &to, DuplicatePolicy::KeepFirst).await,
+        RecordOutcome::Stored
+    );
+    assert_eq!(RecordOutcome::Stored.object_to_delete(&a), None);
+
+    // KeepFirst: the stored row is untouched.
+    let mut b = a.clone();
+    b.object_key = "k2".into();
+    b.checksum = "blake3:s2".into();
+    b.size = 200;
+    b.study_description = Some("Second".into());
+    let outcome = record(&c, &b, &to, DuplicatePolicy::KeepFirst).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::DuplicateKept {
+            existing_key: "k1".into()
+        }
+    );
+    assert_eq!(outcome.object_to_delete(&b), Some("k2"));
+    let row = c
+        .get_instance(series, "4.1.1.1")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        (row.object_key.as_str(), row.checksum.as_str(), row.size),
+        ("k1", "blake3:s1", 100)
+    );
+    let s = c
+        .get_series(series)
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!((s.instance_count, s.total_size), (1, 100));
+    assert_eq!(
+        s.study_description.as_deref(),
+        Some("First"),
+        "kept duplicate changes nothing"
+    );
+
+    // Overwrite: row, counters and metadata follow the new object.
+    let mut o = a.clone();
+    o.object_key = "k3".into();
+    o.checksum = "blake3:s3".into();
+    o.size = 300;
+    o.rows = Some(512);
+    o.study_description = None; // absent values do not erase known ones
+    o.metadata_json = r#"{"marker":"overwritten"}"#.into();
+    let outcome = record(&c, &o, &to, DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "k1".into()
+        }
+    );
+    assert_eq!(outcome.object_to_delete(&o), Some("k1"));
+    let row = c
+        .get_instance(series, "4.1.1.1")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(
+        (row.object_key.as_str(), row.checksum.as_str(), row.size),
+        ("k3", "blake3:s3", 300)
+    );
+    assert_eq!(row.rows, Some(512));
+    let detail = c.get_series(series).await.expect("get").expect("series");
+    assert_eq!(
+        (detail.series.instance_count, detail.series.total_size),
+        (1, 300)
+    );
+    assert_eq!(detail.series.study_description.as_deref(), Some("First"));
+    assert_eq!(detail.metadata["marker"], "overwritten");
+
+    // Overwrite with the same key: nothing to delete.
+    let outcome = record(&c, &o, &to, DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "k3".into()
+        }
+    );
+    assert_eq!(outcome.object_to_delete(&o), None);
+
+    // OverwriteIfDifferent, same hash: kept.
+    let mut same = o.clone();
+    same.object_key = "k4".into();
+    let outcome = record(&c, &same, &to, DuplicatePolicy::OverwriteIfDifferent).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::DuplicateKept {
+            existing_key: "k3".into()
+        }
+    );
+    assert_eq!(
+        c.get_instance(series, "4.1.1.1")
+            .await
+            .expect("get")
+            .expect("row")
+            .object_key,
+        "k3"
+    );
+
+    // OverwriteIfDifferent, different hash: replaced, size adjusted.
+    let mut diff = o.clone();
+    diff.object_key = "k5".into();
+    diff.checksum = "blake3:s5".into();
+    diff.size = 50;
+    diff.study_description = Some("Fifth".into());
+    let outcome = record(&c, &diff, &to, DuplicatePolicy::OverwriteIfDifferent).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "k3".into()
+        }
+    );
+    let s = c
+        .get_series(series)
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!((s.instance_count, s.total_size), (1, 50));
+    assert_eq!(s.study_description.as_deref(), Some("Fifth"));
+
+    // A second instance, then an overwrite that moves it to another series.
+    let mut second = rec("4.1", series, "4.1.1.2");
+    second.size = 10;
+    record(&c, &second, &to, DuplicatePolicy::KeepFirst).await;
+    let s = c
+        .get_series(series)
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!((s.instance_count, s.total_size), (2, 60));
+    let mut moved = second.clone();
+    moved.series_instance_uid = "4.1.2".into();
+    moved.object_key = "moved".into();
+    moved.size = 7;
+    let outcome = record(&c, &moved, &to, DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "objects/4.1.1.2".into()
+        }
+    );
+    let old = c.get_series(series).await.expect("get").expect("series");
+    assert_eq!((old.series.instance_count, old.series.total_size), (1, 50));
+    assert_eq!(old.instances.len(), 1);
+    let new = c.get_series("4.1.2").await.expect("get").expect("series");
+    assert_eq!((new.series.instance_count, new.series.total_size), (1, 7));
+    assert!(c
+        .get_instance("4.1.2", "4.1.1.2")
+        .await
+        .expect("get")
+        .is_some());
+    assert!(c
+        .get_instance(series, "4.1.1.2")
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(uids(&c, "p", all()).await.len(), 2);
+}
+
+async fn memberships_without_new_instance(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p1").await.expect("create");
+    c.create_project("p2").await.expect("create");
+    c.create_project("p3").await.expect("create");
+    let x = rec("5.1", "5.1.1", "5.1.1.1");
+
+    assert_eq!(
+        record(&c, &x, &route("p1", "d1"), DuplicatePolicy::KeepFirst).await,
+        RecordOutcome::Stored
+    );
+    assert!(uids(&c, "p2", all()).await.is_empty());
+    let kept = RecordOutcome::DuplicateKept {
+        existing_key: x.object_key.clone(),
+    };
+    assert_eq!(
+        record(&c, &x, &route("p2", "d2"), DuplicatePolicy::KeepFirst).await,
+        kept
+    );
+    assert_eq!(
+        record(&c, &x, &route("p1", "d3"), DuplicatePolicy::KeepFirst).await,
+        kept
+    );
+    // Content-addressed key: same key, nothing to delete.
+    assert_eq!(kept.object_to_delete(&x), None);
+
+    let p2 = c.list_series("p2", &all()).await.expect("list");
+    assert_eq!(p2.total, 1);
+    assert_eq!(p2.items[0].datasets, ["d2"]);
+    assert_eq!(p2.items[0].instance_count, 1);
+    let p1 = c.list_series("p1", &all()).await.expect("list");
+    assert_eq!(p1.items[0].datasets, ["d1", "d3"]);
+
+    // The overwrite path adds memberships too.
+    let mut y = x.clone();
+    y.object_key = "other".into();
+    assert_eq!(
+        record(&c, &y, &route("p3", "d4"), DuplicatePolicy::Overwrite).await,
+        RecordOutcome::Replaced {
+            old_key: x.object_key.clone()
+        }
+    );
+    assert_eq!(uids(&c, "p3", all()).await, ["5.1.1"]);
+
+    let detail = c.get_series("5.1.1").await.expect("get").expect("series");
+    assert_eq!(detail.projects, ["admin", "p1", "p2", "p3"]);
+    assert_eq!(detail.series.datasets, ["d1", "d2", "d3", "d4"]);
+    let memberships: Vec<_> = detail
+        .dataset_memberships
+        .iter()
+        .map(|m| format!("{}/{}", m.project, m.dataset))
+        .collect();
+    assert_eq!(memberships, ["p1/d1", "p1/d3", "p2/d2", "p3/d4"]);
+    assert_eq!(
+        (detail.series.instance_count, detail.instances.len()),
+        (1, 1)
+    );
+    assert_eq!(c.list_series("admin", &all()).await.expect("list").total, 1);
+    let counts: Vec<_> = c
+        .list_datasets("p1")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| (d.name, d.series_count))
+        .collect();
+    assert_eq!(counts, [("d1".to_string(), 1), ("d3".to_string(), 1)]);
+}
+
+async fn invalid_records(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let to = route("p", "d");
+    let good = rec("8.1", "8.1.1", "8.1.1.1");
+    let cases: [fn(&mut InstanceRecord); 5] = [
+        |r| r.sop_instance_uid.clear(),
+        |r| r.series_instance_uid = "  ".into(),
+        |r| r.study_instance_uid.clear(),
+        |r| r.object_key.clear(),
+        |r| r.size = -1,
+    ];
+    for modify in cases {
+        let mut r = good.clone();
+        modify(&mut r);
+        assert!(matches!(
+            c.record_instance(&r, &to, DuplicatePolicy::KeepFirst).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        c.record_instance(&good, &route("bad name", "d"), DuplicatePolicy::KeepFirst)
+            .await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(c.list_series("admin", &all()).await.expect("list").total, 0);
+
+    // Empty optional values count as absent.
+    let mut r = good.clone();
+    r.study_description = Some("Desc".into());
+    record(&c, &r, &to, DuplicatePolicy::KeepFirst).await;
+    let mut r2 = rec("8.1", "8.1.1", "8.1.1.2");
+    r2.study_description = Some(String::new());
+    r2.patient_name = Some(String::new());
+    record(&c, &r2, &to, DuplicatePolicy::KeepFirst).await;
+    let s = c
+        .get_series("8.1.1")
+        .await
+        .expect("get")
+        .expect("series")
+        .series;
+    assert_eq!(s.study_description.as_deref(), Some("Desc"));
+    assert_eq!(s.patient_name.as_deref(), Some("Doe^John"));
+}
+
+/// 8 tasks × 200 instances at once. Every 10th SOP UID is shared by all tasks (one Stored,
+/// seven DuplicateKept each); tasks spread over two projects and four datasets.
+/// Writers that fail (unknown project) interleaved with writers that succeed: on SQLite the
+/// instances arriving together share a transaction (group commit); a failing one must roll
+/// back nothing but itself.
+async fn concurrent_failures_do_not_fail_others(url: &str) {
+    const TASKS: usize = 6;
+    const PER_TASK: usize = 60;
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("real").await.expect("create");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let good = t % 2 == 0;
+            let to = route(if good { "real" } else { "ghost" }, "ds");
+            let mut results = Vec::new();
+            for i in 0..PER_TASK {
+                let r = rec(
+                    &format!("7.{t}"),
+                    &format!("7.{t}.1"),
+                    &format!("7.{t}.{i}"),
+                );
+                results.push((
+                    good,
+                    c.record_instance(&r, &to, DuplicatePolicy::KeepFirst).await,
+                ));
+            }
+            results
+        }));
+    }
+    let mut stored = 0;
+    for handle in handles {
+        for (good, result) in handle.await.expect("task") {
+            match (good, result) {
+                (true, Ok(RecordOutcome::Stored)) => stored += 1,
+                (false, Err(CatalogError::NotFound(message))) => {
+                    assert!(message.contains("ghost"), "{message}")
+                }
+                (good, other) => panic!("good={good}: unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(stored, TASKS / 2 * PER_TASK);
+    let page = c.list_series("real", &all()).await.expect("list");
+    assert_eq!(page.total as usize, TASKS / 2);
+    assert!(page
+        .items
+        .iter()
+        .all(|s| s.instance_count as usize == PER_TASK));
+}
+
+async fn concurrent_recording(url: &str) {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 200;
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("even").await.expect("create");
+    c.create_project("odd").await.expect("create");
+
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let project = if t % 2 == 0 { "even" } else { "odd" };
+            let to = route(project, &format!("ds{}", t % 4));
+            let mut outcomes = Vec::new();
+            for i in 0..PER_TASK {
+                let r = if i % 10 == 0 {
+                    rec("9.0", "9.0.shared", &format!("9.0.shared.{i}"))
+                } else {
+                    rec(
+                        &format!("9.{t}"),
+                        &format!("9.{t}.{}", i % 3),
+                        &format!("9.{t}.{i}"),
+                    )
+                };
+                let outcome = c
+                    .record_instance(&r, &to, DuplicatePolicy::KeepFirst)
+                    .await
+                    .unwrap_or_else(|e| panic!("task {t} instance {i}: {e}"));
+                outcomes.push(outcome);
+            }
+            outcomes
+        }));
+    }
+    let mut stored = 0;
+    let mut kept = 0;
+    for handle in handles {
+        for outcome in handle.await.expect("task") {
+            match outcome {
+                RecordOutcome::Stored => stored += 1,
+                RecordOutcome::DuplicateKept { .. } => kept += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let shared = PER_TASK / 10;
+    let unique = TASKS * (PER_TASK - shared) + shared;
+    assert_eq!(stored, unique);
+    assert_eq!(kept, shared * (TASKS - 1));
+
+    let page = c
+        .list_series(
+            "admin",
+            &SeriesFilter {
+                limit: Some(1000),
+                ..all()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(page.total as usize, 1 + TASKS * 3);
+    let instances: i64 = page.items.iter().map(|s| s.instance_count).sum();
+    let bytes: i64 = page.items.iter().map(|s| s.total_size).sum();
+    assert_eq!(instances as usize, unique);
+    assert_eq!(bytes as usize, unique * 1000);
+    let shared_series = page
+        .items
+        .iter()
+        .find(|s| s.series_instance_uid == "9.0.shared")
+        .expect("shared series");
+    assert_eq!(shared_series.instance_count as usize, shared);
+    let detail = c
+        .get_series("9.0.shared")
+        .await
+        .expect("get")
+        .expect("series");
+    assert_eq!(detail.projects, ["admin", "even", "odd"]);
+    assert_eq!(detail.series.datasets, ["ds0", "ds1", "ds2", "ds3"]);
+    assert_eq!(detail.instances.len(), shared);
+
+    assert_eq!(
+        c.list_series("even", &all()).await.expect("list").total as usize,
+        1 + 4 * 3
+    );
+    assert_eq!(
+        c.list_series("odd", &all()).await.expect("list").total as usize,
+        1 + 4 * 3
+    );
+    let ds = c.list_datasets("even").await.expect("datasets");
+    let names: Vec<_> = ds
+        .iter()
+        .map(|d| (d.name.as_str(), d.series_count))
+        .collect();
+    assert_eq!(names, [("ds0", 7), ("ds2", 7)]);
+}

@@ -1,0 +1,253 @@
+//! The schema: SQLite's connection settings and URLs, and upgrades from earlier versions.
+
+use super::*;
+
+both!(migrates_a_version_2_catalog);
+
+#[tokio::test]
+async fn sqlite_connection_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The parent directory does not exist yet: it is created, and so is the file.
+    let path = dir.path().join("nested/dir/catalog.db");
+    let url = format!("sqlite://{}", path.display());
+    let c = Catalog::connect_with(
+        &url,
+        &CatalogOptions {
+            max_connections: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+    assert!(path.exists());
+    // Hold three connections at once so every pooled connection is checked.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(c.pool().acquire().await.expect("acquire"));
+    }
+    for conn in &mut conns {
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(journal.to_ascii_lowercase(), "wal");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(foreign_keys, 1);
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **conn)
+            .await
+            .expect("pragma");
+        assert_eq!(busy, 30_000);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_relative_and_memory_urls() {
+    let c = Catalog::connect("sqlite::memory:").await.expect("memory");
+    c.create_project("m").await.expect("create");
+    // A single shared connection: the project is visible to later queries.
+    assert!(c.find_project("m").await.expect("find").is_some());
+    record(
+        &c,
+        &rec("10.1", "10.1.1", "10.1.1.1"),
+        &route("m", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    assert_eq!(uids(&c, "m", all()).await, ["10.1.1"]);
+    assert!(matches!(
+        Catalog::connect("mysql://x/y").await,
+        Err(CatalogError::Invalid(_))
+    ));
+}
+
+/// A catalog written by schema version 1 (no filter columns on `series`) is upgraded at
+/// connect: columns added and filled from studies and validation results, so filters and
+/// text search find what was recorded before the upgrade.
+#[tokio::test]
+async fn migrates_a_version_1_catalog() {
+    use sqlx::Connection;
+    let db = SqliteDb::new();
+    {
+        let c = Catalog::connect(&db.url).await.expect("connect");
+        c.create_project("p").await.expect("create");
+        let mut r = rec("12.1", "12.1.1", "12.1.1.1");
+        r.study_description = Some("Brain Perfusion".into());
+        record(&c, &r, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+        let mut other = rec("12.2", "12.2.1", "12.2.1.1");
+        other.patient_id = Some("PID-2".into());
+        other.study_date = Some("20190101".into());
+        record(&c, &other, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+        let finding = StoredFinding {
+            sop_instance_uid: Some("12.1.1.1".into()),
+            severity: "error".into(),
+            tag_path: "(0008,0060)".into(),
+            keyword: "Modality".into(),
+            module: None,
+            message: "missing".into(),
+        };
+        c.store_validation("12.1.1", 1, &[], "reports/x.html", &[finding])
+            .await
+            .expect("validation");
+    }
+    // Turn it back into a version-1 database.
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("raw");
+    for statement in [
+        "DROP INDEX idx_series_study_date",
+        "DROP INDEX idx_series_body_part",
+        "DROP INDEX idx_series_patient",
+        "DROP INDEX idx_series_validation_state",
+        "DROP INDEX idx_series_facets",
+        "ALTER TABLE series DROP COLUMN patient_id",
+        "ALTER TABLE series DROP COLUMN patient_name",
+        "ALTER TABLE series DROP COLUMN study_date",
+        "ALTER TABLE series DROP COLUMN study_description",
+        "ALTER TABLE series DROP COLUMN accession_number",
+        "ALTER TABLE series DROP COLUMN search_text",
+        "ALTER TABLE series DROP COLUMN validation_errors",
+        "ALTER TABLE series DROP COLUMN validation_warnings",
+        // Version 1 and 2 stored bare SHA-256 hex digests in `sha256`.
+        "ALTER TABLE instances RENAME COLUMN checksum TO sha256",
+        "UPDATE instances SET sha256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (1, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(&db.url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let q = |text: &str| SeriesFilter {
+        q: Some(text.into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", q("perfusion")).await, ["12.1.1"]);
+    assert_eq!(uids(&c, "admin", q("DOE^john")).await.len(), 2);
+    let errors = SeriesFilter {
+        has_errors: Some(true),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", errors).await, ["12.1.1"]);
+    let unvalidated = SeriesFilter {
+        validated: Some(false),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", unvalidated).await, ["12.2.1"]);
+    let by_patient = SeriesFilter {
+        patient_id: Some("PID-2".into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "admin", by_patient).await, ["12.2.1"]);
+    let since_2020 = SeriesFilter {
+        study_date_from: Some("20200101".into()),
+        ..all()
+    };
+    assert_eq!(uids(&c, "p", since_2020).await, ["12.1.1"]);
+    // Checksums recorded before version 3 say their algorithm; a new copy of such an
+    // instance cannot be compared with it, so `overwrite-if-different` replaces it.
+    let detail = c
+        .get_series("12.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    assert_eq!(
+        detail.instances[0].checksum,
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let again = rec("12.1", "12.1.1", "12.1.1.1");
+    assert!(matches!(
+        c.record_instance(
+            &again,
+            &route("p", "d"),
+            DuplicatePolicy::OverwriteIfDifferent
+        )
+        .await
+        .expect("record"),
+        RecordOutcome::Replaced { .. }
+    ));
+    // New instances keep the copied columns current.
+    let mut late = rec("12.1", "12.1.1", "12.1.1.2");
+    late.accession_number = Some("ACC-77".into());
+    record(&c, &late, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+    assert_eq!(uids(&c, "p", q("acc-77")).await, ["12.1.1"]);
+    assert_eq!(uids(&c, "p", q("perfusion")).await, ["12.1.1"]);
+}
+
+/// A version-2 catalog (SHA-256 digests in `instances.sha256`) is upgraded at connect, on either
+/// database: the column becomes `checksum` and the old digests say their algorithm; writing and
+/// reading go on.
+async fn migrates_a_version_2_catalog(url: &str) {
+    use sqlx::Connection;
+    {
+        let c = Catalog::connect(url).await.expect("connect");
+        record(
+            &c,
+            &rec("13.1", "13.1.1", "13.1.1.1"),
+            &route("admin", "d"),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await;
+        c.close().await;
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in [
+        "ALTER TABLE instances RENAME COLUMN checksum TO sha256",
+        "UPDATE instances SET sha256 = 'ab12'",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (2, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let old = c
+        .get_series("13.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    assert_eq!(old.instances[0].checksum, "sha256:ab12");
+    record(
+        &c,
+        &rec("13.1", "13.1.1", "13.1.1.2"),
+        &route("admin", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let both = c
+        .get_series("13.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    let mut checksums: Vec<&str> = both.instances.iter().map(|i| i.checksum.as_str()).collect();
+    checksums.sort();
+    assert_eq!(checksums, ["blake3:13.1.1.2", "sha256:ab12"]);
+    c.close().await;
+    // Connecting again changes nothing (the upgrade ran once).
+    let c = Catalog::connect(url).await.expect("reconnect");
+    let again = c
+        .get_series("13.1.1")
+        .await
+        .expect("series")
+        .expect("found");
+    assert!(again.instances.iter().any(|i| i.checksum == "sha256:ab12"));
+    c.close().await;
+}
