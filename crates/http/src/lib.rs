@@ -382,8 +382,34 @@ async fn health(State(state): State<AppState>) -> ApiResult<Json<serde_json::Val
     })))
 }
 
+/// A project as the API shows it: the catalog's row, and whether DICOM senders can reach it.
+#[derive(serde::Serialize)]
+struct ProjectResponse {
+    #[serde(flatten)]
+    project: radport_catalog::Project,
+    /// `kp-<name>` fits in an AE title (16 characters): see
+    /// [`radport_catalog::MAX_AE_TITLE_NAME`].
+    dicom_addressable: bool,
+}
+
+impl From<radport_catalog::Project> for ProjectResponse {
+    fn from(project: radport_catalog::Project) -> Self {
+        let dicom_addressable = radport_catalog::reachable_by_ae_title(&project.name);
+        ProjectResponse {
+            project,
+            dicom_addressable,
+        }
+    }
+}
+
 async fn list_projects(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let items = state.catalog.list_projects().await?;
+    let items: Vec<ProjectResponse> = state
+        .catalog
+        .list_projects()
+        .await?
+        .into_iter()
+        .map(ProjectResponse::from)
+        .collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -399,7 +425,10 @@ async fn create_project(
     let Json(body) =
         body.map_err(|e| json_rejection(e, "a JSON body like {\"name\": \"my-project\"}"))?;
     let project = state.catalog.create_project(body.name.trim()).await?;
-    Ok((StatusCode::CREATED, Json(json!(project))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!(ProjectResponse::from(project))),
+    ))
 }
 
 async fn delete_project(

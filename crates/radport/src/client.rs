@@ -218,6 +218,20 @@ pub async fn project(args: &ClientArgs, action: ProjectAction) -> Result<()> {
                 return print_json(&v);
             }
             println!("created project {}", cell(&v["name"]));
+            if v["dicom_addressable"] == false {
+                eprintln!(
+                    "note: DICOM senders cannot reach project {0}: an AE title holds 16 \
+                     characters, kp- and at most {1} more, and senders cut longer ones without \
+                     a word (kp-{0} would arrive as {2}). Upload into it with `radport upload` \
+                     or the web UI, or choose a name of at most {1} characters.",
+                    cell(&v["name"]),
+                    radport_catalog::MAX_AE_TITLE_NAME,
+                    format!("kp-{}", cell(&v["name"]))
+                        .chars()
+                        .take(16)
+                        .collect::<String>()
+                );
+            }
         }
         ProjectAction::List => {
             let v = api.get("/api/projects", &[]).await?;

@@ -69,6 +69,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         idle_timeout: settings.dicom_idle_timeout,
     };
     let deployment = serde_json::json!({
+        "ae_title_name_limit": radport_catalog::MAX_AE_TITLE_NAME,
         "dicom_host": settings.public_host,
         "dicom_port": settings.dicom_port,
         "ae_title": settings.ae_title,

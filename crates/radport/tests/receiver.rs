@@ -93,6 +93,63 @@ fn dcmsend_verbatim_routes_to_dataset_and_project_and_admin() {
 }
 
 #[test]
+fn names_beyond_an_ae_title_are_flagged_where_they_are_chosen() {
+    let server = Server::start(&[]);
+    // The CLI creates the project and says that DICOM senders cannot reach it.
+    let out = server.cli(&["project", "create", "a-very-long-project-name"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("DICOM senders cannot reach project a-very-long-project-name")
+            && text.contains("would arrive as kp-a-very-long-p"),
+        "{text}"
+    );
+    let out = server.cli(&["project", "create", "short-name-13"]);
+    assert!(
+        !output_text(&out).contains("cannot reach"),
+        "{}",
+        output_text(&out)
+    );
+    let projects = server.get_json("/api/projects");
+    let flag = |name: &str| {
+        projects["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["dicom_addressable"].clone())
+    };
+    assert_eq!(
+        flag("a-very-long-project-name"),
+        Some(serde_json::json!(false))
+    );
+    assert_eq!(flag("short-name-13"), Some(serde_json::json!(true)));
+    assert_eq!(flag("admin"), Some(serde_json::json!(true)));
+    assert_eq!(
+        server.get_json("/api/health")["deployment"]["ae_title_name_limit"],
+        13
+    );
+    // What the note is about, with the real dcmsend: the called AE title arrives cut to 16
+    // characters and names no project.
+    let tmp = tempfile::tempdir().unwrap();
+    write_series(tmp.path(), &spec("23", 1)).unwrap();
+    let out = server.dcmsend("kp-x", "kp-a-very-long-project-name", tmp.path());
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let refused = server
+        .log()
+        .lines()
+        .find(|l| l.contains("called AE title names no project"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(refused.contains("a-very-long-p"), "{refused}");
+    assert!(!refused.contains("a-very-long-pr"), "{refused}");
+    // Thirteen characters get through.
+    let out = server.dcmsend("kp-x", "kp-short-name-13", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(server.instance_total("short-name-13"), 1);
+}
+
+#[test]
 fn unknown_project_is_refused_with_reason_7() {
     let server = Server::start(&[]);
     let tmp = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 import { api } from '../api.js';
 import { h, replace, pageHeader, errorBox, emptyState, loading, formatTime, timeAgo, plural } from '../dom.js';
 import { link } from '../router.js';
+import { AE_NAME_LIMIT, cutByAeTitle } from './upload.js';
 
 function datasetsTable(project, body) {
   api.datasets(project.name).then((items) => {
@@ -24,7 +25,10 @@ function projectCard(project) {
       h('div', {},
         h('h2', {}, h('a', { href: link('gallery', [], { project: project.name }) }, project.name)),
         h('p', { class: 'muted' }, `${plural(project.series_count, 'series', 'series')} · ${plural(project.dataset_count, 'dataset')} · created ${formatTime(project.created_at)}`,
-          project.name === 'admin' ? ' · sees every series' : '')),
+          project.name === 'admin' ? ' · sees every series' : ''),
+        project.dicom_addressable === false
+          ? h('p', { class: 'hint warning not-dicom-addressable' }, `DICOM senders cannot reach this project: kp-${project.name} is longer than an AE title's 16 characters. Upload into it from the browser or with radport upload.`)
+          : null),
       h('div', { class: 'page-actions' },
         h('a', { class: 'btn', href: link('gallery', [], { project: project.name }) }, 'Gallery'),
         h('a', { class: 'btn', href: link('upload', [], { project: project.name }) }, 'Upload'))),
@@ -38,6 +42,17 @@ export async function render(main) {
   const error = h('p', { class: 'field-error', id: 'project-error', role: 'alert' });
   const submit = h('button', { class: 'btn primary', type: 'submit', id: 'create-project' }, 'Create project');
   const list = h('div', { class: 'project-list' }, loading('Loading projects…'));
+  const hint = h('p', { class: 'hint', id: 'project-hint' });
+  const updateHint = () => {
+    const value = name.value.trim();
+    const tooLong = value.length > AE_NAME_LIMIT;
+    hint.textContent = tooLong
+      ? `kp-${value} has ${value.length + 3} characters, more than an AE title's 16: DICOM senders could not reach this project (dcmsend would call kp-${cutByAeTitle(value)}). Keep it to ${AE_NAME_LIMIT} characters, or upload into it from the browser only.`
+      : `Senders address a project by its AE title: kp-<name> as the called AE title (names of up to ${AE_NAME_LIMIT} characters).`;
+    hint.classList.toggle('warning', tooLong);
+  };
+  name.addEventListener('input', updateHint);
+  updateHint();
 
   async function load() {
     try {
@@ -56,7 +71,7 @@ export async function render(main) {
       h('div', { class: 'field grow' },
         h('label', { for: 'project-name' }, 'Name'),
         name,
-        h('p', { class: 'hint', id: 'project-hint' }, 'Senders address a project by its AE title: kp-<name> as the called AE title.')),
+        hint),
       submit),
     error);
   form.addEventListener('submit', async (e) => {

@@ -13,6 +13,14 @@ export function datasetName(raw) {
   return name === '' ? 'dicomupload' : name;
 }
 
+/** Longest project or dataset name an AE title can carry after `kp-` (the server says; 16 − 3). */
+export const AE_NAME_LIMIT = 13;
+
+/** What a sender makes of `kp-<name>`: DICOM tools cut an AE title to 16 characters, silently. */
+export function cutByAeTitle(name, limit = AE_NAME_LIMIT) {
+  return name.slice(0, limit);
+}
+
 /** The dcmsend command of the documentation, for this deployment. */
 export function dcmsendCommand(host, port, dataset, project) {
   return `dcmsend -v ${host} ${port} --aetitle kp-${dataset} --call kp-${project} --scan-directories --scan-pattern '*.dcm' --recurse DIR`;
@@ -87,6 +95,7 @@ export async function render(main, route) {
 
   let health = null;
   const healthPromise = api.health().then((x) => { health = x; }).catch(() => {});
+  const aeNameLimit = () => (health && health.deployment && health.deployment.ae_title_name_limit) || AE_NAME_LIMIT;
   const url = () => link('upload', [], {
     project: state.project, dataset: state.dataset, method: state.method === 'dicom' ? 'dicom' : '',
     step: state.step > 1 ? state.step : '', chunk_size: chunkParam, file: route.params.get('file') || '',
@@ -112,9 +121,14 @@ export async function render(main, route) {
     const error = h('p', { class: 'field-error', role: 'alert' });
     const updateHint = () => {
       const name = datasetName(dataset.value);
+      const limit = aeNameLimit();
       const parts = [`Series will be in dataset “${name}”.`];
-      if (`kp-${name}`.length > 16) parts.push(' AE titles hold 16 characters: for dcmsend keep the name to 13.');
+      const tooLong = name.length > limit;
+      if (tooLong) {
+        parts.push(` Too long for DICOM senders: an AE title holds 16 characters, so dcmsend would send kp-${cutByAeTitle(name, limit)} and the images would land in “${cutByAeTitle(name, limit)}”. Keep it to ${limit} characters to send with dcmsend; uploads from this computer take any name.`);
+      }
       hint.textContent = parts.join('');
+      hint.classList.toggle('warning', tooLong);
     };
     dataset.addEventListener('input', updateHint);
     updateHint();
@@ -166,6 +180,22 @@ export async function render(main, route) {
       const d = (health && health.deployment) || {};
       code.textContent = dcmsendCommand(d.dicom_host || location.hostname, d.dicom_port || 11112, state.dataset, state.project);
     });
+    const limit = aeNameLimit();
+    const tooLong = [['dataset', state.dataset], ['project', state.project]].filter(([, n]) => n.length > limit);
+    if (tooLong.length) {
+      // No command that would put the images somewhere else: say why, and offer the way that works.
+      const instead = h('button', { class: 'btn primary', type: 'button', id: 'use-browser-upload' }, 'Upload from this computer instead');
+      instead.addEventListener('click', () => { state.method = 'browser'; syncUrl(); show(2); });
+      return h('div', { class: 'notice warn', id: 'dcmsend-too-long', role: 'alert' },
+        h('span', { class: 'notice-icon', 'aria-hidden': 'true' }, '!'),
+        h('div', {},
+          h('p', {}, tooLong.map(([kind, n]) => `The ${kind} name “${n}” has ${n.length} characters. `).join(''),
+            `An AE title holds 16 characters, kp- and at most ${limit} more, and DICOM senders cut longer ones without a word: `,
+            tooLong.map(([kind, n]) => `kp-${n} would arrive as kp-${cutByAeTitle(n, limit)}, ${kind === 'dataset' ? 'a dataset' : 'a project'} of another name.`).join(' ')),
+          h('div', { class: 'wizard-actions' }, instead,
+            h('a', { class: 'btn', href: link('upload', [], { project: state.project, dataset: state.dataset }), id: 'choose-shorter-name',
+              onclick: (e) => { e.preventDefault(); show(1); } }, 'Choose a shorter name'))));
+    }
     copy.addEventListener('click', async () => {
       copied.textContent = (await copyText(code.textContent)) ? 'Copied to the clipboard.' : 'Select the command and copy it by hand.';
     });

@@ -328,8 +328,12 @@ try {
   await page.waitForSelector('#report-link');
   const [report] = await Promise.all([context.waitForEvent('page'), page.click('#report-link')]);
   await report.waitForLoadState();
-  const reportText = await report.textContent('body');
-  assert(reportText.includes(XSS_NAME) || reportText.toLowerCase().includes('validation'), 'the report opened');
+  // This series' report: its heading, its Series Instance UID, and findings of its own (the MR
+  // series is sent with errors: the filter above found it under "With errors").
+  assert((await report.textContent('h1')) === 'DICOM validation report', 'the report heading');
+  assert((await report.textContent('body > p code')) === MR_UID, "the report names this series' UID");
+  assert(await report.locator('#by-module').count() === 1, 'the report lists findings by module');
+  assert(Number(await report.textContent('#errors')) > 0, 'the report counts the errors the gallery filtered on');
   assert(await report.evaluate(() => document.contentType) === 'text/html', 'report is HTML');
   await report.close();
   await shot('series');
@@ -346,7 +350,39 @@ try {
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.querySelector('#project-error').textContent.includes('exists'));
   await page.fill('#project-name', '');
+  // admin's count is of the datasets its card lists (every project's), not 0.
+  const adminDatasets = (await api('/api/projects/admin/datasets')).items.length;
+  assert(adminDatasets > 0, 'admin has datasets by now');
+  await page.waitForFunction((n) => document.querySelectorAll('[data-project=admin] table tbody tr').length === n, adminDatasets);
+  const adminLine = await page.textContent('[data-project=admin] .muted');
+  assert(adminLine.includes(`${adminDatasets} dataset`), `admin's card counts its ${adminDatasets} datasets: ${adminLine}`);
   await shot('projects');
+
+  step('names longer than an AE title carries: said where they are chosen, and no dcmsend command that would misroute');
+  await page.fill('#project-name', 'a-very-long-project-name');
+  await page.waitForFunction(() => document.querySelector('#project-hint').classList.contains('warning'));
+  assert((await page.textContent('#project-hint')).includes('kp-a-very-long-'), 'the hint shows what a sender would call');
+  await page.click('#create-project');
+  await page.waitForSelector('[data-project=a-very-long-project-name] .not-dicom-addressable');
+  const projectsNow = (await api('/api/projects')).items;
+  assert(projectsNow.find((p) => p.name === 'a-very-long-project-name').dicom_addressable === false, 'the API says so');
+  assert(projectsNow.find((p) => p.name === 'brain-study').dicom_addressable === true, 'a short name is addressable');
+  assert(await page.locator('[data-project=brain-study] .not-dicom-addressable').count() === 0, 'no warning on a short name');
+  await page.click('.mainnav a[data-nav=upload]');
+  await page.waitForSelector('#up-project option[value=brain-study]', { state: 'attached' });
+  await page.selectOption('#up-project', 'brain-study');
+  await page.fill('#up-dataset', 'brain-mri-2024-followup');
+  await page.waitForFunction(() => document.querySelector('#up-dataset-hint').classList.contains('warning'));
+  assert((await page.textContent('#up-dataset-hint')).includes('“brain-mri-202”'), 'the hint names the dataset the images would land in');
+  await page.click('#up-next');
+  await page.click('#tab-dicom');
+  await page.waitForSelector('#dcmsend-too-long');
+  assert(await page.locator('#dcmsend-command').count() === 0, 'no dcmsend command for a name it cannot carry');
+  assert((await page.textContent('#dcmsend-too-long')).includes('kp-brain-mri-202'), 'it says what would arrive');
+  await shot('upload-name-too-long');
+  await page.click('#use-browser-upload');
+  await page.waitForSelector('#up-files', { state: 'attached' });
+  assert((await page.request.delete(`${base}/api/projects/a-very-long-project-name`)).ok(), 'the long project deleted');
 
   step('an empty project shows what to do first');
   await page.goto(`${base}/#/gallery?project=brain-study`);
