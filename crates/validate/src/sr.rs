@@ -10,7 +10,8 @@
 //! sequence items) still come from the generated table of the module.
 
 use crate::tables::{AttrType, Node};
-use crate::{tag_str, to_tag, value_strings, Severity, Validator};
+use crate::validator::{to_tag, value_strings, Validator};
+use crate::{tag_str, Severity};
 use dicom_core::value::Value;
 use dicom_object::InMemDicomObject;
 
