@@ -12,7 +12,7 @@ use crate::dicom_util::{MANUFACTURER, MODEL, SOFTWARE_VERSION};
 use crate::{ConvertError, ConvertedSeries, Limits, Volume};
 
 /// Segmentation SOP Class.
-pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+pub const SEGMENTATION_STORAGE: &str = dicom_dictionary_std::uids::SEGMENTATION_STORAGE;
 
 /// Segment Algorithm Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -481,9 +481,10 @@ enum Derived {
 
 impl Derived {
     fn of(sop_class_uid: &str) -> Option<Derived> {
+        use dicom_dictionary_std::uids;
         match sop_class_uid {
-            "1.2.840.10008.5.1.4.1.1.66.4" => Some(Derived::Seg),
-            "1.2.840.10008.5.1.4.1.1.481.3" => Some(Derived::RtStruct),
+            uids::SEGMENTATION_STORAGE => Some(Derived::Seg),
+            uids::RT_STRUCTURE_SET_STORAGE => Some(Derived::RtStruct),
             _ => None,
         }
     }

@@ -418,7 +418,8 @@ fn required_u32(obj: &InMemDicomObject, tag: Tag, name: &str) -> Result<u32, Thu
 }
 
 fn is_lossless_jpeg(ts_uid: &str) -> bool {
-    matches!(ts_uid, "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70")
+    use dicom_dictionary_std::uids;
+    matches!(ts_uid, uids::JPEG_LOSSLESS | uids::JPEG_LOSSLESS_SV1)
 }
 
 /// A copy of `obj` whose JPEG fragments have the quantization table selectors of their SOF3
@@ -493,10 +494,14 @@ fn lossless_tq_offsets(fragment: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 fn is_lossy_jpeg(ts_uid: &str) -> bool {
-    matches!(
-        ts_uid,
-        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.52"
-    )
+    use dicom_dictionary_std::uids;
+    // JPEG Extended (Process 3 & 5) is retired, so the crate marks its constant deprecated;
+    // files in it still exist.
+    #[allow(deprecated)]
+    let extended35 = uids::JPEG_EXTENDED35;
+    ts_uid == uids::JPEG_BASELINE8_BIT
+        || ts_uid == uids::JPEG_EXTENDED12_BIT
+        || ts_uid == extended35
 }
 
 enum Declared {

@@ -13,7 +13,7 @@ use super::overlay::{
 use super::{target_size, SegSourceRef, ThumbnailError, ThumbnailOptions};
 
 /// RT Structure Set Storage.
-pub(crate) const RTSTRUCT_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.481.3";
+pub(crate) const RTSTRUCT_SOP_CLASS: &str = dicom_dictionary_std::uids::RT_STRUCTURE_SET_STORAGE;
 /// Fewest millimetres shown around the contours when there is no source image.
 const MIN_FIELD_MM: f64 = 20.0;
 /// Slice tolerance when neither the source nor the structure set gives a thickness, mm.

@@ -16,9 +16,9 @@ use super::overlay::{
 use super::{target_size, SegSourceRef, ThumbnailError, ThumbnailOptions};
 
 /// Segmentation Storage.
-pub(crate) const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+pub(crate) const SEG_SOP_CLASS: &str = dicom_dictionary_std::uids::SEGMENTATION_STORAGE;
 /// Label Map Segmentation Storage (not drawn as an overlay).
-const LABEL_MAP_SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.7";
+const LABEL_MAP_SEG_SOP_CLASS: &str = dicom_dictionary_std::uids::LABEL_MAP_SEGMENTATION_STORAGE;
 /// Largest frame accepted, in pixels.
 const MAX_FRAME_PIXELS: u64 = 1 << 26;
 
