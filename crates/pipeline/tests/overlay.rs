@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{gray, rgb, save_sample, Lcg};
@@ -29,41 +28,12 @@ fn opts(max_side: u32) -> ThumbnailOptions {
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("overlay-fixtures");
-        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 3600);
-            if stale {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let dir = parent.join(std::process::id().to_string());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create fixtures dir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_seg.py");
-        let out = Command::new("python3")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run python3 ({e}): install Python 3, then `pip install highdicom`")
-            });
-        assert!(
-            out.status.success(),
-            "{} failed (does `python3 -c 'import highdicom'` work? if not: \
-             pip install highdicom):\n{}\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (dir, printed) = radport_testkit::python::run_fixture_script(
+            &Path::new(env!("CARGO_TARGET_TMPDIR")).join("overlay-fixtures"),
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_seg.py"),
+            "highdicom",
         );
-        eprintln!(
-            "fixtures by {}",
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
+        eprintln!("fixtures by {}", printed.trim());
         dir
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod nifti;
 pub mod postgres;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 
