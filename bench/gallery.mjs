@@ -6,16 +6,14 @@
 // - "cards in DOM": from navigation start (first paint) or from the filter change to that mark;
 // - "next frame": to the first frame painted after it (requestAnimationFrame, then a task);
 // - "API": from the same start to the end of the last /api/projects/ response of that load.
-import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// The playwright-core install of the browser test (crates/radport/tests/browser/node_modules).
-const require = createRequire(join(root, 'crates/radport/tests/browser/package.json'));
-const { chromium } = require('playwright-core');
+// The browser test's launch (and its playwright-core install, crates/radport/tests/browser/).
+const { launchChromium } = await import(pathToFileURL(join(root, 'crates/radport/tests/browser/launch.mjs')).href);
 
 const [base, thumbDir] = process.argv.slice(2);
 const RUNS = Number(process.env.GALLERY_RUNS || 7);
@@ -33,14 +31,7 @@ function assert(condition, message) {
   if (!condition) throw new Error(`assertion failed: ${message}`);
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'radport-bench-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1440, height: 900 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const { context, profile } = await launchChromium('radport-bench-chromium-');
 // Time of the first frame after the first finished load, and a larger resource timing buffer.
 await context.addInitScript(() => {
   performance.setResourceTimingBufferSize(2000);

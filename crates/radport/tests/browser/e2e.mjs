@@ -1,6 +1,6 @@
 // Drives radport's web UI in a real Chromium and asserts what a user would see.
 // Usage: node e2e.mjs BASE_URL SCREENSHOT_DIR (environment: see crates/radport/tests/browser.rs)
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 import { mkdtempSync, rmSync, mkdirSync, readFileSync, readdirSync, copyFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -33,14 +33,7 @@ function assert(condition, message) {
 }
 const step = (text) => console.log(`-- ${text}`);
 
-const profile = mkdtempSync(join(tmpdir(), 'radport-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1440, height: 900 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const { context, profile } = await launchChromium('radport-chromium-');
 const page = context.pages()[0] || await context.newPage();
 page.setDefaultTimeout(20000);
 const dialogs = [];
