@@ -16,6 +16,8 @@
 //!
 //! [`Archive::from_url`] opens the archive named by `--archive-url` (see [`open`]).
 
+#![warn(missing_docs)]
+
 use std::path::Path as FsPath;
 use std::sync::Arc;
 

@@ -25,6 +25,8 @@
 //! - **Idempotent**: two nodes collecting at once delete the same orphans; deleting a missing
 //!   object is not an error.
 
+#![warn(missing_docs)]
+
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

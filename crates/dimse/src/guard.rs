@@ -25,12 +25,19 @@ pub const PDU_HEADER_LENGTH: usize = 6;
 
 /// PDU types (PS3.8 9.3).
 pub mod pdu_type {
+    /// A-ASSOCIATE-RQ.
     pub const ASSOCIATE_RQ: u8 = 0x01;
+    /// A-ASSOCIATE-AC.
     pub const ASSOCIATE_AC: u8 = 0x02;
+    /// A-ASSOCIATE-RJ.
     pub const ASSOCIATE_RJ: u8 = 0x03;
+    /// P-DATA-TF.
     pub const P_DATA_TF: u8 = 0x04;
+    /// A-RELEASE-RQ.
     pub const RELEASE_RQ: u8 = 0x05;
+    /// A-RELEASE-RP.
     pub const RELEASE_RP: u8 = 0x06;
+    /// A-ABORT.
     pub const ABORT: u8 = 0x07;
 }
 
@@ -63,8 +70,11 @@ impl PduLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("PDU of type 0x{pdu_type:02X} declares {length} bytes, more than the {limit} allowed")]
 pub struct PduTooLong {
+    /// The PDU type of the header.
     pub pdu_type: u8,
+    /// The length the header declares.
     pub length: u32,
+    /// The most this type may declare here.
     pub limit: u32,
 }
 
@@ -149,8 +159,10 @@ pub fn parse_header(header: &[u8; PDU_HEADER_LENGTH]) -> (u8, u32) {
 /// at most `limit` bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FirstPduError {
+    /// Another PDU type (its code) where an A-ASSOCIATE-RQ must come.
     #[error("the first PDU is of type 0x{0:02X}, not an A-ASSOCIATE-RQ")]
     NotAnAssociateRq(u8),
+    /// An A-ASSOCIATE-RQ declaring more than the limit.
     #[error(transparent)]
     TooLong(#[from] PduTooLong),
 }
@@ -183,6 +195,7 @@ pub struct PduGuard<'a, S> {
 }
 
 impl<'a, S> PduGuard<'a, S> {
+    /// Reads `inner` through `tracker`.
     pub fn new(inner: &'a mut S, tracker: &'a mut PduTracker) -> Self {
         Self { inner, tracker }
     }

@@ -17,6 +17,8 @@
 //! have not yet sent their request are limited in number apart from associations, which are
 //! limited overall and per IP address (see [`serve`]).
 
+#![warn(missing_docs)]
+
 pub mod command;
 pub mod guard;
 

@@ -4,6 +4,8 @@
 //! business rule lives here. Errors are JSON `{"error": "..."}` with a status code that says
 //! what kind of problem it is. The OpenAPI document is served at `/api/openapi.json`.
 
+#![warn(missing_docs)]
+
 mod openapi;
 pub mod preview;
 pub mod server;

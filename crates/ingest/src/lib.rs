@@ -17,6 +17,8 @@
 //! - No declared length reaches the DICOM parser unchecked: [`radport_prescan`] walks the bytes first,
 //!   so a hostile instance costs what it sent, not what it declares.
 
+#![warn(missing_docs)]
+
 mod metadata;
 
 use std::io::Write as _;

@@ -8,6 +8,8 @@
 //!   [`thumbnail::render_or_placeholder`] draws it, [`thumbnail::render_seg_overlay`] and
 //!   [`thumbnail::render_rtstruct_overlay`] draw derived objects over their source image).
 
+#![warn(missing_docs)]
+
 pub mod isolate;
 pub mod thumbnail;
 pub mod worker;

@@ -26,6 +26,8 @@
 //!   stops at the top-level Pixel Data (the receiver's attribute extraction);
 //! - [`check_dataset`]: a bare data set in a given encoding (DIMSE command sets).
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -96,44 +98,75 @@ pub enum PrescanError {
     NoGroupLength,
     /// A file meta element of undefined length.
     #[error("file meta element {tag} has an undefined length")]
-    UndefinedMetaLength { tag: Tag },
+    UndefinedMetaLength {
+        /// The element.
+        tag: Tag,
+    },
     /// A value, sequence or item longer than what remains of its container.
     #[error("element {tag} declares {declared} bytes, {remaining} remain in {within}")]
     LengthExceeds {
+        /// The element (or item, or sequence delimiter).
         tag: Tag,
+        /// The length it declares.
         declared: u32,
+        /// The bytes left in what holds it.
         remaining: u64,
+        /// What holds it.
         within: Within,
     },
     /// An element or item header that does not fit in its sequence or item.
     #[error("the header at byte {offset} crosses the end of its sequence or item")]
-    HeaderCrossesContainer { offset: u64 },
+    HeaderCrossesContainer {
+        /// Where the header starts.
+        offset: u64,
+    },
     /// Sequences nested deeper than [`MAX_DEPTH`].
     #[error("sequences nested deeper than {max}")]
-    TooDeep { max: usize },
+    TooDeep {
+        /// [`MAX_DEPTH`].
+        max: usize,
+    },
     /// Something else where a sequence item (or the end of the sequence) must be.
     #[error("{tag} at byte {offset} where a sequence item was expected")]
-    NotAnItem { tag: Tag, offset: u64 },
+    NotAnItem {
+        /// What was found.
+        tag: Tag,
+        /// Where.
+        offset: u64,
+    },
     /// An item of encapsulated pixel data with an undefined length.
     #[error("encapsulated pixel data item of undefined length at byte {offset}")]
-    UndefinedFragmentLength { offset: u64 },
+    UndefinedFragmentLength {
+        /// Where the item starts.
+        offset: u64,
+    },
     /// The bytes end inside a structure where they were expected to be whole.
     #[error("the data ends inside an element at byte {offset}")]
-    Truncated { offset: u64 },
+    Truncated {
+        /// Where the data ends.
+        offset: u64,
+    },
     /// The deflated data set is corrupt.
     #[error("deflated data set: {0}")]
     Inflate(String),
     /// The deflated data set (or, for a head, what precedes Pixel Data) inflates beyond `limit`.
     #[error("deflated data set inflates beyond {limit} bytes")]
-    InflatedTooLarge { limit: u64 },
+    InflatedTooLarge {
+        /// The most inflated.
+        limit: u64,
+    },
     /// A binary value whose length is not a multiple of the size of its numbers: the parser
     /// reads whole numbers only and takes the bytes left over for the start of the next
     /// element, so everything after it would be read out of step with this walk.
     #[error("element {tag} ({vr}) declares {declared} bytes, not a multiple of {unit}")]
     LengthNotMultiple {
+        /// The element.
         tag: Tag,
+        /// Its VR.
         vr: VR,
+        /// The length it declares.
         declared: u32,
+        /// Bytes per number of the VR.
         unit: u32,
     },
 }

@@ -10,6 +10,8 @@
 //! A failed item (an entry that is not DICOM, an unsafe name, a file the ingest refuses) is
 //! recorded with its reason and does not stop the others.
 
+#![warn(missing_docs)]
+
 mod dicom_zip;
 mod nifti_zip;
 mod upload;

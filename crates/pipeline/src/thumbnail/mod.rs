@@ -63,7 +63,12 @@ pub enum Rendered {
     /// The instance's pixel data, as PNG.
     Image(Vec<u8>),
     /// A placeholder card (PNG), and why the instance was not drawn.
-    Placeholder { png: Vec<u8>, reason: String },
+    Placeholder {
+        /// The card.
+        png: Vec<u8>,
+        /// Why (shown on the card).
+        reason: String,
+    },
 }
 
 impl Rendered {
@@ -81,6 +86,7 @@ impl Rendered {
         }
     }
 
+    /// Whether this is a placeholder card rather than the image.
     pub fn is_placeholder(&self) -> bool {
         matches!(self, Rendered::Placeholder { .. })
     }
@@ -106,7 +112,12 @@ pub enum ThumbnailError {
     },
     /// The transfer syntax is known but this build has no decoder for its pixel data.
     #[error("{name} codec missing")]
-    CodecMissing { uid: String, name: String },
+    CodecMissing {
+        /// The transfer syntax UID.
+        uid: String,
+        /// Its name.
+        name: String,
+    },
     /// The transfer syntax is not known to the registry.
     #[error("unknown transfer syntax {0}")]
     UnknownTransferSyntax(String),
@@ -124,12 +135,20 @@ pub enum ThumbnailError {
     Invalid(String),
     /// A frame was asked for that the instance does not have (`index` is 0-based).
     #[error("no frame {} in an instance of {frames} frame(s)", index + 1)]
-    NoSuchFrame { index: u32, frames: u32 },
+    NoSuchFrame {
+        /// The frame asked for (0-based).
+        index: u32,
+        /// The frames there are.
+        frames: u32,
+    },
     /// One frame is larger than the renderer accepts.
     #[error("frame too large ({rows}x{columns}, {samples} samples per pixel)")]
     TooLarge {
+        /// Rows of a frame.
         rows: u32,
+        /// Columns of a frame.
         columns: u32,
+        /// Samples per pixel.
         samples: u32,
     },
     /// A valid object with nothing to draw (an empty segmentation, a structure set without
@@ -276,7 +295,9 @@ pub fn render_frame_or_placeholder(
 /// Instance UID of the referenced instance (see [`seg_source_reference`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SegSourceRef {
+    /// Series Instance UID of the referenced image.
     pub series_uid: String,
+    /// SOP Instance UID of the referenced image.
     pub sop_instance_uid: String,
 }
 
