@@ -1,5 +1,5 @@
-//! The archive: every stored object of radport (DICOM instances, and later thumbnails, reports
-//! and uploads) goes through this crate, on top of the `object_store` crate.
+//! The archive: every stored object of radport (DICOM instances, thumbnails, validation
+//! reports and uploads) goes through this crate, on top of the `object_store` crate.
 //!
 //! The embedded default is a directory on local disk (`LocalFileSystem` with fsync on), the
 //! distributed setup an S3-compatible bucket. No other crate touches the file system to store

@@ -1,5 +1,5 @@
 //! Ingest: the one path by which a DICOM instance enters radport, whatever brought it
-//! (a DIMSE association today, an import workflow later).
+//! (a DIMSE association, or an import workflow's zip entry or converted NIfTI series).
 //!
 //! An instance is streamed into the [archive](radport_archive) as a Part-10 file (the sender's
 //! data-set bytes, never re-encoded, behind a file meta group we write), its attributes are read
