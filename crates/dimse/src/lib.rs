@@ -377,8 +377,7 @@ async fn handle_connection(
     };
     drop(pending);
     if let Some((association, slot)) = established {
-        run_association(association, peer, ingestor, config).await;
-        drop(slot);
+        run_association(association, slot, peer, ingestor, config).await;
     }
 }
 
@@ -638,6 +637,7 @@ type ServerAssociation = dicom_ul::association::AsyncServerAssociation<TcpStream
 /// Serves an established association until it ends.
 async fn run_association(
     mut association: ServerAssociation,
+    slot: Slot,
     peer: SocketAddr,
     ingestor: Ingestor,
     config: &ReceiverConfig,
@@ -705,6 +705,8 @@ async fn run_association(
         .run(association, &mut tracker, peer, config.idle_timeout)
         .await;
     session.abort_incoming().await;
+    // The slot is free before the end is logged: whoever reads the log may connect again.
+    drop(slot);
     tracing::info!(%peer, outcome, stored = session.counters.stored,
         failed = session.counters.failed, bytes = session.counters.bytes,
         seconds = started.elapsed().as_secs_f64(), "association ended");

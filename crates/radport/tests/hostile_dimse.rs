@@ -495,9 +495,11 @@ fn stalled_connections_and_associations_are_cut_off() {
         AbortRQServiceProviderReason::InvalidPduParameter,
         &server,
     );
-    // The aborted association's slot comes back once its connection is closed.
+    // The aborted association's slot comes back once its connection is closed (the receiver
+    // logs the association's end after freeing it).
+    let ended = server.log_count("association ended");
     drop(association);
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for_log(30, "association ended", ended + 1);
 
     // Two associations from 127.0.0.1 are held; the third is refused transiently (local
     // limit exceeded), though the overall limit (3) is not reached.
@@ -528,8 +530,9 @@ fn stalled_connections_and_associations_are_cut_off() {
         server.log()
     );
     // A released association gives its slot back.
+    let ended = server.log_count("association ended");
     first.release();
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_for_log(30, "association ended", ended + 1);
     assert_still_serving(&mut server, "923", &mut total);
     second.release();
 }
