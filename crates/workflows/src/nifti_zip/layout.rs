@@ -163,7 +163,7 @@ pub(super) fn plan(
     let dataset_json = find(&["dataset.json"])?;
     let meta_file = find(&["meta_data.json", "meta-data.json"])?;
     let meta = match &meta_file {
-        Some(f) => parse_meta(&read_json(zip, budget, f)?)
+        Some(f) => parse_meta(&read_json(zip, budget, f).map_err(|e| e.to_string())?)
             .map_err(|e| format!("{} is not usable: {e}", f.path))?,
         None => Meta::default(),
     };
@@ -185,7 +185,7 @@ pub(super) fn plan(
     });
     let (layout, cases, seg) = if is_nnunet {
         let dj = dataset_json.expect("dataset.json");
-        let ds = parse_dataset(&read_json(zip, budget, &dj)?)
+        let ds = parse_dataset(&read_json(zip, budget, &dj).map_err(|e| e.to_string())?)
             .map_err(|e| format!("{} is not usable: {e}", dj.path))?;
         logs.push(format!(
             "{}: dataset {:?}, channels {}, labels {}",
@@ -227,7 +227,7 @@ pub(super) fn plan(
         let seg_file = find(&["seg_info.json", "seg-info.json"])?;
         let seg = match &seg_file {
             Some(f) => {
-                let s = parse_seg_info(&read_json(zip, budget, f)?)
+                let s = parse_seg_info(&read_json(zip, budget, f).map_err(|e| e.to_string())?)
                     .map_err(|e| format!("{} is not usable: {e}", f.path))?;
                 logs.push(format!(
                     "{}: algorithm {:?}, labels {}",

@@ -204,9 +204,15 @@ pub(crate) mod fuzzing {
         let v: Value =
             serde_json::from_slice(json).map_err(|e| format!("{file} is not valid JSON: {e}"))?;
         match file {
-            "meta_data.json" => parse_meta(&v).map(|m| format!("{m:?}")),
-            "seg_info.json" => parse_seg_info(&v).map(|s| format!("{s:?}")),
-            "dataset.json" => parse_dataset(&v).map(|d| format!("{d:?}")),
+            "meta_data.json" => parse_meta(&v)
+                .map(|m| format!("{m:?}"))
+                .map_err(|e| e.to_string()),
+            "seg_info.json" => parse_seg_info(&v)
+                .map(|s| format!("{s:?}"))
+                .map_err(|e| e.to_string()),
+            "dataset.json" => parse_dataset(&v)
+                .map(|d| format!("{d:?}"))
+                .map_err(|e| e.to_string()),
             other => Err(format!("{other} is none of the import's JSON files")),
         }
     }
