@@ -104,6 +104,8 @@
 //! series 0.69 s vs 0.93 s (SimpleITK 2.5.7, slice by slice, int16 cast), SEG 0.26 s vs 0.69 s (dcmqi 1.5.7
 //! `itkimage2segimage`), total 0.95 s vs 1.62 s.
 
+#![warn(missing_docs)]
+
 mod dicom_util;
 mod nifti;
 mod seg;
@@ -131,7 +133,11 @@ pub enum ConvertError {
     Unsupported(String),
     /// 4-D input without a channel choice.
     #[error("4-D volume with {channels} volumes along dim[4]: split it by channel (ReadOptions::channel)")]
-    FourD { channels: usize },
+    /// A 4-D volume with this many volumes along dim[4].
+    FourD {
+        /// Volumes along dim[4].
+        channels: usize,
+    },
     /// Over a size limit (see [`Limits`]), or sizes that overflow.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -145,10 +151,20 @@ pub enum ConvertError {
     #[error(
         "bad tag key {key:?}: expected \"gggg|eeee\" with 4 hex digits each, e.g. \"0008|103e\""
     )]
-    BadTagKey { key: String },
+    /// A key that is not `gggg|eeee`.
+    BadTagKey {
+        /// The key as given.
+        key: String,
+    },
     /// A tag that cannot be set through extra tags (unknown, structural, or a value that does not fit its VR).
     #[error("cannot set tag {tag}: {reason}")]
-    BadTag { tag: Tag, reason: String },
+    /// A tag whose value cannot be set, and why.
+    BadTag {
+        /// The tag.
+        tag: Tag,
+        /// Why.
+        reason: String,
+    },
     /// Label map problems: shape/geometry mismatch, non-integer labels, unlisted labels…
     #[error("label map: {0}")]
     Labels(String),

@@ -12,15 +12,25 @@ use crate::ConvertError;
 /// [`Volume::rgb`] for the components.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VoxelData {
+    /// uint8 (datatype 2).
     U8(Vec<u8>),
+    /// int8 (256).
     I8(Vec<i8>),
+    /// uint16 (512).
     U16(Vec<u16>),
+    /// int16 (4).
     I16(Vec<i16>),
+    /// uint32 (768).
     U32(Vec<u32>),
+    /// int32 (8).
     I32(Vec<i32>),
+    /// uint64 (1280).
     U64(Vec<u64>),
+    /// int64 (1024).
     I64(Vec<i64>),
+    /// float32 (16).
     F32(Vec<f32>),
+    /// float64 (64).
     F64(Vec<f64>),
     /// DT_RGB24 (128): one `[R, G, B]` per voxel.
     Rgb24(Vec<[u8; 3]>),
@@ -142,7 +152,9 @@ pub struct Volume {
 /// Which header fields gave the affine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeometrySource {
+    /// From the sform (srow_x/y/z).
     Sform,
+    /// From the qform (quaternion, offsets, qfac).
     Qform,
     /// Neither code set: diag(pixdim[1..3]), origin at voxel (0,0,0).
     Pixdim,

@@ -17,8 +17,11 @@ pub const SEGMENTATION_STORAGE: &str = dicom_dictionary_std::uids::SEGMENTATION_
 /// Segment Algorithm Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlgorithmType {
+    /// MANUAL: drawn by a person.
     Manual,
+    /// SEMIAUTOMATIC: drawn with a tool's help.
     Semiautomatic,
+    /// AUTOMATIC: by an algorithm.
     Automatic,
 }
 
@@ -39,6 +42,7 @@ pub struct Segment {
     pub label_value: u32,
     /// Segment Label (the `label_name` of `seg_info.json`); also picks the SNOMED CT property codes.
     pub label: String,
+    /// Segment Algorithm Type (0062,0008).
     pub algorithm_type: AlgorithmType,
     /// Segment Algorithm Name (required unless MANUAL; "unknown" when missing or empty).
     pub algorithm_name: Option<String>,
@@ -71,14 +75,19 @@ impl Segment {
 pub struct SegOptions {
     /// Series Instance UID = `2.25.<UUIDv5 of the source series UID + this seed>`; SOP Instance UID derived from it.
     pub series_uid_seed: String,
+    /// Series Description (0008,103E) of the SEG.
     pub series_description: String,
+    /// Series Number (0020,0011) of the SEG.
     pub series_number: i64,
     /// Content Label (CS: upper case, digits, `_`, ≤ 16 characters).
     pub content_label: String,
+    /// Content Description (0070,0081).
     pub content_description: Option<String>,
+    /// Content Creator's Name (0070,0084).
     pub content_creator_name: Option<String>,
     /// Content Date (YYYYMMDD) and Time (HHMMSS); `None` → now (local time).
     pub content_date: Option<String>,
+    /// Content Time (0008,0033), HHMMSS; `None`: now (local time).
     pub content_time: Option<String>,
     /// Label values present in the map but not in `segments`: error (default) or ignored.
     pub ignore_unlisted_labels: bool,
@@ -87,6 +96,7 @@ pub struct SegOptions {
 }
 
 impl SegOptions {
+    /// Defaults for a SEG whose Series Instance UID derives from `series_uid_seed`.
     pub fn new(series_uid_seed: &str) -> Self {
         SegOptions {
             series_uid_seed: series_uid_seed.to_string(),

@@ -27,7 +27,9 @@ pub struct SeriesOptions {
     /// Series Instance UID = `2.25.<UUIDv5 of study seed + this seed>`; SOP Instance UIDs and the Frame of Reference
     /// UID derive from the Series Instance UID.
     pub series_uid_seed: String,
+    /// Series Description (0008,103E).
     pub series_description: String,
+    /// Series Number (0020,0011).
     pub series_number: i64,
     /// Applied last, VR from the standard dictionary (from `meta_data.json` "gggg|eeee" keys, see
     /// [`crate::parse_tag_key`]). Empty string = empty value. Study/Series Instance UID may be overridden (the
@@ -56,16 +58,21 @@ impl SeriesOptions {
 pub struct ConvertedSeries {
     /// One Part-10 file per slice (slice k → `files[k]`, Instance Number k + 1), Explicit VR Little Endian.
     pub files: Vec<Vec<u8>>,
+    /// Series Instance UID.
     pub series_uid: String,
+    /// Study Instance UID.
     pub study_uid: String,
     /// `sop_instance_uids[k]` is the instance of slice k.
     pub sop_instance_uids: Vec<String>,
+    /// SOP Class UID of its instances.
     pub sop_class_uid: String,
+    /// Frame of Reference UID.
     pub frame_of_reference_uid: String,
     /// Set when the stored values differ from the NIfTI values (rescale quantisation, non-finite voxels).
     pub precision_note: Option<String>,
     /// Rescale Slope / Intercept written (1 / 0 when stored as is).
     pub rescale_slope: f64,
+    /// Rescale Intercept (0028,1052) written.
     pub rescale_intercept: f64,
     /// Largest |stored·slope + intercept − original| over finite voxels.
     pub max_abs_error: f64,

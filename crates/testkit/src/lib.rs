@@ -2,6 +2,8 @@
 //! with dicom-rs (uncompressed, Explicit VR Little Endian). Compressed variants are made from
 //! these with DCMTK's own tools in the tests. Not part of the product.
 
+#![warn(missing_docs)]
+
 pub mod nifti;
 pub mod postgres;
 pub mod python;

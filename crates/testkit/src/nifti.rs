@@ -10,24 +10,32 @@ pub type Affine = [[f64; 4]; 3];
 /// A NIfTI file to write.
 #[derive(Clone)]
 pub struct Nii {
+    /// 1 (348-byte header) or 2 (540-byte header).
     pub version: u8,
+    /// Header and voxels in big-endian byte order.
     pub big_endian: bool,
     /// dim[1..]
     pub dims: Vec<usize>,
+    /// NIfTI datatype code (2 uint8, 4 int16, 16 float32, …).
     pub datatype: i16,
     /// Raw voxel bytes in *little-endian* order (swapped when big_endian).
     pub data: Vec<u8>,
+    /// pixdim[4] (time), then pixdim[1..=3] (voxel sizes): `[t, x, y, z]`.
     pub pixdim: [f64; 4],
+    /// The sform affine (sform_code 2), if any.
     pub sform: Option<Affine>,
     /// (quatern b, c, d, qoffset x, y, z, qfac)
     pub qform: Option<([f64; 3], [f64; 3], f64)>,
+    /// `scl_slope` (0: no scaling).
     pub scl_slope: f64,
+    /// `scl_inter`.
     pub scl_inter: f64,
     /// `vox_offset` as the header declares it; `None`: right after the header (and its 4
     /// extension bytes), where the data is written in any case.
     pub vox_offset: Option<f64>,
 }
 
+/// Bytes per voxel of a NIfTI datatype code (panics on an unknown one).
 pub fn dtype_size(dt: i16) -> usize {
     match dt {
         2 | 256 => 1,
@@ -41,6 +49,7 @@ pub fn dtype_size(dt: i16) -> usize {
 }
 
 impl Nii {
+    /// A NIfTI-1 file of `dims` in `datatype` holding `data`, 1 mm voxels, no affine.
     pub fn new(dims: &[usize], datatype: i16, data: Vec<u8>) -> Self {
         Nii {
             version: 1,
@@ -57,6 +66,7 @@ impl Nii {
         }
     }
 
+    /// With the sform `a`; the voxel sizes follow its columns.
     pub fn with_sform(mut self, a: Affine) -> Self {
         self.sform = Some(a);
         for c in 0..3 {
@@ -65,6 +75,7 @@ impl Nii {
         self
     }
 
+    /// The file's bytes (header, 4 extension bytes, voxels).
     pub fn bytes(&self) -> Vec<u8> {
         let v2 = self.version == 2;
         let hsize = if v2 { 540 } else { 348 };
@@ -171,6 +182,7 @@ impl Nii {
         out
     }
 
+    /// The file gzipped.
     pub fn gz(&self) -> Vec<u8> {
         gzip(&self.bytes())
     }
