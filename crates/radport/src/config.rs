@@ -711,6 +711,19 @@ fn parse_duration(setting: &str, text: &str) -> Result<std::time::Duration> {
 mod tests {
     use super::*;
 
+    /// The settings of a configuration file holding `toml`, with no flags.
+    fn resolve_file(toml: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("radport.toml");
+        std::fs::write(&file, toml).unwrap();
+        ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+    }
+
     #[test]
     fn collector_durations() {
         let s = ServeArgs::default().resolve().unwrap();
@@ -846,19 +859,9 @@ mod tests {
             s.upload_retention,
             std::time::Duration::from_secs(7 * 86_400)
         );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("radport.toml");
-        std::fs::write(
-            &file,
+        let s = resolve_file(
             "upload_retention_days = 0\nmax_upload_total = 5000\nhttp_header_timeout = 2.5\n",
-        )
-        .unwrap();
-        let s = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
+        );
         assert!(s.upload_retention.is_zero(), "0 keeps uploads");
         assert_eq!(s.max_upload_total, 5000);
         assert_eq!(
@@ -921,10 +924,7 @@ mod tests {
         assert_eq!(format!("{again:?}"), format!("{s:?}"));
 
         // Every setting away from its default, as an isolated job's child must see it.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("radport.toml");
-        std::fs::write(
-            &file,
+        let s = resolve_file(
             r#"
 data_dir = "/srv/radport"
 dicom_port = 4242
@@ -970,14 +970,7 @@ http_max_connections = 100
 http_max_json_body = 2048
 download_reads = 4
 "#,
-        )
-        .unwrap();
-        let s = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
+        );
         let text = s.to_toml().unwrap();
         let again = Settings::from_toml(&text).unwrap();
         assert_eq!(format!("{again:?}"), format!("{s:?}"));

@@ -11,7 +11,6 @@
 //! both). A test that cannot run is a failure, never a pass.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -342,16 +341,14 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// A zip (stored, not deflated: the size is the point) of a series' files.
 fn stored_zip(path: &Path, files: &[PathBuf], folder: &str) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(false);
-    for f in files {
-        let name = format!("{folder}/{}", f.file_name().unwrap().to_str().unwrap());
-        zip.start_file(name.as_str(), options).unwrap();
-        zip.write_all(&std::fs::read(f).unwrap()).unwrap();
-    }
-    zip.finish().unwrap();
+    let entries: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            let name = format!("{folder}/{}", f.file_name().unwrap().to_str().unwrap());
+            (name, std::fs::read(f).unwrap())
+        })
+        .collect();
+    radport_testkit::zip::stored_zip(path, &entries);
 }
 
 fn run_json(out: &std::process::Output) -> Value {

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::common::*;
 use radport_testkit::nifti::{crc32, gzip_member, gzip_stored, Nii};
+use radport_testkit::zip::stored_zip;
 use serde_json::{json, Value};
 
 const NIFTIS: &str = "import-niftis-from-data-upload";
@@ -56,19 +57,6 @@ fn nifti2_overflowing() -> Vec<u8> {
 }
 
 // --- zips ---------------------------------------------------------------------------------------
-
-/// A zip whose entries are stored (not deflated).
-fn stored_zip(path: &Path, entries: &[(&str, &[u8])]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let o = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(true);
-    for (name, bytes) in entries {
-        zip.start_file(*name, o).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
-}
 
 /// `ZEROS` bytes of zeros deflated, as a zip of one entry (`name`), and the entry's raw deflate
 /// stream.

@@ -32,19 +32,16 @@ fn nifti_int16(dims: [usize; 3]) -> Vec<u8> {
 
 /// A zip (entries stored, not deflated: quick to write) of one NIfTI case in the basic layout.
 fn nifti_zip(path: &Path, dims: [usize; 3]) {
-    use std::io::Write;
-    let file = std::fs::File::create(path).expect("zip file");
-    let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(true);
-    zip.start_file("cases/Case00.nii", options).expect("entry");
-    zip.write_all(&nifti_int16(dims)).expect("data");
-    zip.start_file("cases/meta_data.json", options)
-        .expect("entry");
-    zip.write_all(br#"{"global_tags": {"0008|0060": "CT"}}"#)
-        .expect("data");
-    zip.finish().expect("zip");
+    radport_testkit::zip::stored_zip(
+        path,
+        &[
+            ("cases/Case00.nii", nifti_int16(dims)),
+            (
+                "cases/meta_data.json",
+                br#"{"global_tags": {"0008|0060": "CT"}}"#.to_vec(),
+            ),
+        ],
+    );
 }
 
 fn small_series(seed: &str) -> SeriesSpec {

@@ -7,6 +7,7 @@
 pub mod nifti;
 pub mod postgres;
 pub mod python;
+pub mod zip;
 
 use std::path::{Path, PathBuf};
 

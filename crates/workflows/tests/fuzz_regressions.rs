@@ -1,22 +1,12 @@
 //! Inputs found by the fuzz targets (fuzz/, scripts/fuzz.sh) in this crate's layout and JSON
 //! logic, kept as tests.
 
-use std::io::Write;
-
 use radport_workflows::fuzzing::nifti_plan;
 use radport_workflows::ImportLimits;
 
 fn zip_of(names: &[&str]) -> tempfile::NamedTempFile {
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    let mut zip = zip::ZipWriter::new(tmp.reopen().unwrap());
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for name in names {
-        zip.start_file(*name, options).unwrap();
-        zip.write_all(b"not a volume").unwrap();
-    }
-    zip.finish().unwrap();
-    tmp
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, &b"not a volume"[..])).collect();
+    radport_testkit::zip::stored_zip_file(&entries)
 }
 
 /// Found by `upload_layout` (minimised): two entries whose names differ only by a `.` or an

@@ -420,18 +420,7 @@ mod tests {
 
     /// A zip of stored entries.
     fn stored_zip(entries: &[(&str, Vec<u8>)]) -> tempfile::NamedTempFile {
-        use std::io::Write;
-        let tmp = tempfile::NamedTempFile::new().unwrap();
-        let mut zip = zip::ZipWriter::new(tmp.reopen().unwrap());
-        let o = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .large_file(true);
-        for (name, bytes) in entries {
-            zip.start_file(*name, o).unwrap();
-            zip.write_all(bytes).unwrap();
-        }
-        zip.finish().unwrap();
-        tmp
+        radport_testkit::zip::stored_zip_file(entries)
     }
 
     #[test]
