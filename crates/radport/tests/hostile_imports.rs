@@ -41,19 +41,9 @@ fn nifti1(dims: [i16; 3], datatype: i16, offset: f32, data: &[u8]) -> Vec<u8> {
 
 /// The reported 189-byte case: a NIfTI-2 header (uint8) whose dims multiply to 2^64.
 fn nifti2_overflowing() -> Vec<u8> {
-    let mut h = vec![0u8; 544];
-    h[0..4].copy_from_slice(&540i32.to_le_bytes());
-    h[4..12].copy_from_slice(b"n+2\0\r\n\x1a\n");
-    h[12..14].copy_from_slice(&2i16.to_le_bytes());
-    h[14..16].copy_from_slice(&8i16.to_le_bytes());
-    for (a, d) in [3i64, 32768, 32768, 1 << 34, 1, 1, 1, 1].iter().enumerate() {
-        h[16 + 8 * a..24 + 8 * a].copy_from_slice(&d.to_le_bytes());
-    }
-    for a in 0..4 {
-        h[104 + 8 * a..112 + 8 * a].copy_from_slice(&1f64.to_le_bytes());
-    }
-    h[168..176].copy_from_slice(&544i64.to_le_bytes());
-    h
+    let mut nii = Nii::new(&[32768, 32768, 1 << 34], 2, Vec::new());
+    nii.version = 2;
+    nii.bytes()
 }
 
 // --- zips ---------------------------------------------------------------------------------------

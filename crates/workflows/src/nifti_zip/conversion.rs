@@ -427,15 +427,10 @@ mod tests {
     fn hostile_volumes_and_json_fail_their_item_or_run_with_a_reason() {
         let mut huge_offset = nii([2, 2, 2], 4294967296.0, &[]);
         huge_offset.extend(vec![0u8; 1 << 10]);
-        let mut nifti2 = vec![0u8; 544];
-        nifti2[0..4].copy_from_slice(&540i32.to_le_bytes());
-        nifti2[4..12].copy_from_slice(b"n+2\0\r\n\x1a\n");
-        nifti2[12..14].copy_from_slice(&2i16.to_le_bytes());
-        nifti2[14..16].copy_from_slice(&8i16.to_le_bytes());
-        for (a, d) in [3i64, 32768, 32768, 1 << 34].iter().enumerate() {
-            nifti2[16 + 8 * a..24 + 8 * a].copy_from_slice(&d.to_le_bytes());
-        }
-        nifti2[168..176].copy_from_slice(&544i64.to_le_bytes());
+        // NIfTI-2, uint8, dims multiplying past 2^64.
+        let mut overflowing = radport_testkit::nifti::Nii::new(&[32768, 32768, 1 << 34], 2, vec![]);
+        overflowing.version = 2;
+        let nifti2 = overflowing.bytes();
         let tmp = stored_zip(&[
             ("offset.nii.gz", gz(&huge_offset)),
             ("overflow.nii", nifti2),
