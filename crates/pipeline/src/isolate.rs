@@ -54,8 +54,6 @@ pub struct Isolation {
     pub args: Vec<OsString>,
     /// Environment set for the child (beyond the inherited one).
     pub env: Vec<(OsString, OsString)>,
-    /// Environment variables removed for the child.
-    pub env_remove: Vec<OsString>,
     /// Address-space limit of the child in bytes (`RLIMIT_AS`); 0: none beyond the server's.
     pub memory_limit: u64,
 }
@@ -94,9 +92,6 @@ impl Isolation {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for k in &self.env_remove {
-            command.env_remove(k);
-        }
         let limit = self.memory_limit;
         // SAFETY: between fork and exec only async-signal-safe calls (getrlimit, setrlimit),
         // no allocation.
@@ -486,7 +481,6 @@ mod tests {
                     .into(),
             ],
             env: Vec::new(),
-            env_remove: Vec::new(),
             memory_limit: 256 << 20,
         };
         let limit = Duration::from_secs(1);

@@ -228,7 +228,7 @@ pub async fn project(args: &ClientArgs, action: ProjectAction) -> Result<()> {
                     radport_catalog::MAX_AE_TITLE_NAME,
                     format!("kp-{}", cell(&v["name"]))
                         .chars()
-                        .take(16)
+                        .take("kp-".len() + radport_catalog::MAX_AE_TITLE_NAME)
                         .collect::<String>()
                 );
             }

@@ -270,7 +270,6 @@ fn job_isolation(settings: &Settings) -> Result<radport_pipeline::isolate::Isola
         program,
         args: vec!["run-job".into()],
         env,
-        env_remove: Vec::new(),
         memory_limit: settings.job_memory_limit,
     })
 }
