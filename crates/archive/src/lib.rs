@@ -169,8 +169,8 @@ pub const CHECKSUM_ALGORITHM: &str = "blake3";
 /// The checksum of `bytes` as the archive writes it: `blake3:` and 64 lower-case hex digits.
 ///
 /// BLAKE3, not SHA-256: hashing every received byte is on the ingest hot path, and BLAKE3 is
-/// about four times faster here (8.4 vs 2.0 GB/s on one core of the benchmark machine) while
-/// staying collision resistant — the `overwrite-if-different` duplicate policy compares these.
+/// much the faster of the two (figures in `docs/performance.md`) while staying collision
+/// resistant — the `overwrite-if-different` duplicate policy compares these.
 /// The prefix names the algorithm so that a stored value says how to verify it (`b3sum`).
 pub fn checksum(bytes: &[u8]) -> String {
     format_checksum(&blake3::hash(bytes))
@@ -265,7 +265,8 @@ pub const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// The same for a local directory. An object up to this size (a CT or MR slice) is written
 /// by one hand-off to a blocking thread — create, write, fsync, rename, fsync the directory —
 /// which measured faster than overlapping smaller parts with the arrival of the rest (each
-/// part is one more hand-off). Larger objects are written part by part as they arrive.
+/// part is one more hand-off; see `docs/performance.md`). Larger objects are written part by
+/// part as they arrive.
 pub const LOCAL_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl Archive {
@@ -422,9 +423,8 @@ impl Archive {
     ///
     /// For objects written once and read seldom, such as received instances. Left cached, they
     /// push out what is read again (the catalog), and once the machine's free memory is used
-    /// up, every later write waits for the kernel to reclaim pages. Measured on the 2-core VM:
-    /// four senders, 1000 slices, 1.8 s with the page cache full, 1.1 s when each instance's
-    /// pages are dropped; storescp, which cannot do this, 1.3–1.6 s.
+    /// up, every later write waits for the kernel to reclaim pages. What this does to the
+    /// ingest benchmark is in `docs/performance.md`.
     pub fn drop_cached(&self, key: &str) {
         let Some(local) = &self.local else { return };
         let Ok(path) = Self::path(key)

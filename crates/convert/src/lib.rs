@@ -98,11 +98,11 @@
 //! * PET: only the DICOMDIR and Laterality warnings above.
 //! * SEG: only the DICOMDIR Study Date/Time/ID warnings (copied empty from the source series).
 //!
-//! Speed (release, 2 cores): 512×512×300 float32 + 5-label SEG ≈ 1.2 s in memory (`cargo run --release --example
-//! bench`; the range scan and the per-slice encoding run on every core for volumes of 2²⁰ voxels or more). Files
-//! read from and written to disk, against Kaapana's approach on the same files (`bench/kaapana-compare.sh`):
-//! series 0.69 s vs 0.93 s (SimpleITK 2.5.7, slice by slice, int16 cast), SEG 0.26 s vs 0.69 s (dcmqi 1.5.7
-//! `itkimage2segimage`), total 0.95 s vs 1.62 s.
+//! Speed: the range scan and the per-slice encoding run on every core for volumes of 2²⁰ voxels or more.
+//! `cargo run --release --example bench` times a 512×512×300 float32 volume + 5-label SEG in memory;
+//! `bench/kaapana-compare.sh` compares, on the same files read from and written to disk, with Kaapana's approach
+//! (SimpleITK slice by slice with an int16 cast, dcmqi's `itkimage2segimage`). The figures are in
+//! `docs/performance.md`.
 
 #![warn(missing_docs)]
 

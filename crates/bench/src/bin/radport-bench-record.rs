@@ -1,7 +1,7 @@
 //! `radport-bench-record`: times the receiver's catalog hot path, `Catalog::record_instance`,
 //! alone (no network, no file writes): a fresh SQLite catalog on disk, instances of 300-slice
 //! CT series with a realistic DICOM JSON document each, recorded by 1 and by 4 concurrent
-//! tasks (as 1 and 4 associations would). Prints a table. Run through `bench/ingest.sh` or
+//! tasks (as 1 and 4 associations would). Prints a table. Run with
 //! `cargo run --release -p radport-bench --bin radport-bench-record`.
 //!
 //! `BENCH_INSTANCES` (default 3000) sets the count per run; `BENCH_CATALOG_URL` runs it against
