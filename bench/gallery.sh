@@ -12,9 +12,13 @@
 #
 # Usage: bench/gallery.sh   (BENCH_SERIES=100000, BENCH_DIR=/tmp/radport-bench-catalog,
 #                            GALLERY_RUNS=7 page loads, GALLERY_CYCLES=5 filter sequences,
-#                            BENCH_NO_BUILD=1 to skip cargo build)
+#                            BENCH_NO_BUILD=1 to skip cargo build,
+#                            BENCH_UPDATE_DOCS=1 to put the tables into docs/performance.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# BENCH_UPDATE_DOCS=1: the same run through bench/update-docs.sh, which then puts its output
+# into the block bench:gallery of docs/performance.md.
+[[ "${BENCH_UPDATE_DOCS:-0}" != 1 ]] || exec bash "$ROOT/bench/update-docs.sh" run gallery "${BASH_SOURCE[0]}" "$@"
 BENCH_SERIES="${BENCH_SERIES:-100000}"
 BENCH_DIR="${BENCH_DIR:-/tmp/radport-bench-catalog}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"

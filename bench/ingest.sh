@@ -37,12 +37,17 @@
 #                                  a receiver that delays its ACKs (storescp) stalls up to 40 ms now
 #                                  and then, whatever its own TCP_NODELAY; this shows the receivers
 #                                  without those stalls
+#   BENCH_UPDATE_DOCS=1            after a successful run, put its table (with the date and the
+#                                  machine's state) into docs/performance.md (bench/update-docs.sh)
 #
 # Exit status: non-zero if the build fails, a receiver does not start, any dcmsend fails, or
 # a receiver did not store every instance that was sent.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# BENCH_UPDATE_DOCS=1: the same run through bench/update-docs.sh, which then puts its output
+# into the block bench:ingest of docs/performance.md.
+[[ "${BENCH_UPDATE_DOCS:-0}" != 1 ]] || exec bash "$ROOT/bench/update-docs.sh" run ingest "${BASH_SOURCE[0]}" "$@"
 BENCH_DIR="${BENCH_DIR:-/tmp/radport-bench}"
 BENCH_COUNT="${BENCH_COUNT:-1000}"
 BENCH_PARALLEL="${BENCH_PARALLEL:-4}"

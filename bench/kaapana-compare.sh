@@ -9,10 +9,14 @@
 #   BENCH_DIMS="512 512 300"               volume size
 #   BENCH_REPEAT=1                         runs of each step; the table shows the fastest
 #   BENCH_NO_BUILD=1                       use the bench example already built in target/release
+#   BENCH_UPDATE_DOCS=1                    put the table into docs/performance.md (bench/update-docs.sh)
 # Needs: python3 with nibabel + numpy (the test oracles), SimpleITK and dcmqi from PyPI (`pip install SimpleITK
 # dcmqi`: dcmqi's wheel ships itkimage2segimage). A missing one is reported in the table, not fatal.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# BENCH_UPDATE_DOCS=1: the same run through bench/update-docs.sh, which then puts its output
+# into the block bench:kaapana-compare of docs/performance.md.
+[[ "${BENCH_UPDATE_DOCS:-0}" != 1 ]] || exec bash "$ROOT/bench/update-docs.sh" run kaapana-compare "${BASH_SOURCE[0]}" "$@"
 BENCH_DIR="${BENCH_DIR:-/tmp/radport-bench-kaapana}"
 BENCH_DIMS="${BENCH_DIMS:-512 512 300}"
 BENCH_REPEAT="${BENCH_REPEAT:-1}"

@@ -4,9 +4,13 @@
 # and report stored" for a 300-slice CT while the receiver keeps ingesting another series with
 # dcmsend at full speed. Prints tables.
 #
-# Usage: bench/pipeline.sh       (BENCH_SLICES=300, BENCH_BUSY=1000, BENCH_DIR=/tmp/radport-bench-pipeline)
+# Usage: bench/pipeline.sh       (BENCH_SLICES=300, BENCH_BUSY=1000, BENCH_DIR=/tmp/radport-bench-pipeline,
+#                                 BENCH_UPDATE_DOCS=1 to put the tables into docs/performance.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# BENCH_UPDATE_DOCS=1: the same run through bench/update-docs.sh, which then puts its output
+# into the block bench:pipeline of docs/performance.md.
+[[ "${BENCH_UPDATE_DOCS:-0}" != 1 ]] || exec bash "$ROOT/bench/update-docs.sh" run pipeline "${BASH_SOURCE[0]}" "$@"
 BENCH_DIR="${BENCH_DIR:-/tmp/radport-bench-pipeline}"
 BENCH_SLICES="${BENCH_SLICES:-300}"
 BENCH_BUSY="${BENCH_BUSY:-1000}"
