@@ -65,6 +65,8 @@
 //! `series.rs` those across a series, `sr.rs` SR content trees, `vr.rs` value encodings,
 //! `tables.rs` the standard's tables and `report.rs` the HTML report.
 
+#![warn(missing_docs)]
+
 mod report;
 mod series;
 mod sr;
@@ -86,33 +88,49 @@ pub use series::validate_series;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// A violation of the standard: a rule of the IOD, its modules or functional groups (Type
+    /// 1/2/1C/2C, enumerated values), a value format, VR or VM, a file meta group that
+    /// contradicts the data set, or an attribute that differs within a series where it must not.
     Error,
+    /// Allowed but suspect, or a check that could not be made: a retired or unknown public
+    /// attribute, VR UN on a known attribute, an unknown SOP Class, or a difference within a
+    /// series that can be legitimate (geometry, duplicate Instance Numbers).
     Warning,
 }
 
 /// One problem found in an instance or a series.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
+    /// Error or warning.
     pub severity: Severity,
     /// e.g. `(0008,1115)[1]/(0020,000E)` (item indexes are 1-based); empty for instance-level findings
     pub tag_path: String,
+    /// PS3.6 keyword of the attribute concerned (e.g. `SeriesInstanceUID`); empty for a missing
+    /// module and for an attribute not in the data dictionary.
     pub keyword: String,
     /// name of the PS3.3 module the rule comes from, if any
     pub module: Option<String>,
+    /// What is wrong, in one sentence that names the attribute (name and tag) if there is one.
     pub message: String,
 }
 
 /// The result of validating one instance.
 #[derive(Clone, Debug, Serialize)]
 pub struct InstanceValidation {
+    /// SOP Instance UID (0008,0018) of the data set, else Media Storage SOP Instance UID
+    /// (0002,0003) of the file meta group; empty when both are missing.
     pub sop_instance_uid: String,
+    /// SOP Class UID (0008,0016) of the data set, else Media Storage SOP Class UID (0002,0002) of
+    /// the file meta group; empty when both are missing.
     pub sop_class_uid: String,
     /// IOD name from the standard, if the SOP Class is known
     pub iod: Option<String>,
+    /// The problems found; empty when the instance passes every check.
     pub findings: Vec<Finding>,
 }
 
 impl InstanceValidation {
+    /// Number of findings of `severity`.
     pub fn count(&self, severity: Severity) -> usize {
         self.findings
             .iter()
@@ -121,6 +139,7 @@ impl InstanceValidation {
     }
 }
 
+/// Why a file could not be validated at all (no findings are produced).
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     /// The structural walk refused the bytes before the parser saw them.
@@ -129,8 +148,10 @@ pub enum ValidateError {
     /// The attributes before Pixel Data continue past the bytes given (a head of the file).
     #[error("its attributes extend beyond the {0} bytes read")]
     AttributesBeyondHead(usize),
+    /// `dicom-object` could not parse the file; the parser's error message.
     #[error("not a readable DICOM Part-10 file: {0}")]
     Parse(String),
+    /// The parser panicked (caught with `catch_unwind`); the panic message.
     #[error("the DICOM parser panicked on this file: {0}")]
     ParserPanic(String),
 }

@@ -11,15 +11,23 @@ const DICTIONARY_JSON: &str = include_str!("../data/dictionary.json");
 /// Module usage within an IOD (PS3.3 A.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Usage {
+    /// M: required in every instance of the IOD.
     Mandatory,
+    /// C: required under the condition the IOD table states.
     Conditional,
+    /// U: optional. A usage other than M or C in the tables reads as this too.
     UserOption,
 }
 
+/// A row of the module table of an IOD (PS3.3 A): which module, and its usage.
 #[derive(Debug)]
 pub struct IodModule {
+    /// Key of the module in [`Tables::modules`] (e.g. `general-series`).
     pub module_id: String,
+    /// M, C or U.
     pub usage: Usage,
+    /// Condition of a C module as the table writes it (empty for M and U); never evaluated, as a
+    /// conditional module is checked only when present.
     pub condition: String,
 }
 
@@ -27,37 +35,57 @@ pub struct IodModule {
 /// table of the IOD): its usage and, for "C", the condition (parsed when it is a common form).
 #[derive(Debug)]
 pub struct FgMacro {
+    /// Key of the macro in [`Tables::macros`] (e.g. `pixel-measures`).
     pub macro_id: String,
+    /// M, C or U.
     pub usage: Usage,
+    /// Condition of a C macro as the table writes it (empty for M and U); quoted in the finding
+    /// of a required macro that is missing.
     pub condition: String,
+    /// `condition` parsed; `None` when the usage is not C or the condition is not one of the
+    /// parseable forms.
     pub cond: Option<Cond>,
 }
 
+/// An IOD of PS3.3 (its module table and, for an enhanced multi-frame IOD, its functional group
+/// macros).
 #[derive(Debug)]
 pub struct Iod {
+    /// Name as PS3.3 writes it (e.g. `CT Image`), reported as [`crate::InstanceValidation::iod`].
     pub name: String,
+    /// The rows of the IOD's module table, in the table's order.
     pub modules: Vec<IodModule>,
     /// empty unless the IOD uses the Multi-frame Functional Groups module
     pub fg_macros: Vec<FgMacro>,
 }
 
+/// The attribute table of a PS3.3 module or functional group macro, with macros expanded.
 #[derive(Debug)]
 pub struct Module {
+    /// Name as PS3.3 writes it, without "Module" or "Macro" (e.g. `General Series`); the
+    /// [`crate::Finding::module`] of the findings of its rules.
     pub name: String,
+    /// Index in [`Tables::lists`] of the top-level attributes of the table.
     pub list: usize,
 }
 
 /// Attribute type within a module (PS3.5 7.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttrType {
+    /// Type 1: required, with a value.
     T1,
+    /// Type 1C: as Type 1 when its condition holds.
     T1C,
+    /// Type 2: required, possibly empty (zero length).
     T2,
+    /// Type 2C: as Type 2 when its condition holds.
     T2C,
+    /// Type 3: optional. A type other than 1, 1C, 2 or 2C in the tables reads as this too.
     T3,
 }
 
 impl AttrType {
+    /// The type as PS3.3 tables write it: `1`, `1C`, `2`, `2C` or `3`.
     pub fn label(self) -> &'static str {
         match self {
             AttrType::T1 => "1",
@@ -67,6 +95,8 @@ impl AttrType {
             AttrType::T3 => "3",
         }
     }
+    /// Whether a present attribute of this type must have a value: Types 1 and 1C (for a 1C,
+    /// when its condition holds).
     pub fn must_have_value(self) -> bool {
         matches!(self, AttrType::T1 | AttrType::T1C)
     }
@@ -75,7 +105,9 @@ impl AttrType {
 /// A parsed 1C/2C condition.
 #[derive(Clone, Debug)]
 pub enum Cond {
+    /// The attribute with this tag (`group << 16 | element`) is present.
     Present(u32),
+    /// The attribute with this tag is absent.
     NotPresent(u32),
     /// tag, accepted values, 1-based value index (0 = any value)
     Equals(u32, Vec<String>, usize),
@@ -83,42 +115,74 @@ pub enum Cond {
     NotEquals(u32, Vec<String>, usize),
     /// present and not empty
     HasValue(u32),
+    /// The first value of the attribute is a number greater than this one.
     Greater(u32, f64),
+    /// Every condition holds.
     And(Vec<Cond>),
+    /// At least one condition holds.
     Or(Vec<Cond>),
 }
 
+/// An attribute row of a module or macro table, with indexes into the shared lists of
+/// [`Tables`] (`None` where the row has nothing there).
 #[derive(Debug)]
 pub struct Node {
+    /// Tag as `group << 16 | element`; for a repeating group, only the bits of `mask` are set.
     pub tag: u32,
     /// bits that must match (`0xFFFF_FFFF` unless the table uses a repeating group such as 60xx)
     pub mask: u32,
+    /// Attribute type in this table.
     pub typ: AttrType,
+    /// Index in [`Tables::conds`] of the condition of a Type 1C or 2C attribute.
     pub cond: Option<usize>,
+    /// Index in [`Tables::enums`] of the enumerated values, when the table states them as one
+    /// plain "Enumerated Values:" list.
     pub enums: Option<usize>,
+    /// Index in [`Tables::lists`] of the attributes of the items of a sequence.
     pub children: Option<usize>,
 }
 
+/// An entry of the PS3.6 data dictionary.
 #[derive(Debug, Clone)]
 pub struct DictEntry {
+    /// Keyword (e.g. `PatientName`); empty for the few entries PS3.6 gives none.
     pub keyword: String,
+    /// Attribute name (e.g. `Patient's Name`); empty for the few entries PS3.6 gives none.
     pub name: String,
+    /// Value Representation as PS3.6 writes it: one VR (`CS`), alternatives (`US or SS`), or
+    /// text that is no VR (`See Note 2`, empty).
     pub vr: String,
+    /// Value Multiplicity as PS3.6 writes it (`1`, `1-n`, `2-2n`, ...); empty for the few entries
+    /// PS3.6 gives none.
     pub vm: String,
+    /// Whether PS3.6 marks the attribute retired.
     pub retired: bool,
 }
 
+/// The standard's tables, as generated under `data/`: SOP classes, IODs, the attribute tables of
+/// modules and functional group macros, and the data dictionary.
 #[derive(Debug)]
 pub struct Tables {
+    /// Edition and source of the tables (`DICOM 2020 edition, via PyPI dicom-standard 0.1.0 ...`).
     pub edition: String,
+    /// SOP Class UID → (SOP Class name, key of its IOD in `iods`), for the PS3.4 SOP classes
+    /// that have an IOD in PS3.3.
     pub sops: HashMap<String, (String, String)>,
+    /// IODs by the id of the JSON rendition (e.g. `ct-image`).
     pub iods: HashMap<String, Iod>,
+    /// Modules by the id of the JSON rendition (e.g. `general-series`).
     pub modules: HashMap<String, Module>,
     /// functional group macros (same shape as modules: a name and a top-level node list)
     pub macros: HashMap<String, Module>,
+    /// Attribute lists (a table's top level, a sequence's items) as indexes in `nodes`;
+    /// identical lists are stored once.
     pub lists: Vec<Vec<usize>>,
+    /// Attribute rows of all the tables; identical rows are stored once.
     pub nodes: Vec<Node>,
+    /// Type 1C/2C conditions: the condition sentence of the table ("Required if ...", empty when
+    /// none was found) and its parsed form, `None` when it is not one of the parseable forms.
     pub conds: Vec<(String, Option<Cond>)>,
+    /// Enumerated value lists; a value PS3.3 writes in hex (`0001H`) is stored in decimal.
     pub enums: Vec<Vec<String>>,
     dict: HashMap<u32, DictEntry>,
     dict_masked: Vec<(u32, u32, DictEntry)>,
