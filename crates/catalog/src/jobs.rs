@@ -20,15 +20,13 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::{now, Catalog, CatalogError, Dialect};
 
 /// State of a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
     /// Waiting to be claimed (possibly not before `run_after`).
     Queued,
@@ -77,7 +75,7 @@ pub struct NewJob {
 }
 
 /// A job as stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Job {
     /// Identifier.
     pub id: String,
@@ -123,7 +121,7 @@ pub struct JobFilter {
 }
 
 /// A page of jobs, newest first.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct JobPage {
     /// Jobs matching the filter.
     pub total: i64,

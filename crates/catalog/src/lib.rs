@@ -41,7 +41,10 @@ pub use model::{
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
-pub use uploads::{Progress, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER, MIN_UPLOAD_CHARGE};
+pub use uploads::{
+    ItemError, Progress, RunState, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER,
+    MIN_UPLOAD_CHARGE,
+};
 pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.

@@ -172,7 +172,7 @@ pub struct InstanceRecord {
 }
 
 /// A project with its membership counts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Project {
     /// Name as created (canonical spelling).
     pub name: String,
@@ -185,7 +185,7 @@ pub struct Project {
 }
 
 /// A dataset inside a project.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Dataset {
     /// Name as first used (canonical spelling).
     pub name: String,
@@ -200,7 +200,7 @@ pub struct Dataset {
 }
 
 /// A (project, dataset) pair a series belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DatasetRef {
     /// Canonical project name.
     pub project: String,
@@ -240,7 +240,7 @@ pub struct SeriesFilter {
 }
 
 /// One series as listed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct SeriesSummary {
     /// Series Instance UID.
     pub series_instance_uid: String,
@@ -282,7 +282,7 @@ pub struct SeriesSummary {
 }
 
 /// One page of series plus the total number matching the filter.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct SeriesPage {
     /// Number of series matching the filter (all pages).
     pub total: i64,
@@ -291,7 +291,7 @@ pub struct SeriesPage {
 }
 
 /// One catalogued instance.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct InstanceRow {
     /// SOP Instance UID.
     pub sop_instance_uid: String,
@@ -316,13 +316,12 @@ pub struct InstanceRow {
     pub number_of_frames: Option<i64>,
     /// Time the current object was recorded, RFC 3339 UTC.
     pub received_at: String,
-    /// Key of the object in the archive (not serialized).
-    #[serde(skip)]
+    /// Key of the object in the archive.
     pub object_key: String,
 }
 
 /// A series with its projects, instances and representative metadata.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct SeriesDetail {
     /// The summary; `datasets` holds all distinct dataset names of the series.
     pub series: SeriesSummary,
@@ -339,7 +338,7 @@ pub struct SeriesDetail {
 }
 
 /// How complete a series looks from its Instance Numbers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Completeness {
     /// Instances stored.
     pub instance_count: i64,

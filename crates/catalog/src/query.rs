@@ -535,7 +535,7 @@ pub(crate) enum Facet {
 }
 
 /// One value of a facet and how many series have it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FacetValue {
     /// The value (`""` when the attribute is absent).
     pub value: String,
@@ -582,7 +582,7 @@ impl FacetGroup {
 
 /// Counts per value of the filterable dimensions of a project's series. Each facet counts under
 /// every filter except its own, so that the other values stay visible as alternatives.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Facets {
     /// By Modality.
     pub modality: Vec<FacetValue>,

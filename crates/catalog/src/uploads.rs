@@ -5,14 +5,14 @@
 //! parameters, state, progress, errors, log and the series it produced; the run itself executes
 //! as a job of the queue (`jobs`), so it survives restarts like any job.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::error::is_unique_violation;
 use crate::{now, Catalog, CatalogError};
 
 /// An upload in progress (or complete).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Upload {
     /// Identifier (part of the upload URL).
     pub id: String,
@@ -83,7 +83,7 @@ const UPLOAD_COLUMNS: &str = "id, path, length, upload_offset, chunks, metadata,
     expires_at, completed, part_keys, assembly_lease";
 
 /// A workflow run as stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct WorkflowRun {
     /// Identifier.
     pub id: String,
@@ -91,12 +91,12 @@ pub struct WorkflowRun {
     pub workflow: String,
     /// Parameters as given (defaults filled in).
     pub params: serde_json::Value,
-    /// `queued`, `running`, `succeeded` or `failed`.
-    pub state: String,
+    /// Where the run is.
+    pub state: RunState,
     /// Items done and total.
     pub progress: Progress,
-    /// Item errors: `{"item", "error"}`.
-    pub errors: Vec<serde_json::Value>,
+    /// Items that failed, and why.
+    pub errors: Vec<ItemError>,
     /// Log lines.
     pub log: Vec<String>,
     /// Series Instance UIDs produced.
@@ -109,8 +109,64 @@ pub struct WorkflowRun {
     pub finished_at: Option<String>,
 }
 
+/// State of a workflow run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Created; its job is waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// It ended, and not every item failed.
+    Succeeded,
+    /// It ended without importing anything, or stopped as a whole.
+    Failed,
+}
+
+impl RunState {
+    /// The state's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<RunState> {
+        match s {
+            "queued" => Some(RunState::Queued),
+            "running" => Some(RunState::Running),
+            "succeeded" => Some(RunState::Succeeded),
+            "failed" => Some(RunState::Failed),
+            _ => None,
+        }
+    }
+
+    /// Whether the run has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Succeeded | RunState::Failed)
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An item of a run that failed (stored as JSON `{"item", "error"}` in the run's row).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemError {
+    /// The item: an entry of the zip, or a case of a NIfTI dataset.
+    pub item: String,
+    /// Why it failed.
+    pub error: String,
+}
+
 /// Progress of a run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Progress {
     /// Items done (succeeded or failed).
     pub done: i64,
@@ -124,16 +180,23 @@ fn run_from_row(row: &sqlx::any::AnyRow) -> Result<WorkflowRun, CatalogError> {
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     };
     let list = |v: serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    let state: String = row.try_get("state")?;
+    let state = RunState::parse(&state).ok_or_else(|| {
+        CatalogError::Invalid(format!("workflow run with an unknown state {state:?}"))
+    })?;
     Ok(WorkflowRun {
         id: row.try_get("id")?,
         workflow: row.try_get("workflow")?,
         params: json("params")?,
-        state: row.try_get("state")?,
+        state,
         progress: Progress {
             done: row.try_get("progress_done")?,
             total: row.try_get("progress_total")?,
         },
-        errors: list(json("errors")?),
+        errors: list(json("errors")?)
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
         log: list(json("log")?)
             .into_iter()
             .filter_map(|v| v.as_str().map(str::to_string))
@@ -439,7 +502,7 @@ impl Catalog {
     /// Replaces the mutable part of a run: state, progress, errors, log, series.
     pub async fn update_workflow_run(&self, run: &WorkflowRun) -> Result<(), CatalogError> {
         let now = now();
-        let finished = matches!(run.state.as_str(), "succeeded" | "failed").then(|| now.clone());
+        let finished = run.state.is_final().then(|| now.clone());
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
         sqlx::query(
@@ -447,10 +510,10 @@ impl Catalog {
                errors = $4, log = $5, series = $6, updated_at = $7, \
                finished_at = COALESCE($8, finished_at) WHERE id = $9",
         )
-        .bind(&run.state)
+        .bind(run.state.as_str())
         .bind(run.progress.done)
         .bind(run.progress.total)
-        .bind(serde_json::Value::from(run.errors.clone()).to_string())
+        .bind(serde_json::to_string(&run.errors).unwrap_or_else(|_| "[]".into()))
         .bind(serde_json::json!(run.log).to_string())
         .bind(serde_json::json!(run.series).to_string())
         .bind(&now)

@@ -25,7 +25,7 @@ pub struct StoredFinding {
 }
 
 /// The validation of one series, as recorded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct SeriesValidation {
     /// Series Instance UID.
     pub series_uid: String,

@@ -63,12 +63,31 @@ impl FrameRendering {
     }
 }
 
-#[derive(Deserialize)]
+/// Which frame of an instance to draw, and how large.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RenderedQuery {
+    /// Frame number, 1-based (default 1).
     frame: Option<u32>,
+    /// Longest side of the image in pixels: 16 to 2048, 512 unless given.
     size: Option<u32>,
 }
 
+/// One frame of an instance drawn as a PNG (its window, grey levels or colour).
+#[utoipa::path(get, path = "/api/series/{series_uid}/instances/{sop_instance_uid}/rendered",
+    tag = "series",
+    params(
+        ("series_uid" = String, Path, description = "Series Instance UID"),
+        ("sop_instance_uid" = String, Path, description = "SOP Instance UID"),
+        RenderedQuery,
+    ),
+    responses(
+        (status = 200, description = "The frame", content_type = "image/png", body = crate::responses::FileBytes),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        (status = 400, description = "No such frame, or a bad size", body = crate::responses::ErrorBody),
+        (status = 404, description = "Not in the series", body = crate::responses::ErrorBody),
+        (status = 501, description = "This instance cannot be drawn (codec, photometric interpretation)", body = crate::responses::ErrorBody),
+    ))]
 pub(crate) async fn get_rendered_instance(
     State(state): State<AppState>,
     Path((series_uid, sop_instance_uid)): Path<(String, String)>,

@@ -27,8 +27,8 @@ use base64::Engine;
 use futures::StreamExt;
 use radport_archive::ArchiveError;
 use radport_catalog::{UploadRefused, KEEP_FOREVER};
-use serde_json::json;
 
+use crate::responses::{ErrorBody, UploadedFile, UploadedFileList};
 use crate::{ApiError, ApiResult, AppState};
 
 /// The protocol version spoken.
@@ -260,6 +260,8 @@ fn gib(bytes: i64) -> String {
 }
 
 /// `OPTIONS /api/uploads[/{id}]`: what this server supports.
+#[utoipa::path(options, path = "/api/uploads", tag = "uploads",
+    responses((status = 204, description = "`Tus-Version`, `Tus-Extension`, `Tus-Max-Size`")))]
 pub async fn options(State(state): State<AppState>) -> Response {
     let mut headers = HeaderMap::new();
     tus_headers(&mut headers);
@@ -271,9 +273,30 @@ pub async fn options(State(state): State<AppState>) -> Response {
     (StatusCode::NO_CONTENT, headers).into_response()
 }
 
+/// `OPTIONS /api/uploads/{id}`: the same as [`options`].
+#[utoipa::path(options, path = "/api/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id (the last part of the `Location` of its creation)")),
+    responses((status = 204, description = "`Tus-Version`, `Tus-Extension`, `Tus-Max-Size`")))]
+pub async fn options_of_upload(state: State<AppState>) -> Response {
+    options(state).await
+}
+
 /// `POST /api/uploads`: creates an upload of `Upload-Length` bytes named by the `filename`
 /// key of `Upload-Metadata` (numbered if the name is taken; the path given is answered in
 /// `Radport-File-Path`).
+#[utoipa::path(post, path = "/api/uploads", tag = "uploads",
+    params(
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Length" = u64, Header, description = "Bytes of the file"),
+        ("Upload-Metadata" = Option<String>, Header, description = "tus metadata; `filename` names the file (folders allowed)"),
+    ),
+    responses(
+        (status = 201, description = "Created: `Location` is the upload's URL, `Radport-File-Path` the file's path"),
+        (status = 400, description = "A header is missing or malformed, or the name is not allowed", body = ErrorBody),
+        (status = 409, description = "All uploads together would pass the quota", body = ErrorBody),
+        (status = 412, description = "Another tus version", body = ErrorBody),
+        (status = 413, description = "Larger than one file may be", body = ErrorBody),
+    ))]
 pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     require_tus(&headers)?;
     let length = header_i64(&headers, "upload-length")?.ok_or_else(|| {
@@ -400,6 +423,13 @@ async fn live_upload(state: &AppState, id: &str) -> ApiResult<radport_catalog::U
 }
 
 /// `HEAD /api/uploads/{id}`: how far the upload got.
+#[utoipa::path(head, path = "/api/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id (the last part of the `Location` of its creation)")),
+    responses(
+        (status = 200, description = "`Upload-Offset`, `Upload-Length`, `Upload-Expires`, `Radport-File-Path`"),
+        (status = 404, description = "No such upload"),
+        (status = 410, description = "Expired"),
+    ))]
 pub async fn head(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let mut upload = live_upload(&state, &id).await?;
     if !upload.completed && upload.offset == upload.length {
@@ -423,6 +453,22 @@ pub async fn head(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 /// `PATCH /api/uploads/{id}`: appends the body at `Upload-Offset`.
+#[utoipa::path(patch, path = "/api/uploads/{id}", tag = "uploads",
+    params(
+        ("id" = String, Path, description = "Upload id (the last part of the `Location` of its creation)"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Offset" = u64, Header, description = "Where the body goes: the offset `HEAD` answered"),
+    ),
+    request_body(content = crate::responses::FileBytes, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Stored; `Upload-Offset` is the new offset"),
+        (status = 400, description = "A header is missing or malformed, or the body passes the length", body = ErrorBody),
+        (status = 404, description = "No such upload", body = ErrorBody),
+        (status = 409, description = "`Upload-Offset` is not the upload's offset (another PATCH came first)", body = ErrorBody),
+        (status = 410, description = "Expired", body = ErrorBody),
+        (status = 412, description = "Another tus version", body = ErrorBody),
+        (status = 415, description = "Not `application/offset+octet-stream`", body = ErrorBody),
+    ))]
 pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -661,6 +707,13 @@ async fn finish_upload(state: &AppState, id: &str) -> ApiResult<()> {
 }
 
 /// `DELETE /api/uploads/{id}`: abandons an upload (termination).
+#[utoipa::path(delete, path = "/api/uploads/{id}", tag = "uploads",
+    params(("id" = String, Path, description = "Upload id (the last part of the `Location` of its creation)"), ("Tus-Resumable" = String, Header, description = "`1.0.0`")),
+    responses(
+        (status = 204, description = "Abandoned; its bytes are deleted"),
+        (status = 404, description = "No such upload", body = ErrorBody),
+        (status = 412, description = "Another tus version", body = ErrorBody),
+    ))]
 pub async fn terminate(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -735,18 +788,24 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
 }
 
 /// `GET /api/files`: the uploaded files.
-pub async fn list_files(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let items: Vec<serde_json::Value> = state
+#[utoipa::path(get, path = "/api/files", tag = "uploads",
+    responses((status = 200, description = "The uploaded files", body = UploadedFileList)))]
+pub async fn list_files(State(state): State<AppState>) -> ApiResult<Json<UploadedFileList>> {
+    let items = state
         .archive
         .list(UPLOADS_PREFIX)
         .await?
         .into_iter()
         .filter_map(|o| {
             let path = o.key.strip_prefix("uploads/")?.to_string();
-            Some(json!({ "path": path, "size": o.size, "modified": o.modified }))
+            Some(UploadedFile {
+                path,
+                size: o.size,
+                modified: o.modified,
+            })
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(UploadedFileList { items }))
 }
 
 fn file_path(path: &str) -> ApiResult<String> {
@@ -759,6 +818,13 @@ fn file_path(path: &str) -> ApiResult<String> {
 }
 
 /// `GET /api/files/{path}`: downloads an uploaded file.
+#[utoipa::path(get, path = "/api/files/{*path}", tag = "uploads",
+    params(("path" = String, Path, description = "Path of the file inside the uploads area (folders allowed)")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = crate::responses::FileBytes),
+        (status = 400, description = "Not a path inside the uploads area", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
 pub async fn get_file(
     State(state): State<AppState>,
     Path(path): Path<String>,
@@ -777,6 +843,14 @@ pub async fn get_file(
 }
 
 /// `DELETE /api/files/{path}`: deletes an uploaded file.
+#[utoipa::path(delete, path = "/api/files/{*path}", tag = "uploads",
+    params(("path" = String, Path, description = "Path of the file inside the uploads area (folders allowed)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Not a path inside the uploads area", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+        (status = 409, description = "A queued or running workflow run imports it", body = ErrorBody),
+    ))]
 pub async fn delete_file(
     State(state): State<AppState>,
     Path(path): Path<String>,

@@ -68,13 +68,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         artim_timeout: settings.artim_timeout,
         idle_timeout: settings.dicom_idle_timeout,
     };
-    let deployment = serde_json::json!({
-        "ae_title_name_limit": radport_catalog::MAX_AE_TITLE_NAME,
-        "dicom_host": settings.public_host,
-        "dicom_port": settings.dicom_port,
-        "ae_title": settings.ae_title,
-        "duplicate_policy": format!("{:?}", settings.duplicate_policy),
-    });
+    let deployment = radport_http::responses::Deployment {
+        ae_title_name_limit: radport_catalog::MAX_AE_TITLE_NAME,
+        dicom_host: settings.public_host.clone(),
+        dicom_port: settings.dicom_port,
+        ae_title: settings.ae_title.clone(),
+        duplicate_policy: format!("{:?}", settings.duplicate_policy),
+    };
     let state = radport_http::AppState {
         catalog: catalog.clone(),
         archive: archive.clone(),

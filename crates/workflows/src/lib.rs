@@ -38,7 +38,7 @@ pub mod fuzzing {
 }
 
 use radport_archive::Archive;
-use radport_catalog::{Catalog, Job, NewJob, Progress, WorkflowRun};
+use radport_catalog::{Catalog, ItemError, Job, NewJob, Progress, RunState, WorkflowRun};
 use radport_ingest::Ingestor;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -383,7 +383,7 @@ impl Workflows {
             .await?
             .ok_or_else(|| WorkflowError::Fatal(format!("no workflow run {id}")))?;
         let mut recorder = Recorder::new(self.catalog().clone(), run);
-        recorder.run.state = "running".into();
+        recorder.run.state = RunState::Running;
         recorder.run.progress = Progress { done: 0, total: 0 };
         recorder.run.errors.clear();
         recorder.run.series.clear();
@@ -399,7 +399,11 @@ impl Workflows {
         match result {
             Ok(()) => {
                 let all_failed = recorder.run.progress.total > 0 && recorder.run.series.is_empty();
-                recorder.run.state = if all_failed { "failed" } else { "succeeded" }.into();
+                recorder.run.state = if all_failed {
+                    RunState::Failed
+                } else {
+                    RunState::Succeeded
+                };
                 let summary = format!(
                     "{}: {} of {} items imported, {} errors, {} series",
                     recorder.run.state,
@@ -411,7 +415,7 @@ impl Workflows {
                 recorder.log(summary).await;
             }
             Err(e) => {
-                recorder.run.state = "failed".into();
+                recorder.run.state = RunState::Failed;
                 recorder.log(format!("failed: {e}")).await;
             }
         }
@@ -455,9 +459,10 @@ impl Recorder {
 
     /// Records a failed item.
     pub(crate) fn item_error(&mut self, item: &str, error: String) {
-        self.run
-            .errors
-            .push(json!({ "item": item, "error": error }));
+        self.run.errors.push(ItemError {
+            item: item.to_string(),
+            error,
+        });
     }
 
     /// Adds a produced series (once).

@@ -481,7 +481,7 @@ async fn failed_workflow_jobs_fail_their_run(url: &str) {
         JobState::Queued
     );
     let run = c.get_workflow_run("run1").await.expect("get").expect("run");
-    assert_eq!(run.state, "queued");
+    assert_eq!(run.state, radport_catalog::RunState::Queued);
     assert_eq!(
         run.log.last().map(String::as_str),
         Some("attempt 1 failed: killed by signal 9 (SIGKILL); it will be retried")
@@ -522,7 +522,7 @@ async fn failed_workflow_jobs_fail_their_run(url: &str) {
     let reaped = c.requeue_running_jobs().await.expect("requeue");
     assert_eq!(reaped.failed, 1);
     let run = c.get_workflow_run("run2").await.expect("get").expect("run");
-    assert_eq!(run.state, "failed");
+    assert_eq!(run.state, radport_catalog::RunState::Failed);
     assert!(run.finished_at.is_some());
     assert_eq!(
         run.log.last().map(String::as_str),
@@ -537,11 +537,11 @@ async fn failed_workflow_jobs_fail_their_run(url: &str) {
         .await
         .expect("claim")
         .expect("job");
-    run.state = "succeeded".into();
+    run.state = radport_catalog::RunState::Succeeded;
     c.update_workflow_run(&run).await.expect("update");
     let _ = c.fail_job(&id3, "w", "late").await.expect("fail");
     let run = c.get_workflow_run("run3").await.expect("get").expect("run");
-    assert_eq!(run.state, "succeeded");
+    assert_eq!(run.state, radport_catalog::RunState::Succeeded);
 }
 
 /// How long until an RFC 3339 time has passed (plus a little).

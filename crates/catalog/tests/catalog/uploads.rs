@@ -129,7 +129,7 @@ async fn upload_rows(url: &str) {
         .create_workflow_run("r2", "import", &serde_json::json!({"file": "fits.zip"}))
         .await
         .expect("run");
-    done.state = "succeeded".into();
+    done.state = radport_catalog::RunState::Succeeded;
     c.update_workflow_run(&done).await.expect("update");
     let in_use = c.files_in_use().await.expect("in use");
     assert!(

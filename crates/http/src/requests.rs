@@ -1,0 +1,174 @@
+//! The API's query strings and request bodies: this crate's own types, turned into the
+//! catalog's filters. The OpenAPI document's parameters and request schemas are derived from
+//! them.
+
+use serde::de::IntoDeserializer;
+use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::responses::State;
+
+/// `POST /api/projects`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateProject {
+    /// Name of the new project: letters, digits, `-`, `_` and `.`; at most 13 characters
+    /// for DICOM senders to reach it (`kp-<name>` in an AE title).
+    #[schema(example = "brain-mri")]
+    pub name: String,
+}
+
+/// Order of a list of series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesOrder {
+    /// Newest arrival first (the default).
+    Arrival,
+    /// Newest study date first.
+    StudyDate,
+}
+
+impl SeriesOrder {
+    fn as_str(self) -> &'static str {
+        match self {
+            SeriesOrder::Arrival => "arrival",
+            SeriesOrder::StudyDate => "study_date",
+        }
+    }
+}
+
+/// Filter and page of `GET /api/projects/{project}/series` (and of the facets, which ignore
+/// `sort`, `limit` and `offset`). Empty values count as absent.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// Only series in this dataset (case-insensitive).
+    dataset: Option<String>,
+    /// Only series of this Modality (case-insensitive).
+    modality: Option<String>,
+    /// Only series whose study has exactly this Patient ID.
+    patient_id: Option<String>,
+    /// Only studies on or after this date (`YYYYMMDD` or `YYYY-MM-DD`).
+    study_date_from: Option<String>,
+    /// Only studies on or before this date (`YYYYMMDD` or `YYYY-MM-DD`).
+    study_date_to: Option<String>,
+    /// Case-insensitive text in Patient ID or Name, study or series description, or
+    /// Accession Number.
+    q: Option<String>,
+    /// Only series with this Body Part Examined (case-insensitive).
+    body_part: Option<String>,
+    /// Order of the list.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    sort: Option<SeriesOrder>,
+    /// Only series validated (`true`) or not yet (`false`).
+    validated: Option<bool>,
+    /// Only validated series with (`true`) or without (`false`) errors.
+    has_errors: Option<bool>,
+    /// Only validated series with (`true`) or without (`false`) warnings.
+    has_warnings: Option<bool>,
+    /// Page size: 50 unless given, at most 1000; 0 answers the total only.
+    limit: Option<i64>,
+    /// Series to skip.
+    offset: Option<i64>,
+}
+
+impl From<SeriesQuery> for radport_catalog::SeriesFilter {
+    fn from(q: SeriesQuery) -> Self {
+        radport_catalog::SeriesFilter {
+            dataset: q.dataset,
+            modality: q.modality,
+            patient_id: q.patient_id,
+            study_date_from: q.study_date_from,
+            study_date_to: q.study_date_to,
+            q: q.q,
+            body_part: q.body_part,
+            sort: q.sort.map(|s| s.as_str().to_string()),
+            validated: q.validated,
+            has_errors: q.has_errors,
+            has_warnings: q.has_warnings,
+            limit: q.limit,
+            offset: q.offset,
+        }
+    }
+}
+
+/// Filter and page of `GET /api/jobs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// Only jobs in this state.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    state: Option<State>,
+    /// Only jobs of this kind (`thumbnail`, `validate`, `verify`, `workflow`).
+    kind: Option<String>,
+    /// Only jobs about this series.
+    series: Option<String>,
+    /// Page size: 100 unless given, at most 1000.
+    limit: Option<i64>,
+    /// Jobs to skip.
+    offset: Option<i64>,
+}
+
+impl From<JobQuery> for radport_catalog::JobFilter {
+    fn from(q: JobQuery) -> Self {
+        radport_catalog::JobFilter {
+            state: q.state.map(|s| s.as_str().to_string()),
+            kind: q.kind,
+            series: q.series,
+            limit: q.limit,
+            offset: q.offset,
+        }
+    }
+}
+
+/// Page of `GET /api/workflow-runs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    /// Runs to list, newest first: 100 unless given, 1 to 1000.
+    pub limit: Option<i64>,
+}
+
+/// An optional value where an empty query value (`?sort=`) counts as absent.
+fn empty_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<String>::deserialize(deserializer)? {
+        Some(s) if !s.is_empty() => T::deserialize(s.into_deserializer()).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series_query(qs: &str) -> Result<SeriesQuery, String> {
+        let uri: axum::http::Uri = format!("/x?{qs}").parse().map_err(|e| format!("{e}"))?;
+        axum::extract::Query::<SeriesQuery>::try_from_uri(&uri)
+            .map(|q| q.0)
+            .map_err(|e| e.body_text())
+    }
+
+    #[test]
+    fn queries_become_catalog_filters() {
+        let f: radport_catalog::SeriesFilter =
+            series_query("sort=study_date&validated=false&limit=3")
+                .unwrap()
+                .into();
+        assert_eq!(f.sort.as_deref(), Some("study_date"));
+        assert_eq!((f.validated, f.limit), (Some(false), Some(3)));
+        let f: radport_catalog::SeriesFilter = series_query("sort=&q=").unwrap().into();
+        assert_eq!(f.sort, None);
+        let e = series_query("sort=size").unwrap_err();
+        assert!(e.contains("arrival") && e.contains("study_date"), "{e}");
+        let uri: axum::http::Uri = "/x?state=failed&kind=thumbnail".parse().unwrap();
+        let q = axum::extract::Query::<JobQuery>::try_from_uri(&uri)
+            .unwrap()
+            .0;
+        let f: radport_catalog::JobFilter = q.into();
+        assert_eq!(f.state.as_deref(), Some("failed"));
+        assert_eq!(f.kind.as_deref(), Some("thumbnail"));
+    }
+}
