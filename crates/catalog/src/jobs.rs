@@ -61,11 +61,58 @@ impl JobState {
     }
 }
 
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Render and store a series' thumbnail (scheduled for every stable series).
+    Thumbnail,
+    /// Validate a series' instances, store the findings and the HTML report (scheduled for
+    /// every stable series).
+    Validate,
+    /// Read every stored file of a series back and compare it with its recorded size and
+    /// checksum (on request only).
+    Verify,
+    /// Execute a workflow run: `payload.run` names the `workflow_runs` row, and when such a
+    /// job fails its run is marked failed with the reason.
+    Workflow,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Thumbnail,
+        JobKind::Validate,
+        JobKind::Verify,
+        JobKind::Workflow,
+    ];
+
+    /// The kind's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Thumbnail => "thumbnail",
+            JobKind::Validate => "validate",
+            JobKind::Verify => "verify",
+            JobKind::Workflow => "workflow",
+        }
+    }
+
+    /// Parses a stored or user-given kind name.
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A job to enqueue.
 #[derive(Clone, Debug)]
 pub struct NewJob {
-    /// What to do, e.g. `thumbnail`.
-    pub kind: String,
+    /// What to do.
+    pub kind: JobKind,
     /// The series it is about, if any.
     pub series_uid: Option<String>,
     /// Parameters.
@@ -80,7 +127,7 @@ pub struct Job {
     /// Identifier.
     pub id: String,
     /// What to do.
-    pub kind: String,
+    pub kind: JobKind,
     /// The series it is about, if any.
     pub series_uid: Option<String>,
     /// Parameters.
@@ -106,12 +153,12 @@ pub struct Job {
 }
 
 /// Filter of [`Catalog::list_jobs`].
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct JobFilter {
-    /// Only jobs in this state (`queued`, `running`, `succeeded`, `failed`).
-    pub state: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
     /// Only jobs of this kind.
-    pub kind: Option<String>,
+    pub kind: Option<JobKind>,
     /// Only jobs about this series.
     pub series: Option<String>,
     /// Page size (default 100, max 1000).
@@ -152,10 +199,12 @@ const JOB_COLUMNS: &str = "id, kind, series_uid, payload, state, attempts, max_a
 
 fn job_from_row(row: &AnyRow) -> Result<Job, CatalogError> {
     let state: String = row.try_get("state")?;
+    let kind: String = row.try_get("kind")?;
     let payload: String = row.try_get("payload")?;
     Ok(Job {
         id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| CatalogError::Invalid(format!("unknown job kind {kind:?}")))?,
         series_uid: row.try_get("series_uid")?,
         payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
         state: JobState::parse(&state)
@@ -174,10 +223,6 @@ fn job_from_row(row: &AnyRow) -> Result<Job, CatalogError> {
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
-
-/// Kind of the jobs that execute workflow runs (`payload.run` names the `workflow_runs` row):
-/// when such a job fails, its run is marked failed with the reason.
-pub const WORKFLOW_JOB_KIND: &str = "workflow";
 
 /// What [`Catalog::requeue_running_jobs`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -225,7 +270,7 @@ async fn reap(
         } else {
             reaped.requeued += 1;
         }
-        if kind == WORKFLOW_JOB_KIND {
+        if kind == JobKind::Workflow.as_str() {
             note_workflow_run(tx, &payload, attempts, &error, failed, now).await?;
         }
     }
@@ -297,7 +342,7 @@ impl Catalog {
         let id = new_id();
         let done = sqlx::query(SQL_INSERT_JOB)
             .bind(&id)
-            .bind(&job.kind)
+            .bind(job.kind.as_str())
             .bind(job.series_uid.as_deref())
             .bind(job.payload.to_string())
             .bind(job.max_attempts.max(1))
@@ -311,7 +356,7 @@ impl Catalog {
     /// Claims the next due job of one of `kinds` for `worker`, holding it for `lease`.
     pub async fn claim_job(
         &self,
-        kinds: &[&str],
+        kinds: &[JobKind],
         worker: &str,
         lease: Duration,
     ) -> Result<Option<Job>, CatalogError> {
@@ -347,7 +392,7 @@ impl Catalog {
             .bind(at(lease))
             .bind(&now);
         for kind in kinds {
-            query = query.bind(*kind);
+            query = query.bind(kind.as_str());
         }
         let row = query.fetch_optional(&mut *tx).await?;
         tx.commit().await?;
@@ -461,7 +506,7 @@ impl Catalog {
             .await?;
             JobState::Queued
         };
-        if kind == WORKFLOW_JOB_KIND {
+        if kind == JobKind::Workflow.as_str() {
             let failed = state == JobState::Failed;
             note_workflow_run(&mut tx, &payload, attempts, &error, failed, &now).await?;
         }
@@ -487,17 +532,12 @@ impl Catalog {
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage, CatalogError> {
         let mut conditions: Vec<String> = Vec::new();
         let mut args: Vec<String> = Vec::new();
-        if let Some(state) = filter.state.as_deref().filter(|s| !s.is_empty()) {
-            if JobState::parse(state).is_none() {
-                return Err(CatalogError::Invalid(format!(
-                    "state must be queued, running, succeeded or failed, not {state:?}"
-                )));
-            }
-            args.push(state.to_string());
+        if let Some(state) = filter.state {
+            args.push(state.as_str().to_string());
             conditions.push(format!("state = ${}", args.len()));
         }
-        if let Some(kind) = filter.kind.as_deref().filter(|s| !s.is_empty()) {
-            args.push(kind.to_string());
+        if let Some(kind) = filter.kind {
+            args.push(kind.as_str().to_string());
             conditions.push(format!("kind = ${}", args.len()));
         }
         if let Some(series) = filter.series.as_deref().filter(|s| !s.is_empty()) {
@@ -546,7 +586,7 @@ impl Catalog {
     pub async fn schedule_stable_series(
         &self,
         idle: Duration,
-        kinds: &[&str],
+        kinds: &[JobKind],
         max_attempts: i64,
     ) -> Result<Vec<String>, CatalogError> {
         let cutoff = before(idle);
@@ -591,7 +631,7 @@ impl Catalog {
             for kind in kinds {
                 sqlx::query(SQL_INSERT_JOB)
                     .bind(new_id())
-                    .bind(*kind)
+                    .bind(kind.as_str())
                     .bind(&series_uid)
                     .bind("{}")
                     .bind(max_attempts.max(1))

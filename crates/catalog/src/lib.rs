@@ -30,9 +30,7 @@ use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use error::CatalogError;
-pub use jobs::{
-    InstanceForPipeline, Job, JobFilter, JobPage, JobState, NewJob, Reaped, WORKFLOW_JOB_KIND,
-};
+pub use jobs::{InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, Reaped};
 pub use model::{
     Completeness, Dataset, DatasetRef, Dialect, DuplicatePolicy, InstanceRecord, InstanceRow,
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,

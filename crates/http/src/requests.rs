@@ -6,7 +6,7 @@ use serde::de::IntoDeserializer;
 use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::responses::State;
+use crate::responses::{JobKind, State};
 
 /// `POST /api/projects`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,8 +98,9 @@ pub struct JobQuery {
     /// Only jobs in this state.
     #[serde(default, deserialize_with = "empty_as_none")]
     state: Option<State>,
-    /// Only jobs of this kind (`thumbnail`, `validate`, `verify`, `workflow`).
-    kind: Option<String>,
+    /// Only jobs of this kind.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    kind: Option<JobKind>,
     /// Only jobs about this series.
     series: Option<String>,
     /// Page size: 100 unless given, at most 1000.
@@ -111,8 +112,8 @@ pub struct JobQuery {
 impl From<JobQuery> for radport_catalog::JobFilter {
     fn from(q: JobQuery) -> Self {
         radport_catalog::JobFilter {
-            state: q.state.map(|s| s.as_str().to_string()),
-            kind: q.kind,
+            state: q.state.map(Into::into),
+            kind: q.kind.map(Into::into),
             series: q.series,
             limit: q.limit,
             offset: q.offset,
@@ -168,7 +169,9 @@ mod tests {
             .unwrap()
             .0;
         let f: radport_catalog::JobFilter = q.into();
-        assert_eq!(f.state.as_deref(), Some("failed"));
-        assert_eq!(f.kind.as_deref(), Some("thumbnail"));
+        assert_eq!(f.state, Some(radport_catalog::JobState::Failed));
+        assert_eq!(f.kind, Some(radport_catalog::JobKind::Thumbnail));
+        let uri: axum::http::Uri = "/x?kind=thumbnails".parse().unwrap();
+        assert!(axum::extract::Query::<JobQuery>::try_from_uri(&uri).is_err());
     }
 }

@@ -502,18 +502,6 @@ pub enum State {
     Failed,
 }
 
-impl State {
-    /// The state's name, as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Running => "running",
-            State::Succeeded => "succeeded",
-            State::Failed => "failed",
-        }
-    }
-}
-
 impl From<radport_catalog::JobState> for State {
     fn from(s: radport_catalog::JobState) -> Self {
         use radport_catalog::JobState as J;
@@ -526,13 +514,63 @@ impl From<radport_catalog::JobState> for State {
     }
 }
 
+impl From<State> for radport_catalog::JobState {
+    fn from(s: State) -> Self {
+        use radport_catalog::JobState as J;
+        match s {
+            State::Queued => J::Queued,
+            State::Running => J::Running,
+            State::Succeeded => J::Succeeded,
+            State::Failed => J::Failed,
+        }
+    }
+}
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Renders the series' thumbnail.
+    Thumbnail,
+    /// Validates the series against the standard.
+    Validate,
+    /// Reads the series' stored files back and compares their checksums.
+    Verify,
+    /// Executes a workflow run (`payload.run` names it).
+    Workflow,
+}
+
+impl From<radport_catalog::JobKind> for JobKind {
+    fn from(k: radport_catalog::JobKind) -> Self {
+        use radport_catalog::JobKind as K;
+        match k {
+            K::Thumbnail => JobKind::Thumbnail,
+            K::Validate => JobKind::Validate,
+            K::Verify => JobKind::Verify,
+            K::Workflow => JobKind::Workflow,
+        }
+    }
+}
+
+impl From<JobKind> for radport_catalog::JobKind {
+    fn from(k: JobKind) -> Self {
+        use radport_catalog::JobKind as K;
+        match k {
+            JobKind::Thumbnail => K::Thumbnail,
+            JobKind::Validate => K::Validate,
+            JobKind::Verify => K::Verify,
+            JobKind::Workflow => K::Workflow,
+        }
+    }
+}
+
 /// A job of the queue.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Job {
     /// Identifier.
     pub id: String,
-    /// What it does: `thumbnail`, `validate`, `verify` or `workflow`.
-    pub kind: String,
+    /// What it does.
+    pub kind: JobKind,
     /// The series it is about, if any.
     #[schema(required = true)]
     pub series_uid: Option<String>,
@@ -566,7 +604,7 @@ impl From<radport_catalog::Job> for Job {
     fn from(j: radport_catalog::Job) -> Self {
         Job {
             id: j.id,
-            kind: j.kind,
+            kind: j.kind.into(),
             series_uid: j.series_uid,
             payload: j.payload,
             state: j.state.into(),

@@ -14,9 +14,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::responses::{ErrorBody, SeriesDetail, Validation, VerificationQueued};
 use crate::AppState;
 
-/// Job kind of a verification (the pipeline's `worker::VERIFY`, which runs it).
-const VERIFY_JOB: &str = "verify";
-
 /// The series, or a 404 that names it.
 async fn series_or_404(
     state: &AppState,
@@ -251,7 +248,7 @@ pub(crate) async fn verify_series(
     let queued = state
         .catalog
         .enqueue_job(&radport_catalog::NewJob {
-            kind: VERIFY_JOB.to_string(),
+            kind: radport_catalog::JobKind::Verify,
             series_uid: Some(series_uid.clone()),
             payload: serde_json::json!({}),
             // A file that differs does not heal: no retries.
@@ -265,8 +262,8 @@ pub(crate) async fn verify_series(
             let waiting = state
                 .catalog
                 .list_jobs(&JobFilter {
-                    state: Some("queued".into()),
-                    kind: Some(VERIFY_JOB.into()),
+                    state: Some(radport_catalog::JobState::Queued),
+                    kind: Some(radport_catalog::JobKind::Verify),
                     series: Some(series_uid.clone()),
                     limit: Some(1),
                     offset: None,

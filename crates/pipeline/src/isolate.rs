@@ -47,7 +47,7 @@ const STDERR_QUOTED: usize = 400;
 #[derive(Clone, Debug)]
 pub struct Isolation {
     /// Job kinds run in a child.
-    pub kinds: Vec<String>,
+    pub kinds: Vec<radport_catalog::JobKind>,
     /// Program of the child: the server's own executable.
     pub program: PathBuf,
     /// Arguments before the job id and the worker name.
@@ -71,8 +71,8 @@ pub enum ChildOutcome {
 
 impl Isolation {
     /// Whether jobs of `kind` run in a child.
-    pub fn covers(&self, kind: &str) -> bool {
-        self.kinds.iter().any(|k| k == kind)
+    pub fn covers(&self, kind: radport_catalog::JobKind) -> bool {
+        self.kinds.contains(&kind)
     }
 
     /// Runs job `job_id` claimed by `worker` in a child and waits for it (at most
@@ -471,7 +471,7 @@ mod tests {
     #[tokio::test]
     async fn limits_apply_to_the_child() {
         let isolation = Isolation {
-            kinds: vec!["k".into()],
+            kinds: vec![radport_catalog::JobKind::Thumbnail],
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use radport_archive::Archive;
-use radport_catalog::{Catalog, Job, StoredFinding};
+use radport_catalog::{Catalog, Job, JobKind, StoredFinding};
 use radport_validate::{Finding, InstanceValidation, Severity};
 use tokio::sync::Notify;
 
@@ -26,18 +26,10 @@ use crate::thumbnail::{
     rtstruct_source_reference, seg_source_reference, ThumbnailOptions,
 };
 
-/// Job kind: render and store the series thumbnail.
-pub const THUMBNAIL: &str = "thumbnail";
-
-/// Job kind: validate every instance and the series, store the findings and the HTML report.
-pub const VALIDATE: &str = "validate";
-
-/// Every job kind enqueued for a stable series, in that order.
-pub const KINDS: &[&str] = &[THUMBNAIL, VALIDATE];
-
-/// Job kind, enqueued on request only: read every stored file of the series back and compare
-/// its size and checksum with the catalog's. Fails, listing the instances, if one differs.
-pub const VERIFY: &str = "verify";
+/// Every job kind enqueued for a stable series, in that order. ([`JobKind::Verify`] is
+/// enqueued on request only; [`JobKind::Workflow`] by the workflows, run by their
+/// [`JobHandler`].)
+pub const KINDS: &[JobKind] = &[JobKind::Thumbnail, JobKind::Validate];
 
 /// Instances named in the error of a failed verification (the count is always given).
 const VERIFY_PROBLEMS_SHOWN: usize = 10;
@@ -99,7 +91,7 @@ fn node_name() -> String {
 
 /// Job kinds that decode untrusted bytes (uploaded zips and NIfTI, received pixel data through
 /// C codecs) and so run in a child process when isolation is on.
-pub const RISKY_KINDS: &[&str] = &[THUMBNAIL, radport_catalog::WORKFLOW_JOB_KIND];
+pub const RISKY_KINDS: &[JobKind] = &[JobKind::Thumbnail, JobKind::Workflow];
 
 /// Why a job failed (kept as the job's `last_error`).
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +111,7 @@ pub enum JobError {
 /// of workers serves the whole queue.
 pub trait JobHandler: Send + Sync + 'static {
     /// The job kind handled.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> JobKind;
     /// Runs one job; `Err` is recorded as the job's error and retried.
     fn run<'a>(&'a self, job: &'a Job) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
@@ -199,8 +191,8 @@ impl Pipeline {
 
     async fn work_loop(&self, index: usize) {
         let worker = format!("{}/{}", self.config.node, index);
-        let mut kinds: Vec<&str> = KINDS.to_vec();
-        kinds.push(VERIFY);
+        let mut kinds: Vec<JobKind> = KINDS.to_vec();
+        kinds.push(JobKind::Verify);
         kinds.extend(self.handlers.iter().map(|h| h.kind()));
         loop {
             let claimed = self
@@ -267,7 +259,7 @@ impl Pipeline {
             .config
             .isolation
             .as_ref()
-            .filter(|i| i.covers(&job.kind))
+            .filter(|i| i.covers(job.kind))
         {
             return match isolation.run(&job.id, worker, limit).await {
                 ChildOutcome::Succeeded => Attempt::Succeeded,
@@ -318,11 +310,13 @@ impl Pipeline {
             .series_uid
             .as_deref()
             .ok_or_else(|| JobError::Invalid(format!("{} job without a series", job.kind)))?;
-        match job.kind.as_str() {
-            THUMBNAIL => self.render_thumbnail(series).await,
-            VALIDATE => self.validate_series(series).await,
-            VERIFY => self.verify_series(series).await,
-            other => Err(JobError::Invalid(format!("unknown job kind {other:?}"))),
+        match job.kind {
+            JobKind::Thumbnail => self.render_thumbnail(series).await,
+            JobKind::Validate => self.validate_series(series).await,
+            JobKind::Verify => self.verify_series(series).await,
+            other => Err(JobError::Invalid(format!(
+                "no handler for {other} jobs in this process"
+            ))),
         }
     }
 
@@ -416,7 +410,7 @@ impl Pipeline {
         for derived in self.catalog.series_referencing(series_uid).await? {
             self.catalog
                 .enqueue_job(&radport_catalog::NewJob {
-                    kind: THUMBNAIL.into(),
+                    kind: JobKind::Thumbnail,
                     series_uid: Some(derived),
                     payload: serde_json::json!({ "because": series_uid }),
                     max_attempts: self.config.max_attempts,

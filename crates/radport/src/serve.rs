@@ -263,10 +263,7 @@ fn job_isolation(settings: &Settings) -> Result<radport_pipeline::isolate::Isola
         settings.to_toml()?.into(),
     )];
     Ok(radport_pipeline::isolate::Isolation {
-        kinds: radport_pipeline::worker::RISKY_KINDS
-            .iter()
-            .map(|k| k.to_string())
-            .collect(),
+        kinds: radport_pipeline::worker::RISKY_KINDS.to_vec(),
         program,
         args: vec!["run-job".into()],
         env,
@@ -282,8 +279,8 @@ fn catalog_is_embedded(url: &str) -> bool {
 pub(crate) struct WorkflowJobs(pub(crate) radport_workflows::Workflows);
 
 impl radport_pipeline::worker::JobHandler for WorkflowJobs {
-    fn kind(&self) -> &'static str {
-        radport_workflows::JOB_KIND
+    fn kind(&self) -> radport_catalog::JobKind {
+        radport_catalog::JobKind::Workflow
     }
 
     fn run<'a>(

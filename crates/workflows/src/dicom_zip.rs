@@ -15,7 +15,11 @@ use radport_catalog::Route;
 use radport_ingest::{Announced, IncomingInstance};
 
 use crate::upload::{self, Budget};
-use crate::{ImportLimits, Recorder, WorkflowError, Workflows};
+use crate::{
+    ImportLimits, ParamSpec, ParamType, Recorder, WorkflowError, WorkflowSpec, Workflows,
+    IMPORT_DICOMS,
+};
+use serde_json::{json, Value};
 
 /// Bytes read first from each entry: the preamble and the file meta group.
 const HEAD: usize = 64 * 1024;
@@ -47,16 +51,77 @@ struct Current {
     incoming: Result<IncomingInstance, String>,
 }
 
+/// The workflow as `GET /api/workflows` lists it: what it does and its parameters (the
+/// fields of [`Params`]).
+pub(crate) fn spec() -> WorkflowSpec {
+    WorkflowSpec {
+        name: IMPORT_DICOMS,
+        description: "Imports a .zip of DICOM folders from the uploaded files into the archive, \
+                      as if its files had been sent to the DICOM receiver.",
+        parameters: vec![
+            ParamSpec {
+                name: "file",
+                kind: ParamType::String,
+                default: Value::Null,
+                required: true,
+                description: "Uploaded .zip to import (a path from GET /api/files)",
+            },
+            ParamSpec {
+                name: "project",
+                kind: ParamType::String,
+                default: json!("admin"),
+                required: false,
+                description: "Project to import into (must exist)",
+            },
+            ParamSpec {
+                name: "dataset",
+                kind: ParamType::String,
+                default: json!("dicomupload"),
+                required: false,
+                description: "Dataset name (created on first use)",
+            },
+            ParamSpec {
+                name: "extension",
+                kind: ParamType::String,
+                default: json!(".dcm"),
+                required: false,
+                description: "File extension of the DICOM files; empty: every file that is DICOM by its preamble",
+            },
+            ParamSpec {
+                name: "delete_original_file",
+                kind: ParamType::Boolean,
+                default: json!(true),
+                required: false,
+                description: "Delete the uploaded file once every item was imported",
+            },
+        ],
+    }
+}
+
+/// The parameters of [`IMPORT_DICOMS`](crate::IMPORT_DICOMS), defaults filled in (see its
+/// [`WorkflowSpec`](crate::WorkflowSpec) in [`definitions`](crate::definitions)).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct Params {
+    /// The uploaded zip, a path inside the uploads area.
+    file: String,
+    /// Project to import into.
+    project: String,
+    /// Dataset of the imported series.
+    dataset: String,
+    /// File extension of the DICOM entries; empty: every entry with a DICOM preamble.
+    extension: String,
+    /// Delete the upload once every item was imported.
+    delete_original_file: bool,
+}
+
 pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), WorkflowError> {
-    let params = rec.run.params.clone();
-    let text = |k: &str| params[k].as_str().unwrap_or_default().to_string();
-    let (file, project, dataset, extension) = (
-        text("file"),
-        text("project"),
-        text("dataset"),
-        text("extension"),
-    );
-    let delete_original = params["delete_original_file"].as_bool().unwrap_or(true);
+    let Params {
+        file,
+        project,
+        dataset,
+        extension,
+        delete_original_file: delete_original,
+    } = rec.params()?;
 
     let upload::Prepared {
         project,

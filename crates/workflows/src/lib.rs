@@ -1,7 +1,7 @@
 //! Workflows: named, parameterised runs that import uploaded files into the archive.
 //!
 //! A run is a row of the catalog (`workflow_runs`: parameters, state, progress, item errors,
-//! log, series produced) executed as one job of the catalog's queue (kind [`JOB_KIND`]), so it
+//! log, series produced) executed as one job of the catalog's queue (kind `workflow`), so it
 //! survives a restart like any job (it is then run again from the start: imports are
 //! idempotent, known instances are kept once). Every imported instance goes through
 //! [`radport_ingest::Ingestor`], the same path as DIMSE: routing to project and dataset, catalog,
@@ -38,13 +38,10 @@ pub mod fuzzing {
 }
 
 use radport_archive::Archive;
-use radport_catalog::{Catalog, ItemError, Job, NewJob, Progress, RunState, WorkflowRun};
+use radport_catalog::{Catalog, ItemError, Job, JobKind, NewJob, Progress, RunState, WorkflowRun};
 use radport_ingest::Ingestor;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-
-/// Job kind under which runs execute.
-pub const JOB_KIND: &str = "workflow";
 
 /// Name of the DICOM zip import.
 pub const IMPORT_DICOMS: &str = "import-dicoms-from-data-upload";
@@ -109,105 +106,51 @@ pub struct WorkflowSpec {
     pub parameters: Vec<ParamSpec>,
 }
 
+/// A workflow radport runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workflow {
+    /// [`IMPORT_DICOMS`]: a zip of DICOM folders.
+    ImportDicoms,
+    /// [`IMPORT_NIFTIS`]: a zip of NIfTI volumes and label maps, converted to DICOM.
+    ImportNiftis,
+}
+
+impl Workflow {
+    /// Every workflow.
+    pub const ALL: [Workflow; 2] = [Workflow::ImportDicoms, Workflow::ImportNiftis];
+
+    /// The workflow's name (in the API's URLs and a run's `workflow`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workflow::ImportDicoms => IMPORT_DICOMS,
+            Workflow::ImportNiftis => IMPORT_NIFTIS,
+        }
+    }
+
+    /// The workflow of that name.
+    pub fn parse(name: &str) -> Option<Workflow> {
+        Workflow::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// What it does and its parameters.
+    pub fn spec(self) -> WorkflowSpec {
+        match self {
+            Workflow::ImportDicoms => dicom_zip::spec(),
+            Workflow::ImportNiftis => nifti_zip::spec(),
+        }
+    }
+}
+
 /// Every workflow radport runs.
 pub fn definitions() -> Vec<WorkflowSpec> {
-    vec![
-        WorkflowSpec {
-        name: IMPORT_DICOMS,
-        description: "Imports a .zip of DICOM folders from the uploaded files into the archive, \
-                      as if its files had been sent to the DICOM receiver.",
-        parameters: vec![
-            ParamSpec {
-                name: "file",
-                kind: ParamType::String,
-                default: Value::Null,
-                required: true,
-                description: "Uploaded .zip to import (a path from GET /api/files)",
-            },
-            ParamSpec {
-                name: "project",
-                kind: ParamType::String,
-                default: json!("admin"),
-                required: false,
-                description: "Project to import into (must exist)",
-            },
-            ParamSpec {
-                name: "dataset",
-                kind: ParamType::String,
-                default: json!("dicomupload"),
-                required: false,
-                description: "Dataset name (created on first use)",
-            },
-            ParamSpec {
-                name: "extension",
-                kind: ParamType::String,
-                default: json!(".dcm"),
-                required: false,
-                description: "File extension of the DICOM files; empty: every file that is DICOM by its preamble",
-            },
-            ParamSpec {
-                name: "delete_original_file",
-                kind: ParamType::Boolean,
-                default: json!(true),
-                required: false,
-                description: "Delete the uploaded file once every item was imported",
-            },
-        ],
-    },
-        WorkflowSpec {
-            name: IMPORT_NIFTIS,
-            description: "Converts a .zip of NIfTI volumes (Kaapana's basic layout with \
-                          meta_data.json and seg_info.json, or an nnU-Net v2 dataset) to DICOM \
-                          series, label maps to DICOM SEG, and imports them into the archive.",
-            parameters: vec![
-                ParamSpec {
-                    name: "file",
-                    kind: ParamType::String,
-                    default: Value::Null,
-                    required: true,
-                    description: "Uploaded .zip to import (a path from GET /api/files)",
-                },
-                ParamSpec {
-                    name: "project",
-                    kind: ParamType::String,
-                    default: json!("admin"),
-                    required: false,
-                    description: "Project to import into (must exist)",
-                },
-                ParamSpec {
-                    name: "dataset",
-                    kind: ParamType::String,
-                    default: json!("itk2dcm"),
-                    required: false,
-                    description: "Dataset name (created on first use)",
-                },
-                ParamSpec {
-                    name: "modality",
-                    kind: ParamType::String,
-                    default: json!(""),
-                    required: false,
-                    description: "Modality of the image series (CT, MR, …); empty: meta_data.json's \
-                                  global 0008|0060, else the nnU-Net channel name (CT, MR, PET…), \
-                                  else OT",
-                },
-                ParamSpec {
-                    name: "delete_original_file",
-                    kind: ParamType::Boolean,
-                    default: json!(true),
-                    required: false,
-                    description: "Delete the uploaded file once every item was imported",
-                },
-            ],
-        },
-    ]
+    Workflow::ALL.into_iter().map(Workflow::spec).collect()
 }
 
 /// Checks `given` against the workflow's parameters and fills in defaults.
 pub fn resolve_params(workflow: &str, given: &Value) -> Result<Value, WorkflowError> {
-    let spec = definitions()
-        .into_iter()
-        .find(|w| w.name == workflow)
-        .ok_or_else(|| WorkflowError::UnknownWorkflow(workflow.to_string()))?;
+    let spec = Workflow::parse(workflow)
+        .ok_or_else(|| WorkflowError::UnknownWorkflow(workflow.to_string()))?
+        .spec();
     let given = match given {
         Value::Null => Map::new(),
         Value::Object(m) => m.clone(),
@@ -363,7 +306,7 @@ impl Workflows {
             .await?;
         self.catalog()
             .enqueue_job(&NewJob {
-                kind: JOB_KIND.into(),
+                kind: JobKind::Workflow,
                 series_uid: None,
                 payload: json!({ "run": id }),
                 max_attempts: 3,
@@ -390,10 +333,12 @@ impl Workflows {
         recorder
             .log(format!("started (attempt {})", job.attempts))
             .await;
-        let result = match recorder.run.workflow.as_str() {
-            IMPORT_DICOMS => dicom_zip::run(self, &mut recorder).await,
-            IMPORT_NIFTIS => nifti_zip::run(self, &mut recorder).await,
-            other => Err(WorkflowError::UnknownWorkflow(other.to_string())),
+        let result = match Workflow::parse(&recorder.run.workflow) {
+            Some(Workflow::ImportDicoms) => dicom_zip::run(self, &mut recorder).await,
+            Some(Workflow::ImportNiftis) => nifti_zip::run(self, &mut recorder).await,
+            None => Err(WorkflowError::UnknownWorkflow(
+                recorder.run.workflow.clone(),
+            )),
         };
         let items = recorder.run.progress.total;
         match result {
@@ -455,6 +400,17 @@ impl Recorder {
         tracing::debug!(run = %self.run.id, workflow = %self.run.workflow, "{line}");
         self.run.log.push(line);
         let _ = self.save().await;
+    }
+
+    /// The run's parameters as the workflow's own type (`resolve_params` checked them when
+    /// the run was started).
+    pub(crate) fn params<P: serde::de::DeserializeOwned>(&self) -> Result<P, WorkflowError> {
+        serde_json::from_value(self.run.params.clone()).map_err(|e| {
+            WorkflowError::Fatal(format!(
+                "the run's parameters do not fit {}: {e}",
+                self.run.workflow
+            ))
+        })
     }
 
     /// Records a failed item.

@@ -42,9 +42,13 @@ mod layout;
 mod manifest;
 
 use crate::upload::{self, Budget};
-use crate::{ImportLimits, Recorder, WorkflowError, Workflows};
+use crate::{
+    ImportLimits, ParamSpec, ParamType, Recorder, WorkflowError, WorkflowSpec, Workflows,
+    IMPORT_NIFTIS,
+};
 use radport_catalog::Route;
 use radport_convert::{self as convert, Tag};
+use serde_json::json;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -80,16 +84,86 @@ enum Msg {
     Fatal(String),
 }
 
+/// The workflow as `GET /api/workflows` lists it: what it does and its parameters (the
+/// fields of [`Params`]).
+pub(crate) fn spec() -> WorkflowSpec {
+    WorkflowSpec {
+        name: IMPORT_NIFTIS,
+        description: "Converts a .zip of NIfTI volumes (Kaapana's basic layout with \
+                          meta_data.json and seg_info.json, or an nnU-Net v2 dataset) to DICOM \
+                          series, label maps to DICOM SEG, and imports them into the archive.",
+        parameters: vec![
+            ParamSpec {
+                name: "file",
+                kind: ParamType::String,
+                default: Value::Null,
+                required: true,
+                description: "Uploaded .zip to import (a path from GET /api/files)",
+            },
+            ParamSpec {
+                name: "project",
+                kind: ParamType::String,
+                default: json!("admin"),
+                required: false,
+                description: "Project to import into (must exist)",
+            },
+            ParamSpec {
+                name: "dataset",
+                kind: ParamType::String,
+                default: json!("itk2dcm"),
+                required: false,
+                description: "Dataset name (created on first use)",
+            },
+            ParamSpec {
+                name: "modality",
+                kind: ParamType::String,
+                default: json!(""),
+                required: false,
+                description: "Modality of the image series (CT, MR, …); empty: meta_data.json's \
+                                  global 0008|0060, else the nnU-Net channel name (CT, MR, PET…), \
+                                  else OT",
+            },
+            ParamSpec {
+                name: "delete_original_file",
+                kind: ParamType::Boolean,
+                default: json!(true),
+                required: false,
+                description: "Delete the uploaded file once every item was imported",
+            },
+        ],
+    }
+}
+
+/// The parameters of [`IMPORT_NIFTIS`](crate::IMPORT_NIFTIS), defaults filled in (see its
+/// [`WorkflowSpec`](crate::WorkflowSpec) in [`definitions`](crate::definitions)).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct Params {
+    /// The uploaded zip, a path inside the uploads area.
+    file: String,
+    /// Project to import into.
+    project: String,
+    /// Dataset of the imported series.
+    dataset: String,
+    /// Modality of the image series; empty: from the layout.
+    modality: String,
+    /// Delete the upload once every item was imported.
+    delete_original_file: bool,
+}
+
 pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), WorkflowError> {
-    let params = rec.run.params.clone();
-    let text = |k: &str| params[k].as_str().unwrap_or_default().trim().to_string();
+    let Params {
+        file,
+        project,
+        dataset,
+        modality,
+        delete_original_file: delete_original,
+    } = rec.params()?;
     let (file, project, dataset, modality) = (
-        text("file"),
-        text("project"),
-        text("dataset"),
-        text("modality").to_ascii_uppercase(),
+        file.trim().to_string(),
+        project.trim().to_string(),
+        dataset.trim().to_string(),
+        modality.trim().to_ascii_uppercase(),
     );
-    let delete_original = params["delete_original_file"].as_bool().unwrap_or(true);
     if !modality.is_empty()
         && (modality.len() > 16
             || !modality
