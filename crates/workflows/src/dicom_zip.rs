@@ -11,9 +11,10 @@
 
 use std::io::Read;
 
-use radport_catalog::Route;
 use radport_ingest::{Announced, IncomingInstance};
+use tokio::sync::mpsc::Sender;
 
+use crate::driver;
 use crate::upload::{self, Budget};
 use crate::{
     ImportLimits, ParamSpec, ParamType, Recorder, WorkflowError, WorkflowSpec, Workflows,
@@ -120,25 +121,45 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
         project,
         dataset,
         extension,
-        delete_original_file: delete_original,
+        delete_original_file,
     } = rec.params()?;
-
-    let upload::Prepared {
-        project,
-        key,
-        scratch,
-    } = upload::prepare(w, rec, &file, &project, &dataset).await?;
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(4);
-    let path = scratch.path().to_path_buf();
+    let upload = driver::Upload {
+        file: &file,
+        project: &project,
+        dataset: &dataset,
+        delete_original: delete_original_file,
+    };
     let limits = w.limits;
-    let reader = tokio::task::spawn_blocking(move || read_entries(&path, &extension, &limits, &tx));
+    let read = move |path: &std::path::Path, tx: &Sender<Entry>| {
+        read_entries(path, &extension, &limits, tx)
+    };
+    let import = DicomImport {
+        current: None,
+        not_dicom: Vec::new(),
+    };
+    driver::run(w, rec, upload, read, import).await
+}
 
-    let route = Route { project, dataset };
-    let mut not_dicom: Vec<String> = Vec::new();
-    let source = format!("upload:{file}");
-    let mut current: Option<Current> = None;
-    while let Some(entry) = rx.recv().await {
+/// The async side of the DICOM import: each entry streamed into the ingest path.
+struct DicomImport {
+    /// The entry being imported.
+    current: Option<Current>,
+    /// Entries that turned out not to be DICOM.
+    not_dicom: Vec<String>,
+}
+
+impl driver::Import for DicomImport {
+    type Msg = Entry;
+    const READER: &'static str = "the zip reader";
+    const QUEUE: usize = 4;
+
+    async fn handle(
+        &mut self,
+        w: &Workflows,
+        to: &driver::Destination,
+        rec: &mut Recorder,
+        entry: Entry,
+    ) -> Result<(), WorkflowError> {
         match entry {
             Entry::Plan { items, skipped } => {
                 rec.run.progress.total = items as i64;
@@ -159,7 +180,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                     Ok((announced, offset)) => {
                         match w
                             .ingestor
-                            .begin(route.clone(), source.clone(), announced)
+                            .begin(to.route.clone(), to.source.clone(), announced)
                             .await
                         {
                             Ok(mut incoming) => match incoming.write(head[offset..].to_vec()).await
@@ -175,10 +196,10 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                     }
                     Err(reason) => Err(reason),
                 };
-                current = Some(Current { name, incoming });
+                self.current = Some(Current { name, incoming });
             }
             Entry::Chunk(bytes) => {
-                if let Some(cur) = &mut current {
+                if let Some(cur) = &mut self.current {
                     if let Ok(i) = &mut cur.incoming {
                         if let Err(e) = i.write(bytes).await {
                             let failed = std::mem::replace(&mut cur.incoming, Err(e.to_string()));
@@ -190,7 +211,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 }
             }
             Entry::End => {
-                if let Some(Current { name, incoming }) = current.take() {
+                if let Some(Current { name, incoming }) = self.current.take() {
                     match incoming {
                         Ok(i) => match w.ingestor.finish(i).await {
                             Ok(outcome) => rec.series(&outcome.series_instance_uid),
@@ -203,7 +224,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 }
             }
             Entry::Abort(reason) => {
-                if let Some(Current { name, incoming }) = current.take() {
+                if let Some(Current { name, incoming }) = self.current.take() {
                     if let Ok(i) = incoming {
                         i.abort().await;
                     }
@@ -218,43 +239,38 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 rec.progress().await;
             }
             Entry::NotDicom { name } => {
-                not_dicom.push(name);
+                self.not_dicom.push(name);
                 rec.run.progress.done += 1;
                 rec.progress().await;
             }
-            Entry::Fatal(reason) => {
-                if let Some(Current {
-                    incoming: Ok(i), ..
-                }) = current.take()
-                {
-                    i.abort().await;
+            Entry::Fatal(reason) => return Err(WorkflowError::Fatal(reason)),
+        }
+        Ok(())
+    }
+
+    async fn end(&mut self, rec: &mut Recorder) {
+        // An entry cut off by the end of the messages (or a fatal error) is not stored.
+        if let Some(Current {
+            incoming: Ok(i), ..
+        }) = self.current.take()
+        {
+            i.abort().await;
+        }
+        if !self.not_dicom.is_empty() {
+            let shown: Vec<&str> = self.not_dicom.iter().take(10).map(String::as_str).collect();
+            rec.log(format!(
+                "skipped {} files that are not DICOM: {}{}",
+                self.not_dicom.len(),
+                shown.join(", "),
+                if self.not_dicom.len() > 10 {
+                    ", …"
+                } else {
+                    ""
                 }
-                return Err(WorkflowError::Fatal(reason));
-            }
+            ))
+            .await;
         }
     }
-    if let Some(Current {
-        incoming: Ok(i), ..
-    }) = current.take()
-    {
-        i.abort().await;
-    }
-    if !not_dicom.is_empty() {
-        let shown: Vec<&str> = not_dicom.iter().take(10).map(String::as_str).collect();
-        rec.log(format!(
-            "skipped {} files that are not DICOM: {}{}",
-            not_dicom.len(),
-            shown.join(", "),
-            if not_dicom.len() > 10 { ", …" } else { "" }
-        ))
-        .await;
-    }
-    reader
-        .await
-        .map_err(|e| WorkflowError::Fatal(format!("the zip reader stopped: {e}")))?;
-    drop(scratch);
-
-    upload::finish(w, rec, &key, &file, delete_original).await
 }
 
 fn is_dicom(head: &[u8]) -> bool {

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod dicom_zip;
+mod driver;
 mod nifti_zip;
 mod upload;
 

@@ -41,16 +41,17 @@ mod conversion;
 mod layout;
 mod manifest;
 
+use crate::driver;
 use crate::upload::{self, Budget};
 use crate::{
     ImportLimits, ParamSpec, ParamType, Recorder, WorkflowError, WorkflowSpec, Workflows,
     IMPORT_NIFTIS,
 };
-use radport_catalog::Route;
 use radport_convert::{self as convert, Tag};
 use serde_json::json;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tokio::sync::mpsc::Sender;
 
 use conversion::*;
 use layout::*;
@@ -175,27 +176,44 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
         )));
     }
 
-    let upload::Prepared {
-        project,
-        key,
-        scratch,
-    } = upload::prepare(w, rec, &file, &project, &dataset).await?;
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(1);
-    let path = scratch.path().to_path_buf();
+    let upload = driver::Upload {
+        file: &file,
+        project: &project,
+        dataset: &dataset,
+        delete_original,
+    };
     let ctx = Context {
         upload_name: file.rsplit('/').next().unwrap_or(&file).to_string(),
-        modality: (!modality.is_empty()).then_some(modality),
+        modality: (!modality.is_empty()).then_some(modality.clone()),
         limits: w.limits,
     };
     // Conversion is CPU-heavy: the whole reading and converting side is one blocking thread.
-    let reader = tokio::task::spawn_blocking(move || convert_zip(&path, &ctx, &tx));
+    let read = move |path: &std::path::Path, tx: &Sender<Msg>| convert_zip(path, &ctx, tx);
+    let import = NiftiImport {
+        ingest_errors: HashMap::new(),
+    };
+    driver::run(w, rec, upload, read, import).await
+}
 
-    let route = Route { project, dataset };
-    let source = format!("upload:{file}");
-    // Ingest failures per case, reported with the case's conversion errors.
-    let mut ingest_errors: HashMap<String, Vec<String>> = HashMap::new();
-    while let Some(msg) = rx.recv().await {
+/// The async side of the NIfTI import: each converted series ingested, item errors per case.
+struct NiftiImport {
+    /// Ingest failures per case, reported with the case's conversion errors.
+    ingest_errors: HashMap<String, Vec<String>>,
+}
+
+impl driver::Import for NiftiImport {
+    type Msg = Msg;
+    const READER: &'static str = "the NIfTI converter";
+    // One converted series at a time: a message holds a whole series' files.
+    const QUEUE: usize = 1;
+
+    async fn handle(
+        &mut self,
+        w: &Workflows,
+        to: &driver::Destination,
+        rec: &mut Recorder,
+        msg: Msg,
+    ) -> Result<(), WorkflowError> {
         match msg {
             Msg::Plan { layout, items } => {
                 rec.run.progress.total = items as i64;
@@ -215,7 +233,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 for bytes in &files {
                     match w
                         .ingestor
-                        .ingest_part10(route.clone(), source.clone(), bytes)
+                        .ingest_part10(to.route.clone(), to.source.clone(), bytes)
                         .await
                     {
                         Ok(outcome) => {
@@ -229,10 +247,13 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                     }
                 }
                 if let Some(e) = first_error {
-                    ingest_errors.entry(case.clone()).or_default().push(format!(
-                        "{what}: {failed} of {} instances not imported: {e}",
-                        files.len()
-                    ));
+                    self.ingest_errors
+                        .entry(case.clone())
+                        .or_default()
+                        .push(format!(
+                            "{what}: {failed} of {} instances not imported: {e}",
+                            files.len()
+                        ));
                 }
                 rec.log(format!(
                     "{case}: {what}: {} instances{}",
@@ -242,7 +263,7 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
                 .await;
             }
             Msg::CaseDone { case, mut errors } => {
-                errors.extend(ingest_errors.remove(&case).unwrap_or_default());
+                errors.extend(self.ingest_errors.remove(&case).unwrap_or_default());
                 if !errors.is_empty() {
                     rec.item_error(&case, errors.join("; "));
                 }
@@ -251,12 +272,10 @@ pub(crate) async fn run(w: &Workflows, rec: &mut Recorder) -> Result<(), Workflo
             }
             Msg::Fatal(reason) => return Err(WorkflowError::Fatal(reason)),
         }
+        Ok(())
     }
-    reader
-        .await
-        .map_err(|e| WorkflowError::Fatal(format!("the NIfTI converter stopped: {e}")))?;
-    drop(scratch);
-    upload::finish(w, rec, &key, &file, delete_original).await
+
+    async fn end(&mut self, _rec: &mut Recorder) {}
 }
 
 /// Run-wide settings handed to the converting thread.
