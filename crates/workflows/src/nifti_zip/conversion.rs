@@ -25,7 +25,7 @@ pub(super) fn convert_zip(
     let plan = match plan(&mut zip, &mut budget) {
         Ok(p) => p,
         Err(reason) => {
-            send(Msg::Fatal(reason));
+            send(Msg::Fatal(reason.to_string()));
             return;
         }
     };
@@ -165,7 +165,7 @@ pub(super) fn convert_case(
         let volume = match read_volume(zip, budget, &image.file) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 continue;
             }
         };
@@ -179,7 +179,7 @@ pub(super) fn convert_case(
         match series_tags(&plan.meta, &image.file, used_series_tags) {
             Ok(tags) => extra.extend(tags),
             Err(e) => {
-                errors.push(format!("{}: {e}", image.file.path));
+                errors.push(e.to_string());
                 continue;
             }
         }
@@ -244,7 +244,7 @@ pub(super) fn convert_case(
                     return None;
                 }
             }
-            Some((_, Err(e))) => errors.push(e),
+            Some((_, Err(e))) => errors.push(e.to_string()),
             None => {}
         }
     }
@@ -270,13 +270,16 @@ pub(super) fn make_seg(
     labels_file: &FileRef,
     volume: &convert::Volume,
     series: &convert::ConvertedSeries,
-) -> Result<(Vec<u8>, Option<String>), String> {
-    let at = |e: String| format!("{}: {e}", labels_file.path);
+) -> Result<(Vec<u8>, Option<String>), FileError> {
     let limits = budget.limits.convert;
     let labels = read_volume(zip, budget, labels_file)?;
     let mut note = None;
     let listed = if plan.seg.labels.is_empty() {
-        let found = label_values(&labels, limits.max_segments).map_err(at)?;
+        let found =
+            label_values(&labels, limits.max_segments).map_err(|problem| FileError::Labels {
+                file: labels_file.path.clone(),
+                problem,
+            })?;
         note = Some(format!(
             "{}: no label names given; segments named after the values found ({})",
             labels_file.path,
@@ -302,13 +305,18 @@ pub(super) fn make_seg(
     opts.content_description = plan.seg.content_description.clone();
     opts.ignore_unlisted_labels = plan.seg.ignore_unlisted;
     opts.limits = limits;
-    let bytes = convert::labels_to_seg(&labels, series, volume, &segments, &opts)
-        .map_err(|e| at(e.to_string()))?;
+    let bytes =
+        convert::labels_to_seg(&labels, series, volume, &segments, &opts).map_err(|source| {
+            FileError::Convert {
+                file: labels_file.path.clone(),
+                source,
+            }
+        })?;
     Ok((bytes, note))
 }
 
 /// Distinct non-zero values of a label map (at most `max` of them).
-pub(super) fn label_values(labels: &convert::Volume, max: usize) -> Result<Vec<u32>, String> {
+pub(super) fn label_values(labels: &convert::Volume, max: usize) -> Result<Vec<u32>, LabelProblem> {
     let mut found = BTreeSet::new();
     let mut buf = Vec::new();
     for k in 0..labels.dims[2] {
@@ -318,21 +326,16 @@ pub(super) fn label_values(labels: &convert::Volume, max: usize) -> Result<Vec<u
                 continue;
             }
             if !(x > 0.0 && x.fract() == 0.0 && x <= u32::MAX as f64) {
-                return Err(format!(
-                    "label map: value {x} (labels must be non-negative integers)"
-                ));
+                return Err(LabelProblem::NotALabel(x));
             }
             found.insert(x as u32);
             if found.len() > max {
-                return Err(format!(
-                    "label map: more than {max} distinct values (the segment limit) and no \
-                     seg_info.json to name them"
-                ));
+                return Err(LabelProblem::TooMany(max));
             }
         }
     }
     if found.is_empty() {
-        return Err("label map: no labelled voxel".into());
+        return Err(LabelProblem::Empty);
     }
     Ok(found.into_iter().collect())
 }
@@ -343,23 +346,31 @@ pub(super) fn read_volume(
     zip: &mut zip::ZipArchive<std::fs::File>,
     budget: &mut Budget,
     file: &FileRef,
-) -> Result<convert::Volume, String> {
+) -> Result<convert::Volume, FileError> {
     let opts = convert::ReadOptions {
         channel: None,
         limits: budget.limits.convert,
     };
-    let (_, mut reader) = upload::open_entry(zip, file.index, budget)
-        .map_err(|(_, why)| format!("{}: {why}", file.path))?;
+    let (_, mut reader) =
+        upload::open_entry(zip, file.index, budget).map_err(|(_, reason)| FileError::Entry {
+            file: file.path.clone(),
+            reason,
+        })?;
     let read = convert::read_nifti_from(&mut reader, &opts);
     read.map_err(|e| match (e, &reader.violation) {
         // The zip's limits, not the NIfTI reader's view of them.
-        (_, Some(violation)) => format!("{}: {violation}", file.path),
-        (convert::ConvertError::FourD { channels }, _) => format!(
-            "{}: 4-D volume ({channels} volumes along the 4th dimension): only 3-D volumes are \
-             imported; save one file per volume (nnU-Net: one file per channel, _0000, _0001 …)",
-            file.path
-        ),
-        (e, _) => format!("{}: {e}", file.path),
+        (_, Some(violation)) => FileError::Entry {
+            file: file.path.clone(),
+            reason: violation.to_string(),
+        },
+        (convert::ConvertError::FourD { channels }, _) => FileError::FourD {
+            file: file.path.clone(),
+            channels,
+        },
+        (source, _) => FileError::Convert {
+            file: file.path.clone(),
+            source,
+        },
     })
 }
 
@@ -368,7 +379,7 @@ pub(super) fn series_tags(
     meta: &Meta,
     file: &FileRef,
     used: &mut BTreeSet<String>,
-) -> Result<Vec<(Tag, String)>, String> {
+) -> Result<Vec<(Tag, String)>, FileError> {
     let strip_gz = |s: &str| {
         if s.to_ascii_lowercase().ends_with(".gz") {
             s[..s.len() - 3].to_string()
@@ -392,8 +403,11 @@ pub(super) fn series_tags(
         if let Some(tags) = meta.series.get(&key) {
             used.insert(key.clone());
             for (k, v) in tags {
-                let tag = convert::parse_tag_key(k)
-                    .map_err(|e| format!("meta_data.json series_tags[{key:?}]: {e}"))?;
+                let tag = convert::parse_tag_key(k).map_err(|source| FileError::SeriesTag {
+                    file: file.path.clone(),
+                    key: key.clone(),
+                    source,
+                })?;
                 out.push((tag, v.clone()));
             }
         }
@@ -424,6 +438,29 @@ mod tests {
     }
 
     #[test]
+    fn label_values_become_segments_or_say_why_not() {
+        let labels = |data: &[u8]| convert::read_nifti(&nii([2, 2, 2], 352.0, data)).unwrap();
+        assert_eq!(
+            label_values(&labels(&[0, 3, 0, 1, 3, 0, 0, 7]), 10),
+            Ok(vec![1, 3, 7])
+        );
+        assert_eq!(label_values(&labels(&[0; 8]), 10), Err(LabelProblem::Empty));
+        assert_eq!(
+            label_values(&labels(&[1, 2, 3, 4, 0, 0, 0, 0]), 3),
+            Err(LabelProblem::TooMany(3))
+        );
+        let e = FileError::Labels {
+            file: "labels/case1.nii.gz".into(),
+            problem: LabelProblem::TooMany(3),
+        };
+        assert_eq!(
+            e.to_string(),
+            "labels/case1.nii.gz: label map: more than 3 distinct values (the segment limit) \
+             and no seg_info.json to name them"
+        );
+    }
+
+    #[test]
     fn hostile_volumes_and_json_fail_their_item_or_run_with_a_reason() {
         let mut huge_offset = nii([2, 2, 2], 4294967296.0, &[]);
         huge_offset.extend(vec![0u8; 1 << 10]);
@@ -448,13 +485,19 @@ mod tests {
             index,
         };
         let e = read_volume(&mut zip, &mut budget, &file(0, "offset.nii.gz")).unwrap_err();
+        assert!(matches!(e, FileError::Convert { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("offset.nii.gz") && e.contains("extensions"),
             "{e}"
         );
-        let e = read_volume(&mut zip, &mut budget, &file(1, "overflow.nii")).unwrap_err();
+        let e = read_volume(&mut zip, &mut budget, &file(1, "overflow.nii"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overflow"), "{e}");
-        let e = read_volume(&mut zip, &mut budget, &file(2, "big.nii")).unwrap_err();
+        let e = read_volume(&mut zip, &mut budget, &file(2, "big.nii"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("declares") || e.contains("limit for one entry"),
             "{e}"
@@ -478,6 +521,8 @@ mod tests {
         let mut zip = upload::open_zip(tmp.path(), &ImportLimits::default()).unwrap();
         let mut budget = Budget::new(ImportLimits::default(), 4 << 20);
         let e = plan(&mut zip, &mut budget).err().unwrap();
+        assert!(matches!(e, PlanError::Unread(_)), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("meta_data.json") && e.contains("larger than"),
             "{e}"
@@ -495,6 +540,18 @@ mod tests {
         let mut zip = upload::open_zip(tmp.path(), &ImportLimits::default()).unwrap();
         let mut budget = Budget::new(ImportLimits::default(), 4 << 20);
         let e = plan(&mut zip, &mut budget).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                PlanError::TooManyLabels {
+                    count: 1001,
+                    max: 1000,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(
             e.contains("1001 labels") && e.contains("at most 1000"),
             "{e}"

@@ -83,7 +83,7 @@ pub(super) struct Plan {
 pub(super) fn plan(
     zip: &mut zip::ZipArchive<std::fs::File>,
     budget: &mut Budget,
-) -> Result<Plan, String> {
+) -> Result<Plan, PlanError> {
     let mut files: Vec<FileRef> = Vec::new();
     let mut refused: Vec<(String, String)> = Vec::new();
     let mut ignored: Vec<String> = Vec::new();
@@ -92,7 +92,7 @@ pub(super) fn plan(
     for i in 0..zip.len() {
         let entry = zip
             .by_index_raw(i)
-            .map_err(|e| format!("not a readable .zip file: entry #{i}: {e}"))?;
+            .map_err(|source| PlanError::Unreadable { index: i, source })?;
         if entry.is_dir() {
             continue;
         }
@@ -141,7 +141,7 @@ pub(super) fn plan(
         }
     }
     let mut logs = Vec::new();
-    let find = |names: &[&str]| -> Result<Option<FileRef>, String> {
+    let find = |names: &[&'static str]| -> Result<Option<FileRef>, PlanError> {
         let found: Vec<&FileRef> = files
             .iter()
             .filter(|f| names.contains(&f.base().to_ascii_lowercase().as_str()))
@@ -149,22 +149,26 @@ pub(super) fn plan(
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some((*one).clone())),
-            many => Err(format!(
-                "{} found {} times ({}); keep one per zip",
-                names[0],
-                many.len(),
-                many.iter()
+            many => Err(PlanError::Repeated {
+                name: names[0],
+                count: many.len(),
+                paths: many
+                    .iter()
                     .map(|f| f.path.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+                    .join(", "),
+            }),
         }
     };
     let dataset_json = find(&["dataset.json"])?;
     let meta_file = find(&["meta_data.json", "meta-data.json"])?;
     let meta = match &meta_file {
-        Some(f) => parse_meta(&read_json(zip, budget, f).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("{} is not usable: {e}", f.path))?,
+        Some(f) => parse_meta(&read_json(zip, budget, f).map_err(PlanError::Unread)?).map_err(
+            |source| PlanError::Unusable {
+                file: f.path.clone(),
+                source,
+            },
+        )?,
         None => Meta::default(),
     };
     if let Some(f) = &meta_file {
@@ -185,8 +189,12 @@ pub(super) fn plan(
     });
     let (layout, cases, seg) = if is_nnunet {
         let dj = dataset_json.expect("dataset.json");
-        let ds = parse_dataset(&read_json(zip, budget, &dj).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("{} is not usable: {e}", dj.path))?;
+        let ds = parse_dataset(&read_json(zip, budget, &dj).map_err(PlanError::Unread)?).map_err(
+            |source| PlanError::Unusable {
+                file: dj.path.clone(),
+                source,
+            },
+        )?;
         logs.push(format!(
             "{}: dataset {:?}, channels {}, labels {}",
             dj.path,
@@ -227,8 +235,11 @@ pub(super) fn plan(
         let seg_file = find(&["seg_info.json", "seg-info.json"])?;
         let seg = match &seg_file {
             Some(f) => {
-                let s = parse_seg_info(&read_json(zip, budget, f).map_err(|e| e.to_string())?)
-                    .map_err(|e| format!("{} is not usable: {e}", f.path))?;
+                let s = parse_seg_info(&read_json(zip, budget, f).map_err(PlanError::Unread)?)
+                    .map_err(|source| PlanError::Unusable {
+                        file: f.path.clone(),
+                        source,
+                    })?;
                 logs.push(format!(
                     "{}: algorithm {:?}, labels {}",
                     f.path,
@@ -252,15 +263,15 @@ pub(super) fn plan(
     // Every SEG of the run would have these segments: refused before anything is converted.
     let max_segments = budget.limits.convert.max_segments;
     if seg.labels.len() > max_segments {
-        return Err(format!(
-            "{} labels are listed ({}); a SEG may have at most {max_segments} segments",
-            seg.labels.len(),
-            if layout == "basic" {
+        return Err(PlanError::TooManyLabels {
+            count: seg.labels.len(),
+            file: if layout == "basic" {
                 "seg_info.json"
             } else {
                 "dataset.json"
-            }
-        ));
+            },
+            max: max_segments,
+        });
     }
     for f in &files {
         let lower = f.path.to_ascii_lowercase();

@@ -38,6 +38,7 @@
 //! segments; a case over a volume or SEG limit is an item error.
 
 mod conversion;
+mod error;
 mod layout;
 mod manifest;
 
@@ -54,6 +55,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::sync::mpsc::Sender;
 
 use conversion::*;
+use error::*;
 use layout::*;
 use manifest::*;
 
@@ -327,7 +329,7 @@ pub(crate) mod fuzzing {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let mut zip = upload::open_zip(path, limits)?;
         let mut budget = Budget::new(*limits, size);
-        let p = plan(&mut zip, &mut budget)?;
+        let p = plan(&mut zip, &mut budget).map_err(|e| e.to_string())?;
         let cases = p
             .cases
             .iter()
