@@ -542,7 +542,14 @@ fn idle_connections_cannot_lock_the_port() {
     // A long ARTIM: what lets dcmsend in is the pending-connection limit, not the timeout.
     let mut server = Server::start_limited(&["--artim-timeout", "60"], ADDRESS_SPACE);
     let idle: Vec<TcpStream> = (0..200).map(|_| connect(&server)).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // dcmsend comes once the idle connections fill the pending limit (the server starts
+    // closing the oldest, and says so).
+    server.wait_for(30, "the pending limit to be reached", || {
+        server
+            .log()
+            .contains("too many pending connections")
+            .then_some(())
+    });
     let started = Instant::now();
     assert_still_serving(&mut server, "931", &mut 0);
     assert!(

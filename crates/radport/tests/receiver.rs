@@ -744,8 +744,10 @@ fn associations_over_the_limit_are_refused_transiently() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("Rejected Transient"), "{text}");
     assert!(text.contains("Local Limit Exceeded"), "{text}");
+    // The slot is free once the association's end is logged (the slot goes first).
+    let ended = server.log_count("association ended");
     holder.release();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    server.wait_for_log(30, "association ended", ended + 1);
     let out = Command::new(dcmtk("echoscu"))
         .args(["-aet", "kp-second", "-aec", "kp-admin", "127.0.0.1"])
         .arg(server.dicom_port.to_string())
