@@ -20,6 +20,7 @@ mod record;
 mod references;
 mod schema;
 mod uploads;
+mod users;
 mod validation;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub use uploads::{
     ItemError, Progress, RunState, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER,
     MIN_UPLOAD_CHARGE,
 };
+pub use users::{Membership, NewToken, Role, Token, User};
 pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.

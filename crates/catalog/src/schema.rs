@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -204,6 +204,38 @@ pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_studies_date ON studies (study_date)",
     "CREATE INDEX IF NOT EXISTS idx_series_projects_project
         ON series_projects (project_key, series_uid)",
+    // Version 5: accounts, project roles and API tokens (users.rs). An older program refuses a
+    // version-5 catalog rather than serve it without its access rules.
+    "CREATE TABLE IF NOT EXISTS users (
+        user_key TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        password_hash TEXT,
+        is_admin BIGINT NOT NULL,
+        disabled BIGINT NOT NULL,
+        must_change_password BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS project_members (
+        project_key TEXT NOT NULL,
+        user_key TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (project_key, user_key)
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_project_members_user ON project_members (user_key)",
+    "CREATE TABLE IF NOT EXISTS api_tokens (
+        id TEXT NOT NULL PRIMARY KEY,
+        user_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        role TEXT,
+        projects TEXT,
+        expires_at TEXT,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT,
+        last_used_at TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_api_tokens_user ON api_tokens (user_key)",
     "CREATE INDEX IF NOT EXISTS idx_series_datasets_dataset
         ON series_datasets (project_key, dataset_key, series_uid)",
 ];

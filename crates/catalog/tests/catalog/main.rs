@@ -101,3 +101,4 @@ mod recording;
 mod schema;
 mod series;
 mod uploads;
+mod users;

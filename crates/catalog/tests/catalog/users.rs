@@ -1,0 +1,209 @@
+//! Accounts, project roles and API tokens.
+
+use super::*;
+use radport_catalog::{NewToken, Role};
+
+both!(accounts);
+both!(memberships);
+both!(tokens);
+
+async fn accounts(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    assert_eq!(c.count_users().await.expect("count"), 0);
+    let u = c
+        .create_user("Alice", Some("$argon2id$hash"), false, true)
+        .await
+        .expect("create");
+    assert_eq!(
+        (u.name.as_str(), u.is_admin, u.must_change_password),
+        ("Alice", false, true)
+    );
+    assert!(matches!(
+        c.create_user("ALICE", None, false, false).await,
+        Err(CatalogError::Conflict(_))
+    ));
+    assert!(matches!(
+        c.create_user("no spaces", None, false, false).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    c.create_user("bob", None, true, false)
+        .await
+        .expect("create");
+    assert_eq!(c.count_users().await.expect("count"), 2);
+
+    let found = c.get_user("alice").await.expect("get").expect("exists");
+    assert_eq!(found, u);
+    assert!(c.get_user("carol").await.expect("get").is_none());
+    assert!(c.get_user("../x").await.expect("get").is_none());
+
+    c.set_password("alice", "$argon2id$new", false)
+        .await
+        .expect("passwd");
+    c.set_user_disabled("ALICE", true).await.expect("disable");
+    let changed = c.get_user("alice").await.expect("get").expect("exists");
+    assert_eq!(changed.password_hash.as_deref(), Some("$argon2id$new"));
+    assert!(changed.disabled && !changed.must_change_password);
+    assert!(changed.updated_at >= u.updated_at);
+    c.set_user_admin("alice", true).await.expect("admin");
+    assert!(c.get_user("alice").await.unwrap().unwrap().is_admin);
+    assert!(matches!(
+        c.set_user_disabled("carol", true).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    let names: Vec<String> = c
+        .list_users()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["Alice", "bob"]);
+}
+
+async fn memberships(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("Lung").await.expect("project");
+    c.create_project("brain").await.expect("project");
+    c.create_user("alice", None, false, false)
+        .await
+        .expect("user");
+    c.create_user("bob", None, false, false)
+        .await
+        .expect("user");
+    c.set_member("lung", "ALICE", Role::Viewer)
+        .await
+        .expect("member");
+    c.set_member("lung", "alice", Role::Manager)
+        .await
+        .expect("replaced");
+    c.set_member("brain", "alice", Role::Contributor)
+        .await
+        .expect("member");
+    c.set_member("lung", "bob", Role::Viewer)
+        .await
+        .expect("member");
+    assert!(matches!(
+        c.set_member("nope", "alice", Role::Viewer).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.set_member("lung", "carol", Role::Viewer).await,
+        Err(CatalogError::NotFound(_))
+    ));
+    let of_alice: Vec<(String, Role)> = c
+        .list_members(None, Some("alice"))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| (m.project, m.role))
+        .collect();
+    assert_eq!(
+        of_alice,
+        [
+            ("brain".to_string(), Role::Contributor),
+            ("Lung".to_string(), Role::Manager)
+        ]
+    );
+    let of_lung: Vec<String> = c
+        .list_members(Some("LUNG"), None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(of_lung, ["alice", "bob"]);
+    assert!(c.remove_member("lung", "bob").await.expect("remove"));
+    assert!(!c.remove_member("lung", "bob").await.expect("again"));
+    assert_eq!(c.list_members(None, None).await.expect("all").len(), 2);
+    assert!(Role::Viewer < Role::Contributor && Role::Contributor < Role::Manager);
+    assert_eq!(Role::parse("manager"), Some(Role::Manager));
+    assert_eq!(Role::parse("owner"), None);
+}
+
+async fn tokens(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_user("alice", None, false, false)
+        .await
+        .expect("user");
+    let t = c
+        .create_token(&NewToken {
+            id: "t1".into(),
+            user: "ALICE".into(),
+            name: "ci".into(),
+            token_hash: "hash-1".into(),
+            role: Some(Role::Viewer),
+            projects: Some(vec!["lung".into(), "brain".into()]),
+            expires_at: Some("2030-01-01T00:00:00Z".into()),
+        })
+        .await
+        .expect("token");
+    assert_eq!(t.user, "alice");
+    assert_eq!(t.role, Some(Role::Viewer));
+    assert_eq!(
+        t.projects.as_deref(),
+        Some(&["lung".to_string(), "brain".to_string()][..])
+    );
+    assert!(t.revoked_at.is_none() && t.last_used_at.is_none());
+    let all = c
+        .create_token(&NewToken {
+            id: "t2".into(),
+            user: "alice".into(),
+            name: "everything".into(),
+            token_hash: "hash-2".into(),
+            role: None,
+            projects: None,
+            expires_at: None,
+        })
+        .await
+        .expect("token");
+    assert_eq!((all.role, all.projects.clone()), (None, None));
+    // A hash names one token.
+    assert!(c
+        .create_token(&NewToken {
+            id: "t3".into(),
+            token_hash: "hash-1".into(),
+            ..NewToken {
+                id: String::new(),
+                user: "alice".into(),
+                name: "dup".into(),
+                token_hash: String::new(),
+                role: None,
+                projects: None,
+                expires_at: None,
+            }
+        })
+        .await
+        .is_err());
+    assert!(matches!(
+        c.create_token(&NewToken {
+            id: "t4".into(),
+            user: "carol".into(),
+            name: "x".into(),
+            token_hash: "hash-4".into(),
+            role: None,
+            projects: None,
+            expires_at: None,
+        })
+        .await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert_eq!(
+        c.token_by_hash("hash-1").await.expect("find").map(|t| t.id),
+        Some("t1".into())
+    );
+    assert!(c.token_by_hash("hash-9").await.expect("find").is_none());
+    c.touch_token("t1").await.expect("touch");
+    assert!(c
+        .get_token("t1")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .is_some());
+    assert!(c.revoke_token("t1").await.expect("revoke"));
+    assert!(!c.revoke_token("t1").await.expect("revoked already"));
+    let revoked = c.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(c.list_tokens(Some("alice")).await.expect("list").len(), 2);
+    assert_eq!(c.list_tokens(None).await.expect("list").len(), 2);
+}
