@@ -12,9 +12,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 use image::{GrayImage, RgbImage};
 use radport_pipeline::thumbnail::{
-    render_frame_or_placeholder, render_instance, render_or_placeholder, render_rtstruct_overlay,
-    render_seg_overlay, rtstruct_source_reference, seg_source_reference, Rendered, SegSourceRef,
-    ThumbnailError, ThumbnailOptions,
+    overlay_source, render_frame_or_placeholder, render_frame_over_or_placeholder, render_instance,
+    render_or_placeholder, render_rtstruct_overlay, render_seg_frame, render_seg_overlay,
+    rtstruct_source_reference, seg_slices, seg_source_reference, OverlaySource, Rendered,
+    SegSegment, SegSourceRef, ThumbnailError, ThumbnailOptions,
 };
 use serde_json::Value;
 
@@ -322,19 +323,202 @@ fn binary_seg_alone_draws_the_middle_slice_on_dark() {
             Rendered::Image(same) => assert_eq!(rgb(&same), img),
             Rendered::Placeholder { reason, .. } => panic!("SEG got a placeholder: {reason}"),
         }
-        // So does the viewer on the frame it starts on (the middle of 5); other frames of a
-        // SEG are not drawn one by one, and the placeholder says so.
+        // So does the viewer, without a source, on either frame of slice 2 (frames 1 and 5:
+        // highdicom stores segment 1 at slices 2, 1, 0, then segment 2 at slices 3, 2); the
+        // frames of other slices draw those.
+        for index in [0, 4] {
+            match render_frame_or_placeholder(&seg, Some(index), &o) {
+                Rendered::Image(same) => assert_eq!(rgb(&same), img, "frame {}", index + 1),
+                Rendered::Placeholder { reason, .. } => panic!("SEG got a placeholder: {reason}"),
+            }
+        }
         match render_frame_or_placeholder(&seg, Some(2), &o) {
-            Rendered::Image(same) => assert_eq!(rgb(&same), img),
+            Rendered::Image(other) => assert_ne!(rgb(&other), img, "frame 3 is on slice 0"),
             Rendered::Placeholder { reason, .. } => panic!("SEG got a placeholder: {reason}"),
         }
-        match render_frame_or_placeholder(&seg, Some(0), &o) {
-            Rendered::Placeholder { reason, .. } => assert!(
-                reason.contains("frame 1 of 5") && reason.contains("overlay of one slice"),
-                "{reason}"
-            ),
-            Rendered::Image(_) => panic!("frame 1 of a SEG drawn as an overlay"),
+    }
+}
+
+/// The slice viewer's SEG: its 5 frames are 4 slices (slices 0 to 3 of the CT, along z), each
+/// listed with the CT instance its frames reference; any frame of a slice draws that slice's
+/// frames over its CT instance exactly as the thumbnail draws them over it (the segment in
+/// colour, the CT around it untouched), and alone on dark when that instance is not given.
+#[test]
+fn seg_frames_are_drawn_over_their_source_slices() {
+    for (set, side) in sets() {
+        let seg = set.file("seg-binary.dcm");
+        let o = opts(side);
+        let layout = seg_slices(&seg).expect("the slices of the SEG");
+        assert_eq!(layout.number_of_frames, 5);
+        assert_eq!(
+            layout.segments,
+            vec![
+                SegSegment {
+                    number: 1,
+                    label: Some("Square".into()),
+                    colour: [255, 0, 0]
+                },
+                // No CIELab value: the palette's second colour.
+                SegSegment {
+                    number: 2,
+                    label: Some("Disc".into()),
+                    colour: [60, 180, 75]
+                },
+            ]
+        );
+        // Frames 1-3: segment 1 on slices 2, 1, 0; frames 4-5: segment 2 on slices 3, 2.
+        let frames: Vec<Vec<u32>> = layout
+            .slices
+            .iter()
+            .map(|s| s.frame_numbers.clone())
+            .collect();
+        assert_eq!(frames, vec![vec![3], vec![2], vec![1, 5], vec![4]]);
+        let segments: Vec<Vec<i64>> = layout.slices.iter().map(|s| s.segments.clone()).collect();
+        assert_eq!(segments, vec![vec![1], vec![1], vec![1, 2], vec![2]]);
+        for (k, slice) in layout.slices.iter().enumerate() {
+            let want = OverlaySource {
+                sop_instance_uid: set.ct_uid(k),
+                series_uid: Some(set.series_uid()),
+                frame_number: None,
+            };
+            assert_eq!(slice.source.as_ref(), Some(&want), "slice {k}");
+            let z = slice.position.expect("a position");
+            assert!(
+                (z - (100.0 + 2.5 * k as f64)).abs() < 1e-6,
+                "slice {k} at {z}"
+            );
+
+            let ct = set.ct(k);
+            let thumbnail = rgb(&render_seg_overlay(&seg, Some(&ct), &o).expect("thumbnail"));
+            for f in &slice.frame_numbers {
+                let index = f - 1;
+                assert_eq!(overlay_source(&seg, Some(index)).as_ref(), Some(&want));
+                let png = render_seg_frame(&seg, index, Some(&ct), &o).expect("over the CT");
+                assert_eq!(rgb(&png), thumbnail, "frame {f} over slice {k}");
+                match render_frame_over_or_placeholder(&seg, Some(index), Some(&ct), &o) {
+                    Rendered::Image(same) => assert_eq!(same, png),
+                    Rendered::Placeholder { reason, .. } => panic!("{reason}"),
+                }
+            }
+            save_sample(
+                &format!("seg-viewer-{}-slice{k}.png", set.name),
+                &render_seg_frame(&seg, slice.frame_numbers[0] - 1, Some(&ct), &o).unwrap(),
+            );
+
+            // The pixels: each segment of the slice in its colour over the CT, the CT elsewhere.
+            let img = thumbnail;
+            let grey = source_grey(&ct, &o);
+            let (w, h) = img.dimensions();
+            let masks = [set.mask(1, k), set.mask(2, k)];
+            let (mut inside, mut outside) = (0, 0);
+            for y in 0..h {
+                for x in 0..w {
+                    let (r, c) = set.source_pixel(x, y, w, h);
+                    if masks.iter().any(|m| !set.checked(m, r, c, (w, h))) {
+                        continue;
+                    }
+                    let got = px(&img, x, y);
+                    let g = grey.get_pixel(x, y)[0];
+                    if masks[0][r][c] == 1 {
+                        assert!(
+                            close(got, blend(g, [255, 0, 0], 0.5), 1),
+                            "({x},{y}) {got:?}"
+                        );
+                        inside += 1;
+                    } else if masks[1][r][c] == 1 {
+                        assert!(
+                            close(got, blend(g, [60, 180, 75], 0.5), 1),
+                            "({x},{y}) {got:?}"
+                        );
+                        inside += 1;
+                    } else {
+                        assert_eq!(got, [g, g, g], "({x},{y}): the CT untouched");
+                        outside += 1;
+                    }
+                }
+            }
+            assert!(
+                inside > 0 && outside > 0,
+                "slice {k}: {inside} in, {outside} out"
+            );
+
+            // Without the CT (not in the archive): the slice alone, on dark.
+            let alone =
+                rgb(&render_seg_frame(&seg, slice.frame_numbers[0] - 1, None, &o).expect("alone"));
+            assert_eq!(alone.dimensions(), (w, h));
+            let (mut coloured, mut dark) = (0, 0);
+            for y in 0..h {
+                for x in 0..w {
+                    let (r, c) = set.source_pixel(x, y, w, h);
+                    if masks.iter().any(|m| !set.checked(m, r, c, (w, h))) {
+                        continue;
+                    }
+                    let got = px(&alone, x, y);
+                    if masks[0][r][c] == 1 || masks[1][r][c] == 1 {
+                        assert!(got.iter().max() != got.iter().min(), "({x},{y}) {got:?}");
+                        coloured += 1;
+                    } else {
+                        assert_eq!(got, [32, 32, 32], "({x},{y}): the dark background");
+                        dark += 1;
+                    }
+                }
+            }
+            assert!(coloured > 0 && dark > 0, "slice {k} alone");
+            // A source that is not an image: alone as well.
+            assert_eq!(
+                rgb(
+                    &render_seg_frame(&seg, slice.frame_numbers[0] - 1, Some(b"DICM"), &o)
+                        .expect("garbage source")
+                ),
+                alone
+            );
         }
+        // Slice 2 alone is the thumbnail without a source.
+        assert_eq!(
+            rgb(&render_seg_frame(&seg, 0, None, &o).unwrap()),
+            rgb(&render_seg_overlay(&seg, None, &o).unwrap())
+        );
+        // A frame it does not have.
+        match render_seg_frame(&seg, 5, Some(&set.ct(0)), &o) {
+            Err(ThumbnailError::NoSuchFrame {
+                index: 5,
+                frames: 5,
+            }) => {}
+            other => panic!("frame 6 of 5: {other:?}"),
+        }
+        assert_eq!(overlay_source(&seg, Some(5)), None);
+        assert!(
+            render_frame_over_or_placeholder(&seg, Some(5), None, &o).is_placeholder(),
+            "frame 6 of 5"
+        );
+        // Not a segmentation: no slices, no source.
+        assert!(seg_slices(&set.ct(0)).is_err());
+        assert_eq!(overlay_source(&set.ct(0), Some(0)), None);
+    }
+}
+
+/// The fractional SEG has foreground on slice 1 only: one slice to step through, over ct-1.
+#[test]
+fn fractional_seg_has_one_slice() {
+    let set = Set::new("64x48");
+    for name in ["seg-fractional.dcm", "seg-fractional-rle.dcm"] {
+        let seg = set.file(name);
+        let layout = seg_slices(&seg).expect(name);
+        assert_eq!(layout.slices.len(), 1, "{name}");
+        assert_eq!(
+            layout.slices[0]
+                .source
+                .as_ref()
+                .map(|s| s.sop_instance_uid.clone()),
+            Some(set.ct_uid(1))
+        );
+        let index = layout.slices[0].frame_numbers[0] - 1;
+        let o = opts(256);
+        assert_eq!(
+            rgb(&render_seg_frame(&seg, index, Some(&set.ct(1)), &o).unwrap()),
+            rgb(&render_seg_overlay(&seg, Some(&set.ct(1)), &o).unwrap()),
+            "{name}"
+        );
     }
 }
 
@@ -547,6 +731,24 @@ fn rtstruct_alone_and_its_source_reference() {
             Rendered::Image(same) => assert_eq!(rgb(&same), img),
             Rendered::Placeholder { reason, .. } => panic!("RTSTRUCT got a placeholder: {reason}"),
         }
+        // The slice viewer: one slice, over the image its thumbnail is drawn on when given.
+        assert_eq!(
+            overlay_source(&rt, Some(0)),
+            Some(OverlaySource {
+                sop_instance_uid: set.ct_uid(2),
+                series_uid: Some(set.series_uid()),
+                frame_number: None,
+            })
+        );
+        let ct = set.ct(2);
+        match render_frame_over_or_placeholder(&rt, Some(0), Some(&ct), &o) {
+            Rendered::Image(over) => assert_eq!(
+                rgb(&over),
+                rgb(&render_rtstruct_overlay(&rt, Some(&ct), &o).unwrap())
+            ),
+            Rendered::Placeholder { reason, .. } => panic!("RTSTRUCT got a placeholder: {reason}"),
+        }
+        assert!(render_frame_over_or_placeholder(&rt, Some(1), Some(&ct), &o).is_placeholder());
 
         // Contoured slices 0, 1, 3 (yellow "Band") and 2 (green "Square"): the middle along z
         // is slice 2 (the middle contour in file order is on slice 3; down z, slice 1).
@@ -641,6 +843,32 @@ fn garbage_gives_errors_not_panics() {
         other => panic!("1000 frames declared: {other:?}"),
     }
     assert!(render_or_placeholder(&bumped, &o).is_placeholder());
+    for index in [0, 999, 1000] {
+        assert!(render_seg_frame(&bumped, index, Some(&ct), &o).is_err());
+        assert!(
+            render_frame_over_or_placeholder(&bumped, Some(index), Some(&ct), &o).is_placeholder()
+        );
+        assert_eq!(overlay_source(&bumped, Some(index)), None);
+    }
+    match seg_slices(&bumped) {
+        Err(ThumbnailError::Invalid(what)) => assert!(what.contains("too short"), "{what}"),
+        other => panic!("1000 frames declared: {other:?}"),
+    }
+    // A million frames declared: refused before any is looked at.
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from("1000000"),
+    ));
+    let mut million = Vec::new();
+    obj.write_all(&mut million).expect("write");
+    match seg_slices(&million) {
+        Err(e @ ThumbnailError::TooManyFrames { .. }) => {
+            assert!(e.to_string().contains("1000000"), "{e}")
+        }
+        other => panic!("a million frames declared: {other:?}"),
+    }
+    assert!(render_seg_frame(&million, 999_999, None, &o).is_err());
 
     // Truncated anywhere: no panic.
     for file in [&seg, &rt] {
@@ -653,6 +881,9 @@ fn garbage_gives_errors_not_panics() {
             let _ = seg_source_reference(part);
             let _ = rtstruct_source_reference(part);
             let _ = render_or_placeholder(part, &o);
+            let _ = seg_slices(part);
+            let _ = overlay_source(part, Some(1));
+            let _ = render_seg_frame(part, 1, Some(&ct), &o);
         }
     }
 }

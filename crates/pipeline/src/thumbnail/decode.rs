@@ -216,11 +216,6 @@ struct SampleFormat {
     signed: bool,
 }
 
-/// Decodes the middle frame of the object's pixel data.
-pub(crate) fn middle_frame(obj: &Obj) -> Result<Frame, ThumbnailError> {
-    frame(obj, None)
-}
-
 /// Decodes frame `requested` (0-based) of the object's pixel data, or the middle one (`None`).
 pub(crate) fn frame(obj: &Obj, requested: Option<u32>) -> Result<Frame, ThumbnailError> {
     let description = describe(obj);

@@ -7,6 +7,9 @@
 //! - [`render_seg_overlay`] and [`render_rtstruct_overlay`] draw a segmentation or a structure
 //!   set over the image it refers to (or alone); [`seg_source_reference`] and
 //!   [`rtstruct_source_reference`] name the image to fetch for that.
+//! - For the series page's slice viewer: [`seg_slices`] lists the slices of a segmentation,
+//!   [`overlay_source`] names the image a frame is drawn over, [`render_seg_frame`] and
+//!   [`render_frame_over_or_placeholder`] draw one slice over it.
 //!
 //! Pixel data is decoded by `dicom-pixeldata` for encapsulated (compressed) transfer syntaxes and
 //! read directly for native ones (which also covers 1-bit, 32-bit and `YBR_FULL_422` data that
@@ -141,6 +144,15 @@ pub enum ThumbnailError {
         /// The frames there are.
         frames: u32,
     },
+    /// More frames than the renderer takes on for this (the slice viewer's listing of a
+    /// segmentation).
+    #[error("too many frames ({frames}; at most {limit})")]
+    TooManyFrames {
+        /// Number of Frames.
+        frames: u32,
+        /// The most accepted.
+        limit: u32,
+    },
     /// One frame is larger than the renderer accepts.
     #[error("frame too large ({rows}x{columns}, {samples} samples per pixel)")]
     TooLarge {
@@ -206,12 +218,29 @@ pub fn render_or_placeholder(file: &[u8], opts: &ThumbnailOptions) -> Rendered {
 
 /// [`render_or_placeholder`] for frame `frame` (0-based) of a multi-frame image instead of its
 /// middle one (`None`: the middle one), for a viewer that steps through the frames. A frame the
-/// image does not have gives a placeholder saying so. Segmentations and structure sets are
-/// drawn as for their thumbnail (the overlay of one slice): other frames of theirs give a
-/// placeholder saying so.
+/// image does not have gives a placeholder saying so. Segmentations and structure sets are drawn
+/// alone, as [`render_frame_over_or_placeholder`] draws them without a source.
 pub fn render_frame_or_placeholder(
     file: &[u8],
     frame: Option<u32>,
+    opts: &ThumbnailOptions,
+) -> Rendered {
+    render_frame_over_or_placeholder(file, frame, None, opts)
+}
+
+/// [`render_frame_or_placeholder`], with the image that a segmentation or structure set is drawn
+/// over (`source`, the Part-10 file [`overlay_source`] names; ignored for other objects):
+///
+/// - a segmentation, frame `Some(index)`: the slice of that frame, as [`render_seg_frame`] draws
+///   it; `None`: the slice its thumbnail shows, as [`render_seg_overlay`] draws it;
+/// - a structure set: one slice, as [`render_rtstruct_overlay`] draws it (frames other than its
+///   only one give a placeholder saying so).
+///
+/// A source that cannot be drawn or lined up is left out: the overlay is drawn alone.
+pub fn render_frame_over_or_placeholder(
+    file: &[u8],
+    frame: Option<u32>,
+    source: Option<&[u8]>,
     opts: &ThumbnailOptions,
 ) -> Rendered {
     let obj = match decode::parse(file) {
@@ -226,18 +255,16 @@ pub fn render_frame_or_placeholder(
     };
     let info = decode::describe(&obj);
     let title = info.modality.as_deref().unwrap_or("DICOM");
-    // Segmentations and structure sets alone: their labels or contours on a dark background.
     let is_seg = seg::is_seg(&obj);
     let is_rtstruct = !is_seg && rtstruct::is_rtstruct(&obj);
-    let is_overlay = is_seg || is_rtstruct;
     let frames = decode::int(&obj, dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
         .unwrap_or(1)
         .max(1);
-    if let Some(index) = frame.filter(|i| is_overlay && i64::from(*i) != frames / 2) {
+    if let Some(index) = frame.filter(|i| is_rtstruct && i64::from(*i) != frames / 2) {
         let reason = format!(
             "frame {} of {frames}: a {} is drawn as the overlay of one slice (frame {})",
             index + 1,
-            info.sop_class_name.as_deref().unwrap_or("segmentation"),
+            info.sop_class_name.as_deref().unwrap_or("structure set"),
             frames / 2 + 1
         );
         return Rendered::Placeholder {
@@ -245,10 +272,24 @@ pub fn render_frame_or_placeholder(
             reason,
         };
     }
+    // Over the source when it can be drawn and lined up, else alone.
+    let over_or_alone =
+        |draw: &dyn Fn(Option<overlay::Source>) -> Result<Vec<u8>, ThumbnailError>| {
+            let drawn = source
+                .and_then(|file| overlay::Source::render(file, opts).ok())
+                .and_then(|source| draw(Some(source)).ok());
+            match drawn {
+                Some(png) => Ok(png),
+                None => draw(None),
+            }
+        };
     let overlay = if is_seg {
-        Some(seg::render_object(&obj, None, opts))
+        Some(match frame {
+            Some(index) => seg::render_frame(&obj, index, source, opts),
+            None => over_or_alone(&|s| seg::render_object(&obj, s, opts)),
+        })
     } else if is_rtstruct {
-        Some(rtstruct::render_object(&obj, None, opts))
+        Some(over_or_alone(&|s| rtstruct::render_object(&obj, s, opts)))
     } else {
         None
     };
@@ -338,6 +379,117 @@ pub fn render_seg_overlay(
 /// or whose series is not named.
 pub fn seg_source_reference(seg: &[u8]) -> Option<SegSourceRef> {
     seg::source_reference(seg)
+}
+
+/// A segmentation as the series page's slice viewer steps through it (see [`seg_slices`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegSlices {
+    /// Number of Frames of the segmentation.
+    pub number_of_frames: u32,
+    /// The segments of the Segment Sequence, in its order.
+    pub segments: Vec<SegSegment>,
+    /// The slices, in slice order.
+    pub slices: Vec<SegSlice>,
+}
+
+/// A segment of a segmentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegSegment {
+    /// Segment Number.
+    pub number: i64,
+    /// Segment Label.
+    pub label: Option<String>,
+    /// The colour it is drawn in (sRGB), as [`render_seg_overlay`] picks it.
+    pub colour: [u8; 3],
+}
+
+/// One slice of a segmentation: the frames drawn together over one source image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegSlice {
+    /// Frame numbers (1-based) of the segmentation's frames on this slice that have
+    /// foreground, ascending (all its frames when no frame anywhere has foreground).
+    pub frame_numbers: Vec<u32>,
+    /// Segment Numbers drawn on it, ascending.
+    pub segments: Vec<i64>,
+    /// The image the frames reference, if they do.
+    pub source: Option<OverlaySource>,
+    /// Mean position of the frames along the slice normal, mm (Plane Position), if known.
+    pub position: Option<f64>,
+}
+
+/// The stored image an overlay is drawn over, as the overlay names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OverlaySource {
+    /// SOP Instance UID of the image.
+    pub sop_instance_uid: String,
+    /// Its Series Instance UID, from the Referenced Series Sequence item that lists it (else
+    /// the only one); `None` when the overlay does not say.
+    pub series_uid: Option<String>,
+    /// The frame (1-based) of a multi-frame image: the first Referenced Frame Number, if any.
+    pub frame_number: Option<u32>,
+}
+
+/// The slices of a segmentation, for a viewer that steps through them: its frames with
+/// foreground grouped as [`render_seg_frame`] draws them together (by the source image they
+/// reference, else by position, else one frame each) and ordered along the slice normal when
+/// every slice has a position (ties by first frame), else by first frame. When no frame has
+/// foreground, all frames are grouped. [`render_seg_overlay`] without a source draws the middle
+/// one (`n / 2`). A segmentation of more than 65 536 frames is refused
+/// ([`ThumbnailError::TooManyFrames`]); so is one that cannot be read or drawn (Label Map, bits
+/// allocated not matching the type, pixel data too short for its frames).
+pub fn seg_slices(seg: &[u8]) -> Result<SegSlices, ThumbnailError> {
+    let obj = decode::parse(seg)?;
+    seg::slices(&obj)
+}
+
+/// Whether objects of this SOP class are drawn over another image ([`overlay_source`] names
+/// it): Segmentation Storage and RT Structure Set Storage.
+pub fn is_drawn_over_source(sop_class_uid: &str) -> bool {
+    let uid = sop_class_uid.trim_end_matches(['\0', ' ']);
+    uid == seg::SEG_SOP_CLASS || uid == dicom_dictionary_std::uids::RT_STRUCTURE_SET_STORAGE
+}
+
+/// The stored image frame `frame` (0-based; `None`: the frame its thumbnail shows) of a
+/// segmentation or a structure set is drawn over: for a segmentation frame, the first image its
+/// functional groups reference (Derivation Image → Source Image, or Referenced Image); without
+/// a frame, [`seg_source_reference`] or [`rtstruct_source_reference`]. `None` for other
+/// objects, unreadable ones, a frame they do not have, or one that references no image.
+pub fn overlay_source(file: &[u8], frame: Option<u32>) -> Option<OverlaySource> {
+    let obj = decode::parse(file).ok()?;
+    let thumbnail_source = |r: Option<SegSourceRef>| {
+        r.map(|r| OverlaySource {
+            sop_instance_uid: r.sop_instance_uid,
+            series_uid: Some(r.series_uid),
+            frame_number: None,
+        })
+    };
+    if seg::is_seg(&obj) {
+        match frame {
+            Some(index) => seg::frame_source(&obj, index).ok().flatten(),
+            None => thumbnail_source(seg::source_reference(file)),
+        }
+    } else if rtstruct::is_rtstruct(&obj) {
+        thumbnail_source(rtstruct::source_reference(file))
+    } else {
+        None
+    }
+}
+
+/// Draws the slice of frame `index` (0-based) of a segmentation: that frame and every other
+/// one of its slice (as [`seg_slices`] groups them) in their segment colours, over `source` (the
+/// Part-10 file of the image the frame references, drawn as [`render_instance`] draws it, at the
+/// referenced frame of a multi-frame image), with the frames [`render_seg_overlay`] would draw
+/// on it; without a source, or with one that cannot be drawn, alone on a dark background at the
+/// segmentation's geometry. A frame the segmentation does not have is
+/// [`ThumbnailError::NoSuchFrame`]; more than 65 536 frames [`ThumbnailError::TooManyFrames`].
+pub fn render_seg_frame(
+    seg: &[u8],
+    index: u32,
+    source: Option<&[u8]>,
+    opts: &ThumbnailOptions,
+) -> Result<Vec<u8>, ThumbnailError> {
+    let obj = decode::parse(seg)?;
+    seg::render_frame(&obj, index, source, opts)
 }
 
 /// Draws an RT Structure Set (SOP Class 1.2.840.10008.5.1.4.1.1.481.3) as coloured contour

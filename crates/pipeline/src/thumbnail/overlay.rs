@@ -332,8 +332,18 @@ impl Source {
     }
 
     pub fn render_object(obj: &Obj, opts: &ThumbnailOptions) -> Result<Source, ThumbnailError> {
+        Self::render_frame(obj, None, opts)
+    }
+
+    /// [`Source::render_object`] for frame `frame` (0-based) of a multi-frame image instead of
+    /// its middle one (`None`).
+    pub fn render_frame(
+        obj: &Obj,
+        frame: Option<u32>,
+        opts: &ThumbnailOptions,
+    ) -> Result<Source, ThumbnailError> {
         decode::guard("rendering the source image", || {
-            let frame = decode::middle_frame(obj)?;
+            let frame = decode::frame(obj, frame)?;
             let params = tone::ToneParams::from_object(obj, frame.index)?;
             let picture = tone::to_display(&frame, &params)?;
             let (width, height) =

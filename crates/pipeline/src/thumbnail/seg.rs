@@ -11,9 +11,12 @@ use dicom_pixeldata::PixelDecoder;
 use super::decode::{self, frame_attr, int, text, Obj};
 use super::overlay::{
     cielab_to_srgb, dot, frame_numbers, items, output_to_grid, palette_colour, series_of,
-    slice_thickness, Canvas, Plane, Source, BACKGROUND, FILL_ALPHA,
+    slice_thickness, Canvas, Plane, Source, Vec3, BACKGROUND, FILL_ALPHA,
 };
-use super::{target_size, SegSourceRef, ThumbnailError, ThumbnailOptions};
+use super::{
+    target_size, OverlaySource, SegSegment, SegSlice, SegSlices, SegSourceRef, ThumbnailError,
+    ThumbnailOptions,
+};
 
 /// Segmentation Storage.
 pub(crate) const SEG_SOP_CLASS: &str = dicom_dictionary_std::uids::SEGMENTATION_STORAGE;
@@ -63,13 +66,31 @@ struct Seg<'a> {
     pixels: Pixels<'a>,
 }
 
+/// What the frames of one slice share: the source image they reference (SOP Instance UID and
+/// Referenced Frame Numbers), else their position along the slice normal (to the hundredth of
+/// a millimetre), else nothing (each such frame is a slice of its own).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SliceKey {
+    Image(String, Vec<i64>),
+    Position(i64),
+    Frame(u32),
+}
+
 /// The frames of one slice of the segmentation (one source image, or one position).
 #[derive(Debug)]
 struct Slice {
-    /// The source image the frames reference, if they do.
-    uid: Option<String>,
+    /// The source image the frames reference, if they do (the first reference of the first
+    /// frame).
+    reference: Option<Reference>,
+    /// Indices into [`Seg::frames`], ascending.
     frames: Vec<usize>,
+    /// Mean position of the frames along the slice normal (mm), when they have one.
+    position: Option<f64>,
 }
+
+/// Most frames [`slices`] and [`render_frame`] take on: each frame costs a per-frame item and a
+/// foreground test (a decode, when encapsulated), and the slices become a list for the viewer.
+pub(crate) const MAX_VIEWER_FRAMES: u32 = 65_536;
 
 /// See [`super::render_seg_overlay`].
 pub(crate) fn render(
@@ -88,7 +109,7 @@ pub(crate) fn render_object(
     opts: &ThumbnailOptions,
 ) -> Result<Vec<u8>, ThumbnailError> {
     decode::guard("drawing the segmentation", || {
-        let seg = Seg::read(obj)?;
+        let seg = Seg::read(obj, u32::MAX)?;
         let canvas = match source {
             Some(source) => {
                 let frames = seg.frames_for(&source);
@@ -119,8 +140,8 @@ pub(crate) fn render_object(
 pub(crate) fn source_reference(seg: &[u8]) -> Option<SegSourceRef> {
     let obj = decode::parse(seg).ok()?;
     decode::guard("reading the segmentation", || {
-        let seg = Seg::read(&obj)?;
-        let Some(uid) = seg.middle_slice()?.and_then(|s| s.uid) else {
+        let seg = Seg::read(&obj, u32::MAX)?;
+        let Some(uid) = seg.middle_slice()?.and_then(|s| s.reference).map(|r| r.uid) else {
             return Ok(None);
         };
         Ok(series_of(&obj, &uid).map(|series_uid| SegSourceRef {
@@ -130,6 +151,127 @@ pub(crate) fn source_reference(seg: &[u8]) -> Option<SegSourceRef> {
     })
     .ok()
     .flatten()
+}
+
+/// See [`super::seg_slices`].
+pub(crate) fn slices(obj: &Obj) -> Result<SegSlices, ThumbnailError> {
+    decode::guard("reading the segmentation", || {
+        let seg = Seg::read(obj, MAX_VIEWER_FRAMES)?;
+        let mut slices = seg.slices(true)?;
+        if slices.is_empty() {
+            // Nothing drawn anywhere: the frames' slices all the same, so that a viewer still
+            // steps through the images they were made on.
+            slices = seg.slices(false)?;
+        }
+        let segments = items(obj, tags::SEGMENT_SEQUENCE)
+            .iter()
+            .filter_map(|item| {
+                let number = int(item, tags::SEGMENT_NUMBER)?;
+                Some(SegSegment {
+                    number,
+                    label: text(item, tags::SEGMENT_LABEL),
+                    colour: seg.colour(Some(number)),
+                })
+            })
+            .collect();
+        let slices = slices
+            .into_iter()
+            .map(|slice| {
+                let mut segments: Vec<i64> = slice
+                    .frames
+                    .iter()
+                    .filter_map(|i| seg.frames[*i].segment)
+                    .collect();
+                segments.sort_unstable();
+                segments.dedup();
+                SegSlice {
+                    frame_numbers: slice.frames.iter().map(|i| *i as u32 + 1).collect(),
+                    segments,
+                    source: slice.reference.map(|r| overlay_source(obj, r)),
+                    position: slice.position,
+                }
+            })
+            .collect();
+        Ok(SegSlices {
+            number_of_frames: seg.frames.len() as u32,
+            segments,
+            slices,
+        })
+    })
+}
+
+/// The source image of the slice of frame `index` (0-based), if its frames reference one.
+pub(crate) fn frame_source(obj: &Obj, index: u32) -> Result<Option<OverlaySource>, ThumbnailError> {
+    decode::guard("reading the segmentation", || {
+        let seg = Seg::read(obj, MAX_VIEWER_FRAMES)?;
+        seg.check_frame(index)?;
+        Ok(seg.frames[index as usize]
+            .references
+            .first()
+            .cloned()
+            .map(|r| overlay_source(obj, r)))
+    })
+}
+
+fn overlay_source(obj: &Obj, reference: Reference) -> OverlaySource {
+    OverlaySource {
+        series_uid: series_of(obj, &reference.uid),
+        frame_number: reference
+            .frames
+            .first()
+            .and_then(|n| u32::try_from(*n).ok())
+            .filter(|n| *n >= 1),
+        sop_instance_uid: reference.uid,
+    }
+}
+
+/// See [`super::render_seg_frame`].
+pub(crate) fn render_frame(
+    obj: &Obj,
+    index: u32,
+    source: Option<&[u8]>,
+    opts: &ThumbnailOptions,
+) -> Result<Vec<u8>, ThumbnailError> {
+    decode::guard("drawing the segmentation", || {
+        let seg = Seg::read(obj, MAX_VIEWER_FRAMES)?;
+        seg.check_frame(index)?;
+        let i = index as usize;
+        let mut frames = seg.slice_of(i);
+        // The source drawn at the frame the slice's frames reference (a multi-frame source).
+        let source_frame = seg.frames[i]
+            .references
+            .first()
+            .and_then(|r| r.frames.first())
+            .and_then(|n| u32::try_from(n.checked_sub(1)?).ok());
+        let source = source.and_then(|file| {
+            let source_obj = decode::parse(file).ok()?;
+            let frames = int(&source_obj, tags::NUMBER_OF_FRAMES).unwrap_or(1);
+            let frame = source_frame.filter(|f| i64::from(*f) < frames);
+            Source::render_frame(&source_obj, frame, opts).ok()
+        });
+        let canvas = match source {
+            Some(source) => {
+                frames.extend(seg.frames_for(&source));
+                frames.sort_unstable();
+                frames.dedup();
+                let mut canvas = source.canvas.clone();
+                for i in frames {
+                    seg.draw_frame(&mut canvas, i, Some(&source))?;
+                }
+                canvas
+            }
+            None => {
+                let aspect = pixel_spacing(obj);
+                let (width, height) = target_size(seg.cols, seg.rows, aspect, opts.side());
+                let mut canvas = Canvas::filled(width, height, BACKGROUND);
+                for i in frames {
+                    seg.draw_frame(&mut canvas, i, None)?;
+                }
+                canvas
+            }
+        };
+        canvas.png()
+    })
 }
 
 /// Whether `obj` is a Segmentation (by SOP Class, else by Modality).
@@ -150,7 +292,9 @@ fn pixel_spacing(obj: &InMemDicomObject) -> Option<(f64, f64)> {
 }
 
 impl<'a> Seg<'a> {
-    fn read(obj: &'a Obj) -> Result<Self, ThumbnailError> {
+    /// Reads the segmentation's attributes (not its pixels), refusing more than `max_frames`
+    /// frames before looking at any.
+    fn read(obj: &'a Obj, max_frames: u32) -> Result<Self, ThumbnailError> {
         let description = decode::describe(obj);
         if description.sop_class_uid.as_deref() == Some(LABEL_MAP_SEG_SOP_CLASS) {
             return Err(ThumbnailError::Unsupported(
@@ -207,6 +351,12 @@ impl<'a> Seg<'a> {
             .ok()
             .filter(|n| *n >= 1)
             .ok_or_else(|| invalid("Number of Frames out of range"))?;
+        if count > max_frames {
+            return Err(ThumbnailError::TooManyFrames {
+                frames: count,
+                limit: max_frames,
+            });
+        }
         let pixel_data = obj
             .get(tags::PIXEL_DATA)
             .ok_or_else(|| ThumbnailError::NoPixelData {
@@ -288,6 +438,15 @@ impl<'a> Seg<'a> {
             colours,
             pixels,
         })
+    }
+
+    /// That frame `index` (0-based) exists.
+    fn check_frame(&self, index: u32) -> Result<(), ThumbnailError> {
+        let frames = self.frames.len() as u32;
+        if index >= frames {
+            return Err(ThumbnailError::NoSuchFrame { index, frames });
+        }
+        Ok(())
     }
 
     fn pixels_per_frame(&self) -> usize {
@@ -437,73 +596,90 @@ impl<'a> Seg<'a> {
         out
     }
 
-    /// The frames with foreground, grouped into slices (by referenced source image, else by
-    /// position, else one frame each) and ordered by position along the slice normal (else by
-    /// frame number): the middle one (`n / 2`).
-    fn middle_slice(&self) -> Result<Option<Slice>, ThumbnailError> {
-        #[derive(PartialEq, Eq, PartialOrd, Ord, Clone)]
-        enum Key {
-            Image(String, Vec<i64>),
-            Position(i64),
-            Frame(u32),
+    /// The slice normal: that of the first frame with a plane.
+    fn normal(&self) -> Option<Vec3> {
+        self.frames.iter().find_map(|f| f.plane.map(|p| p.normal()))
+    }
+
+    /// Position of frame `i` along `normal`, mm.
+    fn position(&self, i: usize, normal: Option<Vec3>) -> Option<f64> {
+        Some(dot(self.frames[i].plane?.origin, normal?))
+    }
+
+    fn slice_key(&self, i: usize, normal: Option<Vec3>) -> SliceKey {
+        let frame = &self.frames[i];
+        match (frame.references.first(), self.position(i, normal)) {
+            (Some(r), _) => SliceKey::Image(r.uid.clone(), r.frames.clone()),
+            (None, Some(p)) => SliceKey::Position((p * 100.0).round() as i64),
+            (None, None) => SliceKey::Frame(frame.index),
         }
-        let normal = self.frames.iter().find_map(|f| f.plane.map(|p| p.normal()));
-        let position = |f: &SegFrame| -> Option<f64> {
-            let (plane, normal) = (f.plane?, normal?);
-            Some(dot(plane.origin, normal))
-        };
-        struct Group {
-            key: Key,
-            uid: Option<String>,
-            frames: Vec<usize>,
-            positions: Vec<f64>,
-        }
-        let mut groups: Vec<Group> = Vec::new();
-        for (i, frame) in self.frames.iter().enumerate() {
-            if !self.has_foreground(i)? {
+    }
+
+    /// The frames grouped into slices (by referenced source image, else by position, else one
+    /// frame each), ordered by position along the slice normal when every slice has one (ties
+    /// by first frame), else by first frame. With `foreground_only`, frames without foreground
+    /// are left out, and so are slices without any.
+    fn slices(&self, foreground_only: bool) -> Result<Vec<Slice>, ThumbnailError> {
+        let normal = self.normal();
+        let mut by_key: BTreeMap<SliceKey, usize> = BTreeMap::new();
+        let mut groups: Vec<(Slice, Vec<f64>)> = Vec::new();
+        for i in 0..self.frames.len() {
+            if foreground_only && !self.has_foreground(i)? {
                 continue;
             }
-            let pos = position(frame);
-            let (key, uid) = match (frame.references.first(), pos) {
-                (Some(r), _) => (
-                    Key::Image(r.uid.clone(), r.frames.clone()),
-                    Some(r.uid.clone()),
-                ),
-                // Positions to the hundredth of a millimetre.
-                (None, Some(p)) => (Key::Position((p * 100.0).round() as i64), None),
-                (None, None) => (Key::Frame(frame.index), None),
-            };
-            match groups.iter_mut().find(|g| g.key == key) {
-                Some(g) => {
-                    g.frames.push(i);
-                    g.positions.extend(pos);
-                }
-                None => groups.push(Group {
-                    key,
-                    uid,
-                    frames: vec![i],
-                    positions: pos.into_iter().collect(),
-                }),
-            }
+            let pos = self.position(i, normal);
+            let at = *by_key.entry(self.slice_key(i, normal)).or_insert_with(|| {
+                groups.push((
+                    Slice {
+                        reference: self.frames[i].references.first().cloned(),
+                        frames: Vec::new(),
+                        position: None,
+                    },
+                    Vec::new(),
+                ));
+                groups.len() - 1
+            });
+            let (slice, positions) = &mut groups[at];
+            slice.frames.push(i);
+            positions.extend(pos);
         }
-        let mean = |g: &Group| g.positions.iter().sum::<f64>() / g.positions.len() as f64;
-        if groups.iter().all(|g| !g.positions.is_empty()) {
-            groups.sort_by(|a, b| {
-                mean(a)
-                    .total_cmp(&mean(b))
+        let mut slices: Vec<Slice> = groups
+            .into_iter()
+            .map(|(mut slice, positions)| {
+                slice.position = (!positions.is_empty())
+                    .then(|| positions.iter().sum::<f64>() / positions.len() as f64);
+                slice
+            })
+            .collect();
+        if slices.iter().all(|s| s.position.is_some()) {
+            slices.sort_by(|a, b| {
+                a.position
+                    .unwrap_or_default()
+                    .total_cmp(&b.position.unwrap_or_default())
                     .then(a.frames[0].cmp(&b.frames[0]))
             });
         } else {
-            groups.sort_by_key(|g| g.frames[0]);
+            slices.sort_by_key(|s| s.frames[0]);
         }
-        let middle = groups.len() / 2;
-        Ok((!groups.is_empty()).then(|| {
-            let g = groups.swap_remove(middle);
-            Slice {
-                uid: g.uid,
-                frames: g.frames,
-            }
-        }))
+        Ok(slices)
+    }
+
+    /// The frames with foreground, grouped into slices and ordered as [`Seg::slices`] does:
+    /// the middle one (`n / 2`).
+    fn middle_slice(&self) -> Result<Option<Slice>, ThumbnailError> {
+        let mut slices = self.slices(true)?;
+        let middle = slices.len() / 2;
+        Ok((!slices.is_empty()).then(|| slices.swap_remove(middle)))
+    }
+
+    /// Indices of the frames on the slice of frame `i` (those with its [`SliceKey`]), with or
+    /// without foreground.
+    fn slice_of(&self, i: usize) -> Vec<usize> {
+        let normal = self.normal();
+        let key = self.slice_key(i, normal);
+        (0..self.frames.len())
+            .filter(|j| *j == i || self.slice_key(*j, normal) == key)
+            .collect()
     }
 
     /// Blends frame `i` into `canvas` (over `source`'s picture, else stretched over the canvas).
