@@ -73,6 +73,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(series::get_series))
         .routes(routes!(series::get_instance_file))
         .routes(routes!(preview::get_rendered_instance))
+        .routes(routes!(preview::get_segmentation))
         .routes(routes!(series::get_thumbnail))
         .routes(routes!(series::download_series))
         .routes(routes!(series::get_validation))

@@ -72,6 +72,8 @@ export const api = {
   instanceUrl: (uid, sop) => `/api/series/${seg(uid)}/instances/${seg(sop)}`,
   /** One frame of an instance as PNG (`frame`: 1-based, default the middle one; `size`: px). */
   renderedUrl: (uid, sop, { frame, size } = {}) => `/api/series/${seg(uid)}/instances/${seg(sop)}/rendered${query({ frame, size })}`,
+  /** The slices of a segmentation instance, each with the image it is drawn over. */
+  segmentation: (uid, sop) => get(`/api/series/${seg(uid)}/instances/${seg(sop)}/segmentation`),
   workflows: () => get('/api/workflows').then((r) => r.items),
   startRun: (name, params) => post(`/api/workflows/${seg(name)}/runs`, params),
   runs: () => get('/api/workflow-runs').then((r) => r.items),

@@ -292,7 +292,9 @@ impl radport_pipeline::worker::JobHandler for WorkflowJobs {
 }
 
 /// Frames for the series page's slice viewer (`/rendered`), drawn by the pipeline's thumbnail
-/// renderer (windowed like the thumbnails; placeholders for what has no picture).
+/// renderer (windowed like the thumbnails; placeholders for what has no picture; segmentations
+/// and structure sets over the image they reference, which the HTTP layer fetches), and the
+/// slices of segmentations (`/segmentation`).
 struct PipelineFrames;
 
 impl radport_http::preview::FrameRenderer for PipelineFrames {
@@ -302,14 +304,75 @@ impl radport_http::preview::FrameRenderer for PipelineFrames {
         frame: u32,
         _number_of_frames: u32,
         size: u32,
+        source: Option<&[u8]>,
     ) -> Result<Vec<u8>, radport_http::preview::RenderError> {
         let options = radport_pipeline::thumbnail::ThumbnailOptions { max_side: size };
         // `frame` is 1-based and within the instance (checked by the HTTP layer).
         let index = frame.saturating_sub(1);
         Ok(
-            radport_pipeline::thumbnail::render_frame_or_placeholder(file, Some(index), &options)
-                .into_png(),
+            radport_pipeline::thumbnail::render_frame_over_or_placeholder(
+                file,
+                Some(index),
+                source,
+                &options,
+            )
+            .into_png(),
         )
+    }
+
+    fn draws_over(&self, sop_class_uid: &str) -> bool {
+        radport_pipeline::thumbnail::is_drawn_over_source(sop_class_uid)
+    }
+
+    fn source_of(&self, file: &[u8], frame: u32) -> Option<radport_http::preview::SourceImage> {
+        radport_pipeline::thumbnail::overlay_source(file, Some(frame.saturating_sub(1)))
+            .map(source_image)
+    }
+
+    fn segmentation(
+        &self,
+        file: &[u8],
+    ) -> Result<radport_http::preview::SegmentationLayout, radport_http::preview::RenderError> {
+        use radport_http::preview::{RenderError, SegmentLayout, SegmentationLayout, SliceLayout};
+        use radport_pipeline::thumbnail::ThumbnailError;
+        let seg = radport_pipeline::thumbnail::seg_slices(file).map_err(|e| match e {
+            ThumbnailError::CodecMissing { .. } | ThumbnailError::Unsupported(_) => {
+                RenderError::Unsupported(format!("cannot read the segmentation: {e}"))
+            }
+            other => RenderError::Invalid(format!("cannot read the segmentation: {other}")),
+        })?;
+        Ok(SegmentationLayout {
+            number_of_frames: seg.number_of_frames,
+            segments: seg
+                .segments
+                .into_iter()
+                .map(|s| SegmentLayout {
+                    number: s.number,
+                    label: s.label,
+                    colour: s.colour,
+                })
+                .collect(),
+            slices: seg
+                .slices
+                .into_iter()
+                .map(|s| SliceLayout {
+                    frames: s.frame_numbers,
+                    segments: s.segments,
+                    source: s.source.map(source_image),
+                    position: s.position,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn source_image(
+    s: radport_pipeline::thumbnail::OverlaySource,
+) -> radport_http::preview::SourceImage {
+    radport_http::preview::SourceImage {
+        series_uid: s.series_uid,
+        sop_instance_uid: s.sop_instance_uid,
+        frame: s.frame_number,
     }
 }
 

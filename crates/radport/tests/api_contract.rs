@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use crate::common::*;
-use radport_testkit::{series_uid, write_series, SeriesSpec};
+use radport_testkit::{
+    seg_series_uid, seg_sop_uid, series_uid, write_seg, write_series, SegSpec, SeriesSpec,
+};
 use reqwest::blocking::{Client, Response};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -266,6 +268,36 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
         &instance,
     );
     assert!(rendered.body.starts_with(b"\x89PNG"));
+    // A segmentation of two of its slices: its slices, and a CT instance that is none.
+    let seg = SegSpec {
+        source: spec.clone(),
+        slices: vec![2, 0],
+        claimed_frames: None,
+        uid_seed: "902".into(),
+    };
+    write_seg(&tmp.path().join("seg"), &seg).unwrap();
+    assert!(server
+        .dcmsend("kp-sent", "kp-contract", &tmp.path().join("seg"))
+        .status
+        .success());
+    let (seg_series, seg_sop) = (seg_series_uid(&seg), seg_sop_uid(&seg));
+    let seg_instance = [
+        ("series_uid", seg_series.as_str()),
+        ("sop_instance_uid", seg_sop.as_str()),
+    ];
+    let slices = api
+        .get(
+            "/api/series/{series_uid}/instances/{sop_instance_uid}/segmentation",
+            &seg_instance,
+        )
+        .json();
+    assert_eq!(slices["slices"].as_array().unwrap().len(), 2);
+    assert_eq!(slices["slices"][0]["source"]["stored"], true);
+    let not_seg = api.get(
+        "/api/series/{series_uid}/instances/{sop_instance_uid}/segmentation",
+        &instance,
+    );
+    assert_eq!(not_seg.status, 404);
     let thumbnail = api.get("/api/series/{series_uid}/thumbnail", &series);
     let etag = thumbnail.headers["etag"].clone();
     let unchanged = api.call(

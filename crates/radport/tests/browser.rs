@@ -5,8 +5,9 @@
 //! the Data Upload wizard; then the harder paths: an upload cut by a network drop (and one by a
 //! page reload) that resumes from the server's offset, a folder dropped onto the page (a real
 //! drag of a directory) and chosen with the folder picker, and failed workflow runs re-run from
-//! the wizard and from the Runs page. Screenshots of every page and state go to
-//! `target/ui-screenshots/`.
+//! the wizard and from the Runs page; at the end, a multi-frame instance and a segmentation
+//! (highdicom's), stepped through slice by slice over its CT once that arrives. Screenshots of
+//! every page and state go to `target/ui-screenshots/`.
 //!
 //! Needs `/usr/bin/chromium`, node and `tests/browser/node_modules` (scripts/install-deps.sh).
 
@@ -48,6 +49,93 @@ fn set_body_part(path: &Path, value: &str) {
         dicom_core::PrimitiveValue::from(value),
     ));
     obj.write_to_file(path).unwrap();
+}
+
+/// The 64×48 set of `crates/pipeline/tests/fixtures/make_seg.py`: its BINARY SEG (5 frames on
+/// the 4 CT slices: a red square on slices 0 to 2, a disc on slices 2 and 3) and its CT, each in
+/// a directory of its own, with the points of slice 2 (the one the viewer starts on) to sample,
+/// as fractions of the picture's width and height: inside the red square, and on the CT's body
+/// away from both segments.
+struct SegFixture {
+    seg_dir: PathBuf,
+    seg_uid: String,
+    ct_dir: PathBuf,
+    ct_uid: String,
+    inside: String,
+    outside: String,
+}
+
+impl SegFixture {
+    fn new(tmp: &Path) -> SegFixture {
+        let (dir, _) = radport_testkit::python::run_fixture_script(
+            &tmp.join("seg-fixtures"),
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/make_seg.py"),
+            "highdicom",
+        );
+        let dir = dir.join("64x48");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let (seg_dir, ct_dir) = (tmp.join("seg-only"), tmp.join("seg-ct"));
+        std::fs::create_dir_all(&seg_dir).unwrap();
+        std::fs::create_dir_all(&ct_dir).unwrap();
+        std::fs::copy(dir.join("seg-binary.dcm"), seg_dir.join("seg.dcm")).unwrap();
+        for k in 0..4 {
+            let name = format!("ct-{k}.dcm");
+            std::fs::copy(dir.join(&name), ct_dir.join(&name)).unwrap();
+        }
+        let seg_uid = dicom_object::open_file(seg_dir.join("seg.dcm"))
+            .unwrap()
+            .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string();
+        let mask = |segment: &str| -> Vec<Vec<u64>> {
+            manifest["seg_binary"]["masks"][segment][2]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap())
+                        .collect()
+                })
+                .collect()
+        };
+        let (square, disc) = (mask("1"), mask("2"));
+        let (rows, cols) = (square.len(), square[0].len());
+        let on: Vec<(usize, usize)> = (0..rows)
+            .flat_map(|r| (0..cols).map(move |c| (r, c)))
+            .filter(|(r, c)| square[*r][*c] == 1)
+            .collect();
+        // The square's centre.
+        let r = on.iter().map(|p| p.0).sum::<usize>() / on.len();
+        let c = on.iter().map(|p| p.1).sum::<usize>() / on.len();
+        assert_eq!(square[r][c], 1);
+        let fraction = |r: usize, c: usize| {
+            format!(
+                "{},{}",
+                (c as f64 + 0.5) / cols as f64,
+                (r as f64 + 0.5) / rows as f64
+            )
+        };
+        // Mid-height, a fifth of the way across: in the body ellipse, left of both segments.
+        let (orow, ocol) = (rows / 2, cols / 5);
+        assert!((orow.saturating_sub(2)..=orow + 2).all(|r| {
+            (ocol.saturating_sub(2)..=ocol + 2).all(|c| square[r][c] == 0 && disc[r][c] == 0)
+        }));
+        SegFixture {
+            seg_dir,
+            seg_uid,
+            ct_dir,
+            ct_uid: manifest["ct_series_uid"].as_str().unwrap().to_string(),
+            inside: fraction(r, c),
+            outside: fraction(orow, ocol),
+        }
+    }
 }
 
 #[test]
@@ -179,6 +267,10 @@ fn the_web_ui_works_in_a_real_browser() {
     let frames_dir = tmp.path().join("frames");
     write_multi_frame(&frames_dir, &frames_spec).unwrap();
 
+    // A segmentation by highdicom (the pipeline's overlay fixtures) and the 4-slice CT it
+    // segments, sent at the end too: first the SEG alone, then its CT.
+    let seg = SegFixture::new(tmp.path());
+
     // Unknown API paths stay JSON 404s beside the UI.
     let (status, body) = server.get_status("/api/no-such-thing");
     assert_eq!(status, 404);
@@ -203,6 +295,12 @@ fn the_web_ui_works_in_a_real_browser() {
         .env("RADPORT_XSS_NAME", XSS_NAME)
         .env("RADPORT_FRAMES_DIR", &frames_dir)
         .env("RADPORT_FRAMES_UID", series_uid(&frames_spec))
+        .env("RADPORT_SEG_DIR", &seg.seg_dir)
+        .env("RADPORT_SEG_UID", &seg.seg_uid)
+        .env("RADPORT_SEG_CT_DIR", &seg.ct_dir)
+        .env("RADPORT_SEG_CT_UID", &seg.ct_uid)
+        .env("RADPORT_SEG_INSIDE", &seg.inside)
+        .env("RADPORT_SEG_OUTSIDE", &seg.outside)
         .current_dir(browser_dir())
         .output()
         .expect("node runs");

@@ -7,9 +7,12 @@
 pub mod nifti;
 pub mod postgres;
 pub mod python;
+pub mod seg;
 pub mod zip;
 
 use std::path::{Path, PathBuf};
+
+pub use seg::{seg_series_uid, seg_sop_uid, write_seg, SegSpec};
 
 use anyhow::{Context, Result};
 use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};

@@ -105,25 +105,78 @@ function metadataView(metadata) {
 /** Longest side of the frames the slice viewer asks for (one size: the browser caches them). */
 const SLICE_SIZE = 512;
 
-/** Segmentation and RT Structure Set Storage: drawn as the overlay of one slice, not frame by frame. */
-const OVERLAY_CLASSES = new Set(['1.2.840.10008.5.1.4.1.1.66.4', '1.2.840.10008.5.1.4.1.1.481.3']);
+/** Segmentation Storage: stepped through slice by slice, each drawn over the image it segments. */
+const SEG_CLASS = '1.2.840.10008.5.1.4.1.1.66.4';
+/** RT Structure Set Storage: drawn as the overlay of one slice (over its image), not frame by frame. */
+const RTSTRUCT_CLASS = '1.2.840.10008.5.1.4.1.1.481.3';
+
+const byInstanceNumber = (a, b) => (a.instance_number ?? Infinity) - (b.instance_number ?? Infinity);
+
+function instanceText(i) {
+  return i.instance_number !== null && i.instance_number !== undefined ? `Instance Number ${i.instance_number}` : 'no Instance Number';
+}
+
+/** One slice per frame of an image instance (a structure set is one slice: its overlay). */
+function imageSlices(instance) {
+  const frames = instance.sop_class_uid === RTSTRUCT_CLASS ? 1 : Math.max(1, instance.number_of_frames ?? 1);
+  // Single-frame instances ask for no frame: the URL (and the browser's cache) of the default.
+  if (frames === 1) return [{ instance, frame: undefined, text: instanceText(instance) }];
+  return Array.from({ length: frames }, (_, f) => ({ instance, frame: f + 1, text: `${instanceText(instance)}, frame ${f + 1} / ${frames}` }));
+}
+
+/** What a slice of a segmentation is drawn over, and what is on it. */
+function segSliceText(slice, names) {
+  const src = slice.source;
+  let over;
+  if (!src) over = 'no source image referenced: segments on black';
+  else if (!src.stored) over = 'source image not in the archive: segments on black';
+  else over = `over ${instanceText(src)}${src.frame ? `, frame ${src.frame}` : ''} of the source series`;
+  const segments = slice.segments.map((n) => names.get(n) ?? `segment ${n}`).join(', ');
+  const frames = `SEG frame${slice.frames.length > 1 ? 's' : ''} ${slice.frames.join(', ')}`;
+  return [over, segments, frames].filter(Boolean).join(' · ');
+}
+
+/**
+ * The slices of a segmentation instance: the source slices it covers, in slice order, each drawn
+ * over its source image (`/segmentation`); else (a segmentation the server cannot read) one
+ * slice, the frame the server draws by default, with the reason.
+ */
+async function segSlices(uid, instance) {
+  let why = 'no slices';
+  try {
+    const listing = await api.segmentation(uid, instance.sop_instance_uid);
+    if (listing.slices.length) {
+      const names = new Map(listing.segments.map((s) => [s.number, s.label || `segment ${s.number}`]));
+      return listing.slices.map((slice) => ({
+        instance, frame: slice.frame, text: segSliceText(slice, names), title: slice.source ? `Source SOP Instance UID ${slice.source.sop_instance_uid}` : null,
+      }));
+    }
+  } catch (e) {
+    why = e.message;
+  }
+  return [{ instance, frame: undefined, text: `${instanceText(instance)} (its slices cannot be listed: ${why})` }];
+}
 
 /**
  * The series as slices: every frame of every instance, instances by Instance Number, starting in
- * the middle (a segmentation or structure set is one slice: its overlay). Scrolled with the range
- * input, the mouse wheel over the image, or the keyboard (arrow keys, Page Up/Down, Home/End) once
- * the viewer has the focus. One frame is fetched at a time and the latest wanted slice wins, so
- * scrolling fast does not queue renders on the server.
+ * the middle; a segmentation as the source slices it covers (each drawn over its image), a
+ * structure set as one slice (its overlay). Scrolled with the range input, the mouse wheel over
+ * the image, or the keyboard (arrow keys, Page Up/Down, Home/End) once the viewer has the focus.
+ * One frame is fetched at a time and the latest wanted slice wins, so scrolling fast does not
+ * queue renders on the server.
  */
 function sliceViewer(uid, title, instances, lastArrival) {
-  const slices = [...instances]
-    .sort((a, b) => (a.instance_number ?? Infinity) - (b.instance_number ?? Infinity))
-    .flatMap((instance) => {
-      const frames = OVERLAY_CLASSES.has(instance.sop_class_uid) ? 1 : Math.max(1, instance.number_of_frames ?? 1);
-      // Single-frame instances ask for no frame: the URL (and the browser's cache) of the default.
-      if (frames === 1) return [{ instance, frame: undefined, frames }];
-      return Array.from({ length: frames }, (_, f) => ({ instance, frame: f + 1, frames }));
-    });
+  const sorted = [...instances].sort(byInstanceNumber);
+  if (!sorted.some((i) => i.sop_class_uid === SEG_CLASS)) {
+    return slicesView(uid, title, sorted.flatMap(imageSlices), lastArrival);
+  }
+  const holder = h('div', {}, loading('Loading slices…'));
+  Promise.all(sorted.map((i) => (i.sop_class_uid === SEG_CLASS ? segSlices(uid, i) : imageSlices(i))))
+    .then((parts) => replace(holder, slicesView(uid, title, parts.flat(), lastArrival)));
+  return holder;
+}
+
+function slicesView(uid, title, slices, lastArrival) {
   const n = slices.length;
   if (n === 0) return thumbnail(uid, `Preview of ${title}`, { eager: true, lastArrival });
   let current = Math.floor(n / 2);
@@ -150,9 +203,9 @@ function sliceViewer(uid, title, instances, lastArrival) {
 
   function describe() {
     label.textContent = `slice ${current + 1} / ${n}`;
-    const { instance: s, frame, frames } = slices[current];
-    const instanceText = s.instance_number !== null && s.instance_number !== undefined ? `Instance Number ${s.instance_number}` : 'no Instance Number';
-    number.textContent = frame === undefined ? instanceText : `${instanceText}, frame ${frame} / ${frames}`;
+    number.textContent = slices[current].text;
+    if (slices[current].title) number.title = slices[current].title;
+    else number.removeAttribute('title');
     range.value = String(current + 1);
     prev.disabled = current === 0;
     next.disabled = current === n - 1;

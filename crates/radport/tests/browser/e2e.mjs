@@ -26,6 +26,12 @@ const FOLDER_UID = env('RADPORT_FOLDER_UID');
 const FOLDER_COUNT = Number(env('RADPORT_FOLDER_COUNT'));
 const FRAMES_DIR = env('RADPORT_FRAMES_DIR');
 const FRAMES_UID = env('RADPORT_FRAMES_UID');
+const SEG_DIR = env('RADPORT_SEG_DIR');
+const SEG_UID = env('RADPORT_SEG_UID');
+const SEG_CT_DIR = env('RADPORT_SEG_CT_DIR');
+const SEG_CT_UID = env('RADPORT_SEG_CT_UID');
+const SEG_INSIDE = env('RADPORT_SEG_INSIDE').split(',').map(Number);
+const SEG_OUTSIDE = env('RADPORT_SEG_OUTSIDE').split(',').map(Number);
 mkdirSync(shots, { recursive: true });
 
 function assert(condition, message) {
@@ -696,6 +702,68 @@ try {
   const lastFrame = await slice();
   assert(lastFrame.src.includes('frame=3') && lastFrame.sum !== middleFrame.sum && lastFrame.sum !== firstFrame.sum, 'frame 3 is a third image');
   await shot('series-frames');
+
+  step('series detail: a segmentation steps through the source slices it covers, its segments over each');
+  const dcmsend = (dir, aet) => execFileSync('/usr/bin/dcmsend', ['127.0.0.1', DICOM_PORT, '--aetitle', aet, '--call', 'kp-admin',
+    '--scan-directories', '--scan-pattern', '*.dcm', '--recurse', dir]);
+  /** [r, g, b] of the shown slice at a point given as fractions of its width and height. */
+  const pixelAt = ([fx, fy]) => page.evaluate(([x, y]) => {
+    const img = document.querySelector('#slice-image');
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(Math.floor(x * canvas.width), Math.floor(y * canvas.height), 1, 1).data;
+    return [d[0], d[1], d[2]];
+  }, [fx, fy]);
+  const isGrey = (p) => Math.max(...p) - Math.min(...p) <= 3;
+  const status = () => page.textContent('.slice-status');
+  // The SEG alone: 5 frames on 4 slices of a CT that is not here yet, so on black.
+  dcmsend(SEG_DIR, 'kp-seg');
+  await page.goto(`${base}/#/series/${SEG_UID}`);
+  await page.waitForSelector('#slice-viewer');
+  await sliceShown(3);
+  const segAlone = await slice();
+  assert(segAlone.label === 'slice 3 / 4', `one slice per source slice, starting in the middle: ${segAlone.label}`);
+  assert(segAlone.src.includes('frame=1'), `slice 3 is frames 1 and 5: ${segAlone.src}`);
+  assert((await status()).includes('not in the archive'), `says the source is missing: ${await status()}`);
+  assert((await status()).includes('Square, Disc'), `names its segments: ${await status()}`);
+  {
+    const inside = await pixelAt(SEG_INSIDE);
+    const outside = await pixelAt(SEG_OUTSIDE);
+    assert(inside[0] > inside[1] + 60 && inside[0] > inside[2] + 60, `the square is red: ${inside}`);
+    assert(isGrey(outside) && outside[0] < 48, `no source: on black ${outside}`);
+  }
+  await shot('series-seg-alone');
+  // Its CT arrives: every slice over its CT slice.
+  dcmsend(SEG_CT_DIR, 'kp-seg');
+  await api(`/api/series/${SEG_CT_UID}`);
+  await page.reload();
+  await page.waitForSelector('#slice-viewer');
+  await sliceShown(3);
+  const segOver = await slice();
+  assert(segOver.label === 'slice 3 / 4', segOver.label);
+  assert((await status()).includes('over Instance Number 3 of the source series'), `names the CT slice: ${await status()}`);
+  {
+    const inside = await pixelAt(SEG_INSIDE);
+    const outside = await pixelAt(SEG_OUTSIDE);
+    assert(inside[0] > inside[1] + 60 && inside[0] > inside[2] + 60, `the square is red: ${inside}`);
+    assert(isGrey(outside) && outside[0] > 48, `the CT around it: ${outside}`);
+    assert(segOver.sum !== segAlone.sum, 'another picture once the CT is there');
+  }
+  await shot('series-seg');
+  await page.focus('#slice-viewer');
+  await page.keyboard.press('ArrowDown');
+  await sliceShown(2);
+  const segBelow = await slice();
+  assert(segBelow.label === 'slice 2 / 4' && segBelow.sum !== segOver.sum, `stepping changes the image: ${segBelow.label}`);
+  assert((await status()).includes('Instance Number 2'), await status());
+  await page.keyboard.press('End');
+  await sliceShown(4);
+  const segLast = await slice();
+  assert(segLast.label === 'slice 4 / 4' && segLast.sum !== segOver.sum && segLast.sum !== segBelow.sum, 'slice 4 is a fourth image');
+  assert((await status()).includes('Instance Number 4') && (await status()).includes('Disc') && !(await status()).includes('Square'), await status());
 
   assert(dialogs.length === 0, `no dialog may open: ${dialogs.join('; ')}`);
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
