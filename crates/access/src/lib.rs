@@ -26,3 +26,32 @@ pub use authenticate::{Authenticator, Denied, FirstAdmin, FirstAdminError, Signe
 pub use limiter::LoginLimiter;
 pub use policy::{Action, Principal};
 pub use radport_catalog::Role;
+
+/// Whether requests must prove who sends them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Anyone who reaches the ports may do everything (radport before access control).
+    #[default]
+    Open,
+    /// Every request signs in (a session or a token) and is held to its roles.
+    Enforced,
+}
+
+impl Mode {
+    /// The mode's name as in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Open => "open",
+            Mode::Enforced => "enforced",
+        }
+    }
+
+    /// Parses a settings value.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "open" => Some(Mode::Open),
+            "enforced" => Some(Mode::Enforced),
+            _ => None,
+        }
+    }
+}

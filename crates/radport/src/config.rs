@@ -168,6 +168,24 @@ pub struct ServeArgs {
     /// Pieces of stored files read at once for downloads [default: 16].
     #[arg(long, env = "RADPORT_DOWNLOAD_READS")]
     pub download_reads: Option<usize>,
+    /// Access control: `enforced` (every request signs in and is held to its roles) or `open`
+    /// (anyone who reaches the ports may do everything) [default: open].
+    #[arg(long, env = "RADPORT_ACCESS")]
+    pub access: Option<String>,
+    /// Password of the first administrator, `admin`, created when the catalog has no account
+    /// [default: a random one, printed once, to be changed at the first sign-in]. Environment
+    /// or config file only (a flag would show in `ps`).
+    #[arg(
+        long,
+        env = "RADPORT_ADMIN_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+    /// An API token (`rpt_` and 43 characters) that acts as `admin`, recorded at start if it is
+    /// not yet: for deployment scripts and test harnesses. Environment or config file only.
+    #[arg(long, env = "RADPORT_ADMIN_TOKEN", hide = true, hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -217,6 +235,9 @@ struct FileSettings {
     http_max_connections: Option<usize>,
     http_max_json_body: Option<usize>,
     download_reads: Option<usize>,
+    access: Option<String>,
+    admin_password: Option<String>,
+    admin_token: Option<String>,
 }
 
 /// Fully resolved settings.
@@ -265,6 +286,19 @@ pub struct Settings {
     pub http_max_connections: usize,
     pub http_max_json_body: usize,
     pub download_reads: usize,
+    pub access: radport_access::Mode,
+    pub admin_password: Option<Secret>,
+    pub admin_token: Option<Secret>,
+}
+
+/// A setting that is a secret: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// A number of seconds within `range`, as a duration.
@@ -354,6 +388,9 @@ impl Settings {
             http_max_connections: Some(self.http_max_connections),
             http_max_json_body: Some(self.http_max_json_body),
             download_reads: Some(self.download_reads),
+            access: Some(self.access.as_str().into()),
+            admin_password: self.admin_password.as_ref().map(|s| s.0.clone()),
+            admin_token: self.admin_token.as_ref().map(|s| s.0.clone()),
         }
     }
 }
@@ -397,6 +434,16 @@ impl ServeArgs {
                 "unknown duplicate policy {policy_text:?}: use keep-first, overwrite or overwrite-if-different"
             )
         })?;
+        let access_text = self.access.or(file.access).unwrap_or_else(|| "open".into());
+        let access = radport_access::Mode::parse(&access_text).ok_or_else(|| {
+            anyhow::anyhow!("access must be open or enforced, not {access_text:?}")
+        })?;
+        let admin_token = match self.admin_token.or(file.admin_token) {
+            Some(t) if !radport_access::token::looks_like_token(&t) => anyhow::bail!(
+                "admin_token must be an API token: rpt_ and 43 characters of A-Z a-z 0-9 - _"
+            ),
+            t => t.map(Secret),
+        };
         let public_host = self
             .public_host
             .or(file.public_host)
@@ -616,6 +663,9 @@ impl ServeArgs {
                 .or(file.download_reads)
                 .unwrap_or(16)
                 .max(1),
+            access,
+            admin_password: self.admin_password.or(file.admin_password).map(Secret),
+            admin_token,
             max_upload_size: self
                 .max_upload_size
                 .or(file.max_upload_size)
@@ -969,6 +1019,9 @@ http_body_timeout = 6
 http_max_connections = 100
 http_max_json_body = 2048
 download_reads = 4
+access = "enforced"
+admin_password = "initial admin password"
+admin_token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 "#,
         );
         let text = s.to_toml().unwrap();
@@ -976,6 +1029,14 @@ download_reads = 4
         assert_eq!(format!("{again:?}"), format!("{s:?}"));
         assert_eq!(again.import_limits.convert.max_segments, 18);
         assert_eq!(again.max_associate_rq, 4096);
+        assert_eq!(again.access, radport_access::Mode::Enforced);
+        // Secrets print as `Secret(…)`: compared here.
+        assert_eq!(
+            again.admin_password.as_ref().map(|s| s.0.as_str()),
+            Some("initial admin password")
+        );
+        assert_eq!(again.admin_token, s.admin_token);
+        assert!(!format!("{again:?}").contains("initial admin password"));
     }
 
     #[test]

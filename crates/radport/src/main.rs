@@ -1,6 +1,8 @@
 //! `radport`: the binary. `radport serve` runs the whole intake (DICOM receiver, HTTP API) in
-//! one process with embedded defaults; every other subcommand is a client of the HTTP API.
+//! one process with embedded defaults; `radport user` and `radport collect` work on the
+//! catalog and archive directly; every other subcommand is a client of the HTTP API.
 
+mod accounts;
 mod client;
 mod collect;
 mod config;
@@ -81,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         action: transfer::FilesAction,
     },
+    /// Manage accounts (on the catalog directly, with the settings of `serve`).
+    User {
+        #[command(subcommand)]
+        action: accounts::UserAction,
+    },
     /// Check that a server answers.
     Health {
         #[command(flatten)]
@@ -117,6 +124,7 @@ fn main() -> Result<std::process::ExitCode> {
             Command::Files { client, action } => transfer::files(&client, action).await,
             Command::Workflow { client, action } => transfer::workflow(&client, action).await,
             Command::Health { client } => client::health(&client).await,
+            Command::User { action } => accounts::user(action).await,
             Command::RunJob(_) => anyhow::bail!("run-job is handled before the runtime starts"),
         }
     })?;

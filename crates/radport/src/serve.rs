@@ -33,6 +33,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 without_password(&settings.catalog_url)
             )
         })?;
+    // Before anything listens: a fresh catalog gets its administrator.
+    crate::accounts::bootstrap(&settings, &catalog).await?;
     // The default is the local directory; an S3 bucket is checked (list, write, delete) before
     // anything listens, so a server that could not store says why and stops.
     let archive = match &settings.archive_url {

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod accounts;
 mod api_contract;
 mod browser;
 mod crash_recovery;

@@ -1,0 +1,150 @@
+//! Accounts: the first administrator of a fresh data directory, unattended setup, and
+//! `radport user` on the catalog of a running server.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// `radport user …` on the server's data directory, with `stdin` as standard input.
+fn user(server: &Server, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radport"))
+        .arg("user")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radport user runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("radport user ends");
+    (out.status.success(), output_text(&out))
+}
+
+/// The password in the first administrator's banner.
+fn banner_password(log: &str) -> Option<String> {
+    let rest = log
+        .split("the first administrator is `admin`, password: ")
+        .nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+#[test]
+fn a_fresh_data_directory_gets_an_administrator_once() {
+    let mut server = Server::start(&[]);
+    let log = server.log();
+    let password = banner_password(&log).unwrap_or_else(|| panic!("no banner:\n{log}"));
+    assert_eq!(password.len(), 20, "{password}");
+    // Shown once, never in a log line.
+    assert_eq!(log.matches(password.as_str()).count(), 1, "{log}");
+    assert!(log.contains("first administrator created"));
+    let (ok, list) = user(&server, &["list"], "");
+    assert!(ok, "{list}");
+    assert!(
+        list.lines().any(|l| l.starts_with("admin")
+            && l.contains("yes")
+            && l.contains("must change password")),
+        "{list}"
+    );
+    // A restart does not make another one.
+    server.restart();
+    assert!(banner_password(&server.log()).is_some_and(|p| p == password));
+    assert_eq!(
+        server.log().matches("first administrator created").count(),
+        1
+    );
+
+    // Accounts from the command line, beside the running server.
+    let (ok, out) = user(
+        &server,
+        &["create", "alice", "--password-stdin"],
+        "alice's password 1\n",
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("alice's password"), "{out}");
+    let (ok, out) = user(&server, &["create", "ALICE"], "");
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = user(&server, &["create", "bob", "--admin"], "");
+    assert!(ok && out.contains("shown once"), "{out}");
+    let (ok, out) = user(&server, &["passwd", "alice", "--password-stdin"], "short\n");
+    assert!(!ok && out.contains("at least 10 characters"), "{out}");
+    let (ok, out) = user(&server, &["disable", "alice"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = user(&server, &["disable", "carol"], "");
+    assert!(!ok && out.contains("carol"), "{out}");
+    let (_, list) = user(&server, &["list"], "");
+    let row = |name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name}:\n{list}"))
+            .to_string()
+    };
+    assert!(row("alice").contains("disabled"), "{list}");
+    assert!(row("bob").contains("yes"), "{list}");
+    let (ok, _) = user(&server, &["enable", "alice"], "");
+    assert!(ok);
+    let (_, list) = user(&server, &["list"], "");
+    assert!(
+        list.contains("alice") && !list.contains("disabled"),
+        "{list}"
+    );
+}
+
+#[test]
+fn unattended_setup_takes_the_password_and_token_from_the_environment() {
+    let token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB";
+    let mut server = Server::start_with_env(
+        &[],
+        &[
+            ("RADPORT_ADMIN_PASSWORD", "the deployment's password"),
+            ("RADPORT_ADMIN_TOKEN", token),
+        ],
+    );
+    let log = server.log();
+    assert!(banner_password(&log).is_none(), "{log}");
+    assert!(!log.contains("the deployment's password"), "{log}");
+    assert!(!log.contains(token), "{log}");
+    assert_eq!(
+        log.matches("the configured admin token is recorded")
+            .count(),
+        1
+    );
+    let (_, list) = user(&server, &["list"], "");
+    // A configured password need not be changed.
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("admin") && l.contains("active")),
+        "{list}"
+    );
+    server.restart();
+    assert_eq!(
+        server
+            .log()
+            .matches("the configured admin token is recorded")
+            .count(),
+        1,
+        "recorded once"
+    );
+}
+
+#[test]
+fn a_malformed_admin_token_stops_the_server_with_the_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_radport"))
+        .args(["serve", "--data-dir", "/nonexistent/never-created"])
+        .env("RADPORT_ADMIN_TOKEN", "secret123")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("radport runs");
+    assert!(!out.status.success());
+    let text = output_text(&out);
+    assert!(text.contains("admin_token must be an API token"), "{text}");
+    assert!(!text.contains("secret123"), "{text}");
+}
