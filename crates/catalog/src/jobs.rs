@@ -161,6 +161,8 @@ pub struct JobFilter {
     pub kind: Option<JobKind>,
     /// Only jobs about this series.
     pub series: Option<String>,
+    /// Only jobs about series in one of these projects (any case); `None`: every job.
+    pub projects: Option<Vec<String>>,
     /// Page size (default 100, max 1000).
     pub limit: Option<i64>,
     /// Items to skip.
@@ -543,6 +545,22 @@ impl Catalog {
         if let Some(series) = filter.series.as_deref().filter(|s| !s.is_empty()) {
             args.push(series.to_string());
             conditions.push(format!("series_uid = ${}", args.len()));
+        }
+        if let Some(projects) = &filter.projects {
+            let mut placeholders = Vec::new();
+            for p in projects {
+                args.push(p.to_ascii_lowercase());
+                placeholders.push(format!("${}", args.len()));
+            }
+            conditions.push(if placeholders.is_empty() {
+                "1 = 0".to_string()
+            } else {
+                format!(
+                    "series_uid IN (SELECT series_uid FROM series_projects \
+                     WHERE project_key IN ({}))",
+                    placeholders.join(", ")
+                )
+            });
         }
         let limit = filter.limit.unwrap_or(100);
         let offset = filter.offset.unwrap_or(0);

@@ -41,7 +41,7 @@ pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
 pub use uploads::{
-    ItemError, Progress, RunState, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER,
+    ItemError, NewUpload, Progress, RunState, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER,
     MIN_UPLOAD_CHARGE,
 };
 pub use users::{Membership, NewToken, Role, Token, User};
@@ -362,6 +362,10 @@ impl Catalog {
                 if older < 4 {
                     self.migrate_to_4(&mut tx).await?;
                 }
+                if older < 5 {
+                    self.add_columns(&mut tx, "uploads", schema::UPLOAD_COLUMNS_V5)
+                        .await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -442,6 +446,25 @@ impl Catalog {
         }
         for statement in schema::MIGRATE_TO_4 {
             sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds the columns a table lacks (its other version-5 tables come from `STATEMENTS`).
+    async fn add_columns(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        table: &str,
+        columns: &[(&str, &str)],
+    ) -> Result<(), CatalogError> {
+        for (column, definition) in columns {
+            if !self.column_exists(tx, table, column).await? {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         Ok(())
     }

@@ -149,7 +149,8 @@ pub(crate) const STATEMENTS: &[&str] = &[
         expires_at TEXT NOT NULL,
         completed BIGINT NOT NULL,
         part_keys TEXT NOT NULL DEFAULT '',
-        assembly_lease TEXT
+        assembly_lease TEXT,
+        owner TEXT
     )",
     "CREATE TABLE IF NOT EXISTS workflow_runs (
         id TEXT NOT NULL PRIMARY KEY,
@@ -321,6 +322,10 @@ pub(crate) const INDEXES_V2: &[&str] = &[
 /// Columns added to `uploads` by version 4: the keys of the counted chunks (each PATCH writes
 /// a chunk of its own; the compare-and-set that counts it records which) and the assembler's
 /// lease (an upload being assembled is not swept).
+/// Column added to `uploads` by version 5: the account that uploaded the file (`NULL`: before
+/// access control, or without it; only administrators see such files when it is enforced).
+pub(crate) const UPLOAD_COLUMNS_V5: &[(&str, &str)] = &[("owner", "TEXT")];
+
 pub(crate) const UPLOAD_COLUMNS_V4: &[(&str, &str)] = &[
     ("part_keys", "TEXT NOT NULL DEFAULT ''"),
     ("assembly_lease", "TEXT"),

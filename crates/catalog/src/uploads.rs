@@ -38,6 +38,25 @@ pub struct Upload {
     pub part_keys: Vec<String>,
     /// While the file is assembled: until when the assembler holds it.
     pub assembly_lease: Option<String>,
+    /// The account that uploaded it (`None`: uploaded without access control).
+    pub owner: Option<String>,
+}
+
+/// An upload to create.
+#[derive(Clone, Copy, Debug)]
+pub struct NewUpload<'a> {
+    /// Identifier (part of the upload URL).
+    pub id: &'a str,
+    /// Where the file goes when complete, relative to the uploads area.
+    pub path: &'a str,
+    /// Total length announced.
+    pub length: i64,
+    /// The raw `Upload-Metadata` header.
+    pub metadata: &'a str,
+    /// Deleted after this unless a chunk arrives.
+    pub expires_at: &'a str,
+    /// The account uploading it, if any.
+    pub owner: Option<&'a str>,
 }
 
 /// Bytes an upload counts toward the quota at least (its row, its chunks' objects).
@@ -76,11 +95,12 @@ fn upload_from_row(row: &sqlx::any::AnyRow) -> Result<Upload, sqlx::Error> {
             .map(str::to_string)
             .collect(),
         assembly_lease: row.try_get("assembly_lease")?,
+        owner: row.try_get("owner")?,
     })
 }
 
 const UPLOAD_COLUMNS: &str = "id, path, length, upload_offset, chunks, metadata, created_at, \
-    expires_at, completed, part_keys, assembly_lease";
+    expires_at, completed, part_keys, assembly_lease, owner";
 
 /// A workflow run as stored.
 #[derive(Clone, Debug)]
@@ -220,13 +240,17 @@ impl Catalog {
     /// bytes, so the quota also bounds the number of uploads (empty files included).
     pub async fn create_upload(
         &self,
-        id: &str,
-        path: &str,
-        length: i64,
-        metadata: &str,
-        expires_at: &str,
+        new: &NewUpload<'_>,
         quota: i64,
     ) -> Result<Result<Upload, UploadRefused>, CatalogError> {
+        let NewUpload {
+            id,
+            path,
+            length,
+            metadata,
+            expires_at,
+            owner,
+        } = *new;
         let now = now();
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
@@ -250,7 +274,8 @@ impl Catalog {
         }
         let inserted = sqlx::query(
             "INSERT INTO uploads (id, path, length, upload_offset, chunks, metadata, created_at, \
-               expires_at, completed, part_keys) VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0, '')",
+               expires_at, completed, part_keys, owner) \
+             VALUES ($1, $2, $3, 0, 0, $4, $5, $6, 0, '', $7)",
         )
         .bind(id)
         .bind(path)
@@ -258,6 +283,7 @@ impl Catalog {
         .bind(metadata)
         .bind(&now)
         .bind(expires_at)
+        .bind(owner)
         .execute(&mut *tx)
         .await;
         match inserted {

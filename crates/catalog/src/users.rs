@@ -392,6 +392,22 @@ impl Catalog {
             .collect()
     }
 
+    /// The canonical names of the projects a series is mapped to, sorted (empty: no such
+    /// series).
+    pub async fn projects_of_series(&self, series_uid: &str) -> Result<Vec<String>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT p.name FROM series_projects sp JOIN projects p ON p.name_key = sp.project_key \
+             WHERE sp.series_uid = $1 ORDER BY p.name_key",
+        )
+        .bind(series_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Records a token (its hash; the secret is shown to its user once and never stored).
     pub async fn create_token(&self, token: &NewToken) -> Result<Token, CatalogError> {
         let user_key = name_key("user", &token.user)?;

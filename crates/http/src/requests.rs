@@ -117,6 +117,7 @@ impl From<JobQuery> for radport_catalog::JobFilter {
             series: q.series,
             limit: q.limit,
             offset: q.offset,
+            projects: None,
         }
     }
 }

@@ -267,6 +267,7 @@ pub(crate) async fn verify_series(
                     series: Some(series_uid.clone()),
                     limit: Some(1),
                     offset: None,
+                    projects: None,
                 })
                 .await?;
             waiting

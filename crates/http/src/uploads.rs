@@ -353,7 +353,17 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
         }
         match state
             .catalog
-            .create_upload(&id, &candidate, length, &metadata, &expires, quota)
+            .create_upload(
+                &radport_catalog::NewUpload {
+                    id: &id,
+                    path: &candidate,
+                    length,
+                    metadata: &metadata,
+                    expires_at: &expires,
+                    owner: None,
+                },
+                quota,
+            )
             .await?
         {
             Ok(upload) => {

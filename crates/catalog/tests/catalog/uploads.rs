@@ -4,6 +4,7 @@
 //! (required: without it the PostgreSQL variants fail).
 
 use super::*;
+use radport_catalog::NewUpload;
 use radport_catalog::{UploadRefused, KEEP_FOREVER};
 
 both!(upload_rows);
@@ -20,44 +21,104 @@ async fn upload_rows(url: &str) {
     // Quota 1 MB; every upload counts at least 64 KiB.
     let q = 1_000_000;
     let a = c
-        .create_upload("a", "scan.zip", 100, "", &later, q)
+        .create_upload(
+            &NewUpload {
+                id: "a",
+                path: "scan.zip",
+                length: 100,
+                metadata: "",
+                expires_at: &later,
+                owner: None,
+            },
+            q,
+        )
         .await
         .expect("create")
         .expect("created");
     assert_eq!((a.offset, a.part_keys.len(), a.completed), (0, 0, false));
     // One upload per path.
     assert_eq!(
-        c.create_upload("b", "scan.zip", 100, "", &later, q)
-            .await
-            .expect("create")
-            .unwrap_err(),
+        c.create_upload(
+            &NewUpload {
+                id: "b",
+                path: "scan.zip",
+                length: 100,
+                metadata: "",
+                expires_at: &later,
+                owner: None,
+            },
+            q,
+        )
+        .await
+        .expect("create")
+        .unwrap_err(),
         UploadRefused::PathTaken
     );
     // The quota counts announced lengths of incomplete uploads (at least 64 KiB each).
     assert_eq!(
-        c.create_upload("c", "big.zip", q - 65_535, "", &later, q)
-            .await
-            .expect("create")
-            .unwrap_err(),
+        c.create_upload(
+            &NewUpload {
+                id: "c",
+                path: "big.zip",
+                length: q - 65_535,
+                metadata: "",
+                expires_at: &later,
+                owner: None,
+            },
+            q,
+        )
+        .await
+        .expect("create")
+        .unwrap_err(),
         UploadRefused::OverQuota { used: 65_536 }
     );
     assert_eq!(
-        c.create_upload("c", "big.zip", i64::MAX, "", &later, i64::MAX)
-            .await
-            .expect("create")
-            .unwrap_err(),
+        c.create_upload(
+            &NewUpload {
+                id: "c",
+                path: "big.zip",
+                length: i64::MAX,
+                metadata: "",
+                expires_at: &later,
+                owner: None,
+            },
+            i64::MAX,
+        )
+        .await
+        .expect("create")
+        .unwrap_err(),
         UploadRefused::OverQuota { used: 65_536 },
         "no overflow"
     );
-    c.create_upload("c", "fits.zip", q - 65_536, "", &later, q)
+    c.create_upload(
+        &NewUpload {
+            id: "c",
+            path: "fits.zip",
+            length: q - 65_536,
+            metadata: "",
+            expires_at: &later,
+            owner: None,
+        },
+        q,
+    )
+    .await
+    .expect("create")
+    .expect("fits exactly");
+    assert_eq!(
+        c.create_upload(
+            &NewUpload {
+                id: "e",
+                path: "empty.zip",
+                length: 0,
+                metadata: "",
+                expires_at: &later,
+                owner: None,
+            },
+            q,
+        )
         .await
         .expect("create")
-        .expect("fits exactly");
-    assert_eq!(
-        c.create_upload("e", "empty.zip", 0, "", &later, q)
-            .await
-            .expect("create")
-            .unwrap_err(),
+        .unwrap_err(),
         UploadRefused::OverQuota { used: q },
         "an empty file counts too"
     );
@@ -138,10 +199,20 @@ async fn upload_rows(url: &str) {
     );
 
     c.delete_upload("a").await.expect("delete");
-    c.create_upload("d", "scan.zip", 10, "", &later, q)
-        .await
-        .expect("create")
-        .expect("the path is free again");
+    c.create_upload(
+        &NewUpload {
+            id: "d",
+            path: "scan.zip",
+            length: 10,
+            metadata: "",
+            expires_at: &later,
+            owner: None,
+        },
+        q,
+    )
+    .await
+    .expect("create")
+    .expect("the path is free again");
     c.close().await;
 }
 
@@ -195,10 +266,20 @@ async fn migrates_version_3_uploads(url: &str) {
     assert!(wip.part_keys.is_empty() && wip.assembly_lease.is_none());
     assert!(c.expired_files().await.expect("files").is_empty());
     assert_eq!(
-        c.create_upload("x", "a.zip", 1, "", KEEP_FOREVER, 1 << 40)
-            .await
-            .expect("create")
-            .unwrap_err(),
+        c.create_upload(
+            &NewUpload {
+                id: "x",
+                path: "a.zip",
+                length: 1,
+                metadata: "",
+                expires_at: KEEP_FOREVER,
+                owner: None,
+            },
+            1 << 40,
+        )
+        .await
+        .expect("create")
+        .unwrap_err(),
         UploadRefused::PathTaken
     );
     c.close().await;

@@ -207,3 +207,101 @@ async fn tokens(url: &str) {
     assert_eq!(c.list_tokens(Some("alice")).await.expect("list").len(), 2);
     assert_eq!(c.list_tokens(None).await.expect("list").len(), 2);
 }
+
+both!(what_a_member_sees);
+
+/// The catalog's answers that access control filters by: a series' projects, jobs of some
+/// projects' series, an upload's owner.
+async fn what_a_member_sees(url: &str) {
+    use radport_catalog::{JobFilter, JobKind, NewJob, NewUpload};
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("Lung").await.expect("project");
+    c.create_project("brain").await.expect("project");
+    c.record_instance(
+        &rec("1", "1.1", "1.1.1"),
+        &route("lung", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await
+    .expect("record");
+    c.record_instance(
+        &rec("1", "1.1", "1.1.2"),
+        &route("brain", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await
+    .expect("record");
+    c.record_instance(
+        &rec("2", "2.1", "2.1.1"),
+        &route("brain", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await
+    .expect("record");
+    assert_eq!(
+        c.projects_of_series("1.1").await.expect("projects"),
+        ["admin", "brain", "Lung"]
+    );
+    assert_eq!(
+        c.projects_of_series("2.1").await.expect("projects"),
+        ["admin", "brain"]
+    );
+    assert!(c.projects_of_series("9.9").await.expect("none").is_empty());
+    for series in ["1.1", "2.1"] {
+        c.enqueue_job(&NewJob {
+            kind: JobKind::Thumbnail,
+            series_uid: Some(series.into()),
+            payload: serde_json::json!({}),
+            max_attempts: 1,
+        })
+        .await
+        .expect("job");
+    }
+    let of = |projects: Option<Vec<String>>| {
+        let c = c.clone();
+        async move {
+            let page = c
+                .list_jobs(&JobFilter {
+                    projects,
+                    ..Default::default()
+                })
+                .await
+                .expect("jobs");
+            let mut series: Vec<String> = page
+                .items
+                .into_iter()
+                .filter_map(|j| j.series_uid)
+                .collect();
+            series.sort();
+            (page.total, series)
+        }
+    };
+    assert_eq!(of(None).await, (2, vec!["1.1".into(), "2.1".into()]));
+    assert_eq!(of(Some(vec!["LUNG".into()])).await, (1, vec!["1.1".into()]));
+    assert_eq!(of(Some(vec![])).await, (0, vec![]));
+
+    let later = "2999-01-01T00:00:00Z";
+    c.create_upload(
+        &NewUpload {
+            id: "u1",
+            path: "mine.zip",
+            length: 10,
+            metadata: "",
+            expires_at: later,
+            owner: Some("alice"),
+        },
+        1 << 40,
+    )
+    .await
+    .expect("create")
+    .expect("created");
+    assert_eq!(
+        c.get_upload("u1")
+            .await
+            .expect("get")
+            .expect("row")
+            .owner
+            .as_deref(),
+        Some("alice")
+    );
+}
