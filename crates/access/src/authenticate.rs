@@ -41,6 +41,20 @@ pub struct Authenticator {
     limiter: std::sync::Arc<LoginLimiter>,
 }
 
+/// Name of the tokens that are web sessions.
+pub const SESSION_TOKEN_NAME: &str = "web session";
+
+/// Who presented a token.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// What they may do.
+    pub principal: Principal,
+    /// Their password was set by someone else: a session may only change it.
+    pub must_change_password: bool,
+    /// The token's id.
+    pub token_id: String,
+}
+
 /// A successful sign-in.
 #[derive(Clone, Debug)]
 pub struct SignedIn {
@@ -95,8 +109,8 @@ impl Authenticator {
         })
     }
 
-    /// The principal a token acts as.
-    pub async fn by_token(&self, secret: &str) -> Result<Principal, Denied> {
+    /// Who presents the token `secret`.
+    pub async fn by_token(&self, secret: &str) -> Result<Caller, Denied> {
         if !token::looks_like_token(secret) {
             return Err(Denied::BadToken);
         }
@@ -130,10 +144,38 @@ impl Authenticator {
         if stale {
             self.catalog.touch_token(&t.id).await?;
         }
-        Ok(self
-            .principal_of(&user)
-            .await?
-            .restricted(t.role, t.projects.as_deref()))
+        Ok(Caller {
+            principal: self
+                .principal_of(&user)
+                .await?
+                .restricted(t.role, t.projects.as_deref()),
+            must_change_password: user.must_change_password,
+            token_id: t.id,
+        })
+    }
+
+    /// A session for a signed-in user: a token of theirs named [`SESSION_TOKEN_NAME`] that
+    /// expires after `lifetime` (the web UI keeps it in a cookie).
+    pub async fn start_session(
+        &self,
+        user: &str,
+        lifetime: Duration,
+    ) -> Result<token::Issued, CatalogError> {
+        let issued = token::issue();
+        let expires = chrono::Utc::now()
+            + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(12));
+        self.catalog
+            .create_token(&radport_catalog::NewToken {
+                id: issued.id.clone(),
+                user: user.to_string(),
+                name: SESSION_TOKEN_NAME.into(),
+                token_hash: issued.hash.clone(),
+                role: None,
+                projects: None,
+                expires_at: Some(expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            })
+            .await?;
+        Ok(issued)
     }
 
     /// The principal of an account: its administrator flag and memberships.

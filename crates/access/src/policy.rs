@@ -51,6 +51,16 @@ impl Principal {
         }
     }
 
+    /// Anyone, when access control is off ([`crate::Mode::Open`]): may do everything, as an
+    /// administrator may.
+    pub fn everyone() -> Principal {
+        Principal {
+            user: None,
+            admin: true,
+            roles: BTreeMap::new(),
+        }
+    }
+
     /// A signed-in user with their memberships (`(project, role)`).
     pub fn user(
         name: &str,
@@ -117,6 +127,16 @@ impl Principal {
             (Some(Role::Viewer), None) => self.user.is_some(),
             (Some(_), None) => false,
         }
+    }
+
+    /// Whether the caller may contribute to at least one project (upload files).
+    pub fn contributes_somewhere(&self) -> bool {
+        self.admin || self.roles.values().any(|r| *r >= Role::Contributor)
+    }
+
+    /// The caller's projects and roles (empty for administrators, who have every project).
+    pub fn roles(&self) -> impl Iterator<Item = (&str, Role)> {
+        self.roles.iter().map(|(p, r)| (p.as_str(), *r))
     }
 
     /// The projects whose data the caller may see; `None`: every project (administrators).

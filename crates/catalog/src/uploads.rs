@@ -447,6 +447,21 @@ impl Catalog {
         Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// The paths of the uploads (complete or not) of an account.
+    pub async fn upload_paths_of(
+        &self,
+        owner: &str,
+    ) -> Result<std::collections::HashSet<String>, CatalogError> {
+        let rows = sqlx::query("SELECT path FROM uploads WHERE owner = $1")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("path"))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// The upload at `path`, if any.
     pub async fn upload_at(&self, path: &str) -> Result<Option<Upload>, CatalogError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -10,8 +10,10 @@
 
 #![warn(missing_docs)]
 
+mod accounts;
 mod download;
 mod error;
+mod guard;
 mod health;
 mod openapi;
 pub mod preview;
@@ -56,13 +58,24 @@ pub struct AppState {
     pub downloads: Downloads,
     /// Largest body of the JSON endpoints (everything but tus PATCH), in bytes.
     pub max_json_body: usize,
+    /// Who may do what (see [`guard`]).
+    pub access: Access,
+}
+
+/// Access control of the API.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// Whether requests must sign in.
+    pub mode: radport_access::Mode,
+    /// Checks sessions, tokens and passwords.
+    pub authenticator: radport_access::Authenticator,
 }
 
 /// Default of [`AppState::max_json_body`]: 1 MiB, far above any request of the API.
 pub const DEFAULT_MAX_JSON_BODY: usize = 1024 * 1024;
 
 /// The API's routes and their OpenAPI document, from the handlers' annotations.
-fn api_routes() -> OpenApiRouter<AppState> {
+pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health::health))
         .routes(routes!(projects::list_projects, projects::create_project))
@@ -93,6 +106,18 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::get_workflow_run))
         .routes(routes!(uploads::list_files))
         .routes(routes!(uploads::get_file, uploads::delete_file))
+        .routes(routes!(
+            accounts::whoami,
+            accounts::sign_in,
+            accounts::sign_out
+        ))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(accounts::create_token, accounts::list_tokens))
+        .routes(routes!(accounts::revoke_token))
+        .routes(routes!(accounts::list_users, accounts::create_user))
+        .routes(routes!(accounts::update_user))
+        .routes(routes!(accounts::list_members))
+        .routes(routes!(accounts::set_member, accounts::remove_member))
 }
 
 /// The OpenAPI document of the API (what `/api/openapi.json` serves).
@@ -104,6 +129,11 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, document) = api_routes().split_for_parts();
     let document = std::sync::Arc::new(openapi::finish(document));
+    // Every API route passes the guard (the UI's files and the fallback need no access).
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard::guard,
+    ));
     api.route(
         "/api/openapi.json",
         axum::routing::get(move || {

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
     ),
     tags(
         (name = "server", description = "Health and this deployment"),
+        (name = "access", description = "Sessions, tokens, accounts and project members"),
         (name = "projects", description = "Projects and their datasets"),
         (name = "series", description = "Series, their instances, thumbnails, validation"),
         (name = "jobs", description = "The job queue (thumbnails, validations, runs)"),
@@ -26,8 +27,52 @@ use utoipa::OpenApi;
 )]
 pub(crate) struct ApiDoc;
 
-/// The document as served: axum's wildcard `{*path}` written as OpenAPI's `{path}`.
+/// The document as served: the refusals of the guard added to every operation it guards (so
+/// the annotations need not repeat them), and axum's wildcard `{*path}` written as OpenAPI's
+/// `{path}`.
 pub(crate) fn finish(mut document: Document) -> Document {
+    use crate::guard::{rule, Rule};
+    use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+    let error = || {
+        ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+            .build()
+    };
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            ("GET", &mut item.get),
+            ("POST", &mut item.post),
+            ("PUT", &mut item.put),
+            ("PATCH", &mut item.patch),
+            ("DELETE", &mut item.delete),
+            ("HEAD", &mut item.head),
+            ("OPTIONS", &mut item.options),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation.as_mut() else {
+                continue;
+            };
+            let method: axum::http::Method = method.parse().unwrap_or_default();
+            let refusals: &[(&str, &str)] = match rule(&method, path) {
+                None | Some(Rule::Public) => &[],
+                Some(Rule::SignedIn) => &[("401", "Not signed in (access enforced)")],
+                Some(_) => &[
+                    ("401", "Not signed in (access enforced)"),
+                    ("403", "The caller's roles do not allow this"),
+                ],
+            };
+            for (status, description) in refusals {
+                let responses = &mut operation.responses.responses;
+                if !responses.contains_key(*status) {
+                    let mut response = ResponseBuilder::new().description(*description);
+                    if method != axum::http::Method::HEAD {
+                        response = response.content("application/json", error());
+                    }
+                    responses.insert(status.to_string(), response.build().into());
+                }
+            }
+        }
+    }
     let paths = std::mem::take(&mut document.paths.paths);
     document.paths.paths = paths
         .into_iter()

@@ -2,7 +2,8 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
+use radport_access::Principal;
 
 use crate::error::{json_rejection, ApiError, ApiResult};
 use crate::requests::{CreateProject, SeriesQuery};
@@ -16,13 +17,20 @@ pub(crate) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError
 
 /// Every project.
 #[utoipa::path(get, path = "/api/projects", tag = "projects",
-    responses((status = 200, description = "Every project, `admin` first", body = ProjectList)))]
-pub(crate) async fn list_projects(State(state): State<AppState>) -> ApiResult<Json<ProjectList>> {
+    responses(
+        (status = 200, description = "The projects the caller is in (administrators: every project, `admin` first)", body = ProjectList),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    ))]
+pub(crate) async fn list_projects(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Json<ProjectList>> {
     let items = state
         .catalog
         .list_projects()
         .await?
         .into_iter()
+        .filter(|p| principal.role_in(&p.name).is_some())
         .map(Project::from)
         .collect();
     Ok(Json(ProjectList { items }))

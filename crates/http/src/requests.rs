@@ -130,6 +130,68 @@ pub struct RunsQuery {
     pub limit: Option<i64>,
 }
 
+/// `POST /api/session`: sign in.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignIn {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /api/session/password`: change one's own password.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    /// The current password.
+    pub current: String,
+    /// The new one (at least 10 characters).
+    pub new: String,
+}
+
+/// `POST /api/tokens`: make a token.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewTokenRequest {
+    /// What to call it.
+    pub name: String,
+    /// Highest role it acts with (never more than the user's); absent: the user's own.
+    pub role: Option<crate::responses::RoleName>,
+    /// Projects it may act in; absent: every project of the user.
+    pub projects: Option<Vec<String>>,
+    /// Days until it expires (1 to 3650); absent: it does not expire.
+    pub expires_in_days: Option<u32>,
+}
+
+/// `POST /api/users`: create an account.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewUserRequest {
+    /// User name (1 to 64 of `A-Z a-z 0-9 . _ -`).
+    pub name: String,
+    /// A global administrator.
+    #[serde(default)]
+    pub admin: bool,
+    /// Its password; absent: one is drawn, shown once, to be changed at the first sign-in.
+    pub password: Option<String>,
+}
+
+/// `PATCH /api/users/{name}`: change an account.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UserChange {
+    /// Grant or withdraw global administration.
+    pub admin: Option<bool>,
+    /// Disable or enable it.
+    pub disabled: Option<bool>,
+    /// Draw a new password (shown once, to be changed at the next sign-in).
+    #[serde(default)]
+    pub reset_password: bool,
+}
+
+/// `PUT /api/projects/{project}/members/{user}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MemberRole {
+    /// The role to give.
+    pub role: crate::responses::RoleName,
+}
+
 /// An optional value where an empty query value (`?sort=`) counts as absent.
 fn empty_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where

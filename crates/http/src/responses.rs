@@ -817,3 +817,173 @@ pub struct UploadedFileList {
     /// The uploaded files, by path.
     pub items: Vec<UploadedFile>,
 }
+
+/// A role in a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    /// Sees the project's data.
+    Viewer,
+    /// Also uploads, imports and sends into it.
+    Contributor,
+    /// Also manages its members and deletes its series.
+    Manager,
+}
+
+impl From<radport_catalog::Role> for RoleName {
+    fn from(r: radport_catalog::Role) -> Self {
+        match r {
+            radport_catalog::Role::Viewer => RoleName::Viewer,
+            radport_catalog::Role::Contributor => RoleName::Contributor,
+            radport_catalog::Role::Manager => RoleName::Manager,
+        }
+    }
+}
+
+impl From<RoleName> for radport_catalog::Role {
+    fn from(r: RoleName) -> Self {
+        match r {
+            RoleName::Viewer => radport_catalog::Role::Viewer,
+            RoleName::Contributor => radport_catalog::Role::Contributor,
+            RoleName::Manager => radport_catalog::Role::Manager,
+        }
+    }
+}
+
+/// A role in one project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectRole {
+    /// Project (canonical name, lower case).
+    pub project: String,
+    /// The role in it.
+    pub role: RoleName,
+}
+
+/// `GET /api/session`: who the caller is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    /// `open` (everyone may do everything) or `enforced`.
+    pub access: String,
+    /// Whether the request carried valid credentials.
+    pub signed_in: bool,
+    /// The account.
+    #[schema(required = true)]
+    pub user: Option<String>,
+    /// Global administrator (everyone is, with open access).
+    pub admin: bool,
+    /// The password must be changed before anything else.
+    pub must_change_password: bool,
+    /// The caller's projects and roles (administrators: empty, they have every project).
+    pub projects: Vec<ProjectRole>,
+}
+
+/// A token just made: its secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenCreated {
+    /// The token to pass as `Authorization: Bearer <token>`; not stored, not shown again.
+    pub token: String,
+    /// What is stored of it.
+    pub info: TokenInfo,
+}
+
+/// A token as stored (without its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenInfo {
+    /// Identifier.
+    pub id: String,
+    /// The user it acts for.
+    pub user: String,
+    /// Its name.
+    pub name: String,
+    /// Highest role it acts with; `null`: its user's.
+    #[schema(required = true)]
+    pub role: Option<RoleName>,
+    /// Projects it may act in; `null`: every project of its user.
+    #[schema(required = true)]
+    pub projects: Option<Vec<String>>,
+    /// Not accepted after this time, RFC 3339 UTC.
+    #[schema(required = true)]
+    pub expires_at: Option<String>,
+    /// Made at.
+    pub created_at: String,
+    /// Revoked at.
+    #[schema(required = true)]
+    pub revoked_at: Option<String>,
+    /// Last accepted at (recorded at most once a minute).
+    #[schema(required = true)]
+    pub last_used_at: Option<String>,
+}
+
+impl From<radport_catalog::Token> for TokenInfo {
+    fn from(t: radport_catalog::Token) -> Self {
+        TokenInfo {
+            id: t.id,
+            user: t.user,
+            name: t.name,
+            role: t.role.map(Into::into),
+            projects: t.projects,
+            expires_at: t.expires_at,
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+            last_used_at: t.last_used_at,
+        }
+    }
+}
+
+/// `GET /api/tokens`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    /// The caller's tokens, newest first.
+    pub items: Vec<TokenInfo>,
+}
+
+/// An account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserInfo {
+    /// Name.
+    pub name: String,
+    /// Global administrator.
+    pub admin: bool,
+    /// Cannot sign in, and its tokens do not work.
+    pub disabled: bool,
+    /// Must change the password at the next sign-in.
+    pub must_change_password: bool,
+    /// Created at.
+    pub created_at: String,
+    /// Projects and roles.
+    pub projects: Vec<ProjectRole>,
+}
+
+/// `GET /api/users`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// Every account, by name.
+    pub items: Vec<UserInfo>,
+}
+
+/// `POST /api/users` and password resets: the account, and a password drawn for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCreated {
+    /// The account.
+    pub user: UserInfo,
+    /// The password drawn for it, shown this once (to be changed at the first sign-in);
+    /// `null` when one was given.
+    #[schema(required = true)]
+    pub password: Option<String>,
+}
+
+/// A member of a project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Member {
+    /// The account.
+    pub user: String,
+    /// The role.
+    pub role: RoleName,
+}
+
+/// `GET /api/projects/{project}/members`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberList {
+    /// The members, by name.
+    pub items: Vec<Member>,
+}

@@ -2,7 +2,8 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
+use radport_access::Principal;
 
 use crate::error::{json_rejection, ApiError, ApiResult};
 use crate::projects::bad_query;
@@ -15,20 +16,28 @@ use crate::AppState;
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs",
     params(JobQuery),
     responses(
-        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 200, description = "A page of the jobs of the caller's projects' series (administrators: every job)", body = JobPage),
         (status = 400, description = "A filter value is not valid", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<JobPage>> {
     let Query(query) = query.map_err(bad_query)?;
-    Ok(Json(state.catalog.list_jobs(&query.into()).await?.into()))
+    let mut filter: radport_catalog::JobFilter = query.into();
+    // Others than administrators see the jobs of their projects' series.
+    filter.projects = principal.visible_projects();
+    Ok(Json(state.catalog.list_jobs(&filter).await?.into()))
 }
 
 /// The workflows radport runs, with their parameters.
 #[utoipa::path(get, path = "/api/workflows", tag = "workflows",
-    responses((status = 200, description = "Every workflow", body = WorkflowList)))]
+    responses(
+        (status = 200, description = "Every workflow", body = WorkflowList),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    ))]
 pub(crate) async fn list_workflows() -> Json<WorkflowList> {
     let items = radport_workflows::definitions()
         .into_iter()
@@ -44,6 +53,8 @@ pub(crate) async fn list_workflows() -> Json<WorkflowList> {
     responses(
         (status = 201, description = "The queued run", body = WorkflowRun),
         (status = 400, description = "Unknown, missing or mistyped parameter", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not a contributor of the project, or not the caller's file", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
     ))]
 pub(crate) async fn start_workflow_run(
@@ -60,11 +71,13 @@ pub(crate) async fn start_workflow_run(
 #[utoipa::path(get, path = "/api/workflow-runs", tag = "workflows",
     params(RunsQuery),
     responses(
-        (status = 200, description = "Runs, newest first", body = WorkflowRunList),
+        (status = 200, description = "Runs into the caller's projects, newest first", body = WorkflowRunList),
         (status = 400, description = "`limit` is not a number", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_workflow_runs(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<WorkflowRunList>> {
     let Query(query) = query.map_err(bad_query)?;
@@ -73,6 +86,11 @@ pub(crate) async fn list_workflow_runs(
         .list_workflow_runs(query.limit.unwrap_or(100))
         .await?
         .into_iter()
+        // Runs into the caller's projects (a run names its project in its parameters).
+        .filter(|run| {
+            let project = run.params["project"].as_str().unwrap_or("admin");
+            principal.may(radport_access::Action::View, Some(project))
+        })
         .map(WorkflowRun::from)
         .collect();
     Ok(Json(WorkflowRunList { items }))
@@ -83,7 +101,8 @@ pub(crate) async fn list_workflow_runs(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = WorkflowRun),
-        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such run (or not in the caller's projects)", body = ErrorBody),
     ))]
 pub(crate) async fn get_workflow_run(
     State(state): State<AppState>,

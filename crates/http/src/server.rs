@@ -75,7 +75,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut refused: u64 = 0;
     loop {
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) if is_per_connection_error(&e) => continue,
             Err(e) => {
@@ -101,7 +101,15 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for what limits per address (sign-in attempts).
+        let client = ClientAddr(peer.ip());
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(client);
+                request
+            },
+        ));
         let header_timeout = limits.header_timeout;
         let stream = StallGuard::new(stream, limits.body_timeout);
         tokio::spawn(async move {
@@ -121,6 +129,10 @@ pub async fn serve(
         });
     }
 }
+
+/// The address of the client of a request (a request extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 /// A connection whose writes fail once they have been blocked for `timeout` (the client
 /// stopped reading); reads pass through.

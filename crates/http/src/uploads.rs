@@ -297,7 +297,11 @@ pub async fn options_of_upload(state: State<AppState>) -> Response {
         (status = 412, description = "Another tus version", body = ErrorBody),
         (status = 413, description = "Larger than one file may be", body = ErrorBody),
     ))]
-pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<radport_access::Principal>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     require_tus(&headers)?;
     let length = header_i64(&headers, "upload-length")?.ok_or_else(|| {
         ApiError::new(
@@ -360,7 +364,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
                     length,
                     metadata: &metadata,
                     expires_at: &expires,
-                    owner: None,
+                    owner: principal.user.as_deref(),
                 },
                 quota,
             )
@@ -799,8 +803,20 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
 
 /// `GET /api/files`: the uploaded files.
 #[utoipa::path(get, path = "/api/files", tag = "uploads",
-    responses((status = 200, description = "The uploaded files", body = UploadedFileList)))]
-pub async fn list_files(State(state): State<AppState>) -> ApiResult<Json<UploadedFileList>> {
+    responses(
+        (status = 200, description = "The files the caller uploaded (administrators: every file)", body = UploadedFileList),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    ))]
+pub async fn list_files(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<radport_access::Principal>,
+) -> ApiResult<Json<UploadedFileList>> {
+    // Others than administrators see the files they uploaded.
+    let own = match (&principal.user, principal.admin) {
+        (_, true) => None,
+        (Some(user), false) => Some(state.catalog.upload_paths_of(user).await?),
+        (None, false) => Some(Default::default()),
+    };
     let items = state
         .archive
         .list(UPLOADS_PREFIX)
@@ -808,6 +824,9 @@ pub async fn list_files(State(state): State<AppState>) -> ApiResult<Json<Uploade
         .into_iter()
         .filter_map(|o| {
             let path = o.key.strip_prefix("uploads/")?.to_string();
+            if own.as_ref().is_some_and(|own| !own.contains(&path)) {
+                return None;
+            }
             Some(UploadedFile {
                 path,
                 size: o.size,

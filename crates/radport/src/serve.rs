@@ -95,6 +95,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )),
         downloads: radport_http::Downloads::new(settings.download_reads),
         max_json_body: settings.http_max_json_body,
+        access: radport_http::Access {
+            mode: settings.access,
+            authenticator: radport_access::Authenticator::new(catalog.clone()),
+        },
     };
     let sweeper_state = state.clone();
     // Often enough that an upload is gone soon after it expires.

@@ -1,7 +1,8 @@
 //! The served OpenAPI document against the API's real answers: every operation of the document
-//! is called on a server that received a series over DICOM and ran an import, and every answer
-//! must be documented (its status, its media type) and, for JSON, valid against the
-//! document's schema with no property the schema does not name.
+//! is called on a server (access enforced, called with an administrator's token) that received
+//! a series over DICOM and ran an import, and every answer must be documented (its status, its
+//! media type) and, for JSON, valid against the document's schema with no property the schema
+//! does not name.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +21,28 @@ struct Contract {
     document: Value,
     client: Client,
     called: BTreeSet<(String, String)>,
+}
+
+/// The administrator token the server is started with.
+const TOKEN: &str = "rpt_contract-test-token-00000000000000000000000";
+
+/// A client that sends the administrator token with every request.
+fn authorized_client() -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// The status of an authorized GET (for waiting; not checked against the document).
+fn status_of(server: &Server, path: &str) -> u16 {
+    authorized_client()
+        .get(server.url(path))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 /// One answer, checked.
@@ -50,7 +73,7 @@ impl Contract {
         Contract {
             server_url: server.url(""),
             document,
-            client: Client::new(),
+            client: authorized_client(),
             called: BTreeSet::new(),
         }
     }
@@ -164,7 +187,13 @@ impl Contract {
 
 #[test]
 fn every_answer_of_the_api_fits_its_openapi_document() {
-    let server = Server::start(&["--stable-after", "1"]);
+    let server = Server::start_with_env(
+        &["--stable-after", "1", "--access", "enforced"],
+        &[
+            ("RADPORT_ADMIN_TOKEN", TOKEN),
+            ("RADPORT_ADMIN_PASSWORD", "the contract's password"),
+        ],
+    );
     let mut api = Contract::new(&server);
     let tmp = tempfile::tempdir().unwrap();
 
@@ -205,11 +234,8 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
     let uid = series_uid(&spec);
     let series = [("series_uid", uid.as_str())];
     server.wait_for(60, "validation and thumbnail", || {
-        let validated = server
-            .get_status(&format!("/api/series/{uid}/validation"))
-            .0
-            == 200;
-        let drawn = server.get_status(&format!("/api/series/{uid}/thumbnail")).0 == 200;
+        let validated = status_of(&server, &format!("/api/series/{uid}/validation")) == 200;
+        let drawn = status_of(&server, &format!("/api/series/{uid}/thumbnail")) == 200;
         (validated && drawn).then_some(())
     });
 
@@ -418,7 +444,12 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
     assert_eq!(run.status, 201);
     let run_id = run.json()["id"].as_str().unwrap().to_string();
     server.wait_for(60, "the run to end", || {
-        let run = server.get_json(&format!("/api/workflow-runs/{run_id}"));
+        let run: Value = authorized_client()
+            .get(server.url(&format!("/api/workflow-runs/{run_id}")))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
         matches!(run["state"].as_str(), Some("succeeded" | "failed")).then_some(())
     });
     let run = api
@@ -471,9 +502,186 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
     );
     assert_eq!(gone.status, 204);
 
+    access_operations(&mut api);
     assert_eq!(
         api.not_called(),
         Vec::<String>::new(),
         "operations of the document this test does not call"
+    );
+}
+
+/// Sessions, tokens, accounts and members, and the refusals of the guard.
+fn access_operations(api: &mut Contract) {
+    // Who: the administrator's token.
+    let me = api.get("/api/session", &[]).json();
+    assert_eq!(
+        (me["user"].as_str(), me["admin"].as_bool()),
+        (Some("admin"), Some(true))
+    );
+    assert_eq!(me["access"], "enforced");
+
+    // Anonymous callers: refused, with documented answers.
+    let anonymous = |api: &mut Contract, method: Method, template: &str, args: &[(&str, &str)]| {
+        api.call(method, template, args, |r| {
+            r.header(
+                "authorization",
+                "Bearer rpt_not-a-real-token-0000000000000000000000000",
+            )
+        })
+    };
+    assert_eq!(
+        anonymous(api, Method::GET, "/api/projects", &[]).status,
+        401
+    );
+    assert_eq!(anonymous(api, Method::GET, "/api/users", &[]).status, 401);
+
+    // A session: sign in, see it, sign out.
+    let bad = api.call(Method::POST, "/api/session", &[], |r| {
+        r.json(&json!({"name": "admin", "password": "wrong password!"}))
+    });
+    assert_eq!(bad.status, 401);
+    let session = api.call(Method::POST, "/api/session", &[], |r| {
+        r.json(&json!({"name": "admin", "password": "the contract's password"}))
+    });
+    assert_eq!(session.status, 201);
+    let cookies: Vec<String> = session
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("radport_session=rpt_")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Strict")),
+        "{cookies:?}"
+    );
+    let signed_out = api.call(Method::DELETE, "/api/session", &[], |r| r);
+    assert_eq!(signed_out.status, 204);
+
+    // The administrator's own password.
+    let wrong = api.call(Method::POST, "/api/session/password", &[], |r| {
+        r.json(&json!({"current": "not it at all", "new": "a new password 1"}))
+    });
+    assert_eq!(wrong.status, 403);
+    let changed = api.call(Method::POST, "/api/session/password", &[], |r| {
+        r.json(&json!({"current": "the contract's password", "new": "a new password 1"}))
+    });
+    assert_eq!(changed.status, 204);
+
+    // Accounts and members.
+    let created = api.call(Method::POST, "/api/users", &[], |r| {
+        r.json(&json!({"name": "carol"}))
+    });
+    assert_eq!(created.status, 201);
+    assert_eq!(created.json()["password"].as_str().map(str::len), Some(20));
+    let again = api.call(Method::POST, "/api/users", &[], |r| {
+        r.json(&json!({"name": "CAROL"}))
+    });
+    assert_eq!(again.status, 409);
+    let users = api.get("/api/users", &[]).json();
+    assert!(users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["name"] == "carol"));
+    let patched = api.call(
+        Method::PATCH,
+        "/api/users/{name}",
+        &[("name", "carol")],
+        |r| r.json(&json!({"disabled": true, "reset_password": true})),
+    );
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.json()["user"]["disabled"], true);
+    let nobody = api.call(
+        Method::PATCH,
+        "/api/users/{name}",
+        &[("name", "nobody")],
+        |r| r.json(&json!({"disabled": true})),
+    );
+    assert_eq!(nobody.status, 404);
+    let project = [("project", "admin")];
+    let member = [("project", "admin"), ("user", "carol")];
+    assert_eq!(
+        api.call(
+            Method::PUT,
+            "/api/projects/{project}/members/{user}",
+            &member,
+            |r| r.json(&json!({"role": "viewer"}))
+        )
+        .status,
+        204
+    );
+    let members = api.get("/api/projects/{project}/members", &project).json();
+    assert_eq!(members["items"][0]["role"], "viewer");
+    assert_eq!(
+        api.call(
+            Method::PUT,
+            "/api/projects/{project}/members/{user}",
+            &[("project", "admin"), ("user", "nobody")],
+            |r| r.json(&json!({"role": "viewer"}))
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            "/api/projects/{project}/members/{user}",
+            &member,
+            |r| r
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            "/api/projects/{project}/members/{user}",
+            &member,
+            |r| r
+        )
+        .status,
+        404
+    );
+
+    // Tokens.
+    let made = api.call(Method::POST, "/api/tokens", &[], |r| {
+        r.json(&json!({"name": "ci", "role": "viewer", "expires_in_days": 30}))
+    });
+    assert_eq!(made.status, 201);
+    let made = made.json();
+    assert!(made["token"].as_str().unwrap().starts_with("rpt_"));
+    let id = made["info"]["id"].as_str().unwrap().to_string();
+    let listed = api.get("/api/tokens", &[]).json();
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id.as_str()));
+    assert!(!listed.to_string().contains(made["token"].as_str().unwrap()));
+    let bad_expiry = api.call(Method::POST, "/api/tokens", &[], |r| {
+        r.json(&json!({"name": "x", "expires_in_days": 0}))
+    });
+    assert_eq!(bad_expiry.status, 400);
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            "/api/tokens/{id}",
+            &[("id", id.as_str())],
+            |r| r
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            "/api/tokens/{id}",
+            &[("id", id.as_str())],
+            |r| r
+        )
+        .status,
+        404
     );
 }

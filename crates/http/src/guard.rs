@@ -1,0 +1,430 @@
+//! The one point every API request passes through: who is asking, and whether the rule of
+//! the route they call lets them.
+//!
+//! Who: with `--access enforced`, a token in `Authorization: Bearer rpt_…`, or the session
+//! token in the `radport_session` cookie (then a state-changing request must also carry the
+//! `X-CSRF-Token` header equal to the `radport_csrf` cookie, and an `Origin`, if sent, must be
+//! this server). With `--access open`, everyone may do everything.
+//!
+//! Whether: every route has a [`Rule`] in [`rule`], looked up by method and path template; a
+//! route without one is refused (500), and a test walks the OpenAPI document so that a new
+//! route cannot be served without one. The rules that name a project take it from the path,
+//! from the series of the path (a series in several projects is reachable through any), from
+//! the workflow run of the path, or from the body of a run to start; files and uploads belong
+//! to the account that uploaded them. Handlers receive the [`Principal`] as an extension and
+//! use it only to narrow lists to what the caller may see.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use radport_access::{Action, Mode, Principal};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Name of the cookie that holds a web session's token.
+pub const SESSION_COOKIE: &str = "radport_session";
+
+/// Name of the cookie whose value state-changing requests of a session repeat in
+/// [`CSRF_HEADER`].
+pub const CSRF_COOKIE: &str = "radport_csrf";
+
+/// The header that must repeat [`CSRF_COOKIE`].
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What a route requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in caller; lists are narrowed to what the caller may see.
+    SignedIn,
+    /// Global administrators.
+    Admin,
+    /// The action on the project of path parameter `project`.
+    Project(Action),
+    /// The action on one of the projects of the series of path parameter `series_uid`.
+    Series(Action),
+    /// The action on the project of the workflow run of path parameter `id`.
+    Run(Action),
+    /// Starting a run: contributing to the project the body names, and the file it names
+    /// being the caller's.
+    StartRun,
+    /// Uploading: contributing to some project.
+    Upload,
+    /// The caller's own upload of path parameter `id`.
+    OwnUpload,
+    /// The caller's own uploaded file of path parameter `path`.
+    OwnFile,
+    /// The caller's own token of path parameter `id`.
+    OwnToken,
+}
+
+/// The rule of a route, by method and path template; `None`: the route has no rule.
+pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
+    use Action::*;
+    use Rule::*;
+    let m = method.as_str();
+    Some(match (m, template) {
+        ("GET", "/api/health" | "/api/openapi.json") => Public,
+        ("GET" | "POST" | "DELETE", "/api/session") => Public,
+        ("POST", "/api/session/password") => SignedIn,
+        ("GET", "/api/projects") => SignedIn,
+        ("POST", "/api/projects") => Admin,
+        ("DELETE", "/api/projects/{project}") => Admin,
+        (
+            "GET",
+            "/api/projects/{project}/datasets"
+            | "/api/projects/{project}/series"
+            | "/api/projects/{project}/facets",
+        ) => Project(View),
+        ("GET", "/api/projects/{project}/members") => Project(Manage),
+        ("PUT" | "DELETE", "/api/projects/{project}/members/{user}") => Project(Manage),
+        (
+            "GET",
+            "/api/series/{series_uid}"
+            | "/api/series/{series_uid}/instances/{sop_instance_uid}"
+            | "/api/series/{series_uid}/instances/{sop_instance_uid}/rendered"
+            | "/api/series/{series_uid}/instances/{sop_instance_uid}/segmentation"
+            | "/api/series/{series_uid}/thumbnail"
+            | "/api/series/{series_uid}/download"
+            | "/api/series/{series_uid}/validation"
+            | "/api/series/{series_uid}/validation/report",
+        ) => Series(View),
+        ("POST", "/api/series/{series_uid}/verify") => Series(View),
+        ("GET", "/api/jobs") => SignedIn,
+        ("OPTIONS", "/api/uploads" | "/api/uploads/{id}") => Public,
+        ("POST", "/api/uploads") => Upload,
+        ("HEAD" | "PATCH" | "DELETE", "/api/uploads/{id}") => OwnUpload,
+        ("GET", "/api/workflows") => SignedIn,
+        ("POST", "/api/workflows/{name}/runs") => StartRun,
+        ("GET", "/api/workflow-runs") => SignedIn,
+        ("GET", "/api/workflow-runs/{id}") => Run(View),
+        ("GET", "/api/files") => SignedIn,
+        ("GET" | "DELETE", "/api/files/{*path}") => OwnFile,
+        ("GET" | "POST", "/api/tokens") => SignedIn,
+        ("DELETE", "/api/tokens/{id}") => OwnToken,
+        ("GET" | "POST", "/api/users") => Admin,
+        ("PATCH", "/api/users/{name}") => Admin,
+        _ => return None,
+    })
+}
+
+/// The routes a session whose password must be changed may still use.
+fn allowed_before_password_change(method: &Method, template: &str) -> bool {
+    matches!(
+        (method.as_str(), template),
+        ("GET" | "DELETE", "/api/session") | ("POST", "/api/session/password")
+    )
+}
+
+/// The middleware (`route_layer` of the API routes).
+pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match admit(&state, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The request with the caller's [`Principal`] as an extension, or why it is refused.
+async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> {
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let rule = rule(&method, &template)
+        .or_else(|| {
+            (method == Method::HEAD)
+                .then(|| rule(&Method::GET, &template))
+                .flatten()
+        })
+        .ok_or_else(|| {
+            tracing::error!(%method, template, "a route without an access rule was refused");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this route has no access rule; it is refused until it has one",
+            )
+        })?;
+    let (mut parts, body) = request.into_parts();
+    let principal = match state.access.mode {
+        Mode::Open => Principal::everyone(),
+        Mode::Enforced => {
+            let caller = identify(state, &parts.headers, &method).await?;
+            if let Some(caller) = &caller {
+                if caller.must_change_password
+                    && caller.by_session
+                    && !allowed_before_password_change(&method, &template)
+                {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "change your password first (POST /api/session/password)",
+                    ));
+                }
+            }
+            caller.map_or_else(Principal::anonymous, |c| c.principal)
+        }
+    };
+    let params: Vec<(String, String)> =
+        match RawPathParams::from_request_parts(&mut parts, state).await {
+            Ok(params) => params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut body = body;
+    if rule != Rule::Public && principal.user.is_none() && !principal.admin {
+        return Err(unauthenticated());
+    }
+    let allowed = match rule {
+        Rule::Public | Rule::SignedIn => true,
+        Rule::Admin => principal.admin,
+        Rule::Project(action) => principal.may(action, Some(&param("project"))),
+        Rule::Series(action) => {
+            let uid = param("series_uid");
+            if principal.admin {
+                true
+            } else {
+                let projects = state.catalog.projects_of_series(&uid).await?;
+                if !projects
+                    .iter()
+                    .any(|p| principal.may(Action::View, Some(p)))
+                {
+                    // Not visible is not found: existence is not told to outsiders.
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("series {uid} is not in the catalog"),
+                    ));
+                }
+                projects.iter().any(|p| principal.may(action, Some(p)))
+            }
+        }
+        Rule::Run(action) => {
+            let id = param("id");
+            match state.catalog.get_workflow_run(&id).await? {
+                None => true, // the handler answers 404
+                Some(run) => {
+                    let project = run.params["project"].as_str().unwrap_or("admin");
+                    if !principal.may(Action::View, Some(project)) {
+                        return Err(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            format!("no workflow run {id}"),
+                        ));
+                    }
+                    principal.may(action, Some(project))
+                }
+            }
+        }
+        Rule::StartRun => {
+            let bytes = axum::body::to_bytes(body, state.max_json_body)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the request body is larger than this endpoint accepts",
+                    )
+                })?;
+            let params: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            body = Body::from(bytes);
+            let project = params["project"].as_str().unwrap_or("admin");
+            let file = params["file"].as_str().unwrap_or_default();
+            principal.may(Action::Contribute, Some(project))
+                && owns_file(state, &principal, file).await?
+        }
+        Rule::Upload => principal.contributes_somewhere(),
+        Rule::OwnUpload => match state.catalog.get_upload(&param("id")).await? {
+            None => true, // the handler answers 404
+            Some(upload) => owns(&principal, upload.owner.as_deref()),
+        },
+        Rule::OwnFile => owns_file(state, &principal, &param("path")).await?,
+        Rule::OwnToken => match state.catalog.get_token(&param("id")).await? {
+            None => true,
+            Some(token) => principal.admin || principal.user.as_deref() == Some(&token.user),
+        },
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "your roles do not allow this",
+        ));
+    }
+    parts.extensions.insert(principal);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn owns(principal: &Principal, owner: Option<&str>) -> bool {
+    principal.admin || (owner.is_some() && owner == principal.user.as_deref())
+}
+
+/// Whether the uploaded file at `path` is the caller's (an unknown path is: the handler
+/// answers 404 without telling anything).
+async fn owns_file(state: &AppState, principal: &Principal, path: &str) -> Result<bool, ApiError> {
+    if principal.admin {
+        return Ok(true);
+    }
+    let path = path.trim_matches('/');
+    Ok(match state.catalog.upload_at(path).await? {
+        Some(upload) => owns(principal, upload.owner.as_deref()),
+        None => false,
+    })
+}
+
+/// Who the request's credentials name; `None`: it has none.
+async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<Option<Identified>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Authorization must be `Bearer <token>`",
+                )
+            })?;
+        let caller = state
+            .access
+            .authenticator
+            .by_token(secret.trim())
+            .await
+            .map_err(denied)?;
+        return Ok(Some(Identified {
+            principal: caller.principal,
+            must_change_password: caller.must_change_password,
+            by_session: false,
+        }));
+    }
+    let Some(session) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        check_csrf(headers)?;
+    }
+    let caller = state
+        .access
+        .authenticator
+        .by_token(&session)
+        .await
+        .map_err(denied)?;
+    Ok(Some(Identified {
+        principal: caller.principal,
+        must_change_password: caller.must_change_password,
+        by_session: true,
+    }))
+}
+
+struct Identified {
+    principal: Principal,
+    must_change_password: bool,
+    by_session: bool,
+}
+
+/// A state-changing request of a session: same origin, and the CSRF cookie repeated in
+/// [`CSRF_HEADER`].
+fn check_csrf(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refused = |why: &str| ApiError::new(StatusCode::FORBIDDEN, why.to_string());
+    if let (Some(origin), Some(host)) = (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        if origin_host != host {
+            return Err(refused("a request from another site (Origin) is refused"));
+        }
+    }
+    let expected = cookie(headers, CSRF_COOKIE);
+    let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    match (expected, given) {
+        (Some(e), Some(g)) if !e.is_empty() && e == g => Ok(()),
+        _ => Err(refused(
+            "a session's state-changing request needs the X-CSRF-Token header (the radport_csrf cookie's value)",
+        )),
+    }
+}
+
+/// The value of cookie `name`, if the request has it.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "sign in first: a session (POST /api/session) or `Authorization: Bearer <token>`",
+    )
+}
+
+fn denied(e: radport_access::Denied) -> ApiError {
+    match e {
+        radport_access::Denied::Catalog(c) => c.into(),
+        other => ApiError::new(StatusCode::UNAUTHORIZED, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation the router serves has a rule (the router's own paths, `{*path}`
+    /// included, as the guard looks them up).
+    #[test]
+    fn every_route_has_a_rule() {
+        let doc = serde_json::to_value(crate::api_routes().into_openapi()).unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                let method: Method = method.to_ascii_uppercase().parse().unwrap();
+                assert!(rule(&method, path).is_some(), "{method} {path} has no rule");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "{checked} operations");
+        assert_eq!(rule(&Method::GET, "/api/openapi.json"), Some(Rule::Public));
+        assert_eq!(rule(&Method::GET, "/api/nothing"), None);
+    }
+
+    #[test]
+    fn cookies_and_csrf() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; radport_session=rpt_x; radport_csrf=abc"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("rpt_x"));
+        assert_eq!(cookie(&h, "b"), None);
+        assert!(check_csrf(&h).is_err(), "no header");
+        h.insert(CSRF_HEADER, "abd".parse().unwrap());
+        assert!(check_csrf(&h).is_err(), "wrong header");
+        h.insert(CSRF_HEADER, "abc".parse().unwrap());
+        assert!(check_csrf(&h).is_ok());
+        h.insert(header::HOST, "pacs:8080".parse().unwrap());
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(check_csrf(&h).is_err(), "another origin");
+        h.insert(header::ORIGIN, "http://pacs:8080".parse().unwrap());
+        assert!(check_csrf(&h).is_ok());
+    }
+}
