@@ -3,6 +3,7 @@
 
 mod common;
 
+mod access;
 mod accounts;
 mod api_contract;
 mod browser;

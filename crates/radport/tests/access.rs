@@ -1,0 +1,689 @@
+//! Access control, route by route: every operation of the served API called by six callers —
+//! anonymous, a viewer of another project, and a viewer, contributor and manager of project
+//! `lung`, and an administrator — each answer's status compared with the matrix below. The
+//! matrix must name every operation the server documents, so a new route without a row fails.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+use radport_testkit::{series_uid, write_series, SeriesSpec};
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const ADMIN_TOKEN: &str = "rpt_access-matrix-admin-token-00000000000000000";
+
+/// The callers, in the matrix's column order.
+const CALLERS: [&str; 6] = [
+    "anonymous",
+    "outsider",
+    "viewer",
+    "contributor",
+    "manager",
+    "admin",
+];
+
+struct World {
+    server: Server,
+    client: Client,
+    /// Token of each caller (none for anonymous).
+    tokens: Vec<Option<String>>,
+}
+
+impl World {
+    fn request(&self, caller: usize, method: Method, path: &str) -> RequestBuilder {
+        let r = self.client.request(method, self.server.url(path));
+        match &self.tokens[caller] {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(5, method, path)
+    }
+}
+
+/// A user with a password, signed in once to make an API token (through the session and its
+/// CSRF header).
+fn token_of(world: &World, name: &str) -> String {
+    let password = format!("{name}'s password");
+    let created = world
+        .admin(Method::POST, "/api/users")
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201, "{name}");
+    let signed_in = world
+        .client
+        .post(world.server.url("/api/session"))
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .unwrap();
+    assert_eq!(signed_in.status(), 201);
+    let cookies: Vec<String> = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    let csrf = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("radport_csrf="))
+        .unwrap()
+        .to_string();
+    let cookie_header = cookies.join("; ");
+    // Without the CSRF header the session may not make a token.
+    let refused = world
+        .client
+        .post(world.server.url("/api/tokens"))
+        .header("cookie", &cookie_header)
+        .json(&json!({"name": "cli"}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    // From another site, not either.
+    let cross_site = world
+        .client
+        .post(world.server.url("/api/tokens"))
+        .header("cookie", &cookie_header)
+        .header("x-csrf-token", &csrf)
+        .header("origin", "http://evil.example")
+        .json(&json!({"name": "cli"}))
+        .send()
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    let made: Value = world
+        .client
+        .post(world.server.url("/api/tokens"))
+        .header("cookie", &cookie_header)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "cli"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    made["token"].as_str().expect("a token").to_string()
+}
+
+/// Creates a tus upload of `length` bytes as `caller` and sends `bytes` of them; returns its id.
+fn upload(world: &World, caller: usize, name: &str, length: usize, bytes: &[u8]) -> String {
+    use base64::Engine;
+    let created = world
+        .request(caller, Method::POST, "/api/uploads")
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", length.to_string())
+        .header(
+            "upload-metadata",
+            format!(
+                "filename {}",
+                base64::engine::general_purpose::STANDARD.encode(name)
+            ),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    if !bytes.is_empty() {
+        let sent = world
+            .request(caller, Method::PATCH, &format!("/api/uploads/{id}"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(sent.status(), 204);
+    }
+    id
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn every_route_answers_each_role_as_the_matrix_says() {
+    let server = Server::start_with_env(
+        &["--stable-after", "1", "--access", "enforced"],
+        &[("RADPORT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let mut world = World {
+        server,
+        client: Client::new(),
+        tokens: vec![None, None, None, None, None, Some(ADMIN_TOKEN.to_string())],
+    };
+    for project in ["lung", "brain", "doomed"] {
+        let r = world
+            .admin(Method::POST, "/api/projects")
+            .json(&json!({"name": project}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for (i, (name, project, role)) in [
+        ("olga", "brain", "viewer"),
+        ("vera", "lung", "viewer"),
+        ("carl", "lung", "contributor"),
+        ("mona", "lung", "manager"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        world.tokens[i + 1] = Some(token_of(&world, name));
+        let r = world
+            .admin(
+                Method::PUT,
+                &format!("/api/projects/{project}/members/{name}"),
+            )
+            .json(&json!({"role": role}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let extra = world
+        .admin(Method::POST, "/api/users")
+        .json(&json!({"name": "extra"}))
+        .send()
+        .unwrap();
+    assert_eq!(extra.status(), 201);
+
+    // A series in lung, one in brain; their pipeline runs.
+    let tmp = tempfile::tempdir().unwrap();
+    let lung = SeriesSpec {
+        count: 2,
+        rows: 32,
+        columns: 32,
+        uid_seed: "951".into(),
+        ..Default::default()
+    };
+    let brain = SeriesSpec {
+        uid_seed: "952".into(),
+        ..lung.clone()
+    };
+    write_series(&tmp.path().join("lung"), &lung).unwrap();
+    write_series(&tmp.path().join("brain"), &brain).unwrap();
+    assert!(world
+        .server
+        .dcmsend("kp-ds", "kp-lung", &tmp.path().join("lung"))
+        .status
+        .success());
+    assert!(world
+        .server
+        .dcmsend("kp-ds", "kp-brain", &tmp.path().join("brain"))
+        .status
+        .success());
+    let (lung_uid, brain_uid) = (series_uid(&lung), series_uid(&brain));
+    world.server.wait_for(60, "validation and thumbnails", || {
+        [&lung_uid, &brain_uid]
+            .iter()
+            .all(|uid| {
+                ["validation", "thumbnail"].iter().all(|what| {
+                    world
+                        .admin(Method::GET, &format!("/api/series/{uid}/{what}"))
+                        .send()
+                        .is_ok_and(|r| r.status() == 200)
+                })
+            })
+            .then_some(())
+    });
+    let detail: Value = world
+        .admin(Method::GET, &format!("/api/series/{lung_uid}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let sop = detail["instances"][0]["sop_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The contributor's uploads and run; a token of theirs to revoke.
+    let carl = 3;
+    upload(&world, carl, "carl.bin", 9, b"not a zip");
+    let pending = upload(&world, carl, "pending.bin", 10, b"");
+    let doomed_upload = upload(&world, carl, "doomed-upload.bin", 10, b"");
+    upload(&world, carl, "doomed.bin", 1, b"x");
+    let run: Value = world
+        .request(
+            carl,
+            Method::POST,
+            "/api/workflows/import-dicoms-from-data-upload/runs",
+        )
+        .json(&json!({"file": "carl.bin", "project": "lung", "delete_original_file": false}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let run_id = run["id"].as_str().expect("a run").to_string();
+    let spare_token: Value = world
+        .request(carl, Method::POST, "/api/tokens")
+        .json(&json!({"name": "spare"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let spare_id = spare_token["info"]["id"].as_str().unwrap().to_string();
+
+    // Anonymous, outsider, viewer, contributor, manager, admin.
+    let tus = |r: RequestBuilder| r.header("tus-resumable", "1.0.0");
+    type Build = Box<dyn Fn(RequestBuilder, usize) -> RequestBuilder>;
+    let plain: fn() -> Build = || Box::new(|r, _| r);
+    let body = |v: Value| -> Build { Box::new(move |r, _| r.json(&v)) };
+    let series = format!("/api/series/{lung_uid}");
+    let instance = format!("{series}/instances/{sop}");
+    let rows: Vec<(&str, &str, String, Build, [u16; 6])> = vec![
+        (
+            "GET",
+            "/api/health",
+            "/api/health".into(),
+            plain(),
+            [200; 6],
+        ),
+        (
+            "GET",
+            "/api/session",
+            "/api/session".into(),
+            plain(),
+            [200; 6],
+        ),
+        (
+            "POST",
+            "/api/session",
+            "/api/session".into(),
+            body(json!({})),
+            [400; 6],
+        ),
+        (
+            "DELETE",
+            "/api/session",
+            "/api/session".into(),
+            plain(),
+            [204; 6],
+        ),
+        (
+            "POST",
+            "/api/session/password",
+            "/api/session/password".into(),
+            body(json!({"current": "not it", "new": "something long enough"})),
+            [401, 403, 403, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/projects",
+            "/api/projects".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/projects",
+            "/api/projects".into(),
+            Box::new(|r, caller| r.json(&json!({"name": format!("new-{caller}")}))),
+            [401, 403, 403, 403, 403, 201],
+        ),
+        (
+            "DELETE",
+            "/api/projects/{project}",
+            "/api/projects/doomed".into(),
+            plain(),
+            [401, 403, 403, 403, 403, 204],
+        ),
+        (
+            "GET",
+            "/api/projects/{project}/datasets",
+            "/api/projects/lung/datasets".into(),
+            plain(),
+            [401, 403, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/projects/{project}/series",
+            "/api/projects/lung/series".into(),
+            plain(),
+            [401, 403, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/projects/{project}/facets",
+            "/api/projects/lung/facets".into(),
+            plain(),
+            [401, 403, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/projects/{project}/members",
+            "/api/projects/lung/members".into(),
+            plain(),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        (
+            "PUT",
+            "/api/projects/{project}/members/{user}",
+            "/api/projects/lung/members/extra".into(),
+            body(json!({"role": "viewer"})),
+            [401, 403, 403, 403, 204, 204],
+        ),
+        (
+            "DELETE",
+            "/api/projects/{project}/members/{user}",
+            "/api/projects/lung/members/extra".into(),
+            plain(),
+            [401, 403, 403, 403, 204, 404],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}",
+            series.clone(),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/instances/{sop_instance_uid}",
+            instance.clone(),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/instances/{sop_instance_uid}/rendered",
+            format!("{instance}/rendered"),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/instances/{sop_instance_uid}/segmentation",
+            format!("{instance}/segmentation"),
+            plain(),
+            [401, 404, 404, 404, 404, 404],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/thumbnail",
+            format!("{series}/thumbnail"),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/download",
+            format!("{series}/download"),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/validation",
+            format!("{series}/validation"),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/series/{series_uid}/validation/report",
+            format!("{series}/validation/report"),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/series/{series_uid}/verify",
+            format!("{series}/verify"),
+            plain(),
+            [401, 404, 202, 202, 202, 202],
+        ),
+        (
+            "GET",
+            "/api/jobs",
+            "/api/jobs".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "OPTIONS",
+            "/api/uploads",
+            "/api/uploads".into(),
+            plain(),
+            [204; 6],
+        ),
+        (
+            "POST",
+            "/api/uploads",
+            "/api/uploads".into(),
+            Box::new(move |r, caller| {
+                tus(r).header("upload-length", "1").header(
+                    "upload-metadata",
+                    format!(
+                        "filename {}",
+                        ["YQ==", "Yg==", "Yw==", "ZA==", "ZQ==", "Zg=="][caller]
+                    ),
+                )
+            }),
+            [401, 403, 403, 201, 201, 201],
+        ),
+        (
+            "OPTIONS",
+            "/api/uploads/{id}",
+            format!("/api/uploads/{pending}"),
+            plain(),
+            [204; 6],
+        ),
+        (
+            "HEAD",
+            "/api/uploads/{id}",
+            format!("/api/uploads/{pending}"),
+            Box::new(move |r, _| tus(r)),
+            [401, 403, 403, 200, 403, 200],
+        ),
+        (
+            "PATCH",
+            "/api/uploads/{id}",
+            format!("/api/uploads/{pending}"),
+            Box::new(move |r, _| {
+                tus(r)
+                    .header("upload-offset", "5")
+                    .header("content-type", "application/offset+octet-stream")
+                    .body(b"x".to_vec())
+            }),
+            [401, 403, 403, 409, 403, 409],
+        ),
+        (
+            "DELETE",
+            "/api/uploads/{id}",
+            format!("/api/uploads/{doomed_upload}"),
+            Box::new(move |r, _| tus(r)),
+            // Once its owner terminated it, it is gone for everyone.
+            [401, 403, 403, 204, 404, 404],
+        ),
+        (
+            "GET",
+            "/api/workflows",
+            "/api/workflows".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/workflows/{name}/runs",
+            "/api/workflows/import-dicoms-from-data-upload/runs".into(),
+            body(json!({"file": "carl.bin", "project": "lung", "delete_original_file": false})),
+            [401, 403, 403, 201, 403, 201],
+        ),
+        (
+            "GET",
+            "/api/workflow-runs",
+            "/api/workflow-runs".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/workflow-runs/{id}",
+            format!("/api/workflow-runs/{run_id}"),
+            plain(),
+            [401, 404, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/files",
+            "/api/files".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/api/files/{*path}",
+            "/api/files/carl.bin".into(),
+            plain(),
+            [401, 403, 403, 200, 403, 200],
+        ),
+        (
+            "DELETE",
+            "/api/files/{*path}",
+            "/api/files/doomed.bin".into(),
+            plain(),
+            [401, 403, 403, 204, 403, 404],
+        ),
+        (
+            "GET",
+            "/api/tokens",
+            "/api/tokens".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/tokens",
+            "/api/tokens".into(),
+            body(json!({"name": "more"})),
+            [401, 201, 201, 201, 201, 201],
+        ),
+        (
+            "DELETE",
+            "/api/tokens/{id}",
+            format!("/api/tokens/{spare_id}"),
+            plain(),
+            [401, 403, 403, 204, 403, 404],
+        ),
+        (
+            "GET",
+            "/api/users",
+            "/api/users".into(),
+            plain(),
+            [401, 403, 403, 403, 403, 200],
+        ),
+        (
+            "POST",
+            "/api/users",
+            "/api/users".into(),
+            Box::new(|r, caller| r.json(&json!({"name": format!("new-user-{caller}")}))),
+            [401, 403, 403, 403, 403, 201],
+        ),
+        (
+            "PATCH",
+            "/api/users/{name}",
+            "/api/users/extra".into(),
+            body(json!({"disabled": false})),
+            [401, 403, 403, 403, 403, 200],
+        ),
+    ];
+
+    // The matrix names every operation the server documents, and no other.
+    let document: Value = world
+        .client
+        .get(world.server.url("/api/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let documented: BTreeSet<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(|m| (m.to_ascii_uppercase(), path.replace("{path}", "{*path}")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let in_matrix: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|(m, t, ..)| (m.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(
+        documented.difference(&in_matrix).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "documented operations without a row in the matrix"
+    );
+    assert_eq!(in_matrix.len(), rows.len(), "one row per operation");
+
+    let mut wrong = Vec::new();
+    for (method, template, path, build, expected) in &rows {
+        for (caller, want) in expected.iter().enumerate() {
+            let request = world.request(caller, method.parse().unwrap(), path);
+            let status = build(request, caller).send().unwrap().status().as_u16();
+            if status != *want {
+                wrong.push(format!(
+                    "{method} {template} as {}: {status}, expected {want}",
+                    CALLERS[caller]
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // Lists hold only what the caller may see.
+    let list = |caller: usize, path: &str| -> Value {
+        world
+            .request(caller, Method::GET, path)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let names = |v: Value| -> Vec<String> {
+        items(&v)
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(list(1, "/api/projects")), ["brain"]);
+    assert_eq!(names(list(2, "/api/projects")), ["lung"]);
+    assert!(names(list(5, "/api/projects")).contains(&"admin".to_string()));
+    let job_series = |caller: usize| -> BTreeSet<String> {
+        items(&list(caller, "/api/jobs?limit=1000"))
+            .iter()
+            .filter_map(|j| j["series_uid"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(job_series(1), BTreeSet::from([brain_uid.clone()]));
+    assert_eq!(job_series(2), BTreeSet::from([lung_uid.clone()]));
+    assert!(job_series(5).contains(&brain_uid) && job_series(5).contains(&lung_uid));
+    let files = |caller: usize| -> Vec<String> {
+        items(&list(caller, "/api/files"))
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(files(2).is_empty(), "{:?}", files(2));
+    assert!(files(3).contains(&"carl.bin".to_string()));
+    assert!(files(5).contains(&"carl.bin".to_string()));
+    assert!(items(&list(1, "/api/workflow-runs")).is_empty());
+    assert!(!items(&list(2, "/api/workflow-runs")).is_empty());
+    // A token of the viewer does not make the viewer more than a viewer.
+    let me = list(2, "/api/session");
+    assert_eq!(
+        me["projects"],
+        json!([{"project": "lung", "role": "viewer"}])
+    );
+}
