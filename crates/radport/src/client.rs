@@ -18,6 +18,9 @@ pub struct ClientArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// API token to send [default: the one `radport login` stored for --url].
+    #[arg(long, env = "RADPORT_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,7 +107,26 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// A client of `--url` that sends the caller's token, if there is one.
     pub(crate) fn new(args: &ClientArgs) -> Self {
+        let base = args.url.trim_end_matches('/').to_string();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = crate::login::token_for(&base, args.token.as_deref()) {
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+        }
+        Self {
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
+            base,
+        }
+    }
+
+    /// A client of `--url` that sends no credentials.
+    pub(crate) fn anonymous(args: &ClientArgs) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: args.url.trim_end_matches('/').to_string(),

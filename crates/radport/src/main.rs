@@ -6,6 +6,7 @@ mod accounts;
 mod client;
 mod collect;
 mod config;
+mod login;
 mod run_job;
 mod serve;
 mod transfer;
@@ -88,6 +89,19 @@ enum Command {
         #[command(subcommand)]
         action: accounts::UserAction,
     },
+    /// Sign in to a server (password on standard input) and keep a token for the other commands.
+    Login {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        /// User name.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke and forget the token `radport login` kept for a server.
+    Logout {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
     /// Check that a server answers.
     Health {
         #[command(flatten)]
@@ -125,6 +139,8 @@ fn main() -> Result<std::process::ExitCode> {
             Command::Workflow { client, action } => transfer::workflow(&client, action).await,
             Command::Health { client } => client::health(&client).await,
             Command::User { action } => accounts::user(action).await,
+            Command::Login { client, user } => login::login(&client, &user).await,
+            Command::Logout { client } => login::logout(&client).await,
             Command::RunJob(_) => anyhow::bail!("run-job is handled before the runtime starts"),
         }
     })?;

@@ -148,3 +148,75 @@ fn a_malformed_admin_token_stops_the_server_with_the_reason() {
     assert!(text.contains("admin_token must be an API token"), "{text}");
     assert!(!text.contains("secret123"), "{text}");
 }
+
+/// `radport …` against the server with `HOME`-less credentials in `dir`.
+fn cli_with(server: &Server, dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radport"))
+        .args(args)
+        .args(["--url", &server.url("")])
+        .env("RADPORT_CREDENTIALS", dir.join("credentials.json"))
+        .env_remove("RADPORT_TOKEN")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radport runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("radport ends");
+    (out.status.success(), output_text(&out))
+}
+
+#[test]
+fn login_keeps_a_token_for_the_cli_and_logout_revokes_it() {
+    let server = Server::start_with_env(
+        &["--access", "enforced"],
+        &[("RADPORT_ADMIN_PASSWORD", "the admin's password")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = cli_with(&server, dir.path(), &["project", "list"], "");
+    assert!(!ok && out.contains("401"), "{out}");
+    let (ok, out) = cli_with(
+        &server,
+        dir.path(),
+        &["login", "--user", "admin"],
+        "wrong password\n",
+    );
+    assert!(!ok && out.contains("wrong user name or password"), "{out}");
+    let (ok, out) = cli_with(
+        &server,
+        dir.path(),
+        &["login", "--user", "admin"],
+        "the admin's password\n",
+    );
+    assert!(ok, "{out}");
+    let file = dir.path().join("credentials.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "only its owner may read it: {mode:o}");
+    let (ok, out) = cli_with(&server, dir.path(), &["project", "create", "by-cli"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = cli_with(&server, dir.path(), &["project", "list"], "");
+    assert!(ok && out.contains("by-cli"), "{out}");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let token = stored[server.url("")]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out) = cli_with(&server, dir.path(), &["logout"], "");
+    assert!(ok && out.contains("signed out"), "{out}");
+    let (ok, out) = cli_with(&server, dir.path(), &["project", "list"], "");
+    assert!(!ok && out.contains("401"), "{out}");
+    // Revoked on the server, not only forgotten here.
+    let answer = reqwest::blocking::Client::new()
+        .get(server.url("/api/projects"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+}
