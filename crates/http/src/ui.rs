@@ -38,6 +38,13 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("pages/upload.js", JS, include_str!("../ui/pages/upload.js")),
     ("pages/runs.js", JS, include_str!("../ui/pages/runs.js")),
     ("pages/files.js", JS, include_str!("../ui/pages/files.js")),
+    ("pages/login.js", JS, include_str!("../ui/pages/login.js")),
+    (
+        "pages/password.js",
+        JS,
+        include_str!("../ui/pages/password.js"),
+    ),
+    ("session.js", JS, include_str!("../ui/session.js")),
     ("favicon.svg", SVG, include_str!("../ui/favicon.svg")),
 ];
 

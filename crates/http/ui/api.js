@@ -8,8 +8,21 @@ export class ApiError extends Error {
   }
 }
 
+/** The value of the CSRF cookie, which state-changing requests of a session repeat. */
+export function csrfToken() {
+  const pair = document.cookie.split(';').map((c) => c.trim()).find((c) => c.startsWith('radport_csrf='));
+  return pair ? pair.slice('radport_csrf='.length) : '';
+}
+
+/** Headers a state-changing request of a session needs (none with open access). */
+export function csrfHeaders() {
+  const token = csrfToken();
+  return token ? { 'X-CSRF-Token': token } : {};
+}
+
 async function request(method, path, body) {
   const init = { method, headers: { Accept: 'application/json' } };
+  if (method !== 'GET') Object.assign(init.headers, csrfHeaders());
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -26,6 +39,10 @@ async function request(method, path, body) {
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
   if (!response.ok) {
     const message = json && json.error ? json.error : `${response.status} ${response.statusText}`;
+    // Not signed in (any more): the app sends the user to the sign-in page and back.
+    if (response.status === 401 && !path.startsWith('/api/session')) {
+      document.dispatchEvent(new CustomEvent('unauthorized'));
+    }
     throw new ApiError(response.status, message);
   }
   return json;
@@ -51,6 +68,9 @@ const pathSegments = (p) => p.split('/').map(seg).join('/');
 
 export const api = {
   health: () => get('/api/health'),
+  signIn: (name, password) => post('/api/session', { name, password }),
+  signOut: () => del('/api/session'),
+  changePassword: (current, fresh) => post('/api/session/password', { current, new: fresh }),
   projects: () => get('/api/projects').then((r) => r.items),
   createProject: (name) => post('/api/projects', { name }),
   datasets: (project) => get(`/api/projects/${seg(project)}/datasets`).then((r) => r.items),

@@ -1,7 +1,10 @@
 // Entry point: registers the pages, keeps the navigation in step with the route.
-import { register, start } from './router.js';
+import { register, start, navigate, parse } from './router.js';
 import { h, emptyState } from './dom.js';
 import { api } from './api.js';
+import { loadSession, needsSignIn, session } from './session.js';
+import * as login from './pages/login.js';
+import * as password from './pages/password.js';
 import * as gallery from './pages/gallery.js';
 import * as series from './pages/series.js';
 import * as projects from './pages/projects.js';
@@ -15,6 +18,8 @@ register('projects', projects);
 register('upload', upload);
 register('runs', runs);
 register('files', files);
+register('login', login);
+register('password', password);
 register('notfound', {
   render(main) {
     document.title = 'Not found · radport';
@@ -24,10 +29,52 @@ register('notfound', {
   },
 });
 
-const TITLES = { gallery: 'Gallery', series: 'Series', projects: 'Projects', upload: 'Data Upload', runs: 'Runs', files: 'Files' };
+const TITLES = { gallery: 'Gallery', series: 'Series', projects: 'Projects', upload: 'Data Upload', runs: 'Runs', files: 'Files', login: 'Sign in', password: 'Change password' };
+
+/** Where the user is, as the `next` of the sign-in page. */
+const here = () => (location.hash && !location.hash.startsWith('#/login') ? location.hash : '#/gallery?project=admin');
+
+/** With access enforced, a page needs a session: to the sign-in page (or the password page). */
+function gate(name) {
+  if (needsSignIn() && name !== 'login') {
+    navigate(`#/login?next=${encodeURIComponent(here())}`);
+    return false;
+  }
+  if (session.must_change_password && name !== 'password' && name !== 'login') {
+    navigate(`#/password?next=${encodeURIComponent(here())}`);
+    return false;
+  }
+  return true;
+}
+
+document.addEventListener('unauthorized', () => {
+  loadSession().catch(() => {}).finally(() => gate(parse().name));
+});
+
+/** The signed-in user and "Sign out" in the header (nothing with open access). */
+function showUser() {
+  const el = document.getElementById('user-area');
+  if (session.access !== 'enforced') {
+    el.replaceChildren(h('span', { class: 'muted small', title: 'Anyone who reaches this server may do everything (--access open)' }, 'open access'));
+    return;
+  }
+  if (!session.signed_in) {
+    el.replaceChildren();
+    return;
+  }
+  const out = h('button', { class: 'btn small', type: 'button', id: 'sign-out' }, 'Sign out');
+  out.addEventListener('click', async () => {
+    try { await api.signOut(); } catch { /* signed out either way */ }
+    await loadSession();
+    navigate('#/login');
+  });
+  el.replaceChildren(...[h('span', { id: 'user-name' }, session.user), session.admin ? h('span', { class: 'badge' }, 'admin') : null, out].filter(Boolean));
+}
+document.addEventListener('session', showUser);
 
 document.addEventListener('route', (e) => {
   const name = e.detail.name;
+  if (!gate(name)) return;
   document.title = `${TITLES[name] || 'radport'} · radport`;
   for (const a of document.querySelectorAll('.mainnav [data-nav]')) {
     const active = a.dataset.nav === name
@@ -57,5 +104,8 @@ async function showStatus() {
   }
 }
 
-start();
-showStatus();
+loadSession().catch(() => {}).finally(() => {
+  showUser();
+  start();
+  showStatus();
+});

@@ -8,6 +8,8 @@
 //   up — continues where the server stopped instead of starting over. The record is dropped
 //   when the upload completes or the server no longer knows it.
 
+import { csrfHeaders } from './api.js';
+
 const TUS = '1.0.0';
 export const DEFAULT_CHUNK = 5 * 1024 * 1024;
 /** Waits between consecutive failed attempts (ms); past the last one the upload fails. */
@@ -92,7 +94,7 @@ export function unfinishedUploads() {
 export async function forget(rec) {
   dropRecord(rec.fingerprint);
   try {
-    await fetch(rec.url, { method: 'DELETE', headers: { 'Tus-Resumable': TUS } });
+    await fetch(rec.url, { method: 'DELETE', headers: { 'Tus-Resumable': TUS, ...csrfHeaders() } });
   } catch { /* the server expires it anyway */ }
 }
 
@@ -132,6 +134,7 @@ function patch(url, offset, blob, onBytes, signal) {
     const done = () => { clearTimeout(stallTimer); if (signal) signal.removeEventListener('abort', onAbort); };
     xhr.open('PATCH', url);
     xhr.setRequestHeader('Tus-Resumable', TUS);
+    for (const [k, v] of Object.entries(csrfHeaders())) xhr.setRequestHeader(k, v);
     xhr.setRequestHeader('Upload-Offset', String(offset));
     xhr.setRequestHeader('Content-Type', 'application/offset+octet-stream');
     xhr.upload.onprogress = (e) => { armStall(); onBytes(e.loaded); };
@@ -207,7 +210,7 @@ function serverPath(response) {
 async function complete(url, size, signal) {
   const response = await request(url, {
     method: 'PATCH',
-    headers: { 'Tus-Resumable': TUS, 'Upload-Offset': String(size), 'Content-Type': 'application/offset+octet-stream' },
+    headers: { 'Tus-Resumable': TUS, 'Upload-Offset': String(size), 'Content-Type': 'application/offset+octet-stream', ...csrfHeaders() },
     body: new Blob([]),
     signal,
   });
@@ -218,7 +221,7 @@ async function complete(url, size, signal) {
 async function create(size, name, signal) {
   const response = await request('/api/uploads', {
     method: 'POST',
-    headers: { 'Tus-Resumable': TUS, 'Upload-Length': String(size), 'Upload-Metadata': `filename ${base64(name)}` },
+    headers: { 'Tus-Resumable': TUS, 'Upload-Length': String(size), 'Upload-Metadata': `filename ${base64(name)}`, ...csrfHeaders() },
     signal,
   });
   if (response.status !== 201) {

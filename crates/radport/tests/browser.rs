@@ -312,3 +312,68 @@ fn the_web_ui_works_in_a_real_browser() {
         server.log()
     );
 }
+
+/// Signing in with access enforced, in a real browser (`tests/browser/login.mjs`): the
+/// redirect to the sign-in page and back, a wrong password, CSRF refusal, sign-out, a password
+/// that must be changed at the first sign-in, and what a viewer is (not) shown.
+#[test]
+fn signing_in_works_in_a_real_browser() {
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/install-deps.sh"
+    );
+    let token = "rpt_browser-login-test-token-000000000000000000";
+    let admin_password = "the admin's own password";
+    let server = Server::start_with_env(
+        &["--access", "enforced"],
+        &[
+            ("RADPORT_ADMIN_TOKEN", token),
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let created = client
+        .post(server.url("/api/projects"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "lung"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let vera: serde_json::Value = client
+        .post(server.url("/api/users"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "vera"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let vera_password = vera["password"]
+        .as_str()
+        .expect("a drawn password")
+        .to_string();
+    let member = client
+        .put(server.url("/api/projects/lung/members/vera"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"role": "viewer"}))
+        .send()
+        .unwrap();
+    assert_eq!(member.status(), 204);
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    let out = Command::new("node")
+        .arg(browser_dir().join("login.mjs"))
+        .arg(server.url(""))
+        .arg(&shots)
+        .env("RADPORT_ADMIN_PASSWORD", admin_password)
+        .env("RADPORT_VERA_PASSWORD", &vera_password)
+        .current_dir(browser_dir())
+        .output()
+        .expect("node runs");
+    let text = output_text(&out);
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains("login: all checks passed"),
+        "the sign-in test failed:\n{text}\nserver log:\n{}",
+        server.log()
+    );
+}

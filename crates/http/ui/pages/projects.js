@@ -2,6 +2,10 @@
 import { api } from '../api.js';
 import { h, replace, pageHeader, errorBox, emptyState, loading, formatTime, timeAgo, plural } from '../dom.js';
 import { link } from '../router.js';
+import { session, roleIn } from '../session.js';
+
+/** Whether the caller may upload into `project` (contributors and managers). */
+const mayContribute = (project) => ['contributor', 'manager'].includes(roleIn(project));
 import { AE_NAME_LIMIT, cutByAeTitle } from './upload.js';
 
 function datasetsTable(project, body) {
@@ -13,7 +17,7 @@ function datasetsTable(project, body) {
           h('td', {}, h('a', { href: link('gallery', [], { project: project.name, dataset: d.name }) }, d.name)),
           h('td', {}, String(d.series_count)),
           h('td', { title: d.last_arrival ? formatTime(d.last_arrival) : '' }, d.last_arrival ? timeAgo(d.last_arrival) : 'never'),
-          h('td', { class: 'right' }, h('a', { class: 'btn small', href: link('upload', [], { project: project.name, dataset: d.name }) }, 'Add data'))))))
+          h('td', { class: 'right' }, mayContribute(project.name) ? h('a', { class: 'btn small', href: link('upload', [], { project: project.name, dataset: d.name }) }, 'Add data') : null)))))
       : h('p', { class: 'muted' }, 'No datasets yet. A dataset is created by the first upload into it.'));
   }).catch((e) => replace(body, errorBox(e, () => datasetsTable(project, body))));
 }
@@ -31,7 +35,7 @@ function projectCard(project) {
           : null),
       h('div', { class: 'page-actions' },
         h('a', { class: 'btn', href: link('gallery', [], { project: project.name }) }, 'Gallery'),
-        h('a', { class: 'btn', href: link('upload', [], { project: project.name }) }, 'Upload'))),
+        mayContribute(project.name) ? h('a', { class: 'btn', href: link('upload', [], { project: project.name }) }, 'Upload') : null)),
     datasets);
   datasetsTable(project, datasets);
   return card;
@@ -94,6 +98,8 @@ export async function render(main) {
     }
   });
 
-  main.append(pageHeader('Projects', 'A project groups the series of a study or a team; admin sees all of them. Datasets group the series of one upload or sender.'), form, list);
+  // Only administrators create projects: the form is not shown to anyone else.
+  main.append(pageHeader('Projects', 'A project groups the series of a study or a team; admin sees all of them. Datasets group the series of one upload or sender.'),
+    ...[session.admin ? form : null, list].filter(Boolean));
   await load();
 }

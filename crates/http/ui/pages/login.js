@@ -1,0 +1,40 @@
+// Sign in (with access enforced): name and password; then back to the page that asked.
+import { api, ApiError } from '../api.js';
+import { h, pageHeader } from '../dom.js';
+import { navigate } from '../router.js';
+import { loadSession } from '../session.js';
+
+/** Where to go after signing in: the page that sent the user here, else the gallery. */
+export const nextOf = (route) => {
+  const next = route.params.get('next') || '';
+  return next.startsWith('#/') && !next.startsWith('#/login') ? next : '#/gallery?project=admin';
+};
+
+export async function render(main, route) {
+  document.title = 'Sign in · radport';
+  const name = h('input', { id: 'login-name', name: 'username', type: 'text', required: true, autocomplete: 'username' });
+  const password = h('input', { id: 'login-password', name: 'password', type: 'password', required: true, autocomplete: 'current-password' });
+  const error = h('p', { class: 'field-error', id: 'login-error', role: 'alert' });
+  const submit = h('button', { class: 'btn primary', type: 'submit', id: 'login-submit' }, 'Sign in');
+  const form = h('form', { class: 'panel narrow', id: 'login-form', novalidate: true },
+    h('label', { for: 'login-name' }, 'User name'), name,
+    h('label', { for: 'login-password' }, 'Password'), password,
+    error, h('div', { class: 'form-actions' }, submit));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    error.textContent = '';
+    submit.disabled = true;
+    try {
+      const s = await api.signIn(name.value.trim(), password.value);
+      await loadSession();
+      navigate(s.must_change_password ? `#/password?next=${encodeURIComponent(nextOf(route))}` : nextOf(route));
+    } catch (err) {
+      error.textContent = err instanceof ApiError ? err.message : String(err);
+      password.select();
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'), form);
+  name.focus();
+}
