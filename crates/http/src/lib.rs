@@ -15,6 +15,7 @@ mod download;
 mod error;
 mod guard;
 mod health;
+pub mod hosts;
 mod openapi;
 pub mod preview;
 mod projects;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub max_json_body: usize,
     /// Who may do what (see [`guard`]).
     pub access: Access,
+    /// The host names requests may be addressed to (see [`hosts`]).
+    pub allowed_hosts: hosts::AllowedHosts,
 }
 
 /// Access control of the API.
@@ -143,6 +146,12 @@ pub fn router(state: AppState) -> Router {
     )
     .merge(ui::routes())
     .fallback(not_found)
+    // Before anything else, and for the UI too: a request for a host that is not this server
+    // (DNS rebinding) is refused.
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        hosts::check_host,
+    ))
     // Bodies read by extractors (JSON); tus PATCH streams its body and is bounded by the
     // upload's length instead.
     .layer(DefaultBodyLimit::max(state.max_json_body))

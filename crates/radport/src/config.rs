@@ -186,6 +186,11 @@ pub struct ServeArgs {
     /// not yet: for deployment scripts and test harnesses. Environment or config file only.
     #[arg(long, env = "RADPORT_ADMIN_TOKEN", hide = true, hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Host names the HTTP server answers to, comma-separated, besides IP addresses,
+    /// localhost, --public-host and this machine's name (`*`: any; the rest get 421, against
+    /// DNS rebinding) [default: none].
+    #[arg(long, env = "RADPORT_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -238,6 +243,7 @@ struct FileSettings {
     access: Option<String>,
     admin_password: Option<String>,
     admin_token: Option<String>,
+    allowed_hosts: Option<String>,
 }
 
 /// Fully resolved settings.
@@ -289,6 +295,8 @@ pub struct Settings {
     pub access: radport_access::Mode,
     pub admin_password: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// Extra host names of the HTTP server (`*`: any).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A setting that is a secret: kept out of `Debug` output (and so out of logs).
@@ -391,6 +399,7 @@ impl Settings {
             access: Some(self.access.as_str().into()),
             admin_password: self.admin_password.as_ref().map(|s| s.0.clone()),
             admin_token: self.admin_token.as_ref().map(|s| s.0.clone()),
+            allowed_hosts: Some(self.allowed_hosts.join(",")),
         }
     }
 }
@@ -666,6 +675,14 @@ impl ServeArgs {
             access,
             admin_password: self.admin_password.or(file.admin_password).map(Secret),
             admin_token,
+            allowed_hosts: self
+                .allowed_hosts
+                .or(file.allowed_hosts)
+                .unwrap_or_default()
+                .split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
             max_upload_size: self
                 .max_upload_size
                 .or(file.max_upload_size)
@@ -1022,6 +1039,7 @@ download_reads = 4
 access = "enforced"
 admin_password = "initial admin password"
 admin_token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+allowed_hosts = "pacs.example.org,radport.internal"
 "#,
         );
         let text = s.to_toml().unwrap();
@@ -1030,6 +1048,10 @@ admin_token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
         assert_eq!(again.import_limits.convert.max_segments, 18);
         assert_eq!(again.max_associate_rq, 4096);
         assert_eq!(again.access, radport_access::Mode::Enforced);
+        assert_eq!(
+            again.allowed_hosts,
+            ["pacs.example.org", "radport.internal"]
+        );
         // Secrets print as `Secret(…)`: compared here.
         assert_eq!(
             again.admin_password.as_ref().map(|s| s.0.as_str()),

@@ -95,6 +95,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )),
         downloads: radport_http::Downloads::new(settings.download_reads),
         max_json_body: settings.http_max_json_body,
+        allowed_hosts: radport_http::hosts::AllowedHosts::new(
+            &settings.public_host,
+            &settings.allowed_hosts,
+        ),
         access: radport_http::Access {
             mode: settings.access,
             authenticator: radport_access::Authenticator::new(catalog.clone()),

@@ -579,3 +579,35 @@ fn content_disposition_of_a_hostile_name_is_sanitised() {
     healthy(&mut server);
     rss_below(&server, 200);
 }
+
+/// DNS rebinding: a page on another domain that points its name at this server gets nothing;
+/// IP addresses, localhost and the configured names are answered.
+#[test]
+fn requests_for_a_host_the_server_is_not_known_by_are_refused() {
+    let server = Server::start(&["--allowed-hosts", "radport.test"]);
+    let status_for = |host: &str| -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+        write!(
+            s,
+            "GET /api/projects HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        status_line(&mut s, Duration::from_secs(10)).unwrap_or_default()
+    };
+    for refused in [
+        "attacker.example",
+        "attacker.example:8080",
+        "radport.test.attacker.example",
+    ] {
+        let line = status_for(refused);
+        assert!(line.contains(" 421"), "{refused}: {line}");
+    }
+    for answered in [
+        format!("127.0.0.1:{}", server.http_port),
+        "localhost".to_string(),
+        "radport.test:8080".to_string(),
+    ] {
+        let line = status_for(&answered);
+        assert!(line.contains(" 200"), "{answered}: {line}");
+    }
+}
