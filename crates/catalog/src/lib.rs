@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+mod audit;
 mod error;
 pub mod jobs;
 mod model;
@@ -30,6 +31,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub use audit::{AuditEvent, AuditFilter, AuditPage, NewAuditEvent, Outcome};
 pub use error::CatalogError;
 pub use jobs::{InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, Reaped};
 pub use model::{

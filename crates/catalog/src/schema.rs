@@ -237,6 +237,19 @@ pub(crate) const STATEMENTS: &[&str] = &[
         last_used_at TEXT
     )",
     "CREATE INDEX IF NOT EXISTS idx_api_tokens_user ON api_tokens (user_key)",
+    // The audit trail (audit.rs): appended to, never changed through the API.
+    "CREATE TABLE IF NOT EXISTS audit_events (
+        id TEXT NOT NULL PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        address TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_audit_events_at ON audit_events (at, id)",
+    "CREATE INDEX IF NOT EXISTS idx_audit_events_actor ON audit_events (actor, at)",
     "CREATE INDEX IF NOT EXISTS idx_series_datasets_dataset
         ON series_datasets (project_key, dataset_key, series_uid)",
 ];

@@ -78,15 +78,41 @@ pub(crate) async fn sign_in(
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|e| json_rejection(e, "{\"name\": …, \"password\": …}"))?;
     let addr = client.map_or_else(|| "unknown".to_string(), |c| c.0 .0.to_string());
-    let signed_in = state
+    let result = state
         .access
         .authenticator
         .sign_in(&body.name, &body.password, &addr)
-        .await
-        .map_err(|e| match e {
-            radport_access::Denied::Catalog(c) => c.into(),
-            other => ApiError::new(StatusCode::UNAUTHORIZED, other.to_string()),
-        })?;
+        .await;
+    // Every sign-in, refused or not, under the name given (cut, printable only).
+    let given: String = body
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let event = radport_catalog::NewAuditEvent {
+        actor: given,
+        address: addr.clone(),
+        action: "sign-in".into(),
+        target: String::new(),
+        outcome: if result.is_ok() {
+            radport_catalog::Outcome::Success
+        } else {
+            radport_catalog::Outcome::Refused
+        },
+        detail: result
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    };
+    if let Err(e) = state.catalog.record_audit(&event).await {
+        tracing::warn!(error = %e, "recording a sign-in in the audit trail failed");
+    }
+    let signed_in = result.map_err(|e| match e {
+        radport_access::Denied::Catalog(c) => c.into(),
+        other => ApiError::new(StatusCode::UNAUTHORIZED, other.to_string()),
+    })?;
     let user = signed_in.principal.user.clone().unwrap_or_default();
     let issued = state
         .access
@@ -496,4 +522,22 @@ pub(crate) async fn remove_member(
             format!("{user} is not a member of {project}"),
         ))
     }
+}
+
+/// The audit trail, newest first.
+#[utoipa::path(get, path = "/api/audit", tag = "access",
+    params(crate::requests::AuditQuery),
+    responses(
+        (status = 200, description = "A page of the audit trail", body = crate::responses::AuditPage),
+        (status = 400, description = "A filter value is not valid", body = ErrorBody),
+    ))]
+pub(crate) async fn list_audit(
+    State(state): State<AppState>,
+    query: Result<
+        axum::extract::Query<crate::requests::AuditQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> ApiResult<Json<crate::responses::AuditPage>> {
+    let axum::extract::Query(query) = query.map_err(crate::projects::bad_query)?;
+    Ok(Json(state.catalog.list_audit(&query.into()).await?.into()))
 }

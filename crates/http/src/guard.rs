@@ -20,6 +20,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use radport_access::{Action, Mode, Principal};
+use radport_catalog::{NewAuditEvent, Outcome};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -108,6 +109,7 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         ("DELETE", "/api/tokens/{id}") => OwnToken,
         ("GET" | "POST", "/api/users") => Admin,
         ("PATCH", "/api/users/{name}") => Admin,
+        ("GET", "/api/audit") => Admin,
         _ => return None,
     })
 }
@@ -120,16 +122,141 @@ fn allowed_before_password_change(method: &Method, template: &str) -> bool {
     )
 }
 
-/// The middleware (`route_layer` of the API routes).
+/// The middleware (`route_layer` of the API routes): admits or refuses, and records in the
+/// audit trail every refusal, every change and every read of patient data.
 pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let address = request
+        .extensions()
+        .get::<crate::server::ClientAddr>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+    let audited = audited_action(&method, &template);
     match admit(&state, request).await {
-        Ok(request) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
+        Ok(admitted) => {
+            let Admitted {
+                request,
+                actor,
+                target,
+            } = admitted;
+            let response = next.run(request).await;
+            if let Some(action) = audited {
+                let status = response.status();
+                let outcome = if status.is_success() || status.is_redirection() {
+                    Outcome::Success
+                } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                    Outcome::Refused
+                } else {
+                    Outcome::Failure
+                };
+                audit(&state, actor, address, action, target, outcome, status).await;
+            }
+            response
+        }
+        Err((refusal, actor)) => {
+            let response = refusal.into_response();
+            if matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                let action = audited.unwrap_or_else(|| format!("{method} {template}"));
+                let status = response.status();
+                audit(
+                    &state,
+                    actor,
+                    address,
+                    action,
+                    String::new(),
+                    Outcome::Refused,
+                    status,
+                )
+                .await;
+            }
+            response
+        }
     }
 }
 
-/// The request with the caller's [`Principal`] as an extension, or why it is refused.
-async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> {
+/// What the audit trail calls a request, if it records it: changes (every method but GET,
+/// HEAD and OPTIONS, sign-in excepted, which its handler records with the name given) and reads
+/// of patient data.
+fn audited_action(method: &Method, template: &str) -> Option<String> {
+    let read = match template {
+        "/api/series/{series_uid}" => Some("read series"),
+        "/api/series/{series_uid}/instances/{sop_instance_uid}" => Some("download instance"),
+        "/api/series/{series_uid}/instances/{sop_instance_uid}/rendered" => Some("view frame"),
+        "/api/series/{series_uid}/download" => Some("download series"),
+        "/api/series/{series_uid}/validation/report" => Some("read validation report"),
+        "/api/files/{*path}" => Some("download file"),
+        _ => None,
+    };
+    match *method {
+        Method::GET | Method::HEAD => read.map(str::to_string),
+        Method::OPTIONS => None,
+        Method::POST if template == "/api/session" => None,
+        _ => Some(format!("{method} {template}")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn audit(
+    state: &AppState,
+    actor: String,
+    address: String,
+    action: String,
+    target: String,
+    outcome: Outcome,
+    status: StatusCode,
+) {
+    let event = NewAuditEvent {
+        actor,
+        address,
+        action,
+        target,
+        outcome,
+        detail: status.as_u16().to_string(),
+    };
+    if let Err(e) = state.catalog.record_audit(&event).await {
+        tracing::warn!(error = %e, action = event.action, "recording an audit event failed");
+    }
+}
+
+/// An admitted request, and what the audit trail says of it.
+struct Admitted {
+    request: Request,
+    /// Who (a user name, `anonymous`, or `open access`).
+    actor: String,
+    /// On what: the path's parameters (a file's path is left out: names of uploads can name
+    /// patients).
+    target: String,
+}
+
+/// The audit trail's name of a caller.
+fn actor_of(principal: &Principal, mode: Mode) -> String {
+    match (&principal.user, mode) {
+        (Some(user), _) => user.clone(),
+        (None, Mode::Open) => "open access".into(),
+        (None, Mode::Enforced) => "anonymous".into(),
+    }
+}
+
+/// The request with the caller's [`Principal`] as an extension, or why it is refused (with the
+/// caller's name for the audit trail).
+async fn admit(state: &AppState, request: Request) -> Result<Admitted, (ApiError, String)> {
+    let mut actor = "anonymous".to_string();
+    let admitted = admit_as(state, request, &mut actor).await;
+    admitted.map_err(|e| (e, actor))
+}
+
+async fn admit_as(
+    state: &AppState,
+    request: Request,
+    actor: &mut String,
+) -> Result<Admitted, ApiError> {
     let template = request
         .extensions()
         .get::<MatchedPath>()
@@ -168,6 +295,7 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
             caller.map_or_else(Principal::anonymous, |c| c.principal)
         }
     };
+    *actor = actor_of(&principal, state.access.mode);
     let params: Vec<(String, String)> =
         match RawPathParams::from_request_parts(&mut parts, state).await {
             Ok(params) => params
@@ -259,8 +387,23 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
             "your roles do not allow this",
         ));
     }
+    let target = params
+        .iter()
+        .map(|(k, v)| {
+            if k == "path" {
+                "[file]".to_string()
+            } else {
+                v.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
     parts.extensions.insert(principal);
-    Ok(Request::from_parts(parts, body))
+    Ok(Admitted {
+        request: Request::from_parts(parts, body),
+        actor: actor.clone(),
+        target,
+    })
 }
 
 fn owns(principal: &Principal, owner: Option<&str>) -> bool {

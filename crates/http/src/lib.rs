@@ -121,6 +121,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::update_user))
         .routes(routes!(accounts::list_members))
         .routes(routes!(accounts::set_member, accounts::remove_member))
+        .routes(routes!(accounts::list_audit))
 }
 
 /// The OpenAPI document of the API (what `/api/openapi.json` serves).

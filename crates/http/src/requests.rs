@@ -192,6 +192,41 @@ pub struct MemberRole {
     pub role: crate::responses::RoleName,
 }
 
+/// Filter and page of `GET /api/audit`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only events of this actor (a user name, `anonymous`, `open access`).
+    actor: Option<String>,
+    /// Only events whose action contains this text (e.g. `series`, `sign-in`, `DELETE`).
+    action: Option<String>,
+    /// Only events about this target (e.g. a Series Instance UID).
+    target: Option<String>,
+    /// Only events with this outcome.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    outcome: Option<crate::responses::AuditOutcome>,
+    /// Only events at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Page size: 100 unless given, at most 1000.
+    limit: Option<i64>,
+    /// Events to skip.
+    offset: Option<i64>,
+}
+
+impl From<AuditQuery> for radport_catalog::AuditFilter {
+    fn from(q: AuditQuery) -> Self {
+        radport_catalog::AuditFilter {
+            actor: q.actor,
+            action: q.action,
+            target: q.target,
+            outcome: q.outcome.map(Into::into),
+            since: q.since,
+            limit: q.limit,
+            offset: q.offset,
+        }
+    }
+}
+
 /// An optional value where an empty query value (`?sort=`) counts as absent.
 fn empty_as_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where

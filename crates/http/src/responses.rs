@@ -987,3 +987,88 @@ pub struct MemberList {
     /// The members, by name.
     pub items: Vec<Member>,
 }
+
+/// How an audited request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    /// Done.
+    Success,
+    /// Refused: no credentials, or roles that do not allow it.
+    Refused,
+    /// Allowed, but failed.
+    Failure,
+}
+
+impl From<radport_catalog::Outcome> for AuditOutcome {
+    fn from(o: radport_catalog::Outcome) -> Self {
+        match o {
+            radport_catalog::Outcome::Success => AuditOutcome::Success,
+            radport_catalog::Outcome::Refused => AuditOutcome::Refused,
+            radport_catalog::Outcome::Failure => AuditOutcome::Failure,
+        }
+    }
+}
+
+impl From<AuditOutcome> for radport_catalog::Outcome {
+    fn from(o: AuditOutcome) -> Self {
+        match o {
+            AuditOutcome::Success => radport_catalog::Outcome::Success,
+            AuditOutcome::Refused => radport_catalog::Outcome::Refused,
+            AuditOutcome::Failure => radport_catalog::Outcome::Failure,
+        }
+    }
+}
+
+/// One event of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Identifier (sorts as recorded).
+    pub id: String,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Who: a user name, `anonymous`, `open access`, or the name given at a sign-in.
+    pub actor: String,
+    /// From where: the client's IP address.
+    pub address: String,
+    /// What: `sign-in`, `read series`, `download instance`, `view frame`, `download series`,
+    /// `read validation report`, `download file`, or the method and route of a change.
+    pub action: String,
+    /// On what: the route's parameters (UIDs, project, user; never a file's name).
+    pub target: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The HTTP status, or why a sign-in was refused.
+    pub detail: String,
+}
+
+/// `GET /api/audit`: a page of the audit trail, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Events matching the filter, on all pages.
+    pub total: i64,
+    /// This page.
+    pub items: Vec<AuditEvent>,
+}
+
+impl From<radport_catalog::AuditPage> for AuditPage {
+    fn from(p: radport_catalog::AuditPage) -> Self {
+        AuditPage {
+            total: p.total,
+            items: p
+                .items
+                .into_iter()
+                .map(|e| AuditEvent {
+                    id: e.id,
+                    at: e.at,
+                    actor: e.actor,
+                    address: e.address,
+                    action: e.action,
+                    target: e.target,
+                    outcome: e.outcome.into(),
+                    detail: e.detail,
+                })
+                .collect(),
+        }
+    }
+}

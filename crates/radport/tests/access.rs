@@ -594,6 +594,13 @@ fn every_route_answers_each_role_as_the_matrix_says() {
             body(json!({"disabled": false})),
             [401, 403, 403, 403, 403, 200],
         ),
+        (
+            "GET",
+            "/api/audit",
+            "/api/audit".into(),
+            plain(),
+            [401, 403, 403, 403, 403, 200],
+        ),
     ];
 
     // The matrix names every operation the server documents, and no other.

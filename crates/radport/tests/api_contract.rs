@@ -645,6 +645,17 @@ fn access_operations(api: &mut Contract) {
         404
     );
 
+    // The audit trail.
+    let audit = api.call(Method::GET, "/api/audit", &[], |r| {
+        r.query(&[("action", "sign-in"), ("limit", "10")])
+    });
+    assert_eq!(audit.status, 200);
+    assert!(audit.json()["total"].as_i64().unwrap() >= 2);
+    let bad = api.call(Method::GET, "/api/audit", &[], |r| {
+        r.query(&[("outcome", "maybe")])
+    });
+    assert_eq!(bad.status, 400);
+
     // Tokens.
     let made = api.call(Method::POST, "/api/tokens", &[], |r| {
         r.json(&json!({"name": "ci", "role": "viewer", "expires_in_days": 30}))

@@ -305,3 +305,66 @@ async fn what_a_member_sees(url: &str) {
         Some("alice")
     );
 }
+
+both!(audit_trail);
+
+async fn audit_trail(url: &str) {
+    use radport_catalog::{AuditFilter, NewAuditEvent, Outcome};
+    let c = Catalog::connect(url).await.expect("connect");
+    let event = |actor: &str, action: &str, outcome: Outcome| NewAuditEvent {
+        actor: actor.into(),
+        address: "10.0.0.1".into(),
+        action: action.into(),
+        target: "1.2.3".into(),
+        outcome,
+        detail: "200".into(),
+    };
+    c.record_audit(&event("alice", "sign-in", Outcome::Success))
+        .await
+        .expect("record");
+    c.record_audit(&event("alice", "read series", Outcome::Success))
+        .await
+        .expect("record");
+    c.record_audit(&event("anonymous", "read series", Outcome::Refused))
+        .await
+        .expect("record");
+    let all = c.list_audit(&AuditFilter::default()).await.expect("list");
+    assert_eq!(all.total, 3);
+    assert_eq!(all.items[0].actor, "anonymous", "newest first");
+    let of_alice = c
+        .list_audit(&AuditFilter {
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(of_alice.total, 2);
+    let reads = c
+        .list_audit(&AuditFilter {
+            action: Some("series".into()),
+            outcome: Some(Outcome::Refused),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        (reads.total, reads.items[0].actor.as_str()),
+        (1, "anonymous")
+    );
+    let page = c
+        .list_audit(&AuditFilter {
+            limit: Some(1),
+            offset: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items.len()), (3, 1));
+    assert!(c
+        .list_audit(&AuditFilter {
+            limit: Some(5000),
+            ..Default::default()
+        })
+        .await
+        .is_err());
+}
