@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod authenticate;
+pub mod dicom;
 mod limiter;
 pub mod password;
 mod policy;

@@ -46,7 +46,7 @@ pub use uploads::{
     ItemError, NewUpload, Progress, RunState, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER,
     MIN_UPLOAD_CHARGE,
 };
-pub use users::{Membership, NewToken, Role, Token, User};
+pub use users::{DicomRules, Membership, NewToken, Role, Token, User};
 pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.

@@ -237,6 +237,13 @@ pub(crate) const STATEMENTS: &[&str] = &[
         last_used_at TEXT
     )",
     "CREATE INDEX IF NOT EXISTS idx_api_tokens_user ON api_tokens (user_key)",
+    // Which DICOM peers may store into a project (users.rs): calling AE titles and networks.
+    "CREATE TABLE IF NOT EXISTS dicom_rules (
+        project_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (project_key, kind, value)
+    )",
     // The audit trail (audit.rs): appended to, never changed through the API.
     "CREATE TABLE IF NOT EXISTS audit_events (
         id TEXT NOT NULL PRIMARY KEY,

@@ -46,6 +46,16 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// Which DICOM peers may store into a project. An empty list allows anyone for its part, so a
+/// project without rules takes instances from any sender (the seed's behaviour).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DicomRules {
+    /// Calling AE titles allowed (compared after trimming spaces).
+    pub calling_ae_titles: Vec<String>,
+    /// Networks allowed, in CIDR form (`10.1.0.0/16`, `2001:db8::/32`, or one address).
+    pub networks: Vec<String>,
+}
+
 /// An account as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -406,6 +416,68 @@ impl Catalog {
             .iter()
             .map(|r| r.try_get("name"))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// The DICOM rules of a project.
+    pub async fn dicom_rules(&self, project: &str) -> Result<DicomRules, CatalogError> {
+        let key = name_key("project", project)?;
+        let rows = sqlx::query(
+            "SELECT kind, value FROM dicom_rules WHERE project_key = $1 ORDER BY kind, value",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rules = DicomRules::default();
+        for row in rows {
+            let kind: String = row.try_get("kind")?;
+            let value: String = row.try_get("value")?;
+            match kind.as_str() {
+                "calling_ae" => rules.calling_ae_titles.push(value),
+                "network" => rules.networks.push(value),
+                other => {
+                    return Err(CatalogError::Invalid(format!(
+                        "unknown DICOM rule kind {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Replaces the DICOM rules of a project (checked by the caller: the catalog stores them).
+    pub async fn set_dicom_rules(
+        &self,
+        project: &str,
+        rules: &DicomRules,
+    ) -> Result<(), CatalogError> {
+        let key = name_key("project", project)?;
+        if self.find_project(project).await?.is_none() {
+            return Err(CatalogError::NotFound(format!("project {project:?}")));
+        }
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        sqlx::query("DELETE FROM dicom_rules WHERE project_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        let entries = rules
+            .calling_ae_titles
+            .iter()
+            .map(|v| ("calling_ae", v))
+            .chain(rules.networks.iter().map(|v| ("network", v)));
+        for (kind, value) in entries {
+            sqlx::query(
+                "INSERT INTO dicom_rules (project_key, kind, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&key)
+            .bind(kind)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records a token (its hash; the secret is shown to its user once and never stored).

@@ -136,7 +136,9 @@ pub fn dataset_name(calling_ae_title: &str) -> String {
     }
 }
 
-/// Access control by project: the called AE title must name an existing project.
+/// Access control by project: the called AE title must name an existing project, and the
+/// project's DICOM rules (calling AE titles, networks) must let the peer in. Every refusal is
+/// logged and recorded in the audit trail.
 struct ProjectAccess {
     ingestor: Ingestor,
     peer: SocketAddr,
@@ -153,29 +155,88 @@ impl AccessControl for ProjectAccess {
         let project = strip_ae_title(called_ae_title).to_string();
         let ingestor = self.ingestor.clone();
         // dicom-ul asks synchronously; the catalog answers asynchronously. We are on a
-        // multi-threaded runtime's worker, so blocking it for one indexed lookup is fine.
+        // multi-threaded runtime's worker, so blocking it for two indexed lookups is fine.
         let found = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(async move { ingestor.resolve_project(&project).await })
+            tokio::runtime::Handle::current().block_on(async move {
+                let Some(project) = ingestor.resolve_project(&project).await? else {
+                    return Ok::<_, radport_ingest::IngestError>(None);
+                };
+                let rules = ingestor.catalog().dicom_rules(&project).await?;
+                Ok(Some((project, rules)))
+            })
         });
+        let refuse = |why: &str, reason: AssociationRJServiceUserReason, target: &str| {
+            tracing::warn!(
+                peer = %self.peer,
+                calling_ae = calling_ae_title.trim(),
+                called_ae = called_ae_title.trim(),
+                "association refused: {why}"
+            );
+            record_association(
+                &self.ingestor,
+                calling_ae_title,
+                self.peer,
+                target,
+                radport_catalog::Outcome::Refused,
+                why.to_string(),
+            );
+            Err(reason)
+        };
         match found {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
-                tracing::warn!(
-                    peer = %self.peer,
-                    calling_ae = calling_ae_title.trim(),
-                    called_ae = called_ae_title.trim(),
-                    project = strip_ae_title(called_ae_title),
-                    "association refused: called AE title names no project (reason 7)"
-                );
-                Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)
+            Ok(Some((project, rules))) => {
+                match radport_access::dicom::check(&rules, calling_ae_title, self.peer.ip()) {
+                    Ok(()) => Ok(()),
+                    Err(refusal @ radport_access::dicom::DicomRefusal::CallingAeTitle(_)) => {
+                        refuse(
+                            &format!("{refusal} (reason 3)"),
+                            AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+                            &project,
+                        )
+                    }
+                    Err(refusal) => refuse(
+                        &format!("{refusal} (reason 1)"),
+                        AssociationRJServiceUserReason::NoReasonGiven,
+                        &project,
+                    ),
+                }
             }
+            Ok(None) => refuse(
+                "called AE title names no project (reason 7)",
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+                strip_ae_title(called_ae_title),
+            ),
             Err(e) => {
                 tracing::error!(peer = %self.peer, error = %e, "association refused: project lookup failed");
                 Err(AssociationRJServiceUserReason::NoReasonGiven)
             }
         }
     }
+}
+
+/// Records an association (accepted and ended, or refused) in the audit trail, without
+/// holding up the association (a failure to record is logged).
+fn record_association(
+    ingestor: &Ingestor,
+    calling_ae_title: &str,
+    peer: SocketAddr,
+    project: &str,
+    outcome: radport_catalog::Outcome,
+    detail: String,
+) {
+    let catalog = ingestor.catalog().clone();
+    let event = radport_catalog::NewAuditEvent {
+        actor: format!("dicom:{}", calling_ae_title.trim()),
+        address: peer.ip().to_string(),
+        action: "associate".into(),
+        target: project.to_string(),
+        outcome,
+        detail,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = catalog.record_audit(&event).await {
+            tracing::warn!(error = %e, "recording an association in the audit trail failed");
+        }
+    });
 }
 
 /// Accepts associations on `listener` until the task is dropped.
@@ -707,6 +768,17 @@ async fn run_association(
     session.abort_incoming().await;
     // The slot is free before the end is logged: whoever reads the log may connect again.
     drop(slot);
+    record_association(
+        &session.ingestor,
+        &session.calling_ae,
+        peer,
+        &session.route.project,
+        radport_catalog::Outcome::Success,
+        format!(
+            "{outcome}: {} stored, {} failed",
+            session.counters.stored, session.counters.failed
+        ),
+    );
     tracing::info!(%peer, outcome, stored = session.counters.stored,
         failed = session.counters.failed, bytes = session.counters.bytes,
         seconds = started.elapsed().as_secs_f64(), "association ended");

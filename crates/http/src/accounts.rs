@@ -541,3 +541,49 @@ pub(crate) async fn list_audit(
     let axum::extract::Query(query) = query.map_err(crate::projects::bad_query)?;
     Ok(Json(state.catalog.list_audit(&query.into()).await?.into()))
 }
+
+/// Which DICOM peers may store into a project.
+#[utoipa::path(get, path = "/api/projects/{project}/dicom-rules", tag = "access",
+    params(("project" = String, Path, description = "Project name (any case)")),
+    responses(
+        (status = 200, description = "The project's rules (empty lists: anyone)", body = crate::responses::DicomRules),
+        (status = 404, description = "No such project", body = ErrorBody),
+    ))]
+pub(crate) async fn get_dicom_rules(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<crate::responses::DicomRules>> {
+    if state.catalog.find_project(&project).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no project {project:?}"),
+        ));
+    }
+    Ok(Json(state.catalog.dicom_rules(&project).await?.into()))
+}
+
+/// Replaces which DICOM peers may store into a project; refused associations get an
+/// A-ASSOCIATE-RJ and a row in the audit trail.
+#[utoipa::path(put, path = "/api/projects/{project}/dicom-rules", tag = "access",
+    params(("project" = String, Path, description = "Project name (any case)")),
+    request_body = crate::responses::DicomRules,
+    responses(
+        (status = 200, description = "The rules as stored (normalised)", body = crate::responses::DicomRules),
+        (status = 400, description = "Not an AE title or not a network", body = ErrorBody),
+        (status = 404, description = "No such project", body = ErrorBody),
+    ))]
+pub(crate) async fn set_dicom_rules(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+    body: JsonBody<crate::responses::DicomRules>,
+) -> ApiResult<Json<crate::responses::DicomRules>> {
+    let Json(body) =
+        body.map_err(|e| json_rejection(e, "{\"calling_ae_titles\": [...], \"networks\": [...]}"))?;
+    let rules = radport_access::dicom::normalise(&radport_catalog::DicomRules {
+        calling_ae_titles: body.calling_ae_titles,
+        networks: body.networks,
+    })
+    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    state.catalog.set_dicom_rules(&project, &rules).await?;
+    Ok(Json(rules.into()))
+}

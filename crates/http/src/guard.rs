@@ -83,6 +83,7 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         ) => Project(View),
         ("GET", "/api/projects/{project}/members") => Project(Manage),
         ("PUT" | "DELETE", "/api/projects/{project}/members/{user}") => Project(Manage),
+        ("GET" | "PUT", "/api/projects/{project}/dicom-rules") => Project(Manage),
         (
             "GET",
             "/api/series/{series_uid}"

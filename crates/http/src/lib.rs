@@ -122,6 +122,10 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::list_members))
         .routes(routes!(accounts::set_member, accounts::remove_member))
         .routes(routes!(accounts::list_audit))
+        .routes(routes!(
+            accounts::get_dicom_rules,
+            accounts::set_dicom_rules
+        ))
 }
 
 /// The OpenAPI document of the API (what `/api/openapi.json` serves).

@@ -1072,3 +1072,25 @@ impl From<radport_catalog::AuditPage> for AuditPage {
         }
     }
 }
+
+/// Which DICOM peers may store into a project (`GET` and `PUT
+/// /api/projects/{project}/dicom-rules`). An empty list allows anyone for its part: a project
+/// without rules takes instances from any sender.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct DicomRules {
+    /// Calling AE titles allowed (1 to 16 characters each).
+    #[serde(default)]
+    pub calling_ae_titles: Vec<String>,
+    /// Networks allowed, in CIDR form (`10.1.0.0/16`, `2001:db8::/32`) or single addresses.
+    #[serde(default)]
+    pub networks: Vec<String>,
+}
+
+impl From<radport_catalog::DicomRules> for DicomRules {
+    fn from(r: radport_catalog::DicomRules) -> Self {
+        DicomRules {
+            calling_ae_titles: r.calling_ae_titles,
+            networks: r.networks,
+        }
+    }
+}

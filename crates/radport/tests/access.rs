@@ -596,6 +596,20 @@ fn every_route_answers_each_role_as_the_matrix_says() {
         ),
         (
             "GET",
+            "/api/projects/{project}/dicom-rules",
+            "/api/projects/lung/dicom-rules".into(),
+            plain(),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        (
+            "PUT",
+            "/api/projects/{project}/dicom-rules",
+            "/api/projects/lung/dicom-rules".into(),
+            body(json!({})),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        (
+            "GET",
             "/api/audit",
             "/api/audit".into(),
             plain(),
@@ -692,5 +706,79 @@ fn every_route_answers_each_role_as_the_matrix_says() {
     assert_eq!(
         me["projects"],
         json!([{"project": "lung", "role": "viewer"}])
+    );
+}
+
+/// The DICOM rules of a project: only its calling AE titles, from its networks, may store into
+/// it; the others get an A-ASSOCIATE-RJ (calling AE title not recognised), and both kinds of
+/// association are in the audit trail.
+#[test]
+fn dicom_rules_decide_who_may_store_into_a_project() {
+    let server = Server::start(&[]);
+    server.create_project("locked");
+    let put = |rules: Value| {
+        reqwest::blocking::Client::new()
+            .put(server.url("/api/projects/locked/dicom-rules"))
+            .json(&rules)
+            .send()
+            .unwrap()
+    };
+    let answer = put(json!({"calling_ae_titles": ["kp-scanner"], "networks": []}));
+    assert_eq!(answer.status(), 200);
+    let bad = put(json!({"networks": ["10.0.0.0/99"]}));
+    assert_eq!(bad.status(), 400);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SeriesSpec {
+        count: 2,
+        rows: 16,
+        columns: 16,
+        uid_seed: "961".into(),
+        ..Default::default()
+    };
+    write_series(tmp.path(), &spec).unwrap();
+    let refused = server.dcmsend("kp-other", "kp-locked", tmp.path());
+    let text = output_text(&refused);
+    assert!(!refused.status.success(), "{text}");
+    assert!(text.contains("Association Rejected"), "{text}");
+    // The reason, as echoscu shows it.
+    let echo = std::process::Command::new(dcmtk("echoscu"))
+        .args(["-v", "-aet", "kp-other", "-aec", "kp-locked", "127.0.0.1"])
+        .arg(server.dicom_port.to_string())
+        .output()
+        .unwrap();
+    let text = output_text(&echo);
+    assert!(!echo.status.success(), "{text}");
+    assert!(text.contains("Calling AE Title Not Recognized"), "{text}");
+    assert_eq!(server.instance_total("locked"), 0);
+    let sent = server.dcmsend("kp-scanner", "kp-locked", tmp.path());
+    assert!(sent.status.success(), "{}", output_text(&sent));
+    assert_eq!(server.instance_total("locked"), 2);
+
+    // The right AE title from the wrong network.
+    let answer = put(json!({"calling_ae_titles": ["kp-scanner"], "networks": ["10.9.9.0/24"]}));
+    assert_eq!(answer.status(), 200);
+    let from_here = server.dcmsend("kp-scanner", "kp-locked", tmp.path());
+    assert!(!from_here.status.success(), "{}", output_text(&from_here));
+    // Other projects are not concerned.
+    let elsewhere = server.dcmsend("kp-other", "kp-admin", tmp.path());
+    assert!(elsewhere.status.success(), "{}", output_text(&elsewhere));
+
+    let events = server.wait_for(10, "the associations in the audit trail", || {
+        let v = server.get_json("/api/audit?action=associate&limit=100");
+        (items(&v).len() >= 4).then_some(items(&v))
+    });
+    let find = |actor: &str, outcome: &str| {
+        events
+            .iter()
+            .any(|e| e["actor"] == actor && e["outcome"] == outcome && e["target"] == "locked")
+    };
+    assert!(find("dicom:kp-other", "refused"), "{events:?}");
+    assert!(find("dicom:kp-scanner", "success"), "{events:?}");
+    assert!(find("dicom:kp-scanner", "refused"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["actor"] == "dicom:kp-scanner"
+            && e["detail"].as_str().unwrap_or("").contains("2 stored")),
+        "{events:?}"
     );
 }

@@ -645,6 +645,40 @@ fn access_operations(api: &mut Contract) {
         404
     );
 
+    // DICOM rules.
+    let rules = [("project", "admin")];
+    let got = api.get("/api/projects/{project}/dicom-rules", &rules);
+    assert_eq!(got.json(), json!({"calling_ae_titles": [], "networks": []}));
+    let set = api.call(
+        Method::PUT,
+        "/api/projects/{project}/dicom-rules",
+        &rules,
+        |r| r.json(&json!({"calling_ae_titles": [" CT-1 "], "networks": ["10.1.2.3/16"]})),
+    );
+    assert_eq!(
+        set.json(),
+        json!({"calling_ae_titles": ["CT-1"], "networks": ["10.1.0.0/16"]})
+    );
+    let bad = api.call(
+        Method::PUT,
+        "/api/projects/{project}/dicom-rules",
+        &rules,
+        |r| r.json(&json!({"networks": ["nowhere"]})),
+    );
+    assert_eq!(bad.status, 400);
+    let missing = api.get(
+        "/api/projects/{project}/dicom-rules",
+        &[("project", "nope")],
+    );
+    assert_eq!(missing.status, 404);
+    let cleared = api.call(
+        Method::PUT,
+        "/api/projects/{project}/dicom-rules",
+        &rules,
+        |r| r.json(&json!({})),
+    );
+    assert_eq!(cleared.status, 200);
+
     // The audit trail.
     let audit = api.call(Method::GET, "/api/audit", &[], |r| {
         r.query(&[("action", "sign-in"), ("limit", "10")])

@@ -368,3 +368,32 @@ async fn audit_trail(url: &str) {
         .await
         .is_err());
 }
+
+both!(dicom_rules);
+
+async fn dicom_rules(url: &str) {
+    use radport_catalog::DicomRules;
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("Lung").await.expect("project");
+    assert_eq!(
+        c.dicom_rules("lung").await.expect("rules"),
+        DicomRules::default()
+    );
+    let rules = DicomRules {
+        calling_ae_titles: vec!["CT-SCANNER".into(), "MR-1".into()],
+        networks: vec!["10.0.0.0/8".into()],
+    };
+    c.set_dicom_rules("LUNG", &rules).await.expect("set");
+    assert_eq!(c.dicom_rules("lung").await.expect("rules"), rules);
+    c.set_dicom_rules("lung", &DicomRules::default())
+        .await
+        .expect("cleared");
+    assert_eq!(
+        c.dicom_rules("lung").await.expect("rules"),
+        DicomRules::default()
+    );
+    assert!(matches!(
+        c.set_dicom_rules("nope", &rules).await,
+        Err(CatalogError::NotFound(_))
+    ));
+}
