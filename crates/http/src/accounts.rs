@@ -122,13 +122,14 @@ pub(crate) async fn sign_in(
     tracing::info!(user, "signed in");
     let csrf = token::issue().secret;
     let max_age = SESSION_LIFETIME.as_secs();
+    let secure = if state.https { "; Secure" } else { "" };
     let mut headers = HeaderMap::new();
     for value in [
         format!(
-            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}",
+            "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
             issued.secret
         ),
-        format!("{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict; Max-Age={max_age}"),
+        format!("{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict; Max-Age={max_age}{secure}"),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.append(header::SET_COOKIE, v);

@@ -24,6 +24,7 @@ pub mod responses;
 mod runs;
 mod series;
 pub mod server;
+pub mod tls;
 mod ui;
 pub mod uploads;
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub access: Access,
     /// The host names requests may be addressed to (see [`hosts`]).
     pub allowed_hosts: hosts::AllowedHosts,
+    /// Served over TLS: session cookies are `Secure`.
+    pub https: bool,
 }
 
 /// Access control of the API.

@@ -68,7 +68,9 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         limits.body_timeout,
     ));
@@ -112,17 +114,47 @@ pub async fn serve(
         ));
         let header_timeout = limits.header_timeout;
         let stream = StallGuard::new(stream, limits.body_timeout);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                // What a connection buffers, either way: a request head of up to 64 KiB,
-                // and at most 64 KiB of response queued for a client that does not read
-                // (hyper's default, ~400 KiB, times thousands of slow readers adds up).
-                .max_buf_size(MAX_BUF)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = connection.await {
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    // What a connection buffers, either way: a request head of up to 64 KiB,
+                    // and at most 64 KiB of response queued for a client that does not read
+                    // (hyper's default, ~400 KiB, times thousands of slow readers adds up).
+                    .max_buf_size(MAX_BUF);
+                b
+            };
+            let served = match acceptor {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                Some(acceptor) => {
+                    // The handshake within the header timeout: a client that stalls it holds
+                    // a slot no longer than one that stalls its request head.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection(TokioIo::new(tls), service)
+                                .with_upgrades()
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
             drop(slot);
@@ -313,7 +345,7 @@ mod tests {
                     |body: axum::body::Bytes| async move { body.len().to_string() },
                 ),
             );
-        tokio::spawn(serve(listener, app, limits));
+        tokio::spawn(serve(listener, app, limits, None));
         addr
     }
 
@@ -409,7 +441,7 @@ mod tests {
             body_timeout: Duration::from_millis(500),
             ..Default::default()
         };
-        tokio::spawn(serve(listener, app, limits));
+        tokio::spawn(serve(listener, app, limits, None));
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

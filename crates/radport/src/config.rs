@@ -191,6 +191,12 @@ pub struct ServeArgs {
     /// DNS rebinding) [default: none].
     #[arg(long, env = "RADPORT_ALLOWED_HOSTS")]
     pub allowed_hosts: Option<String>,
+    /// HTTPS: the server's certificate chain (PEM); with --tls-key [default: plain HTTP].
+    #[arg(long, env = "RADPORT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM).
+    #[arg(long, env = "RADPORT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The same settings as read from a TOML file.
@@ -244,6 +250,8 @@ struct FileSettings {
     admin_password: Option<String>,
     admin_token: Option<String>,
     allowed_hosts: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -297,6 +305,8 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     /// Extra host names of the HTTP server (`*`: any).
     pub allowed_hosts: Vec<String>,
+    /// HTTPS: certificate chain and key (PEM files); `None`: plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A setting that is a secret: kept out of `Debug` output (and so out of logs).
@@ -400,6 +410,8 @@ impl Settings {
             admin_password: self.admin_password.as_ref().map(|s| s.0.clone()),
             admin_token: self.admin_token.as_ref().map(|s| s.0.clone()),
             allowed_hosts: Some(self.allowed_hosts.join(",")),
+            tls_cert: self.tls.as_ref().map(|t| t.0.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.1.clone()),
         }
     }
 }
@@ -443,6 +455,14 @@ impl ServeArgs {
                 "unknown duplicate policy {policy_text:?}: use keep-first, overwrite or overwrite-if-different"
             )
         })?;
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key go together: give both, or neither"),
+        };
         let access_text = self.access.or(file.access).unwrap_or_else(|| "open".into());
         let access = radport_access::Mode::parse(&access_text).ok_or_else(|| {
             anyhow::anyhow!("access must be open or enforced, not {access_text:?}")
@@ -675,6 +695,7 @@ impl ServeArgs {
             access,
             admin_password: self.admin_password.or(file.admin_password).map(Secret),
             admin_token,
+            tls,
             allowed_hosts: self
                 .allowed_hosts
                 .or(file.allowed_hosts)
@@ -1040,6 +1061,8 @@ access = "enforced"
 admin_password = "initial admin password"
 admin_token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 allowed_hosts = "pacs.example.org,radport.internal"
+tls_cert = "/etc/radport/cert.pem"
+tls_key = "/etc/radport/key.pem"
 "#,
         );
         let text = s.to_toml().unwrap();

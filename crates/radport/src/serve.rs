@@ -95,6 +95,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )),
         downloads: radport_http::Downloads::new(settings.download_reads),
         max_json_body: settings.http_max_json_body,
+        https: settings.tls.is_some(),
         allowed_hosts: radport_http::hosts::AllowedHosts::new(
             &settings.public_host,
             &settings.allowed_hosts,
@@ -188,7 +189,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             "the open-files limit lowers the HTTP connection cap (raise `ulimit -n`)"
         );
     }
-    let http = tokio::spawn(radport_http::server::serve(http_listener, app, http_limits));
+    let tls = match &settings.tls {
+        Some((cert, key)) => {
+            Some(radport_http::tls::server_config(cert, key).context("cannot serve HTTPS")?)
+        }
+        None => None,
+    };
+    if tls.is_some() {
+        tracing::info!("HTTP is served over TLS (HTTPS only)");
+    }
+    let http = tokio::spawn(radport_http::server::serve(
+        http_listener,
+        app,
+        http_limits,
+        tls,
+    ));
 
     tokio::select! {
         r = receiver => { r.context("receiver task")?.context("DICOM receiver")?; }

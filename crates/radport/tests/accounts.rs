@@ -220,3 +220,86 @@ fn login_keeps_a_token_for_the_cli_and_logout_revokes_it() {
         .unwrap();
     assert_eq!(answer.status(), 401);
 }
+
+/// HTTPS with `--tls-cert`/`--tls-key`: curl trusting the test CA gets answers, plain HTTP
+/// gets none, and session cookies are `Secure`.
+#[test]
+fn https_serves_the_api_and_makes_cookies_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", output_text(&made));
+    let server = Server::start_with_env(
+        &[
+            "--access",
+            "enforced",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[("RADPORT_ADMIN_PASSWORD", "the admin's password")],
+    );
+    let base = format!("https://127.0.0.1:{}", server.http_port);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                cert.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        (out.status.success(), output_text(&out))
+    };
+    let (ok, out) = curl(&["-w", "%{http_code}", &format!("{base}/api/health")]);
+    assert!(
+        ok && out.contains("\"status\":\"ok\"") && out.contains("200"),
+        "{out}"
+    );
+    let (ok, out) = curl(&[
+        "-i",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name": "admin", "password": "the admin's password"}"#,
+        &format!("{base}/api/session"),
+    ]);
+    assert!(ok, "{out}");
+    let cookies: Vec<&str> = out
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(cookies.len(), 2, "{out}");
+    assert!(
+        cookies.iter().all(|c| c.contains("; Secure")),
+        "{cookies:?}"
+    );
+    // Not without TLS, and not with an untrusted certificate.
+    let plain = reqwest::blocking::get(server.url("/api/health"));
+    assert!(plain.map_or(true, |r| !r.status().is_success()));
+    let untrusted = Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("{base}/api/health")])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+}

@@ -166,8 +166,14 @@ impl Server {
             .expect("radport serve starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
+        // An HTTPS server is ready once it says so (this client speaks plain HTTP only).
+        let https = self.extra_args.iter().any(|a| a == "--tls-cert");
         loop {
-            if let Ok(r) = reqwest::blocking::get(self.url("/api/health")) {
+            if https {
+                if self.log().contains("radport is running") {
+                    return Ok(());
+                }
+            } else if let Ok(r) = reqwest::blocking::get(self.url("/api/health")) {
                 if r.status().is_success() {
                     return Ok(());
                 }
