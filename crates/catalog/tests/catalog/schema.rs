@@ -251,3 +251,61 @@ async fn migrates_a_version_2_catalog(url: &str) {
     assert!(again.instances.iter().any(|i| i.checksum == "sha256:ab12"));
     c.close().await;
 }
+
+/// The catalog over TLS to PostgreSQL (`sslmode=verify-full` with the server's CA, as
+/// scripts/test.sh sets it up): the connection is encrypted, and a server whose certificate
+/// the given CA did not sign is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls() {
+    let ca = std::env::var("RADPORT_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!(
+            "RADPORT_TEST_POSTGRES_CA is not set: this test needs the PostgreSQL server of \
+             scripts/test.sh, which serves TLS with that certificate"
+        )
+    });
+    let db = radport_testkit::postgres::TestDatabase::create("tls").await;
+    let url = format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url);
+    let c = Catalog::connect(&url).await.expect("connect over TLS");
+    c.create_project("over-tls").await.expect("write");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(encrypted, "the connection is encrypted");
+    pool.close().await;
+    c.close().await;
+
+    // Another CA: the server's certificate is not trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=someone-else"])
+        .arg("-keyout")
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success());
+    let refused = Catalog::connect(&format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url,
+        other.display()
+    ))
+    .await;
+    assert!(
+        refused.is_err(),
+        "a server certificate the CA did not sign is refused"
+    );
+    db.drop_database().await;
+}
