@@ -16,6 +16,10 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/dciodvfy ] || missing+=(dicom3tools)
 [ -x /usr/bin/dcm2niix ] || missing+=(dcm2niix)
+# openssl makes the tests' certificates (scripts/test-certs.sh, the HTTPS test); curl is the
+# HTTPS client of that test.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
