@@ -363,7 +363,7 @@ mod tests {
         })
         .await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
             .await
             .unwrap();
         let started = std::time::Instant::now();
@@ -377,7 +377,7 @@ mod tests {
         assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"));
         // A fresh client is served meanwhile.
         let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         assert!(read_all(&mut ok).await.starts_with("HTTP/1.1 200"));
@@ -391,7 +391,7 @@ mod tests {
         })
         .await;
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nabc")
             .await
             .unwrap();
         let answer = read_all(&mut s).await;
@@ -417,7 +417,7 @@ mod tests {
         drop(_a);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut d = tokio::net::TcpStream::connect(addr).await.unwrap();
-        d.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        d.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         assert!(read_all(&mut d).await.starts_with("HTTP/1.1 200"));
@@ -443,7 +443,7 @@ mod tests {
         };
         tokio::spawn(serve(listener, app, limits, None));
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
         // Read nothing for a while: the server's writes block, then it gives up.

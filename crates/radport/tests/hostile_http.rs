@@ -183,7 +183,7 @@ fn slow_http_connections_leave_health_and_dimse_working() {
     let mut slow = Vec::new();
     for _ in 0..2000 {
         let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
-        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaa")
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaa")
             .unwrap();
         slow.push(s);
     }
@@ -223,7 +223,7 @@ fn stalled_and_oversized_bodies_are_cut() {
     // A JSON body that stops arriving.
     let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
     s.write_all(
-        b"POST /api/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        b"POST /api/projects HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Content-Length: 100\r\n\r\n{\"name\":",
     )
     .unwrap();
@@ -243,7 +243,7 @@ fn stalled_and_oversized_bodies_are_cut() {
     let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
     write!(
         s,
-        "PATCH {location} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+        "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
          Content-Type: application/offset+octet-stream\r\nContent-Length: 1000\r\n\r\n"
     )
     .unwrap();
@@ -286,7 +286,7 @@ fn two_patches_at_one_offset_one_wins_and_the_file_is_its_bytes() {
             let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
             write!(
                 s,
-                "PATCH {location} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n\
+                "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\
                  Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n\
                  Content-Length: {len}\r\n\r\n"
             )
@@ -397,7 +397,7 @@ fn an_upload_expiring_during_assembly_is_not_swept() {
     let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
     write!(
         s,
-        "PATCH {location} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+        "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
          Content-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\n\r\n"
     )
     .unwrap();
@@ -496,7 +496,7 @@ fn slow_series_downloads_leave_c_store_working() {
         let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
         write!(
             s,
-            "GET /api/series/{uid}/download HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /api/series/{uid}/download HTTP/1.1\r\nHost: localhost\r\n\r\n"
         )
         .unwrap();
         readers.push(s);

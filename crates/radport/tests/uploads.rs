@@ -129,7 +129,7 @@ fn an_upload_cut_off_resumes_where_it_stopped() {
         let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
         write!(
             s,
-            "PATCH {location} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+            "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
              Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
             data.len()
         )
@@ -164,7 +164,7 @@ fn the_last_chunk_completes_the_file_even_if_the_client_leaves() {
         let mut s = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
         write!(
             s,
-            "PATCH {location} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+            "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
              Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
             data.len()
         )
