@@ -170,7 +170,6 @@ pub(crate) async fn sign_out(
     responses(
         (status = 204, description = "Changed"),
         (status = 400, description = "The new password is too short or too long", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "The current password is wrong", body = ErrorBody),
     ))]
 pub(crate) async fn change_password(
@@ -210,7 +209,6 @@ pub(crate) async fn change_password(
     responses(
         (status = 201, description = "Made; the secret is in `token`, shown this once", body = TokenCreated),
         (status = 400, description = "A bad name, role, project list or expiry", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
@@ -280,7 +278,6 @@ pub(crate) async fn create_token(
 #[utoipa::path(get, path = "/api/tokens", tag = "access",
     responses(
         (status = 200, description = "The caller's tokens", body = TokenList),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_tokens(
     State(state): State<AppState>,
@@ -304,8 +301,6 @@ pub(crate) async fn list_tokens(
     params(("id" = String, Path, description = "Token id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Another user's token", body = ErrorBody),
         (status = 404, description = "No such token, or revoked already", body = ErrorBody),
     ))]
 pub(crate) async fn revoke_token(
@@ -347,8 +342,6 @@ async fn user_info(state: &AppState, user: User) -> ApiResult<UserInfo> {
 #[utoipa::path(get, path = "/api/users", tag = "access",
     responses(
         (status = 200, description = "Every account", body = UserList),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not an administrator", body = ErrorBody),
     ))]
 pub(crate) async fn list_users(State(state): State<AppState>) -> ApiResult<Json<UserList>> {
     let mut items = Vec::new();
@@ -364,8 +357,6 @@ pub(crate) async fn list_users(State(state): State<AppState>) -> ApiResult<Json<
     responses(
         (status = 201, description = "Created (with the password drawn for it, if none was given)", body = UserCreated),
         (status = 400, description = "A bad name or password", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not an administrator", body = ErrorBody),
         (status = 409, description = "The name is taken", body = ErrorBody),
     ))]
 pub(crate) async fn create_user(
@@ -399,8 +390,6 @@ pub(crate) async fn create_user(
     responses(
         (status = 200, description = "Changed (with the new password, if one was drawn)", body = UserCreated),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not an administrator", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
     ))]
 pub(crate) async fn update_user(
@@ -440,25 +429,29 @@ pub(crate) async fn update_user(
     }))
 }
 
+/// A 404 that names the project, unless it exists.
+async fn project_or_404(state: &AppState, project: &str) -> ApiResult<()> {
+    match state.catalog.find_project(project).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no project {project:?}"),
+        )),
+    }
+}
+
 /// The members of a project.
 #[utoipa::path(get, path = "/api/projects/{project}/members", tag = "access",
     params(("project" = String, Path, description = "Project name (any case)")),
     responses(
         (status = 200, description = "The project's members", body = MemberList),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not a manager of the project", body = ErrorBody),
         (status = 404, description = "No such project", body = ErrorBody),
     ))]
 pub(crate) async fn list_members(
     State(state): State<AppState>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<MemberList>> {
-    if state.catalog.find_project(&project).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no project {project:?}"),
-        ));
-    }
+    project_or_404(&state, &project).await?;
     let items = state
         .catalog
         .list_members(Some(&project), None)
@@ -482,8 +475,6 @@ pub(crate) async fn list_members(
     responses(
         (status = 204, description = "Done"),
         (status = 400, description = "Not a role", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not a manager of the project", body = ErrorBody),
         (status = 404, description = "No such project or account", body = ErrorBody),
     ))]
 pub(crate) async fn set_member(
@@ -507,8 +498,6 @@ pub(crate) async fn set_member(
     ),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not a manager of the project", body = ErrorBody),
         (status = 404, description = "Not a member", body = ErrorBody),
     ))]
 pub(crate) async fn remove_member(
@@ -554,12 +543,7 @@ pub(crate) async fn get_dicom_rules(
     State(state): State<AppState>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<crate::responses::DicomRules>> {
-    if state.catalog.find_project(&project).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no project {project:?}"),
-        ));
-    }
+    project_or_404(&state, &project).await?;
     Ok(Json(state.catalog.dicom_rules(&project).await?.into()))
 }
 

@@ -203,7 +203,6 @@ fn audited_action(method: &Method, template: &str) -> Option<String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn audit(
     state: &AppState,
     actor: String,

@@ -19,7 +19,6 @@ pub(crate) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError
 #[utoipa::path(get, path = "/api/projects", tag = "projects",
     responses(
         (status = 200, description = "The projects the caller is in (administrators: every project, `admin` first)", body = ProjectList),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_projects(
     State(state): State<AppState>,

@@ -18,7 +18,6 @@ use crate::AppState;
     responses(
         (status = 200, description = "A page of the jobs of the caller's projects' series (administrators: every job)", body = JobPage),
         (status = 400, description = "A filter value is not valid", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
@@ -36,7 +35,6 @@ pub(crate) async fn list_jobs(
 #[utoipa::path(get, path = "/api/workflows", tag = "workflows",
     responses(
         (status = 200, description = "Every workflow", body = WorkflowList),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_workflows() -> Json<WorkflowList> {
     let items = radport_workflows::definitions()
@@ -53,8 +51,6 @@ pub(crate) async fn list_workflows() -> Json<WorkflowList> {
     responses(
         (status = 201, description = "The queued run", body = WorkflowRun),
         (status = 400, description = "Unknown, missing or mistyped parameter", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Not a contributor of the project, or not the caller's file", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
     ))]
 pub(crate) async fn start_workflow_run(
@@ -73,7 +69,6 @@ pub(crate) async fn start_workflow_run(
     responses(
         (status = 200, description = "Runs into the caller's projects, newest first", body = WorkflowRunList),
         (status = 400, description = "`limit` is not a number", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub(crate) async fn list_workflow_runs(
     State(state): State<AppState>,
@@ -101,7 +96,6 @@ pub(crate) async fn list_workflow_runs(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = WorkflowRun),
-        (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 404, description = "No such run (or not in the caller's projects)", body = ErrorBody),
     ))]
 pub(crate) async fn get_workflow_run(

@@ -805,7 +805,6 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
 #[utoipa::path(get, path = "/api/files", tag = "uploads",
     responses(
         (status = 200, description = "The files the caller uploaded (administrators: every file)", body = UploadedFileList),
-        (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 pub async fn list_files(
     State(state): State<AppState>,

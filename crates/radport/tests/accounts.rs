@@ -6,27 +6,38 @@ use std::process::{Command, Stdio};
 
 use crate::common::*;
 
-/// `radport user …` on the server's data directory, with `stdin` as standard input.
-fn user(server: &Server, args: &[&str], stdin: &str) -> (bool, String) {
+/// `radport ARGS` with `env` and `stdin` as standard input: whether it succeeded, and what it
+/// printed.
+fn radport(args: &[&str], env: &[(&str, &std::ffi::OsStr)], stdin: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_radport"))
-        .arg("user")
         .args(args)
-        .arg("--data-dir")
-        .arg(&server.data_dir)
+        .envs(env.iter().copied())
+        .env_remove("RADPORT_TOKEN")
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("radport user runs");
+        .expect("radport runs");
     child
         .stdin
         .take()
         .expect("stdin")
         .write_all(stdin.as_bytes())
         .expect("write stdin");
-    let out = child.wait_with_output().expect("radport user ends");
+    let out = child.wait_with_output().expect("radport ends");
     (out.status.success(), output_text(&out))
+}
+
+/// `radport user …` on the server's data directory.
+fn user(server: &Server, args: &[&str], stdin: &str) -> (bool, String) {
+    let dir = server.data_dir.to_str().expect("UTF-8 path");
+    let args: Vec<&str> = ["user"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--data-dir", dir])
+        .collect();
+    radport(&args, &[], stdin)
 }
 
 /// The password in the first administrator's banner.
@@ -149,27 +160,16 @@ fn a_malformed_admin_token_stops_the_server_with_the_reason() {
     assert!(!text.contains("secret123"), "{text}");
 }
 
-/// `radport …` against the server with `HOME`-less credentials in `dir`.
+/// A client command against the server, keeping its credentials in `dir`.
 fn cli_with(server: &Server, dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_radport"))
-        .args(args)
-        .args(["--url", &server.url("")])
-        .env("RADPORT_CREDENTIALS", dir.join("credentials.json"))
-        .env_remove("RADPORT_TOKEN")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radport runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("radport ends");
-    (out.status.success(), output_text(&out))
+    let url = server.url("");
+    let args: Vec<&str> = args.iter().copied().chain(["--url", &url]).collect();
+    let credentials = dir.join("credentials.json");
+    radport(
+        &args,
+        &[("RADPORT_CREDENTIALS", credentials.as_os_str())],
+        stdin,
+    )
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::{
     ImportLimits, ParamSpec, ParamType, Recorder, WorkflowError, WorkflowSpec, Workflows,
     IMPORT_DICOMS,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Bytes read first from each entry: the preamble and the file meta group.
 const HEAD: usize = 64 * 1024;
@@ -60,27 +60,9 @@ pub(crate) fn spec() -> WorkflowSpec {
         description: "Imports a .zip of DICOM folders from the uploaded files into the archive, \
                       as if its files had been sent to the DICOM receiver.",
         parameters: vec![
-            ParamSpec {
-                name: "file",
-                kind: ParamType::String,
-                default: Value::Null,
-                required: true,
-                description: "Uploaded .zip to import (a path from GET /api/files)",
-            },
-            ParamSpec {
-                name: "project",
-                kind: ParamType::String,
-                default: json!("admin"),
-                required: false,
-                description: "Project to import into (must exist)",
-            },
-            ParamSpec {
-                name: "dataset",
-                kind: ParamType::String,
-                default: json!("dicomupload"),
-                required: false,
-                description: "Dataset name (created on first use)",
-            },
+            crate::file_param(),
+            crate::project_param(),
+            crate::dataset_param("dicomupload"),
             ParamSpec {
                 name: "extension",
                 kind: ParamType::String,
@@ -88,13 +70,7 @@ pub(crate) fn spec() -> WorkflowSpec {
                 required: false,
                 description: "File extension of the DICOM files; empty: every file that is DICOM by its preamble",
             },
-            ParamSpec {
-                name: "delete_original_file",
-                kind: ParamType::Boolean,
-                default: json!(true),
-                required: false,
-                description: "Delete the uploaded file once every item was imported",
-            },
+            crate::delete_original_param(),
         ],
     }
 }

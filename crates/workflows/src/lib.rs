@@ -142,6 +142,50 @@ impl Workflow {
     }
 }
 
+/// `file`: the uploaded zip every import reads.
+pub(crate) fn file_param() -> ParamSpec {
+    ParamSpec {
+        name: "file",
+        kind: ParamType::String,
+        default: Value::Null,
+        required: true,
+        description: "Uploaded .zip to import (a path from GET /api/files)",
+    }
+}
+
+/// `project`: where an import goes.
+pub(crate) fn project_param() -> ParamSpec {
+    ParamSpec {
+        name: "project",
+        kind: ParamType::String,
+        default: json!("admin"),
+        required: false,
+        description: "Project to import into (must exist)",
+    }
+}
+
+/// `dataset`: the dataset of the imported series, `default` unless given.
+pub(crate) fn dataset_param(default: &str) -> ParamSpec {
+    ParamSpec {
+        name: "dataset",
+        kind: ParamType::String,
+        default: json!(default),
+        required: false,
+        description: "Dataset name (created on first use)",
+    }
+}
+
+/// `delete_original_file`: whether an import deletes its upload once all went well.
+pub(crate) fn delete_original_param() -> ParamSpec {
+    ParamSpec {
+        name: "delete_original_file",
+        kind: ParamType::Boolean,
+        default: json!(true),
+        required: false,
+        description: "Delete the uploaded file once every item was imported",
+    }
+}
+
 /// Every workflow radport runs.
 pub fn definitions() -> Vec<WorkflowSpec> {
     Workflow::ALL.into_iter().map(Workflow::spec).collect()

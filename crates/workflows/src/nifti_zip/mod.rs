@@ -96,27 +96,9 @@ pub(crate) fn spec() -> WorkflowSpec {
                           meta_data.json and seg_info.json, or an nnU-Net v2 dataset) to DICOM \
                           series, label maps to DICOM SEG, and imports them into the archive.",
         parameters: vec![
-            ParamSpec {
-                name: "file",
-                kind: ParamType::String,
-                default: Value::Null,
-                required: true,
-                description: "Uploaded .zip to import (a path from GET /api/files)",
-            },
-            ParamSpec {
-                name: "project",
-                kind: ParamType::String,
-                default: json!("admin"),
-                required: false,
-                description: "Project to import into (must exist)",
-            },
-            ParamSpec {
-                name: "dataset",
-                kind: ParamType::String,
-                default: json!("itk2dcm"),
-                required: false,
-                description: "Dataset name (created on first use)",
-            },
+            crate::file_param(),
+            crate::project_param(),
+            crate::dataset_param("itk2dcm"),
             ParamSpec {
                 name: "modality",
                 kind: ParamType::String,
@@ -126,13 +108,7 @@ pub(crate) fn spec() -> WorkflowSpec {
                                   global 0008|0060, else the nnU-Net channel name (CT, MR, PET…), \
                                   else OT",
             },
-            ParamSpec {
-                name: "delete_original_file",
-                kind: ParamType::Boolean,
-                default: json!(true),
-                required: false,
-                description: "Delete the uploaded file once every item was imported",
-            },
+            crate::delete_original_param(),
         ],
     }
 }
