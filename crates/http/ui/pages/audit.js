@@ -1,13 +1,20 @@
 // The audit trail (administrators): newest first, filtered by actor, action, target, outcome
 // and time, a page at a time. The filters and the page are in the URL.
 import { api } from '../api.js';
-import { h, replace, pageHeader, errorBox, emptyState, loading, badge, formatTime, plural } from '../dom.js';
+import { h, replace, pageHeader, errorBox, emptyState, loading, badge, plural } from '../dom.js';
 import { link, navigate } from '../router.js';
 import { session } from '../session.js';
 
 const PAGE_SIZE = 50;
 const FILTERS = ['actor', 'action', 'target', 'outcome', 'since'];
 const OUTCOME_KIND = { success: 'ok', refused: 'error', failure: 'warning' };
+
+/** RFC 3339 as a local date and time to the second (events come many a minute). */
+function formatAt(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toLocaleString(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
 
 /** `datetime-local` value (local time) as RFC 3339 UTC, or '' if not a time. */
 function toRfc3339(local) {
@@ -37,7 +44,7 @@ export async function render(main, route) {
     const el = h('input', { id: `audit-${key}`, name: key, type: 'text', value: state[key], placeholder, autocomplete: 'off' });
     return [h('div', { class: 'field' }, h('label', { for: `audit-${key}` }, label), el), el];
   };
-  const [actorField, actor] = input('actor', 'Actor', 'user name, anonymous, dicom:AE');
+  const [actorField, actor] = input('actor', 'Actor', 'user, anonymous, dicom:AE');
   const [actionField, action] = input('action', 'Action contains', 'sign-in, series, DELETE…');
   const [targetField, target] = input('target', 'Target', 'a UID, project or user');
   const outcome = h('select', { id: 'audit-outcome', name: 'outcome' },
@@ -75,7 +82,7 @@ export async function render(main, route) {
       ? h('div', { class: 'table-wrap' }, h('table', { class: 'table compact', id: 'audit-table' },
         h('thead', {}, h('tr', {}, ['When', 'Actor', 'Address', 'Action', 'Target', 'Outcome', 'Detail'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, page.items.map((e) => h('tr', { dataset: { id: e.id, outcome: e.outcome } },
-          h('td', { title: e.at, class: 'nowrap' }, formatTime(e.at)),
+          h('td', { title: e.at, class: 'nowrap' }, formatAt(e.at)),
           h('td', {}, h('a', { href: link('audit', [], { ...state, actor: e.actor }), title: `Only ${e.actor}` }, e.actor)),
           h('td', { class: 'mono' }, e.address),
           h('td', {}, e.action),

@@ -13,7 +13,7 @@ const ROLE_TEXT = {
 
 function roleSelect(id, value) {
   return h('select', { id, name: 'role' },
-    ROLES.map((r) => h('option', { value: r, selected: r === value ? true : null }, `${r} — ${ROLE_TEXT[r]}`)));
+    ROLES.map((r) => h('option', { value: r, title: ROLE_TEXT[r], selected: r === value ? true : null }, r)));
 }
 
 function membersPanel(project) {
@@ -25,7 +25,7 @@ function membersPanel(project) {
   const role = roleSelect('member-role', 'viewer');
   const add = h('button', { class: 'btn primary', type: 'submit', id: 'member-add' }, 'Add member');
   const form = h('form', { class: 'inline-form member-form', 'aria-label': 'Add a member' },
-    h('div', { class: 'field grow' }, h('label', { for: 'member-user' }, 'User'), user, options),
+    h('div', { class: 'field member-user' }, h('label', { for: 'member-user' }, 'User'), user, options),
     h('div', { class: 'field' }, h('label', { for: 'member-role' }, 'Role'), role),
     add);
 

@@ -116,7 +116,7 @@ export async function render(main) {
     }
   });
 
-  main.append(pageHeader('Users', 'Accounts of this radport. Project roles are given on each project\'s page (Projects ▸ Members).'),
+  main.append(pageHeader('Users', 'Accounts of this radport. Roles in a project are given on its page (Projects ▸ Members & DICOM rules).'),
     form, shown, list);
   await load();
 }
