@@ -13,9 +13,11 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod erase;
 mod error;
 pub mod jobs;
 mod model;
+mod placement;
 mod query;
 mod record;
 mod references;
@@ -32,6 +34,7 @@ use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEvent, AuditFilter, AuditPage, NewAuditEvent, Outcome};
+pub use erase::{Erased, Subject};
 pub use error::CatalogError;
 pub use jobs::{InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, Reaped};
 pub use model::{
@@ -39,6 +42,7 @@ pub use model::{
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary,
 };
+pub use placement::{Placement, DEFAULT_PLACED_DATASET};
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;

@@ -9,6 +9,7 @@ mod api_contract;
 mod browser;
 mod crash_recovery;
 mod distributed;
+mod erasure;
 mod hostile;
 mod hostile_dimse;
 mod hostile_http;
