@@ -42,10 +42,13 @@ const TITLES = { gallery: 'Gallery', series: 'Series', projects: 'Projects', upl
 /** Where the user is, as the `next` of the sign-in page. */
 const here = () => (location.hash && !location.hash.startsWith('#/login') ? location.hash : '#/gallery?project=admin');
 
-/** With access enforced, a page needs a session: to the sign-in page (or the password page). */
-function gate(name) {
+/**
+ * With access enforced, a page needs a session: to the sign-in page (or the password page).
+ * `ended`: the session was there and is not any more (the sign-in page says so).
+ */
+function gate(name, ended = false) {
   if (needsSignIn() && name !== 'login') {
-    navigate(`#/login?next=${encodeURIComponent(here())}`);
+    navigate(`#/login?next=${encodeURIComponent(here())}${ended ? '&ended=1' : ''}`);
     return false;
   }
   if (session.must_change_password && name !== 'password' && name !== 'login') {
@@ -55,8 +58,10 @@ function gate(name) {
   return true;
 }
 
+// An API call answered 401: the session ended (signed out elsewhere, revoked, expired).
 document.addEventListener('unauthorized', () => {
-  loadSession().catch(() => {}).finally(() => gate(parse().name));
+  const wasSignedIn = session.signed_in;
+  loadSession().catch(() => {}).finally(() => gate(parse().name, wasSignedIn));
 });
 
 /** The signed-in user and "Sign out" in the header (nothing with open access). */

@@ -35,6 +35,10 @@ export async function render(main, route) {
       submit.disabled = false;
     }
   });
-  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'), form);
+  const ended = route.params.get('ended')
+    ? h('p', { class: 'notice info', id: 'session-ended' }, h('span', { class: 'notice-icon', 'aria-hidden': 'true' }, 'i'),
+      h('span', {}, 'Your session has ended (signed out elsewhere, revoked or expired). Sign in again to go back where you were.'))
+    : null;
+  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'), ...[ended, form].filter(Boolean));
   name.focus();
 }

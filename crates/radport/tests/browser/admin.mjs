@@ -200,6 +200,7 @@ try {
   await page.click('#nav-admin a[href="#/audit"]');
   await page.waitForSelector('#login-form');
   assert(decodeURIComponent(page.url()).includes('next=#/audit'), page.url());
+  assert(await page.isVisible('#session-ended'), 'the sign-in page says the session ended');
   await shot('session-ended');
   await signIn('admin', ADMIN_PASSWORD);
   await page.waitForSelector('#audit-table');
