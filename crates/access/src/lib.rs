@@ -21,6 +21,7 @@ pub mod dicom;
 mod limiter;
 pub mod password;
 mod policy;
+pub mod tls;
 pub mod token;
 
 pub use authenticate::{Authenticator, Denied, FirstAdmin, FirstAdminError, SignedIn, FIRST_ADMIN};

@@ -530,12 +530,14 @@ async fn identify(
     if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         check_csrf(headers)?;
     }
-    let caller = state
-        .access
-        .authenticator
-        .by_token(&session)
-        .await
-        .map_err(denied)?;
+    // A session that ended (signed out elsewhere, revoked, expired, account disabled) makes
+    // the browser anonymous: its HttpOnly cookie cannot be removed by the page, and it must
+    // not stand in the way of signing in again.
+    let caller = match state.access.authenticator.by_token(&session).await {
+        Ok(caller) => caller,
+        Err(radport_access::Denied::Catalog(e)) => return Err(e.into()),
+        Err(_) => return Ok(None),
+    };
     Ok(Some(Identified {
         principal: caller.principal,
         must_change_password: caller.must_change_password,

@@ -59,6 +59,8 @@ pub struct Deployment {
     pub dicom_host: String,
     /// DICOM port.
     pub dicom_port: u16,
+    /// DICOM TLS port, if the server has one.
+    pub dicom_tls_port: Option<u16>,
     /// This server's AE title.
     pub ae_title: String,
     /// What happens to an instance that is already stored (`Keep`, `Overwrite`, …).

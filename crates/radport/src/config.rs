@@ -66,6 +66,14 @@ pub struct ServeArgs {
     /// [default: 120].
     #[arg(long, env = "RADPORT_DICOM_IDLE_TIMEOUT")]
     pub dicom_idle_timeout: Option<f64>,
+    /// DICOM TLS: the port of the TLS receiver (2762 by convention), with the certificate of
+    /// --tls-cert/--tls-key [default: none].
+    #[arg(long, env = "RADPORT_DICOM_TLS_PORT")]
+    pub dicom_tls_port: Option<u16>,
+    /// DICOM TLS: peers must present a certificate issued by this CA (PEM) [default: any peer
+    /// may connect].
+    #[arg(long, env = "RADPORT_DICOM_TLS_CLIENT_CA")]
+    pub dicom_tls_client_ca: Option<PathBuf>,
     /// Host name to show in the dcmsend command of the upload wizard [default: this host's name].
     #[arg(long, env = "RADPORT_PUBLIC_HOST")]
     pub public_host: Option<String>,
@@ -218,6 +226,8 @@ struct FileSettings {
     max_pending_connections: Option<usize>,
     artim_timeout: Option<f64>,
     dicom_idle_timeout: Option<f64>,
+    dicom_tls_port: Option<u16>,
+    dicom_tls_client_ca: Option<PathBuf>,
     public_host: Option<String>,
     stable_after: Option<f64>,
     workers: Option<usize>,
@@ -273,6 +283,10 @@ pub struct Settings {
     pub max_pending_connections: usize,
     pub artim_timeout: std::time::Duration,
     pub dicom_idle_timeout: std::time::Duration,
+    /// DICOM TLS port; `None`: no TLS receiver.
+    pub dicom_tls_port: Option<u16>,
+    /// DICOM TLS: the CA peers' certificates must be issued by.
+    pub dicom_tls_client_ca: Option<PathBuf>,
     pub public_host: String,
     pub stable_after: std::time::Duration,
     pub workers: usize,
@@ -378,6 +392,8 @@ impl Settings {
             max_pending_connections: Some(self.max_pending_connections),
             artim_timeout: secs(self.artim_timeout),
             dicom_idle_timeout: secs(self.dicom_idle_timeout),
+            dicom_tls_port: self.dicom_tls_port,
+            dicom_tls_client_ca: self.dicom_tls_client_ca.clone(),
             public_host: Some(self.public_host.clone()),
             stable_after: secs(self.stable_after),
             workers: Some(self.workers),
@@ -665,7 +681,17 @@ impl ServeArgs {
                 "max_associations_per_peer and max_pending_connections must be at least 1"
             );
         }
+        let dicom_tls_port = self.dicom_tls_port.or(file.dicom_tls_port);
+        let dicom_tls_client_ca = self.dicom_tls_client_ca.or(file.dicom_tls_client_ca);
+        if dicom_tls_port.is_some() && tls.is_none() {
+            anyhow::bail!("dicom_tls_port needs a certificate: give tls_cert and tls_key too");
+        }
+        if dicom_tls_client_ca.is_some() && dicom_tls_port.is_none() {
+            anyhow::bail!("dicom_tls_client_ca is for the DICOM TLS port: give dicom_tls_port too");
+        }
         Ok(Settings {
+            dicom_tls_port,
+            dicom_tls_client_ca,
             max_pdu,
             max_associate_rq,
             max_associations_per_peer,

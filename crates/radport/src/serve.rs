@@ -74,6 +74,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ae_title_name_limit: radport_catalog::MAX_AE_TITLE_NAME,
         dicom_host: settings.public_host.clone(),
         dicom_port: settings.dicom_port,
+        dicom_tls_port: settings.dicom_tls_port,
         ae_title: settings.ae_title.clone(),
         duplicate_policy: format!("{:?}", settings.duplicate_policy),
     };
@@ -158,8 +159,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Removes what no catalog row references, once older than --orphan-grace.
     crate::collect::spawn_collector(&settings, archive.clone(), catalog.clone(), scratch);
 
+    let dicom_tls = match (settings.dicom_tls_port, &settings.tls) {
+        (Some(port), Some((cert, key))) => {
+            let addr = format!("{}:{port}", settings.bind);
+            let config = radport_access::tls::server_config(
+                cert,
+                key,
+                settings.dicom_tls_client_ca.as_deref(),
+            )
+            .context("cannot serve DICOM TLS")?;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen for DICOM TLS on {addr}"))?;
+            tracing::info!(%addr, client_certificates = settings.dicom_tls_client_ca.is_some(),
+                "DICOM TLS receiver listening");
+            Some(radport_dimse::TlsListener {
+                listener,
+                config: std::sync::Arc::new(config),
+            })
+        }
+        _ => None,
+    };
     let receiver = tokio::spawn(radport_dimse::serve(
         dicom_listener,
+        dicom_tls,
         ingestor,
         receiver_config,
     ));

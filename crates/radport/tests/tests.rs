@@ -8,6 +8,7 @@ mod accounts;
 mod api_contract;
 mod browser;
 mod crash_recovery;
+mod dicom_tls;
 mod distributed;
 mod erasure;
 mod hostile;
