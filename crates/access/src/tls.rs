@@ -78,3 +78,17 @@ pub fn server_config(
     };
     Ok(config)
 }
+
+/// A client configuration that trusts the CA of `ca` (PEM) only: for connecting to a server
+/// of one's own infrastructure (an audit collector).
+pub fn client_config(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(ca)? {
+        roots.add(c).map_err(|e| file_error(ca, e))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// [default: 120].
     #[arg(long, env = "RADPORT_DICOM_IDLE_TIMEOUT")]
     pub dicom_idle_timeout: Option<f64>,
+    /// Export the audit trail as DICOM audit messages (PS3.15 A.5, IHE ATNA) to a syslog
+    /// collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT [default: none].
+    #[arg(long, env = "RADPORT_AUDIT_SYSLOG")]
+    pub audit_syslog: Option<String>,
+    /// The CA (PEM) that issued the audit collector's certificate (tls:// only).
+    #[arg(long, env = "RADPORT_AUDIT_SYSLOG_CA")]
+    pub audit_syslog_ca: Option<PathBuf>,
+    /// The AuditSourceID of exported audit messages [default: radport@<public host>].
+    #[arg(long, env = "RADPORT_AUDIT_SOURCE_ID")]
+    pub audit_source_id: Option<String>,
     /// DICOM TLS: the port of the TLS receiver (2762 by convention), with the certificate of
     /// --tls-cert/--tls-key [default: none].
     #[arg(long, env = "RADPORT_DICOM_TLS_PORT")]
@@ -228,6 +238,9 @@ struct FileSettings {
     dicom_idle_timeout: Option<f64>,
     dicom_tls_port: Option<u16>,
     dicom_tls_client_ca: Option<PathBuf>,
+    audit_syslog: Option<String>,
+    audit_syslog_ca: Option<PathBuf>,
+    audit_source_id: Option<String>,
     public_host: Option<String>,
     stable_after: Option<f64>,
     workers: Option<usize>,
@@ -283,6 +296,12 @@ pub struct Settings {
     pub max_pending_connections: usize,
     pub artim_timeout: std::time::Duration,
     pub dicom_idle_timeout: std::time::Duration,
+    /// Where the audit trail is exported; `None`: nowhere.
+    pub audit_syslog: Option<radport_audit::SyslogTarget>,
+    /// The audit collector's CA (TLS).
+    pub audit_syslog_ca: Option<PathBuf>,
+    /// The AuditSourceID of exported messages.
+    pub audit_source_id: String,
     /// DICOM TLS port; `None`: no TLS receiver.
     pub dicom_tls_port: Option<u16>,
     /// DICOM TLS: the CA peers' certificates must be issued by.
@@ -394,6 +413,9 @@ impl Settings {
             dicom_idle_timeout: secs(self.dicom_idle_timeout),
             dicom_tls_port: self.dicom_tls_port,
             dicom_tls_client_ca: self.dicom_tls_client_ca.clone(),
+            audit_syslog: self.audit_syslog.as_ref().map(|t| t.to_string()),
+            audit_syslog_ca: self.audit_syslog_ca.clone(),
+            audit_source_id: Some(self.audit_source_id.clone()),
             public_host: Some(self.public_host.clone()),
             stable_after: secs(self.stable_after),
             workers: Some(self.workers),
@@ -689,7 +711,18 @@ impl ServeArgs {
         if dicom_tls_client_ca.is_some() && dicom_tls_port.is_none() {
             anyhow::bail!("dicom_tls_client_ca is for the DICOM TLS port: give dicom_tls_port too");
         }
+        let audit_syslog = match self.audit_syslog.or(file.audit_syslog) {
+            Some(t) if !t.trim().is_empty() => {
+                Some(t.trim().parse::<radport_audit::SyslogTarget>()?)
+            }
+            _ => None,
+        };
+        let audit_syslog_ca = self.audit_syslog_ca.or(file.audit_syslog_ca);
+        let audit_source_id = self.audit_source_id.or(file.audit_source_id);
         Ok(Settings {
+            audit_syslog,
+            audit_syslog_ca,
+            audit_source_id: audit_source_id.unwrap_or_else(|| format!("radport@{public_host}")),
             dicom_tls_port,
             dicom_tls_client_ca,
             max_pdu,

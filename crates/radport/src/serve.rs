@@ -35,6 +35,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         })?;
     // Before anything listens: a fresh catalog gets its administrator.
     crate::accounts::bootstrap(&settings, &catalog).await?;
+    // The audit trail's copy for a syslog collector, then the first event of this process.
+    if let Some(target) = &settings.audit_syslog {
+        let source = radport_audit::AuditSource {
+            source_id: settings.audit_source_id.clone(),
+            host: settings.public_host.clone(),
+            ae_title: settings.ae_title.clone(),
+        };
+        let exporter = radport_audit::SyslogExporter::start(
+            target.clone(),
+            source,
+            settings.audit_syslog_ca.as_deref(),
+        )
+        .context("cannot export the audit trail")?;
+        catalog.set_audit_sink(exporter);
+        tracing::info!(%target, "the audit trail is exported to syslog");
+    }
+    record_application_event(&catalog, radport_audit::message::APPLICATION_START_ACTION).await;
     // The default is the local directory; an S3 bucket is checked (list, write, delete) before
     // anything listens, so a server that could not store says why and stops.
     let archive = match &settings.archive_url {
@@ -233,7 +250,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         r = http => { r.context("HTTP task")?.context("HTTP server")?; }
         r = pipeline_task => { r.context("pipeline task")?; }
         r = sweeper => { r.context("upload sweeper task")?; }
-        _ = shutdown_signal() => { tracing::info!("shutting down"); }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            record_application_event(&catalog, radport_audit::message::APPLICATION_STOP_ACTION)
+                .await;
+        }
     }
     Ok(())
 }
@@ -421,6 +442,21 @@ fn source_image(
         series_uid: s.series_uid,
         sop_instance_uid: s.sop_instance_uid,
         frame: s.frame_number,
+    }
+}
+
+/// Records this process's start or stop in the audit trail (a failure is logged).
+async fn record_application_event(catalog: &radport_catalog::Catalog, action: &str) {
+    let event = radport_catalog::NewAuditEvent {
+        actor: "radport".into(),
+        address: String::new(),
+        action: action.into(),
+        target: String::new(),
+        outcome: radport_catalog::Outcome::Success,
+        detail: format!("pid {}", std::process::id()),
+    };
+    if let Err(e) = catalog.record_audit(&event).await {
+        tracing::warn!(error = %e, "recording the {action} in the audit trail failed");
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod access;
 mod accounts;
 mod api_contract;
+mod audit_export;
 mod browser;
 mod crash_recovery;
 mod dicom_tls;
