@@ -31,6 +31,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
     ("pages/series.js", JS, include_str!("../ui/pages/series.js")),
     (
+        "pages/erasure.js",
+        JS,
+        include_str!("../ui/pages/erasure.js"),
+    ),
+    (
         "pages/projects.js",
         JS,
         include_str!("../ui/pages/projects.js"),

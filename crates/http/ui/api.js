@@ -121,4 +121,17 @@ export const api = {
   revokeToken: (id) => del(`/api/tokens/${seg(id)}`),
   /** `{total, items}`, newest first. */
   audit: (filters) => get(`/api/audit${query(filters)}`),
+  // Erasure and moving series. Each erasure answers `{series, instances, studies, patients,
+  // objects_deleted, objects_failed}`.
+  eraseSeries: (uid) => del(`/api/series/${seg(uid)}`),
+  eraseStudy: (uid) => del(`/api/studies/${seg(uid)}`),
+  /** The Patient ID percent-encoded as one path segment (`PAT/0042` → `PAT%2F0042`). */
+  erasePatient: (id) => del(`/api/patients/${seg(id)}`),
+  /** `place`: `{from, to, dataset?}`. */
+  copySeries: (uid, place) => post(`/api/series/${seg(uid)}/copy`, place),
+  moveSeries: (uid, place) => post(`/api/series/${seg(uid)}/move`, place),
+  removeFromProject: (project, uid) => del(`/api/projects/${seg(project)}/series/${seg(uid)}`),
+  /** How many series only `project` holds (administrators). */
+  unsharedSeries: (project) => get(`/api/projects/${seg(project)}/unshared-series`).then((r) => r.count),
+  deleteProject: (project, eraseUnshared) => del(`/api/projects/${seg(project)}${query({ erase_unshared_series: eraseUnshared ? 'true' : '' })}`),
 };

@@ -165,6 +165,65 @@ export function confirmDialog(title, text, confirmLabel = 'Delete') {
   });
 }
 
+/**
+ * A modal that does something once confirmed: `body` (nodes, e.g. a list of what goes, or form
+ * fields) above Cancel and the confirm button. `action` (async) runs with the dialog still open:
+ * what it throws is shown in the dialog, which stays for another try or Cancel. Resolves with
+ * what `action` returned (true if nothing), or null when cancelled. `setup({ ok, error })` may
+ * disable the confirm button or say why, e.g. once a count has loaded. `danger`: the confirm
+ * button is red (erasures); else blue.
+ */
+export function actionDialog({ title, body, confirmLabel = 'Delete', danger = true, action, setup, id }) {
+  return new Promise((resolve) => {
+    const cancel = h('button', { class: 'btn', type: 'button', value: 'cancel' }, 'Cancel');
+    const ok = h('button', { class: ['btn', danger ? 'danger' : 'primary'], type: 'submit', value: 'ok' }, confirmLabel);
+    const error = h('p', { class: 'field-error', role: 'alert' });
+    const form = h('form', { class: 'modal-form', novalidate: true },
+      h('h2', { id: 'modal-title' }, title), body, error, h('div', { class: 'modal-actions' }, cancel, ok));
+    const dialog = h('dialog', { class: 'modal', id, 'aria-labelledby': 'modal-title' }, form);
+    let busy = false;
+    const close = (result) => { dialog.close(); dialog.remove(); resolve(result); };
+    cancel.addEventListener('click', () => { if (!busy) close(null); });
+    dialog.addEventListener('cancel', (e) => { e.preventDefault(); if (!busy) close(null); });
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      if (busy || ok.disabled) return;
+      busy = true;
+      ok.disabled = true;
+      cancel.disabled = true;
+      error.textContent = '';
+      dialog.setAttribute('aria-busy', 'true');
+      try {
+        const result = await action();
+        close(result === undefined ? true : result);
+      } catch (err) {
+        error.textContent = err && err.message ? err.message : String(err);
+        busy = false;
+        ok.disabled = false;
+        cancel.disabled = false;
+        dialog.removeAttribute('aria-busy');
+      }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    if (setup) setup({ ok, error });
+    cancel.focus();
+  });
+}
+
+/** A message for the next page (after a navigation, e.g. what an erasure removed). */
+export function setFlash(text) {
+  sessionStorage.setItem('radport.flash', text);
+}
+
+/** The message left by `setFlash`, as a notice (once), or null. */
+export function takeFlash() {
+  const text = sessionStorage.getItem('radport.flash');
+  if (!text) return null;
+  sessionStorage.removeItem('radport.flash');
+  return h('p', { class: 'notice ok', id: 'flash', role: 'status' }, text);
+}
+
 /** Copies text to the clipboard (with a fallback for plain-HTTP origins). */
 export async function copyText(text) {
   try {

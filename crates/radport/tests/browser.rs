@@ -603,3 +603,172 @@ fn each_role_sees_what_it_may_do_in_a_real_browser() {
         output_text(&out)
     );
 }
+
+/// Erasing and moving series in the web UI (`tests/browser/erasure.mjs`), access enforced: a
+/// manager of lung (contributor of spare) copies a series into spare, moves another, takes the
+/// first out of lung, counts a patient's series, deletes a series and a patient (a Patient ID
+/// with a slash); a viewer of lung is offered none of it; the administrator deletes project
+/// old with its unshared series. The API then holds what the pages did.
+#[test]
+fn series_are_erased_and_moved_in_a_real_browser() {
+    let token = "rpt_browser-erase-test-token-000000000000000000";
+    let admin_password = "the admin's own password";
+    let server = Server::start_with_env(
+        &["--access", "enforced", "--stable-after", "1"],
+        &[
+            ("RADPORT_ADMIN_TOKEN", token),
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+        ],
+    );
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        as_admin(&server, token, method, path, body)
+    };
+    let post = |path: &str, body: serde_json::Value| {
+        let (status, answer) = call(reqwest::Method::POST, path, Some(body));
+        assert!(
+            status == 201 || status == 204,
+            "POST {path}: {status} {answer}"
+        );
+    };
+    let put = |path: &str, body: serde_json::Value| {
+        let (status, answer) = call(reqwest::Method::PUT, path, Some(body));
+        assert_eq!(status, 204, "PUT {path}: {answer}");
+    };
+    for project in ["lung", "spare", "old"] {
+        post("/api/projects", serde_json::json!({ "name": project }));
+    }
+    let (vera_password, mike_password) = ("vera's own password", "mike's own password");
+    post(
+        "/api/users",
+        serde_json::json!({"name": "vera", "password": vera_password}),
+    );
+    post(
+        "/api/users",
+        serde_json::json!({"name": "mike", "password": mike_password}),
+    );
+    put(
+        "/api/projects/lung/members/vera",
+        serde_json::json!({"role": "viewer"}),
+    );
+    put(
+        "/api/projects/lung/members/mike",
+        serde_json::json!({"role": "manager"}),
+    );
+    put(
+        "/api/projects/spare/members/mike",
+        serde_json::json!({"role": "contributor"}),
+    );
+
+    // Four series into lung (one per patient; the last patient's ID has a slash), two into old.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = |seed: &str, patient: &str, description: &str, count: usize| SeriesSpec {
+        count,
+        uid_seed: seed.into(),
+        patient_id: patient.into(),
+        series_description: description.into(),
+        ..Default::default()
+    };
+    let copied = spec("731", "PAT-COPY", "Copied CT", 3);
+    let moved = spec("732", "PAT-MOVE", "Moved CT", 2);
+    let erased = spec("733", "PAT-ERASE", "Erased CT", 3);
+    let patient = spec("734", "PAT/ERASE 2", "Patient's CT", 2);
+    let unshared = spec("735", "PAT-OLD", "Old unshared CT", 2);
+    let shared = spec("736", "PAT-OLD-2", "Old shared CT", 2);
+    for (s, project) in [
+        (&copied, "kp-lung"),
+        (&moved, "kp-lung"),
+        (&erased, "kp-lung"),
+        (&patient, "kp-lung"),
+        (&unshared, "kp-old"),
+        (&shared, "kp-old"),
+    ] {
+        let dir = tmp.path().join(&s.uid_seed);
+        write_series(&dir, s).unwrap();
+        let out = server.dcmsend("kp-sent", project, &dir);
+        assert!(out.status.success(), "dcmsend: {}", output_text(&out));
+    }
+    for (project, total) in [("lung", 4), ("old", 2)] {
+        server.wait_for(30, "the series in their projects", || {
+            let (_, page) = call(
+                reqwest::Method::GET,
+                &format!("/api/projects/{project}/series"),
+                None,
+            );
+            (page["total"] == total).then_some(())
+        });
+    }
+    // One of old's series is in spare too: deleting old does not erase it.
+    post(
+        &format!("/api/series/{}/copy", series_uid(&shared)),
+        serde_json::json!({"from": "old", "to": "spare"}),
+    );
+    // The copied series' thumbnail, for the screenshot.
+    let copied_uid = series_uid(&copied);
+    server.wait_for(60, "the thumbnail", || {
+        let path = format!("/api/series/{copied_uid}/thumbnail");
+        (call(reqwest::Method::GET, &path, None).0 == 200).then_some(())
+    });
+
+    run_browser_script(
+        &server,
+        "erasure.mjs",
+        "erasure",
+        &[
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+            ("RADPORT_VERA_PASSWORD", vera_password),
+            ("RADPORT_MIKE_PASSWORD", mike_password),
+            ("RADPORT_COPIED_UID", &copied_uid),
+            ("RADPORT_MOVED_UID", &series_uid(&moved)),
+            ("RADPORT_ERASED_UID", &series_uid(&erased)),
+            ("RADPORT_PATIENT_UID", &series_uid(&patient)),
+        ],
+    );
+
+    // What the pages did, as the API holds it.
+    let projects_of = |uid: &str| {
+        let (status, detail) = call(reqwest::Method::GET, &format!("/api/series/{uid}"), None);
+        assert_eq!(status, 200, "{uid}: {detail}");
+        detail["projects"].clone()
+    };
+    assert_eq!(
+        projects_of(&copied_uid),
+        serde_json::json!(["admin", "spare"])
+    );
+    let (_, detail) = call(
+        reqwest::Method::GET,
+        &format!("/api/series/{copied_uid}"),
+        None,
+    );
+    assert!(
+        detail["dataset_memberships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["project"] == "spare" && m["dataset"] == "picked"),
+        "{detail}"
+    );
+    assert_eq!(
+        projects_of(&series_uid(&moved)),
+        serde_json::json!(["admin", "spare"])
+    );
+    assert_eq!(
+        projects_of(&series_uid(&shared)),
+        serde_json::json!(["admin", "spare"])
+    );
+    for gone in [&erased, &patient, &unshared] {
+        let uid = series_uid(gone);
+        let (status, body) = call(reqwest::Method::GET, &format!("/api/series/{uid}"), None);
+        assert_eq!(status, 404, "{} is erased: {body}", gone.series_description);
+    }
+    let (_, projects) = call(reqwest::Method::GET, "/api/projects", None);
+    assert!(
+        projects["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "old"),
+        "{projects}"
+    );
+    let (_, lung) = call(reqwest::Method::GET, "/api/projects/lung/series", None);
+    assert_eq!(lung["total"], 0, "{lung}");
+}

@@ -1,6 +1,6 @@
 // Gallery: the series of a project as cards, with filters held in the URL.
 import { api } from '../api.js';
-import { h, replace, pageHeader, errorBox, emptyState, loading, badge, formatDicomDate, plural } from '../dom.js';
+import { h, replace, pageHeader, errorBox, emptyState, loading, badge, formatDicomDate, plural, takeFlash } from '../dom.js';
 import { link, pushUrl } from '../router.js';
 import { mayContribute } from '../session.js';
 
@@ -153,6 +153,7 @@ export async function render(main, route) {
   main.append(
     pageHeader('Gallery', null,
       mayContribute(state.project) ? h('a', { class: 'btn primary', href: link('upload', [], { project: state.project }) }, 'Upload data') : null),
+    takeFlash(),
     h('div', { class: 'gallery-layout' }, h('aside', {}, sidebar), h('section', { class: 'gallery-main', 'aria-label': 'Series' }, summary, results, pager)));
 
   let lastJson = null;

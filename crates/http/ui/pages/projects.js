@@ -4,6 +4,7 @@ import { h, replace, pageHeader, errorBox, emptyState, loading, formatTime, time
 import { link } from '../router.js';
 import { session, mayContribute, mayManage } from '../session.js';
 import { AE_NAME_LIMIT, cutByAeTitle } from './upload.js';
+import { deleteProjectDialog } from './erasure.js';
 
 function datasetsTable(project, body) {
   api.datasets(project.name).then((items) => {
@@ -19,7 +20,7 @@ function datasetsTable(project, body) {
   }).catch((e) => replace(body, errorBox(e, () => datasetsTable(project, body))));
 }
 
-function projectCard(project) {
+function projectCard(project, deleted) {
   const datasets = h('div', {}, loading('Loading datasets…'));
   const card = h('article', { class: 'panel project', dataset: { project: project.name } },
     h('div', { class: 'project-head' },
@@ -33,7 +34,17 @@ function projectCard(project) {
       h('div', { class: 'page-actions' },
         h('a', { class: 'btn', href: link('gallery', [], { project: project.name }) }, 'Gallery'),
         mayContribute(project.name) ? h('a', { class: 'btn', href: link('upload', [], { project: project.name }) }, 'Upload') : null,
-        mayManage(project.name) ? h('a', { class: 'btn', href: link('project', [project.name]), dataset: { access: project.name } }, 'Members & DICOM rules') : null)),
+        mayManage(project.name) ? h('a', { class: 'btn', href: link('project', [project.name]), dataset: { access: project.name } }, 'Members & DICOM rules') : null,
+        // Administrators delete projects (never admin).
+        session.admin && project.name.toLowerCase() !== 'admin'
+          ? h('button', {
+            class: 'btn danger', type: 'button', dataset: { deleteProject: project.name },
+            onclick: async () => {
+              const message = await deleteProjectDialog(project.name);
+              if (message) deleted(message);
+            },
+          }, 'Delete project')
+          : null)),
     datasets);
   datasetsTable(project, datasets);
   return card;
@@ -44,6 +55,7 @@ export async function render(main) {
   const error = h('p', { class: 'field-error', id: 'project-error', role: 'alert' });
   const submit = h('button', { class: 'btn primary', type: 'submit', id: 'create-project' }, 'Create project');
   const list = h('div', { class: 'project-list' }, loading('Loading projects…'));
+  const result = h('div', { id: 'projects-result', 'aria-live': 'polite' });
   const hint = h('p', { class: 'hint', id: 'project-hint' });
   const updateHint = () => {
     const value = name.value.trim();
@@ -59,8 +71,12 @@ export async function render(main) {
   async function load() {
     try {
       const projects = await api.projects();
+      const deleted = (message) => {
+        replace(result, h('p', { class: 'notice ok', id: 'project-deleted', role: 'status' }, message));
+        load();
+      };
       replace(list, projects.length
-        ? projects.map(projectCard)
+        ? projects.map((p) => projectCard(p, deleted))
         : emptyState('No projects', 'Create a project above to start.'));
     } catch (e) {
       replace(list, errorBox(e, load));
@@ -98,6 +114,6 @@ export async function render(main) {
 
   // Only administrators create projects: the form is not shown to anyone else.
   main.append(pageHeader('Projects', 'A project groups the series of a study or a team; admin sees all of them. Datasets group the series of one upload or sender.'),
-    ...[session.admin ? form : null, list].filter(Boolean));
+    ...[session.admin ? form : null, result, list].filter(Boolean));
   await load();
 }

@@ -1,9 +1,10 @@
 // Series detail: preview, facts, completeness, validation, metadata, instances.
 import { api } from '../api.js';
-import { h, replace, errorBox, emptyState, loading, badge, formatDicomDate, formatSize, formatTime, plural } from '../dom.js';
-import { link } from '../router.js';
+import { h, replace, errorBox, emptyState, loading, badge, formatDicomDate, formatSize, formatTime, plural, setFlash, takeFlash } from '../dom.js';
+import { link, refresh } from '../router.js';
 import { flatten } from '../dicom.js';
 import { thumbnail, validationBadge } from './gallery.js';
+import { manageControls, mayTakeOut, takeOutDialog } from './erasure.js';
 
 function facts(rows) {
   return h('dl', { class: 'facts' }, rows.filter(([, v]) => v !== null && v !== undefined && v !== '')
@@ -290,11 +291,48 @@ function instancesView(uid, instances) {
       h('td', {}, h('a', { href: api.instanceUrl(uid, i.sop_instance_uid), download: `${i.sop_instance_uid}.dcm`, class: 'btn small' }, 'Download')))))));
 }
 
+/**
+ * The series' projects, each a link to its gallery; a project the caller manages (not `admin`)
+ * has a small × to take the series out of it.
+ */
+function projectsView(uid, detail, back) {
+  return h('span', { class: 'chips', id: 'series-projects' }, detail.projects.map((p) => {
+    const chip = h('span', { class: 'chip project-chip', dataset: { project: p } },
+      h('a', { href: link('gallery', [], { project: p }) }, p));
+    if (mayTakeOut(p)) {
+      chip.append(h('button', {
+        class: 'chip-remove', type: 'button', title: `Take the series out of ${p}`, 'aria-label': `Take the series out of ${p}`,
+        dataset: { takeOut: p },
+        onclick: async () => {
+          const message = await takeOutDialog(uid, detail, p);
+          if (!message) return;
+          try {
+            await api.seriesDetail(uid);
+          } catch (e) {
+            if (e.status === 404) {
+              // Seen through that project alone: it is out of sight now.
+              setFlash(`${message} You no longer see the series.`);
+              location.hash = back;
+              return;
+            }
+          }
+          setFlash(message);
+          refresh();
+        },
+      }, '×'));
+    }
+    return chip;
+  }));
+}
+
 export async function render(main, route) {
   const uid = route.args[0] || '';
   // Back to the gallery as it was left (filters and page), else the gallery of admin.
-  const back = h('a', { class: 'back', href: sessionStorage.getItem('radport.gallery') || link('gallery', [], { project: 'admin' }) }, '← Gallery');
+  const backHref = sessionStorage.getItem('radport.gallery') || link('gallery', [], { project: 'admin' });
+  const back = h('a', { class: 'back', href: backHref }, '← Gallery');
   main.append(back);
+  const flash = takeFlash();
+  if (flash) main.append(flash);
   const content = h('div', {}, loading('Loading series…'));
   main.append(content);
   let detail;
@@ -310,6 +348,12 @@ export async function render(main, route) {
   const title = s.series_description || s.study_description || 'Untitled series';
   document.title = `${title} · radport`;
   const validationBody = h('div', {});
+  // Copy, move and delete: filled once the projects the caller may use are known.
+  const manage = h('div', { id: 'manage-holder' });
+  manageControls(uid, detail, title, {
+    back: backHref,
+    done: (message) => { setFlash(message); refresh(); },
+  }).then((panel) => { if (panel) replace(manage, panel); }).catch(() => {});
   replace(content,
     h('div', { class: 'page-header' },
       h('div', {},
@@ -320,7 +364,7 @@ export async function render(main, route) {
         h('a', { class: 'btn small', id: 'download-series', href: api.seriesZipUrl(uid), download: `${uid}.zip` }, 'Download series (.zip)'))),
     h('div', { class: 'detail-layout' },
       h('div', { class: 'preview' }, sliceViewer(uid, title, detail.instances, s.last_arrival)),
-      section('Summary', 'h-summary',
+      h('div', { class: 'detail-side' }, section('Summary', 'h-summary',
         facts([
           ['Patient name', s.patient_name],
           ['Patient ID', s.patient_id],
@@ -330,7 +374,7 @@ export async function render(main, route) {
           ['Series number', s.series_number],
           ['Body part', s.body_part_examined],
           ['Instances', `${s.instance_count} (${formatSize(s.total_size)})`],
-          ['Projects', detail.projects.join(', ')],
+          ['Projects', projectsView(uid, detail, backHref)],
           ['Datasets', h('span', { class: 'chips' }, (detail.dataset_memberships || []).map((m) =>
             h('a', { class: 'chip', href: link('gallery', [], { project: m.project, dataset: m.dataset }) }, `${m.project} / ${m.dataset}`)))],
           ['First arrival', formatTime(s.first_arrival)],
@@ -339,7 +383,7 @@ export async function render(main, route) {
           ['Study UID', h('span', { class: 'mono small' }, s.study_instance_uid)],
         ]),
         h('h3', {}, 'Completeness'),
-        completenessView(detail.completeness))),
+        completenessView(detail.completeness)), manage)),
     section('Validation', 'h-validation', validationBody),
     section('Metadata', 'h-metadata', h('p', { class: 'hint' }, 'Attributes of a representative instance (the middle one).'), metadataView(detail.metadata)),
     section(`Instances (${detail.instances.length})`, 'h-instances', instancesView(uid, detail.instances)));
