@@ -607,8 +607,9 @@ fn each_role_sees_what_it_may_do_in_a_real_browser() {
 /// Erasing and moving series in the web UI (`tests/browser/erasure.mjs`), access enforced: a
 /// manager of lung (contributor of spare) copies a series into spare, moves another, takes the
 /// first out of lung, counts a patient's series, deletes a series and a patient (a Patient ID
-/// with a slash); a viewer of lung is offered none of it; the administrator deletes project
-/// old with its unshared series. The API then holds what the pages did.
+/// with a slash), but not a patient with a series in spare; a viewer of lung is offered none of
+/// it; the administrator deletes project old with its unshared series. The API then holds what
+/// the pages did.
 #[test]
 fn series_are_erased_and_moved_in_a_real_browser() {
     let token = "rpt_browser-erase-test-token-000000000000000000";
@@ -674,6 +675,9 @@ fn series_are_erased_and_moved_in_a_real_browser() {
     let patient = spec("734", "PAT/ERASE 2", "Patient's CT", 2);
     let unshared = spec("735", "PAT-OLD", "Old unshared CT", 2);
     let shared = spec("736", "PAT-OLD-2", "Old shared CT", 2);
+    // A patient with a series in lung and one in spare (which mike does not manage).
+    let split_lung = spec("737", "PAT-SPLIT", "Split patient's CT", 2);
+    let split_spare = spec("738", "PAT-SPLIT", "Split patient's other CT", 2);
     for (s, project) in [
         (&copied, "kp-lung"),
         (&moved, "kp-lung"),
@@ -681,13 +685,15 @@ fn series_are_erased_and_moved_in_a_real_browser() {
         (&patient, "kp-lung"),
         (&unshared, "kp-old"),
         (&shared, "kp-old"),
+        (&split_lung, "kp-lung"),
+        (&split_spare, "kp-spare"),
     ] {
         let dir = tmp.path().join(&s.uid_seed);
         write_series(&dir, s).unwrap();
         let out = server.dcmsend("kp-sent", project, &dir);
         assert!(out.status.success(), "dcmsend: {}", output_text(&out));
     }
-    for (project, total) in [("lung", 4), ("old", 2)] {
+    for (project, total) in [("lung", 5), ("old", 2), ("spare", 1)] {
         server.wait_for(30, "the series in their projects", || {
             let (_, page) = call(
                 reqwest::Method::GET,
@@ -721,6 +727,7 @@ fn series_are_erased_and_moved_in_a_real_browser() {
             ("RADPORT_MOVED_UID", &series_uid(&moved)),
             ("RADPORT_ERASED_UID", &series_uid(&erased)),
             ("RADPORT_PATIENT_UID", &series_uid(&patient)),
+            ("RADPORT_SPLIT_UID", &series_uid(&split_lung)),
         ],
     );
 
@@ -769,6 +776,15 @@ fn series_are_erased_and_moved_in_a_real_browser() {
             .all(|p| p["name"] != "old"),
         "{projects}"
     );
+    // The split patient was not erased (its dialog could not be confirmed).
+    assert_eq!(
+        projects_of(&series_uid(&split_lung)),
+        serde_json::json!(["admin", "lung"])
+    );
+    assert_eq!(
+        projects_of(&series_uid(&split_spare)),
+        serde_json::json!(["admin", "spare"])
+    );
     let (_, lung) = call(reqwest::Method::GET, "/api/projects/lung/series", None);
-    assert_eq!(lung["total"], 0, "{lung}");
+    assert_eq!(lung["total"], 1, "{lung}");
 }

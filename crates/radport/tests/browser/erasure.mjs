@@ -1,9 +1,10 @@
 // Erasing and moving series in a real Chromium, with access enforced: a viewer of lung is
 // offered none of it; lung's manager (a contributor of spare) counts a patient's series in the
 // delete dialog, copies a series into spare, takes it out of lung, moves another, deletes a
-// series and a patient (whose ID has a slash) and sees them gone from the gallery; the
-// administrator deletes project old, erasing the series no other project holds. browser.rs
-// checks the result through the API.
+// series and a patient (whose ID has a slash) and sees them gone from the gallery, but cannot
+// delete a patient with a series in a project they do not manage; the administrator deletes
+// project old, erasing the series no other project holds. browser.rs checks the result
+// through the API.
 // Usage: node erasure.mjs BASE_URL SCREENSHOT_DIR (environment: see browser.rs).
 import { launchChromium } from './launch.mjs';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -22,6 +23,7 @@ const COPIED = env('RADPORT_COPIED_UID');
 const MOVED = env('RADPORT_MOVED_UID');
 const ERASED = env('RADPORT_ERASED_UID');
 const PATIENT = env('RADPORT_PATIENT_UID');
+const SPLIT = env('RADPORT_SPLIT_UID');
 mkdirSync(shots, { recursive: true });
 function assert(condition, message) {
   if (!condition) throw new Error(`assertion failed: ${message}`);
@@ -166,7 +168,7 @@ try {
   step('delete a series: the dialog names what goes; then the gallery says what went');
   await page.goto(`${base}/#/gallery?project=lung`);
   let cards = await galleryCards();
-  assert(cards.length === 2 && cards.some((c) => c.includes(ERASED)) && cards.some((c) => c.includes(PATIENT)), `lung: ${cards}`);
+  assert(cards.length === 3 && [ERASED, PATIENT, SPLIT].every((uid) => cards.some((c) => c.includes(uid))), `lung: ${cards}`);
   await page.click(`#series-grid .series-card[href*="${ERASED}"]`);
   await page.waitForSelector('#delete-series');
   await page.click('#delete-series');
@@ -178,7 +180,7 @@ try {
   await flash(/Erased 1 series, 3 instances, 1 study, 1 patient/);
   assert(page.url().includes('#/gallery?project=lung'), page.url());
   cards = await galleryCards();
-  assert(cards.length === 1 && cards[0].includes(PATIENT), `lung after the erasure: ${cards}`);
+  assert(cards.length === 2 && !cards.some((c) => c.includes(ERASED)), `lung after the erasure: ${cards}`);
   await shot('erasure-gallery-after');
 
   step('delete a patient whose ID has a slash');
@@ -190,7 +192,19 @@ try {
   await confirm();
   await flash(/Patient deleted\. Erased 1 series, 2 instances, 1 study, 1 patient/);
   cards = await galleryCards();
-  assert(cards.length === 0, `lung is empty: ${cards}`);
+  assert(cards.length === 1 && cards[0].includes(SPLIT), `lung after the patient: ${cards}`);
+
+  step('a patient with a series in a project the manager does not manage cannot be deleted');
+  await page.click(`#series-grid .series-card[href*="${SPLIT}"]`);
+  await page.waitForSelector('#delete-patient');
+  await page.click('#delete-patient');
+  await page.waitForFunction(() => /You see 2 series/.test(document.querySelector('#erase-count')?.textContent || ''));
+  const refusal = await page.textContent('#erase-dialog .field-error');
+  assert(/in spare, which you do not manage/.test(refusal), refusal);
+  assert(await page.isDisabled('dialog.modal[open] button[value=ok]'), 'the dialog cannot be confirmed');
+  await shot('erasure-patient-refused', { fullPage: false });
+  await page.click('dialog.modal[open] button[value=cancel]');
+  await page.waitForSelector('dialog.modal', { state: 'detached' });
   await signOut();
 
   step('the administrator deletes project old, erasing the series only it holds');
