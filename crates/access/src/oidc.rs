@@ -339,6 +339,17 @@ impl Oidc {
         }
     }
 
+    /// Discovers the provider now if it answers (at start): a failure here is not held against
+    /// the next attempt, which is made when single sign-on is first needed.
+    pub async fn discover_early(&self) -> Result<(), OidcError> {
+        let m = self.discover().await?;
+        let mut guard = self.metadata.lock().await;
+        if guard.0.is_none() {
+            guard.0 = Some(Arc::new(m));
+        }
+        Ok(())
+    }
+
     async fn discover(&self) -> Result<Metadata, OidcError> {
         let url = format!(
             "{}/.well-known/openid-configuration",

@@ -178,7 +178,9 @@ pub(crate) async fn callback(
             crate::accounts::start_session(&state, user).await?
         }
         Err(why) => {
-            tracing::info!("single sign-on refused: {why}");
+            // The reason can quote a claim (a user name that is an e-mail address): not at info.
+            tracing::info!("single sign-on refused (the audit trail has the reason)");
+            tracing::debug!(reason = %why, "single sign-on refused");
             HeaderMap::new()
         }
     };

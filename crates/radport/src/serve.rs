@@ -432,7 +432,7 @@ fn single_sign_on(settings: &Settings) -> Result<Option<radport_http::SingleSign
     );
     let early = provider.clone();
     tokio::spawn(async move {
-        if let Err(e) = early.metadata().await {
+        if let Err(e) = early.discover_early().await {
             tracing::warn!(error = %e, "the OpenID provider is not reachable yet; single sign-on will try again when used");
         }
     });

@@ -77,7 +77,9 @@ const configuration = {
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: () => resource,
+      // Only the robots' tokens are for radport's API; the web client's access token stays
+      // one for the userinfo endpoint (where radport reads the claims its ID token lacks).
+      defaultResource: (ctx, client) => (client.clientId === 'radport' ? undefined : resource),
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, indicator) => {
         if (indicator !== resource) throw new Error('unknown resource');
