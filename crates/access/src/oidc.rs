@@ -287,7 +287,16 @@ impl Oidc {
     /// radport's side of the provider `config` (nothing is fetched yet).
     pub fn new(config: OidcConfig) -> Result<Oidc, OidcError> {
         check_url("issuer", &config.issuer)?;
-        check_url("redirect URI", &config.redirect_uri)?;
+        // Where browsers are sent, not what radport fetches: the provider decides whether it
+        // takes plain http (radport served without TLS).
+        if !url::Url::parse(&config.redirect_uri)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            return Err(OidcError::Config(format!(
+                "the redirect URI {:?} is not an http(s) URL",
+                config.redirect_uri
+            )));
+        }
         if config.client_id.is_empty() {
             return Err(OidcError::Config("a client id is needed".into()));
         }
@@ -935,7 +944,7 @@ mod tests {
         assert_eq!(local_path("/#/series/1.2"), "/#/series/1.2");
         // RFC 7636 appendix B.
         assert_eq!(
-            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r7W-gFQNb9-6fJXk"),
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
