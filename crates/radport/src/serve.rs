@@ -402,25 +402,6 @@ fn source_image(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_passwords_are_not_shown() {
-        assert_eq!(
-            super::without_password("postgres://radport:hunter2@db:5432/radport?sslmode=require"),
-            "postgres://radport:***@db:5432/radport?sslmode=require"
-        );
-        assert_eq!(
-            super::without_password("postgres://radport@db/x"),
-            "postgres://radport@db/x"
-        );
-        assert_eq!(
-            super::without_password("sqlite:///a:b@c/catalog.db"),
-            "sqlite:///a:b@c/catalog.db"
-        );
-    }
-}
-
 /// Single sign-on, if configured: the provider is discovered now if it answers (else when it
 /// is first needed).
 fn single_sign_on(settings: &Settings) -> Result<Option<radport_http::SingleSignOn>> {
@@ -445,4 +426,23 @@ fn single_sign_on(settings: &Settings) -> Result<Option<radport_http::SingleSign
         provider,
         display_name: oidc.display_name.clone(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_not_shown() {
+        assert_eq!(
+            super::without_password("postgres://radport:hunter2@db:5432/radport?sslmode=require"),
+            "postgres://radport:***@db:5432/radport?sslmode=require"
+        );
+        assert_eq!(
+            super::without_password("postgres://radport@db/x"),
+            "postgres://radport@db/x"
+        );
+        assert_eq!(
+            super::without_password("sqlite:///a:b@c/catalog.db"),
+            "sqlite:///a:b@c/catalog.db"
+        );
+    }
 }

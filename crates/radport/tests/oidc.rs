@@ -111,6 +111,20 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// How often the keys (JWKS) were fetched.
+    fn jwks_fetches(&self) -> u64 {
+        Client::new()
+            .get(format!("{}/test/jwks-fetches", self.issuer()))
+            .send()
+            .expect("count")
+            .text()
+            .expect("text")
+            .parse()
+            .expect("a number")
+    }
+}
+
 impl Drop for Provider {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -739,6 +753,21 @@ fn bearer_jwts_of_the_provider_act_with_the_roles_of_their_groups() {
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(says), "{what}: {body}");
     }
+
+    // The keys were fetched once: a token naming an unknown key fetches them again only if
+    // the last fetch is older than 10 s (forged tokens cannot make radport hammer the provider).
+    assert_eq!(provider.jwks_fetches(), 1);
+    std::thread::sleep(Duration::from_secs(11));
+    let unknown = provider.mint(claims(now() + 600, "radport", "minted"), "other", "rotated");
+    for _ in 0..5 {
+        assert_eq!(call(&unknown, "/api/session").0, 401);
+    }
+    assert_eq!(
+        provider.jwks_fetches(),
+        2,
+        "one refetch for five unknown-key tokens"
+    );
+    assert_eq!(call(&valid, "/api/session").0, 200);
 
     // radport's own tokens still work beside the provider's.
     assert_eq!(call(ADMIN_TOKEN, "/api/users").0, 200);

@@ -17,7 +17,8 @@
 //   admin-robot  the same, as `adminrobot` in group radport-admin
 // Test-only: POST /test/mint {claims, key: "provider"|"other", kid} signs `claims` with the
 // provider's own key or with a throwaway key (for expired, foreign-key and wrong-audience
-// tokens that differ from a real one in exactly one respect).
+// tokens that differ from a real one in exactly one respect); GET /test/jwks-fetches counts the
+// requests for the keys.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK, SignJWT } from 'jose';
@@ -122,8 +123,14 @@ const mint = async (req, res) => {
 };
 
 const callback = provider.callback();
+let jwksFetches = 0;
 const server = http.createServer((req, res) => {
   if (req.method === 'POST' && req.url === '/test/mint') return mint(req, res);
+  if (req.method === 'GET' && req.url === '/test/jwks-fetches') {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    return res.end(String(jwksFetches));
+  }
+  if (req.url.startsWith('/jwks')) jwksFetches += 1;
   return callback(req, res);
 });
 server.listen(Number(port), '127.0.0.1', () => console.log(`ready ${issuer}`));
