@@ -787,3 +787,33 @@ fn bearer_jwts_of_the_provider_act_with_the_roles_of_their_groups() {
     assert_eq!(names, ["admin"]);
     drop(provider);
 }
+
+/// The same sign-in in a real Chromium (`tests/browser/sso.mjs`): the sign-in page's button,
+/// the provider's forms, a cancelled sign-in, and the session's cookies at work in the page
+/// (set at the end of a redirect chain that started at the provider's site).
+#[test]
+fn single_sign_on_works_in_a_real_browser() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/install-deps.sh"
+    );
+    let (provider, server) = start();
+    lung_with_a_series(&server);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    let out = Command::new("node")
+        .arg(browser_dir.join("sso.mjs"))
+        .arg(format!("http://localhost:{}", server.http_port))
+        .arg(&shots)
+        .current_dir(&browser_dir)
+        .output()
+        .expect("node runs");
+    let text = output_text(&out);
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains("sso: all checks passed"),
+        "the single sign-on browser test failed:\n{text}\nserver log:\n{}\nprovider log:\n{}",
+        server.log(),
+        provider.log()
+    );
+}
