@@ -657,6 +657,21 @@ fn bearer_jwts_of_the_provider_act_with_the_roles_of_their_groups() {
         .send()
         .expect("POST");
     assert_eq!(made.status(), 403);
+    // The audit trail names the caller by its user name claim.
+    let audit: Value = admin()
+        .get(server.url("/api/audit?actor=lungrobot"))
+        .send()
+        .expect("audit")
+        .json()
+        .expect("JSON");
+    assert!(
+        audit["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|r| r["action"] == "POST /api/projects" && r["outcome"] == "refused"),
+        "{audit:#}"
+    );
     let root = provider.client_credentials("admin-robot");
     assert_eq!(call(&root, "/api/users").0, 200);
     assert_eq!(call(&robot, "/api/users").0, 403);
