@@ -20,6 +20,10 @@ ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
 # HTTPS client of that test.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The audit export's oracles: xmllint checks messages against the DICOM audit schema, and
+# rsyslogd is the syslog collector the export test sends to.
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+[ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes a throw-away certificate authority and a server certificate it signed for 127.0.0.1
 # and localhost, in DIR: ca.crt, server.crt, server.key (for the tests' TLS servers: rustls and
-# webpki refuse a self-signed certificate used as its own CA).
+# webpki refuse a self-signed certificate used as its own CA); and a client certificate it
+# signed, client.crt and client.key (for DICOM TLS with client certificates).
 set -euo pipefail
 dir=$1
 mkdir -p "$dir"
@@ -13,3 +14,8 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nke
 openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
   -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
 rm -f "$dir/server.csr" "$dir/server.ext" "$dir/ca.srl"
+openssl req "${ec[@]}" -subj /CN=radport-test-client -keyout "$dir/client.key" -out "$dir/client.csr" 2>/dev/null
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' > "$dir/client.ext"
+openssl x509 -req -in "$dir/client.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+  -days 2 -extfile "$dir/client.ext" -out "$dir/client.crt" 2>/dev/null
+rm -f "$dir/client.csr" "$dir/client.ext" "$dir/ca.srl"

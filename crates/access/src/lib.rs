@@ -22,6 +22,7 @@ mod limiter;
 pub mod oidc;
 pub mod password;
 mod policy;
+pub mod tls;
 pub mod token;
 
 pub use authenticate::{Authenticator, Denied, FirstAdmin, FirstAdminError, SignedIn, FIRST_ADMIN};

@@ -2,6 +2,8 @@
 //! when, from where, what, on what, with which outcome. Rows are only ever added; nothing in
 //! radport changes or deletes them.
 
+use std::sync::{Arc, OnceLock};
+
 use sqlx::Row;
 
 use crate::{now, Catalog, CatalogError};
@@ -73,6 +75,27 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// Told of every event this process records, after it is committed (e.g. to export it as a
+/// DICOM audit message). Called on the recording task: it must not block.
+pub trait AuditSink: Send + Sync {
+    /// An event was recorded.
+    fn recorded(&self, event: &AuditEvent);
+}
+
+/// The catalog's sink, if one is set ([`Catalog::set_audit_sink`]).
+#[derive(Clone, Default)]
+pub(crate) struct SinkSlot(Arc<OnceLock<Arc<dyn AuditSink>>>);
+
+impl std::fmt::Debug for SinkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "SinkSlot(set)"
+        } else {
+            "SinkSlot(none)"
+        })
+    }
+}
+
 /// Filter and page of [`Catalog::list_audit`].
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
@@ -114,16 +137,23 @@ fn event_id() -> String {
 }
 
 impl Catalog {
+    /// Sets the sink told of every event this process records from now on (once; a second
+    /// sink is refused with `false`). Clones of this catalog share it.
+    pub fn set_audit_sink(&self, sink: Arc<dyn AuditSink>) -> bool {
+        self.audit_sink.0.set(sink).is_ok()
+    }
+
     /// Appends an event to the audit trail.
     pub async fn record_audit(&self, event: &NewAuditEvent) -> Result<(), CatalogError> {
+        let (id, at) = (event_id(), now());
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
         sqlx::query(
             "INSERT INTO audit_events (id, at, actor, address, action, target, outcome, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(event_id())
-        .bind(now())
+        .bind(&id)
+        .bind(&at)
         .bind(&event.actor)
         .bind(&event.address)
         .bind(&event.action)
@@ -133,6 +163,19 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        drop(writer);
+        if let Some(sink) = self.audit_sink.0.get() {
+            sink.recorded(&AuditEvent {
+                id,
+                at,
+                actor: event.actor.clone(),
+                address: event.address.clone(),
+                action: event.action.clone(),
+                target: event.target.clone(),
+                outcome: event.outcome,
+                detail: event.detail.clone(),
+            });
+        }
         Ok(())
     }
 

@@ -13,9 +13,11 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod erase;
 mod error;
 pub mod jobs;
 mod model;
+mod placement;
 mod query;
 mod record;
 mod references;
@@ -31,7 +33,8 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-pub use audit::{AuditEvent, AuditFilter, AuditPage, NewAuditEvent, Outcome};
+pub use audit::{AuditEvent, AuditFilter, AuditPage, AuditSink, NewAuditEvent, Outcome};
+pub use erase::{Erased, Subject};
 pub use error::CatalogError;
 pub use jobs::{InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, Reaped};
 pub use model::{
@@ -39,6 +42,7 @@ pub use model::{
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary,
 };
+pub use placement::{Placement, DEFAULT_PLACED_DATASET};
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
@@ -95,6 +99,8 @@ pub struct Catalog {
     /// SQLite: instances waiting to be recorded; whoever holds the write lock next commits
     /// all of them in one transaction (group commit, see `record.rs`).
     pub(crate) pending_records: Arc<std::sync::Mutex<Vec<record::PendingRecord>>>,
+    /// Told of every audit event recorded (see [`Catalog::set_audit_sink`]).
+    pub(crate) audit_sink: audit::SinkSlot,
 }
 
 impl Dialect {
@@ -261,6 +267,7 @@ impl Catalog {
             write_lock: Arc::new(Mutex::new(None)),
             own_writer_connection,
             pending_records: Arc::default(),
+            audit_sink: audit::SinkSlot::default(),
         };
         if options.schema_already_set_up {
             catalog.check_schema_version().await?;

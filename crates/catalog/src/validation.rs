@@ -61,6 +61,20 @@ impl Catalog {
         let iods = serde_json::to_string(iods).unwrap_or_else(|_| "[]".into());
         let mut writer = self.writer().await;
         let mut tx = writer.begin().await?;
+        // The counts the gallery filters on, beside the series' other filter columns; a
+        // series erased while it was being validated gets no validation rows.
+        let updated = sqlx::query(
+            "UPDATE series SET validation_errors = $2, validation_warnings = $3 \
+             WHERE series_uid = $1",
+        )
+        .bind(series_uid)
+        .bind(errors)
+        .bind(warnings)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(CatalogError::NotFound(format!("series {series_uid}")));
+        }
         sqlx::query("DELETE FROM validation_findings WHERE series_uid = $1")
             .bind(series_uid)
             .execute(&mut *tx)
@@ -80,16 +94,6 @@ impl Catalog {
         .bind(&iods)
         .bind(report_key)
         .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        // The counts the gallery filters on, beside the series' other filter columns.
-        sqlx::query(
-            "UPDATE series SET validation_errors = $2, validation_warnings = $3 \
-             WHERE series_uid = $1",
-        )
-        .bind(series_uid)
-        .bind(errors)
-        .bind(warnings)
         .execute(&mut *tx)
         .await?;
         for (seq, f) in findings.iter().enumerate() {

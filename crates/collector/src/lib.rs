@@ -1,4 +1,6 @@
-//! The collector: removes what was stored but is referenced by nothing — and only that.
+//! The collector: removes what was stored but is referenced by nothing — and only that; and
+//! erasure ([`erase_series`]), which makes series referenced by nothing and removes their
+//! objects at once.
 //!
 //! Things that can be left behind, and how each is recognised:
 //!
@@ -26,6 +28,9 @@
 //!   object is not an error.
 
 #![warn(missing_docs)]
+
+mod erase;
+pub use erase::{erase_series, Erasure};
 
 use std::collections::HashSet;
 use std::ffi::OsString;

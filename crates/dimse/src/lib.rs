@@ -21,6 +21,7 @@
 
 pub mod command;
 pub mod guard;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +44,8 @@ use guard::{
 };
 
 use command::{field, status, Command, Response};
+pub use tls::TlsListener;
+use tls::Transport;
 
 /// Settings of the receiver.
 #[derive(Debug, Clone)]
@@ -252,10 +255,28 @@ fn record_association(
 ///    read and answered with a transient A-ASSOCIATE-RJ (local limit exceeded).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     ingestor: Ingestor,
     config: ReceiverConfig,
 ) -> Result<(), ReceiverError> {
     let admission = Arc::new(Admission::new(config));
+    // Both ports share the limits; dropping this task stops both loops.
+    let secure = async {
+        if let Some(tls) = tls {
+            accept_loop(tls.listener, Some(tls.config), &ingestor, &admission).await;
+        }
+    };
+    tokio::join!(accept_loop(listener, None, &ingestor, &admission), secure);
+    Ok(())
+}
+
+/// Accepts connections on one port, for ever.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<tls::ServerConfig>>,
+    ingestor: &Ingestor,
+    admission: &Arc<Admission>,
+) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -269,7 +290,19 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let ingestor = ingestor.clone();
         let admission = admission.clone();
-        tokio::spawn(handle_connection(socket, peer, ingestor, admission));
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let established = handshake(socket, peer, &ingestor, &admission);
+                    serve_connection(established, peer, &ingestor, &admission).await;
+                }
+                Some(config) => {
+                    let established = tls::handshake(socket, peer, &ingestor, &admission, config);
+                    serve_connection(established, peer, &ingestor, &admission).await;
+                }
+            }
+        });
     }
 }
 
@@ -412,21 +445,19 @@ impl Drop for Slot {
     }
 }
 
-/// One TCP connection: the handshake under the ARTIM timeout, then the association.
-async fn handle_connection(
-    socket: TcpStream,
+/// One connection: the handshake (`established`) under the ARTIM timeout, then the
+/// association.
+async fn serve_connection<S: Transport>(
+    established: impl std::future::Future<Output = Option<(ServerAssociation<S>, Slot)>>,
     peer: SocketAddr,
-    ingestor: Ingestor,
-    admission: Arc<Admission>,
+    ingestor: &Ingestor,
+    admission: &Arc<Admission>,
 ) {
     let config = &admission.config;
     let pending = admission.enter_pending(peer_key(&peer));
     let evicted = pending.evicted.clone();
     let established = tokio::select! {
-        outcome = tokio::time::timeout(
-            config.artim_timeout,
-            handshake(socket, peer, &ingestor, &admission),
-        ) => match outcome {
+        outcome = tokio::time::timeout(config.artim_timeout, established) => match outcome {
             Ok(established) => established,
             Err(_) => {
                 tracing::warn!(%peer, seconds = config.artim_timeout.as_secs_f64(),
@@ -438,7 +469,7 @@ async fn handle_connection(
     };
     drop(pending);
     if let Some((association, slot)) = established {
-        run_association(association, slot, peer, ingestor, config).await;
+        run_association(association, slot, peer, ingestor.clone(), config).await;
     }
 }
 
@@ -468,7 +499,7 @@ async fn handshake(
     peer: SocketAddr,
     ingestor: &Ingestor,
     admission: &Arc<Admission>,
-) -> Option<(ServerAssociation, Slot)> {
+) -> Option<(ServerAssociation<TcpStream>, Slot)> {
     let config = &admission.config;
     let header = match peek_header(&socket).await {
         Ok(Some(h)) => h,
@@ -513,18 +544,8 @@ async fn handshake(
         }
     };
     quickack(&socket);
-    let options = ServerAssociationOptions::new()
-        .ae_access_control(ProjectAccess {
-            ingestor: ingestor.clone(),
-            peer,
-        })
-        .ae_title(config.ae_title.as_str())
-        .promiscuous(true)
-        // The header was checked above and every later PDU goes through the `PduGuard`.
-        .strict(false)
-        .max_pdu_length(config.max_pdu_length)
-        .read_timeout(config.idle_timeout)
-        .write_timeout(config.idle_timeout);
+    // The header was checked above and every later PDU goes through the `PduGuard`.
+    let options = association_options(ingestor, peer, config).strict(false);
     // dicom-ul takes the socket and drops it on a request it cannot parse without answering;
     // a duplicate of the descriptor lets us answer that with an A-ABORT (PS3.8 9.3.1).
     let answer = duplicate_for_abort(&socket);
@@ -542,6 +563,26 @@ async fn handshake(
             None
         }
     }
+}
+
+/// What both ports negotiate with: the project's access rules, our AE title, any abstract
+/// syntax, the PDU length we receive, and the idle timeout for every read and write.
+fn association_options<'a>(
+    ingestor: &Ingestor,
+    peer: SocketAddr,
+    config: &'a ReceiverConfig,
+) -> ServerAssociationOptions<'a, ProjectAccess, dicom_ul::association::server::DefaultNegotiation>
+{
+    ServerAssociationOptions::new()
+        .ae_access_control(ProjectAccess {
+            ingestor: ingestor.clone(),
+            peer,
+        })
+        .ae_title(config.ae_title.as_str())
+        .promiscuous(true)
+        .max_pdu_length(config.max_pdu_length)
+        .read_timeout(config.idle_timeout)
+        .write_timeout(config.idle_timeout)
 }
 
 /// A second descriptor of the connection (same socket), not registered with the runtime.
@@ -608,7 +649,7 @@ async fn refuse_busy(mut socket: TcpStream, peer: SocketAddr, rq_length: u32, wh
 }
 
 /// Sends an A-ABORT from the service provider.
-async fn send_abort(socket: &mut TcpStream, reason: AbortRQServiceProviderReason) {
+async fn send_abort<S: Transport>(socket: &mut S, reason: AbortRQServiceProviderReason) {
     use tokio::io::AsyncWriteExt;
     let pdu = Pdu::AbortRQ {
         source: AbortRQSource::ServiceProvider(reason),
@@ -622,7 +663,7 @@ async fn send_abort(socket: &mut TcpStream, reason: AbortRQServiceProviderReason
 /// Closes our side and discards what the peer still sends for a moment, so that our last PDU
 /// is not lost to the reset a close with unread bytes would cause. Bounded in time and bytes;
 /// nothing is kept.
-async fn linger_close(socket: &mut TcpStream) {
+async fn linger_close<S: Transport>(socket: &mut S) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = socket.shutdown().await;
     let mut sink = [0u8; 8192];
@@ -693,11 +734,11 @@ struct Session {
     counters: Counters,
 }
 
-type ServerAssociation = dicom_ul::association::AsyncServerAssociation<TcpStream>;
+type ServerAssociation<S> = dicom_ul::association::AsyncServerAssociation<S>;
 
 /// Serves an established association until it ends.
-async fn run_association(
-    mut association: ServerAssociation,
+async fn run_association<S: Transport>(
+    mut association: ServerAssociation<S>,
     slot: Slot,
     peer: SocketAddr,
     ingestor: Ingestor,
@@ -797,8 +838,8 @@ enum ReceiveError {
 
 /// Receives the next PDU through the [`PduGuard`]; the idle timeout bounds the whole PDU, so a
 /// peer that stops half-way through one is cut off too.
-async fn receive(
-    association: &mut ServerAssociation,
+async fn receive<S: Transport>(
+    association: &mut ServerAssociation<S>,
     tracker: &mut PduTracker,
     idle_timeout: Duration,
 ) -> Result<Pdu, ReceiveError> {
@@ -835,8 +876,8 @@ fn is_malformed(e: &dicom_ul::association::Error) -> bool {
 }
 
 /// Sends an A-ABORT (service provider, `reason`) and closes the connection.
-async fn abort_association(
-    mut association: ServerAssociation,
+async fn abort_association<S: Transport>(
+    mut association: ServerAssociation<S>,
     reason: AbortRQServiceProviderReason,
 ) {
     send_abort(association.inner_stream(), reason).await;
@@ -866,8 +907,8 @@ fn failure_status(e: &IngestError) -> u16 {
     }
 }
 
-async fn send_response(
-    association: &mut ServerAssociation,
+async fn send_response<S: Transport>(
+    association: &mut ServerAssociation<S>,
     context_id: u8,
     response: Response,
 ) -> Result<(), String> {
@@ -887,15 +928,15 @@ async fn send_response(
 
 impl Session {
     /// Serves the association until it is released, aborted or broken; says which.
-    async fn run(
+    async fn run<S: Transport>(
         &mut self,
-        mut association: ServerAssociation,
+        mut association: ServerAssociation<S>,
         tracker: &mut PduTracker,
         peer: SocketAddr,
         idle_timeout: Duration,
     ) -> &'static str {
         loop {
-            quickack(association.inner_stream());
+            quickack(association.inner_stream().tcp());
             let pdu = match receive(&mut association, tracker, idle_timeout).await {
                 Ok(pdu) => pdu,
                 Err(ReceiveError::TooLong(e)) => {
@@ -973,10 +1014,10 @@ impl Session {
     }
 
     /// Handles one PDV. An `Err` aborts the association (protocol violation or dead peer).
-    async fn on_pdv(
+    async fn on_pdv<S: Transport>(
         &mut self,
         pdv: PDataValue,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
         match pdv.value_type {
             PDataValueType::Command => self.on_command_fragment(pdv, association).await,
@@ -984,10 +1025,10 @@ impl Session {
         }
     }
 
-    async fn on_command_fragment(
+    async fn on_command_fragment<S: Transport>(
         &mut self,
         pdv: PDataValue,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
         if matches!(self.state, State::Storing(_)) {
             return Err("command fragment in the middle of a data set".into());
@@ -1082,10 +1123,10 @@ impl Session {
         }
     }
 
-    async fn on_data_fragment(
+    async fn on_data_fragment<S: Transport>(
         &mut self,
         pdv: PDataValue,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
         let State::Storing(store) = &mut self.state else {
             return Err("data fragment without a C-STORE command".into());

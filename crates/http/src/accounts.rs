@@ -448,7 +448,7 @@ pub(crate) async fn update_user(
 }
 
 /// A 404 that names the project, unless it exists.
-async fn project_or_404(state: &AppState, project: &str) -> ApiResult<()> {
+pub(crate) async fn project_or_404(state: &AppState, project: &str) -> ApiResult<()> {
     match state.catalog.find_project(project).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::new(

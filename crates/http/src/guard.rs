@@ -20,8 +20,9 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use radport_access::{Action, Mode, Principal};
-use radport_catalog::{NewAuditEvent, Outcome};
+use radport_catalog::{NewAuditEvent, Outcome, Subject};
 
+use crate::erasure::ErasureScope;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -61,6 +62,13 @@ pub(crate) enum Rule {
     OwnFile,
     /// The caller's own token of path parameter `id`.
     OwnToken,
+    /// Erasing the series of path parameter `series_uid`, `study_uid` or `patient_id`:
+    /// managing every project they are in (`admin` aside; a series only in `admin` is for
+    /// administrators). The checked series go to the handler as an [`ErasureScope`].
+    Erase,
+    /// Copying (`View`) or moving (`Manage`) the series of the path: the action on the body's
+    /// `from`, and contributing to its `to`.
+    Place(Action),
 }
 
 /// The rule of a route, by method and path template; `None`: the route has no rule.
@@ -76,6 +84,14 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         ("GET", "/api/projects") => SignedIn,
         ("POST", "/api/projects") => Admin,
         ("DELETE", "/api/projects/{project}") => Admin,
+        ("GET", "/api/projects/{project}/unshared-series") => Admin,
+        (
+            "DELETE",
+            "/api/series/{series_uid}" | "/api/studies/{study_uid}" | "/api/patients/{patient_id}",
+        ) => Erase,
+        ("POST", "/api/series/{series_uid}/copy") => Place(View),
+        ("POST", "/api/series/{series_uid}/move") => Place(Manage),
+        ("DELETE", "/api/projects/{project}/series/{series_uid}") => Project(Manage),
         (
             "GET",
             "/api/projects/{project}/datasets"
@@ -313,6 +329,7 @@ async fn admit_as(
             .unwrap_or_default()
     };
     let mut body = body;
+    let mut erasure_scope = None;
     if rule != Rule::Public && principal.user.is_none() && !principal.admin {
         return Err(unauthenticated());
     }
@@ -356,20 +373,49 @@ async fn admit_as(
             }
         }
         Rule::StartRun => {
-            let bytes = axum::body::to_bytes(body, state.max_json_body)
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "the request body is larger than this endpoint accepts",
-                    )
-                })?;
-            let params: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let (bytes, params) = json_body(state, body).await?;
             body = Body::from(bytes);
             let project = params["project"].as_str().unwrap_or("admin");
             let file = params["file"].as_str().unwrap_or_default();
             principal.may(Action::Contribute, Some(project))
                 && owns_file(state, &principal, file).await?
+        }
+        Rule::Erase => {
+            let (series_uid, study_uid) = (param("series_uid"), param("study_uid"));
+            let patient_id = param("patient_id");
+            let subject = if !series_uid.is_empty() {
+                Subject::Series(&series_uid)
+            } else if !study_uid.is_empty() {
+                Subject::Study(&study_uid)
+            } else {
+                Subject::Patient(&patient_id)
+            };
+            let series = state.catalog.series_of(subject).await?;
+            let projects = state.catalog.projects_of_series_set(&series).await?;
+            let visible = principal.admin
+                || projects
+                    .iter()
+                    .any(|p| principal.may(Action::View, Some(p)));
+            if series.is_empty() || !visible {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "nothing of it is in the catalog",
+                ));
+            }
+            let own: Vec<&String> = projects
+                .iter()
+                .filter(|p| !p.eq_ignore_ascii_case(radport_catalog::ADMIN_PROJECT))
+                .collect();
+            erasure_scope = Some(ErasureScope(series));
+            principal.admin
+                || (!own.is_empty() && own.iter().all(|p| principal.may(Action::Manage, Some(p))))
+        }
+        Rule::Place(action) => {
+            let (bytes, fields) = json_body(state, body).await?;
+            body = Body::from(bytes);
+            let from = fields["from"].as_str().unwrap_or_default();
+            let to = fields["to"].as_str().unwrap_or_default();
+            principal.may(action, Some(from)) && principal.may(Action::Contribute, Some(to))
         }
         Rule::Upload => principal.contributes_somewhere(),
         Rule::OwnUpload => match state.catalog.get_upload(&param("id")).await? {
@@ -390,21 +436,47 @@ async fn admit_as(
     }
     let target = params
         .iter()
-        .map(|(k, v)| {
-            if k == "path" {
-                "[file]".to_string()
-            } else {
-                v.clone()
-            }
+        .map(|(k, v)| match k.as_str() {
+            "path" => "[file]".to_string(),
+            "patient_id" => patient_digest(v),
+            _ => v.clone(),
         })
         .collect::<Vec<_>>()
         .join("/");
     parts.extensions.insert(principal);
+    if let Some(scope) = erasure_scope {
+        parts.extensions.insert(scope);
+    }
     Ok(Admitted {
         request: Request::from_parts(parts, body),
         actor: actor.clone(),
         target,
     })
+}
+
+/// How the audit trail names a patient: a digest of the Patient ID (it can tell whether a
+/// given ID was erased, but does not keep the ID).
+fn patient_digest(patient_id: &str) -> String {
+    let hash = blake3::hash(patient_id.as_bytes()).to_hex();
+    format!("patient#{}", &hash[..16])
+}
+
+/// The body of a request as bytes (to pass on) and as JSON (to read the rule's fields from;
+/// `Null` if it is not JSON: the handler answers 400).
+async fn json_body(
+    state: &AppState,
+    body: Body,
+) -> Result<(axum::body::Bytes, serde_json::Value), ApiError> {
+    let bytes = axum::body::to_bytes(body, state.max_json_body)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than this endpoint accepts",
+            )
+        })?;
+    let value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok((bytes, value))
 }
 
 fn owns(principal: &Principal, owner: Option<&str>) -> bool {
@@ -470,12 +542,14 @@ async fn identify(
     if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         check_csrf(headers)?;
     }
-    let caller = state
-        .access
-        .authenticator
-        .by_token(&session)
-        .await
-        .map_err(denied)?;
+    // A session that ended (signed out elsewhere, revoked, expired, account disabled) makes
+    // the browser anonymous: its HttpOnly cookie cannot be removed by the page, and it must
+    // not stand in the way of signing in again.
+    let caller = match state.access.authenticator.by_token(&session).await {
+        Ok(caller) => caller,
+        Err(radport_access::Denied::Catalog(e)) => return Err(e.into()),
+        Err(_) => return Ok(None),
+    };
     Ok(Some(Identified {
         principal: caller.principal,
         must_change_password: caller.must_change_password,

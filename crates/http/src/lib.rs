@@ -12,6 +12,7 @@
 
 mod accounts;
 mod download;
+mod erasure;
 mod error;
 mod guard;
 mod health;
@@ -89,11 +90,17 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health::health))
         .routes(routes!(projects::list_projects, projects::create_project))
-        .routes(routes!(projects::delete_project))
+        .routes(routes!(erasure::delete_project))
+        .routes(routes!(erasure::unshared_series))
+        .routes(routes!(erasure::erase_study))
+        .routes(routes!(erasure::erase_patient))
+        .routes(routes!(erasure::copy_series))
+        .routes(routes!(erasure::move_series))
+        .routes(routes!(erasure::remove_series_from_project))
         .routes(routes!(projects::list_datasets))
         .routes(routes!(projects::list_series))
         .routes(routes!(projects::series_facets))
-        .routes(routes!(series::get_series))
+        .routes(routes!(series::get_series, erasure::erase_series))
         .routes(routes!(series::get_instance_file))
         .routes(routes!(preview::get_rendered_instance))
         .routes(routes!(preview::get_segmentation))

@@ -53,22 +53,6 @@ pub(crate) async fn create_project(
     Ok((StatusCode::CREATED, Json(project.into())))
 }
 
-/// Deletes a project: its mappings and datasets, not the series (which stay in `admin`).
-#[utoipa::path(delete, path = "/api/projects/{project}", tag = "projects",
-    params(("project" = String, Path, description = "Project name (any case)")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 400, description = "`admin` cannot be deleted", body = ErrorBody),
-        (status = 404, description = "No such project", body = ErrorBody),
-    ))]
-pub(crate) async fn delete_project(
-    State(state): State<AppState>,
-    Path(project): Path<String>,
-) -> ApiResult<StatusCode> {
-    state.catalog.delete_project(&project).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// The datasets of a project.
 #[utoipa::path(get, path = "/api/projects/{project}/datasets", tag = "projects",
     params(("project" = String, Path, description = "Project name (any case)")),

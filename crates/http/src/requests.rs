@@ -273,3 +273,30 @@ mod tests {
         assert!(axum::extract::Query::<JobQuery>::try_from_uri(&uri).is_err());
     }
 }
+
+/// `POST /api/series/{series_uid}/copy` and `…/move`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceSeries {
+    /// The project the series is in now.
+    #[schema(example = "lung")]
+    pub from: String,
+    /// The project it goes to (not `admin`, which holds every series).
+    #[schema(example = "lung-study-2")]
+    pub to: String,
+    /// The dataset in `to` (created if missing); absent: the datasets it has in `from`, or
+    /// `placed` if it has none there.
+    #[serde(default)]
+    pub dataset: Option<String>,
+}
+
+/// Query of `DELETE /api/projects/{project}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteProjectQuery {
+    /// Also erase the project's series that no other project holds (`admin` aside): their
+    /// instances, thumbnails and reports leave the archive. Default: false (they stay in
+    /// `admin`).
+    #[serde(default)]
+    pub erase_unshared_series: bool,
+}

@@ -59,6 +59,8 @@ pub struct Deployment {
     pub dicom_host: String,
     /// DICOM port.
     pub dicom_port: u16,
+    /// DICOM TLS port, if the server has one.
+    pub dicom_tls_port: Option<u16>,
     /// This server's AE title.
     pub ae_title: String,
     /// What happens to an instance that is already stored (`Keep`, `Overwrite`, …).
@@ -1105,4 +1107,42 @@ impl From<radport_catalog::DicomRules> for DicomRules {
             networks: r.networks,
         }
     }
+}
+
+/// What an erasure removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Erasure {
+    /// Series UIDs erased.
+    pub series: Vec<String>,
+    /// Instances erased.
+    pub instances: u64,
+    /// Studies erased (no series of them was left).
+    pub studies: u64,
+    /// Patients erased (no study of them was left).
+    pub patients: u64,
+    /// Archive objects deleted: instance files, thumbnails, reports (a missing one counts).
+    pub objects_deleted: u64,
+    /// Deletes that failed; the collector removes those objects later (nothing references
+    /// them any more).
+    pub objects_failed: u64,
+}
+
+impl From<radport_collector::Erasure> for Erasure {
+    fn from(e: radport_collector::Erasure) -> Self {
+        Erasure {
+            series: e.erased.series,
+            instances: e.erased.instances,
+            studies: e.erased.studies,
+            patients: e.erased.patients,
+            objects_deleted: e.objects_deleted,
+            objects_failed: e.objects_failed,
+        }
+    }
+}
+
+/// The series of a project that no other project holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnsharedSeries {
+    /// How many: deleting the project with `erase_unshared_series=true` erases them.
+    pub count: u64,
 }

@@ -44,6 +44,14 @@ const ASSETS: &[(&str, &str, &str)] = &[
         JS,
         include_str!("../ui/pages/password.js"),
     ),
+    ("pages/users.js", JS, include_str!("../ui/pages/users.js")),
+    (
+        "pages/project.js",
+        JS,
+        include_str!("../ui/pages/project.js"),
+    ),
+    ("pages/tokens.js", JS, include_str!("../ui/pages/tokens.js")),
+    ("pages/audit.js", JS, include_str!("../ui/pages/audit.js")),
     ("session.js", JS, include_str!("../ui/session.js")),
     ("favicon.svg", SVG, include_str!("../ui/favicon.svg")),
 ];

@@ -51,6 +51,8 @@ async function request(method, path, body) {
 export const get = (path) => request('GET', path);
 export const post = (path, body) => request('POST', path, body);
 export const del = (path) => request('DELETE', path);
+export const put = (path, body) => request('PUT', path, body);
+export const patch = (path, body) => request('PATCH', path, body);
 
 /** Query string of the non-empty entries of an object. */
 export function query(params) {
@@ -101,4 +103,22 @@ export const api = {
   files: () => get('/api/files').then((r) => r.items),
   fileUrl: (path) => `/api/files/${pathSegments(path)}`,
   deleteFile: (path) => del(`/api/files/${pathSegments(path)}`),
+  // Access control: accounts (administrators), members and DICOM rules (managers), tokens
+  // (everyone's own), the audit trail (administrators).
+  users: () => get('/api/users').then((r) => r.items),
+  /** `{user, password}`: the password drawn for the account, shown once. */
+  createUser: (name, admin) => post('/api/users', { name, admin }),
+  /** `change`: `{admin?, disabled?, reset_password?}`; answers `{user, password}`. */
+  updateUser: (name, change) => patch(`/api/users/${seg(name)}`, change),
+  members: (project) => get(`/api/projects/${seg(project)}/members`).then((r) => r.items),
+  setMember: (project, user, role) => put(`/api/projects/${seg(project)}/members/${seg(user)}`, { role }),
+  removeMember: (project, user) => del(`/api/projects/${seg(project)}/members/${seg(user)}`),
+  dicomRules: (project) => get(`/api/projects/${seg(project)}/dicom-rules`),
+  setDicomRules: (project, rules) => put(`/api/projects/${seg(project)}/dicom-rules`, rules),
+  tokens: () => get('/api/tokens').then((r) => r.items),
+  /** `{token, info}`: the secret, shown once. */
+  createToken: (body) => post('/api/tokens', body),
+  revokeToken: (id) => del(`/api/tokens/${seg(id)}`),
+  /** `{total, items}`, newest first. */
+  audit: (filters) => get(`/api/audit${query(filters)}`),
 };

@@ -181,3 +181,20 @@ export async function copyText(text) {
     return ok;
   }
 }
+
+/**
+ * A secret shown once (a drawn password, a new token): the value as text, a Copy button and
+ * what to do with it. `id`: the id of the element holding the value.
+ */
+export function secretBox(title, secret, note, id) {
+  const status = h('span', { class: 'copy-status muted small', 'aria-live': 'polite' });
+  const copy = h('button', { class: 'btn small', type: 'button', 'data-copy': id }, 'Copy');
+  copy.addEventListener('click', async () => {
+    status.textContent = (await copyText(secret)) ? 'Copied.' : 'Copying failed: select the text and copy it.';
+  });
+  return h('div', { class: 'notice ok secret-box', role: 'status' },
+    h('div', { class: 'secret-text' },
+      h('strong', {}, title),
+      h('div', { class: 'secret-row' }, h('code', { id, class: 'secret' }, secret), copy, status),
+      note ? h('p', { class: 'small' }, note) : null));
+}

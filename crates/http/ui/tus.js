@@ -32,6 +32,9 @@ export class TusError extends Error {
     this.fatal = fatal;
     this.status = status;
     this.conflict = conflict;
+    // The session ended: as for every other API call, to the sign-in page and back (the upload
+    // continues from the server's offset when the same file is chosen again).
+    if (status === 401) document.dispatchEvent(new CustomEvent('unauthorized'));
   }
 }
 

@@ -66,6 +66,24 @@ pub struct ServeArgs {
     /// [default: 120].
     #[arg(long, env = "RADPORT_DICOM_IDLE_TIMEOUT")]
     pub dicom_idle_timeout: Option<f64>,
+    /// Export the audit trail as DICOM audit messages (PS3.15 A.5, IHE ATNA) to a syslog
+    /// collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT [default: none].
+    #[arg(long, env = "RADPORT_AUDIT_SYSLOG")]
+    pub audit_syslog: Option<String>,
+    /// The CA (PEM) that issued the audit collector's certificate (tls:// only).
+    #[arg(long, env = "RADPORT_AUDIT_SYSLOG_CA")]
+    pub audit_syslog_ca: Option<PathBuf>,
+    /// The AuditSourceID of exported audit messages [default: radport@<public host>].
+    #[arg(long, env = "RADPORT_AUDIT_SOURCE_ID")]
+    pub audit_source_id: Option<String>,
+    /// DICOM TLS: the port of the TLS receiver (2762 by convention), with the certificate of
+    /// --tls-cert/--tls-key [default: none].
+    #[arg(long, env = "RADPORT_DICOM_TLS_PORT")]
+    pub dicom_tls_port: Option<u16>,
+    /// DICOM TLS: peers must present a certificate issued by this CA (PEM) [default: any peer
+    /// may connect].
+    #[arg(long, env = "RADPORT_DICOM_TLS_CLIENT_CA")]
+    pub dicom_tls_client_ca: Option<PathBuf>,
     /// Host name to show in the dcmsend command of the upload wizard [default: this host's name].
     #[arg(long, env = "RADPORT_PUBLIC_HOST")]
     pub public_host: Option<String>,
@@ -257,6 +275,11 @@ struct FileSettings {
     max_pending_connections: Option<usize>,
     artim_timeout: Option<f64>,
     dicom_idle_timeout: Option<f64>,
+    dicom_tls_port: Option<u16>,
+    dicom_tls_client_ca: Option<PathBuf>,
+    audit_syslog: Option<String>,
+    audit_syslog_ca: Option<PathBuf>,
+    audit_source_id: Option<String>,
     public_host: Option<String>,
     stable_after: Option<f64>,
     workers: Option<usize>,
@@ -322,6 +345,16 @@ pub struct Settings {
     pub max_pending_connections: usize,
     pub artim_timeout: std::time::Duration,
     pub dicom_idle_timeout: std::time::Duration,
+    /// Where the audit trail is exported; `None`: nowhere.
+    pub audit_syslog: Option<radport_audit::SyslogTarget>,
+    /// The audit collector's CA (TLS).
+    pub audit_syslog_ca: Option<PathBuf>,
+    /// The AuditSourceID of exported messages.
+    pub audit_source_id: String,
+    /// DICOM TLS port; `None`: no TLS receiver.
+    pub dicom_tls_port: Option<u16>,
+    /// DICOM TLS: the CA peers' certificates must be issued by.
+    pub dicom_tls_client_ca: Option<PathBuf>,
     pub public_host: String,
     pub stable_after: std::time::Duration,
     pub workers: usize,
@@ -464,6 +497,11 @@ impl Settings {
             max_pending_connections: Some(self.max_pending_connections),
             artim_timeout: secs(self.artim_timeout),
             dicom_idle_timeout: secs(self.dicom_idle_timeout),
+            dicom_tls_port: self.dicom_tls_port,
+            dicom_tls_client_ca: self.dicom_tls_client_ca.clone(),
+            audit_syslog: self.audit_syslog.as_ref().map(|t| t.to_string()),
+            audit_syslog_ca: self.audit_syslog_ca.clone(),
+            audit_source_id: Some(self.audit_source_id.clone()),
             public_host: Some(self.public_host.clone()),
             stable_after: secs(self.stable_after),
             workers: Some(self.workers),
@@ -781,7 +819,28 @@ impl ServeArgs {
                 "max_associations_per_peer and max_pending_connections must be at least 1"
             );
         }
+        let dicom_tls_port = self.dicom_tls_port.or(file.dicom_tls_port);
+        let dicom_tls_client_ca = self.dicom_tls_client_ca.or(file.dicom_tls_client_ca);
+        if dicom_tls_port.is_some() && tls.is_none() {
+            anyhow::bail!("dicom_tls_port needs a certificate: give tls_cert and tls_key too");
+        }
+        if dicom_tls_client_ca.is_some() && dicom_tls_port.is_none() {
+            anyhow::bail!("dicom_tls_client_ca is for the DICOM TLS port: give dicom_tls_port too");
+        }
+        let audit_syslog = match self.audit_syslog.or(file.audit_syslog) {
+            Some(t) if !t.trim().is_empty() => {
+                Some(t.trim().parse::<radport_audit::SyslogTarget>()?)
+            }
+            _ => None,
+        };
+        let audit_syslog_ca = self.audit_syslog_ca.or(file.audit_syslog_ca);
+        let audit_source_id = self.audit_source_id.or(file.audit_source_id);
         Ok(Settings {
+            audit_syslog,
+            audit_syslog_ca,
+            audit_source_id: audit_source_id.unwrap_or_else(|| format!("radport@{public_host}")),
+            dicom_tls_port,
+            dicom_tls_client_ca,
             max_pdu,
             max_associate_rq,
             max_associations_per_peer,

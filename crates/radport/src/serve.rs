@@ -35,6 +35,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         })?;
     // Before anything listens: a fresh catalog gets its administrator.
     crate::accounts::bootstrap(&settings, &catalog).await?;
+    // The audit trail's copy for a syslog collector, then the first event of this process.
+    if let Some(target) = &settings.audit_syslog {
+        let source = radport_audit::AuditSource {
+            source_id: settings.audit_source_id.clone(),
+            host: settings.public_host.clone(),
+            ae_title: settings.ae_title.clone(),
+        };
+        let exporter = radport_audit::SyslogExporter::start(
+            target.clone(),
+            source,
+            settings.audit_syslog_ca.as_deref(),
+        )
+        .context("cannot export the audit trail")?;
+        catalog.set_audit_sink(exporter);
+        tracing::info!(%target, "the audit trail is exported to syslog");
+    }
+    record_application_event(&catalog, radport_audit::message::APPLICATION_START_ACTION).await;
     // The default is the local directory; an S3 bucket is checked (list, write, delete) before
     // anything listens, so a server that could not store says why and stops.
     let archive = match &settings.archive_url {
@@ -74,6 +91,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ae_title_name_limit: radport_catalog::MAX_AE_TITLE_NAME,
         dicom_host: settings.public_host.clone(),
         dicom_port: settings.dicom_port,
+        dicom_tls_port: settings.dicom_tls_port,
         ae_title: settings.ae_title.clone(),
         duplicate_policy: format!("{:?}", settings.duplicate_policy),
     };
@@ -159,8 +177,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Removes what no catalog row references, once older than --orphan-grace.
     crate::collect::spawn_collector(&settings, archive.clone(), catalog.clone(), scratch);
 
+    let dicom_tls = match (settings.dicom_tls_port, &settings.tls) {
+        (Some(port), Some((cert, key))) => {
+            let addr = format!("{}:{port}", settings.bind);
+            let config = radport_access::tls::server_config(
+                cert,
+                key,
+                settings.dicom_tls_client_ca.as_deref(),
+            )
+            .context("cannot serve DICOM TLS")?;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen for DICOM TLS on {addr}"))?;
+            tracing::info!(%addr, client_certificates = settings.dicom_tls_client_ca.is_some(),
+                "DICOM TLS receiver listening");
+            Some(radport_dimse::TlsListener {
+                listener,
+                config: std::sync::Arc::new(config),
+            })
+        }
+        _ => None,
+    };
     let receiver = tokio::spawn(radport_dimse::serve(
         dicom_listener,
+        dicom_tls,
         ingestor,
         receiver_config,
     ));
@@ -211,7 +251,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         r = http => { r.context("HTTP task")?.context("HTTP server")?; }
         r = pipeline_task => { r.context("pipeline task")?; }
         r = sweeper => { r.context("upload sweeper task")?; }
-        _ = shutdown_signal() => { tracing::info!("shutting down"); }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            record_application_event(&catalog, radport_audit::message::APPLICATION_STOP_ACTION)
+                .await;
+        }
     }
     Ok(())
 }
@@ -426,6 +470,21 @@ fn single_sign_on(settings: &Settings) -> Result<Option<radport_http::SingleSign
         provider,
         display_name: oidc.display_name.clone(),
     }))
+}
+
+/// Records this process's start or stop in the audit trail (a failure is logged).
+async fn record_application_event(catalog: &radport_catalog::Catalog, action: &str) {
+    let event = radport_catalog::NewAuditEvent {
+        actor: "radport".into(),
+        address: String::new(),
+        action: action.into(),
+        target: String::new(),
+        outcome: radport_catalog::Outcome::Success,
+        detail: format!("pid {}", std::process::id()),
+    };
+    if let Err(e) = catalog.record_audit(&event).await {
+        tracing::warn!(error = %e, "recording the {action} in the audit trail failed");
+    }
 }
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ fn every_route_answers_each_role_as_the_matrix_says() {
         client: Client::new(),
         tokens: vec![None, None, None, None, None, Some(ADMIN_TOKEN.to_string())],
     };
-    for project in ["lung", "brain", "doomed"] {
+    for project in ["lung", "brain", "doomed", "spare"] {
         let r = world
             .admin(Method::POST, "/api/projects")
             .json(&json!({"name": project}))
@@ -187,6 +187,12 @@ fn every_route_answers_each_role_as_the_matrix_says() {
             .unwrap();
         assert_eq!(r.status(), 204);
     }
+    let r = world
+        .admin(Method::PUT, "/api/projects/spare/members/mona")
+        .json(&json!({"role": "contributor"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
     let extra = world
         .admin(Method::POST, "/api/users")
         .json(&json!({"name": "extra"}))
@@ -220,6 +226,40 @@ fn every_route_answers_each_role_as_the_matrix_says() {
         .status
         .success());
     let (lung_uid, brain_uid) = (series_uid(&lung), series_uid(&brain));
+    // Series to erase and to take out of a project: X (lung), Y (lung, copied into brain),
+    // Z (lung, a patient of its own), W (lung).
+    let mut doomed = Vec::new();
+    for (seed, patient) in [
+        ("953", "PAT-X"),
+        ("954", "PAT-Y"),
+        ("955", "PAT-Z"),
+        ("956", "PAT-W"),
+    ] {
+        let spec = SeriesSpec {
+            count: 1,
+            rows: 16,
+            columns: 16,
+            patient_id: patient.into(),
+            uid_seed: seed.into(),
+            ..Default::default()
+        };
+        let dir = tmp.path().join(seed);
+        write_series(&dir, &spec).unwrap();
+        assert!(world
+            .server
+            .dcmsend("kp-ds", "kp-lung", &dir)
+            .status
+            .success());
+        doomed.push(spec);
+    }
+    let [x_uid, y_uid, _, w_uid] = [0, 1, 2, 3].map(|i| series_uid(&doomed[i]));
+    let y_study = radport_testkit::study_uid(&doomed[1]);
+    let copied = world
+        .admin(Method::POST, &format!("/api/series/{y_uid}/copy"))
+        .json(&json!({"from": "lung", "to": "brain"}))
+        .send()
+        .unwrap();
+    assert_eq!(copied.status(), 204);
     world.server.wait_for(60, "validation and thumbnails", || {
         [&lung_uid, &brain_uid]
             .iter()
@@ -348,7 +388,7 @@ fn every_route_answers_each_role_as_the_matrix_says() {
             "/api/projects/{project}",
             "/api/projects/doomed".into(),
             plain(),
-            [401, 403, 403, 403, 403, 204],
+            [401, 403, 403, 403, 403, 200],
         ),
         (
             "GET",
@@ -629,6 +669,59 @@ fn every_route_answers_each_role_as_the_matrix_says() {
             "/api/audit".into(),
             plain(),
             [401, 403, 403, 403, 403, 200],
+        ),
+        (
+            "GET",
+            "/api/projects/{project}/unshared-series",
+            "/api/projects/lung/unshared-series".into(),
+            plain(),
+            [401, 403, 403, 403, 403, 200],
+        ),
+        (
+            "POST",
+            "/api/series/{series_uid}/copy",
+            format!("/api/series/{lung_uid}/copy"),
+            body(json!({"from": "lung", "to": "spare"})),
+            // The manager views lung and contributes to spare.
+            [401, 403, 403, 403, 204, 204],
+        ),
+        (
+            "POST",
+            "/api/series/{series_uid}/move",
+            format!("/api/series/{lung_uid}/move"),
+            body(json!({"from": "spare", "to": "lung"})),
+            // Moving out of spare takes managing it.
+            [401, 403, 403, 403, 403, 204],
+        ),
+        (
+            "DELETE",
+            "/api/projects/{project}/series/{series_uid}",
+            format!("/api/projects/lung/series/{w_uid}"),
+            plain(),
+            [401, 403, 403, 403, 204, 404],
+        ),
+        (
+            "DELETE",
+            "/api/series/{series_uid}",
+            format!("/api/series/{x_uid}"),
+            plain(),
+            [401, 404, 403, 403, 200, 404],
+        ),
+        (
+            "DELETE",
+            "/api/studies/{study_uid}",
+            format!("/api/studies/{y_study}"),
+            plain(),
+            // Y is in brain too, which only the administrator manages; the brain viewer
+            // sees it.
+            [401, 403, 403, 403, 403, 200],
+        ),
+        (
+            "DELETE",
+            "/api/patients/{patient_id}",
+            "/api/patients/PAT-Z".into(),
+            plain(),
+            [401, 404, 403, 403, 200, 404],
         ),
     ];
 

@@ -487,6 +487,7 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
         tus,
     );
     assert_eq!(terminated.status, 204);
+    placement_and_erasure(&mut api, &server, &uid, &seg_series, tmp.path());
     let admin = api.call(
         Method::DELETE,
         "/api/projects/{project}",
@@ -498,9 +499,10 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
         Method::DELETE,
         "/api/projects/{project}",
         &[("project", "contract")],
-        |r| r,
+        |r| r.query(&[("erase_unshared_series", "true")]),
     );
-    assert_eq!(gone.status, 204);
+    assert_eq!(gone.status, 200);
+    assert_eq!(gone.json()["series"], json!([uid]));
 
     access_operations(&mut api);
     assert_eq!(
@@ -508,6 +510,143 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
         Vec::<String>::new(),
         "operations of the document this test does not call"
     );
+}
+
+/// Copying and moving series, and erasing a series, a study and a patient.
+fn placement_and_erasure(
+    api: &mut Contract,
+    server: &Server,
+    uid: &str,
+    seg_series: &str,
+    tmp: &std::path::Path,
+) {
+    let created = api.call(Method::POST, "/api/projects", &[], |r| {
+        r.json(&json!({"name": "other"}))
+    });
+    assert_eq!(created.status, 201);
+    let series = [("series_uid", uid)];
+    let place = |api: &mut Contract, what: &str, body: Value| {
+        api.call(
+            Method::POST,
+            &format!("/api/series/{{series_uid}}/{what}"),
+            &series,
+            |r| r.json(&body),
+        )
+        .status
+    };
+    assert_eq!(
+        place(api, "copy", json!({"from": "contract", "to": "other"})),
+        204
+    );
+    assert_eq!(
+        place(api, "copy", json!({"from": "contract", "to": "admin"})),
+        400
+    );
+    assert_eq!(
+        place(api, "copy", json!({"from": "nope", "to": "other"})),
+        404
+    );
+    let in_other = [("project", "other"), ("series_uid", uid)];
+    let removed = api.call(
+        Method::DELETE,
+        "/api/projects/{project}/series/{series_uid}",
+        &in_other,
+        |r| r,
+    );
+    assert_eq!(removed.status, 204);
+    let again = api.call(
+        Method::DELETE,
+        "/api/projects/{project}/series/{series_uid}",
+        &in_other,
+        |r| r,
+    );
+    assert_eq!(again.status, 404);
+    assert_eq!(
+        place(api, "move", json!({"from": "contract", "to": "other"})),
+        204
+    );
+    assert_eq!(
+        place(api, "move", json!({"from": "other", "to": "contract"})),
+        204
+    );
+    assert_eq!(
+        place(api, "move", json!({"from": "admin", "to": "other"})),
+        400
+    );
+    assert_eq!(
+        place(api, "move", json!({"from": "other", "to": "contract"})),
+        404
+    );
+    assert_eq!(place(api, "move", json!({"to": "contract"})), 400);
+    let unshared = api.get(
+        "/api/projects/{project}/unshared-series",
+        &[("project", "contract")],
+    );
+    assert_eq!(
+        unshared.json()["count"],
+        2,
+        "the CT series and its segmentation"
+    );
+    let missing = api.get(
+        "/api/projects/{project}/unshared-series",
+        &[("project", "nope")],
+    );
+    assert_eq!(missing.status, 404);
+
+    // Erasure: the segmentation by its series, then a patient of its own and a study of its
+    // own (sent for this).
+    let erased = api.call(
+        Method::DELETE,
+        "/api/series/{series_uid}",
+        &[("series_uid", seg_series)],
+        |r| r,
+    );
+    assert_eq!(erased.status, 200);
+    assert_eq!(erased.json()["instances"], 1);
+    for (seed, patient) in [("903", "CONTRACT-P"), ("904", "CONTRACT-S")] {
+        let spec = SeriesSpec {
+            count: 1,
+            rows: 16,
+            columns: 16,
+            patient_id: patient.into(),
+            uid_seed: seed.into(),
+            ..Default::default()
+        };
+        let dir = tmp.join(seed);
+        write_series(&dir, &spec).unwrap();
+        assert!(server
+            .dcmsend("kp-sent", "kp-contract", &dir)
+            .status
+            .success());
+    }
+    let patient = api.call(
+        Method::DELETE,
+        "/api/patients/{patient_id}",
+        &[("patient_id", "CONTRACT-P")],
+        |r| r,
+    );
+    assert_eq!(patient.status, 200);
+    assert_eq!(patient.json()["patients"], 1);
+    let study = radport_testkit::study_uid(&SeriesSpec {
+        uid_seed: "904".into(),
+        ..Default::default()
+    });
+    let erased = api.call(
+        Method::DELETE,
+        "/api/studies/{study_uid}",
+        &[("study_uid", study.as_str())],
+        |r| r,
+    );
+    assert_eq!(erased.status, 200);
+    assert_eq!(erased.json()["studies"], 1);
+    for (template, name) in [
+        ("/api/series/{series_uid}", "series_uid"),
+        ("/api/studies/{study_uid}", "study_uid"),
+        ("/api/patients/{patient_id}", "patient_id"),
+    ] {
+        let gone = api.call(Method::DELETE, template, &[(name, "1.2.3.999")], |r| r);
+        assert_eq!(gone.status, 404, "{template}");
+    }
 }
 
 /// Sessions, tokens, accounts and members, and the refusals of the guard.

@@ -377,3 +377,229 @@ fn signing_in_works_in_a_real_browser() {
         server.log()
     );
 }
+
+/// Runs `tests/browser/<script>` against `server` with `env`, and asserts it ends with
+/// "<name>: all checks passed".
+fn run_browser_script(server: &Server, script: &str, name: &str, env: &[(&str, &str)]) {
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run scripts/install-deps.sh"
+    );
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    let out = Command::new("node")
+        .arg(browser_dir().join(script))
+        .arg(server.url(""))
+        .arg(&shots)
+        .envs(env.iter().copied())
+        .current_dir(browser_dir())
+        .output()
+        .expect("node runs");
+    let text = output_text(&out);
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains(&format!("{name}: all checks passed")),
+        "the browser test {script} failed:\n{text}\nserver log:\n{}",
+        server.log()
+    );
+}
+
+/// A request with the admin token; the status and the JSON body (`null` if none).
+fn as_admin(
+    server: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client.request(method, server.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The administrator's access pages (`tests/browser/admin.mjs`): Users (an account made in
+/// the page signs in with the password it shows; reset, disable, enable, administration),
+/// My tokens (made, used as a Bearer token, revoked), the audit page's sign-ins, CSRF refusal,
+/// and a 401 in the middle of a session (to the sign-in page and back).
+#[test]
+fn the_access_pages_work_for_an_administrator() {
+    let token = "rpt_browser-admin-test-token-000000000000000000";
+    let admin_password = "the admin's own password";
+    let server = Server::start_with_env(
+        &["--access", "enforced"],
+        &[
+            ("RADPORT_ADMIN_TOKEN", token),
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+        ],
+    );
+    for project in ["lung", "brain"] {
+        let (status, body) = as_admin(
+            &server,
+            token,
+            reqwest::Method::POST,
+            "/api/projects",
+            Some(serde_json::json!({ "name": project })),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    run_browser_script(
+        &server,
+        "admin.mjs",
+        "admin",
+        &[
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+            ("RADPORT_ADMIN_TOKEN", token),
+        ],
+    );
+    // What the pages did is what the API holds.
+    let (_, users) = as_admin(&server, token, reqwest::Method::GET, "/api/users", None);
+    let alice = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .expect("alice was created in the page")
+        .clone();
+    assert_eq!(alice["admin"], false, "{alice}");
+    assert_eq!(alice["disabled"], false, "{alice}");
+}
+
+/// What each role sees, and a manager's work (`tests/browser/roles.mjs`): a viewer of a project
+/// sees its series but no upload buttons, no members or DICOM rules, no Users or Audit; a
+/// manager adds, changes and removes members and sets the project's DICOM rules (a bad network
+/// is refused with the API's message), which the API then holds.
+#[test]
+fn each_role_sees_what_it_may_do_in_a_real_browser() {
+    let token = "rpt_browser-roles-test-token-000000000000000000";
+    let server = Server::start_with_env(
+        &["--access", "enforced"],
+        &[
+            ("RADPORT_ADMIN_TOKEN", token),
+            ("RADPORT_ADMIN_PASSWORD", "the admin's own password"),
+        ],
+    );
+    let post = |path: &str, body: serde_json::Value| {
+        let (status, answer) = as_admin(&server, token, reqwest::Method::POST, path, Some(body));
+        assert_eq!(status, 201, "POST {path}: {answer}");
+    };
+    let put = |path: &str, body: serde_json::Value| {
+        let (status, answer) = as_admin(&server, token, reqwest::Method::PUT, path, Some(body));
+        assert_eq!(status, 204, "PUT {path}: {answer}");
+    };
+    post("/api/projects", serde_json::json!({"name": "lung"}));
+    post("/api/projects", serde_json::json!({"name": "other"}));
+    let (vera_password, mike_password) = ("vera's own password", "mike's own password");
+    post(
+        "/api/users",
+        serde_json::json!({"name": "vera", "password": vera_password}),
+    );
+    post(
+        "/api/users",
+        serde_json::json!({"name": "mike", "password": mike_password}),
+    );
+    post("/api/users", serde_json::json!({"name": "carl"}));
+    put(
+        "/api/projects/lung/members/vera",
+        serde_json::json!({"role": "viewer"}),
+    );
+    put(
+        "/api/projects/lung/members/mike",
+        serde_json::json!({"role": "manager"}),
+    );
+    put(
+        "/api/projects/other/members/mike",
+        serde_json::json!({"role": "viewer"}),
+    );
+
+    // A series in lung, for the viewer's gallery.
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SeriesSpec {
+        count: 2,
+        uid_seed: "721".into(),
+        patient_id: "PAT-ROLES".into(),
+        series_description: "Viewer's CT".into(),
+        ..Default::default()
+    };
+    write_series(tmp.path(), &spec).unwrap();
+    let out = server.dcmsend("kp-sent", "kp-lung", tmp.path());
+    assert!(out.status.success(), "dcmsend: {}", output_text(&out));
+    server.wait_for(30, "the series in lung", || {
+        let (_, page) = as_admin(
+            &server,
+            token,
+            reqwest::Method::GET,
+            "/api/projects/lung/series",
+            None,
+        );
+        (page["total"] == 1).then_some(())
+    });
+
+    run_browser_script(
+        &server,
+        "roles.mjs",
+        "roles",
+        &[
+            ("RADPORT_VERA_PASSWORD", vera_password),
+            ("RADPORT_MIKE_PASSWORD", mike_password),
+            ("RADPORT_SERIES_UID", &series_uid(&spec)),
+        ],
+    );
+
+    // The manager's changes, as the API holds them.
+    let (status, rules) = as_admin(
+        &server,
+        token,
+        reqwest::Method::GET,
+        "/api/projects/lung/dicom-rules",
+        None,
+    );
+    assert_eq!(status, 200, "{rules}");
+    assert_eq!(
+        rules,
+        serde_json::json!({
+            "calling_ae_titles": ["CT-SCANNER-1", "kp-upload"],
+            "networks": ["10.20.0.0/16", "192.168.1.7/32"],
+        })
+    );
+    let (_, members) = as_admin(
+        &server,
+        token,
+        reqwest::Method::GET,
+        "/api/projects/lung/members",
+        None,
+    );
+    let mut roles: Vec<(String, String)> = members["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().to_string(),
+                m["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            ("mike".to_string(), "manager".to_string()),
+            ("vera".to_string(), "contributor".to_string()),
+        ]
+    );
+    // The DICOM rules hold: a sender outside them is refused.
+    let out = server.dcmsend("kp-sent", "kp-lung", tmp.path());
+    assert!(
+        !out.status.success() || output_text(&out).contains("Rejected"),
+        "a sender outside the rules is refused: {}",
+        output_text(&out)
+    );
+}

@@ -1,13 +1,14 @@
 // Uploaded files: size, date, download, import, delete.
 import { api } from '../api.js';
 import { h, replace, pageHeader, errorBox, emptyState, loading, formatSize, formatTime, timeAgo, confirmDialog, plural } from '../dom.js';
+import { mayUploadSomewhere } from '../session.js';
 import { link } from '../router.js';
 
 export async function render(main) {
   const status = h('div', { 'aria-live': 'polite' });
   const list = h('div', {}, loading('Loading files…'));
   main.append(pageHeader('Files', 'Files uploaded into the archive\'s uploads area, waiting to be imported. Imports delete their file when every item was imported (unless told otherwise).',
-    h('a', { class: 'btn primary', href: link('upload') }, 'Upload files')), status, list);
+    (mayUploadSomewhere() ? h('a', { class: 'btn primary', href: link('upload') }, 'Upload files') : null)), status, list);
 
   async function remove(file, button) {
     const ok = await confirmDialog('Delete this file?', `“${file.path}” (${formatSize(file.size)}) will be deleted from the uploads area. Series already imported from it stay.`);
@@ -28,7 +29,7 @@ export async function render(main) {
       const files = await api.files();
       if (!files.length) {
         replace(list, emptyState('No uploaded files', 'Upload a zip of DICOM files in Data Upload; it stays here until an import has used it.',
-          h('a', { class: 'btn primary', href: link('upload') }, 'Start a Data Upload')));
+          (mayUploadSomewhere() ? h('a', { class: 'btn primary', href: link('upload') }, 'Start a Data Upload') : null)));
         return;
       }
       const total = files.reduce((n, f) => n + f.size, 0);

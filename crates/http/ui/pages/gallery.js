@@ -2,6 +2,7 @@
 import { api } from '../api.js';
 import { h, replace, pageHeader, errorBox, emptyState, loading, badge, formatDicomDate, plural } from '../dom.js';
 import { link, pushUrl } from '../router.js';
+import { mayContribute } from '../session.js';
 
 const PAGE_SIZE = 24;
 const COMMON_MODALITIES = ['CT', 'MR', 'PT', 'NM', 'US', 'CR', 'DX', 'MG', 'XA', 'RF', 'OT', 'SEG', 'RTSTRUCT', 'SR'];
@@ -151,7 +152,7 @@ export async function render(main, route) {
 
   main.append(
     pageHeader('Gallery', null,
-      h('a', { class: 'btn primary', href: link('upload', [], { project: state.project }) }, 'Upload data')),
+      mayContribute(state.project) ? h('a', { class: 'btn primary', href: link('upload', [], { project: state.project }) }, 'Upload data') : null),
     h('div', { class: 'gallery-layout' }, h('aside', {}, sidebar), h('section', { class: 'gallery-main', 'aria-label': 'Series' }, summary, results, pager)));
 
   let lastJson = null;
@@ -233,9 +234,11 @@ export async function render(main, route) {
       const filtered = FILTER_KEYS.some((k) => k !== 'sort' && state[k]);
       replace(results, filtered
         ? emptyState('No series match these filters', 'Loosen or clear the filters to see more.', h('button', { class: 'btn', type: 'button', onclick: clearFilters }, 'Clear filters'))
-        : emptyState(`No series in ${state.project} yet`,
-          'Send DICOM images with dcmsend or upload a zip of DICOM files: they appear here, with a preview and validation, a few seconds after they arrive.',
-          h('a', { class: 'btn primary', href: link('upload', [], { project: state.project }) }, 'Start a Data Upload')));
+        : mayContribute(state.project)
+          ? emptyState(`No series in ${state.project} yet`,
+            'Send DICOM images with dcmsend or upload a zip of DICOM files: they appear here, with a preview and validation, a few seconds after they arrive.',
+            h('a', { class: 'btn primary', href: link('upload', [], { project: state.project }) }, 'Start a Data Upload'))
+          : emptyState(`No series in ${state.project} yet`, 'Series sent or uploaded into this project appear here.'));
       replace(pager);
       return;
     }

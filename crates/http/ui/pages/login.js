@@ -39,7 +39,11 @@ export async function render(main, route) {
   // A refused single sign-on comes back here with its reason.
   const ssoError = route.params.get('sso_error');
   if (ssoError) error.textContent = `Single sign-on failed: ${ssoError}`;
-  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'));
+  const ended = route.params.get('ended')
+    ? h('p', { class: 'notice info', id: 'session-ended' }, h('span', { class: 'notice-icon', 'aria-hidden': 'true' }, 'i'),
+      h('span', {}, 'Your session has ended (signed out elsewhere, revoked or expired). Sign in again to go back where you were.'))
+    : null;
+  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'), ...[ended].filter(Boolean));
   const sso = session.single_sign_on;
   if (sso) {
     const returnTo = `/${nextOf(route)}`;

@@ -2,10 +2,7 @@
 import { api } from '../api.js';
 import { h, replace, pageHeader, errorBox, emptyState, loading, formatTime, timeAgo, plural } from '../dom.js';
 import { link } from '../router.js';
-import { session, roleIn } from '../session.js';
-
-/** Whether the caller may upload into `project` (contributors and managers). */
-const mayContribute = (project) => ['contributor', 'manager'].includes(roleIn(project));
+import { session, mayContribute, mayManage } from '../session.js';
 import { AE_NAME_LIMIT, cutByAeTitle } from './upload.js';
 
 function datasetsTable(project, body) {
@@ -35,7 +32,8 @@ function projectCard(project) {
           : null),
       h('div', { class: 'page-actions' },
         h('a', { class: 'btn', href: link('gallery', [], { project: project.name }) }, 'Gallery'),
-        mayContribute(project.name) ? h('a', { class: 'btn', href: link('upload', [], { project: project.name }) }, 'Upload') : null)),
+        mayContribute(project.name) ? h('a', { class: 'btn', href: link('upload', [], { project: project.name }) }, 'Upload') : null,
+        mayManage(project.name) ? h('a', { class: 'btn', href: link('project', [project.name]), dataset: { access: project.name } }, 'Members & DICOM rules') : null)),
     datasets);
   datasetsTable(project, datasets);
   return card;

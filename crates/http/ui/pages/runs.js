@@ -1,6 +1,7 @@
 // Workflow runs: list, detail, re-run; `runView` is also used by the Data Upload wizard.
 import { api } from '../api.js';
 import { h, replace, pageHeader, errorBox, emptyState, loading, badge, progressBar, formatTime, formatDuration, plural } from '../dom.js';
+import { mayContribute, mayUploadSomewhere } from '../session.js';
 import { link } from '../router.js';
 
 const STATE_KIND = { queued: 'muted', running: 'info', succeeded: 'ok', failed: 'error' };
@@ -72,7 +73,8 @@ export function runView(run, { onRerun, detailed = true } = {}) {
           run.params && run.params.file ? ` · file ${run.params.file}` : '')),
       h('div', { class: 'run-actions' },
         h('span', { class: 'run-state' }, stateBadge(run)),
-        onRerun && failed ? rerunButton(run, onRerun) : null)),
+        // Re-running imports into the run's project again: its contributors and managers.
+        onRerun && failed && mayContribute(run.params && typeof run.params.project === 'string' ? run.params.project : 'admin') ? rerunButton(run, onRerun) : null)),
     h('div', { class: 'run-progress' },
       // Unknown total: a moving bar while the run may still count, a plain one once it ended.
       progressBar(total > 0 ? done : (run.state === 'succeeded' ? 1 : 0), total > 0 ? total : (finished(run) ? 1 : 0), `Progress of ${run.workflow}`),
@@ -136,7 +138,7 @@ export async function render(main, route) {
   if (route.args[0]) return renderDetail(main, route.args[0], route);
   const list = h('div', { class: 'run-list' }, loading('Loading runs…'));
   main.append(pageHeader('Runs', 'Import workflows and their progress. Failed runs can be started again with the same parameters.',
-    h('a', { class: 'btn primary', href: link('upload') }, 'New Data Upload')), list);
+    (mayUploadSomewhere() ? h('a', { class: 'btn primary', href: link('upload') }, 'New Data Upload') : null)), list);
   let timer = null;
   let last = null;
   const load = async () => {
@@ -148,7 +150,7 @@ export async function render(main, route) {
         replace(list, runs.length
           ? runs.map((run) => runView(run, { onRerun: rerun, detailed: true }))
           : emptyState('No workflow runs yet', 'Upload a zip of DICOM files in Data Upload and start an import: its progress shows here.',
-            h('a', { class: 'btn primary', href: link('upload') }, 'Start a Data Upload')));
+            (mayUploadSomewhere() ? h('a', { class: 'btn primary', href: link('upload') }, 'Start a Data Upload') : null)));
       }
       if (runs.some((r) => !finished(r))) timer = setTimeout(load, 1000);
     } catch (e) {

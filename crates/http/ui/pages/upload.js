@@ -26,6 +26,11 @@ export function dcmsendCommand(host, port, dataset, project) {
   return `dcmsend -v ${host} ${port} --aetitle kp-${dataset} --call kp-${project} --scan-directories --scan-pattern '*.dcm' --recurse DIR`;
 }
 
+/** The same over DICOM TLS (dcmsend has no TLS; storescu has). */
+export function storescuTlsCommand(host, port, dataset, project) {
+  return `storescu -v +tls CLIENT.key CLIENT.crt +cf CA.crt -aet kp-${dataset} -aec kp-${project} +sd +sp '*.dcm' +r ${host} ${port} DIR`;
+}
+
 const isZip = (file) => /\.zip$/i.test(file.name);
 
 /** Files a folder holds that are not data: system files and the resource forks of macOS zips. */
@@ -176,9 +181,20 @@ export async function render(main, route) {
     const code = h('code', { id: 'dcmsend-command' }, 'Loading this server\'s address…');
     const copied = h('span', { class: 'hint', 'aria-live': 'polite' });
     const copy = h('button', { class: 'btn', type: 'button', id: 'copy-command' }, 'Copy');
+    const tls = h('div', { id: 'dicom-tls', hidden: true });
     healthPromise.then(() => {
       const d = (health && health.deployment) || {};
-      code.textContent = dcmsendCommand(d.dicom_host || location.hostname, d.dicom_port || 11112, state.dataset, state.project);
+      const host = d.dicom_host || location.hostname;
+      code.textContent = dcmsendCommand(host, d.dicom_port || 11112, state.dataset, state.project);
+      if (d.dicom_tls_port) {
+        replace(tls,
+          h('p', {}, `Over DICOM TLS (port ${d.dicom_tls_port}), with DCMTK's storescu; `,
+            h('code', {}, '+tla'), ' instead of ', h('code', {}, '+tls CLIENT.key CLIENT.crt'),
+            ' if this server takes peers without a client certificate:'),
+          h('div', { class: 'command' }, h('pre', {}, h('code', { id: 'storescu-tls-command' },
+            storescuTlsCommand(host, d.dicom_tls_port, state.dataset, state.project)))));
+        tls.hidden = false;
+      }
     });
     const limit = aeNameLimit();
     const tooLong = [['dataset', state.dataset], ['project', state.project]].filter(([, n]) => n.length > limit);
@@ -204,6 +220,7 @@ export async function render(main, route) {
       h('p', {}, 'Run this on the machine that holds the DICOM folder (DCMTK: ', h('code', {}, 'apt-get install dcmtk'), '). Replace ', h('code', {}, 'DIR'), ' with the folder.'),
       h('div', { class: 'command' }, h('pre', {}, code), copy),
       copied,
+      tls,
       h('p', { class: 'hint' }, 'The called AE title names the project, the calling AE title the dataset. A few seconds after the last image arrives, previews and validation are ready.'));
   }
 
