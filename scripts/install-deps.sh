@@ -63,3 +63,11 @@ if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
   echo "== installing playwright-core for the browser tests"
   (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# The single sign-on tests (crates/radport/tests/oidc.rs): a real OpenID provider, the certified
+# oidc-provider from npm, run with node (installed above).
+oidc_tests="$(cd "$(dirname "$0")/.." && pwd)/crates/radport/tests/oidc"
+if [ ! -d "$oidc_tests/node_modules/oidc-provider" ]; then
+  echo "== installing oidc-provider for the single sign-on tests"
+  (cd "$oidc_tests" && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -19,6 +19,7 @@
 mod authenticate;
 pub mod dicom;
 mod limiter;
+pub mod oidc;
 pub mod password;
 mod policy;
 pub mod tls;

@@ -50,7 +50,7 @@ pub use uploads::{
     ItemError, NewUpload, Progress, RunState, Upload, UploadRefused, WorkflowRun, KEEP_FOREVER,
     MIN_UPLOAD_CHARGE,
 };
-pub use users::{DicomRules, Membership, NewToken, Role, Token, User};
+pub use users::{DicomRules, Membership, NewToken, OidcAccount, Role, Token, User};
 pub use validation::{SeriesValidation, StoredFinding};
 
 /// Name of the built-in project that sees every series; it cannot be deleted.
@@ -375,6 +375,10 @@ impl Catalog {
                     self.add_columns(&mut tx, "uploads", schema::UPLOAD_COLUMNS_V5)
                         .await?;
                 }
+                if older < 6 {
+                    self.add_columns(&mut tx, "users", schema::USER_COLUMNS_V6)
+                        .await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -389,7 +393,11 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         }
-        for statement in schema::INDEXES_V2.iter().chain(schema::INDEXES_V4) {
+        for statement in schema::INDEXES_V2
+            .iter()
+            .chain(schema::INDEXES_V4)
+            .chain(schema::INDEXES_V6)
+        {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
         sqlx::query(

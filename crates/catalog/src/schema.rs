@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -215,7 +215,9 @@ pub(crate) const STATEMENTS: &[&str] = &[
         disabled BIGINT NOT NULL,
         must_change_password BIGINT NOT NULL,
         created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
+        updated_at TEXT NOT NULL,
+        oidc_issuer TEXT,
+        oidc_subject TEXT
     )",
     "CREATE TABLE IF NOT EXISTS project_members (
         project_key TEXT NOT NULL,
@@ -338,6 +340,16 @@ pub(crate) const INDEXES_V2: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_series_facets \
         ON series (modality, body_part_examined, validation_errors, validation_warnings)",
 ];
+
+/// Columns added to `users` by version 6: the OpenID provider (issuer) and subject of an
+/// account made by single sign-on (`NULL`: a local account).
+pub(crate) const USER_COLUMNS_V6: &[(&str, &str)] =
+    &[("oidc_issuer", "TEXT"), ("oidc_subject", "TEXT")];
+
+/// Indexes on version-6 columns (after the migration, which adds the columns): one account per
+/// provider and subject.
+pub(crate) const INDEXES_V6: &[&str] =
+    &["CREATE UNIQUE INDEX IF NOT EXISTS idx_users_oidc ON users (oidc_issuer, oidc_subject)"];
 
 /// Columns added to `uploads` by version 4: the keys of the counted chunks (each PATCH writes
 /// a chunk of its own; the compare-and-set that counts it records which) and the assembler's

@@ -74,6 +74,18 @@ pub struct User {
     pub created_at: String,
     /// Last change, RFC 3339 UTC.
     pub updated_at: String,
+    /// Made by single sign-on: its OpenID provider (issuer URL) and subject there; `None`: a
+    /// local account.
+    pub oidc: Option<OidcAccount>,
+}
+
+/// Where an account made by single sign-on comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcAccount {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The user's subject (`sub`) at the provider.
+    pub subject: String,
 }
 
 /// A membership: a user's role in a project.
@@ -135,8 +147,8 @@ enum UserValue<'a> {
     Flag(bool),
 }
 
-const USER_COLUMNS: &str =
-    "name, password_hash, is_admin, disabled, must_change_password, created_at, updated_at";
+const USER_COLUMNS: &str = "name, password_hash, is_admin, disabled, must_change_password, \
+     created_at, updated_at, oidc_issuer, oidc_subject";
 
 const TOKEN_COLUMNS: &str =
     "t.id, u.name AS user_name, t.name, t.role, t.projects, t.expires_at, t.created_at, \
@@ -151,6 +163,13 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        oidc: match (
+            row.try_get::<Option<String>, _>("oidc_issuer")?,
+            row.try_get::<Option<String>, _>("oidc_subject")?,
+        ) {
+            (Some(issuer), Some(subject)) => Some(OidcAccount { issuer, subject }),
+            _ => None,
+        },
     })
 }
 
@@ -216,7 +235,113 @@ impl Catalog {
             must_change_password,
             created_at: now.clone(),
             updated_at: now,
+            oidc: None,
         })
+    }
+
+    /// The account of a single sign-on, as the provider describes it at this sign-in: created
+    /// (without a password) if there is none of that name, and given `is_admin` and exactly
+    /// `memberships` (projects that do not exist are left out), in one transaction. `Conflict`
+    /// if the name belongs to a local account or to another provider's or subject's account:
+    /// an account is never taken over by a sign-on.
+    pub async fn sign_in_oidc_user(
+        &self,
+        name: &str,
+        account: &OidcAccount,
+        is_admin: bool,
+        memberships: &[(String, Role)],
+    ) -> Result<User, CatalogError> {
+        let key = name_key("user", name)?;
+        let now = now();
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE user_key = $1"
+        )))
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()?;
+        match &existing {
+            Some(user) if user.oidc.as_ref() != Some(account) => {
+                return Err(CatalogError::Conflict(format!(
+                    "the name {name:?} belongs to an account that was not made by this single \
+                     sign-on; it is not taken over (an administrator can rename or remove one \
+                     of them)"
+                )));
+            }
+            Some(_) => {
+                sqlx::query("UPDATE users SET is_admin = $1, updated_at = $2 WHERE user_key = $3")
+                    .bind(i64::from(is_admin))
+                    .bind(&now)
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                let other = sqlx::query_scalar::<_, String>(
+                    "SELECT name FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2",
+                )
+                .bind(&account.issuer)
+                .bind(&account.subject)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(other) = other {
+                    return Err(CatalogError::Conflict(format!(
+                        "this single sign-on user already has the account {other:?}, under \
+                         another name"
+                    )));
+                }
+                sqlx::query(
+                    "INSERT INTO users (user_key, name, password_hash, is_admin, disabled, \
+                       must_change_password, created_at, updated_at, oidc_issuer, oidc_subject) \
+                     VALUES ($1, $2, NULL, $3, 0, 0, $4, $4, $5, $6)",
+                )
+                .bind(&key)
+                .bind(name)
+                .bind(i64::from(is_admin))
+                .bind(&now)
+                .bind(&account.issuer)
+                .bind(&account.subject)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query("DELETE FROM project_members WHERE user_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        for (project, role) in memberships {
+            let Ok(project_key) = name_key("project", project) else {
+                continue;
+            };
+            // Only projects that exist: a group for a project not made yet grants nothing.
+            sqlx::query(
+                "INSERT INTO project_members (project_key, user_key, role) \
+                 SELECT name_key, $2, $3 FROM projects WHERE name_key = $1 \
+                 ON CONFLICT (project_key, user_key) DO UPDATE SET role = excluded.role",
+            )
+            .bind(project_key)
+            .bind(&key)
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let user = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE user_key = $1"
+        )))
+        .bind(&key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(CatalogError::from)
+        .and_then(|row| Ok(user_from_row(&row)?))?;
+        tx.commit().await?;
+        if existing.is_none() {
+            tracing::info!(user = name, "single sign-on account created");
+        }
+        Ok(user)
     }
 
     /// The account of that name (any case).

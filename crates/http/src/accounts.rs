@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use radport_access::{password, token, Mode, Principal};
+use radport_access::{password, token, Principal};
 use radport_catalog::{NewToken, User};
 
 use crate::error::{json_rejection, ApiError, ApiResult};
@@ -27,9 +27,20 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-fn session_of(mode: Mode, principal: &Principal, must_change_password: bool) -> Session {
+fn session_of(
+    access: &crate::Access,
+    principal: &Principal,
+    must_change_password: bool,
+) -> Session {
     Session {
-        access: mode.as_str().into(),
+        single_sign_on: access
+            .oidc
+            .as_ref()
+            .map(|sso| crate::responses::SingleSignOnOption {
+                display_name: sso.display_name.clone(),
+                login: "/api/oidc/login".into(),
+            }),
+        access: access.mode.as_str().into(),
         signed_in: principal.user.is_some(),
         user: principal.user.clone(),
         admin: principal.admin,
@@ -59,7 +70,7 @@ pub(crate) async fn whoami(
             .is_some_and(|u| u.must_change_password),
         None => false,
     };
-    Ok(Json(session_of(state.access.mode, &principal, must_change)))
+    Ok(Json(session_of(&state.access, &principal, must_change)))
 }
 
 /// Signs in with a name and password: the session is a cookie (`HttpOnly`, `SameSite=Strict`),
@@ -114,12 +125,24 @@ pub(crate) async fn sign_in(
         other => ApiError::new(StatusCode::UNAUTHORIZED, other.to_string()),
     })?;
     let user = signed_in.principal.user.clone().unwrap_or_default();
+    tracing::info!(user, "signed in");
+    let headers = start_session(&state, &user).await?;
+    let session = session_of(
+        &state.access,
+        &signed_in.principal,
+        signed_in.must_change_password,
+    );
+    Ok((StatusCode::CREATED, headers, Json(session)).into_response())
+}
+
+/// Starts a web session for `user`: its token, and the cookies that carry it (the session,
+/// `HttpOnly`, `SameSite=Strict`; the CSRF value the UI repeats in `X-CSRF-Token`).
+pub(crate) async fn start_session(state: &AppState, user: &str) -> ApiResult<HeaderMap> {
     let issued = state
         .access
         .authenticator
-        .start_session(&user, SESSION_LIFETIME)
+        .start_session(user, SESSION_LIFETIME)
         .await?;
-    tracing::info!(user, "signed in");
     let csrf = token::issue().secret;
     let max_age = SESSION_LIFETIME.as_secs();
     let secure = if state.https { "; Secure" } else { "" };
@@ -135,12 +158,7 @@ pub(crate) async fn sign_in(
             headers.append(header::SET_COOKIE, v);
         }
     }
-    let session = session_of(
-        state.access.mode,
-        &signed_in.principal,
-        signed_in.must_change_password,
-    );
-    Ok((StatusCode::CREATED, headers, Json(session)).into_response())
+    Ok(headers)
 }
 
 /// Signs out: the session's token is revoked and the cookies cleared.

@@ -80,6 +80,7 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         ("GET", "/api/health" | "/api/openapi.json") => Public,
         ("GET" | "POST" | "DELETE", "/api/session") => Public,
         ("POST", "/api/session/password") => SignedIn,
+        ("GET", "/api/oidc/login" | "/api/oidc/callback") => Public,
         ("GET", "/api/projects") => SignedIn,
         ("POST", "/api/projects") => Admin,
         ("DELETE", "/api/projects/{project}") => Admin,
@@ -512,10 +513,21 @@ async fn identify(
                     "Authorization must be `Bearer <token>`",
                 )
             })?;
+        let secret = secret.trim();
+        if let Some(sso) = state.access.oidc.as_ref() {
+            if !secret.starts_with(radport_access::token::PREFIX) {
+                // A JWT of the OpenID provider: its principal comes from its claims.
+                return Ok(Some(Identified {
+                    principal: crate::oidc::bearer_principal(state, sso, secret).await?,
+                    must_change_password: false,
+                    by_session: false,
+                }));
+            }
+        }
         let caller = state
             .access
             .authenticator
-            .by_token(secret.trim())
+            .by_token(secret)
             .await
             .map_err(denied)?;
         return Ok(Some(Identified {

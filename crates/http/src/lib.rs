@@ -17,6 +17,7 @@ mod error;
 mod guard;
 mod health;
 pub mod hosts;
+mod oidc;
 mod openapi;
 pub mod preview;
 mod projects;
@@ -33,6 +34,7 @@ pub use download::{attachment, is_dicom_uid, uid_for_file_name, Downloads};
 pub(crate) use download::{fnv1a, is_format_char};
 pub(crate) use error::ApiResult;
 pub use error::{without_file_names, ApiError};
+pub use oidc::SingleSignOn;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -76,6 +78,8 @@ pub struct Access {
     pub mode: radport_access::Mode,
     /// Checks sessions, tokens and passwords.
     pub authenticator: radport_access::Authenticator,
+    /// Single sign-on with an OpenID provider (`None`: not configured).
+    pub oidc: Option<SingleSignOn>,
 }
 
 /// Default of [`AppState::max_json_body`]: 1 MiB, far above any request of the API.
@@ -125,6 +129,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
             accounts::sign_out
         ))
         .routes(routes!(accounts::change_password))
+        .routes(routes!(oidc::login))
+        .routes(routes!(oidc::callback))
         .routes(routes!(accounts::create_token, accounts::list_tokens))
         .routes(routes!(accounts::revoke_token))
         .routes(routes!(accounts::list_users, accounts::create_user))

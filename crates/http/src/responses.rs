@@ -877,6 +877,18 @@ pub struct Session {
     pub must_change_password: bool,
     /// The caller's projects and roles (administrators: empty, they have every project).
     pub projects: Vec<ProjectRole>,
+    /// Single sign-on, if this server offers it (`null`: local accounts only).
+    #[schema(required = true)]
+    pub single_sign_on: Option<SingleSignOnOption>,
+}
+
+/// Single sign-on as the sign-in page offers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SingleSignOnOption {
+    /// The button's text: "Sign in with {display_name}".
+    pub display_name: String,
+    /// Where the button goes (add `?return_to=/#/…`).
+    pub login: String,
 }
 
 /// A token just made: its secret, shown this once.

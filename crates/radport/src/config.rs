@@ -215,6 +215,45 @@ pub struct ServeArgs {
     /// HTTPS: the certificate's private key (PEM).
     #[arg(long, env = "RADPORT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Single sign-on: the OpenID provider's issuer URL (discovery at
+    /// {issuer}/.well-known/openid-configuration; https, or http on the loopback only)
+    /// [default: none, local accounts only].
+    #[arg(long, env = "RADPORT_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Single sign-on: radport's client id at the provider [default: radport].
+    #[arg(long, env = "RADPORT_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// Single sign-on: the client secret (prefer the environment or the config file) [default:
+    /// none, a public client with PKCE].
+    #[arg(long, env = "RADPORT_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// Single sign-on: the provider's name on the sign-in button ("Sign in with …")
+    /// [default: single sign-on].
+    #[arg(long, env = "RADPORT_OIDC_DISPLAY_NAME")]
+    pub oidc_display_name: Option<String>,
+    /// Single sign-on: the claim that holds the user name (`sub` when it is absent)
+    /// [default: preferred_username].
+    #[arg(long, env = "RADPORT_OIDC_USERNAME_CLAIM")]
+    pub oidc_username_claim: Option<String>,
+    /// Single sign-on: the string-array claim of groups or roles mapped to radport roles (a
+    /// dotted path such as realm_access.roles is followed) [default: groups].
+    #[arg(long, env = "RADPORT_OIDC_ROLES_CLAIM")]
+    pub oidc_roles_claim: Option<String>,
+    /// Single sign-on: the group that makes a global administrator [default: radport-admin].
+    #[arg(long, env = "RADPORT_OIDC_ADMIN_GROUP")]
+    pub oidc_admin_group: Option<String>,
+    /// Single sign-on: groups PREFIX<project>:<viewer|contributor|manager> give project roles
+    /// [default: radport:].
+    #[arg(long, env = "RADPORT_OIDC_GROUP_PREFIX")]
+    pub oidc_group_prefix: Option<String>,
+    /// Single sign-on: the audience (`aud`) bearer JWTs must name [default: the client id].
+    #[arg(long, env = "RADPORT_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Single sign-on: the redirect URI registered at the provider [default:
+    /// http(s)://PUBLIC_HOST:HTTP_PORT/api/oidc/callback]; set it when a proxy serves radport
+    /// at another URL.
+    #[arg(long, env = "RADPORT_OIDC_REDIRECT_URL")]
+    pub oidc_redirect_url: Option<String>,
 }
 
 /// The same settings as read from a TOML file.
@@ -275,6 +314,16 @@ struct FileSettings {
     allowed_hosts: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<String>,
+    oidc_display_name: Option<String>,
+    oidc_username_claim: Option<String>,
+    oidc_roles_claim: Option<String>,
+    oidc_admin_group: Option<String>,
+    oidc_group_prefix: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_redirect_url: Option<String>,
 }
 
 /// Fully resolved settings.
@@ -340,6 +389,43 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// HTTPS: certificate chain and key (PEM files); `None`: plain HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Single sign-on; `None`: local accounts only.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// Single sign-on with an OpenID provider (see docs/access.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    /// `None`: a public client (PKCE only).
+    pub client_secret: Option<Secret>,
+    pub display_name: String,
+    pub username_claim: String,
+    pub roles_claim: String,
+    pub admin_group: String,
+    pub group_prefix: String,
+    pub audience: String,
+    pub redirect_url: String,
+}
+
+impl OidcSettings {
+    /// The access crate's form.
+    pub fn to_config(&self) -> radport_access::oidc::OidcConfig {
+        radport_access::oidc::OidcConfig {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.as_ref().map(|s| s.0.clone()),
+            redirect_uri: self.redirect_url.clone(),
+            audience: self.audience.clone(),
+            mapping: radport_access::oidc::ClaimMapping {
+                username_claim: self.username_claim.clone(),
+                roles_claim: self.roles_claim.clone(),
+                admin_group: self.admin_group.clone(),
+                group_prefix: self.group_prefix.clone(),
+            },
+        }
+    }
 }
 
 /// A setting that is a secret: kept out of `Debug` output (and so out of logs).
@@ -450,6 +536,19 @@ impl Settings {
             allowed_hosts: Some(self.allowed_hosts.join(",")),
             tls_cert: self.tls.as_ref().map(|t| t.0.clone()),
             tls_key: self.tls.as_ref().map(|t| t.1.clone()),
+            oidc_issuer: self.oidc.as_ref().map(|o| o.issuer.clone()),
+            oidc_client_id: self.oidc.as_ref().map(|o| o.client_id.clone()),
+            oidc_client_secret: self
+                .oidc
+                .as_ref()
+                .and_then(|o| o.client_secret.as_ref().map(|s| s.0.clone())),
+            oidc_display_name: self.oidc.as_ref().map(|o| o.display_name.clone()),
+            oidc_username_claim: self.oidc.as_ref().map(|o| o.username_claim.clone()),
+            oidc_roles_claim: self.oidc.as_ref().map(|o| o.roles_claim.clone()),
+            oidc_admin_group: self.oidc.as_ref().map(|o| o.admin_group.clone()),
+            oidc_group_prefix: self.oidc.as_ref().map(|o| o.group_prefix.clone()),
+            oidc_audience: self.oidc.as_ref().map(|o| o.audience.clone()),
+            oidc_redirect_url: self.oidc.as_ref().map(|o| o.redirect_url.clone()),
         }
     }
 }
@@ -521,6 +620,23 @@ impl ServeArgs {
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "localhost".into());
+        let oidc = resolve_oidc(
+            OidcFlags {
+                issuer: self.oidc_issuer.or(file.oidc_issuer),
+                client_id: self.oidc_client_id.or(file.oidc_client_id),
+                client_secret: self.oidc_client_secret.or(file.oidc_client_secret),
+                display_name: self.oidc_display_name.or(file.oidc_display_name),
+                username_claim: self.oidc_username_claim.or(file.oidc_username_claim),
+                roles_claim: self.oidc_roles_claim.or(file.oidc_roles_claim),
+                admin_group: self.oidc_admin_group.or(file.oidc_admin_group),
+                group_prefix: self.oidc_group_prefix.or(file.oidc_group_prefix),
+                audience: self.oidc_audience.or(file.oidc_audience),
+                redirect_url: self.oidc_redirect_url.or(file.oidc_redirect_url),
+            },
+            &public_host,
+            self.http_port.or(file.http_port).unwrap_or(8080),
+            tls.is_some(),
+        )?;
         let stable_after = self.stable_after.or(file.stable_after).unwrap_or(10.0);
         if !(0.0..=86_400.0).contains(&stable_after) {
             anyhow::bail!("stable_after must be between 0 and 86400 seconds, not {stable_after}");
@@ -763,6 +879,7 @@ impl ServeArgs {
                 .map(|h| h.trim().to_string())
                 .filter(|h| !h.is_empty())
                 .collect(),
+            oidc,
             max_upload_size: self
                 .max_upload_size
                 .or(file.max_upload_size)
@@ -795,6 +912,59 @@ impl ServeArgs {
             import_limits,
         })
     }
+}
+
+/// The single sign-on settings as given (flag or environment, else file).
+struct OidcFlags {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    display_name: Option<String>,
+    username_claim: Option<String>,
+    roles_claim: Option<String>,
+    admin_group: Option<String>,
+    group_prefix: Option<String>,
+    audience: Option<String>,
+    redirect_url: Option<String>,
+}
+
+/// Single sign-on is on when an issuer is given; the redirect URI defaults to this server's
+/// public name and HTTP port (`https` with TLS).
+fn resolve_oidc(
+    flags: OidcFlags,
+    public_host: &str,
+    http_port: u16,
+    https: bool,
+) -> Result<Option<OidcSettings>> {
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let Some(issuer) = nonempty(flags.issuer) else {
+        return Ok(None);
+    };
+    let client_id = nonempty(flags.client_id).unwrap_or_else(|| "radport".into());
+    let scheme = if https { "https" } else { "http" };
+    let host = if public_host.contains(':') && !public_host.starts_with('[') {
+        format!("[{public_host}]")
+    } else {
+        public_host.to_string()
+    };
+    let settings = OidcSettings {
+        audience: nonempty(flags.audience).unwrap_or_else(|| client_id.clone()),
+        redirect_url: nonempty(flags.redirect_url)
+            .unwrap_or_else(|| format!("{scheme}://{host}:{http_port}/api/oidc/callback")),
+        issuer,
+        client_id,
+        client_secret: nonempty(flags.client_secret).map(Secret),
+        display_name: nonempty(flags.display_name).unwrap_or_else(|| "single sign-on".into()),
+        username_claim: nonempty(flags.username_claim)
+            .unwrap_or_else(|| "preferred_username".into()),
+        roles_claim: nonempty(flags.roles_claim).unwrap_or_else(|| "groups".into()),
+        admin_group: nonempty(flags.admin_group).unwrap_or_else(|| "radport-admin".into()),
+        // An empty prefix is allowed (groups named `<project>:<role>`).
+        group_prefix: flags.group_prefix.unwrap_or_else(|| "radport:".into()),
+    };
+    // The URLs and the rest are checked as the provider is set up.
+    radport_access::oidc::Oidc::new(settings.to_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some(settings))
 }
 
 /// `4294967296`, `4G`, `512M`, `64MiB`, `100k` → bytes (binary multiples).
@@ -946,6 +1116,52 @@ mod tests {
         assert!(is_in_memory("sqlite://?mode=memory&cache=shared"));
         assert!(!is_in_memory("sqlite:///data/catalog.db"));
         assert!(!is_in_memory("postgres://db/radport"));
+    }
+
+    #[test]
+    fn single_sign_on_is_off_without_an_issuer_and_has_defaults_with_one() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().oidc, None);
+        let s = ServeArgs {
+            oidc_issuer: Some("http://127.0.0.1:9000".into()),
+            public_host: Some("pacs.example.org".into()),
+            http_port: Some(8443),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let o = s.oidc.expect("on");
+        assert_eq!(
+            (o.client_id.as_str(), o.audience.as_str(), o.client_secret),
+            ("radport", "radport", None)
+        );
+        assert_eq!(
+            o.redirect_url,
+            "http://pacs.example.org:8443/api/oidc/callback"
+        );
+        assert_eq!(
+            (
+                o.display_name.as_str(),
+                o.username_claim.as_str(),
+                o.roles_claim.as_str(),
+                o.admin_group.as_str(),
+                o.group_prefix.as_str()
+            ),
+            (
+                "single sign-on",
+                "preferred_username",
+                "groups",
+                "radport-admin",
+                "radport:"
+            )
+        );
+        // A provider reached in clear over the network is refused.
+        let e = ServeArgs {
+            oidc_issuer: Some("http://sso.example.org".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
     }
 
     #[test]
@@ -1122,6 +1338,16 @@ admin_token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 allowed_hosts = "pacs.example.org,radport.internal"
 tls_cert = "/etc/radport/cert.pem"
 tls_key = "/etc/radport/key.pem"
+oidc_issuer = "https://sso.example.org/realms/hospital"
+oidc_client_id = "pacs"
+oidc_client_secret = "the client secret"
+oidc_display_name = "Hospital SSO"
+oidc_username_claim = "email_local"
+oidc_roles_claim = "realm_access.roles"
+oidc_admin_group = "pacs-admins"
+oidc_group_prefix = "pacs/"
+oidc_audience = "pacs-api"
+oidc_redirect_url = "https://pacs.example.org/api/oidc/callback"
 "#,
         );
         let text = s.to_toml().unwrap();
@@ -1141,6 +1367,11 @@ tls_key = "/etc/radport/key.pem"
         );
         assert_eq!(again.admin_token, s.admin_token);
         assert!(!format!("{again:?}").contains("initial admin password"));
+        assert_eq!(again.oidc, s.oidc);
+        let oidc = again.oidc.expect("single sign-on");
+        assert_eq!(oidc.group_prefix, "pacs/");
+        assert_eq!(oidc.client_secret, Some(Secret("the client secret".into())));
+        assert!(!format!("{oidc:?}").contains("the client secret"));
     }
 
     #[test]

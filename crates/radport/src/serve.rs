@@ -121,6 +121,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         access: radport_http::Access {
             mode: settings.access,
             authenticator: radport_access::Authenticator::new(catalog.clone()),
+            oidc: single_sign_on(&settings)?,
         },
     };
     let sweeper_state = state.clone();
@@ -443,6 +444,32 @@ fn source_image(
         sop_instance_uid: s.sop_instance_uid,
         frame: s.frame_number,
     }
+}
+
+/// Single sign-on, if configured: the provider is discovered now if it answers (else when it
+/// is first needed).
+fn single_sign_on(settings: &Settings) -> Result<Option<radport_http::SingleSignOn>> {
+    let Some(oidc) = &settings.oidc else {
+        return Ok(None);
+    };
+    let provider = std::sync::Arc::new(
+        radport_access::oidc::Oidc::new(oidc.to_config()).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let early = provider.clone();
+    tokio::spawn(async move {
+        if let Err(e) = early.discover_early().await {
+            tracing::warn!(error = %e, "the OpenID provider is not reachable yet; single sign-on will try again when used");
+        }
+    });
+    tracing::info!(
+        issuer = oidc.issuer,
+        redirect = oidc.redirect_url,
+        "single sign-on enabled"
+    );
+    Ok(Some(radport_http::SingleSignOn {
+        provider,
+        display_name: oidc.display_name.clone(),
+    }))
 }
 
 /// Records this process's start or stop in the audit trail (a failure is logged).

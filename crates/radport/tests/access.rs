@@ -354,6 +354,21 @@ fn every_route_answers_each_role_as_the_matrix_says() {
             body(json!({"current": "not it", "new": "something long enough"})),
             [401, 403, 403, 403, 403, 403],
         ),
+        // Single sign-on is not configured here: 404 for everyone (tests/oidc.rs has it on).
+        (
+            "GET",
+            "/api/oidc/login",
+            "/api/oidc/login?return_to=/".into(),
+            plain(),
+            [404; 6],
+        ),
+        (
+            "GET",
+            "/api/oidc/callback",
+            "/api/oidc/callback?code=x&state=y".into(),
+            plain(),
+            [404; 6],
+        ),
         (
             "GET",
             "/api/projects",

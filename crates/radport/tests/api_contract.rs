@@ -674,6 +674,20 @@ fn access_operations(api: &mut Contract) {
     );
     assert_eq!(anonymous(api, Method::GET, "/api/users", &[]).status, 401);
 
+    // Single sign-on is not configured on this server: both routes say so (tests/oidc.rs calls
+    // them with a provider).
+    for template in ["/api/oidc/login", "/api/oidc/callback"] {
+        let answer = api.get(template, &[]);
+        assert_eq!(answer.status, 404, "{template}");
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not configured")),
+            "{template}"
+        );
+    }
+    assert_eq!(me["single_sign_on"], Value::Null);
+
     // A session: sign in, see it, sign out.
     let bad = api.call(Method::POST, "/api/session", &[], |r| {
         r.json(&json!({"name": "admin", "password": "wrong password!"}))

@@ -18,6 +18,7 @@ mod hostile_http;
 mod hostile_imports;
 mod job_isolation;
 mod nifti_import;
+mod oidc;
 mod phi_logs;
 mod pipeline;
 mod preview;

@@ -3,6 +3,7 @@
 use super::*;
 
 both!(migrates_a_version_2_catalog);
+both!(migrates_a_version_5_catalog);
 
 #[tokio::test]
 async fn sqlite_connection_settings() {
@@ -308,4 +309,52 @@ async fn postgres_over_tls() {
         "a server certificate the CA did not sign is refused"
     );
     db.drop_database().await;
+}
+
+/// A version-5 catalog (accounts without the single sign-on columns) is upgraded at connect, on
+/// either database: its accounts are local ones, and single sign-on accounts can be made.
+async fn migrates_a_version_5_catalog(url: &str) {
+    use sqlx::Connection;
+    {
+        let c = Catalog::connect(url).await.expect("connect");
+        c.create_user("alice", Some("$argon2id$x"), true, false)
+            .await
+            .expect("user");
+        c.close().await;
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in [
+        "DROP INDEX idx_users_oidc",
+        "ALTER TABLE users DROP COLUMN oidc_issuer",
+        "ALTER TABLE users DROP COLUMN oidc_subject",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (5, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let alice = c.get_user("alice").await.expect("get").expect("kept");
+    assert_eq!((alice.is_admin, alice.oidc), (true, None));
+    let account = radport_catalog::OidcAccount {
+        issuer: "https://idp.example".into(),
+        subject: "s-1".into(),
+    };
+    let bob = c
+        .sign_in_oidc_user("bob", &account, false, &[])
+        .await
+        .expect("single sign-on");
+    assert_eq!(bob.oidc, Some(account.clone()));
+    // The one-account-per-subject index is there.
+    assert!(c
+        .sign_in_oidc_user("bob2", &account, false, &[])
+        .await
+        .is_err());
+    c.close().await;
 }

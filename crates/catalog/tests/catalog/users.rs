@@ -1,11 +1,12 @@
 //! Accounts, project roles and API tokens.
 
 use super::*;
-use radport_catalog::{NewToken, Role};
+use radport_catalog::{NewToken, OidcAccount, Role};
 
 both!(accounts);
 both!(memberships);
 both!(tokens);
+both!(single_sign_on_accounts);
 
 async fn accounts(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
@@ -396,4 +397,95 @@ async fn dicom_rules(url: &str) {
         c.set_dicom_rules("nope", &rules).await,
         Err(CatalogError::NotFound(_))
     ));
+}
+
+/// Accounts of a single sign-on: made at the first sign-in without a password, given exactly the
+/// provider's roles at every sign-in; never a local account or another subject's.
+async fn single_sign_on_accounts(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("Lung").await.expect("project");
+    let idp = OidcAccount {
+        issuer: "https://idp.example".into(),
+        subject: "s-1".into(),
+    };
+    let dana = c
+        .sign_in_oidc_user(
+            "Dana",
+            &idp,
+            false,
+            &[
+                ("lung".into(), Role::Viewer),
+                ("not-made-yet".into(), Role::Manager),
+            ],
+        )
+        .await
+        .expect("first sign-in");
+    assert_eq!(dana.oidc.as_ref(), Some(&idp));
+    assert_eq!(
+        (
+            dana.password_hash.as_deref(),
+            dana.is_admin,
+            dana.must_change_password
+        ),
+        (None, false, false)
+    );
+    let roles = |c: &Catalog| {
+        let c = c.clone();
+        async move {
+            c.list_members(None, Some("dana"))
+                .await
+                .expect("members")
+                .into_iter()
+                .map(|m| (m.project, m.role))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(roles(&c).await, [("Lung".to_string(), Role::Viewer)]);
+    assert_eq!(c.get_user("DANA").await.expect("get"), Some(dana.clone()));
+
+    // A role given in radport lasts until the next sign-in, which sets the provider's.
+    c.set_member("lung", "dana", Role::Manager)
+        .await
+        .expect("set");
+    let again = c
+        .sign_in_oidc_user("dana", &idp, true, &[])
+        .await
+        .expect("second sign-in");
+    assert_eq!((again.name.as_str(), again.is_admin), ("Dana", true));
+    assert!(roles(&c).await.is_empty());
+
+    // A local account is not taken over, nor another subject's, nor a subject under two names.
+    c.create_user("local", Some("$argon2id$x"), false, false)
+        .await
+        .expect("local");
+    for (name, account) in [
+        ("LOCAL", idp.clone()),
+        (
+            "dana",
+            OidcAccount {
+                subject: "s-2".into(),
+                ..idp.clone()
+            },
+        ),
+        (
+            "dana",
+            OidcAccount {
+                issuer: "https://other.example".into(),
+                ..idp.clone()
+            },
+        ),
+        ("dana-again", idp.clone()),
+    ] {
+        assert!(
+            matches!(
+                c.sign_in_oidc_user(name, &account, true, &[]).await,
+                Err(CatalogError::Conflict(_))
+            ),
+            "{name} {account:?}"
+        );
+    }
+    let local = c.get_user("local").await.expect("get").expect("exists");
+    assert_eq!((local.is_admin, local.oidc), (false, None));
+    assert!(c.get_user("dana-again").await.expect("get").is_none());
+    c.close().await;
 }

@@ -1,8 +1,9 @@
-// Sign in (with access enforced): name and password; then back to the page that asked.
+// Sign in (with access enforced): name and password, or single sign-on at the OpenID provider
+// when the server offers it; then back to the page that asked.
 import { api, ApiError } from '../api.js';
 import { h, pageHeader } from '../dom.js';
 import { navigate } from '../router.js';
-import { loadSession } from '../session.js';
+import { loadSession, session } from '../session.js';
 
 /** Where to go after signing in: the page that sent the user here, else the gallery. */
 export const nextOf = (route) => {
@@ -35,10 +36,22 @@ export async function render(main, route) {
       submit.disabled = false;
     }
   });
+  // A refused single sign-on comes back here with its reason.
+  const ssoError = route.params.get('sso_error');
+  if (ssoError) error.textContent = `Single sign-on failed: ${ssoError}`;
   const ended = route.params.get('ended')
     ? h('p', { class: 'notice info', id: 'session-ended' }, h('span', { class: 'notice-icon', 'aria-hidden': 'true' }, 'i'),
       h('span', {}, 'Your session has ended (signed out elsewhere, revoked or expired). Sign in again to go back where you were.'))
     : null;
-  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'), ...[ended, form].filter(Boolean));
+  main.append(pageHeader('Sign in', 'This radport asks who you are. Your administrator gives you an account.'), ...[ended].filter(Boolean));
+  const sso = session.single_sign_on;
+  if (sso) {
+    const returnTo = `/${nextOf(route)}`;
+    main.append(h('div', { class: 'panel narrow', id: 'sso' },
+      h('a', { class: 'btn primary', id: 'sso-login', href: `${sso.login}?return_to=${encodeURIComponent(returnTo)}` },
+        `Sign in with ${sso.display_name}`),
+      h('p', { class: 'muted' }, 'or with a local account:')));
+  }
+  main.append(form);
   name.focus();
 }
