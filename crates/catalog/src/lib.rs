@@ -611,8 +611,9 @@ impl Catalog {
         .map_err(|e: sqlx::Error| e.into())
     }
 
-    /// Deletes a project with its datasets and memberships (series and instances stay, still
-    /// visible in `admin` and other projects). `admin` cannot be deleted.
+    /// Deletes a project with its datasets, series mappings, members and DICOM rules (series
+    /// and instances stay, still visible in `admin` and other projects). `admin` cannot be
+    /// deleted.
     pub async fn delete_project(&self, name: &str) -> Result<(), CatalogError> {
         let key = name_key("project", name)?;
         if key == ADMIN_PROJECT {
@@ -634,6 +635,9 @@ impl Catalog {
             "DELETE FROM series_datasets WHERE project_key = $1",
             "DELETE FROM datasets WHERE project_key = $1",
             "DELETE FROM series_projects WHERE project_key = $1",
+            // A new project of the same name starts without the old one's people and rules.
+            "DELETE FROM project_members WHERE project_key = $1",
+            "DELETE FROM dicom_rules WHERE project_key = $1",
             "DELETE FROM projects WHERE name_key = $1",
         ] {
             sqlx::query(statement).bind(&key).execute(&mut *tx).await?;

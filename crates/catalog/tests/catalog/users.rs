@@ -397,6 +397,25 @@ async fn dicom_rules(url: &str) {
         c.set_dicom_rules("nope", &rules).await,
         Err(CatalogError::NotFound(_))
     ));
+    // A project deleted and made again starts without the old one's rules and members.
+    c.set_dicom_rules("lung", &rules).await.expect("set");
+    c.create_user("ann", None, false, false)
+        .await
+        .expect("user");
+    c.set_member("lung", "ann", Role::Manager)
+        .await
+        .expect("member");
+    c.delete_project("lung").await.expect("delete");
+    c.create_project("lung").await.expect("again");
+    assert_eq!(
+        c.dicom_rules("lung").await.expect("rules"),
+        DicomRules::default()
+    );
+    assert!(c
+        .list_members(Some("lung"), None)
+        .await
+        .expect("members")
+        .is_empty());
 }
 
 /// Accounts of a single sign-on: made at the first sign-in without a password, given exactly the
