@@ -53,7 +53,7 @@ SQL
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DICOM=$(port); HTTP=$(port)
-RADPORT_LOG=warn "$TARGET/radport" serve --data-dir "$WORK/data" --dicom-port "$DICOM" \
+RADPORT_ACCESS=open RADPORT_LOG=warn "$TARGET/radport" serve --data-dir "$WORK/data" --dicom-port "$DICOM" \
   --http-port "$HTTP" --bind 127.0.0.1 >"$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -232,7 +232,9 @@ start_radport() {
     # setsid: the server leads its own process group (a background job of a script is never a
     # group leader, so setsid execs in place and $! is radport's own PID).
     # shellcheck disable=SC2086
-    NO_COLOR=1 setsid "$RADPORT" serve --data-dir "$STORE_DIR" --dicom-port "$DICOM_PORT" \
+    # Access open (the benchmark reads the API without signing in): by the environment, which
+    # older builds compared side by side ignore.
+    RADPORT_ACCESS=open NO_COLOR=1 setsid "$RADPORT" serve --data-dir "$STORE_DIR" --dicom-port "$DICOM_PORT" \
         --http-port "$HTTP_PORT" --bind 127.0.0.1 $RADPORT_FLAGS >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     wait_for 30 curl -fsS "http://127.0.0.1:$HTTP_PORT/api/health"

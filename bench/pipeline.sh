@@ -33,7 +33,7 @@ mkdir -p "$BENCH_DIR"
 rm -rf "$BENCH_DIR/data"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DICOM=$(port); HTTP=$(port)
-"$TARGET/radport" serve --data-dir "$BENCH_DIR/data" --dicom-port "$DICOM" --http-port "$HTTP" \
+RADPORT_ACCESS=open "$TARGET/radport" serve --data-dir "$BENCH_DIR/data" --dicom-port "$DICOM" --http-port "$HTTP" \
   --bind 127.0.0.1 --stable-after "$STABLE_AFTER" >"$BENCH_DIR/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; kill $BUSY 2>/dev/null || true' EXIT

@@ -34,9 +34,9 @@ pub use radport_catalog::Role;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Anyone who reaches the ports may do everything (radport before access control).
-    #[default]
     Open,
     /// Every request signs in (a session or a token) and is held to its roles.
+    #[default]
     Enforced,
 }
 

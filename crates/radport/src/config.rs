@@ -187,7 +187,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RADPORT_DOWNLOAD_READS")]
     pub download_reads: Option<usize>,
     /// Access control: `enforced` (every request signs in and is held to its roles) or `open`
-    /// (anyone who reaches the ports may do everything) [default: open].
+    /// (anyone who reaches the ports may do everything: only on a trusted network)
+    /// [default: enforced].
     #[arg(long, env = "RADPORT_ACCESS")]
     pub access: Option<String>,
     /// Password of the first administrator, `admin`, created when the catalog has no account
@@ -600,7 +601,12 @@ impl ServeArgs {
             (None, None) => None,
             _ => anyhow::bail!("tls_cert and tls_key go together: give both, or neither"),
         };
-        let access_text = self.access.or(file.access).unwrap_or_else(|| "open".into());
+        // An empty value (RADPORT_ACCESS=) is the default.
+        let access_text = self
+            .access
+            .or(file.access)
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| "enforced".into());
         let access = radport_access::Mode::parse(&access_text).ok_or_else(|| {
             anyhow::anyhow!("access must be open or enforced, not {access_text:?}")
         })?;

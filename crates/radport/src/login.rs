@@ -72,12 +72,14 @@ pub(crate) fn token_for(url: &str, given: Option<&str>) -> Option<String> {
     read_all().ok()?.get(url).map(|s| s.token.clone())
 }
 
-/// `radport login`: signs in with `user` and the password on standard input, makes a token
-/// for this machine (90 days) and stores it for the server's URL.
+/// `radport login`: signs in with `user` and the password on the first line of standard
+/// input, makes a token for this machine (90 days) and stores it for the server's URL. An
+/// account whose password must be changed first (a new one, or reset by an administrator)
+/// takes the new password from the second line.
 pub async fn login(args: &ClientArgs, user: &str) -> Result<()> {
+    let mut stdin = std::io::stdin().lock();
     let mut password = String::new();
-    std::io::stdin()
-        .lock()
+    stdin
         .read_line(&mut password)
         .context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
@@ -97,15 +99,35 @@ pub async fn login(args: &ClientArgs, user: &str) -> Result<()> {
         .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
         .collect();
     let session: Value = signed_in.json().await?;
-    if session["must_change_password"] == true {
-        bail!("{user} must change the password first (sign in on the web UI, or POST /api/session/password)");
-    }
     let csrf = cookies
         .iter()
         .find_map(|c| c.strip_prefix("radport_csrf="))
         .unwrap_or_default()
         .to_string();
     let cookie = cookies.join("; ");
+    if session["must_change_password"] == true {
+        let mut new_password = String::new();
+        stdin
+            .read_line(&mut new_password)
+            .context("reading the new password from standard input")?;
+        let new_password = new_password.trim_end_matches(['\r', '\n']);
+        if new_password.is_empty() {
+            bail!(
+                "{user} must choose a new password first: give it on a second line of standard \
+                 input (printf '%s\\n%s\\n' \"$CURRENT\" \"$NEW\" | radport login --user {user})"
+            );
+        }
+        let changed = api
+            .http
+            .post(format!("{}/api/session/password", api.base))
+            .header(reqwest::header::COOKIE, &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"current": password, "new": new_password}))
+            .send()
+            .await?;
+        api.check(changed).await?;
+        eprintln!("the password of {user} is changed");
+    }
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let made = api
         .http

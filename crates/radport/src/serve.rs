@@ -141,6 +141,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     });
     let app = radport_http::router(state);
+    // Where people sign in, on standard error beside the first administrator's password.
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    match settings.access {
+        radport_access::Mode::Enforced => eprintln!(
+            "  radport: sign in at {scheme}://{}:{}/ (accounts: `radport user --help`)",
+            settings.public_host, settings.http_port
+        ),
+        radport_access::Mode::Open => eprintln!(
+            "  radport: {scheme}://{}:{}/ (access open: anyone who reaches this port may do everything)",
+            settings.public_host, settings.http_port
+        ),
+    }
     tracing::info!(dicom = %dicom_addr, http = %http_addr, data_dir = %settings.data_dir.display(),
         archive = archive.description(), "radport is running");
 

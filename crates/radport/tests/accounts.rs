@@ -221,6 +221,42 @@ fn login_keeps_a_token_for_the_cli_and_logout_revokes_it() {
     assert_eq!(answer.status(), 401);
 }
 
+/// A newcomer's first start, as the README tells it: access is enforced by default, the banner
+/// gives the password and where to sign in, and `radport login` takes the initial password and
+/// a new one.
+#[test]
+fn the_default_is_enforced_and_the_cli_signs_in_with_the_printed_password() {
+    // Not the harness's open default: the server's own.
+    let server = Server::start_with_env(&[], &[("RADPORT_ACCESS", "")]);
+    let log = server.log();
+    let initial = banner_password(&log).unwrap_or_else(|| panic!("no banner:\n{log}"));
+    assert!(log.contains("sign in at http://"), "{log}");
+    assert_eq!(server.get_status("/api/projects").0, 401, "enforced");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = cli_with(
+        &server,
+        dir.path(),
+        &["login", "--user", "admin"],
+        &format!("{initial}\n"),
+    );
+    assert!(!ok && out.contains("second line"), "{out}");
+    let (ok, out) = cli_with(
+        &server,
+        dir.path(),
+        &["login", "--user", "admin"],
+        &format!("{initial}\nmy own admin password\n"),
+    );
+    assert!(ok && out.contains("password of admin is changed"), "{out}");
+    let (ok, out) = cli_with(&server, dir.path(), &["project", "list"], "");
+    assert!(ok && out.contains("admin"), "{out}");
+    // The new password is the one now.
+    let (status, _) = server.post_json(
+        "/api/session",
+        serde_json::json!({"name": "admin", "password": "my own admin password"}),
+    );
+    assert_eq!(status, 201);
+}
+
 /// HTTPS with `--tls-cert`/`--tls-key`: curl trusting the test CA gets answers, plain HTTP
 /// gets none, and session cookies are `Secure`.
 #[test]

@@ -159,6 +159,9 @@ impl Server {
             .args(&self.extra_args)
             // Info, and each pass of the pipeline's scheduler (see `wait_for_scheduler_passes`).
             .env("RADPORT_LOG", "info,radport_pipeline::scheduler=trace")
+            // Access is enforced by default; the tests of what it enforces say so (a flag or
+            // this variable of their own), the others run open.
+            .env("RADPORT_ACCESS", "open")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
