@@ -517,6 +517,14 @@ impl Oidc {
     /// [`OidcConfig::audience`]).
     pub async fn validate_bearer(&self, token: &str) -> Result<Identity, OidcError> {
         let claims = self.verify(token, &self.config.audience).await?;
+        // An ID token has the client as its audience too; it proves a sign-in to the client,
+        // not a grant to call an API (RFC 9068, OIDC Core 2): refused by its `nonce` (the code
+        // flow's ID tokens carry one) or its Keycloak `typ`.
+        if claims.contains_key("nonce") || claims.get("typ").and_then(Value::as_str) == Some("ID") {
+            return Err(OidcError::InvalidToken(
+                "it is an ID token, not an access token".into(),
+            ));
+        }
         self.identity(&claims)
     }
 

@@ -750,6 +750,19 @@ fn bearer_jwts_of_the_provider_act_with_the_roles_of_their_groups() {
             "not valid",
         ),
         (
+            "an ID token (it has a nonce)",
+            provider.mint(
+                {
+                    let mut c = claims(now() + 600, "radport", "minted");
+                    c["nonce"] = json!("a-sign-in-nonce");
+                    c
+                },
+                "provider",
+                "provider-key",
+            ),
+            "ID token",
+        ),
+        (
             "a name of a local account (the first administrator)",
             provider.mint(
                 json!({
