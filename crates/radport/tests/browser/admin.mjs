@@ -4,53 +4,17 @@
 // the page), the audit trail (the sign-ins), CSRF refusal, and a 401 in the middle of a session
 // (signed out in another tab; the session revoked): to the sign-in page and back.
 // Usage: node admin.mjs BASE_URL SCREENSHOT_DIR (environment: see browser.rs).
-import { launchChromium } from './launch.mjs';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { env, assert, step, openPage, apiCaller } from './harness.mjs';
 
 const [base, shots] = process.argv.slice(2);
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const ADMIN_PASSWORD = env('RADPORT_ADMIN_PASSWORD');
 const ADMIN_TOKEN = env('RADPORT_ADMIN_TOKEN');
-mkdirSync(shots, { recursive: true });
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-const step = (text) => console.log(`-- ${text}`);
 
 /** A request from outside the browser (its own cookies: none). */
-async function call(method, path, { token, body } = {}) {
-  const headers = {};
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const r = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  let json = null;
-  try { json = text ? JSON.parse(text) : null; } catch { json = null; }
-  return { status: r.status, json };
-}
+const call = apiCaller(base);
 const signInStatus = async (name, password) => (await call('POST', '/api/session', { body: { name, password } })).status;
 
-const { context, profile } = await launchChromium('radport-admin-');
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(20000);
-const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(e.message));
-page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(`console: ${m.text()}`); });
-async function shot(name) {
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.waitForTimeout(300);
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-}
-const signIn = async (name, password) => {
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-};
+const { context, page, pageErrors, shot, close, signIn } = await openPage('radport-admin-', shots);
 /** Confirms the open modal dialog. */
 const confirm = async () => {
   await page.waitForSelector('dialog.modal[open]');
@@ -228,6 +192,5 @@ try {
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
   console.log('admin: all checks passed');
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

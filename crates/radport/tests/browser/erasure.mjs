@@ -6,16 +6,9 @@
 // project old, erasing the series no other project holds. browser.rs checks the result
 // through the API.
 // Usage: node erasure.mjs BASE_URL SCREENSHOT_DIR (environment: see browser.rs).
-import { launchChromium } from './launch.mjs';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { env, assert, step, openPage } from './harness.mjs';
 
 const [base, shots] = process.argv.slice(2);
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const ADMIN_PASSWORD = env('RADPORT_ADMIN_PASSWORD');
 const VERA_PASSWORD = env('RADPORT_VERA_PASSWORD');
 const MIKE_PASSWORD = env('RADPORT_MIKE_PASSWORD');
@@ -24,32 +17,8 @@ const MOVED = env('RADPORT_MOVED_UID');
 const ERASED = env('RADPORT_ERASED_UID');
 const PATIENT = env('RADPORT_PATIENT_UID');
 const SPLIT = env('RADPORT_SPLIT_UID');
-mkdirSync(shots, { recursive: true });
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-const step = (text) => console.log(`-- ${text}`);
 
-const { context, profile } = await launchChromium('radport-erasure-');
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(20000);
-const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(e.message));
-page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(`console: ${m.text()}`); });
-async function shot(name, { fullPage = true } = {}) {
-  if (fullPage) await page.evaluate(() => window.scrollTo(0, 0));
-  await page.waitForTimeout(300);
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage });
-}
-const signIn = async (name, password) => {
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-};
-const signOut = async () => {
-  await page.click('#sign-out');
-  await page.waitForSelector('#login-form');
-};
+const { page, pageErrors, shot, close, signIn, signOut } = await openPage('radport-erasure-', shots);
 /** Confirms the open dialog and waits for it to close. */
 const confirm = async () => {
   await page.click('dialog.modal[open] button[value=ok]');
@@ -230,6 +199,5 @@ try {
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
   console.log('erasure: all checks passed');
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

@@ -1,35 +1,13 @@
 // Sign-in in a real Chromium, with access enforced: the redirect to the sign-in page and back,
 // a wrong password, the header, CSRF refusal, sign-out, and a first sign-in that must change
 // the password. Usage: node login.mjs BASE_URL SCREENSHOT_DIR (environment: see browser.rs).
-import { launchChromium } from './launch.mjs';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { env, assert, step, openPage } from './harness.mjs';
 
 const [base, shots] = process.argv.slice(2);
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const ADMIN_PASSWORD = env('RADPORT_ADMIN_PASSWORD');
 const VERA_PASSWORD = env('RADPORT_VERA_PASSWORD');
-mkdirSync(shots, { recursive: true });
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-const step = (text) => console.log(`-- ${text}`);
 
-const { context, profile } = await launchChromium('radport-login-');
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(20000);
-const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(e.message));
-const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-const signIn = async (name, password) => {
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-};
+const { page, pageErrors, shot, close, signIn } = await openPage('radport-login-', shots, { consoleErrors: false });
 
 try {
   step('a page asks for a session: to the sign-in page, and back after it');
@@ -105,6 +83,5 @@ try {
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
   console.log('login: all checks passed');
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

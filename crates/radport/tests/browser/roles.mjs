@@ -3,45 +3,14 @@
 // adds a member, changes a role, removes a member and sets lung's DICOM rules (a bad network
 // is refused with the API's message). browser.rs checks the result through the API.
 // Usage: node roles.mjs BASE_URL SCREENSHOT_DIR (environment: see browser.rs).
-import { launchChromium } from './launch.mjs';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { env, assert, step, openPage } from './harness.mjs';
 
 const [base, shots] = process.argv.slice(2);
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const VERA_PASSWORD = env('RADPORT_VERA_PASSWORD');
 const MIKE_PASSWORD = env('RADPORT_MIKE_PASSWORD');
 const SERIES_UID = env('RADPORT_SERIES_UID');
-mkdirSync(shots, { recursive: true });
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-const step = (text) => console.log(`-- ${text}`);
 
-const { context, profile } = await launchChromium('radport-roles-');
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(20000);
-const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(e.message));
-page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(`console: ${m.text()}`); });
-async function shot(name) {
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.waitForTimeout(300);
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-}
-const signIn = async (name, password) => {
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-submit');
-};
-const signOut = async () => {
-  await page.click('#sign-out');
-  await page.waitForSelector('#login-form');
-};
+const { page, pageErrors, shot, close, signIn, signOut } = await openPage('radport-roles-', shots);
 /** Links and buttons to upload, anywhere on the page (header included). */
 const uploadLinks = () => page.$$eval('a[href^="#/upload"]', (as) => as.filter((a) => a.offsetParent !== null).map((a) => a.textContent));
 
@@ -144,6 +113,5 @@ try {
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
   console.log('roles: all checks passed');
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }

@@ -2,23 +2,11 @@
 // own login and consent forms, and back to the page that asked, signed in with the provider's
 // roles; a sign-in cancelled at the provider comes back with the reason.
 // Usage: node sso.mjs BASE_URL SCREENSHOT_DIR (run by crates/radport/tests/oidc.rs).
-import { launchChromium } from './launch.mjs';
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { assert, step, openPage } from './harness.mjs';
 
 const [base, shots] = process.argv.slice(2);
-mkdirSync(shots, { recursive: true });
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-const step = (text) => console.log(`-- ${text}`);
 
-const { context, profile } = await launchChromium('radport-sso-');
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(20000);
-const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(e.message));
-const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+const { page, pageErrors, shot, close } = await openPage('radport-sso-', shots, { consoleErrors: false });
 
 try {
   step('the sign-in page offers single sign-on beside the local form');
@@ -65,6 +53,5 @@ try {
   assert(pageErrors.length === 0, `page errors: ${pageErrors.join('; ')}`);
   console.log('sso: all checks passed');
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
