@@ -359,22 +359,14 @@ fn signing_in_works_in_a_real_browser() {
         .unwrap();
     assert_eq!(member.status(), 204);
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    let out = Command::new("node")
-        .arg(browser_dir().join("login.mjs"))
-        .arg(server.url(""))
-        .arg(&shots)
-        .env("RADPORT_ADMIN_PASSWORD", admin_password)
-        .env("RADPORT_VERA_PASSWORD", &vera_password)
-        .current_dir(browser_dir())
-        .output()
-        .expect("node runs");
-    let text = output_text(&out);
-    println!("{text}");
-    assert!(
-        out.status.success() && text.contains("login: all checks passed"),
-        "the sign-in test failed:\n{text}\nserver log:\n{}",
-        server.log()
+    run_browser_script(
+        &server,
+        "login.mjs",
+        "login",
+        &[
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+            ("RADPORT_VERA_PASSWORD", &vera_password),
+        ],
     );
 }
 
