@@ -184,6 +184,9 @@ try {
     const c = document.querySelectorAll('#series-grid .series-card');
     return c.length === 1 && c[0].dataset.uid === uid;
   }, CT_UID);
+  // The select is filled when the facet counts arrive, which may be after the cards.
+  await page.waitForFunction(() => document.querySelector('#f-body-part')?.value === 'CHEST', null, { timeout: 10000 })
+    .catch(() => {});
   assert(await page.inputValue('#f-body-part') === 'CHEST', 'body part from the URL (any case)');
   await page.selectOption('#f-body-part', '');
   await page.waitForFunction(() => !location.hash.includes('body_part=') && document.querySelectorAll('#series-grid .series-card').length === 2);
