@@ -22,6 +22,7 @@ mod query;
 mod record;
 mod references;
 mod schema;
+pub mod search;
 mod uploads;
 mod users;
 mod validation;
@@ -379,6 +380,15 @@ impl Catalog {
                     self.add_columns(&mut tx, "users", schema::USER_COLUMNS_V6)
                         .await?;
                 }
+                if older < 7 {
+                    self.add_columns(&mut tx, "studies", schema::STUDY_COLUMNS_V7)
+                        .await?;
+                    let fill = match self.dialect {
+                        Dialect::Sqlite => schema::MIGRATE_TO_7_SQLITE,
+                        Dialect::Postgres => schema::MIGRATE_TO_7_POSTGRES,
+                    };
+                    sqlx::query(fill).execute(&mut *tx).await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -397,6 +407,7 @@ impl Catalog {
             .iter()
             .chain(schema::INDEXES_V4)
             .chain(schema::INDEXES_V6)
+            .chain(schema::INDEXES_V7)
         {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }

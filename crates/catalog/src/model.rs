@@ -140,6 +140,8 @@ pub struct InstanceRecord {
     pub accession_number: Option<String>,
     /// Study ID (0020,0010).
     pub study_id: Option<String>,
+    /// Referring Physician's Name (0008,0090).
+    pub referring_physician_name: Option<String>,
     /// Modality (0008,0060).
     pub modality: Option<String>,
     /// Body Part Examined (0018,0015).

@@ -46,14 +46,14 @@ macro_rules! upsert_patient {
 /// The study upsert; the arguments are the parameters of its columns, in order.
 macro_rules! upsert_study {
     ($uid:expr, $pid:expr, $pname:expr, $birth:expr, $sex:expr, $date:expr, $time:expr,
-     $desc:expr, $acc:expr, $id:expr, $now:expr) => {
+     $desc:expr, $acc:expr, $id:expr, $now:expr, $referring:expr) => {
         concat!(
             "INSERT INTO studies \
              (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
               study_time, study_description, accession_number, study_id, created_at, \
-              updated_at) VALUES (",
+              updated_at, referring_physician_name) VALUES (",
             $uid, ", ", $pid, ", ", $pname, ", ", $birth, ", ", $sex, ", ", $date, ", ",
-            $time, ", ", $desc, ", ", $acc, ", ", $id, ", ", $now, ", ", $now,
+            $time, ", ", $desc, ", ", $acc, ", ", $id, ", ", $now, ", ", $now, ", ", $referring,
             ") ON CONFLICT (study_uid) DO UPDATE SET \
                patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
                patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
@@ -67,6 +67,8 @@ macro_rules! upsert_study {
                accession_number = COALESCE(excluded.accession_number, \
                  studies.accession_number), \
                study_id = COALESCE(excluded.study_id, studies.study_id), \
+               referring_physician_name = COALESCE(excluded.referring_physician_name, \
+                 studies.referring_physician_name), \
                updated_at = excluded.updated_at"
         )
     };
@@ -193,7 +195,7 @@ macro_rules! add_dataset {
 const SQL_UPSERT_PATIENT: &str = upsert_patient!("VALUES ($1, $2, $3, $4, $5, $5)");
 
 const SQL_UPSERT_STUDY: &str =
-    upsert_study!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11");
+    upsert_study!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12");
 
 const SQL_UPSERT_SERIES: &str = upsert_series!(
     "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15"
@@ -227,13 +229,16 @@ const SQL_SQLITE_ENSURE_DATASET_AND_LOOKUP: &str = "INSERT INTO datasets \
 /// multi-statement query one after the other on the connection's worker thread and binds
 /// numbered parameters by number in each, so one argument list serves all six:
 /// `$1..$14` are the instance columns in [`bind_instance`] order (`$9` size, `$14` now),
-/// `$15..$24` study and patient, `$25..$29` series, `$30` project, `$31` dataset, `$32` admin.
+/// `$15..$24` study and patient, `$25..$29` series, `$30` project, `$31` dataset, `$32` admin,
+/// `$33` Referring Physician's Name (added in version 7).
 /// The statements are those of the portable path, renumbered; `catalog` tests run both.
 /// PostgreSQL cannot prepare several statements at once, and does not need this.
 const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
     upsert_patient!("SELECT $16, $17, $18, $19, $14, $14 WHERE $16 IS NOT NULL"),
     "; ",
-    upsert_study!("$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$14"),
+    upsert_study!(
+        "$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$14", "$33"
+    ),
     "; ",
     upsert_series!(
         "$2", "$15", "$25", "$26", "$27", "$28", "$29", "1", "$9", "$14", "$16", "$17", "$20",
@@ -538,6 +543,7 @@ impl Catalog {
                 .bind(&keys.project)
                 .bind(&keys.dataset)
                 .bind(ADMIN_PROJECT)
+                .bind(opt(&rec.referring_physician_name))
                 .execute(&mut *conn)
                 .await
                 .map_err(db)?;
@@ -682,6 +688,7 @@ async fn upsert_hierarchy(
         .bind(opt(&rec.accession_number))
         .bind(opt(&rec.study_id))
         .bind(now)
+        .bind(opt(&rec.referring_physician_name))
         .execute(&mut *conn)
         .await
         .map_err(db)?;

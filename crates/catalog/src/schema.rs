@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -45,7 +45,8 @@ pub(crate) const STATEMENTS: &[&str] = &[
         accession_number TEXT,
         study_id TEXT,
         created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
+        updated_at TEXT NOT NULL,
+        referring_physician_name TEXT
     )",
     "CREATE TABLE IF NOT EXISTS series (
         series_uid TEXT NOT NULL PRIMARY KEY,
@@ -350,6 +351,34 @@ pub(crate) const USER_COLUMNS_V6: &[(&str, &str)] =
 /// provider and subject.
 pub(crate) const INDEXES_V6: &[&str] =
     &["CREATE UNIQUE INDEX IF NOT EXISTS idx_users_oidc ON users (oidc_issuer, oidc_subject)"];
+
+/// Column added to `studies` by version 7: Referring Physician's Name, a standard matching key
+/// of DICOMweb and C-FIND at the study level.
+pub(crate) const STUDY_COLUMNS_V7: &[(&str, &str)] = &[("referring_physician_name", "TEXT")];
+
+/// Version 7: Referring Physician's Name of the studies recorded before, from the stored DICOM
+/// JSON of one of their instances (its first component group, `Alphabetic`).
+pub(crate) const MIGRATE_TO_7_SQLITE: &str = "UPDATE studies SET referring_physician_name = \
+     (SELECT json_extract(i.metadata_json, '$.\"00080090\".Value[0].Alphabetic') \
+      FROM series s JOIN instances i ON i.series_uid = s.series_uid \
+      WHERE s.study_uid = studies.study_uid AND json_valid(i.metadata_json) \
+      AND json_extract(i.metadata_json, '$.\"00080090\".Value[0].Alphabetic') IS NOT NULL \
+      LIMIT 1) WHERE referring_physician_name IS NULL";
+
+/// [`MIGRATE_TO_7_SQLITE`] for PostgreSQL.
+pub(crate) const MIGRATE_TO_7_POSTGRES: &str = "UPDATE studies SET referring_physician_name = \
+     (SELECT i.metadata_json::jsonb -> '00080090' -> 'Value' -> 0 ->> 'Alphabetic' \
+      FROM series s JOIN instances i ON i.series_uid = s.series_uid \
+      WHERE s.study_uid = studies.study_uid \
+      AND i.metadata_json::jsonb -> '00080090' -> 'Value' -> 0 ->> 'Alphabetic' IS NOT NULL \
+      LIMIT 1) WHERE referring_physician_name IS NULL";
+
+/// Indexes of version 7: the study-level matching keys of DICOMweb and C-FIND.
+pub(crate) const INDEXES_V7: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS idx_studies_accession ON studies (accession_number)",
+    "CREATE INDEX IF NOT EXISTS idx_instances_series_number \
+        ON instances (series_uid, instance_number)",
+];
 
 /// Columns added to `uploads` by version 4: the keys of the counted chunks (each PATCH writes
 /// a chunk of its own; the compare-and-set that counts it records which) and the assembler's

@@ -216,6 +216,7 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
         study_description: text(&obj, tags::STUDY_DESCRIPTION),
         accession_number: text(&obj, tags::ACCESSION_NUMBER),
         study_id: text(&obj, tags::STUDY_ID),
+        referring_physician_name: text(&obj, tags::REFERRING_PHYSICIAN_NAME),
         modality: text(&obj, tags::MODALITY),
         body_part_examined: text(&obj, tags::BODY_PART_EXAMINED),
         series_description: text(&obj, tags::SERIES_DESCRIPTION),

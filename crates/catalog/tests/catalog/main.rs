@@ -100,6 +100,7 @@ mod jobs;
 mod projects;
 mod recording;
 mod schema;
+mod search;
 mod series;
 mod uploads;
 mod users;

@@ -4,6 +4,7 @@ use super::*;
 
 both!(migrates_a_version_2_catalog);
 both!(migrates_a_version_5_catalog);
+both!(migrates_a_version_6_catalog);
 
 #[tokio::test]
 async fn sqlite_connection_settings() {
@@ -356,5 +357,60 @@ async fn migrates_a_version_5_catalog(url: &str) {
         .sign_in_oidc_user("bob2", &account, false, &[])
         .await
         .is_err());
+    c.close().await;
+}
+
+/// A version-6 catalog (studies without Referring Physician's Name) is upgraded at connect, on
+/// either database: the name comes from the stored DICOM JSON of an instance of the study.
+async fn migrates_a_version_6_catalog(url: &str) {
+    use radport_catalog::search::{Attribute, Condition, Level, Scope, Search};
+    use sqlx::Connection;
+    {
+        let c = Catalog::connect(url).await.expect("connect");
+        let mut r = rec("S1", "A", "a1");
+        r.metadata_json =
+            r#"{"00080090":{"vr":"PN","Value":[{"Alphabetic":"House^Gregory"}]}}"#.into();
+        record(&c, &r, &route("admin", "d"), DuplicatePolicy::KeepFirst).await;
+        record(
+            &c,
+            &rec("S2", "B", "b1"),
+            &route("admin", "d"),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await;
+        c.close().await;
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in [
+        "DROP INDEX idx_studies_accession",
+        "ALTER TABLE studies DROP COLUMN referring_physician_name",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (6, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let found = c
+        .search(&Search {
+            level: Level::Study,
+            conditions: vec![Condition {
+                attribute: Attribute::ReferringPhysicianName,
+                value: "house^gregory".into(),
+            }],
+            scope: Scope::All,
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .expect("search");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].study.as_ref().map(|s| s.uid.as_str()), Some("S1"));
     c.close().await;
 }
