@@ -64,6 +64,9 @@ if [ ! -d "$browser_tests/node_modules/playwright-core" ]; then
   (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The OHIF viewer radport serves at /viewer/ (optional: skipped without npm).
+bash "$(dirname "$0")/install-viewer.sh" || echo "== the OHIF viewer could not be installed (radport runs without it)"
+
 # The single sign-on tests (crates/radport/tests/oidc.rs): a real OpenID provider, the certified
 # oidc-provider from npm, run with node (installed above).
 oidc_tests="$(cd "$(dirname "$0")/.." && pwd)/crates/radport/tests/oidc"

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 
 use crate::error::ApiResult;
-use crate::responses::{ErrorBody, Health};
+use crate::responses::{Deployment, ErrorBody, Health};
 use crate::AppState;
 
 /// Whether the server and its catalog answer; this deployment's DICOM address.
@@ -21,6 +21,9 @@ pub(crate) async fn health(State(state): State<AppState>) -> ApiResult<Json<Heal
         version: env!("CARGO_PKG_VERSION").into(),
         catalog: format!("{:?}", state.catalog.dialect()).to_lowercase(),
         archive: state.archive.description().to_string(),
-        deployment: state.deployment.clone(),
+        deployment: Deployment {
+            viewer: crate::viewer::installed(&state.viewer_dir).await,
+            ..state.deployment.clone()
+        },
     }))
 }

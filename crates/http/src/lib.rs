@@ -29,6 +29,7 @@ pub mod server;
 pub mod tls;
 mod ui;
 pub mod uploads;
+pub mod viewer;
 
 pub use download::{attachment, is_dicom_uid, uid_for_file_name, Downloads};
 pub(crate) use download::{fnv1a, is_format_char};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub allowed_hosts: hosts::AllowedHosts,
     /// Served over TLS: session cookies are `Secure`.
     pub https: bool,
+    /// Where the OHIF viewer's files are (see [`viewer`]; served only once installed there).
+    pub viewer_dir: std::path::PathBuf,
 }
 
 /// Access control of the API.
@@ -166,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         }),
     )
     .merge(ui::routes())
+    .merge(viewer::routes(state.viewer_dir.clone()))
     .fallback(not_found)
     // Before anything else, and for the UI too: a request for a host that is not this server
     // (DNS rebinding) is refused.

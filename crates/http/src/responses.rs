@@ -65,6 +65,8 @@ pub struct Deployment {
     pub ae_title: String,
     /// What happens to an instance that is already stored (`Keep`, `Overwrite`, …).
     pub duplicate_policy: String,
+    /// Whether the OHIF viewer is installed and served at `/viewer/` (the web UI links to it).
+    pub viewer: bool,
 }
 
 /// A project.

@@ -255,6 +255,10 @@ pub struct ServeArgs {
     /// at another URL.
     #[arg(long, env = "RADPORT_OIDC_REDIRECT_URL")]
     pub oidc_redirect_url: Option<String>,
+    /// Directory of the OHIF viewer served at /viewer/ (made by scripts/install-viewer.sh);
+    /// without a viewer there, /viewer/ says how to install it [default: ./viewer].
+    #[arg(long, env = "RADPORT_VIEWER_DIR")]
+    pub viewer_dir: Option<PathBuf>,
 }
 
 /// The same settings as read from a TOML file.
@@ -325,6 +329,7 @@ struct FileSettings {
     oidc_group_prefix: Option<String>,
     oidc_audience: Option<String>,
     oidc_redirect_url: Option<String>,
+    viewer_dir: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -392,6 +397,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Single sign-on; `None`: local accounts only.
     pub oidc: Option<OidcSettings>,
+    /// The OHIF viewer's files (absolute; served once installed there).
+    pub viewer_dir: PathBuf,
 }
 
 /// Single sign-on with an OpenID provider (see docs/access.md).
@@ -550,6 +557,7 @@ impl Settings {
             oidc_group_prefix: self.oidc.as_ref().map(|o| o.group_prefix.clone()),
             oidc_audience: self.oidc.as_ref().map(|o| o.audience.clone()),
             oidc_redirect_url: self.oidc.as_ref().map(|o| o.redirect_url.clone()),
+            viewer_dir: Some(self.viewer_dir.clone()),
         }
     }
 }
@@ -574,6 +582,15 @@ impl ServeArgs {
             data_dir
         } else {
             std::env::current_dir()?.join(data_dir)
+        };
+        let viewer_dir = self
+            .viewer_dir
+            .or(file.viewer_dir)
+            .unwrap_or_else(|| PathBuf::from("viewer"));
+        let viewer_dir = if viewer_dir.is_absolute() {
+            viewer_dir
+        } else {
+            std::env::current_dir()?.join(viewer_dir)
         };
         let catalog_url = self
             .catalog_url
@@ -916,6 +933,7 @@ impl ServeArgs {
                 .unwrap_or(64),
             public_host,
             import_limits,
+            viewer_dir,
         })
     }
 }
@@ -1191,6 +1209,11 @@ mod tests {
         assert!(s.catalog_url.starts_with("sqlite://"));
         assert!(s.catalog_url.ends_with("radport-data/catalog.db"));
         assert_eq!(s.archive_url, None, "default: the local archive directory");
+        assert_eq!(
+            s.viewer_dir,
+            std::env::current_dir().unwrap().join("viewer"),
+            "default: viewer/ in the working directory"
+        );
     }
 
     #[test]
@@ -1354,6 +1377,7 @@ oidc_admin_group = "pacs-admins"
 oidc_group_prefix = "pacs/"
 oidc_audience = "pacs-api"
 oidc_redirect_url = "https://pacs.example.org/api/oidc/callback"
+viewer_dir = "/opt/radport/viewer"
 "#,
         );
         let text = s.to_toml().unwrap();
@@ -1361,6 +1385,7 @@ oidc_redirect_url = "https://pacs.example.org/api/oidc/callback"
         assert_eq!(format!("{again:?}"), format!("{s:?}"));
         assert_eq!(again.import_limits.convert.max_segments, 18);
         assert_eq!(again.max_associate_rq, 4096);
+        assert_eq!(again.viewer_dir, Path::new("/opt/radport/viewer"));
         assert_eq!(again.access, radport_access::Mode::Enforced);
         assert_eq!(
             again.allowed_hosts,

@@ -94,6 +94,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         dicom_tls_port: settings.dicom_tls_port,
         ae_title: settings.ae_title.clone(),
         duplicate_policy: format!("{:?}", settings.duplicate_policy),
+        // Looked at again by every /api/health (the viewer can be installed while serving).
+        viewer: false,
     };
     let state = radport_http::AppState {
         catalog: catalog.clone(),
@@ -114,6 +116,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         downloads: radport_http::Downloads::new(settings.download_reads),
         max_json_body: settings.http_max_json_body,
         https: settings.tls.is_some(),
+        viewer_dir: settings.viewer_dir.clone(),
         allowed_hosts: radport_http::hosts::AllowedHosts::new(
             &settings.public_host,
             &settings.allowed_hosts,

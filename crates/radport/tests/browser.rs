@@ -780,3 +780,154 @@ fn series_are_erased_and_moved_in_a_real_browser() {
     let (_, lung) = call(reqwest::Method::GET, "/api/projects/lung/series", None);
     assert_eq!(lung["total"], 1, "{lung}");
 }
+
+/// The OHIF viewer's directory for the tests: `viewer/` at the repository's root (where
+/// `scripts/install-viewer.sh` puts it), or `$RADPORT_VIEWER_DIR`.
+fn installed_viewer() -> PathBuf {
+    let dir = std::env::var_os("RADPORT_VIEWER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../viewer"));
+    assert!(
+        dir.join(".radport-viewer").exists(),
+        "the OHIF viewer is not installed in {}: run bash scripts/install-viewer.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A Part-10 file's value of `tag`, trimmed.
+fn attribute(path: &Path, tag: dicom_core::Tag) -> String {
+    dicom_object::open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
+/// The OHIF viewer through radport (`tests/browser/ohif.mjs`): a CT and the SEG that segments
+/// it (highdicom's, as in the web UI's test) sent over DIMSE; the gallery and the series page
+/// link the study to the viewer; OHIF, served at /viewer/ and configured for radport's
+/// DICOMweb, draws the CT and, once the SEG is opened, its overlay; nothing is loaded from
+/// another origin and the viewer's CSP refuses nothing.
+#[test]
+fn ohif_shows_a_ct_and_its_segmentation() {
+    let viewer = installed_viewer();
+    let server = Server::start(&[
+        "--stable-after",
+        "1",
+        "--viewer-dir",
+        viewer.to_str().unwrap(),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let seg = SegFixture::new(tmp.path());
+    let study_uid = attribute(
+        &seg.ct_dir.join("ct-0.dcm"),
+        dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+    );
+    assert_eq!(
+        attribute(
+            &seg.seg_dir.join("seg.dcm"),
+            dicom_dictionary_std::tags::STUDY_INSTANCE_UID
+        ),
+        study_uid,
+        "the SEG is in the CT's study"
+    );
+    for dir in [&seg.ct_dir, &seg.seg_dir] {
+        let out = server.dcmsend("kp-sent", "kp-admin", dir);
+        assert!(out.status.success(), "dcmsend: {}", output_text(&out));
+    }
+    for uid in [&seg.ct_uid, &seg.seg_uid] {
+        server.wait_for(60, "the series in the catalog", || {
+            (server.get_status(&format!("/api/series/{uid}")).0 == 200).then_some(())
+        });
+    }
+    let (_, health) = server.get_status("/api/health");
+    assert_eq!(health["deployment"]["viewer"], true, "{health}");
+
+    run_browser_script(
+        &server,
+        "ohif.mjs",
+        "ohif",
+        &[
+            ("RADPORT_STUDY_UID", &study_uid),
+            ("RADPORT_CT_UID", &seg.ct_uid),
+            ("RADPORT_SEG_UID", &seg.seg_uid),
+        ],
+    );
+}
+
+/// Without the viewer, `/viewer/` says how to install it and the UI is told there is none;
+/// once the directory holds an installed viewer, radport serves it (no restart), with its own
+/// `app-config.js` and OHIF's client routes answered by the index page.
+#[test]
+fn the_viewer_is_served_once_installed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("viewer");
+    let server = Server::start(&["--viewer-dir", dir.to_str().unwrap()]);
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| {
+        let r = client.get(server.url(path)).send().unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.text().unwrap())
+    };
+    let (_, health) = server.get_status("/api/health");
+    assert_eq!(health["deployment"]["viewer"], false, "{health}");
+    for path in ["/viewer/", "/viewer/viewer?StudyInstanceUIDs=1.2.3"] {
+        let (status, headers, body) = get(path);
+        assert_eq!(status, 404, "{path}");
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(body.contains("bash scripts/install-viewer.sh"), "{body}");
+    }
+    assert_eq!(get("/viewer/app-config.js").0, 404);
+    // Unknown API paths keep their JSON 404 beside the viewer.
+    let (status, body) = server.get_status("/api/no-such-thing");
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string(), "{body}");
+
+    // Installed (the files as scripts/install-viewer.sh leaves them, in small).
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    let index = r#"<!doctype html><script src="/viewer/radport-boot.js"></script><script src="/viewer/app-config.js"></script><div id="root"></div>"#;
+    std::fs::write(dir.join("index.html"), index).unwrap();
+    std::fs::write(dir.join("app.bundle.1.js"), "/* OHIF */").unwrap();
+    std::fs::write(dir.join("assets/logo.svg"), "<svg/>").unwrap();
+    let (_, health) = server.get_status("/api/health");
+    assert_eq!(health["deployment"]["viewer"], true, "{health}");
+    for path in ["/viewer/", "/viewer/viewer?StudyInstanceUIDs=1.2.3"] {
+        let (status, headers, body) = get(path);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(body, index);
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
+    }
+    let (status, headers, body) = get("/viewer/app-config.js");
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(
+        body.contains("qidoRoot: window.location.origin + '/dicomweb'"),
+        "{body}"
+    );
+    assert!(body.contains("qidoSupportsIncludeField: true"), "{body}");
+    assert_eq!(get("/viewer/app.bundle.1.js").2, "/* OHIF */");
+    let (status, headers, _) = get("/viewer/assets/logo.svg");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/svg+xml");
+    assert_eq!(get("/viewer/missing.js").0, 404);
+    // The UI itself keeps its own policy.
+    let (status, headers, _) = get("/");
+    assert_eq!(status, 200);
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+}

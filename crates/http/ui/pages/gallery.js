@@ -87,9 +87,28 @@ export function thumbnail(uid, alt, { eager = false, lastArrival = null } = {}) 
   return box;
 }
 
-function card(s) {
+/** Whether the server serves the OHIF viewer (`/api/health`; asked once per page load). */
+let viewerAnswer = null;
+export function viewerInstalled() {
+  if (!viewerAnswer) {
+    viewerAnswer = api.health().then((x) => Boolean(x.deployment && x.deployment.viewer)).catch(() => {
+      viewerAnswer = null;
+      return false;
+    });
+  }
+  return viewerAnswer;
+}
+
+/** A link that opens a study in the OHIF viewer, in a new tab. */
+export function viewerLink(studyUid, attrs = {}) {
+  const href = `/viewer/viewer?${new URLSearchParams({ StudyInstanceUIDs: studyUid })}`;
+  return h('a', { href, target: '_blank', rel: 'noopener', title: 'Open the study in the OHIF viewer', ...attrs }, 'Open in viewer');
+}
+
+/** A series card; with the viewer installed, a link to its study in the viewer beside it. */
+function card(s, viewer) {
   const title = s.series_description || s.study_description || 'Untitled series';
-  return h('a', { class: 'card series-card', href: link('series', [s.series_instance_uid]), dataset: { uid: s.series_instance_uid } },
+  return h('div', { class: 'card-cell' }, h('a', { class: 'card series-card', href: link('series', [s.series_instance_uid]), dataset: { uid: s.series_instance_uid } },
     h('div', { class: 'thumb-wrap' },
       thumbnail(s.series_instance_uid, `Preview of ${title}`, { lastArrival: s.last_arrival }),
       s.modality ? h('span', { class: 'modality-tag' }, s.modality) : null),
@@ -103,7 +122,8 @@ function card(s) {
         h('div', {}, h('dt', {}, 'Images'), h('dd', {}, String(s.instance_count)))),
       h('div', { class: 'card-foot' },
         validationBadge(s.validation_errors, s.validation_warnings),
-        h('span', { class: 'chips' }, s.datasets.map((d) => h('span', { class: 'chip' }, d))))));
+        h('span', { class: 'chips' }, s.datasets.map((d) => h('span', { class: 'chip' }, d)))))),
+  viewer && s.study_instance_uid ? viewerLink(s.study_instance_uid, { class: 'viewer-link', dataset: { study: s.study_instance_uid } }) : null);
 }
 
 function option(value, label, selected) {
@@ -153,7 +173,7 @@ export async function render(main, route) {
   main.append(
     pageHeader('Gallery', null,
       mayContribute(state.project) ? h('a', { class: 'btn primary', href: link('upload', [], { project: state.project }) }, 'Upload data') : null),
-    takeFlash(),
+    takeFlash() || '',
     h('div', { class: 'gallery-layout' }, h('aside', {}, sidebar), h('section', { class: 'gallery-main', 'aria-label': 'Series' }, summary, results, pager)));
 
   let lastJson = null;
@@ -224,7 +244,7 @@ export async function render(main, route) {
     } catch { /* the results area shows the error */ }
   }
 
-  function showResults(page) {
+  function showResults(page, viewer) {
     const { total, items } = page;
     const first = total ? state.offset + 1 : 0;
     const last = state.offset + items.length;
@@ -243,7 +263,7 @@ export async function render(main, route) {
       replace(pager);
       return;
     }
-    replace(results, h('div', { class: 'grid', id: 'series-grid' }, items.map(card)));
+    replace(results, h('div', { class: 'grid', id: 'series-grid' }, items.map((s) => card(s, viewer))));
     const prev = h('button', { class: 'btn', type: 'button', disabled: state.offset === 0 ? true : null, onclick: () => go(Math.max(0, state.offset - PAGE_SIZE)) }, '← Previous');
     const next = h('button', { class: 'btn', type: 'button', disabled: last >= total ? true : null, onclick: () => go(state.offset + PAGE_SIZE) }, 'Next →');
     replace(pager, total > PAGE_SIZE ? [prev, h('span', {}, `Page ${Math.floor(state.offset / PAGE_SIZE) + 1} of ${Math.ceil(total / PAGE_SIZE)}`), next] : []);
@@ -266,12 +286,15 @@ export async function render(main, route) {
           return facets;
         })).then((facets) => { if (mine === generation) fillFacets(facets); });
       // The cards as soon as their page is here; the facets when theirs is.
-      const page = await api.series(state.project, { ...filters, limit: PAGE_SIZE, offset: state.offset });
+      const [page, viewer] = await Promise.all([
+        api.series(state.project, { ...filters, limit: PAGE_SIZE, offset: state.offset }),
+        viewerInstalled(),
+      ]);
       if (mine !== generation) return;
-      const json = JSON.stringify(page);
+      const json = JSON.stringify([page, viewer]);
       if (json !== lastJson) {
         lastJson = json;
-        showResults(page);
+        showResults(page, viewer);
       }
       results.removeAttribute('aria-busy');
       performance.clearMarks('radport:gallery-cards');

@@ -3,7 +3,7 @@ import { api } from '../api.js';
 import { h, replace, errorBox, emptyState, loading, badge, formatDicomDate, formatSize, formatTime, plural, setFlash, takeFlash } from '../dom.js';
 import { link, refresh } from '../router.js';
 import { flatten } from '../dicom.js';
-import { thumbnail, validationBadge } from './gallery.js';
+import { thumbnail, validationBadge, viewerInstalled, viewerLink } from './gallery.js';
 import { manageControls, mayTakeOut, takeOutDialog } from './erasure.js';
 
 function facts(rows) {
@@ -354,14 +354,19 @@ export async function render(main, route) {
     back: backHref,
     done: (message) => { setFlash(message); refresh(); },
   }).then((panel) => { if (panel) replace(manage, panel); }).catch(() => {});
+  // The study in the OHIF viewer, once the server says it serves one.
+  const actions = h('div', { class: 'page-actions' },
+    validationBadge(s.validation_errors, s.validation_warnings),
+    h('a', { class: 'btn small', id: 'download-series', href: api.seriesZipUrl(uid), download: `${uid}.zip` }, 'Download series (.zip)'));
+  viewerInstalled().then((viewer) => {
+    if (viewer && s.study_instance_uid) actions.append(viewerLink(s.study_instance_uid, { class: 'btn small', id: 'open-in-viewer' }));
+  });
   replace(content,
     h('div', { class: 'page-header' },
       h('div', {},
         h('h1', {}, s.modality ? h('span', { class: 'modality-tag inline' }, s.modality) : null, ' ', h('span', { id: 'series-title' }, title)),
         h('p', { class: 'subtitle' }, h('span', { id: 'series-patient' }, s.patient_name || 'Unnamed patient'), ` · ${s.patient_id || 'no Patient ID'} · ${formatDicomDate(s.study_date)}`)),
-      h('div', { class: 'page-actions' },
-        validationBadge(s.validation_errors, s.validation_warnings),
-        h('a', { class: 'btn small', id: 'download-series', href: api.seriesZipUrl(uid), download: `${uid}.zip` }, 'Download series (.zip)'))),
+      actions),
     h('div', { class: 'detail-layout' },
       h('div', { class: 'preview' }, sliceViewer(uid, title, detail.instances, s.last_arrival)),
       h('div', { class: 'detail-side' }, section('Summary', 'h-summary',
