@@ -38,6 +38,13 @@ if ! python3 -c 'import highdicom, nibabel, data_store' >/dev/null 2>&1; then
   python3 -m pip install -q highdicom nibabel pydicom-data
 fi
 
+# The DICOMweb tests (crates/radport/tests/dicomweb.rs) use the users' own client: dicomweb-client
+# (its Python API and its `dicomweb_client` command line).
+if ! python3 -c 'import dicomweb_client' >/dev/null 2>&1; then
+  echo "== installing the DICOMweb test client: dicomweb-client"
+  python3 -m pip install -q dicomweb-client
+fi
+
 # The distributed tests (crates/radport/tests/distributed.rs) run radport on an S3-compatible
 # object store: moto's server (`python3 -m moto.server`), started by each test on a free port.
 # (Debian has no standalone S3 server package, MinIO is not packaged, and radosgw needs Ceph.)

@@ -370,6 +370,39 @@ impl Archive {
         Ok((size, Box::pin(stream)))
     }
 
+    /// Reads bytes `range` of an object into memory (DICOMweb frames; the range must lie
+    /// within the object).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, ArchiveError> {
+        let path = Self::path(key)?;
+        self.store
+            .get_range(&path, range)
+            .await
+            .map_err(ArchiveError::classify)
+    }
+
+    /// Reads bytes `range` of an object as a stream of chunks (DICOMweb bulk data).
+    pub async fn get_range_stream(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, ArchiveError>>, ArchiveError>
+    {
+        let path = Self::path(key)?;
+        let options = object_store::GetOptions::default().with_range(Some(range));
+        let result = self
+            .store
+            .get_opts(&path, options)
+            .await
+            .map_err(ArchiveError::classify)?;
+        Ok(Box::pin(
+            result.into_stream().map_err(ArchiveError::classify),
+        ))
+    }
+
     /// Reads the first `len` bytes of an object (fewer if it is shorter).
     pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, ArchiveError> {
         let path = Self::path(key)?;

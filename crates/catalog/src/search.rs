@@ -908,6 +908,45 @@ impl Catalog {
         Ok(())
     }
 
+    /// One instance of each of these series (`Level::Series`) or studies (`Level::Study`): the
+    /// one with the smallest SOP Instance UID, by series or study UID; for what a search
+    /// answers from an instance's stored attributes (DICOMweb's `includefield`).
+    pub async fn representative_instances(
+        &self,
+        level: Level,
+        uids: &[String],
+    ) -> Result<BTreeMap<String, String>, CatalogError> {
+        let mut out = BTreeMap::new();
+        let (key, from) = match level {
+            Level::Series => ("i.series_uid", "instances i"),
+            Level::Study => (
+                "s.study_uid",
+                "instances i JOIN series s ON s.series_uid = i.series_uid",
+            ),
+            _ => {
+                return Err(invalid(format!(
+                    "no representative instances of a {level:?}"
+                )))
+            }
+        };
+        for chunk in uids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let statement = format!(
+                "SELECT {key} AS k, MIN(i.sop_instance_uid) AS sop FROM {from} \
+                 WHERE {key} IN ({}) GROUP BY {key}",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(statement)).persistent(false);
+            for uid in chunk {
+                query = query.bind(uid.clone());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.insert(row.try_get("k")?, row.try_get("sop")?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored DICOM JSON of instances (PS3.18 F.2, without bulk data), by SOP Instance
     /// UID; absent UIDs are left out.
     pub async fn instance_metadata(

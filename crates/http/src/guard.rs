@@ -76,6 +76,17 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
     use Action::*;
     use Rule::*;
     let m = method.as_str();
+    if let Some(service) = crate::dicomweb::service_of(m, template) {
+        let per_project = template.starts_with("/projects/{project}/");
+        return Some(match (service, per_project) {
+            (crate::dicomweb::Service::Store, true) => Project(Contribute),
+            // Stores into `admin`, which only administrators may.
+            (crate::dicomweb::Service::Store, false) => Admin,
+            (_, true) => Project(View),
+            // Answers narrowed to the projects the caller may see.
+            (_, false) => SignedIn,
+        });
+    }
     Some(match (m, template) {
         ("GET", "/api/health" | "/api/openapi.json") => Public,
         ("GET" | "POST" | "DELETE", "/api/session") => Public,
@@ -203,6 +214,17 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
 /// HEAD and OPTIONS, sign-in excepted, which its handler records with the name given) and reads
 /// of patient data.
 fn audited_action(method: &Method, template: &str) -> Option<String> {
+    if let Some(service) = crate::dicomweb::service_of(method.as_str(), template) {
+        use crate::dicomweb::Service;
+        // Frames and bulk data carry no identifiers; the metadata read before them is recorded.
+        return match service {
+            Service::Search(_) => Some("search (DICOMweb)".into()),
+            Service::Retrieve => Some("retrieve (DICOMweb)".into()),
+            Service::Metadata => Some("read metadata (DICOMweb)".into()),
+            Service::Frames | Service::BulkData => None,
+            Service::Store => Some("store (DICOMweb)".into()),
+        };
+    }
     let read = match template {
         "/api/series/{series_uid}" => Some("read series"),
         "/api/series/{series_uid}/instances/{sop_instance_uid}" => Some("download instance"),
@@ -630,6 +652,19 @@ mod tests {
             }
         }
         assert!(checked >= 30, "{checked} operations");
+        let dicomweb = crate::dicomweb::routes_list();
+        assert_eq!(dicomweb.len(), 32);
+        for (method, path) in dicomweb {
+            let method: Method = method.parse().unwrap();
+            let rule = rule(&method, &path);
+            let expected = match (method.as_str(), path.starts_with("/projects/")) {
+                ("POST", true) => Rule::Project(Action::Contribute),
+                ("POST", false) => Rule::Admin,
+                (_, true) => Rule::Project(Action::View),
+                (_, false) => Rule::SignedIn,
+            };
+            assert_eq!(rule, Some(expected), "{method} {path}");
+        }
         assert_eq!(rule(&Method::GET, "/api/openapi.json"), Some(Rule::Public));
         assert_eq!(rule(&Method::GET, "/api/nothing"), None);
     }

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod accounts;
+pub mod dicomweb;
 mod download;
 mod erasure;
 mod error;
@@ -70,6 +71,12 @@ pub struct AppState {
     pub allowed_hosts: hosts::AllowedHosts,
     /// Served over TLS: session cookies are `Secure`.
     pub https: bool,
+    /// The port HTTP listens on (DICOMweb's URLs name it when a client's `Host` does not).
+    pub http_port: u16,
+    /// DICOMweb's engine (see [`dicomweb`]).
+    pub dicomweb: radport_dicomweb::DicomWeb,
+    /// Largest STOW-RS request body, in bytes.
+    pub max_stow_body: u64,
     /// Where the OHIF viewer's files are (see [`viewer`]; served only once installed there).
     pub viewer_dir: std::path::PathBuf,
 }
@@ -84,6 +91,9 @@ pub struct Access {
     /// Single sign-on with an OpenID provider (`None`: not configured).
     pub oidc: Option<SingleSignOn>,
 }
+
+/// Default of [`AppState::max_stow_body`]: 16 GiB.
+pub const DEFAULT_MAX_STOW_BODY: u64 = 16 << 30;
 
 /// Default of [`AppState::max_json_body`]: 1 MiB, far above any request of the API.
 pub const DEFAULT_MAX_JSON_BODY: usize = 1024 * 1024;
@@ -155,6 +165,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
     let (api, document) = api_routes().split_for_parts();
+    let api = api.merge(dicomweb::routes());
     let document = std::sync::Arc::new(openapi::finish(document));
     // Every API route passes the guard (the UI's files and the fallback need no access).
     let api = api.route_layer(axum::middleware::from_fn_with_state(

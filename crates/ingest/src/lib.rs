@@ -32,7 +32,7 @@ use radport_catalog::{Catalog, CatalogError, DuplicatePolicy, RecordOutcome, Rou
 /// For the fuzz targets (fuzz/): what `ingest_part10` reads first.
 #[doc(hidden)]
 pub use metadata::read_file_meta;
-pub use metadata::{extract_record, MetadataError};
+pub use metadata::{element_bytes, extract_record, MetadataError};
 
 /// How many bytes of the head of each file are kept in memory to read its attributes from.
 /// Attributes after this (rare: very large headers) are read back from the archive.

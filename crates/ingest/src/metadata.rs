@@ -184,7 +184,7 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
         required(tags::SERIES_INSTANCE_UID, "(0020,000E) Series Instance UID")?;
 
     let mut json_obj = obj.clone();
-    let bulky: Vec<Tag> = json_obj
+    let bulky: Vec<(Tag, VR)> = json_obj
         .iter()
         .filter(|e| {
             e.tag() == tags::ICON_IMAGE_SEQUENCE
@@ -193,10 +193,15 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
                         .get()
                         .is_none_or(|l| l > JSON_INLINE_BINARY_LIMIT))
         })
-        .map(|e| e.tag())
+        .map(|e| (e.tag(), e.vr()))
         .collect();
-    for tag in bulky {
+    for (tag, vr) in bulky {
         json_obj.remove_element(tag);
+        // A large binary value stays as an element without a value, so that DICOMweb's
+        // metadata can point at it with a BulkDataURI.
+        if vr != VR::SQ {
+            json_obj.put(dicom_core::DataElement::empty(tag, vr));
+        }
     }
     let metadata_json = dicom_json::to_string(&json_obj)
         .map_err(|e| MetadataError::Unreadable(format!("cannot express as DICOM JSON: {e}")))?;
@@ -232,6 +237,47 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
         metadata_json,
         source: String::new(),
     })
+}
+
+/// The value bytes of a top-level element before Pixel Data, read from the head of a Part-10
+/// file (preamble included) of `file_size` bytes, as stored (little endian for OB/OW);
+/// `Ok(None)` if the data set does not have it. The head is checked by the prescan first.
+pub fn element_bytes(
+    head: &[u8],
+    file_size: u64,
+    group: u16,
+    element: u16,
+) -> Result<Option<Vec<u8>>, MetadataError> {
+    let body = head
+        .get(128..)
+        .ok_or_else(|| MetadataError::Unreadable("shorter than a preamble".into()))?;
+    match prescan::check_head(body, file_size.saturating_sub(128)) {
+        HeadCheck::Ok(_) => {}
+        HeadCheck::NeedMoreBytes => return Err(MetadataError::NeedMoreBytes),
+        HeadCheck::Malformed(e) => return Err(MetadataError::Unreadable(e.to_string())),
+    }
+    let parsed = std::panic::catch_unwind(|| {
+        OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Always)
+            .read_until(tags::PIXEL_DATA)
+            .from_reader(Cursor::new(head))
+    });
+    let file = match parsed {
+        Ok(Ok(file)) => file,
+        Ok(Err(e)) => return Err(MetadataError::Unreadable(e.to_string())),
+        Err(_) => {
+            return Err(MetadataError::Unreadable(
+                "the DICOM parser failed on this data set".into(),
+            ))
+        }
+    };
+    let Some(found) = file.element_opt(Tag(group, element)).ok().flatten() else {
+        return Ok(None);
+    };
+    found
+        .to_bytes()
+        .map(|b| Some(b.into_owned()))
+        .map_err(|e| MetadataError::Unreadable(e.to_string()))
 }
 
 #[cfg(test)]

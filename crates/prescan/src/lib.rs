@@ -202,6 +202,20 @@ pub struct Scan {
     /// that stops at Pixel Data stops (in a file whose elements are in tag order, as the
     /// standard requires: whether it has Pixel Data at all).
     pub pixel_data: bool,
+    /// Where that Pixel Data's value starts, counted from the start of the bytes given (the
+    /// "DICM" magic code), and its declared length (`None`: undefined, encapsulated
+    /// fragments follow); `None` without top-level Pixel Data or in a deflated data set
+    /// (whose offsets are in the inflated bytes).
+    pub pixel_data_value: Option<PixelDataValue>,
+}
+
+/// Where a top-level Pixel Data value is (see [`Scan::pixel_data_value`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelDataValue {
+    /// Offset of the value's first byte (after the element header).
+    pub offset: u64,
+    /// Its declared length; `None`: undefined (encapsulated: items follow).
+    pub length: Option<u32>,
 }
 
 /// The verdict of [`check_head`].
@@ -358,6 +372,7 @@ fn part10(span: Span<'_>, mode: Mode, inflate_limit: u64) -> Result<Scan, Halt> 
     let unwalked = Scan {
         encoding: None,
         pixel_data: false,
+        pixel_data_value: None,
     };
     let Some((start, ts_uid)) = file_meta(span)? else {
         return Ok(unwalked); // the data ends inside the file meta group: the parser fails there
@@ -369,12 +384,11 @@ fn part10(span: Span<'_>, mode: Mode, inflate_limit: u64) -> Result<Scan, Halt> 
     let Some(encoding) = encoding_of(ts) else {
         return Ok(unwalked);
     };
-    let scan = |pixel_data: bool| Scan {
-        encoding: Some(DataSetEncoding {
-            encoding,
-            deflated: matches!(ts.codec(), Codec::Dataset(Some(_))),
-        }),
-        pixel_data,
+    let deflated = matches!(ts.codec(), Codec::Dataset(Some(_)));
+    let scan = |walked: Walked| Scan {
+        encoding: Some(DataSetEncoding { encoding, deflated }),
+        pixel_data: walked.pixel_data,
+        pixel_data_value: walked.pixel_data_value.filter(|_| !deflated),
     };
     match ts.codec() {
         Codec::Dataset(None) => Ok(unwalked),
@@ -503,6 +517,14 @@ struct Walker<'a> {
     /// Whether the first top-level element at or past (7FE0,0010) is Pixel Data (of undefined
     /// length, or fitting in the data); `None` until one is seen.
     pixel_data: Option<bool>,
+    /// Where that Pixel Data's value starts.
+    pixel_data_value: Option<PixelDataValue>,
+}
+
+/// What a walk saw.
+struct Walked {
+    pixel_data: bool,
+    pixel_data_value: Option<PixelDataValue>,
 }
 
 impl<'a> Walker<'a> {
@@ -515,6 +537,14 @@ impl<'a> Walker<'a> {
             stack: Vec::new(),
             depth: 0,
             pixel_data: None,
+            pixel_data_value: None,
+        }
+    }
+
+    fn walked(&self) -> Walked {
+        Walked {
+            pixel_data: self.pixel_data.unwrap_or(false),
+            pixel_data_value: self.pixel_data_value,
         }
     }
 
@@ -701,7 +731,7 @@ impl<'a> Walker<'a> {
     /// The data set from `pos`, following `DataSetReader::next` and
     /// `InMemDicomObject::build_object` token by token.
     /// Says whether a top-level Pixel Data was seen.
-    fn walk(mut self) -> Result<bool, Halt> {
+    fn walk(mut self) -> Result<Walked, Halt> {
         // Expecting an item header (or a sequence delimiter) next.
         let mut in_sequence = false;
         // Check whether the innermost defined-length sequence or item ends here.
@@ -721,7 +751,7 @@ impl<'a> Walker<'a> {
             }
             if in_sequence {
                 let Some(h) = self.header(8)? else {
-                    return Ok(self.pixel_data.unwrap_or(false));
+                    return Ok(self.walked());
                 };
                 let tag = Tag(self.u16_at(h, 0), self.u16_at(h, 2));
                 let len = self.u32_at(h, 4);
@@ -754,7 +784,7 @@ impl<'a> Walker<'a> {
                 pixel_header = false;
                 self.open(PIXEL_DATA, false, true, UNDEFINED)?;
                 let Some(h) = self.header(8)? else {
-                    return Ok(self.pixel_data.unwrap_or(false));
+                    return Ok(self.walked());
                 };
                 let tag = Tag(self.u16_at(h, 0), self.u16_at(h, 2));
                 let len = self.u32_at(h, 4);
@@ -770,22 +800,27 @@ impl<'a> Walker<'a> {
                 }
             } else {
                 let Some(h) = self.element_header()? else {
-                    return Ok(self.pixel_data.unwrap_or(false));
+                    return Ok(self.walked());
                 };
                 self.pos += h.size;
                 let top_level = self.stack.is_empty();
                 if top_level && h.tag >= PIXEL_DATA && self.pixel_data.is_none() {
                     // Where `read_until(PIXEL_DATA)` stops: what a reader of the head sees.
-                    self.pixel_data = Some(
-                        h.tag == PIXEL_DATA
-                            && (h.len == UNDEFINED
-                                || self.pos.saturating_add(u64::from(h.len)) <= self.span.limit()),
-                    );
+                    let present = h.tag == PIXEL_DATA
+                        && (h.len == UNDEFINED
+                            || self.pos.saturating_add(u64::from(h.len)) <= self.span.limit());
+                    self.pixel_data = Some(present);
+                    if present {
+                        self.pixel_data_value = Some(PixelDataValue {
+                            offset: self.pos,
+                            length: (h.len != UNDEFINED).then_some(h.len),
+                        });
+                    }
                 }
                 let stop = self.mode == Mode::UntilPixelData && top_level && h.tag >= PIXEL_DATA;
                 if h.vr == VR::SQ {
                     if stop {
-                        return Ok(self.pixel_data.unwrap_or(false));
+                        return Ok(self.walked());
                     }
                     self.open(h.tag, false, false, h.len)?;
                     in_sequence = true;
@@ -799,7 +834,7 @@ impl<'a> Walker<'a> {
                         delimiter_check = true;
                     }
                 } else if stop {
-                    return Ok(self.pixel_data.unwrap_or(false));
+                    return Ok(self.walked());
                 } else if h.tag == PIXEL_DATA && h.len == UNDEFINED {
                     pixel_header = true;
                 } else if h.len == UNDEFINED {
@@ -1028,6 +1063,34 @@ mod tests {
             Value::PixelSequence(fragments),
         ));
         body_of(obj, RLE)
+    }
+
+    #[test]
+    fn the_scan_says_where_pixel_data_is() {
+        for ts in [IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE] {
+            let obj = slice(16);
+            let pixels = obj
+                .element(tags::PIXEL_DATA)
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .to_vec();
+            let body = body_of(obj, ts);
+            let at = check_file(&body).unwrap().pixel_data_value.expect(ts);
+            let start = at.offset as usize;
+            assert_eq!(at.length, Some(pixels.len() as u32), "{ts}");
+            if ts != EXPLICIT_BE {
+                assert_eq!(&body[start..start + pixels.len()], &pixels[..], "{ts}");
+            }
+        }
+        let body = encapsulated(slice(16));
+        let at = check_file(&body).unwrap().pixel_data_value.unwrap();
+        assert_eq!(at.length, None);
+        let start = at.offset as usize;
+        assert_eq!(&body[start..start + 4], &[0xFE, 0xFF, 0x00, 0xE0]);
+        // Deflated: no offsets into bytes the caller does not have.
+        let body = body_of(slice(16), DEFLATED);
+        assert_eq!(check_file(&body).unwrap().pixel_data_value, None);
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         downloads: radport_http::Downloads::new(settings.download_reads),
         max_json_body: settings.http_max_json_body,
         https: settings.tls.is_some(),
+        http_port: settings.http_port,
+        dicomweb: radport_dicomweb::DicomWeb::new(ingestor.clone()),
+        max_stow_body: radport_http::DEFAULT_MAX_STOW_BODY,
         viewer_dir: settings.viewer_dir.clone(),
         allowed_hosts: radport_http::hosts::AllowedHosts::new(
             &settings.public_host,

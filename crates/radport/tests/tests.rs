@@ -10,6 +10,7 @@ mod audit_export;
 mod browser;
 mod crash_recovery;
 mod dicom_tls;
+mod dicomweb;
 mod distributed;
 mod erasure;
 mod hostile;
