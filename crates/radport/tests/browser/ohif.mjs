@@ -60,6 +60,7 @@ const canvasPixels = () => page.evaluate(() => {
     .filter((c) => c.width > 0 && c.height > 0);
   let bright = 0;
   let coloured = 0;
+  let red = 0;
   let total = 0;
   for (const c of canvases) {
     const ctx = c.getContext('2d', { willReadFrequently: true });
@@ -70,9 +71,10 @@ const canvasPixels = () => page.evaluate(() => {
       total += 1;
       if (r + g + b > 60) bright += 1;
       if (Math.max(Math.abs(r - g), Math.abs(r - b), Math.abs(g - b)) > 60) coloured += 1;
+      if (r - g > 60 && r - b > 60) red += 1;
     }
   }
-  return { canvases: canvases.length, total, bright, coloured };
+  return { canvases: canvases.length, total, bright, coloured, red };
 });
 
 /** Waits until `test(pixels)` holds (the viewer draws asynchronously). */
@@ -114,6 +116,8 @@ try {
   assert(qido.status() === 200, `radport answers QIDO-RS at /dicomweb/studies: ${qido.status()} ${(await qido.text()).slice(0, 200)}`);
 
   step('OHIF opens the study and draws the CT');
+  // As a user who has taken OHIF's introductory tour (its overlay would catch the clicks).
+  await page.addInitScript(() => localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour'])));
   // In this tab (the link opens a new one).
   await page.goto(`${base}${href}`);
   const p = page;
@@ -127,26 +131,40 @@ try {
   const segThumb = p.locator('[data-cy="study-browser-thumbnail-no-image"]').filter({ hasText: /SEG/ }).first();
   await segThumb.waitFor();
   await segThumb.dblclick();
-  // OHIF asks before it loads a segmentation into the viewport: yes (or its LOAD button).
-  const deadline = Date.now() + 30000;
-  let overlay = null;
-  while (Date.now() < deadline) {
-    const px = await canvasPixels();
-    if (px.coloured > 20) {
-      overlay = px;
-      break;
-    }
-    for (const name of [/^yes$/i, /^load$/i]) {
-      const button = p.getByRole('button', { name }).first();
-      if (await button.isVisible().catch(() => false)) await button.click().catch(() => {});
-    }
-    await p.waitForTimeout(500);
+  // OHIF shows the SEG over its CT at once, and asks whether to load it as a segmentation.
+  const overlay = await waitForPixels('the SEG\'s overlay is drawn', (px) => px.coloured > 50, 60);
+  await p.screenshot({ path: `${shots}/ohif-03-seg-preview.png` });
+
+  step('loaded, the SEG\'s segments are listed and drawn in their colours, slice by slice');
+  const yes = p.getByRole('button', { name: /^yes$/i });
+  if (await yes.first().isVisible().catch(() => false)) await yes.first().click();
+  else await p.getByRole('button', { name: /^load$/i }).first().click();
+  // The segmentation panel (opened from the right side bar if it is not) lists both segments.
+  await p.waitForFunction(() => document.querySelector('[data-cy$="-btn"][data-cy*="egmentation"]'));
+  if (!(await p.getByText('Square', { exact: true }).first().isVisible().catch(() => false))) {
+    await p.locator('[data-cy$="-btn"][data-cy*="egmentation"]').first().click();
   }
-  await p.screenshot({ path: `${shots}/ohif-03-seg.png` });
-  assert(overlay, `the SEG's overlay is drawn: ${JSON.stringify(await canvasPixels())}`);
-  // The segmentation is listed (its two segments) in the segmentation panel.
-  const body = await p.textContent('body');
-  assert(/Square/.test(body), 'the segment "Square" is listed');
+  await p.getByText('Square', { exact: true }).first().waitFor();
+  await p.getByText('Disc', { exact: true }).first().waitFor();
+  // Every slice has a segment on it; the square (segment 1, in the SEG's recommended red) is
+  // on slices 0 to 2: scrolling through the four slices shows it.
+  const viewport = await p.locator('.cornerstone-canvas').first().boundingBox();
+  await p.mouse.move(viewport.x + viewport.width / 2, viewport.y + viewport.height / 2);
+  const seen = [];
+  for (const direction of [1, -1]) {
+    for (let k = 0; k < 4; k += 1) {
+      const px = await canvasPixels();
+      seen.push(px);
+      if (px.red > 50) break;
+      await p.mouse.wheel(0, direction * 120);
+      await p.waitForTimeout(700);
+    }
+    if (seen.some((px) => px.red > 50)) break;
+  }
+  await p.screenshot({ path: `${shots}/ohif-04-seg-loaded.png` });
+  assert(seen.every((px) => px.coloured > 50 && px.bright > px.total * 0.05), `a segment over the CT on every slice: ${JSON.stringify(seen)}`);
+  assert(seen.some((px) => px.red > 50), `the square in red on some slice: ${JSON.stringify(seen)}`);
+  assert(overlay.coloured > 50, 'preview');
 
   step('nothing left radport\'s origin; the CSP refused nothing');
   assert(foreign.length === 0, `requests to other origins:\n  ${foreign.join('\n  ')}`);
@@ -156,6 +174,7 @@ try {
   console.log('ohif: all checks passed');
 } catch (e) {
   report();
+  await page.screenshot({ path: `${shots}/ohif-failed.png` }).catch(() => {});
   throw e;
 } finally {
   await close();
