@@ -890,3 +890,168 @@ fn dicom_rules_decide_who_may_store_into_a_project() {
         "{events:?}"
     );
 }
+
+/// DICOMweb, route by route: every route of `/dicomweb` and `/projects/{project}/dicomweb`
+/// called by the six callers. Searches at `/dicomweb` are open to anyone signed in and narrowed
+/// to what they may see (an outsider finds nothing, and what it names is not found); the
+/// project root needs a role in the project; storing needs `contributor` (into `admin`: an
+/// administrator). The rows are generated from the router's list of routes.
+#[test]
+fn dicomweb_answers_each_role_as_the_matrix_says() {
+    use radport_testkit::{sop_uid, study_uid};
+    let server = Server::start_with_env(
+        &["--access", "enforced"],
+        &[("RADPORT_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let mut world = World {
+        server,
+        client: Client::new(),
+        tokens: vec![None, None, None, None, None, Some(ADMIN_TOKEN.to_string())],
+    };
+    for project in ["lung", "brain"] {
+        let r = world
+            .admin(Method::POST, "/api/projects")
+            .json(&json!({"name": project}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for (i, (name, project, role)) in [
+        ("olga", "brain", "viewer"),
+        ("vera", "lung", "viewer"),
+        ("carl", "lung", "contributor"),
+        ("mona", "lung", "manager"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        world.tokens[i + 1] = Some(token_of(&world, name));
+        let r = world
+            .admin(
+                Method::PUT,
+                &format!("/api/projects/{project}/members/{name}"),
+            )
+            .json(&json!({"role": role}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lung = SeriesSpec {
+        count: 2,
+        rows: 16,
+        columns: 16,
+        uid_seed: "961".into(),
+        ..Default::default()
+    };
+    write_series(tmp.path(), &lung).unwrap();
+    assert!(world
+        .server
+        .dcmsend("kp-ds", "kp-lung", tmp.path())
+        .status
+        .success());
+    let file = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let bytes = read_file(p);
+            let sop = sop_uid(&lung, 0);
+            bytes.windows(sop.len()).any(|w| w == sop.as_bytes())
+        })
+        .map(|p| read_file(&p))
+        .expect("the first instance's file");
+    let values = [
+        ("{project}", "lung".to_string()),
+        ("{study}", study_uid(&lung)),
+        ("{series}", series_uid(&lung)),
+        ("{instance}", sop_uid(&lung, 0)),
+        ("{frames}", "1".to_string()),
+        ("{tag}", "7FE00010".to_string()),
+    ];
+    let mut wrong = Vec::new();
+    let mut outsider_found = Vec::new();
+    let routes = radport_http::dicomweb::routes_list();
+    assert_eq!(routes.len(), 32);
+    for (method, template) in routes {
+        let mut path = template.clone();
+        for (name, value) in &values {
+            path = path.replace(name, value);
+        }
+        let per_project = template.starts_with("/projects/");
+        let search = template.ends_with("/studies")
+            || template.ends_with("/series")
+            || template.ends_with("/instances");
+        let expected: [u16; 6] = match (method, per_project, search) {
+            ("POST", true, _) => [401, 403, 403, 200, 200, 200],
+            ("POST", false, _) => [401, 403, 403, 403, 403, 200],
+            (_, true, _) => [401, 403, 200, 200, 200, 200],
+            (_, false, true) => [401, 200, 200, 200, 200, 200],
+            (_, false, false) => [401, 404, 200, 200, 200, 200],
+        };
+        for (caller, want) in expected.iter().enumerate() {
+            let mut request = world
+                .request(caller, method.parse().unwrap(), &path)
+                .header("accept", "*/*");
+            if method == "POST" {
+                let boundary = "matrix-boundary";
+                let mut body =
+                    format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+                body.extend_from_slice(&file);
+                body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+                request = request
+                    .header(
+                        "content-type",
+                        format!(
+                            "multipart/related; type=\"application/dicom\"; boundary={boundary}"
+                        ),
+                    )
+                    .body(body);
+            }
+            let response = request.send().unwrap();
+            let status = response.status().as_u16();
+            if status != *want {
+                wrong.push(format!(
+                    "{method} {template} as {}: {status}, expected {want}",
+                    CALLERS[caller]
+                ));
+            }
+            if caller == 1 && search && status == 200 && !per_project {
+                let found: Value = response.json().unwrap();
+                if !found.as_array().unwrap().is_empty() {
+                    outsider_found.push(template.clone());
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        outsider_found.is_empty(),
+        "the outsider found lung's data through {outsider_found:?}"
+    );
+    // A viewer's search finds lung's study.
+    let found: Value = world
+        .request(2, Method::GET, "/dicomweb/studies")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    // Searches and retrieves are in the audit trail; frames are not.
+    let audit: Value = world
+        .admin(Method::GET, "/api/audit?actor=vera&limit=200")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let actions: BTreeSet<String> = items(&audit)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    for action in [
+        "search (DICOMweb)",
+        "retrieve (DICOMweb)",
+        "read metadata (DICOMweb)",
+    ] {
+        assert!(actions.contains(action), "{action} in {actions:?}");
+    }
+}
