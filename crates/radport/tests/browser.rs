@@ -807,20 +807,31 @@ fn attribute(path: &Path, tag: dicom_core::Tag) -> String {
         .to_string()
 }
 
-/// The OHIF viewer through radport (`tests/browser/ohif.mjs`): a CT and the SEG that segments
-/// it (highdicom's, as in the web UI's test) sent over DIMSE; the gallery and the series page
-/// link the study to the viewer; OHIF, served at /viewer/ and configured for radport's
-/// DICOMweb, draws the CT and, once the SEG is opened, its overlay; nothing is loaded from
-/// another origin and the viewer's CSP refuses nothing.
+/// The OHIF viewer through radport (`tests/browser/ohif.mjs`), access enforced: a CT and the
+/// SEG that segments it (highdicom's, as in the web UI's test) sent over DIMSE; signed in, the
+/// gallery and the series page link the study to the viewer; OHIF, served at /viewer/ and
+/// configured for radport's DICOMweb (which it reads with the session's cookie), draws the CT
+/// and, once the SEG is opened, its overlay, then its segments in their colours; nothing is
+/// loaded from another origin and the viewer's CSP refuses nothing.
 #[test]
 fn ohif_shows_a_ct_and_its_segmentation() {
     let viewer = installed_viewer();
-    let server = Server::start(&[
-        "--stable-after",
-        "1",
-        "--viewer-dir",
-        viewer.to_str().unwrap(),
-    ]);
+    let token = "rpt_browser-ohif-test-token-0000000000000000000";
+    let admin_password = "the admin's own password";
+    let server = Server::start_with_env(
+        &[
+            "--access",
+            "enforced",
+            "--stable-after",
+            "1",
+            "--viewer-dir",
+            viewer.to_str().unwrap(),
+        ],
+        &[
+            ("RADPORT_ADMIN_TOKEN", token),
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
+        ],
+    );
     let tmp = tempfile::tempdir().unwrap();
     let seg = SegFixture::new(tmp.path());
     let study_uid = attribute(
@@ -841,10 +852,11 @@ fn ohif_shows_a_ct_and_its_segmentation() {
     }
     for uid in [&seg.ct_uid, &seg.seg_uid] {
         server.wait_for(60, "the series in the catalog", || {
-            (server.get_status(&format!("/api/series/{uid}")).0 == 200).then_some(())
+            let path = format!("/api/series/{uid}");
+            (as_admin(&server, token, reqwest::Method::GET, &path, None).0 == 200).then_some(())
         });
     }
-    let (_, health) = server.get_status("/api/health");
+    let (_, health) = as_admin(&server, token, reqwest::Method::GET, "/api/health", None);
     assert_eq!(health["deployment"]["viewer"], true, "{health}");
 
     run_browser_script(
@@ -852,6 +864,7 @@ fn ohif_shows_a_ct_and_its_segmentation() {
         "ohif.mjs",
         "ohif",
         &[
+            ("RADPORT_ADMIN_PASSWORD", admin_password),
             ("RADPORT_STUDY_UID", &study_uid),
             ("RADPORT_CT_UID", &seg.ct_uid),
             ("RADPORT_SEG_UID", &seg.seg_uid),

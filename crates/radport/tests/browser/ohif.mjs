@@ -1,21 +1,24 @@
-// The OHIF viewer served by radport, in a real Chromium: the gallery's "Open in viewer" link
+// The OHIF viewer served by radport, in a real Chromium, with access enforced (radport's
+// default): signed in through the web UI, the gallery's "Open in viewer" link
 // leads to /viewer/viewer?StudyInstanceUIDs=…, where OHIF (configured by radport's
 // app-config.js) reads the study over radport's DICOMweb, draws the CT (pixels of the
 // viewport's canvas that are not black), and, once the SEG is opened from the study browser,
 // draws its overlay (coloured pixels over the grey CT). No request leaves radport's origin,
-// and the viewer's Content-Security-Policy refuses nothing OHIF needs.
-// Usage: node ohif.mjs BASE_URL SCREENSHOT_DIR (environment: RADPORT_STUDY_UID,
-// RADPORT_CT_UID, RADPORT_SEG_UID; see browser.rs).
+// and the viewer's Content-Security-Policy refuses nothing OHIF needs. The viewer's DICOMweb
+// requests go with the session's cookie: without a session, they are refused.
+// Usage: node ohif.mjs BASE_URL SCREENSHOT_DIR (environment: RADPORT_ADMIN_PASSWORD,
+// RADPORT_STUDY_UID, RADPORT_CT_UID, RADPORT_SEG_UID; see browser.rs).
 import { env, assert, step, openPage } from './harness.mjs';
 
 const [base, shots] = process.argv.slice(2);
 const STUDY = env('RADPORT_STUDY_UID');
 const CT = env('RADPORT_CT_UID');
 const SEG = env('RADPORT_SEG_UID');
+const ADMIN_PASSWORD = env('RADPORT_ADMIN_PASSWORD');
 const origin = new URL(base).origin;
 
 // OHIF logs failed loads and its own warnings as console errors: only uncaught errors count.
-const { context, page, pageErrors, shot, close } = await openPage('radport-ohif-', shots, { consoleErrors: false });
+const { context, page, pageErrors, shot, close, signIn } = await openPage('radport-ohif-', shots, { consoleErrors: false });
 page.setDefaultTimeout(60000);
 
 /** Every request the pages make, and what came back (for the report when a step fails). */
@@ -90,8 +93,14 @@ async function waitForPixels(what, test, seconds = 60) {
 }
 
 try {
+  step('without a session, radport\'s DICOMweb refuses the viewer\'s requests');
+  const refused = await fetch(`${base}/dicomweb/studies?StudyInstanceUID=${encodeURIComponent(STUDY)}`);
+  assert(refused.status === 401, `QIDO-RS without a session: ${refused.status}`);
+
   step('the gallery links the study to the viewer');
   await page.goto(`${base}/#/gallery?project=admin`);
+  await page.waitForSelector('#login-form');
+  await signIn('admin', ADMIN_PASSWORD);
   await page.waitForSelector('#results[data-loaded]');
   const link = page.locator(`.viewer-link[data-study="${STUDY}"]`).first();
   await link.waitFor();
