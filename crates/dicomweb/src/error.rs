@@ -21,6 +21,9 @@ pub enum DicomWebError {
     /// The request is larger than a documented limit: 413.
     #[error("{0}")]
     TooLarge(String),
+    /// The server cannot do this (no renderer, no codec for the pixel data): 501.
+    #[error("{0}")]
+    NotImplemented(String),
     /// A stored object could not be read as DICOM (e.g. frames of a damaged file): 500.
     #[error("{0}")]
     Unreadable(String),
@@ -41,6 +44,7 @@ impl DicomWebError {
             DicomWebError::NotAcceptable(_) => 406,
             DicomWebError::UnsupportedMediaType(_) => 415,
             DicomWebError::TooLarge(_) => 413,
+            DicomWebError::NotImplemented(_) => 501,
             DicomWebError::Catalog(CatalogError::Invalid(_)) => 400,
             DicomWebError::Catalog(CatalogError::NotFound(_)) => 404,
             DicomWebError::Archive(ArchiveError::NotFound(_)) => 404,

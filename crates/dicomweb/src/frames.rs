@@ -5,8 +5,12 @@
 //! walk that guards every parse). Native pixel data is cut by arithmetic (one range read per
 //! frame); encapsulated pixel data by its items: the Basic Offset Table, then the fragments'
 //! item headers read one by one (8 bytes each), so only the requested frames' bytes are read
-//! whole. Frames are sent as stored (their media type says the transfer syntax); radport does
-//! not decompress them here.
+//! whole. Frames are sent as stored (their media type says the transfer syntax), unless the
+//! client accepts only native ones (`multipart/related; type="application/octet-stream"`, with
+//! no transfer syntax or Explicit VR Little Endian) and they are compressed: then the stored
+//! file (at most [`crate::rendered::MAX_DECODE_FILE`] bytes) is decoded by the server's
+//! [`crate::rendered::PixelService`], at most [`crate::rendered::MAX_DECODED_BYTES`] of frames
+//! per request.
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
@@ -165,12 +169,25 @@ impl DicomWeb {
     ) -> Result<Streamed, DicomWebError> {
         let instance = self.instance(target, scope).await?;
         let pixel = self.pixel_data(&instance).await?;
-        check_acceptable(accept, &pixel.transfer_syntax)?;
+        let decode = match check_acceptable(accept, &pixel.transfer_syntax) {
+            Ok(()) => false,
+            Err(refused) => {
+                let compressed =
+                    !media::NATIVE_TRANSFER_SYNTAXES.contains(&pixel.transfer_syntax.as_str());
+                if !(compressed && self.pixels.is_some() && accepts_native(accept)) {
+                    return Err(refused);
+                }
+                true
+            }
+        };
         if let Some(n) = frames.iter().find(|n| **n > pixel.number_of_frames) {
             return Err(DicomWebError::BadRequest(format!(
                 "frame {n} does not exist: the instance has {} frame(s)",
                 pixel.number_of_frames
             )));
+        }
+        if decode {
+            return self.decoded_frames(&instance, &pixel, frames).await;
         }
         let content_type = format!(
             "{}; transfer-syntax={}",
@@ -191,6 +208,63 @@ impl DicomWeb {
             content_type: format!(
                 "multipart/related; type=\"{}\"; boundary={boundary}",
                 media::pixel_media_type(&pixel.transfer_syntax)
+            ),
+            body: multipart::related(boundary, parts),
+        })
+    }
+
+    /// Frames of compressed pixel data decoded to Explicit VR Little Endian.
+    async fn decoded_frames(
+        &self,
+        instance: &InstanceAttributes,
+        pixel: &PixelData,
+        frames: &[u32],
+    ) -> Result<Streamed, DicomWebError> {
+        let decoded_size = (pixel.frame_bits / 8)
+            .checked_mul(frames.len() as u64)
+            .filter(|n| *n <= crate::rendered::MAX_DECODED_BYTES)
+            .ok_or_else(|| {
+                DicomWebError::TooLarge(format!(
+                    "the frames asked for decode to more than {} bytes: ask for fewer",
+                    crate::rendered::MAX_DECODED_BYTES
+                ))
+            })?;
+        let list = frames.to_vec();
+        let contents = self
+            .with_file(instance, move |service, file| {
+                service.decode_frames(file, &list)
+            })
+            .await?;
+        if contents.len() != frames.len() {
+            return Err(DicomWebError::Unreadable(
+                "the decoder answered another number of frames than asked".into(),
+            ));
+        }
+        if contents.iter().map(|c| c.len() as u64).sum::<u64>() > decoded_size.saturating_mul(2) {
+            return Err(DicomWebError::Unreadable(
+                "the decoded frames are larger than the image attributes say".into(),
+            ));
+        }
+        let content_type = format!(
+            "application/octet-stream; transfer-syntax={}",
+            media::EXPLICIT_VR_LITTLE_ENDIAN
+        );
+        let parts = contents
+            .into_iter()
+            .map(|content| {
+                let content = Bytes::from(content);
+                LazyPart {
+                    content_type: content_type.clone(),
+                    length: Some(content.len() as u64),
+                    open: async move { Ok(stream::once(async move { Ok(content) }).boxed()) }
+                        .boxed(),
+                }
+            })
+            .collect();
+        let boundary = multipart::boundary();
+        Ok(Streamed {
+            content_type: format!(
+                "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
             ),
             body: multipart::related(boundary, parts),
         })
@@ -447,6 +521,24 @@ fn check_acceptable(accept: &[MediaRange], stored: &str) -> Result<(), DicomWebE
         "the frames are stored in {stored} ({stored_type}) and radport sends them as stored; \
          accept multipart/related; type=\"{stored_type}\" or transfer-syntax=*"
     )))
+}
+
+/// Whether a range accepts frames decoded to native pixel data: `multipart/related` (or a
+/// wildcard) of `application/octet-stream` parts, in Explicit VR Little Endian or no transfer
+/// syntax named.
+fn accepts_native(accept: &[MediaRange]) -> bool {
+    accept.iter().any(|range| {
+        matches!(
+            range.media_type.as_str(),
+            "*/*" | "multipart/*" | "multipart/related"
+        ) && matches!(
+            range.part_type.as_deref(),
+            None | Some("*/*") | Some("application/octet-stream")
+        ) && range
+            .transfer_syntax
+            .as_deref()
+            .is_none_or(|ts| ts == media::EXPLICIT_VR_LITTLE_ENDIAN)
+    })
 }
 
 /// `bits` bits from `first_bit` of LSB-first packed data, packed again from bit 0.

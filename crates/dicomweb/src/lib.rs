@@ -1,6 +1,7 @@
 //! DICOMweb (PS3.18) over the catalog and the archive: QIDO-RS searches ([`qido`]), WADO-RS
-//! retrieval of instances, metadata, frames and bulk data ([`wado`], [`frames`]) and STOW-RS
-//! storage through the one ingest path ([`stow`]).
+//! retrieval of instances, metadata, frames and bulk data ([`wado`], [`frames`]), rendered
+//! pictures and thumbnails ([`rendered`], drawn by a [`rendered::PixelService`] the binary plugs
+//! in) and STOW-RS storage through the one ingest path ([`stow`]).
 //!
 //! This crate is the engine; `radport-http` routes requests to it after its guard has decided
 //! who may see what, and hands it a [`Scope`]. Every read goes through `radport-catalog`
@@ -17,6 +18,7 @@ mod json;
 pub mod media;
 mod multipart;
 pub mod qido;
+pub mod rendered;
 pub mod stow;
 pub mod wado;
 
@@ -57,6 +59,7 @@ pub struct DicomWeb {
     catalog: Catalog,
     archive: Archive,
     ingestor: Ingestor,
+    pixels: Option<rendered::Pixels>,
 }
 
 impl DicomWeb {
@@ -66,6 +69,7 @@ impl DicomWeb {
             catalog: ingestor.catalog().clone(),
             archive: ingestor.archive().clone(),
             ingestor,
+            pixels: None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! DICOMweb (QIDO-RS, WADO-RS, STOW-RS) at `/dicomweb` (everything the caller may see) and
+//! DICOMweb (QIDO-RS, WADO-RS with rendered pictures and thumbnails, STOW-RS) at `/dicomweb` (everything the caller may see) and
 //! `/projects/{project}/dicomweb` (one project): thin handlers over `radport-dicomweb`.
 //!
 //! The guard has checked the route's rule before a handler runs (`View` of the project of the
@@ -43,6 +43,10 @@ pub(crate) enum Service {
     Frames,
     /// WADO-RS bulk data.
     BulkData,
+    /// WADO-RS rendered (JPEG or PNG).
+    Rendered,
+    /// WADO-RS thumbnail.
+    Thumbnail,
     /// STOW-RS.
     Store,
 }
@@ -94,6 +98,38 @@ const SERVICES: &[(&str, &str, Service)] = &[
         "GET",
         "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
         Service::BulkData,
+    ),
+    ("GET", "/studies/{study}/rendered", Service::Rendered),
+    (
+        "GET",
+        "/studies/{study}/series/{series}/rendered",
+        Service::Rendered,
+    ),
+    (
+        "GET",
+        "/studies/{study}/series/{series}/instances/{instance}/rendered",
+        Service::Rendered,
+    ),
+    (
+        "GET",
+        "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+        Service::Rendered,
+    ),
+    ("GET", "/studies/{study}/thumbnail", Service::Thumbnail),
+    (
+        "GET",
+        "/studies/{study}/series/{series}/thumbnail",
+        Service::Thumbnail,
+    ),
+    (
+        "GET",
+        "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+        Service::Thumbnail,
+    ),
+    (
+        "GET",
+        "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+        Service::Thumbnail,
     ),
     ("POST", "/studies", Service::Store),
     ("POST", "/studies/{study}", Service::Store),
@@ -157,6 +193,8 @@ impl From<DicomWebError> for ApiError {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match e {
             DicomWebError::Catalog(c) => c.into(),
+            // Says what this server cannot do; not a failure to log.
+            DicomWebError::NotImplemented(m) => ApiError::new(status, m),
             DicomWebError::Archive(a) => a.into(),
             other if status.is_server_error() => {
                 ApiError::internal(status, "a DICOMweb request failed", &other)
@@ -328,6 +366,30 @@ async fn read(
             let tag = params.get("tag").map(String::as_str).unwrap_or_default();
             let answer = engine.bulkdata(&target, tag, &scope, &accept).await?;
             streamed(&state, answer, true)
+        }
+        Service::Rendered | Service::Thumbnail => {
+            let frames = match params.get("frames") {
+                Some(list) => Some(radport_dicomweb::frames::parse_frame_list(list)?),
+                None => None,
+            };
+            let picture = if service == Service::Rendered {
+                engine
+                    .rendered(&target, frames.as_deref(), &scope, &accept, &query)
+                    .await?
+            } else {
+                engine
+                    .thumbnail(&target, frames.as_deref(), &scope, &accept, &query)
+                    .await?
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, picture.media_type),
+                    // Drawn from what the caller may see now: not for shared caches.
+                    (header::CACHE_CONTROL, "private, max-age=300".to_string()),
+                ],
+                picture.bytes,
+            )
+                .into_response()
         }
         Service::Store => {
             return Err(ApiError::new(

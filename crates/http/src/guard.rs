@@ -216,12 +216,14 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
 fn audited_action(method: &Method, template: &str) -> Option<String> {
     if let Some(service) = crate::dicomweb::service_of(method.as_str(), template) {
         use crate::dicomweb::Service;
-        // Frames and bulk data carry no identifiers; the metadata read before them is recorded.
+        // Frames, bulk data and thumbnails carry no identifiers; the metadata read (or the
+        // search) before them is recorded.
         return match service {
             Service::Search(_) => Some("search (DICOMweb)".into()),
             Service::Retrieve => Some("retrieve (DICOMweb)".into()),
             Service::Metadata => Some("read metadata (DICOMweb)".into()),
-            Service::Frames | Service::BulkData => None,
+            Service::Rendered => Some("view rendered (DICOMweb)".into()),
+            Service::Frames | Service::BulkData | Service::Thumbnail => None,
             Service::Store => Some("store (DICOMweb)".into()),
         };
     }
@@ -653,7 +655,7 @@ mod tests {
         }
         assert!(checked >= 30, "{checked} operations");
         let dicomweb = crate::dicomweb::routes_list();
-        assert_eq!(dicomweb.len(), 32);
+        assert_eq!(dicomweb.len(), 48);
         for (method, path) in dicomweb {
             let method: Method = method.parse().unwrap();
             let rule = rule(&method, &path);

@@ -117,7 +117,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_json_body: settings.http_max_json_body,
         https: settings.tls.is_some(),
         http_port: settings.http_port,
-        dicomweb: radport_dicomweb::DicomWeb::new(ingestor.clone()),
+        // Rendered pictures, thumbnails and decoded frames: two at a time, as above.
+        dicomweb: radport_dicomweb::DicomWeb::new(ingestor.clone())
+            .with_pixels(std::sync::Arc::new(PipelinePixels), 2),
         max_stow_body: radport_http::DEFAULT_MAX_STOW_BODY,
         viewer_dir: settings.viewer_dir.clone(),
         allowed_hosts: radport_http::hosts::AllowedHosts::new(
@@ -455,6 +457,85 @@ impl radport_http::preview::FrameRenderer for PipelineFrames {
                 })
                 .collect(),
         })
+    }
+}
+
+/// DICOMweb's rendered pictures, thumbnails and decoded frames, drawn and decoded by the
+/// pipeline's thumbnail renderer (which checks each file with `radport_prescan` before parsing
+/// it and catches the parser's and codecs' panics).
+struct PipelinePixels;
+
+impl radport_dicomweb::rendered::PixelService for PipelinePixels {
+    fn render(
+        &self,
+        file: &[u8],
+        options: &radport_dicomweb::rendered::RenderOptions,
+    ) -> Result<radport_dicomweb::rendered::Rendered, radport_dicomweb::rendered::PixelError> {
+        use radport_dicomweb::rendered::{ImageType, WindowFunction};
+        use radport_pipeline::thumbnail as t;
+        let view = t::ViewOptions {
+            // 1-based in DICOMweb, 0-based in the renderer.
+            frame: options.frame.map(|f| f.saturating_sub(1)),
+            window: options.window.map(|w| t::ViewWindow {
+                center: w.center,
+                width: w.width,
+                function: match w.function {
+                    WindowFunction::Linear => t::WindowFunction::Linear,
+                    WindowFunction::LinearExact => t::WindowFunction::LinearExact,
+                    WindowFunction::Sigmoid => t::WindowFunction::Sigmoid,
+                },
+            }),
+            region: options
+                .viewport
+                .and_then(|v| v.region)
+                .map(|r| t::ViewRegion {
+                    x: r.x,
+                    y: r.y,
+                    // To the edge: as far as any image reaches.
+                    width: r.width.unwrap_or(i64::from(u32::MAX)),
+                    height: r.height.unwrap_or(i64::from(u32::MAX)),
+                }),
+            viewport: options.viewport.map(|v| (v.width, v.height)),
+            format: match options.image_type {
+                ImageType::Jpeg => t::ViewFormat::Jpeg {
+                    quality: options.quality,
+                },
+                ImageType::Png => t::ViewFormat::Png,
+            },
+        };
+        let bytes = t::render_view(file, &view).map_err(pixel_error)?;
+        Ok(radport_dicomweb::rendered::Rendered {
+            media_type: options.image_type.media_type().to_string(),
+            bytes,
+        })
+    }
+
+    fn decode_frames(
+        &self,
+        file: &[u8],
+        frames: &[u32],
+    ) -> Result<Vec<Vec<u8>>, radport_dicomweb::rendered::PixelError> {
+        let indices: Vec<u32> = frames.iter().map(|f| f.saturating_sub(1)).collect();
+        radport_pipeline::thumbnail::decode_native_frames(file, &indices).map_err(pixel_error)
+    }
+}
+
+fn pixel_error(
+    e: radport_pipeline::thumbnail::ThumbnailError,
+) -> radport_dicomweb::rendered::PixelError {
+    use radport_dicomweb::rendered::PixelError;
+    use radport_pipeline::thumbnail::ThumbnailError;
+    match e {
+        ThumbnailError::NoPixelData { .. } => {
+            PixelError::NotAnImage(format!("cannot be drawn: {e}"))
+        }
+        ThumbnailError::CodecMissing { .. }
+        | ThumbnailError::UnknownTransferSyntax(_)
+        | ThumbnailError::Unsupported(_)
+        | ThumbnailError::TooLarge { .. } => {
+            PixelError::Unsupported(format!("cannot be drawn: {e}"))
+        }
+        other => PixelError::Invalid(format!("cannot be drawn: {other}")),
     }
 }
 

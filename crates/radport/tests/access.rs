@@ -895,7 +895,8 @@ fn dicom_rules_decide_who_may_store_into_a_project() {
 /// called by the six callers. Searches at `/dicomweb` are open to anyone signed in and narrowed
 /// to what they may see (an outsider finds nothing, and what it names is not found); the
 /// project root needs a role in the project; storing needs `contributor` (into `admin`: an
-/// administrator). The rows are generated from the router's list of routes.
+/// administrator). Rendered pictures and thumbnails follow the reads. The rows are generated
+/// from the router's list of routes.
 #[test]
 fn dicomweb_answers_each_role_as_the_matrix_says() {
     use radport_testkit::{sop_uid, study_uid};
@@ -971,7 +972,7 @@ fn dicomweb_answers_each_role_as_the_matrix_says() {
     let mut wrong = Vec::new();
     let mut outsider_found = Vec::new();
     let routes = radport_http::dicomweb::routes_list();
-    assert_eq!(routes.len(), 32);
+    assert_eq!(routes.len(), 48);
     for (method, template) in routes {
         let mut path = template.clone();
         for (name, value) in &values {
@@ -1036,7 +1037,8 @@ fn dicomweb_answers_each_role_as_the_matrix_says() {
         .json()
         .unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1);
-    // Searches and retrieves are in the audit trail; frames are not.
+    // Searches, retrieves and rendered pictures are in the audit trail; frames and
+    // thumbnails are not.
     let audit: Value = world
         .admin(Method::GET, "/api/audit?actor=vera&limit=200")
         .send()
@@ -1051,7 +1053,12 @@ fn dicomweb_answers_each_role_as_the_matrix_says() {
         "search (DICOMweb)",
         "retrieve (DICOMweb)",
         "read metadata (DICOMweb)",
+        "view rendered (DICOMweb)",
     ] {
         assert!(actions.contains(action), "{action} in {actions:?}");
     }
+    assert!(
+        !actions.iter().any(|a| a.contains("thumbnail")),
+        "{actions:?}"
+    );
 }

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use crate::common::*;
 use radport_testkit::{
-    series_uid, sop_uid, study_uid, write_multi_frame, write_series, SeriesSpec,
+    multi_frame_sop_uid, series_uid, sop_uid, study_uid, write_multi_frame, write_series,
+    SeriesSpec,
 };
 use serde_json::Value;
 
@@ -544,4 +545,361 @@ try:
 except Exception as e:
     check("404" in str(e), f"404 for another project's study: {e}")
 print("dicomweb-client: all checks passed")
+"#;
+
+/// The value of the last Pixel Data element (Explicit VR Little Endian, OW/OB) of a file.
+fn native_pixel_data(file: &[u8]) -> Vec<u8> {
+    let at = file
+        .windows(6)
+        .rposition(|w| w[..4] == [0xE0, 0x7F, 0x10, 0x00] && (&w[4..] == b"OW" || &w[4..] == b"OB"))
+        .expect("Pixel Data");
+    let len = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+    file[at + 12..at + 12 + len].to_vec()
+}
+
+fn picture(r: reqwest::blocking::Response, media_type: &str) -> image::DynamicImage {
+    let status = r.status();
+    let content_type = r.headers().get("content-type").cloned();
+    let bytes = r.bytes().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(content_type.unwrap(), media_type);
+    let format = match media_type {
+        "image/jpeg" => image::ImageFormat::Jpeg,
+        _ => image::ImageFormat::Png,
+    };
+    image::load_from_memory_with_format(&bytes, format).expect("a picture")
+}
+
+/// Rendered pictures (JPEG and PNG, window and viewport), thumbnails of study, series and
+/// instance, and frames of a JPEG-LS instance decoded to Explicit VR Little Endian on request,
+/// with plain HTTP and with the dicomweb-client package.
+#[test]
+fn rendered_thumbnails_and_decoded_frames() {
+    let server = Server::start(&["--stable-after", "1"]);
+    server.create_project("lung");
+    let tmp = tempfile::tempdir().unwrap();
+    // 5 slices of 48 columns × 32 rows (square pixels).
+    let ct = SeriesSpec {
+        count: 5,
+        rows: 32,
+        columns: 48,
+        patient_id: "PID-DW-R".into(),
+        uid_seed: "9311".into(),
+        ..Default::default()
+    };
+    let ct_dir = tmp.path().join("ct");
+    write_series(&ct_dir, &ct).unwrap();
+    assert!(server.dcmsend("kp-dw", "kp-lung", &ct_dir).status.success());
+    // A multi-frame instance (4 frames of 16 × 16), compressed with JPEG-LS (lossless).
+    let mf = SeriesSpec {
+        count: 4,
+        rows: 16,
+        columns: 16,
+        patient_id: "PID-DW-R".into(),
+        uid_seed: "9312".into(),
+        ..Default::default()
+    };
+    let mf_dir = tmp.path().join("mf");
+    let native = write_multi_frame(&mf_dir, &mf).unwrap();
+    let jls_dir = tmp.path().join("jls");
+    std::fs::create_dir_all(&jls_dir).unwrap();
+    let jls = jls_dir.join("frames.dcm");
+    run_ok(Command::new(dcmtk("dcmcjpls")).arg(&native).arg(&jls));
+    assert!(server
+        .dcmsend("kp-dw", "kp-lung", &jls_dir)
+        .status
+        .success());
+
+    let study = format!("/dicomweb/studies/{}", study_uid(&ct));
+    let series = format!("{study}/series/{}", series_uid(&ct));
+    let instance = format!("{series}/instances/{}", sop_uid(&ct, 2));
+    let mf_instance = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        study_uid(&mf),
+        series_uid(&mf),
+        multi_frame_sop_uid(&mf)
+    );
+
+    // JPEG by default, at the frame's size without a viewport; fitted into a viewport.
+    let img = picture(
+        get(&server, &format!("{instance}/rendered"), "*/*"),
+        "image/jpeg",
+    );
+    assert_eq!((img.width(), img.height()), (48, 32));
+    let img = picture(
+        get(
+            &server,
+            &format!("{instance}/rendered?viewport=64,64"),
+            "image/jpeg",
+        ),
+        "image/jpeg",
+    );
+    assert_eq!((img.width(), img.height()), (64, 43));
+    let img = picture(
+        get(
+            &server,
+            &format!("{instance}/rendered?viewport=96,96&quality=50"),
+            "image/png",
+        ),
+        "image/png",
+    );
+    assert_eq!((img.width(), img.height()), (96, 64));
+    // A source rectangle: 16 × 16 pixels from (8, 8), flipped, into 32 × 32.
+    let img = picture(
+        get(
+            &server,
+            &format!("{instance}/rendered?viewport=32,32,24,8,-16,16"),
+            "image/png",
+        ),
+        "image/png",
+    );
+    assert_eq!((img.width(), img.height()), (32, 32));
+    // A window below every value: all white; above every value: all black.
+    let white = picture(
+        get(
+            &server,
+            &format!("{instance}/rendered?window=-100000,1,linear"),
+            "image/png",
+        ),
+        "image/png",
+    )
+    .to_luma8();
+    assert!(white.pixels().all(|p| p.0[0] == 255));
+    let black = picture(
+        get(
+            &server,
+            &format!("{instance}/rendered?window=100000,10,sigmoid"),
+            "image/png",
+        ),
+        "image/png",
+    )
+    .to_luma8();
+    assert!(black.pixels().all(|p| p.0[0] == 0));
+    let white_jpeg = picture(
+        get(
+            &server,
+            &format!("{instance}/rendered?window=-100000,1"),
+            "image/jpeg",
+        ),
+        "image/jpeg",
+    )
+    .to_luma8();
+    assert!(white_jpeg.pixels().all(|p| p.0[0] >= 250));
+    // The series and the study: their middle slice; a frame of the compressed instance.
+    for path in [
+        format!("{series}/rendered"),
+        format!("{study}/rendered"),
+        format!("{mf_instance}/frames/3/rendered"),
+        format!("{mf_instance}/rendered"),
+        format!("/projects/lung{instance}/rendered?viewport=16,16"),
+    ] {
+        let img = picture(get(&server, &path, "image/jpeg"), "image/jpeg");
+        assert!(img.width() > 0, "{path}");
+    }
+    let img = picture(
+        get(
+            &server,
+            &format!("{mf_instance}/frames/2/rendered"),
+            "image/png",
+        ),
+        "image/png",
+    );
+    assert_eq!((img.width(), img.height()), (16, 16));
+    // Not a picture type: 406; bad or unsupported parameters: 400.
+    assert_eq!(
+        get(&server, &format!("{instance}/rendered"), "text/html").status(),
+        406
+    );
+    for query in [
+        "window=abc",
+        "window=40,0",
+        "window=40,400,cubic",
+        "viewport=0,0",
+        "viewport=64",
+        "viewport=64,64,100,100,8,8",
+        "quality=101",
+        "annotation=patient",
+        "frobnicate=1",
+    ] {
+        let r = get(
+            &server,
+            &format!("{instance}/rendered?{query}"),
+            "image/jpeg",
+        );
+        assert_eq!(r.status(), 400, "{query}");
+        let reason: Value = r.json().unwrap();
+        assert!(reason.to_string().len() > 20, "{query}: {reason}");
+    }
+    assert_eq!(
+        get(&server, &format!("{instance}/frames/2/rendered"), "*/*").status(),
+        400
+    );
+    assert_eq!(
+        get(&server, &format!("{instance}/thumbnail?window=1,2"), "*/*").status(),
+        400
+    );
+
+    // Thumbnails: the stored series thumbnail once the pipeline has made it.
+    let stored = server.wait_for(30, "the series thumbnail", || {
+        let r = reqwest::blocking::get(
+            server.url(&format!("/api/series/{}/thumbnail", series_uid(&ct))),
+        )
+        .ok()?;
+        (r.status() == 200).then(|| r.bytes().unwrap().to_vec())
+    });
+    for path in [format!("{series}/thumbnail"), format!("{study}/thumbnail")] {
+        let r = get(&server, &path, "image/png");
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "image/png");
+        assert_eq!(r.bytes().unwrap().to_vec(), stored, "{path}");
+    }
+    let img = picture(
+        get(&server, &format!("{instance}/thumbnail"), "*/*"),
+        "image/png",
+    );
+    assert_eq!((img.width(), img.height()), (256, 171));
+    let img = picture(
+        get(
+            &server,
+            &format!("{series}/thumbnail?viewport=32,32"),
+            "image/jpeg",
+        ),
+        "image/jpeg",
+    );
+    assert_eq!((img.width(), img.height()), (32, 21));
+    let img = picture(
+        get(
+            &server,
+            &format!("{mf_instance}/frames/4/thumbnail"),
+            "image/png",
+        ),
+        "image/png",
+    );
+    assert_eq!((img.width(), img.height()), (256, 256));
+    assert_eq!(
+        get(&server, &format!("{study}/thumbnail"), "text/html").status(),
+        406
+    );
+
+    // Frames of the JPEG-LS instance: as stored by default; decoded when only native ones are
+    // accepted, equal to the original's and to what dcmdjpls decodes.
+    let frames_of = |accept: &str| {
+        let r = get(&server, &format!("{mf_instance}/frames/1,3"), accept);
+        let status = r.status();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = r.bytes().unwrap();
+        (status, content_type, body)
+    };
+    let (status, content_type, _) =
+        frames_of("multipart/related; type=\"application/octet-stream\"; transfer-syntax=*");
+    assert_eq!(status, 200);
+    assert!(content_type.contains("image/jls"), "{content_type}");
+    let decoded_file = tmp.path().join("decoded.dcm");
+    run_ok(Command::new(dcmtk("dcmdjpls")).arg(&jls).arg(&decoded_file));
+    let dcmtk_pixels = native_pixel_data(&read_file(&decoded_file));
+    let original = native_pixel_data(&read_file(&native));
+    assert_eq!(dcmtk_pixels, original, "JPEG-LS is lossless");
+    let frame_bytes = 16 * 16 * 2;
+    for accept in [
+        "multipart/related; type=\"application/octet-stream\"",
+        "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.1",
+    ] {
+        let (status, content_type, body) = frames_of(accept);
+        assert_eq!(status, 200, "{accept}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            content_type.starts_with("multipart/related; type=\"application/octet-stream\""),
+            "{content_type}"
+        );
+        let boundary = content_type.split("boundary=").nth(1).unwrap().to_string();
+        let parts = split_multipart(&body, &boundary);
+        assert_eq!(parts.len(), 2);
+        for (part, frame) in parts.iter().zip([0usize, 2]) {
+            assert!(
+                part.0
+                    .contains("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+                "{}",
+                part.0
+            );
+            assert_eq!(
+                part.1,
+                dcmtk_pixels[frame * frame_bytes..(frame + 1) * frame_bytes],
+                "frame {}",
+                frame + 1
+            );
+        }
+    }
+    // Another compressed transfer syntax than the stored one is still refused.
+    let (status, _, _) =
+        frames_of("multipart/related; type=\"image/jpeg\"; transfer-syntax=1.2.840.10008.1.2.4.50");
+    assert_eq!(status, 406);
+
+    // The dicomweb-client package.
+    let script = tmp.path().join("rendered.py");
+    std::fs::write(&script, RENDERED_SCRIPT).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(server.url("/dicomweb"))
+        .arg(&native)
+        .env("CT_STUDY", study_uid(&ct))
+        .env("CT_SERIES", series_uid(&ct))
+        .env("CT_INSTANCE", sop_uid(&ct, 2))
+        .env("MF_STUDY", study_uid(&mf))
+        .env("MF_SERIES", series_uid(&mf))
+        .env("MF_INSTANCE", multi_frame_sop_uid(&mf))
+        .output()
+        .expect("python3 runs (scripts/install-deps.sh installs dicomweb-client)");
+    let text = output_text(&out);
+    assert!(
+        out.status.success() && text.contains("rendered: all checks passed"),
+        "{text}\nserver log:\n{}",
+        server.log()
+    );
+}
+
+const RENDERED_SCRIPT: &str = r#"
+import os, struct, sys
+import pydicom
+from dicomweb_client.api import DICOMwebClient
+
+root, native_path = sys.argv[1:3]
+client = DICOMwebClient(url=root)
+e = os.environ
+
+def check(cond, what):
+    if not cond:
+        print("FAILED:", what)
+        sys.exit(1)
+
+def png_size(data):
+    check(data[:8] == b"\x89PNG\r\n\x1a\n", "a PNG")
+    return struct.unpack(">II", data[16:24])
+
+png = client.retrieve_instance_rendered(
+    e["CT_STUDY"], e["CT_SERIES"], e["CT_INSTANCE"],
+    media_types=("image/png",), params={"viewport": "96,96"})
+check(png_size(png) == (96, 64), "instance rendered as PNG in the viewport: %r" % (png_size(png),))
+jpeg = client.retrieve_instance_rendered(e["CT_STUDY"], e["CT_SERIES"], e["CT_INSTANCE"])
+check(jpeg[:2] == b"\xff\xd8", "instance rendered as JPEG by default")
+jpeg = client.retrieve_series_rendered(
+    e["CT_STUDY"], e["CT_SERIES"], params={"window": "40,400,linear", "quality": "80"})
+check(jpeg[:2] == b"\xff\xd8", "series rendered")
+png = client.retrieve_instance_frames_rendered(
+    e["MF_STUDY"], e["MF_SERIES"], e["MF_INSTANCE"], frame_numbers=[2],
+    media_types=("image/png",))
+check(png_size(png) == (16, 16), "frame rendered")
+
+# Frames of the JPEG-LS instance, asked for uncompressed.
+frames = client.retrieve_instance_frames(
+    e["MF_STUDY"], e["MF_SERIES"], e["MF_INSTANCE"], frame_numbers=[2, 4],
+    media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),))
+original = pydicom.dcmread(native_path).PixelData
+size = 16 * 16 * 2
+check(len(frames) == 2, "two frames")
+check(frames[0] == original[size:2 * size], "frame 2 decoded")
+check(frames[1] == original[3 * size:4 * size], "frame 4 decoded")
+print("rendered: all checks passed")
 "#;

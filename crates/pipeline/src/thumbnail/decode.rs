@@ -403,6 +403,119 @@ pub(crate) fn frame(obj: &Obj, requested: Option<u32>) -> Result<Frame, Thumbnai
     }
 }
 
+/// Frames `indices` (0-based) of encapsulated (compressed) pixel data decoded to native
+/// little-endian samples, as Explicit VR Little Endian would hold them: Bits Allocated of the
+/// decoded data (8 or 16, 32), colour interleaved (Planar Configuration 0). Lossy JPEG colour
+/// comes out as RGB (the codec converts YCbCr), JPEG 2000's YBR_ICT/YBR_RCT as RGB likewise.
+/// Native pixel data is refused ([`ThumbnailError::Unsupported`]): it is sent as stored.
+pub(crate) fn native_frames(obj: &Obj, indices: &[u32]) -> Result<Vec<Vec<u8>>, ThumbnailError> {
+    let description = describe(obj);
+    if !description.has_pixel_data {
+        return Err(ThumbnailError::NoPixelData {
+            sop_class: description.sop_class_label(),
+        });
+    }
+    let pixel_data = obj
+        .get(tags::PIXEL_DATA)
+        .ok_or_else(|| invalid("no Pixel Data"))?;
+    if !matches!(pixel_data.value(), Value::PixelSequence(_)) {
+        return Err(ThumbnailError::Unsupported(
+            "decoding pixel data that is not encapsulated".into(),
+        ));
+    }
+    let rows = required_u32(obj, tags::ROWS, "Rows")?;
+    let cols = required_u32(obj, tags::COLUMNS, "Columns")?;
+    let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let frames = u32::try_from(frames).map_err(|_| invalid("Number of Frames out of range"))?;
+    let spp = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let spp = u32::try_from(spp)
+        .ok()
+        .filter(|s| matches!(s, 1 | 3))
+        .ok_or_else(|| ThumbnailError::Unsupported(format!("Samples per Pixel {spp}")))?;
+    if rows == 0 || cols == 0 {
+        return Err(invalid("zero Rows or Columns"));
+    }
+    if u64::from(rows) * u64::from(cols) * u64::from(spp) > MAX_FRAME_SAMPLES {
+        return Err(ThumbnailError::TooLarge {
+            rows,
+            columns: cols,
+            samples: spp,
+        });
+    }
+    let ts_uid = obj.meta().transfer_syntax().to_owned();
+    let ts = TransferSyntaxRegistry
+        .get(&ts_uid)
+        .ok_or_else(|| ThumbnailError::UnknownTransferSyntax(ts_uid.clone()))?;
+    if !ts.can_decode_all() {
+        return Err(ThumbnailError::CodecMissing {
+            uid: ts_uid,
+            name: ts.name().to_owned(),
+        });
+    }
+    let patched = if spp == 3 && is_lossless_jpeg(&ts_uid) {
+        with_lossless_tq_zeroed(obj)
+    } else {
+        None
+    };
+    let source = patched.as_ref().unwrap_or(obj);
+    let mut out = Vec::with_capacity(indices.len());
+    for &index in indices {
+        if index >= frames {
+            return Err(ThumbnailError::NoSuchFrame { index, frames });
+        }
+        let decoded = guard("decoding", || {
+            source
+                .decode_pixel_data_frame(index)
+                .map_err(|e| ThumbnailError::Decode(error_chain(&e)))
+        })?;
+        if decoded.samples_per_pixel() != spp as u16
+            || decoded.rows() != rows
+            || decoded.columns() != cols
+        {
+            return Err(invalid("decoded frame does not match the image attributes"));
+        }
+        let bytes_per_sample = match decoded.bits_allocated() {
+            8 => 1usize,
+            16 => 2,
+            32 => 4,
+            other => {
+                return Err(ThumbnailError::Unsupported(format!(
+                    "decoded Bits Allocated {other}"
+                )))
+            }
+        };
+        let pixels = rows as usize * cols as usize;
+        let expected = pixels * spp as usize * bytes_per_sample;
+        let data = decoded
+            .data()
+            .get(..expected)
+            .ok_or_else(|| invalid("decoded frame shorter than its attributes say"))?;
+        let planar =
+            decoded.planar_configuration() == dicom_pixeldata::PlanarConfiguration::PixelFirst;
+        let mut frame = if spp == 3 && planar {
+            // R…R G…G B…B → RGB RGB …
+            let plane = pixels * bytes_per_sample;
+            let mut interleaved = Vec::with_capacity(expected);
+            for p in 0..pixels {
+                for s in 0..3 {
+                    let at = s * plane + p * bytes_per_sample;
+                    interleaved.extend_from_slice(&data[at..at + bytes_per_sample]);
+                }
+            }
+            interleaved
+        } else {
+            data.to_vec()
+        };
+        if cfg!(target_endian = "big") && bytes_per_sample > 1 {
+            for sample in frame.chunks_exact_mut(bytes_per_sample) {
+                sample.reverse();
+            }
+        }
+        out.push(frame);
+    }
+    Ok(out)
+}
+
 fn invalid(what: &str) -> ThumbnailError {
     ThumbnailError::Invalid(what.to_owned())
 }

@@ -7,6 +7,9 @@
 //! - [`render_seg_overlay`] and [`render_rtstruct_overlay`] draw a segmentation or a structure
 //!   set over the image it refers to (or alone); [`seg_source_reference`] and
 //!   [`rtstruct_source_reference`] name the image to fetch for that.
+//! - For DICOMweb's rendered and thumbnail resources: [`render_view`] draws a frame with a
+//!   given window, region and viewport as JPEG or PNG; [`decode_native_frames`] decodes frames
+//!   of compressed pixel data to native samples.
 //! - For the series page's slice viewer: [`seg_slices`] lists the slices of a segmentation,
 //!   [`overlay_source`] names the image a frame is drawn over, [`render_seg_frame`] and
 //!   [`render_frame_over_or_placeholder`] draw one slice over it.
@@ -29,6 +32,7 @@ mod rtstruct;
 mod seg;
 mod series;
 mod tone;
+mod view;
 
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::imageops::FilterType;
@@ -36,6 +40,10 @@ use image::{ExtendedColorType, ImageBuffer, ImageEncoder, Luma, Rgb};
 
 pub use placeholder::render_placeholder;
 pub use series::middle_instance;
+pub use view::{
+    decode_native_frames, render_view, ViewFormat, ViewOptions, ViewRegion, ViewWindow,
+    WindowFunction,
+};
 
 /// Largest `max_side` honoured; larger requests are clamped.
 const MAX_SIDE_LIMIT: u32 = 4096;

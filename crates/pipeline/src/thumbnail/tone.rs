@@ -23,7 +23,7 @@ pub(crate) struct Display8 {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum VoiFunction {
+pub(crate) enum VoiFunction {
     Linear,
     LinearExact,
     Sigmoid,
@@ -53,6 +53,21 @@ pub(crate) struct ToneParams {
 }
 
 impl ToneParams {
+    /// These parameters with the VOI window replaced by one given by the viewer (a width below
+    /// the function's minimum is widened to it).
+    pub fn with_window(mut self, center: f64, width: f64, function: VoiFunction) -> Self {
+        let width = match function {
+            VoiFunction::Linear => width.max(1.0),
+            _ => width.max(f64::MIN_POSITIVE),
+        };
+        self.window = Some(Window {
+            center,
+            width,
+            function,
+        });
+        self
+    }
+
     pub fn from_object(obj: &InMemDicomObject, frame: u32) -> Result<Self, ThumbnailError> {
         let first = |seq: Tag, tag: Tag| -> Option<f64> {
             frame_attr(obj, frame, seq, tag)
