@@ -940,3 +940,109 @@ fn timing_512_ct_thumbnail() {
         );
     }
 }
+
+/// Compressed pixel data decoded to native samples for DICOMweb equals the original's in every
+/// lossless syntax; native pixel data is refused (it is sent as stored).
+#[test]
+fn compressed_frames_decode_to_the_original_samples() {
+    use radport_pipeline::thumbnail::decode_native_frames;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = ct_file(CT_ROWS, CT_COLS, "MONOCHROME2");
+    let native = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Always)
+        .from_reader(&original[..])
+        .expect("the original")
+        .element(tags::PIXEL_DATA)
+        .expect("pixel data")
+        .to_bytes()
+        .expect("bytes")
+        .to_vec();
+    assert!(decode_native_frames(&original, &[0]).is_err());
+    for (name, args) in [
+        ("jpegls", &["dcmcjpls"][..]),
+        ("jpegsv1", &["dcmcjpeg", "+e1"]),
+        ("rle", &["dcmcrle"]),
+        ("j2k", &["gdcmconv", "--j2k"]),
+    ] {
+        let file = convert(dir.path(), &original, name, args);
+        if !decodable(&file) {
+            continue;
+        }
+        let frames = decode_native_frames(&file, &[0]).expect(name);
+        assert_eq!(frames.len(), 1);
+        assert!(frames[0] == native, "{name}: decoded samples differ");
+        assert!(
+            matches!(
+                decode_native_frames(&file, &[1]),
+                Err(ThumbnailError::NoSuchFrame { .. })
+            ),
+            "{name}"
+        );
+    }
+}
+
+/// A viewer's view: the window given, the picture fitted into the viewport (aspect kept), cut to
+/// a region, as JPEG or PNG.
+#[test]
+fn views_follow_window_region_and_viewport() {
+    use radport_pipeline::thumbnail::{
+        render_view, ViewFormat, ViewOptions, ViewRegion, ViewWindow, WindowFunction,
+    };
+    let file = ct_file(CT_ROWS, CT_COLS, "MONOCHROME2");
+    let base = ViewOptions {
+        frame: None,
+        window: None,
+        region: None,
+        viewport: None,
+        format: ViewFormat::Png,
+    };
+    let png = render_view(&file, &base).expect("native size");
+    assert_eq!(png_size(&png), (u32::from(CT_COLS), u32::from(CT_ROWS)));
+    // The object's own window, as the thumbnail draws it.
+    let thumbnail = render_instance(&file, &opts(u32::from(CT_COLS))).expect("thumbnail");
+    assert_eq!(gray(&png).as_raw(), gray(&thumbnail).as_raw());
+    let jpeg = render_view(
+        &file,
+        &ViewOptions {
+            viewport: Some((128, 128)),
+            format: ViewFormat::Jpeg { quality: 80 },
+            ..base
+        },
+    )
+    .expect("JPEG");
+    let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).expect("JPEG");
+    assert_eq!((img.width(), img.height()), (128, 96));
+    for (center, value) in [(-1.0e6, 255u8), (1.0e6, 0)] {
+        let png = render_view(
+            &file,
+            &ViewOptions {
+                window: Some(ViewWindow {
+                    center,
+                    width: 1.0,
+                    function: WindowFunction::Linear,
+                }),
+                ..base
+            },
+        )
+        .expect("windowed");
+        assert!(gray(&png).pixels().all(|p| p[0] == value), "{center}");
+    }
+    let cut = render_view(
+        &file,
+        &ViewOptions {
+            region: Some(ViewRegion {
+                x: 10,
+                y: 20,
+                width: 64,
+                height: 32,
+            }),
+            ..base
+        },
+    )
+    .expect("a region");
+    let whole = gray(&png);
+    let cut = gray(&cut);
+    assert_eq!(cut.dimensions(), (64, 32));
+    assert_eq!(cut.get_pixel(0, 0), whole.get_pixel(10, 20));
+    assert_eq!(cut.get_pixel(63, 31), whole.get_pixel(73, 51));
+}
