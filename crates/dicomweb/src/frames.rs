@@ -187,7 +187,18 @@ impl DicomWeb {
             )));
         }
         if decode {
-            return self.decoded_frames(&instance, &pixel, frames).await;
+            // No codec for the stored syntax: refused as before decoding existed.
+            return self
+                .decoded_frames(&instance, &pixel, frames)
+                .await
+                .map_err(|e| match e {
+                    DicomWebError::NotImplemented(why) => DicomWebError::NotAcceptable(format!(
+                        "the frames are stored in {} and cannot be decoded here ({why}); \
+                         accept them as stored (transfer-syntax=*)",
+                        pixel.transfer_syntax
+                    )),
+                    other => other,
+                });
         }
         let content_type = format!(
             "{}; transfer-syntax={}",

@@ -60,6 +60,7 @@ pub struct DicomWeb {
     archive: Archive,
     ingestor: Ingestor,
     pixels: Option<rendered::Pixels>,
+    thumbnail_size: u32,
 }
 
 impl DicomWeb {
@@ -70,6 +71,7 @@ impl DicomWeb {
             archive: ingestor.archive().clone(),
             ingestor,
             pixels: None,
+            thumbnail_size: rendered::DEFAULT_THUMBNAIL_SIZE,
         }
     }
 }

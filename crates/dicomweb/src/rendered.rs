@@ -14,7 +14,8 @@
 //!   of its first series (in the catalog's series order);
 //! - a thumbnail of a series or a study: the series thumbnail the pipeline stored
 //!   (`thumbnails/<series>.png`) when it exists, PNG is acceptable and no viewport is asked;
-//!   otherwise drawn as a rendered resource at [`DEFAULT_THUMBNAIL_SIZE`] (or the viewport).
+//!   otherwise drawn as a rendered resource fitted into the thumbnail size (default
+//!   [`DEFAULT_THUMBNAIL_SIZE`]) or the viewport.
 
 use std::sync::Arc;
 
@@ -32,7 +33,8 @@ pub const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 /// The largest viewport side.
 pub const MAX_VIEWPORT: u32 = 4096;
 
-/// The longest side of a thumbnail drawn without a viewport (as the pipeline's thumbnails).
+/// The longest side of a thumbnail drawn without a viewport, unless
+/// [`DicomWeb::with_thumbnail_size`] says otherwise (the pipeline's default).
 pub const DEFAULT_THUMBNAIL_SIZE: u32 = 256;
 
 /// JPEG quality when `quality` is not given.
@@ -185,6 +187,13 @@ impl DicomWeb {
         self
     }
 
+    /// Thumbnails drawn without a viewport fit into `size` × `size` pixels (1 to
+    /// [`MAX_VIEWPORT`]; default [`DEFAULT_THUMBNAIL_SIZE`]): the size of the pipeline's.
+    pub fn with_thumbnail_size(mut self, size: u32) -> Self {
+        self.thumbnail_size = size.clamp(1, MAX_VIEWPORT);
+        self
+    }
+
     /// Runs `f` over the stored file of `instance` with the pixel service, in a blocking thread,
     /// when a turn is free.
     pub(crate) async fn with_file<T: Send + 'static>(
@@ -275,8 +284,8 @@ impl DicomWeb {
             }
         }
         params.viewport.get_or_insert(Viewport {
-            width: DEFAULT_THUMBNAIL_SIZE,
-            height: DEFAULT_THUMBNAIL_SIZE,
+            width: self.thumbnail_size,
+            height: self.thumbnail_size,
             region: None,
         });
         let frame = frames.map(|list| list.first().copied().unwrap_or(1));

@@ -119,7 +119,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         http_port: settings.http_port,
         // Rendered pictures, thumbnails and decoded frames: two at a time, as above.
         dicomweb: radport_dicomweb::DicomWeb::new(ingestor.clone())
-            .with_pixels(std::sync::Arc::new(PipelinePixels), 2),
+            .with_pixels(std::sync::Arc::new(PipelinePixels), 2)
+            .with_thumbnail_size(settings.thumbnail_size),
         max_stow_body: radport_http::DEFAULT_MAX_STOW_BODY,
         viewer_dir: settings.viewer_dir.clone(),
         allowed_hosts: radport_http::hosts::AllowedHosts::new(
