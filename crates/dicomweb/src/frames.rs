@@ -625,6 +625,27 @@ mod tests {
     }
 
     #[test]
+    fn native_frames_are_asked_for() {
+        let asks = |h: &str| accepts_native(&media::accept(&[h]));
+        assert!(asks("multipart/related; type=\"application/octet-stream\""));
+        assert!(asks(
+            "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        ));
+        assert!(!asks(
+            "multipart/related; type=application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"
+        ));
+        assert!(!asks("multipart/related; type=\"image/jls\""));
+        assert!(!asks("application/json"));
+        // As stored wins when it is acceptable: `transfer-syntax=*` never asks for decoding.
+        let stored = "1.2.840.10008.1.2.4.80";
+        let accept =
+            media::accept(&["multipart/related; type=application/octet-stream; transfer-syntax=*"]);
+        assert!(check_acceptable(&accept, stored).is_ok());
+        let accept = media::accept(&["multipart/related; type=application/octet-stream"]);
+        assert!(check_acceptable(&accept, stored).is_err() && accepts_native(&accept));
+    }
+
+    #[test]
     fn bit_packed_frames() {
         // Two 2×2 1-bit frames, packed: frame 1 = 1,0,1,1 ; frame 2 = 0,1,1,0.
         let data = [0b0110_1101u8];

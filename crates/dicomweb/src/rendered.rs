@@ -11,7 +11,7 @@
 //! What is drawn:
 //! - an instance: its first frame; a frame list: its first frame;
 //! - a series: its middle instance (in instance order), at its middle frame; a study: likewise,
-//!   of its first series (in the catalog's series order);
+//!   of its first series (lowest Series Number);
 //! - a thumbnail of a series or a study: the series thumbnail the pipeline stored
 //!   (`thumbnails/<series>.png`) when it exists, PNG is acceptable and no viewport is asked;
 //!   otherwise drawn as a rendered resource fitted into the thumbnail size (default
@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use radport_catalog::search::{InstanceAttributes, Scope};
+use radport_catalog::search::{InstanceAttributes, Level, Scope, Search};
 
 use crate::media::MediaRange;
 use crate::{DicomWeb, DicomWebError, Target};
@@ -293,28 +293,41 @@ impl DicomWeb {
             .await
     }
 
-    /// The instance a path names, or the representative one of its series or study, with its
-    /// series.
+    /// The instance a path names, or the representative one of its series or study (the
+    /// middle instance of the series, of the study's first series), with its series.
     async fn representative(
         &self,
         target: &Target,
         scope: &Scope,
     ) -> Result<(InstanceAttributes, Option<String>), DicomWebError> {
-        let found = self.instances(target, scope).await?;
-        let first_series = found
-            .iter()
-            .find_map(|f| f.series.as_ref().map(|s| s.uid.clone()));
-        let of_series: Vec<InstanceAttributes> = found
-            .into_iter()
-            .filter(|f| f.series.as_ref().map(|s| &s.uid) == first_series.as_ref())
-            .filter_map(|f| f.instance)
-            .collect();
-        let middle = of_series.len() / 2;
-        let instance = of_series
-            .into_iter()
-            .nth(middle)
-            .ok_or_else(|| DicomWebError::NotFound("no such instance".into()))?;
-        Ok((instance, first_series))
+        let mut target = target.clone();
+        if target.series.is_none() {
+            // The study's first series (lowest Series Number), without listing its instances.
+            let found = self
+                .catalog
+                .search(&Search {
+                    level: Level::Series,
+                    conditions: crate::wado::target_conditions(&target),
+                    scope: scope.clone(),
+                    limit: 1,
+                    offset: 0,
+                })
+                .await?;
+            target.series = Some(
+                found
+                    .into_iter()
+                    .find_map(|f| f.series.map(|s| s.uid))
+                    .ok_or_else(|| DicomWebError::NotFound("no such study".into()))?,
+            );
+        }
+        let found = self.instances(&target, scope).await?;
+        let mut instances: Vec<InstanceAttributes> =
+            found.into_iter().filter_map(|f| f.instance).collect();
+        let middle = instances.len() / 2;
+        if middle >= instances.len() {
+            return Err(DicomWebError::NotFound("no such instance".into()));
+        }
+        Ok((instances.swap_remove(middle), target.series))
     }
 
     async fn render_instance(
