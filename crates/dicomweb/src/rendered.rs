@@ -10,8 +10,8 @@
 //!
 //! What is drawn:
 //! - an instance: its first frame; a frame list: its first frame;
-//! - a series: its middle instance (in instance order), at its middle frame; a study: likewise,
-//!   of its first series (lowest Series Number);
+//! - a series: its middle instance (in instance order; of those with Rows, if any), at its
+//!   middle frame; a study: likewise, of its first series (lowest Series Number);
 //! - a thumbnail of a series or a study: the series thumbnail the pipeline stored
 //!   (`thumbnails/<series>.png`) when it exists, PNG is acceptable and no viewport is asked;
 //!   otherwise drawn as a rendered resource fitted into the thumbnail size (default
@@ -294,7 +294,7 @@ impl DicomWeb {
     }
 
     /// The instance a path names, or the representative one of its series or study (the
-    /// middle instance of the series, of the study's first series), with its series.
+    /// middle image of the series, of the study's first series), with its series.
     async fn representative(
         &self,
         target: &Target,
@@ -323,6 +323,10 @@ impl DicomWeb {
         let found = self.instances(&target, scope).await?;
         let mut instances: Vec<InstanceAttributes> =
             found.into_iter().filter_map(|f| f.instance).collect();
+        // Of a series, images (with Rows) are drawn rather than the reports among them.
+        if target.instance.is_none() && instances.iter().any(|i| i.rows.is_some()) {
+            instances.retain(|i| i.rows.is_some());
+        }
         let middle = instances.len() / 2;
         if middle >= instances.len() {
             return Err(DicomWebError::NotFound("no such instance".into()));

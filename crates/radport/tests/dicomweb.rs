@@ -903,3 +903,170 @@ check(frames[0] == original[size:2 * size], "frame 2 decoded")
 check(frames[1] == original[3 * size:4 * size], "frame 4 decoded")
 print("rendered: all checks passed")
 "#;
+
+/// A 40 × 24 BMP: red left half, blue right half.
+fn red_blue_bmp() -> Vec<u8> {
+    let (w, h) = (40u32, 24u32);
+    let mut rows = Vec::new();
+    for _ in 0..h {
+        let mut row = Vec::new();
+        for x in 0..w {
+            // BGR
+            row.extend_from_slice(if x < 20 { &[0, 0, 255] } else { &[255, 0, 0] });
+        }
+        while row.len() % 4 != 0 {
+            row.push(0);
+        }
+        rows.push(row);
+    }
+    let data: Vec<u8> = rows.into_iter().rev().flatten().collect();
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&(54 + data.len() as u32).to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&(w as i32).to_le_bytes());
+    bmp.extend_from_slice(&(h as i32).to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&0u32.to_le_bytes());
+    bmp.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    bmp.extend_from_slice(&2835i32.to_le_bytes());
+    bmp.extend_from_slice(&2835i32.to_le_bytes());
+    bmp.extend_from_slice(&[0; 8]);
+    bmp.extend_from_slice(&data);
+    bmp
+}
+
+/// Colour: JPEG 2000 (lossless) and JPEG baseline (YBR_FULL_422) secondary captures drawn in
+/// their colours and decoded to RGB on request; an instance without pixel data is not drawn,
+/// and a series' picture is of one of its images.
+#[test]
+fn colour_pictures_and_objects_without_pixels() {
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = "1.2.826.0.1.3680043.2.1143.9321";
+    let (study, series) = (format!("{root}.1"), format!("{root}.2"));
+    let bmp = tmp.path().join("colour.bmp");
+    std::fs::write(&bmp, red_blue_bmp()).unwrap();
+    let dir = tmp.path().join("send");
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = |sop: &str, name: &str| {
+        let path = tmp.path().join(name);
+        run_ok(
+            Command::new(dcmtk("img2dcm"))
+                .args(["-i", "BMP"])
+                .arg(&bmp)
+                .arg(&path)
+                .args(["-k", "PatientID=PID-DW-C", "-k"])
+                .arg(format!("StudyInstanceUID={study}"))
+                .arg("-k")
+                .arg(format!("SeriesInstanceUID={series}"))
+                .arg("-k")
+                .arg(format!("SOPInstanceUID={root}.{sop}")),
+        );
+        path
+    };
+    let native = capture("3", "native.dcm");
+    run_ok(
+        Command::new("gdcmconv")
+            .arg("--j2k")
+            .arg(&native)
+            .arg(dir.join("j2k.dcm")),
+    );
+    let baseline = capture("5", "baseline.dcm");
+    run_ok(
+        // +un: keep the SOP Instance UID (lossy compression would make a new one).
+        Command::new(dcmtk("dcmcjpeg"))
+            .args(["+eb", "+un"])
+            .arg(&baseline)
+            .arg(dir.join("baseline.dcm")),
+    );
+    let no_pixels = dir.join("nopixels.dcm");
+    std::fs::copy(&native, &no_pixels).unwrap();
+    run_ok(
+        Command::new(dcmtk("dcmodify"))
+            .args([
+                "-nb",
+                "-ea",
+                "(7fe0,0010)",
+                "-ea",
+                "(0028,0010)",
+                "-ea",
+                "(0028,0011)",
+            ])
+            .arg("-m")
+            .arg(format!("(0008,0018)={root}.4"))
+            .arg(&no_pixels),
+    );
+    assert!(server.dcmsend("kp-dw", "kp-admin", &dir).status.success());
+    let instance =
+        |sop: &str| format!("/dicomweb/studies/{study}/series/{series}/instances/{root}.{sop}");
+
+    // JPEG 2000: exactly red and blue; decoded to the original RGB samples.
+    let img = picture(
+        get(&server, &format!("{}/rendered", instance("3")), "image/png"),
+        "image/png",
+    )
+    .to_rgb8();
+    assert_eq!(img.dimensions(), (40, 24));
+    assert_eq!(img.get_pixel(5, 5).0, [255, 0, 0]);
+    assert_eq!(img.get_pixel(35, 20).0, [0, 0, 255]);
+    let frames_of = |sop: &str| {
+        let r = get(
+            &server,
+            &format!("{}/frames/1", instance(sop)),
+            "multipart/related; type=\"application/octet-stream\"",
+        );
+        assert_eq!(r.status(), 200, "{sop}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        let boundary = content_type.split("boundary=").nth(1).unwrap().to_string();
+        let parts = split_multipart(&r.bytes().unwrap(), &boundary);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"));
+        parts.into_iter().next().unwrap().1
+    };
+    assert_eq!(frames_of("3"), native_pixel_data(&read_file(&native)));
+    // JPEG baseline: about red and blue away from the edge between them, as RGB.
+    let img = picture(
+        get(
+            &server,
+            &format!("{}/rendered", instance("5")),
+            "image/jpeg",
+        ),
+        "image/jpeg",
+    )
+    .to_rgb8();
+    let [r, g, b] = img.get_pixel(5, 5).0;
+    assert!(r > 200 && g < 60 && b < 60, "{r} {g} {b}");
+    let decoded = frames_of("5");
+    assert_eq!(decoded.len(), 40 * 24 * 3);
+    let at = |x: usize, y: usize| &decoded[(y * 40 + x) * 3..(y * 40 + x) * 3 + 3];
+    assert!(at(5, 5)[0] > 200 && at(5, 5)[2] < 60, "{:?}", at(5, 5));
+    assert!(at(35, 5)[2] > 200 && at(35, 5)[0] < 60, "{:?}", at(35, 5));
+
+    // No pixel data: nothing to draw (406); the series is drawn from one of its images.
+    let r = get(
+        &server,
+        &format!("{}/rendered", instance("4")),
+        "image/jpeg",
+    );
+    assert_eq!(r.status(), 406);
+    assert_eq!(
+        get(&server, &format!("{}/thumbnail", instance("4")), "*/*").status(),
+        406
+    );
+    let series_path = format!("/dicomweb/studies/{study}/series/{series}");
+    picture(
+        get(&server, &format!("{series_path}/rendered"), "*/*"),
+        "image/jpeg",
+    );
+    picture(
+        get(
+            &server,
+            &format!("/dicomweb/studies/{study}/thumbnail?viewport=20,20"),
+            "*/*",
+        ),
+        "image/png",
+    );
+}
