@@ -561,6 +561,34 @@ fn scope_sql(sql: &mut Sql, scope: &Scope) -> Result<Option<String>, CatalogErro
     }
 }
 
+/// Checks a search's conditions as [`Catalog::search`] reads them — each value of its
+/// attribute's form, lists within their limit, no attribute below the level — without running
+/// it (a query interface refuses a bad query before it reaches the database).
+pub fn check(search: &Search) -> Result<(), CatalogError> {
+    let mut sql = Sql::default();
+    for c in &search.conditions {
+        let (attribute, column) = match c.attribute {
+            Attribute::ModalitiesInStudy if search.level >= Level::Study => {
+                (Attribute::Modality, "s.modality")
+            }
+            Attribute::ModalitiesInStudy => {
+                return Err(invalid(
+                    "ModalitiesInStudy is not a matching key of the Patient level".into(),
+                ))
+            }
+            a if a.level() > search.level => {
+                return Err(invalid(format!(
+                    "{a:?} is not a matching key of the {:?} level",
+                    search.level
+                )))
+            }
+            a => (a, a.column(search.level).unwrap_or("x")),
+        };
+        condition_sql(&mut sql, attribute, column, &c.value)?;
+    }
+    Ok(())
+}
+
 fn bind_args<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     args: &[Arg],

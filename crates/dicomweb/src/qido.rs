@@ -154,14 +154,16 @@ pub fn parse(
     if include == IncludeFields::Defaults && !extra_tags.is_empty() {
         include = IncludeFields::Tags(extra_tags);
     }
+    let search = Search {
+        level,
+        conditions,
+        scope,
+        limit: limit.unwrap_or(DEFAULT_LIMIT),
+        offset,
+    };
+    radport_catalog::search::check(&search).map_err(|e| bad(e.to_string()))?;
     Ok(Query {
-        search: Search {
-            level,
-            conditions,
-            scope,
-            limit: limit.unwrap_or(DEFAULT_LIMIT),
-            offset,
-        },
+        search,
         include,
         warnings,
     })
@@ -370,6 +372,8 @@ mod tests {
             vec![("ProtocolName", "x")],
             vec![("includefield", "Nope")],
             vec![("fuzzymatching", "maybe")],
+            vec![("StudyDate", "2024-01-01")],
+            vec![("StudyInstanceUID", "1.2.*")],
         ] {
             let r = parse(Level::Study, &t, &params(&bad), Scope::All);
             assert!(matches!(r, Err(DicomWebError::BadRequest(_))), "{bad:?}");
