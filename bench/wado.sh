@@ -23,7 +23,7 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { sort -g | awk '{a[NR]=$1} END {printf "%s %s %s", a[1], a[int((NR+1)/2)], a[NR]}'; }
+median() { sort -g | awk '{a[NR]=$1} END {printf "%s %s %s\n", a[1], a[int((NR+1)/2)], a[NR]}'; }
 
 rm -rf "$BENCH_DIR/data" && mkdir -p "$BENCH_DIR/series"
 if [[ "$(find "$BENCH_DIR/series" -name '*.dcm' | wc -l)" != "$BENCH_COUNT" ]]; then

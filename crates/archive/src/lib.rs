@@ -384,23 +384,31 @@ impl Archive {
             .map_err(ArchiveError::classify)
     }
 
-    /// Reads bytes `range` of an object as a stream of chunks (DICOMweb bulk data).
-    pub async fn get_range_stream(
+    /// Reads bytes `range` of an object as a stream of pieces of at most `piece` bytes, each
+    /// one range read, made when the stream is polled for it (DICOMweb retrieval). On local
+    /// disk this is one blocking read per piece, where `get_stream` makes one per 8 KiB.
+    pub fn get_in_pieces(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
-    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, ArchiveError>>, ArchiveError>
-    {
-        let path = Self::path(key)?;
-        let options = object_store::GetOptions::default().with_range(Some(range));
-        let result = self
-            .store
-            .get_opts(&path, options)
-            .await
-            .map_err(ArchiveError::classify)?;
-        Ok(Box::pin(
-            result.into_stream().map_err(ArchiveError::classify),
-        ))
+        piece: u64,
+    ) -> futures::stream::BoxStream<'static, Result<Bytes, ArchiveError>> {
+        let archive = self.clone();
+        let key = key.to_string();
+        let piece = piece.max(1);
+        Box::pin(futures::stream::try_unfold(range.start, move |at| {
+            let archive = archive.clone();
+            let key = key.clone();
+            let end = range.end;
+            async move {
+                if at >= end {
+                    return Ok(None);
+                }
+                let to = at.saturating_add(piece).min(end);
+                let bytes = archive.get_range(&key, at..to).await?;
+                Ok(Some((bytes, to)))
+            }
+        }))
     }
 
     /// Reads the first `len` bytes of an object (fewer if it is shorter).

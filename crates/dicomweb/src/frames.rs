@@ -453,7 +453,9 @@ impl DicomWeb {
         let part = LazyPart {
             content_type,
             length: Some(u64::from(length)),
-            open: async move { archive.get_range_stream(&key, start..end).await }.boxed(),
+            open:
+                async move { Ok(archive.get_in_pieces(&key, start..end, crate::wado::READ_PIECE)) }
+                    .boxed(),
         };
         let boundary = multipart::boundary();
         Ok(Streamed {

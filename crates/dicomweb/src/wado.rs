@@ -20,6 +20,9 @@ use crate::{DicomWeb, DicomWebError, Target};
 /// with 413: ask for it series by series).
 pub const MAX_INSTANCES_PER_REQUEST: usize = 100_000;
 
+/// Stored files are read in pieces of this size (one range read each).
+pub(crate) const READ_PIECE: u64 = 4 * 1024 * 1024;
+
 /// Instances whose stored DICOM JSON is read from the catalog at once for a metadata answer.
 const METADATA_BATCH: usize = 200;
 
@@ -160,7 +163,10 @@ impl DicomWeb {
                     instance.transfer_syntax_uid
                 ),
                 length: u64::try_from(instance.size).ok(),
-                open: async move { archive.get_stream(&key).await.map(|(_, body)| body) }.boxed(),
+                open: {
+                    let size = u64::try_from(instance.size).unwrap_or(0);
+                    async move { Ok(archive.get_in_pieces(&key, 0..size, READ_PIECE)) }.boxed()
+                },
             });
         }
         let boundary = multipart::boundary();
