@@ -40,23 +40,28 @@ pub(crate) struct LazyPart {
     pub open: futures::future::BoxFuture<'static, Result<Body, ArchiveError>>,
 }
 
-/// The answer of `parts` in order, each opened when the one before has been sent.
+/// Parts opened ahead of the one being sent: a cold read of the next files overlaps the
+/// sending of this one (an open part holds at most its first read piece in memory).
+pub(crate) const OPEN_AHEAD: usize = 4;
+
+/// The answer of `parts` in order, each opened at most [`OPEN_AHEAD`] parts before it is sent.
 pub(crate) fn related(boundary: String, parts: Vec<LazyPart>) -> Body {
     let closing = close(&boundary);
     let body = stream::iter(parts)
-        .then(move |part| {
+        .map(move |part| {
             let header = part_header(&boundary, &part.content_type, part.length);
-            async move {
-                let content = match part.open.await {
-                    Ok(content) => content,
-                    Err(e) => stream::once(async move { Err(e) }).boxed(),
-                };
-                stream::once(async move { Ok(header) })
-                    .chain(content)
-                    .chain(stream::once(async { Ok(part_end()) }))
-            }
+            async move { (header, part.open.await) }
         })
-        .flatten()
+        .buffered(OPEN_AHEAD)
+        .flat_map(|(header, content)| {
+            let content = match content {
+                Ok(content) => content,
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            };
+            stream::once(async move { Ok(header) })
+                .chain(content)
+                .chain(stream::once(async { Ok(part_end()) }))
+        })
         .chain(stream::once(async move { Ok(closing) }));
     body.boxed()
 }

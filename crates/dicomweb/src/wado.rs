@@ -165,7 +165,13 @@ impl DicomWeb {
                 length: u64::try_from(instance.size).ok(),
                 open: {
                     let size = u64::try_from(instance.size).unwrap_or(0);
-                    async move { Ok(archive.get_in_pieces(&key, 0..size, READ_PIECE)) }.boxed()
+                    async move {
+                        // The first piece is read when the part is opened (ahead of sending).
+                        let mut pieces = archive.get_in_pieces(&key, 0..size, READ_PIECE);
+                        let first = pieces.next().await;
+                        Ok(stream::iter(first).chain(pieces).boxed())
+                    }
+                    .boxed()
                 },
             });
         }
