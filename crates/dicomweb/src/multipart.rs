@@ -42,7 +42,7 @@ pub(crate) struct LazyPart {
 
 /// Parts opened ahead of the one being sent: a cold read of the next files overlaps the
 /// sending of this one (an open part holds at most its first read piece in memory).
-pub(crate) const OPEN_AHEAD: usize = 4;
+pub(crate) const OPEN_AHEAD: usize = 8;
 
 /// The answer of `parts` in order, each opened at most [`OPEN_AHEAD`] parts before it is sent.
 pub(crate) fn related(boundary: String, parts: Vec<LazyPart>) -> Body {

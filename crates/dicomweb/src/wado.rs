@@ -21,7 +21,7 @@ use crate::{DicomWeb, DicomWebError, Target};
 pub const MAX_INSTANCES_PER_REQUEST: usize = 100_000;
 
 /// Stored files are read in pieces of this size (one range read each).
-pub(crate) const READ_PIECE: u64 = 4 * 1024 * 1024;
+pub(crate) const READ_PIECE: u64 = 1024 * 1024;
 
 /// Instances whose stored DICOM JSON is read from the catalog at once for a metadata answer.
 const METADATA_BATCH: usize = 200;
