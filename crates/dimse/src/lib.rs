@@ -1,4 +1,5 @@
-//! The DICOM receiver: a DIMSE storage SCP (C-ECHO, C-STORE) on top of dicom-ul.
+//! The DICOM port: a DIMSE storage SCP (C-ECHO, C-STORE) and query/retrieve SCP (C-FIND,
+//! C-GET, C-MOVE with its C-STORE SCU) on top of dicom-ul.
 //!
 //! One task per association. The called AE title names the project (it must exist, else the
 //! association is rejected with reason 7), the calling AE title names the dataset; a leading
@@ -16,11 +17,24 @@
 //! by the ARTIM timeout and every PDU of an association by the idle timeout; connections that
 //! have not yet sent their request are limited in number apart from associations, which are
 //! limited overall and per IP address (see [`serve`]).
+//!
+//! Query/retrieve is scoped like C-STORE: through the called AE title `kp-PROJECT` a peer
+//! finds and retrieves exactly that project's series (`admin`: all), after the same
+//! [`ProjectAccess`] check. The modules: [`identifier`] (request identifiers ↔ catalog
+//! searches), `find` (C-FIND), `retrieve` (C-GET, C-MOVE), [`outgoing`] (one instance
+//! streamed as a C-STORE-RQ), `scu` (our association to a C-MOVE destination), `exchange`
+//! (responses and the requester's commands while a request is answered).
 
 #![warn(missing_docs)]
 
 pub mod command;
+mod exchange;
+mod find;
 pub mod guard;
+pub mod identifier;
+pub mod outgoing;
+mod retrieve;
+mod scu;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +58,9 @@ use guard::{
 };
 
 use command::{field, status, Command, Response};
+use identifier::{Query, Service};
+pub use outgoing::{TranscodeLimits, Transcoder};
+pub use retrieve::MAX_SUB_OPERATIONS;
 pub use tls::TlsListener;
 use tls::Transport;
 
@@ -72,7 +89,18 @@ pub struct ReceiverConfig {
     /// At most this many connections that have not yet become associations; beyond it, the
     /// oldest pending connection (of the same address if it has one) is closed.
     pub max_pending_connections: usize,
+    /// At most this many C-GET/C-MOVE at once over all associations; more are refused with
+    /// 0xA702 (each holds a catalog page of its instance list and one P-DATA fragment).
+    pub max_retrieves: usize,
+    /// Converts instances to a transfer syntax a retrieving peer accepted when it accepted
+    /// none in the stored one; `None`: such sub-operations fail.
+    pub transcoder: Option<Arc<dyn Transcoder>>,
+    /// Which instances may be converted (size limits; two conversions run at once).
+    pub transcode_limits: TranscodeLimits,
 }
+
+/// Default of [`ReceiverConfig::max_retrieves`].
+pub const DEFAULT_MAX_RETRIEVES: usize = 8;
 
 /// Default of [`ReceiverConfig::max_associate_rq_length`]: 128 KiB, three times the largest
 /// request a sender proposing all 128 presentation contexts with ten transfer syntaxes each
@@ -90,6 +118,9 @@ impl Default for ReceiverConfig {
             max_associations: 64,
             max_associations_per_peer: 32,
             max_pending_connections: 128,
+            max_retrieves: DEFAULT_MAX_RETRIEVES,
+            transcoder: None,
+            transcode_limits: TranscodeLimits::default(),
         }
     }
 }
@@ -226,11 +257,33 @@ fn record_association(
     outcome: radport_catalog::Outcome,
     detail: String,
 ) {
+    record_event(
+        ingestor,
+        "associate",
+        calling_ae_title,
+        peer,
+        project,
+        outcome,
+        detail,
+    );
+}
+
+/// Records a DIMSE event (`associate`, `C-FIND`, `C-GET`, `C-MOVE`) in the audit trail, in
+/// the background.
+fn record_event(
+    ingestor: &Ingestor,
+    action: &str,
+    calling_ae_title: &str,
+    peer: SocketAddr,
+    project: &str,
+    outcome: radport_catalog::Outcome,
+    detail: String,
+) {
     let catalog = ingestor.catalog().clone();
     let event = radport_catalog::NewAuditEvent {
         actor: format!("dicom:{}", calling_ae_title.trim()),
         address: peer.ip().to_string(),
-        action: "associate".into(),
+        action: action.into(),
         target: project.to_string(),
         outcome,
         detail,
@@ -329,6 +382,7 @@ struct Admission {
     config: ReceiverConfig,
     slots: Mutex<Slots>,
     pending: Mutex<Pending>,
+    retrieval: retrieve::Retrieval,
 }
 
 /// Why no association slot was given.
@@ -350,10 +404,17 @@ fn peer_key(peer: &SocketAddr) -> IpAddr {
 
 impl Admission {
     fn new(config: ReceiverConfig) -> Self {
+        let retrieval = retrieve::Retrieval {
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_retrieves)),
+            conversions: Arc::new(tokio::sync::Semaphore::new(2)),
+            transcoder: config.transcoder.clone(),
+            limits: config.transcode_limits,
+        };
         Self {
             config,
             slots: Mutex::default(),
             pending: Mutex::default(),
+            retrieval,
         }
     }
 
@@ -469,7 +530,15 @@ async fn serve_connection<S: Transport>(
     };
     drop(pending);
     if let Some((association, slot)) = established {
-        run_association(association, slot, peer, ingestor.clone(), config).await;
+        run_association(
+            association,
+            slot,
+            peer,
+            ingestor.clone(),
+            config,
+            admission.retrieval.clone(),
+        )
+        .await;
     }
 }
 
@@ -571,9 +640,9 @@ fn association_options<'a>(
     ingestor: &Ingestor,
     peer: SocketAddr,
     config: &'a ReceiverConfig,
-) -> ServerAssociationOptions<'a, ProjectAccess, dicom_ul::association::server::DefaultNegotiation>
-{
+) -> ServerAssociationOptions<'a, ProjectAccess, retrieve::AcceptProposedRoles> {
     ServerAssociationOptions::new()
+        .with_negotiation(retrieve::AcceptProposedRoles)
         .ae_access_control(ProjectAccess {
             ingestor: ingestor.clone(),
             peer,
@@ -694,6 +763,20 @@ enum State {
     Idle,
     /// Receiving a C-STORE data set.
     Storing(Box<Store>),
+    /// Receiving the identifier of a C-FIND, C-GET or C-MOVE.
+    Request(Box<PendingRequest>),
+}
+
+/// A C-FIND/C-GET/C-MOVE request whose identifier is arriving.
+struct PendingRequest {
+    context_id: u8,
+    command_field: u16,
+    message_id: u16,
+    abstract_syntax: String,
+    transfer_syntax: String,
+    sop_class_uid: String,
+    move_destination: Option<String>,
+    identifier: Vec<u8>,
 }
 
 /// A C-STORE whose data set is arriving.
@@ -719,6 +802,11 @@ struct Counters {
     stored: u64,
     failed: u64,
     bytes: u64,
+    /// C-FIND, C-GET, C-MOVE requests answered.
+    queries: u64,
+    retrieves: u64,
+    /// Instances sent by C-GET/C-MOVE sub-operations.
+    sent: u64,
 }
 
 /// The state of one established association: where its instances go and what it is doing.
@@ -732,6 +820,13 @@ struct Session {
     command_bytes: Vec<u8>,
     state: State,
     counters: Counters,
+    /// The called AE title as sent (the Retrieve AE Title of C-FIND answers).
+    called_ae: String,
+    /// Our AE title (towards C-MOVE destinations).
+    our_ae: String,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    retrieval: retrieve::Retrieval,
 }
 
 type ServerAssociation<S> = dicom_ul::association::AsyncServerAssociation<S>;
@@ -743,6 +838,7 @@ async fn run_association<S: Transport>(
     peer: SocketAddr,
     ingestor: Ingestor,
     config: &ReceiverConfig,
+    retrieval: retrieve::Retrieval,
 ) {
     let mut tracker = PduTracker::new(PduLimits {
         p_data: config.max_pdu_length,
@@ -801,6 +897,11 @@ async fn run_association<S: Transport>(
         command_bytes: Vec::new(),
         state: State::Idle,
         counters: Counters::default(),
+        called_ae: called.trim().to_string(),
+        our_ae: config.ae_title.clone(),
+        peer,
+        idle_timeout: config.idle_timeout,
+        retrieval,
     };
     let started = Instant::now();
     let outcome = session
@@ -816,12 +917,18 @@ async fn run_association<S: Transport>(
         &session.route.project,
         radport_catalog::Outcome::Success,
         format!(
-            "{outcome}: {} stored, {} failed",
-            session.counters.stored, session.counters.failed
+            "{outcome}: {} stored, {} failed, {} queries, {} retrieves ({} instances sent)",
+            session.counters.stored,
+            session.counters.failed,
+            session.counters.queries,
+            session.counters.retrieves,
+            session.counters.sent
         ),
     );
     tracing::info!(%peer, outcome, stored = session.counters.stored,
         failed = session.counters.failed, bytes = session.counters.bytes,
+        queries = session.counters.queries, retrieves = session.counters.retrieves,
+        sent = session.counters.sent,
         seconds = started.elapsed().as_secs_f64(), "association ended");
 }
 
@@ -975,7 +1082,7 @@ impl Session {
             match pdu {
                 Pdu::PData { data } => {
                     for pdv in data {
-                        if let Err(reason) = self.on_pdv(pdv, &mut association).await {
+                        if let Err(reason) = self.on_pdv(pdv, &mut association, tracker).await {
                             tracing::warn!(%peer, %reason, "aborting association");
                             abort_association(
                                 association,
@@ -1018,9 +1125,13 @@ impl Session {
         &mut self,
         pdv: PDataValue,
         association: &mut ServerAssociation<S>,
+        tracker: &mut PduTracker,
     ) -> Result<(), String> {
         match pdv.value_type {
             PDataValueType::Command => self.on_command_fragment(pdv, association).await,
+            PDataValueType::Data if matches!(self.state, State::Request(_)) => {
+                self.on_identifier_fragment(pdv, association, tracker).await
+            }
             PDataValueType::Data => self.on_data_fragment(pdv, association).await,
         }
     }
@@ -1030,7 +1141,7 @@ impl Session {
         pdv: PDataValue,
         association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
-        if matches!(self.state, State::Storing(_)) {
+        if !matches!(self.state, State::Idle) {
             return Err("command fragment in the middle of a data set".into());
         }
         self.command_bytes.extend_from_slice(&pdv.data);
@@ -1066,8 +1177,31 @@ impl Session {
                     sop_instance_uid: None,
                     status: status::SUCCESS,
                     error_comment: None,
+                    has_data_set: false,
+                    counts: None,
                 };
                 send_response(association, context_id, response).await
+            }
+            field::C_FIND_RQ | field::C_GET_RQ | field::C_MOVE_RQ => {
+                if !command.has_data_set {
+                    return Err(format!(
+                        "request 0x{:04X} without an identifier",
+                        command.field
+                    ));
+                }
+                self.state = State::Request(Box::new(PendingRequest {
+                    context_id,
+                    command_field: command.field,
+                    message_id: command.message_id,
+                    sop_class_uid: command
+                        .affected_sop_class_uid
+                        .unwrap_or_else(|| abstract_syntax.clone()),
+                    abstract_syntax,
+                    transfer_syntax,
+                    move_destination: command.move_destination,
+                    identifier: Vec::new(),
+                }));
+                Ok(())
             }
             field::C_STORE_RQ => {
                 if !command.has_data_set {
@@ -1116,7 +1250,11 @@ impl Session {
                     sop_class_uid: command.affected_sop_class_uid,
                     sop_instance_uid: None,
                     status: status::UNRECOGNIZED_OPERATION,
-                    error_comment: Some("radport only supports C-ECHO and C-STORE".into()),
+                    error_comment: Some(
+                        "radport supports C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE".into(),
+                    ),
+                    has_data_set: false,
+                    counts: None,
                 };
                 send_response(association, context_id, response).await
             }
@@ -1185,8 +1323,190 @@ impl Session {
             sop_instance_uid: Some(store.sop_instance_uid),
             status: status_code,
             error_comment: comment,
+            has_data_set: false,
+            counts: None,
         };
         send_response(association, store.context_id, response).await
+    }
+
+    /// Gathers a request's identifier; once complete, answers the request.
+    async fn on_identifier_fragment<S: Transport>(
+        &mut self,
+        pdv: PDataValue,
+        association: &mut ServerAssociation<S>,
+        tracker: &mut PduTracker,
+    ) -> Result<(), String> {
+        let State::Request(request) = &mut self.state else {
+            return Err("data fragment without a request".into());
+        };
+        if pdv.presentation_context_id != request.context_id {
+            return Err("data fragment on another presentation context".into());
+        }
+        request.identifier.extend_from_slice(&pdv.data);
+        if request.identifier.len() > identifier::MAX_IDENTIFIER_LENGTH {
+            return Err("identifier larger than 1 MiB".into());
+        }
+        if !pdv.is_last {
+            return Ok(());
+        }
+        let State::Request(request) = std::mem::replace(&mut self.state, State::Idle) else {
+            return Ok(());
+        };
+        self.answer(*request, association, tracker)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Answers a C-FIND, C-GET or C-MOVE whose identifier has arrived.
+    async fn answer<S: Transport>(
+        &mut self,
+        request: PendingRequest,
+        association: &mut ServerAssociation<S>,
+        tracker: &mut PduTracker,
+    ) -> Result<(), exchange::Gone> {
+        let mut requester = exchange::Requester::new(association, tracker, self.idle_timeout);
+        let wanted = match request.command_field {
+            field::C_FIND_RQ => Service::Find,
+            field::C_GET_RQ => Service::Get,
+            _ => Service::Move,
+        };
+        let refuse = |code: u16, comment: String| Response {
+            request_field: request.command_field,
+            message_id: request.message_id,
+            sop_class_uid: Some(request.sop_class_uid.clone()),
+            sop_instance_uid: None,
+            status: code,
+            error_comment: Some(comment),
+            has_data_set: false,
+            counts: None,
+        };
+        let model = match identifier::sop_class(&request.abstract_syntax) {
+            Some((model, service)) if service == wanted => model,
+            _ => {
+                let response = refuse(
+                    status::SOP_CLASS_NOT_SUPPORTED,
+                    format!(
+                        "{} is not a query/retrieve SOP class of this operation",
+                        request.abstract_syntax
+                    ),
+                );
+                return requester.respond(request.context_id, response, None).await;
+            }
+        };
+        let query = match Query::decode(&request.identifier, &request.transfer_syntax, model) {
+            Ok(query) => query,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "query/retrieve identifier refused");
+                let response = refuse(status::IDENTIFIER_DOES_NOT_MATCH, e.to_string());
+                return requester.respond(request.context_id, response, None).await;
+            }
+        };
+        let scope = radport_catalog::search::Scope::project(&self.route.project);
+        let level = query.level;
+        let catalog = self.ingestor.catalog().clone();
+        let started = Instant::now();
+        let (action, outcome, detail) = match wanted {
+            Service::Find => {
+                self.counters.queries += 1;
+                let outcome = find::find(
+                    &mut requester,
+                    &catalog,
+                    find::FindRequest {
+                        context_id: request.context_id,
+                        message_id: request.message_id,
+                        sop_class_uid: &request.sop_class_uid,
+                        transfer_syntax_uid: &request.transfer_syntax,
+                        query,
+                        scope,
+                        retrieve_ae_title: &self.called_ae,
+                    },
+                )
+                .await?;
+                tracing::info!(peer = %self.peer, project = %self.route.project, ?level, ?outcome,
+                    ms = started.elapsed().as_millis() as u64, "C-FIND answered");
+                let success = !matches!(outcome, find::FindOutcome::Failed);
+                ("C-FIND", success, format!("{level:?} level: {outcome:?}"))
+            }
+            Service::Get | Service::Move => {
+                self.counters.retrieves += 1;
+                let archive = self.ingestor.archive().clone();
+                let offers: Vec<outgoing::Offer> = self
+                    .contexts
+                    .iter()
+                    .map(|c| outgoing::Offer {
+                        id: c.id,
+                        abstract_syntax: c.abstract_syntax.clone(),
+                        transfer_syntax: c.transfer_syntax.clone(),
+                    })
+                    .collect();
+                let destination = request.move_destination.clone();
+                let tally = retrieve::retrieve(
+                    &mut requester,
+                    &catalog,
+                    &archive,
+                    &self.retrieval,
+                    retrieve::RetrieveRequest {
+                        service: wanted,
+                        context_id: request.context_id,
+                        message_id: request.message_id,
+                        sop_class_uid: &request.sop_class_uid,
+                        query,
+                        scope,
+                        move_destination: request.move_destination,
+                        project: &self.route.project,
+                        calling_ae_title: &self.calling_ae,
+                        our_ae_title: &self.our_ae,
+                        offers: &offers,
+                        idle_timeout: self.idle_timeout,
+                    },
+                    &request.transfer_syntax,
+                )
+                .await?;
+                self.counters.sent += u64::from(tally.completed + tally.warning);
+                let action = if wanted == Service::Get {
+                    "C-GET"
+                } else {
+                    "C-MOVE"
+                };
+                let to = destination.map(|d| format!(" to {d}")).unwrap_or_default();
+                tracing::info!(peer = %self.peer, project = %self.route.project, ?level,
+                    destination = %to.trim_start_matches(" to "),
+                    status = format!("0x{:04X}", tally.status), completed = tally.completed,
+                    failed = tally.failed, warning = tally.warning, cancelled = tally.cancelled,
+                    ms = started.elapsed().as_millis() as u64, "{action} answered");
+                let success = matches!(
+                    tally.status,
+                    status::SUCCESS | status::CANCEL | status::SUB_OPERATIONS_WARNING
+                );
+                (
+                    action,
+                    success,
+                    format!(
+                        "{level:?} level{to}: status 0x{:04X}, {} completed, {} failed, {} \
+                         warning{}",
+                        tally.status,
+                        tally.completed,
+                        tally.failed,
+                        tally.warning,
+                        if tally.cancelled { ", cancelled" } else { "" }
+                    ),
+                )
+            }
+        };
+        record_event(
+            &self.ingestor,
+            action,
+            &self.calling_ae,
+            self.peer,
+            &self.route.project,
+            if outcome {
+                radport_catalog::Outcome::Success
+            } else {
+                radport_catalog::Outcome::Failure
+            },
+            detail,
+        );
+        Ok(())
     }
 }
 
