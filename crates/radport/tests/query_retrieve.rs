@@ -246,6 +246,32 @@ fn findscu_at_every_level_of_both_models_sees_only_the_project() {
     // Audited.
     let audit = s.get_json("/api/audit?action=C-FIND&limit=5");
     assert!(audit["total"].as_i64().unwrap() >= 1, "{audit}");
+
+    // The project's DICOM rules apply to queries as to stores: another calling AE title is
+    // refused at association time (reason 3), the allowed one is answered.
+    let response = reqwest::blocking::Client::new()
+        .put(s.url("/api/projects/lung/dicom-rules"))
+        .json(&serde_json::json!({"calling_ae_titles": ["ALLOWED"]}))
+        .send()
+        .expect("PUT dicom-rules");
+    assert!(response.status().is_success(), "{:?}", response.text());
+    let keys = ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"];
+    let out = dcmtk_run(
+        "findscu",
+        s,
+        "kp-lung",
+        &["-S", "-aet", "OTHER", "-k", keys[0], "-k", keys[1]],
+    );
+    let text = output_text(&out);
+    assert!(text.contains("Association Rejected"), "{text}");
+    let out = dcmtk_run(
+        "findscu",
+        s,
+        "kp-lung",
+        &["-S", "-aet", "ALLOWED", "-k", keys[0], "-k", keys[1]],
+    );
+    let text = output_text(&out);
+    assert!(out.status.success() && text.contains("(Pending)"), "{text}");
 }
 
 /// The files of a directory, sorted.
