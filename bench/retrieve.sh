@@ -5,10 +5,14 @@
 # alternate between the two servers; prints min/median/max seconds and the ratio of medians.
 #
 # Usage: bench/retrieve.sh   (BENCH_SLICES=500, BENCH_RUNS=5, BENCH_DIR=/tmp/radport-bench-retrieve,
-#                             BENCH_NO_BUILD=1 to use the binaries already built)
+#                             BENCH_NO_BUILD=1 to use the binaries already built,
+#                             BENCH_UPDATE_DOCS=1 to put the table into docs/performance.md)
 # Needs: dcmtk (getscu, dcmsend), orthanc (apt-get install orthanc), curl, python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# BENCH_UPDATE_DOCS=1: the same run through bench/update-docs.sh, which then puts its output
+# into the block bench:retrieve of docs/performance.md.
+[[ "${BENCH_UPDATE_DOCS:-0}" != 1 ]] || exec bash "$ROOT/bench/update-docs.sh" run retrieve "${BASH_SOURCE[0]}" "$@"
 BENCH_DIR="${BENCH_DIR:-/tmp/radport-bench-retrieve}"
 BENCH_SLICES="${BENCH_SLICES:-500}"
 BENCH_RUNS="${BENCH_RUNS:-5}"

@@ -23,6 +23,9 @@ use crate::command::StoreRequest;
 /// Largest data fragment sent, whatever the peer accepts (memory per retrieve).
 pub const MAX_FRAGMENT: usize = 1024 * 1024;
 
+/// Smallest piece read from the archive at once (one fragment's worth if that is larger).
+pub const READ_SIZE: usize = 256 * 1024;
+
 /// Uncompressed transfer syntaxes a [`Transcoder`] is asked for, in order of preference.
 pub const UNCOMPRESSED: [&str; 3] = [
     "1.2.840.10008.1.2.1",
@@ -263,10 +266,10 @@ async fn open(
     item: &Item,
     convert_to: Option<&str>,
     transcoder: Option<&Arc<dyn Transcoder>>,
-    fragment: usize,
+    read_size: usize,
 ) -> Result<Body, String> {
     let (_, mut stream) = archive
-        .get_chunks(&item.object_key, fragment)
+        .get_chunks(&item.object_key, read_size)
         .await
         .map_err(|e| format!("cannot read the stored instance: {e}"))?;
     if let (Some(ts), Some(transcoder)) = (convert_to, transcoder) {
@@ -344,7 +347,10 @@ pub async fn send_instance<A: PduSink>(
         0 => MAX_FRAGMENT,
         n => (n as usize).saturating_sub(6).clamp(1, MAX_FRAGMENT),
     };
-    let body = open(archive, item, convert_to, transcoder, fragment)
+    // Read in larger pieces than a small PDU (DCMTK's default is 16 KiB): one blocking read
+    // per piece on local disk.
+    let read_size = fragment.clamp(READ_SIZE, MAX_FRAGMENT);
+    let body = open(archive, item, convert_to, transcoder, read_size)
         .await
         .map_err(SendError::NotSent)?;
     let command = request.encode();
