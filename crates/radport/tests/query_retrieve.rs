@@ -371,6 +371,65 @@ fn getscu_receives_the_stored_bytes_converts_when_it_must_and_is_scoped() {
         );
     }
 
+    // A compressed instance (RLE, made by DCMTK's dcmcrle) to a receiver proposing only
+    // uncompressed syntaxes: decoded by the fallback.
+    let rle = SeriesSpec {
+        count: 1,
+        uid_seed: "qr-rle".into(),
+        ..Default::default()
+    };
+    let plain_dir = tempfile::tempdir().unwrap();
+    let rle_dir = tempfile::tempdir().unwrap();
+    write_series(plain_dir.path(), &rle).unwrap();
+    run_ok(
+        Command::new(dcmtk("dcmcrle"))
+            .arg(plain_dir.path().join("slice_0001.dcm"))
+            .arg(rle_dir.path().join("slice_0001.dcm")),
+    );
+    let out = s.dcmsend("kp-qr", "kp-lung", rle_dir.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let stored = s.get_json(&format!("/api/series/{}", series_uid(&rle)));
+    assert_eq!(
+        stored["instances"][0]["transfer_syntax_uid"], "1.2.840.10008.1.2.5",
+        "stored as RLE"
+    );
+    let decoded_dir = tempfile::tempdir().unwrap();
+    let out = dcmtk_run(
+        "getscu",
+        s,
+        "kp-lung",
+        &[
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=SERIES",
+            "-k",
+            &format!("StudyInstanceUID={}", study_uid(&rle)),
+            "-k",
+            &format!("SeriesInstanceUID={}", series_uid(&rle)),
+            "-od",
+            decoded_dir.path().to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let files = files_in(decoded_dir.path());
+    assert_eq!(files.len(), 1, "{}", output_text(&out));
+    assert_eq!(transfer_syntax(&files[0]), EXPLICIT_VR_LE);
+    let original = dicom_object::open_file(plain_dir.path().join("slice_0001.dcm")).unwrap();
+    let decoded = dicom_object::open_file(&files[0]).unwrap();
+    assert_eq!(
+        decoded
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+        original
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+        "the decoded pixels are the original's"
+    );
+
     // Through another project's AE title: nothing.
     let other_dir = tempfile::tempdir().unwrap();
     let out = get("kp-heart", &[], other_dir.path());
