@@ -2,7 +2,8 @@
 # Retrieve benchmark: DCMTK getscu (C-GET) of one synthetic 512×512 CT series (500 slices by
 # default) from radport (release build) and from Orthanc (Debian's package, started here with a
 # configuration of its own), the same files loaded into both, on the same machine. Runs
-# alternate between the two servers; prints min/median/max seconds and the ratio of medians.
+# alternate between the two servers; prints min/median/max seconds and the ratio of medians,
+# once with getscu as installed (Nagle's algorithm on) and once with TCP_NODELAY=1.
 #
 # Usage: bench/retrieve.sh   (BENCH_SLICES=500, BENCH_RUNS=5, BENCH_DIR=/tmp/radport-bench-retrieve,
 #                             BENCH_NO_BUILD=1 to use the binaries already built,
@@ -86,36 +87,45 @@ curl -fsS -X POST "http://127.0.0.1:$R_HTTP/api/projects" -H 'content-type: appl
 
 # Received files go to memory, so the disk of the receiving side is not what is measured.
 OUT=/dev/shm/radport-bench-retrieve
-get() { # called-AE port → seconds
+get() { # NODELAY called-AE port → seconds (NODELAY=1: getscu with Nagle's algorithm off)
   rm -rf "$OUT"; mkdir -p "$OUT"
   local start end n
   start=$(date +%s.%N)
-  "$GETSCU" -aet GETSCU -aec "$1" -S -k QueryRetrieveLevel=SERIES -k "StudyInstanceUID=$STUDY" \
-    -k "SeriesInstanceUID=$SERIES_UID" -od "$OUT" 127.0.0.1 "$2" >/dev/null 2>&1
+  if [ "$1" = 1 ]; then export TCP_NODELAY=1; else unset TCP_NODELAY; fi
+  "$GETSCU" -aet GETSCU -aec "$2" -S -k QueryRetrieveLevel=SERIES -k "StudyInstanceUID=$STUDY" \
+    -k "SeriesInstanceUID=$SERIES_UID" -od "$OUT" 127.0.0.1 "$3" >/dev/null 2>&1
   end=$(date +%s.%N)
+  unset TCP_NODELAY
   n=$(find "$OUT" -type f | wc -l)
-  [ "$n" = "$BENCH_SLICES" ] || { echo "$1 sent $n of $BENCH_SLICES instances" >&2; exit 1; }
+  [ "$n" = "$BENCH_SLICES" ] || { echo "$2 sent $n of $BENCH_SLICES instances" >&2; exit 1; }
   python3 -c "print(f'{$end - $start:.3f}')"
 }
-get kp-bench "$R_DICOM" >/dev/null   # warm-up of both (page cache, connections)
-get ORTHANC "$O_DICOM" >/dev/null
-R_TIMES=(); O_TIMES=()
-for _ in $(seq "$BENCH_RUNS"); do
-  R_TIMES+=("$(get kp-bench "$R_DICOM")")
-  O_TIMES+=("$(get ORTHANC "$O_DICOM")")
-done
+get 0 kp-bench "$R_DICOM" >/dev/null   # warm-up of both (page cache, connections)
+get 0 ORTHANC "$O_DICOM" >/dev/null
 MB=$(du -sm "$SERIES" | cut -f1)
-python3 - "$BENCH_SLICES" "$MB" "${R_TIMES[*]}" "${O_TIMES[*]}" "$("$ORTHANC" --version | head -1)" <<'EOF'
+echo "C-GET of a $BENCH_SLICES-slice 512x512 CT series ($MB MB) with DCMTK getscu, $BENCH_RUNS runs each,"
+echo "alternating between the servers; received files written to /dev/shm."
+# Two ways to run getscu: as installed (Nagle's algorithm on, as DCMTK's tools have it), and
+# with TCP_NODELAY=1 (Nagle off), where a server's delayed ACKs cost nothing.
+for NODELAY in 0 1; do
+  R_TIMES=(); O_TIMES=()
+  for _ in $(seq "$BENCH_RUNS"); do
+    R_TIMES+=("$(get "$NODELAY" kp-bench "$R_DICOM")")
+    O_TIMES+=("$(get "$NODELAY" ORTHANC "$O_DICOM")")
+  done
+  python3 - "$BENCH_SLICES" "$NODELAY" "${R_TIMES[*]}" "${O_TIMES[*]}" "$("$ORTHANC" --version | head -1 | sed 's|.*/||')" <<'EOF'
 import statistics, sys
-n, mb, r, o, orthanc = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5]
+n, nodelay, r, o, orthanc = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3].split(), sys.argv[4].split(), sys.argv[5]
 r = [float(x) for x in r]; o = [float(x) for x in o]
-print(f"C-GET of a {n}-slice 512x512 CT series ({mb} MB), getscu, {len(r)} runs each, alternating")
+print()
+print("## getscu with TCP_NODELAY=1 (Nagle off)" if nodelay else "## getscu as installed (Nagle on)")
 print()
 print("| server | min s | median s | max s | instances/s (median) |")
-print("|---|---|---|---|---|")
+print("|---|---:|---:|---:|---:|")
 for name, t in (("radport (release)", r), (orthanc, o)):
     m = statistics.median(t)
     print(f"| {name} | {min(t):.3f} | {m:.3f} | {max(t):.3f} | {n / m:.0f} |")
 print()
-print(f"radport / Orthanc speed (ratio of medians): {statistics.median(o) / statistics.median(r):.2f}x")
+print(f"radport / Orthanc (ratio of the medians): {statistics.median(o) / statistics.median(r):.2f}x")
 EOF
+done

@@ -159,6 +159,9 @@ impl<'a, S: Transport> Requester<'a, S> {
                     }
                 }
             }
+            // As in the session's loop: a requester with Nagle on (DCMTK) would otherwise
+            // wait ~40 ms for our delayed ACK before the rest of each C-STORE-RSP.
+            crate::quickack(self.association.inner_stream().tcp());
             match receive(self.association, self.tracker, self.idle_timeout).await {
                 Ok(Pdu::PData { data }) => self.queue.extend(data),
                 Ok(Pdu::AbortRQ { .. }) => return Err(Gone::Peer("aborted by peer".into())),

@@ -86,6 +86,8 @@ pub(crate) async fn connect(
                 destination.ae_title
             )
         })?;
+    let mut association = association;
+    let _ = association.inner_stream().set_nodelay(true);
     let offers = association
         .presentation_contexts()
         .iter()
@@ -112,6 +114,7 @@ impl Destination {
     /// Waits for the C-STORE-RSP to `message_id`; its status.
     pub async fn store_response(&mut self, message_id: u16) -> Result<u16, String> {
         loop {
+            crate::quickack(self.association.inner_stream());
             let pdu = self
                 .association
                 .receive()
