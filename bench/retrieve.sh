@@ -103,8 +103,7 @@ get() { # NODELAY called-AE port → seconds (NODELAY=1: getscu with Nagle's alg
 get 0 kp-bench "$R_DICOM" >/dev/null   # warm-up of both (page cache, connections)
 get 0 ORTHANC "$O_DICOM" >/dev/null
 MB=$(du -sm "$SERIES" | cut -f1)
-echo "C-GET of a $BENCH_SLICES-slice 512x512 CT series ($MB MB) with DCMTK getscu, $BENCH_RUNS runs each,"
-echo "alternating between the servers; received files written to /dev/shm."
+echo "C-GET of a $BENCH_SLICES-slice 512x512 CT series ($MB MB) with DCMTK getscu, $BENCH_RUNS runs each, alternating between the servers; received files written to /dev/shm."
 # Two ways to run getscu: as installed (Nagle's algorithm on, as DCMTK's tools have it), and
 # with TCP_NODELAY=1 (Nagle off), where a server's delayed ACKs cost nothing.
 for NODELAY in 0 1; do
