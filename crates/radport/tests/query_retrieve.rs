@@ -622,6 +622,27 @@ for s, i in assoc.send_c_get(ds, GET):
 assoc.release()
 print("get", len(received), hex(final))
 
+# C-GET again, cancelled after the first pending response.
+received.clear()
+assoc = ae.associate("127.0.0.1", port, ae_title="kp-lung",
+                     ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                     evt_handlers=[(evt.EVT_C_STORE, on_store)])
+assert assoc.is_established, "second get association"
+final = None
+pending = 0
+for s, i in assoc.send_c_get(ds, GET, msg_id=9):
+    if not s:
+        continue
+    if s.Status == 0xFF00:
+        pending += 1
+        if pending == 1:
+            assoc.send_c_cancel(9, query_model=GET)
+    else:
+        final = s
+assoc.release()
+print("getcancel", hex(final.Status), final.get("NumberOfCompletedSuboperations", -1),
+      len(received))
+
 # C-MOVE, cancelled after the first pending response.
 ae = AE(ae_title="PYSCU")
 ae.add_requested_context(MOVE)
@@ -644,7 +665,7 @@ print("move", hex(final.Status), final.get("NumberOfCompletedSuboperations", -1)
 "#;
 
 #[test]
-fn pynetdicom_finds_gets_and_cancels_a_move() {
+fn pynetdicom_finds_gets_and_cancels_a_get_and_a_move() {
     let server = Server::start(&[]);
     server.create_project("lung");
     let spec = SeriesSpec {
@@ -688,6 +709,15 @@ fn pynetdicom_finds_gets_and_cancels_a_move() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("find 1\n"), "{text}");
     assert!(stdout.contains("get 400 0x0\n"), "{text}");
+    let cancelled_get = stdout
+        .lines()
+        .find(|l| l.starts_with("getcancel "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let parts: Vec<&str> = cancelled_get.split_whitespace().collect();
+    assert_eq!(parts[1], "0xfe00", "C-GET cancelled: {text}");
+    let completed: i64 = parts[2].parse().unwrap();
+    assert!(completed < 400, "{text}");
+    assert_eq!(parts[3], parts[2], "as many received as completed: {text}");
     let moved = stdout
         .lines()
         .find(|l| l.starts_with("move "))
