@@ -731,3 +731,73 @@ fn pynetdicom_finds_gets_and_cancels_a_get_and_a_move() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(files_in(received.path()).len() as i64, completed, "{text}");
 }
+
+const BUSY_SCRIPT: &str = r#"
+import sys, threading, time
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet as GET
+
+port, study, series = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ds = Dataset()
+ds.QueryRetrieveLevel = "SERIES"
+ds.StudyInstanceUID = study
+ds.SeriesInstanceUID = series
+
+def get(slow):
+    def on_store(event):
+        if slow:
+            time.sleep(3)
+        return 0x0000
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(GET)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="kp-lung",
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    final = None
+    for s, i in assoc.send_c_get(ds, GET):
+        if s and s.Status != 0xFF00:
+            final = s.Status
+    assoc.release()
+    return final
+
+results = {}
+slow = threading.Thread(target=lambda: results.update(slow=get(True)))
+slow.start()
+time.sleep(1)
+results["busy"] = get(False)
+slow.join()
+print("slow", hex(results["slow"]), "busy", hex(results["busy"]))
+"#;
+
+#[test]
+fn retrieves_beyond_the_limit_are_refused_with_a702() {
+    let server = Server::start(&["--max-retrieves", "1"]);
+    server.create_project("lung");
+    let spec = SeriesSpec {
+        count: 1,
+        uid_seed: "qr-busy".into(),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_series(dir.path(), &spec).unwrap();
+    let out = server.dcmsend("kp-qr", "kp-lung", dir.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), BUSY_SCRIPT).unwrap();
+    let out = Command::new("python3")
+        .arg(script.path())
+        .arg(server.dicom_port.to_string())
+        .arg(study_uid(&spec))
+        .arg(series_uid(&spec))
+        .output()
+        .expect("python3 runs");
+    let text = output_text(&out);
+    assert!(out.status.success(), "(pip install pynetdicom)\n{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("slow 0x0 busy 0xa702"),
+        "{text}"
+    );
+}
