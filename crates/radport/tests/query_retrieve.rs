@@ -244,8 +244,7 @@ fn findscu_at_every_level_of_both_models_sees_only_the_project() {
     assert!(studies[0].contains(&b_study));
 
     // Audited.
-    let audit = s.get_json("/api/audit?action=C-FIND&limit=5");
-    assert!(audit["total"].as_i64().unwrap() >= 1, "{audit}");
+    audited(s, "C-FIND", 1);
 
     // The project's DICOM rules apply to queries as to stores: another calling AE title is
     // refused at association time (reason 3), the allowed one is answered.
@@ -272,6 +271,15 @@ fn findscu_at_every_level_of_both_models_sees_only_the_project() {
     );
     let text = output_text(&out);
     assert!(out.status.success() && text.contains("(Pending)"), "{text}");
+}
+
+/// Waits until the audit trail has at least `count` events of `action` (recorded in the
+/// background, after the answer).
+fn audited(server: &Server, action: &str, count: i64) {
+    server.wait_for(10, &format!("{count} {action} audit events"), || {
+        let audit = server.get_json(&format!("/api/audit?action={action}&limit=1"));
+        (audit["total"].as_i64().unwrap_or(0) >= count).then_some(())
+    });
 }
 
 /// The files of a directory, sorted.
@@ -456,8 +464,7 @@ fn getscu_receives_the_stored_bytes_converts_when_it_must_and_is_scoped() {
         output_text(&out)
     );
 
-    let audit = s.get_json("/api/audit?action=C-GET&limit=10");
-    assert!(audit["total"].as_i64().unwrap() >= 3, "{audit}");
+    audited(s, "C-GET", 3);
 }
 
 /// A DCMTK storescp on a free port, writing into `dir`.
@@ -573,8 +580,7 @@ fn movescu_to_a_configured_storescp_and_to_unknown_destinations() {
     }
     assert_eq!(files_in(received.path()).len(), 6, "nothing more arrived");
 
-    let audit = s.get_json("/api/audit?action=C-MOVE&limit=10");
-    assert!(audit["total"].as_i64().unwrap() >= 3, "{audit}");
+    audited(s, "C-MOVE", 3);
 }
 
 const PYNETDICOM_SCRIPT: &str = r#"
@@ -727,7 +733,10 @@ fn pynetdicom_finds_gets_and_cancels_a_get_and_a_move() {
     let completed: i64 = parts[2].parse().unwrap();
     let remaining: i64 = parts[3].parse().unwrap();
     assert!(completed < 400 && remaining > 0, "{text}");
-    // Only what was completed arrived (give storescp a moment to write the last one).
+    // What was completed arrived (storescp may still be writing the last one), and no more.
+    server.wait_for(10, "the moved files", || {
+        (files_in(received.path()).len() as i64 == completed).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(files_in(received.path()).len() as i64, completed, "{text}");
 }
