@@ -59,7 +59,7 @@ max_len() {
   case "$1" in
     prescan | ingest_attributes | nifti | upload_layout) echo 65536 ;;
     pdu) echo 16384 ;;
-    dimse_command | manifests) echo 8192 ;;
+    dimse_command | dimse_identifier | manifests) echo 8192 ;;
     *) echo 4096 ;;
   esac
 }

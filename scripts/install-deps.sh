@@ -45,6 +45,13 @@ if ! python3 -c 'import dicomweb_client' >/dev/null 2>&1; then
   python3 -m pip install -q dicomweb-client
 fi
 
+# The query/retrieve tests (crates/radport/tests/query_retrieve.rs) run pynetdicom's SCUs. It
+# installs apps named findscu, getscu, storescp … on PATH: tests call DCMTK's by full path.
+if ! python3 -c 'import pynetdicom' >/dev/null 2>&1; then
+  echo "== installing pynetdicom (query/retrieve tests)"
+  python3 -m pip install -q pynetdicom
+fi
+
 # The distributed tests (crates/radport/tests/distributed.rs) run radport on an S3-compatible
 # object store: moto's server (`python3 -m moto.server`), started by each test on a free port.
 # (Debian has no standalone S3 server package, MinIO is not packaged, and radosgw needs Ceph.)

@@ -26,6 +26,8 @@ fuzz_target!(init: radport_fuzz::allow_caught_panics(), |data: &[u8]| {
         sop_instance_uid: command.affected_sop_instance_uid.clone(),
         status: 0xC000,
         error_comment: Some("fuzz".into()),
+        has_data_set: false,
+        counts: None,
     };
     let answer = Command::decode(&response.encode())
         .unwrap_or_else(|e| panic!("our own response to {command:?} does not decode: {e}"));

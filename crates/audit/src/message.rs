@@ -37,6 +37,7 @@ const INSTANCES_TRANSFERRED: Code = Code("110104", "DICOM Instances Transferred"
 const STUDY_DELETED: Code = Code("110105", "DICOM Study Deleted");
 const EXPORT: Code = Code("110106", "Export");
 const IMPORT: Code = Code("110107", "Import");
+const QUERY: Code = Code("110112", "Query");
 const SECURITY_ALERT: Code = Code("110113", "Security Alert");
 const USER_AUTHENTICATION: Code = Code("110114", "User Authentication");
 const APPLICATION_START: Code = Code("110120", "Application Start");
@@ -70,6 +71,8 @@ pub fn kind_of(action: &str) -> Kind {
         }
         "download instance" | "download series" | "download file" => kind(EXPORT, None, 'R'),
         "associate" => kind(INSTANCES_TRANSFERRED, None, 'C'),
+        "C-FIND" => kind(QUERY, None, 'E'),
+        "C-GET" | "C-MOVE" => kind(INSTANCES_TRANSFERRED, None, 'R'),
         _ if action.starts_with("DELETE ")
             && (route.starts_with("/api/series/")
                 || route.starts_with("/api/studies/")
@@ -236,6 +239,8 @@ mod tests {
         assert_eq!(kind_of("read series").event, INSTANCES_ACCESSED);
         assert_eq!(kind_of("download series").event, EXPORT);
         assert_eq!(kind_of("associate").event, INSTANCES_TRANSFERRED);
+        assert_eq!(kind_of("C-FIND").event, QUERY);
+        assert_eq!(kind_of("C-MOVE").action, 'R');
         let erase = kind_of("DELETE /api/patients/{patient_id}");
         assert_eq!((erase.event, erase.action), (STUDY_DELETED, 'D'));
         assert_eq!(kind_of("POST /api/uploads").event, IMPORT);

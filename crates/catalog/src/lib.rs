@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod destinations;
 mod erase;
 mod error;
 pub mod jobs;
@@ -35,6 +36,7 @@ use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEvent, AuditFilter, AuditPage, AuditSink, NewAuditEvent, Outcome};
+pub use destinations::{MoveDestination, MAX_AE_TITLE_LENGTH};
 pub use erase::{Erased, Subject};
 pub use error::CatalogError;
 pub use jobs::{InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, Reaped};
@@ -649,6 +651,7 @@ impl Catalog {
             // A new project of the same name starts without the old one's people and rules.
             "DELETE FROM project_members WHERE project_key = $1",
             "DELETE FROM dicom_rules WHERE project_key = $1",
+            "DELETE FROM move_destinations WHERE project_key = $1",
             "DELETE FROM projects WHERE name_key = $1",
         ] {
             sqlx::query(statement).bind(&key).execute(&mut *tx).await?;

@@ -247,6 +247,16 @@ pub(crate) const STATEMENTS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (project_key, kind, value)
     )",
+    // Where C-MOVE may send a project's instances (destinations.rs): AE title → host, port.
+    "CREATE TABLE IF NOT EXISTS move_destinations (
+        project_key TEXT NOT NULL,
+        ae_title TEXT NOT NULL,
+        host TEXT NOT NULL,
+        port BIGINT NOT NULL,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (project_key, ae_title)
+    )",
     // The audit trail (audit.rs): appended to, never changed through the API.
     "CREATE TABLE IF NOT EXISTS audit_events (
         id TEXT NOT NULL PRIMARY KEY,

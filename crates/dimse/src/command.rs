@@ -1,6 +1,7 @@
 //! DIMSE command sets (PS3.7 §9.3, §E): always Implicit VR Little Endian.
 //!
-//! dicom-rs has no DIMSE layer, so the few messages a storage SCP needs are built here. Received
+//! dicom-rs has no DIMSE layer, so the few messages radport needs (C-ECHO, C-STORE, C-FIND,
+//! C-GET, C-MOVE, C-CANCEL; C-STORE-RQ for retrieve sub-operations) are built here. Received
 //! command sets are checked by [`radport_prescan::check_dataset`] before dicom-rs parses
 //! them: it allocates each value at its declared length.
 
@@ -16,8 +17,16 @@ use radport_prescan as prescan;
 pub mod field {
     /// C-STORE-RQ
     pub const C_STORE_RQ: u16 = 0x0001;
+    /// C-GET-RQ
+    pub const C_GET_RQ: u16 = 0x0010;
+    /// C-FIND-RQ
+    pub const C_FIND_RQ: u16 = 0x0020;
+    /// C-MOVE-RQ
+    pub const C_MOVE_RQ: u16 = 0x0021;
     /// C-ECHO-RQ
     pub const C_ECHO_RQ: u16 = 0x0030;
+    /// C-STORE-RSP
+    pub const C_STORE_RSP: u16 = 0x8001;
     /// Bit set on every response's command field.
     pub const RESPONSE: u16 = 0x8000;
     /// C-CANCEL-RQ (no response is sent)
@@ -36,6 +45,29 @@ pub mod status {
     pub const PROCESSING_FAILURE: u16 = 0x0110;
     /// Failure: unrecognised operation.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// Refused: SOP class not supported.
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Pending: a C-FIND match, or C-GET/C-MOVE sub-operations continuing.
+    pub const PENDING: u16 = 0xFF00;
+    /// Cancelled (C-FIND, C-GET, C-MOVE after C-CANCEL).
+    pub const CANCEL: u16 = 0xFE00;
+    /// Warning: sub-operations complete, one or more failures or warnings.
+    pub const SUB_OPERATIONS_WARNING: u16 = 0xB000;
+    /// Refused: out of resources, unable to calculate the number of matches.
+    pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
+    /// Refused: out of resources, unable to perform sub-operations.
+    pub const OUT_OF_RESOURCES_SUB_OPERATIONS: u16 = 0xA702;
+    /// Refused: move destination unknown.
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+    /// Error: data set does not match SOP class (an identifier we cannot use).
+    pub const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
+    /// Failed: unable to process (C-FIND, C-GET, C-MOVE).
+    pub const UNABLE_TO_PROCESS: u16 = 0xC000;
+
+    /// Whether a C-STORE-RSP status is a warning (the instance was stored, with changes).
+    pub fn is_store_warning(status: u16) -> bool {
+        matches!(status, 0x0001 | 0xB000..=0xBFFF)
+    }
 }
 
 /// CommandDataSetType value meaning "no data set follows".
@@ -54,6 +86,12 @@ pub struct Command {
     pub affected_sop_instance_uid: Option<String>,
     /// Whether a data set follows the command.
     pub has_data_set: bool,
+    /// (0000,0120) Message ID Being Responded To (responses and C-CANCEL-RQ).
+    pub message_id_being_responded_to: Option<u16>,
+    /// (0000,0900) Status (responses).
+    pub status: Option<u16>,
+    /// (0000,0600) Move Destination (C-MOVE-RQ), padding stripped.
+    pub move_destination: Option<String>,
 }
 
 /// Why a command set could not be read.
@@ -100,6 +138,9 @@ impl Command {
             affected_sop_class_uid: uid(&obj, tags::AFFECTED_SOP_CLASS_UID),
             affected_sop_instance_uid: uid(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
             has_data_set: data_set_type != NO_DATA_SET,
+            message_id_being_responded_to: u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO),
+            status: u16_of(tags::STATUS),
+            move_destination: uid(&obj, tags::MOVE_DESTINATION),
         })
     }
 }
@@ -119,6 +160,25 @@ pub struct Response {
     pub status: u16,
     /// Error Comment (0000,0902), at most 64 characters are sent.
     pub error_comment: Option<String>,
+    /// Whether a data set (an identifier) follows the response.
+    pub has_data_set: bool,
+    /// Sub-operation counts of a C-GET/C-MOVE response.
+    pub counts: Option<SubOperations>,
+}
+
+/// Numbers of sub-operations of a C-GET or C-MOVE (each at most 65535: a retrieve of more
+/// instances is refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperations {
+    /// (0000,1020) Number of Remaining Sub-operations; `None` leaves it out (final responses
+    /// other than Cancel).
+    pub remaining: Option<u16>,
+    /// (0000,1021) Number of Completed Sub-operations.
+    pub completed: u16,
+    /// (0000,1022) Number of Failed Sub-operations.
+    pub failed: u16,
+    /// (0000,1023) Number of Warning Sub-operations.
+    pub warning: u16,
 }
 
 fn padded_uid(uid: &str) -> String {
@@ -153,8 +213,31 @@ impl Response {
         obj.put(DataElement::new(
             tags::COMMAND_DATA_SET_TYPE,
             VR::US,
-            dicom_value!(U16, [NO_DATA_SET]),
+            dicom_value!(
+                U16,
+                [if self.has_data_set {
+                    0x0000
+                } else {
+                    NO_DATA_SET
+                }]
+            ),
         ));
+        if let Some(counts) = self.counts {
+            let numbers = [
+                (tags::NUMBER_OF_REMAINING_SUBOPERATIONS, counts.remaining),
+                (
+                    tags::NUMBER_OF_COMPLETED_SUBOPERATIONS,
+                    Some(counts.completed),
+                ),
+                (tags::NUMBER_OF_FAILED_SUBOPERATIONS, Some(counts.failed)),
+                (tags::NUMBER_OF_WARNING_SUBOPERATIONS, Some(counts.warning)),
+            ];
+            for (tag, value) in numbers {
+                if let Some(value) = value {
+                    obj.put(DataElement::new(tag, VR::US, dicom_value!(U16, [value])));
+                }
+            }
+        }
         obj.put(DataElement::new(
             tags::STATUS,
             VR::US,
@@ -182,16 +265,88 @@ impl Response {
                 PrimitiveValue::from(padded_uid(instance)),
             ));
         }
-        let mut body = Vec::with_capacity(256);
-        // Writing a small in-memory object to a Vec cannot fail for these value types.
-        if let Err(e) = obj.write_dataset_with_ts(&mut body, &implicit_le()) {
-            tracing::error!(error = %e, "encoding a DIMSE response failed");
+        encode_with_group_length(&obj)
+    }
+}
+
+/// Encodes a command set with its (0000,0000) group length.
+fn encode_with_group_length(obj: &InMemDicomObject) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    // Writing a small in-memory object to a Vec cannot fail for these value types.
+    if let Err(e) = obj.write_dataset_with_ts(&mut body, &implicit_le()) {
+        tracing::error!(error = %e, "encoding a DIMSE command failed");
+    }
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A C-STORE-RQ of a retrieve sub-operation (a data set follows).
+#[derive(Debug, Clone)]
+pub struct StoreRequest<'a> {
+    /// Message ID of this request.
+    pub message_id: u16,
+    /// Affected SOP Class UID.
+    pub sop_class_uid: &'a str,
+    /// Affected SOP Instance UID.
+    pub sop_instance_uid: &'a str,
+    /// For C-MOVE: the requestor's AE title and the C-MOVE-RQ's Message ID.
+    pub move_originator: Option<(&'a str, u16)>,
+}
+
+impl StoreRequest<'_> {
+    /// Encodes the request (priority medium).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(padded_uid(self.sop_class_uid)),
+        ));
+        obj.put(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            dicom_value!(U16, [field::C_STORE_RQ]),
+        ));
+        obj.put(DataElement::new(
+            tags::MESSAGE_ID,
+            VR::US,
+            dicom_value!(U16, [self.message_id]),
+        ));
+        obj.put(DataElement::new(
+            tags::PRIORITY,
+            VR::US,
+            dicom_value!(U16, [0]),
+        ));
+        obj.put(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [0x0000]),
+        ));
+        obj.put(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(padded_uid(self.sop_instance_uid)),
+        ));
+        if let Some((ae, message_id)) = self.move_originator {
+            let mut ae: String = ae.chars().take(16).collect();
+            if ae.len() % 2 == 1 {
+                ae.push(' ');
+            }
+            obj.put(DataElement::new(
+                tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+                VR::AE,
+                PrimitiveValue::from(ae),
+            ));
+            obj.put(DataElement::new(
+                tags::MOVE_ORIGINATOR_MESSAGE_ID,
+                VR::US,
+                dicom_value!(U16, [message_id]),
+            ));
         }
-        let mut out = Vec::with_capacity(body.len() + 12);
-        out.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00]);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        encode_with_group_length(&obj)
     }
 }
 
@@ -208,6 +363,8 @@ mod tests {
             sop_instance_uid: Some("1.2.3.4.5".into()),
             status: status::OUT_OF_RESOURCES,
             error_comment: Some("disk full".into()),
+            has_data_set: false,
+            counts: None,
         };
         let bytes = rsp.encode();
         let group_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
@@ -219,6 +376,39 @@ mod tests {
             Some("1.2.3.4.5")
         );
         assert!(!decoded.has_data_set);
+    }
+
+    #[test]
+    fn retrieve_responses_and_store_requests_round_trip() {
+        let rsp = Response {
+            request_field: field::C_MOVE_RQ,
+            message_id: 3,
+            sop_class_uid: None,
+            sop_instance_uid: None,
+            status: status::PENDING,
+            error_comment: None,
+            has_data_set: false,
+            counts: Some(SubOperations {
+                remaining: Some(5),
+                completed: 2,
+                failed: 1,
+                warning: 0,
+            }),
+        };
+        let decoded = Command::decode(&rsp.encode()).unwrap();
+        assert_eq!(decoded.field, 0x8021);
+        assert_eq!(decoded.status, Some(status::PENDING));
+        assert_eq!(decoded.message_id_being_responded_to, Some(3));
+        let rq = StoreRequest {
+            message_id: 9,
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+            sop_instance_uid: "1.2.3",
+            move_originator: Some(("MOVESCU", 3)),
+        };
+        let decoded = Command::decode(&rq.encode()).unwrap();
+        assert_eq!(decoded.field, field::C_STORE_RQ);
+        assert!(decoded.has_data_set);
+        assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3"));
     }
 
     #[test]
@@ -236,6 +426,8 @@ mod tests {
             sop_instance_uid: None,
             status: status::SUCCESS,
             error_comment: None,
+            has_data_set: false,
+            counts: None,
         };
         let mut bytes = rsp.encode();
         // (0000,1030) Move Originator Application Entity Title declaring 4 GB.

@@ -1,4 +1,5 @@
-//! The DICOM receiver: a DIMSE storage SCP (C-ECHO, C-STORE) on top of dicom-ul.
+//! The DICOM port: a DIMSE storage SCP (C-ECHO, C-STORE) and query/retrieve SCP (C-FIND,
+//! C-GET, C-MOVE with its C-STORE SCU) on top of dicom-ul.
 //!
 //! One task per association. The called AE title names the project (it must exist, else the
 //! association is rejected with reason 7), the calling AE title names the dataset; a leading
@@ -16,11 +17,26 @@
 //! by the ARTIM timeout and every PDU of an association by the idle timeout; connections that
 //! have not yet sent their request are limited in number apart from associations, which are
 //! limited overall and per IP address (see [`serve`]).
+//!
+//! Query/retrieve is scoped like C-STORE: through the called AE title `kp-PROJECT` a peer
+//! finds and retrieves exactly that project's series (`admin`: all), after the same
+//! [`ProjectAccess`] check. The modules: `request` (a request's identifier gathered, the
+//! request dispatched and audited), [`identifier`] (request identifiers ↔ catalog searches),
+//! `find` (C-FIND), `retrieve` (C-GET, C-MOVE), [`outgoing`] (one instance streamed as a
+//! C-STORE-RQ), `scu` (our association to a C-MOVE destination), `exchange` (responses and
+//! the requester's commands while a request is answered).
 
 #![warn(missing_docs)]
 
 pub mod command;
+mod exchange;
+mod find;
 pub mod guard;
+pub mod identifier;
+pub mod outgoing;
+mod request;
+mod retrieve;
+mod scu;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +60,9 @@ use guard::{
 };
 
 use command::{field, status, Command, Response};
+pub use outgoing::{TranscodeLimits, Transcoder};
+use request::PendingRequest;
+pub use retrieve::MAX_SUB_OPERATIONS;
 pub use tls::TlsListener;
 use tls::Transport;
 
@@ -72,7 +91,18 @@ pub struct ReceiverConfig {
     /// At most this many connections that have not yet become associations; beyond it, the
     /// oldest pending connection (of the same address if it has one) is closed.
     pub max_pending_connections: usize,
+    /// At most this many C-GET/C-MOVE at once over all associations; more are refused with
+    /// 0xA702 (each holds a catalog page of its instance list and one P-DATA fragment).
+    pub max_retrieves: usize,
+    /// Converts instances to a transfer syntax a retrieving peer accepted when it accepted
+    /// none in the stored one; `None`: such sub-operations fail.
+    pub transcoder: Option<Arc<dyn Transcoder>>,
+    /// Which instances may be converted (size limits; two conversions run at once).
+    pub transcode_limits: TranscodeLimits,
 }
+
+/// Default of [`ReceiverConfig::max_retrieves`].
+pub const DEFAULT_MAX_RETRIEVES: usize = 8;
 
 /// Default of [`ReceiverConfig::max_associate_rq_length`]: 128 KiB, three times the largest
 /// request a sender proposing all 128 presentation contexts with ten transfer syntaxes each
@@ -90,6 +120,9 @@ impl Default for ReceiverConfig {
             max_associations: 64,
             max_associations_per_peer: 32,
             max_pending_connections: 128,
+            max_retrieves: DEFAULT_MAX_RETRIEVES,
+            transcoder: None,
+            transcode_limits: TranscodeLimits::default(),
         }
     }
 }
@@ -226,11 +259,33 @@ fn record_association(
     outcome: radport_catalog::Outcome,
     detail: String,
 ) {
+    record_event(
+        ingestor,
+        "associate",
+        calling_ae_title,
+        peer,
+        project,
+        outcome,
+        detail,
+    );
+}
+
+/// Records a DIMSE event (`associate`, `C-FIND`, `C-GET`, `C-MOVE`) in the audit trail, in
+/// the background.
+fn record_event(
+    ingestor: &Ingestor,
+    action: &str,
+    calling_ae_title: &str,
+    peer: SocketAddr,
+    project: &str,
+    outcome: radport_catalog::Outcome,
+    detail: String,
+) {
     let catalog = ingestor.catalog().clone();
     let event = radport_catalog::NewAuditEvent {
         actor: format!("dicom:{}", calling_ae_title.trim()),
         address: peer.ip().to_string(),
-        action: "associate".into(),
+        action: action.into(),
         target: project.to_string(),
         outcome,
         detail,
@@ -329,6 +384,7 @@ struct Admission {
     config: ReceiverConfig,
     slots: Mutex<Slots>,
     pending: Mutex<Pending>,
+    retrieval: retrieve::Retrieval,
 }
 
 /// Why no association slot was given.
@@ -350,10 +406,17 @@ fn peer_key(peer: &SocketAddr) -> IpAddr {
 
 impl Admission {
     fn new(config: ReceiverConfig) -> Self {
+        let retrieval = retrieve::Retrieval {
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_retrieves)),
+            conversions: Arc::new(tokio::sync::Semaphore::new(2)),
+            transcoder: config.transcoder.clone(),
+            limits: config.transcode_limits,
+        };
         Self {
             config,
             slots: Mutex::default(),
             pending: Mutex::default(),
+            retrieval,
         }
     }
 
@@ -469,7 +532,15 @@ async fn serve_connection<S: Transport>(
     };
     drop(pending);
     if let Some((association, slot)) = established {
-        run_association(association, slot, peer, ingestor.clone(), config).await;
+        run_association(
+            association,
+            slot,
+            peer,
+            ingestor.clone(),
+            config,
+            admission.retrieval.clone(),
+        )
+        .await;
     }
 }
 
@@ -571,9 +642,9 @@ fn association_options<'a>(
     ingestor: &Ingestor,
     peer: SocketAddr,
     config: &'a ReceiverConfig,
-) -> ServerAssociationOptions<'a, ProjectAccess, dicom_ul::association::server::DefaultNegotiation>
-{
+) -> ServerAssociationOptions<'a, ProjectAccess, retrieve::AcceptProposedRoles> {
     ServerAssociationOptions::new()
+        .with_negotiation(retrieve::AcceptProposedRoles)
         .ae_access_control(ProjectAccess {
             ingestor: ingestor.clone(),
             peer,
@@ -694,6 +765,8 @@ enum State {
     Idle,
     /// Receiving a C-STORE data set.
     Storing(Box<Store>),
+    /// Receiving the identifier of a C-FIND, C-GET or C-MOVE.
+    Request(Box<PendingRequest>),
 }
 
 /// A C-STORE whose data set is arriving.
@@ -719,6 +792,11 @@ struct Counters {
     stored: u64,
     failed: u64,
     bytes: u64,
+    /// C-FIND, C-GET, C-MOVE requests answered.
+    queries: u64,
+    retrieves: u64,
+    /// Instances sent by C-GET/C-MOVE sub-operations.
+    sent: u64,
 }
 
 /// The state of one established association: where its instances go and what it is doing.
@@ -732,6 +810,13 @@ struct Session {
     command_bytes: Vec<u8>,
     state: State,
     counters: Counters,
+    /// The called AE title as sent (the Retrieve AE Title of C-FIND answers).
+    called_ae: String,
+    /// Our AE title (towards C-MOVE destinations).
+    our_ae: String,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    retrieval: retrieve::Retrieval,
 }
 
 type ServerAssociation<S> = dicom_ul::association::AsyncServerAssociation<S>;
@@ -743,6 +828,7 @@ async fn run_association<S: Transport>(
     peer: SocketAddr,
     ingestor: Ingestor,
     config: &ReceiverConfig,
+    retrieval: retrieve::Retrieval,
 ) {
     let mut tracker = PduTracker::new(PduLimits {
         p_data: config.max_pdu_length,
@@ -801,6 +887,11 @@ async fn run_association<S: Transport>(
         command_bytes: Vec::new(),
         state: State::Idle,
         counters: Counters::default(),
+        called_ae: called.trim().to_string(),
+        our_ae: config.ae_title.clone(),
+        peer,
+        idle_timeout: config.idle_timeout,
+        retrieval,
     };
     let started = Instant::now();
     let outcome = session
@@ -816,12 +907,18 @@ async fn run_association<S: Transport>(
         &session.route.project,
         radport_catalog::Outcome::Success,
         format!(
-            "{outcome}: {} stored, {} failed",
-            session.counters.stored, session.counters.failed
+            "{outcome}: {} stored, {} failed, {} queries, {} retrieves ({} instances sent)",
+            session.counters.stored,
+            session.counters.failed,
+            session.counters.queries,
+            session.counters.retrieves,
+            session.counters.sent
         ),
     );
     tracing::info!(%peer, outcome, stored = session.counters.stored,
         failed = session.counters.failed, bytes = session.counters.bytes,
+        queries = session.counters.queries, retrieves = session.counters.retrieves,
+        sent = session.counters.sent,
         seconds = started.elapsed().as_secs_f64(), "association ended");
 }
 
@@ -975,7 +1072,7 @@ impl Session {
             match pdu {
                 Pdu::PData { data } => {
                     for pdv in data {
-                        if let Err(reason) = self.on_pdv(pdv, &mut association).await {
+                        if let Err(reason) = self.on_pdv(pdv, &mut association, tracker).await {
                             tracing::warn!(%peer, %reason, "aborting association");
                             abort_association(
                                 association,
@@ -1018,9 +1115,13 @@ impl Session {
         &mut self,
         pdv: PDataValue,
         association: &mut ServerAssociation<S>,
+        tracker: &mut PduTracker,
     ) -> Result<(), String> {
         match pdv.value_type {
             PDataValueType::Command => self.on_command_fragment(pdv, association).await,
+            PDataValueType::Data if matches!(self.state, State::Request(_)) => {
+                self.on_identifier_fragment(pdv, association, tracker).await
+            }
             PDataValueType::Data => self.on_data_fragment(pdv, association).await,
         }
     }
@@ -1030,7 +1131,7 @@ impl Session {
         pdv: PDataValue,
         association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
-        if matches!(self.state, State::Storing(_)) {
+        if !matches!(self.state, State::Idle) {
             return Err("command fragment in the middle of a data set".into());
         }
         self.command_bytes.extend_from_slice(&pdv.data);
@@ -1066,8 +1167,31 @@ impl Session {
                     sop_instance_uid: None,
                     status: status::SUCCESS,
                     error_comment: None,
+                    has_data_set: false,
+                    counts: None,
                 };
                 send_response(association, context_id, response).await
+            }
+            field::C_FIND_RQ | field::C_GET_RQ | field::C_MOVE_RQ => {
+                if !command.has_data_set {
+                    return Err(format!(
+                        "request 0x{:04X} without an identifier",
+                        command.field
+                    ));
+                }
+                self.state = State::Request(Box::new(PendingRequest {
+                    context_id,
+                    command_field: command.field,
+                    message_id: command.message_id,
+                    sop_class_uid: command
+                        .affected_sop_class_uid
+                        .unwrap_or_else(|| abstract_syntax.clone()),
+                    abstract_syntax,
+                    transfer_syntax,
+                    move_destination: command.move_destination,
+                    identifier: Vec::new(),
+                }));
+                Ok(())
             }
             field::C_STORE_RQ => {
                 if !command.has_data_set {
@@ -1116,7 +1240,11 @@ impl Session {
                     sop_class_uid: command.affected_sop_class_uid,
                     sop_instance_uid: None,
                     status: status::UNRECOGNIZED_OPERATION,
-                    error_comment: Some("radport only supports C-ECHO and C-STORE".into()),
+                    error_comment: Some(
+                        "radport supports C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE".into(),
+                    ),
+                    has_data_set: false,
+                    counts: None,
                 };
                 send_response(association, context_id, response).await
             }
@@ -1185,6 +1313,8 @@ impl Session {
             sop_instance_uid: Some(store.sop_instance_uid),
             status: status_code,
             error_comment: comment,
+            has_data_set: false,
+            counts: None,
         };
         send_response(association, store.context_id, response).await
     }

@@ -112,6 +112,10 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         ("GET", "/api/projects/{project}/members") => Project(Manage),
         ("PUT" | "DELETE", "/api/projects/{project}/members/{user}") => Project(Manage),
         ("GET" | "PUT", "/api/projects/{project}/dicom-rules") => Project(Manage),
+        ("GET", "/api/projects/{project}/dicom-destinations") => Project(Manage),
+        ("PUT" | "DELETE", "/api/projects/{project}/dicom-destinations/{ae_title}") => {
+            Project(Manage)
+        }
         (
             "GET",
             "/api/series/{series_uid}"

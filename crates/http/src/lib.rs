@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod accounts;
+mod destinations;
 pub mod dicomweb;
 mod download;
 mod erasure;
@@ -154,6 +155,11 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(
             accounts::get_dicom_rules,
             accounts::set_dicom_rules
+        ))
+        .routes(routes!(destinations::list_destinations))
+        .routes(routes!(
+            destinations::put_destination,
+            destinations::delete_destination
         ))
 }
 

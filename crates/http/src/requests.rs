@@ -192,6 +192,19 @@ pub struct MemberRole {
     pub role: crate::responses::RoleName,
 }
 
+/// `PUT /api/projects/{project}/dicom-destinations/{ae_title}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DicomDestinationBody {
+    /// Host name or IP address the destination listens on.
+    pub host: String,
+    /// Its TCP port (1 to 65535).
+    pub port: u16,
+    /// Free text for people.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
 /// Filter and page of `GET /api/audit`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -1111,6 +1111,38 @@ impl From<radport_catalog::DicomRules> for DicomRules {
     }
 }
 
+/// A C-MOVE destination of a project: the AE title C-MOVE requests name and where it
+/// listens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DicomDestination {
+    /// AE title (1 to 16 characters).
+    pub ae_title: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Free text.
+    pub description: String,
+}
+
+impl From<radport_catalog::MoveDestination> for DicomDestination {
+    fn from(d: radport_catalog::MoveDestination) -> Self {
+        DicomDestination {
+            ae_title: d.ae_title,
+            host: d.host,
+            port: d.port,
+            description: d.description,
+        }
+    }
+}
+
+/// A project's C-MOVE destinations, by AE title.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DicomDestinationList {
+    /// The destinations.
+    pub destinations: Vec<DicomDestination>,
+}
+
 /// What an erasure removed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Erasure {

@@ -12,6 +12,7 @@
 
 pub mod isolate;
 pub mod thumbnail;
+pub mod transcode;
 pub mod worker;
 
 pub use thumbnail::{

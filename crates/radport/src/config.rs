@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// beyond it the oldest is closed [default: 128].
     #[arg(long, env = "RADPORT_MAX_PENDING_CONNECTIONS")]
     pub max_pending_connections: Option<usize>,
+    /// Maximum number of C-GET/C-MOVE retrieves at once over all associations; more are
+    /// refused with status 0xA702 [default: 8].
+    #[arg(long, env = "RADPORT_MAX_RETRIEVES")]
+    pub max_retrieves: Option<usize>,
     /// Seconds a DICOM connection may take to send its association request (ARTIM)
     /// [default: 10].
     #[arg(long, env = "RADPORT_ARTIM_TIMEOUT")]
@@ -278,6 +282,7 @@ struct FileSettings {
     max_associate_rq: Option<u32>,
     max_associations_per_peer: Option<usize>,
     max_pending_connections: Option<usize>,
+    max_retrieves: Option<usize>,
     artim_timeout: Option<f64>,
     dicom_idle_timeout: Option<f64>,
     dicom_tls_port: Option<u16>,
@@ -349,6 +354,7 @@ pub struct Settings {
     pub max_associate_rq: u32,
     pub max_associations_per_peer: usize,
     pub max_pending_connections: usize,
+    pub max_retrieves: usize,
     pub artim_timeout: std::time::Duration,
     pub dicom_idle_timeout: std::time::Duration,
     /// Where the audit trail is exported; `None`: nowhere.
@@ -503,6 +509,7 @@ impl Settings {
             max_associate_rq: Some(self.max_associate_rq),
             max_associations_per_peer: Some(self.max_associations_per_peer),
             max_pending_connections: Some(self.max_pending_connections),
+            max_retrieves: Some(self.max_retrieves),
             artim_timeout: secs(self.artim_timeout),
             dicom_idle_timeout: secs(self.dicom_idle_timeout),
             dicom_tls_port: self.dicom_tls_port,
@@ -842,6 +849,13 @@ impl ServeArgs {
                 "max_associations_per_peer and max_pending_connections must be at least 1"
             );
         }
+        let max_retrieves = self
+            .max_retrieves
+            .or(file.max_retrieves)
+            .unwrap_or(radport_dimse::DEFAULT_MAX_RETRIEVES);
+        if max_retrieves == 0 {
+            anyhow::bail!("max_retrieves must be at least 1");
+        }
         let dicom_tls_port = self.dicom_tls_port.or(file.dicom_tls_port);
         let dicom_tls_client_ca = self.dicom_tls_client_ca.or(file.dicom_tls_client_ca);
         if dicom_tls_port.is_some() && tls.is_none() {
@@ -868,6 +882,7 @@ impl ServeArgs {
             max_associate_rq,
             max_associations_per_peer,
             max_pending_connections,
+            max_retrieves,
             artim_timeout,
             dicom_idle_timeout,
             orphan_grace,
@@ -1331,6 +1346,7 @@ max_pdu = 65536
 max_associate_rq = 4096
 max_associations_per_peer = 3
 max_pending_connections = 9
+max_retrieves = 4
 artim_timeout = 2.5
 dicom_idle_timeout = 30
 public_host = "pacs.example.org"

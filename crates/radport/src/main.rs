@@ -6,6 +6,7 @@ mod accounts;
 mod client;
 mod collect;
 mod config;
+mod destinations;
 mod login;
 mod run_job;
 mod serve;
@@ -51,6 +52,13 @@ enum Command {
         client: client::ClientArgs,
         #[command(subcommand)]
         action: client::SeriesAction,
+    },
+    /// Manage a project's C-MOVE destinations (DICOM query/retrieve).
+    Destination {
+        #[command(flatten)]
+        client: client::ClientArgs,
+        #[command(subcommand)]
+        action: destinations::DestinationAction,
     },
     /// Watch the pipeline's job queue.
     Jobs {
@@ -130,6 +138,9 @@ fn main() -> Result<std::process::ExitCode> {
             Command::Dataset { client, action } => client::dataset(&client, action).await,
             Command::Series { client, action } => client::series(&client, action).await,
             Command::Jobs { client, action } => client::jobs(&client, action).await,
+            Command::Destination { client, action } => {
+                destinations::destination(&client, action).await
+            }
             Command::Upload {
                 client,
                 files,

@@ -86,6 +86,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_pending_connections: settings.max_pending_connections,
         artim_timeout: settings.artim_timeout,
         idle_timeout: settings.dicom_idle_timeout,
+        max_retrieves: settings.max_retrieves,
+        transcoder: Some(std::sync::Arc::new(PipelineTranscoder)),
+        transcode_limits: radport_dimse::TranscodeLimits::default(),
     };
     let deployment = radport_http::responses::Deployment {
         ae_title_name_limit: radport_catalog::MAX_AE_TITLE_NAME,
@@ -390,6 +393,16 @@ impl radport_pipeline::worker::JobHandler for WorkflowJobs {
 /// renderer (windowed like the thumbnails; placeholders for what has no picture; segmentations
 /// and structure sets over the image they reference, which the HTTP layer fetches), and the
 /// slices of segmentations (`/segmentation`).
+/// The DIMSE retrieve's fallback conversion, with the pipeline's codecs.
+#[derive(Debug)]
+struct PipelineTranscoder;
+
+impl radport_dimse::Transcoder for PipelineTranscoder {
+    fn transcode(&self, file: &[u8], transfer_syntax_uid: &str) -> Result<Vec<u8>, String> {
+        radport_pipeline::transcode::transcode_data_set(file, transfer_syntax_uid)
+    }
+}
+
 struct PipelineFrames;
 
 impl radport_http::preview::FrameRenderer for PipelineFrames {

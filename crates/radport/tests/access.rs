@@ -665,6 +665,27 @@ fn every_route_answers_each_role_as_the_matrix_says() {
         ),
         (
             "GET",
+            "/api/projects/{project}/dicom-destinations",
+            "/api/projects/lung/dicom-destinations".into(),
+            plain(),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        (
+            "PUT",
+            "/api/projects/{project}/dicom-destinations/{ae_title}",
+            "/api/projects/lung/dicom-destinations/WS".into(),
+            body(json!({"host": "10.0.0.5", "port": 104})),
+            [401, 403, 403, 403, 200, 200],
+        ),
+        (
+            "DELETE",
+            "/api/projects/{project}/dicom-destinations/{ae_title}",
+            "/api/projects/lung/dicom-destinations/WS".into(),
+            plain(),
+            [401, 403, 403, 403, 204, 404],
+        ),
+        (
+            "GET",
             "/api/audit",
             "/api/audit".into(),
             plain(),

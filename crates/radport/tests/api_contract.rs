@@ -832,6 +832,50 @@ fn access_operations(api: &mut Contract) {
     );
     assert_eq!(cleared.status, 200);
 
+    // C-MOVE destinations.
+    let project = [("project", "admin")];
+    let listed = api.get("/api/projects/{project}/dicom-destinations", &project);
+    assert_eq!(listed.json(), json!({"destinations": []}));
+    let ws = [("project", "admin"), ("ae_title", "WS")];
+    let put = api.call(
+        Method::PUT,
+        "/api/projects/{project}/dicom-destinations/{ae_title}",
+        &ws,
+        |r| r.json(&json!({"host": " ws.example ", "port": 11112})),
+    );
+    assert_eq!(
+        put.json(),
+        json!({"ae_title": "WS", "host": "ws.example", "port": 11112, "description": ""})
+    );
+    let listed = api.get("/api/projects/{project}/dicom-destinations", &project);
+    assert_eq!(listed.json()["destinations"].as_array().unwrap().len(), 1);
+    let bad = api.call(
+        Method::PUT,
+        "/api/projects/{project}/dicom-destinations/{ae_title}",
+        &ws,
+        |r| r.json(&json!({"host": "ws.example", "port": 0})),
+    );
+    assert_eq!(bad.status, 400);
+    let missing = api.get(
+        "/api/projects/{project}/dicom-destinations",
+        &[("project", "nope")],
+    );
+    assert_eq!(missing.status, 404);
+    let removed = api.call(
+        Method::DELETE,
+        "/api/projects/{project}/dicom-destinations/{ae_title}",
+        &ws,
+        |r| r,
+    );
+    assert_eq!(removed.status, 204);
+    let gone = api.call(
+        Method::DELETE,
+        "/api/projects/{project}/dicom-destinations/{ae_title}",
+        &ws,
+        |r| r,
+    );
+    assert_eq!(gone.status, 404);
+
     // The audit trail.
     let audit = api.call(Method::GET, "/api/audit", &[], |r| {
         r.query(&[("action", "sign-in"), ("limit", "10")])

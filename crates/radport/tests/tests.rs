@@ -23,6 +23,7 @@ mod oidc;
 mod phi_logs;
 mod pipeline;
 mod preview;
+mod query_retrieve;
 mod receiver;
 mod uploads;
 mod workflows;
