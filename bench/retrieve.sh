@@ -128,3 +128,5 @@ print()
 print(f"radport / Orthanc (ratio of the medians): {statistics.median(o) / statistics.median(r):.2f}x")
 EOF
 done
+echo
+echo "radport's peak memory over the load and every retrieve: $(awk '/^VmHWM:/ {printf "%.0f MB", $2 / 1024}' "/proc/$RADPORT/status")."
