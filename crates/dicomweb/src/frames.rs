@@ -212,6 +212,7 @@ impl DicomWeb {
                 content_type: content_type.clone(),
                 length: Some(content.len() as u64),
                 open: async move { Ok(stream::once(async move { Ok(content) }).boxed()) }.boxed(),
+                read_ahead: 0,
             })
             .collect();
         let boundary = multipart::boundary();
@@ -220,7 +221,7 @@ impl DicomWeb {
                 "multipart/related; type=\"{}\"; boundary={boundary}",
                 media::pixel_media_type(&pixel.transfer_syntax)
             ),
-            body: multipart::related(boundary, parts),
+            body: multipart::related(boundary, parts, &self.read_ahead),
         })
     }
 
@@ -269,6 +270,7 @@ impl DicomWeb {
                     length: Some(content.len() as u64),
                     open: async move { Ok(stream::once(async move { Ok(content) }).boxed()) }
                         .boxed(),
+                    read_ahead: 0,
                 }
             })
             .collect();
@@ -277,7 +279,7 @@ impl DicomWeb {
             content_type: format!(
                 "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
             ),
-            body: multipart::related(boundary, parts),
+            body: multipart::related(boundary, parts, &self.read_ahead),
         })
     }
 
@@ -456,13 +458,14 @@ impl DicomWeb {
             open:
                 async move { Ok(archive.get_in_pieces(&key, start..end, crate::wado::READ_PIECE)) }
                     .boxed(),
+            read_ahead: u64::from(length).min(crate::wado::READ_PIECE),
         };
         let boundary = multipart::boundary();
         Ok(Streamed {
             content_type: format!(
                 "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
             ),
-            body: multipart::related(boundary, vec![part]),
+            body: multipart::related(boundary, vec![part], &self.read_ahead),
         })
     }
 
@@ -494,13 +497,14 @@ impl DicomWeb {
             content_type: "application/octet-stream".into(),
             length: Some(content.len() as u64),
             open: async move { Ok(stream::once(async move { Ok(content) }).boxed()) }.boxed(),
+            read_ahead: 0,
         };
         let boundary = multipart::boundary();
         Ok(Streamed {
             content_type: format!(
                 "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
             ),
-            body: multipart::related(boundary, vec![part]),
+            body: multipart::related(boundary, vec![part], &self.read_ahead),
         })
     }
 }

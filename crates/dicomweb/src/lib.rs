@@ -23,6 +23,7 @@ pub mod stow;
 pub mod wado;
 
 pub use error::DicomWebError;
+pub use multipart::DEFAULT_READ_AHEAD_BUDGET;
 pub use radport_catalog::search::{Level, Scope};
 
 use radport_archive::Archive;
@@ -61,6 +62,7 @@ pub struct DicomWeb {
     ingestor: Ingestor,
     pixels: Option<rendered::Pixels>,
     thumbnail_size: u32,
+    read_ahead: multipart::ReadAhead,
 }
 
 impl DicomWeb {
@@ -72,6 +74,14 @@ impl DicomWeb {
             ingestor,
             pixels: None,
             thumbnail_size: rendered::DEFAULT_THUMBNAIL_SIZE,
+            read_ahead: multipart::ReadAhead::new(multipart::DEFAULT_READ_AHEAD_BUDGET),
         }
+    }
+
+    /// At most `bytes` (default [`DEFAULT_READ_AHEAD_BUDGET`]) of stored objects held in
+    /// memory, over all answers together, read ahead of what their clients have taken.
+    pub fn with_read_ahead_budget(mut self, bytes: u64) -> Self {
+        self.read_ahead = multipart::ReadAhead::new(bytes);
+        self
     }
 }

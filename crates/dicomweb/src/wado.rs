@@ -163,6 +163,7 @@ impl DicomWeb {
                     instance.transfer_syntax_uid
                 ),
                 length: u64::try_from(instance.size).ok(),
+                read_ahead: u64::try_from(instance.size).unwrap_or(0).min(READ_PIECE),
                 open: {
                     let size = u64::try_from(instance.size).unwrap_or(0);
                     async move {
@@ -180,7 +181,7 @@ impl DicomWeb {
             content_type: format!(
                 "multipart/related; type=\"application/dicom\"; boundary={boundary}"
             ),
-            body: multipart::related(boundary, parts),
+            body: multipart::related(boundary, parts, &self.read_ahead),
         })
     }
 

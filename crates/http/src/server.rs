@@ -299,22 +299,66 @@ pub fn raise_open_files_limit() -> Option<u64> {
     }
 }
 
-/// Caps glibc's malloc arenas. glibc reserves 64 MiB of address space for each arena and
-/// makes up to eight per core as threads contend, which is most of a 1 GiB `RLIMIT_AS` on a
-/// small machine without holding any memory; four arenas keep the address space bounded
-/// (and do not slow a server that mostly waits for I/O). `MALLOC_ARENA_MAX` in the
-/// environment, glibc's own setting, wins. Elsewhere a no-op.
-pub fn limit_malloc_arenas(arenas: i32) {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
+/// Arenas of glibc's malloc in `radport serve`: see [`tune_malloc`].
+pub const MALLOC_ARENAS: i32 = 4;
+
+/// Allocations up to this size come from malloc's heap rather than from a fresh `mmap`:
+/// received instances, WADO-RS reads and upload chunks (up to a few MiB) reuse memory.
+pub const MALLOC_MMAP_THRESHOLD: i32 = 4 * 1024 * 1024;
+
+/// Free memory malloc keeps at the top of a heap before returning it to the system.
+pub const MALLOC_TRIM_THRESHOLD: i32 = 16 * 1024 * 1024;
+
+/// Sets glibc's malloc up for a server that moves objects of about a MiB.
+///
+/// - Four arenas ([`MALLOC_ARENAS`]): glibc reserves 64 MiB of address space for each arena
+///   and makes up to eight per core as threads contend, which is most of a 1 GiB `RLIMIT_AS`
+///   on a small machine without holding any memory; four keep the address space bounded (and
+///   do not slow a server that mostly waits for I/O).
+/// - Fixed mmap and trim thresholds ([`MALLOC_MMAP_THRESHOLD`], [`MALLOC_TRIM_THRESHOLD`]).
+///   glibc's own adapt to the largest block freed so far (0.5 MiB for a CT slice) and trim
+///   the heap whenever 1 MiB is free at its top, so each slice read or received lands in
+///   freshly mapped pages: a page fault per 4 KiB and the kernel zeroing every page. Kept,
+///   a WADO-RS retrieval needs 40 % less CPU (`docs/performance.md`); the memory kept is at
+///   most the trim threshold per arena.
+///
+/// glibc's own settings in the environment (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`,
+/// `MALLOC_TRIM_THRESHOLD_`, or `GLIBC_TUNABLES` naming malloc) win. Elsewhere a no-op.
+pub fn tune_malloc() {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    let set_outside = |variable: &str, tunable: &str| {
+        std::env::var_os(variable).is_some() || tunables.contains(tunable)
+    };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt takes two integers; called before most threads allocate.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    for (variable, tunable, parameter, value) in [
+        (
+            "MALLOC_ARENA_MAX",
+            "glibc.malloc.arena_max",
+            libc::M_ARENA_MAX,
+            MALLOC_ARENAS,
+        ),
+        (
+            "MALLOC_MMAP_THRESHOLD_",
+            "glibc.malloc.mmap_threshold",
+            libc::M_MMAP_THRESHOLD,
+            MALLOC_MMAP_THRESHOLD,
+        ),
+        (
+            "MALLOC_TRIM_THRESHOLD_",
+            "glibc.malloc.trim_threshold",
+            libc::M_TRIM_THRESHOLD,
+            MALLOC_TRIM_THRESHOLD,
+        ),
+    ] {
+        if !set_outside(variable, tunable) {
+            // SAFETY: mallopt takes two integers.
+            unsafe {
+                libc::mallopt(parameter, value);
+            }
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = arenas;
+    let _ = set_outside;
 }
 
 /// The connection cap that fits `open_files` descriptors: `wanted`, or fewer so that

@@ -190,6 +190,10 @@ pub struct ServeArgs {
     /// Pieces of stored files read at once for downloads [default: 16].
     #[arg(long, env = "RADPORT_DOWNLOAD_READS")]
     pub download_reads: Option<usize>,
+    /// Bytes of stored objects that DICOMweb retrievals, all together, hold in memory read
+    /// ahead of their clients [default: 67108864].
+    #[arg(long, env = "RADPORT_DICOMWEB_READ_AHEAD")]
+    pub dicomweb_read_ahead: Option<u64>,
     /// Access control: `enforced` (every request signs in and is held to its roles) or `open`
     /// (anyone who reaches the ports may do everything: only on a trusted network)
     /// [default: enforced].
@@ -318,6 +322,7 @@ struct FileSettings {
     http_max_connections: Option<usize>,
     http_max_json_body: Option<usize>,
     download_reads: Option<usize>,
+    dicomweb_read_ahead: Option<u64>,
     access: Option<String>,
     admin_password: Option<String>,
     admin_token: Option<String>,
@@ -394,6 +399,7 @@ pub struct Settings {
     pub http_max_connections: usize,
     pub http_max_json_body: usize,
     pub download_reads: usize,
+    pub dicomweb_read_ahead: u64,
     pub access: radport_access::Mode,
     pub admin_password: Option<Secret>,
     pub admin_token: Option<Secret>,
@@ -545,6 +551,7 @@ impl Settings {
             http_max_connections: Some(self.http_max_connections),
             http_max_json_body: Some(self.http_max_json_body),
             download_reads: Some(self.download_reads),
+            dicomweb_read_ahead: Some(self.dicomweb_read_ahead),
             access: Some(self.access.as_str().into()),
             admin_password: self.admin_password.as_ref().map(|s| s.0.clone()),
             admin_token: self.admin_token.as_ref().map(|s| s.0.clone()),
@@ -905,6 +912,11 @@ impl ServeArgs {
                 .or(file.download_reads)
                 .unwrap_or(16)
                 .max(1),
+            dicomweb_read_ahead: self
+                .dicomweb_read_ahead
+                .or(file.dicomweb_read_ahead)
+                .unwrap_or(radport_dicomweb::DEFAULT_READ_AHEAD_BUDGET)
+                .max(1024 * 1024),
             access,
             admin_password: self.admin_password.or(file.admin_password).map(Secret),
             admin_token,

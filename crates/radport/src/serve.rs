@@ -17,7 +17,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )
         .init();
     // Before the threads that serve thousands of connections allocate (see the function).
-    radport_http::server::limit_malloc_arenas(4);
+    radport_http::server::tune_malloc();
     let settings = args.resolve()?;
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
@@ -123,6 +123,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         // Rendered pictures, thumbnails and decoded frames: two at a time, as above.
         dicomweb: radport_dicomweb::DicomWeb::new(ingestor.clone())
             .with_pixels(std::sync::Arc::new(PipelinePixels), 2)
+            .with_read_ahead_budget(settings.dicomweb_read_ahead)
             .with_thumbnail_size(settings.thumbnail_size),
         max_stow_body: radport_http::DEFAULT_MAX_STOW_BODY,
         viewer_dir: settings.viewer_dir.clone(),
