@@ -280,7 +280,8 @@ fn a_job_longer_than_its_lease_runs_once() {
     let server = Server::start(&["--stable-after", "60", "--job-lease", "1", "--workers", "2"]);
     let tmp = tempfile::tempdir().expect("tempdir");
     let zip = tmp.path().join("long.zip");
-    nifti_zip(&zip, [256, 256, 200]);
+    // Sized to take several seconds (2.8 s for 200 slices on the CI machine was too close).
+    nifti_zip(&zip, [256, 256, 400]);
     server.upload(&zip, "long.zip");
     let started = Instant::now();
     let id = start_import(&server, "long.zip");
