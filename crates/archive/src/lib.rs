@@ -296,6 +296,9 @@ impl std::fmt::Debug for Archive {
     }
 }
 
+/// The key a readiness check asks about (it need not exist).
+const READY_PROBE_KEY: &str = "probe/ready";
+
 /// Buffer size of an [`ObjectWriter`] before it switches to a multipart upload; also the part
 /// size. S3 needs parts of at least 5 MiB.
 pub const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
@@ -613,6 +616,31 @@ impl Archive {
                 let _ = path;
             });
         }
+    }
+
+    /// Whether the store answers: a metadata request for an object that does not exist (a
+    /// local directory: that the directory is there). For readiness checks; bounded by
+    /// `timeout`.
+    pub async fn ready(&self, timeout: std::time::Duration) -> Result<(), ArchiveError> {
+        let probe = async {
+            if let Some(root) = self.local_root() {
+                return match tokio::fs::metadata(&root).await {
+                    Ok(meta) if meta.is_dir() => Ok(()),
+                    Ok(_) => Err(ArchiveError::Storage(format!(
+                        "{} is not a directory",
+                        root.display()
+                    ))),
+                    Err(e) => Err(ArchiveError::from_io(e)),
+                };
+            }
+            match self.store.head(&Path::from(READY_PROBE_KEY)).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(ArchiveError::classify(e)),
+            }
+        };
+        tokio::time::timeout(timeout, probe)
+            .await
+            .map_err(|_| ArchiveError::Storage(format!("no answer within {timeout:?}")))?
     }
 
     /// Size of an object, or `NotFound`.

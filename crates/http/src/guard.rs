@@ -88,7 +88,9 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         });
     }
     Some(match (m, template) {
-        ("GET", "/api/health" | "/api/openapi.json") => Public,
+        ("GET", "/api/health" | "/api/health/live" | "/api/health/ready" | "/api/openapi.json") => {
+            Public
+        }
         ("GET" | "POST" | "DELETE", "/api/session") => Public,
         ("POST", "/api/session/password") => SignedIn,
         ("GET", "/api/oidc/login" | "/api/oidc/callback") => Public,

@@ -103,6 +103,8 @@ pub const DEFAULT_MAX_JSON_BODY: usize = 1024 * 1024;
 pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
         .routes(routes!(projects::list_projects, projects::create_project))
         .routes(routes!(erasure::delete_project))
         .routes(routes!(erasure::unshared_series))

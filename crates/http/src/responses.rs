@@ -48,6 +48,16 @@ pub struct Health {
     pub deployment: Deployment,
 }
 
+/// `GET /api/health/live` and `GET /api/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    /// `ok`, or `unavailable` (readiness only, with status 503).
+    pub status: String,
+    /// What was checked and what it gave: `catalog`, `archive` → `ok` or the reason (no
+    /// credentials, no database text). Empty for liveness.
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
 /// Facts about a deployment that clients need to address it, shown by `/api/health` (the
 /// Data Upload wizard builds its `dcmsend` command from them).
 #[derive(Clone, Debug, Serialize, ToSchema)]

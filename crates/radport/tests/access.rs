@@ -328,6 +328,20 @@ fn every_route_answers_each_role_as_the_matrix_says() {
         ),
         (
             "GET",
+            "/api/health/live",
+            "/api/health/live".into(),
+            plain(),
+            [200; 6],
+        ),
+        (
+            "GET",
+            "/api/health/ready",
+            "/api/health/ready".into(),
+            plain(),
+            [200; 6],
+        ),
+        (
+            "GET",
             "/api/session",
             "/api/session".into(),
             plain(),

@@ -201,6 +201,9 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
     let health = api.get("/api/health", &[]).json();
     assert_eq!(health["status"], "ok");
     assert!(health["deployment"]["dicom_port"].as_u64().is_some());
+    assert_eq!(api.get("/api/health/live", &[]).json()["status"], "ok");
+    let ready = api.get("/api/health/ready", &[]).json();
+    assert_eq!(ready["checks"]["archive"], "ok", "{ready}");
     let created = api.call(Method::POST, "/api/projects", &[], |r| {
         r.json(&json!({"name": "contract"}))
     });

@@ -905,3 +905,28 @@ fn stored_instances_leave_the_page_cache() {
     std::fs::read(&files[0]).unwrap();
     assert!(resident(&files[0]) > 0, "fincore counts cached pages");
 }
+
+/// The probes of load balancers: live while the process answers; ready only while the
+/// catalog and the archive answer (here the archive's directory goes away and comes back).
+#[test]
+fn health_probes_say_live_and_ready() {
+    let server = Server::start(&[]);
+    let (status, live) = server.get_status("/api/health/live");
+    assert_eq!((status, live["status"].as_str()), (200, Some("ok")), "{live}");
+    let (status, ready) = server.get_status("/api/health/ready");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["catalog"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["archive"], "ok", "{ready}");
+
+    let archive = server.data_dir.join("archive");
+    let moved = server.data_dir.join("archive.moved");
+    std::fs::rename(&archive, &moved).unwrap();
+    let (status, ready) = server.get_status("/api/health/ready");
+    std::fs::rename(&moved, &archive).unwrap();
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "unavailable", "{ready}");
+    assert_eq!(ready["checks"]["catalog"], "ok", "{ready}");
+    assert_ne!(ready["checks"]["archive"], "ok", "{ready}");
+    assert_eq!(server.get_status("/api/health/live").0, 200);
+    assert_eq!(server.get_status("/api/health/ready").0, 200);
+}
