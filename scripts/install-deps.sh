@@ -5,7 +5,7 @@
 # tests run on it too), dcm2niix (round-trip oracle of the NIfTI conversion); with pip:
 # highdicom (SEG fixtures and oracle), nibabel (its sample NIfTI files) and pydicom-data
 # (pydicom's larger set of sample files: enhanced CT/MR, SEG, SR for the validator's tests),
-# moto[server] (an S3-compatible server for the distributed tests: PostgreSQL + S3).
+# boto3 (the distributed tests' S3 client); Garage (a replicated S3 store) with cargo install.
 # Does nothing for what is already there.
 set -euo pipefail
 
@@ -24,6 +24,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # rsyslogd is the syslog collector the export test sends to.
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+# The load balancer in front of several radport nodes (tests/cluster.rs, deploy/haproxy.cfg).
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
@@ -52,12 +54,15 @@ if ! python3 -c 'import pynetdicom' >/dev/null 2>&1; then
   python3 -m pip install -q pynetdicom
 fi
 
-# The distributed tests (crates/radport/tests/distributed.rs) run radport on an S3-compatible
-# object store: moto's server (`python3 -m moto.server`), started by each test on a free port.
-# (Debian has no standalone S3 server package, MinIO is not packaged, and radosgw needs Ceph.)
-if ! python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
-  echo "== installing the S3-compatible test server: moto[server]"
-  python3 -m pip install -q "moto[server]"
+# The distributed tests (crates/radport/tests/distributed.rs, cluster.rs) run radport on Garage,
+# a replicated S3-compatible store (three nodes on loopback, scripts/garage.sh), built from
+# crates.io once (about 8 minutes on 2 cores; Debian does not package it, MinIO is not
+# packaged, and radosgw needs Ceph), and check the bucket through boto3. HAProxy (Debian)
+# balances the three radport nodes of cluster.rs.
+bash "$(dirname "$0")/garage.sh" install
+if ! python3 -c 'import boto3' >/dev/null 2>&1; then
+  echo "== installing boto3 (the distributed tests' S3 oracle)"
+  python3 -m pip install -q boto3
 fi
 
 # The web UI's browser tests (crates/radport/tests/browser.rs): Debian's Chromium, driven by

@@ -1,20 +1,21 @@
 //! End to end, distributed: `radport serve` on PostgreSQL (`--catalog-url`) and an
 //! S3-compatible object store (`--archive-url s3://…`), as one node and as two nodes sharing
-//! both. The object store is moto's S3 server (`python3 -m moto.server`), started by each test on
-//! a free port with a fresh bucket; the catalog is a fresh database on the PostgreSQL server of
+//! both. The object store is Garage, three nodes with replication factor 3 on loopback
+//! (`scripts/garage.sh`, started by each test in a directory and on ports of its own, a fresh
+//! bucket per test); the catalog is a fresh database on the PostgreSQL server of
 //! `RADPORT_TEST_POSTGRES_URL` (scripts/test.sh starts a throw-away one). What radport stored is
-//! checked through the S3 API itself (ListObjectsV2, GetObject, ListMultipartUploads), not only
-//! through radport.
+//! checked through the S3 API itself (ListObjectsV2, GetObject, ListMultipartUploads, by boto3),
+//! not only through radport.
 //!
-//! Needs moto's server (scripts/install-deps.sh) and, for the node tests, PostgreSQL: without
-//! them the tests fail, saying what is missing and how to get it (scripts/test.sh provides
-//! both). A test that cannot run is a failure, never a pass.
+//! Needs Garage and boto3 (scripts/install-deps.sh) and, for the node tests, PostgreSQL:
+//! without them the tests fail, saying what is missing and how to get it (scripts/test.sh
+//! provides all three). A test that cannot run is a failure, never a pass.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::garage::{self, Garage};
 use crate::common::*;
 use radport_testkit::postgres::TestDatabase;
 use radport_testkit::{series_uid, sop_uid, write_series, SeriesSpec};
@@ -22,17 +23,8 @@ use serde_json::Value;
 
 // ----- what the tests need ------------------------------------------------------------------
 
-fn moto_installed() -> bool {
-    Command::new("python3")
-        .args(["-c", "import moto.server, flask, flask_cors"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Fails the test, saying what is missing and how to get it, unless moto's S3 server (and, when
-/// `postgres`, a PostgreSQL test server) are there.
+/// Fails the test, saying what is missing and how to get it, unless Garage and boto3 (and,
+/// when `postgres`, a PostgreSQL test server) are there.
 fn requirements(test: &str, postgres: bool) {
     let pg = std::env::var(radport_testkit::postgres::POSTGRES_URL_ENV)
         .is_ok_and(|v| !v.trim().is_empty());
@@ -40,8 +32,11 @@ fn requirements(test: &str, postgres: bool) {
     if postgres && !pg {
         missing.push("PostgreSQL (RADPORT_TEST_POSTGRES_URL is not set)");
     }
-    if !moto_installed() {
-        missing.push("an S3-compatible server (python3 -m moto.server: pip package moto[server])");
+    if !garage::garage_installed() {
+        missing.push("Garage (scripts/garage.sh install)");
+    }
+    if !garage::boto3_installed() {
+        missing.push("boto3 (pip package boto3)");
     }
     assert!(
         missing.is_empty(),
@@ -50,174 +45,6 @@ fn requirements(test: &str, postgres: bool) {
         missing.join(" and ")
     );
 }
-
-// ----- an S3-compatible server ----------------------------------------------------------------
-
-/// moto's S3 server on a free port, killed on drop.
-struct S3Server {
-    child: Child,
-    port: u16,
-    log_path: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl S3Server {
-    fn start() -> S3Server {
-        let tmp = tempfile::tempdir().unwrap();
-        let log_path = tmp.path().join("moto.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("python3 -m moto.server starts");
-        let mut server = S3Server {
-            child,
-            port,
-            log_path,
-            _tmp: tmp,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if reqwest::blocking::get(server.endpoint()).is_ok_and(|r| r.status().is_success()) {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("moto's S3 server exited with {status}:\n{}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto's S3 server did not answer:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// Creates a bucket whose objects the test may read without signing its requests (a
-    /// bucket policy allowing GetObject to anyone; radport itself signs every request).
-    fn create_bucket(&self, bucket: &str) {
-        let client = reqwest::blocking::Client::new();
-        let r = client
-            .put(format!("{}/{bucket}", self.endpoint()))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "create bucket: {}", r.status());
-        let policy = serde_json::json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": format!("arn:aws:s3:::{bucket}/*"),
-            }],
-        });
-        let r = client
-            .put(format!("{}/{bucket}?policy", self.endpoint()))
-            .header("content-type", "application/json")
-            .body(policy.to_string())
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "bucket policy: {}", r.status());
-    }
-
-    /// Every object under `prefix`, key → size, through ListObjectsV2 (paginated).
-    fn objects(&self, bucket: &str, prefix: &str) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![
-                ("list-type", "2".to_string()),
-                ("prefix", prefix.to_string()),
-            ];
-            if let Some(t) = &token {
-                query.push(("continuation-token", t.clone()));
-            }
-            let xml = reqwest::blocking::Client::new()
-                .get(format!("{}/{bucket}", self.endpoint()))
-                .query(&query)
-                .send()
-                .unwrap()
-                .text()
-                .unwrap();
-            for item in elements(&xml, "Contents") {
-                let key = elements(&item, "Key").pop().expect("Key");
-                let size = elements(&item, "Size").pop().expect("Size");
-                out.insert(key, size.parse().unwrap());
-            }
-            token = elements(&xml, "NextContinuationToken").pop();
-            if elements(&xml, "IsTruncated").pop().as_deref() != Some("true") || token.is_none() {
-                return out;
-            }
-        }
-    }
-
-    fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        let r = reqwest::blocking::get(format!("{}/{bucket}/{key}", self.endpoint())).unwrap();
-        assert!(r.status().is_success(), "GET {key}: {}", r.status());
-        r.bytes().unwrap().to_vec()
-    }
-
-    /// Keys of the multipart uploads started and neither completed nor aborted.
-    fn pending_multipart_uploads(&self, bucket: &str) -> Vec<String> {
-        let xml = reqwest::blocking::get(format!("{}/{bucket}?uploads", self.endpoint()))
-            .unwrap()
-            .text()
-            .unwrap();
-        elements(&xml, "Upload")
-            .iter()
-            .filter_map(|u| elements(u, "Key").pop())
-            .collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The text content of every `<name>…</name>` element of a (flat enough) XML document.
-fn elements(xml: &str, name: &str) -> Vec<String> {
-    let open = format!("<{name}>");
-    let close = format!("</{name}>");
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(
-            after[..end]
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&amp;", "&"),
-        );
-        rest = &after[end + close.len()..];
-    }
-    out
-}
-
-// ----- a fresh PostgreSQL database ----------------------------------------------------------
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -229,14 +56,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// A database of its own on the test server (`radport_testkit::postgres`), dropped (forcibly)
 /// at the end, also when the test fails.
-struct PgDb(Option<TestDatabase>);
+pub(crate) struct PgDb(Option<TestDatabase>);
 
 impl PgDb {
-    fn new(test: &str) -> PgDb {
+    pub(crate) fn new(test: &str) -> PgDb {
         PgDb(Some(block_on(TestDatabase::create(test))))
     }
 
-    fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         self.0.as_ref().map_or("", |db| db.url.as_str())
     }
 }
@@ -252,7 +79,7 @@ impl Drop for PgDb {
 
 // ----- helpers ------------------------------------------------------------------------------
 
-fn spec(seed: &str, count: usize, rows: u16, columns: u16) -> SeriesSpec {
+pub(crate) fn spec(seed: &str, count: usize, rows: u16, columns: u16) -> SeriesSpec {
     SeriesSpec {
         count,
         rows,
@@ -272,7 +99,7 @@ fn send_series(server: &Server, dir: &Path, s: &SeriesSpec, dataset: &str) -> Ve
 }
 
 /// Waits until the thumbnail and validate jobs of a series have succeeded.
-fn wait_for_jobs(server: &Server, uid: &str) -> Vec<Value> {
+pub(crate) fn wait_for_jobs(server: &Server, uid: &str) -> Vec<Value> {
     server.wait_for(
         90,
         &format!("the thumbnail and validate jobs of {uid}"),
@@ -288,7 +115,7 @@ fn wait_for_jobs(server: &Server, uid: &str) -> Vec<Value> {
 }
 
 /// Exactly one job per kind for the series, succeeded at its first attempt.
-fn assert_ran_once(jobs: &[Value], uid: &str) {
+pub(crate) fn assert_ran_once(jobs: &[Value], uid: &str) {
     for kind in ["thumbnail", "validate"] {
         let of_kind: Vec<&Value> = jobs.iter().filter(|j| j["kind"] == kind).collect();
         assert_eq!(of_kind.len(), 1, "one {kind} job for {uid}: {jobs:#?}");
@@ -298,15 +125,17 @@ fn assert_ran_once(jobs: &[Value], uid: &str) {
 }
 
 /// Checks that every instance of a series downloads with the sender's data-set bytes, and is
-/// byte for byte an object of the bucket.
-fn assert_instances_downloadable(
+/// byte for byte an object of the bucket under `prefix`.
+pub(crate) fn assert_instances_downloadable(
     server: &Server,
     s: &SeriesSpec,
     files: &[PathBuf],
-    s3: &S3Server,
+    s3: &Garage,
     bucket: &str,
-    instance_keys: &BTreeMap<String, u64>,
+    prefix: &str,
 ) {
+    let in_bucket: std::collections::BTreeSet<String> =
+        s3.sha256s(bucket, prefix).into_values().collect();
     let uid = series_uid(s);
     for (i, file) in files.iter().enumerate() {
         let sent = std::fs::read(file).unwrap();
@@ -316,12 +145,8 @@ fn assert_instances_downloadable(
             dataset_bytes(&sent),
             "instance {i} of {uid}: the sender's bytes"
         );
-        let in_bucket = instance_keys
-            .iter()
-            .filter(|(_, size)| **size == got.len() as u64)
-            .any(|(key, _)| s3.get(bucket, key) == got);
         assert!(
-            in_bucket,
+            in_bucket.contains(&garage::sha256_hex(&got)),
             "instance {i} of {uid} is an object of the bucket"
         );
     }
@@ -363,16 +188,12 @@ fn run_json(out: &std::process::Output) -> Value {
 #[test]
 fn one_node_on_postgres_and_s3() {
     requirements("one_node_on_postgres_and_s3", true);
-    let s3 = S3Server::start();
+    let s3 = Garage::start();
     let bucket = "radport-one";
     s3.create_bucket(bucket);
     let db = PgDb::new("one_node");
-    let secret = "one-node-s3cr3t-value";
-    let archive_url = format!(
-        "s3://{bucket}/site-a?endpoint={}&region=us-east-1&allow_http=true\
-         &access_key_id=radport&secret_access_key={secret}",
-        s3.endpoint()
-    );
+    let secret = s3.secret.clone();
+    let archive_url = s3.archive_url(bucket, "site-a");
     let mut server = Server::start(&[
         "--stable-after",
         "1",
@@ -406,7 +227,7 @@ fn one_node_on_postgres_and_s3() {
         s3.objects(bucket, "instances/").is_empty(),
         "nothing outside the prefix"
     );
-    assert_instances_downloadable(&server, &sent, &files, &s3, bucket, &instances);
+    assert_instances_downloadable(&server, &sent, &files, &s3, bucket, "site-a/instances/");
 
     // The pipeline's products, in the bucket.
     let jobs = wait_for_jobs(&server, &uid);
@@ -469,7 +290,7 @@ fn one_node_on_postgres_and_s3() {
     );
     let instances = s3.objects(bucket, "site-a/instances/");
     assert_eq!(instances.len(), 7, "{instances:?}");
-    assert_instances_downloadable(&server, &big, &big_files, &s3, bucket, &instances);
+    assert_instances_downloadable(&server, &big, &big_files, &s3, bucket, "site-a/instances/");
     let big_jobs = wait_for_jobs(&server, &big_uid);
     assert_ran_once(&big_jobs, &big_uid);
     for key in [
@@ -489,7 +310,7 @@ fn one_node_on_postgres_and_s3() {
     server.restart();
     let list = server.series("admin", "");
     assert_eq!(list["total"], 2, "{list}");
-    assert_instances_downloadable(&server, &sent, &files, &s3, bucket, &instances);
+    assert_instances_downloadable(&server, &sent, &files, &s3, bucket, "site-a/instances/");
     assert_eq!(
         server.get_bytes(&format!("/api/series/{uid}/thumbnail")),
         thumbnail
@@ -505,7 +326,7 @@ fn one_node_on_postgres_and_s3() {
 
     // Credentials given in the URL never reach the log.
     let log = server.log();
-    assert!(!log.contains(secret), "the secret key is logged:\n{log}");
+    assert!(!log.contains(&secret), "the secret key is logged:\n{log}");
     assert!(log.contains("S3 archive checked"), "{log}");
 }
 
@@ -515,18 +336,16 @@ fn one_node_on_postgres_and_s3() {
 #[test]
 fn two_nodes_share_postgres_and_s3() {
     requirements("two_nodes_share_postgres_and_s3", true);
-    let s3 = S3Server::start();
+    let s3 = Garage::start();
     let bucket = "radport-shared";
     s3.create_bucket(bucket);
     let db = PgDb::new("two_nodes");
-    // Node A takes everything from the URL, node B from the standard AWS variables.
-    let url_a = format!(
-        "s3://{bucket}/cluster?endpoint={}&allow_http=true&access_key_id=radport\
-         &secret_access_key=cluster-secret",
-        s3.endpoint()
-    );
+    // Node A takes everything from the URL, node B from the standard AWS variables (and
+    // talks to another Garage node: every node serves every bucket).
+    let url_a = s3.archive_url(bucket, "cluster");
     let url_b = format!("s3://{bucket}/cluster");
     let endpoint = s3.endpoint();
+    let env_b = s3.env_of(1);
     let node_a = Server::start(&[
         "--stable-after",
         "1",
@@ -537,17 +356,12 @@ fn two_nodes_share_postgres_and_s3() {
     ]);
     let node_b = Server::start_with_env(
         &["--stable-after", "1", "--catalog-url", db.url()],
-        &[
-            ("RADPORT_ARCHIVE_URL", url_b.as_str()),
-            ("AWS_ENDPOINT_URL", endpoint.as_str()),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "radport"),
-            ("AWS_SECRET_ACCESS_KEY", "cluster-secret"),
-        ],
+        &std::iter::once(("RADPORT_ARCHIVE_URL", url_b.as_str()))
+            .chain(env_b.iter().map(|(k, v)| (*k, v.as_str())))
+            .collect::<Vec<_>>(),
     );
     assert_ne!(node_a.http_port, node_b.http_port);
-    for node in [&node_a, &node_b] {
+    for (node, endpoint) in [(&node_a, endpoint.clone()), (&node_b, s3.endpoint_of(1))] {
         let health = node.get_json("/api/health");
         assert_eq!(health["catalog"], "postgres");
         assert_eq!(
@@ -601,8 +415,8 @@ fn two_nodes_share_postgres_and_s3() {
 
     // Stored by A, served by B, and the other way round; products of either node's workers are
     // served by both.
-    assert_instances_downloadable(&node_b, &sa, &files_a, &s3, bucket, &instances);
-    assert_instances_downloadable(&node_a, &sb, &files_b, &s3, bucket, &instances);
+    assert_instances_downloadable(&node_b, &sa, &files_a, &s3, bucket, "cluster/instances/");
+    assert_instances_downloadable(&node_a, &sb, &files_b, &s3, bucket, "cluster/instances/");
     for uid in [&uid_a, &uid_b] {
         let key = format!("cluster/thumbnails/{uid}.png");
         let png = s3.get(bucket, &key);
@@ -660,13 +474,10 @@ fn two_nodes_share_postgres_and_s3() {
 #[test]
 fn s3_archive_writes_are_atomic_and_abort_cleanly() {
     requirements("s3_archive_writes_are_atomic_and_abort_cleanly", false);
-    let s3 = S3Server::start();
+    let s3 = Garage::start();
     let bucket = "radport-archive";
     s3.create_bucket(bucket);
-    let url = format!(
-        "s3://{bucket}/p?endpoint={}&allow_http=true&access_key_id=a&secret_access_key=b",
-        s3.endpoint()
-    );
+    let url = s3.archive_url(bucket, "p");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -739,7 +550,7 @@ fn s3_archive_writes_are_atomic_and_abort_cleanly() {
 fn a_bad_archive_url_stops_serve_with_the_reason() {
     let secret = "do-not-show-this";
     let nobody = free_port();
-    // Three cases need no S3 server; the last one needs moto.
+    // Three cases need no S3 server; the last one needs Garage.
     let mut cases = vec![
         (
             format!(
@@ -758,12 +569,15 @@ fn a_bad_archive_url_stops_serve_with_the_reason() {
     for case in 0..=cases.len() {
         if case == cases.len() {
             requirements("a_bad_archive_url_stops_serve_with_the_reason", false);
-            let server = s3.insert(S3Server::start());
+            let server = s3.insert(Garage::start());
             cases.push((
                 format!(
-                    "s3://no-such-bucket?endpoint={}&allow_http=true&access_key_id=a\
-                     &secret_access_key={secret}",
-                    server.endpoint()
+                    "s3://no-such-bucket?endpoint={}&region={}&allow_http=true\
+                     &access_key_id={}&secret_access_key={}",
+                    server.endpoint(),
+                    server.region(),
+                    server.key_id,
+                    server.secret
                 ),
                 "the S3 bucket \"no-such-bucket\" does not exist",
             ));
@@ -797,5 +611,11 @@ fn a_bad_archive_url_stops_serve_with_the_reason() {
         assert!(text.contains("cannot open the archive"), "{text}");
         assert!(text.contains(expected), "{expected:?} in {text}");
         assert!(!text.contains(secret), "the secret is shown: {text}");
+        if let Some(garage) = &s3 {
+            assert!(
+                !text.contains(&garage.secret),
+                "the secret is shown: {text}"
+            );
+        }
     }
 }

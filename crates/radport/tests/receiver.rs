@@ -912,7 +912,11 @@ fn stored_instances_leave_the_page_cache() {
 fn health_probes_say_live_and_ready() {
     let server = Server::start(&[]);
     let (status, live) = server.get_status("/api/health/live");
-    assert_eq!((status, live["status"].as_str()), (200, Some("ok")), "{live}");
+    assert_eq!(
+        (status, live["status"].as_str()),
+        (200, Some("ok")),
+        "{live}"
+    );
     let (status, ready) = server.get_status("/api/health/ready");
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["catalog"], "ok", "{ready}");

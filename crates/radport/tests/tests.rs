@@ -8,6 +8,7 @@ mod accounts;
 mod api_contract;
 mod audit_export;
 mod browser;
+mod cluster;
 mod crash_recovery;
 mod dicom_tls;
 mod dicomweb;

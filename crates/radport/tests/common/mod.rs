@@ -2,6 +2,8 @@
 //! its own data directory, the real DCMTK tools, and a raw DIMSE client for what DCMTK cannot
 //! be made to do on purpose (abort half-way, send garbage).
 
+pub mod garage;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -79,6 +81,23 @@ impl Server {
                 .collect(),
             address_space_limit: None,
             _tmp: Some(tmp),
+        }
+    }
+
+    /// A handle on radport reached through a load balancer at these ports (no process of
+    /// its own): the helpers of `Server` then talk to whichever node the balancer picks.
+    pub fn front(http_port: u16, dicom_port: u16) -> Server {
+        let mut front = Self::unstarted(&[], &[]);
+        front.http_port = http_port;
+        front.dicom_port = dicom_port;
+        front
+    }
+
+    /// Kills the server process with SIGKILL (a node failing), without waiting for anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

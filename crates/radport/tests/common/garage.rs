@@ -1,0 +1,241 @@
+//! Garage, the replicated S3-compatible store of the distributed tests: three nodes on loopback
+//! with replication factor 3, started by `scripts/garage.sh` (the script README's "Running
+//! several nodes" uses), in a temporary directory, on ports of their own. What a bucket holds
+//! is asked through the S3 API by `s3_oracle.py` (boto3), not through radport.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository's root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// True when the `garage` binary is there (`scripts/garage.sh install`).
+pub fn garage_installed() -> bool {
+    Command::new("bash")
+        .arg("-c")
+        .arg("command -v garage || test -x \"$HOME/.cargo/bin/garage\"")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True when boto3 (the oracle's S3 client) imports.
+pub fn boto3_installed() -> bool {
+    Command::new("python3")
+        .args(["-c", "import boto3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A base port with the 30 ports above it free (each node n uses base + 10n .. + 3).
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let base = super::free_port().saturating_sub(30).max(20_000);
+        let all_free =
+            (0..30).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of 30 free ports");
+}
+
+/// A three-node Garage cluster, stopped on drop.
+pub struct Garage {
+    dir: tempfile::TempDir,
+    base_port: u16,
+    /// Access key id and secret of the key that may use every bucket the test creates.
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let base_port = free_base_port();
+        let out = Self::script(&["start", &dir.path().to_string_lossy()], base_port);
+        let env = String::from_utf8_lossy(&out.stdout).to_string();
+        let value = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("{name} missing from scripts/garage.sh start:\n{env}"))
+                .to_string()
+        };
+        Garage {
+            key_id: value("AWS_ACCESS_KEY_ID"),
+            secret: value("AWS_SECRET_ACCESS_KEY"),
+            dir,
+            base_port,
+        }
+    }
+
+    fn script(args: &[&str], base_port: u16) -> Output {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/garage.sh"))
+            .args(args)
+            .env("GARAGE_BASE_PORT", base_port.to_string())
+            .output()
+            .expect("bash scripts/garage.sh");
+        assert!(
+            out.status.success(),
+            "scripts/garage.sh {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn dir(&self) -> String {
+        self.dir.path().to_string_lossy().to_string()
+    }
+
+    /// The S3 endpoint of node `n`.
+    pub fn endpoint_of(&self, n: u16) -> String {
+        format!("http://127.0.0.1:{}", self.base_port + 10 * n)
+    }
+
+    /// The S3 endpoint radport is given (node 0; every node serves every bucket).
+    pub fn endpoint(&self) -> String {
+        self.endpoint_of(0)
+    }
+
+    /// The region Garage signs for.
+    pub fn region(&self) -> &'static str {
+        "garage"
+    }
+
+    /// `--archive-url` for `bucket` under `prefix` (empty: the bucket's root), credentials in
+    /// the URL.
+    pub fn archive_url(&self, bucket: &str, prefix: &str) -> String {
+        let path = if prefix.is_empty() {
+            bucket.to_string()
+        } else {
+            format!("{bucket}/{prefix}")
+        };
+        format!(
+            "s3://{path}?endpoint={}&region={}&allow_http=true&access_key_id={}&secret_access_key={}",
+            self.endpoint(),
+            self.region(),
+            self.key_id,
+            self.secret
+        )
+    }
+
+    /// The `AWS_*` environment of a client of this cluster (through node `n`).
+    pub fn env_of(&self, n: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint_of(n)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", self.region().into()),
+            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
+        ]
+    }
+
+    /// The `garage` CLI against node 0.
+    fn garage(&self, args: &[&str]) -> Output {
+        let config = self.dir.path().join("node0.toml");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg("g=$(command -v garage || echo \"$HOME/.cargo/bin/garage\"); exec \"$g\" \"$@\"")
+            .arg("garage")
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("garage");
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A new bucket that the cluster's key may read and write.
+    pub fn create_bucket(&self, bucket: &str) {
+        self.garage(&["bucket", "create", bucket]);
+        self.garage(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            bucket,
+            "--key",
+            &self.key_id,
+        ]);
+    }
+
+    /// Stops node `n` (0, 1 or 2), as a machine failing would.
+    pub fn stop_node(&self, n: u16) {
+        Self::script(&["stop-node", &self.dir(), &n.to_string()], self.base_port);
+    }
+
+    /// Starts node `n` again.
+    pub fn start_node(&self, n: u16) {
+        Self::script(&["start-node", &self.dir(), &n.to_string()], self.base_port);
+    }
+
+    fn oracle(&self, args: &[&str]) -> Vec<u8> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3_oracle.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .envs(self.env_of(0))
+            .output()
+            .expect("python3 s3_oracle.py");
+        assert!(
+            out.status.success(),
+            "s3_oracle.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Every object under `prefix`, key → size (ListObjectsV2, every page).
+    pub fn objects(&self, bucket: &str, prefix: &str) -> BTreeMap<String, u64> {
+        serde_json::from_slice(&self.oracle(&["list", bucket, prefix])).unwrap()
+    }
+
+    /// An object's bytes.
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.oracle(&["get", bucket, key])
+    }
+
+    /// Every object under `prefix`, key → hex SHA-256 of its bytes (one client for all).
+    pub fn sha256s(&self, bucket: &str, prefix: &str) -> BTreeMap<String, String> {
+        serde_json::from_slice(&self.oracle(&["sha256", bucket, prefix])).unwrap()
+    }
+
+    /// Keys of the multipart uploads started and neither completed nor aborted.
+    pub fn pending_multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        serde_json::from_slice(&self.oracle(&["uploads", bucket])).unwrap()
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(root().join("scripts/garage.sh"))
+            .args(["stop", &self.dir()])
+            .env("GARAGE_BASE_PORT", self.base_port.to_string())
+            .output();
+    }
+}
+
+/// Hex SHA-256 of `bytes`, as `Garage::sha256s` gives it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
