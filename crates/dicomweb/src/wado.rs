@@ -157,15 +157,15 @@ impl DicomWeb {
             }
             let archive = self.archive.clone();
             let key = instance.object_key.clone();
+            let size = u64::try_from(instance.size).unwrap_or(0);
             parts.push(LazyPart {
                 content_type: format!(
                     "application/dicom; transfer-syntax={}",
                     instance.transfer_syntax_uid
                 ),
                 length: u64::try_from(instance.size).ok(),
-                read_ahead: u64::try_from(instance.size).unwrap_or(0).min(READ_PIECE),
+                read_ahead: size.min(READ_PIECE),
                 open: {
-                    let size = u64::try_from(instance.size).unwrap_or(0);
                     async move {
                         // The first piece is read when the part is opened (ahead of sending).
                         let mut pieces = archive.get_in_pieces(&key, 0..size, READ_PIECE);

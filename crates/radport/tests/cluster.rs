@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::common::garage::{self, Garage};
 use crate::common::*;
 use crate::distributed::{assert_ran_once, spec, wait_for_jobs, PgDb};
-use radport_testkit::{series_uid, write_series};
+use radport_testkit::{series_uid, write_series, SeriesSpec};
 
 /// The bucket `scripts/garage.sh start` creates.
 const BUCKET: &str = "radport";
@@ -183,6 +183,40 @@ impl Drop for Cluster {
     }
 }
 
+/// Writes each series under `tmp` and starts one `dcmsend` per series through the balancer
+/// into `project`, dataset `ds<i>`; returns the files written and the senders.
+fn send_through_balancer(
+    cluster: &Cluster,
+    specs: &[SeriesSpec],
+    project: &str,
+    tmp: &Path,
+) -> (Vec<Vec<PathBuf>>, Vec<Child>) {
+    let mut files = Vec::new();
+    let mut senders = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let dir = tmp.join(format!("s{i}"));
+        files.push(write_series(&dir, s).unwrap());
+        senders.push(cluster.dcmsend(&format!("ds{i}"), project, &dir));
+    }
+    (files, senders)
+}
+
+/// Instance `i` of series `s` as a node serves it, asserted to carry `file`'s data set.
+fn served_as_sent(front: &Server, s: &SeriesSpec, i: usize, file: &Path) -> Vec<u8> {
+    let got = front.get_bytes(&format!(
+        "/api/series/{}/instances/{}",
+        series_uid(s),
+        radport_testkit::sop_uid(s, i)
+    ));
+    assert_eq!(
+        dataset_bytes(&got),
+        dataset_bytes(&read_file(file)),
+        "instance {i} of {}",
+        series_uid(s)
+    );
+    got
+}
+
 /// Four `dcmsend` at once through the balancer: every instance lands once, in the right project
 /// and dataset; associations went to more than one node; each series' pipeline jobs ran once in
 /// the cluster, and its thumbnail and report are in the bucket.
@@ -195,13 +229,7 @@ fn four_senders_through_the_balancer_land_once() {
     let specs: Vec<_> = (0..4)
         .map(|i| spec(&format!("9{i}1"), 30, 128, 128))
         .collect();
-    let mut files = Vec::new();
-    let mut senders = Vec::new();
-    for (i, s) in specs.iter().enumerate() {
-        let dir = tmp.path().join(format!("s{i}"));
-        files.push(write_series(&dir, s).unwrap());
-        senders.push(cluster.dcmsend(&format!("ds{i}"), "ward", &dir));
-    }
+    let (files, senders) = send_through_balancer(&cluster, &specs, "ward", tmp.path());
     for sender in senders {
         let out = sender.wait_with_output().unwrap();
         assert!(out.status.success(), "dcmsend: {}", output_text(&out));
@@ -232,14 +260,13 @@ fn four_senders_through_the_balancer_land_once() {
     assert_eq!(objects.len(), 120, "one object per instance");
     let stored: std::collections::BTreeSet<&String> = objects.values().collect();
     for (s, sent) in specs.iter().zip(&files) {
-        let uid = series_uid(s);
         for (i, file) in sent.iter().enumerate() {
-            let got = front.get_bytes(&format!(
-                "/api/series/{uid}/instances/{}",
-                radport_testkit::sop_uid(s, i)
-            ));
-            assert_eq!(dataset_bytes(&got), dataset_bytes(&read_file(file)));
-            assert!(stored.contains(&garage::sha256_hex(&got)), "{uid} #{i}");
+            let got = served_as_sent(front, s, i, file);
+            assert!(
+                stored.contains(&garage::sha256_hex(&got)),
+                "{} #{i}",
+                series_uid(s)
+            );
         }
     }
 
@@ -353,29 +380,17 @@ fn a_node_killed_during_ingest_loses_nothing_acknowledged() {
     // Everything acknowledged is there, byte for byte (asked through the balancer, which
     // now sends requests to the two nodes left only).
     let front = &cluster.front;
+    let sent: std::collections::HashMap<String, (&SeriesSpec, usize)> = specs
+        .iter()
+        .flat_map(|s| (0..count).map(move |i| (radport_testkit::sop_uid(s, i), (s, i))))
+        .collect();
     let mut acked = 0;
     for out in &outs {
         for (uid, path) in acknowledged(out) {
-            let (s, i) = specs
-                .iter()
-                .enumerate()
-                .find_map(|(n, s)| {
-                    (0..count)
-                        .find(|&i| radport_testkit::sop_uid(s, i) == uid)
-                        .map(|i| (n, i))
-                })
-                .map(|(n, i)| (&specs[n], i))
+            let (s, i) = sent
+                .get(&uid)
                 .unwrap_or_else(|| panic!("{uid} is not one of the sent instances"));
-            let got = front.get_bytes(&format!(
-                "/api/series/{}/instances/{}",
-                series_uid(s),
-                radport_testkit::sop_uid(s, i)
-            ));
-            assert_eq!(
-                dataset_bytes(&got),
-                dataset_bytes(&read_file(&path)),
-                "{uid}"
-            );
+            served_as_sent(front, s, *i, &path);
             acked += 1;
         }
     }
@@ -422,13 +437,7 @@ fn a_garage_node_stopped_during_ingest_stops_nothing() {
     let specs: Vec<_> = (0..2)
         .map(|i| spec(&format!("96{i}"), count, 256, 256))
         .collect();
-    let mut files = Vec::new();
-    let mut senders = Vec::new();
-    for (i, s) in specs.iter().enumerate() {
-        let dir = tmp.path().join(format!("s{i}"));
-        files.push(write_series(&dir, s).unwrap());
-        senders.push(cluster.dcmsend(&format!("ds{i}"), "ward", &dir));
-    }
+    let (files, senders) = send_through_balancer(&cluster, &specs, "ward", tmp.path());
     front.wait_for(120, "50 instances stored", || {
         (front.instance_total("ward") >= 50).then_some(())
     });
@@ -440,13 +449,7 @@ fn a_garage_node_stopped_during_ingest_stops_nothing() {
     assert_eq!(front.instance_total("ward"), (2 * count) as i64);
     // Reads while the node is down: the last instance of each series, byte for byte.
     for (s, sent) in specs.iter().zip(&files) {
-        let i = count - 1;
-        let got = front.get_bytes(&format!(
-            "/api/series/{}/instances/{}",
-            series_uid(s),
-            radport_testkit::sop_uid(s, i)
-        ));
-        assert_eq!(dataset_bytes(&got), dataset_bytes(&read_file(&sent[i])));
+        served_as_sent(front, s, count - 1, &sent[count - 1]);
     }
     // Started again, the node rejoins, and the cluster stores with all three.
     // (Whether it then holds every block written while it was down is not checked yet: the

@@ -76,19 +76,12 @@ impl Garage {
     }
 
     fn script(args: &[&str], base_port: u16) -> Output {
-        let out = Command::new("bash")
-            .arg(root().join("scripts/garage.sh"))
-            .args(args)
-            .env("GARAGE_BASE_PORT", base_port.to_string())
-            .output()
-            .expect("bash scripts/garage.sh");
-        assert!(
-            out.status.success(),
-            "scripts/garage.sh {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        super::run_ok(
+            Command::new("bash")
+                .arg(root().join("scripts/garage.sh"))
+                .args(args)
+                .env("GARAGE_BASE_PORT", base_port.to_string()),
+        )
     }
 
     fn dir(&self) -> String {
@@ -141,22 +134,15 @@ impl Garage {
     /// The `garage` CLI against node 0.
     fn garage(&self, args: &[&str]) -> Output {
         let config = self.dir.path().join("node0.toml");
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg("g=$(command -v garage || echo \"$HOME/.cargo/bin/garage\"); exec \"$g\" \"$@\"")
-            .arg("garage")
-            .arg("-c")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("garage");
-        assert!(
-            out.status.success(),
-            "garage {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        super::run_ok(
+            Command::new("bash")
+                .arg("-c")
+                .arg("g=$(command -v garage || echo \"$HOME/.cargo/bin/garage\"); exec \"$g\" \"$@\"")
+                .arg("garage")
+                .arg("-c")
+                .arg(&config)
+                .args(args),
+        )
     }
 
     /// A new bucket that the cluster's key may read and write.
@@ -186,18 +172,13 @@ impl Garage {
 
     fn oracle(&self, args: &[&str]) -> Vec<u8> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3_oracle.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .args(args)
-            .envs(self.env_of(0))
-            .output()
-            .expect("python3 s3_oracle.py");
-        assert!(
-            out.status.success(),
-            "s3_oracle.py {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        super::run_ok(
+            Command::new("python3")
+                .arg(script)
+                .args(args)
+                .envs(self.env_of(0)),
+        )
+        .stdout
     }
 
     /// Every object under `prefix`, key → size (ListObjectsV2, every page).
