@@ -84,6 +84,19 @@ api_bind_addr = "127.0.0.1:$(admin_port "$n")"
 EOF
 }
 
+listening() { # listening PORT: something accepts TCP connections on 127.0.0.1:PORT
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+retry() { # retry CMD…: up to 50 tries 0.2 s apart (a peer that is still starting)
+    local attempt
+    for attempt in $(seq 50); do
+        if "$@"; then return 0; fi
+        [[ $attempt -lt 50 ]] && sleep 0.2
+    done
+    "$@"
+}
+
 start_node() {
     local dir=$1 n=$2
     if [[ -f "$dir/node$n.pid" ]] && kill -0 "$(cat "$dir/node$n.pid")" 2>/dev/null; then
@@ -92,14 +105,16 @@ start_node() {
     RUST_LOG="${GARAGE_LOG:-garage=warn}" setsid "$(garage_bin)" -c "$(config "$dir" "$n")" server \
         >>"$dir/node$n.log" 2>&1 </dev/null &
     echo $! >"$dir/node$n.pid"
-    for _ in $(seq 100); do
-        if g "$dir" "$n" node id -q >/dev/null 2>&1; then
+    # Up when its RPC and S3 ports accept connections (`node id` alone answers from the key
+    # file, before the server listens). A node that exits (a port taken) fails with code 3.
+    for _ in $(seq 300); do
+        if listening "$(rpc_port "$n")" && listening "$(s3_port "$n")"; then
             return
         fi
         kill -0 "$(cat "$dir/node$n.pid")" 2>/dev/null || {
             echo "garage node $n exited:" >&2
             tail -20 "$dir/node$n.log" >&2
-            exit 1
+            exit 3
         }
         sleep 0.1
     done
@@ -119,6 +134,10 @@ stop_node() {
     rm -f "$dir/node$n.pid"
 }
 
+layout_applied() { g "$1" 0 layout show 2>/dev/null | grep -q "Current cluster layout version: [1-9]"; }
+
+apply_layout() { layout_applied "$1" || g "$1" 0 layout apply --version 1 >/dev/null; }
+
 start() {
     local dir=$1
     garage_bin >/dev/null || { echo "garage is not installed: scripts/garage.sh install" >&2; exit 1; }
@@ -133,14 +152,14 @@ start() {
     fi
     for n in 0 1 2; do write_config "$dir" "$n" "$secret"; start_node "$dir" "$n"; done
     # Connect the nodes, then give each a role: one zone each, so every object is on all three.
-    for n in 1 2; do g "$dir" 0 node connect "$(g "$dir" "$n" node id -q)" >/dev/null; done
-    if ! g "$dir" 0 layout show 2>/dev/null | grep -q "Current cluster layout version: [1-9]"; then
+    for n in 1 2; do retry g "$dir" 0 node connect "$(g "$dir" "$n" node id -q)" >/dev/null; done
+    if ! layout_applied "$dir"; then
         for n in 0 1 2; do
             local id
             id=$(g "$dir" "$n" node id -q | cut -d@ -f1)
-            g "$dir" 0 layout assign -z "zone$n" -c 1G "$id" >/dev/null
+            retry g "$dir" 0 layout assign -z "zone$n" -c 1G "$id" >/dev/null
         done
-        g "$dir" 0 layout apply --version 1 >/dev/null
+        retry apply_layout "$dir"
     fi
     # Bucket and key, once.
     if [[ ! -f "$dir/key" ]]; then

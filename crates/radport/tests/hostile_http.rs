@@ -373,17 +373,23 @@ fn same_name_uploads_are_both_kept() {
 fn an_upload_expiring_during_assembly_is_not_swept() {
     // 0.0001 h = 0.36 s without a new chunk; the sweeper runs every 0.1 s.
     let mut server = Server::start_limited(&["--upload-expiry-hours", "0.0001"], GIB);
-    // Chunks 0.25 s apart, 1 s in all: alive, since expiry counts from the last chunk.
-    let (status, location, _, _) = create(&server, 4000, "paced.bin");
+    // Chunks 0.12 s apart, more than 0.6 s in all: alive, since expiry counts from the last
+    // chunk, not from the creation. (Each gap leaves 0.24 s for the request itself on a
+    // loaded machine.)
+    let created = Instant::now();
+    let (status, location, _, _) = create(&server, 6000, "paced.bin");
     assert_eq!(status, 201);
-    for i in 0..4u64 {
+    for i in 0..6u64 {
+        std::thread::sleep(Duration::from_millis(120));
         assert_eq!(
             patch(&server, &location, i * 1000, vec![i as u8; 1000]),
-            204
+            204,
+            "chunk {i}, {:?} after the creation",
+            created.elapsed()
         );
-        std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(offset(&server, &location), (200, Some(4000)));
+    assert!(created.elapsed() > Duration::from_millis(600));
+    assert_eq!(offset(&server, &location), (200, Some(6000)));
 
     // One large chunk: its assembly takes longer than the expiry (measured below).
     let len: usize = 128 << 20;

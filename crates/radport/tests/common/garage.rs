@@ -33,10 +33,25 @@ pub fn boto3_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A base port with the 30 ports above it free (each node n uses base + 10n .. + 3).
+/// A base port with the 30 ports above it free (each node n uses base + 10n .. + 3). Taken
+/// below the kernel's ephemeral range (32768 and up here), where the `free_port()`s of servers
+/// starting alongside cannot land, and never the same block twice in one test process.
 fn free_base_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Start at a place of this process's own, so that two test runs at once rarely meet.
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 300) as u16 * 40,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     for _ in 0..200 {
-        let base = super::free_port().saturating_sub(30).max(20_000);
+        let mut base = NEXT.fetch_add(40, Ordering::SeqCst);
+        if base > 32_000 {
+            NEXT.store(20_040, Ordering::SeqCst);
+            base = 20_000;
+        }
         let all_free =
             (0..30).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
@@ -57,9 +72,23 @@ pub struct Garage {
 
 impl Garage {
     pub fn start() -> Garage {
-        let dir = tempfile::tempdir().unwrap();
-        let base_port = free_base_port();
-        let out = Self::script(&["start", &dir.path().to_string_lossy()], base_port);
+        // A node that cannot bind its ports (taken meanwhile by another program) makes the
+        // script exit with 3: then again, in a fresh directory on other ports.
+        let (dir, base_port, out) = (0..3)
+            .find_map(|attempt| {
+                let dir = tempfile::tempdir().unwrap();
+                let base_port = free_base_port();
+                let mut start = Self::command(&["start", &dir.path().to_string_lossy()], base_port);
+                let out = start.output().expect("bash scripts/garage.sh start");
+                if out.status.code() == Some(3) && attempt < 2 {
+                    let _ = Self::command(&["stop", &dir.path().to_string_lossy()], base_port)
+                        .output();
+                    return None;
+                }
+                assert!(out.status.success(), "{start:?} failed: {}", super::output_text(&out));
+                Some((dir, base_port, out))
+            })
+            .expect("garage started");
         let env = String::from_utf8_lossy(&out.stdout).to_string();
         let value = |name: &str| {
             env.lines()
@@ -75,13 +104,17 @@ impl Garage {
         }
     }
 
+    fn command(args: &[&str], base_port: u16) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .arg(root().join("scripts/garage.sh"))
+            .args(args)
+            .env("GARAGE_BASE_PORT", base_port.to_string());
+        command
+    }
+
     fn script(args: &[&str], base_port: u16) -> Output {
-        super::run_ok(
-            Command::new("bash")
-                .arg(root().join("scripts/garage.sh"))
-                .args(args)
-                .env("GARAGE_BASE_PORT", base_port.to_string()),
-        )
+        super::run_ok(&mut Self::command(args, base_port))
     }
 
     fn dir(&self) -> String {
