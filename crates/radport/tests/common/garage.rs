@@ -81,11 +81,15 @@ impl Garage {
                 let mut start = Self::command(&["start", &dir.path().to_string_lossy()], base_port);
                 let out = start.output().expect("bash scripts/garage.sh start");
                 if out.status.code() == Some(3) && attempt < 2 {
-                    let _ = Self::command(&["stop", &dir.path().to_string_lossy()], base_port)
-                        .output();
+                    let _ =
+                        Self::command(&["stop", &dir.path().to_string_lossy()], base_port).output();
                     return None;
                 }
-                assert!(out.status.success(), "{start:?} failed: {}", super::output_text(&out));
+                assert!(
+                    out.status.success(),
+                    "{start:?} failed: {}",
+                    super::output_text(&out)
+                );
                 Some((dir, base_port, out))
             })
             .expect("garage started");
