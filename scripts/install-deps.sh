@@ -65,6 +65,13 @@ if ! python3 -c 'import boto3' >/dev/null 2>&1; then
   python3 -m pip install -q boto3
 fi
 
+# GET /metrics is read by the Prometheus project's own OpenMetrics parser
+# (crates/radport/tests/metrics.rs).
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "== installing prometheus-client (the /metrics test's OpenMetrics parser)"
+  python3 -m pip install -q prometheus-client
+fi
+
 # The web UI's browser tests (crates/radport/tests/browser.rs): Debian's Chromium, driven by
 # playwright-core from npm (no browser download: it launches /usr/bin/chromium).
 if [ ! -x /usr/bin/chromium ] || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -97,17 +97,36 @@ impl ArchiveError {
             return ArchiveError::NotFound(path.clone());
         }
         if error_chain_is_out_of_space(&err) {
-            return ArchiveError::OutOfSpace(err.to_string());
+            return ArchiveError::OutOfSpace(err.to_string()).counted();
         }
-        ArchiveError::Storage(err.to_string())
+        ArchiveError::Storage(err.to_string()).counted()
     }
 
     fn from_io(err: std::io::Error) -> Self {
         if error_chain_is_out_of_space(&err) {
-            ArchiveError::OutOfSpace(err.to_string())
+            ArchiveError::OutOfSpace(err.to_string()).counted()
         } else {
-            ArchiveError::Storage(err.to_string())
+            ArchiveError::Storage(err.to_string()).counted()
         }
+    }
+
+    /// A storage failure that the store did not report (a short read, no answer in time).
+    fn storage(message: String) -> Self {
+        ArchiveError::Storage(message).counted()
+    }
+
+    /// Counts the failure in `radport_archive_errors_total` (a missing object or a refused
+    /// key is an answer, not a failure of the store).
+    fn counted(self) -> Self {
+        let kind = match &self {
+            ArchiveError::OutOfSpace(_) => Some("out_of_space"),
+            ArchiveError::Storage(_) => Some("storage"),
+            ArchiveError::NotFound(_) | ArchiveError::InvalidKey(_) => None,
+        };
+        if let Some(kind) = kind {
+            radport_metrics::global().archive_error(kind);
+        }
+        self
     }
 }
 
@@ -139,7 +158,7 @@ fn read_file_range(
         .read_to_end(&mut buffer)
         .map_err(ArchiveError::from_io)?;
     if buffer.len() != capacity {
-        return Err(ArchiveError::Storage(format!(
+        return Err(ArchiveError::storage(format!(
             "{key}: {} bytes where bytes {}..{} were asked for",
             buffer.len(),
             range.start,
@@ -437,7 +456,7 @@ impl Archive {
             .map_err(ArchiveError::classify)?;
         // Stores clamp a range past the end; the caller asked for bytes that are not there.
         if u64::try_from(bytes.len()).ok() != Some(want) {
-            return Err(ArchiveError::Storage(format!(
+            return Err(ArchiveError::storage(format!(
                 "{path}: {} bytes where bytes {}..{} were asked for",
                 bytes.len(),
                 range.start,
@@ -640,7 +659,7 @@ impl Archive {
         };
         tokio::time::timeout(timeout, probe)
             .await
-            .map_err(|_| ArchiveError::Storage(format!("no answer within {timeout:?}")))?
+            .map_err(|_| ArchiveError::storage(format!("no answer within {timeout:?}")))?
     }
 
     /// Size of an object, or `NotFound`.

@@ -14,7 +14,32 @@ pub enum CatalogError {
     Invalid(String),
     /// The database reported an error.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for CatalogError {
+    /// Every database error passes here, and is counted in `radport_catalog_errors_total`
+    /// by kind.
+    fn from(e: sqlx::Error) -> Self {
+        let kind = if is_transient_db(&e) {
+            "transient"
+        } else if is_unique_violation(&e) || is_foreign_key_violation(&e) {
+            "constraint"
+        } else if matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_)
+        ) {
+            "connection"
+        } else {
+            "other"
+        };
+        radport_metrics::global().catalog_error(kind);
+        CatalogError::Database(e)
+    }
 }
 
 impl CatalogError {

@@ -152,6 +152,19 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
+/// The shared queue of one kind of job, as [`Catalog::job_queue`] finds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueFigures {
+    /// The kind.
+    pub kind: JobKind,
+    /// Jobs waiting (due or not yet due).
+    pub queued: i64,
+    /// Jobs claimed by a worker.
+    pub running: i64,
+    /// How long the oldest waiting job has been in the queue (zero when none waits).
+    pub oldest_queued: Duration,
+}
+
 /// Filter of [`Catalog::list_jobs`].
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -597,6 +610,50 @@ impl Catalog {
             .map(job_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JobPage { total, items })
+    }
+
+    /// The queue now, one entry for every kind (for `/metrics`): one grouped query over the
+    /// unfinished jobs, which the index on `(state, run_after)` finds.
+    pub async fn job_queue(&self) -> Result<Vec<QueueFigures>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT kind, state, COUNT(*) AS jobs, MIN(created_at) AS oldest FROM jobs \
+             WHERE state IN ('queued', 'running') GROUP BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let now = chrono::Utc::now();
+        let mut figures: Vec<QueueFigures> = JobKind::ALL
+            .iter()
+            .map(|&kind| QueueFigures {
+                kind,
+                queued: 0,
+                running: 0,
+                oldest_queued: Duration::ZERO,
+            })
+            .collect();
+        for row in &rows {
+            let kind: String = row.try_get("kind")?;
+            let state: String = row.try_get("state")?;
+            let jobs: i64 = row.try_get("jobs")?;
+            let Some(entry) =
+                JobKind::parse(&kind).and_then(|kind| figures.iter_mut().find(|f| f.kind == kind))
+            else {
+                continue;
+            };
+            match JobState::parse(&state) {
+                Some(JobState::Queued) => {
+                    entry.queued = jobs;
+                    let oldest: Option<String> = row.try_get("oldest")?;
+                    entry.oldest_queued = oldest
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                        .and_then(|t| (now - t.with_timezone(&chrono::Utc)).to_std().ok())
+                        .unwrap_or_default();
+                }
+                Some(JobState::Running) => entry.running = jobs,
+                _ => {}
+            }
+        }
+        Ok(figures)
     }
 
     /// Finds series idle for at least `idle` since their last arrival and not yet scheduled

@@ -39,7 +39,9 @@ pub use audit::{AuditEvent, AuditFilter, AuditPage, AuditSink, NewAuditEvent, Ou
 pub use destinations::{MoveDestination, MAX_AE_TITLE_LENGTH};
 pub use erase::{Erased, Subject};
 pub use error::CatalogError;
-pub use jobs::{InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, Reaped};
+pub use jobs::{
+    InstanceForPipeline, Job, JobFilter, JobKind, JobPage, JobState, NewJob, QueueFigures, Reaped,
+};
 pub use model::{
     Completeness, Dataset, DatasetRef, Dialect, DuplicatePolicy, InstanceRecord, InstanceRow,
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,

@@ -52,6 +52,7 @@ use dicom_ul::pdu::{
 use dicom_ul::{Pdu, ServerAssociationOptions};
 use radport_catalog::Route;
 use radport_ingest::{Announced, IncomingInstance, IngestError, Ingestor};
+use radport_metrics::StoreOutcome;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -471,6 +472,7 @@ impl Admission {
         Ok(Slot {
             admission: self.clone(),
             ip,
+            _open: radport_metrics::global().association_opened(),
         })
     }
 }
@@ -493,6 +495,8 @@ impl Drop for PendingEntry {
 struct Slot {
     admission: Arc<Admission>,
     ip: IpAddr,
+    /// Counts it in `radport_associations_open` while held.
+    _open: radport_metrics::OpenAssociation,
 }
 
 impl Drop for Slot {
@@ -778,6 +782,8 @@ struct Store {
     /// None once a failure was decided; the rest of the data set is then drained.
     incoming: Option<IncomingInstance>,
     failure: Option<(u16, String)>,
+    /// When its command arrived (for `radport_c_store_duration_seconds`).
+    started: Instant,
 }
 
 /// An accepted presentation context.
@@ -1220,6 +1226,7 @@ impl Session {
                     sop_instance_uid,
                     incoming,
                     failure,
+                    started: Instant::now(),
                 }));
                 Ok(())
             }
@@ -1316,7 +1323,16 @@ impl Session {
             has_data_set: false,
             counts: None,
         };
-        send_response(association, store.context_id, response).await
+        let sent = send_response(association, store.context_id, response).await;
+        let outcome = if status_code == status::SUCCESS {
+            StoreOutcome::Success
+        } else if status::is_store_warning(status_code) {
+            StoreOutcome::Warning
+        } else {
+            StoreOutcome::Failure
+        };
+        radport_metrics::global().c_store_answered(outcome, store.started.elapsed());
+        sent
     }
 }
 

@@ -93,6 +93,8 @@ pub(crate) fn rule(method: &Method, template: &str) -> Option<Rule> {
         }
         ("GET" | "POST" | "DELETE", "/api/session") => Public,
         ("POST", "/api/session/password") => SignedIn,
+        // Figures without patient data; a scraper signs in with any account's token.
+        ("GET", "/metrics") => SignedIn,
         ("GET", "/api/oidc/login" | "/api/oidc/callback") => Public,
         ("GET", "/api/projects") => SignedIn,
         ("POST", "/api/projects") => Admin,

@@ -19,6 +19,7 @@ mod error;
 mod guard;
 mod health;
 pub mod hosts;
+mod metrics;
 mod oidc;
 mod openapi;
 pub mod preview;
@@ -105,6 +106,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(projects::list_projects, projects::create_project))
         .routes(routes!(erasure::delete_project))
         .routes(routes!(erasure::unshared_series))

@@ -619,6 +619,7 @@ async fn receive_chunk(
         let _ = state.archive.delete(&key).await;
         return Err(e.into());
     }
+    radport_metrics::global().upload_received(received.unsigned_abs());
     if received == room {
         finish_upload(&state, &id).await?;
     }

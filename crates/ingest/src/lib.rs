@@ -28,6 +28,7 @@ use bytes::Bytes;
 use dicom_object::meta::FileMetaTableBuilder;
 use radport_archive::{Archive, ArchiveError, ObjectWriter};
 use radport_catalog::{Catalog, CatalogError, DuplicatePolicy, RecordOutcome, Route};
+pub use radport_metrics::Channel;
 
 /// For the fuzz targets (fuzz/): what `ingest_part10` reads first.
 #[doc(hidden)]
@@ -64,6 +65,36 @@ pub enum IngestError {
     /// The catalog failed.
     #[error("catalog failure: {0}")]
     Catalog(String),
+}
+
+impl IngestError {
+    /// The reason's name in `radport_instances_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::OutOfSpace(_) => "out_of_space",
+            IngestError::Malformed(_) => "malformed",
+            IngestError::UnknownProject(_) => "unknown_project",
+            IngestError::Storage(_) => "storage",
+            IngestError::Catalog(_) => "catalog",
+        }
+    }
+}
+
+/// The channel an instance came by, from the first part of its `source` (`dimse:…`,
+/// `dicomweb:…`, `upload:…`), for the figures of `radport-metrics`.
+pub fn channel_of(source: &str) -> Channel {
+    match source.split(':').next().unwrap_or_default() {
+        "dimse" => Channel::Dimse,
+        "dicomweb" => Channel::Stow,
+        "upload" => Channel::Import,
+        _ => Channel::Other,
+    }
+}
+
+/// Counts an instance that was not stored, and passes the error on.
+fn refused(channel: Channel, e: IngestError) -> IngestError {
+    radport_metrics::global().instance_refused(channel, e.reason());
+    e
 }
 
 impl From<ArchiveError> for IngestError {
@@ -105,6 +136,17 @@ pub enum Disposition {
     DuplicateKept,
     /// The SOP Instance UID was known; the new copy replaced it.
     Replaced,
+}
+
+impl Disposition {
+    /// The name shown in figures (`radport_instances_received_total`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Stored => "stored",
+            Disposition::DuplicateKept => "duplicate_kept",
+            Disposition::Replaced => "replaced",
+        }
+    }
 }
 
 /// Identity of an instance as announced by its sender, before its bytes are read.
@@ -152,7 +194,7 @@ impl IncomingInstance {
         self.writer
             .write_owned(bytes)
             .await
-            .map_err(IngestError::from)
+            .map_err(|e| refused(channel_of(&self.source), e.into()))
     }
 
     /// Bytes received so far (file meta included).
@@ -237,6 +279,18 @@ impl Ingestor {
         source: String,
         announced: Announced,
     ) -> Result<IncomingInstance, IngestError> {
+        let channel = channel_of(&source);
+        self.begin_uncounted(route, source, announced)
+            .await
+            .map_err(|e| refused(channel, e))
+    }
+
+    async fn begin_uncounted(
+        &self,
+        route: Route,
+        source: String,
+        announced: Announced,
+    ) -> Result<IncomingInstance, IngestError> {
         let mut builder = FileMetaTableBuilder::new()
             .media_storage_sop_class_uid(announced.sop_class_uid.as_str())
             .media_storage_sop_instance_uid(announced.sop_instance_uid.as_str())
@@ -273,6 +327,25 @@ impl Ingestor {
 
     /// Completes an instance: stores it durably, reads its attributes, commits its catalog rows.
     pub async fn finish(&self, incoming: IncomingInstance) -> Result<IngestOutcome, IngestError> {
+        let channel = channel_of(&incoming.source);
+        match self.finish_uncounted(incoming).await {
+            Ok((outcome, size)) => {
+                radport_metrics::global().instance_received(
+                    channel,
+                    outcome.disposition.as_str(),
+                    size,
+                );
+                Ok(outcome)
+            }
+            Err(e) => Err(refused(channel, e)),
+        }
+    }
+
+    /// [`Ingestor::finish`] without the counting; also gives the stored size.
+    async fn finish_uncounted(
+        &self,
+        incoming: IncomingInstance,
+    ) -> Result<(IngestOutcome, u64), IngestError> {
         let IncomingInstance {
             writer,
             head,
@@ -343,13 +416,16 @@ impl Ingestor {
                 Disposition::Replaced
             }
         };
-        Ok(IngestOutcome {
-            sop_instance_uid: record.sop_instance_uid,
-            series_instance_uid: record.series_instance_uid,
-            disposition,
-            store_time,
-            catalog_time,
-        })
+        Ok((
+            IngestOutcome {
+                sop_instance_uid: record.sop_instance_uid,
+                series_instance_uid: record.series_instance_uid,
+                disposition,
+                store_time,
+                catalog_time,
+            },
+            stored.size,
+        ))
     }
 
     /// Ingests a whole Part-10 file held in memory (used by import workflows and tests).

@@ -134,7 +134,7 @@ impl Isolation {
         // warnings, errors and whatever it printed as it died).
         for line in String::from_utf8_lossy(&stderr).lines() {
             let line = line.trim_end();
-            if line.trim().is_empty() {
+            if line.trim().is_empty() || radport_metrics::global().merge_child_report(line) {
                 continue;
             }
             let quiet = is_log_line(line)

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use radport_archive::Archive;
 use radport_catalog::{Catalog, Job, JobKind, StoredFinding};
+use radport_metrics::{global as metrics, JobOutcome};
 use radport_validate::{Finding, InstanceValidation, Severity};
 use tokio::sync::Notify;
 
@@ -224,9 +225,16 @@ impl Pipeline {
                 // Dropping the attempt stops it (a child process is killed).
                 tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts,
                     "job taken over by another worker (its lease ran out): abandoned here");
+                metrics().job_finished(job.kind.as_str(), JobOutcome::Abandoned, started.elapsed());
                 return;
             }
         };
+        let outcome = match result {
+            Attempt::Succeeded => JobOutcome::Succeeded,
+            Attempt::Failed(_) => JobOutcome::Failed,
+            Attempt::NotOurs => JobOutcome::Abandoned,
+        };
+        metrics().job_finished(job.kind.as_str(), outcome, started.elapsed());
         match result {
             Attempt::Succeeded => {
                 tracing::debug!(job = %job.id, kind = %job.kind, series = ?job.series_uid,

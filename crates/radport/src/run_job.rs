@@ -5,7 +5,8 @@
 //! and the archive, checks that the job is still held by `WORKER`, runs the job's handler on a
 //! current-thread runtime — no listeners, no scheduler, no lease renewal (the server does that)
 //! — and reports by its exit status (see `radport_pipeline::isolate`): 0 done, 3 failed with
-//! the message on stdout, 4 no longer this worker's. Anything else (an abort on a failed
+//! the message on stdout, 4 no longer this worker's. Its last stderr line gives the server
+//! what it counted (`radport_metrics::CHILD_REPORT_PREFIX`). Anything else (an abort on a failed
 //! allocation, a signal) the server records as a crash of the attempt.
 
 use std::io::Write;
@@ -77,6 +78,7 @@ pub fn main(args: RunJobArgs) -> ExitCode {
         )
         .init();
     exit_with_the_server();
+    radport_metrics::global().tally_for_parent();
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,6 +94,12 @@ pub fn main(args: RunJobArgs) -> ExitCode {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(message.as_bytes());
         let _ = out.flush();
+    }
+    // What this process counted (instances imported, errors) goes into the server's figures.
+    if let Some(report) = radport_metrics::global().child_report() {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{report}");
+        let _ = err.flush();
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

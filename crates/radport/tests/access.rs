@@ -348,6 +348,13 @@ fn every_route_answers_each_role_as_the_matrix_says() {
             [200; 6],
         ),
         (
+            "GET",
+            "/metrics",
+            "/metrics".into(),
+            plain(),
+            [401, 200, 200, 200, 200, 200],
+        ),
+        (
             "POST",
             "/api/session",
             "/api/session".into(),

@@ -202,6 +202,8 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
     assert_eq!(health["status"], "ok");
     assert!(health["deployment"]["dicom_port"].as_u64().is_some());
     assert_eq!(api.get("/api/health/live", &[]).json()["status"], "ok");
+    let figures = api.get("/metrics", &[]);
+    assert_eq!(figures.status, 200);
     let ready = api.get("/api/health/ready", &[]).json();
     assert_eq!(ready["checks"]["archive"], "ok", "{ready}");
     let created = api.call(Method::POST, "/api/projects", &[], |r| {

@@ -19,6 +19,7 @@ mod hostile_dimse;
 mod hostile_http;
 mod hostile_imports;
 mod job_isolation;
+mod metrics;
 mod nifti_import;
 mod oidc;
 mod phi_logs;

@@ -8,6 +8,7 @@ both!(two_schedulers_schedule_an_arrival_once);
 both!(dead_workers_use_their_attempts);
 both!(failed_workflow_jobs_fail_their_run);
 both!(lease_renewal);
+both!(queue_figures);
 
 use radport_catalog::JobKind;
 
@@ -587,4 +588,43 @@ async fn lease_renewal(url: &str) {
         c.get_job(&id).await.expect("get").expect("job").state,
         JobState::Succeeded
     );
+}
+
+/// What `/metrics` shows of the queue: waiting and running jobs per kind, every kind present,
+/// and the age of the oldest waiting one.
+async fn queue_figures(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    let empty = c.job_queue().await.expect("figures");
+    assert_eq!(empty.len(), JobKind::ALL.len());
+    assert!(empty
+        .iter()
+        .all(|f| f.queued == 0 && f.running == 0 && f.oldest_queued == Duration::ZERO));
+    for series in ["8.1", "8.2", "8.3"] {
+        c.enqueue_job(&job(JobKind::Thumbnail, series, 2))
+            .await
+            .expect("enqueue");
+    }
+    c.enqueue_job(&job(JobKind::Validate, "8.1", 2))
+        .await
+        .expect("enqueue");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.claim_job(&[JobKind::Thumbnail], "w1", Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("a job");
+    let figures = c.job_queue().await.expect("figures");
+    let of = |kind| figures.iter().find(|f| f.kind == kind).expect("every kind");
+    let thumbnail = of(JobKind::Thumbnail);
+    assert_eq!((thumbnail.queued, thumbnail.running), (2, 1));
+    assert!(
+        thumbnail.oldest_queued >= Duration::from_millis(300)
+            && thumbnail.oldest_queued < Duration::from_secs(60),
+        "{thumbnail:?}"
+    );
+    assert_eq!(
+        (of(JobKind::Validate).queued, of(JobKind::Validate).running),
+        (1, 0)
+    );
+    assert_eq!(of(JobKind::Workflow).queued, 0);
+    assert_eq!(of(JobKind::Workflow).oldest_queued, Duration::ZERO);
 }
