@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use radport_archive::Archive;
 use radport_catalog::Catalog;
 use radport_collector::{Collector, CollectorConfig, Scratch};
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{ServeArgs, Settings};
 
@@ -75,13 +74,8 @@ pub(crate) fn spawn_collector(
 
 /// `radport collect`.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let settings = args.resolve()?;
+    crate::logging::init(settings.log_format, true);
     if !settings.data_dir.is_dir() {
         anyhow::bail!(
             "no data directory {} (give the --data-dir of radport serve)",

@@ -8,6 +8,8 @@ use clap::Args;
 use radport_catalog::DuplicatePolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::logging::LogFormat;
+
 /// Flags of `radport serve` (each also readable from its `RADPORT_*` variable).
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
@@ -41,6 +43,10 @@ pub struct ServeArgs {
     /// AE title of the receiver, as shown to users [default: RADPORT].
     #[arg(long, env = "RADPORT_AE_TITLE")]
     pub ae_title: Option<String>,
+    /// How the log is written: text (lines for people) or json (one object per line, for a
+    /// log collector) [default: text]. What is logged: RADPORT_LOG.
+    #[arg(long, env = "RADPORT_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// Maximum number of simultaneous DICOM associations [default: 64].
     #[arg(long, env = "RADPORT_MAX_ASSOCIATIONS")]
     pub max_associations: Option<usize>,
@@ -281,6 +287,7 @@ struct FileSettings {
     archive_url: Option<String>,
     duplicate_policy: Option<String>,
     ae_title: Option<String>,
+    log_format: Option<String>,
     max_associations: Option<usize>,
     max_pdu: Option<u32>,
     max_associate_rq: Option<u32>,
@@ -354,6 +361,7 @@ pub struct Settings {
     pub archive_url: Option<String>,
     pub duplicate_policy: DuplicatePolicy,
     pub ae_title: String,
+    pub log_format: LogFormat,
     pub max_associations: usize,
     pub max_pdu: u32,
     pub max_associate_rq: u32,
@@ -510,6 +518,7 @@ impl Settings {
             archive_url: self.archive_url.clone(),
             duplicate_policy: Some(self.duplicate_policy.as_str().into()),
             ae_title: Some(self.ae_title.clone()),
+            log_format: Some(self.log_format.as_str().into()),
             max_associations: Some(self.max_associations),
             max_pdu: Some(self.max_pdu),
             max_associate_rq: Some(self.max_associate_rq),
@@ -954,6 +963,12 @@ impl ServeArgs {
                 .ae_title
                 .or(file.ae_title)
                 .unwrap_or_else(|| "RADPORT".into()),
+            log_format: self
+                .log_format
+                .or(file.log_format)
+                .map(|f| f.parse())
+                .transpose()?
+                .unwrap_or_default(),
             max_associations: self
                 .max_associations
                 .or(file.max_associations)
@@ -1353,6 +1368,7 @@ catalog_url = "postgres://u:p@db/radport"
 archive_url = "s3://bucket/prefix?endpoint=http://s3:9000"
 duplicate_policy = "overwrite-if-different"
 ae_title = "HOSPITAL"
+log_format = "json"
 max_associations = 7
 max_pdu = 65536
 max_associate_rq = 4096

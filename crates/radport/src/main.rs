@@ -7,6 +7,7 @@ mod client;
 mod collect;
 mod config;
 mod destinations;
+mod logging;
 mod login;
 mod run_job;
 mod serve;

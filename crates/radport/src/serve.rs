@@ -6,19 +6,15 @@ use radport_archive::Archive;
 use radport_catalog::Catalog;
 use radport_dimse::ReceiverConfig;
 use radport_ingest::Ingestor;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{ServeArgs, Settings};
 
 pub async fn run(args: ServeArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    // The settings first (resolving them logs nothing): they say how to log.
+    let settings = args.resolve()?;
+    crate::logging::init(settings.log_format, false);
     // Before the threads that serve thousands of connections allocate (see the function).
     radport_http::server::tune_malloc();
-    let settings = args.resolve()?;
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",

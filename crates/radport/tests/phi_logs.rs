@@ -110,3 +110,55 @@ fn the_info_log_of_a_full_run_names_no_patient_and_no_uploaded_file() {
         );
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_name_no_patient() {
+    let server = Server::start_with_env(
+        &["--stable-after", "1", "--log-format", "json"],
+        &[("RADPORT_LOG", "info")],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let sent = spec("8811");
+    write_series(&tmp.path().join("sent"), &sent).unwrap();
+    let out = server.dcmsend("kp-jsonlog", "kp-admin", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    // A job run in a child process (whose own lines the server logs as its events).
+    let uid = series_uid(&sent);
+    server.wait_for(60, "the thumbnail", || {
+        let jobs = server.jobs_of(&uid);
+        jobs.iter()
+            .any(|j| j["kind"] == "thumbnail" && j["state"] == "succeeded")
+            .then_some(())
+    });
+    let log = server.log();
+    let mut messages = Vec::new();
+    // The log is standard output; standard error (in the same file here) has only the few
+    // indented lines for the person who started the server (its address, a first password).
+    let for_people: Vec<&str> = log.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(for_people.len() <= 4, "{for_people:#?}");
+    for line in log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("  "))
+    {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}\n{log}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(event[key].is_string(), "{key} missing: {line}");
+        }
+        let message = event["fields"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no fields.message: {line}"));
+        messages.push(message.to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("radport is running")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m == "association accepted"),
+        "{messages:#?}"
+    );
+    for phi in [PATIENT_FAMILY, PATIENT_GIVEN, PATIENT_ID] {
+        assert!(!log.contains(phi), "{phi} in the log:\n{log}");
+    }
+}
