@@ -16,7 +16,9 @@
 //!
 //! Stable series: a series whose `last_arrival` is older than the idle time and newer than the
 //! last arrival it was scheduled for gets one job of each pipeline kind. An instance that
-//! arrives later moves `last_arrival` forward, so the series is scheduled again.
+//! arrives later moves `last_arrival` forward, so the series is scheduled again. The arrival also
+//! sets the series' `pipeline_pending` flag, which scheduling clears: a tick reads only the
+//! pending series (a partial index), not every series.
 
 use std::time::Duration;
 
@@ -665,12 +667,11 @@ impl Catalog {
         max_attempts: i64,
     ) -> Result<Vec<String>, CatalogError> {
         let cutoff = before(idle);
-        // Cheap read first: most ticks find nothing and need no write lock.
+        // Cheap read first: most ticks find nothing and need no write lock. Only pending
+        // series are read (a partial index holds them), however many series there are.
         let due: Vec<(String, String)> = sqlx::query(
             "SELECT s.series_uid, s.last_arrival FROM series s \
-             LEFT JOIN series_pipeline p ON p.series_uid = s.series_uid \
-             WHERE s.last_arrival <= $1 \
-               AND (p.scheduled_for IS NULL OR p.scheduled_for < s.last_arrival) \
+             WHERE s.pipeline_pending = 1 AND s.last_arrival <= $1 \
              ORDER BY s.last_arrival LIMIT 200",
         )
         .bind(&cutoff)
@@ -700,7 +701,19 @@ impl Catalog {
             .bind(&now)
             .execute(&mut *tx)
             .await?;
+            // Not pending any more, unless an instance arrived since the read (then its
+            // `last_arrival` moved, and the next ticks see it; on PostgreSQL this waits for
+            // the arrival's transaction and re-checks).
+            sqlx::query(
+                "UPDATE series SET pipeline_pending = 0 \
+                 WHERE series_uid = $1 AND last_arrival = $2 AND pipeline_pending = 1",
+            )
+            .bind(&series_uid)
+            .bind(&last_arrival)
+            .execute(&mut *tx)
+            .await?;
             if claimed.rows_affected() == 0 {
+                // Another node's scheduler took this arrival.
                 continue;
             }
             for kind in kinds {

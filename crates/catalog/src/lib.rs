@@ -393,6 +393,11 @@ impl Catalog {
                     };
                     sqlx::query(fill).execute(&mut *tx).await?;
                 }
+                if older < 8 {
+                    self.add_columns(&mut tx, "series", schema::SERIES_COLUMNS_V8)
+                        .await?;
+                    sqlx::query(schema::MIGRATE_TO_8).execute(&mut *tx).await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -412,6 +417,7 @@ impl Catalog {
             .chain(schema::INDEXES_V4)
             .chain(schema::INDEXES_V6)
             .chain(schema::INDEXES_V7)
+            .chain(schema::INDEXES_V8)
         {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }

@@ -132,6 +132,7 @@ macro_rules! upsert_series {
                instance_count = series.instance_count + excluded.instance_count, \
                total_size = series.total_size + excluded.total_size, \
                last_arrival = excluded.last_arrival, \
+               pipeline_pending = 1, \
                patient_id = COALESCE(excluded.patient_id, series.patient_id), \
                patient_name = COALESCE(excluded.patient_name, series.patient_name), \
                study_date = COALESCE(excluded.study_date, series.study_date), \

@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -67,7 +67,8 @@ pub(crate) const STATEMENTS: &[&str] = &[
         accession_number TEXT,
         search_text TEXT NOT NULL DEFAULT '',
         validation_errors BIGINT,
-        validation_warnings BIGINT
+        validation_warnings BIGINT,
+        pipeline_pending BIGINT NOT NULL DEFAULT 1
     )",
     "CREATE TABLE IF NOT EXISTS instances (
         sop_instance_uid TEXT NOT NULL PRIMARY KEY,
@@ -389,6 +390,22 @@ pub(crate) const INDEXES_V7: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_instances_series_number \
         ON instances (series_uid, instance_number)",
 ];
+
+/// Column added to `series` by version 8: 1 from an arrival until the scheduler has scheduled
+/// the pipeline for that arrival (set by the ingest hot path, which updates the row anyway), so
+/// that a scheduler tick reads the few pending series through a partial index instead of
+/// scanning every series.
+pub(crate) const SERIES_COLUMNS_V8: &[(&str, &str)] =
+    &[("pipeline_pending", "BIGINT NOT NULL DEFAULT 1")];
+
+/// Version 8: series already scheduled for their last arrival are not pending.
+pub(crate) const MIGRATE_TO_8: &str = "UPDATE series SET pipeline_pending = 0 WHERE EXISTS \
+     (SELECT 1 FROM series_pipeline p WHERE p.series_uid = series.series_uid \
+      AND p.scheduled_for >= series.last_arrival)";
+
+/// Indexes of version 8: the pending series, by arrival.
+pub(crate) const INDEXES_V8: &[&str] = &["CREATE INDEX IF NOT EXISTS idx_series_pipeline_pending \
+     ON series (last_arrival) WHERE pipeline_pending = 1"];
 
 /// Columns added to `uploads` by version 4: the keys of the counted chunks (each PATCH writes
 /// a chunk of its own; the compare-and-set that counts it records which) and the assembler's

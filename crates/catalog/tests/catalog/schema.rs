@@ -5,6 +5,7 @@ use super::*;
 both!(migrates_a_version_2_catalog);
 both!(migrates_a_version_5_catalog);
 both!(migrates_a_version_6_catalog);
+both!(migrates_a_version_7_catalog);
 
 #[tokio::test]
 async fn sqlite_connection_settings() {
@@ -412,5 +413,68 @@ async fn migrates_a_version_6_catalog(url: &str) {
         .expect("search");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].study.as_ref().map(|s| s.uid.as_str()), Some("S1"));
+    c.close().await;
+}
+
+/// Version 8 adds the pending flag of the scheduler: a series scheduled for its last arrival
+/// is not pending after the upgrade, one with an arrival since is.
+async fn migrates_a_version_7_catalog(url: &str) {
+    use radport_catalog::JobKind;
+    use sqlx::Connection;
+    let kinds = [JobKind::Thumbnail];
+    {
+        let c = Catalog::connect(url).await.expect("connect");
+        for (study, series, sop) in [("A", "S1", "s1a"), ("B", "S2", "s2a")] {
+            record(
+                &c,
+                &rec(study, series, sop),
+                &route("admin", "d"),
+                DuplicatePolicy::KeepFirst,
+            )
+            .await;
+        }
+        let mut first = c
+            .schedule_stable_series(Duration::ZERO, &kinds, 3)
+            .await
+            .expect("schedule");
+        first.sort();
+        assert_eq!(first, ["S1", "S2"]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        record(
+            &c,
+            &rec("B", "S2", "s2b"),
+            &route("admin", "d"),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await;
+        c.close().await;
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in [
+        "DROP INDEX idx_series_pipeline_pending",
+        "ALTER TABLE series DROP COLUMN pipeline_pending",
+        "DELETE FROM schema_version",
+        "INSERT INTO schema_version (version, applied_at) VALUES (7, '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
+
+    let c = Catalog::connect(url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let again = c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule");
+    assert_eq!(again, ["S2"], "only the series with an unscheduled arrival");
+    assert!(c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule")
+        .is_empty());
     c.close().await;
 }
