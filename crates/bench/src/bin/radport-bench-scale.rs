@@ -46,7 +46,7 @@ fn record(s: usize, n: usize, per_series: usize) -> InstanceRecord {
         patient_id: Some(format!("PAT{:07}", study / 2)),
         patient_name: Some(format!("Name{}^Given{}", study % 997, study % 13)),
         patient_birth_date: Some("19700101".into()),
-        patient_sex: Some(if study % 2 == 0 { "F" } else { "M" }.into()),
+        patient_sex: Some(if study.is_multiple_of(2) { "F" } else { "M" }.into()),
         study_date: Some(format!(
             "20{:02}{:02}{:02}",
             10 + study % 15,
