@@ -15,8 +15,10 @@
 #   scripts/garage.sh stop-node DIR N   stops node N (0, 1 or 2): what a failed machine does
 #   scripts/garage.sh start-node DIR N  starts node N again (it catches up by itself)
 #   scripts/garage.sh repair DIR        full sync of the metadata tables, then of the data blocks,
-#                                       on every node: a node back from an outage catches up at
-#                                       once (Garage's own anti-entropy does it within ~10 min)
+#                                       on every node, at full speed: a node back from an outage
+#                                       catches up at once (by itself, Garage's anti-entropy and
+#                                       resync take 10-20 min); run it again until
+#                                       `garage stats` shows an empty resync queue
 #   scripts/garage.sh status DIR        `garage status` of the cluster
 #
 # Each node keeps its metadata (LMDB) and data under DIR/nodeN; logs in DIR/nodeN.log.
@@ -218,7 +220,13 @@ case "$cmd" in
         done
         ;;
     repair)
+        # Resync at full speed (the defaults pace it to leave room for requests).
+        g "${2:?DIR}" 0 worker set --all-nodes resync-tranquility 0 >/dev/null
         g "${2:?DIR}" 0 repair --all-nodes --yes tables >/dev/null
+        # A block learnt of through the tables is queued for a check 2 × rpc_timeout later
+        # (10 min by default) and a queued check is never moved earlier: empty the queue, then
+        # queue every block referenced or on disk for now.
+        g "${2:?DIR}" 0 repair --all-nodes --yes clear-resync-queue >/dev/null
         g "${2:?DIR}" 0 repair --all-nodes --yes blocks >/dev/null
         ;;
     status) g "${2:?DIR}" 0 status ;;

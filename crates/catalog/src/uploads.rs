@@ -413,6 +413,43 @@ impl Catalog {
         Ok(())
     }
 
+    /// Deletes the row of incomplete upload `id` if it is still expired and not being
+    /// assembled (a chunk may have arrived through another node since it was listed); true if
+    /// this call deleted it. The sweeper of each node claims an upload this way before deleting
+    /// its chunks, so that one node deletes it, once, and never one that came alive again.
+    pub async fn claim_expired_upload(&self, id: &str) -> Result<bool, CatalogError> {
+        let now = now();
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM uploads WHERE id = $1 AND completed = 0 AND expires_at < $2 \
+               AND (assembly_lease IS NULL OR assembly_lease < $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    /// Deletes the row of completed upload `id` if its retention has still passed; true if
+    /// this call deleted it (see [`Catalog::claim_expired_upload`]).
+    pub async fn claim_expired_file(&self, id: &str) -> Result<bool, CatalogError> {
+        let mut writer = self.writer().await;
+        let mut tx = writer.begin().await?;
+        let deleted =
+            sqlx::query("DELETE FROM uploads WHERE id = $1 AND completed = 1 AND expires_at < $2")
+                .bind(id)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
     /// Incomplete uploads whose expiry has passed and that are not being assembled.
     pub async fn expired_uploads(&self) -> Result<Vec<Upload>, CatalogError> {
         let now = now();

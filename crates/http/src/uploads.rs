@@ -747,10 +747,16 @@ pub async fn terminate(
 }
 
 async fn remove_upload(state: &AppState, id: &str) -> ApiResult<()> {
+    remove_parts(state, id).await?;
+    state.catalog.delete_upload(id).await?;
+    Ok(())
+}
+
+/// Deletes the chunks stored for upload `id`.
+async fn remove_parts(state: &AppState, id: &str) -> ApiResult<()> {
     for part in state.archive.list(&parts_prefix(id)).await? {
         state.archive.delete(&part.key).await?;
     }
-    state.catalog.delete_upload(id).await?;
     Ok(())
 }
 
@@ -759,9 +765,16 @@ async fn remove_upload(state: &AppState, id: &str) -> ApiResult<()> {
 /// completed uploads whose file is gone (an import deleted it); returns how many incomplete
 /// uploads were deleted.
 pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
-    let expired = state.catalog.expired_uploads().await?;
-    for upload in &expired {
-        remove_upload(state, &upload.id).await?;
+    // Each row is claimed (deleted if still expired) before its objects are deleted: with
+    // several nodes sweeping, one of them deletes an upload, and a chunk recorded through
+    // another node in the meantime keeps the upload alive. Objects of a row claimed by a node
+    // that dies before deleting them are chunks of a gone upload, which `collect` removes.
+    let mut expired = 0usize;
+    for upload in state.catalog.expired_uploads().await? {
+        if state.catalog.claim_expired_upload(&upload.id).await? {
+            remove_parts(state, &upload.id).await?;
+            expired += 1;
+        }
     }
     let in_use = state.catalog.files_in_use().await?;
     let mut retired = 0usize;
@@ -769,9 +782,10 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
         if in_use.contains(&upload.path) {
             continue;
         }
-        state.archive.delete(&file_key(&upload.path)).await?;
-        state.catalog.delete_upload(&upload.id).await?;
-        retired += 1;
+        if state.catalog.claim_expired_file(&upload.id).await? {
+            state.archive.delete(&file_key(&upload.path)).await?;
+            retired += 1;
+        }
     }
     if retired > 0 {
         tracing::info!(
@@ -799,7 +813,7 @@ pub async fn sweep_expired(state: &AppState) -> ApiResult<usize> {
             }
         }
     }
-    Ok(expired.len())
+    Ok(expired)
 }
 
 /// `GET /api/files`: the uploaded files.

@@ -42,7 +42,15 @@ impl FromStr for LogFormat {
 /// Starts the log on standard output (`serve`) or standard error (the other commands).
 pub fn init(format: LogFormat, to_stderr: bool) {
     let filter = EnvFilter::try_from_env("RADPORT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: a file or journald gets plain text.
+    let terminal = if to_stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(terminal);
     match (format, to_stderr) {
         (LogFormat::Text, false) => builder.init(),
         (LogFormat::Text, true) => builder.with_writer(std::io::stderr).init(),

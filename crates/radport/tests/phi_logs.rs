@@ -94,6 +94,13 @@ fn the_info_log_of_a_full_run_names_no_patient_and_no_uploaded_file() {
         log.contains("association accepted"),
         "the log is the server's: {log}"
     );
+    // Written to a file, the log is plain text: no terminal colour codes around fields.
+    assert!(!log.contains('\x1b'), "escape codes in the log file");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("association accepted") && l.contains(" calling_ae=")),
+        "fields as name=value: {log}"
+    );
     for phi in [
         PATIENT_FAMILY,
         PATIENT_GIVEN,

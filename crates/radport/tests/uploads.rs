@@ -18,7 +18,7 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn create(server: &Server, length: usize, filename: &str) -> (u16, String) {
+pub(crate) fn create(server: &Server, length: usize, filename: &str) -> (u16, String) {
     let r = reqwest::blocking::Client::new()
         .post(server.url("/api/uploads"))
         .header("Tus-Resumable", "1.0.0")
@@ -41,7 +41,7 @@ fn create(server: &Server, length: usize, filename: &str) -> (u16, String) {
     (status, location)
 }
 
-fn offset(server: &Server, location: &str) -> (u16, Option<u64>) {
+pub(crate) fn offset(server: &Server, location: &str) -> (u16, Option<u64>) {
     let r = reqwest::blocking::Client::new()
         .head(server.url(location))
         .header("Tus-Resumable", "1.0.0")
@@ -54,7 +54,7 @@ fn offset(server: &Server, location: &str) -> (u16, Option<u64>) {
     (r.status().as_u16(), o)
 }
 
-fn patch(server: &Server, location: &str, at: u64, body: &[u8]) -> u16 {
+pub(crate) fn patch(server: &Server, location: &str, at: u64, body: &[u8]) -> u16 {
     reqwest::blocking::Client::new()
         .patch(server.url(location))
         .header("Tus-Resumable", "1.0.0")

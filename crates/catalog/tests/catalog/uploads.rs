@@ -163,6 +163,17 @@ async fn upload_rows(url: &str) {
         .map(|u| u.id)
         .collect();
     assert_eq!(expired, ["c"], "the upload being assembled is not swept");
+    // Claiming: only an expired, unleased row, and only once (several nodes sweep at once).
+    assert!(!c.claim_expired_upload("a").await.expect("claim"), "leased");
+    c.touch_upload("c", &at(3600)).await.expect("touch");
+    assert!(
+        !c.claim_expired_upload("c").await.expect("claim"),
+        "alive again"
+    );
+    c.touch_upload("c", &at(-10)).await.expect("touch");
+    assert!(c.claim_expired_upload("c").await.expect("claim"));
+    assert!(!c.claim_expired_upload("c").await.expect("claim"), "once");
+    assert!(c.get_upload("c").await.expect("get").is_none());
 
     // Completion: retention expiry, no chunks, no lease.
     c.complete_upload("a", &at(-1)).await.expect("complete");
@@ -181,6 +192,10 @@ async fn upload_rows(url: &str) {
         Some("a".to_string())
     );
     assert_eq!(c.completed_uploads().await.expect("completed").len(), 1);
+    assert!(
+        !c.claim_expired_upload("a").await.expect("claim"),
+        "completed"
+    );
 
     // Files named by queued or running workflow runs.
     c.create_workflow_run("r1", "import", &serde_json::json!({"file": "/scan.zip"}))
@@ -198,7 +213,8 @@ async fn upload_rows(url: &str) {
         "{in_use:?}"
     );
 
-    c.delete_upload("a").await.expect("delete");
+    assert!(c.claim_expired_file("a").await.expect("claim"));
+    assert!(!c.claim_expired_file("a").await.expect("claim"), "once");
     c.create_upload(
         &NewUpload {
             id: "d",

@@ -207,6 +207,33 @@ impl Garage {
         Self::script(&["start-node", &self.dir(), &n.to_string()], self.base_port);
     }
 
+    /// The data blocks node `n` holds on its disk: the hashes named by the files under its
+    /// data directory (`xx/yy/<hash>`, `.zst` when compressed).
+    pub fn block_hashes(&self, n: u16) -> std::collections::BTreeSet<String> {
+        fn walk(dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    let hash = name.split('.').next().unwrap_or_default();
+                    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        out.insert(hash.to_string());
+                    }
+                }
+            }
+        }
+        let mut hashes = std::collections::BTreeSet::new();
+        walk(&self.dir.path().join(format!("node{n}/data")), &mut hashes);
+        hashes
+    }
+
+    /// `scripts/garage.sh repair`: the metadata tables, then the blocks, resynced on every node
+    /// at once (instead of within Garage's own anti-entropy period).
+    pub fn repair(&self) {
+        Self::script(&["repair", &self.dir()], self.base_port);
+    }
+
     fn oracle(&self, args: &[&str]) -> Vec<u8> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3_oracle.py");
         super::run_ok(

@@ -3,6 +3,7 @@
 //! be made to do on purpose (abort half-way, send garbage).
 
 pub mod garage;
+pub mod postgres_server;
 
 use std::io::Read;
 use std::net::TcpListener;
