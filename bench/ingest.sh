@@ -14,7 +14,9 @@
 #   RADPORT_BASELINE=PATH          a second radport binary (e.g. an earlier commit's release
 #                                  build), the receiver "baseline": to find where a regression
 #                                  came from, side by side with the same data and disk
-#   BENCH_SCENARIOS="single parallel"   scenarios to run (subset allowed)
+#   BENCH_SCENARIOS="single parallel"   scenarios to run (subset allowed; add "cluster" for the
+#                                  multi-node line: bench/cluster.sh, three nodes behind HAProxy
+#                                  on PostgreSQL and Garage, CPU per instance of each part)
 #   BENCH_REPEAT=3                 runs of each scenario and receiver (alternating receivers, the
 #                                  order rotated by one each repetition); the table shows the
 #                                  median and the spread
@@ -457,7 +459,8 @@ main() {
     done
     local scenario
     for scenario in $BENCH_SCENARIOS; do
-        [[ $scenario == single || $scenario == parallel ]] || die "unknown scenario $scenario (use single and/or parallel)"
+        [[ $scenario == single || $scenario == parallel || $scenario == cluster ]] \
+            || die "unknown scenario $scenario (use single, parallel and/or cluster)"
     done
     # Repetition n starts with the n-th receiver: none is always first (or always after the same one).
     local rep order
@@ -508,6 +511,14 @@ main() {
     if [[ -n "$memcheck" ]]; then
         echo "radport peak RSS: ${PEAK["$single|radport"]:-?} MB for $BENCH_COUNT instances vs." \
             "${PEAK["$memcheck|radport"]:-?} MB for $BENCH_PARALLEL_COUNT instances"
+    fi
+    if [[ " $BENCH_SCENARIOS " == *" cluster "* ]]; then
+        # Three nodes behind HAProxy on PostgreSQL and Garage (bench/cluster.sh): CPU per
+        # instance of each part, not a rate (every process shares this machine).
+        echo
+        echo "cluster: $BENCH_PARALLEL senders through HAProxy to three radport nodes (bench/cluster.sh)"
+        BENCH_NO_BUILD=1 BENCH_COUNT="$BENCH_COUNT" BENCH_PARALLEL="$BENCH_PARALLEL" \
+            bash "$ROOT/bench/cluster.sh" || FAILURES=$((FAILURES + 1))
     fi
     echo "disk reference: dd of 512 MiB with conv=fdatasync into $RUNS: ${disk_mbps:-?} MB/s (the ceiling for a receiver that syncs before it answers)"
     echo "logs: $LOGS"

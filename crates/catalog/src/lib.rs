@@ -65,6 +65,11 @@ pub const ADMIN_PROJECT: &str = "admin";
 pub const DEFAULT_SQLITE_POOL_SIZE: u32 = 8;
 /// Default pool size for PostgreSQL.
 pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
+/// How long a query waits for a connection of the pool before it fails. While PostgreSQL is
+/// down (a restart, a fail-over) new connections are tried all along: an instance arriving
+/// meanwhile is recorded once the database is back within this time, and gets a failure status
+/// otherwise.
+pub const POOL_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Attempts of a PostgreSQL write transaction on a transient error (deadlock, insert race).
 const MAX_WRITE_ATTEMPTS: u32 = 8;
@@ -262,6 +267,7 @@ impl Catalog {
                             .unwrap_or(DEFAULT_POSTGRES_POOL_SIZE)
                             .max(1),
                     )
+                    .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
                     .connect(url)
                     .await?
             }
