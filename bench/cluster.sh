@@ -123,7 +123,7 @@ for n in 0 1 2; do
     RADPORT_ACCESS=open NO_COLOR=1 setsid "$RADPORT" serve --data-dir "$RUN/node$n" \
         --catalog-url "$CATALOG_URL" --archive-url "$RADPORT_ARCHIVE_URL" \
         --dicom-port "${DICOM_PORTS[$n]}" --http-port "${HTTP_PORTS[$n]}" --bind 127.0.0.1 \
-        --stable-after 3600 >"$RUN/node$n.log" 2>&1 &
+        --stable-after 3600 --proxy-protocol-from 127.0.0.1 >"$RUN/node$n.log" 2>&1 &
     NODE_PIDS+=("$!")
 done
 for n in 0 1 2; do

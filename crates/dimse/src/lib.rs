@@ -34,6 +34,7 @@ mod find;
 pub mod guard;
 pub mod identifier;
 pub mod outgoing;
+pub mod proxy;
 mod request;
 mod retrieve;
 mod scu;
@@ -100,6 +101,10 @@ pub struct ReceiverConfig {
     pub transcoder: Option<Arc<dyn Transcoder>>,
     /// Which instances may be converted (size limits; two conversions run at once).
     pub transcode_limits: TranscodeLimits,
+    /// Load balancers whose connections start with a PROXY protocol header naming the
+    /// client's address ([`proxy`]); that address is then the peer's for every limit, rule,
+    /// audit record and log line. Empty: none (every peer is taken as it connects).
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// Default of [`ReceiverConfig::max_retrieves`].
@@ -124,6 +129,7 @@ impl Default for ReceiverConfig {
             max_retrieves: DEFAULT_MAX_RETRIEVES,
             transcoder: None,
             transcode_limits: TranscodeLimits::default(),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -334,7 +340,7 @@ async fn accept_loop(
     admission: &Arc<Admission>,
 ) {
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let (mut socket, connected_from) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -348,6 +354,10 @@ async fn accept_loop(
         let admission = admission.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let Some(peer) = client_address(&mut socket, connected_from, &admission.config).await
+            else {
+                return;
+            };
             match tls {
                 None => {
                     let established = handshake(socket, peer, &ingestor, &admission);
@@ -359,6 +369,39 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// The client's address: the one a trusted balancer's PROXY protocol header names (read within
+/// the ARTIM timeout), else the connection's own. `None`: a trusted balancer's connection
+/// without a valid header, closed.
+async fn client_address(
+    socket: &mut TcpStream,
+    connected_from: SocketAddr,
+    config: &ReceiverConfig,
+) -> Option<SocketAddr> {
+    if !proxy::is_trusted(&config.proxy_protocol_from, &connected_from) {
+        return Some(connected_from);
+    }
+    match tokio::time::timeout(config.artim_timeout, proxy::read_header(socket)).await {
+        Ok(Ok(Some(client))) => Some(client),
+        // The balancer's own check (LOCAL, UNKNOWN): its address.
+        Ok(Ok(None)) => Some(connected_from),
+        // A health check that connects and closes.
+        Ok(Err(proxy::ProxyHeaderError::Io(e))) => {
+            tracing::debug!(balancer = %connected_from, error = %e, "closed before a PROXY header");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(balancer = %connected_from, error = %e,
+                "connection from a trusted load balancer refused (is it set to send-proxy-v2?)");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(balancer = %connected_from, timeout = ?config.artim_timeout,
+                "no PROXY protocol header in time from a trusted load balancer");
+            None
+        }
     }
 }
 

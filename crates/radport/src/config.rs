@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// beyond it the oldest is closed [default: 128].
     #[arg(long, env = "RADPORT_MAX_PENDING_CONNECTIONS")]
     pub max_pending_connections: Option<usize>,
+    /// Load balancers in front of the DICOM port (addresses or networks, comma-separated)
+    /// whose connections start with a PROXY protocol header (v1 or v2, HAProxy's
+    /// `send-proxy-v2`) naming the client: limits per peer, network rules and the audit trail
+    /// then see the client, not the balancer [default: none].
+    #[arg(long, env = "RADPORT_PROXY_PROTOCOL_FROM")]
+    pub proxy_protocol_from: Option<String>,
     /// Maximum number of C-GET/C-MOVE retrieves at once over all associations; more are
     /// refused with status 0xA702 [default: 8].
     #[arg(long, env = "RADPORT_MAX_RETRIEVES")]
@@ -293,6 +299,7 @@ struct FileSettings {
     max_associate_rq: Option<u32>,
     max_associations_per_peer: Option<usize>,
     max_pending_connections: Option<usize>,
+    proxy_protocol_from: Option<String>,
     max_retrieves: Option<usize>,
     artim_timeout: Option<f64>,
     dicom_idle_timeout: Option<f64>,
@@ -367,6 +374,8 @@ pub struct Settings {
     pub max_associate_rq: u32,
     pub max_associations_per_peer: usize,
     pub max_pending_connections: usize,
+    /// Load balancers that send a PROXY protocol header on the DICOM port.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     pub max_retrieves: usize,
     pub artim_timeout: std::time::Duration,
     pub dicom_idle_timeout: std::time::Duration,
@@ -524,6 +533,13 @@ impl Settings {
             max_associate_rq: Some(self.max_associate_rq),
             max_associations_per_peer: Some(self.max_associations_per_peer),
             max_pending_connections: Some(self.max_pending_connections),
+            proxy_protocol_from: Some(
+                self.proxy_protocol_from
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             max_retrieves: Some(self.max_retrieves),
             artim_timeout: secs(self.artim_timeout),
             dicom_idle_timeout: secs(self.dicom_idle_timeout),
@@ -865,6 +881,13 @@ impl ServeArgs {
                 "max_associations_per_peer and max_pending_connections must be at least 1"
             );
         }
+        let proxy_protocol_from = parse_networks(
+            &self
+                .proxy_protocol_from
+                .or(file.proxy_protocol_from)
+                .unwrap_or_default(),
+        )
+        .context("proxy_protocol_from")?;
         let max_retrieves = self
             .max_retrieves
             .or(file.max_retrieves)
@@ -898,6 +921,7 @@ impl ServeArgs {
             max_associate_rq,
             max_associations_per_peer,
             max_pending_connections,
+            proxy_protocol_from,
             max_retrieves,
             artim_timeout,
             dicom_idle_timeout,
@@ -1088,6 +1112,19 @@ fn parse_duration(setting: &str, text: &str) -> Result<std::time::Duration> {
             "{setting} must be a duration such as 90s, 15m or 1h (at most 365d), not {text:?}"
         ),
     }
+}
+
+/// Addresses or networks, comma-separated (`10.0.0.5`, `10.1.0.0/24`, `::1`).
+fn parse_networks(list: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("{n:?} is neither an address nor a network"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1409,6 +1446,7 @@ access = "enforced"
 admin_password = "initial admin password"
 admin_token = "rpt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 allowed_hosts = "pacs.example.org,radport.internal"
+proxy_protocol_from = "10.0.0.5,10.1.0.0/24"
 tls_cert = "/etc/radport/cert.pem"
 tls_key = "/etc/radport/key.pem"
 oidc_issuer = "https://sso.example.org/realms/hospital"
@@ -1434,6 +1472,13 @@ viewer_dir = "/opt/radport/viewer"
         assert_eq!(
             again.allowed_hosts,
             ["pacs.example.org", "radport.internal"]
+        );
+        assert_eq!(
+            again.proxy_protocol_from,
+            [
+                "10.0.0.5/32".parse::<ipnet::IpNet>().unwrap(),
+                "10.1.0.0/24".parse().unwrap()
+            ]
         );
         // Secrets print as `Secret(…)`: compared here.
         assert_eq!(
@@ -1499,6 +1544,14 @@ viewer_dir = "/opt/radport/viewer"
             },
             ServeArgs {
                 max_associations_per_peer: Some(0),
+                ..Default::default()
+            },
+            ServeArgs {
+                proxy_protocol_from: Some("10.0.0.5,balancer".into()),
+                ..Default::default()
+            },
+            ServeArgs {
+                proxy_protocol_from: Some("10.0.0.0/33".into()),
                 ..Default::default()
             },
         ] {

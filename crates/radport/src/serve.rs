@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_retrieves: settings.max_retrieves,
         transcoder: Some(std::sync::Arc::new(PipelineTranscoder)),
         transcode_limits: radport_dimse::TranscodeLimits::default(),
+        proxy_protocol_from: settings.proxy_protocol_from.clone(),
     };
     let deployment = radport_http::responses::Deployment {
         ae_title_name_limit: radport_catalog::MAX_AE_TITLE_NAME,

@@ -66,7 +66,10 @@ impl Cluster {
         requirements(test);
         let garage = Garage::start();
         let archive_url = garage.archive_url(BUCKET, "");
+        // deploy/haproxy.cfg sends a PROXY protocol header on DICOM connections.
         let mut args = vec![
+            "--proxy-protocol-from",
+            "127.0.0.1",
             "--stable-after",
             "1",
             "--catalog-url",
@@ -833,4 +836,76 @@ fn three_sweepers_delete_each_expired_upload_once_and_no_live_one() {
         .garage
         .objects(BUCKET, "uploads/live.bin")
         .contains_key("uploads/live.bin"));
+}
+
+/// A C-STORE of `file` into project `ward` through the balancer, by pynetdicom from the local
+/// address `source` (127.0.0.0/8 is all loopback): 0 stored, 2 association refused.
+fn store_from(cluster: &Cluster, source: &str, file: &Path) -> std::process::Output {
+    let script = r#"
+import sys
+from pydicom import dcmread
+from pynetdicom import AE
+port, source, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ds = dcmread(path)
+ae = AE(ae_title="kp-near")
+ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+assoc = ae.associate("127.0.0.1", port, ae_title="kp-ward", bind_address=(source, 0))
+if not assoc.is_established:
+    print("association refused")
+    sys.exit(2)
+status = assoc.send_c_store(ds)
+assoc.release()
+print("status", hex(status.Status))
+sys.exit(0 if status.Status == 0 else 3)
+"#;
+    Command::new("python3")
+        .args(["-c", script])
+        .arg(cluster.front.dicom_port.to_string())
+        .arg(source)
+        .arg(file)
+        .output()
+        .expect("python3 with pynetdicom")
+}
+
+/// Behind the balancer the nodes see each client's own address (HAProxy's PROXY protocol
+/// header, `send-proxy-v2` in deploy/haproxy.cfg): a project's network rule lets one client
+/// in and keeps another out though both come through the same balancer, and the log and the
+/// audit trail name the client, not the balancer.
+#[test]
+fn the_balancer_passes_on_each_client_address() {
+    let cluster = Cluster::start("the_balancer_passes_on_each_client_address", &[]);
+    let front = &cluster.front;
+    front.create_project("ward");
+    let response = reqwest::blocking::Client::new()
+        .put(front.url("/api/projects/ward/dicom-rules"))
+        .json(&serde_json::json!({"networks": ["127.0.0.2/32"]}))
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{:?}", response.text());
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("990", 2, 64, 64);
+    let files = write_series(tmp.path(), &s).unwrap();
+
+    let near = store_from(&cluster, "127.0.0.2", &files[0]);
+    assert_eq!(near.status.code(), Some(0), "{}", output_text(&near));
+    let far = store_from(&cluster, "127.0.0.3", &files[1]);
+    assert_eq!(far.status.code(), Some(2), "{}", output_text(&far));
+    assert_eq!(front.instance_total("ward"), 1);
+
+    let logs: String = cluster.nodes.iter().map(|n| n.log()).collect();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("association accepted") && l.contains("peer=127.0.0.2:")),
+        "the accepted association names its client"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains("association refused")
+            && l.contains("address 127.0.0.3 may not store into this project")),
+        "the refusal names the client"
+    );
+    // The audit trail records the client's address.
+    let audit = front.get_json("/api/audit?limit=100");
+    let text = audit.to_string();
+    assert!(text.contains("127.0.0.2"), "{audit:#}");
+    assert!(text.contains("127.0.0.3"), "{audit:#}");
 }
