@@ -77,6 +77,11 @@ async fn read_v1<R: AsyncRead + Unpin>(
         }
         line.push(socket.read_u8().await?);
     }
+    // US-ASCII only, as the specification says (and `ppp` slices the text at byte offsets:
+    // a multi-byte character there would panic, found by fuzz/fuzz_targets/proxy_header.rs).
+    if !line.is_ascii() {
+        return Err(ProxyHeaderError::Malformed("not ASCII".into()));
+    }
     let text =
         std::str::from_utf8(&line).map_err(|_| ProxyHeaderError::Malformed("not ASCII".into()))?;
     let header =
@@ -194,6 +199,13 @@ mod tests {
         );
         // A version 1 line without an end.
         let (result, _) = read(&[b"PROXY TCP4 ".as_slice(), &[b'1'; 200]].concat()).await;
+        assert!(
+            matches!(result, Err(ProxyHeaderError::Malformed(_))),
+            "{result:?}"
+        );
+        // Not ASCII: a lone CR followed by a multi-byte character made `ppp` panic (it cuts
+        // the text two bytes after the first CR).
+        let (result, _) = read("PROXY TCP4 1\r\u{29a}\r\n".as_bytes()).await;
         assert!(
             matches!(result, Err(ProxyHeaderError::Malformed(_))),
             "{result:?}"
