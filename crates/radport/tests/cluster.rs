@@ -328,6 +328,62 @@ fn acked_sender(cluster: &Cluster, dataset: &str, project: &str, dir: &Path, out
         .expect("python3 acked_sender.py")
 }
 
+/// `n` series of `count` instances (seeds `<seed>0`, `<seed>1`, …) written under `tmp/s<i>`
+/// and sent at once through the balancer by `acked_sender.py`, dataset `ds<i>` of `ward`;
+/// returns the series, the files where each sender writes what was acknowledged, the senders.
+fn start_acked_senders(
+    cluster: &Cluster,
+    tmp: &Path,
+    seed: &str,
+    n: usize,
+    count: usize,
+) -> (Vec<SeriesSpec>, Vec<PathBuf>, Vec<Child>) {
+    let specs: Vec<SeriesSpec> = (0..n)
+        .map(|i| spec(&format!("{seed}{i}"), count, 256, 256))
+        .collect();
+    let mut outs = Vec::new();
+    let mut senders = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let dir = tmp.join(format!("s{i}"));
+        write_series(&dir, s).unwrap();
+        let out = tmp.join(format!("acked{i}"));
+        senders.push(acked_sender(cluster, &format!("ds{i}"), "ward", &dir, &out));
+        outs.push(out);
+    }
+    (specs, outs, senders)
+}
+
+/// Every instance the senders saw acknowledged is served byte for byte; returns how many.
+fn assert_acknowledged_served(front: &Server, specs: &[SeriesSpec], outs: &[PathBuf]) -> usize {
+    let sent: std::collections::HashMap<String, (&SeriesSpec, usize)> = specs
+        .iter()
+        .flat_map(|s| (0..s.count).map(move |i| (radport_testkit::sop_uid(s, i), (s, i))))
+        .collect();
+    let mut acked = 0;
+    for out in outs {
+        for (uid, path) in acknowledged(out) {
+            let (s, i) = sent
+                .get(&uid)
+                .unwrap_or_else(|| panic!("{uid} is not one of the sent instances"));
+            served_as_sent(front, s, *i, &path);
+            acked += 1;
+        }
+    }
+    acked
+}
+
+/// Series `i` of [`start_acked_senders`] sent again: every one of its `count` instances is
+/// acknowledged.
+fn send_again(cluster: &Cluster, tmp: &Path, i: usize, count: usize) {
+    let again = tmp.join(format!("again{i}"));
+    let dir = tmp.join(format!("s{i}"));
+    let out = acked_sender(cluster, &format!("ds{i}"), "ward", &dir, &again)
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "re-send {i}: {}", output_text(&out));
+    assert_eq!(acknowledged(&again).len(), count);
+}
+
 /// "SOP Instance UID → file" of what a sender saw acknowledged.
 fn acknowledged(out: &Path) -> Vec<(String, PathBuf)> {
     std::fs::read_to_string(out)
@@ -352,19 +408,7 @@ fn a_node_killed_during_ingest_loses_nothing_acknowledged() {
     cluster.front.create_project("ward");
     let tmp = tempfile::tempdir().unwrap();
     let count = 150;
-    let specs: Vec<_> = (0..4)
-        .map(|i| spec(&format!("97{i}"), count, 256, 256))
-        .collect();
-    let dirs: Vec<PathBuf> = (0..4).map(|i| tmp.path().join(format!("s{i}"))).collect();
-    for (s, dir) in specs.iter().zip(&dirs) {
-        write_series(dir, s).unwrap();
-    }
-    let outs: Vec<PathBuf> = (0..4)
-        .map(|i| tmp.path().join(format!("acked{i}")))
-        .collect();
-    let senders: Vec<Child> = (0..4)
-        .map(|i| acked_sender(&cluster, &format!("ds{i}"), "ward", &dirs[i], &outs[i]))
-        .collect();
+    let (specs, outs, senders) = start_acked_senders(&cluster, tmp.path(), "97", 4, count);
 
     // Once a good part has arrived, the node with the most associations dies.
     let front = &cluster.front;
@@ -391,30 +435,12 @@ fn a_node_killed_during_ingest_loses_nothing_acknowledged() {
     // Everything acknowledged is there, byte for byte (asked through the balancer, which
     // now sends requests to the two nodes left only).
     let front = &cluster.front;
-    let sent: std::collections::HashMap<String, (&SeriesSpec, usize)> = specs
-        .iter()
-        .flat_map(|s| (0..count).map(move |i| (radport_testkit::sop_uid(s, i), (s, i))))
-        .collect();
-    let mut acked = 0;
-    for out in &outs {
-        for (uid, path) in acknowledged(out) {
-            let (s, i) = sent
-                .get(&uid)
-                .unwrap_or_else(|| panic!("{uid} is not one of the sent instances"));
-            served_as_sent(front, s, *i, &path);
-            acked += 1;
-        }
-    }
+    let acked = assert_acknowledged_served(front, &specs, &outs);
     assert!(acked >= 100, "{acked}");
 
     // The failed senders send again, and everything is there once.
     for &i in &failed {
-        let again = tmp.path().join(format!("again{i}"));
-        let out = acked_sender(&cluster, &format!("ds{i}"), "ward", &dirs[i], &again)
-            .wait_with_output()
-            .unwrap();
-        assert!(out.status.success(), "re-send {i}: {}", output_text(&out));
-        assert_eq!(acknowledged(&again).len(), count);
+        send_again(&cluster, tmp.path(), i, count);
     }
     assert_eq!(front.instance_total("ward"), (4 * count) as i64);
     let list = front.series("ward", "");
@@ -518,19 +544,7 @@ fn postgres_restarted_during_ingest_loses_nothing_acknowledged() {
     front.create_project("ward");
     let tmp = tempfile::tempdir().unwrap();
     let count = 200;
-    let specs: Vec<_> = (0..2)
-        .map(|i| spec(&format!("95{i}"), count, 256, 256))
-        .collect();
-    let dirs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("s{i}"))).collect();
-    for (s, dir) in specs.iter().zip(&dirs) {
-        write_series(dir, s).unwrap();
-    }
-    let outs: Vec<PathBuf> = (0..2)
-        .map(|i| tmp.path().join(format!("acked{i}")))
-        .collect();
-    let senders: Vec<Child> = (0..2)
-        .map(|i| acked_sender(&cluster, &format!("ds{i}"), "ward", &dirs[i], &outs[i]))
-        .collect();
+    let (specs, outs, senders) = start_acked_senders(&cluster, tmp.path(), "95", 2, count);
     front.wait_for(120, "40 instances stored", || {
         (outs.iter().map(|o| acknowledged(o).len()).sum::<usize>() >= 40).then_some(())
     });
@@ -576,26 +590,10 @@ fn postgres_restarted_during_ingest_loses_nothing_acknowledged() {
         );
     }
     // Everything acknowledged is there, byte for byte.
-    let sent: std::collections::HashMap<String, (&SeriesSpec, usize)> = specs
-        .iter()
-        .flat_map(|s| (0..count).map(move |i| (radport_testkit::sop_uid(s, i), (s, i))))
-        .collect();
-    for out in &outs {
-        for (uid, path) in acknowledged(out) {
-            let (s, i) = sent
-                .get(&uid)
-                .unwrap_or_else(|| panic!("{uid} is not one of the sent instances"));
-            served_as_sent(front, s, *i, &path);
-        }
-    }
+    assert_acknowledged_served(front, &specs, &outs);
     // Sent again, everything is acknowledged and there once.
-    for (i, dir) in dirs.iter().enumerate() {
-        let again = tmp.path().join(format!("again{i}"));
-        let out = acked_sender(&cluster, &format!("ds{i}"), "ward", dir, &again)
-            .wait_with_output()
-            .unwrap();
-        assert!(out.status.success(), "re-send {i}: {}", output_text(&out));
-        assert_eq!(acknowledged(&again).len(), count);
+    for i in 0..specs.len() {
+        send_again(&cluster, tmp.path(), i, count);
     }
     assert_eq!(front.instance_total("ward"), (2 * count) as i64);
     // The refused instances left nothing behind in the bucket.

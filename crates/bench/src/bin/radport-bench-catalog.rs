@@ -86,54 +86,7 @@ async fn main() -> Result<()> {
         );
     }
 
-    let cases: Vec<(&str, SeriesFilter)> = vec![
-        ("first page (no filter)", SeriesFilter::default()),
-        (
-            "modality=CT",
-            SeriesFilter {
-                modality: Some("CT".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "dataset=dataset7",
-            SeriesFilter {
-                dataset: Some("dataset7".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "study date range (2021)",
-            SeriesFilter {
-                study_date_from: Some("20210101".into()),
-                study_date_to: Some("20211231".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "text q=Name42",
-            SeriesFilter {
-                q: Some("Name42".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "modality + body part + sort by study date",
-            SeriesFilter {
-                modality: Some("MR".into()),
-                body_part: Some("HEAD".into()),
-                sort: Some("study_date".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "page 1000 (offset 50 000)",
-            SeriesFilter {
-                offset: Some(50_000),
-                ..Default::default()
-            },
-        ),
-    ];
+    let cases = radport_bench::gallery_cases("dataset7");
     println!("Catalog queries of the gallery, SQLite, {count} series, release build\n");
     println!("| query | series page (50) | facets | page + facets |");
     println!("|---|---:|---:|---:|");

@@ -11,19 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use radport_bench::metadata_json;
 use radport_catalog::{Catalog, DuplicatePolicy, InstanceRecord, Route};
-
-/// A DICOM JSON document of about the size the receiver stores for a CT slice.
-fn metadata_json(i: usize) -> String {
-    let mut doc = serde_json::Map::new();
-    for k in 0..60 {
-        doc.insert(
-            format!("0018{k:04X}"),
-            serde_json::json!({"vr": "LO", "Value": [format!("value {i} {k} ......................")]}),
-        );
-    }
-    serde_json::Value::Object(doc).to_string()
-}
 
 fn record(run: &str, i: usize) -> InstanceRecord {
     let series = i / 300;

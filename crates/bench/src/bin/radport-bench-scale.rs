@@ -15,22 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use radport_bench::metadata_json;
 use radport_catalog::{Catalog, DuplicatePolicy, InstanceRecord, JobKind, Route, SeriesFilter};
 
 const MODALITIES: &[&str] = &["CT", "MR", "PT", "CR", "US", "SEG"];
 const BODY_PARTS: &[&str] = &["CHEST", "HEAD", "ABDOMEN", "PELVIS", "KNEE"];
-
-/// A DICOM JSON document of about the size the receiver stores for a CT slice (3.4 KB).
-fn metadata_json(i: usize) -> String {
-    let mut doc = serde_json::Map::new();
-    for k in 0..60 {
-        doc.insert(
-            format!("0018{k:04X}"),
-            serde_json::json!({"vr": "LO", "Value": [format!("value {i} {k} ......................")]}),
-        );
-    }
-    serde_json::Value::Object(doc).to_string()
-}
 
 /// Instance `n` of series `s`: five series a study, two studies a patient; modality, body
 /// part, dates and names vary as the gallery's filters need.
@@ -221,61 +210,17 @@ async fn main() -> Result<()> {
     }
 
     // The gallery: page of 50 + facets, under each filter.
-    let cases: Vec<(&str, SeriesFilter)> = vec![
-        ("first page, no filter", SeriesFilter::default()),
+    let mut cases = radport_bench::gallery_cases("dataset1");
+    cases.insert(
+        5,
         (
-            "modality=CT",
-            SeriesFilter {
-                modality: Some("CT".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "dataset",
-            SeriesFilter {
-                dataset: Some("dataset1".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "study date range (a year)",
-            SeriesFilter {
-                study_date_from: Some("20210101".into()),
-                study_date_to: Some("20211231".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "text search q=Name42",
-            SeriesFilter {
-                q: Some("Name42".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "patient",
+            "patient".to_string(),
             SeriesFilter {
                 patient_id: Some(format!("PAT{:07}", series / 20)),
                 ..Default::default()
             },
         ),
-        (
-            "modality + body part, sorted by study date",
-            SeriesFilter {
-                modality: Some("MR".into()),
-                body_part: Some("HEAD".into()),
-                sort: Some("study_date".into()),
-                ..Default::default()
-            },
-        ),
-        (
-            "page 1000 (offset 50 000)",
-            SeriesFilter {
-                offset: Some(50_000),
-                ..Default::default()
-            },
-        ),
-    ];
+    );
     println!("| gallery query | page + facets p50 | p95 | target p95 |");
     println!("|---|---:|---:|---:|");
     for (name, filter) in cases {
