@@ -106,9 +106,14 @@ pub struct Catalog {
     /// SQLite on a file: writers keep one connection of their own behind the write lock. Not
     /// for an in-memory database, whose only connection is the database.
     pub(crate) own_writer_connection: bool,
-    /// SQLite: instances waiting to be recorded; whoever holds the write lock next commits
-    /// all of them in one transaction (group commit, see `record.rs`).
+    /// Instances waiting to be recorded; whoever may commit next (SQLite: holds the write
+    /// lock; PostgreSQL: has a place among the groups in flight) commits all of them together
+    /// (group commit, see `record.rs`).
     pub(crate) pending_records: Arc<std::sync::Mutex<Vec<record::PendingRecord>>>,
+    /// PostgreSQL: places for groups of pending records committing at once.
+    pub(crate) group_commit_places: Arc<tokio::sync::Semaphore>,
+    /// PostgreSQL: the group committers' own connections, while idle.
+    pub(crate) group_connections: Arc<std::sync::Mutex<Vec<AnyConnection>>>,
     /// Told of every audit event recorded (see [`Catalog::set_audit_sink`]).
     pub(crate) audit_sink: audit::SinkSlot,
 }
@@ -278,6 +283,10 @@ impl Catalog {
             write_lock: Arc::new(Mutex::new(None)),
             own_writer_connection,
             pending_records: Arc::default(),
+            group_commit_places: Arc::new(tokio::sync::Semaphore::new(
+                record::POSTGRES_GROUPS_IN_FLIGHT,
+            )),
+            group_connections: Arc::default(),
             audit_sink: audit::SinkSlot::default(),
         };
         if options.schema_already_set_up {
@@ -305,6 +314,17 @@ impl Catalog {
         if let Some(connection) = self.write_lock.lock().await.take() {
             if let Err(e) = connection.close().await {
                 tracing::warn!(error = %e, "closing the catalog's writer connection failed");
+            }
+        }
+        let idle = std::mem::take(
+            &mut *self
+                .group_connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for connection in idle {
+            if let Err(e) = connection.close().await {
+                tracing::warn!(error = %e, "closing a catalog group connection failed");
             }
         }
         self.pool.close().await;
@@ -404,6 +424,11 @@ impl Catalog {
                         .await?;
                     sqlx::query(schema::MIGRATE_TO_8).execute(&mut *tx).await?;
                 }
+                if older < 9 {
+                    for statement in schema::DROPPED_BY_9 {
+                        sqlx::query(*statement).execute(&mut *tx).await?;
+                    }
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -423,7 +448,7 @@ impl Catalog {
             .chain(schema::INDEXES_V4)
             .chain(schema::INDEXES_V6)
             .chain(schema::INDEXES_V7)
-            .chain(schema::INDEXES_V8)
+            .chain(schema::INDEXES_V9)
         {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }

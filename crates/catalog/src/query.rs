@@ -316,8 +316,8 @@ impl Catalog {
         }
 
         let order = match given(&filter.sort) {
-            None | Some("arrival") => "s.last_arrival DESC, s.series_uid",
-            Some("study_date") => "s.study_date DESC, s.last_arrival DESC, s.series_uid",
+            None | Some("arrival") => "s.first_arrival DESC, s.series_uid",
+            Some("study_date") => "s.study_date DESC, s.first_arrival DESC, s.series_uid",
             Some(other) => {
                 return Err(CatalogError::Invalid(format!(
                     "sort must be arrival or study_date, not {other:?}"
@@ -618,17 +618,22 @@ impl Catalog {
             // (idx_series_facets). Otherwise group expressions, so that SQLite scans the
             // table once for the conditions instead of walking that index and looking every
             // row up. NULL and '' merge in Rust either way.
-            let group = if unfiltered {
-                "s.modality, s.body_part_examined"
+            // The selected columns are the grouped expressions (PostgreSQL allows no other).
+            let (modality, body_part) = if unfiltered {
+                ("s.modality", "s.body_part_examined")
             } else {
-                "COALESCE(s.modality, ''), COALESCE(s.body_part_examined, '')"
+                (
+                    "COALESCE(s.modality, '')",
+                    "COALESCE(s.body_part_examined, '')",
+                )
             };
             (
                 format!(
-                    "SELECT s.modality AS modality, s.body_part_examined AS body_part, \
+                    "SELECT {modality} AS modality, {body_part} AS body_part, \
                        s.validation_errors AS errors, s.validation_warnings AS warnings, \
                        COUNT(*) AS count {from_where} \
-                     GROUP BY {group}, s.validation_errors, s.validation_warnings"
+                     GROUP BY {modality}, {body_part}, s.validation_errors, \
+                       s.validation_warnings"
                 ),
                 args,
             )

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::{AnyConnection, Row};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::schema::search_text;
 
@@ -43,18 +43,21 @@ macro_rules! upsert_patient {
     };
 }
 
-/// The study upsert; the arguments are the parameters of its columns, in order.
+/// The study upsert; the arguments are the expressions of its columns, in order, between
+/// `$open` and `$close` (`"VALUES ("` and `")"` for one row, or a `SELECT` over many).
 macro_rules! upsert_study {
-    ($uid:expr, $pid:expr, $pname:expr, $birth:expr, $sex:expr, $date:expr, $time:expr,
-     $desc:expr, $acc:expr, $id:expr, $now:expr, $referring:expr) => {
+    ($open:expr, $uid:expr, $pid:expr, $pname:expr, $birth:expr, $sex:expr, $date:expr,
+     $time:expr, $desc:expr, $acc:expr, $id:expr, $now:expr, $referring:expr, $close:expr) => {
         concat!(
             "INSERT INTO studies \
              (study_uid, patient_id, patient_name, patient_birth_date, patient_sex, study_date, \
               study_time, study_description, accession_number, study_id, created_at, \
-              updated_at, referring_physician_name) VALUES (",
+              updated_at, referring_physician_name) ",
+            $open,
             $uid, ", ", $pid, ", ", $pname, ", ", $birth, ", ", $sex, ", ", $date, ", ",
             $time, ", ", $desc, ", ", $acc, ", ", $id, ", ", $now, ", ", $now, ", ", $referring,
-            ") ON CONFLICT (study_uid) DO UPDATE SET \
+            $close,
+            " ON CONFLICT (study_uid) DO UPDATE SET \
                patient_id = COALESCE(excluded.patient_id, studies.patient_id), \
                patient_name = COALESCE(excluded.patient_name, studies.patient_name), \
                patient_birth_date = COALESCE(excluded.patient_birth_date, \
@@ -77,17 +80,18 @@ macro_rules! upsert_study {
 /// The series upsert. `$count`/`$size` are the deltas applied to the series counters (the
 /// initial values on insert); patient ID/name, study date/description and accession are the
 /// study's attributes the gallery filters on (copied so a list reads one table), from which
-/// `search_text` is derived.
+/// `search_text` is derived. `$open`/`$close` as for `upsert_study!`.
 macro_rules! upsert_series {
-    ($uid:expr, $study:expr, $modality:expr, $body:expr, $desc:expr, $number:expr,
-     $date:expr, $count:expr, $size:expr, $now:expr, $pid:expr, $pname:expr,
-     $study_date:expr, $study_desc:expr, $acc:expr) => {
+    ($open:expr, $uid:expr, $study:expr, $modality:expr, $body:expr, $desc:expr,
+     $number:expr, $date:expr, $count:expr, $size:expr, $now:expr, $pid:expr, $pname:expr,
+     $study_date:expr, $study_desc:expr, $acc:expr, $close:expr) => {
         concat!(
             "INSERT INTO series \
              (series_uid, study_uid, modality, body_part_examined, series_description, \
               series_number, series_date, instance_count, total_size, first_arrival, \
               last_arrival, patient_id, patient_name, study_date, study_description, \
-              accession_number, search_text) VALUES (",
+              accession_number, search_text) ",
+            $open,
             $uid,
             ", ",
             $study,
@@ -121,7 +125,8 @@ macro_rules! upsert_series {
             $acc,
             ", ",
             search_text!($pid, $pname, $study_desc, $desc, $acc),
-            ") ON CONFLICT (series_uid) DO UPDATE SET \
+            $close,
+            " ON CONFLICT (series_uid) DO UPDATE SET \
                modality = COALESCE(excluded.modality, series.modality), \
                body_part_examined = COALESCE(excluded.body_part_examined, \
                  series.body_part_examined), \
@@ -162,22 +167,24 @@ macro_rules! insert_instance {
     };
 }
 
-/// Memberships of a series in projects, after its `VALUES` rows.
+/// Memberships of series in projects, after their rows (`VALUES …` or a `SELECT`).
 macro_rules! add_projects {
     ($rows:expr) => {
         concat!(
-            "INSERT INTO series_projects (series_uid, project_key, added_at) VALUES ",
+            "INSERT INTO series_projects (series_uid, project_key, added_at) ",
             $rows,
             " ON CONFLICT (series_uid, project_key) DO NOTHING"
         )
     };
 }
 
+/// Memberships of series in datasets; `$open`/`$close` as for `upsert_study!`.
 macro_rules! add_dataset {
-    ($series:expr, $project:expr, $dataset:expr, $now:expr) => {
+    ($open:expr, $series:expr, $project:expr, $dataset:expr, $now:expr, $close:expr) => {
         concat!(
             "INSERT INTO series_datasets \
-             (series_uid, project_key, dataset_key, added_at, last_arrival) VALUES (",
+             (series_uid, project_key, dataset_key, added_at, last_arrival) ",
+            $open,
             $series,
             ", ",
             $project,
@@ -187,7 +194,8 @@ macro_rules! add_dataset {
             $now,
             ", ",
             $now,
-            ") ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
+            $close,
+            " ON CONFLICT (series_uid, project_key, dataset_key) DO UPDATE SET \
                last_arrival = excluded.last_arrival"
         )
     };
@@ -195,11 +203,13 @@ macro_rules! add_dataset {
 
 const SQL_UPSERT_PATIENT: &str = upsert_patient!("VALUES ($1, $2, $3, $4, $5, $5)");
 
-const SQL_UPSERT_STUDY: &str =
-    upsert_study!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12");
+const SQL_UPSERT_STUDY: &str = upsert_study!(
+    "VALUES (", "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", ")"
+);
 
 const SQL_UPSERT_SERIES: &str = upsert_series!(
-    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15"
+    "VALUES (", "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13",
+    "$14", "$15", ")"
 );
 
 const SQL_SERIES_REMOVE_INSTANCE: &str = "UPDATE series SET \
@@ -213,11 +223,11 @@ const SQL_REPLACE_INSTANCE: &str = "UPDATE instances SET \
      object_key = $11, metadata_json = $12, source = $13, received_at = $14 \
      WHERE sop_instance_uid = $1";
 
-const SQL_ADD_PROJECT_AND_ADMIN: &str = add_projects!("($1, $2, $3), ($1, $4, $3)");
+const SQL_ADD_PROJECT_AND_ADMIN: &str = add_projects!("VALUES ($1, $2, $3), ($1, $4, $3)");
 
-const SQL_ADD_PROJECT: &str = add_projects!("($1, $2, $3)");
+const SQL_ADD_PROJECT: &str = add_projects!("VALUES ($1, $2, $3)");
 
-const SQL_ADD_DATASET: &str = add_dataset!("$1", "$2", "$3", "$4");
+const SQL_ADD_DATASET: &str = add_dataset!("VALUES (", "$1", "$2", "$3", "$4", ")");
 
 /// SQLite: dataset creation and the duplicate lookup in one call (one hand-off to the
 /// connection's worker thread instead of two).
@@ -238,20 +248,23 @@ const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
     upsert_patient!("SELECT $16, $17, $18, $19, $14, $14 WHERE $16 IS NOT NULL"),
     "; ",
     upsert_study!(
-        "$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$14", "$33"
+        "VALUES (", "$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22", "$23", "$24", "$14",
+        "$33", ")"
     ),
     "; ",
     upsert_series!(
-        "$2", "$15", "$25", "$26", "$27", "$28", "$29", "1", "$9", "$14", "$16", "$17", "$20",
-        "$22", "$23"
+        "VALUES (", "$2", "$15", "$25", "$26", "$27", "$28", "$29", "1", "$9", "$14", "$16", "$17",
+        "$20", "$22", "$23", ")"
     ),
     "; ",
     insert_instance!(),
     "; ",
-    add_projects!("($2, $30, $14), ($2, $32, $14)"),
+    add_projects!("VALUES ($2, $30, $14), ($2, $32, $14)"),
     "; ",
-    add_dataset!("$2", "$30", "$31", "$14")
+    add_dataset!("VALUES (", "$2", "$30", "$31", "$14", ")")
 );
+
+mod postgres_group;
 
 /// Why one attempt of the transaction failed.
 enum Attempt {
@@ -319,16 +332,24 @@ pub(crate) struct PendingRecord {
 /// Most instances one group commit takes (bounds the transaction, not the waiting).
 const MAX_GROUP_COMMIT: usize = 64;
 
+/// PostgreSQL: groups committing at once, each on a connection of its own (so a node holds
+/// this many connections beyond its pool). Fewer than the writers, so that records queue up
+/// behind the groups in flight and go together; two rather than one, so that the server
+/// works on one while the other's commit is flushed (measured in docs/performance.md).
+pub(crate) const POSTGRES_GROUPS_IN_FLIGHT: usize = 2;
+
 impl Catalog {
     /// The hot path: duplicate lookup by SOP Instance UID, policy decision, upsert of
     /// patient/study/series (latest non-empty values win), insert or replace of the instance,
     /// dataset creation on first use, and memberships: `series_projects` for `route.project`
     /// and `admin`, `series_datasets` for (project, dataset). Committed before it returns.
     ///
-    /// On SQLite, instances recorded at the same time (several associations) share one
-    /// transaction and so one WAL fsync (group commit): each caller queues its record, and
-    /// whoever gets the write lock commits everything queued. If the shared transaction
-    /// fails, each record is retried alone, so one bad record never fails another.
+    /// Instances recorded at the same time (several associations) are committed together
+    /// (group commit): each caller queues its record, and whoever may commit next takes
+    /// everything queued — on SQLite the holder of the write lock, in one transaction and so
+    /// one WAL fsync; on PostgreSQL one of [`POSTGRES_GROUPS_IN_FLIGHT`] committers, in one
+    /// statement (`postgres_group.rs`). If the group fails, each record is retried alone, so
+    /// one bad record never fails another.
     ///
     /// Returns what happened so the caller can delete the object that is no longer
     /// referenced (see [`RecordOutcome::object_to_delete`]). When the instance already exists
@@ -348,12 +369,6 @@ impl Catalog {
             dataset: name_key("dataset", &route.dataset)?,
             dataset_name: route.dataset.clone(),
         };
-        if self.dialect == Dialect::Postgres {
-            // Writers run concurrently on PostgreSQL; each commits its own transaction.
-            return self
-                .record_alone(&mut self.writer().await, rec, &keys, policy)
-                .await;
-        }
         let (reply, mut outcome) = oneshot::channel();
         lock_pending(&self.pending_records).push(PendingRecord {
             rec: rec.clone(),
@@ -369,7 +384,7 @@ impl Catalog {
                         Err(CatalogError::Invalid("catalog commit was interrupted".to_string()))
                     });
                 }
-                mut writer = self.writer() => {
+                (mut writer, permit) = self.group_committer() => {
                     let batch: Vec<PendingRecord> = {
                         let mut pending = lock_pending(&self.pending_records);
                         let n = pending.len().min(MAX_GROUP_COMMIT);
@@ -384,6 +399,7 @@ impl Catalog {
                     let catalog = self.clone();
                     let _ = tokio::spawn(async move {
                         catalog.commit_group(&mut writer, batch).await;
+                        drop(permit);
                     })
                     .await;
                 }
@@ -391,10 +407,27 @@ impl Catalog {
         }
     }
 
+    /// The right to commit the next group: on SQLite the write lock; on PostgreSQL one of
+    /// [`POSTGRES_GROUPS_IN_FLIGHT`] places (fewer than the writers, so that records queue up
+    /// behind the groups in flight and go together).
+    async fn group_committer(&self) -> (Writer, Option<OwnedSemaphorePermit>) {
+        let permit = match self.dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => self.group_commit_places.clone().acquire_owned().await.ok(),
+        };
+        (self.writer().await, permit)
+    }
+
     /// Records a batch (write lock held): one transaction for all, else each alone.
     async fn commit_group(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
-        if batch.len() > 1 {
-            match self.record_together(writer, &batch).await {
+        // PostgreSQL: even one record goes through the group path (one round trip instead
+        // of eleven).
+        if batch.len() > 1 || self.dialect == Dialect::Postgres {
+            let together = match self.dialect {
+                Dialect::Sqlite => self.record_together(writer, &batch).await,
+                Dialect::Postgres => self.record_group_postgres(&batch).await,
+            };
+            match together {
                 Ok(outcomes) => {
                     tracing::debug!(instances = batch.len(), "group commit");
                     for (pending, outcome) in batch.into_iter().zip(outcomes) {

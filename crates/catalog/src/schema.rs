@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -130,7 +130,6 @@ pub(crate) const STATEMENTS: &[&str] = &[
         scheduled_for TEXT NOT NULL,
         scheduled_at TEXT NOT NULL
     )",
-    "CREATE INDEX IF NOT EXISTS idx_series_last_arrival ON series (last_arrival)",
     // Which series a derived series (SEG, RTSTRUCT …) draws on: its thumbnail is redone when
     // the referenced series arrives or changes.
     "CREATE TABLE IF NOT EXISTS series_references (
@@ -194,10 +193,6 @@ pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idx_validation_findings_keyword
         ON validation_findings (keyword, severity)",
     "CREATE INDEX IF NOT EXISTS idx_series_study ON series (study_uid)",
-    // A modality filter's first page in arrival order, and its count (replaces the
-    // version-1 index on modality alone: see INDEXES_V2).
-    "CREATE INDEX IF NOT EXISTS idx_series_modality_arrival ON series (modality, last_arrival)",
-    "CREATE INDEX IF NOT EXISTS idx_instances_series ON instances (series_uid)",
     // The collector's question "which of these archive keys does an instance name?"
     // (references.rs). Created at every start if missing, so catalogs made before it get it
     // then, before anything listens (on PostgreSQL, building it over a large table holds
@@ -342,7 +337,6 @@ pub(crate) const MIGRATE_TO_2: &[&str] = &[
 /// Indexes on version-2 columns (after the migration, which adds the columns).
 pub(crate) const INDEXES_V2: &[&str] = &[
     "DROP INDEX IF EXISTS idx_series_modality",
-    "CREATE INDEX IF NOT EXISTS idx_series_study_date ON series (study_date, last_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_series_body_part ON series (body_part_examined)",
     "CREATE INDEX IF NOT EXISTS idx_series_patient ON series (patient_id)",
     "CREATE INDEX IF NOT EXISTS idx_series_datasets_key ON series_datasets (dataset_key, series_uid)",
@@ -403,9 +397,29 @@ pub(crate) const MIGRATE_TO_8: &str = "UPDATE series SET pipeline_pending = 0 WH
      (SELECT 1 FROM series_pipeline p WHERE p.series_uid = series.series_uid \
       AND p.scheduled_for >= series.last_arrival)";
 
-/// Indexes of version 8: the pending series, by arrival.
-pub(crate) const INDEXES_V8: &[&str] = &["CREATE INDEX IF NOT EXISTS idx_series_pipeline_pending \
-     ON series (last_arrival) WHERE pipeline_pending = 1"];
+/// Version 9: no index on a column the hot path changes with every instance (`last_arrival`,
+/// `instance_count`, `total_size`), so that the update of a series is a heap-only (HOT)
+/// update on PostgreSQL and touches no index on SQLite. The gallery's arrival order is the
+/// series' first arrival; the scheduler finds pending series by the partial index's
+/// predicate alone. `idx_instances_series` was a prefix of `idx_instances_series_number`.
+pub(crate) const DROPPED_BY_9: &[&str] = &[
+    "DROP INDEX IF EXISTS idx_series_last_arrival",
+    "DROP INDEX IF EXISTS idx_series_modality_arrival",
+    "DROP INDEX IF EXISTS idx_series_study_date",
+    "DROP INDEX IF EXISTS idx_series_pipeline_pending",
+    "DROP INDEX IF EXISTS idx_instances_series",
+];
+
+pub(crate) const INDEXES_V9: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS idx_series_first_arrival ON series (first_arrival)",
+    // A modality filter's first page in arrival order, and its count.
+    "CREATE INDEX IF NOT EXISTS idx_series_modality_first_arrival \
+        ON series (modality, first_arrival)",
+    "CREATE INDEX IF NOT EXISTS idx_series_study_date_first_arrival \
+        ON series (study_date, first_arrival)",
+    "CREATE INDEX IF NOT EXISTS idx_series_pending ON series (series_uid) \
+        WHERE pipeline_pending = 1",
+];
 
 /// Columns added to `uploads` by version 4: the keys of the counted chunks (each PATCH writes
 /// a chunk of its own; the compare-and-set that counts it records which) and the assembler's

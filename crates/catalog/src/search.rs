@@ -770,7 +770,7 @@ impl Catalog {
                 let order = if in_study {
                     "s.series_number NULLS LAST, s.series_uid"
                 } else {
-                    "s.last_arrival DESC, s.series_uid"
+                    "s.first_arrival DESC, s.series_uid"
                 };
                 (
                     format!(

@@ -21,7 +21,7 @@ pub struct CreateProject {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SeriesOrder {
-    /// Newest arrival first (the default).
+    /// Newest series first: by when their first instance arrived (the default).
     Arrival,
     /// Newest study date first.
     StudyDate,

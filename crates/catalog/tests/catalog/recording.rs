@@ -7,6 +7,7 @@ both!(memberships_without_new_instance);
 both!(invalid_records);
 both!(concurrent_recording);
 both!(concurrent_failures_do_not_fail_others);
+both!(instances_arriving_together_merge);
 
 async fn duplicate_policies(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
@@ -444,4 +445,82 @@ async fn concurrent_recording(url: &str) {
         .map(|d| (d.name.as_str(), d.series_count))
         .collect();
     assert_eq!(names, [("ds0", 7), ("ds2", 7)]);
+}
+
+/// Instances of one series arriving at once are committed together (a group on PostgreSQL,
+/// one transaction on SQLite): what they share must end as recording them one by one leaves
+/// it — counters add up, an attribute given by any instance is kept (none of them conflict
+/// here, so the order within the group does not matter), and instances already recorded,
+/// or twice in the group, take the one-by-one path (overwritten, or kept).
+async fn instances_arriving_together_merge(url: &str) {
+    const N: i64 = 48;
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let to = route("p", "together");
+    // Two recorded first: re-sent below with other bytes, under Overwrite.
+    for i in 0..2 {
+        let r = rec("6", "6.1", &format!("6.1.{i}"));
+        record(&c, &r, &to, DuplicatePolicy::Overwrite).await;
+    }
+    let records: Vec<InstanceRecord> = (0..N)
+        .map(|i| {
+            let mut r = rec("6", "6.1", &format!("6.1.{i}"));
+            r.size = 1000 + i;
+            r.instance_number = Some(i + 1);
+            r.patient_name = (i == 5).then(|| "Late^Given".to_string());
+            r.modality = Some(if i % 2 == 0 { "MR" } else { "" }.to_string());
+            r.body_part_examined = (i % 3 == 1).then(|| "KNEE".to_string());
+            r.study_description = (i == N - 1).then(|| "Knee MRI".to_string());
+            r.accession_number = (i == 7).then(|| "ACC-6".to_string());
+            r
+        })
+        .collect();
+    // One instance twice at once: one is stored (or overwrites), the other overwrites it.
+    let twice = records[10].clone();
+    let outcomes = futures::future::join_all(
+        records
+            .iter()
+            .chain(std::iter::once(&twice))
+            .map(|r| c.record_instance(r, &to, DuplicatePolicy::Overwrite)),
+    )
+    .await;
+    let mut stored = 0;
+    let mut replaced = 0;
+    for outcome in outcomes {
+        match outcome.expect("recorded") {
+            RecordOutcome::Stored => stored += 1,
+            RecordOutcome::Replaced { .. } => replaced += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((stored, replaced), (N - 2, 3));
+
+    let detail = c.get_series("6.1").await.expect("get").expect("series");
+    let s = &detail.series;
+    assert_eq!(s.instance_count, N);
+    assert_eq!(s.total_size, (0..N).map(|i| 1000 + i).sum::<i64>());
+    assert_eq!(detail.instances.len() as i64, N);
+    assert_eq!(s.modality.as_deref(), Some("MR"));
+    assert_eq!(s.body_part_examined.as_deref(), Some("KNEE"));
+    assert_eq!(s.patient_name.as_deref(), Some("Late^Given"));
+    assert_eq!(s.study_description.as_deref(), Some("Knee MRI"));
+    assert_eq!(s.accession_number.as_deref(), Some("ACC-6"));
+    assert_eq!(s.datasets, ["together"]);
+    assert_eq!(detail.projects, ["admin", "p"]);
+    assert_eq!(detail.completeness.missing_count, 0);
+    // The study and patient rows too.
+    let (study_description, accession): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT study_description, accession_number FROM studies WHERE study_uid = '6'",
+    )
+    .fetch_one(c.pool())
+    .await
+    .expect("study");
+    assert_eq!(study_description.as_deref(), Some("Knee MRI"));
+    assert_eq!(accession.as_deref(), Some("ACC-6"));
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT patient_name FROM patients WHERE patient_id = 'PID-1'")
+            .fetch_one(c.pool())
+            .await
+            .expect("patient");
+    assert_eq!(name.as_deref(), Some("Late^Given"));
 }

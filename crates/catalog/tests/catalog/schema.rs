@@ -105,7 +105,7 @@ async fn migrates_a_version_1_catalog() {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("raw");
     for statement in [
-        "DROP INDEX idx_series_study_date",
+        "DROP INDEX idx_series_study_date_first_arrival",
         "DROP INDEX idx_series_body_part",
         "DROP INDEX idx_series_patient",
         "DROP INDEX idx_series_validation_state",
@@ -452,8 +452,13 @@ async fn migrates_a_version_7_catalog(url: &str) {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
     for statement in [
-        "DROP INDEX idx_series_pipeline_pending",
+        "DROP INDEX idx_series_pending",
         "ALTER TABLE series DROP COLUMN pipeline_pending",
+        // The indexes on what the hot path changes, which version 9 drops.
+        "CREATE INDEX idx_series_last_arrival ON series (last_arrival)",
+        "CREATE INDEX idx_series_modality_arrival ON series (modality, last_arrival)",
+        "CREATE INDEX idx_series_study_date ON series (study_date, last_arrival)",
+        "CREATE INDEX idx_instances_series ON instances (series_uid)",
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version, applied_at) VALUES (7, '2026-01-01T00:00:00Z')",
     ] {
@@ -476,5 +481,29 @@ async fn migrates_a_version_7_catalog(url: &str) {
         .await
         .expect("schedule")
         .is_empty());
+    let indexes: Vec<String> = sqlx::query_scalar(if url.starts_with("sqlite") {
+        "SELECT name FROM sqlite_master WHERE type = 'index'"
+    } else {
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema()"
+    })
+    .fetch_all(c.pool())
+    .await
+    .expect("indexes");
+    for gone in [
+        "idx_series_last_arrival",
+        "idx_series_modality_arrival",
+        "idx_series_study_date",
+        "idx_instances_series",
+    ] {
+        assert!(!indexes.iter().any(|i| i == gone), "{gone} still there");
+    }
+    for made in [
+        "idx_series_first_arrival",
+        "idx_series_modality_first_arrival",
+        "idx_series_study_date_first_arrival",
+        "idx_series_pending",
+    ] {
+        assert!(indexes.iter().any(|i| i == made), "{made} missing");
+    }
     c.close().await;
 }

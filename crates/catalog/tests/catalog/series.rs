@@ -536,6 +536,33 @@ async fn facets_and_sorting(url: &str) {
         counts(&f.dataset),
         [("d1".to_string(), 1), ("d2".to_string(), 1)]
     );
+    // A filter of another kind narrows modality, body part and validation (grouped by
+    // expressions then, which PostgreSQL checks strictly).
+    let d1 = SeriesFilter {
+        dataset: Some("d1".into()),
+        ..all()
+    };
+    let f = c.series_facets("p", &d1).await.expect("facets by dataset");
+    let named = |v: &[(&str, i64)]| {
+        v.iter()
+            .map(|(value, count)| (value.to_string(), *count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&f.modality), named(&[("CT", 1), ("MR", 1)]));
+    assert_eq!(counts(&f.dataset), named(&[("d1", 2), ("d2", 1)]));
+    assert_eq!(counts(&f.body_part), named(&[("CHEST", 2)]));
+    assert_eq!(
+        counts(&f.validation),
+        named(&[("unvalidated", 1), ("valid", 1)])
+    );
+    let text = SeriesFilter {
+        q: Some("doe".into()),
+        study_date_from: Some("20210101".into()),
+        ..all()
+    };
+    let f = c.series_facets("p", &text).await.expect("facets by text");
+    assert_eq!(counts(&f.modality), named(&[("CT", 1), ("MR", 1)]));
+    assert_eq!(counts(&f.dataset), named(&[("d1", 1), ("d2", 1)]));
     // Sorting by study date, newest first.
     let by_date = SeriesFilter {
         sort: Some("study_date".into()),

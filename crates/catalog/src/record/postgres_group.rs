@@ -1,0 +1,498 @@
+//! PostgreSQL group commit: the instances recorded at the same time, in one statement.
+//!
+//! On PostgreSQL every statement is a round trip; recording a new instance statement by
+//! statement costs eleven of them (begin, dataset, lookup, patient, study, series, instance,
+//! two memberships, commit) and the server's parsing and planning of each. Here a group —
+//! one instance or many — is one statement, committed on its own: data-modifying CTEs create
+//! the datasets, upsert every patient, study and series, insert every instance and add every
+//! membership, each table's rows read from one JSON parameter with `json_to_recordset`. It
+//! runs on a connection of the group's own (taken out of the pool once, so not pinged before
+//! every use) and is optimistic: it presumes every instance new, and an instance already
+//! recorded fails it as a whole (unique violation, nothing written). The group then goes the
+//! careful way: a transaction that looks its instances up (and locks them), writes the new
+//! ones with the same statement and records the others one by one, as the single-instance
+//! path does.
+//!
+//! What several instances of the group share is merged here first, in arrival order, exactly
+//! as recording them one after the other would leave it: the latest non-empty value of each
+//! attribute wins, series counters add up. Rows are written in key order, so two groups in
+//! flight lock shared rows in the same order.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Connection, Row};
+
+use super::{opt, trace_recorded, Attempt, PendingRecord};
+use crate::error::is_unique_violation;
+use crate::schema::search_text;
+use crate::{now, Catalog, CatalogError, RecordOutcome, ADMIN_PROJECT};
+
+/// `$1` the group's SOP Instance UIDs (a JSON array). Returns those already recorded, locked
+/// until the commit.
+const SQL_LOOKUP: &str = "SELECT sop_instance_uid FROM instances \
+     WHERE sop_instance_uid IN (SELECT json_array_elements_text($1::json)) FOR UPDATE";
+
+/// Everything the new instances of a group write, in one statement: `$1` patients, `$2`
+/// studies, `$3` series, `$4` instances, `$5` project and `$6` dataset memberships, `$8` the
+/// datasets (JSON arrays of the rows below), `$7` now. The upserts are those of the
+/// one-by-one path. Foreign keys are checked at the end of the statement, when every row of
+/// it is there; an unknown project fails the dataset's.
+const SQL_RECORD_NEW: &str = concat!(
+    "WITH datasets_created AS (\
+     INSERT INTO datasets (project_key, name_key, name, created_at) \
+     SELECT r.project_key, r.name_key, r.name, $7 \
+     FROM json_to_recordset($8::json) AS r(project_key text, name_key text, name text) \
+     ORDER BY r.project_key, r.name_key \
+     ON CONFLICT (project_key, name_key) DO NOTHING), patients_upserted AS (",
+    upsert_patient!(
+        "SELECT r.patient_id, r.patient_name, r.birth_date, r.sex, $7, $7 \
+         FROM json_to_recordset($1::json) \
+         AS r(patient_id text, patient_name text, birth_date text, sex text) \
+         ORDER BY r.patient_id"
+    ),
+    "), studies_upserted AS (",
+    upsert_study!(
+        "SELECT ",
+        "r.study_uid",
+        "r.patient_id",
+        "r.patient_name",
+        "r.patient_birth_date",
+        "r.patient_sex",
+        "r.study_date",
+        "r.study_time",
+        "r.study_description",
+        "r.accession_number",
+        "r.study_id",
+        "$7",
+        "r.referring_physician_name",
+        " FROM json_to_recordset($2::json) AS r(study_uid text, patient_id text, \
+         patient_name text, patient_birth_date text, patient_sex text, study_date text, \
+         study_time text, study_description text, accession_number text, study_id text, \
+         referring_physician_name text) ORDER BY r.study_uid"
+    ),
+    "), series_upserted AS (",
+    upsert_series!(
+        "SELECT ",
+        "r.series_uid",
+        "r.study_uid",
+        "r.modality",
+        "r.body_part_examined",
+        "r.series_description",
+        "r.series_number",
+        "r.series_date",
+        "r.instance_count",
+        "r.total_size",
+        "$7",
+        "r.patient_id",
+        "r.patient_name",
+        "r.study_date",
+        "r.study_description",
+        "r.accession_number",
+        " FROM json_to_recordset($3::json) AS r(series_uid text, study_uid text, \
+         modality text, body_part_examined text, series_description text, \
+         series_number bigint, series_date text, instance_count bigint, total_size bigint, \
+         patient_id text, patient_name text, study_date text, study_description text, \
+         accession_number text) ORDER BY r.series_uid"
+    ),
+    "), instances_inserted AS (\
+     INSERT INTO instances \
+     (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
+      n_rows, n_columns, number_of_frames, size, checksum, object_key, metadata_json, source, \
+      received_at) \
+     SELECT r.sop_instance_uid, r.series_uid, r.sop_class_uid, r.transfer_syntax_uid, \
+      r.instance_number, r.n_rows, r.n_columns, r.number_of_frames, r.size, r.checksum, \
+      r.object_key, r.metadata_json, r.source, $7 \
+     FROM json_to_recordset($4::json) AS r(sop_instance_uid text, series_uid text, \
+      sop_class_uid text, transfer_syntax_uid text, instance_number bigint, n_rows bigint, \
+      n_columns bigint, number_of_frames bigint, size bigint, checksum text, object_key text, \
+      metadata_json text, source text) \
+     ORDER BY r.sop_instance_uid), projects_added AS (",
+    add_projects!(
+        "SELECT r.series_uid, r.project_key, $7 \
+         FROM json_to_recordset($5::json) AS r(series_uid text, project_key text) \
+         ORDER BY r.series_uid, r.project_key"
+    ),
+    "), datasets_added AS (",
+    add_dataset!(
+        "SELECT ",
+        "r.series_uid",
+        "r.project_key",
+        "r.dataset_key",
+        "$7",
+        " FROM json_to_recordset($6::json) \
+         AS r(series_uid text, project_key text, dataset_key text) \
+         ORDER BY r.series_uid, r.project_key, r.dataset_key"
+    ),
+    ") SELECT 1"
+);
+
+#[derive(Serialize)]
+struct DatasetRow<'a> {
+    project_key: &'a str,
+    name_key: &'a str,
+    name: &'a str,
+}
+
+#[derive(Default, Serialize)]
+struct PatientRow<'a> {
+    patient_id: &'a str,
+    patient_name: Option<&'a str>,
+    birth_date: Option<&'a str>,
+    sex: Option<&'a str>,
+}
+
+#[derive(Default, Serialize)]
+struct StudyRow<'a> {
+    study_uid: &'a str,
+    patient_id: Option<&'a str>,
+    patient_name: Option<&'a str>,
+    patient_birth_date: Option<&'a str>,
+    patient_sex: Option<&'a str>,
+    study_date: Option<&'a str>,
+    study_time: Option<&'a str>,
+    study_description: Option<&'a str>,
+    accession_number: Option<&'a str>,
+    study_id: Option<&'a str>,
+    referring_physician_name: Option<&'a str>,
+}
+
+#[derive(Default, Serialize)]
+struct SeriesRow<'a> {
+    series_uid: &'a str,
+    study_uid: &'a str,
+    modality: Option<&'a str>,
+    body_part_examined: Option<&'a str>,
+    series_description: Option<&'a str>,
+    series_number: Option<i64>,
+    series_date: Option<&'a str>,
+    instance_count: i64,
+    total_size: i64,
+    patient_id: Option<&'a str>,
+    patient_name: Option<&'a str>,
+    study_date: Option<&'a str>,
+    study_description: Option<&'a str>,
+    accession_number: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct InstanceRow<'a> {
+    sop_instance_uid: &'a str,
+    series_uid: &'a str,
+    sop_class_uid: &'a str,
+    transfer_syntax_uid: &'a str,
+    instance_number: Option<i64>,
+    n_rows: Option<i64>,
+    n_columns: Option<i64>,
+    number_of_frames: Option<i64>,
+    size: i64,
+    checksum: &'a str,
+    object_key: &'a str,
+    metadata_json: &'a str,
+    source: &'a str,
+}
+
+#[derive(Serialize)]
+struct ProjectMembershipRow<'a> {
+    series_uid: &'a str,
+    project_key: &'a str,
+}
+
+#[derive(Serialize)]
+struct DatasetMembershipRow<'a> {
+    series_uid: &'a str,
+    project_key: &'a str,
+    dataset_key: &'a str,
+}
+
+/// A later non-empty value replaces an earlier one, as a later upsert's `COALESCE` would.
+fn latest<'a>(slot: &mut Option<&'a str>, value: &'a Option<String>) {
+    if let Some(v) = opt(value) {
+        *slot = Some(v);
+    }
+}
+
+/// The rows the new instances of a group write, merged per key.
+#[derive(Default)]
+struct GroupRows<'a> {
+    patients: BTreeMap<&'a str, PatientRow<'a>>,
+    studies: BTreeMap<&'a str, StudyRow<'a>>,
+    series: BTreeMap<&'a str, SeriesRow<'a>>,
+    instances: Vec<InstanceRow<'a>>,
+    projects: BTreeSet<(&'a str, &'a str)>,
+    datasets: BTreeSet<(&'a str, &'a str, &'a str)>,
+}
+
+impl<'a> GroupRows<'a> {
+    fn add(&mut self, p: &'a PendingRecord) {
+        let rec = &p.rec;
+        if let Some(patient_id) = opt(&rec.patient_id) {
+            let row = self.patients.entry(patient_id).or_default();
+            row.patient_id = patient_id;
+            latest(&mut row.patient_name, &rec.patient_name);
+            latest(&mut row.birth_date, &rec.patient_birth_date);
+            latest(&mut row.sex, &rec.patient_sex);
+        }
+        let study = self.studies.entry(&rec.study_instance_uid).or_default();
+        study.study_uid = &rec.study_instance_uid;
+        latest(&mut study.patient_id, &rec.patient_id);
+        latest(&mut study.patient_name, &rec.patient_name);
+        latest(&mut study.patient_birth_date, &rec.patient_birth_date);
+        latest(&mut study.patient_sex, &rec.patient_sex);
+        latest(&mut study.study_date, &rec.study_date);
+        latest(&mut study.study_time, &rec.study_time);
+        latest(&mut study.study_description, &rec.study_description);
+        latest(&mut study.accession_number, &rec.accession_number);
+        latest(&mut study.study_id, &rec.study_id);
+        latest(
+            &mut study.referring_physician_name,
+            &rec.referring_physician_name,
+        );
+        let series = self.series.entry(&rec.series_instance_uid).or_default();
+        series.series_uid = &rec.series_instance_uid;
+        // The upsert never changes a series' study: the first instance's stays.
+        if series.study_uid.is_empty() {
+            series.study_uid = &rec.study_instance_uid;
+        }
+        latest(&mut series.modality, &rec.modality);
+        latest(&mut series.body_part_examined, &rec.body_part_examined);
+        latest(&mut series.series_description, &rec.series_description);
+        if rec.series_number.is_some() {
+            series.series_number = rec.series_number;
+        }
+        latest(&mut series.series_date, &rec.series_date);
+        series.instance_count += 1;
+        series.total_size = series.total_size.saturating_add(rec.size);
+        latest(&mut series.patient_id, &rec.patient_id);
+        latest(&mut series.patient_name, &rec.patient_name);
+        latest(&mut series.study_date, &rec.study_date);
+        latest(&mut series.study_description, &rec.study_description);
+        latest(&mut series.accession_number, &rec.accession_number);
+        self.instances.push(InstanceRow {
+            sop_instance_uid: &rec.sop_instance_uid,
+            series_uid: &rec.series_instance_uid,
+            sop_class_uid: &rec.sop_class_uid,
+            transfer_syntax_uid: &rec.transfer_syntax_uid,
+            instance_number: rec.instance_number,
+            n_rows: rec.rows,
+            n_columns: rec.columns,
+            number_of_frames: rec.number_of_frames,
+            size: rec.size,
+            checksum: &rec.checksum,
+            object_key: &rec.object_key,
+            metadata_json: &rec.metadata_json,
+            source: &rec.source,
+        });
+        self.projects
+            .insert((&rec.series_instance_uid, &p.keys.project));
+        self.projects
+            .insert((&rec.series_instance_uid, ADMIN_PROJECT));
+        self.datasets
+            .insert((&rec.series_instance_uid, &p.keys.project, &p.keys.dataset));
+    }
+}
+
+fn json<T: Serialize>(rows: T) -> Result<String, CatalogError> {
+    serde_json::to_string(&rows)
+        .map_err(|e| CatalogError::Invalid(format!("cannot encode a catalog group: {e}")))
+}
+
+fn attempt_error(a: Attempt) -> CatalogError {
+    match a {
+        Attempt::Retry(e) | Attempt::Fail(e) => e,
+    }
+}
+
+/// The JSON parameters of [`SQL_RECORD_NEW`] for the new instances of a group.
+struct RecordNewParams {
+    patients: String,
+    studies: String,
+    series: String,
+    instances: String,
+    projects: String,
+    datasets_of_series: String,
+    datasets: String,
+}
+
+impl RecordNewParams {
+    fn of(group: &[&PendingRecord]) -> Result<RecordNewParams, CatalogError> {
+        let mut rows = GroupRows::default();
+        let mut datasets = BTreeSet::new();
+        for p in group {
+            rows.add(p);
+            datasets.insert((
+                p.keys.project.as_str(),
+                p.keys.dataset.as_str(),
+                p.keys.dataset_name.as_str(),
+            ));
+        }
+        Ok(RecordNewParams {
+            patients: json(rows.patients.values().collect::<Vec<_>>())?,
+            studies: json(rows.studies.values().collect::<Vec<_>>())?,
+            series: json(rows.series.values().collect::<Vec<_>>())?,
+            instances: json(&rows.instances)?,
+            projects: json(
+                rows.projects
+                    .iter()
+                    .map(|&(series_uid, project_key)| ProjectMembershipRow {
+                        series_uid,
+                        project_key,
+                    })
+                    .collect::<Vec<_>>(),
+            )?,
+            datasets_of_series: json(
+                rows.datasets
+                    .iter()
+                    .map(
+                        |&(series_uid, project_key, dataset_key)| DatasetMembershipRow {
+                            series_uid,
+                            project_key,
+                            dataset_key,
+                        },
+                    )
+                    .collect::<Vec<_>>(),
+            )?,
+            datasets: json(
+                datasets
+                    .into_iter()
+                    .map(|(project_key, name_key, name)| DatasetRow {
+                        project_key,
+                        name_key,
+                        name,
+                    })
+                    .collect::<Vec<_>>(),
+            )?,
+        })
+    }
+
+    /// Runs [`SQL_RECORD_NEW`] (in a transaction or, alone, as its own).
+    async fn execute(&self, conn: &mut AnyConnection, now: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(SQL_RECORD_NEW)
+            .bind(&self.patients)
+            .bind(&self.studies)
+            .bind(&self.series)
+            .bind(&self.instances)
+            .bind(&self.projects)
+            .bind(&self.datasets_of_series)
+            .bind(now)
+            .bind(&self.datasets)
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Catalog {
+    /// Every record of the group, committed together; any failure rolls all of them back
+    /// (the caller then records each alone). Outcomes in the group's order.
+    pub(super) async fn record_group_postgres(
+        &self,
+        group: &[PendingRecord],
+    ) -> Result<Vec<RecordOutcome>, CatalogError> {
+        let idle = lock_idle(&self.group_connections).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            // Detached: not pinged before each use, not counted in the pool's size.
+            None => self.pool.acquire().await?.detach(),
+        };
+        let result = self.record_group_on(&mut conn, group).await;
+        if result.is_ok() {
+            lock_idle(&self.group_connections).push(conn);
+        }
+        // After a failure the connection may be broken (a restarted server): let it go.
+        result
+    }
+
+    async fn record_group_on(
+        &self,
+        conn: &mut AnyConnection,
+        group: &[PendingRecord],
+    ) -> Result<Vec<RecordOutcome>, CatalogError> {
+        let now = now();
+        let mut uids = HashSet::new();
+        if group
+            .iter()
+            .all(|p| uids.insert(p.rec.sop_instance_uid.as_str()))
+        {
+            let all: Vec<&PendingRecord> = group.iter().collect();
+            match RecordNewParams::of(&all)?.execute(conn, &now).await {
+                Ok(()) => {
+                    for p in group {
+                        trace_recorded(&p.rec, &RecordOutcome::Stored);
+                    }
+                    return Ok(group.iter().map(|_| RecordOutcome::Stored).collect());
+                }
+                // An instance of the group is already recorded: nothing was written.
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.record_group_checked(conn, group, &now).await
+    }
+
+    /// The careful way: look the group's instances up first, in one transaction.
+    async fn record_group_checked(
+        &self,
+        conn: &mut AnyConnection,
+        group: &[PendingRecord],
+        now: &str,
+    ) -> Result<Vec<RecordOutcome>, CatalogError> {
+        let uids: Vec<&str> = group
+            .iter()
+            .map(|p| p.rec.sop_instance_uid.as_str())
+            .collect();
+        let mut tx = conn.begin().await?;
+        let existing: HashSet<String> = sqlx::query(SQL_LOOKUP)
+            .bind(json(&uids)?)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+
+        // New instances together; those already recorded, or twice in the group, one by one
+        // after them.
+        let mut new = Vec::new();
+        let mut seen = HashSet::new();
+        let mut one_by_one = Vec::new();
+        for (i, p) in group.iter().enumerate() {
+            let uid = p.rec.sop_instance_uid.as_str();
+            if existing.contains(uid) || !seen.insert(uid) {
+                one_by_one.push(i);
+            } else {
+                new.push(p);
+            }
+        }
+        if !new.is_empty() {
+            RecordNewParams::of(&new)?.execute(&mut tx, now).await?;
+        }
+        let mut outcomes: Vec<Option<RecordOutcome>> = group.iter().map(|_| None).collect();
+        for i in one_by_one {
+            let p = &group[i];
+            let outcome = self
+                .record_in(&mut tx, &p.rec, &p.keys, p.policy)
+                .await
+                .map_err(attempt_error)?;
+            outcomes[i] = Some(outcome);
+        }
+        tx.commit().await?;
+        Ok(group
+            .iter()
+            .zip(outcomes)
+            .map(|(p, outcome)| {
+                outcome.unwrap_or_else(|| {
+                    trace_recorded(&p.rec, &RecordOutcome::Stored);
+                    RecordOutcome::Stored
+                })
+            })
+            .collect())
+    }
+}
+
+/// The idle connections of the group committers; a panic while it was held cannot leave it
+/// inconsistent (push and pop only), so a poisoned lock is used as is.
+fn lock_idle(
+    idle: &std::sync::Mutex<Vec<AnyConnection>>,
+) -> std::sync::MutexGuard<'_, Vec<AnyConnection>> {
+    idle.lock().unwrap_or_else(|e| e.into_inner())
+}
