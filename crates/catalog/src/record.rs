@@ -264,7 +264,7 @@ const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
     add_dataset!("VALUES (", "$2", "$30", "$31", "$14", ")")
 );
 
-mod postgres_group;
+mod group;
 
 /// Why one attempt of the transaction failed.
 enum Attempt {
@@ -348,7 +348,7 @@ impl Catalog {
     /// (group commit): each caller queues its record, and whoever may commit next takes
     /// everything queued — on SQLite the holder of the write lock, in one transaction and so
     /// one WAL fsync; on PostgreSQL one of [`POSTGRES_GROUPS_IN_FLIGHT`] committers, in one
-    /// statement (`postgres_group.rs`). If the group fails, each record is retried alone, so
+    /// statement (`group.rs`). If the group fails, each record is retried alone, so
     /// one bad record never fails another.
     ///
     /// Returns what happened so the caller can delete the object that is no longer
@@ -418,27 +418,23 @@ impl Catalog {
         (self.writer().await, permit)
     }
 
-    /// Records a batch (write lock held): one transaction for all, else each alone.
+    /// Records a batch (SQLite: write lock held): together, else each alone.
     async fn commit_group(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
-        // PostgreSQL: even one record goes through the group path (one round trip instead
-        // of eleven).
-        if batch.len() > 1 || self.dialect == Dialect::Postgres {
-            let together = match self.dialect {
-                Dialect::Sqlite => self.record_together(writer, &batch).await,
-                Dialect::Postgres => self.record_group_postgres(&batch).await,
-            };
-            match together {
-                Ok(outcomes) => {
-                    tracing::debug!(instances = batch.len(), "group commit");
-                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = pending.reply.send(Ok(outcome));
-                    }
-                    return;
+        let together = match self.dialect {
+            Dialect::Sqlite => self.record_group_sqlite(writer, &batch).await,
+            Dialect::Postgres => self.record_group_postgres(&batch).await,
+        };
+        match together {
+            Ok(outcomes) => {
+                tracing::debug!(instances = batch.len(), "group commit");
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, instances = batch.len(),
-                        "group commit failed; recording each instance alone");
-                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, instances = batch.len(),
+                    "group commit failed; recording each instance alone");
             }
         }
         for pending in batch {

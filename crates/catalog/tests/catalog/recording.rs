@@ -457,6 +457,32 @@ async fn instances_arriving_together_merge(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
     c.create_project("p").await.expect("create");
     let to = route("p", "together");
+    // All new: the group's one statement.
+    let outcomes = futures::future::join_all((0..N).map(|i| {
+        let mut r = rec("5", "5.1", &format!("5.1.{i}"));
+        r.size = 10 + i;
+        r.modality = (i == 3).then(|| "PT".to_string());
+        r.body_part_examined = (i == N - 2).then(|| "HEAD".to_string());
+        r.patient_name = None;
+        let (c, to) = (c.clone(), to.clone());
+        async move { c.record_instance(&r, &to, DuplicatePolicy::KeepFirst).await }
+    }))
+    .await;
+    assert!(outcomes
+        .into_iter()
+        .all(|o| matches!(o, Ok(RecordOutcome::Stored))));
+    let detail = c.get_series("5.1").await.expect("get").expect("series");
+    assert_eq!(detail.series.instance_count, N);
+    assert_eq!(
+        detail.series.total_size,
+        (0..N).map(|i| 10 + i).sum::<i64>()
+    );
+    assert_eq!(detail.series.modality.as_deref(), Some("PT"));
+    assert_eq!(detail.series.body_part_examined.as_deref(), Some("HEAD"));
+    assert_eq!(detail.series.datasets, ["together"]);
+    assert_eq!(detail.projects, ["admin", "p"]);
+    assert_eq!(detail.instances.len() as i64, N);
+
     // Two recorded first: re-sent below with other bytes, under Overwrite.
     for i in 0..2 {
         let r = rec("6", "6.1", &format!("6.1.{i}"));
