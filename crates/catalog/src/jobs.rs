@@ -668,11 +668,13 @@ impl Catalog {
     ) -> Result<Vec<String>, CatalogError> {
         let cutoff = before(idle);
         // Cheap read first: most ticks find nothing and need no write lock. Only pending
-        // series are read (a partial index holds them), however many series there are.
+        // series are read (a partial index holds them), however many series there are; in
+        // no particular order, so that a tick reads at most 200 due ones even behind a
+        // backlog of a million (sorting by arrival would read every pending series). Each
+        // tick takes its series out of the pending set, so a backlog drains 200 a tick.
         let due: Vec<(String, String)> = sqlx::query(
             "SELECT s.series_uid, s.last_arrival FROM series s \
-             WHERE s.pipeline_pending = 1 AND s.last_arrival <= $1 \
-             ORDER BY s.last_arrival LIMIT 200",
+             WHERE s.pipeline_pending = 1 AND s.last_arrival <= $1 LIMIT 200",
         )
         .bind(&cutoff)
         .fetch_all(&self.pool)

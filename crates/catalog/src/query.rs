@@ -264,8 +264,8 @@ impl Catalog {
         Ok((conditions, args))
     }
 
-    /// Series mapped to `project` (every series for `admin`), filtered and paged, most recent
-    /// arrival first. `datasets` of each item are its dataset names within this project.
+    /// Series mapped to `project` (every series for `admin`), filtered and paged, newest first
+    /// (by first arrival) unless sorted by study date. `datasets` of each item are its dataset names within this project.
     /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed filter.
     pub async fn list_series(
         &self,
