@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod counts;
 mod destinations;
 mod erase;
 mod error;
@@ -433,7 +434,11 @@ impl Catalog {
             }
             None => {}
         }
+        for statement in schema::COUNTS_V10 {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
         if version != Some(SCHEMA_VERSION) {
+            self.install_counts(&mut tx).await?;
             sqlx::query(
                 "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2) \
                  ON CONFLICT (version) DO NOTHING",
@@ -461,6 +466,27 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The triggers that keep the series counts (see `counts.rs`), and the counts rebuilt
+    /// from the series (a new catalog, or one older than version 10). On PostgreSQL, writers
+    /// of series and memberships wait meanwhile, so that no change slips between the rebuild
+    /// and the triggers.
+    async fn install_counts(&self, tx: &mut sqlx::AnyConnection) -> Result<(), CatalogError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(counts::POSTGRES_LOCK_FOR_REBUILD)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for statement in counts::trigger_statements(self.dialect)
+            .into_iter()
+            .chain(counts::rebuild_statements())
+        {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::counts::CountedGroup;
 use crate::{
     name_key, Catalog, CatalogError, DatasetRef, InstanceRow, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary, ADMIN_PROJECT,
@@ -143,7 +144,51 @@ fn sort_instances(instances: &mut [InstanceRow]) {
     });
 }
 
+/// Whether the series a filter selects can be counted from the counts the writes keep
+/// (`counts.rs`): filters on dataset, modality, body part and validation state only.
+fn countable(filter: &SeriesFilter) -> bool {
+    [
+        &filter.patient_id,
+        &filter.study_date_from,
+        &filter.study_date_to,
+        &filter.q,
+    ]
+    .into_iter()
+    .all(|value| given(value).is_none())
+}
+
+/// The modality and body part a filter wants, as `series_conditions` compares them.
+struct Selection {
+    modality: Option<String>,
+    body_part: Option<String>,
+}
+
+impl Selection {
+    fn of(filter: &SeriesFilter) -> Selection {
+        Selection {
+            modality: given(&filter.modality).map(str::to_ascii_uppercase),
+            body_part: given(&filter.body_part).map(str::to_ascii_uppercase),
+        }
+    }
+
+    fn modality_ok(&self, g: &FacetGroup) -> bool {
+        self.modality.as_ref().is_none_or(|m| &g.modality == m)
+    }
+
+    fn body_part_ok(&self, g: &FacetGroup) -> bool {
+        self.body_part.as_ref().is_none_or(|b| &g.body_part == b)
+    }
+}
+
 impl Catalog {
+    /// The dataset key of a filter, `""` for none.
+    fn dataset_key(filter: &SeriesFilter) -> Result<String, CatalogError> {
+        match given(&filter.dataset) {
+            Some(dataset) => name_key("dataset", dataset),
+            None => Ok(String::new()),
+        }
+    }
+
     /// The FROM/WHERE of a series query for a project and a filter, and its arguments
     /// (`$1` is the project key). `skip` leaves facets' own filters out, so that their counts
     /// show the other values too.
@@ -303,11 +348,24 @@ impl Catalog {
 
         let (from_where, mut args) = Self::series_from_where(&project_key, filter, &[])?;
 
-        let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
-        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("total")?;
+        let total: i64 = if countable(filter) {
+            let dataset_key = Self::dataset_key(filter)?;
+            let selection = Selection::of(filter);
+            self.counted_groups(&project_key, Some(&dataset_key))
+                .await?
+                .iter()
+                .map(FacetGroup::from)
+                .filter(|g| selection.modality_ok(g) && selection.body_part_ok(g))
+                .filter(|g| g.passes_validation(filter))
+                .map(|g| g.count)
+                .sum()
+        } else {
+            let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
+            bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("total")?
+        };
         if limit == 0 || total <= offset {
             return Ok(SeriesPage {
                 total,
@@ -553,6 +611,19 @@ struct FacetGroup {
     count: i64,
 }
 
+impl From<&CountedGroup> for FacetGroup {
+    fn from(g: &CountedGroup) -> FacetGroup {
+        FacetGroup {
+            modality: g.modality.clone(),
+            body_part: g.body_part.clone(),
+            validated: g.validation.validated(),
+            errors: g.validation.errors(),
+            warnings: g.validation.warnings(),
+            count: g.count,
+        }
+    }
+}
+
 impl FacetGroup {
     /// The validation filters of `filter`, as `series_conditions` applies them in SQL.
     fn passes_validation(&self, filter: &SeriesFilter) -> bool {
@@ -595,7 +666,9 @@ pub struct Facets {
 }
 
 impl Catalog {
-    /// Facet counts of a project's series under a filter (see [`Facets`]).
+    /// Facet counts of a project's series under a filter (see [`Facets`]): from the counts
+    /// the writes keep when the filter allows (dataset, modality, body part, validation),
+    /// else by scanning the series that pass the filter.
     pub async fn series_facets(
         &self,
         project: &str,
@@ -605,6 +678,87 @@ impl Catalog {
         if self.find_project(project).await?.is_none() {
             return Err(CatalogError::NotFound(format!("project {project:?}")));
         }
+        let (groups, dataset) = if countable(filter) {
+            self.facets_counted(&project_key, filter).await?
+        } else {
+            self.facets_scanned(&project_key, filter).await?
+        };
+        Ok(tally_facets(filter, &groups, dataset))
+    }
+
+    /// [`Catalog::series_facets`] always by scanning the series (what the kept counts must
+    /// agree with; for tests and benchmarks).
+    #[doc(hidden)]
+    pub async fn series_facets_by_scan(
+        &self,
+        project: &str,
+        filter: &SeriesFilter,
+    ) -> Result<Facets, CatalogError> {
+        let project_key = name_key("project", project)?;
+        let (groups, dataset) = self.facets_scanned(&project_key, filter).await?;
+        Ok(tally_facets(filter, &groups, dataset))
+    }
+
+    /// The facet groups of the filter's (project, dataset) and the dataset facet, from the
+    /// kept counts.
+    async fn facets_counted(
+        &self,
+        project_key: &str,
+        filter: &SeriesFilter,
+    ) -> Result<(Vec<FacetGroup>, Vec<FacetValue>), CatalogError> {
+        let dataset_key = Self::dataset_key(filter)?;
+        let names = async {
+            let sql = if project_key == ADMIN_PROJECT {
+                "SELECT name_key, MIN(name) AS name FROM datasets WHERE $1 = $1 GROUP BY name_key"
+            } else {
+                "SELECT name_key, name FROM datasets WHERE project_key = $1"
+            };
+            let rows = sqlx::query(sql)
+                .bind(project_key)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("name_key")?, row.try_get("name")?)))
+                .collect::<Result<BTreeMap<String, String>, sqlx::Error>>()
+                .map_err(CatalogError::from)
+        };
+        let (groups, per_dataset, names) = futures::try_join!(
+            self.counted_groups(project_key, Some(&dataset_key)),
+            self.counted_groups(project_key, None),
+            names
+        )?;
+        let selection = Selection::of(filter);
+        let mut by_dataset: BTreeMap<&str, i64> = BTreeMap::new();
+        for g in &per_dataset {
+            let group = FacetGroup::from(g);
+            if selection.modality_ok(&group)
+                && selection.body_part_ok(&group)
+                && group.passes_validation(filter)
+            {
+                *by_dataset.entry(&g.dataset_key).or_default() += g.count;
+            }
+        }
+        let mut dataset: Vec<FacetValue> = by_dataset
+            .into_iter()
+            .filter(|(_, count)| *count != 0)
+            .filter_map(|(key, count)| {
+                names.get(key).map(|name| FacetValue {
+                    value: name.clone(),
+                    count,
+                })
+            })
+            .collect();
+        dataset.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        Ok((groups.iter().map(FacetGroup::from).collect(), dataset))
+    }
+
+    /// The facet groups and the dataset facet, counted over the series that pass the filter.
+    async fn facets_scanned(
+        &self,
+        project_key: &str,
+        filter: &SeriesFilter,
+    ) -> Result<(Vec<FacetGroup>, Vec<FacetValue>), CatalogError> {
+        let project_key = project_key.to_string();
         // Modality, body part and validation in one scan: the series under every other
         // filter, grouped by the three; each facet then sums the groups that pass the other
         // two facets' filters (see `FacetGroup`).
@@ -713,39 +867,37 @@ impl Catalog {
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
         };
-        let (groups, dataset) = futures::try_join!(groups, datasets)?;
+        Ok(futures::try_join!(groups, datasets)?)
+    }
+}
 
-        let modality_wanted = given(&filter.modality).map(str::to_ascii_uppercase);
-        let body_part_wanted = given(&filter.body_part).map(str::to_ascii_uppercase);
-        let modality_ok =
-            |g: &FacetGroup| modality_wanted.as_ref().is_none_or(|m| &g.modality == m);
-        let body_part_ok =
-            |g: &FacetGroup| body_part_wanted.as_ref().is_none_or(|b| &g.body_part == b);
-        let validation_ok = |g: &FacetGroup| g.passes_validation(filter);
-        let tally = |value: &dyn Fn(&FacetGroup) -> String, keep: &dyn Fn(&FacetGroup) -> bool| {
-            let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-            for g in groups.iter().filter(|g| keep(g)) {
-                *counts.entry(value(g)).or_default() += g.count;
-            }
-            let mut values: Vec<FacetValue> = counts
-                .into_iter()
-                .map(|(value, count)| FacetValue { value, count })
-                .collect();
-            values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-            values
-        };
-        let out = Facets {
-            modality: tally(&|g| g.modality.clone(), &|g| {
-                body_part_ok(g) && validation_ok(g)
-            }),
-            dataset,
-            body_part: tally(&|g| g.body_part.clone(), &|g| {
-                modality_ok(g) && validation_ok(g)
-            }),
-            validation: tally(&|g| g.validation_state().to_string(), &|g| {
-                modality_ok(g) && body_part_ok(g)
-            }),
-        };
-        Ok(out)
+/// Each facet from the groups that pass the other facets' filters.
+fn tally_facets(filter: &SeriesFilter, groups: &[FacetGroup], dataset: Vec<FacetValue>) -> Facets {
+    let selection = Selection::of(filter);
+    let validation_ok = |g: &FacetGroup| g.passes_validation(filter);
+    let tally = |value: &dyn Fn(&FacetGroup) -> String, keep: &dyn Fn(&FacetGroup) -> bool| {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for g in groups.iter().filter(|g| keep(g)) {
+            *counts.entry(value(g)).or_default() += g.count;
+        }
+        let mut values: Vec<FacetValue> = counts
+            .into_iter()
+            .filter(|(_, count)| *count != 0)
+            .map(|(value, count)| FacetValue { value, count })
+            .collect();
+        values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        values
+    };
+    Facets {
+        modality: tally(&|g| g.modality.clone(), &|g| {
+            selection.body_part_ok(g) && validation_ok(g)
+        }),
+        dataset,
+        body_part: tally(&|g| g.body_part.clone(), &|g| {
+            selection.modality_ok(g) && validation_ok(g)
+        }),
+        validation: tally(&|g| g.validation_state().to_string(), &|g| {
+            selection.modality_ok(g) && selection.body_part_ok(g)
+        }),
     }
 }

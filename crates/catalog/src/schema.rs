@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -408,6 +408,34 @@ pub(crate) const DROPPED_BY_9: &[&str] = &[
     "DROP INDEX IF EXISTS idx_series_study_date",
     "DROP INDEX IF EXISTS idx_series_pipeline_pending",
     "DROP INDEX IF EXISTS idx_instances_series",
+];
+
+/// Version 10: series counts kept by the writes (see `counts.rs`): what each series is
+/// counted as, and the signed deltas per (project, dataset, modality, body part, validation
+/// state) that sum to the gallery's totals and facets. Their triggers are installed, and the
+/// tables filled, by `Catalog::install_counts`.
+pub(crate) const COUNTS_V10: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS series_counted (
+        series_uid TEXT NOT NULL,
+        project_key TEXT NOT NULL,
+        dataset_key TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        body_part TEXT NOT NULL,
+        validation BIGINT NOT NULL,
+        PRIMARY KEY (series_uid, project_key, dataset_key)
+    )",
+    "CREATE TABLE IF NOT EXISTS series_counts (
+        project_key TEXT NOT NULL,
+        dataset_key TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        body_part TEXT NOT NULL,
+        validation BIGINT NOT NULL,
+        n BIGINT NOT NULL,
+        folded BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS idx_series_counts_key ON series_counts (project_key, dataset_key)",
+    "CREATE INDEX IF NOT EXISTS idx_series_counts_unfolded \
+        ON series_counts (project_key, dataset_key) WHERE folded = 0",
 ];
 
 pub(crate) const INDEXES_V9: &[&str] = &[

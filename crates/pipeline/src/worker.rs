@@ -183,6 +183,10 @@ impl Pipeline {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduling stable series failed"),
             }
+            // The gallery's counts: fold what the writes appended since the last pass.
+            if let Err(e) = self.catalog.fold_series_counts().await {
+                tracing::warn!(error = %e, "folding the series counts failed");
+            }
             // A target of its own, so that tests can see passes go by (that something was not
             // scheduled again is only known once the scheduler has looked) without the rest.
             tracing::trace!(target: "radport_pipeline::scheduler", "scheduler pass");

@@ -95,6 +95,7 @@ async fn record(c: &Catalog, r: &InstanceRecord, to: &Route, p: DuplicatePolicy)
 
 // ----- areas ---------------------------------------------------------------------------------
 
+mod counts;
 mod destinations;
 mod erasure;
 mod jobs;

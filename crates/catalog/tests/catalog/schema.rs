@@ -105,6 +105,16 @@ async fn migrates_a_version_1_catalog() {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("raw");
     for statement in [
+        // Version 10's counts (a version-1 catalog has neither the triggers nor the tables).
+        "DROP TRIGGER radport_counts_series_insert",
+        "DROP TRIGGER radport_counts_series_update",
+        "DROP TRIGGER radport_counts_series_delete",
+        "DROP TRIGGER radport_counts_projects_insert",
+        "DROP TRIGGER radport_counts_projects_delete",
+        "DROP TRIGGER radport_counts_datasets_insert",
+        "DROP TRIGGER radport_counts_datasets_delete",
+        "DROP TABLE series_counts",
+        "DROP TABLE series_counted",
         "DROP INDEX idx_series_study_date_first_arrival",
         "DROP INDEX idx_series_body_part",
         "DROP INDEX idx_series_patient",
