@@ -294,6 +294,9 @@ impl Catalog {
             catalog.check_schema_version().await?;
         } else {
             catalog.init_schema().await?;
+            if catalog.dialect == Dialect::Postgres {
+                catalog.install_trigram_index().await;
+            }
         }
         Ok(catalog)
     }
@@ -469,6 +472,27 @@ impl Catalog {
         Ok(())
     }
 
+    /// PostgreSQL: a trigram index on the series' search text (extension `pg_trgm`, part of
+    /// PostgreSQL's contrib and trusted: a database owner may create it), so that the gallery's
+    /// text search (`LIKE '%…%'`) reads the matching series instead of every one. Without the
+    /// extension text search still works, by scanning; a warning says so.
+    async fn install_trigram_index(&self) {
+        for statement in [
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            "CREATE INDEX IF NOT EXISTS idx_series_search_trigram \
+             ON series USING gin (search_text gin_trgm_ops)",
+        ] {
+            if let Err(e) = sqlx::query(statement).execute(&self.pool).await {
+                tracing::warn!(
+                    error = %e,
+                    "no trigram index for text search: the gallery's text search scans every \
+                     series (create the extension pg_trgm in the catalog's database to fix)"
+                );
+                return;
+            }
+        }
+    }
+
     /// The triggers that keep the series counts (see `counts.rs`), and the counts rebuilt
     /// from the series (a new catalog, or one older than version 10). On PostgreSQL, writers
     /// of series and memberships wait meanwhile, so that no change slips between the rebuild
@@ -631,8 +655,8 @@ impl Catalog {
     pub async fn list_projects(&self) -> Result<Vec<Project>, CatalogError> {
         let rows = sqlx::query(
             "SELECT p.name_key, p.name, p.created_at, \
-               (SELECT COUNT(*) FROM series_projects sp WHERE sp.project_key = p.name_key) \
-                 AS series_count, \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+                  WHERE c.project_key = p.name_key AND c.dataset_key = '') AS series_count, \
                CASE WHEN p.name_key = 'admin' \
                  THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
                  ELSE (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
@@ -666,8 +690,8 @@ impl Catalog {
         }
         let row = sqlx::query(
             "SELECT p.name, p.created_at, \
-               (SELECT COUNT(*) FROM series_projects sp WHERE sp.project_key = p.name_key) \
-                 AS series_count, \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+                  WHERE c.project_key = p.name_key AND c.dataset_key = '') AS series_count, \
                CASE WHEN p.name_key = 'admin' \
                  THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
                  ELSE (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
@@ -734,15 +758,16 @@ impl Catalog {
         // admin sees every dataset of every project, merged by name.
         let sql = if p.name.eq_ignore_ascii_case(ADMIN_PROJECT) {
             "SELECT d.name_key, MIN(d.name) AS name, MIN(d.created_at) AS created_at, \
-               (SELECT COUNT(DISTINCT sd.series_uid) FROM series_datasets sd \
-                  WHERE sd.dataset_key = d.name_key) AS series_count, \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+                  WHERE c.project_key = 'admin' AND c.dataset_key = d.name_key) \
+                 AS series_count, \
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
                   WHERE sd.dataset_key = d.name_key) AS last_arrival \
              FROM datasets d WHERE $1 = $1 GROUP BY d.name_key"
         } else {
             "SELECT d.name_key, d.name, d.created_at, \
-               (SELECT COUNT(*) FROM series_datasets sd \
-                  WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+                  WHERE c.project_key = d.project_key AND c.dataset_key = d.name_key) \
                  AS series_count, \
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
                   WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \

@@ -181,6 +181,19 @@ impl Selection {
 }
 
 impl Catalog {
+    /// `NotFound` unless the project exists.
+    async fn require_project(&self, project_key: &str, project: &str) -> Result<(), CatalogError> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
+                .bind(project_key)
+                .fetch_optional(&self.pool)
+                .await?;
+        match exists {
+            Some(_) => Ok(()),
+            None => Err(CatalogError::NotFound(format!("project {project:?}"))),
+        }
+    }
+
     /// The dataset key of a filter, `""` for none.
     fn dataset_key(filter: &SeriesFilter) -> Result<String, CatalogError> {
         match given(&filter.dataset) {
@@ -318,14 +331,7 @@ impl Catalog {
         filter: &SeriesFilter,
     ) -> Result<SeriesPage, CatalogError> {
         let project_key = name_key("project", project)?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT name FROM projects WHERE name_key = $1")
-                .bind(&project_key)
-                .fetch_optional(&self.pool)
-                .await?;
-        if exists.is_none() {
-            return Err(CatalogError::NotFound(format!("project {project:?}")));
-        }
+        self.require_project(&project_key, project).await?;
 
         let limit = match filter.limit {
             None => DEFAULT_SERIES_LIMIT,
@@ -675,9 +681,7 @@ impl Catalog {
         filter: &SeriesFilter,
     ) -> Result<Facets, CatalogError> {
         let project_key = name_key("project", project)?;
-        if self.find_project(project).await?.is_none() {
-            return Err(CatalogError::NotFound(format!("project {project:?}")));
-        }
+        self.require_project(&project_key, project).await?;
         let (groups, dataset) = if countable(filter) {
             self.facets_counted(&project_key, filter).await?
         } else {
