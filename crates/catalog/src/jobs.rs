@@ -669,12 +669,16 @@ impl Catalog {
         let cutoff = before(idle);
         // Cheap read first: most ticks find nothing and need no write lock. Only pending
         // series are read (a partial index holds them), however many series there are; in
-        // no particular order, so that a tick reads at most 200 due ones even behind a
-        // backlog of a million (sorting by arrival would read every pending series). Each
-        // tick takes its series out of the pending set, so a backlog drains 200 a tick.
+        // the index's order, so that a tick reads at most 200 due ones even behind a backlog
+        // of a million (sorting by arrival would read every pending series). The ORDER BY
+        // keeps PostgreSQL on that index: without it, statistics that say a fifth of the
+        // series are pending made it scan the table for 200 of them (234 ms a tick at 10⁶
+        // series, the pending ones all at its end). Each tick takes its series out of the
+        // pending set, so a backlog drains 200 a tick.
         let due: Vec<(String, String)> = sqlx::query(
             "SELECT s.series_uid, s.last_arrival FROM series s \
-             WHERE s.pipeline_pending = 1 AND s.last_arrival <= $1 LIMIT 200",
+             WHERE s.pipeline_pending = 1 AND s.last_arrival <= $1 \
+             ORDER BY s.series_uid LIMIT 200",
         )
         .bind(&cutoff)
         .fetch_all(&self.pool)

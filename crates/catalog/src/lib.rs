@@ -437,7 +437,7 @@ impl Catalog {
             }
             None => {}
         }
-        for statement in schema::COUNTS_V10 {
+        for statement in schema::TABLES_V10 {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
         if version != Some(SCHEMA_VERSION) {

@@ -808,12 +808,15 @@ impl Catalog {
                 "sd.project_key = $1"
             };
             // Filtered: scan the series first and look their memberships up (CROSS JOIN keeps
-            // SQLite's planner from scanning every membership and looking each series up).
+            // SQLite's planner from scanning every membership and looking each series up;
+            // PostgreSQL's hash join over every membership measured faster at 10⁶ series than
+            // a LATERAL lookup per matching series: 400 vs 720 ms for 67 000 matches).
+            let series_then_memberships = "series s CROSS JOIN series_datasets sd";
             let (from, project) = if conditions.is_empty() {
                 ("series_datasets sd", project.to_string())
             } else {
                 (
-                    "series s CROSS JOIN series_datasets sd",
+                    series_then_memberships,
                     format!("sd.series_uid = s.series_uid AND {project}"),
                 )
             };

@@ -414,7 +414,7 @@ pub(crate) const DROPPED_BY_9: &[&str] = &[
 /// counted as, and the signed deltas per (project, dataset, modality, body part, validation
 /// state) that sum to the gallery's totals and facets. Their triggers are installed, and the
 /// tables filled, by `Catalog::install_counts`.
-pub(crate) const COUNTS_V10: &[&str] = &[
+pub(crate) const TABLES_V10: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS series_counted (
         series_uid TEXT NOT NULL,
         project_key TEXT NOT NULL,
@@ -434,6 +434,10 @@ pub(crate) const COUNTS_V10: &[&str] = &[
         folded BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS idx_series_counts_key ON series_counts (project_key, dataset_key)",
+    // A modality filter's first page in study date order (with `idx_series_modality_first_arrival`
+    // for arrival order).
+    "CREATE INDEX IF NOT EXISTS idx_series_modality_study_date \
+        ON series (modality, study_date, first_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_series_counts_unfolded \
         ON series_counts (project_key, dataset_key) WHERE folded = 0",
 ];

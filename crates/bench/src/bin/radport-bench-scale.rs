@@ -285,11 +285,15 @@ async fn main() -> Result<()> {
     let (p50, p95) = p50_p95(idle);
     println!("| scheduler tick, nothing pending | {p50:.2} ms | {p95:.2} ms | < 10 ms |");
     let mut one = Vec::new();
+    // New UIDs in every run (a copy of an earlier run's instance is a kept duplicate).
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     for k in 0..5 {
         // A late instance reopens a series.
         let s = (k * 104_729 + 1) % series;
         let mut late = record(s, per_series + k, per_series);
-        late.sop_instance_uid = format!("2.25.6{s}.{k}");
+        late.sop_instance_uid = format!("2.25.6{s}.{k}.{run}");
         catalog
             .record_instance(
                 &late,
