@@ -2,27 +2,33 @@
 //! per modality, body part and validation state, so that the gallery's totals and facets under
 //! those filters read a few hundred rows instead of counting up to every series.
 //!
-//! Two tables, kept by database triggers so that every path that changes a series or a
-//! membership (recording, validation, placement, erasure, project deletion, cascades) keeps
-//! them without knowing of them:
+//! Three tables:
 //!
 //! - `series_counted`: what each series is counted as — one row per *count key* of the series
 //!   (`admin` with dataset `''` for every series; each other project it is in, with `''`; each
 //!   (project, dataset) membership outside `admin`; `admin` with each dataset name it has in any
 //!   project, once) with the modality, body part and validation state it was counted with.
-//! - `series_counts`: signed deltas per (project, dataset, modality, body part, validation);
-//!   a count is the sum of its rows. Writers only append (no row every writer updates, so
-//!   concurrent PostgreSQL transactions never wait on each other here); [`Catalog::fold_series_counts`]
-//!   replaces the rows of each key by their sum now and then.
+//! - `series_counts`: signed deltas per (project, dataset, modality, body part, validation); a
+//!   count is the sum of its rows. Only appended to, then folded (each key's rows replaced by
+//!   their sum).
+//! - `series_recount`: the series changed since they were last counted. Database triggers put a
+//!   series there on every change of its counted columns or of its memberships, whichever code
+//!   path makes it (recording, validation, placement, erasure, project deletion, cascades), in
+//!   the changing transaction. That is all a writer pays: a queue row, no counting.
 //!
-//! A trigger does not apply the change it sees; it *recounts* the series: it compares what the
-//! series should be counted as now (its memberships and columns) with `series_counted`, appends
-//! the difference to `series_counts` and updates `series_counted`. Recounting is idempotent and
-//! does not depend on the order of events, which matters on PostgreSQL: its triggers run at the
-//! end of a statement (statement-level, over the transition tables), after the group commit's
-//! one statement has inserted a series, its memberships and updated other series at once. Each
-//! recount first locks the series' rows (`FOR NO KEY UPDATE`), so recounts of one series in
-//! concurrent transactions run one after the other and each sees the other's committed result.
+//! [`Catalog::fold_series_counts`] (each node's scheduler pass) *recounts* the queued series —
+//! what each should be counted as now (its memberships and columns) against `series_counted`;
+//! the difference is appended to `series_counts` and `series_counted` brought in line, in one
+//! transaction that also takes them off the queue — and folds the deltas. Recounting does not
+//! depend on the order or number of the events that queued a series. Reads add the difference
+//! of the series still queued to the counts, in the same statement: exact at every moment, not
+//! only after a pass.
+//!
+//! PostgreSQL, concurrently: every change of what a series is counted as holds the series' row
+//! lock until it commits (its own update, or the membership triggers take it), and the recount
+//! only takes series it can lock at once (`SKIP LOCKED`), leaving the others queued for the
+//! next pass. So a recount never misses a change that queued its series (the change would hold
+//! the lock), and never waits on a writer (no deadlock with one).
 
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -118,192 +124,202 @@ fn recount_statements(uid_condition: &str) -> [String; 3] {
     ]
 }
 
-/// Triggers that keep the counts, per dialect: what to drop, then what to create.
-pub(crate) fn trigger_statements(dialect: Dialect) -> Vec<String> {
-    match dialect {
-        Dialect::Sqlite => sqlite_triggers(),
-        Dialect::Postgres => postgres_triggers(),
-    }
+/// The condition on a series update under which what it is counted as may change.
+fn counted_columns_changed(old: &str, new: &str) -> String {
+    let code = |row: &str| {
+        format!(
+            "(CASE WHEN {row}.validation_errors IS NULL THEN 0 ELSE 1 END \
+              + CASE WHEN COALESCE({row}.validation_errors, 0) > 0 THEN 2 ELSE 0 END \
+              + CASE WHEN COALESCE({row}.validation_warnings, 0) > 0 THEN 4 ELSE 0 END)"
+        )
+    };
+    format!(
+        "COALESCE({old}.modality, '') <> COALESCE({new}.modality, '') \
+         OR COALESCE({old}.body_part_examined, '') <> COALESCE({new}.body_part_examined, '') \
+         OR {} <> {}",
+        code(old),
+        code(new)
+    )
 }
 
-/// `(trigger name, table, event and condition)` of SQLite's row triggers; each recounts
-/// `NEW`'s or `OLD`'s series.
-const SQLITE_TRIGGERS: &[(&str, &str, &str, &str)] = &[
-    (
-        "radport_counts_series_insert",
-        "series",
-        "AFTER INSERT",
-        "NEW",
-    ),
-    (
-        "radport_counts_series_update",
-        "series",
-        "AFTER UPDATE OF modality, body_part_examined, validation_errors, validation_warnings",
-        "NEW",
-    ),
-    (
-        "radport_counts_series_delete",
-        "series",
-        "AFTER DELETE",
-        "OLD",
-    ),
-    (
-        "radport_counts_projects_insert",
-        "series_projects",
-        "AFTER INSERT",
-        "NEW",
-    ),
-    (
-        "radport_counts_projects_delete",
-        "series_projects",
-        "AFTER DELETE",
-        "OLD",
-    ),
-    (
-        "radport_counts_datasets_insert",
-        "series_datasets",
-        "AFTER INSERT",
-        "NEW",
-    ),
-    (
-        "radport_counts_datasets_delete",
-        "series_datasets",
-        "AFTER DELETE",
-        "OLD",
-    ),
-];
-
-fn sqlite_triggers() -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, table, event, row) in SQLITE_TRIGGERS {
-        out.push(format!("DROP TRIGGER IF EXISTS {name}"));
-        let condition = match *table {
-            "series" if event.starts_with("AFTER UPDATE") => format!(
-                " WHEN COALESCE(OLD.modality, '') <> COALESCE(NEW.modality, '') \
-                   OR COALESCE(OLD.body_part_examined, '') <> COALESCE(NEW.body_part_examined, '') \
-                   OR {} <> {}",
-                validation_code!("OLD"),
-                validation_code!("NEW")
-            ),
-            "series_projects" => format!(" WHEN {row}.project_key <> '{ADMIN_PROJECT}'"),
-            _ => String::new(),
-        };
-        let body = recount_statements(&format!("= {row}.series_uid")).join("; ");
-        out.push(format!(
-            "CREATE TRIGGER {name} {event} ON {table} FOR EACH ROW{condition} BEGIN {body}; END"
-        ));
-    }
-    out
-}
-
-fn postgres_triggers() -> Vec<String> {
-    let [difference, forget, remember] = recount_statements("= ANY(uids)");
-    let changed_series = format!(
-        "SELECT a.series_uid FROM after_rows a JOIN before_rows b ON b.series_uid = a.series_uid \
-         WHERE COALESCE(a.modality, '') <> COALESCE(b.modality, '') \
-            OR COALESCE(a.body_part_examined, '') <> COALESCE(b.body_part_examined, '') \
-            OR {} <> {}",
-        validation_code!("a"),
-        validation_code!("b")
-    );
-    let mut out = vec![
-        format!(
-            "CREATE OR REPLACE FUNCTION radport_recount_series(uids text[]) RETURNS void \
-             LANGUAGE plpgsql VOLATILE AS $body$ \
-             BEGIN \
-               IF cardinality(uids) = 0 THEN RETURN; END IF; \
-               PERFORM 1 FROM series WHERE series_uid = ANY(uids) ORDER BY series_uid \
-                 FOR NO KEY UPDATE; \
-               {difference}; {forget}; {remember}; \
-             END $body$"
-        ),
-        // Rows inserted or deleted (transition table `changed_rows`).
-        "CREATE OR REPLACE FUNCTION radport_counts_changed() RETURNS trigger \
-         LANGUAGE plpgsql VOLATILE AS $body$ \
-         BEGIN \
-           PERFORM radport_recount_series(ARRAY(SELECT DISTINCT series_uid FROM changed_rows \
-             ORDER BY series_uid)); \
-           RETURN NULL; \
-         END $body$"
-            .to_string(),
-        // Memberships in `admin` are not counted (every series is, by the series' own row).
-        format!(
-            "CREATE OR REPLACE FUNCTION radport_counts_memberships_changed() RETURNS trigger \
-             LANGUAGE plpgsql VOLATILE AS $body$ \
-             BEGIN \
-               PERFORM radport_recount_series(ARRAY(SELECT DISTINCT series_uid FROM changed_rows \
-                 WHERE project_key <> '{ADMIN_PROJECT}' ORDER BY series_uid)); \
-               RETURN NULL; \
-             END $body$"
-        ),
-        format!(
-            "CREATE OR REPLACE FUNCTION radport_counts_series_updated() RETURNS trigger \
-             LANGUAGE plpgsql VOLATILE AS $body$ \
-             BEGIN \
-               PERFORM radport_recount_series(ARRAY({changed_series} ORDER BY a.series_uid)); \
-               RETURN NULL; \
-             END $body$"
-        ),
-    ];
-    let triggers: &[(&str, &str, &str, &str, &str)] = &[
+/// `(trigger, table, event, row, condition)` of the row triggers that queue a series for
+/// recounting (the same on both dialects).
+fn queue_triggers() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    String,
+)> {
+    let not_admin = |row: &str| format!("{row}.project_key <> '{ADMIN_PROJECT}'");
+    vec![
         (
             "radport_counts_series_insert",
             "series",
             "INSERT",
-            "NEW TABLE AS changed_rows",
-            "radport_counts_changed",
+            "NEW",
+            String::new(),
         ),
         (
             "radport_counts_series_update",
             "series",
             "UPDATE",
-            "OLD TABLE AS before_rows NEW TABLE AS after_rows",
-            "radport_counts_series_updated",
+            "NEW",
+            counted_columns_changed("OLD", "NEW"),
         ),
         (
             "radport_counts_series_delete",
             "series",
             "DELETE",
-            "OLD TABLE AS changed_rows",
-            "radport_counts_changed",
+            "OLD",
+            String::new(),
         ),
+        // Memberships in `admin` are not counted (every series is, by its own row).
         (
             "radport_counts_projects_insert",
             "series_projects",
             "INSERT",
-            "NEW TABLE AS changed_rows",
-            "radport_counts_memberships_changed",
+            "NEW",
+            not_admin("NEW"),
         ),
         (
             "radport_counts_projects_delete",
             "series_projects",
             "DELETE",
-            "OLD TABLE AS changed_rows",
-            "radport_counts_memberships_changed",
+            "OLD",
+            not_admin("OLD"),
         ),
         (
             "radport_counts_datasets_insert",
             "series_datasets",
             "INSERT",
-            "NEW TABLE AS changed_rows",
-            "radport_counts_changed",
+            "NEW",
+            String::new(),
         ),
         (
             "radport_counts_datasets_delete",
             "series_datasets",
             "DELETE",
-            "OLD TABLE AS changed_rows",
-            "radport_counts_changed",
+            "OLD",
+            String::new(),
         ),
-    ];
-    for (name, table, event, transition, function) in triggers {
-        out.push(format!("DROP TRIGGER IF EXISTS {name} ON {table}"));
-        out.push(format!(
-            "CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {transition} \
-             FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
-        ));
+    ]
+}
+
+/// Triggers that queue changed series, per dialect (each dropped first, then created), and on
+/// PostgreSQL the functions they and the recount run.
+pub(crate) fn trigger_statements(dialect: Dialect) -> Vec<String> {
+    let mut out = Vec::new();
+    if dialect == Dialect::Postgres {
+        out.extend(postgres_functions());
+    }
+    for (name, table, event, row, condition) in queue_triggers() {
+        let when = if condition.is_empty() {
+            String::new()
+        } else {
+            format!(" WHEN ({condition})")
+        };
+        match dialect {
+            Dialect::Sqlite => {
+                out.push(format!("DROP TRIGGER IF EXISTS {name}"));
+                out.push(format!(
+                    // Not `INSERT OR IGNORE`: the conflict policy of the statement that fired
+                    // the trigger would override it.
+                    "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW{when} BEGIN \
+                     INSERT INTO series_recount (series_uid) SELECT {row}.series_uid \
+                     WHERE NOT EXISTS (SELECT 1 FROM series_recount \
+                       WHERE series_uid = {row}.series_uid); \
+                     END"
+                ));
+            }
+            Dialect::Postgres => {
+                // Memberships do not lock their series by themselves: take its lock, so that
+                // the recount passes it by until this transaction ends (see the module doc).
+                let function = if table == "series" {
+                    "radport_counts_queue_series"
+                } else {
+                    "radport_counts_queue_member"
+                };
+                out.push(format!("DROP TRIGGER IF EXISTS {name} ON {table}"));
+                out.push(format!(
+                    "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW{when} \
+                     EXECUTE FUNCTION {function}()"
+                ));
+            }
+        }
     }
     out
+}
+
+fn postgres_functions() -> Vec<String> {
+    let queued = "= ANY(uids)";
+    let [difference, forget, remember] = recount_statements(queued);
+    vec![
+        "CREATE OR REPLACE FUNCTION radport_counts_queue_series() RETURNS trigger \
+         LANGUAGE plpgsql VOLATILE AS $body$ \
+         BEGIN \
+           IF TG_OP = 'DELETE' THEN \
+             INSERT INTO series_recount (series_uid) VALUES (OLD.series_uid) \
+               ON CONFLICT DO NOTHING; \
+           ELSE \
+             INSERT INTO series_recount (series_uid) VALUES (NEW.series_uid) \
+               ON CONFLICT DO NOTHING; \
+           END IF; \
+           RETURN NULL; \
+         END $body$"
+            .to_string(),
+        "CREATE OR REPLACE FUNCTION radport_counts_queue_member() RETURNS trigger \
+         LANGUAGE plpgsql VOLATILE AS $body$ \
+         DECLARE uid text; \
+         BEGIN \
+           IF TG_OP = 'DELETE' THEN uid := OLD.series_uid; ELSE uid := NEW.series_uid; END IF; \
+           PERFORM 1 FROM series WHERE series_uid = uid FOR NO KEY UPDATE; \
+           INSERT INTO series_recount (series_uid) VALUES (uid) ON CONFLICT DO NOTHING; \
+           RETURN NULL; \
+         END $body$"
+            .to_string(),
+        // Recounts up to `batch` queued series: those it can lock now, and those erased.
+        format!(
+            "CREATE OR REPLACE FUNCTION radport_recount_queued(batch bigint) RETURNS bigint \
+             LANGUAGE plpgsql VOLATILE AS $body$ \
+             DECLARE queued text[]; uids text[]; \
+             BEGIN \
+               queued := ARRAY(SELECT series_uid FROM series_recount ORDER BY series_uid \
+                 LIMIT batch); \
+               IF cardinality(queued) = 0 THEN RETURN 0; END IF; \
+               uids := ARRAY(SELECT series_uid FROM series WHERE series_uid = ANY(queued) \
+                   ORDER BY series_uid FOR NO KEY UPDATE SKIP LOCKED) \
+                 || ARRAY(SELECT q FROM unnest(queued) q \
+                   WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.series_uid = q)); \
+               IF cardinality(uids) = 0 THEN RETURN 0; END IF; \
+               DELETE FROM series_recount WHERE series_uid = ANY(uids); \
+               {difference}; {forget}; {remember}; \
+               RETURN cardinality(uids); \
+             END $body$"
+        ),
+    ]
+}
+
+/// The view every read of the counts goes through: the kept deltas plus what the series still
+/// queued for recounting change (the recount's difference, computed on the fly), so that a
+/// read is exact without waiting for a pass.
+pub(crate) fn view_statements() -> [String; 2] {
+    let desired = desired_rows(QUEUED);
+    [
+        "DROP VIEW IF EXISTS series_counts_now".to_string(),
+        format!(
+            "CREATE VIEW series_counts_now AS \
+             SELECT {KEY_COLUMNS}, n FROM series_counts \
+             UNION ALL \
+             SELECT {KEY_COLUMNS}, -1 AS n FROM ( \
+               SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {QUEUED} \
+               EXCEPT {desired}) gone \
+             UNION ALL \
+             SELECT {KEY_COLUMNS}, 1 AS n FROM ( \
+               {desired} EXCEPT \
+               SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {QUEUED}) came"
+        ),
+    ]
 }
 
 /// Rebuilds both tables from the series and memberships (at installation: schema 10, or a
@@ -312,6 +328,7 @@ pub(crate) fn rebuild_statements() -> Vec<String> {
     vec![
         "DELETE FROM series_counts".to_string(),
         "DELETE FROM series_counted".to_string(),
+        "DELETE FROM series_recount".to_string(),
         format!(
             "INSERT INTO series_counted ({COUNTED_COLUMNS}) SELECT {COUNTED_COLUMNS} FROM ({}) d",
             desired_rows("IS NOT NULL")
@@ -326,7 +343,14 @@ pub(crate) fn rebuild_statements() -> Vec<String> {
 /// PostgreSQL: keeps writers of series and memberships out while the counts are rebuilt and
 /// the triggers replaced (plain reads go on).
 pub(crate) const POSTGRES_LOCK_FOR_REBUILD: &str =
-    "LOCK TABLE series, series_projects, series_datasets IN EXCLUSIVE MODE";
+    "LOCK TABLE series, series_projects, series_datasets, series_recount IN EXCLUSIVE MODE";
+
+/// Series the PostgreSQL recount takes per call (the scheduler's pass calls it until the
+/// queue is done).
+const POSTGRES_RECOUNT_BATCH: i64 = 2000;
+
+/// The queued series, for the recount and for reads.
+const QUEUED: &str = "IN (SELECT series_uid FROM series_recount)";
 
 /// Series of one (project, dataset) key with one modality, body part and validation state.
 #[derive(Clone, Debug)]
@@ -362,7 +386,7 @@ impl Catalog {
         };
         let sql = format!(
             "SELECT dataset_key, modality, body_part, validation, \
-               CAST(SUM(n) AS BIGINT) AS count FROM series_counts \
+               CAST(SUM(n) AS BIGINT) AS count FROM series_counts_now \
              WHERE project_key = $1 AND {dataset_condition} \
              GROUP BY dataset_key, modality, body_part, validation HAVING SUM(n) <> 0"
         );
@@ -377,16 +401,64 @@ impl Catalog {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Replaces the delta rows of every count key that has new ones by their sum (dropping
-    /// zeros). Run now and then by each node's scheduler; safe to run concurrently (on
-    /// PostgreSQL a delta appended meanwhile is not in the statement's snapshot and stays).
-    /// Returns how many count keys were folded.
+    /// Recounts the series queued since the last pass (see the module doc), then replaces
+    /// the delta rows of every count key that has new ones by their sum (dropping zeros). Run
+    /// by each node's scheduler every pass; safe to run concurrently (PostgreSQL: a series
+    /// another pass or a writer holds stays queued; a delta appended meanwhile is not in the
+    /// fold's snapshot and stays). Returns how many series were recounted.
     pub async fn fold_series_counts(&self) -> Result<u64, CatalogError> {
+        let recounted = self.recount_queued_series().await?;
+        self.fold_count_deltas().await?;
+        Ok(recounted)
+    }
+
+    async fn recount_queued_series(&self) -> Result<u64, CatalogError> {
+        let mut writer = self.writer().await;
+        match self.dialect {
+            Dialect::Postgres => {
+                let mut total = 0u64;
+                loop {
+                    let mut tx = writer.begin().await?;
+                    let done: i64 = sqlx::query_scalar("SELECT radport_recount_queued($1)")
+                        .bind(POSTGRES_RECOUNT_BATCH)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    total += u64::try_from(done).unwrap_or(0);
+                    if done < POSTGRES_RECOUNT_BATCH {
+                        return Ok(total);
+                    }
+                }
+            }
+            Dialect::Sqlite => {
+                let mut tx = writer.begin().await?;
+                let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM series_recount")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if queued == 0 {
+                    return Ok(0);
+                }
+                for statement in recount_statements(QUEUED) {
+                    sqlx::query(AssertSqlSafe(statement))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM series_recount")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(u64::try_from(queued).unwrap_or(0))
+            }
+        }
+    }
+
+    /// Each count key with new deltas: its rows replaced by their sum.
+    async fn fold_count_deltas(&self) -> Result<(), CatalogError> {
         let mut writer = self.writer().await;
         match self.dialect {
             Dialect::Postgres => {
                 let mut tx = writer.begin().await?;
-                let folded = sqlx::query(
+                sqlx::query(
                     "WITH keys AS (SELECT DISTINCT project_key, dataset_key FROM series_counts \
                        WHERE folded = 0), \
                      gone AS (DELETE FROM series_counts c USING keys k \
@@ -402,7 +474,7 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(folded.rows_affected())
+                Ok(())
             }
             Dialect::Sqlite => {
                 let mut tx = writer.begin().await?;
@@ -411,11 +483,11 @@ impl Catalog {
                         .fetch_one(&mut *tx)
                         .await?;
                 let Some(last) = last else {
-                    return Ok(0);
+                    return Ok(());
                 };
                 let keys = "(project_key, dataset_key) IN (SELECT project_key, dataset_key \
                      FROM series_counts WHERE folded = 0 AND rowid <= $1)";
-                let folded = sqlx::query(AssertSqlSafe(format!(
+                sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO series_counts ({KEY_COLUMNS}, n, folded) \
                      SELECT {KEY_COLUMNS}, SUM(n), 1 FROM series_counts \
                      WHERE rowid <= $1 AND {keys} \
@@ -431,7 +503,7 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(folded.rows_affected())
+                Ok(())
             }
         }
     }

@@ -505,6 +505,7 @@ impl Catalog {
         }
         for statement in counts::trigger_statements(self.dialect)
             .into_iter()
+            .chain(counts::view_statements())
             .chain(counts::rebuild_statements())
         {
             sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -655,7 +656,7 @@ impl Catalog {
     pub async fn list_projects(&self) -> Result<Vec<Project>, CatalogError> {
         let rows = sqlx::query(
             "SELECT p.name_key, p.name, p.created_at, \
-               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
                   WHERE c.project_key = p.name_key AND c.dataset_key = '') AS series_count, \
                CASE WHEN p.name_key = 'admin' \
                  THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
@@ -690,7 +691,7 @@ impl Catalog {
         }
         let row = sqlx::query(
             "SELECT p.name, p.created_at, \
-               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
                   WHERE c.project_key = p.name_key AND c.dataset_key = '') AS series_count, \
                CASE WHEN p.name_key = 'admin' \
                  THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
@@ -758,7 +759,7 @@ impl Catalog {
         // admin sees every dataset of every project, merged by name.
         let sql = if p.name.eq_ignore_ascii_case(ADMIN_PROJECT) {
             "SELECT d.name_key, MIN(d.name) AS name, MIN(d.created_at) AS created_at, \
-               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
                   WHERE c.project_key = 'admin' AND c.dataset_key = d.name_key) \
                  AS series_count, \
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
@@ -766,7 +767,7 @@ impl Catalog {
              FROM datasets d WHERE $1 = $1 GROUP BY d.name_key"
         } else {
             "SELECT d.name_key, d.name, d.created_at, \
-               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts c \
+               (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
                   WHERE c.project_key = d.project_key AND c.dataset_key = d.name_key) \
                  AS series_count, \
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \

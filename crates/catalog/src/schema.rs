@@ -411,8 +411,8 @@ pub(crate) const DROPPED_BY_9: &[&str] = &[
 ];
 
 /// Version 10: series counts kept by the writes (see `counts.rs`): what each series is
-/// counted as, and the signed deltas per (project, dataset, modality, body part, validation
-/// state) that sum to the gallery's totals and facets. Their triggers are installed, and the
+/// counted as, the signed deltas per (project, dataset, modality, body part, validation
+/// state) that sum to the gallery's totals and facets, and the series queued for recounting. Their triggers are installed, and the
 /// tables filled, by `Catalog::install_counts`.
 pub(crate) const TABLES_V10: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS series_counted (
@@ -432,6 +432,9 @@ pub(crate) const TABLES_V10: &[&str] = &[
         validation BIGINT NOT NULL,
         n BIGINT NOT NULL,
         folded BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS series_recount (
+        series_uid TEXT NOT NULL PRIMARY KEY
     )",
     "CREATE INDEX IF NOT EXISTS idx_series_counts_key ON series_counts (project_key, dataset_key)",
     // A modality filter's first page in study date order (with `idx_series_modality_first_arrival`
