@@ -69,15 +69,25 @@ impl ValidationBits {
     }
 }
 
+/// `study_month` of the counts' rows over every month (what the unfiltered counts read).
+pub(crate) const ALL_MONTHS: &str = "*";
+/// `study_month` of the series without a study date.
+pub(crate) const NO_STUDY_DATE: &str = "-";
+
 /// The rows `series_counted` should hold for the series whose `series_uid` satisfies
-/// `uid_condition` (e.g. `= NEW.series_uid`): its count keys with its current columns.
+/// `uid_condition` (e.g. `= NEW.series_uid`): its count keys with its current columns, each
+/// twice — over all months (`*`) and in its study month (the first six characters of its
+/// study date, `-` without one), which date range filters sum.
 fn desired_rows(uid_condition: &str) -> String {
     let admin = ADMIN_PROJECT;
     let code = validation_code!("s");
     format!(
         "SELECT k.series_uid AS series_uid, k.project_key AS project_key, \
            k.dataset_key AS dataset_key, COALESCE(s.modality, '') AS modality, \
-           COALESCE(s.body_part_examined, '') AS body_part, {code} AS validation \
+           COALESCE(s.body_part_examined, '') AS body_part, {code} AS validation, \
+           CASE WHEN m.every = 1 THEN '{ALL_MONTHS}' \
+             WHEN s.study_date IS NULL THEN '{NO_STUDY_DATE}' \
+             ELSE SUBSTR(s.study_date, 1, 6) END AS study_month \
          FROM (SELECT series_uid, '{admin}' AS project_key, '' AS dataset_key FROM series \
                  WHERE series_uid {uid_condition} \
                UNION SELECT series_uid, project_key, '' FROM series_projects \
@@ -86,13 +96,14 @@ fn desired_rows(uid_condition: &str) -> String {
                  WHERE series_uid {uid_condition} AND project_key <> '{admin}' \
                UNION SELECT series_uid, '{admin}', dataset_key FROM series_datasets \
                  WHERE series_uid {uid_condition}) k \
-         JOIN series s ON s.series_uid = k.series_uid"
+         JOIN series s ON s.series_uid = k.series_uid \
+         CROSS JOIN (SELECT 1 AS every UNION ALL SELECT 0) m"
     )
 }
 
 const COUNTED_COLUMNS: &str =
-    "series_uid, project_key, dataset_key, modality, body_part, validation";
-const KEY_COLUMNS: &str = "project_key, dataset_key, modality, body_part, validation";
+    "series_uid, project_key, dataset_key, modality, body_part, validation, study_month";
+const KEY_COLUMNS: &str = "project_key, dataset_key, modality, body_part, validation, study_month";
 
 /// The recount of the series satisfying `uid_condition`, as statements run in order: the
 /// difference between what they are counted as and what they should be appended to the
@@ -119,7 +130,7 @@ fn recount_statements(uid_condition: &str) -> [String; 3] {
         format!(
             "INSERT INTO series_counted ({COUNTED_COLUMNS}) \
              SELECT {COUNTED_COLUMNS} FROM ({desired}) d WHERE true \
-             ON CONFLICT (series_uid, project_key, dataset_key) DO NOTHING"
+             ON CONFLICT (series_uid, project_key, dataset_key, study_month) DO NOTHING"
         ),
     ]
 }
@@ -136,6 +147,7 @@ fn counted_columns_changed(old: &str, new: &str) -> String {
     format!(
         "COALESCE({old}.modality, '') <> COALESCE({new}.modality, '') \
          OR COALESCE({old}.body_part_examined, '') <> COALESCE({new}.body_part_examined, '') \
+         OR COALESCE({old}.study_date, '-') <> COALESCE({new}.study_date, '-') \
          OR {} <> {}",
         code(old),
         code(new)
@@ -352,6 +364,19 @@ const POSTGRES_RECOUNT_BATCH: i64 = 2000;
 /// The queued series, for the recount and for reads.
 const QUEUED: &str = "IN (SELECT series_uid FROM series_recount)";
 
+/// Which study months a read of the counts sums.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Months {
+    /// Every series, whatever its study date (the rows over all months).
+    All,
+    /// The series whose study month is strictly after `after` and before `before` (those
+    /// given); series without a study date are not among them.
+    Between {
+        after: Option<String>,
+        before: Option<String>,
+    },
+}
+
 /// Series of one (project, dataset) key with one modality, body part and validation state.
 #[derive(Clone, Debug)]
 pub(crate) struct CountedGroup {
@@ -379,22 +404,44 @@ impl Catalog {
         &self,
         project_key: &str,
         dataset_key: Option<&str>,
+        months: &Months,
     ) -> Result<Vec<CountedGroup>, CatalogError> {
-        let dataset_condition = match dataset_key {
-            Some(_) => "dataset_key = $2",
-            None => "dataset_key <> $2",
-        };
+        let mut conditions = vec![
+            "project_key = $1".to_string(),
+            match dataset_key {
+                Some(_) => "dataset_key = $2",
+                None => "dataset_key <> $2",
+            }
+            .to_string(),
+        ];
+        let mut bounds = Vec::new();
+        match months {
+            Months::All => conditions.push(format!("study_month = '{ALL_MONTHS}'")),
+            Months::Between { after, before } => {
+                conditions.push(format!(
+                    "study_month NOT IN ('{ALL_MONTHS}', '{NO_STUDY_DATE}')"
+                ));
+                for (bound, op) in [(after, ">"), (before, "<")] {
+                    if let Some(month) = bound {
+                        bounds.push(month.clone());
+                        conditions.push(format!("study_month {op} ${}", bounds.len() + 2));
+                    }
+                }
+            }
+        }
         let sql = format!(
             "SELECT dataset_key, modality, body_part, validation, \
-               CAST(SUM(n) AS BIGINT) AS count FROM series_counts_now \
-             WHERE project_key = $1 AND {dataset_condition} \
-             GROUP BY dataset_key, modality, body_part, validation HAVING SUM(n) <> 0"
+               CAST(SUM(n) AS BIGINT) AS count FROM series_counts_now WHERE {} \
+             GROUP BY dataset_key, modality, body_part, validation HAVING SUM(n) <> 0",
+            conditions.join(" AND ")
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(project_key)
-            .bind(dataset_key.unwrap_or(""))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(dataset_key.unwrap_or(""));
+        for month in bounds {
+            query = query.bind(month);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .map(group_from_row)
@@ -458,19 +505,16 @@ impl Catalog {
         match self.dialect {
             Dialect::Postgres => {
                 let mut tx = writer.begin().await?;
-                sqlx::query(
+                sqlx::query(AssertSqlSafe(format!(
                     "WITH keys AS (SELECT DISTINCT project_key, dataset_key FROM series_counts \
                        WHERE folded = 0), \
                      gone AS (DELETE FROM series_counts c USING keys k \
                        WHERE c.project_key = k.project_key AND c.dataset_key = k.dataset_key \
-                       RETURNING c.project_key, c.dataset_key, c.modality, c.body_part, \
-                         c.validation, c.n) \
-                     INSERT INTO series_counts \
-                       (project_key, dataset_key, modality, body_part, validation, n, folded) \
-                     SELECT project_key, dataset_key, modality, body_part, validation, SUM(n), 1 \
-                     FROM gone GROUP BY project_key, dataset_key, modality, body_part, validation \
-                     HAVING SUM(n) <> 0",
-                )
+                       RETURNING c.*) \
+                     INSERT INTO series_counts ({KEY_COLUMNS}, n, folded) \
+                     SELECT {KEY_COLUMNS}, SUM(n), 1 FROM gone GROUP BY {KEY_COLUMNS} \
+                     HAVING SUM(n) <> 0"
+                )))
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

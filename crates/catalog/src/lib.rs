@@ -666,7 +666,8 @@ impl Catalog {
         let rows = sqlx::query(
             "SELECT p.name_key, p.name, p.created_at, \
                (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
-                  WHERE c.project_key = p.name_key AND c.dataset_key = '') AS series_count, \
+                  WHERE c.project_key = p.name_key AND c.dataset_key = '' \
+                    AND c.study_month = '*') AS series_count, \
                CASE WHEN p.name_key = 'admin' \
                  THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
                  ELSE (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
@@ -701,7 +702,8 @@ impl Catalog {
         let row = sqlx::query(
             "SELECT p.name, p.created_at, \
                (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
-                  WHERE c.project_key = p.name_key AND c.dataset_key = '') AS series_count, \
+                  WHERE c.project_key = p.name_key AND c.dataset_key = '' \
+                    AND c.study_month = '*') AS series_count, \
                CASE WHEN p.name_key = 'admin' \
                  THEN (SELECT COUNT(DISTINCT d.name_key) FROM datasets d) \
                  ELSE (SELECT COUNT(*) FROM datasets d WHERE d.project_key = p.name_key) \
@@ -769,7 +771,8 @@ impl Catalog {
         let sql = if p.name.eq_ignore_ascii_case(ADMIN_PROJECT) {
             "SELECT d.name_key, MIN(d.name) AS name, MIN(d.created_at) AS created_at, \
                (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
-                  WHERE c.project_key = 'admin' AND c.dataset_key = d.name_key) \
+                  WHERE c.project_key = 'admin' AND c.dataset_key = d.name_key \
+                    AND c.study_month = '*') \
                  AS series_count, \
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
                   WHERE sd.dataset_key = d.name_key) AS last_arrival \
@@ -777,7 +780,8 @@ impl Catalog {
         } else {
             "SELECT d.name_key, d.name, d.created_at, \
                (SELECT CAST(COALESCE(SUM(c.n), 0) AS BIGINT) FROM series_counts_now c \
-                  WHERE c.project_key = d.project_key AND c.dataset_key = d.name_key) \
+                  WHERE c.project_key = d.project_key AND c.dataset_key = d.name_key \
+                    AND c.study_month = '*') \
                  AS series_count, \
                (SELECT MAX(sd.last_arrival) FROM series_datasets sd \
                   WHERE sd.project_key = d.project_key AND sd.dataset_key = d.name_key) \

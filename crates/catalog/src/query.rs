@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::counts::CountedGroup;
+use crate::counts::{CountedGroup, Months};
 use crate::{
     name_key, Catalog, CatalogError, DatasetRef, InstanceRow, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary, ADMIN_PROJECT,
@@ -26,6 +26,7 @@ const INSTANCE_COLUMNS: &str = "sop_instance_uid, series_uid, instance_number, s
      transfer_syntax_uid, size, checksum, n_rows, n_columns, number_of_frames, received_at, \
      object_key";
 
+#[derive(Clone)]
 enum Arg {
     Text(String),
     Int(i64),
@@ -144,17 +145,85 @@ fn sort_instances(instances: &mut [InstanceRow]) {
     });
 }
 
-/// Whether the series a filter selects can be counted from the counts the writes keep
-/// (`counts.rs`): filters on dataset, modality, body part and validation state only.
-fn countable(filter: &SeriesFilter) -> bool {
-    [
-        &filter.patient_id,
-        &filter.study_date_from,
-        &filter.study_date_to,
-        &filter.q,
-    ]
-    .into_iter()
-    .all(|value| given(value).is_none())
+/// How the series a filter selects are counted.
+enum Counting {
+    /// From the counts the writes keep (`counts.rs`), over these study months, plus a scan of
+    /// the series dated in the edge months of a date range (`edges`, when there is one).
+    Kept {
+        months: Months,
+        edges: Option<EdgeDates>,
+    },
+    /// By scanning the series that pass the filter (patient and text filters, a date range
+    /// within one month).
+    Scanned,
+}
+
+/// The two edge months of a date range, which the kept counts (by study month) cannot split:
+/// `from` up to the end of its month, and the start of `to`'s month up to `to`.
+#[derive(Clone, Debug)]
+struct EdgeDates {
+    /// `(from, the first month after from's)`.
+    from: Option<(String, String)>,
+    /// `(to's month, to)`.
+    to: Option<(String, String)>,
+}
+
+/// The month after a `YYYYMM` month, as a prefix that sorts after every date in it (`202109`
+/// → `20210:`; the month need not exist, the order is what counts).
+fn next_month_prefix(month: &str) -> String {
+    let mut bytes = month.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl Counting {
+    fn of(filter: &SeriesFilter) -> Result<Counting, CatalogError> {
+        if given(&filter.patient_id).is_some() || given(&filter.q).is_some() {
+            return Ok(Counting::Scanned);
+        }
+        let from = given(&filter.study_date_from)
+            .map(|d| normalize_date("study_date_from", d))
+            .transpose()?;
+        let to = given(&filter.study_date_to)
+            .map(|d| normalize_date("study_date_to", d))
+            .transpose()?;
+        if from.is_none() && to.is_none() {
+            return Ok(Counting::Kept {
+                months: Months::All,
+                edges: None,
+            });
+        }
+        let from_month = from.as_ref().map(|d| d[..6].to_string());
+        let to_month = to.as_ref().map(|d| d[..6].to_string());
+        if let (Some(a), Some(b)) = (&from_month, &to_month) {
+            if a >= b {
+                return Ok(Counting::Scanned);
+            }
+        }
+        let edges = EdgeDates {
+            from: from
+                .zip(from_month.as_ref())
+                .map(|(d, m)| (d, next_month_prefix(m))),
+            to: to_month.clone().zip(to),
+        };
+        Ok(Counting::Kept {
+            months: Months::Between {
+                after: from_month,
+                before: to_month,
+            },
+            edges: Some(edges),
+        })
+    }
+}
+
+/// Which date conditions a series query applies: the filter's, or only the edge months of its
+/// range (see [`EdgeDates`]).
+#[derive(Clone, Copy)]
+enum Dates<'a> {
+    AsFiltered,
+    Edges(&'a EdgeDates),
 }
 
 /// The modality and body part a filter wants, as `series_conditions` compares them.
@@ -209,8 +278,9 @@ impl Catalog {
         project_key: &str,
         filter: &SeriesFilter,
         skip: &[Facet],
+        dates: Dates<'_>,
     ) -> Result<(String, Vec<Arg>), CatalogError> {
-        let (conditions, args) = Self::series_conditions(project_key, filter, skip)?;
+        let (conditions, args) = Self::series_conditions(project_key, filter, skip, dates)?;
         // `admin` sees every series: no membership join. `$1 = $1` keeps `$1` in the
         // statement (PostgreSQL wants every bound parameter used).
         let from_where = if project_key == ADMIN_PROJECT {
@@ -230,6 +300,7 @@ impl Catalog {
         project_key: &str,
         filter: &SeriesFilter,
         skip: &[Facet],
+        dates: Dates<'_>,
     ) -> Result<(Vec<String>, Vec<Arg>), CatalogError> {
         let project_key = project_key.to_string();
         let admin = project_key == ADMIN_PROJECT;
@@ -270,14 +341,6 @@ impl Catalog {
                 Arg::Text(patient_id.to_string()),
             );
         }
-        if let Some(from) = given(&filter.study_date_from) {
-            let from = normalize_date("study_date_from", from)?;
-            push(&|n| format!("s.study_date >= ${n}"), Arg::Text(from));
-        }
-        if let Some(to) = given(&filter.study_date_to) {
-            let to = normalize_date("study_date_to", to)?;
-            push(&|n| format!("s.study_date <= ${n}"), Arg::Text(to));
-        }
         if let Some(q) = given(&filter.q) {
             // `search_text` is lowercased by the database's lower() when written; the pattern
             // goes through the same function.
@@ -285,6 +348,40 @@ impl Catalog {
                 &|n| format!("s.search_text LIKE lower(${n}) ESCAPE '\\'"),
                 Arg::Text(like_pattern(q)),
             );
+        }
+        match dates {
+            Dates::AsFiltered => {
+                if let Some(from) = given(&filter.study_date_from) {
+                    let from = normalize_date("study_date_from", from)?;
+                    push(&|n| format!("s.study_date >= ${n}"), Arg::Text(from));
+                }
+                if let Some(to) = given(&filter.study_date_to) {
+                    let to = normalize_date("study_date_to", to)?;
+                    push(&|n| format!("s.study_date <= ${n}"), Arg::Text(to));
+                }
+            }
+            Dates::Edges(edges) => {
+                // Two index ranges: [from, from's month end) and [to's month, to].
+                let mut ranges = Vec::new();
+                for (low, high, high_op) in [
+                    edges.from.as_ref().map(|(d, next)| (d, next, "<")),
+                    edges.to.as_ref().map(|(month, d)| (month, d, "<=")),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    args.push(Arg::Text(low.clone()));
+                    args.push(Arg::Text(high.clone()));
+                    ranges.push(format!(
+                        "(s.study_date >= ${} AND s.study_date {high_op} ${})",
+                        args.len() - 1,
+                        args.len()
+                    ));
+                }
+                if !ranges.is_empty() {
+                    conditions.push(format!("({})", ranges.join(" OR ")));
+                }
+            }
         }
 
         if let Some(body_part) =
@@ -352,25 +449,44 @@ impl Catalog {
             Some(n) => n,
         };
 
-        let (from_where, mut args) = Self::series_from_where(&project_key, filter, &[])?;
-
-        let total: i64 = if countable(filter) {
-            let dataset_key = Self::dataset_key(filter)?;
-            let selection = Selection::of(filter);
-            self.counted_groups(&project_key, Some(&dataset_key))
-                .await?
-                .iter()
-                .map(FacetGroup::from)
-                .filter(|g| selection.modality_ok(g) && selection.body_part_ok(g))
-                .filter(|g| g.passes_validation(filter))
-                .map(|g| g.count)
-                .sum()
-        } else {
+        let (from_where, mut args) =
+            Self::series_from_where(&project_key, filter, &[], Dates::AsFiltered)?;
+        let count = |from_where: String, args: Vec<Arg>| async move {
             let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
-            bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
+            let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
                 .fetch_one(&self.pool)
                 .await?
-                .try_get("total")?
+                .try_get("total")?;
+            Ok::<i64, CatalogError>(total)
+        };
+        let total: i64 = match Counting::of(filter)? {
+            Counting::Kept { months, edges } => {
+                let dataset_key = Self::dataset_key(filter)?;
+                let selection = Selection::of(filter);
+                let kept: i64 = self
+                    .counted_groups(&project_key, Some(&dataset_key), &months)
+                    .await?
+                    .iter()
+                    .map(FacetGroup::from)
+                    .filter(|g| selection.modality_ok(g) && selection.body_part_ok(g))
+                    .filter(|g| g.passes_validation(filter))
+                    .map(|g| g.count)
+                    .sum();
+                let in_edge_months = match &edges {
+                    None => 0,
+                    Some(edges) => {
+                        let (from_where, args) = Self::series_from_where(
+                            &project_key,
+                            filter,
+                            &[],
+                            Dates::Edges(edges),
+                        )?;
+                        count(from_where, args).await?
+                    }
+                };
+                kept + in_edge_months
+            }
+            Counting::Scanned => count(from_where.clone(), args.clone()).await?,
         };
         if limit == 0 || total <= offset {
             return Ok(SeriesPage {
@@ -682,10 +798,25 @@ impl Catalog {
     ) -> Result<Facets, CatalogError> {
         let project_key = name_key("project", project)?;
         self.require_project(&project_key, project).await?;
-        let (groups, dataset) = if countable(filter) {
-            self.facets_counted(&project_key, filter).await?
-        } else {
-            self.facets_scanned(&project_key, filter).await?
+        let (groups, dataset) = match Counting::of(filter)? {
+            Counting::Kept { months, edges } => {
+                let (mut groups, dataset) =
+                    self.facets_counted(&project_key, filter, &months).await?;
+                match &edges {
+                    None => (groups, dataset),
+                    Some(edges) => {
+                        let (edge_groups, edge_dataset) = self
+                            .facets_scanned(&project_key, filter, Dates::Edges(edges))
+                            .await?;
+                        groups.extend(edge_groups);
+                        (groups, merge_dataset_facets(dataset, edge_dataset))
+                    }
+                }
+            }
+            Counting::Scanned => {
+                self.facets_scanned(&project_key, filter, Dates::AsFiltered)
+                    .await?
+            }
         };
         Ok(tally_facets(filter, &groups, dataset))
     }
@@ -699,7 +830,9 @@ impl Catalog {
         filter: &SeriesFilter,
     ) -> Result<Facets, CatalogError> {
         let project_key = name_key("project", project)?;
-        let (groups, dataset) = self.facets_scanned(&project_key, filter).await?;
+        let (groups, dataset) = self
+            .facets_scanned(&project_key, filter, Dates::AsFiltered)
+            .await?;
         Ok(tally_facets(filter, &groups, dataset))
     }
 
@@ -709,6 +842,7 @@ impl Catalog {
         &self,
         project_key: &str,
         filter: &SeriesFilter,
+        months: &Months,
     ) -> Result<(Vec<FacetGroup>, Vec<FacetValue>), CatalogError> {
         let dataset_key = Self::dataset_key(filter)?;
         let names = async {
@@ -727,8 +861,8 @@ impl Catalog {
                 .map_err(CatalogError::from)
         };
         let (groups, per_dataset, names) = futures::try_join!(
-            self.counted_groups(project_key, Some(&dataset_key)),
-            self.counted_groups(project_key, None),
+            self.counted_groups(project_key, Some(&dataset_key), months),
+            self.counted_groups(project_key, None, months),
             names
         )?;
         let selection = Selection::of(filter);
@@ -761,6 +895,7 @@ impl Catalog {
         &self,
         project_key: &str,
         filter: &SeriesFilter,
+        dates: Dates<'_>,
     ) -> Result<(Vec<FacetGroup>, Vec<FacetValue>), CatalogError> {
         let project_key = project_key.to_string();
         // Modality, body part and validation in one scan: the series under every other
@@ -768,10 +903,10 @@ impl Catalog {
         // two facets' filters (see `FacetGroup`).
         let combined = {
             let skip = [Facet::Modality, Facet::BodyPart, Facet::Validation];
-            let unfiltered = Self::series_conditions(&project_key, filter, &skip)?
+            let unfiltered = Self::series_conditions(&project_key, filter, &skip, dates)?
                 .0
                 .is_empty();
-            let (from_where, args) = Self::series_from_where(&project_key, filter, &skip)?;
+            let (from_where, args) = Self::series_from_where(&project_key, filter, &skip, dates)?;
             // Nothing else to filter on: group the raw columns, which an index covers
             // (idx_series_facets). Otherwise group expressions, so that SQLite scans the
             // table once for the conditions instead of walking that index and looking every
@@ -800,7 +935,7 @@ impl Catalog {
             // Memberships of the project (all of them for `admin`, merged by dataset name),
             // joined with the series only when there is something to filter on.
             let (conditions, args) =
-                Self::series_conditions(&project_key, filter, &[Facet::Dataset])?;
+                Self::series_conditions(&project_key, filter, &[Facet::Dataset], dates)?;
             let admin = project_key == ADMIN_PROJECT;
             let project = if admin {
                 "$1 = $1"
@@ -876,6 +1011,21 @@ impl Catalog {
         };
         Ok(futures::try_join!(groups, datasets)?)
     }
+}
+
+/// Two dataset facets of disjoint sets of series, summed by dataset name.
+fn merge_dataset_facets(a: Vec<FacetValue>, b: Vec<FacetValue>) -> Vec<FacetValue> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for v in a.into_iter().chain(b) {
+        *counts.entry(v.value).or_default() += v.count;
+    }
+    let mut values: Vec<FacetValue> = counts
+        .into_iter()
+        .filter(|(_, count)| *count != 0)
+        .map(|(value, count)| FacetValue { value, count })
+        .collect();
+    values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    values
 }
 
 /// Each facet from the groups that pass the other facets' filters.

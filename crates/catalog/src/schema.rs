@@ -422,7 +422,8 @@ pub(crate) const TABLES_V10: &[&str] = &[
         modality TEXT NOT NULL,
         body_part TEXT NOT NULL,
         validation BIGINT NOT NULL,
-        PRIMARY KEY (series_uid, project_key, dataset_key)
+        study_month TEXT NOT NULL,
+        PRIMARY KEY (series_uid, project_key, dataset_key, study_month)
     )",
     "CREATE TABLE IF NOT EXISTS series_counts (
         project_key TEXT NOT NULL,
@@ -430,6 +431,7 @@ pub(crate) const TABLES_V10: &[&str] = &[
         modality TEXT NOT NULL,
         body_part TEXT NOT NULL,
         validation BIGINT NOT NULL,
+        study_month TEXT NOT NULL,
         n BIGINT NOT NULL,
         folded BIGINT NOT NULL
     )",

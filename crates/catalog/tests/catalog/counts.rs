@@ -25,7 +25,21 @@ fn countable_filters() -> Vec<SeriesFilter> {
         validated,
         ..Default::default()
     };
+    let dated = |from: Option<&str>, to: Option<&str>, modality: Option<&str>| SeriesFilter {
+        study_date_from: from.map(Into::into),
+        study_date_to: to.map(Into::into),
+        modality: modality.map(Into::into),
+        ..Default::default()
+    };
     vec![
+        // Date ranges: edge months only, months between the edges, open at either end,
+        // within one month (counted by a scan), with another filter.
+        dated(Some("20240101"), Some("20240228"), None),
+        dated(Some("2023-11-15"), Some("20240331"), None),
+        dated(Some("20240111"), None, None),
+        dated(None, Some("20240131"), None),
+        dated(Some("20240105"), Some("20240120"), None),
+        dated(Some("20231201"), Some("20240229"), Some("CT")),
         all(),
         f(Some("ct"), None, None, None, None),
         f(Some("MR"), None, None, None, None),
@@ -94,6 +108,14 @@ fn instance(
     body_part: Option<&str>,
 ) -> InstanceRecord {
     let mut r = rec(&format!("{series}.0"), series, &format!("{series}.{n}"));
+    // Study dates over several months, one series in six without.
+    let last = series.bytes().last().map_or(0, |b| b % 6);
+    r.study_date = [
+        "20231130", "20231215", "20240110", "20240131", "20240214", "",
+    ]
+    .get(usize::from(last))
+    .filter(|d| !d.is_empty())
+    .map(|d| d.to_string());
     r.modality = modality.map(Into::into);
     r.body_part_examined = body_part.map(Into::into);
     r
@@ -164,6 +186,16 @@ async fn kept_counts_follow_every_change(url: &str) {
     assert_counts_agree(&c, &projects, "recorded").await;
     let p = c.list_series("p", &all()).await.expect("list");
     assert_eq!(p.total, 2, "p holds two series");
+    let first_quarter = SeriesFilter {
+        study_date_from: Some("20240101".into()),
+        study_date_to: Some("20240331".into()),
+        ..all()
+    };
+    let dated = c.list_series("admin", &first_quarter).await.expect("list");
+    assert_eq!(
+        dated.total, 3,
+        "1.2, 1.3 and 1.4 are dated in the first quarter"
+    );
 
     // Columns that change: a body part arrives late, the modality changes, validation.
     record(
@@ -180,6 +212,15 @@ async fn kept_counts_follow_every_change(url: &str) {
         keep,
     )
     .await;
+    // A study date that arrives late, and one that changes month.
+    let mut dated = instance("1.5", 1, Some("MR"), None);
+    record(&c, &dated, &route("p", "d1"), keep).await;
+    dated.sop_instance_uid = "1.5.2".into();
+    dated.study_date = Some("20240301".into());
+    record(&c, &dated, &route("p", "d1"), keep).await;
+    let mut moved = instance("1.1", 3, Some("CT"), Some("CHEST"));
+    moved.study_date = Some("20240105".into());
+    record(&c, &moved, &route("p", "d1"), keep).await;
     c.store_validation("1.1", 2, &[], "reports/1.1.html", &[finding("error")])
         .await
         .expect("validation");
@@ -246,7 +287,7 @@ async fn kept_counts_follow_every_change(url: &str) {
     c.delete_project("q").await.expect("delete q");
     assert_counts_agree(&c, &["admin", "p"], "project deleted").await;
     let admin = c.list_series("admin", &all()).await.expect("list");
-    assert_eq!(admin.total, 3, "1.1, 1.3 and 1.4 are left");
+    assert_eq!(admin.total, 4, "1.1, 1.3, 1.4 and 1.5 are left");
 }
 
 /// Writers on many connections at once (PostgreSQL commits them concurrently): new series in
