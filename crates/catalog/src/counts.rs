@@ -74,20 +74,33 @@ pub(crate) const ALL_MONTHS: &str = "*";
 /// `study_month` of the series without a study date.
 pub(crate) const NO_STUDY_DATE: &str = "-";
 
+/// Marks the study month of a series whose study date is not a well-formed `YYYYMMDD`,
+/// appended to its first six characters (or fewer, for a shorter value). Sorting below every
+/// digit, it keeps the order of the dates: `202401!` sorts right after `202401` and before
+/// `202402`, and `2024!` (the date `2024`) before `202401`, as `2024` sorts before `20240101`.
+pub(crate) const MALFORMED: &str = "!";
+
 /// The rows `series_counted` should hold for the series whose `series_uid` satisfies
 /// `uid_condition` (e.g. `= NEW.series_uid`): its count keys with its current columns, each
-/// twice — over all months (`*`) and in its study month (the first six characters of its
-/// study date, `-` without one), which date range filters sum.
-fn desired_rows(uid_condition: &str) -> String {
+/// twice — over all months (`*`) and in its study month, which date range filters sum: the
+/// first six characters of its study date, followed by `!` when the date is not eight digits
+/// with a day 01–31, `-` without a study date.
+fn desired_rows(dialect: Dialect, uid_condition: &str) -> String {
     let admin = ADMIN_PROJECT;
     let code = validation_code!("s");
+    let eight_digits = match dialect {
+        Dialect::Sqlite => "s.study_date GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]'",
+        Dialect::Postgres => "s.study_date ~ '^[0-9]{8}$'",
+    };
     format!(
         "SELECT k.series_uid AS series_uid, k.project_key AS project_key, \
            k.dataset_key AS dataset_key, COALESCE(s.modality, '') AS modality, \
            COALESCE(s.body_part_examined, '') AS body_part, {code} AS validation, \
            CASE WHEN m.every = 1 THEN '{ALL_MONTHS}' \
              WHEN s.study_date IS NULL THEN '{NO_STUDY_DATE}' \
-             ELSE SUBSTR(s.study_date, 1, 6) END AS study_month \
+             WHEN {eight_digits} AND SUBSTR(s.study_date, 7, 2) BETWEEN '01' AND '31' \
+               THEN SUBSTR(s.study_date, 1, 6) \
+             ELSE SUBSTR(s.study_date, 1, 6) || '{MALFORMED}' END AS study_month \
          FROM (SELECT series_uid, '{admin}' AS project_key, '' AS dataset_key FROM series \
                  WHERE series_uid {uid_condition} \
                UNION SELECT series_uid, project_key, '' FROM series_projects \
@@ -108,8 +121,8 @@ const KEY_COLUMNS: &str = "project_key, dataset_key, modality, body_part, valida
 /// The recount of the series satisfying `uid_condition`, as statements run in order: the
 /// difference between what they are counted as and what they should be appended to the
 /// counts, then `series_counted` brought in line.
-fn recount_statements(uid_condition: &str) -> [String; 3] {
-    let desired = desired_rows(uid_condition);
+fn recount_statements(dialect: Dialect, uid_condition: &str) -> [String; 3] {
+    let desired = desired_rows(dialect, uid_condition);
     [
         format!(
             "INSERT INTO series_counts ({KEY_COLUMNS}, n, folded) \
@@ -265,7 +278,7 @@ pub(crate) fn trigger_statements(dialect: Dialect) -> Vec<String> {
 
 fn postgres_functions() -> Vec<String> {
     let queued = "= ANY(uids)";
-    let [difference, forget, remember] = recount_statements(queued);
+    let [difference, forget, remember] = recount_statements(Dialect::Postgres, queued);
     vec![
         "CREATE OR REPLACE FUNCTION radport_counts_queue_series() RETURNS trigger \
          LANGUAGE plpgsql VOLATILE AS $body$ \
@@ -315,8 +328,8 @@ fn postgres_functions() -> Vec<String> {
 /// The view every read of the counts goes through: the kept deltas plus what the series still
 /// queued for recounting change (the recount's difference, computed on the fly), so that a
 /// read is exact without waiting for a pass.
-pub(crate) fn view_statements() -> [String; 2] {
-    let desired = desired_rows(QUEUED);
+pub(crate) fn view_statements(dialect: Dialect) -> [String; 2] {
+    let desired = desired_rows(dialect, QUEUED);
     [
         "DROP VIEW IF EXISTS series_counts_now".to_string(),
         format!(
@@ -336,14 +349,14 @@ pub(crate) fn view_statements() -> [String; 2] {
 
 /// Rebuilds both tables from the series and memberships (at installation: schema 10, or a
 /// new catalog). PostgreSQL: run after locking out writers (see `lock_for_rebuild`).
-pub(crate) fn rebuild_statements() -> Vec<String> {
+pub(crate) fn rebuild_statements(dialect: Dialect) -> Vec<String> {
     vec![
         "DELETE FROM series_counts".to_string(),
         "DELETE FROM series_counted".to_string(),
         "DELETE FROM series_recount".to_string(),
         format!(
             "INSERT INTO series_counted ({COUNTED_COLUMNS}) SELECT {COUNTED_COLUMNS} FROM ({}) d",
-            desired_rows("IS NOT NULL")
+            desired_rows(dialect, "IS NOT NULL")
         ),
         format!(
             "INSERT INTO series_counts ({KEY_COLUMNS}, n, folded) \
@@ -369,11 +382,13 @@ const QUEUED: &str = "IN (SELECT series_uid FROM series_recount)";
 pub(crate) enum Months {
     /// Every series, whatever its study date (the rows over all months).
     All,
-    /// The series whose study month is strictly after `after` and before `before` (those
-    /// given); series without a study date are not among them.
+    /// The series dated in the months strictly between `after` and `before` (those given;
+    /// malformed dates included, by the order of their keys), plus the well-formed dates of
+    /// the `whole` months; series without a study date are not among them.
     Between {
         after: Option<String>,
         before: Option<String>,
+        whole: Vec<String>,
     },
 }
 
@@ -417,16 +432,33 @@ impl Catalog {
         let mut bounds = Vec::new();
         match months {
             Months::All => conditions.push(format!("study_month = '{ALL_MONTHS}'")),
-            Months::Between { after, before } => {
+            Months::Between {
+                after,
+                before,
+                whole,
+            } => {
                 conditions.push(format!(
                     "study_month NOT IN ('{ALL_MONTHS}', '{NO_STUDY_DATE}')"
                 ));
-                for (bound, op) in [(after, ">"), (before, "<")] {
-                    if let Some(month) = bound {
-                        bounds.push(month.clone());
-                        conditions.push(format!("study_month {op} ${}", bounds.len() + 2));
-                    }
+                let mut between = Vec::new();
+                if let Some(month) = after {
+                    bounds.push(format!("{month}{MALFORMED}"));
+                    between.push(format!("study_month > ${}", bounds.len() + 2));
                 }
+                if let Some(month) = before {
+                    bounds.push(month.clone());
+                    between.push(format!("study_month < ${}", bounds.len() + 2));
+                }
+                let mut either = vec![if between.is_empty() {
+                    "true".to_string()
+                } else {
+                    format!("({})", between.join(" AND "))
+                }];
+                for month in whole {
+                    bounds.push(month.clone());
+                    either.push(format!("study_month = ${}", bounds.len() + 2));
+                }
+                conditions.push(format!("({})", either.join(" OR ")));
             }
         }
         let sql = format!(
@@ -446,6 +478,27 @@ impl Catalog {
             .iter()
             .map(group_from_row)
             .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Whether a project has series with a malformed study date in any of these months.
+    pub(crate) async fn malformed_dates_in(
+        &self,
+        project_key: &str,
+        months: &[String],
+    ) -> Result<bool, CatalogError> {
+        let mut malformed = 0i64;
+        for month in months {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM series_counts_now \
+                 WHERE project_key = $1 AND dataset_key = '' AND study_month = $2",
+            )
+            .bind(project_key)
+            .bind(format!("{month}{MALFORMED}"))
+            .fetch_one(&self.pool)
+            .await?;
+            malformed += n;
+        }
+        Ok(malformed != 0)
     }
 
     /// Recounts the series queued since the last pass (see the module doc), then replaces
@@ -485,7 +538,7 @@ impl Catalog {
                 if queued == 0 {
                     return Ok(0);
                 }
-                for statement in recount_statements(QUEUED) {
+                for statement in recount_statements(Dialect::Sqlite, QUEUED) {
                     sqlx::query(AssertSqlSafe(statement))
                         .execute(&mut *tx)
                         .await?;

@@ -514,8 +514,8 @@ impl Catalog {
         }
         for statement in counts::trigger_statements(self.dialect)
             .into_iter()
-            .chain(counts::view_statements())
-            .chain(counts::rebuild_statements())
+            .chain(counts::view_statements(self.dialect))
+            .chain(counts::rebuild_statements(self.dialect))
         {
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .execute(&mut *tx)

@@ -179,7 +179,11 @@ fn next_month_prefix(month: &str) -> String {
 }
 
 impl Counting {
-    fn of(filter: &SeriesFilter) -> Result<Counting, CatalogError> {
+    /// The plan for a filter. With `whole_months`, an edge month that the range covers from
+    /// its first day (`from` on the 1st) or to its last (`to` on the 31st) is read from the
+    /// counts too, which is right unless that month has malformed dates (the caller checks:
+    /// [`Catalog::counting`]).
+    fn of(filter: &SeriesFilter, whole_months: bool) -> Result<Counting, CatalogError> {
         if given(&filter.patient_id).is_some() || given(&filter.q).is_some() {
             return Ok(Counting::Scanned);
         }
@@ -197,24 +201,59 @@ impl Counting {
         }
         let from_month = from.as_ref().map(|d| d[..6].to_string());
         let to_month = to.as_ref().map(|d| d[..6].to_string());
+        let from_whole = whole_months && from.as_deref().is_some_and(|d| d.ends_with("01"));
+        let to_whole = whole_months && to.as_deref().is_some_and(|d| d.ends_with("31"));
         if let (Some(a), Some(b)) = (&from_month, &to_month) {
-            if a >= b {
+            // A range within one month is scanned, unless it is the whole month; an empty
+            // range is scanned (nothing to read).
+            if a > b || (a == b && !(from_whole && to_whole)) {
                 return Ok(Counting::Scanned);
             }
+        }
+        let mut whole = Vec::new();
+        if from_whole {
+            whole.extend(from_month.clone());
+        }
+        if to_whole && to_month != from_month.clone().filter(|_| from_whole) {
+            whole.extend(to_month.clone());
         }
         let edges = EdgeDates {
             from: from
                 .zip(from_month.as_ref())
+                .filter(|_| !from_whole)
                 .map(|(d, m)| (d, next_month_prefix(m))),
-            to: to_month.clone().zip(to),
+            to: to_month.clone().zip(to).filter(|_| !to_whole),
         };
+        let edges = (edges.from.is_some() || edges.to.is_some()).then_some(edges);
         Ok(Counting::Kept {
             months: Months::Between {
                 after: from_month,
                 before: to_month,
+                whole,
             },
-            edges: Some(edges),
+            edges,
         })
+    }
+}
+
+impl Catalog {
+    /// How a project's series under a filter are counted (see [`Counting::of`]).
+    async fn counting(
+        &self,
+        project_key: &str,
+        filter: &SeriesFilter,
+    ) -> Result<Counting, CatalogError> {
+        let plan = Counting::of(filter, true)?;
+        if let Counting::Kept {
+            months: Months::Between { whole, .. },
+            ..
+        } = &plan
+        {
+            if !whole.is_empty() && self.malformed_dates_in(project_key, whole).await? {
+                return Counting::of(filter, false);
+            }
+        }
+        Ok(plan)
     }
 }
 
@@ -459,7 +498,7 @@ impl Catalog {
                 .try_get("total")?;
             Ok::<i64, CatalogError>(total)
         };
-        let total: i64 = match Counting::of(filter)? {
+        let total: i64 = match self.counting(&project_key, filter).await? {
             Counting::Kept { months, edges } => {
                 let dataset_key = Self::dataset_key(filter)?;
                 let selection = Selection::of(filter);
@@ -798,7 +837,7 @@ impl Catalog {
     ) -> Result<Facets, CatalogError> {
         let project_key = name_key("project", project)?;
         self.require_project(&project_key, project).await?;
-        let (groups, dataset) = match Counting::of(filter)? {
+        let (groups, dataset) = match self.counting(&project_key, filter).await? {
             Counting::Kept { months, edges } => {
                 let (mut groups, dataset) =
                     self.facets_counted(&project_key, filter, &months).await?;
