@@ -480,6 +480,11 @@ impl Catalog {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Whether a query (a constant statement) returns a row, read from the pool.
+    async fn any_row(&self, sql: &'static str) -> Result<bool, CatalogError> {
+        Ok(sqlx::query(sql).fetch_optional(&self.pool).await?.is_some())
+    }
+
     /// Whether a project has series with a malformed study date in any of these months.
     pub(crate) async fn malformed_dates_in(
         &self,
@@ -513,6 +518,10 @@ impl Catalog {
     }
 
     async fn recount_queued_series(&self) -> Result<u64, CatalogError> {
+        // Most passes find nothing: look without the write lock (SQLite's is the receiver's).
+        if !self.any_row("SELECT 1 FROM series_recount LIMIT 1").await? {
+            return Ok(0);
+        }
         let mut writer = self.writer().await;
         match self.dialect {
             Dialect::Postgres => {
@@ -554,6 +563,12 @@ impl Catalog {
 
     /// Each count key with new deltas: its rows replaced by their sum.
     async fn fold_count_deltas(&self) -> Result<(), CatalogError> {
+        if !self
+            .any_row("SELECT 1 FROM series_counts WHERE folded = 0 LIMIT 1")
+            .await?
+        {
+            return Ok(());
+        }
         let mut writer = self.writer().await;
         match self.dialect {
             Dialect::Postgres => {
