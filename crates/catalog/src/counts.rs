@@ -35,22 +35,14 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::{Catalog, CatalogError, Dialect, ADMIN_PROJECT};
 
-/// The validation state of series `s` as a small integer: bit 0 validated, bit 1 has errors,
+/// The validation state of the series row `row` as a small integer: bit 0 validated, bit 1 has errors,
 /// bit 2 has warnings (see [`ValidationBits`]).
-macro_rules! validation_code {
-    ($s:literal) => {
-        concat!(
-            "(CASE WHEN ",
-            $s,
-            ".validation_errors IS NULL THEN 0 ELSE 1 END \
-              + CASE WHEN COALESCE(",
-            $s,
-            ".validation_errors, 0) > 0 THEN 2 ELSE 0 END \
-              + CASE WHEN COALESCE(",
-            $s,
-            ".validation_warnings, 0) > 0 THEN 4 ELSE 0 END)"
-        )
-    };
+fn validation_code(row: &str) -> String {
+    format!(
+        "(CASE WHEN {row}.validation_errors IS NULL THEN 0 ELSE 1 END \
+          + CASE WHEN COALESCE({row}.validation_errors, 0) > 0 THEN 2 ELSE 0 END \
+          + CASE WHEN COALESCE({row}.validation_warnings, 0) > 0 THEN 4 ELSE 0 END)"
+    )
 }
 
 /// The validation state as stored in the counts.
@@ -87,7 +79,7 @@ pub(crate) const MALFORMED: &str = "!";
 /// with a day 01–31, `-` without a study date.
 fn desired_rows(dialect: Dialect, uid_condition: &str) -> String {
     let admin = ADMIN_PROJECT;
-    let code = validation_code!("s");
+    let code = validation_code("s");
     let eight_digits = match dialect {
         Dialect::Sqlite => "s.study_date GLOB '[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]'",
         Dialect::Postgres => "s.study_date ~ '^[0-9]{8}$'",
@@ -118,23 +110,31 @@ const COUNTED_COLUMNS: &str =
     "series_uid, project_key, dataset_key, modality, body_part, validation, study_month";
 const KEY_COLUMNS: &str = "project_key, dataset_key, modality, body_part, validation, study_month";
 
+/// What the series satisfying `uid_condition` add to the counts to be counted as they are now:
+/// `-1` for each row they are counted as and should not be, `+1` for each they should be and
+/// are not (key columns and `n`).
+fn difference_rows(dialect: Dialect, uid_condition: &str) -> String {
+    let desired = desired_rows(dialect, uid_condition);
+    let counted =
+        format!("SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {uid_condition}");
+    format!(
+        "SELECT {KEY_COLUMNS}, -1 AS n FROM ({counted} EXCEPT {desired}) gone \
+         UNION ALL \
+         SELECT {KEY_COLUMNS}, 1 AS n FROM ({desired} EXCEPT {counted}) came"
+    )
+}
+
 /// The recount of the series satisfying `uid_condition`, as statements run in order: the
 /// difference between what they are counted as and what they should be appended to the
 /// counts, then `series_counted` brought in line.
 fn recount_statements(dialect: Dialect, uid_condition: &str) -> [String; 3] {
     let desired = desired_rows(dialect, uid_condition);
+    let difference = difference_rows(dialect, uid_condition);
     [
         format!(
             "INSERT INTO series_counts ({KEY_COLUMNS}, n, folded) \
-             SELECT {KEY_COLUMNS}, SUM(n), 0 FROM ( \
-               SELECT {KEY_COLUMNS}, -1 AS n FROM ( \
-                 SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {uid_condition} \
-                 EXCEPT {desired}) gone \
-               UNION ALL \
-               SELECT {KEY_COLUMNS}, 1 AS n FROM ( \
-                 {desired} EXCEPT \
-                 SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {uid_condition}) came \
-             ) d GROUP BY {KEY_COLUMNS} HAVING SUM(n) <> 0"
+             SELECT {KEY_COLUMNS}, SUM(n), 0 FROM ({difference}) d \
+             GROUP BY {KEY_COLUMNS} HAVING SUM(n) <> 0"
         ),
         format!(
             "DELETE FROM series_counted WHERE series_uid {uid_condition} \
@@ -150,20 +150,13 @@ fn recount_statements(dialect: Dialect, uid_condition: &str) -> [String; 3] {
 
 /// The condition on a series update under which what it is counted as may change.
 fn counted_columns_changed(old: &str, new: &str) -> String {
-    let code = |row: &str| {
-        format!(
-            "(CASE WHEN {row}.validation_errors IS NULL THEN 0 ELSE 1 END \
-              + CASE WHEN COALESCE({row}.validation_errors, 0) > 0 THEN 2 ELSE 0 END \
-              + CASE WHEN COALESCE({row}.validation_warnings, 0) > 0 THEN 4 ELSE 0 END)"
-        )
-    };
     format!(
         "COALESCE({old}.modality, '') <> COALESCE({new}.modality, '') \
          OR COALESCE({old}.body_part_examined, '') <> COALESCE({new}.body_part_examined, '') \
          OR COALESCE({old}.study_date, '-') <> COALESCE({new}.study_date, '-') \
          OR {} <> {}",
-        code(old),
-        code(new)
+        validation_code(old),
+        validation_code(new)
     )
 }
 
@@ -329,20 +322,12 @@ fn postgres_functions() -> Vec<String> {
 /// queued for recounting change (the recount's difference, computed on the fly), so that a
 /// read is exact without waiting for a pass.
 pub(crate) fn view_statements(dialect: Dialect) -> [String; 2] {
-    let desired = desired_rows(dialect, QUEUED);
+    let difference = difference_rows(dialect, QUEUED);
     [
         "DROP VIEW IF EXISTS series_counts_now".to_string(),
         format!(
             "CREATE VIEW series_counts_now AS \
-             SELECT {KEY_COLUMNS}, n FROM series_counts \
-             UNION ALL \
-             SELECT {KEY_COLUMNS}, -1 AS n FROM ( \
-               SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {QUEUED} \
-               EXCEPT {desired}) gone \
-             UNION ALL \
-             SELECT {KEY_COLUMNS}, 1 AS n FROM ( \
-               {desired} EXCEPT \
-               SELECT {COUNTED_COLUMNS} FROM series_counted WHERE series_uid {QUEUED}) came"
+             SELECT {KEY_COLUMNS}, n FROM series_counts UNION ALL {difference}"
         ),
     ]
 }

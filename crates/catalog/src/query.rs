@@ -905,28 +905,23 @@ impl Catalog {
             names
         )?;
         let selection = Selection::of(filter);
-        let mut by_dataset: BTreeMap<&str, i64> = BTreeMap::new();
+        // By name (a key without a dataset row is a membership of a deleted dataset).
+        let mut by_dataset: BTreeMap<String, i64> = BTreeMap::new();
         for g in &per_dataset {
             let group = FacetGroup::from(g);
             if selection.modality_ok(&group)
                 && selection.body_part_ok(&group)
                 && group.passes_validation(filter)
             {
-                *by_dataset.entry(&g.dataset_key).or_default() += g.count;
+                if let Some(name) = names.get(&g.dataset_key) {
+                    *by_dataset.entry(name.clone()).or_default() += g.count;
+                }
             }
         }
-        let mut dataset: Vec<FacetValue> = by_dataset
-            .into_iter()
-            .filter(|(_, count)| *count != 0)
-            .filter_map(|(key, count)| {
-                names.get(key).map(|name| FacetValue {
-                    value: name.clone(),
-                    count,
-                })
-            })
-            .collect();
-        dataset.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-        Ok((groups.iter().map(FacetGroup::from).collect(), dataset))
+        Ok((
+            groups.iter().map(FacetGroup::from).collect(),
+            facet_values(by_dataset),
+        ))
     }
 
     /// The facet groups and the dataset facet, counted over the series that pass the filter.
@@ -1052,12 +1047,8 @@ impl Catalog {
     }
 }
 
-/// Two dataset facets of disjoint sets of series, summed by dataset name.
-fn merge_dataset_facets(a: Vec<FacetValue>, b: Vec<FacetValue>) -> Vec<FacetValue> {
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    for v in a.into_iter().chain(b) {
-        *counts.entry(v.value).or_default() += v.count;
-    }
+/// A facet's values from counts per value: those not zero, most series first, then by value.
+fn facet_values(counts: BTreeMap<String, i64>) -> Vec<FacetValue> {
     let mut values: Vec<FacetValue> = counts
         .into_iter()
         .filter(|(_, count)| *count != 0)
@@ -1065,6 +1056,15 @@ fn merge_dataset_facets(a: Vec<FacetValue>, b: Vec<FacetValue>) -> Vec<FacetValu
         .collect();
     values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
     values
+}
+
+/// Two dataset facets of disjoint sets of series, summed by dataset name.
+fn merge_dataset_facets(a: Vec<FacetValue>, b: Vec<FacetValue>) -> Vec<FacetValue> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for v in a.into_iter().chain(b) {
+        *counts.entry(v.value).or_default() += v.count;
+    }
+    facet_values(counts)
 }
 
 /// Each facet from the groups that pass the other facets' filters.
@@ -1076,13 +1076,7 @@ fn tally_facets(filter: &SeriesFilter, groups: &[FacetGroup], dataset: Vec<Facet
         for g in groups.iter().filter(|g| keep(g)) {
             *counts.entry(value(g)).or_default() += g.count;
         }
-        let mut values: Vec<FacetValue> = counts
-            .into_iter()
-            .filter(|(_, count)| *count != 0)
-            .map(|(value, count)| FacetValue { value, count })
-            .collect();
-        values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-        values
+        facet_values(counts)
     };
     Facets {
         modality: tally(&|g| g.modality.clone(), &|g| {

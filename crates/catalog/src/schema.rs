@@ -412,8 +412,8 @@ pub(crate) const DROPPED_BY_9: &[&str] = &[
 
 /// Version 10: series counts kept by the writes (see `counts.rs`): what each series is
 /// counted as, the signed deltas per (project, dataset, modality, body part, validation
-/// state) that sum to the gallery's totals and facets, and the series queued for recounting. Their triggers are installed, and the
-/// tables filled, by `Catalog::install_counts`.
+/// state) that sum to the gallery's totals and facets, and the series queued for recounting.
+/// Their triggers are installed, and the tables filled, by `Catalog::install_counts`.
 pub(crate) const TABLES_V10: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS series_counted (
         series_uid TEXT NOT NULL,
