@@ -9,15 +9,17 @@
 #   BENCH_COUNT=1000               slices in the single-sender series (512x512, 16-bit, ~0.5 MB each)
 #   BENCH_PARALLEL=4               number of simultaneous senders in the parallel scenario
 #   BENCH_PARALLEL_COUNT=COUNT/P   slices in each of the parallel series
+#   BENCH_WIDE=16                  senders of the scenario "wide" (COUNT/WIDE slices each): more
+#                                  associations than cores, which must not be slower than P
 #   BENCH_RECEIVERS="radport storescp"   receivers to run (subset allowed; add "baseline" to
 #                                  run RADPORT_BASELINE too)
 #   RADPORT_BASELINE=PATH          a second radport binary (e.g. an earlier commit's release
 #                                  build), the receiver "baseline": to find where a regression
 #                                  came from, side by side with the same data and disk
-#   BENCH_SCENARIOS="single parallel"   scenarios to run (subset allowed; add "cluster" for the
+#   BENCH_SCENARIOS="single parallel wide"   scenarios to run (subset allowed; add "cluster" for the
 #                                  multi-node line: bench/cluster.sh, three nodes behind HAProxy
 #                                  on PostgreSQL and Garage, CPU per instance of each part)
-#   BENCH_REPEAT=3                 runs of each scenario and receiver (alternating receivers, the
+#   BENCH_REPEAT=5                 runs of each scenario and receiver (alternating receivers, the
 #                                  order rotated by one each repetition); the table shows the
 #                                  median and the spread
 #   BENCH_MEMCHECK=1               also run radport with one parallel series alone (COUNT/P slices)
@@ -25,20 +27,30 @@
 #   BENCH_NO_BUILD=1               skip `cargo build --release` (use the binaries already in target/)
 #   BENCH_RUNS_DIR=BENCH_DIR/runs  where the receivers store what they receive (e.g. /dev/shm/x to
 #                                  take the disk, and radport's fsyncs, out of the measurement)
-#   BENCH_KEEP=1                   keep the received files of each run (default: all deleted at the
-#                                  end). Runs never delete files while others are measured: on ext4
+#   BENCH_KEEP=1                   keep the received files of each run (default: each row's deleted
+#                                  after it, then a 65 s pause). Runs never delete files while
+#                                  others are measured: on ext4
 #                                  without a journal, creating a file skips every inode deleted in
 #                                  the last minute one by one, so a receiver started right after
 #                                  1000 deletions pays for them (measured: several times slower
 #                                  file creation, whichever receiver it is)
 #   STORESCP_FLAGS="+xa"           extra flags for /usr/bin/storescp (output dir, --fork and port are added)
 #   RADPORT_FLAGS=""               extra flags for `radport serve`
+#   BASELINE_FLAGS=RADPORT_FLAGS   the baseline's flags instead (e.g. the same binary as
+#                                  RADPORT_BASELINE with "--ingest-journal false")
 #   BENCH_TIMEOUT=600              seconds a single scenario may take before it counts as failed
-#   BENCH_SENDER_NODELAY=1         run dcmsend with TCP_NODELAY=1 (DCMTK's switch for Nagle's
-#                                  algorithm) instead of its defaults. With Nagle on in the sender,
-#                                  a receiver that delays its ACKs (storescp) stalls up to 40 ms now
-#                                  and then, whatever its own TCP_NODELAY; this shows the receivers
-#                                  without those stalls
+#   BENCH_NAGLE="on off"           sender modes, each scenario run in each: "on" is dcmsend's
+#                                  default, "off" runs it with TCP_NODELAY=1 (DCMTK's switch for
+#                                  Nagle's algorithm). With Nagle on in the sender, a receiver that
+#                                  delays its ACKs (storescp) stalls up to 40 ms now and then,
+#                                  whatever its own TCP_NODELAY; "off" shows the receivers without
+#                                  those stalls. (BENCH_SENDER_NODELAY=1 is BENCH_NAGLE=off.)
+#
+# Each row also shows the CPU the receiver's process group spent per instance (utime + stime of
+# its processes and their reaped children, from /proc), the whole machine's busy CPU per instance
+# (senders included), and for radport the p50/p99 of its C-STORE latency (from its /metrics
+# histogram, interpolated within the doubling buckets). The machine's state (free memory, dirty
+# and writeback pages, load) is printed with the table; runs start after `sync`.
 #   BENCH_UPDATE_DOCS=1            after a successful run, put its table (with the date and the
 #                                  machine's state) into docs/performance.md (bench/update-docs.sh)
 #
@@ -55,20 +67,20 @@ BENCH_COUNT="${BENCH_COUNT:-1000}"
 BENCH_PARALLEL="${BENCH_PARALLEL:-4}"
 BENCH_PARALLEL_COUNT="${BENCH_PARALLEL_COUNT:-$(( BENCH_COUNT / BENCH_PARALLEL ))}"
 BENCH_RECEIVERS="${BENCH_RECEIVERS:-radport storescp}"
-BENCH_SCENARIOS="${BENCH_SCENARIOS:-single parallel}"
+BENCH_SCENARIOS="${BENCH_SCENARIOS:-single parallel wide}"
+BENCH_WIDE="${BENCH_WIDE:-16}"
 RADPORT_BASELINE="${RADPORT_BASELINE:-}"
 BENCH_MEMCHECK="${BENCH_MEMCHECK:-1}"
-BENCH_REPEAT="${BENCH_REPEAT:-3}"
+BENCH_REPEAT="${BENCH_REPEAT:-5}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-600}"
-# DCMTK reads TCP_NODELAY from the environment; empty means its default (Nagle on).
+BENCH_NAGLE="${BENCH_NAGLE:-on off}"
+[[ "${BENCH_SENDER_NODELAY:-0}" != 1 ]] || BENCH_NAGLE=off
+# DCMTK reads TCP_NODELAY from the environment; unset means its default (Nagle on). Set per
+# mode by main.
 SENDER_NODELAY=""
-SENDER_SETTINGS="default settings"
-if [[ "${BENCH_SENDER_NODELAY:-0}" == 1 ]]; then
-    SENDER_NODELAY=1
-    SENDER_SETTINGS="TCP_NODELAY=1, otherwise default settings"
-fi
 STORESCP_FLAGS="${STORESCP_FLAGS:-+xa}"
 RADPORT_FLAGS="${RADPORT_FLAGS:-}"
+BASELINE_FLAGS="${BASELINE_FLAGS-$RADPORT_FLAGS}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 RADPORT="$TARGET_DIR/release/radport"
 TESTKIT="$TARGET_DIR/release/radport-testkit"
@@ -147,6 +159,61 @@ now() { date +%s.%N; }
 count_files() { find "$@" -type f -name '*.dcm' | wc -l; }
 count_bytes() { find "$@" -type f -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {printf "%d\n", s}'; }
 
+CLK_TCK=$(getconf CLK_TCK)
+
+# CPU ticks of a process group: utime + stime + cutime + cstime of each member (zombies
+# included: a child that exited but is not reaped yet still shows its own).
+group_cpu_ticks() {
+    local pgid=$1
+    # A process may end between the glob and its read: that is not an error here.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v g="$pgid" '{
+        sub(/^.*\) /, "")            # past the command name, which may hold spaces
+        if ($3 == g) t += $12 + $13 + $14 + $15
+    } END {printf "%d\n", t}'
+}
+
+# busy CPU ticks of the whole machine (all but idle and iowait)
+machine_busy_ticks() {
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# free memory, dirty and writeback pages, load: the machine's state, one line
+machine_state() {
+    awk '/^MemAvailable:/ {a = $2} /^Dirty:/ {d = $2} /^Writeback:/ {w = $2}
+        END {printf "available %.1f GB, dirty %.0f MB, writeback %.0f MB", a / 1048576, d / 1024, w / 1024}' /proc/meminfo
+    printf ', load %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# p50 and p99 (ms) of radport's successful C-STORE durations, from its /metrics histogram:
+# linear within the bucket the rank falls in.
+radport_latency() {
+    curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | python3 -c '
+import re, sys
+buckets = []
+for line in sys.stdin:
+    m = re.match(r"radport_c_store_duration_seconds_bucket\{(.*)\} (\S+)", line)
+    if m and "outcome=\"success\"" in m.group(1):
+        le = re.search(r"le=\"([^\"]+)\"", m.group(1)).group(1)
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(m.group(2))))
+buckets.sort()
+total = buckets[-1][1] if buckets else 0
+def at(q):
+    if total == 0:
+        return float("nan")
+    rank, low, below = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return low * 1000
+            return (low + (le - low) * (rank - below) / max(n - below, 1)) * 1000
+        low, below = le, n
+    return float("nan")
+print("%.1f %.1f" % (at(0.5), at(0.99)))'
+}
+
+# median of numbers given as arguments
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "?"; else printf "%.2f\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+
 # peak resident memory (VmHWM) of a process, in MiB
 peak_rss_mb() {
     awk '/^VmHWM:/ {printf "%.0f\n", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"
@@ -201,7 +268,8 @@ make_series() {
 }
 
 SINGLE_DIR=""
-declare -a PARALLEL_DIRS=()
+declare -a PARALLEL_DIRS=() WIDE_DIRS=()
+WIDE_COUNT=0
 prepare_data() {
     mkdir -p "$DATA"
     SINGLE_DIR="$DATA/single-$BENCH_COUNT"
@@ -211,9 +279,17 @@ prepare_data() {
         PARALLEL_DIRS+=("$DATA/parallel-$BENCH_PARALLEL_COUNT-$i")
         make_series "$DATA/parallel-$BENCH_PARALLEL_COUNT-$i" "$BENCH_PARALLEL_COUNT" "200$i"
     done
+    if [[ " $BENCH_SCENARIOS " == *" wide "* ]]; then
+        WIDE_COUNT=$(( BENCH_COUNT / BENCH_WIDE ))
+        (( WIDE_COUNT > 0 )) || die "BENCH_COUNT / BENCH_WIDE must be positive"
+        for i in $(seq 1 "$BENCH_WIDE"); do
+            WIDE_DIRS+=("$DATA/wide-$WIDE_COUNT-$i")
+            make_series "$DATA/wide-$WIDE_COUNT-$i" "$WIDE_COUNT" "$(( 3000 + i ))"
+        done
+    fi
     # Warm the page cache so that every receiver reads the same (cached) input.
     local d
-    for d in "$SINGLE_DIR" "${PARALLEL_DIRS[@]}"; do
+    for d in "$SINGLE_DIR" "${PARALLEL_DIRS[@]}" "${WIDE_DIRS[@]}"; do
         find "$d" -type f -name '*.dcm' -exec cat {} + >/dev/null
     done
 }
@@ -246,10 +322,12 @@ start_radport() {
 
 # the same as radport, with the binary RADPORT_BASELINE
 start_baseline() {
-    local own=$RADPORT
+    local own=$RADPORT own_flags=$RADPORT_FLAGS
     RADPORT=$RADPORT_BASELINE
+    RADPORT_FLAGS=$BASELINE_FLAGS
     start_radport "$1"
     RADPORT=$own
+    RADPORT_FLAGS=$own_flags
 }
 
 start_storescp() {
@@ -282,7 +360,7 @@ print(sum(int(s["instance_count"]) for s in items), len(items))'
 # --- scenarios -------------------------------------------------------------------------------
 # Per "scenario|receiver": every run's seconds, the largest peak RSS, images and bytes per run,
 # failed runs. Summarised by table_row.
-declare -A SECS=() PEAK=() IMAGES=() BYTES=() FAILED=() RATE=()
+declare -A SECS=() PEAK=() IMAGES=() BYTES=() FAILED=() RATE=() CPU=() MCPU=() P50=() P99=()
 FAILURES=0
 
 # run_scenario SCENARIO RECEIVER REPETITION DIR...: one dcmsend per DIR, all at the same time,
@@ -302,12 +380,14 @@ run_scenario() {
     log "$scenario / $receiver #$rep: starting a fresh receiver"
     "start_$receiver" "$name"
 
-    log "$scenario / $receiver #$rep: sending $expected files with ${#dirs[@]} dcmsend"
-    local t0 t1 i rc failed=0
+    log "$scenario / $receiver #$rep: sending $expected files with ${#dirs[@]} dcmsend; $(machine_state)"
+    local t0 t1 i rc failed=0 cpu0 cpu1 busy0 busy1
     SENDER_PIDS=()
+    cpu0=$(group_cpu_ticks "$SERVER_PID")
+    busy0=$(machine_busy_ticks)
     t0=$(now)
     for i in "${!dirs[@]}"; do
-        TCP_NODELAY="$SENDER_NODELAY" timeout "$BENCH_TIMEOUT" "$DCMSEND" 127.0.0.1 "$DICOM_PORT" --aetitle "$CALLING_AE" \
+        env ${SENDER_NODELAY:+TCP_NODELAY=$SENDER_NODELAY} timeout "$BENCH_TIMEOUT" "$DCMSEND" 127.0.0.1 "$DICOM_PORT" --aetitle "$CALLING_AE" \
             --call "$CALLED_AE" --scan-directories --scan-pattern '*.dcm' --recurse "${dirs[$i]}" \
             >"$LOGS/$name.dcmsend-$((i + 1)).log" 2>&1 &
         SENDER_PIDS+=($!)
@@ -322,7 +402,14 @@ run_scenario() {
         fi
     done
     t1=$(now)
+    busy1=$(machine_busy_ticks)
+    cpu1=$(group_cpu_ticks "$SERVER_PID")
     SENDER_PIDS=()
+    local ms_cpu ms_busy
+    ms_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$expected" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) * 1000 / hz / n}')
+    ms_busy=$(awk -v a="$busy0" -v b="$busy1" -v n="$expected" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) * 1000 / hz / n}')
+    CPU[$key]="${CPU[$key]:-} $ms_cpu"
+    MCPU[$key]="${MCPU[$key]:-} $ms_busy"
 
     # What arrived. dcmsend returns only after the last C-STORE response, so everything
     # acknowledged must already be visible; a short grace period only guards against a
@@ -340,6 +427,10 @@ run_scenario() {
         if (( waited )); then
             log "$scenario / $receiver #$rep: WARNING the API needed extra time after dcmsend finished to show $received/$expected instances"
         fi
+        local latency
+        latency=$(radport_latency || echo "nan nan")
+        P50[$key]="${P50[$key]:-} ${latency% *}"
+        P99[$key]="${P99[$key]:-} ${latency#* }"
         peak=$(peak_rss_mb "$SERVER_PID")
         if [[ -z "${PEAK[$key]:-}" || "${PEAK[$key]}" == "?" || "$peak" == "?" ]] || (( peak > PEAK[$key] )); then
             PEAK[$key]=$peak
@@ -380,7 +471,7 @@ run_scenario() {
         FAILURES=$((FAILURES + 1))
         FAILED[$key]="${FAILED[$key]:-} #$rep:$received/$expected"
     fi
-    log "$scenario / $receiver #$rep: $expected images in $secs s ($(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') images/s)"
+    log "$scenario / $receiver #$rep: $expected images in $secs s ($(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') images/s); CPU per instance: receiver $ms_cpu ms, machine $ms_busy ms"
 }
 
 # table_row SCENARIO RECEIVER: one Markdown row with the median of the runs
@@ -405,7 +496,18 @@ table_row() {
     else
         RATE[$key]=$rate
     fi
-    echo "| $1 | $2$status | $n | $mb | $secs | $spread | $rate | $mbps | ${PEAK[$key]} |"
+    local cpu mcpu p50="n/a" p99="n/a"
+    # shellcheck disable=SC2086
+    cpu=$(median ${CPU[$key]:-})
+    # shellcheck disable=SC2086
+    mcpu=$(median ${MCPU[$key]:-})
+    if [[ -n "${P50[$key]:-}" ]]; then
+        # shellcheck disable=SC2086
+        p50=$(median ${P50[$key]})
+        # shellcheck disable=SC2086
+        p99=$(median ${P99[$key]})
+    fi
+    echo "| $1 | $2$status | $n | $mb | $secs | $spread | $rate | $mbps | $cpu | $mcpu | $p50 | $p99 | ${PEAK[$key]} |"
 }
 
 # --- main ------------------------------------------------------------------------------------
@@ -429,11 +531,11 @@ main() {
 
     build
     prepare_data
-    # Every run's files stay until the end: check that they fit.
+    # A row's runs (one scenario in one sender mode) keep their files until the row ends: check
+    # that the largest row fits.
     local receivers_n needed available
     receivers_n=$(wc -w <<<"$BENCH_RECEIVERS")
-    needed=$(( ( $(count_bytes "$SINGLE_DIR") + $(count_bytes "${PARALLEL_DIRS[@]}") ) \
-        * BENCH_REPEAT * receivers_n + $(count_bytes "${PARALLEL_DIRS[0]}") ))
+    needed=$(( $(count_bytes "$SINGLE_DIR") * BENCH_REPEAT * receivers_n + $(count_bytes "${PARALLEL_DIRS[0]}") ))
     available=$(df --output=avail -B1 "$RUNS" | tail -n 1)
     (( available > needed + needed / 10 )) \
         || die "$RUNS has $((available >> 20)) MiB free; the runs need about $((needed >> 20)) MiB (lower BENCH_COUNT or BENCH_REPEAT, or set BENCH_RUNS_DIR)"
@@ -447,9 +549,7 @@ main() {
     rm -f "$RUNS/disk-reference"
     log "disk reference: 512 MiB written with dd conv=fdatasync at ${disk_mbps:-?} MB/s"
 
-    local single="single-$BENCH_COUNT"
-    local parallel="parallel-${BENCH_PARALLEL}x$BENCH_PARALLEL_COUNT"
-    local r
+    local r mode
     for r in $BENCH_RECEIVERS; do
         [[ $r == radport || $r == storescp || $r == baseline ]] \
             || die "unknown receiver $r (use radport, storescp and/or baseline)"
@@ -457,24 +557,46 @@ main() {
             [[ -x "$RADPORT_BASELINE" ]] || die "receiver baseline needs RADPORT_BASELINE, an executable radport"
         fi
     done
+    for mode in $BENCH_NAGLE; do
+        [[ $mode == on || $mode == off ]] || die "unknown BENCH_NAGLE mode $mode (use on and/or off)"
+    done
     local scenario
     for scenario in $BENCH_SCENARIOS; do
-        [[ $scenario == single || $scenario == parallel || $scenario == cluster ]] \
-            || die "unknown scenario $scenario (use single, parallel and/or cluster)"
+        [[ $scenario == single || $scenario == parallel || $scenario == wide || $scenario == cluster ]] \
+            || die "unknown scenario $scenario (use single, parallel, wide and/or cluster)"
     done
     # Repetition n starts with the n-th receiver: none is always first (or always after the same one).
     local rep order
     order() { local -a list=($BENCH_RECEIVERS); local n=${#list[@]} k; for ((k = 0; k < n; k++)); do echo "${list[$(( (k + $1 - 1) % n ))]}"; done; }
-    if [[ " $BENCH_SCENARIOS " == *" single "* ]]; then
+    # Rows: "name|dirs variable" per scenario and sender mode (names end in .nagle / .nodelay).
+    local -a rows=()
+    for mode in $BENCH_NAGLE; do
+        local suffix=nagle
+        [[ $mode == on ]] || suffix=nodelay
+        [[ " $BENCH_SCENARIOS " != *" single "* ]] || rows+=("single-$BENCH_COUNT.$suffix|SINGLE_DIR|$mode")
+        [[ " $BENCH_SCENARIOS " != *" parallel "* ]] || rows+=("parallel-${BENCH_PARALLEL}x$BENCH_PARALLEL_COUNT.$suffix|PARALLEL_DIRS|$mode")
+        [[ " $BENCH_SCENARIOS " != *" wide "* ]] || rows+=("wide-${BENCH_WIDE}x$WIDE_COUNT.$suffix|WIDE_DIRS|$mode")
+    done
+    local row name dirs_var
+    for row in "${rows[@]}"; do
+        IFS='|' read -r name dirs_var mode <<<"$row"
+        SENDER_NODELAY=""
+        [[ $mode == on ]] || SENDER_NODELAY=1
+        local -n dirs_ref=$dirs_var
         for rep in $(seq 1 "$BENCH_REPEAT"); do
-            for r in $(order "$rep"); do run_scenario "$single" "$r" "$rep" "$SINGLE_DIR"; done
+            for r in $(order "$rep"); do run_scenario "$name" "$r" "$rep" "${dirs_ref[@]}"; done
         done
-    fi
-    if [[ " $BENCH_SCENARIOS " == *" parallel "* ]]; then
-        for rep in $(seq 1 "$BENCH_REPEAT"); do
-            for r in $(order "$rep"); do run_scenario "$parallel" "$r" "$rep" "${PARALLEL_DIRS[@]}"; done
-        done
-    fi
+        unset -n dirs_ref
+        if [[ "${BENCH_KEEP:-0}" != 1 && "$row" != "${rows[-1]}" ]]; then
+            # The row's files go, then a pause: on ext4 without a journal a file created within
+            # a minute of many deletions pays for each of them (see BENCH_KEEP).
+            rm -rf "$RUNS/$name"-*
+            sync
+            log "waiting 65 s after deleting the runs of $name"
+            sleep 65
+        fi
+    done
+    SENDER_NODELAY=""
     local memcheck=""
     if [[ "$BENCH_MEMCHECK" == 1 && " $BENCH_RECEIVERS " == *" radport "* ]]; then
         memcheck="single-$BENCH_PARALLEL_COUNT"
@@ -483,23 +605,27 @@ main() {
 
     local s a b
     echo
-    echo "Ingest benchmark: dcmsend (DCMTK $("$DCMSEND" --version | awk 'NR==1 {print $3}'), $SENDER_SETTINGS) -> receiver on 127.0.0.1;" \
-        "512x512 16-bit CT slices; $(nproc) CPUs; median of $BENCH_REPEAT run(s), each against a fresh receiver;" \
-        "MB = 2^20 bytes; peak RSS = largest VmHWM of the radport process"
+    echo "Ingest benchmark: dcmsend (DCMTK $("$DCMSEND" --version | awk 'NR==1 {print $3}'); .nagle = its default settings, .nodelay = TCP_NODELAY=1) -> receiver on 127.0.0.1;" \
+        "512x512 16-bit CT slices; $(nproc) CPUs; median of $BENCH_REPEAT run(s), each against a fresh receiver, receivers alternating;" \
+        "MB = 2^20 bytes; CPU = ms per instance of the receiver's processes / of the whole machine (senders included);" \
+        "p50/p99 = radport's C-STORE latency in ms; peak RSS = largest VmHWM of the radport process"
+    echo "machine at the end: $(machine_state)"
     echo
-    echo "| scenario | receiver | images | MB | seconds (median) | min–max s | images/s | MB/s | peak RSS MB |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-    for s in "$single" "$parallel" $memcheck; do
+    echo "| scenario | receiver | images | MB | seconds (median) | min–max s | images/s | MB/s | receiver CPU | machine CPU | p50 ms | p99 ms | peak RSS MB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local -a names=()
+    for row in "${rows[@]}"; do names+=("${row%%|*}"); done
+    for s in "${names[@]}" $memcheck; do
         for r in $BENCH_RECEIVERS; do table_row "$s" "$r"; done
     done
     echo
-    for s in "$single" "$parallel" $memcheck; do
+    for s in "${names[@]}" $memcheck; do
         for r in $BENCH_RECEIVERS; do
             if [[ -n "${SECS["$s|$r"]:-}" ]]; then echo "seconds per run, $s / $r:${SECS["$s|$r"]}"; fi
         done
     done
     local pair
-    for s in "$single" "$parallel"; do
+    for s in "${names[@]}"; do
         for pair in radport/storescp baseline/storescp radport/baseline; do
             a=${RATE["$s|${pair%/*}"]:-}
             b=${RATE["$s|${pair#*/}"]:-}
@@ -509,7 +635,7 @@ main() {
         done
     done
     if [[ -n "$memcheck" ]]; then
-        echo "radport peak RSS: ${PEAK["$single|radport"]:-?} MB for $BENCH_COUNT instances vs." \
+        echo "radport peak RSS: ${PEAK["${names[0]}|radport"]:-?} MB for ${IMAGES["${names[0]}|radport"]:-?} instances vs." \
             "${PEAK["$memcheck|radport"]:-?} MB for $BENCH_PARALLEL_COUNT instances"
     fi
     if [[ " $BENCH_SCENARIOS " == *" cluster "* ]]; then

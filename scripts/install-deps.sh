@@ -26,6 +26,8 @@ command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 # The load balancer in front of several radport nodes (tests/cluster.rs, deploy/haproxy.cfg).
 [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# The durability proof records the receiver's system calls (tests/durability.rs).
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"

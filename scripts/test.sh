@@ -35,6 +35,9 @@ if [ -z "${RADPORT_TEST_POSTGRES_URL:-}" ]; then
   echo "== PostgreSQL for the tests on port $pg_port (TLS too)"
 fi
 
+# The tests' servers store under TMPDIR: say how much room they have (a full disk fails every
+# test that stores, each after its timeout).
+echo "== free disk for the tests: $(df -h --output=avail "${TMPDIR:-/tmp}" | tail -n 1 | tr -d ' ')"
 echo "== cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"; stop_pg' EXIT

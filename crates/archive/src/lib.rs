@@ -29,6 +29,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 
+mod behind_journal;
 pub mod open;
 pub use open::{redact_archive_url, OpenError};
 
@@ -233,6 +234,12 @@ pub fn checksum(bytes: &[u8]) -> String {
     format_checksum(&blake3::hash(bytes))
 }
 
+/// The checksum of bytes whose BLAKE3 hash is `hash`, as [`checksum`] writes it (for callers
+/// that hashed the bytes as they arrived).
+pub fn checksum_of(hash: &blake3::Hash) -> String {
+    format_checksum(hash)
+}
+
 fn format_checksum(hash: &blake3::Hash) -> String {
     format!("{CHECKSUM_ALGORITHM}:{}", hash.to_hex())
 }
@@ -329,10 +336,30 @@ pub const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// part as they arrive.
 pub const LOCAL_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// Creates `dir` and its missing ancestors so that each one's name is durable: after making a
+/// directory, its parent is fsynced. (A directory's entry is in its parent; without that sync
+/// a power cut could take a new data directory — and everything later stored in it — away.)
+pub fn create_dir_all_durably(dir: &FsPath) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_all_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(parent.unwrap_or(FsPath::new(".")))?.sync_all()
+}
+
 impl Archive {
-    /// An archive in a local directory (created if missing), fsyncing every object it completes.
+    /// An archive in a local directory (created if missing, durably), fsyncing every object it
+    /// completes.
     pub fn local(dir: &FsPath) -> Result<Self, ArchiveError> {
-        std::fs::create_dir_all(dir).map_err(ArchiveError::from_io)?;
+        create_dir_all_durably(dir).map_err(ArchiveError::from_io)?;
         let store = Arc::new(
             LocalFileSystem::new_with_prefix(dir)
                 .map_err(ArchiveError::classify)?

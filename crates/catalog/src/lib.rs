@@ -14,11 +14,14 @@
 
 mod audit;
 mod counts;
+mod dataset_keys;
 mod destinations;
+mod durability;
 mod erase;
 mod error;
 pub mod jobs;
 mod model;
+mod page_cursor;
 mod placement;
 mod query;
 mod record;
@@ -38,6 +41,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::{AuditEvent, AuditFilter, AuditPage, AuditSink, NewAuditEvent, Outcome};
 pub use destinations::{MoveDestination, MAX_AE_TITLE_LENGTH};
+pub use durability::Durability;
 pub use erase::{Erased, Subject};
 pub use error::CatalogError;
 pub use jobs::{
@@ -48,6 +52,7 @@ pub use model::{
     ParseDuplicatePolicyError, Project, RecordOutcome, Route, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary,
 };
+pub use page_cursor::MAX_CURSOR_BYTES;
 pub use placement::{Placement, DEFAULT_PLACED_DATASET};
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
 pub use references::{Reference, REFERENCE_BATCH};
@@ -442,6 +447,10 @@ impl Catalog {
                         sqlx::query(*statement).execute(&mut *tx).await?;
                     }
                 }
+                if older < 11 {
+                    self.add_columns(&mut tx, "series", &[dataset_keys::COLUMN])
+                        .await?;
+                }
                 tracing::info!(from = older, to = SCHEMA_VERSION, "catalog schema upgraded");
             }
             None => {}
@@ -450,7 +459,8 @@ impl Catalog {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
         if version != Some(SCHEMA_VERSION) {
-            self.install_counts(&mut tx).await?;
+            let counts_kept = version.is_some_and(|v| v >= 10);
+            self.install_kept_by_writes(&mut tx, counts_kept).await?;
             sqlx::query(
                 "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2) \
                  ON CONFLICT (version) DO NOTHING",
@@ -466,6 +476,7 @@ impl Catalog {
             .chain(schema::INDEXES_V6)
             .chain(schema::INDEXES_V7)
             .chain(schema::INDEXES_V9)
+            .chain(schema::INDEXES_V11)
         {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
@@ -502,20 +513,33 @@ impl Catalog {
         }
     }
 
-    /// The triggers that keep the series counts (see `counts.rs`), and the counts rebuilt
-    /// from the series (a new catalog, or one older than version 10). On PostgreSQL, writers
-    /// of series and memberships wait meanwhile, so that no change slips between the rebuild
-    /// and the triggers.
-    async fn install_counts(&self, tx: &mut sqlx::AnyConnection) -> Result<(), CatalogError> {
+    /// The triggers that keep what the writes maintain — the series counts (see `counts.rs`)
+    /// and the dataset keys on the series rows (see `dataset_keys.rs`) — and their contents
+    /// built from the series (a new catalog, or one older than this version; the counts only
+    /// when `counts_kept` is false, i.e. before version 10). On PostgreSQL, writers of series
+    /// and memberships wait meanwhile, so that no change slips between a fill and the
+    /// triggers.
+    async fn install_kept_by_writes(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        counts_kept: bool,
+    ) -> Result<(), CatalogError> {
         if self.dialect == Dialect::Postgres {
             sqlx::query(counts::POSTGRES_LOCK_FOR_REBUILD)
                 .execute(&mut *tx)
                 .await?;
         }
+        let counts_rebuild = if counts_kept {
+            Vec::new()
+        } else {
+            counts::rebuild_statements(self.dialect)
+        };
         for statement in counts::trigger_statements(self.dialect)
             .into_iter()
             .chain(counts::view_statements(self.dialect))
-            .chain(counts::rebuild_statements(self.dialect))
+            .chain(counts_rebuild)
+            .chain(dataset_keys::trigger_statements(self.dialect))
+            .chain([dataset_keys::fill_statement(self.dialect)])
         {
             sqlx::query(sqlx::AssertSqlSafe(statement))
                 .execute(&mut *tx)
@@ -845,6 +869,30 @@ impl Writer {
         match slot.as_mut() {
             Some(connection) => connection.begin_with("BEGIN IMMEDIATE").await,
             None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// SQLite with a connection of the writer's own: that connection (made on first use);
+    /// `None` where writes go through the pool (in-memory SQLite, PostgreSQL).
+    pub(crate) async fn own_connection_mut(
+        &mut self,
+    ) -> Result<Option<&mut AnyConnection>, sqlx::Error> {
+        if !self.own_connection {
+            return Ok(None);
+        }
+        let Some(slot) = self.connection.as_mut() else {
+            return Ok(None);
+        };
+        if slot.is_none() {
+            **slot = Some(self.pool.acquire().await?.detach());
+        }
+        Ok(slot.as_mut())
+    }
+
+    /// Lets the writer's own connection go; the next writer makes a new one.
+    pub(crate) fn discard_connection(&mut self) {
+        if let Some(slot) = self.connection.as_mut() {
+            **slot = None;
         }
     }
 }

@@ -15,7 +15,7 @@ pub enum Dialect {
 }
 
 /// Where an instance goes: a project (by name, matched case-insensitively) and a dataset in it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Project name (canonical or any case); the project must exist.
     pub project: String,
@@ -237,8 +237,10 @@ pub struct SeriesFilter {
     pub has_warnings: Option<bool>,
     /// Page size: default 50, at most 1000 (0 returns only the total).
     pub limit: Option<i64>,
-    /// Number of series to skip (default 0).
+    /// Number of series to skip (default 0; after `after`, when both are given).
     pub offset: Option<i64>,
+    /// The `next` cursor of the previous page: the page starts after its last series.
+    pub after: Option<String>,
 }
 
 /// One series as listed.
@@ -290,6 +292,8 @@ pub struct SeriesPage {
     pub total: i64,
     /// The series of this page, most recent arrival first.
     pub items: Vec<SeriesSummary>,
+    /// Cursor of the page after this one (`SeriesFilter::after`); `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// One catalogued instance.

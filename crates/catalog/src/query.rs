@@ -1,11 +1,13 @@
 //! Read queries: series listing with filters, series detail, single instance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::counts::{CountedGroup, Months};
+use crate::dataset_keys;
+use crate::page_cursor::{PageCursor, SeriesOrder};
 use crate::{
     name_key, Catalog, CatalogError, DatasetRef, InstanceRow, SeriesDetail, SeriesFilter,
     SeriesPage, SeriesSummary, ADMIN_PROJECT,
@@ -286,6 +288,12 @@ impl Selection {
     fn body_part_ok(&self, g: &FacetGroup) -> bool {
         self.body_part.as_ref().is_none_or(|b| &g.body_part == b)
     }
+
+    /// Whether a group passes the modality, body part and validation filters (all but the
+    /// dataset's).
+    fn passes(&self, g: &FacetGroup, filter: &SeriesFilter) -> bool {
+        self.modality_ok(g) && self.body_part_ok(g) && g.passes_validation(filter)
+    }
 }
 
 impl Catalog {
@@ -458,6 +466,49 @@ impl Catalog {
         Ok((conditions, args))
     }
 
+    /// How many series of a project pass a filter: from the kept counts (and a count of the
+    /// edge months of a date range) when the filter allows, else by counting `from_where`.
+    async fn series_total(
+        &self,
+        project_key: &str,
+        filter: &SeriesFilter,
+        from_where: &str,
+        args: &[Arg],
+    ) -> Result<i64, CatalogError> {
+        let count = |from_where: String, args: Vec<Arg>| async move {
+            let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
+            let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("total")?;
+            Ok::<i64, CatalogError>(total)
+        };
+        match self.counting(project_key, filter).await? {
+            Counting::Kept { months, edges } => {
+                let dataset_key = Self::dataset_key(filter)?;
+                let selection = Selection::of(filter);
+                let kept: i64 = self
+                    .counted_groups(project_key, Some(&dataset_key), &months)
+                    .await?
+                    .iter()
+                    .map(FacetGroup::from)
+                    .filter(|g| selection.passes(g, filter))
+                    .map(|g| g.count)
+                    .sum();
+                let in_edge_months = match &edges {
+                    None => 0,
+                    Some(edges) => {
+                        let (from_where, args) =
+                            Self::series_from_where(project_key, filter, &[], Dates::Edges(edges))?;
+                        count(from_where, args).await?
+                    }
+                };
+                Ok(kept + in_edge_months)
+            }
+            Counting::Scanned => count(from_where.to_string(), args.to_vec()).await,
+        }
+    }
+
     /// Series mapped to `project` (every series for `admin`), filtered and paged, newest first
     /// (by first arrival) unless sorted by study date. `datasets` of each item are its dataset names within this project.
     /// Errors: `NotFound` if the project does not exist, `Invalid` for a malformed filter.
@@ -488,76 +539,62 @@ impl Catalog {
             Some(n) => n,
         };
 
-        let (from_where, mut args) =
+        let order = SeriesOrder::parse(given(&filter.sort))?;
+        let cursor = given(&filter.after)
+            .map(|c| PageCursor::decode(c, order))
+            .transpose()?;
+        let (from_where, args) =
             Self::series_from_where(&project_key, filter, &[], Dates::AsFiltered)?;
-        let count = |from_where: String, args: Vec<Arg>| async move {
-            let count_sql = format!("SELECT COUNT(*) AS total {from_where}");
-            let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count_sql)), &args)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("total")?;
-            Ok::<i64, CatalogError>(total)
-        };
-        let total: i64 = match self.counting(&project_key, filter).await? {
-            Counting::Kept { months, edges } => {
-                let dataset_key = Self::dataset_key(filter)?;
-                let selection = Selection::of(filter);
-                let kept: i64 = self
-                    .counted_groups(&project_key, Some(&dataset_key), &months)
-                    .await?
-                    .iter()
-                    .map(FacetGroup::from)
-                    .filter(|g| selection.modality_ok(g) && selection.body_part_ok(g))
-                    .filter(|g| g.passes_validation(filter))
-                    .map(|g| g.count)
-                    .sum();
-                let in_edge_months = match &edges {
-                    None => 0,
-                    Some(edges) => {
-                        let (from_where, args) = Self::series_from_where(
-                            &project_key,
-                            filter,
-                            &[],
-                            Dates::Edges(edges),
-                        )?;
-                        count(from_where, args).await?
-                    }
-                };
-                kept + in_edge_months
-            }
-            Counting::Scanned => count(from_where.clone(), args.clone()).await?,
-        };
-        if limit == 0 || total <= offset {
-            return Ok(SeriesPage {
-                total,
-                items: Vec::new(),
-            });
-        }
-
-        let order = match given(&filter.sort) {
-            None | Some("arrival") => "s.first_arrival DESC, s.series_uid",
-            Some("study_date") => "s.study_date DESC, s.first_arrival DESC, s.series_uid",
-            Some(other) => {
-                return Err(CatalogError::Invalid(format!(
-                    "sort must be arrival or study_date, not {other:?}"
-                )))
-            }
-        };
+        let total = self.series_total(&project_key, filter, &from_where, &args);
         // The page is chosen on `series` alone; only its rows are joined with their study.
-        let page_sql = format!(
-            "SELECT {SERIES_COLUMNS} FROM series s \
-             JOIN studies st ON st.study_uid = s.study_uid \
-             WHERE s.series_uid IN (SELECT s.series_uid {from_where} \
-               ORDER BY {order} LIMIT ${} OFFSET ${}) \
-             ORDER BY {order}",
-            args.len() + 1,
-            args.len() + 2
-        );
-        args.push(Arg::Int(limit));
-        args.push(Arg::Int(offset));
-        let rows = bind_args(sqlx::query(AssertSqlSafe(page_sql)), &args)
-            .fetch_all(&self.pool)
-            .await?;
+        // It is read while the total is counted (an independent read).
+        let page = async {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut args = args.clone();
+            let mut page_from_where = from_where.clone();
+            if let Some(cursor) = &cursor {
+                let (condition, values) = cursor.condition(self.dialect, args.len() + 1);
+                page_from_where = format!("{page_from_where} AND {condition}");
+                args.extend(values.into_iter().map(Arg::Text));
+            }
+            // One more than the page: whether there is a page after it.
+            let order_by = order.order_by();
+            let page_sql = format!(
+                "SELECT {SERIES_COLUMNS}, s.study_date AS sort_study_date FROM series s \
+                 JOIN studies st ON st.study_uid = s.study_uid \
+                 WHERE s.series_uid IN (SELECT s.series_uid {page_from_where} \
+                   ORDER BY {order_by} LIMIT ${} OFFSET ${}) \
+                 ORDER BY {order_by}",
+                args.len() + 1,
+                args.len() + 2
+            );
+            args.push(Arg::Int(limit + 1));
+            args.push(Arg::Int(offset));
+            bind_args(sqlx::query(AssertSqlSafe(page_sql)), &args)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(CatalogError::from)
+        };
+        let (total, mut rows) = futures::try_join!(total, page)?;
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            match rows.last() {
+                Some(last) => Some(
+                    PageCursor {
+                        order,
+                        first_arrival: last.try_get("first_arrival")?,
+                        study_date: last.try_get("sort_study_date")?,
+                        series_uid: last.try_get("series_uid")?,
+                    }
+                    .encode(),
+                ),
+                None => None,
+            }
+        } else {
+            None
+        };
         let mut items = rows
             .iter()
             .map(summary_from_row)
@@ -596,7 +633,7 @@ impl Catalog {
                 }
             }
         }
-        Ok(SeriesPage { total, items })
+        Ok(SeriesPage { total, items, next })
     }
 
     /// A series with all its projects, dataset memberships, instances and the DICOM JSON
@@ -875,6 +912,26 @@ impl Catalog {
         Ok(tally_facets(filter, &groups, dataset))
     }
 
+    /// The dataset names of a project by key (for `admin`, of every project, merged by key).
+    async fn dataset_names(
+        &self,
+        project_key: &str,
+    ) -> Result<BTreeMap<String, String>, CatalogError> {
+        let sql = if project_key == ADMIN_PROJECT {
+            "SELECT name_key, MIN(name) AS name FROM datasets WHERE $1 = $1 GROUP BY name_key"
+        } else {
+            "SELECT name_key, name FROM datasets WHERE project_key = $1"
+        };
+        let rows = sqlx::query(sql)
+            .bind(project_key)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name_key")?, row.try_get("name")?)))
+            .collect::<Result<BTreeMap<String, String>, sqlx::Error>>()
+            .map_err(CatalogError::from)
+    }
+
     /// The facet groups of the filter's (project, dataset) and the dataset facet, from the
     /// kept counts.
     async fn facets_counted(
@@ -884,35 +941,16 @@ impl Catalog {
         months: &Months,
     ) -> Result<(Vec<FacetGroup>, Vec<FacetValue>), CatalogError> {
         let dataset_key = Self::dataset_key(filter)?;
-        let names = async {
-            let sql = if project_key == ADMIN_PROJECT {
-                "SELECT name_key, MIN(name) AS name FROM datasets WHERE $1 = $1 GROUP BY name_key"
-            } else {
-                "SELECT name_key, name FROM datasets WHERE project_key = $1"
-            };
-            let rows = sqlx::query(sql)
-                .bind(project_key)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|row| Ok((row.try_get("name_key")?, row.try_get("name")?)))
-                .collect::<Result<BTreeMap<String, String>, sqlx::Error>>()
-                .map_err(CatalogError::from)
-        };
         let (groups, per_dataset, names) = futures::try_join!(
             self.counted_groups(project_key, Some(&dataset_key), months),
             self.counted_groups(project_key, None, months),
-            names
+            self.dataset_names(project_key)
         )?;
         let selection = Selection::of(filter);
         // By name (a key without a dataset row is a membership of a deleted dataset).
         let mut by_dataset: BTreeMap<String, i64> = BTreeMap::new();
         for g in &per_dataset {
-            let group = FacetGroup::from(g);
-            if selection.modality_ok(&group)
-                && selection.body_part_ok(&group)
-                && group.passes_validation(filter)
-            {
+            if selection.passes(&FacetGroup::from(g), filter) {
                 if let Some(name) = names.get(&g.dataset_key) {
                     *by_dataset.entry(name.clone()).or_default() += g.count;
                 }
@@ -925,125 +963,84 @@ impl Catalog {
     }
 
     /// The facet groups and the dataset facet, counted over the series that pass the filter.
+    ///
+    /// One scan: the series under every filter but the four facets' own, grouped by modality,
+    /// body part, validation counts and memberships (`dataset_keys`, see `dataset_keys.rs`);
+    /// the facets then sum the groups that pass the other facets' filters, the dataset
+    /// filter included (a group's memberships say whether it is in the dataset).
     async fn facets_scanned(
         &self,
         project_key: &str,
         filter: &SeriesFilter,
         dates: Dates<'_>,
     ) -> Result<(Vec<FacetGroup>, Vec<FacetValue>), CatalogError> {
-        let project_key = project_key.to_string();
-        // Modality, body part and validation in one scan: the series under every other
-        // filter, grouped by the three; each facet then sums the groups that pass the other
-        // two facets' filters (see `FacetGroup`).
-        let combined = {
-            let skip = [Facet::Modality, Facet::BodyPart, Facet::Validation];
-            let unfiltered = Self::series_conditions(&project_key, filter, &skip, dates)?
-                .0
-                .is_empty();
-            let (from_where, args) = Self::series_from_where(&project_key, filter, &skip, dates)?;
-            // Nothing else to filter on: group the raw columns, which an index covers
-            // (idx_series_facets). Otherwise group expressions, so that SQLite scans the
-            // table once for the conditions instead of walking that index and looking every
-            // row up. NULL and '' merge in Rust either way.
-            // The selected columns are the grouped expressions (PostgreSQL allows no other).
-            let (modality, body_part) = if unfiltered {
-                ("s.modality", "s.body_part_examined")
-            } else {
-                (
-                    "COALESCE(s.modality, '')",
-                    "COALESCE(s.body_part_examined, '')",
-                )
+        let skip = [
+            Facet::Modality,
+            Facet::BodyPart,
+            Facet::Validation,
+            Facet::Dataset,
+        ];
+        let (from_where, args) = Self::series_from_where(project_key, filter, &skip, dates)?;
+        // Grouped by the expressions, not the raw columns, so that SQLite scans the table
+        // once for the conditions instead of walking an index on them and looking every row
+        // up. The selected columns are the grouped expressions (PostgreSQL allows no other).
+        let sql = format!(
+            "SELECT COALESCE(s.modality, '') AS modality, \
+               COALESCE(s.body_part_examined, '') AS body_part, \
+               s.validation_errors AS errors, s.validation_warnings AS warnings, \
+               s.dataset_keys AS dataset_keys, COUNT(*) AS count {from_where} \
+             GROUP BY COALESCE(s.modality, ''), COALESCE(s.body_part_examined, ''), \
+               s.validation_errors, s.validation_warnings, s.dataset_keys"
+        );
+        let (rows, names) = futures::try_join!(
+            async {
+                bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(CatalogError::from)
+            },
+            self.dataset_names(project_key)
+        )?;
+        let admin = project_key == ADMIN_PROJECT;
+        let wanted_dataset = given(&filter.dataset)
+            .map(|d| name_key("dataset", d))
+            .transpose()?;
+        let selection = Selection::of(filter);
+        let mut groups = Vec::new();
+        let mut by_name: BTreeMap<String, i64> = BTreeMap::new();
+        for row in &rows {
+            let errors: Option<i64> = row.try_get("errors")?;
+            let warnings: Option<i64> = row.try_get("warnings")?;
+            let group = FacetGroup {
+                modality: row.try_get("modality")?,
+                body_part: row.try_get("body_part")?,
+                validated: errors.is_some(),
+                errors: errors.unwrap_or(0) > 0,
+                warnings: warnings.unwrap_or(0) > 0,
+                count: row.try_get("count")?,
             };
-            (
-                format!(
-                    "SELECT {modality} AS modality, {body_part} AS body_part, \
-                       s.validation_errors AS errors, s.validation_warnings AS warnings, \
-                       COUNT(*) AS count {from_where} \
-                     GROUP BY {modality}, {body_part}, s.validation_errors, \
-                       s.validation_warnings"
-                ),
-                args,
-            )
-        };
-        let dataset = {
-            // Memberships of the project (all of them for `admin`, merged by dataset name),
-            // joined with the series only when there is something to filter on.
-            let (conditions, args) =
-                Self::series_conditions(&project_key, filter, &[Facet::Dataset], dates)?;
-            let admin = project_key == ADMIN_PROJECT;
-            let project = if admin {
-                "$1 = $1"
-            } else {
-                "sd.project_key = $1"
-            };
-            // Filtered: scan the series first and look their memberships up (CROSS JOIN keeps
-            // SQLite's planner from scanning every membership and looking each series up;
-            // PostgreSQL's hash join over every membership measured faster at 10⁶ series than
-            // a LATERAL lookup per matching series: 400 vs 720 ms for 67 000 matches).
-            let series_then_memberships = "series s CROSS JOIN series_datasets sd";
-            let (from, project) = if conditions.is_empty() {
-                ("series_datasets sd", project.to_string())
-            } else {
-                (
-                    series_then_memberships,
-                    format!("sd.series_uid = s.series_uid AND {project}"),
-                )
-            };
-            let dataset_project = if admin { "" } else { "AND d.project_key = $1" };
-            (
-                format!(
-                    "SELECT MIN(d.name) AS value, g.count AS count FROM \
-                     (SELECT sd.dataset_key AS dataset_key, \
-                       COUNT(DISTINCT sd.series_uid) AS count \
-                      FROM {from} WHERE {} \
-                      GROUP BY sd.dataset_key) g \
-                     JOIN datasets d ON d.name_key = g.dataset_key {dataset_project} \
-                     GROUP BY g.dataset_key, g.count ORDER BY 2 DESC, 1",
-                    and_all(&project, &conditions)
-                ),
-                args,
-            )
-        };
-        // The two counts are independent reads: run them at once on separate connections.
-        let groups = async {
-            let (sql, args) = combined;
-            let rows = bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    let errors: Option<i64> = row.try_get("errors")?;
-                    let warnings: Option<i64> = row.try_get("warnings")?;
-                    Ok(FacetGroup {
-                        modality: row
-                            .try_get::<Option<String>, _>("modality")?
-                            .unwrap_or_default(),
-                        body_part: row
-                            .try_get::<Option<String>, _>("body_part")?
-                            .unwrap_or_default(),
-                        validated: errors.is_some(),
-                        errors: errors.unwrap_or(0) > 0,
-                        warnings: warnings.unwrap_or(0) > 0,
-                        count: row.try_get("count")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-        };
-        let datasets = async {
-            let (sql, args) = dataset;
-            let rows = bind_args(sqlx::query(AssertSqlSafe(sql)), &args)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(FacetValue {
-                        value: row.try_get("value")?,
-                        count: row.try_get("count")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-        };
-        Ok(futures::try_join!(groups, datasets)?)
+            let memberships: String = row.try_get("dataset_keys")?;
+            // The group's dataset keys in this project (any project's for `admin`, where a
+            // dataset name counts a series once).
+            let keys: BTreeSet<&str> = dataset_keys::entries(&memberships)
+                .filter(|(project, _)| admin || *project == project_key)
+                .map(|(_, dataset)| dataset)
+                .collect();
+            if selection.passes(&group, filter) {
+                for key in &keys {
+                    if let Some(name) = names.get(*key) {
+                        *by_name.entry(name.clone()).or_default() += group.count;
+                    }
+                }
+            }
+            if wanted_dataset
+                .as_deref()
+                .is_none_or(|wanted| keys.contains(wanted))
+            {
+                groups.push(group);
+            }
+        }
+        Ok((groups, facet_values(by_name)))
     }
 }
 

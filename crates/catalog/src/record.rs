@@ -9,8 +9,8 @@ use crate::schema::search_text;
 
 use crate::error::{is_foreign_key_violation, is_transient_db, is_unique_violation};
 use crate::{
-    name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, InstanceRecord, RecordOutcome,
-    Route, Writer, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
+    name_key, now, Catalog, CatalogError, Dialect, DuplicatePolicy, Durability, InstanceRecord,
+    RecordOutcome, Route, Writer, ADMIN_PROJECT, MAX_WRITE_ATTEMPTS,
 };
 
 // Every statement below is a static string, so sqlx prepares it once per connection and
@@ -326,6 +326,7 @@ pub(crate) struct PendingRecord {
     rec: InstanceRecord,
     keys: Keys,
     policy: DuplicatePolicy,
+    durability: Durability,
     reply: oneshot::Sender<Result<RecordOutcome, CatalogError>>,
 }
 
@@ -362,6 +363,19 @@ impl Catalog {
         route: &Route,
         policy: DuplicatePolicy,
     ) -> Result<RecordOutcome, CatalogError> {
+        self.record_instance_with(rec, route, policy, Durability::Synced)
+            .await
+    }
+
+    /// [`Catalog::record_instance`], durable as `durability` says: a deferred record is
+    /// visible when this returns and durable at the next [`Catalog::sync`].
+    pub async fn record_instance_with(
+        &self,
+        rec: &InstanceRecord,
+        route: &Route,
+        policy: DuplicatePolicy,
+        durability: Durability,
+    ) -> Result<RecordOutcome, CatalogError> {
         validate(rec)?;
         let keys = Keys {
             project: name_key("project", &route.project)?,
@@ -374,6 +388,7 @@ impl Catalog {
             rec: rec.clone(),
             keys,
             policy,
+            durability,
             reply,
         });
         loop {
@@ -418,8 +433,19 @@ impl Catalog {
         (self.writer().await, permit)
     }
 
-    /// Records a batch (SQLite: write lock held): together, else each alone.
+    /// Records a batch (SQLite: write lock held): together, else each alone. On SQLite a
+    /// batch of deferred records only is committed without syncing the WAL.
     async fn commit_group(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
+        let deferred = self.dialect == Dialect::Sqlite
+            && batch.iter().all(|p| p.durability == Durability::Deferred)
+            && writer.begin_deferred().await;
+        self.commit_group_as_set(writer, batch).await;
+        if deferred {
+            writer.end_deferred().await;
+        }
+    }
+
+    async fn commit_group_as_set(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
         let together = match self.dialect {
             Dialect::Sqlite => self.record_group_sqlite(writer, &batch).await,
             Dialect::Postgres => self.record_group_postgres(&batch).await,

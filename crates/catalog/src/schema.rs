@@ -6,7 +6,7 @@
 //! case-insensitive uniqueness needs no expression index.
 
 /// Version written to `schema_version` by this code.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 pub(crate) const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schema_version (
@@ -68,7 +68,8 @@ pub(crate) const STATEMENTS: &[&str] = &[
         search_text TEXT NOT NULL DEFAULT '',
         validation_errors BIGINT,
         validation_warnings BIGINT,
-        pipeline_pending BIGINT NOT NULL DEFAULT 1
+        pipeline_pending BIGINT NOT NULL DEFAULT 1,
+        dataset_keys TEXT NOT NULL DEFAULT ' '
     )",
     "CREATE TABLE IF NOT EXISTS instances (
         sop_instance_uid TEXT NOT NULL PRIMARY KEY,
@@ -413,7 +414,7 @@ pub(crate) const DROPPED_BY_9: &[&str] = &[
 /// Version 10: series counts kept by the writes (see `counts.rs`): what each series is
 /// counted as, the signed deltas per (project, dataset, modality, body part, validation
 /// state) that sum to the gallery's totals and facets, and the series queued for recounting.
-/// Their triggers are installed, and the tables filled, by `Catalog::install_counts`.
+/// Their triggers are installed, and the tables filled, by `Catalog::install_kept_by_writes`.
 pub(crate) const TABLES_V10: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS series_counted (
         series_uid TEXT NOT NULL,
@@ -445,6 +446,16 @@ pub(crate) const TABLES_V10: &[&str] = &[
         ON series (modality, study_date, first_arrival)",
     "CREATE INDEX IF NOT EXISTS idx_series_counts_unfolded \
         ON series_counts (project_key, dataset_key) WHERE folded = 0",
+];
+
+/// Indexes of version 11: the gallery's modality + body part filter, in either order, walks
+/// only the series with both (with the modality alone, a newest body part that is rare or
+/// old made the walk read every series of the modality since).
+pub(crate) const INDEXES_V11: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS idx_series_modality_body_study_date \
+        ON series (modality, body_part_examined, study_date, first_arrival)",
+    "CREATE INDEX IF NOT EXISTS idx_series_modality_body_first_arrival \
+        ON series (modality, body_part_examined, first_arrival)",
 ];
 
 pub(crate) const INDEXES_V9: &[&str] = &[

@@ -7,8 +7,9 @@
 //! are older than its grace — erasure never depends on this call finishing.
 
 use futures::StreamExt;
-use radport_archive::{keys, Archive};
-use radport_catalog::{Catalog, CatalogError, Erased};
+use radport_archive::keys;
+use radport_catalog::{CatalogError, Erased};
+use radport_ingest::Ingestor;
 
 /// Deletes in flight at once.
 const ERASE_CONCURRENCY: usize = 16;
@@ -24,12 +25,28 @@ pub struct Erasure {
     pub objects_failed: u64,
 }
 
+/// Why an erasure did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// The catalog failed (nothing was erased, or the rows were and some objects remain for
+    /// the collector).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The ingest journal could not be checkpointed first; nothing was erased.
+    #[error("the ingest journal could not be settled before erasing: {0}")]
+    Journal(String),
+}
+
 /// Erases `series` from the catalog and their objects from the archive.
-pub async fn erase_series(
-    catalog: &Catalog,
-    archive: &Archive,
-    series: &[String],
-) -> Result<Erasure, CatalogError> {
+///
+/// First the ingest journal is settled ([`Ingestor::settle`]): a record still in it would
+/// otherwise be redone after a crash and bring an erased instance back.
+pub async fn erase_series(ingestor: &Ingestor, series: &[String]) -> Result<Erasure, EraseError> {
+    ingestor
+        .settle()
+        .await
+        .map_err(|e| EraseError::Journal(e.to_string()))?;
+    let (catalog, archive) = (ingestor.catalog(), ingestor.archive());
     let erased = catalog.erase_series(series).await?;
     let derived = erased
         .series

@@ -30,7 +30,7 @@
 #![warn(missing_docs)]
 
 mod erase;
-pub use erase::{erase_series, Erasure};
+pub use erase::{erase_series, EraseError, Erasure};
 
 use std::collections::HashSet;
 use std::ffi::OsString;

@@ -20,7 +20,7 @@ use crate::AppState;
 pub(crate) struct ErasureScope(pub Vec<String>);
 
 async fn erase(state: &AppState, scope: &ErasureScope) -> ApiResult<Json<Erasure>> {
-    let erasure = radport_collector::erase_series(&state.catalog, &state.archive, &scope.0).await?;
+    let erasure = radport_collector::erase_series(state.workflows.ingestor(), &scope.0).await?;
     Ok(Json(erasure.into()))
 }
 

@@ -61,6 +61,17 @@ impl ApiError {
     }
 }
 
+impl From<radport_collector::EraseError> for ApiError {
+    fn from(e: radport_collector::EraseError) -> Self {
+        match e {
+            radport_collector::EraseError::Catalog(e) => e.into(),
+            e @ radport_collector::EraseError::Journal(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         let status = match &e {

@@ -69,6 +69,9 @@ pub struct SeriesQuery {
     limit: Option<i64>,
     /// Series to skip.
     offset: Option<i64>,
+    /// The `next` cursor of the previous page: this page starts after its last series (a
+    /// deep page costs what the first costs, unlike `offset`).
+    after: Option<String>,
 }
 
 impl From<SeriesQuery> for radport_catalog::SeriesFilter {
@@ -87,6 +90,7 @@ impl From<SeriesQuery> for radport_catalog::SeriesFilter {
             has_warnings: q.has_warnings,
             limit: q.limit,
             offset: q.offset,
+            after: q.after,
         }
     }
 }

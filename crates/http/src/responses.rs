@@ -234,6 +234,9 @@ pub struct SeriesPage {
     pub total: i64,
     /// This page.
     pub items: Vec<SeriesSummary>,
+    /// Cursor of the next page (pass it as `after`); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 impl From<radport_catalog::SeriesPage> for SeriesPage {
@@ -241,6 +244,7 @@ impl From<radport_catalog::SeriesPage> for SeriesPage {
         SeriesPage {
             total: p.total,
             items: p.items.into_iter().map(SeriesSummary::from).collect(),
+            next: p.next,
         }
     }
 }

@@ -19,6 +19,8 @@
 
 #![warn(missing_docs)]
 
+mod journal_record;
+mod journaled;
 mod metadata;
 
 use std::io::Write as _;
@@ -26,10 +28,17 @@ use std::io::Write as _;
 use bytes::Bytes;
 
 use dicom_object::meta::FileMetaTableBuilder;
-use radport_archive::{Archive, ArchiveError, ObjectWriter};
-use radport_catalog::{Catalog, CatalogError, DuplicatePolicy, RecordOutcome, Route};
+pub use journaled::{Recovery, CHECKPOINT_IDLE, JOURNALED_MAX_BYTES};
+use radport_archive::{Archive, ArchiveError, ObjectWriter, StoredObject};
+use radport_catalog::{
+    Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,
+};
+pub use radport_journal::{Journal, JournalConfig, JournalError};
 pub use radport_metrics::Channel;
 
+/// For the fuzz targets (fuzz/): the journal record header ingest writes and reads back.
+#[doc(hidden)]
+pub use journal_record::{HeaderError, RecordHeader};
 /// For the fuzz targets (fuzz/): what `ingest_part10` reads first.
 #[doc(hidden)]
 pub use metadata::read_file_meta;
@@ -168,11 +177,23 @@ pub struct Ingestor {
     archive: Archive,
     catalog: Catalog,
     policy: DuplicatePolicy,
+    /// Local archive only: instances up to [`JOURNALED_MAX_BYTES`] are made durable here
+    /// (see `journaled`).
+    journal: Option<journaled::Behind>,
 }
 
-/// An instance being received: the archive writer and the head of its bytes.
+/// Where an instance's bytes go as they arrive.
+enum Sink {
+    /// Straight into the archive, durable when finished.
+    Archive(ObjectWriter),
+    /// Kept (the chunks as they came) for the journal; moved to the archive if it grows
+    /// beyond [`JOURNALED_MAX_BYTES`].
+    Journal(journaled::Held),
+}
+
+/// An instance being received: where its bytes go and the head of its bytes.
 pub struct IncomingInstance {
-    writer: ObjectWriter,
+    sink: Sink,
     /// The first [`HEAD_LIMIT`] bytes, as the chunks they arrived in (shared, not copied).
     head: Vec<Bytes>,
     head_len: usize,
@@ -191,20 +212,43 @@ impl IncomingInstance {
             self.head.push(bytes.slice(..take));
             self.head_len += take;
         }
-        self.writer
-            .write_owned(bytes)
-            .await
-            .map_err(|e| refused(channel_of(&self.source), e.into()))
+        let written = match &mut self.sink {
+            Sink::Archive(writer) => writer.write_owned(bytes).await,
+            Sink::Journal(held) => match held.take(bytes) {
+                None => Ok(()),
+                // Too large for the journal: into the archive, what came so far first.
+                Some((archive, key, chunks)) => match archive.writer(&key) {
+                    Ok(mut writer) => {
+                        let mut result = Ok(());
+                        for chunk in chunks {
+                            result = writer.write_owned(chunk).await;
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        self.sink = Sink::Archive(writer);
+                        result
+                    }
+                    Err(e) => Err(e),
+                },
+            },
+        };
+        written.map_err(|e| refused(channel_of(&self.source), e.into()))
     }
 
     /// Bytes received so far (file meta included).
     pub fn size(&self) -> u64 {
-        self.writer.size()
+        match &self.sink {
+            Sink::Archive(writer) => writer.size(),
+            Sink::Journal(held) => held.size(),
+        }
     }
 
     /// Abandons the instance: nothing of it becomes visible.
     pub async fn abort(self) {
-        self.writer.abort().await;
+        if let Sink::Archive(writer) = self.sink {
+            writer.abort().await;
+        }
     }
 }
 
@@ -246,6 +290,27 @@ fn object_key_for_new_instance() -> String {
     format!("instances/{day}/{id}.dcm")
 }
 
+/// Completes what was read from an instance's bytes with what its sender announced and
+/// where it was stored.
+fn fill_record(
+    record: &mut InstanceRecord,
+    announced: &Announced,
+    stored: &StoredObject,
+    source: String,
+) {
+    if record.sop_instance_uid.is_empty() {
+        record.sop_instance_uid = announced.sop_instance_uid.clone();
+    }
+    if record.sop_class_uid.is_empty() {
+        record.sop_class_uid = announced.sop_class_uid.clone();
+    }
+    record.transfer_syntax_uid = announced.transfer_syntax_uid.clone();
+    record.size = stored.size as i64;
+    record.checksum = stored.checksum.clone();
+    record.object_key = stored.key.clone();
+    record.source = source;
+}
+
 impl Ingestor {
     /// An ingestor over an archive and a catalog with a duplicate policy.
     pub fn new(archive: Archive, catalog: Catalog, policy: DuplicatePolicy) -> Self {
@@ -253,6 +318,7 @@ impl Ingestor {
             archive,
             catalog,
             policy,
+            journal: None,
         }
     }
 
@@ -312,9 +378,13 @@ impl Ingestor {
             .map_err(|e| IngestError::Storage(e.to_string()))?;
         meta.write(&mut prologue)
             .map_err(|e| IngestError::Malformed(format!("cannot write file meta group: {e}")))?;
-        let writer = self.archive.writer(&object_key_for_new_instance())?;
+        let key = object_key_for_new_instance();
+        let sink = match &self.journal {
+            Some(_) => Sink::Journal(journaled::Held::new(self.archive.clone(), key)),
+            None => Sink::Archive(self.archive.writer(&key)?),
+        };
         let mut incoming = IncomingInstance {
-            writer,
+            sink,
             head: Vec::new(),
             head_len: 0,
             route,
@@ -347,13 +417,21 @@ impl Ingestor {
         incoming: IncomingInstance,
     ) -> Result<(IngestOutcome, u64), IngestError> {
         let IncomingInstance {
-            writer,
+            sink,
             head,
             head_len: _,
             route,
             source,
             announced,
         } = incoming;
+        let writer = match sink {
+            Sink::Archive(writer) => writer,
+            Sink::Journal(held) => {
+                return self
+                    .finish_journaled(held, &head, route, source, announced)
+                    .await;
+            }
+        };
         let started = std::time::Instant::now();
         let stored = writer.finish().await?;
         let store_time = started.elapsed();
@@ -377,45 +455,12 @@ impl Ingestor {
                 return Err(IngestError::Malformed(e.to_string()));
             }
         };
-        if record.sop_instance_uid.is_empty() {
-            record.sop_instance_uid = announced.sop_instance_uid.clone();
-        }
-        if record.sop_class_uid.is_empty() {
-            record.sop_class_uid = announced.sop_class_uid.clone();
-        }
-        record.transfer_syntax_uid = announced.transfer_syntax_uid.clone();
-        record.size = stored.size as i64;
-        record.checksum = stored.checksum.clone();
-        record.object_key = stored.key.clone();
-        record.source = source;
+        fill_record(&mut record, &announced, &stored, source);
         let started = std::time::Instant::now();
-        let outcome = match self
-            .catalog
-            .record_instance(&record, &route, self.policy)
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                self.discard(&stored.key).await;
-                return Err(e.into());
-            }
-        };
+        let disposition = self
+            .commit(&record, &route, self.policy, Durability::Synced)
+            .await?;
         let catalog_time = started.elapsed();
-        // Durable and catalogued: its pages need not stay in memory (see `drop_cached`).
-        self.archive.drop_cached(&stored.key);
-        let disposition = match outcome {
-            RecordOutcome::Stored => Disposition::Stored,
-            RecordOutcome::DuplicateKept { .. } => {
-                self.discard(&stored.key).await;
-                Disposition::DuplicateKept
-            }
-            RecordOutcome::Replaced { old_key } => {
-                if old_key != stored.key {
-                    self.discard(&old_key).await;
-                }
-                Disposition::Replaced
-            }
-        };
         Ok((
             IngestOutcome {
                 sop_instance_uid: record.sop_instance_uid,
@@ -426,6 +471,47 @@ impl Ingestor {
             },
             stored.size,
         ))
+    }
+
+    /// Records a stored instance in the catalog; deletes the object that is left unreferenced
+    /// (this one when refused or a duplicate kept, the old one when replaced).
+    async fn commit(
+        &self,
+        record: &InstanceRecord,
+        route: &Route,
+        policy: DuplicatePolicy,
+        durability: Durability,
+    ) -> Result<Disposition, IngestError> {
+        let outcome = match self
+            .catalog
+            .record_instance_with(record, route, policy, durability)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.discard(&record.object_key).await;
+                return Err(e.into());
+            }
+        };
+        if durability == Durability::Synced {
+            // Durable and catalogued: its pages need not stay in memory (see `drop_cached`).
+            self.archive.drop_cached(&record.object_key);
+        }
+        Ok(match outcome {
+            RecordOutcome::Stored => Disposition::Stored,
+            RecordOutcome::DuplicateKept { existing_key } => {
+                if existing_key != record.object_key {
+                    self.discard(&record.object_key).await;
+                }
+                Disposition::DuplicateKept
+            }
+            RecordOutcome::Replaced { old_key } => {
+                if old_key != record.object_key {
+                    self.discard(&old_key).await;
+                }
+                Disposition::Replaced
+            }
+        })
     }
 
     /// Ingests a whole Part-10 file held in memory (used by import workflows and tests).

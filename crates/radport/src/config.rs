@@ -10,6 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::logging::LogFormat;
 
+/// Disk space of the ingest journal unless set.
+const DEFAULT_JOURNAL_SIZE: u64 = 1 << 30;
+/// The smallest journal taken: four segments that each hold an instance of the largest size
+/// journaled ([`radport_ingest::JOURNALED_MAX_BYTES`]) with room to spare.
+const MIN_JOURNAL_SIZE: u64 = 16 << 20;
+/// Segments of the ingest journal.
+const JOURNAL_SEGMENTS: usize = 4;
+
 /// Flags of `radport serve` (each also readable from its `RADPORT_*` variable).
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
@@ -122,6 +130,16 @@ pub struct ServeArgs {
     /// 0: none [default: 4G].
     #[arg(long, env = "RADPORT_JOB_MEMORY_LIMIT")]
     pub job_memory_limit: Option<String>,
+    /// Make received instances durable through the ingest journal, one sync shared by every
+    /// instance arriving meanwhile (local archive only; see ARCHITECTURE.md). Off while it is
+    /// no faster on the machines measured and an erasure can leave bytes in its freed
+    /// segments [default: false].
+    #[arg(long, env = "RADPORT_INGEST_JOURNAL")]
+    pub ingest_journal: Option<bool>,
+    /// Disk space of the ingest journal, in four segments made once at the first start:
+    /// bytes, or with K, M, G [default: 1G; at least 16M].
+    #[arg(long, env = "RADPORT_JOURNAL_SIZE")]
+    pub journal_size: Option<String>,
     /// Seconds one attempt of a job may run before it is stopped and counted failed
     /// [default: 3600].
     #[arg(long, env = "RADPORT_JOB_TIME_LIMIT")]
@@ -314,6 +332,8 @@ struct FileSettings {
     job_attempts: Option<i64>,
     isolate_jobs: Option<bool>,
     job_memory_limit: Option<String>,
+    ingest_journal: Option<bool>,
+    journal_size: Option<String>,
     job_time_limit: Option<f64>,
     job_lease: Option<f64>,
     thumbnail_size: Option<u32>,
@@ -397,6 +417,10 @@ pub struct Settings {
     pub isolate_jobs: bool,
     /// Address-space limit of a job's child process in bytes; 0: none.
     pub job_memory_limit: u64,
+    /// Whether instances are made durable through the ingest journal (local archive only).
+    pub ingest_journal: bool,
+    /// Bytes of the ingest journal (four segments).
+    pub journal_size: u64,
     pub job_time_limit: std::time::Duration,
     pub job_lease: std::time::Duration,
     pub thumbnail_size: u32,
@@ -498,6 +522,16 @@ fn read_file(path: &Path) -> Result<FileSettings> {
 }
 
 impl Settings {
+    /// The ingest journal's geometry: [`JOURNAL_SEGMENTS`] segments sharing `journal_size`,
+    /// each taking instances of up to twice what ingest journals.
+    pub fn journal_config(&self) -> radport_ingest::JournalConfig {
+        radport_ingest::JournalConfig {
+            segment_bytes: self.journal_size / JOURNAL_SEGMENTS as u64,
+            segments: JOURNAL_SEGMENTS,
+            max_body_bytes: 2 * radport_ingest::JOURNALED_MAX_BYTES,
+        }
+    }
+
     /// Every setting in the configuration file's form (TOML), complete: resolved again by
     /// [`Settings::from_toml`], it gives these settings back. An isolated job's child process
     /// gets its settings this way, so that it cannot miss one the server has.
@@ -554,6 +588,8 @@ impl Settings {
             job_attempts: Some(self.job_attempts),
             isolate_jobs: Some(self.isolate_jobs),
             job_memory_limit: Some(self.job_memory_limit.to_string()),
+            ingest_journal: Some(self.ingest_journal),
+            journal_size: Some(self.journal_size.to_string()),
             job_time_limit: secs(self.job_time_limit),
             job_lease: secs(self.job_lease),
             thumbnail_size: Some(self.thumbnail_size),
@@ -703,17 +739,18 @@ impl ServeArgs {
         if !(0.0..=86_400.0).contains(&stable_after) {
             anyhow::bail!("stable_after must be between 0 and 86400 seconds, not {stable_after}");
         }
-        let job_memory_limit = match self.job_memory_limit.or(file.job_memory_limit) {
-            Some(text) => parse_bytes(&text).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "job_memory_limit must be a number of bytes, optionally with K, M or G \
-                     (e.g. 4G), not {text:?}"
-                )
-            })?,
-            None => 4 << 30,
-        };
+        let job_memory_limit = byte_setting(
+            "job_memory_limit",
+            self.job_memory_limit.or(file.job_memory_limit),
+        )?
+        .unwrap_or(4 << 30);
         if job_memory_limit != 0 && job_memory_limit < 32 << 20 {
             anyhow::bail!("job_memory_limit must be 0 (none) or at least 32M");
+        }
+        let journal_size = byte_setting("journal_size", self.journal_size.or(file.journal_size))?
+            .unwrap_or(DEFAULT_JOURNAL_SIZE);
+        if journal_size < MIN_JOURNAL_SIZE {
+            anyhow::bail!("journal_size must be at least 16M");
         }
         let job_time_limit = self
             .job_time_limit
@@ -973,6 +1010,8 @@ impl ServeArgs {
             job_attempts: self.job_attempts.or(file.job_attempts).unwrap_or(5).max(1),
             isolate_jobs,
             job_memory_limit,
+            ingest_journal: self.ingest_journal.or(file.ingest_journal).unwrap_or(false),
+            journal_size,
             job_time_limit: std::time::Duration::from_secs_f64(job_time_limit),
             job_lease: std::time::Duration::from_secs_f64(job_lease),
             thumbnail_size,
@@ -1055,6 +1094,19 @@ fn resolve_oidc(
     // The URLs and the rest are checked as the provider is set up.
     radport_access::oidc::Oidc::new(settings.to_config()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some(settings))
+}
+
+/// A setting in bytes (`parse_bytes`), if given; an error names the setting.
+fn byte_setting(name: &str, text: Option<String>) -> Result<Option<u64>> {
+    text.map(|text| {
+        parse_bytes(&text).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name} must be a number of bytes, optionally with K, M or G (e.g. 4G), \
+                 not {text:?}"
+            )
+        })
+    })
+    .transpose()
 }
 
 /// `4294967296`, `4G`, `512M`, `64MiB`, `100k` → bytes (binary multiples).
@@ -1420,6 +1472,8 @@ workers = 3
 job_attempts = 2
 isolate_jobs = false
 job_memory_limit = "512M"
+ingest_journal = true
+journal_size = "64M"
 job_time_limit = 120
 job_lease = 20
 thumbnail_size = 128

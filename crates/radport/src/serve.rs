@@ -15,7 +15,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     crate::logging::init(settings.log_format, false);
     // Before the threads that serve thousands of connections allocate (see the function).
     radport_http::server::tune_malloc();
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+    radport_archive::create_dir_all_durably(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             settings.data_dir.display()
@@ -58,6 +58,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .context("cannot open the archive (--archive-url)")?,
     };
     let ingestor = Ingestor::new(archive.clone(), catalog.clone(), settings.duplicate_policy);
+    let ingestor = open_journal(&settings, ingestor).await?;
     let workflows =
         radport_workflows::Workflows::new(ingestor.clone(), settings.data_dir.join("scratch"))
             .with_limits(settings.import_limits);
@@ -227,7 +228,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let receiver = tokio::spawn(radport_dimse::serve(
         dicom_listener,
         dicom_tls,
-        ingestor,
+        ingestor.clone(),
         receiver_config,
     ));
     // Thousands of HTTP connections need more descriptors than the usual soft limit of 1024;
@@ -279,11 +280,82 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         r = sweeper => { r.context("upload sweeper task")?; }
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
+            // What is behind the journal made durable: nothing to redo at the next start.
+            if let Err(e) = ingestor.settle().await {
+                tracing::warn!(error = %e, "the ingest journal could not be settled");
+            }
             record_application_event(&catalog, radport_audit::message::APPLICATION_STOP_ACTION)
                 .await;
         }
     }
     Ok(())
+}
+
+/// The ingest journal under `DATA_DIR/journal`, for a local archive unless switched off:
+/// opened (made at the first start), what it holds from before redone, its checkpoints
+/// started. Before anything listens.
+///
+/// With the journal switched off, one left by an earlier run is still redone (and emptied):
+/// what it acknowledged must not be lost because a setting changed.
+async fn open_journal(settings: &crate::config::Settings, ingestor: Ingestor) -> Result<Ingestor> {
+    let dir = settings.data_dir.join("journal");
+    if !ingestor.archive().is_local() {
+        return Ok(ingestor);
+    }
+    if !settings.ingest_journal {
+        if dir.is_dir() {
+            let holds = radport_ingest::Journal::has_records(&dir)
+                .context("cannot read the ingest journal left by an earlier run")?;
+            if holds {
+                drop(open_and_recover(settings, ingestor.clone(), dir.clone()).await?);
+            }
+            std::fs::remove_dir_all(&dir)
+                .and_then(|()| std::fs::File::open(&settings.data_dir)?.sync_all())
+                .context("cannot remove the ingest journal left by an earlier run")?;
+            tracing::info!("the ingest journal of an earlier run is emptied and removed");
+        }
+        return Ok(ingestor);
+    }
+    let ingestor = open_and_recover(settings, ingestor, dir).await?;
+    let checkpoints = ingestor.clone();
+    tokio::spawn(async move {
+        checkpoints
+            .run_checkpoints(radport_ingest::CHECKPOINT_IDLE)
+            .await
+    });
+    Ok(ingestor)
+}
+
+/// Opens the journal in `dir` (made durably if missing) and redoes what it holds.
+async fn open_and_recover(
+    settings: &crate::config::Settings,
+    ingestor: Ingestor,
+    dir: std::path::PathBuf,
+) -> Result<Ingestor> {
+    radport_archive::create_dir_all_durably(&dir)
+        .with_context(|| format!("cannot create the journal directory {}", dir.display()))?;
+    let config = settings.journal_config();
+    let (journal, replay) =
+        tokio::task::spawn_blocking(move || radport_ingest::Journal::open(&dir, config))
+            .await
+            .context("journal task")?
+            .context("cannot open the ingest journal")?;
+    let ingestor = ingestor
+        .with_journal(journal)
+        .context("cannot use the ingest journal")?;
+    let recovery = ingestor
+        .recover(replay)
+        .await
+        .context("cannot redo what the ingest journal holds")?;
+    if recovery.records > 0 {
+        tracing::info!(
+            records = recovery.records,
+            recorded_again = recovery.recorded_again,
+            failed = recovery.failed,
+            "the ingest journal held records from before: redone"
+        );
+    }
+    Ok(ingestor)
 }
 
 async fn shutdown_signal() {

@@ -269,6 +269,15 @@ fn every_answer_of_the_api_fits_its_openapi_document() {
         |r| r.query(&[("sort", "size")]),
     );
     assert_eq!(bad_sort.status, 400);
+    // One series: no page after it, and a cursor this list did not make is refused.
+    assert!(page.json().get("next").is_none());
+    let bad_cursor = api.call(
+        Method::GET,
+        "/api/projects/{project}/series",
+        &[("project", "contract")],
+        |r| r.query(&[("after", "not-a-cursor")]),
+    );
+    assert_eq!(bad_cursor.status, 400);
     let missing = api.get("/api/projects/{project}/series", &[("project", "nope")]);
     assert_eq!(missing.status, 404);
     let facets = api.get("/api/projects/{project}/facets", &[("project", "contract")]);

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use radport_testkit::{series_uid, sop_uid, SeriesSpec};
+use radport_testkit::{series_uid, sop_uid, write_series, SeriesSpec};
 
 const ROUNDS: usize = 20;
 const SENDERS: usize = 4;
@@ -150,6 +150,16 @@ fn catalogued(data_dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_and_collection_keeps_nothing_unreferenced() {
+    sigkill_rounds(&["--ingest-journal", "false"]);
+}
+
+/// The same behind the ingest journal: what a kill cut off is redone from it at the restart.
+#[test]
+fn sigkill_behind_the_journal_loses_nothing_and_leaves_nothing_unreferenced() {
+    sigkill_rounds(&["--ingest-journal", "true"]);
+}
+
+fn sigkill_rounds(extra_args: &[&str]) {
     let started = Instant::now();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -158,7 +168,7 @@ fn sigkill_loses_nothing_acknowledged_and_collection_keeps_nothing_unreferenced(
         | 1;
     eprintln!("kill-time seed {seed}");
     let mut rng = Rng(seed);
-    let mut server = Server::start(&[]);
+    let mut server = Server::start(extra_args);
     let acked: Mutex<HashMap<String, Acked>> = Mutex::new(HashMap::new());
     for round in 0..ROUNDS {
         let port = server.dicom_port;
@@ -242,6 +252,33 @@ fn sigkill_loses_nothing_acknowledged_and_collection_keeps_nothing_unreferenced(
         "{} acknowledged instances over {ROUNDS} kills, all intact, in {:.1} s",
         acked.len(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// A server killed behind its journal and started again without it: what the journal held
+/// is redone all the same, then the journal is removed; nothing acknowledged is lost.
+#[test]
+fn a_journal_left_behind_is_redone_when_the_journal_is_switched_off() {
+    let mut server = Server::start(&["--ingest-journal", "true"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = SeriesSpec {
+        count: 6,
+        uid_seed: "991".into(),
+        ..SeriesSpec::default()
+    };
+    write_series(tmp.path(), &spec).unwrap();
+    let out = server.dcmsend("kp-left", "kp-admin", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    server.kill();
+    let journal = server.data_dir.join("journal");
+    assert!(journal.is_dir());
+    server.restart_with(&["--ingest-journal", "false"]);
+    assert!(!journal.exists(), "the journal is removed");
+    assert_eq!(server.instance_total("admin"), 6);
+    assert!(
+        server.log().contains("emptied and removed"),
+        "{}",
+        server.log()
     );
 }
 

@@ -687,7 +687,8 @@ impl Drop for SmallDisk {
 
 #[test]
 fn full_disk_answers_a700_and_keeps_what_was_stored() {
-    let disk = SmallDisk::mount(12);
+    // 16 MiB of it is the ingest journal (made at the start): about 11 MiB is left.
+    let disk = SmallDisk::mount(28);
     let tmp = tempfile::tempdir().unwrap();
     let catalog = format!("sqlite://{}", tmp.path().join("catalog.db").display());
     let data_dir = disk.path.join("data");
@@ -696,6 +697,8 @@ fn full_disk_answers_a700_and_keeps_what_was_stored() {
         &catalog,
         "--data-dir",
         data_dir.to_str().unwrap(),
+        "--ingest-journal",
+        "true",
     ]);
     let big = SeriesSpec {
         count: 8,
@@ -704,12 +707,30 @@ fn full_disk_answers_a700_and_keeps_what_was_stored() {
         uid_seed: "101".into(),
         ..Default::default()
     };
+    // Slices of 2 MiB (stored straight), then of 128 KiB (through the journal).
+    let small = SeriesSpec {
+        count: 40,
+        rows: 256,
+        columns: 256,
+        uid_seed: "102".into(),
+        ..Default::default()
+    };
     let mut client = RawClient::connect(server.dicom_port, "kp-full", "kp-admin").unwrap();
     let mut statuses = Vec::new();
     for i in 0..big.count {
         statuses.push(client.store(&sop_uid(&big, i), &dataset_of(&big, i)));
     }
+    let mut small_statuses = Vec::new();
+    for i in 0..small.count {
+        small_statuses.push(client.store(&sop_uid(&small, i), &dataset_of(&small, i)));
+    }
     client.release();
+    // What the large ones left is filled, then refused the same way.
+    assert!(
+        small_statuses.contains(&0xA700) && small_statuses.iter().all(|s| *s == 0 || *s == 0xA700),
+        "the journaled path answers a full disk with 0xA700 too: {small_statuses:x?}"
+    );
+    let small_stored = small_statuses.iter().filter(|s| **s == 0).count();
     let stored = statuses.iter().filter(|s| **s == 0).count();
     assert!(stored >= 3, "some fit: {statuses:x?}");
     assert!(
@@ -722,12 +743,18 @@ fn full_disk_answers_a700_and_keeps_what_was_stored() {
         "{statuses:x?}"
     );
     // Everything acknowledged is there, whole.
-    assert_eq!(server.instance_total("admin"), stored as i64);
-    let detail = server.get_json(&format!("/api/series/{}", series_uid(&big)));
-    for instance in detail["instances"].as_array().unwrap() {
-        let sop = instance["sop_instance_uid"].as_str().unwrap();
-        let bytes = server.get_bytes(&format!("/api/series/{}/instances/{sop}", series_uid(&big)));
-        assert_eq!(bytes.len() as i64, instance["size"].as_i64().unwrap());
+    assert_eq!(
+        server.instance_total("admin"),
+        (stored + small_stored) as i64
+    );
+    for spec in [&big, &small] {
+        let detail = server.get_json(&format!("/api/series/{}", series_uid(spec)));
+        for instance in detail["instances"].as_array().unwrap() {
+            let sop = instance["sop_instance_uid"].as_str().unwrap();
+            let bytes =
+                server.get_bytes(&format!("/api/series/{}/instances/{sop}", series_uid(spec)));
+            assert_eq!(bytes.len() as i64, instance["size"].as_i64().unwrap());
+        }
     }
 }
 
@@ -871,8 +898,20 @@ fn a_series_downloads_as_a_zip_of_its_stored_files() {
 /// from the page cache (`fincore`, from util-linux, counts a file's resident pages).
 #[test]
 fn stored_instances_leave_the_page_cache() {
+    pages_leave_the_cache(&[]);
+}
+
+/// Behind the journal the files are dropped after the checkpoint that synced them.
+#[test]
+fn stored_instances_leave_the_page_cache_behind_the_journal() {
+    pages_leave_the_cache(&["--ingest-journal", "true"]);
+}
+
+fn pages_leave_the_cache(extra_args: &[&str]) {
     // The pipeline would read the files back (and cache them again) once the series is stable.
-    let server = Server::start(&["--stable-after", "600"]);
+    let mut args = vec!["--stable-after", "600"];
+    args.extend_from_slice(extra_args);
+    let server = Server::start(&args);
     let tmp = tempfile::tempdir().unwrap();
     write_series(tmp.path(), &spec("31", 4)).unwrap();
     let out = server.dcmsend("kp-cache", "kp-admin", tmp.path());

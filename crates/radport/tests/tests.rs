@@ -13,6 +13,7 @@ mod crash_recovery;
 mod dicom_tls;
 mod dicomweb;
 mod distributed;
+mod durability;
 mod erasure;
 mod hostile;
 mod hostile_dimse;

@@ -8,6 +8,7 @@ pub mod nifti;
 pub mod postgres;
 pub mod python;
 pub mod seg;
+pub mod strace;
 pub mod zip;
 
 use std::path::{Path, PathBuf};

@@ -308,6 +308,11 @@ pub struct Workflows {
 }
 
 impl Workflows {
+    /// The ingestor imports store through (also the receiver's).
+    pub fn ingestor(&self) -> &Ingestor {
+        &self.ingestor
+    }
+
     /// Workflows that import through `ingestor`, using `scratch` for temporary copies, with the
     /// default [`ImportLimits`].
     pub fn new(ingestor: Ingestor, scratch: std::path::PathBuf) -> Self {

@@ -232,6 +232,26 @@ async fn main() -> Result<()> {
             },
         ),
     );
+    // The page after 50 000 series, reached as a client paging forward does: by the cursor
+    // of the page before it (read once, not timed).
+    let before = catalog
+        .list_series(
+            "admin",
+            &SeriesFilter {
+                offset: Some(49_950),
+                ..Default::default()
+            },
+        )
+        .await?;
+    if let Some(next) = before.next {
+        cases.push((
+            "page 1001 by its cursor (after 50 000)".to_string(),
+            SeriesFilter {
+                after: Some(next),
+                ..Default::default()
+            },
+        ));
+    }
     println!("| gallery query | page + facets p50 | p95 | target p95 |");
     println!("|---|---:|---:|---:|");
     for (name, filter) in cases {

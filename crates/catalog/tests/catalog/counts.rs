@@ -40,6 +40,11 @@ fn countable_filters() -> Vec<SeriesFilter> {
         dated(None, Some("20240131"), None),
         dated(Some("20240105"), Some("20240120"), None),
         dated(Some("20231201"), Some("20240229"), Some("CT")),
+        SeriesFilter {
+            dataset: Some("d2".into()),
+            body_part: Some("HEAD".into()),
+            ..dated(Some("2023-11-15"), Some("20240315"), None)
+        },
         // Whole months at the edges: read from the counts unless the month has malformed
         // dates (January 2024 has).
         dated(Some("20231201"), Some("20231231"), None),
@@ -72,9 +77,50 @@ fn sorted(mut facets: Facets) -> Facets {
     facets
 }
 
+/// The dataset keys on every series row (what the dataset facet of a scan groups by) list
+/// exactly its memberships.
+async fn assert_dataset_keys_agree(c: &Catalog, when: &str) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut on_rows: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT series_uid, dataset_keys FROM series")
+        .fetch_all(c.pool())
+        .await
+        .expect("series");
+    for (series, keys) in rows {
+        assert!(
+            keys.starts_with(' ') && keys.ends_with(' '),
+            "{when}: {series} has {keys:?}"
+        );
+        let entries: Vec<String> = keys.split_whitespace().map(String::from).collect();
+        let set: BTreeSet<String> = entries.iter().cloned().collect();
+        assert_eq!(entries.len(), set.len(), "{when}: {series} has {keys:?}");
+        on_rows.insert(series, set);
+    }
+    let mut memberships: BTreeMap<String, BTreeSet<String>> = on_rows
+        .keys()
+        .map(|s| (s.clone(), BTreeSet::new()))
+        .collect();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT series_uid, project_key, dataset_key FROM series_datasets")
+            .fetch_all(c.pool())
+            .await
+            .expect("memberships");
+    for (series, project, dataset) in rows {
+        memberships
+            .entry(series)
+            .or_default()
+            .insert(format!("{project}/{dataset}"));
+    }
+    assert_eq!(
+        on_rows, memberships,
+        "{when}: dataset keys on the series rows"
+    );
+}
+
 /// Totals and facets of every project under every countable filter equal a scan's, before
 /// and after folding the counts.
 async fn assert_counts_agree(c: &Catalog, projects: &[&str], when: &str) {
+    assert_dataset_keys_agree(c, when).await;
     for fold in [false, true] {
         if fold {
             c.fold_series_counts().await.expect("fold");

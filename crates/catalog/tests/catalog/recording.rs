@@ -8,6 +8,7 @@ both!(invalid_records);
 both!(concurrent_recording);
 both!(concurrent_failures_do_not_fail_others);
 both!(instances_arriving_together_merge);
+both!(deferred_records_are_visible_at_once_and_durable_at_sync);
 
 async fn duplicate_policies(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
@@ -549,4 +550,50 @@ async fn instances_arriving_together_merge(url: &str) {
             .await
             .expect("patient");
     assert_eq!(name.as_deref(), Some("Late^Given"));
+}
+
+/// Records behind the ingest journal: visible when recorded, in groups with synced ones, and
+/// the SQLite writer syncs again after each deferred group.
+async fn deferred_records_are_visible_at_once_and_durable_at_sync(url: &str) {
+    use radport_catalog::Durability;
+    let c = Catalog::connect(url).await.expect("connect");
+    let mut handles = Vec::new();
+    for t in 0..4usize {
+        let c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let durability = if t == 3 {
+                Durability::Synced
+            } else {
+                Durability::Deferred
+            };
+            for i in 0..40 {
+                let r = rec("9.1", &format!("9.1.{t}"), &format!("9.1.{t}.{i}"));
+                let outcome = c
+                    .record_instance_with(
+                        &r,
+                        &route("admin", "d"),
+                        DuplicatePolicy::KeepFirst,
+                        durability,
+                    )
+                    .await
+                    .expect("recorded");
+                assert_eq!(outcome, RecordOutcome::Stored);
+                // Visible at once, from another connection.
+                let detail = c.get_series(&r.series_instance_uid).await.unwrap().unwrap();
+                assert!(detail
+                    .instances
+                    .iter()
+                    .any(|x| x.sop_instance_uid == r.sop_instance_uid));
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("task");
+    }
+    c.sync().await.expect("sync");
+    if c.dialect() == Dialect::Sqlite {
+        assert_eq!(c.writer_synchronous().await.unwrap(), Some(2), "FULL again");
+    }
+    let page = c.list_series("admin", &all()).await.unwrap();
+    assert_eq!(page.total, 4);
 }

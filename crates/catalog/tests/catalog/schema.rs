@@ -6,6 +6,7 @@ both!(migrates_a_version_2_catalog);
 both!(migrates_a_version_5_catalog);
 both!(migrates_a_version_6_catalog);
 both!(migrates_a_version_7_catalog);
+both!(migrates_a_version_10_catalog);
 
 #[tokio::test]
 async fn sqlite_connection_settings() {
@@ -77,7 +78,6 @@ async fn sqlite_relative_and_memory_urls() {
 /// text search find what was recorded before the upgrade.
 #[tokio::test]
 async fn migrates_a_version_1_catalog() {
-    use sqlx::Connection;
     let db = SqliteDb::new();
     {
         let c = Catalog::connect(&db.url).await.expect("connect");
@@ -102,9 +102,7 @@ async fn migrates_a_version_1_catalog() {
             .expect("validation");
     }
     // Turn it back into a version-1 database.
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&db.url).await.expect("raw");
-    for statement in [
+    run_raw(&db.url, &[
         // Version 10's counts (a version-1 catalog has neither the triggers nor the tables).
         "DROP TRIGGER radport_counts_series_insert",
         "DROP TRIGGER radport_counts_series_update",
@@ -119,6 +117,8 @@ async fn migrates_a_version_1_catalog() {
         "DROP TABLE series_recount",
         "DROP INDEX idx_series_study_date_first_arrival",
         "DROP INDEX idx_series_modality_study_date",
+        "DROP INDEX idx_series_modality_body_study_date",
+        "DROP INDEX idx_series_modality_body_first_arrival",
         "DROP INDEX idx_series_body_part",
         "DROP INDEX idx_series_patient",
         "DROP INDEX idx_series_validation_state",
@@ -136,13 +136,8 @@ async fn migrates_a_version_1_catalog() {
         "UPDATE instances SET sha256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'",
         "DELETE FROM schema_version",
         "INSERT INTO schema_version (version, applied_at) VALUES (1, '2026-01-01T00:00:00Z')",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    conn.close().await.expect("close");
+    ])
+    .await;
 
     let c = Catalog::connect(&db.url).await.expect("reconnect");
     assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
@@ -206,7 +201,6 @@ async fn migrates_a_version_1_catalog() {
 /// database: the column becomes `checksum` and the old digests say their algorithm; writing and
 /// reading go on.
 async fn migrates_a_version_2_catalog(url: &str) {
-    use sqlx::Connection;
     {
         let c = Catalog::connect(url).await.expect("connect");
         record(
@@ -218,20 +212,16 @@ async fn migrates_a_version_2_catalog(url: &str) {
         .await;
         c.close().await;
     }
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
-    for statement in [
-        "ALTER TABLE instances RENAME COLUMN checksum TO sha256",
-        "UPDATE instances SET sha256 = 'ab12'",
-        "DELETE FROM schema_version",
-        "INSERT INTO schema_version (version, applied_at) VALUES (2, '2026-01-01T00:00:00Z')",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    conn.close().await.expect("close");
+    run_raw(
+        url,
+        &[
+            "ALTER TABLE instances RENAME COLUMN checksum TO sha256",
+            "UPDATE instances SET sha256 = 'ab12'",
+            "DELETE FROM schema_version",
+            "INSERT INTO schema_version (version, applied_at) VALUES (2, '2026-01-01T00:00:00Z')",
+        ],
+    )
+    .await;
 
     let c = Catalog::connect(url).await.expect("reconnect");
     assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
@@ -329,7 +319,6 @@ async fn postgres_over_tls() {
 /// A version-5 catalog (accounts without the single sign-on columns) is upgraded at connect, on
 /// either database: its accounts are local ones, and single sign-on accounts can be made.
 async fn migrates_a_version_5_catalog(url: &str) {
-    use sqlx::Connection;
     {
         let c = Catalog::connect(url).await.expect("connect");
         c.create_user("alice", Some("$argon2id$x"), true, false)
@@ -337,21 +326,17 @@ async fn migrates_a_version_5_catalog(url: &str) {
             .expect("user");
         c.close().await;
     }
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
-    for statement in [
-        "DROP INDEX idx_users_oidc",
-        "ALTER TABLE users DROP COLUMN oidc_issuer",
-        "ALTER TABLE users DROP COLUMN oidc_subject",
-        "DELETE FROM schema_version",
-        "INSERT INTO schema_version (version, applied_at) VALUES (5, '2026-01-01T00:00:00Z')",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    conn.close().await.expect("close");
+    run_raw(
+        url,
+        &[
+            "DROP INDEX idx_users_oidc",
+            "ALTER TABLE users DROP COLUMN oidc_issuer",
+            "ALTER TABLE users DROP COLUMN oidc_subject",
+            "DELETE FROM schema_version",
+            "INSERT INTO schema_version (version, applied_at) VALUES (5, '2026-01-01T00:00:00Z')",
+        ],
+    )
+    .await;
 
     let c = Catalog::connect(url).await.expect("reconnect");
     assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
@@ -378,7 +363,6 @@ async fn migrates_a_version_5_catalog(url: &str) {
 /// either database: the name comes from the stored DICOM JSON of an instance of the study.
 async fn migrates_a_version_6_catalog(url: &str) {
     use radport_catalog::search::{Attribute, Condition, Level, Scope, Search};
-    use sqlx::Connection;
     {
         let c = Catalog::connect(url).await.expect("connect");
         let mut r = rec("S1", "A", "a1");
@@ -394,20 +378,16 @@ async fn migrates_a_version_6_catalog(url: &str) {
         .await;
         c.close().await;
     }
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
-    for statement in [
-        "DROP INDEX idx_studies_accession",
-        "ALTER TABLE studies DROP COLUMN referring_physician_name",
-        "DELETE FROM schema_version",
-        "INSERT INTO schema_version (version, applied_at) VALUES (6, '2026-01-01T00:00:00Z')",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    conn.close().await.expect("close");
+    run_raw(
+        url,
+        &[
+            "DROP INDEX idx_studies_accession",
+            "ALTER TABLE studies DROP COLUMN referring_physician_name",
+            "DELETE FROM schema_version",
+            "INSERT INTO schema_version (version, applied_at) VALUES (6, '2026-01-01T00:00:00Z')",
+        ],
+    )
+    .await;
 
     let c = Catalog::connect(url).await.expect("reconnect");
     assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
@@ -433,7 +413,6 @@ async fn migrates_a_version_6_catalog(url: &str) {
 /// is not pending after the upgrade, one with an arrival since is.
 async fn migrates_a_version_7_catalog(url: &str) {
     use radport_catalog::JobKind;
-    use sqlx::Connection;
     let kinds = [JobKind::Thumbnail];
     {
         let c = Catalog::connect(url).await.expect("connect");
@@ -462,25 +441,21 @@ async fn migrates_a_version_7_catalog(url: &str) {
         .await;
         c.close().await;
     }
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
-    for statement in [
-        "DROP INDEX idx_series_pending",
-        "ALTER TABLE series DROP COLUMN pipeline_pending",
-        // The indexes on what the hot path changes, which version 9 drops.
-        "CREATE INDEX idx_series_last_arrival ON series (last_arrival)",
-        "CREATE INDEX idx_series_modality_arrival ON series (modality, last_arrival)",
-        "CREATE INDEX idx_series_study_date ON series (study_date, last_arrival)",
-        "CREATE INDEX idx_instances_series ON instances (series_uid)",
-        "DELETE FROM schema_version",
-        "INSERT INTO schema_version (version, applied_at) VALUES (7, '2026-01-01T00:00:00Z')",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    conn.close().await.expect("close");
+    run_raw(
+        url,
+        &[
+            "DROP INDEX idx_series_pending",
+            "ALTER TABLE series DROP COLUMN pipeline_pending",
+            // The indexes on what the hot path changes, which version 9 drops.
+            "CREATE INDEX idx_series_last_arrival ON series (last_arrival)",
+            "CREATE INDEX idx_series_modality_arrival ON series (modality, last_arrival)",
+            "CREATE INDEX idx_series_study_date ON series (study_date, last_arrival)",
+            "CREATE INDEX idx_instances_series ON instances (series_uid)",
+            "DELETE FROM schema_version",
+            "INSERT INTO schema_version (version, applied_at) VALUES (7, '2026-01-01T00:00:00Z')",
+        ],
+    )
+    .await;
 
     let c = Catalog::connect(url).await.expect("reconnect");
     assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
@@ -519,4 +494,80 @@ async fn migrates_a_version_7_catalog(url: &str) {
         assert!(indexes.iter().any(|i| i == made), "{made} missing");
     }
     c.close().await;
+}
+
+/// Version 11 copies each series' dataset memberships onto its row (what the dataset facet of
+/// a text search groups by): filled from the memberships at the upgrade, kept by triggers
+/// after it.
+async fn migrates_a_version_10_catalog(url: &str) {
+    let postgres = url.starts_with("postgres");
+    {
+        let c = Catalog::connect(url).await.expect("connect");
+        c.create_project("p").await.expect("create");
+        for (series, dataset) in [("S1", "d1"), ("S2", "d1"), ("S3", "d2")] {
+            let mut r = rec("A", series, &format!("{series}.1"));
+            r.series_description = Some(format!("Needle {series}"));
+            record(&c, &r, &route("p", dataset), DuplicatePolicy::KeepFirst).await;
+        }
+        let mut r = rec("A", "S1", "S1.2");
+        r.series_description = Some("Needle S1".into());
+        record(&c, &r, &route("p", "d2"), DuplicatePolicy::KeepFirst).await;
+        c.close().await;
+    }
+    let on = if postgres { " ON series_datasets" } else { "" };
+    run_raw(
+        url,
+        &[
+            format!("DROP TRIGGER radport_dataset_keys_insert{on}"),
+            format!("DROP TRIGGER radport_dataset_keys_delete{on}"),
+            "ALTER TABLE series DROP COLUMN dataset_keys".to_string(),
+            "DELETE FROM schema_version".to_string(),
+            "INSERT INTO schema_version (version, applied_at) VALUES (10, '2026-01-01T00:00:00Z')"
+                .to_string(),
+        ],
+    )
+    .await;
+
+    let c = Catalog::connect(url).await.expect("reconnect");
+    assert_eq!(c.schema_version().await.expect("version"), SCHEMA_VERSION);
+    let needle = SeriesFilter {
+        q: Some("needle".into()),
+        ..all()
+    };
+    let datasets = |facets: radport_catalog::Facets| {
+        let mut values: Vec<(String, i64)> = facets
+            .dataset
+            .into_iter()
+            .map(|v| (v.value, v.count))
+            .collect();
+        values.sort();
+        values
+    };
+    let facets = c.series_facets("p", &needle).await.expect("facets");
+    assert_eq!(datasets(facets), [("d1".into(), 2), ("d2".into(), 2)]);
+    // The triggers keep it after the upgrade.
+    let mut r = rec("A", "S4", "S4.1");
+    r.series_description = Some("Needle S4".into());
+    record(&c, &r, &route("p", "d3"), DuplicatePolicy::KeepFirst).await;
+    let facets = c.series_facets("admin", &needle).await.expect("facets");
+    assert_eq!(
+        datasets(facets),
+        [("d1".into(), 2), ("d2".into(), 2), ("d3".into(), 1)]
+    );
+}
+
+/// Runs statements on a connection of its own (no catalog), each failure naming its statement:
+/// how the tests turn a catalog back into an older version's.
+async fn run_raw<S: AsRef<str>>(url: &str, statements: &[S]) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("raw");
+    for statement in statements {
+        let statement = statement.as_ref();
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    conn.close().await.expect("close");
 }

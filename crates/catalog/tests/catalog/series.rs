@@ -3,6 +3,7 @@
 use super::*;
 
 both!(series_filters);
+both!(pages_follow_their_cursors);
 both!(series_detail);
 both!(validation_results);
 both!(series_references);
@@ -582,4 +583,126 @@ async fn facets_and_sorting(url: &str) {
         ..all()
     };
     assert_eq!(uids(&c, "p", chest).await.len(), 3);
+}
+
+/// Walking a list page by page with `next` cursors gives exactly the list read in one page,
+/// in both orders (study dates missing, equal and different; several series per study), with
+/// a filter, and with a series arriving meanwhile (after the cursor: not in the walk). A cursor
+/// of the other order, or garbage, is refused.
+async fn pages_follow_their_cursors(url: &str) {
+    let c = Catalog::connect(url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let dates = [
+        Some("20240110"),
+        None,
+        Some("20240110"),
+        Some("20230505"),
+        None,
+        Some("20250101"),
+        Some(""),
+    ];
+    for (study, date) in dates.iter().enumerate() {
+        for series in 0..2 {
+            let mut r = rec(
+                &format!("7.{study}"),
+                &format!("7.{study}.{series}"),
+                &format!("7.{study}.{series}.1"),
+            );
+            r.study_date = date.map(String::from);
+            r.modality = Some(if series == 0 { "CT" } else { "MR" }.into());
+            record(&c, &r, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+        }
+    }
+    for sort in [None, Some("arrival"), Some("study_date")] {
+        for modality in [None, Some("CT")] {
+            let filter = SeriesFilter {
+                sort: sort.map(String::from),
+                modality: modality.map(String::from),
+                ..all()
+            };
+            let whole = uids(
+                &c,
+                "p",
+                SeriesFilter {
+                    limit: Some(100),
+                    ..filter.clone()
+                },
+            )
+            .await;
+            for size in [1, 2, 3, 5] {
+                let mut walked = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = c
+                        .list_series(
+                            "p",
+                            &SeriesFilter {
+                                limit: Some(size),
+                                after: after.clone(),
+                                ..filter.clone()
+                            },
+                        )
+                        .await
+                        .expect("page");
+                    assert_eq!(page.total, whole.len() as i64);
+                    assert!(page.items.len() as i64 <= size);
+                    walked.extend(page.items.into_iter().map(|s| s.series_instance_uid));
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                    assert!(walked.len() <= whole.len(), "the walk does not end");
+                }
+                assert_eq!(
+                    walked, whole,
+                    "sort {sort:?}, modality {modality:?}, pages of {size}"
+                );
+            }
+        }
+    }
+    // A series arriving after the first page is newer than the cursor: not in the rest.
+    let first = c
+        .list_series(
+            "p",
+            &SeriesFilter {
+                limit: Some(3),
+                ..all()
+            },
+        )
+        .await
+        .expect("first");
+    record(
+        &c,
+        &rec("7.9", "7.9.0", "7.9.0.1"),
+        &route("p", "d"),
+        DuplicatePolicy::KeepFirst,
+    )
+    .await;
+    let rest = uids(
+        &c,
+        "p",
+        SeriesFilter {
+            limit: Some(100),
+            after: first.next.clone(),
+            ..all()
+        },
+    )
+    .await;
+    assert_eq!(rest.len(), dates.len() * 2 - 3);
+    assert!(!rest.contains(&"7.9.0".to_string()));
+    for bad in [
+        first.next.clone().expect("next"),
+        "zz".into(),
+        "61".repeat(2000),
+    ] {
+        let by_date = SeriesFilter {
+            sort: Some("study_date".into()),
+            after: Some(bad),
+            ..all()
+        };
+        assert!(matches!(
+            c.list_series("p", &by_date).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
 }

@@ -43,6 +43,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     /// `prlimit --as` for the server process, in bytes (hostile-input tests).
     address_space_limit: Option<u64>,
+    /// Run under `strace` ([`radport_testkit::strace::STRACE_ARGS`]), logging to this file.
+    strace_log: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -81,6 +83,7 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             address_space_limit: None,
+            strace_log: None,
             _tmp: Some(tmp),
         }
     }
@@ -108,6 +111,15 @@ impl Server {
     pub fn start_limited(extra_args: &[&str], bytes: u64) -> Server {
         let mut server = Self::unstarted(extra_args, &[]);
         server.address_space_limit = Some(bytes);
+        server.spawn();
+        server
+    }
+
+    /// Starts a server under `strace`, its system calls logged to `log` (the durability
+    /// proof: `radport_testkit::strace`).
+    pub fn start_traced(extra_args: &[&str], log: &Path) -> Server {
+        let mut server = Self::unstarted(extra_args, &[]);
+        server.strace_log = Some(log.to_path_buf());
         server.spawn();
         server
     }
@@ -156,15 +168,24 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
-        let mut command = match self.address_space_limit {
-            Some(bytes) => {
+        let mut command = match (&self.strace_log, self.address_space_limit) {
+            (Some(trace), _) => {
+                let mut c = Command::new("strace");
+                c.args(radport_testkit::strace::STRACE_ARGS)
+                    .arg("-o")
+                    .arg(trace)
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_radport"));
+                c
+            }
+            (None, Some(bytes)) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--as={bytes}"))
                     .arg("--")
                     .arg(env!("CARGO_BIN_EXE_radport"));
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_radport")),
+            (None, None) => Command::new(env!("CARGO_BIN_EXE_radport")),
         };
         let child = command
             .arg("serve")
@@ -182,6 +203,9 @@ impl Server {
             // Access is enforced by default; the tests of what it enforces say so (a flag or
             // this variable of their own), the others run open.
             .env("RADPORT_ACCESS", "open")
+            // A small ingest journal: made at every test server's first start (1 GiB by
+            // default). Four segments of 4 MiB still hold the largest instance journaled.
+            .env("RADPORT_JOURNAL_SIZE", "16M")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -277,10 +301,20 @@ impl Server {
 
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
+            // Under strace the child is the tracer: the server is its child.
+            let target = if self.strace_log.is_some() {
+                vec!["-P".to_string(), child.id().to_string()]
+            } else {
+                vec![child.id().to_string()]
+            };
+            let _ = Command::new(if self.strace_log.is_some() {
+                "pkill"
+            } else {
+                "kill"
+            })
+            .arg("-TERM")
+            .args(&target)
+            .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {

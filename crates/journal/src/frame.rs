@@ -1,0 +1,155 @@
+//! The bytes of a segment: its header, then the frames of its records one after the other.
+//!
+//! ```text
+//! segment header (at 0, SEGMENT_HEADER_LEN bytes; records start at SEGMENT_HEADER_BYTES)
+//!   magic "RPJSEG01" | generation u64 | segment bytes u64 | check [16]
+//! frame
+//!   magic u32 | header length u32 | generation u64 | body length u64 | body BLAKE3 [32]
+//!   | check [16] | header | body
+//! ```
+//!
+//! Integers are little-endian. A check is the first 16 bytes of the BLAKE3 hash of what
+//! precedes it (a frame's also of its header); the body is covered by its own hash, which the
+//! appender computed as the bytes arrived. A segment whose header does not check is free; a
+//! frame that does not check, or of another generation than its segment, ends the segment's
+//! records (a torn write, or a record of the segment's previous use).
+
+/// Marks a segment in use.
+const SEGMENT_MAGIC: [u8; 8] = *b"RPJSEG01";
+/// Bytes of the segment header that are written.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 8 + 8 + 16;
+/// Where a segment's first frame starts (the header has a page of its own).
+pub(crate) const SEGMENT_HEADER_BYTES: u64 = 4096;
+
+/// Marks a frame.
+const FRAME_MAGIC: u32 = 0x4650_4A52; // "RJPF" little-endian
+/// Bytes of a frame before its header.
+pub(crate) const FRAME_HEAD_LEN: usize = 4 + 4 + 8 + 8 + 32 + 16;
+
+fn check(parts: &[&[u8]]) -> [u8; 16] {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    out
+}
+
+/// The header of a segment in use by `generation`.
+pub(crate) fn segment_header(generation: u64, segment_bytes: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut out = [0u8; SEGMENT_HEADER_LEN];
+    out[..8].copy_from_slice(&SEGMENT_MAGIC);
+    out[8..16].copy_from_slice(&generation.to_le_bytes());
+    out[16..24].copy_from_slice(&segment_bytes.to_le_bytes());
+    let c = check(&[&out[..24]]);
+    out[24..].copy_from_slice(&c);
+    out
+}
+
+/// The generation and size a segment header names, if it checks.
+pub(crate) fn parse_segment_header(bytes: &[u8; SEGMENT_HEADER_LEN]) -> Option<(u64, u64)> {
+    if bytes[..8] != SEGMENT_MAGIC || check(&[&bytes[..24]]) != bytes[24..] {
+        return None;
+    }
+    let generation = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+    let segment_bytes = u64::from_le_bytes(bytes[16..24].try_into().ok()?);
+    Some((generation, segment_bytes))
+}
+
+/// What a frame's head says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHead {
+    pub header_len: u32,
+    pub generation: u64,
+    pub body_len: u64,
+    pub body_hash: [u8; 32],
+}
+
+/// A frame's head for `header` and a body of `body_len` bytes hashing to `body_hash`.
+pub(crate) fn encode_frame_head(
+    generation: u64,
+    header: &[u8],
+    body_len: u64,
+    body_hash: &[u8; 32],
+) -> [u8; FRAME_HEAD_LEN] {
+    let mut out = [0u8; FRAME_HEAD_LEN];
+    out[..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+    // The caller bounds header lengths far below u32::MAX (crate::MAX_HEADER_BYTES).
+    out[4..8].copy_from_slice(&(header.len() as u32).to_le_bytes());
+    out[8..16].copy_from_slice(&generation.to_le_bytes());
+    out[16..24].copy_from_slice(&body_len.to_le_bytes());
+    out[24..56].copy_from_slice(body_hash);
+    let c = check(&[&out[..56], header]);
+    out[56..].copy_from_slice(&c);
+    out
+}
+
+/// The fields of a frame head, if its magic is there (its check needs the header:
+/// [`frame_checks`]).
+pub(crate) fn decode_frame_head(bytes: &[u8; FRAME_HEAD_LEN]) -> Option<FrameHead> {
+    if bytes[..4] != FRAME_MAGIC.to_le_bytes() {
+        return None;
+    }
+    Some(FrameHead {
+        header_len: u32::from_le_bytes(bytes[4..8].try_into().ok()?),
+        generation: u64::from_le_bytes(bytes[8..16].try_into().ok()?),
+        body_len: u64::from_le_bytes(bytes[16..24].try_into().ok()?),
+        body_hash: bytes[24..56].try_into().ok()?,
+    })
+}
+
+/// Whether a frame head and the header read after it are what was written.
+pub(crate) fn frame_checks(head: &[u8; FRAME_HEAD_LEN], header: &[u8]) -> bool {
+    check(&[&head[..56], header]) == head[56..]
+}
+
+/// Bytes a frame takes; `None` if that overflows.
+pub(crate) fn frame_len(header_len: usize, body_len: u64) -> Option<u64> {
+    (FRAME_HEAD_LEN as u64)
+        .checked_add(u64::try_from(header_len).ok()?)?
+        .checked_add(body_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_headers_round_trip_and_any_changed_byte_fails_them() {
+        let header = segment_header(7, 1 << 20);
+        assert_eq!(parse_segment_header(&header), Some((7, 1 << 20)));
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut changed = header;
+            changed[i] ^= 0x40;
+            assert_eq!(parse_segment_header(&changed), None, "byte {i}");
+        }
+        assert_eq!(parse_segment_header(&[0u8; SEGMENT_HEADER_LEN]), None);
+    }
+
+    #[test]
+    fn frame_heads_round_trip_and_check_their_header() {
+        let hash = *blake3::hash(b"body").as_bytes();
+        let head = encode_frame_head(3, b"header", 4, &hash);
+        let decoded = decode_frame_head(&head).unwrap();
+        assert_eq!(
+            decoded,
+            FrameHead {
+                header_len: 6,
+                generation: 3,
+                body_len: 4,
+                body_hash: hash
+            }
+        );
+        assert!(frame_checks(&head, b"header"));
+        assert!(!frame_checks(&head, b"headex"));
+        for i in 4..FRAME_HEAD_LEN {
+            let mut changed = head;
+            changed[i] ^= 1;
+            assert!(!frame_checks(&changed, b"header"), "byte {i}");
+        }
+        assert_eq!(decode_frame_head(&[0u8; FRAME_HEAD_LEN]), None);
+        assert_eq!(frame_len(10, u64::MAX), None);
+        assert_eq!(frame_len(10, 5), Some(FRAME_HEAD_LEN as u64 + 15));
+    }
+}
