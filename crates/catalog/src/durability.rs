@@ -21,9 +21,9 @@ pub enum Durability {
 }
 
 /// `synchronous` of the writer's connection for everything but deferred groups.
-const SQLITE_SYNCED: &str = "PRAGMA synchronous = FULL";
+pub(crate) const SQLITE_SYNCED: &str = "PRAGMA synchronous = FULL";
 /// `synchronous` while a group of deferred records commits.
-const SQLITE_DEFERRED: &str = "PRAGMA synchronous = NORMAL";
+pub(crate) const SQLITE_DEFERRED: &str = "PRAGMA synchronous = NORMAL";
 
 impl Catalog {
     /// Makes every commit so far durable, deferred ones included. SQLite: a full checkpoint

@@ -436,9 +436,16 @@ impl Catalog {
     /// Records a batch (SQLite: write lock held): together, else each alone. On SQLite a
     /// batch of deferred records only is committed without syncing the WAL.
     async fn commit_group(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
-        let deferred = self.dialect == Dialect::Sqlite
-            && batch.iter().all(|p| p.durability == Durability::Deferred)
-            && writer.begin_deferred().await;
+        let deferred_on_sqlite = self.dialect == Dialect::Sqlite
+            && batch.iter().all(|p| p.durability == Durability::Deferred);
+        if deferred_on_sqlite && self.record_new_deferred_sqlite(writer, &batch).await {
+            tracing::debug!(instances = batch.len(), "group commit");
+            for pending in batch {
+                let _ = pending.reply.send(Ok(RecordOutcome::Stored));
+            }
+            return;
+        }
+        let deferred = deferred_on_sqlite && writer.begin_deferred().await;
         self.commit_group_as_set(writer, batch).await;
         if deferred {
             writer.end_deferred().await;

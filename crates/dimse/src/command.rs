@@ -2,10 +2,8 @@
 //!
 //! dicom-rs has no DIMSE layer, so the few messages radport needs (C-ECHO, C-STORE, C-FIND,
 //! C-GET, C-MOVE, C-CANCEL; C-STORE-RQ for retrieve sub-operations) are built here. Received
-//! command sets are checked by [`radport_prescan::check_dataset`] before dicom-rs parses
-//! them: it allocates each value at its declared length.
-
-use std::io::Cursor;
+//! command sets are checked by [`radport_prescan::check_dataset`], then read element by
+//! element ([`Command::decode`]); responses are encoded with dicom-rs.
 
 use dicom_core::{dicom_value, DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -99,11 +97,18 @@ pub struct Command {
 #[error("malformed DIMSE command set: {0}")]
 pub struct CommandError(String);
 
-fn uid(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let element = obj.element_opt(tag).ok().flatten()?;
-    let value = element.to_str().ok()?;
-    let v = value.trim_end_matches(['\0', ' ']).to_string();
-    (!v.is_empty()).then_some(v)
+/// A text value of a command element (UI, AE): trailing padding stripped; `None` if empty
+/// or not text.
+fn text_value(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    let text = text.trim_end_matches(['\0', ' ']);
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// A US value of a command element (its first value); `None` if shorter than two bytes.
+fn us_value(value: &[u8]) -> Option<u16> {
+    let (first, _) = value.split_first_chunk::<2>()?;
+    Some(u16::from_le_bytes(*first))
 }
 
 fn implicit_le() -> dicom_encoding::TransferSyntax {
@@ -113,35 +118,64 @@ fn implicit_le() -> dicom_encoding::TransferSyntax {
 impl Command {
     /// Decodes a command set from its Implicit VR Little Endian bytes. A declared length beyond
     /// the bytes (or absurd nesting) is an error before any parsing.
+    ///
+    /// Read here, element by element, rather than by dicom-rs: a command set is a flat list of
+    /// group-0000 elements of known VRs, and dicom-rs's data set reader finds the end of one by
+    /// making (and dropping) an error that captures a stack backtrace — on every C-STORE.
     pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
         prescan::check_dataset(bytes, prescan::Encoding::ImplicitVrLittleEndian)
             .map_err(|e| CommandError(e.to_string()))?;
-        let ts = implicit_le();
-        let obj = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            InMemDicomObject::read_dataset_with_ts(Cursor::new(bytes), &ts)
-        }))
-        .map_err(|_| CommandError("parser failure".into()))?
-        .map_err(|e| CommandError(e.to_string()))?;
-        let u16_of = |tag: Tag| -> Option<u16> {
-            obj.element_opt(tag)
-                .ok()
-                .flatten()
-                .and_then(|e| e.to_int::<u16>().ok())
+        let mut field = None;
+        let mut command = Command {
+            field: 0,
+            message_id: 0,
+            affected_sop_class_uid: None,
+            affected_sop_instance_uid: None,
+            has_data_set: false,
+            message_id_being_responded_to: None,
+            status: None,
+            move_destination: None,
         };
-        let field = u16_of(tags::COMMAND_FIELD)
-            .ok_or_else(|| CommandError("no (0000,0100) Command Field".into()))?;
-        let message_id = u16_of(tags::MESSAGE_ID).unwrap_or(0);
-        let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET);
-        Ok(Command {
-            field,
-            message_id,
-            affected_sop_class_uid: uid(&obj, tags::AFFECTED_SOP_CLASS_UID),
-            affected_sop_instance_uid: uid(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
-            has_data_set: data_set_type != NO_DATA_SET,
-            message_id_being_responded_to: u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO),
-            status: u16_of(tags::STATUS),
-            move_destination: uid(&obj, tags::MOVE_DESTINATION),
-        })
+        let mut data_set_type = NO_DATA_SET;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let Some((header, after)) = rest.split_first_chunk::<8>() else {
+                return Err(CommandError("an element header cut short".into()));
+            };
+            let group = u16::from_le_bytes([header[0], header[1]]);
+            let element = u16::from_le_bytes([header[2], header[3]]);
+            let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            let value_length = usize::try_from(length)
+                .ok()
+                .filter(|&l| l <= after.len())
+                .ok_or_else(|| {
+                    CommandError(format!(
+                        "({group:04X},{element:04X}) declares {length} bytes beyond the command set"
+                    ))
+                })?;
+            let (value, next) = after.split_at(value_length);
+            rest = next;
+            match Tag(group, element) {
+                tags::COMMAND_FIELD => field = us_value(value),
+                tags::MESSAGE_ID => command.message_id = us_value(value).unwrap_or(0),
+                tags::COMMAND_DATA_SET_TYPE => {
+                    data_set_type = us_value(value).unwrap_or(NO_DATA_SET)
+                }
+                tags::MESSAGE_ID_BEING_RESPONDED_TO => {
+                    command.message_id_being_responded_to = us_value(value)
+                }
+                tags::STATUS => command.status = us_value(value),
+                tags::AFFECTED_SOP_CLASS_UID => command.affected_sop_class_uid = text_value(value),
+                tags::AFFECTED_SOP_INSTANCE_UID => {
+                    command.affected_sop_instance_uid = text_value(value)
+                }
+                tags::MOVE_DESTINATION => command.move_destination = text_value(value),
+                _ => {}
+            }
+        }
+        command.field = field.ok_or_else(|| CommandError("no (0000,0100) Command Field".into()))?;
+        command.has_data_set = data_set_type != NO_DATA_SET;
+        Ok(command)
     }
 }
 

@@ -21,7 +21,8 @@
 //!   the row before success is answered. A row whose file may be lost in a crash therefore
 //!   always has a record to redo it from until a checkpoint has synced both.
 //! - A refused instance (malformed, a header that cannot be written) leaves nothing in the
-//!   journal. One whose catalog commit fails after its record was appended is answered with
+//!   journal. One whose file cannot be written (the file and the record are written at the
+//!   same time) or whose catalog commit fails after its record was appended is answered with
 //!   a failure but redone after a crash; its sender sends it again, and the duplicate policy
 //!   decides as for any duplicate.
 
@@ -180,13 +181,20 @@ impl Ingestor {
         .ok_or_else(|| IngestError::Malformed("an identifier too long to journal".into()))?;
 
         let started = Instant::now();
-        if let Err(e) = self.archive.put_unsynced(&stored.key, chunks.clone()).await {
-            self.discard(&stored.key).await;
-            return Err(e.into());
-        }
-        let durable = match behind.journal.append(header, chunks, hash).await {
-            Ok(durable) => durable,
-            Err(e) => {
+        // The file and the journal record at the same time: the record's `fdatasync` does not
+        // wait for the file's page-cache copy, nor the other way round. The record's guard is
+        // held until the row is committed, so no checkpoint passes the file unwritten.
+        let (written, appended) = tokio::join!(
+            self.archive.put_unsynced(&stored.key, chunks.clone()),
+            behind.journal.append(header, chunks, hash),
+        );
+        let durable = match (written, appended) {
+            (Ok(()), Ok(durable)) => durable,
+            (Err(e), _) => {
+                self.discard(&stored.key).await;
+                return Err(e.into());
+            }
+            (Ok(()), Err(e)) => {
                 self.discard(&stored.key).await;
                 return Err(IngestError::Storage(e.to_string()));
             }

@@ -206,6 +206,19 @@ const SQL_SQLITE_RECORD_NEW: &str = concat!(
     )
 );
 
+/// SQLite, a group of new instances whose durability the ingest journal provides
+/// ([`crate::Durability::Deferred`]): [`SQL_SQLITE_RECORD_NEW`] in its own transaction with the
+/// WAL left unsynced, and `synchronous` restored, as one call on the writer's connection — one
+/// hand-off to SQLite's worker thread instead of five (pragma, begin, record, commit, pragma).
+static SQL_SQLITE_RECORD_NEW_DEFERRED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "{}; BEGIN IMMEDIATE; {SQL_SQLITE_RECORD_NEW}; COMMIT; {}",
+            crate::durability::SQLITE_DEFERRED,
+            crate::durability::SQLITE_SYNCED
+        )
+    });
+
 #[derive(Serialize)]
 struct DatasetRow<'a> {
     project_key: &'a str,
@@ -456,6 +469,15 @@ impl RecordNewParams {
             Dialect::Postgres => SQL_RECORD_NEW,
             Dialect::Sqlite => SQL_SQLITE_RECORD_NEW,
         };
+        self.execute_sql(conn, sql, now).await
+    }
+
+    async fn execute_sql(
+        &self,
+        conn: &mut AnyConnection,
+        sql: &'static str,
+        now: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(sql)
             .bind(&self.patients)
             .bind(&self.studies)
@@ -503,6 +525,52 @@ impl Catalog {
             }
         }
         self.record_together(writer, group).await
+    }
+
+    /// SQLite, a group of deferred records only, all of new instances: recorded in one call
+    /// ([`SQL_SQLITE_RECORD_NEW_DEFERRED`]; write lock held). Whether it was; if not, nothing
+    /// of it is (a transaction it began is rolled back) and `synchronous` is as before, so
+    /// the caller takes the careful way.
+    pub(super) async fn record_new_deferred_sqlite(
+        &self,
+        writer: &mut Writer,
+        group: &[PendingRecord],
+    ) -> bool {
+        let mut uids = HashSet::new();
+        if !group
+            .iter()
+            .all(|p| uids.insert(p.rec.sop_instance_uid.as_str()))
+        {
+            return false;
+        }
+        let all: Vec<&PendingRecord> = group.iter().collect();
+        let Ok(params) = RecordNewParams::of(&all) else {
+            return false;
+        };
+        let Ok(Some(connection)) = writer.own_connection_mut().await else {
+            return false;
+        };
+        let now = now();
+        match params
+            .execute_sql(connection, SQL_SQLITE_RECORD_NEW_DEFERRED.as_str(), &now)
+            .await
+        {
+            Ok(()) => {
+                for p in group {
+                    trace_recorded(&p.rec, &RecordOutcome::Stored);
+                }
+                true
+            }
+            Err(e) => {
+                if !is_unique_violation(&e) {
+                    tracing::debug!(error = %e, "deferred group in one call failed");
+                }
+                // Cut short after BEGIN: undo it (an error here means none was open).
+                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                writer.end_deferred().await;
+                false
+            }
+        }
     }
 
     /// PostgreSQL: every record of the group, committed together; any failure rolls all of

@@ -9,6 +9,7 @@ both!(concurrent_recording);
 both!(concurrent_failures_do_not_fail_others);
 both!(instances_arriving_together_merge);
 both!(deferred_records_are_visible_at_once_and_durable_at_sync);
+both!(a_deferred_group_with_a_resent_instance_takes_the_careful_way);
 
 async fn duplicate_policies(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
@@ -596,4 +597,44 @@ async fn deferred_records_are_visible_at_once_and_durable_at_sync(url: &str) {
     }
     let page = c.list_series("admin", &all()).await.unwrap();
     assert_eq!(page.total, 4);
+}
+
+/// A deferred group that holds an instance already recorded (a re-send): the one-call path
+/// fails on it and leaves nothing; the careful way records the new one and keeps the first
+/// copy of the other, and the SQLite writer syncs again afterwards.
+async fn a_deferred_group_with_a_resent_instance_takes_the_careful_way(url: &str) {
+    use radport_catalog::Durability;
+    let c = Catalog::connect(url).await.expect("connect");
+    let first = rec("9.2", "9.2.1", "9.2.1.1");
+    let record = |r: InstanceRecord| {
+        let c = c.clone();
+        async move {
+            c.record_instance_with(
+                &r,
+                &route("admin", "d"),
+                DuplicatePolicy::KeepFirst,
+                Durability::Deferred,
+            )
+            .await
+            .expect("recorded")
+        }
+    };
+    assert_eq!(record(first.clone()).await, RecordOutcome::Stored);
+    let mut again = first.clone();
+    again.object_key = "instances/again.dcm".into();
+    let new = rec("9.2", "9.2.1", "9.2.1.2");
+    // Together (they may or may not share a group; either way the outcomes are these).
+    let (again_outcome, new_outcome) = tokio::join!(record(again), record(new.clone()));
+    assert_eq!(
+        again_outcome,
+        RecordOutcome::DuplicateKept {
+            existing_key: first.object_key.clone()
+        }
+    );
+    assert_eq!(new_outcome, RecordOutcome::Stored);
+    let detail = c.get_series("9.2.1").await.unwrap().unwrap();
+    assert_eq!(detail.instances.len(), 2);
+    if c.dialect() == Dialect::Sqlite {
+        assert_eq!(c.writer_synchronous().await.unwrap(), Some(2), "FULL again");
+    }
 }
