@@ -39,11 +39,12 @@ pub enum EraseError {
 
 /// Erases `series` from the catalog and their objects from the archive.
 ///
-/// First the ingest journal is settled ([`Ingestor::settle`]): a record still in it would
-/// otherwise be redone after a crash and bring an erased instance back.
+/// First the ingest journal is settled and scrubbed ([`Ingestor::settle_and_scrub`]): a
+/// record still in it would otherwise be redone after a crash and bring an erased instance
+/// back, and the bytes of freed records would stay in its files until they are reused.
 pub async fn erase_series(ingestor: &Ingestor, series: &[String]) -> Result<Erasure, EraseError> {
     ingestor
-        .settle()
+        .settle_and_scrub()
         .await
         .map_err(|e| EraseError::Journal(e.to_string()))?;
     let (catalog, archive) = (ingestor.catalog(), ingestor.archive());

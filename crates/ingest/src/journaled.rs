@@ -326,6 +326,24 @@ impl Ingestor {
         Ok(())
     }
 
+    /// [`Ingestor::settle`], then overwrites with zeros what the journal's free segments still
+    /// hold of the records it freed (`Journal::scrub`): for erasure, whose instances must not
+    /// live on in the journal's files. The first one after a start overwrites the whole
+    /// journal (`--journal-size`).
+    pub async fn settle_and_scrub(&self) -> Result<(), IngestError> {
+        self.settle().await?;
+        let Some(behind) = &self.journal else {
+            return Ok(());
+        };
+        let bytes = behind
+            .journal
+            .scrub()
+            .await
+            .map_err(|e| IngestError::Storage(e.to_string()))?;
+        tracing::debug!(bytes, "journal scrubbed");
+        Ok(())
+    }
+
     /// Makes every write behind the journal durable, then lets the pages of the instances
     /// written go from the cache (as [`Archive::drop_cached`] does on the direct path).
     async fn make_durable(&self, behind: &Behind) -> Result<(), IngestError> {

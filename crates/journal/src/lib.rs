@@ -145,6 +145,8 @@ enum Phase {
     Free,
     Active,
     Full,
+    /// Free, its old records being overwritten with zeros ([`Journal::scrub`]).
+    Scrubbing,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -155,15 +157,27 @@ struct Segment {
     used: u64,
     /// Records reserved in it whose [`Durable`] has not been dropped yet.
     in_flight: u64,
+    /// Bytes from the start of the file that may still hold records' bytes, of this use or
+    /// an earlier one (freeing a segment zeroes its header only), until [`Journal::scrub`].
+    stale: u64,
 }
 
 impl Segment {
-    const FREE: Segment = Segment {
-        phase: Phase::Free,
-        generation: 0,
-        used: 0,
-        in_flight: 0,
-    };
+    /// A free segment whose file may hold records' bytes up to `stale`.
+    fn free(stale: u64) -> Segment {
+        Segment {
+            phase: Phase::Free,
+            generation: 0,
+            used: 0,
+            in_flight: 0,
+            stale,
+        }
+    }
+
+    /// This segment freed: what it held stays on disk until a scrub.
+    fn freed(&self) -> Segment {
+        Segment::free(self.stale.max(self.used))
+    }
 
     fn checkpointable(&self) -> bool {
         self.phase == Phase::Full && self.in_flight == 0
@@ -272,6 +286,8 @@ impl Journal {
             }
         }
 
+        // Segments made now hold only zeros; any other may hold old records' bytes.
+        let mut zero_filled = Vec::new();
         let (files, segment_bytes) = if in_use.is_empty() {
             // Nothing to replay: the configured ring, reusing the files that fit.
             let mut files = Vec::with_capacity(config.segments);
@@ -280,6 +296,7 @@ impl Journal {
                     Some((file, len)) if len == config.segment_bytes => file,
                     _ => {
                         changed_names = true;
+                        zero_filled.push(index);
                         segment::create_zeroed(dir, index, config.segment_bytes)?
                     }
                 };
@@ -325,7 +342,15 @@ impl Journal {
             segment::sync_dir(dir)?;
         }
 
-        let mut segments = vec![Segment::FREE; files.len()];
+        let mut segments: Vec<Segment> = (0..files.len())
+            .map(|index| {
+                Segment::free(if zero_filled.contains(&index) {
+                    0
+                } else {
+                    segment_bytes
+                })
+            })
+            .collect();
         let mut replay_segments = Vec::new();
         let mut next_generation = 1;
         for (index, generation) in in_use {
@@ -334,6 +359,7 @@ impl Journal {
                 generation,
                 used: segment_bytes,
                 in_flight: 0,
+                stale: segment_bytes,
             };
             next_generation = next_generation.max(generation.saturating_add(1));
             replay_segments.push(ReplaySegment {
@@ -490,7 +516,7 @@ impl Journal {
         .map_err(|e| JournalError::Io(io::Error::other(e)))??;
         let mut state = self.shared.lock();
         for index in &ready {
-            state.segments[*index] = Segment::FREE;
+            state.segments[*index] = state.segments[*index].freed();
         }
         drop(state);
         self.shared
@@ -524,6 +550,58 @@ impl Journal {
             changed.await;
         }
         self.checkpoint(make_durable).await
+    }
+
+    /// Overwrites with zeros (and syncs) whatever free segments may still hold of records
+    /// freed by checkpoints, so that bytes erased elsewhere do not live on in the journal.
+    /// Call after [`Journal::checkpoint_all`]: records not yet checkpointed are not touched.
+    /// Returns the bytes overwritten. Appends wait meanwhile only if no other segment is free.
+    ///
+    /// After the journal is opened every segment it did not make counts as wholly stale, so
+    /// the first scrub of a process overwrites the whole ring.
+    pub async fn scrub(&self) -> Result<u64, JournalError> {
+        let stale: Vec<(usize, u64)> = {
+            let mut state = self.shared.lock();
+            let mut stale = Vec::new();
+            for (index, segment) in state.segments.iter_mut().enumerate() {
+                let end = segment.stale.min(self.shared.segment_bytes);
+                if segment.phase == Phase::Free && end > SEGMENT_HEADER_BYTES {
+                    segment.phase = Phase::Scrubbing;
+                    stale.push((index, end));
+                }
+            }
+            stale
+        };
+        let files: Vec<(Arc<File>, u64)> = stale
+            .iter()
+            .map(|(index, end)| (self.shared.files[*index].clone(), *end))
+            .collect();
+        let written = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let mut written = 0;
+            for (file, end) in &files {
+                written += segment::zero_range(file, SEGMENT_HEADER_BYTES, *end)?;
+                file.sync_data()?;
+            }
+            Ok(written)
+        })
+        .await
+        .map_err(|e| JournalError::Io(io::Error::other(e)));
+        let written = match written {
+            Ok(Ok(written)) => Ok(written),
+            Ok(Err(e)) => Err(JournalError::Io(e)),
+            Err(e) => Err(e),
+        };
+        let mut state = self.shared.lock();
+        for (index, _) in &stale {
+            let segment = &mut state.segments[*index];
+            segment.phase = Phase::Free;
+            if written.is_ok() {
+                segment.stale = 0;
+            }
+        }
+        drop(state);
+        self.shared.freed.notify_all();
+        written
     }
 
     /// What the journal has done since it was opened.

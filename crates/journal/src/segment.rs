@@ -83,6 +83,20 @@ pub(crate) fn clear_header(file: &File) -> io::Result<()> {
     file.sync_data()
 }
 
+/// Writes zeros over `start..end` of a segment; returns the bytes written.
+pub(crate) fn zero_range(file: &File, start: u64, end: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut offset = start;
+    while offset < end {
+        let len = usize::try_from(end - offset).map_or(CHUNK, |left| left.min(CHUNK));
+        file.write_all_at(&zeros[..len], offset)?;
+        offset += len as u64;
+    }
+    Ok(end.saturating_sub(start))
+}
+
 /// Writes `buffers` one after the other from `offset`, with as few `pwritev` calls as the
 /// kernel's `IOV_MAX` allows.
 pub(crate) fn pwritev_all(file: &File, buffers: &[&[u8]], mut offset: u64) -> io::Result<()> {

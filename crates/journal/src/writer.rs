@@ -181,6 +181,7 @@ fn reserve(shared: &Shared, len: u64) -> (usize, u64, u64, Option<[u8; SEGMENT_H
                 generation,
                 used: SEGMENT_HEADER_BYTES,
                 in_flight: 0,
+                stale: state.segments[free].stale,
             };
             state.active = Some(free);
             header = Some(segment_header(generation, shared.segment_bytes));

@@ -302,3 +302,54 @@ async fn the_ring_is_resized_only_when_it_holds_no_records() {
         assert_eq!(std::fs::metadata(path).unwrap().len(), 512 * 1024);
     }
 }
+
+/// Whether `needle` occurs anywhere in the segment files of `dir`.
+fn segments_contain(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+#[tokio::test]
+async fn a_scrub_leaves_nothing_of_freed_records_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = replayed(dir.path(), SMALL);
+    let secret = b"PATIENT^TO^ERASE^0123456789";
+    let record = |n: u32| {
+        let mut bytes = secret.to_vec();
+        bytes.extend_from_slice(&n.to_le_bytes());
+        vec![Bytes::from(bytes)]
+    };
+    // Records in two uses of the ring: some freed by a checkpoint, some still held.
+    for n in 0..10 {
+        let chunks = record(n);
+        let h = hash(&chunks);
+        drop(journal.append(vec![0; 4], chunks, h).await.unwrap());
+        drop(append(&journal, 1000 + n, 30 * 1024).await);
+    }
+    assert!(segments_contain(dir.path(), secret));
+    journal.checkpoint_all(no_op).await.unwrap();
+    // Freed, but their bytes are still on disk until the scrub.
+    assert!(segments_contain(dir.path(), secret));
+    let scrubbed = journal.scrub().await.unwrap();
+    assert!(scrubbed > 0);
+    assert!(
+        !segments_contain(dir.path(), secret),
+        "a freed record survived the scrub"
+    );
+    // Nothing stale is left: a second scrub has nothing to do.
+    assert_eq!(journal.scrub().await.unwrap(), 0);
+    // The journal goes on: records appended afterwards are replayed.
+    for n in 200..203 {
+        std::mem::forget(append(&journal, n, 1000).await);
+    }
+    drop(journal);
+    let (journal, records) = replayed(dir.path(), SMALL);
+    let numbers: Vec<u32> = records.iter().map(record_number).collect();
+    assert_eq!(numbers, vec![200, 201, 202]);
+    records.iter().for_each(assert_intact);
+    // Opened again, the segments it did not make count as wholly stale.
+    journal.checkpoint_all(no_op).await.unwrap();
+    assert_eq!(journal.scrub().await.unwrap(), 3 * (256 * 1024 - 4096));
+}

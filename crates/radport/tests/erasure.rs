@@ -248,3 +248,48 @@ fn erasure_removes_everything_and_placement_moves_series() {
     send(&server, tmp.path(), "lung", &a);
     assert_eq!(server.instance_total("lung"), 3);
 }
+
+/// Whether any file of the ingest journal holds `needle`.
+fn journal_holds(server: &Server, needle: &[u8]) -> bool {
+    std::fs::read_dir(server.data_dir.join("journal"))
+        .unwrap()
+        .flatten()
+        .any(|entry| {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+}
+
+/// Behind the ingest journal an instance's bytes are also in the journal's files, where a
+/// checkpoint only zeroes a segment's header: erasing scrubs them, and what was erased is not
+/// redone after a restart.
+#[test]
+fn erasure_behind_the_journal_leaves_nothing_in_its_files() {
+    let mut server = Server::start(&["--ingest-journal", "true"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let erased = spec("981", "PAT-JOURNALED-ERASED", 3);
+    let kept = spec("982", "PAT-JOURNALED-KEPT", 2);
+    let erased_uid = send(&server, tmp.path(), "admin", &erased);
+    let kept_uid = send(&server, tmp.path(), "admin", &kept);
+    assert!(journal_holds(&server, b"PAT-JOURNALED-ERASED"));
+
+    let (status, body) = delete(&server, "/api/patients/PAT-JOURNALED-ERASED");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["series"], json!([erased_uid]));
+    assert!(
+        !journal_holds(&server, b"PAT-JOURNALED-ERASED"),
+        "the erased patient's instances are still in the journal's files"
+    );
+
+    // The journal goes on, and a restart redoes nothing erased and loses nothing kept.
+    let later = spec("983", "PAT-JOURNALED-LATER", 1);
+    let later_uid = send(&server, tmp.path(), "admin", &later);
+    server.restart();
+    assert_eq!(
+        server.get_status(&format!("/api/series/{erased_uid}")).0,
+        404
+    );
+    for uid in [&kept_uid, &later_uid] {
+        assert_eq!(server.get_status(&format!("/api/series/{uid}")).0, 200);
+    }
+}
