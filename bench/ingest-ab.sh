@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Quick A/B of two radport receivers (two builds, or one build with two sets of flags): each
+# round runs A then B (then B then A in the next round) against a fresh data directory, with
+# one sender and with four, Nagle off, and prints every run and the medians. For comparing a
+# change before the full bench/ingest.sh (which adds storescp, the Nagle rows, latency,
+# memory and the machine's state).
+#
+# Usage: bench/ingest-ab.sh BINARY_A "FLAGS_A" BINARY_B "FLAGS_B"
+#   e.g. bench/ingest-ab.sh /tmp/radport-before "--ingest-journal true" \
+#                           target/release/radport "--ingest-journal true"
+#
+# Environment:
+#   AB_ROUNDS=3                  rounds (each runs A and B in both modes)
+#   AB_DIR=/tmp/radport-ab       work dir: the series (made with radport-testkit), the runs
+#   AB_PORT=11990                DICOM port (the HTTP port is AB_PORT + 7000)
+#   TESTKIT=target/release/radport-testkit
+#
+# CPU per instance is the receiver's user + system time from /proc over the run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[[ $# -eq 4 ]] || { sed -n '2,17p' "$0"; exit 2; }
+BIN_A=$1 FLAGS_A=$2 BIN_B=$3 FLAGS_B=$4
+ROUNDS=${AB_ROUNDS:-3}
+DIR=${AB_DIR:-/tmp/radport-ab}
+PORT=${AB_PORT:-11990}
+HTTP=$((PORT + 7000))
+TESTKIT=${TESTKIT:-$ROOT/target/release/radport-testkit}
+for tool in dcmsend curl python3; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+[[ -x $TESTKIT ]] || { echo "needs $TESTKIT (cargo build --release -p radport-testkit)" >&2; exit 1; }
+
+make_series() {
+    local dir=$1 count=$2 seed=$3
+    [[ -f $dir.complete ]] && return 0
+    rm -rf "$dir" && mkdir -p "$dir"
+    "$TESTKIT" make-series --out "$dir" --count "$count" --rows 512 --columns 512 --seed "$seed" >/dev/null
+    touch "$dir.complete"
+}
+mkdir -p "$DIR/data"
+make_series "$DIR/data/single" 1000 1001
+for i in 1 2 3 4; do make_series "$DIR/data/four-$i" 250 "200$i"; done
+
+# run NAME BINARY FLAGS MODE: prints "images/s cpu_ms_per_instance"
+run() {
+    local bin=$2 flags=$3 mode=$4 run_dir=$DIR/run
+    rm -rf "$run_dir" && mkdir -p "$run_dir"
+    # shellcheck disable=SC2086
+    RADPORT_ACCESS=open NO_COLOR=1 RADPORT_LOG=warn setsid "$bin" serve --data-dir "$run_dir" \
+        --dicom-port "$PORT" --http-port "$HTTP" --bind 127.0.0.1 $flags >"$DIR/server.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do
+        curl -fsS "http://127.0.0.1:$HTTP/api/health" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    sync
+    sleep 1
+    local u0 s0 u1 s1 t0 t1
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    t0=$(date +%s.%N)
+    if [[ $mode == 1 ]]; then
+        TCP_NODELAY=1 dcmsend 127.0.0.1 "$PORT" --aetitle kp-ab --call admin --scan-directories \
+            --scan-pattern '*.dcm' --recurse "$DIR/data/single" >/dev/null 2>&1
+    else
+        local senders=() i
+        for i in 1 2 3 4; do
+            TCP_NODELAY=1 dcmsend 127.0.0.1 "$PORT" --aetitle "kp-ab$i" --call admin \
+                --scan-directories --scan-pattern '*.dcm' --recurse "$DIR/data/four-$i" \
+                >/dev/null 2>&1 &
+            senders+=($!)
+        done
+        wait "${senders[@]}"
+    fi
+    t1=$(date +%s.%N)
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local ticks
+    ticks=$(getconf CLK_TCK)
+    python3 -c "print(f'{1000/($t1-$t0):.0f} {(($u1-$u0)+($s1-$s0))/$ticks:.3f}')"
+}
+
+declare -A RESULTS
+for round in $(seq "$ROUNDS"); do
+    order="A B"
+    (( round % 2 == 0 )) && order="B A"
+    for mode in 1 4; do
+        for who in $order; do
+            if [[ $who == A ]]; then out=$(run A "$BIN_A" "$FLAGS_A" "$mode"); else out=$(run B "$BIN_B" "$FLAGS_B" "$mode"); fi
+            read -r rate cpu <<<"$out"
+            printf 'round %d, %d sender(s), %s: %s images/s, %.2f ms CPU per instance\n' \
+                "$round" "$mode" "$who" "$rate" "$cpu"
+            RESULTS[$who$mode]+="$rate:$cpu "
+        done
+    done
+done
+
+echo
+echo "| senders | receiver | images/s (runs) | median | CPU ms/inst (median) |"
+echo "|---|---|---|---:|---:|"
+for mode in 1 4; do
+    for who in A B; do
+        python3 - "$mode" "$who" ${RESULTS[$who$mode]} <<'EOF'
+import statistics, sys
+mode, who, runs = sys.argv[1], sys.argv[2], [r.split(":") for r in sys.argv[3:]]
+rates = [int(r) for r, _ in runs]
+cpu = [float(c) for _, c in runs]
+print(f"| {mode} | {who} | {', '.join(map(str, rates))} | {statistics.median(rates):.0f} | {statistics.median(cpu):.2f} |")
+EOF
+    done
+done
