@@ -894,53 +894,6 @@ fn placeholders_are_the_requested_size_and_show_text() {
     assert_ne!(a, b);
 }
 
-/// Speed of one 256 px thumbnail of a 512 × 512 CT slice (decode of one frame + window + resize +
-/// PNG), per transfer syntax. Prints the figures; no timed assertion. Run in release:
-/// `cargo test -p radport-pipeline --release --test thumbnail -- --ignored --nocapture timing`
-#[test]
-#[ignore]
-fn timing_512_ct_thumbnail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ct = ct_file(512, 512, "MONOCHROME2");
-    let variants = [
-        ("explicit-le", ct.clone()),
-        (
-            "deflated",
-            convert(dir.path(), &ct, "t-deflate", &["dcmconv", "+td"]),
-        ),
-        ("rle", convert(dir.path(), &ct, "t-rle", &["dcmcrle"])),
-        (
-            "jpeg-lossless",
-            convert(dir.path(), &ct, "t-jpeg", &["dcmcjpeg", "+e1"]),
-        ),
-        ("jpeg-ls", convert(dir.path(), &ct, "t-jpls", &["dcmcjpls"])),
-        (
-            "jpeg2000",
-            convert(dir.path(), &ct, "t-j2k", &["gdcmconv", "--j2k"]),
-        ),
-    ];
-    let rounds = 20u32;
-    for (name, file) in variants {
-        let opts = ThumbnailOptions::default();
-        let Some(png) = image_png(&file, &opts) else {
-            println!("512x512 CT {name:>14}: codec not built in");
-            continue;
-        };
-        assert_eq!(png_size(&png), (256, 256));
-        let started = std::time::Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(
-                render_instance(std::hint::black_box(&file), &opts).expect("render"),
-            );
-        }
-        let ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds);
-        println!(
-            "512x512 CT {name:>14} -> 256 px PNG: {ms:6.2} ms per thumbnail ({} bytes)",
-            png.len()
-        );
-    }
-}
-
 /// Compressed pixel data decoded to native samples for DICOMweb equals the original's in every
 /// lossless syntax; native pixel data is refused (it is sent as stored).
 #[test]
