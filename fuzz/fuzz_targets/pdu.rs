@@ -1,13 +1,15 @@
 //! PDUs as radport's receiver reads them, on arbitrary bytes: the first PDU of a connection
 //! (its header checked by `guard::check_associate_rq`, then read by dicom-ul), and the stream
-//! of PDUs of an association (dicom-ul's `read_pdu_from_wire_async` through the `PduGuard`,
-//! with the limits of `ReceiverConfig::default()`, as `receive` in crates/dimse does).
+//! of PDUs of an association (`pdata::read_pdu` through the `PduGuard` — P-DATA-TF read
+//! without copies, other types by dicom-ul's `read_pdu_from_wire_async` — with the limits of
+//! `ReceiverConfig::default()`, as `receive` in crates/dimse does).
 //!
 //! Contract: no panic; nothing allocated beyond what the bytes hold; the guard follows PDU
 //! boundaries exactly as dicom-ul does: every PDU it lets through declares no more than its
 //! type may carry, a stream stops at the first header that declares more, with that header's
-//! violation; and how the bytes arrive (one at a time, or in large reads) changes nothing but
-//! how many PDUs before a refused header are delivered.
+//! violation; how the bytes arrive (one at a time, or in large reads) changes nothing but
+//! how many PDUs before a refused header are delivered; and `pdata::read_pdu` reads exactly
+//! what dicom-ul alone reads from the same stream (the same fragments, the same end).
 #![no_main]
 
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use radport_dimse::guard::{
     check_associate_rq, parse_header, PduGuard, PduLimits, PduTooLong, PduTracker,
     PDU_HEADER_LENGTH,
 };
+use radport_dimse::pdata::{read_pdu, Fragment, Received};
 use radport_dimse::ReceiverConfig;
 use radport_fuzz::{assert_allocates_at_most, honest};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -64,7 +67,24 @@ thread_local! {
 }
 
 /// Receives PDUs until the stream ends, as `crates/dimse`'s `receive` does.
-fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Pdu>, End) {
+fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
+    let mut socket = Chunked { data, chunk };
+    let mut tracker = PduTracker::new(limits);
+    let mut buffer = BytesMut::new();
+    let mut pdus = Vec::new();
+    loop {
+        let mut guarded = PduGuard::new(&mut socket, &mut tracker);
+        let read = RUNTIME.with(|rt| rt.block_on(read_pdu(&mut guarded, &mut buffer)));
+        match read {
+            Ok(pdu) => pdus.push(pdu),
+            Err(_) => return (pdus, end_of(&tracker, &socket)),
+        }
+    }
+}
+
+/// The same stream read by dicom-ul alone (as radport did before `pdata`), its P-DATA-TF
+/// values turned into fragments: the oracle.
+fn associate_with_dicom_ul(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
     let mut socket = Chunked { data, chunk };
     let mut tracker = PduTracker::new(limits);
     let mut buffer = BytesMut::new();
@@ -80,16 +100,20 @@ fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Pdu>, End) {
             ))
         });
         match read {
-            Ok(pdu) => pdus.push(pdu),
-            Err(_) => {
-                let end = match tracker.violation() {
-                    Some(v) => End::TooLong(v.clone()),
-                    None if socket.data.is_empty() => End::Closed,
-                    None => End::Broken,
-                };
-                return (pdus, end);
-            }
+            Ok(Pdu::PData { data }) => pdus.push(Received::PData(
+                data.into_iter().map(Fragment::from).collect(),
+            )),
+            Ok(pdu) => pdus.push(Received::Other(pdu)),
+            Err(_) => return (pdus, end_of(&tracker, &socket)),
         }
+    }
+}
+
+fn end_of(tracker: &PduTracker, socket: &Chunked<'_>) -> End {
+    match tracker.violation() {
+        Some(v) => End::TooLong(v.clone()),
+        None if socket.data.is_empty() => End::Closed,
+        None => End::Broken,
     }
 }
 
@@ -152,6 +176,11 @@ fuzz_target!(|data: &[u8]| {
     // Bytes that arrive with a refused header are never parsed: a large read can drop PDUs
     // that one byte at a time delivers before the refusal, nothing more.
     let (bytewise, bytewise_end) = associate(data, limits, 1);
+    // Byte by byte, both readers see the same reads: the same PDUs and the same end. (In large
+    // reads a refused header can cut off different numbers of PDUs before it, as below.)
+    let (oracle, oracle_end) = associate_with_dicom_ul(data, limits, 1);
+    assert_eq!(bytewise, oracle, "pdata::read_pdu reads other PDUs than dicom-ul");
+    assert_eq!(bytewise_end, oracle_end, "pdata::read_pdu ends otherwise than dicom-ul");
     assert!(
         bytewise.starts_with(&pdus),
         "the PDUs read depend on how the bytes arrive"

@@ -12,6 +12,7 @@ use dicom_ul::Pdu;
 
 use crate::command::{field, Command, Response};
 use crate::guard::PduTracker;
+use crate::pdata::{Fragment, Received};
 use crate::tls::Transport;
 use crate::{receive, ReceiveError, ServerAssociation};
 
@@ -21,7 +22,7 @@ pub(crate) struct Requester<'a, S: Transport> {
     pub tracker: &'a mut PduTracker,
     pub idle_timeout: Duration,
     /// PDVs received but not yet looked at, and a command set being gathered.
-    queue: VecDeque<PDataValue>,
+    queue: VecDeque<Fragment>,
     command: Vec<u8>,
 }
 
@@ -163,9 +164,14 @@ impl<'a, S: Transport> Requester<'a, S> {
             // wait ~40 ms for our delayed ACK before the rest of each C-STORE-RSP.
             crate::quickack(self.association.inner_stream().tcp());
             match receive(self.association, self.tracker, self.idle_timeout).await {
-                Ok(Pdu::PData { data }) => self.queue.extend(data),
-                Ok(Pdu::AbortRQ { .. }) => return Err(Gone::Peer("aborted by peer".into())),
-                Ok(Pdu::ReleaseRQ) => {
+                Ok(Received::PData(fragments)) => self.queue.extend(fragments),
+                Ok(Received::Other(Pdu::PData { data })) => {
+                    self.queue.extend(data.into_iter().map(Fragment::from))
+                }
+                Ok(Received::Other(Pdu::AbortRQ { .. })) => {
+                    return Err(Gone::Peer("aborted by peer".into()))
+                }
+                Ok(Received::Other(Pdu::ReleaseRQ)) => {
                     return Err(Gone::Protocol(
                         "release requested while a request was answered".into(),
                     ))

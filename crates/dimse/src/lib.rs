@@ -34,6 +34,7 @@ mod find;
 pub mod guard;
 pub mod identifier;
 pub mod outgoing;
+pub mod pdata;
 pub mod proxy;
 mod request;
 mod retrieve;
@@ -979,46 +980,41 @@ enum ReceiveError {
     #[error("idle timeout")]
     Idle,
     #[error(transparent)]
-    Broken(dicom_ul::association::Error),
+    Read(pdata::ReadError),
 }
 
-/// Receives the next PDU through the [`PduGuard`]; the idle timeout bounds the whole PDU, so a
-/// peer that stops half-way through one is cut off too.
+/// Receives the next PDU through the [`PduGuard`] ([`pdata::read_pdu`]: P-DATA-TF without
+/// copies, other PDUs by dicom-ul); the idle timeout bounds the whole PDU, so a peer that
+/// stops half-way through one is cut off too.
 async fn receive<S: Transport>(
     association: &mut ServerAssociation<S>,
     tracker: &mut PduTracker,
     idle_timeout: Duration,
-) -> Result<Pdu, ReceiveError> {
+) -> Result<pdata::Received, ReceiveError> {
     use dicom_ul::association::AsyncAssociation;
     let (socket, buffer) = association.get_mut();
     let mut guarded = PduGuard::new(socket, tracker);
-    let read = tokio::time::timeout(
-        idle_timeout,
-        // Not strict: the guard already enforces per-type limits (strict mode would apply the
-        // P-DATA limit to every type). The maximum passed is only range-checked then.
-        dicom_ul::association::read_pdu_from_wire_async(
-            &mut guarded,
-            buffer,
-            dicom_ul::pdu::MAXIMUM_PDU_SIZE,
-            false,
-        ),
-    )
-    .await;
+    let read = tokio::time::timeout(idle_timeout, pdata::read_pdu(&mut guarded, buffer)).await;
     match read {
         Err(_) => Err(ReceiveError::Idle),
-        Ok(Ok(pdu)) => Ok(pdu),
+        Ok(Ok(received)) => Ok(received),
         Ok(Err(e)) => match tracker.violation() {
             Some(v) => Err(ReceiveError::TooLong(v.clone())),
-            None => Err(ReceiveError::Broken(e)),
+            None => Err(ReceiveError::Read(e)),
         },
     }
 }
 
 /// Whether a receive failed on the PDU's content rather than on the connection.
-fn is_malformed(e: &dicom_ul::association::Error) -> bool {
+fn is_malformed(e: &pdata::ReadError) -> bool {
     use dicom_ul::association::Error;
     use dicom_ul::pdu::ReadError;
-    matches!(e, Error::ReceivePdu { source, .. } if !matches!(source, ReadError::ReadPdu { .. }))
+    match e {
+        pdata::ReadError::Ul(e) => matches!(e, Error::ReceivePdu { source, .. }
+            if !matches!(source, ReadError::ReadPdu { .. })),
+        pdata::ReadError::MalformedPData(_) => true,
+        pdata::ReadError::Lost(_) => false,
+    }
 }
 
 /// Sends an A-ABORT (service provider, `reason`) and closes the connection.
@@ -1084,7 +1080,10 @@ impl Session {
         loop {
             quickack(association.inner_stream().tcp());
             let pdu = match receive(&mut association, tracker, idle_timeout).await {
-                Ok(pdu) => pdu,
+                Ok(pdata::Received::Other(Pdu::PData { data })) => {
+                    pdata::Received::PData(data.into_iter().map(pdata::Fragment::from).collect())
+                }
+                Ok(received) => received,
                 Err(ReceiveError::TooLong(e)) => {
                     tracing::warn!(%peer, error = %e, "aborting association: PDU over its limit");
                     abort_association(
@@ -1104,7 +1103,7 @@ impl Session {
                     .await;
                     return "idle";
                 }
-                Err(ReceiveError::Broken(e)) if is_malformed(&e) => {
+                Err(ReceiveError::Read(e)) if is_malformed(&e) => {
                     tracing::warn!(%peer, error = %e, "aborting association: malformed PDU");
                     abort_association(
                         association,
@@ -1113,14 +1112,14 @@ impl Session {
                     .await;
                     return "aborted";
                 }
-                Err(ReceiveError::Broken(e)) => {
+                Err(ReceiveError::Read(e)) => {
                     tracing::warn!(%peer, error = %e, "association broken");
                     return "broken";
                 }
             };
-            match pdu {
-                Pdu::PData { data } => {
-                    for pdv in data {
+            let pdu = match pdu {
+                pdata::Received::PData(fragments) => {
+                    for pdv in fragments {
                         if let Err(reason) = self.on_pdv(pdv, &mut association, tracker).await {
                             tracing::warn!(%peer, %reason, "aborting association");
                             abort_association(
@@ -1131,7 +1130,11 @@ impl Session {
                             return "aborted";
                         }
                     }
+                    continue;
                 }
+                pdata::Received::Other(pdu) => pdu,
+            };
+            match pdu {
                 Pdu::ReleaseRQ => {
                     let _ = association.send(&Pdu::ReleaseRP).await;
                     return "released";
@@ -1162,7 +1165,7 @@ impl Session {
     /// Handles one PDV. An `Err` aborts the association (protocol violation or dead peer).
     async fn on_pdv<S: Transport>(
         &mut self,
-        pdv: PDataValue,
+        pdv: pdata::Fragment,
         association: &mut ServerAssociation<S>,
         tracker: &mut PduTracker,
     ) -> Result<(), String> {
@@ -1177,7 +1180,7 @@ impl Session {
 
     async fn on_command_fragment<S: Transport>(
         &mut self,
-        pdv: PDataValue,
+        pdv: pdata::Fragment,
         association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
         if !matches!(self.state, State::Idle) {
@@ -1195,13 +1198,8 @@ impl Session {
         let context = self
             .contexts
             .iter()
-            .find(|c| c.id == pdv.presentation_context_id)
-            .ok_or_else(|| {
-                format!(
-                    "presentation context {} was not accepted",
-                    pdv.presentation_context_id
-                )
-            })?;
+            .find(|c| c.id == pdv.context_id)
+            .ok_or_else(|| format!("presentation context {} was not accepted", pdv.context_id))?;
         let (context_id, abstract_syntax, transfer_syntax) = (
             context.id,
             context.abstract_syntax.clone(),
@@ -1303,13 +1301,13 @@ impl Session {
 
     async fn on_data_fragment<S: Transport>(
         &mut self,
-        pdv: PDataValue,
+        pdv: pdata::Fragment,
         association: &mut ServerAssociation<S>,
     ) -> Result<(), String> {
         let State::Storing(store) = &mut self.state else {
             return Err("data fragment without a C-STORE command".into());
         };
-        if pdv.presentation_context_id != store.context_id {
+        if pdv.context_id != store.context_id {
             return Err("data fragment on another presentation context".into());
         }
         self.counters.bytes += pdv.data.len() as u64;

@@ -5,8 +5,6 @@
 
 use std::time::Instant;
 
-use dicom_ul::pdu::PDataValue;
-
 use crate::command::{field, status, Response};
 use crate::exchange;
 use crate::guard::PduTracker;
@@ -30,14 +28,14 @@ impl Session {
     /// Gathers a request's identifier; once complete, answers the request.
     pub(crate) async fn on_identifier_fragment<S: Transport>(
         &mut self,
-        pdv: PDataValue,
+        pdv: crate::pdata::Fragment,
         association: &mut ServerAssociation<S>,
         tracker: &mut PduTracker,
     ) -> Result<(), String> {
         let State::Request(request) = &mut self.state else {
             return Err("data fragment without a request".into());
         };
-        if pdv.presentation_context_id != request.context_id {
+        if pdv.context_id != request.context_id {
             return Err("data fragment on another presentation context".into());
         }
         request.identifier.extend_from_slice(&pdv.data);
