@@ -165,9 +165,6 @@ impl<'a, S: Transport> Requester<'a, S> {
             crate::quickack(self.association.inner_stream().tcp());
             match receive(self.association, self.tracker, self.idle_timeout).await {
                 Ok(Received::PData(fragments)) => self.queue.extend(fragments),
-                Ok(Received::Other(Pdu::PData { data })) => {
-                    self.queue.extend(data.into_iter().map(Fragment::from))
-                }
                 Ok(Received::Other(Pdu::AbortRQ { .. })) => {
                     return Err(Gone::Peer("aborted by peer".into()))
                 }

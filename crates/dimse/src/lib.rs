@@ -1080,9 +1080,6 @@ impl Session {
         loop {
             quickack(association.inner_stream().tcp());
             let pdu = match receive(&mut association, tracker, idle_timeout).await {
-                Ok(pdata::Received::Other(Pdu::PData { data })) => {
-                    pdata::Received::PData(data.into_iter().map(pdata::Fragment::from).collect())
-                }
                 Ok(received) => received,
                 Err(ReceiveError::TooLong(e)) => {
                     tracing::warn!(%peer, error = %e, "aborting association: PDU over its limit");
