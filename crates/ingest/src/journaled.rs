@@ -350,9 +350,7 @@ impl Ingestor {
         let written = std::mem::take(&mut *lock(&behind.written));
         self.archive.sync_filesystem().await?;
         self.catalog.sync().await?;
-        for key in written {
-            self.archive.drop_cached(&key);
-        }
+        self.archive.drop_all_cached(written);
         Ok(())
     }
 
