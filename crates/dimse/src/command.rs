@@ -97,12 +97,19 @@ pub struct Command {
 #[error("malformed DIMSE command set: {0}")]
 pub struct CommandError(String);
 
-/// A text value of a command element (UI, AE): trailing padding stripped; `None` if empty
-/// or not text.
+/// A text value of a command element (UI, AE): trailing padding stripped; `None` if empty or
+/// if it holds anything but printable ASCII (UIDs and AE titles have no other characters, and
+/// a value echoed in a response must encode back to the same bytes).
 fn text_value(value: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?;
-    let text = text.trim_end_matches(['\0', ' ']);
-    (!text.is_empty()).then(|| text.to_string())
+    let end = value
+        .iter()
+        .rposition(|&b| b != 0 && b != b' ')
+        .map_or(0, |last| last + 1);
+    let text = &value[..end];
+    if text.is_empty() || !text.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return None;
+    }
+    String::from_utf8(text.to_vec()).ok()
 }
 
 /// A US value of a command element (its first value); `None` if shorter than two bytes.
@@ -443,6 +450,21 @@ mod tests {
         assert_eq!(decoded.field, field::C_STORE_RQ);
         assert!(decoded.has_data_set);
         assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3"));
+    }
+
+    /// A UID or AE title with control or non-ASCII bytes is no UID: left out, not echoed back
+    /// (found by the `dimse_command` fuzz target: such a value did not encode back).
+    #[test]
+    fn text_values_are_printable_ascii_or_absent() {
+        assert_eq!(
+            text_value(b"1.2.840.10008.1.1\0"),
+            Some("1.2.840.10008.1.1".into())
+        );
+        assert_eq!(text_value(b" STORESCP  "), Some(" STORESCP".into()));
+        assert_eq!(text_value(b"\0\0"), None);
+        assert_eq!(text_value(b"1.2\0.3"), None);
+        assert_eq!(text_value(b"1.2.84\xc8\xb1"), None);
+        assert_eq!(text_value(b"1.2\x12"), None);
     }
 
     #[test]
