@@ -66,47 +66,50 @@ thread_local! {
         .expect("a runtime");
 }
 
-/// Receives PDUs until the stream ends, as `crates/dimse`'s `receive` does.
-fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
+/// Reads PDUs with `read` (one PDU per call, through the guard) until the stream ends.
+fn drive<E>(
+    data: &[u8],
+    limits: PduLimits,
+    chunk: usize,
+    read: impl for<'a, 'b> Fn(&mut PduGuard<'a, Chunked<'b>>, &mut BytesMut) -> Result<Received, E>,
+) -> (Vec<Received>, End) {
     let mut socket = Chunked { data, chunk };
     let mut tracker = PduTracker::new(limits);
     let mut buffer = BytesMut::new();
     let mut pdus = Vec::new();
     loop {
         let mut guarded = PduGuard::new(&mut socket, &mut tracker);
-        let read = RUNTIME.with(|rt| rt.block_on(read_pdu(&mut guarded, &mut buffer)));
-        match read {
+        match read(&mut guarded, &mut buffer) {
             Ok(pdu) => pdus.push(pdu),
             Err(_) => return (pdus, end_of(&tracker, &socket)),
         }
     }
 }
 
+/// Receives PDUs until the stream ends, as `crates/dimse`'s `receive` does.
+fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
+    drive(data, limits, chunk, |guarded, buffer| {
+        RUNTIME.with(|rt| rt.block_on(read_pdu(guarded, buffer)))
+    })
+}
+
 /// The same stream read by dicom-ul alone (as radport did before `pdata`), its P-DATA-TF
 /// values turned into fragments: the oracle.
 fn associate_with_dicom_ul(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
-    let mut socket = Chunked { data, chunk };
-    let mut tracker = PduTracker::new(limits);
-    let mut buffer = BytesMut::new();
-    let mut pdus = Vec::new();
-    loop {
-        let mut guarded = PduGuard::new(&mut socket, &mut tracker);
-        let read = RUNTIME.with(|rt| {
+    drive(data, limits, chunk, |guarded, buffer| {
+        let pdu = RUNTIME.with(|rt| {
             rt.block_on(dicom_ul::association::read_pdu_from_wire_async(
-                &mut guarded,
-                &mut buffer,
+                guarded,
+                buffer,
                 dicom_ul::pdu::MAXIMUM_PDU_SIZE,
                 false,
             ))
-        });
-        match read {
-            Ok(Pdu::PData { data }) => pdus.push(Received::PData(
-                data.into_iter().map(Fragment::from).collect(),
-            )),
-            Ok(pdu) => pdus.push(Received::Other(pdu)),
-            Err(_) => return (pdus, end_of(&tracker, &socket)),
-        }
-    }
+        })?;
+        Ok::<_, dicom_ul::association::Error>(match pdu {
+            Pdu::PData { data } => Received::PData(data.into_iter().map(Fragment::from).collect()),
+            pdu => Received::Other(pdu),
+        })
+    })
 }
 
 fn end_of(tracker: &PduTracker, socket: &Chunked<'_>) -> End {
@@ -179,8 +182,14 @@ fuzz_target!(|data: &[u8]| {
     // Byte by byte, both readers see the same reads: the same PDUs and the same end. (In large
     // reads a refused header can cut off different numbers of PDUs before it, as below.)
     let (oracle, oracle_end) = associate_with_dicom_ul(data, limits, 1);
-    assert_eq!(bytewise, oracle, "pdata::read_pdu reads other PDUs than dicom-ul");
-    assert_eq!(bytewise_end, oracle_end, "pdata::read_pdu ends otherwise than dicom-ul");
+    assert_eq!(
+        bytewise, oracle,
+        "pdata::read_pdu reads other PDUs than dicom-ul"
+    );
+    assert_eq!(
+        bytewise_end, oracle_end,
+        "pdata::read_pdu ends otherwise than dicom-ul"
+    );
     assert!(
         bytewise.starts_with(&pdus),
         "the PDUs read depend on how the bytes arrive"

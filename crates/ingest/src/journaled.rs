@@ -398,13 +398,7 @@ mod tests {
 
     async fn setup() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let archive = Archive::local(&dir.path().join("archive")).unwrap();
-        let catalog = Catalog::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("catalog.db").display()
-        ))
-        .await
-        .unwrap();
+        let (archive, catalog) = crate::local_store(dir.path()).await;
         std::fs::create_dir(dir.path().join("journal")).unwrap();
         Setup {
             dir,
@@ -414,6 +408,12 @@ mod tests {
     }
 
     impl Setup {
+        /// The catalog's rows of a series' instances.
+        async fn instances(&self, series_uid: &str) -> Vec<radport_catalog::InstanceRow> {
+            let series = self.catalog.get_series(series_uid).await.unwrap();
+            series.expect("the series is recorded").instances
+        }
+
         fn ingestor(&self) -> (Ingestor, Replay) {
             let (journal, replay) =
                 Journal::open(&self.dir.path().join("journal"), CONFIG).unwrap();
@@ -537,13 +537,7 @@ mod tests {
             .unwrap();
         assert_eq!(dup.disposition, Disposition::DuplicateKept);
         let series_uid = dup.series_instance_uid.clone();
-        let rows = s
-            .catalog
-            .get_series(&series_uid)
-            .await
-            .unwrap()
-            .unwrap()
-            .instances;
+        let rows = s.instances(&series_uid).await;
         drop(ingestor);
         // The rows survived the crash, one file's pages did not.
         let lost = s.dir.path().join("archive").join(&rows[1].object_key);
@@ -556,13 +550,7 @@ mod tests {
             "only the duplicate's record is recorded again"
         );
         assert!(lost.exists(), "written again from the journal");
-        let after = s
-            .catalog
-            .get_series(&series_uid)
-            .await
-            .unwrap()
-            .unwrap()
-            .instances;
+        let after = s.instances(&series_uid).await;
         assert_eq!(after.len(), 3);
         for row in &after {
             assert!(rows.iter().any(|r| r.object_key == row.object_key));

@@ -546,6 +546,16 @@ pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.7726061922665329935004734480057
 /// Implementation Version Name written into the file meta group of every stored file.
 pub const IMPLEMENTATION_VERSION_NAME: &str = "RADPORT_0_1";
 
+/// For tests: an archive in `dir/archive` and a SQLite catalog in `dir/catalog.db`.
+#[cfg(test)]
+pub(crate) async fn local_store(dir: &std::path::Path) -> (Archive, Catalog) {
+    let archive = Archive::local(&dir.join("archive")).unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}", dir.join("catalog.db").display()))
+        .await
+        .unwrap();
+    (archive, catalog)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,13 +593,7 @@ mod tests {
     #[tokio::test]
     async fn attributes_beyond_the_quick_head_and_the_head() {
         let dir = tempfile::tempdir().unwrap();
-        let archive = Archive::local(&dir.path().join("archive")).unwrap();
-        let catalog = Catalog::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("catalog.db").display()
-        ))
-        .await
-        .unwrap();
+        let (archive, catalog) = local_store(dir.path()).await;
         let ingestor = Ingestor::new(archive, catalog, DuplicatePolicy::KeepFirst);
         for private_len in [10, 200 * 1024, 3 * 1024 * 1024] {
             let file = slice_with_private_bytes(dir.path(), private_len);
