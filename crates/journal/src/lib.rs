@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod frame;
+pub mod pack;
 mod replay;
 mod segment;
 mod writer;
@@ -45,6 +46,16 @@ use bytes::Bytes;
 use frame::{FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
 use replay::ReplaySegment;
 pub use replay::{records_of_segment, Recovered, Replay};
+
+/// Where a record's frame starts: the generation of its segment (for [packs](pack), which
+/// are never reused, that names the file) and the byte offset in it. Ordered as appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The segment's generation.
+    pub generation: u64,
+    /// The frame's offset in the segment.
+    pub offset: u64,
+}
 
 /// The largest record header taken (ingest's is a few hundred bytes).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -366,6 +377,7 @@ impl Journal {
                 file: files[index].clone(),
                 bytes: segment_bytes,
                 generation,
+                start: SEGMENT_HEADER_BYTES,
             });
         }
         let shared = Arc::new(Shared {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::frame::{
     decode_frame_head, frame_checks, frame_len, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
 };
-use crate::{JournalError, MAX_HEADER_BYTES};
+use crate::{JournalError, Position, MAX_HEADER_BYTES};
 
 /// One record read back: the header and body its appender gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,15 +20,17 @@ pub struct Recovered {
     pub body: Vec<u8>,
 }
 
-/// A segment to read: its file, size and generation.
+/// A segment to read: its file, size and generation, and where its first record to replay
+/// starts.
 pub(crate) struct ReplaySegment {
     pub file: Arc<File>,
     pub bytes: u64,
     pub generation: u64,
+    pub start: u64,
 }
 
 /// Where a segment's bytes are read from: its file, or (for the fuzz target) memory.
-trait ReadAt {
+pub(crate) trait ReadAt {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 }
 
@@ -81,11 +83,12 @@ pub struct Replay {
 impl Replay {
     pub(crate) fn new(mut segments: Vec<ReplaySegment>, max_body_bytes: u64) -> Self {
         segments.sort_by_key(|s| s.generation);
+        let offset = segments.first().map_or(SEGMENT_HEADER_BYTES, |s| s.start);
         Self {
             segments,
             max_body_bytes,
             current: 0,
-            offset: SEGMENT_HEADER_BYTES,
+            offset,
         }
     }
 
@@ -98,6 +101,12 @@ impl Replay {
     /// segment's records (it was being written when the process ended, and was therefore
     /// never acknowledged); only failing reads are errors.
     pub fn next_record(&mut self) -> Result<Option<Recovered>, JournalError> {
+        Ok(self.next_placed()?.map(|(_, record)| record))
+    }
+
+    /// [`Replay::next_record`], with where its frame is: for [packs](crate::pack), whose
+    /// records are read again there.
+    pub fn next_placed(&mut self) -> Result<Option<(Position, Recovered)>, JournalError> {
         while let Some(segment) = self.segments.get(self.current) {
             let file: &File = &segment.file;
             match read_frame(
@@ -108,12 +117,19 @@ impl Replay {
                 self.max_body_bytes,
             )? {
                 Some((record, len)) => {
+                    let position = Position {
+                        generation: segment.generation,
+                        offset: self.offset,
+                    };
                     self.offset += len;
-                    return Ok(Some(record));
+                    return Ok(Some((position, record)));
                 }
                 None => {
                     self.current += 1;
-                    self.offset = SEGMENT_HEADER_BYTES;
+                    self.offset = self
+                        .segments
+                        .get(self.current)
+                        .map_or(SEGMENT_HEADER_BYTES, |s| s.start);
                 }
             }
         }
@@ -121,15 +137,29 @@ impl Replay {
     }
 }
 
-/// Reads the frame at `offset`: the record and the frame's length, or `None` where the
-/// segment's records end.
-fn read_frame<R: ReadAt + ?Sized>(
+/// Where a record's parts are in its segment (see [`read_span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// Bytes of the whole frame, from its offset.
+    pub frame_len: u64,
+    /// Where the body starts.
+    pub body_offset: u64,
+    /// Bytes of the body.
+    pub body_len: u64,
+    /// The BLAKE3 hash of the body, as written.
+    pub body_hash: [u8; 32],
+}
+
+/// Where the parts of the frame at `offset` are, if a frame of `generation` that fits in the
+/// segment's `segment_bytes` starts there and its head and header check (its body is not
+/// read: [`read_frame`] checks that too).
+pub(crate) fn read_span<R: ReadAt + ?Sized>(
     source: &R,
     segment_bytes: u64,
     generation: u64,
     offset: u64,
     max_body_bytes: u64,
-) -> Result<Option<(Recovered, u64)>, JournalError> {
+) -> Result<Option<Span>, JournalError> {
     let room = segment_bytes.saturating_sub(offset);
     if room < FRAME_HEAD_LEN as u64 {
         return Ok(None);
@@ -157,17 +187,37 @@ fn read_frame<R: ReadAt + ?Sized>(
     if !frame_checks(&head, &header) {
         return Ok(None);
     }
+    Ok(Some(Span {
+        frame_len: len,
+        body_offset: offset + FRAME_HEAD_LEN as u64 + fields.header_len as u64,
+        body_len: fields.body_len,
+        body_hash: fields.body_hash,
+    }))
+}
+
+/// Reads the frame at `offset`: the record and the frame's length, or `None` where the
+/// segment's records end.
+fn read_frame<R: ReadAt + ?Sized>(
+    source: &R,
+    segment_bytes: u64,
+    generation: u64,
+    offset: u64,
+    max_body_bytes: u64,
+) -> Result<Option<(Recovered, u64)>, JournalError> {
+    let Some(span) = read_span(source, segment_bytes, generation, offset, max_body_bytes)? else {
+        return Ok(None);
+    };
+    let header_offset = offset + FRAME_HEAD_LEN as u64;
+    // The header's length was checked by `read_span` (at most MAX_HEADER_BYTES).
+    let mut header = vec![0u8; (span.body_offset - header_offset) as usize];
+    read_at(source, &mut header, header_offset)?;
     // body_len <= max_body_bytes, which the journal bounds to what fits in memory.
-    let mut body = vec![0u8; fields.body_len as usize];
-    read_at(
-        source,
-        &mut body,
-        offset + FRAME_HEAD_LEN as u64 + fields.header_len as u64,
-    )?;
-    if *blake3::hash(&body).as_bytes() != fields.body_hash {
+    let mut body = vec![0u8; span.body_len as usize];
+    read_at(source, &mut body, span.body_offset)?;
+    if *blake3::hash(&body).as_bytes() != span.body_hash {
         return Ok(None);
     }
-    Ok(Some((Recovered { header, body }, len)))
+    Ok(Some((Recovered { header, body }, span.frame_len)))
 }
 
 fn read_at<R: ReadAt + ?Sized>(
@@ -205,6 +255,7 @@ mod tests {
             file: Arc::new(file),
             bytes,
             generation: 1,
+            start: SEGMENT_HEADER_BYTES,
         }
     }
 
