@@ -31,10 +31,14 @@ use tokio::io::AsyncWriteExt;
 
 mod behind_journal;
 pub mod open;
+mod packed;
 pub use open::{redact_archive_url, OpenError};
+pub use packed::PACKS_AREA;
 
 /// The layout of the archive: where each kind of object lives.
 pub mod keys {
+    pub use crate::packed::{key as packed, parse_key as parse_packed};
+
     /// Key of the PNG thumbnail of a series.
     pub fn thumbnail(series_uid: &str) -> String {
         format!("thumbnails/{series_uid}.png")
@@ -90,6 +94,10 @@ pub enum ArchiveError {
     /// Any other storage failure.
     #[error("storage error: {0}")]
     Storage(String),
+    /// Not yet possible: a packed instance cannot be deleted before the pack log's
+    /// checkpoint has passed it (try again after the next one).
+    #[error("not yet possible: {0} is ahead of the pack log's checkpoint")]
+    NotYet(String),
 }
 
 impl ArchiveError {
@@ -111,6 +119,13 @@ impl ArchiveError {
         }
     }
 
+    fn from_journal(err: radport_journal::JournalError) -> Self {
+        match err {
+            radport_journal::JournalError::Io(e) => ArchiveError::from_io(e),
+            other => ArchiveError::Storage(other.to_string()).counted(),
+        }
+    }
+
     /// A storage failure that the store did not report (a short read, no answer in time).
     fn storage(message: String) -> Self {
         ArchiveError::Storage(message).counted()
@@ -122,7 +137,9 @@ impl ArchiveError {
         let kind = match &self {
             ArchiveError::OutOfSpace(_) => Some("out_of_space"),
             ArchiveError::Storage(_) => Some("storage"),
-            ArchiveError::NotFound(_) | ArchiveError::InvalidKey(_) => None,
+            ArchiveError::NotFound(_) | ArchiveError::InvalidKey(_) | ArchiveError::NotYet(_) => {
+                None
+            }
         };
         if let Some(kind) = kind {
             radport_metrics::global().archive_error(kind);
@@ -390,6 +407,11 @@ impl Archive {
     }
 
     fn path(key: &str) -> Result<Path, ArchiveError> {
+        if packed::in_packs_area(key) {
+            return Err(ArchiveError::InvalidKey(format!(
+                "{key}: the packs' area is written by the pack log only"
+            )));
+        }
         Path::parse(key).map_err(|e| ArchiveError::InvalidKey(format!("{key}: {e}")))
     }
 
@@ -426,6 +448,9 @@ impl Archive {
 
     /// Reads a whole object into memory.
     pub async fn get(&self, key: &str) -> Result<Bytes, ArchiveError> {
+        if let Some(position) = keys::parse_packed(key) {
+            return self.packed_range(key, position, None).await;
+        }
         let path = Self::path(key)?;
         let result = self
             .store
@@ -446,6 +471,9 @@ impl Archive {
         ),
         ArchiveError,
     > {
+        if let Some(position) = keys::parse_packed(key) {
+            return self.packed_stream(key, position, u64::MAX).await;
+        }
         let path = Self::path(key)?;
         let result = self
             .store
@@ -464,6 +492,9 @@ impl Archive {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, ArchiveError> {
+        if let Some(position) = keys::parse_packed(key) {
+            return self.packed_range(key, position, Some(range)).await;
+        }
         let path = Self::path(key)?;
         if let Some(local) = &self.local {
             let file = local
@@ -535,6 +566,9 @@ impl Archive {
         ArchiveError,
     > {
         use std::io::Read;
+        if let Some(position) = keys::parse_packed(key) {
+            return self.packed_stream(key, position, chunk_size as u64).await;
+        }
         let path = Self::path(key)?;
         let result = self
             .store
@@ -588,6 +622,12 @@ impl Archive {
 
     /// Reads the first `len` bytes of an object (fewer if it is shorter).
     pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, ArchiveError> {
+        if let Some(position) = keys::parse_packed(key) {
+            let size = self.packed_size(key, position).await?;
+            return self
+                .packed_range(key, position, Some(0..len.min(size)))
+                .await;
+        }
         let path = Self::path(key)?;
         let meta = self
             .store
@@ -705,6 +745,9 @@ impl Archive {
 
     /// Size of an object, or `NotFound`.
     pub async fn size(&self, key: &str) -> Result<u64, ArchiveError> {
+        if let Some(position) = keys::parse_packed(key) {
+            return self.packed_size(key, position).await;
+        }
         let path = Self::path(key)?;
         let meta = self
             .store
@@ -714,8 +757,13 @@ impl Archive {
         Ok(meta.size)
     }
 
-    /// Deletes an object; deleting a missing object is not an error.
+    /// Deletes an object; deleting a missing object is not an error. A packed instance is
+    /// punched out of its pack, once the pack log's checkpoint has passed it
+    /// ([`ArchiveError::NotYet`] before).
     pub async fn delete(&self, key: &str) -> Result<(), ArchiveError> {
+        if let Some(position) = keys::parse_packed(key) {
+            return self.delete_packed(key, position).await;
+        }
         let path = Self::path(key)?;
         match self.store.delete(&path).await {
             Ok(()) => Ok(()),

@@ -102,6 +102,7 @@ impl From<ArchiveError> for ApiError {
         match &e {
             ArchiveError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             ArchiveError::InvalidKey(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            ArchiveError::NotYet(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             ArchiveError::OutOfSpace(_) => ApiError::internal(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "the archive is out of space",
