@@ -97,6 +97,11 @@ impl Held {
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
+
+    /// The chunks, their hash and their size.
+    pub(crate) fn into_parts(self) -> (Vec<Bytes>, blake3::Hash, u64) {
+        (self.chunks, self.hasher.finalize(), self.size)
+    }
 }
 
 /// What [`Ingestor::recover`] did.
@@ -124,6 +129,11 @@ impl Ingestor {
         if !self.archive.is_local() {
             return Err(IngestError::Storage(
                 "the ingest journal needs a local archive".to_string(),
+            ));
+        }
+        if self.packs.is_some() {
+            return Err(IngestError::Storage(
+                "instances go through a journal or into packs, not both".to_string(),
             ));
         }
         self.journal = Some(Behind {
@@ -227,6 +237,9 @@ impl Ingestor {
     /// Redoes the records a journal held when it was opened (see the module doc), then
     /// checkpoints, so that none of them is redone again. Run before any instance arrives.
     pub async fn recover(&self, mut replay: Replay) -> Result<Recovery, IngestError> {
+        if self.packs.is_some() {
+            return self.recover_packed(replay).await;
+        }
         let mut recovery = Recovery::default();
         loop {
             let (back, next) = tokio::task::spawn_blocking(move || {
@@ -301,6 +314,9 @@ impl Ingestor {
     /// Frees the journal's full segments whose instances are all recorded, after making what
     /// was written behind them durable. How many were freed (0 without a journal).
     pub async fn checkpoint(&self) -> Result<usize, IngestError> {
+        if let Some(packs) = &self.packs {
+            return Ok(usize::from(self.checkpoint_packs(packs).await?));
+        }
         let Some(behind) = &self.journal else {
             return Ok(0);
         };
@@ -315,6 +331,9 @@ impl Ingestor {
     /// call is redone after a crash. For what must not be undone by a redo (erasure), and
     /// at shutdown.
     pub async fn settle(&self) -> Result<(), IngestError> {
+        if let Some(packs) = &self.packs {
+            return self.checkpoint_packs(packs).await.map(drop);
+        }
         let Some(behind) = &self.journal else {
             return Ok(());
         };
@@ -358,6 +377,18 @@ impl Ingestor {
     /// instances recorded, and after `idle` without one (the active segment is sealed then,
     /// so that little traffic is made durable and its pages dropped within about `idle`).
     pub async fn run_checkpoints(&self, idle: Duration) {
+        if let Some(packs) = &self.packs {
+            loop {
+                tokio::select! {
+                    _ = packs.log().checkpoint_wanted() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                }
+                if let Err(e) = self.checkpoint().await {
+                    tracing::warn!(error = %e, "pack checkpoint failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
         let Some(behind) = &self.journal else {
             return;
         };

@@ -22,6 +22,7 @@
 mod journal_record;
 mod journaled;
 mod metadata;
+mod packed;
 
 use std::io::Write as _;
 
@@ -33,6 +34,7 @@ use radport_archive::{Archive, ArchiveError, ObjectWriter, StoredObject};
 use radport_catalog::{
     Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,
 };
+pub use radport_journal::pack::{PackConfig, PackLog};
 pub use radport_journal::{Journal, JournalConfig, JournalError};
 pub use radport_metrics::Channel;
 
@@ -180,6 +182,9 @@ pub struct Ingestor {
     /// Local archive only: instances up to [`JOURNALED_MAX_BYTES`] are made durable here
     /// (see `journaled`).
     journal: Option<journaled::Behind>,
+    /// Local archive only, instead of a journal: instances up to [`JOURNALED_MAX_BYTES`] are
+    /// kept in packs (see `packed`).
+    packs: Option<packed::Packs>,
 }
 
 /// Where an instance's bytes go as they arrive.
@@ -319,6 +324,7 @@ impl Ingestor {
             catalog,
             policy,
             journal: None,
+            packs: None,
         }
     }
 
@@ -379,9 +385,10 @@ impl Ingestor {
         meta.write(&mut prologue)
             .map_err(|e| IngestError::Malformed(format!("cannot write file meta group: {e}")))?;
         let key = object_key_for_new_instance();
-        let sink = match &self.journal {
-            Some(_) => Sink::Journal(journaled::Held::new(self.archive.clone(), key)),
-            None => Sink::Archive(self.archive.writer(&key)?),
+        let sink = if self.journal.is_some() || self.packs.is_some() {
+            Sink::Journal(journaled::Held::new(self.archive.clone(), key))
+        } else {
+            Sink::Archive(self.archive.writer(&key)?)
         };
         let mut incoming = IncomingInstance {
             sink,
@@ -427,6 +434,11 @@ impl Ingestor {
         let writer = match sink {
             Sink::Archive(writer) => writer,
             Sink::Journal(held) => {
+                if let Some(packs) = &self.packs {
+                    return self
+                        .finish_packed(packs, held, &head, route, source, announced)
+                        .await;
+                }
                 return self
                     .finish_journaled(held, &head, route, source, announced)
                     .await;
@@ -535,8 +547,14 @@ impl Ingestor {
     }
 
     async fn discard(&self, key: &str) {
-        if let Err(e) = self.archive.delete(key).await {
-            tracing::warn!(key, error = %e, "could not delete an object that is no longer referenced");
+        match self.archive.delete(key).await {
+            Ok(()) => {}
+            // A packed record ahead of the checkpoint: punched after it.
+            Err(ArchiveError::NotYet(_))
+                if self.packs.as_ref().is_some_and(|p| p.punch_later(key)) => {}
+            Err(e) => {
+                tracing::warn!(key, error = %e, "could not delete an object that is no longer referenced")
+            }
         }
     }
 }

@@ -307,13 +307,22 @@ impl PackLog {
         let next_generation = last_generation
             .checked_add(1)
             .ok_or_else(|| JournalError::Config("pack generations are exhausted".to_string()))?;
+        // Records to replay: the next checkpoint covers them (appends go to a new pack).
+        let end = if replay.is_empty() {
+            from
+        } else {
+            Position {
+                generation: next_generation,
+                offset: 0,
+            }
+        };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             config,
             state: Mutex::new(State {
                 active: None,
                 next_generation,
-                end: from,
+                end,
                 epoch: 0,
                 in_flight: BTreeMap::new(),
                 since_checkpoint: 0,
@@ -909,10 +918,20 @@ mod tests {
 
         // Without a checkpoint, every record is replayed, where it is.
         drop(log);
-        let (_log, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+        let (log, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
         let again = replayed(&mut replay);
         assert_eq!(again.iter().map(|(p, _)| *p).collect::<Vec<_>>(), positions);
         assert_eq!(again[5].1, vec![5u8; 3]);
+        // A checkpoint with nothing appended since the opening covers what was replayed.
+        let covered = log
+            .checkpoint(|| async { Ok::<(), String>(()) })
+            .await
+            .unwrap()
+            .expect("a checkpoint past the replayed records");
+        assert!(covered > *positions.last().unwrap());
+        drop(log);
+        let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+        assert!(replayed(&mut replay).is_empty());
     }
 
     #[tokio::test]

@@ -18,6 +18,41 @@ const MIN_JOURNAL_SIZE: u64 = 16 << 20;
 /// Segments of the ingest journal.
 const JOURNAL_SEGMENTS: usize = 4;
 
+/// How received instances are made durable (`--ingest-durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestDurability {
+    /// A file each, synced with its directory and its catalog row.
+    Direct,
+    /// A file each behind the ingest journal.
+    Journal,
+    /// Each kept in the pack it is appended to.
+    Packs,
+}
+
+impl IngestDurability {
+    /// The name the setting takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestDurability::Direct => "direct",
+            IngestDurability::Journal => "journal",
+            IngestDurability::Packs => "packs",
+        }
+    }
+}
+
+impl std::str::FromStr for IngestDurability {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text.trim() {
+            "direct" => Ok(IngestDurability::Direct),
+            "journal" => Ok(IngestDurability::Journal),
+            "packs" => Ok(IngestDurability::Packs),
+            _ => Err(()),
+        }
+    }
+}
+
 /// Flags of `radport serve` (each also readable from its `RADPORT_*` variable).
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
@@ -130,12 +165,13 @@ pub struct ServeArgs {
     /// 0: none [default: 4G].
     #[arg(long, env = "RADPORT_JOB_MEMORY_LIMIT")]
     pub job_memory_limit: Option<String>,
-    /// Make received instances durable through the ingest journal, one sync shared by every
-    /// instance arriving meanwhile (local archive only; see ARCHITECTURE.md). Off while it is
-    /// no faster on the machines measured and an erasure can leave bytes in its freed
-    /// segments [default: false].
-    #[arg(long, env = "RADPORT_INGEST_JOURNAL")]
-    pub ingest_journal: Option<bool>,
+    /// How received instances are made durable (local archive only; see ARCHITECTURE.md):
+    /// `direct` (a file each, synced with its directory and catalog row), `journal` (a file
+    /// each behind the ingest journal, one sync shared by every instance arriving meanwhile)
+    /// or `packs` (each kept in the pack it is appended to, one shared sync, no file of its
+    /// own) [default: direct; on S3 always direct].
+    #[arg(long, env = "RADPORT_INGEST_DURABILITY")]
+    pub ingest_durability: Option<String>,
     /// Disk space of the ingest journal, in four segments made once at the first start:
     /// bytes, or with K, M, G [default: 1G; at least 16M].
     #[arg(long, env = "RADPORT_JOURNAL_SIZE")]
@@ -332,7 +368,7 @@ struct FileSettings {
     job_attempts: Option<i64>,
     isolate_jobs: Option<bool>,
     job_memory_limit: Option<String>,
-    ingest_journal: Option<bool>,
+    ingest_durability: Option<String>,
     journal_size: Option<String>,
     job_time_limit: Option<f64>,
     job_lease: Option<f64>,
@@ -417,8 +453,8 @@ pub struct Settings {
     pub isolate_jobs: bool,
     /// Address-space limit of a job's child process in bytes; 0: none.
     pub job_memory_limit: u64,
-    /// Whether instances are made durable through the ingest journal (local archive only).
-    pub ingest_journal: bool,
+    /// How received instances are made durable (local archive only).
+    pub ingest_durability: IngestDurability,
     /// Bytes of the ingest journal (four segments).
     pub journal_size: u64,
     pub job_time_limit: std::time::Duration,
@@ -532,6 +568,15 @@ impl Settings {
         }
     }
 
+    /// The packs' geometry (`--ingest-durability packs`): packs of up to 1 GiB, taking
+    /// instances of up to twice what ingest packs, a checkpoint every 64 MiB.
+    pub fn pack_config(&self) -> radport_ingest::PackConfig {
+        radport_ingest::PackConfig {
+            max_body_bytes: 2 * radport_ingest::JOURNALED_MAX_BYTES,
+            ..Default::default()
+        }
+    }
+
     /// Every setting in the configuration file's form (TOML), complete: resolved again by
     /// [`Settings::from_toml`], it gives these settings back. An isolated job's child process
     /// gets its settings this way, so that it cannot miss one the server has.
@@ -588,7 +633,7 @@ impl Settings {
             job_attempts: Some(self.job_attempts),
             isolate_jobs: Some(self.isolate_jobs),
             job_memory_limit: Some(self.job_memory_limit.to_string()),
-            ingest_journal: Some(self.ingest_journal),
+            ingest_durability: Some(self.ingest_durability.as_str().into()),
             journal_size: Some(self.journal_size.to_string()),
             job_time_limit: secs(self.job_time_limit),
             job_lease: secs(self.job_lease),
@@ -683,6 +728,15 @@ impl ServeArgs {
         let duplicate_policy: DuplicatePolicy = policy_text.parse().map_err(|_| {
             anyhow::anyhow!(
                 "unknown duplicate policy {policy_text:?}: use keep-first, overwrite or overwrite-if-different"
+            )
+        })?;
+        let durability_text = self
+            .ingest_durability
+            .or(file.ingest_durability)
+            .unwrap_or_else(|| "direct".into());
+        let ingest_durability: IngestDurability = durability_text.parse().map_err(|()| {
+            anyhow::anyhow!(
+                "unknown ingest durability {durability_text:?}: use direct, journal or packs"
             )
         })?;
         let tls = match (
@@ -1010,7 +1064,7 @@ impl ServeArgs {
             job_attempts: self.job_attempts.or(file.job_attempts).unwrap_or(5).max(1),
             isolate_jobs,
             job_memory_limit,
-            ingest_journal: self.ingest_journal.or(file.ingest_journal).unwrap_or(false),
+            ingest_durability,
             journal_size,
             job_time_limit: std::time::Duration::from_secs_f64(job_time_limit),
             job_lease: std::time::Duration::from_secs_f64(job_lease),
@@ -1472,7 +1526,7 @@ workers = 3
 job_attempts = 2
 isolate_jobs = false
 job_memory_limit = "512M"
-ingest_journal = true
+ingest_durability = "packs"
 journal_size = "64M"
 job_time_limit = 120
 job_lease = 20

@@ -291,38 +291,83 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The ingest journal under `DATA_DIR/journal`, for a local archive unless switched off:
-/// opened (made at the first start), what it holds from before redone, its checkpoints
-/// started. Before anything listens.
+/// How instances are made durable (`--ingest-durability`), for a local archive: the ingest
+/// journal under `DATA_DIR/journal` or the packs under the archive's `packs/`, opened (made
+/// at the first start), what they hold from before redone, their checkpoints started.
+/// Before anything listens.
 ///
-/// With the journal switched off, one left by an earlier run is still redone (and emptied):
-/// what it acknowledged must not be lost because a setting changed.
+/// A journal or packs left by an earlier run with another setting are still redone (and
+/// the journal emptied): what they acknowledged must not be lost because a setting changed.
+/// Packs stay where they are: the instances they hold are read there whatever the setting.
 async fn open_journal(settings: &crate::config::Settings, ingestor: Ingestor) -> Result<Ingestor> {
+    use crate::config::IngestDurability;
     let dir = settings.data_dir.join("journal");
     if !ingestor.archive().is_local() {
         return Ok(ingestor);
     }
-    if !settings.ingest_journal {
-        if dir.is_dir() {
-            let holds = radport_ingest::Journal::has_records(&dir)
-                .context("cannot read the ingest journal left by an earlier run")?;
-            if holds {
-                drop(open_and_recover(settings, ingestor.clone(), dir.clone()).await?);
-            }
-            std::fs::remove_dir_all(&dir)
-                .and_then(|()| std::fs::File::open(&settings.data_dir)?.sync_all())
-                .context("cannot remove the ingest journal left by an earlier run")?;
-            tracing::info!("the ingest journal of an earlier run is emptied and removed");
+    if settings.ingest_durability != IngestDurability::Journal && dir.is_dir() {
+        let holds = radport_ingest::Journal::has_records(&dir)
+            .context("cannot read the ingest journal left by an earlier run")?;
+        if holds {
+            drop(open_and_recover(settings, ingestor.clone(), dir.clone()).await?);
         }
-        return Ok(ingestor);
+        std::fs::remove_dir_all(&dir)
+            .and_then(|()| std::fs::File::open(&settings.data_dir)?.sync_all())
+            .context("cannot remove the ingest journal left by an earlier run")?;
+        tracing::info!("the ingest journal of an earlier run is emptied and removed");
     }
-    let ingestor = open_and_recover(settings, ingestor, dir).await?;
+    let packs_dir = ingestor.archive().packs_dir();
+    let packs_left = packs_dir.as_ref().is_some_and(|d| d.is_dir());
+    if settings.ingest_durability != IngestDurability::Packs && packs_left {
+        drop(open_packs_and_recover(settings, ingestor.clone()).await?);
+    }
+    let ingestor = match settings.ingest_durability {
+        IngestDurability::Direct => return Ok(ingestor),
+        IngestDurability::Journal => open_and_recover(settings, ingestor, dir).await?,
+        IngestDurability::Packs => open_packs_and_recover(settings, ingestor).await?,
+    };
     let checkpoints = ingestor.clone();
     tokio::spawn(async move {
         checkpoints
             .run_checkpoints(radport_ingest::CHECKPOINT_IDLE)
             .await
     });
+    Ok(ingestor)
+}
+
+/// Opens the archive's packs (the directory made durably if missing) and records again
+/// what a crash may have lost of them.
+async fn open_packs_and_recover(
+    settings: &crate::config::Settings,
+    ingestor: Ingestor,
+) -> Result<Ingestor> {
+    let dir = ingestor
+        .archive()
+        .packs_dir()
+        .context("packs need a local archive")?;
+    radport_archive::create_dir_all_durably(&dir)
+        .with_context(|| format!("cannot create the packs directory {}", dir.display()))?;
+    let config = settings.pack_config();
+    let (log, replay) =
+        tokio::task::spawn_blocking(move || radport_ingest::PackLog::open(&dir, config))
+            .await
+            .context("packs task")?
+            .context("cannot open the archive's packs")?;
+    let ingestor = ingestor
+        .with_packs(log)
+        .context("cannot keep instances in packs")?;
+    let recovery = ingestor
+        .recover(replay)
+        .await
+        .context("cannot record again what the packs hold")?;
+    if recovery.records > 0 {
+        tracing::info!(
+            records = recovery.records,
+            recorded_again = recovery.recorded_again,
+            failed = recovery.failed,
+            "the packs held instances after their checkpoint: recorded again where missing"
+        );
+    }
     Ok(ingestor)
 }
 

@@ -150,13 +150,13 @@ fn catalogued(data_dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 
 #[test]
 fn sigkill_loses_nothing_acknowledged_and_collection_keeps_nothing_unreferenced() {
-    sigkill_rounds(&["--ingest-journal", "false"]);
+    sigkill_rounds(&["--ingest-durability", "direct"]);
 }
 
 /// The same behind the ingest journal: what a kill cut off is redone from it at the restart.
 #[test]
 fn sigkill_behind_the_journal_loses_nothing_and_leaves_nothing_unreferenced() {
-    sigkill_rounds(&["--ingest-journal", "true"]);
+    sigkill_rounds(&["--ingest-durability", "journal"]);
 }
 
 fn sigkill_rounds(extra_args: &[&str]) {
@@ -259,7 +259,7 @@ fn sigkill_rounds(extra_args: &[&str]) {
 /// is redone all the same, then the journal is removed; nothing acknowledged is lost.
 #[test]
 fn a_journal_left_behind_is_redone_when_the_journal_is_switched_off() {
-    let mut server = Server::start(&["--ingest-journal", "true"]);
+    let mut server = Server::start(&["--ingest-durability", "journal"]);
     let tmp = tempfile::tempdir().unwrap();
     let spec = SeriesSpec {
         count: 6,
@@ -272,7 +272,7 @@ fn a_journal_left_behind_is_redone_when_the_journal_is_switched_off() {
     server.kill();
     let journal = server.data_dir.join("journal");
     assert!(journal.is_dir());
-    server.restart_with(&["--ingest-journal", "false"]);
+    server.restart_with(&["--ingest-durability", "direct"]);
     assert!(!journal.exists(), "the journal is removed");
     assert_eq!(server.instance_total("admin"), 6);
     assert!(

@@ -5,7 +5,7 @@
 //! response's first byte was written (see `radport_testkit::strace` for the model).
 //!
 //! Both ways an instance becomes durable are held to it: through the ingest journal
-//! (`--ingest-journal true`: the record, from which the catalog row is redone after a crash,
+//! (`--ingest-durability journal`: the record, from which the catalog row is redone after a crash,
 //! is what must be synced — the journal counts as catalog content), and straight into the
 //! archive and a synced catalog commit (the default).
 
@@ -25,8 +25,8 @@ fn every_success_response_follows_the_syncs_that_make_its_instance_durable() {
         Command::new("strace").arg("-V").output().is_ok(),
         "strace is needed (apt-get install strace)"
     );
-    let journaled = prove(&["--ingest-journal", "true"]);
-    let direct = prove(&["--ingest-journal", "false"]);
+    let journaled = prove(&["--ingest-durability", "journal"]);
+    let direct = prove(&["--ingest-durability", "direct"]);
     // A journal sync per group of instances arriving together instead of three syncs each
     // (the journal's run also makes its segments and checkpoints every second).
     assert!(

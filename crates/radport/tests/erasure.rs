@@ -265,7 +265,7 @@ fn journal_holds(server: &Server, needle: &[u8]) -> bool {
 /// redone after a restart.
 #[test]
 fn erasure_behind_the_journal_leaves_nothing_in_its_files() {
-    let mut server = Server::start(&["--ingest-journal", "true"]);
+    let mut server = Server::start(&["--ingest-durability", "journal"]);
     let tmp = tempfile::tempdir().unwrap();
     let erased = spec("981", "PAT-JOURNALED-ERASED", 3);
     let kept = spec("982", "PAT-JOURNALED-KEPT", 2);

@@ -697,8 +697,8 @@ fn full_disk_answers_a700_and_keeps_what_was_stored() {
         &catalog,
         "--data-dir",
         data_dir.to_str().unwrap(),
-        "--ingest-journal",
-        "true",
+        "--ingest-durability",
+        "journal",
     ]);
     let big = SeriesSpec {
         count: 8,
@@ -904,7 +904,7 @@ fn stored_instances_leave_the_page_cache() {
 /// Behind the journal the files are dropped after the checkpoint that synced them.
 #[test]
 fn stored_instances_leave_the_page_cache_behind_the_journal() {
-    pages_leave_the_cache(&["--ingest-journal", "true"]);
+    pages_leave_the_cache(&["--ingest-durability", "journal"]);
 }
 
 fn pages_leave_the_cache(extra_args: &[&str]) {

@@ -1,0 +1,505 @@
+//! Ingest into packs (`radport_journal::pack`), for a local archive: an instance of up to
+//! [`JOURNALED_MAX_BYTES`] is held in memory as it arrives (as behind the journal); at its
+//! end it is appended to the pack log — one `fdatasync` shared with every instance arriving
+//! meanwhile — and that record *is* the archive's copy: its key names the record
+//! (`packs/<generation>.pack@<offset>`). It is then recorded in the catalog without syncing
+//! ([`Durability::Deferred`]), and success is answered. No file is made for it, nor written
+//! a second time.
+//!
+//! A checkpoint ([`Ingestor::checkpoint`]) syncs the catalog and moves the pack log's
+//! checkpoint past every instance recorded before it; then the records that are no longer
+//! referenced (a duplicate kept, a copy replaced, a commit that failed) are punched out of
+//! their packs. After a crash, [`Ingestor::recover`] records again every instance after the
+//! checkpoint that the catalog lacks under its key.
+//!
+//! Larger instances go straight into the archive as files (file `fsync`, rename, directory
+//! `fsync`, synced commit).
+//!
+//! Invariants (besides the crate's):
+//! - An instance's record is durable in its pack before its catalog row is committed, and
+//!   the row before success is answered; a row that a crash may lose is after the
+//!   checkpoint, so it is recorded again from its record.
+//! - A record is punched only behind the checkpoint (the archive refuses earlier), so every
+//!   record replay needs is whole.
+//! - A refused instance (malformed, a header that cannot be written) is not appended. One
+//!   whose commit fails after its record was appended is answered with a failure but
+//!   recorded after a crash, as behind the journal.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use radport_archive::{keys, ArchiveError, StoredObject};
+use radport_catalog::{Durability, Route};
+use radport_journal::pack::PackLog;
+use radport_journal::{Position, Recovered, Replay};
+
+use crate::journal_record::RecordHeader;
+use crate::journaled::{Held, Recovery};
+use crate::{
+    extract_record, extract_record_from_head, fill_record, Announced, IngestError, IngestOutcome,
+    Ingestor, MetadataError, JOURNALED_MAX_BYTES,
+};
+
+/// At most this many unreferenced records wait for a checkpoint to be punched (beyond, they
+/// are logged and left in their packs).
+const MAX_WAITING_PUNCHES: usize = 1 << 16;
+
+/// The pack log an ingestor appends to, and the keys of records to punch once a checkpoint
+/// has passed them.
+#[derive(Clone, Debug)]
+pub(crate) struct Packs {
+    log: PackLog,
+    to_punch: Arc<Mutex<Vec<String>>>,
+}
+
+impl Packs {
+    pub(crate) fn log(&self) -> &PackLog {
+        &self.log
+    }
+
+    /// Keeps `key` to be punched after the next checkpoint; whether it was kept.
+    pub(crate) fn punch_later(&self, key: &str) -> bool {
+        let mut waiting = self.to_punch.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.len() >= MAX_WAITING_PUNCHES {
+            return false;
+        }
+        waiting.push(key.to_string());
+        true
+    }
+}
+
+impl Ingestor {
+    /// Keeps instances in the packs of `log` (see the module doc). Local archives only; not
+    /// together with a journal.
+    pub fn with_packs(mut self, log: PackLog) -> Result<Self, IngestError> {
+        if log.max_body_bytes() < JOURNALED_MAX_BYTES {
+            return Err(IngestError::Storage(format!(
+                "the pack log takes bodies of up to {} bytes; ingest packs up to {}",
+                log.max_body_bytes(),
+                JOURNALED_MAX_BYTES
+            )));
+        }
+        if self.archive.packs_dir().as_deref() != Some(log.dir()) {
+            return Err(IngestError::Storage(
+                "the pack log must keep its packs in the archive's packs directory".to_string(),
+            ));
+        }
+        if self.journal.is_some() {
+            return Err(IngestError::Storage(
+                "instances go through a journal or into packs, not both".to_string(),
+            ));
+        }
+        self.packs = Some(Packs {
+            log,
+            to_punch: Arc::default(),
+        });
+        Ok(self)
+    }
+
+    /// The pack log, if instances are kept in packs.
+    pub fn pack_log(&self) -> Option<&PackLog> {
+        self.packs.as_ref().map(|p| &p.log)
+    }
+
+    pub(crate) async fn finish_packed(
+        &self,
+        packs: &Packs,
+        held: Held,
+        head: &[bytes::Bytes],
+        route: Route,
+        source: String,
+        announced: Announced,
+    ) -> Result<(IngestOutcome, u64), IngestError> {
+        let (chunks, hash, size) = held.into_parts();
+        let mut record = match extract_record_from_head(head, size) {
+            Ok(record) => record,
+            // The whole instance is in the head: its attributes do not end.
+            Err(e) => return Err(IngestError::Malformed(e.to_string())),
+        };
+        let header = RecordHeader {
+            route: route.clone(),
+            source: source.clone(),
+            policy: self.policy,
+            // The record's position is its key.
+            object_key: String::new(),
+            sop_class_uid: announced.sop_class_uid.clone(),
+            sop_instance_uid: announced.sop_instance_uid.clone(),
+            transfer_syntax_uid: announced.transfer_syntax_uid.clone(),
+        }
+        .encode()
+        .ok_or_else(|| IngestError::Malformed("an identifier too long to journal".into()))?;
+
+        let started = Instant::now();
+        let appended = packs
+            .log
+            .append(header, chunks, hash)
+            .await
+            .map_err(|e| IngestError::Storage(e.to_string()))?;
+        let store_time = started.elapsed();
+        let stored = StoredObject {
+            key: keys::packed(appended.position),
+            size,
+            checksum: radport_archive::checksum_of(&hash),
+        };
+        fill_record(&mut record, &announced, &stored, source);
+        let started = Instant::now();
+        let disposition = self
+            .commit(&record, &route, self.policy, Durability::Deferred)
+            .await?;
+        let catalog_time = started.elapsed();
+        drop(appended.durable);
+        Ok((
+            IngestOutcome {
+                sop_instance_uid: record.sop_instance_uid,
+                series_instance_uid: record.series_instance_uid,
+                disposition,
+                store_time,
+                catalog_time,
+            },
+            size,
+        ))
+    }
+
+    /// [`Ingestor::recover`] for packs: every record after the checkpoint that the catalog
+    /// lacks under its key is recorded again.
+    pub(crate) async fn recover_packed(&self, mut replay: Replay) -> Result<Recovery, IngestError> {
+        let mut recovery = Recovery::default();
+        loop {
+            let (back, next) = tokio::task::spawn_blocking(move || {
+                let next = replay.next_placed();
+                (replay, next)
+            })
+            .await
+            .map_err(|e| IngestError::Storage(format!("pack replay: {e}")))?;
+            replay = back;
+            let Some((position, recovered)) =
+                next.map_err(|e| IngestError::Storage(e.to_string()))?
+            else {
+                break;
+            };
+            recovery.records += 1;
+            match self.redo_packed(position, recovered).await {
+                Ok(true) => recovery.recorded_again += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    recovery.failed += 1;
+                    tracing::warn!(error = %e, "a packed instance could not be recorded again");
+                }
+            }
+        }
+        self.settle().await?;
+        Ok(recovery)
+    }
+
+    /// Records the instance of one record unless the catalog has it under its key. Whether
+    /// it had to be recorded.
+    async fn redo_packed(
+        &self,
+        position: Position,
+        recovered: Recovered,
+    ) -> Result<bool, IngestError> {
+        let header = RecordHeader::decode(&recovered.header)
+            .map_err(|e| IngestError::Malformed(e.to_string()))?;
+        let size = recovered.body.len() as u64;
+        let mut record = match extract_record(&recovered.body, size) {
+            Ok(record) => record,
+            Err(MetadataError::NeedMoreBytes) => {
+                return Err(IngestError::Malformed(
+                    "a packed instance ends early".into(),
+                ))
+            }
+            Err(e) => return Err(IngestError::Malformed(e.to_string())),
+        };
+        let stored = StoredObject {
+            key: keys::packed(position),
+            size,
+            checksum: radport_archive::checksum(&recovered.body),
+        };
+        let announced = Announced {
+            sop_class_uid: header.sop_class_uid,
+            sop_instance_uid: header.sop_instance_uid,
+            transfer_syntax_uid: header.transfer_syntax_uid,
+            source_ae_title: None,
+        };
+        fill_record(&mut record, &announced, &stored, header.source);
+        let recorded = self
+            .catalog
+            .get_instance(&record.series_instance_uid, &record.sop_instance_uid)
+            .await?;
+        if recorded.is_some_and(|row| row.object_key == stored.key) {
+            return Ok(false);
+        }
+        self.commit(&record, &header.route, header.policy, Durability::Deferred)
+            .await?;
+        Ok(true)
+    }
+
+    /// Checkpoints the pack log (the catalog synced first), then punches what waited for it.
+    /// Whether a checkpoint was made.
+    pub(crate) async fn checkpoint_packs(&self, packs: &Packs) -> Result<bool, IngestError> {
+        let made = packs
+            .log
+            .checkpoint(|| self.catalog.sync())
+            .await
+            .map_err(|e| IngestError::Storage(e.to_string()))?;
+        let waiting =
+            std::mem::take(&mut *packs.to_punch.lock().unwrap_or_else(|e| e.into_inner()));
+        for key in waiting {
+            match self.archive.delete(&key).await {
+                Ok(()) => {}
+                // Appended after the checkpoint began: the next one.
+                Err(ArchiveError::NotYet(_)) => {
+                    packs.punch_later(&key);
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "could not punch an unreferenced record")
+                }
+            }
+        }
+        Ok(made.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Disposition;
+    use radport_archive::Archive;
+    use radport_catalog::{Catalog, DuplicatePolicy};
+    use radport_journal::pack::{self, PackConfig};
+
+    const CONFIG: PackConfig = PackConfig {
+        pack_bytes: 4 * 1024 * 1024,
+        max_body_bytes: 2 * 1024 * 1024,
+        checkpoint_bytes: 1024 * 1024,
+    };
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        catalog: Catalog,
+        archive: Archive,
+    }
+
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, catalog) = crate::local_store(dir.path()).await;
+        std::fs::create_dir(archive.packs_dir().unwrap()).unwrap();
+        Setup {
+            dir,
+            catalog,
+            archive,
+        }
+    }
+
+    impl Setup {
+        fn ingestor(&self) -> (Ingestor, Replay) {
+            let (log, replay) = PackLog::open(&self.archive.packs_dir().unwrap(), CONFIG).unwrap();
+            let ingestor = Ingestor::new(
+                self.archive.clone(),
+                self.catalog.clone(),
+                DuplicatePolicy::KeepFirst,
+            )
+            .with_packs(log)
+            .unwrap();
+            (ingestor, replay)
+        }
+
+        async fn rows(&self, series_uid: &str) -> Vec<radport_catalog::InstanceRow> {
+            let mut rows = self
+                .catalog
+                .get_series(series_uid)
+                .await
+                .unwrap()
+                .expect("the series is recorded")
+                .instances;
+            rows.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
+            rows
+        }
+
+        /// Every record the packs hold, checkpoint or not (read from a copy without it).
+        fn all_positions(&self) -> Vec<Position> {
+            let copy = self.dir.path().join("packs-copy");
+            std::fs::create_dir(&copy).unwrap();
+            for entry in std::fs::read_dir(self.archive.packs_dir().unwrap()).unwrap() {
+                let entry = entry.unwrap();
+                if pack::pack_generation(entry.file_name().to_str().unwrap()).is_some() {
+                    std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+                }
+            }
+            let (_, mut replay) = PackLog::open(&copy, CONFIG).unwrap();
+            let mut out = Vec::new();
+            while let Some((position, _)) = replay.next_placed().unwrap() {
+                out.push(position);
+            }
+            std::fs::remove_dir_all(&copy).unwrap();
+            out
+        }
+    }
+
+    fn route() -> Route {
+        Route {
+            project: "admin".into(),
+            dataset: "d".into(),
+        }
+    }
+
+    fn series(dir: &std::path::Path, seed: &str, count: usize, rows: u16) -> Vec<Vec<u8>> {
+        let spec = radport_testkit::SeriesSpec {
+            count,
+            rows,
+            columns: rows,
+            uid_seed: seed.into(),
+            ..Default::default()
+        };
+        radport_testkit::write_series(&dir.join(seed), &spec)
+            .unwrap()
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn instances_live_in_packs_and_what_a_crash_lost_of_the_catalog_is_recorded_again() {
+        let s = setup().await;
+        let files = series(s.dir.path(), "51", 10, 128);
+        let (ingestor, replay) = s.ingestor();
+        assert_eq!(ingestor.recover(replay).await.unwrap(), Recovery::default());
+        let mut series_uid = String::new();
+        for file in &files {
+            let outcome = ingestor
+                .ingest_part10(route(), "test".into(), file)
+                .await
+                .unwrap();
+            assert_eq!(outcome.disposition, Disposition::Stored);
+            series_uid = outcome.series_instance_uid;
+        }
+        let log = ingestor.pack_log().unwrap().clone();
+        assert_eq!(log.stats().records, 10);
+        assert!(log.stats().syncs <= 10);
+        let rows = s.rows(&series_uid).await;
+        assert_eq!(rows.len(), 10);
+        for row in &rows {
+            assert!(
+                keys::parse_packed(&row.object_key).is_some(),
+                "{}",
+                row.object_key
+            );
+            let bytes = s.archive.get(&row.object_key).await.unwrap();
+            assert_eq!(row.checksum, radport_archive::checksum(&bytes));
+            assert_eq!(row.size, bytes.len() as i64);
+            assert_eq!(&bytes[128..132], b"DICM");
+        }
+        // The received files' data sets are what the archive gives back, after our meta.
+        let sent_tail = &files[0][files[0].len() - 5000..];
+        let mut found = false;
+        for row in &rows {
+            found |= s
+                .archive
+                .get(&row.object_key)
+                .await
+                .unwrap()
+                .ends_with(sent_tail);
+        }
+        assert!(found);
+        // No file of its own for any instance.
+        assert!(s.archive.list("instances/").await.unwrap().is_empty());
+
+        // A power cut before any checkpoint: the deferred catalog rows are gone.
+        drop((ingestor, log));
+        s.catalog
+            .erase_series(std::slice::from_ref(&series_uid))
+            .await
+            .unwrap();
+        let (ingestor, replay) = s.ingestor();
+        let recovery = ingestor.recover(replay).await.unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                records: 10,
+                recorded_again: 10,
+                failed: 0
+            }
+        );
+        let again = s.rows(&series_uid).await;
+        for (a, b) in again.iter().zip(&rows) {
+            assert_eq!(
+                (&a.object_key, &a.checksum, a.size),
+                (&b.object_key, &b.checksum, b.size),
+                "recorded again where it was"
+            );
+        }
+        // Recovery checkpointed: nothing is redone twice.
+        drop(ingestor);
+        let (ingestor, replay) = s.ingestor();
+        assert_eq!(ingestor.recover(replay).await.unwrap().records, 0);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_kept_is_punched_out_of_its_pack_after_the_checkpoint() {
+        let s = setup().await;
+        let files = series(s.dir.path(), "52", 3, 64);
+        let (ingestor, replay) = s.ingestor();
+        ingestor.recover(replay).await.unwrap();
+        for file in &files {
+            ingestor
+                .ingest_part10(route(), "test".into(), file)
+                .await
+                .unwrap();
+        }
+        let dup = ingestor
+            .ingest_part10(route(), "test".into(), &files[0])
+            .await
+            .unwrap();
+        assert_eq!(dup.disposition, Disposition::DuplicateKept);
+        let positions = s.all_positions();
+        assert_eq!(positions.len(), 4);
+        let dir = s.archive.packs_dir().unwrap();
+        let present = |positions: &[Position]| {
+            positions
+                .iter()
+                .filter(|p| pack::open_record(&dir, **p, u64::MAX).unwrap().is_some())
+                .count()
+        };
+        assert_eq!(
+            present(&positions),
+            4,
+            "nothing punched ahead of the checkpoint"
+        );
+        assert_eq!(ingestor.checkpoint().await.unwrap(), 1);
+        assert_eq!(present(&positions), 3, "the duplicate's record punched");
+        let rows = s.rows(&dup.series_instance_uid).await;
+        assert_eq!(rows.len(), 3);
+        for row in &rows {
+            let bytes = s.archive.get(&row.object_key).await.unwrap();
+            assert_eq!(row.checksum, radport_archive::checksum(&bytes));
+        }
+        // Nothing new: no checkpoint.
+        assert_eq!(ingestor.checkpoint().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn packs_and_a_journal_exclude_each_other_and_packs_live_in_the_archive() {
+        let s = setup().await;
+        let (ingestor, _) = s.ingestor();
+        std::fs::create_dir(s.dir.path().join("journal")).unwrap();
+        let (journal, _) = radport_journal::Journal::open(
+            &s.dir.path().join("journal"),
+            radport_journal::JournalConfig {
+                segment_bytes: 4 << 20,
+                segments: 2,
+                max_body_bytes: 2 << 20,
+            },
+        )
+        .unwrap();
+        assert!(ingestor.with_journal(journal).is_err());
+        let elsewhere = s.dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let (log, _) = PackLog::open(&elsewhere, CONFIG).unwrap();
+        let plain = Ingestor::new(
+            s.archive.clone(),
+            s.catalog.clone(),
+            DuplicatePolicy::KeepFirst,
+        );
+        assert!(plain.with_packs(log).is_err());
+    }
+}
