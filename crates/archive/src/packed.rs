@@ -146,6 +146,37 @@ impl Archive {
         Ok((size, Box::pin(stream)))
     }
 
+    /// Local directory only (empty elsewhere): the packed records behind the pack log's
+    /// checkpoint, as objects (modified when their pack last was), past punched ones. Read
+    /// one pack at a time in a blocking thread, so memory is bounded by a pack's records.
+    /// For the collector: the records it may punch.
+    pub fn list_packed(
+        &self,
+    ) -> futures::stream::BoxStream<'static, Result<crate::ListedObject, ArchiveError>> {
+        use futures::StreamExt;
+        let Some(dir) = self.packs_dir().filter(|d| d.is_dir()) else {
+            return Box::pin(futures::stream::empty());
+        };
+        let packs = futures::stream::try_unfold(None, move |state| {
+            let dir = dir.clone();
+            async move {
+                tokio::task::spawn_blocking(move || next_pack_listed(&dir, state))
+                    .await
+                    .map_err(|e| ArchiveError::Storage(format!("pack listing task failed: {e}")))?
+            }
+        });
+        Box::pin(
+            packs
+                .map(
+                    |pack: Result<Vec<crate::ListedObject>, ArchiveError>| match pack {
+                        Ok(objects) => futures::stream::iter(objects.into_iter().map(Ok)).boxed(),
+                        Err(e) => futures::stream::iter([Err(e)]).boxed(),
+                    },
+                )
+                .flatten(),
+        )
+    }
+
     /// Punches a packed record out (see the module doc).
     pub(crate) async fn delete_packed(
         &self,
@@ -162,6 +193,52 @@ impl Archive {
         .await
         .map_err(|e| ArchiveError::Storage(format!("punch task failed: {e}")))?
     }
+}
+
+/// Where a listing of packs is: the checkpoint and the generations still to list.
+type PackListing = (Position, std::collections::VecDeque<u64>);
+
+/// The records of the next pack behind the checkpoint of the packs in `dir`, as listed
+/// objects, and the listing's state after it (`None` at first); `None` after the last.
+fn next_pack_listed(
+    dir: &std::path::Path,
+    state: Option<PackListing>,
+) -> Result<Option<(Vec<crate::ListedObject>, Option<PackListing>)>, ArchiveError> {
+    let (until, mut left) = match state {
+        Some(state) => state,
+        None => {
+            let Some(until) = pack::read_checkpoint(dir).map_err(ArchiveError::from_journal)?
+            else {
+                return Ok(None);
+            };
+            let generations = pack::generations(dir).map_err(ArchiveError::from_journal)?;
+            let behind = generations
+                .into_iter()
+                .filter(|g| *g <= until.generation)
+                .collect();
+            (until, behind)
+        }
+    };
+    while let Some(generation) = left.pop_front() {
+        let path = dir.join(pack::pack_file_name(generation));
+        let modified: chrono::DateTime<chrono::Utc> = match std::fs::metadata(&path) {
+            Ok(meta) => meta.modified().map_err(ArchiveError::from_io)?.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ArchiveError::from_io(e)),
+        };
+        let records = pack::records_before(dir, generation, until, u64::MAX)
+            .map_err(ArchiveError::from_journal)?;
+        let listed = records
+            .into_iter()
+            .map(|walked| crate::ListedObject {
+                key: key(walked.position),
+                size: walked.body_len,
+                modified: modified.to_rfc3339(),
+            })
+            .collect();
+        return Ok(Some((listed, Some((until, left)))));
+    }
+    Ok(None)
 }
 
 /// Reads `range` (within the body, checked by the caller) of a packed record's body.
@@ -273,11 +350,19 @@ mod tests {
         log.checkpoint(|| async { Ok::<(), String>(()) })
             .await
             .unwrap();
+        let listed: Vec<crate::ListedObject> = archive.list_packed().try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].key.as_str(), listed[0].size),
+            (key.as_str(), 3_000_000)
+        );
         archive.delete(&key).await.unwrap();
         assert!(matches!(
             archive.get(&key).await,
             Err(ArchiveError::NotFound(_))
         ));
+        let listed: Vec<crate::ListedObject> = archive.list_packed().try_collect().await.unwrap();
+        assert!(listed.is_empty());
         assert_eq!(
             archive
                 .verify(&key, body.len() as u64, &checksum)

@@ -7,6 +7,7 @@
 //! | left behind by | where | orphan when |
 //! |---|---|---|
 //! | a process killed between the archive write and the catalog commit, a replaced or refused instance whose delete failed | `instances/…` | no `instances.object_key` names it |
+//! | the same in packs (`--ingest-durability packs`), and a process killed before it punched a duplicate's record after a checkpoint | a record in `packs/…` behind the pack log's checkpoint (`Archive::list_packed`), removed by punching it out | no `instances.object_key` names it |
 //! | a process killed in the middle of a local write | `KEY#<n>` beside any key (the listing hides them) | always (never referenced) |
 //! | a thumbnail or report of a series that no longer exists | `thumbnails/<series>.png`, `reports/<series>.html` | no `series` row |
 //! | chunks of an upload terminated, expired, or completed but not cleaned up | `upload-parts/<id>/…` | no *incomplete* `uploads` row with that id |
@@ -124,14 +125,18 @@ impl Report {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Area {
     Instances,
+    /// Records in the packs of a local archive (`--ingest-durability packs`), behind the
+    /// pack log's checkpoint; removing one punches it out of its pack.
+    Packs,
     Thumbnails,
     Reports,
     UploadParts,
 }
 
 impl Area {
-    const ALL: [Area; 4] = [
+    const ALL: [Area; 5] = [
         Area::Instances,
+        Area::Packs,
         Area::Thumbnails,
         Area::Reports,
         Area::UploadParts,
@@ -140,6 +145,7 @@ impl Area {
     fn prefix(self) -> &'static str {
         match self {
             Area::Instances => "instances",
+            Area::Packs => radport_archive::PACKS_AREA,
             Area::Thumbnails => "thumbnails",
             Area::Reports => "reports",
             Area::UploadParts => "upload-parts",
@@ -148,7 +154,7 @@ impl Area {
 
     fn reference(self) -> Reference {
         match self {
-            Area::Instances => Reference::InstanceObject,
+            Area::Instances | Area::Packs => Reference::InstanceObject,
             Area::Thumbnails | Area::Reports => Reference::Series,
             Area::UploadParts => Reference::OpenUpload,
         }
@@ -160,6 +166,9 @@ impl Area {
         let rest = key.strip_prefix(self.prefix())?.strip_prefix('/')?;
         let value = match self {
             Area::Instances => return Some(key.to_string()),
+            Area::Packs => {
+                return radport_archive::keys::parse_packed(key).map(|_| key.to_string());
+            }
             Area::Thumbnails => rest.strip_suffix(".png")?,
             Area::Reports => rest.strip_suffix(".html")?,
             Area::UploadParts => rest.split_once('/')?.0,
@@ -169,7 +178,7 @@ impl Area {
 
     fn count(self, report: &mut Report) -> &mut u64 {
         match self {
-            Area::Instances => &mut report.instances,
+            Area::Instances | Area::Packs => &mut report.instances,
             Area::Thumbnails | Area::Reports => &mut report.derived,
             Area::UploadParts => &mut report.upload_parts,
         }
@@ -366,7 +375,11 @@ impl Collector {
         cutoff: SystemTime,
         report: &mut Report,
     ) -> Result<(), CollectError> {
-        let mut listing = self.archive.list_stream(area.prefix()).fuse();
+        let mut listing = match area {
+            Area::Packs => self.archive.list_packed(),
+            _ => self.archive.list_stream(area.prefix()),
+        }
+        .fuse();
         while let Some(batch) = next_batch(&mut listing).await? {
             report.listed += batch.len() as u64;
             let mut candidates = Vec::new();

@@ -298,3 +298,76 @@ async fn postgres_judges_many_objects_in_batches() {
     judges_many_objects_in_batches(&db.url).await;
     db.drop_database().await;
 }
+
+/// Packed records (`--ingest-durability packs`): those behind the pack log's checkpoint that
+/// no row references are punched out; the referenced, the young and those ahead stay.
+#[tokio::test]
+async fn sqlite_punches_unreferenced_packed_records_behind_the_checkpoint() {
+    use radport_archive::{keys, ArchiveError};
+    use radport_ingest::{PackConfig, PackLog};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("archive");
+    let archive = Archive::local(&root).expect("archive");
+    let catalog = Catalog::connect(&sqlite_url(&dir)).await.expect("catalog");
+    let packs = archive.packs_dir().expect("local");
+    std::fs::create_dir(&packs).expect("packs dir");
+    let config = PackConfig {
+        pack_bytes: 1 << 20,
+        max_body_bytes: 64 << 10,
+        checkpoint_bytes: 1 << 20,
+    };
+    let (log, _) = PackLog::open(&packs, config).expect("pack log");
+    let append = |seed: u8| {
+        let log = log.clone();
+        async move {
+            let body = vec![seed; 5000];
+            let appended = log
+                .append(
+                    vec![seed],
+                    vec![Bytes::from(body.clone())],
+                    blake3::hash(&body),
+                )
+                .await
+                .expect("append");
+            (keys::packed(appended.position), appended.durable)
+        }
+    };
+    let (referenced, a) = append(1).await;
+    let (orphan, b) = append(2).await;
+    drop((a, b));
+    log.checkpoint(|| async { Ok::<(), String>(()) })
+        .await
+        .expect("checkpoint");
+    let (ahead, _c) = append(3).await;
+    catalog
+        .record_instance(
+            &record("1.2.3.1", "1.2.3.4", &referenced),
+            &route(),
+            DuplicatePolicy::KeepFirst,
+        )
+        .await
+        .expect("record");
+
+    // Within the grace (the pack was just written): nothing goes.
+    let collector = Collector::new(archive.clone(), catalog.clone(), CollectorConfig::default());
+    let report = collector.collect_once().await.expect("collect");
+    assert_eq!(report.instances, 0, "{report:?}");
+    assert!(report.young >= 2, "{report:?}");
+
+    let pack = packs.join(radport_ingest::pack_file_name(
+        keys::parse_packed(&orphan).expect("a pack key").generation,
+    ));
+    age(&pack, 2 * HOUR);
+    let report = collector.collect_once().await.expect("collect");
+    assert_eq!(report.instances, 1, "{report:?}");
+    assert_eq!(report.referenced, 1, "{report:?}");
+    assert!(archive.get(&referenced).await.is_ok());
+    assert!(matches!(
+        archive.get(&orphan).await,
+        Err(ArchiveError::NotFound(_))
+    ));
+    assert!(archive.get(&ahead).await.is_ok(), "ahead of the checkpoint");
+    // Again: nothing more.
+    let report = collector.collect_once().await.expect("collect");
+    assert_eq!(report.instances, 0, "{report:?}");
+}

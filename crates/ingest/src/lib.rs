@@ -34,7 +34,7 @@ use radport_archive::{Archive, ArchiveError, ObjectWriter, StoredObject};
 use radport_catalog::{
     Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,
 };
-pub use radport_journal::pack::{PackConfig, PackLog};
+pub use radport_journal::pack::{pack_file_name, PackConfig, PackLog};
 pub use radport_journal::{Journal, JournalConfig, JournalError};
 pub use radport_metrics::Channel;
 

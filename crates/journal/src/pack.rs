@@ -836,6 +836,108 @@ pub fn punch(dir: &Path, position: Position, max_body_bytes: u64) -> Result<Punc
     Ok(Punched::Punched)
 }
 
+/// The generations of the packs in `dir`, in order.
+pub fn generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(generation) = entry?.file_name().to_str().and_then(pack_generation) {
+            out.push(generation);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// A record found by [`records_before`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walked {
+    /// Where it is.
+    pub position: Position,
+    /// Bytes of its body.
+    pub body_len: u64,
+}
+
+/// The records of the pack of `generation` in `dir` that lie before `until` (the checkpoint,
+/// usually), past punched ones: a punched record reads as zeros, and a frame's head never
+/// starts with a zero byte, so the walk goes on at the next byte that is not zero. It ends
+/// where a frame does not check (a torn tail) or at `until`. For finding records that are
+/// no longer referenced; replay never needs it (nothing it reads is punched).
+pub fn records_before(
+    dir: &Path,
+    generation: u64,
+    until: Position,
+    max_body_bytes: u64,
+) -> Result<Vec<Walked>, JournalError> {
+    let mut out = Vec::new();
+    if generation > until.generation {
+        return Ok(out);
+    }
+    let file = match File::open(dir.join(pack_file_name(generation))) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    let end = if generation == until.generation {
+        until.offset.min(len)
+    } else {
+        len
+    };
+    let mut offset = SEGMENT_HEADER_BYTES;
+    while offset < end {
+        match read_span(&file, end, generation, offset, max_body_bytes)? {
+            Some(span) => {
+                out.push(Walked {
+                    position: Position { generation, offset },
+                    body_len: span.body_len,
+                });
+                offset += span.frame_len;
+            }
+            None => match next_nonzero(&file, offset, end)? {
+                Some(next) if next > offset => offset = next,
+                // Bytes that are no frame: a torn tail.
+                _ => break,
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// The offset of the first byte from `from` (before `end`) that is not zero, if any; holes
+/// are skipped without reading them.
+fn next_nonzero(file: &File, from: u64, end: u64) -> io::Result<Option<u64>> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buffer = vec![0u8; CHUNK];
+    let mut offset = from;
+    while offset < end {
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond off_t"))?;
+        // SAFETY: a system call on a descriptor open for its duration.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), at, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(None); // only a hole up to the end of the file
+            }
+            return Err(e);
+        }
+        offset = (data as u64).max(offset);
+        if offset >= end {
+            return Ok(None);
+        }
+        let want = usize::try_from(end - offset).map_or(CHUNK, |left| left.min(CHUNK));
+        let read = file.read_at(&mut buffer[..want], offset)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = buffer[..read].iter().position(|b| *b != 0) {
+            return Ok(Some(offset + i as u64));
+        }
+        offset += read as u64;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -1068,6 +1170,57 @@ mod tests {
             read_body(dir.path(), second.position).unwrap(),
             body(2, 60_000).concat()
         );
+    }
+
+    #[tokio::test]
+    async fn a_walk_finds_every_record_before_the_checkpoint_past_punched_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+        let mut positions = Vec::new();
+        for seed in 0..6u8 {
+            // Sizes that leave frames off block boundaries.
+            positions.push(
+                append(&log, seed, 10_000 + 777 * seed as usize)
+                    .await
+                    .position,
+            );
+        }
+        log.checkpoint(|| async { Ok::<(), String>(()) })
+            .await
+            .unwrap();
+        let after = append(&log, 9, 1000).await;
+        let until = log.checkpointed();
+        let generation = positions[0].generation;
+        let walk = |until| {
+            records_before(dir.path(), generation, until, SMALL.max_body_bytes)
+                .unwrap()
+                .iter()
+                .map(|w| w.position)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            walk(until),
+            positions,
+            "the record after the checkpoint is not walked"
+        );
+        for punched in [1, 2, 4] {
+            let max = SMALL.max_body_bytes;
+            assert_eq!(
+                punch(dir.path(), positions[punched], max).unwrap(),
+                Punched::Punched
+            );
+        }
+        assert_eq!(
+            walk(until),
+            vec![positions[0], positions[3], positions[5]],
+            "past the punched ones"
+        );
+        assert_eq!(generations(dir.path()).unwrap(), vec![generation]);
+        let everything = Position {
+            generation,
+            offset: u64::MAX,
+        };
+        assert_eq!(walk(everything).last(), Some(&after.position));
     }
 
     #[tokio::test]

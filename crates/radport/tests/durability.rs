@@ -4,10 +4,12 @@
 //! names up to the data directory, a completed `fsync`/`fdatasync` covered before the
 //! response's first byte was written (see `radport_testkit::strace` for the model).
 //!
-//! Both ways an instance becomes durable are held to it: through the ingest journal
-//! (`--ingest-durability journal`: the record, from which the catalog row is redone after a crash,
-//! is what must be synced — the journal counts as catalog content), and straight into the
-//! archive and a synced catalog commit (the default).
+//! The three ways an instance becomes durable are held to it: through the ingest journal
+//! (`--ingest-durability journal`: the record, from which the catalog row is redone after a
+//! crash, is what must be synced — the journal counts as catalog content), into packs
+//! (`packs`: the record is the archive's copy and the catalog row is redone from it — the
+//! packs count as catalog content too), and straight into the archive and a synced catalog
+//! commit (the default).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,12 +28,13 @@ fn every_success_response_follows_the_syncs_that_make_its_instance_durable() {
         "strace is needed (apt-get install strace)"
     );
     let journaled = prove(&["--ingest-durability", "journal"]);
+    let packed = prove(&["--ingest-durability", "packs"]);
     let direct = prove(&["--ingest-durability", "direct"]);
     // A journal sync per group of instances arriving together instead of three syncs each
     // (the journal's run also makes its segments and checkpoints every second).
     assert!(
-        journaled < direct,
-        "{journaled} syncs through the journal, {direct} without"
+        journaled < direct && packed < direct,
+        "{journaled} syncs through the journal, {packed} into packs, {direct} without"
     );
 }
 
@@ -83,8 +86,12 @@ fn prove(extra_args: &[&str]) -> usize {
     let catalog_file = server.data_dir.join("catalog.db");
     let catalog_prefix = catalog_file.to_string_lossy().into_owned();
     let journal_prefix = format!("{}/", server.data_dir.join("journal").display());
-    let is_catalog =
-        |path: &str| path.starts_with(&catalog_prefix) || path.starts_with(&journal_prefix);
+    let packs_prefix = format!("{}/", server.data_dir.join("archive/packs").display());
+    let is_catalog = |path: &str| {
+        path.starts_with(&catalog_prefix)
+            || path.starts_with(&journal_prefix)
+            || path.starts_with(&packs_prefix)
+    };
     let report = strace::check(&log, &datasets, &is_catalog);
     assert!(
         report.unmodelled.is_empty(),

@@ -251,13 +251,15 @@ fn erasure_removes_everything_and_placement_moves_series() {
 
 /// Whether any file of the ingest journal holds `needle`.
 fn journal_holds(server: &Server, needle: &[u8]) -> bool {
-    std::fs::read_dir(server.data_dir.join("journal"))
-        .unwrap()
-        .flatten()
-        .any(|entry| {
-            let bytes = std::fs::read(entry.path()).unwrap();
-            bytes.windows(needle.len()).any(|w| w == needle)
-        })
+    dir_holds(&server.data_dir.join("journal"), needle)
+}
+
+/// Whether any file directly in `dir` holds `needle`.
+fn dir_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|entry| {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
 }
 
 /// Behind the ingest journal an instance's bytes are also in the journal's files, where a
@@ -283,6 +285,42 @@ fn erasure_behind_the_journal_leaves_nothing_in_its_files() {
 
     // The journal goes on, and a restart redoes nothing erased and loses nothing kept.
     let later = spec("983", "PAT-JOURNALED-LATER", 1);
+    let later_uid = send(&server, tmp.path(), "admin", &later);
+    server.restart();
+    assert_eq!(
+        server.get_status(&format!("/api/series/{erased_uid}")).0,
+        404
+    );
+    for uid in [&kept_uid, &later_uid] {
+        assert_eq!(server.get_status(&format!("/api/series/{uid}")).0, 200);
+    }
+}
+
+/// Into packs an instance's only copy is its record in a pack: erasing punches it out, so
+/// nothing of it is left in the packs' files, and a restart records nothing erased again.
+#[test]
+fn erasure_of_packed_instances_leaves_nothing_in_the_packs() {
+    let mut server = Server::start(&["--ingest-durability", "packs"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let packs = server.data_dir.join("archive/packs");
+    let erased = spec("984", "PAT-PACKED-ERASED", 3);
+    let kept = spec("985", "PAT-PACKED-KEPT", 2);
+    let erased_uid = send(&server, tmp.path(), "admin", &erased);
+    let kept_uid = send(&server, tmp.path(), "admin", &kept);
+    assert!(dir_holds(&packs, b"PAT-PACKED-ERASED"));
+    assert!(server.archived_files().is_empty(), "no file per instance");
+
+    let (status, body) = delete(&server, "/api/patients/PAT-PACKED-ERASED");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["series"], json!([erased_uid]));
+    assert_eq!(body["objects_failed"], json!(0), "{body}");
+    assert!(
+        !dir_holds(&packs, b"PAT-PACKED-ERASED"),
+        "the erased patient's instances are still in the packs"
+    );
+    assert!(dir_holds(&packs, b"PAT-PACKED-KEPT"));
+
+    let later = spec("986", "PAT-PACKED-LATER", 1);
     let later_uid = send(&server, tmp.path(), "admin", &later);
     server.restart();
     assert_eq!(
