@@ -198,12 +198,15 @@ impl Archive {
 /// Where a listing of packs is: the checkpoint and the generations still to list.
 type PackListing = (Position, std::collections::VecDeque<u64>);
 
+/// One pack's records as listed objects, and where the listing goes on.
+type ListedPack = (Vec<crate::ListedObject>, Option<PackListing>);
+
 /// The records of the next pack behind the checkpoint of the packs in `dir`, as listed
 /// objects, and the listing's state after it (`None` at first); `None` after the last.
 fn next_pack_listed(
     dir: &std::path::Path,
     state: Option<PackListing>,
-) -> Result<Option<(Vec<crate::ListedObject>, Option<PackListing>)>, ArchiveError> {
+) -> Result<Option<ListedPack>, ArchiveError> {
     let (until, mut left) = match state {
         Some(state) => state,
         None => {
