@@ -6,8 +6,8 @@
 # memory and the machine's state).
 #
 # Usage: bench/ingest-ab.sh BINARY_A "FLAGS_A" BINARY_B "FLAGS_B"
-#   e.g. bench/ingest-ab.sh /tmp/radport-before "--ingest-journal true" \
-#                           target/release/radport "--ingest-journal true"
+#   e.g. bench/ingest-ab.sh /tmp/radport-before "--ingest-durability journal" \
+#                           target/release/radport "--ingest-durability packs"
 #
 # Environment:
 #   AB_ROUNDS=3                  rounds (each runs A and B in both modes)

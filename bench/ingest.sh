@@ -37,7 +37,7 @@
 #   STORESCP_FLAGS="+xa"           extra flags for /usr/bin/storescp (output dir, --fork and port are added)
 #   RADPORT_FLAGS=""               extra flags for `radport serve`
 #   BASELINE_FLAGS=RADPORT_FLAGS   the baseline's flags instead (e.g. the same binary as
-#                                  RADPORT_BASELINE with "--ingest-journal false")
+#                                  RADPORT_BASELINE with "--ingest-durability direct")
 #   BENCH_TIMEOUT=600              seconds a single scenario may take before it counts as failed
 #   BENCH_NAGLE="on off"           sender modes, each scenario run in each: "on" is dcmsend's
 #                                  default, "off" runs it with TCP_NODELAY=1 (DCMTK's switch for

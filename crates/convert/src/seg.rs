@@ -588,20 +588,16 @@ pub fn labels_to_seg(
 
     let mut o = InMemDicomObject::new_empty();
     for &t in COPIED {
-        if let Some(e) = src.element_opt(t).ok().flatten() {
+        if let Some(e) = src.get(t) {
             o.put(e.clone());
         }
     }
     for &(t, vr) in TYPE2 {
-        if o.element_opt(t).ok().flatten().is_none() {
+        if o.get(t).is_none() {
             o.empty(t, vr);
         }
     }
-    if o.element_opt(tags::STUDY_INSTANCE_UID)
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    if o.get(tags::STUDY_INSTANCE_UID).is_none() {
         o.s(tags::STUDY_INSTANCE_UID, VR::UI, &source.study_uid);
     }
     // SOP Common

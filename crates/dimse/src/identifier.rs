@@ -125,9 +125,7 @@ impl Query {
         .map_err(|_| IdentifierError::Malformed("parser failure".into()))?
         .map_err(|e| IdentifierError::Malformed(e.to_string()))?;
         let level_value = obj
-            .element_opt(tags::QUERY_RETRIEVE_LEVEL)
-            .ok()
-            .flatten()
+            .get(tags::QUERY_RETRIEVE_LEVEL)
             .and_then(|e| {
                 e.to_str()
                     .ok()

@@ -38,7 +38,7 @@ pub enum MetadataError {
 const JSON_INLINE_BINARY_LIMIT: u32 = 1024;
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let element = obj.element_opt(tag).ok().flatten()?;
+    let element = obj.get(tag)?;
     let value = element.to_str().ok()?;
     let trimmed = value.trim_matches(|c: char| c == ' ' || c == '\0').trim();
     if trimmed.is_empty() {
@@ -49,7 +49,7 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
 }
 
 fn integer(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    let element = obj.element_opt(tag).ok().flatten()?;
+    let element = obj.get(tag)?;
     element.to_int::<i64>().ok()
 }
 
@@ -271,7 +271,7 @@ pub fn element_bytes(
             ))
         }
     };
-    let Some(found) = file.element_opt(Tag(group, element)).ok().flatten() else {
+    let Some(found) = file.get(Tag(group, element)) else {
         return Ok(None);
     };
     found
