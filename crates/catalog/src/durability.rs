@@ -1,5 +1,6 @@
 //! Commits whose durability another log provides: instances recorded behind the ingest
-//! journal or into packs (`radport-journal`), which hold each one durably before it is recorded and redo
+//! journal or into packs (`radport-journal`), which hold each one durably before it is
+//! recorded and redo
 //! it after a crash. Such a commit is visible when it returns and durable at the next
 //! [`Catalog::sync`], which the journal's checkpoint calls before it frees what it held.
 
@@ -15,14 +16,10 @@ pub enum Durability {
     Synced,
     /// Visible, and durable at the next [`Catalog::sync`]: the caller holds the record
     /// durably elsewhere and redoes it after a crash. On SQLite a group of such records only
-    /// is committed with `synchronous = NORMAL` (the WAL is not synced); on PostgreSQL on a
-    /// session with `synchronous_commit = off` (the commit does not wait for the WAL flush).
-    /// A group mixing both is committed synced.
+    /// is committed with `synchronous = NORMAL` (the WAL is not synced); PostgreSQL commits
+    /// them synced, as any other (deferring there is not done yet).
     Deferred,
 }
-
-/// PostgreSQL: how a group committer's session for deferred groups is set up once.
-pub(crate) const SQL_POSTGRES_DEFERRED_SESSION: &str = "SET synchronous_commit = off";
 
 /// `synchronous` of the writer's connection for everything but deferred groups.
 pub(crate) const SQLITE_SYNCED: &str = "PRAGMA synchronous = FULL";
@@ -72,33 +69,6 @@ impl Catalog {
 }
 
 impl Catalog {
-    /// For tests: `synchronous_commit` of each idle PostgreSQL group committer's session, of
-    /// those for synced groups and of those for deferred groups.
-    #[doc(hidden)]
-    pub async fn group_sessions_synchronous_commit(
-        &self,
-    ) -> Result<(Vec<String>, Vec<String>), CatalogError> {
-        let mut out = (Vec::new(), Vec::new());
-        for (slot, idle) in [
-            (&mut out.0, &self.group_connections),
-            (&mut out.1, &self.deferred_group_connections),
-        ] {
-            let connections = std::mem::take(&mut *idle.lock().unwrap_or_else(|e| e.into_inner()));
-            let mut back = Vec::new();
-            for mut connection in connections {
-                let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
-                    .fetch_one(&mut connection)
-                    .await?;
-                slot.push(setting);
-                back.push(connection);
-            }
-            idle.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(&mut back);
-        }
-        Ok(out)
-    }
-
     /// For tests: `PRAGMA synchronous` of the SQLite writer's own connection (`None` where
     /// there is none), which must be FULL (2) whenever no deferred group is committing.
     #[doc(hidden)]

@@ -120,9 +120,6 @@ pub struct Catalog {
     pub(crate) group_commit_places: Arc<tokio::sync::Semaphore>,
     /// PostgreSQL: the group committers' own connections, while idle.
     pub(crate) group_connections: Arc<std::sync::Mutex<Vec<AnyConnection>>>,
-    /// PostgreSQL: the same for groups of deferred records, whose sessions commit with
-    /// `synchronous_commit = off` (see `durability`).
-    pub(crate) deferred_group_connections: Arc<std::sync::Mutex<Vec<AnyConnection>>>,
     /// Told of every audit event recorded (see [`Catalog::set_audit_sink`]).
     pub(crate) audit_sink: audit::SinkSlot,
 }
@@ -305,7 +302,6 @@ impl Catalog {
                 record::POSTGRES_GROUPS_IN_FLIGHT,
             )),
             group_connections: Arc::default(),
-            deferred_group_connections: Arc::default(),
             audit_sink: audit::SinkSlot::default(),
         };
         if options.schema_already_set_up {
@@ -338,15 +334,9 @@ impl Catalog {
                 tracing::warn!(error = %e, "closing the catalog's writer connection failed");
             }
         }
-        let mut idle = std::mem::take(
+        let idle = std::mem::take(
             &mut *self
                 .group_connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        idle.append(
-            &mut self
-                .deferred_group_connections
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );

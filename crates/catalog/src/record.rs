@@ -455,14 +455,7 @@ impl Catalog {
     async fn commit_group_as_set(&self, writer: &mut Writer, batch: Vec<PendingRecord>) {
         let together = match self.dialect {
             Dialect::Sqlite => self.record_group_sqlite(writer, &batch).await,
-            Dialect::Postgres => {
-                let durability = if batch.iter().all(|p| p.durability == Durability::Deferred) {
-                    Durability::Deferred
-                } else {
-                    Durability::Synced
-                };
-                self.record_group_postgres(&batch, durability).await
-            }
+            Dialect::Postgres => self.record_group_postgres(&batch).await,
         };
         match together {
             Ok(outcomes) => {

@@ -29,12 +29,9 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Connection, Row};
 
 use super::{opt, trace_recorded, Attempt, PendingRecord};
-use crate::durability::SQL_POSTGRES_DEFERRED_SESSION;
 use crate::error::is_unique_violation;
 use crate::schema::search_text;
-use crate::{
-    now, Catalog, CatalogError, Dialect, Durability, RecordOutcome, Writer, ADMIN_PROJECT,
-};
+use crate::{now, Catalog, CatalogError, Dialect, RecordOutcome, Writer, ADMIN_PROJECT};
 
 /// `$1` the group's SOP Instance UIDs (a JSON array). Returns those already recorded, locked
 /// until the commit.
@@ -581,26 +578,12 @@ impl Catalog {
     pub(super) async fn record_group_postgres(
         &self,
         group: &[PendingRecord],
-        durability: Durability,
     ) -> Result<Vec<RecordOutcome>, CatalogError> {
-        let connections = match durability {
-            Durability::Synced => &self.group_connections,
-            Durability::Deferred => &self.deferred_group_connections,
-        };
-        let idle = lock_idle(connections).pop();
+        let idle = lock_idle(&self.group_connections).pop();
         let mut conn = match idle {
             Some(conn) => conn,
-            None => {
-                // Detached: not pinged before each use, not counted in the pool's size.
-                let mut conn = self.pool.acquire().await?.detach();
-                if durability == Durability::Deferred {
-                    // Commits return before the WAL is flushed; `Catalog::sync` flushes it.
-                    sqlx::query(SQL_POSTGRES_DEFERRED_SESSION)
-                        .execute(&mut conn)
-                        .await?;
-                }
-                conn
-            }
+            // Detached: not pinged before each use, not counted in the pool's size.
+            None => self.pool.acquire().await?.detach(),
         };
         let result = self.record_group_on(&mut conn, group).await;
         // An error the server answered leaves the connection usable (a failed transaction
@@ -612,7 +595,7 @@ impl Catalog {
             Err(_) => false,
         };
         if usable {
-            lock_idle(connections).push(conn);
+            lock_idle(&self.group_connections).push(conn);
         }
         result
     }
