@@ -1,7 +1,6 @@
 //! Commits whose durability another log provides: instances recorded behind the ingest
 //! journal or into packs (`radport-journal`), which hold each one durably before it is
-//! recorded and redo
-//! it after a crash. Such a commit is visible when it returns and durable at the next
+//! recorded and redo it after a crash. Such a commit is visible when it returns and durable at the next
 //! [`Catalog::sync`], which the journal's checkpoint calls before it frees what it held.
 
 use sqlx::Row;
