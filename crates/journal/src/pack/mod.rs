@@ -1,0 +1,464 @@
+//! Packs: the journal's records kept for good, as the archive's only copy of what they hold.
+//!
+//! A [`PackLog`] appends records as the ring journal does — one writer thread, one `pwritev`
+//! and one `fdatasync` per group of appends from any association — but to pack files that are
+//! never reused: `<generation as 16 hex digits>.pack` in its directory (the archive's
+//! `packs/`), each up to [`PackConfig::pack_bytes`], growing as records go in. A record stays
+//! where it was written; its [`Position`] names it for good, and its body is read there
+//! ([`open_record`]). So an instance is written once, not once to the journal and again to a
+//! file of its own.
+//!
+//! A [checkpoint](PackLog::checkpoint) waits until every record appended before it has been
+//! applied (each [`PackDurable`] dropped), has the caller make their effects durable (a
+//! synced catalog commit) and then writes its position to the `checkpoint` file (aside,
+//! synced, renamed, the directory synced). Opening the log replays the records after that
+//! position. Records before it may be [punched](punch) out: their bytes read as zeros
+//! afterwards and their blocks are freed, the file keeping its size.
+//!
+//! Files grow instead of being filled with zeros first (the ring's way): measured here, an
+//! `fdatasync` after appending 0.5 MB records to a growing file ran at 1 200–1 300 records/s
+//! one by one and 1 800–2 500 in groups of four, against 1 600 and 3 000 for a file filled
+//! beforehand — whose filling costs a second write of every byte.
+//!
+//! Invariants:
+//! - `append` returning `Ok` ⇒ its frame is durable, and so are its pack's name and header
+//!   (both synced when the pack was made, before any record went in).
+//! - The checkpoint only moves forward, and only past records whose guards were all dropped
+//!   and whose effects `make_durable` then made durable.
+//! - Only records behind the checkpoint are punched, so replay never meets a hole (one would
+//!   end its pack's records early).
+//! - Every length read from a pack is checked before use (the ring's frame reading).
+
+mod checkpoint;
+mod records;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::frame::{frame_len, parse_segment_header, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN};
+use crate::replay::ReplaySegment;
+use crate::{segment, JournalError, Position, Replay, MAX_HEADER_BYTES, MIN_SEGMENT_BYTES};
+
+use checkpoint::{drop_cached, write_checkpoint, CHECKPOINT_STAGED};
+pub use checkpoint::{read_checkpoint, CHECKPOINT_FILE};
+pub use records::{generations, open_record, punch, records_before, PackedRecord, Punched, Walked};
+
+/// How large packs grow and what they take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackConfig {
+    /// The most bytes a pack grows to; the next record starts another.
+    pub pack_bytes: u64,
+    /// The largest body taken ([`JournalError::TooLarge`] beyond). Replay reads a body into
+    /// memory, so this bounds it.
+    pub max_body_bytes: u64,
+    /// [`PackLog::checkpoint_wanted`] returns once this many bytes were appended since the
+    /// last checkpoint.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for PackConfig {
+    /// Packs of up to 1 GiB; bodies up to 4 MiB; a checkpoint every 64 MiB.
+    fn default() -> Self {
+        Self {
+            pack_bytes: 1 << 30,
+            max_body_bytes: 4 * 1024 * 1024,
+            checkpoint_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl PackConfig {
+    fn check(&self) -> Result<(), JournalError> {
+        if self.pack_bytes < MIN_SEGMENT_BYTES {
+            return Err(JournalError::Config(format!(
+                "packs of {} bytes (at least {MIN_SEGMENT_BYTES})",
+                self.pack_bytes
+            )));
+        }
+        match frame_len(MAX_HEADER_BYTES, self.max_body_bytes) {
+            Some(len) if len <= self.pack_bytes - SEGMENT_HEADER_BYTES => Ok(()),
+            _ => Err(JournalError::Config(format!(
+                "bodies of up to {} bytes do not fit in packs of {}",
+                self.max_body_bytes, self.pack_bytes
+            ))),
+        }
+    }
+}
+
+/// The name of the pack of `generation`.
+pub fn pack_file_name(generation: u64) -> String {
+    format!("{generation:016x}.pack")
+}
+
+/// The generation a pack's file name says, if it is one.
+pub fn pack_generation(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".pack")?;
+    if digits.len() != 16
+        || !digits
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// The pack being appended to.
+#[derive(Debug)]
+struct Active {
+    generation: u64,
+    file: Arc<File>,
+    used: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    active: Option<Active>,
+    next_generation: u64,
+    /// Just after the last frame reserved (or the checkpoint the log was opened at).
+    end: Position,
+    /// Frames reserved from now on belong to this epoch; a checkpoint starts the next one.
+    epoch: u64,
+    /// Guards alive, by epoch.
+    in_flight: BTreeMap<u64, u64>,
+    /// Bytes reserved since the last checkpoint started.
+    since_checkpoint: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    config: PackConfig,
+    state: Mutex<State>,
+    /// Woken when guards of an epoch are all dropped, or a checkpoint's worth was appended.
+    changed: tokio::sync::Notify,
+    /// The last checkpoint made durable.
+    checkpointed: Mutex<Position>,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+    records: AtomicU64,
+    syncs: AtomicU64,
+    packs: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change under the lock is a few assignments: still consistent after a panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checkpointed(&self) -> Position {
+        *self.checkpointed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Held while the effects of a durable record are being made; dropping it says they are (or
+/// that they never will be). A checkpoint does not pass a record whose guard lives.
+#[derive(Debug)]
+pub struct PackDurable {
+    shared: Arc<Shared>,
+    epoch: u64,
+}
+
+impl Drop for PackDurable {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let Some(count) = state.in_flight.get_mut(&self.epoch) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            state.in_flight.remove(&self.epoch);
+            drop(state);
+            self.shared.changed.notify_waiters();
+        }
+    }
+}
+
+/// A record made durable: its guard and where it is for good.
+#[derive(Debug)]
+pub struct Appended {
+    /// Drop once the record's effects are made.
+    pub durable: PackDurable,
+    /// Where the record's frame is.
+    pub position: Position,
+}
+
+/// What a pack log has done since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PackStats {
+    /// Records made durable.
+    pub records: u64,
+    /// `fdatasync` calls for them.
+    pub syncs: u64,
+    /// Packs made.
+    pub packs: u64,
+}
+
+struct Append {
+    header: Vec<u8>,
+    body: Vec<Bytes>,
+    body_len: u64,
+    body_hash: [u8; 32],
+    reply: tokio::sync::oneshot::Sender<Result<Appended, JournalError>>,
+}
+
+impl Append {
+    fn frame_len(&self) -> u64 {
+        // Bounded when the append was taken.
+        frame_len(self.header.len(), self.body_len).unwrap_or(u64::MAX)
+    }
+}
+
+/// The pack log. Cheap to clone; its writer thread ends when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct PackLog {
+    shared: Arc<Shared>,
+    sender: Sender<Append>,
+}
+
+impl PackLog {
+    /// Opens the packs in `dir` (which must exist and whose name must be durable) and returns
+    /// the records after the last checkpoint, to be applied again before anything else.
+    ///
+    /// A pack made but cut off before its header was durable (no longer than its header
+    /// page, after the checkpoint) is removed: nothing was acknowledged from it. A checkpoint
+    /// file that does not check is an error: which records to replay is then unknown.
+    pub fn open(dir: &Path, config: PackConfig) -> Result<(PackLog, Replay), JournalError> {
+        config.check()?;
+        if !dir.is_dir() {
+            return Err(JournalError::Config(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        let from = read_checkpoint(dir)?.unwrap_or(Position {
+            generation: 0,
+            offset: 0,
+        });
+        let mut last_generation = from.generation;
+        let mut replay = Vec::new();
+        let mut removed = false;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name == CHECKPOINT_STAGED {
+                std::fs::remove_file(entry.path())?;
+                continue;
+            }
+            let Some(generation) = pack_generation(name) else {
+                continue;
+            };
+            last_generation = last_generation.max(generation);
+            if generation < from.generation {
+                continue;
+            }
+            let file = segment::open_existing(&entry.path())?;
+            let len = file.metadata()?.len();
+            let header = if len >= SEGMENT_HEADER_LEN as u64 {
+                parse_segment_header(&segment::read_header(&file)?)
+            } else {
+                None
+            };
+            match header {
+                Some((written, _)) if written == generation => {}
+                _ if generation > from.generation && len <= SEGMENT_HEADER_BYTES => {
+                    std::fs::remove_file(entry.path())?;
+                    removed = true;
+                    continue;
+                }
+                _ => {
+                    return Err(JournalError::Config(format!(
+                        "pack {name} in {} has no valid header but may hold records",
+                        dir.display()
+                    )))
+                }
+            }
+            let start = if generation == from.generation {
+                from.offset.max(SEGMENT_HEADER_BYTES)
+            } else {
+                SEGMENT_HEADER_BYTES
+            };
+            replay.push(ReplaySegment {
+                file: Arc::new(file),
+                bytes: len,
+                generation,
+                start,
+            });
+        }
+        if removed {
+            segment::sync_dir(dir)?;
+        }
+        let next_generation = last_generation
+            .checked_add(1)
+            .ok_or_else(|| JournalError::Config("pack generations are exhausted".to_string()))?;
+        // Records to replay: the next checkpoint covers them (appends go to a new pack).
+        let end = if replay.is_empty() {
+            from
+        } else {
+            Position {
+                generation: next_generation,
+                offset: 0,
+            }
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            config,
+            state: Mutex::new(State {
+                active: None,
+                next_generation,
+                end,
+                epoch: 0,
+                in_flight: BTreeMap::new(),
+                since_checkpoint: 0,
+            }),
+            changed: tokio::sync::Notify::new(),
+            checkpointed: Mutex::new(from),
+            checkpointing: tokio::sync::Mutex::new(()),
+            records: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            packs: AtomicU64::new(0),
+        });
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("pack-writer".into())
+            .spawn(move || writer::run(&writer, receiver))?;
+        Ok((
+            PackLog { shared, sender },
+            Replay::new(replay, config.max_body_bytes),
+        ))
+    }
+
+    /// The directory of the packs.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The largest body [`PackLog::append`] takes.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.shared.config.max_body_bytes
+    }
+
+    /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
+    /// BLAKE3 hash of the body's bytes (replay checks it).
+    pub async fn append(
+        &self,
+        header: Vec<u8>,
+        body: Vec<Bytes>,
+        body_hash: blake3::Hash,
+    ) -> Result<Appended, JournalError> {
+        let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
+        if header.len() > MAX_HEADER_BYTES || body_len > self.shared.config.max_body_bytes {
+            return Err(JournalError::TooLarge {
+                header: header.len(),
+                body: body_len,
+            });
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.sender
+            .send(Append {
+                header,
+                body,
+                body_len,
+                body_hash: *body_hash.as_bytes(),
+                reply,
+            })
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Waits until a checkpoint's worth of bytes ([`PackConfig::checkpoint_bytes`]) has been
+    /// appended since the last one.
+    pub async fn checkpoint_wanted(&self) {
+        loop {
+            let changed = self.shared.changed.notified();
+            if self.shared.lock().since_checkpoint >= self.shared.config.checkpoint_bytes {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// The position of the last checkpoint: records before it are not replayed.
+    pub fn checkpointed(&self) -> Position {
+        self.shared.checkpointed()
+    }
+
+    /// Checkpoints every record appended before the call: waits until each has been applied,
+    /// runs `make_durable`, then moves the checkpoint past them. Returns the new checkpoint,
+    /// or `None` when nothing was appended since the last one.
+    pub async fn checkpoint<F, Fut, E>(
+        &self,
+        make_durable: F,
+    ) -> Result<Option<Position>, JournalError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let _one_at_a_time = self.shared.checkpointing.lock().await;
+        let previous = self.shared.checkpointed();
+        let (epoch, position) = {
+            let mut state = self.shared.lock();
+            if state.end == previous {
+                return Ok(None);
+            }
+            let epoch = state.epoch;
+            state.epoch += 1;
+            state.since_checkpoint = 0;
+            (epoch, state.end)
+        };
+        loop {
+            let changed = self.shared.changed.notified();
+            if self
+                .shared
+                .lock()
+                .in_flight
+                .range(..=epoch)
+                .next()
+                .is_none()
+            {
+                break;
+            }
+            changed.await;
+        }
+        make_durable()
+            .await
+            .map_err(|e| JournalError::MakeDurable(e.to_string()))?;
+        let dir = self.shared.dir.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            write_checkpoint(&dir, position)?;
+            drop_cached(&dir, previous, position);
+            Ok(())
+        })
+        .await
+        .map_err(|e| JournalError::Io(io::Error::other(e)))??;
+        *self
+            .shared
+            .checkpointed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = position;
+        Ok(Some(position))
+    }
+
+    /// What the log has done since it was opened.
+    pub fn stats(&self) -> PackStats {
+        PackStats {
+            records: self.shared.records.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+            packs: self.shared.packs.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+use std::time::Duration;
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::JournalError;
+
+const SMALL: PackConfig = PackConfig {
+    pack_bytes: 256 * 1024,
+    max_body_bytes: 64 * 1024,
+    checkpoint_bytes: 100 * 1024,
+};
+
+fn body(seed: u8, len: usize) -> Vec<Bytes> {
+    let bytes: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
+    // Two chunks, as they arrive from a peer.
+    let (a, b) = bytes.split_at(len / 3);
+    vec![Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)]
+}
+
+async fn append(log: &PackLog, seed: u8, len: usize) -> Appended {
+    let chunks = body(seed, len);
+    let mut hasher = blake3::Hasher::new();
+    chunks.iter().for_each(|c| {
+        hasher.update(c);
+    });
+    log.append(vec![seed; 3], chunks, hasher.finalize())
+        .await
+        .unwrap()
+}
+
+fn read_body(dir: &Path, position: Position) -> Option<Vec<u8>> {
+    let record = open_record(dir, position, SMALL.max_body_bytes).unwrap()?;
+    let mut out = vec![0u8; record.body_len as usize];
+    record
+        .file
+        .read_exact_at(&mut out, record.body_offset)
+        .unwrap();
+    Some(out)
+}
+
+fn replayed(replay: &mut Replay) -> Vec<(Position, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some((position, record)) = replay.next_placed().unwrap() {
+        out.push((position, record.header));
+    }
+    out
+}
+
+#[tokio::test]
+async fn records_stay_where_they_were_appended_across_packs_and_are_replayed_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    assert!(replayed(&mut replay).is_empty());
+    let mut positions = Vec::new();
+    for seed in 0..12u8 {
+        let appended = append(&log, seed, 50_000).await;
+        positions.push(appended.position);
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order");
+    let packs: std::collections::BTreeSet<u64> = positions.iter().map(|p| p.generation).collect();
+    assert!(packs.len() >= 3, "12 × 50 kB in packs of 256 kB: {packs:?}");
+    assert_eq!(log.stats().packs, packs.len() as u64);
+    for (seed, position) in positions.iter().enumerate() {
+        let expected: Vec<u8> = body(seed as u8, 50_000).concat();
+        assert_eq!(read_body(dir.path(), *position).unwrap(), expected);
+    }
+    // Nowhere else does a record start.
+    let mut off_by_one = positions[3];
+    off_by_one.offset += 1;
+    assert!(read_body(dir.path(), off_by_one).is_none());
+    assert!(read_body(
+        dir.path(),
+        Position {
+            generation: 999,
+            offset: 4096
+        }
+    )
+    .is_none());
+
+    // Without a checkpoint, every record is replayed, where it is.
+    drop(log);
+    let (log, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let again = replayed(&mut replay);
+    assert_eq!(again.iter().map(|(p, _)| *p).collect::<Vec<_>>(), positions);
+    assert_eq!(again[5].1, vec![5u8; 3]);
+    // A checkpoint with nothing appended since the opening covers what was replayed.
+    let covered = log
+        .checkpoint(|| async { Ok::<(), String>(()) })
+        .await
+        .unwrap()
+        .expect("a checkpoint past the replayed records");
+    assert!(covered > *positions.last().unwrap());
+    drop(log);
+    let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    assert!(replayed(&mut replay).is_empty());
+}
+
+#[tokio::test]
+async fn a_checkpoint_waits_for_every_record_before_it_and_replay_starts_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let first = append(&log, 1, 1000).await;
+    let second = append(&log, 2, 1000).await;
+    drop(first.durable);
+    // The second record is not applied yet: the checkpoint waits for it.
+    let made = Arc::new(AtomicU64::new(0));
+    let checkpoint = {
+        let log = log.clone();
+        let made = made.clone();
+        tokio::spawn(async move {
+            log.checkpoint(|| async move {
+                made.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        0,
+        "waiting for the second record"
+    );
+    // A record appended meanwhile is not waited for, and stays ahead.
+    let third = append(&log, 3, 1000).await;
+    drop(second.durable);
+    let position = checkpoint.await.unwrap().unwrap().unwrap();
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    assert_eq!(position, third.position, "just after the second record");
+    assert_eq!(read_checkpoint(dir.path()).unwrap(), Some(position));
+    // Nothing new since: no checkpoint (the third record's epoch is the next one's).
+    drop(third.durable);
+    let next = log
+        .checkpoint(|| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    assert!(
+        next.is_some(),
+        "the third record was appended after the first checkpoint"
+    );
+    assert_eq!(
+        log.checkpoint(|| async { Ok::<(), String>(()) })
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A failing make_durable moves nothing.
+    let fourth = append(&log, 4, 1000).await;
+    drop(fourth.durable);
+    let failed = log.checkpoint(|| async { Err("catalog down") }).await;
+    assert!(matches!(failed, Err(JournalError::MakeDurable(_))));
+    drop(log);
+    let (log, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let again = replayed(&mut replay);
+    assert_eq!(again.len(), 1, "only the fourth record: {again:?}");
+    assert_eq!(again[0].0, fourth.position);
+    // Appends after a reopen go to a new pack, after the replayed ones.
+    let fifth = append(&log, 5, 1000).await;
+    assert!(fifth.position.generation > fourth.position.generation);
+}
+
+#[tokio::test]
+async fn checkpoint_wanted_returns_after_a_checkpoints_worth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let wanted = {
+        let log = log.clone();
+        tokio::spawn(async move { log.checkpoint_wanted().await })
+    };
+    append(&log, 1, 40_000).await;
+    append(&log, 2, 40_000).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!wanted.is_finished(), "80 kB of 100");
+    append(&log, 3, 40_000).await;
+    tokio::time::timeout(Duration::from_secs(5), wanted)
+        .await
+        .expect("wanted after 120 kB")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn only_records_behind_the_checkpoint_are_punched_and_then_read_as_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let first = append(&log, 1, 60_000).await;
+    let max = SMALL.max_body_bytes;
+    assert_eq!(
+        punch(dir.path(), first.position, max).unwrap(),
+        Punched::Ahead
+    );
+    drop(first.durable);
+    log.checkpoint(|| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    let second = append(&log, 2, 60_000).await;
+    assert_eq!(
+        punch(dir.path(), second.position, max).unwrap(),
+        Punched::Ahead
+    );
+    assert!(read_body(dir.path(), second.position).is_some());
+
+    let pack = dir.path().join(pack_file_name(first.position.generation));
+    let blocks = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks()
+    };
+    let (size, before) = (std::fs::metadata(&pack).unwrap().len(), blocks(&pack));
+    assert_eq!(
+        punch(dir.path(), first.position, max).unwrap(),
+        Punched::Punched
+    );
+    assert!(read_body(dir.path(), first.position).is_none());
+    assert_eq!(
+        punch(dir.path(), first.position, max).unwrap(),
+        Punched::Absent
+    );
+    assert_eq!(std::fs::metadata(&pack).unwrap().len(), size, "size kept");
+    assert!(blocks(&pack) + 100 <= before, "≥ 50 kB freed");
+    // Nothing of the frame is left (its header and body were distinctive bytes).
+    let mut frame = vec![0u8; 60_000];
+    std::fs::File::open(&pack)
+        .unwrap()
+        .read_exact_at(&mut frame, first.position.offset)
+        .unwrap();
+    assert!(frame.iter().all(|b| *b == 0));
+    // The record after it is intact.
+    assert_eq!(
+        read_body(dir.path(), second.position).unwrap(),
+        body(2, 60_000).concat()
+    );
+}
+
+#[tokio::test]
+async fn a_walk_finds_every_record_before_the_checkpoint_past_punched_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let mut positions = Vec::new();
+    for seed in 0..6u8 {
+        // Sizes that leave frames off block boundaries.
+        positions.push(
+            append(&log, seed, 10_000 + 777 * seed as usize)
+                .await
+                .position,
+        );
+    }
+    log.checkpoint(|| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    let after = append(&log, 9, 1000).await;
+    let until = log.checkpointed();
+    let generation = positions[0].generation;
+    let walk = |until| {
+        records_before(dir.path(), generation, until, SMALL.max_body_bytes)
+            .unwrap()
+            .iter()
+            .map(|w| w.position)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        walk(until),
+        positions,
+        "the record after the checkpoint is not walked"
+    );
+    for punched in [1, 2, 4] {
+        let max = SMALL.max_body_bytes;
+        assert_eq!(
+            punch(dir.path(), positions[punched], max).unwrap(),
+            Punched::Punched
+        );
+    }
+    assert_eq!(
+        walk(until),
+        vec![positions[0], positions[3], positions[5]],
+        "past the punched ones"
+    );
+    assert_eq!(generations(dir.path()).unwrap(), vec![generation]);
+    let everything = Position {
+        generation,
+        offset: u64::MAX,
+    };
+    assert_eq!(walk(everything).last(), Some(&after.position));
+}
+
+#[tokio::test]
+async fn a_torn_tail_ends_replay_and_an_empty_pack_is_removed_but_a_bad_checkpoint_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let kept = append(&log, 1, 1000).await;
+    let torn = append(&log, 2, 1000).await;
+    drop((kept, torn.durable));
+    drop(log);
+    // The second record's body half written: its hash no longer matches.
+    let pack = dir.path().join(pack_file_name(torn.position.generation));
+    let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 10).unwrap();
+    file.set_len(len).unwrap();
+    // A pack made but cut off before its header was written.
+    std::fs::write(dir.path().join(pack_file_name(77)), b"").unwrap();
+
+    let (log, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    assert_eq!(
+        replayed(&mut replay).len(),
+        1,
+        "the torn record is not replayed"
+    );
+    assert!(!dir.path().join(pack_file_name(77)).exists());
+    let next = append(&log, 3, 1000).await;
+    assert_eq!(next.position.generation, 78, "after every pack seen");
+    drop((next, log));
+
+    std::fs::write(
+        dir.path().join(CHECKPOINT_FILE),
+        b"RPJCKP01 and then garbage",
+    )
+    .unwrap();
+    assert!(matches!(
+        PackLog::open(dir.path(), SMALL),
+        Err(JournalError::Config(_))
+    ));
+}
+
+#[test]
+fn pack_names_round_trip_and_nothing_else_is_one() {
+    assert_eq!(pack_generation(&pack_file_name(0x2a)), Some(0x2a));
+    assert_eq!(pack_generation(&pack_file_name(u64::MAX)), Some(u64::MAX));
+    for bad in [
+        "2a.pack",
+        "000000000000002A.pack",
+        "000000000000002a.pack.new",
+        "+00000000000002a.pack",
+        "checkpoint",
+    ] {
+        assert_eq!(pack_generation(bad), None, "{bad}");
+    }
+    assert!(PackLog::open(Path::new("/nonexistent"), PackConfig::default()).is_err());
+    assert!(PackConfig {
+        pack_bytes: 1 << 20,
+        max_body_bytes: 4 << 20,
+        checkpoint_bytes: 1
+    }
+    .check()
+    .is_err());
+}

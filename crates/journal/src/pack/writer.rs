@@ -1,0 +1,197 @@
+//! The pack writer thread: takes every append waiting, reserves their frames in the active
+//! pack (making the next pack when it is full), writes them with one `pwritev` per pack and
+//! syncs once; then answers each.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use crate::frame::{encode_frame_head, segment_header, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
+use crate::{segment, JournalError, Position};
+
+use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared};
+
+/// A group is cut at this many bytes (the rest waits for the next sync).
+const MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
+pub(super) fn run(shared: &Arc<Shared>, receiver: Receiver<Append>) {
+    while let Ok(first) = receiver.recv() {
+        let mut bytes = first.frame_len();
+        let mut group = vec![first];
+        while bytes < MAX_GROUP_BYTES {
+            match receiver.try_recv() {
+                Ok(append) => {
+                    bytes = bytes.saturating_add(append.frame_len());
+                    group.push(append);
+                }
+                Err(_) => break,
+            }
+        }
+        write_group(shared, group);
+    }
+}
+
+struct Placed {
+    append: Append,
+    head: [u8; FRAME_HEAD_LEN],
+    appended: Appended,
+}
+
+/// The records of a group that go into one pack, one after the other from `offset`.
+struct Run {
+    file: Arc<File>,
+    generation: u64,
+    offset: u64,
+    records: Vec<Placed>,
+}
+
+fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
+    let mut runs: Vec<Run> = Vec::new();
+    for append in group {
+        let (file, position, epoch) = match reserve(shared, append.frame_len()) {
+            Ok(reserved) => reserved,
+            Err(e) => {
+                let _ = append.reply.send(Err(e));
+                continue;
+            }
+        };
+        let head = encode_frame_head(
+            position.generation,
+            &append.header,
+            append.body_len,
+            &append.body_hash,
+        );
+        let placed = Placed {
+            append,
+            head,
+            appended: Appended {
+                durable: PackDurable {
+                    shared: shared.clone(),
+                    epoch,
+                },
+                position,
+            },
+        };
+        match runs.last_mut() {
+            Some(run) if run.generation == position.generation => run.records.push(placed),
+            _ => runs.push(Run {
+                file,
+                generation: position.generation,
+                offset: position.offset,
+                records: vec![placed],
+            }),
+        }
+    }
+    for run in runs {
+        let result = (|| {
+            let mut buffers: Vec<&[u8]> = Vec::new();
+            for placed in &run.records {
+                buffers.push(&placed.head);
+                buffers.push(&placed.append.header);
+                buffers.extend(placed.append.body.iter().map(|b| &b[..]));
+            }
+            segment::pwritev_all(&run.file, &buffers, run.offset)?;
+            run.file.sync_data()
+        })();
+        shared.syncs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                shared
+                    .records
+                    .fetch_add(run.records.len() as u64, Ordering::Relaxed);
+                for placed in run.records {
+                    let _ = placed.append.reply.send(Ok(placed.appended));
+                }
+            }
+            Err(e) => {
+                // What follows a failed write would be unreadable behind it: the next record
+                // starts another pack.
+                tracing::error!(error = %e, generation = run.generation, "a pack could not be written");
+                let mut state = shared.lock();
+                if state
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.generation == run.generation)
+                {
+                    state.active = None;
+                }
+                drop(state);
+                let message = e.to_string();
+                for placed in run.records {
+                    drop(placed.appended);
+                    let _ = placed
+                        .append
+                        .reply
+                        .send(Err(JournalError::Write(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Reserves `len` bytes for a frame in the active pack, making the next pack when it has
+/// no room: the pack's file, the frame's position and its epoch.
+fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), JournalError> {
+    loop {
+        let generation = {
+            let mut state = shared.lock();
+            let pack_bytes = shared.config.pack_bytes;
+            if let Some(active) = &mut state.active {
+                if active.used.saturating_add(len) <= pack_bytes {
+                    let position = Position {
+                        generation: active.generation,
+                        offset: active.used,
+                    };
+                    active.used += len;
+                    let file = active.file.clone();
+                    let end = Position {
+                        generation: active.generation,
+                        offset: active.used,
+                    };
+                    state.end = end;
+                    let epoch = state.epoch;
+                    *state.in_flight.entry(epoch).or_insert(0) += 1;
+                    let before = state.since_checkpoint;
+                    state.since_checkpoint = before.saturating_add(len);
+                    let wanted = before < shared.config.checkpoint_bytes
+                        && state.since_checkpoint >= shared.config.checkpoint_bytes;
+                    drop(state);
+                    if wanted {
+                        shared.changed.notify_waiters();
+                    }
+                    return Ok((file, position, epoch));
+                }
+            }
+            state.active = None;
+            let generation = state.next_generation;
+            state.next_generation = generation.checked_add(1).ok_or_else(|| {
+                JournalError::Config("pack generations are exhausted".to_string())
+            })?;
+            generation
+        };
+        // Only this thread makes packs: the lock need not be held meanwhile.
+        let file = make_pack(&shared.dir, generation, shared.config.pack_bytes)?;
+        shared.packs.fetch_add(1, Ordering::Relaxed);
+        shared.lock().active = Some(Active {
+            generation,
+            file: Arc::new(file),
+            used: SEGMENT_HEADER_BYTES,
+        });
+    }
+}
+
+/// Makes the pack of `generation`: its header written and synced, then its directory.
+fn make_pack(dir: &Path, generation: u64, pack_bytes: u64) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.join(pack_file_name(generation)))?;
+    file.write_all_at(&segment_header(generation, pack_bytes), 0)?;
+    file.sync_all()?;
+    segment::sync_dir(dir)?;
+    Ok(file)
+}
