@@ -206,7 +206,7 @@ impl Ingestor {
             }
             (Ok(()), Err(e)) => {
                 self.discard(&stored.key).await;
-                return Err(IngestError::Storage(e.to_string()));
+                return Err(e.into());
             }
         };
         let store_time = started.elapsed();

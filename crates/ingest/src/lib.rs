@@ -117,6 +117,16 @@ impl From<ArchiveError> for IngestError {
     }
 }
 
+impl From<JournalError> for IngestError {
+    fn from(e: JournalError) -> Self {
+        if e.is_out_of_space() {
+            IngestError::OutOfSpace(e.to_string())
+        } else {
+            IngestError::Storage(e.to_string())
+        }
+    }
+}
+
 impl From<CatalogError> for IngestError {
     fn from(e: CatalogError) -> Self {
         IngestError::Catalog(e.to_string())

@@ -130,11 +130,7 @@ impl Ingestor {
         .ok_or_else(|| IngestError::Malformed("an identifier too long to journal".into()))?;
 
         let started = Instant::now();
-        let appended = packs
-            .log
-            .append(header, chunks, hash)
-            .await
-            .map_err(|e| IngestError::Storage(e.to_string()))?;
+        let appended = packs.log.append(header, chunks, hash).await?;
         let store_time = started.elapsed();
         let stored = StoredObject {
             key: keys::packed(appended.position),

@@ -127,8 +127,13 @@ pub enum JournalError {
         body: u64,
     },
     /// Writing or syncing the group the record was in failed; it is not durable.
-    #[error("the journal could not write: {0}")]
-    Write(String),
+    #[error("the journal could not write: {message}")]
+    Write {
+        /// What kind of I/O error it was.
+        kind: io::ErrorKind,
+        /// The error.
+        message: String,
+    },
     /// The journal's settings or files cannot be used.
     #[error("journal: {0}")]
     Config(String),
@@ -138,6 +143,21 @@ pub enum JournalError {
     /// The writer is gone.
     #[error("the journal is closed")]
     Closed,
+}
+
+impl JournalError {
+    /// Whether the disk (or a quota) is full: the caller answers "out of resources".
+    pub fn is_out_of_space(&self) -> bool {
+        let kind = match self {
+            JournalError::Io(e) => e.kind(),
+            JournalError::Write { kind, .. } => *kind,
+            _ => return false,
+        };
+        matches!(
+            kind,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    }
 }
 
 /// What a journal has done since it was opened.

@@ -136,13 +136,13 @@ fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
                 // What follows a failed write would be unreadable behind it: seal the segment.
                 tracing::error!(error = %e, segment = run.segment, "the journal could not write a group");
                 seal_segment(shared, run.segment);
-                let message = e.to_string();
+                let (kind, message) = (e.kind(), e.to_string());
                 for placed in run.records {
                     drop(placed.durable);
-                    let _ = placed
-                        .append
-                        .reply
-                        .send(Err(JournalError::Write(message.clone())));
+                    let _ = placed.append.reply.send(Err(JournalError::Write {
+                        kind,
+                        message: message.clone(),
+                    }));
                 }
             }
         }

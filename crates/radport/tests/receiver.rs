@@ -688,7 +688,18 @@ impl Drop for SmallDisk {
 #[test]
 fn full_disk_answers_a700_and_keeps_what_was_stored() {
     // 16 MiB of it is the ingest journal (made at the start): about 11 MiB is left.
-    let disk = SmallDisk::mount(28);
+    full_disk_answers_a700(28, "journal");
+}
+
+#[test]
+fn full_disk_answers_a700_and_keeps_what_was_stored_into_packs() {
+    full_disk_answers_a700(12, "packs");
+}
+
+/// Fills a disk of `mib` MiB with `--ingest-durability DURABILITY`: the instances that no
+/// longer fit are answered 0xA700, those acknowledged before are all there, whole.
+fn full_disk_answers_a700(mib: u32, durability: &str) {
+    let disk = SmallDisk::mount(mib);
     let tmp = tempfile::tempdir().unwrap();
     let catalog = format!("sqlite://{}", tmp.path().join("catalog.db").display());
     let data_dir = disk.path.join("data");
@@ -698,7 +709,7 @@ fn full_disk_answers_a700_and_keeps_what_was_stored() {
         "--data-dir",
         data_dir.to_str().unwrap(),
         "--ingest-durability",
-        "journal",
+        durability,
     ]);
     let big = SeriesSpec {
         count: 8,
@@ -728,7 +739,7 @@ fn full_disk_answers_a700_and_keeps_what_was_stored() {
     // What the large ones left is filled, then refused the same way.
     assert!(
         small_statuses.contains(&0xA700) && small_statuses.iter().all(|s| *s == 0 || *s == 0xA700),
-        "the journaled path answers a full disk with 0xA700 too: {small_statuses:x?}"
+        "the {durability} path answers a full disk with 0xA700 too: {small_statuses:x?}"
     );
     let small_stored = small_statuses.iter().filter(|s| **s == 0).count();
     let stored = statuses.iter().filter(|s| **s == 0).count();

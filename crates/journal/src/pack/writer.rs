@@ -119,13 +119,13 @@ fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
                     state.active = None;
                 }
                 drop(state);
-                let message = e.to_string();
+                let (kind, message) = (e.kind(), e.to_string());
                 for placed in run.records {
                     drop(placed.appended);
-                    let _ = placed
-                        .append
-                        .reply
-                        .send(Err(JournalError::Write(message.clone())));
+                    let _ = placed.append.reply.send(Err(JournalError::Write {
+                        kind,
+                        message: message.clone(),
+                    }));
                 }
             }
         }
@@ -183,15 +183,23 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
     }
 }
 
-/// Makes the pack of `generation`: its header written and synced, then its directory.
+/// Makes the pack of `generation`: its header written and synced, then its directory. A
+/// pack that could not be made (a full disk) is removed again, so that retries leave none.
 fn make_pack(dir: &Path, generation: u64, pack_bytes: u64) -> io::Result<File> {
+    let path = dir.join(pack_file_name(generation));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(dir.join(pack_file_name(generation)))?;
-    file.write_all_at(&segment_header(generation, pack_bytes), 0)?;
-    file.sync_all()?;
-    segment::sync_dir(dir)?;
+        .open(&path)?;
+    let made = file
+        .write_all_at(&segment_header(generation, pack_bytes), 0)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| segment::sync_dir(dir));
+    if let Err(e) = made {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(file)
 }
