@@ -348,7 +348,8 @@ impl Ingestor {
     /// [`Ingestor::settle`], then overwrites with zeros what the journal's free segments still
     /// hold of the records it freed (`Journal::scrub`): for erasure, whose instances must not
     /// live on in the journal's files. The first one after a start overwrites the whole
-    /// journal (`--journal-size`).
+    /// journal (`--journal-size`). Into packs, only the settling: erasure then punches the
+    /// erased instances' records, which the settling put behind the checkpoint.
     pub async fn settle_and_scrub(&self) -> Result<(), IngestError> {
         self.settle().await?;
         let Some(behind) = &self.journal else {

@@ -6,6 +6,11 @@
 //! from the head of those bytes, and one catalog transaction records it for its project, for
 //! `admin` and for its dataset. Only then does [`Ingestor::finish`] return success.
 //!
+//! On a local archive an instance of up to [`JOURNALED_MAX_BYTES`] can instead be made
+//! durable behind the ingest journal (`journaled`: a file written unsynced, a journal record
+//! synced with others) or kept in a pack (`packed`: the pack's record is the archive's copy);
+//! in both, the catalog commit is deferred to the next checkpoint and redone after a crash.
+//!
 //! Invariants:
 //! - `finish` returning `Ok` ⇒ the object is durably stored and its catalog rows are committed.
 //! - An instance that is aborted, malformed or refused by the catalog leaves no object behind

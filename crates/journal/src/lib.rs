@@ -11,6 +11,10 @@
 //! records it still holds are [replayed](Replay): their effects are made again (idempotently:
 //! the caller's job), then checkpointed.
 //!
+//! [Packs](pack) are the same records and group commit in files that are never reused: the
+//! record is then itself what it stands for (an instance's only copy), addressed by its
+//! [`Position`].
+//!
 //! The journal is a ring of segment files of fixed size, made once and filled with zeros, so
 //! that appending changes no file metadata and a sync writes only the appended pages (see
 //! `segment`). One writer thread takes whatever appends are waiting, writes them with one
