@@ -472,7 +472,9 @@ impl Archive {
         ArchiveError,
     > {
         if let Some(position) = keys::parse_packed(key) {
-            return self.packed_stream(key, position, u64::MAX).await;
+            return self
+                .packed_stream(key, position, packed::STREAM_PIECE_BYTES)
+                .await;
         }
         let path = Self::path(key)?;
         let result = self
