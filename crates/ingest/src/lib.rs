@@ -206,9 +206,9 @@ pub struct Ingestor {
 enum Sink {
     /// Straight into the archive, durable when finished.
     Archive(ObjectWriter),
-    /// Kept (the chunks as they came) for the journal; moved to the archive if it grows
+    /// Kept (the chunks as they came) for the journal or a pack; moved to the archive if it grows
     /// beyond [`JOURNALED_MAX_BYTES`].
-    Journal(journaled::Held),
+    Held(journaled::Held),
 }
 
 /// An instance being received: where its bytes go and the head of its bytes.
@@ -234,7 +234,7 @@ impl IncomingInstance {
         }
         let written = match &mut self.sink {
             Sink::Archive(writer) => writer.write_owned(bytes).await,
-            Sink::Journal(held) => match held.take(bytes) {
+            Sink::Held(held) => match held.take(bytes) {
                 None => Ok(()),
                 // Too large for the journal: into the archive, what came so far first.
                 Some((archive, key, chunks)) => match archive.writer(&key) {
@@ -260,7 +260,7 @@ impl IncomingInstance {
     pub fn size(&self) -> u64 {
         match &self.sink {
             Sink::Archive(writer) => writer.size(),
-            Sink::Journal(held) => held.size(),
+            Sink::Held(held) => held.size(),
         }
     }
 
@@ -401,7 +401,7 @@ impl Ingestor {
             .map_err(|e| IngestError::Malformed(format!("cannot write file meta group: {e}")))?;
         let key = object_key_for_new_instance();
         let sink = if self.journal.is_some() || self.packs.is_some() {
-            Sink::Journal(journaled::Held::new(self.archive.clone(), key))
+            Sink::Held(journaled::Held::new(self.archive.clone(), key))
         } else {
             Sink::Archive(self.archive.writer(&key)?)
         };
@@ -448,7 +448,7 @@ impl Ingestor {
         } = incoming;
         let writer = match sink {
             Sink::Archive(writer) => writer,
-            Sink::Journal(held) => {
+            Sink::Held(held) => {
                 if let Some(packs) = &self.packs {
                     return self
                         .finish_packed(packs, held, &head, route, source, announced)
