@@ -206,8 +206,8 @@ pub struct Ingestor {
 enum Sink {
     /// Straight into the archive, durable when finished.
     Archive(ObjectWriter),
-    /// Kept (the chunks as they came) for the journal or a pack; moved to the archive if it grows
-    /// beyond [`JOURNALED_MAX_BYTES`].
+    /// Kept (the chunks as they came) for the journal or a pack; moved to the archive if it
+    /// grows beyond [`JOURNALED_MAX_BYTES`].
     Held(journaled::Held),
 }
 
