@@ -413,6 +413,7 @@ fn lock(keys: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{test_route as route, test_series as series};
     use radport_catalog::{Catalog, DuplicatePolicy};
     use radport_journal::JournalConfig;
 
@@ -458,29 +459,6 @@ mod tests {
             .unwrap();
             (ingestor, replay)
         }
-    }
-
-    fn route() -> Route {
-        Route {
-            project: "admin".into(),
-            dataset: "d".into(),
-        }
-    }
-
-    /// The Part-10 files of a series of `count` slices of `rows`².
-    fn series(dir: &std::path::Path, seed: &str, count: usize, rows: u16) -> Vec<Vec<u8>> {
-        let spec = radport_testkit::SeriesSpec {
-            count,
-            rows,
-            columns: rows,
-            uid_seed: seed.into(),
-            ..Default::default()
-        };
-        radport_testkit::write_series(&dir.join(seed), &spec)
-            .unwrap()
-            .iter()
-            .map(|p| std::fs::read(p).unwrap())
-            .collect()
     }
 
     #[tokio::test]

@@ -40,7 +40,7 @@ use radport_catalog::{
     Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,
 };
 pub use radport_journal::pack::{pack_file_name, PackConfig, PackLog};
-pub use radport_journal::{Journal, JournalConfig, JournalError};
+pub use radport_journal::{Journal, JournalConfig, JournalError, Replay};
 pub use radport_metrics::Channel;
 
 /// For the fuzz targets (fuzz/): the journal record header ingest writes and reads back.
@@ -587,6 +587,37 @@ pub(crate) async fn local_store(dir: &std::path::Path) -> (Archive, Catalog) {
         .await
         .unwrap();
     (archive, catalog)
+}
+
+/// For tests: the route into `admin`, dataset `d`.
+#[cfg(test)]
+pub(crate) fn test_route() -> Route {
+    Route {
+        project: "admin".into(),
+        dataset: "d".into(),
+    }
+}
+
+/// For tests: the Part-10 files of a series of `count` slices of `rows`², made in `dir/seed`.
+#[cfg(test)]
+pub(crate) fn test_series(
+    dir: &std::path::Path,
+    seed: &str,
+    count: usize,
+    rows: u16,
+) -> Vec<Vec<u8>> {
+    let spec = radport_testkit::SeriesSpec {
+        count,
+        rows,
+        columns: rows,
+        uid_seed: seed.into(),
+        ..Default::default()
+    };
+    radport_testkit::write_series(&dir.join(seed), &spec)
+        .unwrap()
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
 }
 
 #[cfg(test)]

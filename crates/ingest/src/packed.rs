@@ -260,6 +260,7 @@ impl Ingestor {
 mod tests {
     use super::*;
     use crate::Disposition;
+    use crate::{test_route as route, test_series as series};
     use radport_archive::Archive;
     use radport_catalog::{Catalog, DuplicatePolicy};
     use radport_journal::pack::{self, PackConfig};
@@ -330,28 +331,6 @@ mod tests {
             std::fs::remove_dir_all(&copy).unwrap();
             out
         }
-    }
-
-    fn route() -> Route {
-        Route {
-            project: "admin".into(),
-            dataset: "d".into(),
-        }
-    }
-
-    fn series(dir: &std::path::Path, seed: &str, count: usize, rows: u16) -> Vec<Vec<u8>> {
-        let spec = radport_testkit::SeriesSpec {
-            count,
-            rows,
-            columns: rows,
-            uid_seed: seed.into(),
-            ..Default::default()
-        };
-        radport_testkit::write_series(&dir.join(seed), &spec)
-            .unwrap()
-            .iter()
-            .map(|p| std::fs::read(p).unwrap())
-            .collect()
     }
 
     #[tokio::test]

@@ -44,20 +44,28 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> std::io::Result<Sender<Append>> {
 }
 
 fn run(shared: &Arc<Shared>, receiver: Receiver<Append>) {
-    while let Ok(first) = receiver.recv() {
-        let mut bytes = first.frame_len();
-        let mut group = vec![first];
-        while bytes < MAX_GROUP_BYTES {
-            match receiver.try_recv() {
-                Ok(append) => {
-                    bytes = bytes.saturating_add(append.frame_len());
-                    group.push(append);
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = next_group(&receiver, Append::frame_len) {
         write_group(shared, group);
     }
+}
+
+/// The next group to write: the first append to arrive (waiting for it) and every one already
+/// waiting behind it, up to [`MAX_GROUP_BYTES`] of frames; `None` once every sender is gone.
+/// The ring's writer and the packs' share it.
+pub(crate) fn next_group<A>(receiver: &Receiver<A>, frame_len: fn(&A) -> u64) -> Option<Vec<A>> {
+    let first = receiver.recv().ok()?;
+    let mut bytes = frame_len(&first);
+    let mut group = vec![first];
+    while bytes < MAX_GROUP_BYTES {
+        match receiver.try_recv() {
+            Ok(append) => {
+                bytes = bytes.saturating_add(frame_len(&append));
+                group.push(append);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(group)
 }
 
 /// A record placed in a segment, with the bytes that go before its header.

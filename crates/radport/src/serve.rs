@@ -356,18 +356,7 @@ async fn open_packs_and_recover(
     let ingestor = ingestor
         .with_packs(log)
         .context("cannot keep instances in packs")?;
-    let recovery = ingestor
-        .recover(replay)
-        .await
-        .context("cannot record again what the packs hold")?;
-    if recovery.records > 0 {
-        tracing::info!(
-            records = recovery.records,
-            recorded_again = recovery.recorded_again,
-            failed = recovery.failed,
-            "the packs held instances after their checkpoint: recorded again where missing"
-        );
-    }
+    recover(&ingestor, replay, "the archive's packs").await?;
     Ok(ingestor)
 }
 
@@ -388,19 +377,31 @@ async fn open_and_recover(
     let ingestor = ingestor
         .with_journal(journal)
         .context("cannot use the ingest journal")?;
+    recover(&ingestor, replay, "the ingest journal").await?;
+    Ok(ingestor)
+}
+
+/// Redoes what `held` (the ingest journal or the packs) holds from before the start, and
+/// says how much there was.
+async fn recover(
+    ingestor: &Ingestor,
+    replay: radport_ingest::Replay,
+    held: &'static str,
+) -> Result<()> {
     let recovery = ingestor
         .recover(replay)
         .await
-        .context("cannot redo what the ingest journal holds")?;
+        .with_context(|| format!("cannot redo what {held} holds"))?;
     if recovery.records > 0 {
         tracing::info!(
             records = recovery.records,
             recorded_again = recovery.recorded_again,
             failed = recovery.failed,
-            "the ingest journal held records from before: redone"
+            held,
+            "records from before the start: redone where the catalog lacked them"
         );
     }
-    Ok(ingestor)
+    Ok(())
 }
 
 async fn shutdown_signal() {

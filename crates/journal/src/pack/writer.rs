@@ -11,25 +11,13 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use crate::frame::{encode_frame_head, segment_header, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
+use crate::writer::next_group;
 use crate::{segment, JournalError, Position};
 
 use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared};
 
-/// A group is cut at this many bytes (the rest waits for the next sync).
-const MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
 pub(super) fn run(shared: &Arc<Shared>, receiver: Receiver<Append>) {
-    while let Ok(first) = receiver.recv() {
-        let mut bytes = first.frame_len();
-        let mut group = vec![first];
-        while bytes < MAX_GROUP_BYTES {
-            match receiver.try_recv() {
-                Ok(append) => {
-                    bytes = bytes.saturating_add(append.frame_len());
-                    group.push(append);
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = next_group(&receiver, Append::frame_len) {
         write_group(shared, group);
     }
 }
