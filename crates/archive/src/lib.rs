@@ -449,7 +449,7 @@ impl Archive {
     /// Reads a whole object into memory.
     pub async fn get(&self, key: &str) -> Result<Bytes, ArchiveError> {
         if let Some(position) = keys::parse_packed(key) {
-            return self.packed_range(key, position, None).await;
+            return self.packed_range(key, position, packed::Wanted::All).await;
         }
         let path = Self::path(key)?;
         let result = self
@@ -495,7 +495,9 @@ impl Archive {
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, ArchiveError> {
         if let Some(position) = keys::parse_packed(key) {
-            return self.packed_range(key, position, Some(range)).await;
+            return self
+                .packed_range(key, position, packed::Wanted::Range(range))
+                .await;
         }
         let path = Self::path(key)?;
         if let Some(local) = &self.local {
@@ -625,9 +627,8 @@ impl Archive {
     /// Reads the first `len` bytes of an object (fewer if it is shorter).
     pub async fn get_prefix(&self, key: &str, len: u64) -> Result<Bytes, ArchiveError> {
         if let Some(position) = keys::parse_packed(key) {
-            let size = self.packed_size(key, position).await?;
             return self
-                .packed_range(key, position, Some(0..len.min(size)))
+                .packed_range(key, position, packed::Wanted::Prefix(len))
                 .await;
         }
         let path = Self::path(key)?;

@@ -18,6 +18,16 @@ use radport_journal::Position;
 
 use crate::{Archive, ArchiveError};
 
+/// What of a packed body [`Archive::packed_range`] reads.
+pub(crate) enum Wanted {
+    /// All of it.
+    All,
+    /// Its first bytes, up to this many.
+    Prefix(u64),
+    /// These bytes, which must lie within it.
+    Range(Range<u64>),
+}
+
 /// Where packs live in a local archive.
 pub const PACKS_AREA: &str = "packs";
 
@@ -95,15 +105,20 @@ impl Archive {
         Ok(self.open_packed(key, position).await?.body_len)
     }
 
-    /// Bytes `range` of a packed body (all of it for `None`); a range beyond it is an error.
+    /// Bytes `range` of a packed body (all of it for [`Wanted::All`], its first bytes for
+    /// [`Wanted::Prefix`]); a range beyond it is an error.
     pub(crate) async fn packed_range(
         &self,
         key: &str,
         position: Position,
-        range: Option<Range<u64>>,
+        wanted: Wanted,
     ) -> Result<Bytes, ArchiveError> {
         let record = self.open_packed(key, position).await?;
-        let range = range.unwrap_or(0..record.body_len);
+        let range = match wanted {
+            Wanted::All => 0..record.body_len,
+            Wanted::Prefix(len) => 0..len.min(record.body_len),
+            Wanted::Range(range) => range,
+        };
         if range.start > range.end || range.end > record.body_len {
             return Err(ArchiveError::storage(format!(
                 "{key}: bytes {}..{} asked of a body of {}",
