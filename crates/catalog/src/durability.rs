@@ -84,6 +84,15 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// For tests: how many instances the SQLite committer thread has recorded
+    /// (`record/committer.rs`); `None` where there is none (PostgreSQL, in-memory SQLite).
+    #[doc(hidden)]
+    pub fn committer_recorded(&self) -> Option<u64> {
+        self.committer.as_ref().map(|c| c.recorded())
+    }
+}
+
 impl Writer {
     /// SQLite, the writer's own connection: commits after this are not synced until
     /// [`Writer::end_deferred`]. Whether it took effect.

@@ -122,6 +122,8 @@ pub struct Catalog {
     pub(crate) group_connections: Arc<std::sync::Mutex<Vec<AnyConnection>>>,
     /// Told of every audit event recorded (see [`Catalog::set_audit_sink`]).
     pub(crate) audit_sink: audit::SinkSlot,
+    /// SQLite on a file: the thread that records new instances (`record/committer.rs`).
+    pub(crate) committer: Option<Arc<record::committer::Committer>>,
 }
 
 impl Dialect {
@@ -223,10 +225,12 @@ impl Catalog {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
         let mut own_writer_connection = false;
+        let mut committer_path = None;
         let pool = match dialect {
             Dialect::Sqlite => {
                 let target = sqlite_target(url.trim());
                 own_writer_connection = !target.memory;
+                committer_path = target.path.clone();
                 if let Some(parent) = target.path.as_deref().and_then(|p| p.parent()) {
                     if !parent.as_os_str().is_empty() {
                         tokio::fs::create_dir_all(parent).await.map_err(|e| {
@@ -292,7 +296,7 @@ impl Catalog {
                     .await?
             }
         };
-        let catalog = Catalog {
+        let mut catalog = Catalog {
             pool,
             dialect,
             write_lock: Arc::new(Mutex::new(None)),
@@ -303,6 +307,7 @@ impl Catalog {
             )),
             group_connections: Arc::default(),
             audit_sink: audit::SinkSlot::default(),
+            committer: None,
         };
         if options.schema_already_set_up {
             catalog.check_schema_version().await?;
@@ -310,6 +315,14 @@ impl Catalog {
             catalog.init_schema().await?;
             if catalog.dialect == Dialect::Postgres {
                 catalog.install_trigram_index().await;
+            }
+        }
+        if let Some(path) = committer_path {
+            match record::committer::Committer::start(&path, catalog.write_lock.clone()) {
+                Ok(committer) => catalog.committer = Some(Arc::new(committer)),
+                // Every record then goes through sqlx, as before.
+                Err(e) => tracing::warn!(error = %e,
+                    "the catalog's committer could not start; instances are recorded through the pool"),
             }
         }
         Ok(catalog)
@@ -329,6 +342,9 @@ impl Catalog {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        if let Some(committer) = &self.committer {
+            committer.stop().await;
+        }
         if let Some(connection) = self.write_lock.lock().await.take() {
             if let Err(e) = connection.close().await {
                 tracing::warn!(error = %e, "closing the catalog's writer connection failed");

@@ -264,6 +264,7 @@ const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
     add_dataset!("VALUES (", "$2", "$30", "$31", "$14", ")")
 );
 
+pub(crate) mod committer;
 mod group;
 
 /// Why one attempt of the transaction failed.
@@ -312,7 +313,7 @@ fn validate(rec: &InstanceRecord) -> Result<(), CatalogError> {
 }
 
 /// Route names as catalog keys, and as given (for messages and new datasets).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Keys {
     project: String,
     project_name: String,
@@ -383,6 +384,11 @@ impl Catalog {
             dataset: name_key("dataset", &route.dataset)?,
             dataset_name: route.dataset.clone(),
         };
+        if let Some(committer) = &self.committer {
+            if committer.record_new(rec, &keys, durability).await {
+                return Ok(RecordOutcome::Stored);
+            }
+        }
         let (reply, mut outcome) = oneshot::channel();
         lock_pending(&self.pending_records).push(PendingRecord {
             rec: rec.clone(),

@@ -28,10 +28,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::Serialize;
 use sqlx::{AnyConnection, Connection, Row};
 
-use super::{opt, trace_recorded, Attempt, PendingRecord};
+use super::{opt, trace_recorded, Attempt, Keys, PendingRecord};
 use crate::error::is_unique_violation;
 use crate::schema::search_text;
-use crate::{now, Catalog, CatalogError, Dialect, RecordOutcome, Writer, ADMIN_PROJECT};
+use crate::{
+    now, Catalog, CatalogError, Dialect, InstanceRecord, RecordOutcome, Writer, ADMIN_PROJECT,
+};
 
 /// `$1` the group's SOP Instance UIDs (a JSON array). Returns those already recorded, locked
 /// until the commit.
@@ -132,19 +134,18 @@ const SQL_RECORD_NEW: &str = concat!(
     ") SELECT 1"
 );
 
-/// SQLite: what [`SQL_RECORD_NEW`] writes, as one multi-statement call (SQLite has no
+/// SQLite: what [`SQL_RECORD_NEW`] writes, statement by statement (SQLite has no
 /// data-modifying CTEs; foreign keys are checked statement by statement, hence the order).
 /// The parameters are the same, bound by number in each statement. `WHERE true` keeps
 /// SQLite from reading `ON CONFLICT` as a join's `ON`.
-const SQL_SQLITE_RECORD_NEW: &str = concat!(
+pub(super) const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 7] = [
     "INSERT INTO datasets (project_key, name_key, name, created_at) \
      SELECT value ->> 'project_key', value ->> 'name_key', value ->> 'name', $7 \
-     FROM json_each($8) WHERE true ON CONFLICT (project_key, name_key) DO NOTHING; ",
+     FROM json_each($8) WHERE true ON CONFLICT (project_key, name_key) DO NOTHING",
     upsert_patient!(
         "SELECT value ->> 'patient_id', value ->> 'patient_name', value ->> 'birth_date', \
          value ->> 'sex', $7, $7 FROM json_each($1) WHERE true"
     ),
-    "; ",
     upsert_study!(
         "SELECT ",
         "value ->> 'study_uid'",
@@ -161,7 +162,6 @@ const SQL_SQLITE_RECORD_NEW: &str = concat!(
         "value ->> 'referring_physician_name'",
         " FROM json_each($2) WHERE true"
     ),
-    "; ",
     upsert_series!(
         "SELECT ",
         "value ->> 'series_uid'",
@@ -181,7 +181,7 @@ const SQL_SQLITE_RECORD_NEW: &str = concat!(
         "value ->> 'accession_number'",
         " FROM json_each($3) WHERE true"
     ),
-    "; INSERT INTO instances \
+    "INSERT INTO instances \
      (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
       n_rows, n_columns, number_of_frames, size, checksum, object_key, metadata_json, source, \
       received_at) \
@@ -190,12 +190,11 @@ const SQL_SQLITE_RECORD_NEW: &str = concat!(
       value ->> 'instance_number', value ->> 'n_rows', value ->> 'n_columns', \
       value ->> 'number_of_frames', value ->> 'size', value ->> 'checksum', \
       value ->> 'object_key', value ->> 'metadata_json', value ->> 'source', $7 \
-     FROM json_each($4); ",
+     FROM json_each($4)",
     add_projects!(
         "SELECT value ->> 'series_uid', value ->> 'project_key', $7 \
          FROM json_each($5) WHERE true"
     ),
-    "; ",
     add_dataset!(
         "SELECT ",
         "value ->> 'series_uid'",
@@ -203,8 +202,13 @@ const SQL_SQLITE_RECORD_NEW: &str = concat!(
         "value ->> 'dataset_key'",
         "$7",
         " FROM json_each($6) WHERE true"
-    )
-);
+    ),
+];
+
+/// [`SQL_SQLITE_RECORD_NEW_STATEMENTS`] as one multi-statement call (for sqlx, which binds the
+/// parameters by number in each).
+static SQL_SQLITE_RECORD_NEW: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| SQL_SQLITE_RECORD_NEW_STATEMENTS.join("; "));
 
 /// SQLite, a group of new instances whose durability the ingest journal provides
 /// ([`crate::Durability::Deferred`]): [`SQL_SQLITE_RECORD_NEW`] in its own transaction with the
@@ -213,8 +217,9 @@ const SQL_SQLITE_RECORD_NEW: &str = concat!(
 static SQL_SQLITE_RECORD_NEW_DEFERRED: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
         format!(
-            "{}; BEGIN IMMEDIATE; {SQL_SQLITE_RECORD_NEW}; COMMIT; {}",
+            "{}; BEGIN IMMEDIATE; {}; COMMIT; {}",
             crate::durability::SQLITE_DEFERRED,
+            SQL_SQLITE_RECORD_NEW.as_str(),
             crate::durability::SQLITE_SYNCED
         )
     });
@@ -316,8 +321,7 @@ struct GroupRows<'a> {
 }
 
 impl<'a> GroupRows<'a> {
-    fn add(&mut self, p: &'a PendingRecord) {
-        let rec = &p.rec;
+    fn add(&mut self, rec: &'a InstanceRecord, keys: &'a Keys) {
         if let Some(patient_id) = opt(&rec.patient_id) {
             let row = self.patients.entry(patient_id).or_default();
             row.patient_id = patient_id;
@@ -376,11 +380,11 @@ impl<'a> GroupRows<'a> {
             source: &rec.source,
         });
         self.projects
-            .insert((&rec.series_instance_uid, &p.keys.project));
+            .insert((&rec.series_instance_uid, &keys.project));
         self.projects
             .insert((&rec.series_instance_uid, ADMIN_PROJECT));
         self.datasets
-            .insert((&rec.series_instance_uid, &p.keys.project, &p.keys.dataset));
+            .insert((&rec.series_instance_uid, &keys.project, &keys.dataset));
     }
 }
 
@@ -396,7 +400,7 @@ fn attempt_error(a: Attempt) -> CatalogError {
 }
 
 /// The JSON parameters of [`SQL_RECORD_NEW`] for the new instances of a group.
-struct RecordNewParams {
+pub(super) struct RecordNewParams {
     patients: String,
     studies: String,
     series: String,
@@ -408,14 +412,21 @@ struct RecordNewParams {
 
 impl RecordNewParams {
     fn of(group: &[&PendingRecord]) -> Result<RecordNewParams, CatalogError> {
+        Self::of_records(group.iter().map(|p| (&p.rec, &p.keys)))
+    }
+
+    /// The parameters for the records of a group, in arrival order.
+    pub(super) fn of_records<'a>(
+        group: impl Iterator<Item = (&'a InstanceRecord, &'a Keys)>,
+    ) -> Result<RecordNewParams, CatalogError> {
         let mut rows = GroupRows::default();
         let mut datasets = BTreeSet::new();
-        for p in group {
-            rows.add(p);
+        for (rec, keys) in group {
+            rows.add(rec, keys);
             datasets.insert((
-                p.keys.project.as_str(),
-                p.keys.dataset.as_str(),
-                p.keys.dataset_name.as_str(),
+                keys.project.as_str(),
+                keys.dataset.as_str(),
+                keys.dataset_name.as_str(),
             ));
         }
         Ok(RecordNewParams {
@@ -467,9 +478,24 @@ impl RecordNewParams {
     ) -> Result<(), sqlx::Error> {
         let sql = match dialect {
             Dialect::Postgres => SQL_RECORD_NEW,
-            Dialect::Sqlite => SQL_SQLITE_RECORD_NEW,
+            Dialect::Sqlite => SQL_SQLITE_RECORD_NEW.as_str(),
         };
         self.execute_sql(conn, sql, now).await
+    }
+
+    /// The value of parameter `$number` (1 to 8), as [`RecordNewParams::execute_sql`] binds it.
+    pub(super) fn parameter<'a>(&'a self, number: usize, now: &'a str) -> Option<&'a str> {
+        Some(match number {
+            1 => &self.patients,
+            2 => &self.studies,
+            3 => &self.series,
+            4 => &self.instances,
+            5 => &self.projects,
+            6 => &self.datasets_of_series,
+            7 => now,
+            8 => &self.datasets,
+            _ => return None,
+        })
     }
 
     async fn execute_sql(

@@ -638,3 +638,79 @@ async fn a_deferred_group_with_a_resent_instance_takes_the_careful_way(url: &str
         assert_eq!(c.writer_synchronous().await.unwrap(), Some(2), "FULL again");
     }
 }
+
+/// SQLite on a file: new instances are recorded by the committer thread (its own connection),
+/// deferred and synced ones alike, while the sqlx writer writes beside it; a re-send and an
+/// unknown project go the careful way, with the outcomes of before; in-memory SQLite has no
+/// committer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_committer_records_new_instances_and_leaves_the_rest_to_the_careful_way() {
+    use radport_catalog::Durability;
+    let db = SqliteDb::new();
+    let c = Catalog::connect(&db.url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    assert_eq!(c.committer_recorded(), Some(0));
+    const N: usize = 24;
+    let new = futures::future::join_all((0..N).map(|i| {
+        let c = c.clone();
+        async move {
+            let r = rec("11", &format!("11.{}", i % 3), &format!("11.{}.{i}", i % 3));
+            let durability = if i % 2 == 0 {
+                Durability::Deferred
+            } else {
+                Durability::Synced
+            };
+            c.record_instance_with(&r, &route("p", "d"), DuplicatePolicy::KeepFirst, durability)
+                .await
+        }
+    }));
+    // The sqlx writer at the same time: projects made, one by one.
+    let beside = async {
+        for i in 0..8 {
+            c.create_project(&format!("beside{i}"))
+                .await
+                .expect("project");
+        }
+    };
+    let (outcomes, ()) = tokio::join!(new, beside);
+    for outcome in outcomes {
+        assert_eq!(outcome.expect("recorded"), RecordOutcome::Stored);
+    }
+    assert_eq!(c.committer_recorded(), Some(N as u64));
+    for s in 0..3 {
+        let detail = c.get_series(&format!("11.{s}")).await.unwrap().unwrap();
+        assert_eq!(detail.instances.len(), N / 3);
+        assert_eq!(detail.series.instance_count, (N / 3) as i64);
+        assert_eq!(detail.projects, ["admin", "p"]);
+        assert_eq!(detail.series.datasets, ["d"]);
+    }
+    assert_eq!(c.list_projects().await.unwrap().len(), 1 + 1 + 8);
+
+    // A re-send with other bytes: replaced, by the careful way.
+    let mut again = rec("11", "11.0", "11.0.0");
+    again.object_key = "objects/again".into();
+    again.checksum = "blake3:other".into();
+    let outcome = record(&c, &again, &route("p", "d"), DuplicatePolicy::Overwrite).await;
+    assert_eq!(
+        outcome,
+        RecordOutcome::Replaced {
+            old_key: "objects/11.0.0".into()
+        }
+    );
+    // An unknown project: refused, by the careful way; nothing of it kept.
+    let stray = rec("12", "12.1", "12.1.1");
+    let refused = c
+        .record_instance(&stray, &route("nosuch", "d"), DuplicatePolicy::KeepFirst)
+        .await;
+    assert!(
+        matches!(refused, Err(CatalogError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert!(c.get_series("12.1").await.unwrap().is_none());
+    assert_eq!(c.committer_recorded(), Some(N as u64));
+    assert_eq!(c.writer_synchronous().await.unwrap(), Some(2), "FULL");
+    c.close().await;
+
+    let memory = Catalog::connect("sqlite::memory:").await.expect("memory");
+    assert_eq!(memory.committer_recorded(), None);
+}
