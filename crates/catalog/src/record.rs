@@ -27,7 +27,9 @@ const SQL_LOOKUP_INSTANCE_FOR_UPDATE: &str = "SELECT series_uid, checksum, objec
 // parameters (every database), and fused into one multi-statement call (SQLite). The macros
 // below write each statement once; the two forms differ only in their parameter numbers.
 
-/// The patient upsert after its `VALUES (…)` / `SELECT …` row.
+/// The patient upsert after its `VALUES (…)` / `SELECT …` row. Like the study's, it writes
+/// only when a value changes: SQLite rewrites every index of a column a `SET` names, changed
+/// or not (each instance of a study rewrote its study's index pages into the WAL).
 macro_rules! upsert_patient {
     ($row:expr) => {
         concat!(
@@ -38,7 +40,12 @@ macro_rules! upsert_patient {
                patient_name = COALESCE(excluded.patient_name, patients.patient_name), \
                birth_date = COALESCE(excluded.birth_date, patients.birth_date), \
                sex = COALESCE(excluded.sex, patients.sex), \
-               updated_at = excluded.updated_at"
+               updated_at = excluded.updated_at \
+             WHERE COALESCE(excluded.patient_name, patients.patient_name) \
+                 IS DISTINCT FROM patients.patient_name \
+               OR COALESCE(excluded.birth_date, patients.birth_date) \
+                 IS DISTINCT FROM patients.birth_date \
+               OR COALESCE(excluded.sex, patients.sex) IS DISTINCT FROM patients.sex"
         )
     };
 }
@@ -72,7 +79,17 @@ macro_rules! upsert_study {
                study_id = COALESCE(excluded.study_id, studies.study_id), \
                referring_physician_name = COALESCE(excluded.referring_physician_name, \
                  studies.referring_physician_name), \
-               updated_at = excluded.updated_at"
+               updated_at = excluded.updated_at \
+             WHERE COALESCE(excluded.patient_id, studies.patient_id) IS DISTINCT FROM studies.patient_id \
+               OR COALESCE(excluded.patient_name, studies.patient_name) IS DISTINCT FROM studies.patient_name \
+               OR COALESCE(excluded.patient_birth_date, studies.patient_birth_date) IS DISTINCT FROM studies.patient_birth_date \
+               OR COALESCE(excluded.patient_sex, studies.patient_sex) IS DISTINCT FROM studies.patient_sex \
+               OR COALESCE(excluded.study_date, studies.study_date) IS DISTINCT FROM studies.study_date \
+               OR COALESCE(excluded.study_time, studies.study_time) IS DISTINCT FROM studies.study_time \
+               OR COALESCE(excluded.study_description, studies.study_description) IS DISTINCT FROM studies.study_description \
+               OR COALESCE(excluded.accession_number, studies.accession_number) IS DISTINCT FROM studies.accession_number \
+               OR COALESCE(excluded.study_id, studies.study_id) IS DISTINCT FROM studies.study_id \
+               OR COALESCE(excluded.referring_physician_name, studies.referring_physician_name) IS DISTINCT FROM studies.referring_physician_name"
         )
     };
 }

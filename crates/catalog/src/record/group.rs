@@ -134,11 +134,78 @@ const SQL_RECORD_NEW: &str = concat!(
     ") SELECT 1"
 );
 
+/// SQLite, the group's series (`$3`): new ones inserted whole; of those already there only
+/// the counters and the last arrival change here. SQLite rewrites the entries of every index
+/// on a column an `UPDATE` names, changed or not: the series upsert of the one-by-one path
+/// rewrote eleven index pages into the WAL for every instance of a series.
+const SQL_SQLITE_SERIES_COUNTED: &str = concat!(
+    "INSERT INTO series \
+     (series_uid, study_uid, modality, body_part_examined, series_description, \
+      series_number, series_date, instance_count, total_size, first_arrival, \
+      last_arrival, patient_id, patient_name, study_date, study_description, \
+      accession_number, search_text) \
+     SELECT value ->> 'series_uid', value ->> 'study_uid', value ->> 'modality', \
+      value ->> 'body_part_examined', value ->> 'series_description', \
+      value ->> 'series_number', value ->> 'series_date', value ->> 'instance_count', \
+      value ->> 'total_size', $7, $7, value ->> 'patient_id', value ->> 'patient_name', \
+      value ->> 'study_date', value ->> 'study_description', value ->> 'accession_number', ",
+    search_text!(
+        "value ->> 'patient_id'",
+        "value ->> 'patient_name'",
+        "value ->> 'study_description'",
+        "value ->> 'series_description'",
+        "value ->> 'accession_number'"
+    ),
+    " FROM json_each($3) WHERE true ON CONFLICT (series_uid) DO UPDATE SET \
+       instance_count = series.instance_count + excluded.instance_count, \
+       total_size = series.total_size + excluded.total_size, \
+       last_arrival = excluded.last_arrival"
+);
+
+/// SQLite, the rest of the series upsert for series already there: the latest non-empty
+/// attributes, `search_text` from them, and the pipeline to run again — only where one of
+/// them changes (a new series' row already has them).
+const SQL_SQLITE_SERIES_ATTRIBUTES: &str = concat!(
+    "UPDATE series SET \
+       modality = COALESCE(r.modality, series.modality), \
+       body_part_examined = COALESCE(r.body_part_examined, series.body_part_examined), \
+       series_description = COALESCE(r.series_description, series.series_description), \
+       series_number = COALESCE(r.series_number, series.series_number), \
+       series_date = COALESCE(r.series_date, series.series_date), \
+       patient_id = COALESCE(r.patient_id, series.patient_id), \
+       patient_name = COALESCE(r.patient_name, series.patient_name), \
+       study_date = COALESCE(r.study_date, series.study_date), \
+       study_description = COALESCE(r.study_description, series.study_description), \
+       accession_number = COALESCE(r.accession_number, series.accession_number), \
+       pipeline_pending = 1, \
+       search_text = ",
+    search_text!(
+        "COALESCE(r.patient_id, series.patient_id)",
+        "COALESCE(r.patient_name, series.patient_name)",
+        "COALESCE(r.study_description, series.study_description)",
+        "COALESCE(r.series_description, series.series_description)",
+        "COALESCE(r.accession_number, series.accession_number)"
+    ),
+    " FROM (SELECT value ->> 'series_uid' AS series_uid, value ->> 'modality' AS modality, value ->> 'body_part_examined' AS body_part_examined, value ->> 'series_description' AS series_description, value ->> 'series_number' AS series_number, value ->> 'series_date' AS series_date, value ->> 'patient_id' AS patient_id, value ->> 'patient_name' AS patient_name, value ->> 'study_date' AS study_date, value ->> 'study_description' AS study_description, value ->> 'accession_number' AS accession_number \
+       FROM json_each($3)) AS r \
+     WHERE series.series_uid = r.series_uid AND (series.pipeline_pending <> 1 \
+       OR COALESCE(r.modality, series.modality) IS DISTINCT FROM series.modality \
+       OR COALESCE(r.body_part_examined, series.body_part_examined) IS DISTINCT FROM series.body_part_examined \
+       OR COALESCE(r.series_description, series.series_description) IS DISTINCT FROM series.series_description \
+       OR COALESCE(r.series_number, series.series_number) IS DISTINCT FROM series.series_number \
+       OR COALESCE(r.series_date, series.series_date) IS DISTINCT FROM series.series_date \
+       OR COALESCE(r.patient_id, series.patient_id) IS DISTINCT FROM series.patient_id \
+       OR COALESCE(r.patient_name, series.patient_name) IS DISTINCT FROM series.patient_name \
+       OR COALESCE(r.study_date, series.study_date) IS DISTINCT FROM series.study_date \
+       OR COALESCE(r.study_description, series.study_description) IS DISTINCT FROM series.study_description \
+       OR COALESCE(r.accession_number, series.accession_number) IS DISTINCT FROM series.accession_number)"
+);
+
 /// SQLite: what [`SQL_RECORD_NEW`] writes, statement by statement (SQLite has no
 /// data-modifying CTEs; foreign keys are checked statement by statement, hence the order).
 /// The parameters are the same, bound by number in each statement. `WHERE true` keeps
 /// SQLite from reading `ON CONFLICT` as a join's `ON`.
-pub(super) const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 7] = [
+pub(super) const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 8] = [
     "INSERT INTO datasets (project_key, name_key, name, created_at) \
      SELECT value ->> 'project_key', value ->> 'name_key', value ->> 'name', $7 \
      FROM json_each($8) WHERE true ON CONFLICT (project_key, name_key) DO NOTHING",
@@ -162,25 +229,8 @@ pub(super) const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 7] = [
         "value ->> 'referring_physician_name'",
         " FROM json_each($2) WHERE true"
     ),
-    upsert_series!(
-        "SELECT ",
-        "value ->> 'series_uid'",
-        "value ->> 'study_uid'",
-        "value ->> 'modality'",
-        "value ->> 'body_part_examined'",
-        "value ->> 'series_description'",
-        "value ->> 'series_number'",
-        "value ->> 'series_date'",
-        "value ->> 'instance_count'",
-        "value ->> 'total_size'",
-        "$7",
-        "value ->> 'patient_id'",
-        "value ->> 'patient_name'",
-        "value ->> 'study_date'",
-        "value ->> 'study_description'",
-        "value ->> 'accession_number'",
-        " FROM json_each($3) WHERE true"
-    ),
+    SQL_SQLITE_SERIES_COUNTED,
+    SQL_SQLITE_SERIES_ATTRIBUTES,
     "INSERT INTO instances \
      (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
       n_rows, n_columns, number_of_frames, size, checksum, object_key, metadata_json, source, \

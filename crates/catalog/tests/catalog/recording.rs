@@ -686,6 +686,39 @@ async fn sqlite_committer_records_new_instances_and_leaves_the_rest_to_the_caref
     }
     assert_eq!(c.list_projects().await.unwrap().len(), 1 + 1 + 8);
 
+    // A later instance with new attributes changes its series (and its search text); one
+    // without any keeps them.
+    let mut late = rec("11", "11.1", "11.1.late");
+    late.modality = Some("MR".into());
+    late.series_description = Some("Late Knee".into());
+    late.accession_number = None;
+    record(&c, &late, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+    let mut bare = rec("11", "11.1", "11.1.bare");
+    bare.modality = None;
+    bare.patient_id = None;
+    bare.patient_name = None;
+    record(&c, &bare, &route("p", "d"), DuplicatePolicy::KeepFirst).await;
+    let detail = c.get_series("11.1").await.unwrap().unwrap();
+    assert_eq!(detail.series.modality.as_deref(), Some("MR"));
+    assert_eq!(
+        detail.series.series_description.as_deref(),
+        Some("Late Knee")
+    );
+    assert_eq!(detail.series.patient_id.as_deref(), Some("PID-1"));
+    assert_eq!(detail.series.instance_count, (N / 3 + 2) as i64);
+    let found = c
+        .list_series(
+            "p",
+            &SeriesFilter {
+                q: Some("late knee".into()),
+                ..all()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.total, 1);
+    assert_eq!(c.committer_recorded(), Some(N as u64 + 2));
+
     // A re-send with other bytes: replaced, by the careful way.
     let mut again = rec("11", "11.0", "11.0.0");
     again.object_key = "objects/again".into();
@@ -707,7 +740,7 @@ async fn sqlite_committer_records_new_instances_and_leaves_the_rest_to_the_caref
         "{refused:?}"
     );
     assert!(c.get_series("12.1").await.unwrap().is_none());
-    assert_eq!(c.committer_recorded(), Some(N as u64));
+    assert_eq!(c.committer_recorded(), Some(N as u64 + 2));
     assert_eq!(c.writer_synchronous().await.unwrap(), Some(2), "FULL");
     c.close().await;
 
