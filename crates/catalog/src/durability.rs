@@ -85,11 +85,12 @@ impl Catalog {
 }
 
 impl Catalog {
-    /// For tests: how many instances the SQLite committer thread has recorded
-    /// (`record/committer.rs`); `None` where there is none (PostgreSQL, in-memory SQLite).
+    /// For tests: how many instances the SQLite group recorders (the committer thread's and
+    /// those of [`Catalog::group_recorder`]) have recorded; `None` where there are none
+    /// (PostgreSQL, in-memory SQLite).
     #[doc(hidden)]
     pub fn committer_recorded(&self) -> Option<u64> {
-        self.committer.as_ref().map(|c| c.recorded())
+        self.recorder_source.as_ref().map(|s| s.recorded())
     }
 }
 

@@ -338,6 +338,17 @@ struct Keys {
     dataset_name: String,
 }
 
+impl Keys {
+    fn of(route: &Route) -> Result<Keys, CatalogError> {
+        Ok(Keys {
+            project: name_key("project", &route.project)?,
+            project_name: route.project.clone(),
+            dataset: name_key("dataset", &route.dataset)?,
+            dataset_name: route.dataset.clone(),
+        })
+    }
+}
+
 /// An instance waiting for the next SQLite group commit, and where its outcome goes.
 #[derive(Debug)]
 pub(crate) struct PendingRecord {
@@ -395,14 +406,9 @@ impl Catalog {
         durability: Durability,
     ) -> Result<RecordOutcome, CatalogError> {
         validate(rec)?;
-        let keys = Keys {
-            project: name_key("project", &route.project)?,
-            project_name: route.project.clone(),
-            dataset: name_key("dataset", &route.dataset)?,
-            dataset_name: route.dataset.clone(),
-        };
+        let keys = Keys::of(route)?;
         if let Some(committer) = &self.committer {
-            if committer.record_new(rec, &keys, durability).await {
+            if committer.record_new(rec, route, durability).await {
                 return Ok(RecordOutcome::Stored);
             }
         }

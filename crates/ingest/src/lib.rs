@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 use dicom_object::meta::FileMetaTableBuilder;
 pub use journaled::{Recovery, CHECKPOINT_IDLE, JOURNALED_MAX_BYTES};
+pub use packed::{open_pack_log, IngestPackLog, RecordStage, StagedInstance, StagedOutcome};
 use radport_archive::{Archive, ArchiveError, ObjectWriter, StoredObject};
 use radport_catalog::{
     Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,

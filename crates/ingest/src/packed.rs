@@ -29,31 +29,105 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use radport_archive::{keys, ArchiveError, StoredObject};
-use radport_catalog::{Durability, Route};
-use radport_journal::pack::PackLog;
-use radport_journal::{Position, Recovered, Replay};
+use radport_catalog::{Catalog, Durability, GroupRecorder, InstanceRecord, NewInstance, Route};
+use radport_journal::pack::{PackConfig, PackLog, Stage};
+use radport_journal::{JournalError, Position, Recovered, Replay};
 
 use crate::journal_record::RecordHeader;
 use crate::journaled::{Held, Recovery};
 use crate::{
-    extract_record, extract_record_from_head, fill_record, Announced, IngestError, IngestOutcome,
-    Ingestor, MetadataError, JOURNALED_MAX_BYTES,
+    extract_record, extract_record_from_head, fill_record, Announced, Disposition, IngestError,
+    IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
 };
 
 /// At most this many unreferenced records wait for a checkpoint to be punched (beyond, they
 /// are logged and left in their packs).
 const MAX_WAITING_PUNCHES: usize = 1 << 16;
 
+/// The pack log of an ingestor: its writer thread records each durable group's new instances
+/// in the catalog ([`RecordStage`]).
+pub type IngestPackLog = PackLog<RecordStage>;
+
+/// Opens the pack log in `dir` for ingest into `catalog` (see [`PackLog::open_staged`]).
+pub fn open_pack_log(
+    dir: &std::path::Path,
+    config: PackConfig,
+    catalog: &Catalog,
+) -> Result<(IngestPackLog, Replay), JournalError> {
+    PackLog::open_staged(
+        dir,
+        config,
+        RecordStage {
+            recorder: catalog.group_recorder(),
+        },
+    )
+}
+
+/// The pack writer's stage: once a group of records is durable, their instances are recorded
+/// in the catalog as new, together, on the writer's thread (a [`GroupRecorder`]; SQLite on a
+/// file) — no other thread is woken for it. Whatever it does not record (a duplicate, a
+/// failure, PostgreSQL) its appender records the careful way.
+#[derive(Debug)]
+pub struct RecordStage {
+    recorder: Option<GroupRecorder>,
+}
+
+/// An instance handed to the pack writer with its record: its catalog record (all but the
+/// key, which is the record's position) and its route.
+#[derive(Debug)]
+pub struct StagedInstance {
+    record: InstanceRecord,
+    route: Route,
+}
+
+/// What the stage did with an instance: its record, keyed, and whether it recorded it.
+#[derive(Debug)]
+pub struct StagedOutcome {
+    record: InstanceRecord,
+    recorded: bool,
+}
+
+impl Stage for RecordStage {
+    type Input = StagedInstance;
+    type Output = StagedOutcome;
+
+    fn durable(&mut self, records: Vec<(Position, StagedInstance)>) -> Vec<StagedOutcome> {
+        let group: Vec<NewInstance> = records
+            .into_iter()
+            .map(|(position, staged)| {
+                let mut record = staged.record;
+                record.object_key = keys::packed(position);
+                NewInstance {
+                    record,
+                    route: staged.route,
+                    durability: Durability::Deferred,
+                }
+            })
+            .collect();
+        let recorded = self
+            .recorder
+            .as_mut()
+            .is_some_and(|recorder| recorder.record_new(&group));
+        group
+            .into_iter()
+            .map(|instance| StagedOutcome {
+                record: instance.record,
+                recorded,
+            })
+            .collect()
+    }
+}
+
 /// The pack log an ingestor appends to, and the keys of records to punch once a checkpoint
 /// has passed them.
 #[derive(Clone, Debug)]
 pub(crate) struct Packs {
-    log: PackLog,
+    log: IngestPackLog,
     to_punch: Arc<Mutex<Vec<String>>>,
 }
 
 impl Packs {
-    pub(crate) fn log(&self) -> &PackLog {
+    pub(crate) fn log(&self) -> &IngestPackLog {
         &self.log
     }
 
@@ -71,7 +145,7 @@ impl Packs {
 impl Ingestor {
     /// Keeps instances in the packs of `log` (see the module doc). Local archives only; not
     /// together with a journal.
-    pub fn with_packs(mut self, log: PackLog) -> Result<Self, IngestError> {
+    pub fn with_packs(mut self, log: IngestPackLog) -> Result<Self, IngestError> {
         if log.max_body_bytes() < JOURNALED_MAX_BYTES {
             return Err(IngestError::Storage(format!(
                 "the pack log takes bodies of up to {} bytes; ingest packs up to {}",
@@ -97,7 +171,7 @@ impl Ingestor {
     }
 
     /// The pack log, if instances are kept in packs.
-    pub fn pack_log(&self) -> Option<&PackLog> {
+    pub fn pack_log(&self) -> Option<&IngestPackLog> {
         self.packs.as_ref().map(|p| &p.log)
     }
 
@@ -129,19 +203,36 @@ impl Ingestor {
         .encode()
         .ok_or_else(|| IngestError::Malformed("an identifier too long to journal".into()))?;
 
-        let started = Instant::now();
-        let appended = packs.log.append(header, chunks, hash).await?;
-        let store_time = started.elapsed();
+        // The key is the record's position: the pack writer's stage sets it.
         let stored = StoredObject {
-            key: keys::packed(appended.position),
+            key: String::new(),
             size,
             checksum: radport_archive::checksum_of(&hash),
         };
         fill_record(&mut record, &announced, &stored, source);
         let started = Instant::now();
-        let disposition = self
-            .commit(&record, &route, self.policy, Durability::Deferred)
+        let (appended, staged) = packs
+            .log
+            .append_staged(
+                header,
+                chunks,
+                hash,
+                StagedInstance {
+                    record,
+                    route: route.clone(),
+                },
+            )
             .await?;
+        // Recorded by the stage, its catalog time is part of this.
+        let store_time = started.elapsed();
+        let record = staged.record;
+        let started = Instant::now();
+        let disposition = if staged.recorded {
+            Disposition::Stored
+        } else {
+            self.commit(&record, &route, self.policy, Durability::Deferred)
+                .await?
+        };
         let catalog_time = started.elapsed();
         drop(appended.durable);
         Ok((
@@ -262,8 +353,8 @@ mod tests {
     use crate::Disposition;
     use crate::{test_route as route, test_series as series};
     use radport_archive::Archive;
-    use radport_catalog::{Catalog, DuplicatePolicy};
-    use radport_journal::pack::{self, PackConfig};
+    use radport_catalog::DuplicatePolicy;
+    use radport_journal::pack;
 
     const CONFIG: PackConfig = PackConfig {
         pack_bytes: 4 * 1024 * 1024,
@@ -290,7 +381,8 @@ mod tests {
 
     impl Setup {
         fn ingestor(&self) -> (Ingestor, Replay) {
-            let (log, replay) = PackLog::open(&self.archive.packs_dir().unwrap(), CONFIG).unwrap();
+            let (log, replay) =
+                open_pack_log(&self.archive.packs_dir().unwrap(), CONFIG, &self.catalog).unwrap();
             let ingestor = Ingestor::new(
                 self.archive.clone(),
                 self.catalog.clone(),
@@ -351,6 +443,8 @@ mod tests {
         let log = ingestor.pack_log().unwrap().clone();
         assert_eq!(log.stats().records, 10);
         assert!(log.stats().syncs <= 10);
+        // Recorded by the pack writer's stage (SQLite on a file), not the careful way.
+        assert_eq!(s.catalog.committer_recorded(), Some(10));
         let rows = s.rows(&series_uid).await;
         assert_eq!(rows.len(), 10);
         for row in &rows {
@@ -426,6 +520,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(dup.disposition, Disposition::DuplicateKept);
+        // The stage could not record the duplicate: the careful way kept the first.
+        assert_eq!(s.catalog.committer_recorded(), Some(3));
         let positions = s.all_positions();
         assert_eq!(positions.len(), 4);
         let dir = s.archive.packs_dir().unwrap();
@@ -469,7 +565,7 @@ mod tests {
         assert!(ingestor.with_journal(journal).is_err());
         let elsewhere = s.dir.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
-        let (log, _) = PackLog::open(&elsewhere, CONFIG).unwrap();
+        let (log, _) = open_pack_log(&elsewhere, CONFIG, &s.catalog).unwrap();
         let plain = Ingestor::new(
             s.archive.clone(),
             s.catalog.clone(),

@@ -348,8 +348,9 @@ async fn open_packs_and_recover(
     radport_archive::create_dir_all_durably(&dir)
         .with_context(|| format!("cannot create the packs directory {}", dir.display()))?;
     let config = settings.pack_config();
+    let catalog = ingestor.catalog().clone();
     let (log, replay) =
-        tokio::task::spawn_blocking(move || radport_ingest::PackLog::open(&dir, config))
+        tokio::task::spawn_blocking(move || radport_ingest::open_pack_log(&dir, config, &catalog))
             .await
             .context("packs task")?
             .context("cannot open the archive's packs")?;

@@ -1,16 +1,15 @@
-//! SQLite on a file: new instances recorded by a thread of the catalog's own, on a connection
-//! of its own.
+//! SQLite on a file: new instances recorded on a connection of their own, by a thread that
+//! gathers them into groups — the catalog's committer thread, or a caller's own thread that
+//! already gathers groups (the ingest's pack writer, through a [`GroupRecorder`]).
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own: each call is handed to it
 //! and each statement's result handed back, and the group commit of `record.rs` adds a task
 //! of its own and a hand-off of the write lock. Measured into packs with four senders
 //! (docs/performance.md, session 18): recording took 0.4 ms of CPU and 13 context switches
-//! per instance, most of it those hand-offs, not SQLite. Here one thread owns a `rusqlite`
-//! connection to the catalog's file; callers send it their record and wait for its answer;
-//! it takes every record waiting (the group), holds the catalog's write lock (so it never
-//! writes beside the sqlx writer), and records them with the statements of the group path
-//! ([`SQL_SQLITE_RECORD_NEW_STATEMENTS`], prepared once) in one transaction: one wake of the
-//! thread per group and one of each caller.
+//! per instance, most of it those hand-offs, not SQLite. Here a `rusqlite` connection to the
+//! catalog's file records a group under the catalog's write lock (so it never writes beside
+//! the sqlx writer) with the statements of the group path
+//! ([`SQL_SQLITE_RECORD_NEW_STATEMENTS`], prepared once), in one transaction.
 //!
 //! Only the common case is done here: every instance of the group new. Anything else — an
 //! instance already recorded, an unknown project, any error at all — rolls the group back,
@@ -23,7 +22,7 @@
 //! `Any` driver, and its SQLite connections only run on their worker threads. `rusqlite`
 //! 0.39 is built on the same `libsqlite3-sys` (0.37), so both use the one bundled SQLite.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -34,19 +33,203 @@ use sqlx::AnyConnection;
 use tokio::sync::{oneshot, Mutex};
 
 use super::group::{RecordNewParams, SQL_SQLITE_RECORD_NEW_STATEMENTS};
-use super::{trace_recorded, Keys, MAX_GROUP_COMMIT};
-use crate::{Durability, InstanceRecord, RecordOutcome};
+use super::{trace_recorded, validate, Keys, MAX_GROUP_COMMIT};
+use crate::{Catalog, CatalogError, Durability, InstanceRecord, RecordOutcome, Route};
 
-/// How long the committer's connection waits for a lock held by another process (the same
-/// as the pool's connections, `SQLITE_CONNECTION_PRAGMAS`).
+/// How long a recorder's connection waits for a lock held by another process (the same as
+/// the pool's connections, `SQLITE_CONNECTION_PRAGMAS`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One record handed to the committer, and where its answer goes: whether it was recorded
-/// (as new); if not, nothing of it was.
+/// What a recorder needs of its catalog: the file, the write lock, the count.
+#[derive(Clone, Debug)]
+pub(crate) struct RecorderSource {
+    path: PathBuf,
+    write_lock: Arc<Mutex<Option<AnyConnection>>>,
+    recorded: Arc<AtomicU64>,
+}
+
+impl RecorderSource {
+    pub(crate) fn new(path: PathBuf, write_lock: Arc<Mutex<Option<AnyConnection>>>) -> Self {
+        Self {
+            path,
+            write_lock,
+            recorded: Arc::default(),
+        }
+    }
+
+    /// Instances recorded by every recorder of the catalog so far.
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+}
+
+/// New instances recorded in groups on the calling thread, which must not be a thread of an
+/// asynchronous runtime (it blocks on the catalog's write lock and on SQLite). See
+/// [`Catalog::group_recorder`].
+pub struct GroupRecorder {
+    connection: Connection,
+    source: RecorderSource,
+    synchronous: Synchronous,
+}
+
+impl std::fmt::Debug for GroupRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRecorder")
+            .field("path", &self.source.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One new instance for [`GroupRecorder::record_new`].
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The instance, as [`Catalog::record_instance_with`] takes it.
+    pub record: InstanceRecord,
+    /// Its project and dataset.
+    pub route: Route,
+    /// How durable its commit must be.
+    pub durability: Durability,
+}
+
+impl Catalog {
+    /// SQLite on a file: a recorder of new instances with a connection of its own, for a
+    /// thread that gathers instances into groups anyway (see `record/committer.rs`); `None`
+    /// elsewhere (PostgreSQL, in-memory SQLite) or if it cannot be opened.
+    pub fn group_recorder(&self) -> Option<GroupRecorder> {
+        let source = self.recorder_source.as_ref()?;
+        match GroupRecorder::open(source.clone()) {
+            Ok(recorder) => Some(recorder),
+            Err(e) => {
+                tracing::warn!(error = %e, "a catalog group recorder could not be opened");
+                None
+            }
+        }
+    }
+}
+
+impl GroupRecorder {
+    fn open(source: RecorderSource) -> Result<GroupRecorder, rusqlite::Error> {
+        let connection = Connection::open_with_flags(
+            &source.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        Ok(GroupRecorder {
+            connection,
+            source,
+            synchronous: Synchronous::Full,
+        })
+    }
+
+    /// Records every instance of `group` as new, together, and visible when this returns
+    /// (durable as their [`Durability`] says). Whether they were; if not (one already
+    /// recorded, an invalid record, an unknown project, any error), none of them was, and
+    /// each goes the careful way ([`Catalog::record_instance_with`]).
+    pub fn record_new(&mut self, group: &[NewInstance]) -> bool {
+        let mut keyed = Vec::with_capacity(group.len());
+        for instance in group {
+            match (validate(&instance.record), Keys::of(&instance.route)) {
+                (Ok(()), Ok(keys)) => keyed.push((&instance.record, keys, instance.durability)),
+                _ => return false,
+            }
+        }
+        let recorded = {
+            // Never beside the sqlx writer (nor a sync's checkpoint).
+            let write_lock = self.source.write_lock.clone();
+            let _lock = write_lock.blocking_lock();
+            self.record_group(&keyed)
+        };
+        match recorded {
+            Ok(()) => {
+                self.source
+                    .recorded
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                for instance in group {
+                    trace_recorded(&instance.record, &RecordOutcome::Stored);
+                }
+                true
+            }
+            Err(e) => {
+                if !is_unique_violation(&e) {
+                    tracing::debug!(error = %e, instances = group.len(),
+                        "a group of new instances failed; each goes the careful way");
+                }
+                false
+            }
+        }
+    }
+
+    /// The group in one transaction; on any error it is rolled back.
+    fn record_group(
+        &mut self,
+        group: &[(&InstanceRecord, Keys, Durability)],
+    ) -> Result<(), rusqlite::Error> {
+        let wanted = if group.iter().all(|(_, _, d)| *d == Durability::Deferred) {
+            Synchronous::Normal
+        } else {
+            Synchronous::Full
+        };
+        if wanted != self.synchronous {
+            let value = match wanted {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            };
+            self.connection.pragma_update(None, "synchronous", value)?;
+            self.synchronous = wanted;
+        }
+        let params = RecordNewParams::of_records(group.iter().map(|(rec, keys, _)| (*rec, keys)))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
+        let now = crate::now();
+        let connection = &self.connection;
+        connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let written = (|| {
+            for sql in SQL_SQLITE_RECORD_NEW_STATEMENTS {
+                let mut statement = connection.prepare_cached(sql)?;
+                for index in 1..=statement.parameter_count() {
+                    let value = statement
+                        .parameter_name(index)
+                        .and_then(|name| name.strip_prefix('$'))
+                        .and_then(|number| number.parse().ok())
+                        .and_then(|number| params.parameter(number, &now))
+                        .ok_or(rusqlite::Error::InvalidParameterCount(
+                            index,
+                            statement.parameter_count(),
+                        ))?;
+                    statement.raw_bind_parameter(index, value)?;
+                }
+                statement.raw_execute()?;
+            }
+            connection.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })();
+        if written.is_err() && !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        written
+    }
+}
+
+/// The connection's `synchronous` setting, as last set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Synchronous {
+    /// Every commit syncs the WAL.
+    Full,
+    /// Commits do not sync the WAL (deferred records only; see [`Durability::Deferred`]).
+    Normal,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error().map(|e| e.extended_code),
+        Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    )
+}
+
+/// One record handed to the committer thread, and where its answer goes.
 struct Job {
-    rec: InstanceRecord,
-    keys: Keys,
-    durability: Durability,
+    instance: NewInstance,
     reply: oneshot::Sender<bool>,
 }
 
@@ -55,11 +238,11 @@ enum Message {
     Stop,
 }
 
-/// The handle of the committer thread. Dropping every handle (or [`Committer::stop`]) ends it.
+/// The catalog's committer thread: records new instances for callers on a runtime (each
+/// waits for its answer; the thread takes every record waiting as one group). Dropping every
+/// handle (or [`Committer::stop`]) ends it.
 pub(crate) struct Committer {
     sender: mpsc::Sender<Message>,
-    /// Instances recorded here so far.
-    recorded: Arc<AtomicU64>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -70,55 +253,45 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Opens a connection to the catalog at `path` (already set up) and starts the thread.
-    pub(crate) fn start(
-        path: &Path,
-        write_lock: Arc<Mutex<Option<AnyConnection>>>,
-    ) -> Result<Committer, rusqlite::Error> {
-        let connection = open(path)?;
+    /// Opens the thread's recorder and starts it.
+    pub(crate) fn start(source: RecorderSource) -> Result<Committer, CatalogError> {
+        let recorder = GroupRecorder::open(source).map_err(|e| {
+            CatalogError::Invalid(format!("cannot open the catalog's committer: {e}"))
+        })?;
         let (sender, receiver) = mpsc::channel();
-        let recorded = Arc::new(AtomicU64::new(0));
-        let counted = recorded.clone();
         let thread = std::thread::Builder::new()
             .name("catalog-committer".into())
-            .spawn(move || run(connection, receiver, write_lock, &counted))
+            .spawn(move || run(recorder, receiver))
             .map_err(|e| {
-                rusqlite::Error::ToSqlConversionFailure(
-                    format!("cannot start the catalog's committer thread: {e}").into(),
-                )
+                CatalogError::Invalid(format!("cannot start the catalog's committer: {e}"))
             })?;
         Ok(Committer {
             sender,
-            recorded,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
 
     /// Records `rec` as a new instance, with the records of everyone else waiting. Whether it
-    /// was; if not (already recorded, or anything failed), nothing of it was and the caller
-    /// takes the careful way.
+    /// was; if not, nothing of it was and the caller takes the careful way.
     pub(super) async fn record_new(
         &self,
         rec: &InstanceRecord,
-        keys: &Keys,
+        route: &Route,
         durability: Durability,
     ) -> bool {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            rec: rec.clone(),
-            keys: keys.clone(),
-            durability,
+            instance: NewInstance {
+                record: rec.clone(),
+                route: route.clone(),
+                durability,
+            },
             reply,
         };
         if self.sender.send(Message::Record(Box::new(job))).is_err() {
             return false;
         }
         answer.await.unwrap_or(false)
-    }
-
-    /// Instances recorded here so far.
-    pub(crate) fn recorded(&self) -> u64 {
-        self.recorded.load(Ordering::Relaxed)
     }
 
     /// Ends the thread after the group it is recording and closes its connection; records
@@ -132,34 +305,17 @@ impl Committer {
     }
 }
 
-fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    connection.busy_timeout(BUSY_TIMEOUT)?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
-    Ok(connection)
-}
-
 /// The thread: a group at a time, until stopped or every handle is gone.
-fn run(
-    connection: Connection,
-    receiver: mpsc::Receiver<Message>,
-    write_lock: Arc<Mutex<Option<AnyConnection>>>,
-    recorded_so_far: &AtomicU64,
-) {
-    let mut synchronous = Synchronous::Full;
+fn run(mut recorder: GroupRecorder, receiver: mpsc::Receiver<Message>) {
     loop {
         let Ok(Message::Record(first)) = receiver.recv() else {
             return;
         };
-        let mut group = vec![*first];
+        let mut jobs = vec![*first];
         let mut stop = false;
-        while group.len() < MAX_GROUP_COMMIT {
+        while jobs.len() < MAX_GROUP_COMMIT {
             match receiver.try_recv() {
-                Ok(Message::Record(job)) => group.push(*job),
+                Ok(Message::Record(job)) => jobs.push(*job),
                 Ok(Message::Stop) => {
                     stop = true;
                     break;
@@ -167,96 +323,14 @@ fn run(
                 Err(_) => break,
             }
         }
-        let recorded = {
-            // Never beside the sqlx writer (nor a sync's checkpoint).
-            let _lock = write_lock.blocking_lock();
-            match record_group(&connection, &group, &mut synchronous) {
-                Ok(()) => true,
-                Err(e) => {
-                    if !is_unique_violation(&e) {
-                        tracing::debug!(error = %e, instances = group.len(),
-                            "the committer's group failed; each goes the careful way");
-                    }
-                    false
-                }
-            }
-        };
-        if recorded {
-            recorded_so_far.fetch_add(group.len() as u64, Ordering::Relaxed);
-        }
-        for job in group {
-            if recorded {
-                trace_recorded(&job.rec, &RecordOutcome::Stored);
-            }
-            let _ = job.reply.send(recorded);
+        let (group, replies): (Vec<NewInstance>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.instance, j.reply)).unzip();
+        let recorded = recorder.record_new(&group);
+        for reply in replies {
+            let _ = reply.send(recorded);
         }
         if stop {
             return;
         }
     }
-}
-
-/// The connection's `synchronous` setting, as last set.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Synchronous {
-    /// Every commit syncs the WAL.
-    Full,
-    /// Commits do not sync the WAL (deferred records only; see [`Durability::Deferred`]).
-    Normal,
-}
-
-/// The group in one transaction; on any error it is rolled back.
-fn record_group(
-    connection: &Connection,
-    group: &[Job],
-    synchronous: &mut Synchronous,
-) -> Result<(), rusqlite::Error> {
-    let wanted = if group.iter().all(|j| j.durability == Durability::Deferred) {
-        Synchronous::Normal
-    } else {
-        Synchronous::Full
-    };
-    if wanted != *synchronous {
-        let value = match wanted {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        connection.pragma_update(None, "synchronous", value)?;
-        *synchronous = wanted;
-    }
-    let params = RecordNewParams::of_records(group.iter().map(|j| (&j.rec, &j.keys)))
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
-    let now = crate::now();
-    connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    let written = (|| {
-        for sql in SQL_SQLITE_RECORD_NEW_STATEMENTS {
-            let mut statement = connection.prepare_cached(sql)?;
-            for index in 1..=statement.parameter_count() {
-                let value = statement
-                    .parameter_name(index)
-                    .and_then(|name| name.strip_prefix('$'))
-                    .and_then(|number| number.parse().ok())
-                    .and_then(|number| params.parameter(number, &now))
-                    .ok_or(rusqlite::Error::InvalidParameterCount(
-                        index,
-                        statement.parameter_count(),
-                    ))?;
-                statement.raw_bind_parameter(index, value)?;
-            }
-            statement.raw_execute()?;
-        }
-        connection.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
-    })();
-    if written.is_err() && !connection.is_autocommit() {
-        let _ = connection.execute_batch("ROLLBACK");
-    }
-    written
-}
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error().map(|e| e.extended_code),
-        Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-    )
 }

@@ -205,36 +205,105 @@ pub struct PackStats {
     pub packs: u64,
 }
 
-struct Append {
+/// Work the writer thread does for each group of records once they are durable, before it
+/// answers their appenders — so that applying them (recording them in a catalog) wakes no
+/// other thread. Each appender hands it an [`Stage::Input`] with its record
+/// ([`PackLog::append_staged`]) and gets its [`Stage::Output`] back.
+pub trait Stage: Send + 'static {
+    /// What an appender hands the stage with its record.
+    type Input: Send + 'static;
+    /// What the stage answers for each record.
+    type Output: Send + 'static;
+    /// The durable records of a group, in the order they were written, each with its
+    /// appender's input; one output for each, in the same order.
+    fn durable(&mut self, records: Vec<(Position, Self::Input)>) -> Vec<Self::Output>;
+}
+
+/// No work after a group is durable.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStage;
+
+impl Stage for NoStage {
+    type Input = ();
+    type Output = ();
+    fn durable(&mut self, records: Vec<(Position, ())>) -> Vec<()> {
+        vec![(); records.len()]
+    }
+}
+
+struct Append<S: Stage> {
     header: Vec<u8>,
     body: Vec<Bytes>,
     body_len: u64,
     body_hash: [u8; 32],
-    reply: tokio::sync::oneshot::Sender<Result<Appended, JournalError>>,
+    input: S::Input,
+    reply: tokio::sync::oneshot::Sender<Result<(Appended, S::Output), JournalError>>,
 }
 
-impl Append {
+impl<S: Stage> Append<S> {
     fn frame_len(&self) -> u64 {
         // Bounded when the append was taken.
         frame_len(self.header.len(), self.body_len).unwrap_or(u64::MAX)
     }
 }
 
-/// The pack log. Cheap to clone; its writer thread ends when the last clone is dropped.
-#[derive(Debug, Clone)]
-pub struct PackLog {
+/// The pack log, with the [`Stage`] its writer thread runs after each group. Cheap to clone;
+/// its writer thread ends when the last clone is dropped.
+pub struct PackLog<S: Stage = NoStage> {
     shared: Arc<Shared>,
-    sender: Sender<Append>,
+    sender: Sender<Append<S>>,
+}
+
+impl<S: Stage> Clone for PackLog<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<S: Stage> std::fmt::Debug for PackLog<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackLog")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PackLog {
+    /// [`PackLog::open_staged`] without a stage.
+    pub fn open(dir: &Path, config: PackConfig) -> Result<(PackLog, Replay), JournalError> {
+        Self::open_staged(dir, config, NoStage)
+    }
+
+    /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
+    /// BLAKE3 hash of the body's bytes (replay checks it).
+    pub async fn append(
+        &self,
+        header: Vec<u8>,
+        body: Vec<Bytes>,
+        body_hash: blake3::Hash,
+    ) -> Result<Appended, JournalError> {
+        self.append_staged(header, body, body_hash, ())
+            .await
+            .map(|(appended, ())| appended)
+    }
+}
+
+impl<S: Stage> PackLog<S> {
     /// Opens the packs in `dir` (which must exist and whose name must be durable) and returns
-    /// the records after the last checkpoint, to be applied again before anything else.
+    /// the records after the last checkpoint, to be applied again before anything else. The
+    /// writer thread runs `stage` after each group it makes durable.
     ///
     /// A pack made but cut off before its header was durable (no longer than its header
     /// page, after the checkpoint) is removed: nothing was acknowledged from it. A checkpoint
     /// file that does not check is an error: which records to replay is then unknown.
-    pub fn open(dir: &Path, config: PackConfig) -> Result<(PackLog, Replay), JournalError> {
+    pub fn open_staged(
+        dir: &Path,
+        config: PackConfig,
+        stage: S,
+    ) -> Result<(PackLog<S>, Replay), JournalError> {
         config.check()?;
         if !dir.is_dir() {
             return Err(JournalError::Config(format!(
@@ -334,7 +403,7 @@ impl PackLog {
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("pack-writer".into())
-            .spawn(move || writer::run(&writer, receiver))?;
+            .spawn(move || writer::run(&writer, receiver, stage))?;
         Ok((
             PackLog { shared, sender },
             Replay::new(replay, config.max_body_bytes),
@@ -346,19 +415,21 @@ impl PackLog {
         &self.shared.dir
     }
 
-    /// The largest body [`PackLog::append`] takes.
+    /// The largest body [`PackLog::append_staged`] takes.
     pub fn max_body_bytes(&self) -> u64 {
         self.shared.config.max_body_bytes
     }
 
-    /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
-    /// BLAKE3 hash of the body's bytes (replay checks it).
-    pub async fn append(
+    /// Appends a record and returns once it is durable and the stage has run for it, with
+    /// where it is and the stage's output. `body_hash` is the BLAKE3 hash of the body's bytes
+    /// (replay checks it). A record that could not be written is not handed to the stage.
+    pub async fn append_staged(
         &self,
         header: Vec<u8>,
         body: Vec<Bytes>,
         body_hash: blake3::Hash,
-    ) -> Result<Appended, JournalError> {
+        input: S::Input,
+    ) -> Result<(Appended, S::Output), JournalError> {
         let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
         if header.len() > MAX_HEADER_BYTES || body_len > self.shared.config.max_body_bytes {
             return Err(JournalError::TooLarge {
@@ -373,6 +444,7 @@ impl PackLog {
                 body,
                 body_len,
                 body_hash: *body_hash.as_bytes(),
+                input,
                 reply,
             })
             .map_err(|_| JournalError::Closed)?;

@@ -14,30 +14,30 @@ use crate::frame::{encode_frame_head, segment_header, FRAME_HEAD_LEN, SEGMENT_HE
 use crate::writer::next_group;
 use crate::{segment, JournalError, Position};
 
-use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared};
+use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage};
 
-pub(super) fn run(shared: &Arc<Shared>, receiver: Receiver<Append>) {
+pub(super) fn run<S: Stage>(shared: &Arc<Shared>, receiver: Receiver<Append<S>>, mut stage: S) {
     while let Some(group) = next_group(&receiver, Append::frame_len) {
-        write_group(shared, group);
+        write_group(shared, group, &mut stage);
     }
 }
 
-struct Placed {
-    append: Append,
+struct Placed<S: Stage> {
+    append: Append<S>,
     head: [u8; FRAME_HEAD_LEN],
     appended: Appended,
 }
 
 /// The records of a group that go into one pack, one after the other from `offset`.
-struct Run {
+struct Run<S: Stage> {
     file: Arc<File>,
     generation: u64,
     offset: u64,
-    records: Vec<Placed>,
+    records: Vec<Placed<S>>,
 }
 
-fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
-    let mut runs: Vec<Run> = Vec::new();
+fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mut S) {
+    let mut runs: Vec<Run<S>> = Vec::new();
     for append in group {
         let (file, position, epoch) = match reserve(shared, append.frame_len()) {
             Ok(reserved) => reserved,
@@ -90,8 +90,15 @@ fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
                 shared
                     .records
                     .fetch_add(run.records.len() as u64, Ordering::Relaxed);
+                let mut inputs = Vec::with_capacity(run.records.len());
+                let mut answers = Vec::with_capacity(run.records.len());
                 for placed in run.records {
-                    let _ = placed.append.reply.send(Ok(placed.appended));
+                    inputs.push((placed.appended.position, placed.append.input));
+                    answers.push((placed.append.reply, placed.appended));
+                }
+                // One output per record; a record left without one is answered `Closed`.
+                for ((reply, appended), output) in answers.into_iter().zip(stage.durable(inputs)) {
+                    let _ = reply.send(Ok((appended, output)));
                 }
             }
             Err(e) => {
