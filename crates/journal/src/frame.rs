@@ -3,6 +3,8 @@
 //! ```text
 //! segment header (at 0, SEGMENT_HEADER_LEN bytes; records start at SEGMENT_HEADER_BYTES)
 //!   magic "RPJSEG01" | generation u64 | segment bytes u64 | check [16]
+//!   (an aligned pack: magic "RPJPAK02" | generation u64 | alignment u64 | check [16]; each
+//!   record starts at a multiple of the alignment, zeros between)
 //! frame
 //!   magic u32 | header length u32 | generation u64 | body length u64 | body BLAKE3 [32]
 //!   | check [16] | header | body
@@ -14,8 +16,13 @@
 //! frame that does not check, or of another generation than its segment, ends the segment's
 //! records (a torn write, or a record of the segment's previous use).
 
-/// Marks a segment in use.
+/// Marks a segment in use (and a pack whose records follow each other byte for byte).
 const SEGMENT_MAGIC: [u8; 8] = *b"RPJSEG01";
+/// Marks a pack whose records each start at a multiple of [`RECORD_ALIGN`] (written with
+/// direct I/O: `pack::direct`); the header's size field holds the alignment.
+const ALIGNED_PACK_MAGIC: [u8; 8] = *b"RPJPAK02";
+/// Where the records of an aligned pack start: multiples of this many bytes.
+pub(crate) const RECORD_ALIGN: u64 = 4096;
 /// Bytes of the segment header that are written.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 8 + 8 + 16;
 /// Where a segment's first frame starts (the header has a page of its own).
@@ -38,10 +45,35 @@ fn check(parts: &[&[u8]]) -> [u8; 16] {
 
 /// The header of a segment in use by `generation`.
 pub(crate) fn segment_header(generation: u64, segment_bytes: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    header_with(SEGMENT_MAGIC, generation, segment_bytes)
+}
+
+/// The header of an aligned pack of `generation`.
+pub(crate) fn aligned_pack_header(generation: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    header_with(ALIGNED_PACK_MAGIC, generation, RECORD_ALIGN)
+}
+
+/// The generation of a pack and where its records start (multiples of the alignment, 1
+/// for a pack written before records were aligned), if its header checks.
+pub(crate) fn parse_pack_header(bytes: &[u8; SEGMENT_HEADER_LEN]) -> Option<(u64, u64)> {
+    if bytes[..8] == ALIGNED_PACK_MAGIC {
+        let (generation, align) = parse_header_fields(bytes)?;
+        return (align == RECORD_ALIGN).then_some((generation, align));
+    }
+    parse_segment_header(bytes).map(|(generation, _)| (generation, 1))
+}
+
+/// `n` rounded up to a multiple of `align` (a power of two); `None` on overflow.
+pub(crate) fn align_up(n: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    Some(n.checked_add(align - 1)? & !(align - 1))
+}
+
+fn header_with(magic: [u8; 8], generation: u64, value: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut out = [0u8; SEGMENT_HEADER_LEN];
-    out[..8].copy_from_slice(&SEGMENT_MAGIC);
+    out[..8].copy_from_slice(&magic);
     out[8..16].copy_from_slice(&generation.to_le_bytes());
-    out[16..24].copy_from_slice(&segment_bytes.to_le_bytes());
+    out[16..24].copy_from_slice(&value.to_le_bytes());
     let c = check(&[&out[..24]]);
     out[24..].copy_from_slice(&c);
     out
@@ -49,7 +81,15 @@ pub(crate) fn segment_header(generation: u64, segment_bytes: u64) -> [u8; SEGMEN
 
 /// The generation and size a segment header names, if it checks.
 pub(crate) fn parse_segment_header(bytes: &[u8; SEGMENT_HEADER_LEN]) -> Option<(u64, u64)> {
-    if bytes[..8] != SEGMENT_MAGIC || check(&[&bytes[..24]]) != bytes[24..] {
+    if bytes[..8] != SEGMENT_MAGIC {
+        return None;
+    }
+    parse_header_fields(bytes)
+}
+
+/// The two fields of a header whose check holds.
+fn parse_header_fields(bytes: &[u8; SEGMENT_HEADER_LEN]) -> Option<(u64, u64)> {
+    if check(&[&bytes[..24]]) != bytes[24..] {
         return None;
     }
     let generation = u64::from_le_bytes(bytes[8..16].try_into().ok()?);

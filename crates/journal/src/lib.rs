@@ -402,6 +402,7 @@ impl Journal {
                 bytes: segment_bytes,
                 generation,
                 start: SEGMENT_HEADER_BYTES,
+                align: 1,
             });
         }
         let shared = Arc::new(Shared {

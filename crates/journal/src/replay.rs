@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::frame::{
-    decode_frame_head, frame_checks, frame_len, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
+    align_up, decode_frame_head, frame_checks, frame_len, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
 };
 use crate::{JournalError, Position, MAX_HEADER_BYTES};
 
@@ -27,6 +27,8 @@ pub(crate) struct ReplaySegment {
     pub bytes: u64,
     pub generation: u64,
     pub start: u64,
+    /// Records start at multiples of this (1: one right after the other).
+    pub align: u64,
 }
 
 /// Where a segment's bytes are read from: its file, or (for the fuzz target) memory.
@@ -121,7 +123,8 @@ impl Replay {
                         generation: segment.generation,
                         offset: self.offset,
                     };
-                    self.offset += len;
+                    // A frame that checked is bounded far below u64::MAX.
+                    self.offset = align_up(self.offset + len, segment.align).unwrap_or(u64::MAX);
                     return Ok(Some((position, record)));
                 }
                 None => {
@@ -256,6 +259,7 @@ mod tests {
             bytes,
             generation: 1,
             start: SEGMENT_HEADER_BYTES,
+            align: 1,
         }
     }
 

@@ -30,6 +30,7 @@
 //! - Every length read from a pack is checked before use (the ring's frame reading).
 
 mod checkpoint;
+mod direct;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -45,7 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::frame::{frame_len, parse_segment_header, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN};
+use crate::frame::{frame_len, parse_pack_header, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN};
 use crate::replay::ReplaySegment;
 use crate::{segment, JournalError, Position, Replay, MAX_HEADER_BYTES, MIN_SEGMENT_BYTES};
 
@@ -336,12 +337,12 @@ impl<S: Stage> PackLog<S> {
             let file = segment::open_existing(&entry.path())?;
             let len = file.metadata()?.len();
             let header = if len >= SEGMENT_HEADER_LEN as u64 {
-                parse_segment_header(&segment::read_header(&file)?)
+                parse_pack_header(&segment::read_header(&file)?)
             } else {
                 None
             };
-            match header {
-                Some((written, _)) if written == generation => {}
+            let align = match header {
+                Some((written, align)) if written == generation => align,
                 _ if generation > from.generation && len <= SEGMENT_HEADER_BYTES => {
                     std::fs::remove_file(entry.path())?;
                     removed = true;
@@ -353,7 +354,7 @@ impl<S: Stage> PackLog<S> {
                         dir.display()
                     )))
                 }
-            }
+            };
             let start = if generation == from.generation {
                 from.offset.max(SEGMENT_HEADER_BYTES)
             } else {
@@ -364,6 +365,7 @@ impl<S: Stage> PackLog<S> {
                 bytes: len,
                 generation,
                 start,
+                align,
             });
         }
         if removed {

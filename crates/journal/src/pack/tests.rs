@@ -298,9 +298,8 @@ async fn a_torn_tail_ends_replay_and_an_empty_pack_is_removed_but_a_bad_checkpoi
     // The second record's body half written: its hash no longer matches.
     let pack = dir.path().join(pack_file_name(torn.position.generation));
     let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
-    let len = file.metadata().unwrap().len();
-    file.set_len(len - 10).unwrap();
-    file.set_len(len).unwrap();
+    file.write_all_at(&[0u8; 10], torn.position.offset + 500)
+        .unwrap();
     // A pack made but cut off before its header was written.
     std::fs::write(dir.path().join(pack_file_name(77)), b"").unwrap();
 
@@ -347,4 +346,72 @@ fn pack_names_round_trip_and_nothing_else_is_one() {
     }
     .check()
     .is_err());
+}
+
+/// Records start at multiples of the alignment (direct I/O), zeros between; a pack written
+/// before records were aligned (frames one right after the other, header "RPJSEG01") is
+/// still replayed record by record and read where its records are.
+#[tokio::test]
+async fn records_are_aligned_and_a_pack_of_unaligned_records_is_still_read() {
+    use crate::frame::{encode_frame_head, segment_header, RECORD_ALIGN};
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let mut positions = Vec::new();
+    for (seed, len) in [(1u8, 1000usize), (2, 5000), (3, 4096)] {
+        let appended = append(&log, seed, len).await;
+        assert_eq!(appended.position.offset % RECORD_ALIGN, 0);
+        positions.push(appended.position);
+        drop(appended.durable);
+    }
+    assert_eq!(
+        positions[1].offset - positions[0].offset,
+        RECORD_ALIGN,
+        "a 1000-byte record takes one aligned block"
+    );
+    for (position, seed, len) in [(positions[0], 1u8, 1000usize), (positions[2], 3, 4096)] {
+        let expected: Vec<u8> = body(seed, len).concat();
+        assert_eq!(read_body(dir.path(), position), Some(expected));
+    }
+    drop(log);
+    let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let again: Vec<Position> = replayed(&mut replay).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(again, positions);
+
+    // An unaligned pack of generation 9, as the first packs were written.
+    let old = tempfile::tempdir().unwrap();
+    let mut bytes = vec![0u8; SEGMENT_HEADER_BYTES as usize];
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&segment_header(9, SMALL.pack_bytes));
+    let mut old_positions = Vec::new();
+    for seed in [4u8, 5, 6] {
+        let body: Vec<u8> = body(seed, 777).concat();
+        let header = vec![seed; 3];
+        old_positions.push(Position {
+            generation: 9,
+            offset: bytes.len() as u64,
+        });
+        bytes.extend_from_slice(&encode_frame_head(
+            9,
+            &header,
+            body.len() as u64,
+            blake3::hash(&body).as_bytes(),
+        ));
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&body);
+    }
+    std::fs::write(old.path().join(pack_file_name(9)), &bytes).unwrap();
+    let (log, mut replay) = PackLog::open(old.path(), SMALL).unwrap();
+    let old_records = replayed(&mut replay);
+    assert_eq!(
+        old_records.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        old_positions
+    );
+    assert_eq!(old_records[2].1, vec![6u8; 3]);
+    assert_eq!(
+        read_body(old.path(), old_positions[1]),
+        Some(body(5, 777).concat())
+    );
+    // New records go into a new, aligned pack.
+    let next = append(&log, 7, 100).await;
+    assert_eq!(next.position.generation, 10);
+    assert_eq!(next.position.offset % RECORD_ALIGN, 0);
 }

@@ -1,6 +1,7 @@
 //! The pack writer thread: takes every append waiting, reserves their frames in the active
-//! pack (making the next pack when it is full), writes them with one `pwritev` per pack and
-//! syncs once; then answers each.
+//! pack (making the next pack when it is full; each frame at a multiple of
+//! [`RECORD_ALIGN`]), copies them into one aligned buffer and writes it with one direct write
+//! per pack (`direct`), syncs once, runs the log's stage; then answers each.
 
 use std::fs::File;
 use std::io;
@@ -10,21 +11,30 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use crate::frame::{encode_frame_head, segment_header, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
+use crate::frame::{
+    align_up, aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, RECORD_ALIGN,
+    SEGMENT_HEADER_BYTES,
+};
 use crate::writer::next_group;
 use crate::{segment, JournalError, Position};
 
+use super::direct::{open_for_writes, AlignedBuffer};
 use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage};
 
 pub(super) fn run<S: Stage>(shared: &Arc<Shared>, receiver: Receiver<Append<S>>, mut stage: S) {
+    let mut buffer = AlignedBuffer::new();
     while let Some(group) = next_group(&receiver, Append::frame_len) {
-        write_group(shared, group, &mut stage);
+        write_group(shared, group, &mut stage, &mut buffer);
+        buffer.trim();
     }
 }
 
 struct Placed<S: Stage> {
     append: Append<S>,
     head: [u8; FRAME_HEAD_LEN],
+    /// Bytes it takes in its pack: its frame, then zeros up to the next multiple of
+    /// [`RECORD_ALIGN`].
+    len: u64,
     appended: Appended,
 }
 
@@ -36,10 +46,17 @@ struct Run<S: Stage> {
     records: Vec<Placed<S>>,
 }
 
-fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mut S) {
+fn write_group<S: Stage>(
+    shared: &Arc<Shared>,
+    group: Vec<Append<S>>,
+    stage: &mut S,
+    buffer: &mut AlignedBuffer,
+) {
     let mut runs: Vec<Run<S>> = Vec::new();
     for append in group {
-        let (file, position, epoch) = match reserve(shared, append.frame_len()) {
+        // Frames are bounded when appended (far below u64::MAX).
+        let len = align_up(append.frame_len(), RECORD_ALIGN).unwrap_or(u64::MAX);
+        let (file, position, epoch) = match reserve(shared, len) {
             Ok(reserved) => reserved,
             Err(e) => {
                 let _ = append.reply.send(Err(e));
@@ -55,6 +72,7 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mu
         let placed = Placed {
             append,
             head,
+            len,
             appended: Appended {
                 durable: PackDurable {
                     shared: shared.clone(),
@@ -75,13 +93,25 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mu
     }
     for run in runs {
         let result = (|| {
-            let mut buffers: Vec<&[u8]> = Vec::new();
+            let total: u64 = run.records.iter().map(|p| p.len).sum();
+            let total = usize::try_from(total).map_err(io::Error::other)?;
+            let bytes = buffer.bytes_mut(total);
+            let mut at = 0;
             for placed in &run.records {
-                buffers.push(&placed.head);
-                buffers.push(&placed.append.header);
-                buffers.extend(placed.append.body.iter().map(|b| &b[..]));
+                let start = at;
+                let parts = std::iter::once(&placed.head[..])
+                    .chain(std::iter::once(&placed.append.header[..]))
+                    .chain(placed.append.body.iter().map(|b| &b[..]));
+                for part in parts {
+                    bytes[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
+                // `len` is the frame rounded up: it fits in `total`.
+                let end = start + placed.len as usize;
+                bytes[at..end].fill(0);
+                at = end;
             }
-            segment::pwritev_all(&run.file, &buffers, run.offset)?;
+            run.file.write_all_at(bytes, run.offset)?;
             run.file.sync_data()
         })();
         shared.syncs.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +198,7 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
             generation
         };
         // Only this thread makes packs: the lock need not be held meanwhile.
-        let file = make_pack(&shared.dir, generation, shared.config.pack_bytes)?;
+        let file = make_pack(&shared.dir, generation)?;
         shared.packs.fetch_add(1, Ordering::Relaxed);
         shared.lock().active = Some(Active {
             generation,
@@ -178,9 +208,10 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
     }
 }
 
-/// Makes the pack of `generation`: its header written and synced, then its directory. A
-/// pack that could not be made (a full disk) is removed again, so that retries leave none.
-fn make_pack(dir: &Path, generation: u64, pack_bytes: u64) -> io::Result<File> {
+/// Makes the pack of `generation`: its header written and synced, then its directory; and
+/// opens it for the records' direct writes. A pack that could not be made (a full disk) is
+/// removed again, so that retries leave none.
+fn make_pack(dir: &Path, generation: u64) -> io::Result<File> {
     let path = dir.join(pack_file_name(generation));
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -188,13 +219,16 @@ fn make_pack(dir: &Path, generation: u64, pack_bytes: u64) -> io::Result<File> {
         .create_new(true)
         .open(&path)?;
     let made = file
-        .write_all_at(&segment_header(generation, pack_bytes), 0)
+        .write_all_at(&aligned_pack_header(generation), 0)
         .and_then(|()| file.sync_all())
-        .and_then(|()| segment::sync_dir(dir));
-    if let Err(e) = made {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
+        .and_then(|()| segment::sync_dir(dir))
+        .and_then(|()| open_for_writes(&path));
+    match made {
+        Ok(for_records) => Ok(for_records),
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
     }
-    Ok(file)
 }
