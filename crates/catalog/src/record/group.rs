@@ -134,78 +134,108 @@ const SQL_RECORD_NEW: &str = concat!(
     ") SELECT 1"
 );
 
-/// SQLite, the group's series (`$3`): new ones inserted whole; of those already there only
-/// the counters and the last arrival change here. SQLite rewrites the entries of every index
-/// on a column an `UPDATE` names, changed or not: the series upsert of the one-by-one path
-/// rewrote eleven index pages into the WAL for every instance of a series.
-const SQL_SQLITE_SERIES_COUNTED: &str = concat!(
-    "INSERT INTO series \
-     (series_uid, study_uid, modality, body_part_examined, series_description, \
-      series_number, series_date, instance_count, total_size, first_arrival, \
-      last_arrival, patient_id, patient_name, study_date, study_description, \
-      accession_number, search_text) \
-     SELECT value ->> 'series_uid', value ->> 'study_uid', value ->> 'modality', \
-      value ->> 'body_part_examined', value ->> 'series_description', \
-      value ->> 'series_number', value ->> 'series_date', value ->> 'instance_count', \
-      value ->> 'total_size', $7, $7, value ->> 'patient_id', value ->> 'patient_name', \
-      value ->> 'study_date', value ->> 'study_description', value ->> 'accession_number', ",
-    search_text!(
-        "value ->> 'patient_id'",
-        "value ->> 'patient_name'",
-        "value ->> 'study_description'",
-        "value ->> 'series_description'",
-        "value ->> 'accession_number'"
-    ),
-    " FROM json_each($3) WHERE true ON CONFLICT (series_uid) DO UPDATE SET \
-       instance_count = series.instance_count + excluded.instance_count, \
-       total_size = series.total_size + excluded.total_size, \
-       last_arrival = excluded.last_arrival"
-);
+/// SQLite, a group's series — new ones inserted whole; of those already there only the
+/// counters and the last arrival change here. SQLite rewrites the entries of every index on a
+/// column an `UPDATE` names, changed or not: the series upsert of the one-by-one path rewrote
+/// eleven index pages into the WAL for every instance of a series. `$rows` is a query of the
+/// rows, with the columns of [`series_rows_json!`] (and `now`).
+macro_rules! sqlite_series_counted {
+    ($rows:expr) => {
+        concat!(
+            "INSERT INTO series \
+             (series_uid, study_uid, modality, body_part_examined, series_description, \
+              series_number, series_date, instance_count, total_size, first_arrival, \
+              last_arrival, patient_id, patient_name, study_date, study_description, \
+              accession_number, search_text) \
+             SELECT r.series_uid, r.study_uid, r.modality, r.body_part_examined, \
+              r.series_description, r.series_number, r.series_date, r.instance_count, \
+              r.total_size, r.now, r.now, r.patient_id, r.patient_name, r.study_date, \
+              r.study_description, r.accession_number, ",
+            $crate::schema::search_text!(
+                "r.patient_id",
+                "r.patient_name",
+                "r.study_description",
+                "r.series_description",
+                "r.accession_number"
+            ),
+            " FROM (",
+            $rows,
+            ") AS r WHERE true ON CONFLICT (series_uid) DO UPDATE SET \
+               instance_count = series.instance_count + excluded.instance_count, \
+               total_size = series.total_size + excluded.total_size, \
+               last_arrival = excluded.last_arrival"
+        )
+    };
+}
+pub(super) use sqlite_series_counted;
 
 /// SQLite, the rest of the series upsert for series already there: the latest non-empty
 /// attributes, `search_text` from them, and the pipeline to run again — only where one of
-/// them changes (a new series' row already has them).
-const SQL_SQLITE_SERIES_ATTRIBUTES: &str = concat!(
-    "UPDATE series SET \
-       modality = COALESCE(r.modality, series.modality), \
-       body_part_examined = COALESCE(r.body_part_examined, series.body_part_examined), \
-       series_description = COALESCE(r.series_description, series.series_description), \
-       series_number = COALESCE(r.series_number, series.series_number), \
-       series_date = COALESCE(r.series_date, series.series_date), \
-       patient_id = COALESCE(r.patient_id, series.patient_id), \
-       patient_name = COALESCE(r.patient_name, series.patient_name), \
-       study_date = COALESCE(r.study_date, series.study_date), \
-       study_description = COALESCE(r.study_description, series.study_description), \
-       accession_number = COALESCE(r.accession_number, series.accession_number), \
-       pipeline_pending = 1, \
-       search_text = ",
-    search_text!(
-        "COALESCE(r.patient_id, series.patient_id)",
-        "COALESCE(r.patient_name, series.patient_name)",
-        "COALESCE(r.study_description, series.study_description)",
-        "COALESCE(r.series_description, series.series_description)",
-        "COALESCE(r.accession_number, series.accession_number)"
-    ),
-    " FROM (SELECT value ->> 'series_uid' AS series_uid, value ->> 'modality' AS modality, value ->> 'body_part_examined' AS body_part_examined, value ->> 'series_description' AS series_description, value ->> 'series_number' AS series_number, value ->> 'series_date' AS series_date, value ->> 'patient_id' AS patient_id, value ->> 'patient_name' AS patient_name, value ->> 'study_date' AS study_date, value ->> 'study_description' AS study_description, value ->> 'accession_number' AS accession_number \
-       FROM json_each($3)) AS r \
-     WHERE series.series_uid = r.series_uid AND (series.pipeline_pending <> 1 \
-       OR COALESCE(r.modality, series.modality) IS DISTINCT FROM series.modality \
-       OR COALESCE(r.body_part_examined, series.body_part_examined) IS DISTINCT FROM series.body_part_examined \
-       OR COALESCE(r.series_description, series.series_description) IS DISTINCT FROM series.series_description \
-       OR COALESCE(r.series_number, series.series_number) IS DISTINCT FROM series.series_number \
-       OR COALESCE(r.series_date, series.series_date) IS DISTINCT FROM series.series_date \
-       OR COALESCE(r.patient_id, series.patient_id) IS DISTINCT FROM series.patient_id \
-       OR COALESCE(r.patient_name, series.patient_name) IS DISTINCT FROM series.patient_name \
-       OR COALESCE(r.study_date, series.study_date) IS DISTINCT FROM series.study_date \
-       OR COALESCE(r.study_description, series.study_description) IS DISTINCT FROM series.study_description \
-       OR COALESCE(r.accession_number, series.accession_number) IS DISTINCT FROM series.accession_number)"
-);
+/// them changes (a new series' row already has them). `$rows` as for
+/// [`sqlite_series_counted!`].
+macro_rules! sqlite_series_attributes {
+    ($rows:expr) => {
+        concat!(
+            "UPDATE series SET \
+               modality = COALESCE(r.modality, series.modality), \
+               body_part_examined = COALESCE(r.body_part_examined, series.body_part_examined), \
+               series_description = COALESCE(r.series_description, series.series_description), \
+               series_number = COALESCE(r.series_number, series.series_number), \
+               series_date = COALESCE(r.series_date, series.series_date), \
+               patient_id = COALESCE(r.patient_id, series.patient_id), \
+               patient_name = COALESCE(r.patient_name, series.patient_name), \
+               study_date = COALESCE(r.study_date, series.study_date), \
+               study_description = COALESCE(r.study_description, series.study_description), \
+               accession_number = COALESCE(r.accession_number, series.accession_number), \
+               pipeline_pending = 1, \
+               search_text = ",
+            $crate::schema::search_text!(
+                "COALESCE(r.patient_id, series.patient_id)",
+                "COALESCE(r.patient_name, series.patient_name)",
+                "COALESCE(r.study_description, series.study_description)",
+                "COALESCE(r.series_description, series.series_description)",
+                "COALESCE(r.accession_number, series.accession_number)"
+            ),
+            " FROM (",
+            $rows,
+            ") AS r WHERE series.series_uid = r.series_uid AND (series.pipeline_pending <> 1 \
+               OR COALESCE(r.modality, series.modality) IS DISTINCT FROM series.modality \
+               OR COALESCE(r.body_part_examined, series.body_part_examined) IS DISTINCT FROM series.body_part_examined \
+               OR COALESCE(r.series_description, series.series_description) IS DISTINCT FROM series.series_description \
+               OR COALESCE(r.series_number, series.series_number) IS DISTINCT FROM series.series_number \
+               OR COALESCE(r.series_date, series.series_date) IS DISTINCT FROM series.series_date \
+               OR COALESCE(r.patient_id, series.patient_id) IS DISTINCT FROM series.patient_id \
+               OR COALESCE(r.patient_name, series.patient_name) IS DISTINCT FROM series.patient_name \
+               OR COALESCE(r.study_date, series.study_date) IS DISTINCT FROM series.study_date \
+               OR COALESCE(r.study_description, series.study_description) IS DISTINCT FROM series.study_description \
+               OR COALESCE(r.accession_number, series.accession_number) IS DISTINCT FROM series.accession_number)"
+        )
+    };
+}
+pub(super) use sqlite_series_attributes;
+
+/// The group's series rows from the JSON parameter `$3` (`now` is `$7`).
+macro_rules! series_rows_json {
+    () => {
+        "SELECT value ->> 'series_uid' AS series_uid, value ->> 'study_uid' AS study_uid, \
+         value ->> 'modality' AS modality, \
+         value ->> 'body_part_examined' AS body_part_examined, \
+         value ->> 'series_description' AS series_description, \
+         value ->> 'series_number' AS series_number, \
+         value ->> 'series_date' AS series_date, \
+         value ->> 'instance_count' AS instance_count, \
+         value ->> 'total_size' AS total_size, value ->> 'patient_id' AS patient_id, \
+         value ->> 'patient_name' AS patient_name, value ->> 'study_date' AS study_date, \
+         value ->> 'study_description' AS study_description, \
+         value ->> 'accession_number' AS accession_number, $7 AS now FROM json_each($3)"
+    };
+}
 
 /// SQLite: what [`SQL_RECORD_NEW`] writes, statement by statement (SQLite has no
 /// data-modifying CTEs; foreign keys are checked statement by statement, hence the order).
 /// The parameters are the same, bound by number in each statement. `WHERE true` keeps
 /// SQLite from reading `ON CONFLICT` as a join's `ON`.
-pub(super) const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 8] = [
+const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 8] = [
     "INSERT INTO datasets (project_key, name_key, name, created_at) \
      SELECT value ->> 'project_key', value ->> 'name_key', value ->> 'name', $7 \
      FROM json_each($8) WHERE true ON CONFLICT (project_key, name_key) DO NOTHING",
@@ -229,8 +259,8 @@ pub(super) const SQL_SQLITE_RECORD_NEW_STATEMENTS: [&str; 8] = [
         "value ->> 'referring_physician_name'",
         " FROM json_each($2) WHERE true"
     ),
-    SQL_SQLITE_SERIES_COUNTED,
-    SQL_SQLITE_SERIES_ATTRIBUTES,
+    sqlite_series_counted!(series_rows_json!()),
+    sqlite_series_attributes!(series_rows_json!()),
     "INSERT INTO instances \
      (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, instance_number, \
       n_rows, n_columns, number_of_frames, size, checksum, object_key, metadata_json, source, \
@@ -282,61 +312,61 @@ struct DatasetRow<'a> {
 }
 
 #[derive(Default, Serialize)]
-struct PatientRow<'a> {
-    patient_id: &'a str,
-    patient_name: Option<&'a str>,
-    birth_date: Option<&'a str>,
-    sex: Option<&'a str>,
+pub(super) struct PatientRow<'a> {
+    pub(super) patient_id: &'a str,
+    pub(super) patient_name: Option<&'a str>,
+    pub(super) birth_date: Option<&'a str>,
+    pub(super) sex: Option<&'a str>,
 }
 
 #[derive(Default, Serialize)]
-struct StudyRow<'a> {
-    study_uid: &'a str,
-    patient_id: Option<&'a str>,
-    patient_name: Option<&'a str>,
-    patient_birth_date: Option<&'a str>,
-    patient_sex: Option<&'a str>,
-    study_date: Option<&'a str>,
-    study_time: Option<&'a str>,
-    study_description: Option<&'a str>,
-    accession_number: Option<&'a str>,
-    study_id: Option<&'a str>,
-    referring_physician_name: Option<&'a str>,
+pub(super) struct StudyRow<'a> {
+    pub(super) study_uid: &'a str,
+    pub(super) patient_id: Option<&'a str>,
+    pub(super) patient_name: Option<&'a str>,
+    pub(super) patient_birth_date: Option<&'a str>,
+    pub(super) patient_sex: Option<&'a str>,
+    pub(super) study_date: Option<&'a str>,
+    pub(super) study_time: Option<&'a str>,
+    pub(super) study_description: Option<&'a str>,
+    pub(super) accession_number: Option<&'a str>,
+    pub(super) study_id: Option<&'a str>,
+    pub(super) referring_physician_name: Option<&'a str>,
 }
 
 #[derive(Default, Serialize)]
-struct SeriesRow<'a> {
-    series_uid: &'a str,
-    study_uid: &'a str,
-    modality: Option<&'a str>,
-    body_part_examined: Option<&'a str>,
-    series_description: Option<&'a str>,
-    series_number: Option<i64>,
-    series_date: Option<&'a str>,
-    instance_count: i64,
-    total_size: i64,
-    patient_id: Option<&'a str>,
-    patient_name: Option<&'a str>,
-    study_date: Option<&'a str>,
-    study_description: Option<&'a str>,
-    accession_number: Option<&'a str>,
+pub(super) struct SeriesRow<'a> {
+    pub(super) series_uid: &'a str,
+    pub(super) study_uid: &'a str,
+    pub(super) modality: Option<&'a str>,
+    pub(super) body_part_examined: Option<&'a str>,
+    pub(super) series_description: Option<&'a str>,
+    pub(super) series_number: Option<i64>,
+    pub(super) series_date: Option<&'a str>,
+    pub(super) instance_count: i64,
+    pub(super) total_size: i64,
+    pub(super) patient_id: Option<&'a str>,
+    pub(super) patient_name: Option<&'a str>,
+    pub(super) study_date: Option<&'a str>,
+    pub(super) study_description: Option<&'a str>,
+    pub(super) accession_number: Option<&'a str>,
 }
 
 #[derive(Serialize)]
-struct InstanceRow<'a> {
-    sop_instance_uid: &'a str,
-    series_uid: &'a str,
-    sop_class_uid: &'a str,
-    transfer_syntax_uid: &'a str,
-    instance_number: Option<i64>,
-    n_rows: Option<i64>,
-    n_columns: Option<i64>,
-    number_of_frames: Option<i64>,
-    size: i64,
-    checksum: &'a str,
-    object_key: &'a str,
-    metadata_json: &'a str,
-    source: &'a str,
+pub(super) struct InstanceRow<'a> {
+    pub(super) sop_instance_uid: &'a str,
+    pub(super) series_uid: &'a str,
+    pub(super) sop_class_uid: &'a str,
+    pub(super) transfer_syntax_uid: &'a str,
+    pub(super) instance_number: Option<i64>,
+    pub(super) n_rows: Option<i64>,
+    pub(super) n_columns: Option<i64>,
+    pub(super) number_of_frames: Option<i64>,
+    pub(super) size: i64,
+    pub(super) checksum: &'a str,
+    pub(super) object_key: &'a str,
+    pub(super) metadata_json: &'a str,
+    pub(super) source: &'a str,
 }
 
 #[derive(Serialize)]
@@ -361,17 +391,17 @@ fn latest<'a>(slot: &mut Option<&'a str>, value: &'a Option<String>) {
 
 /// The rows the new instances of a group write, merged per key.
 #[derive(Default)]
-struct GroupRows<'a> {
-    patients: BTreeMap<&'a str, PatientRow<'a>>,
-    studies: BTreeMap<&'a str, StudyRow<'a>>,
-    series: BTreeMap<&'a str, SeriesRow<'a>>,
-    instances: Vec<InstanceRow<'a>>,
-    projects: BTreeSet<(&'a str, &'a str)>,
-    datasets: BTreeSet<(&'a str, &'a str, &'a str)>,
+pub(super) struct GroupRows<'a> {
+    pub(super) patients: BTreeMap<&'a str, PatientRow<'a>>,
+    pub(super) studies: BTreeMap<&'a str, StudyRow<'a>>,
+    pub(super) series: BTreeMap<&'a str, SeriesRow<'a>>,
+    pub(super) instances: Vec<InstanceRow<'a>>,
+    pub(super) projects: BTreeSet<(&'a str, &'a str)>,
+    pub(super) datasets: BTreeSet<(&'a str, &'a str, &'a str)>,
 }
 
 impl<'a> GroupRows<'a> {
-    fn add(&mut self, rec: &'a InstanceRecord, keys: &'a Keys) {
+    pub(super) fn add(&mut self, rec: &'a InstanceRecord, keys: &'a Keys) {
         if let Some(patient_id) = opt(&rec.patient_id) {
             let row = self.patients.entry(patient_id).or_default();
             row.patient_id = patient_id;
@@ -466,7 +496,7 @@ impl RecordNewParams {
     }
 
     /// The parameters for the records of a group, in arrival order.
-    pub(super) fn of_records<'a>(
+    fn of_records<'a>(
         group: impl Iterator<Item = (&'a InstanceRecord, &'a Keys)>,
     ) -> Result<RecordNewParams, CatalogError> {
         let mut rows = GroupRows::default();
@@ -531,21 +561,6 @@ impl RecordNewParams {
             Dialect::Sqlite => SQL_SQLITE_RECORD_NEW.as_str(),
         };
         self.execute_sql(conn, sql, now).await
-    }
-
-    /// The value of parameter `$number` (1 to 8), as [`RecordNewParams::execute_sql`] binds it.
-    pub(super) fn parameter<'a>(&'a self, number: usize, now: &'a str) -> Option<&'a str> {
-        Some(match number {
-            1 => &self.patients,
-            2 => &self.studies,
-            3 => &self.series,
-            4 => &self.instances,
-            5 => &self.projects,
-            6 => &self.datasets_of_series,
-            7 => now,
-            8 => &self.datasets,
-            _ => return None,
-        })
     }
 
     async fn execute_sql(
