@@ -3,8 +3,9 @@
 //! end it is appended to the pack log — one `fdatasync` shared with every instance arriving
 //! meanwhile — and that record *is* the archive's copy: its key names the record
 //! (`packs/<generation>.pack@<offset>`). It is then recorded in the catalog without syncing
-//! ([`Durability::Deferred`]), and success is answered. No file is made for it, nor written
-//! a second time.
+//! ([`Durability::Deferred`]) — by the pack writer itself, right after the group's
+//! `fdatasync` ([`RecordStage`]; what it cannot record, the association records the careful
+//! way) — and success is answered. No file is made for it, nor written a second time.
 //!
 //! A checkpoint ([`Ingestor::checkpoint`]) syncs the catalog and moves the pack log's
 //! checkpoint past every instance recorded before it; then the records that are no longer
