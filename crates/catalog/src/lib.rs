@@ -55,7 +55,7 @@ pub use model::{
 pub use page_cursor::MAX_CURSOR_BYTES;
 pub use placement::{Placement, DEFAULT_PLACED_DATASET};
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
-pub use record::committer::{GroupRecorder, NewInstance};
+pub use record::recorder::{GroupRecorder, NewInstance};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
 pub use uploads::{
@@ -123,8 +123,8 @@ pub struct Catalog {
     pub(crate) group_connections: Arc<std::sync::Mutex<Vec<AnyConnection>>>,
     /// Told of every audit event recorded (see [`Catalog::set_audit_sink`]).
     pub(crate) audit_sink: audit::SinkSlot,
-    /// SQLite on a file: what a group recorder opens (`record/committer.rs`).
-    pub(crate) recorder_source: Option<record::committer::RecorderSource>,
+    /// SQLite on a file: what a group recorder opens (`record/recorder.rs`).
+    pub(crate) recorder_source: Option<record::recorder::RecorderSource>,
     /// SQLite on a file: the thread that records new instances (`record/committer.rs`).
     pub(crate) committer: Option<Arc<record::committer::Committer>>,
 }
@@ -322,7 +322,7 @@ impl Catalog {
             }
         }
         if let Some(path) = committer_path {
-            let source = record::committer::RecorderSource::new(path, catalog.write_lock.clone());
+            let source = record::recorder::RecorderSource::new(path, catalog.write_lock.clone());
             catalog.recorder_source = Some(source.clone());
             match record::committer::Committer::start(source) {
                 Ok(committer) => catalog.committer = Some(Arc::new(committer)),

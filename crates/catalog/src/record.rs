@@ -283,6 +283,7 @@ const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
 
 pub(crate) mod committer;
 mod group;
+pub(crate) mod recorder;
 
 /// Why one attempt of the transaction failed.
 enum Attempt {

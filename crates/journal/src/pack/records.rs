@@ -7,9 +7,9 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use crate::frame::SEGMENT_HEADER_BYTES;
+use crate::frame::{align_up, parse_pack_header, SEGMENT_HEADER_BYTES};
 use crate::replay::read_span;
-use crate::{JournalError, Position};
+use crate::{segment, JournalError, Position};
 
 use super::{pack_file_name, pack_generation, read_checkpoint};
 
@@ -100,9 +100,12 @@ pub fn punch(dir: &Path, position: Position, max_body_bytes: u64) -> Result<Punc
     if read_checkpoint(dir)?.is_none_or(|checkpoint| position >= checkpoint) {
         return Ok(Punched::Ahead);
     }
-    let (Ok(offset), Ok(len)) = (
+    // In an aligned pack the zeros up to the next record go too, so that the whole block
+    // range is freed (a partial block would stay allocated, zeroed).
+    let align = parse_pack_header(&segment::read_header(&record.file)?).map_or(1, |(_, a)| a);
+    let (Ok(offset), Some(Ok(len))) = (
         libc::off_t::try_from(position.offset),
-        libc::off_t::try_from(record.frame_len),
+        align_up(record.frame_len, align).map(libc::off_t::try_from),
     ) else {
         return Err(JournalError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,

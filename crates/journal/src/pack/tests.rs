@@ -372,10 +372,31 @@ async fn records_are_aligned_and_a_pack_of_unaligned_records_is_still_read() {
         let expected: Vec<u8> = body(seed, len).concat();
         assert_eq!(read_body(dir.path(), position), Some(expected));
     }
-    drop(log);
-    let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let (log, mut replay) = {
+        drop(log);
+        PackLog::open(dir.path(), SMALL).unwrap()
+    };
     let again: Vec<Position> = replayed(&mut replay).into_iter().map(|(p, _)| p).collect();
     assert_eq!(again, positions);
+    // Punched, a record frees its whole aligned range: data resumes at the next record.
+    log.checkpoint(|| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    assert_eq!(
+        punch(dir.path(), positions[0], SMALL.max_body_bytes).unwrap(),
+        Punched::Punched
+    );
+    let pack = File::open(dir.path().join(pack_file_name(positions[0].generation))).unwrap();
+    // SAFETY: a system call on a descriptor open for its duration.
+    let data = unsafe {
+        libc::lseek(
+            std::os::unix::io::AsRawFd::as_raw_fd(&pack),
+            positions[0].offset as libc::off_t,
+            libc::SEEK_DATA,
+        )
+    };
+    assert_eq!(data as u64, positions[1].offset);
+    drop(log);
 
     // An unaligned pack of generation 9, as the first packs were written.
     let old = tempfile::tempdir().unwrap();

@@ -1,0 +1,353 @@
+//! SQLite on a file: new instances recorded on a connection of their own, by a thread that
+//! gathers them into groups — the catalog's committer thread (`committer.rs`), or a caller's
+//! own thread that already gathers groups (the ingest's pack writer), each through a
+//! [`GroupRecorder`].
+//!
+//! sqlx runs every SQLite connection on a worker thread of its own: each call is handed to it
+//! and each statement's result handed back, and the group commit of `record.rs` adds a task
+//! of its own and a hand-off of the write lock. Measured into packs with four senders
+//! (docs/performance.md, session 18): recording took 0.4 ms of CPU and 13 context switches
+//! per instance, most of it those hand-offs, not SQLite. Here a `rusqlite` connection to the
+//! catalog's file records a group under the catalog's write lock (so it never writes beside
+//! the sqlx writer), in one transaction: the group's rows merged per key as the group path
+//! merges them (`GroupRows`), each table's by one statement prepared once and bound row by row
+//! — the one-by-one path's upserts for datasets, patients, studies, instances and
+//! memberships, the group path's two series statements over one row. No JSON: encoding the
+//! group's rows and SQLite's `json_each` reading them back were 7 % of the receiver's CPU.
+//!
+//! Only the common case is done here: every instance of the group new. Anything else — an
+//! instance already recorded, an unknown project, any error at all — rolls the group back,
+//! and each caller takes the careful way ([`crate::Catalog::record_instance_with`]'s group
+//! commit over sqlx), which decides exactly as before. The group is committed with
+//! `synchronous = FULL` (the WAL synced) unless every record in it is
+//! [`Durability::Deferred`].
+//!
+//! Why a second SQLite library: sqlx 0.9 does not give a connection's handle through its
+//! `Any` driver, and its SQLite connections only run on their worker threads. `rusqlite`
+//! 0.39 is built on the same `libsqlite3-sys` (0.37), so both use the one bundled SQLite.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use sqlx::AnyConnection;
+use tokio::sync::Mutex;
+
+use super::group::{sqlite_series_attributes, sqlite_series_counted, GroupRows};
+use super::{
+    trace_recorded, validate, Keys, SQL_ADD_DATASET, SQL_ADD_PROJECT, SQL_ENSURE_DATASET,
+    SQL_INSERT_INSTANCE, SQL_UPSERT_PATIENT, SQL_UPSERT_STUDY,
+};
+use crate::{Catalog, Durability, InstanceRecord, RecordOutcome, Route};
+
+/// How long a recorder's connection waits for a lock held by another process (the same as
+/// the pool's connections, `SQLITE_CONNECTION_PRAGMAS`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a recorder needs of its catalog: the file, the write lock, the count.
+#[derive(Clone, Debug)]
+pub(crate) struct RecorderSource {
+    path: PathBuf,
+    write_lock: Arc<Mutex<Option<AnyConnection>>>,
+    recorded: Arc<AtomicU64>,
+}
+
+impl RecorderSource {
+    pub(crate) fn new(path: PathBuf, write_lock: Arc<Mutex<Option<AnyConnection>>>) -> Self {
+        Self {
+            path,
+            write_lock,
+            recorded: Arc::default(),
+        }
+    }
+
+    /// Instances recorded by every recorder of the catalog so far.
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+}
+
+/// New instances recorded in groups on the calling thread, which must not be a thread of an
+/// asynchronous runtime (it blocks on the catalog's write lock and on SQLite). See
+/// [`Catalog::group_recorder`].
+pub struct GroupRecorder {
+    connection: Connection,
+    source: RecorderSource,
+    synchronous: Synchronous,
+}
+
+impl std::fmt::Debug for GroupRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRecorder")
+            .field("path", &self.source.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One new instance for [`GroupRecorder::record_new`].
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The instance, as [`Catalog::record_instance_with`] takes it.
+    pub record: InstanceRecord,
+    /// Its project and dataset.
+    pub route: Route,
+    /// How durable its commit must be.
+    pub durability: Durability,
+}
+
+impl Catalog {
+    /// SQLite on a file: a recorder of new instances with a connection of its own, for a
+    /// thread that gathers instances into groups anyway (see `record/recorder.rs`); `None`
+    /// elsewhere (PostgreSQL, in-memory SQLite) or if it cannot be opened.
+    pub fn group_recorder(&self) -> Option<GroupRecorder> {
+        let source = self.recorder_source.as_ref()?;
+        match GroupRecorder::open(source.clone()) {
+            Ok(recorder) => Some(recorder),
+            Err(e) => {
+                tracing::warn!(error = %e, "a catalog group recorder could not be opened");
+                None
+            }
+        }
+    }
+}
+
+impl GroupRecorder {
+    pub(super) fn open(source: RecorderSource) -> Result<GroupRecorder, rusqlite::Error> {
+        let connection = Connection::open_with_flags(
+            &source.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        Ok(GroupRecorder {
+            connection,
+            source,
+            synchronous: Synchronous::Full,
+        })
+    }
+
+    /// Records every instance of `group` as new, together, and visible when this returns
+    /// (durable as their [`Durability`] says). Whether they were; if not (one already
+    /// recorded, an invalid record, an unknown project, any error), none of them was, and
+    /// each goes the careful way ([`Catalog::record_instance_with`]).
+    pub fn record_new(&mut self, group: &[NewInstance]) -> bool {
+        let mut keyed = Vec::with_capacity(group.len());
+        for instance in group {
+            match (validate(&instance.record), Keys::of(&instance.route)) {
+                (Ok(()), Ok(keys)) => keyed.push((&instance.record, keys, instance.durability)),
+                _ => return false,
+            }
+        }
+        let recorded = {
+            // Never beside the sqlx writer (nor a sync's checkpoint).
+            let write_lock = self.source.write_lock.clone();
+            let _lock = write_lock.blocking_lock();
+            self.record_group(&keyed)
+        };
+        match recorded {
+            Ok(()) => {
+                self.source
+                    .recorded
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                for instance in group {
+                    trace_recorded(&instance.record, &RecordOutcome::Stored);
+                }
+                true
+            }
+            Err(e) => {
+                if !is_unique_violation(&e) {
+                    tracing::debug!(error = %e, instances = group.len(),
+                        "a group of new instances failed; each goes the careful way");
+                }
+                false
+            }
+        }
+    }
+
+    /// The group in one transaction; on any error it is rolled back.
+    fn record_group(
+        &mut self,
+        group: &[(&InstanceRecord, Keys, Durability)],
+    ) -> Result<(), rusqlite::Error> {
+        let wanted = if group.iter().all(|(_, _, d)| *d == Durability::Deferred) {
+            Synchronous::Normal
+        } else {
+            Synchronous::Full
+        };
+        if wanted != self.synchronous {
+            let value = match wanted {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            };
+            self.connection.pragma_update(None, "synchronous", value)?;
+            self.synchronous = wanted;
+        }
+        let connection = &self.connection;
+        connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let written = write_rows(connection, group)
+            .and_then(|()| connection.prepare_cached("COMMIT")?.execute([]).map(|_| ()));
+        if written.is_err() && !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        written
+    }
+}
+
+/// The group's rows, merged per key as the group path merges them ([`GroupRows`]), each
+/// table's rows by a statement prepared once and bound row by row (no JSON to write and
+/// parse again; the series' statements are the group path's, over one row).
+fn write_rows(
+    connection: &Connection,
+    group: &[(&InstanceRecord, Keys, Durability)],
+) -> Result<(), rusqlite::Error> {
+    let now = crate::now();
+    let mut rows = GroupRows::default();
+    let mut datasets = BTreeSet::new();
+    for (rec, keys, _) in group {
+        rows.add(rec, keys);
+        datasets.insert((&keys.project, &keys.dataset, &keys.dataset_name));
+    }
+    let mut statement = connection.prepare_cached(SQL_ENSURE_DATASET)?;
+    for (project, name_key, name) in datasets {
+        execute(&mut statement, &[&project, &name_key, &name, &now])?;
+    }
+    let mut statement = connection.prepare_cached(SQL_UPSERT_PATIENT)?;
+    for p in rows.patients.values() {
+        execute(
+            &mut statement,
+            &[&p.patient_id, &p.patient_name, &p.birth_date, &p.sex, &now],
+        )?;
+    }
+    let mut statement = connection.prepare_cached(SQL_UPSERT_STUDY)?;
+    for s in rows.studies.values() {
+        execute(
+            &mut statement,
+            &[
+                &s.study_uid,
+                &s.patient_id,
+                &s.patient_name,
+                &s.patient_birth_date,
+                &s.patient_sex,
+                &s.study_date,
+                &s.study_time,
+                &s.study_description,
+                &s.accession_number,
+                &s.study_id,
+                &now,
+                &s.referring_physician_name,
+            ],
+        )?;
+    }
+    for sql in [SQL_SERIES_COUNTED_ROW, SQL_SERIES_ATTRIBUTES_ROW] {
+        let mut statement = connection.prepare_cached(sql)?;
+        for s in rows.series.values() {
+            execute(
+                &mut statement,
+                &[
+                    &s.series_uid,
+                    &s.study_uid,
+                    &s.modality,
+                    &s.body_part_examined,
+                    &s.series_description,
+                    &s.series_number,
+                    &s.series_date,
+                    &s.instance_count,
+                    &s.total_size,
+                    &s.patient_id,
+                    &s.patient_name,
+                    &s.study_date,
+                    &s.study_description,
+                    &s.accession_number,
+                    &now,
+                ],
+            )?;
+        }
+    }
+    let mut statement = connection.prepare_cached(SQL_INSERT_INSTANCE)?;
+    for i in &rows.instances {
+        execute(
+            &mut statement,
+            &[
+                &i.sop_instance_uid,
+                &i.series_uid,
+                &i.sop_class_uid,
+                &i.transfer_syntax_uid,
+                &i.instance_number,
+                &i.n_rows,
+                &i.n_columns,
+                &i.number_of_frames,
+                &i.size,
+                &i.checksum,
+                &i.object_key,
+                &i.metadata_json,
+                &i.source,
+                &now,
+            ],
+        )?;
+    }
+    let mut statement = connection.prepare_cached(SQL_ADD_PROJECT)?;
+    for (series_uid, project) in &rows.projects {
+        execute(&mut statement, &[series_uid, project, &now])?;
+    }
+    let mut statement = connection.prepare_cached(SQL_ADD_DATASET)?;
+    for (series_uid, project, dataset) in &rows.datasets {
+        execute(&mut statement, &[series_uid, project, dataset, &now])?;
+    }
+    Ok(())
+}
+
+/// One row of a group's series, for the group path's series statements.
+macro_rules! series_row {
+    () => {
+        "SELECT $1 AS series_uid, $2 AS study_uid, $3 AS modality, \
+         $4 AS body_part_examined, $5 AS series_description, $6 AS series_number, \
+         $7 AS series_date, $8 AS instance_count, $9 AS total_size, $10 AS patient_id, \
+         $11 AS patient_name, $12 AS study_date, $13 AS study_description, \
+         $14 AS accession_number, $15 AS now"
+    };
+}
+
+const SQL_SERIES_COUNTED_ROW: &str = sqlite_series_counted!(series_row!());
+const SQL_SERIES_ATTRIBUTES_ROW: &str = sqlite_series_attributes!(series_row!());
+
+/// Runs `statement` with `values` bound to its parameters `$1`, `$2`, … (by name: SQLite
+/// numbers named parameters in order of first appearance, not by their digits).
+fn execute(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    values: &[&dyn rusqlite::ToSql],
+) -> Result<(), rusqlite::Error> {
+    for index in 1..=statement.parameter_count() {
+        let value = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|number| number.parse::<usize>().ok())
+            .and_then(|number| values.get(number.checked_sub(1)?))
+            .ok_or(rusqlite::Error::InvalidParameterCount(
+                index,
+                statement.parameter_count(),
+            ))?;
+        statement.raw_bind_parameter(index, *value)?;
+    }
+    statement.raw_execute()?;
+    Ok(())
+}
+
+/// The connection's `synchronous` setting, as last set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Synchronous {
+    /// Every commit syncs the WAL.
+    Full,
+    /// Commits do not sync the WAL (deferred records only; see [`Durability::Deferred`]).
+    Normal,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error().map(|e| e.extended_code),
+        Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    )
+}
