@@ -100,7 +100,7 @@ pub struct NewInstance {
 
 impl Catalog {
     /// SQLite on a file: a recorder of new instances with a connection of its own, for a
-    /// thread that gathers instances into groups anyway (see `record/recorder.rs`); `None`
+    /// thread that gathers instances into groups anyway (see [`GroupRecorder`]); `None`
     /// elsewhere (PostgreSQL, in-memory SQLite) or if it cannot be opened.
     pub fn group_recorder(&self) -> Option<GroupRecorder> {
         let source = self.recorder_source.as_ref()?;
