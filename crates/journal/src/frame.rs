@@ -63,12 +63,6 @@ pub(crate) fn parse_pack_header(bytes: &[u8; SEGMENT_HEADER_LEN]) -> Option<(u64
     parse_segment_header(bytes).map(|(generation, _)| (generation, 1))
 }
 
-/// `n` rounded up to a multiple of `align` (a power of two); `None` on overflow.
-pub(crate) fn align_up(n: u64, align: u64) -> Option<u64> {
-    debug_assert!(align.is_power_of_two());
-    Some(n.checked_add(align - 1)? & !(align - 1))
-}
-
 fn header_with(magic: [u8; 8], generation: u64, value: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut out = [0u8; SEGMENT_HEADER_LEN];
     out[..8].copy_from_slice(&magic);

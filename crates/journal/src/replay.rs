@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::frame::{
-    align_up, decode_frame_head, frame_checks, frame_len, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
+    decode_frame_head, frame_checks, frame_len, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
 };
 use crate::{JournalError, Position, MAX_HEADER_BYTES};
 
@@ -124,7 +124,9 @@ impl Replay {
                         offset: self.offset,
                     };
                     // A frame that checked is bounded far below u64::MAX.
-                    self.offset = align_up(self.offset + len, segment.align).unwrap_or(u64::MAX);
+                    self.offset = (self.offset + len)
+                        .checked_next_multiple_of(segment.align)
+                        .unwrap_or(u64::MAX);
                     return Ok(Some((position, record)));
                 }
                 None => {

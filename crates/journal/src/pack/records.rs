@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use crate::frame::{align_up, parse_pack_header, SEGMENT_HEADER_BYTES};
+use crate::frame::{parse_pack_header, SEGMENT_HEADER_BYTES};
 use crate::replay::read_span;
 use crate::{segment, JournalError, Position};
 
@@ -105,7 +105,10 @@ pub fn punch(dir: &Path, position: Position, max_body_bytes: u64) -> Result<Punc
     let align = parse_pack_header(&segment::read_header(&record.file)?).map_or(1, |(_, a)| a);
     let (Ok(offset), Some(Ok(len))) = (
         libc::off_t::try_from(position.offset),
-        align_up(record.frame_len, align).map(libc::off_t::try_from),
+        record
+            .frame_len
+            .checked_next_multiple_of(align)
+            .map(libc::off_t::try_from),
     ) else {
         return Err(JournalError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -12,8 +12,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use crate::frame::{
-    align_up, aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, RECORD_ALIGN,
-    SEGMENT_HEADER_BYTES,
+    aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, RECORD_ALIGN, SEGMENT_HEADER_BYTES,
 };
 use crate::writer::next_group;
 use crate::{segment, JournalError, Position};
@@ -55,7 +54,10 @@ fn write_group<S: Stage>(
     let mut runs: Vec<Run<S>> = Vec::new();
     for append in group {
         // Frames are bounded when appended (far below u64::MAX).
-        let len = align_up(append.frame_len(), RECORD_ALIGN).unwrap_or(u64::MAX);
+        let len = append
+            .frame_len()
+            .checked_next_multiple_of(RECORD_ALIGN)
+            .unwrap_or(u64::MAX);
         let (file, position, epoch) = match reserve(shared, len) {
             Ok(reserved) => reserved,
             Err(e) => {
