@@ -50,7 +50,10 @@
 # its processes and their reaped children, from /proc), the whole machine's busy CPU per instance
 # (senders included), and for radport the p50/p99 of its C-STORE latency (from its /metrics
 # histogram, interpolated within the doubling buckets). The machine's state (free memory, dirty
-# and writeback pages, load) is printed with the table; runs start after `sync`.
+# and writeback pages, load) is printed with the table; runs start after `sync`. Before the runs
+# two references are measured: dd with conv=fdatasync, and the durable-ingest floor
+# (bench/floor.sh: 0.5 MB messages over loopback answered once on disk, and once in the page
+# cache, with 1 and BENCH_PARALLEL senders) — what any receiver could reach on this machine.
 #   BENCH_UPDATE_DOCS=1            after a successful run, put its table (with the date and the
 #                                  machine's state) into docs/performance.md (bench/update-docs.sh)
 #
@@ -84,6 +87,7 @@ BASELINE_FLAGS="${BASELINE_FLAGS-$RADPORT_FLAGS}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 RADPORT="$TARGET_DIR/release/radport"
 TESTKIT="$TARGET_DIR/release/radport-testkit"
+FLOOR="$TARGET_DIR/release/radport-bench-floor"
 # Full paths: pip's pynetdicom installs Python apps with the same names earlier on the PATH.
 DCMSEND=/usr/bin/dcmsend
 STORESCP=/usr/bin/storescp
@@ -239,13 +243,15 @@ build() {
     else
         log "building radport and radport-testkit in release (this can take several minutes)"
         mkdir -p "$LOGS"
-        if ! (cd "$ROOT" && cargo build --release -p radport -p radport-testkit) >"$LOGS/build.log" 2>&1; then
+        if ! (cd "$ROOT" && cargo build --release -p radport -p radport-testkit \
+            -p radport-bench --bin radport-bench-floor) >"$LOGS/build.log" 2>&1; then
             tail -n 60 "$LOGS/build.log" >&2
             die "cargo build --release failed (full log: $LOGS/build.log)"
         fi
     fi
     need "$RADPORT" "cargo build --release -p radport"
     need "$TESTKIT" "cargo build --release -p radport-testkit"
+    need "$FLOOR" "cargo build --release -p radport-bench --bin radport-bench-floor"
 }
 
 # --- test data (cached) ----------------------------------------------------------------------
@@ -548,6 +554,17 @@ main() {
         | awk -v b=$((512 * 1048576)) '{printf "%.0f", b / 1048576 / $1}')
     rm -f "$RUNS/disk-reference"
     log "disk reference: 512 MiB written with dd conv=fdatasync at ${disk_mbps:-?} MB/s"
+    # The same ceiling with the senders' message size and pace: a receiver with nothing to
+    # do but take 0.5 MB messages over loopback and answer each once it is on disk
+    # (bench/floor.sh, `direct`), and one that answers once it is in the page cache.
+    local floor_lines=() senders mode
+    for senders in 1 "$BENCH_PARALLEL"; do
+        for mode in direct cache; do
+            sync
+            floor_lines+=("$("$FLOOR" "$mode" "$senders" $(( BENCH_COUNT / senders )) "$RUNS")")
+        done
+    done
+    log "floor: ${floor_lines[*]}"
 
     local r mode
     for r in $BENCH_RECEIVERS; do
@@ -647,6 +664,8 @@ main() {
             bash "$ROOT/bench/cluster.sh" || FAILURES=$((FAILURES + 1))
     fi
     echo "disk reference: dd of 512 MiB with conv=fdatasync into $RUNS: ${disk_mbps:-?} MB/s (the ceiling for a receiver that syncs before it answers)"
+    echo "floor (bench/floor.sh, one run each, before the runs; direct = answered once on disk, cache = once in the page cache):"
+    printf '  %s\n' "${floor_lines[@]}"
     echo "logs: $LOGS"
     if (( FAILURES > 0 )); then
         die "$FAILURES run(s) failed: see above"

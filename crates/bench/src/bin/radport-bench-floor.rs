@@ -1,0 +1,341 @@
+//! The floor of durable ingest on this machine, without DICOM: how fast can *any* receiver
+//! answer 0.5 MB messages over loopback TCP when it answers each only once it is on disk,
+//! against one that answers once it is in the page cache (what storescp does)?
+//!
+//! Senders are threads that send a message (a 4-byte length, then the bytes in 128 KiB
+//! writes, as dcmsend writes its PDUs), wait for a 1-byte answer and send the next. The
+//! receiver is a thread per connection that reads the message and, by mode:
+//!
+//! - `cache`: writes it to a file of its own and closes it (storescp's way: no sync);
+//! - `direct`: copies it into an aligned buffer, writes it with one `O_DIRECT` write at a
+//!   reserved offset of a shared growing file, then waits for a group `fdatasync` that began
+//!   after its write (one sync for every writer waiting: group commit);
+//! - `stream`: the same, but writes each 128 KiB of the message as soon as it has arrived, so
+//!   that the disk works while the rest arrives; only the tail and the sync follow the end.
+//!
+//! It prints messages per second, p50/p99 latency and the receiver threads' CPU per message.
+//! Not part of the product; bench/floor.sh runs it in every mode.
+//!
+//! Usage: radport-bench-floor MODE SENDERS MESSAGES_PER_SENDER DIR [BYTES]
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The alignment of direct writes (offsets, lengths and addresses).
+const ALIGN: usize = 4096;
+/// How much of a message `stream` writes at a time, and the size of each sender write.
+const CHUNK: usize = 128 << 10;
+/// The largest message taken.
+const MAX_MESSAGE: usize = 8 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Cache,
+    Direct,
+    Stream,
+}
+
+/// A zeroed buffer whose address is a multiple of [`ALIGN`].
+struct Aligned {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Aligned {
+    fn new(len: usize) -> anyhow::Result<Self> {
+        let layout = Layout::from_size_align(len.max(ALIGN), ALIGN)?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            bail!("out of memory");
+        }
+        Ok(Self { ptr, layout })
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: ptr points at layout.size() initialised (zeroed) bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// Group `fdatasync`: a caller returns once a sync that *began* after its call has ended.
+struct GroupSync {
+    file: File,
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    started: u64,
+    completed: u64,
+    running: bool,
+}
+
+impl GroupSync {
+    fn sync(&self) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let needed = state.started + 1;
+        loop {
+            if state.completed >= needed {
+                return Ok(());
+            }
+            if !state.running {
+                state.running = true;
+                state.started += 1;
+                let generation = state.started;
+                drop(state);
+                let result = self.file.sync_data();
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.running = false;
+                state.completed = generation;
+                self.done.notify_all();
+                result?;
+            } else {
+                state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+struct Receiver {
+    mode: Mode,
+    dir: PathBuf,
+    pack: Option<Arc<GroupSync>>,
+    next_offset: AtomicU64,
+    cpu_nanos: AtomicU64,
+}
+
+fn thread_cpu_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Receiver {
+    fn serve(&self, mut socket: TcpStream, connection: usize) -> anyhow::Result<()> {
+        socket.set_nodelay(true)?;
+        let mut buffer = Aligned::new(MAX_MESSAGE + ALIGN)?;
+        let mut message = 0usize;
+        let result = (|| -> anyhow::Result<()> {
+            loop {
+                let mut length = [0u8; 4];
+                match socket.read_exact(&mut length) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                let length = u32::from_be_bytes(length) as usize;
+                if length == 0 || length > MAX_MESSAGE {
+                    bail!("message length {length} outside 1..={MAX_MESSAGE}");
+                }
+                let padded = length.next_multiple_of(ALIGN);
+                let offset = match self.mode {
+                    Mode::Cache => 0,
+                    _ => self.next_offset.fetch_add(padded as u64, Ordering::Relaxed),
+                };
+                let bytes = buffer.bytes();
+                let mut got = 0;
+                let mut written = 0;
+                while got < length {
+                    let n = socket.read(&mut bytes[got..length])?;
+                    if n == 0 {
+                        bail!("connection ended inside a message");
+                    }
+                    got += n;
+                    if self.mode == Mode::Stream {
+                        let whole = (got / CHUNK) * CHUNK;
+                        if whole > written {
+                            let pack = self.pack.as_ref().context("no pack")?;
+                            pack.file
+                                .write_all_at(&bytes[written..whole], offset + written as u64)?;
+                            written = whole;
+                        }
+                    }
+                }
+                match self.mode {
+                    Mode::Cache => {
+                        let path = self.dir.join(format!("c{connection}-{message}"));
+                        let mut file = File::create(&path)?;
+                        file.write_all(&bytes[..length])?;
+                    }
+                    Mode::Direct | Mode::Stream => {
+                        bytes[length..padded].fill(0);
+                        let pack = self.pack.as_ref().context("no pack")?;
+                        pack.file
+                            .write_all_at(&bytes[written..padded], offset + written as u64)?;
+                        pack.sync()?;
+                    }
+                }
+                socket.write_all(&[1])?;
+                message += 1;
+            }
+        })();
+        self.cpu_nanos
+            .fetch_add(thread_cpu_nanos(), Ordering::Relaxed);
+        result
+    }
+}
+
+fn send(port: u16, messages: usize, payload: Arc<Vec<u8>>) -> anyhow::Result<Vec<Duration>> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_nodelay(true)?;
+    let mut latencies = Vec::with_capacity(messages);
+    let length = u32::try_from(payload.len())?.to_be_bytes();
+    let mut answer = [0u8; 1];
+    for _ in 0..messages {
+        let start = Instant::now();
+        socket.write_all(&length)?;
+        for chunk in payload.chunks(CHUNK) {
+            socket.write_all(chunk)?;
+        }
+        socket.read_exact(&mut answer)?;
+        latencies.push(start.elapsed());
+    }
+    Ok(latencies)
+}
+
+fn open_pack(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("floor.pack");
+    let _ = std::fs::remove_file(&path);
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path);
+    match direct {
+        Ok(file) => Ok(file),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?),
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        bail!("usage: radport-bench-floor cache|direct|stream SENDERS MESSAGES_PER_SENDER DIR [BYTES]");
+    }
+    let mode = match args[1].as_str() {
+        "cache" => Mode::Cache,
+        "direct" => Mode::Direct,
+        "stream" => Mode::Stream,
+        other => bail!("unknown mode {other}"),
+    };
+    let senders: usize = args[2].parse()?;
+    let messages: usize = args[3].parse()?;
+    let dir = PathBuf::from(&args[4]).join(format!("floor-{}", std::process::id()));
+    let bytes: usize = args.get(5).map_or(Ok(525_000), |b| b.parse())?;
+    if bytes == 0 || bytes > MAX_MESSAGE {
+        bail!("BYTES must be in 1..={MAX_MESSAGE}");
+    }
+    std::fs::create_dir_all(&dir)?;
+    let pack = match mode {
+        Mode::Cache => None,
+        _ => Some(Arc::new(GroupSync {
+            file: open_pack(&dir)?,
+            state: Mutex::new(SyncState::default()),
+            done: Condvar::new(),
+        })),
+    };
+    let receiver = Arc::new(Receiver {
+        mode,
+        dir: dir.clone(),
+        pack,
+        next_offset: AtomicU64::new(0),
+        cpu_nanos: AtomicU64::new(0),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let accepting = {
+        let receiver = receiver.clone();
+        std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            for connection in 0..senders {
+                let (socket, _) = listener.accept()?;
+                let receiver = receiver.clone();
+                workers.push(std::thread::spawn(move || {
+                    receiver.serve(socket, connection)
+                }));
+            }
+            for worker in workers {
+                worker
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a receiver panicked"))??;
+            }
+            anyhow::Ok(())
+        })
+    };
+    // Incompressible, like pixel data; the same for every sender.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let payload: Vec<u8> = (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let payload = Arc::new(payload);
+    let start = Instant::now();
+    let clients: Vec<_> = (0..senders)
+        .map(|_| {
+            let payload = payload.clone();
+            std::thread::spawn(move || send(port, messages, payload))
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for client in clients {
+        latencies.extend(
+            client
+                .join()
+                .map_err(|_| anyhow::anyhow!("a sender panicked"))??,
+        );
+    }
+    let elapsed = start.elapsed();
+    accepting
+        .join()
+        .map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+    latencies.sort();
+    let total = latencies.len();
+    let at = |q: f64| latencies[((total as f64 * q) as usize).min(total - 1)].as_secs_f64() * 1e3;
+    println!(
+        "{:6} senders {:2}  {:6} messages  {:7.0} msg/s  {:6.1} MB/s  p50 {:.3} ms  p99 {:.3} ms  receiver CPU {:.3} ms/msg",
+        args[1],
+        senders,
+        total,
+        total as f64 / elapsed.as_secs_f64(),
+        (total * bytes) as f64 / elapsed.as_secs_f64() / 1e6,
+        at(0.5),
+        at(0.99),
+        receiver.cpu_nanos.load(Ordering::Relaxed) as f64 / total as f64 / 1e6,
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
