@@ -45,7 +45,7 @@ use crate::{
 /// are logged and left in their packs).
 const MAX_WAITING_PUNCHES: usize = 1 << 16;
 
-/// The pack log of an ingestor: its writer thread records each durable group's new instances
+/// The pack log of an ingestor: its writer records each durable group's new instances
 /// in the catalog ([`RecordStage`]).
 pub type IngestPackLog = PackLog<RecordStage>;
 

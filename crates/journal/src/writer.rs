@@ -16,7 +16,7 @@ use crate::frame::{
 use crate::{segment, Durable, JournalError, Phase, Segment, Shared};
 
 /// A group is cut at this many bytes (the rest waits for the next sync).
-const MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One record to append, and where to answer.
 pub(crate) struct Append {

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use sqlx::AnyConnection;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::group::{sqlite_series_attributes, sqlite_series_counted, GroupRows};
 use super::{
@@ -144,8 +144,7 @@ impl GroupRecorder {
         }
         let recorded = {
             // Never beside the sqlx writer (nor a sync's checkpoint).
-            let write_lock = self.source.write_lock.clone();
-            let _lock = write_lock.blocking_lock();
+            let _lock = lock_for_writing(&self.source.write_lock);
             self.record_group(&keyed)
         };
         match recorded {
@@ -194,6 +193,25 @@ impl GroupRecorder {
             let _ = connection.execute_batch("ROLLBACK");
         }
         written
+    }
+}
+
+/// The catalog's write lock, for a recorder: at once if it is free; else waited for — on a
+/// worker of a multi-threaded runtime (the ingest's pack writer leads on one) through
+/// `block_in_place`, so that the worker's other tasks go on meanwhile.
+fn lock_for_writing(
+    write_lock: &Arc<Mutex<Option<AnyConnection>>>,
+) -> OwnedMutexGuard<Option<AnyConnection>> {
+    if let Ok(lock) = write_lock.clone().try_lock_owned() {
+        return lock;
+    }
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let wait = || write_lock.clone().blocking_lock_owned();
+    if on_worker {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
     }
 }
 

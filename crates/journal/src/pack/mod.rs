@@ -1,7 +1,8 @@
 //! Packs: the journal's records kept for good, as the archive's only copy of what they hold.
 //!
-//! A [`PackLog`] appends records as the ring journal does — one writer thread, one `pwritev`
-//! and one `fdatasync` per group of appends from any association — but to pack files that are
+//! A [`PackLog`] appends records as the ring journal does — one writer at a time, one write
+//! and one `fdatasync` per group of appends from any association (the writer is an appender
+//! that found no one writing: `writer`) — but to pack files that are
 //! never reused: `<generation as 16 hex digits>.pack` in its directory (the archive's
 //! `packs/`), each up to [`PackConfig::pack_bytes`], growing as records go in. A record stays
 //! where it was written; its [`Position`] names it for good, and its body is read there
@@ -41,7 +42,6 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -206,9 +206,9 @@ pub struct PackStats {
     pub packs: u64,
 }
 
-/// Work the writer thread does for each group of records once they are durable, before it
-/// answers their appenders — so that applying them (recording them in a catalog) wakes no
-/// other thread. Each appender hands it an [`Stage::Input`] with its record
+/// Work the writer does for each group of records once they are durable, before it answers
+/// their appenders — so that applying them (recording them in a catalog) wakes no other
+/// thread. Each appender hands it an [`Stage::Input`] with its record
 /// ([`PackLog::append_staged`]) and gets its [`Stage::Output`] back.
 pub trait Stage: Send + 'static {
     /// What an appender hands the stage with its record.
@@ -248,18 +248,18 @@ impl<S: Stage> Append<S> {
     }
 }
 
-/// The pack log, with the [`Stage`] its writer thread runs after each group. Cheap to clone;
-/// its writer thread ends when the last clone is dropped.
+/// The pack log, with the [`Stage`] its writer runs after each group. Cheap to clone; the
+/// stage is dropped with the last clone.
 pub struct PackLog<S: Stage = NoStage> {
     shared: Arc<Shared>,
-    sender: Sender<Append<S>>,
+    lead: Arc<writer::Lead<S>>,
 }
 
 impl<S: Stage> Clone for PackLog<S> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
-            sender: self.sender.clone(),
+            lead: self.lead.clone(),
         }
     }
 }
@@ -295,7 +295,7 @@ impl PackLog {
 impl<S: Stage> PackLog<S> {
     /// Opens the packs in `dir` (which must exist and whose name must be durable) and returns
     /// the records after the last checkpoint, to be applied again before anything else. The
-    /// writer thread runs `stage` after each group it makes durable.
+    /// writer runs `stage` after each group it makes durable.
     ///
     /// A pack made but cut off before its header was durable (no longer than its header
     /// page, after the checkpoint) is removed: nothing was acknowledged from it. A checkpoint
@@ -401,13 +401,9 @@ impl<S: Stage> PackLog<S> {
             syncs: AtomicU64::new(0),
             packs: AtomicU64::new(0),
         });
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let writer = shared.clone();
-        std::thread::Builder::new()
-            .name("pack-writer".into())
-            .spawn(move || writer::run(&writer, receiver, stage))?;
+        let lead = Arc::new(writer::Lead::new(stage));
         Ok((
-            PackLog { shared, sender },
+            PackLog { shared, lead },
             Replay::new(replay, config.max_body_bytes),
         ))
     }
@@ -440,16 +436,18 @@ impl<S: Stage> PackLog<S> {
             });
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.sender
-            .send(Append {
+        writer::append(
+            &self.shared,
+            &self.lead,
+            Append {
                 header,
                 body,
                 body_len,
                 body_hash: *body_hash.as_bytes(),
                 input,
                 reply,
-            })
-            .map_err(|_| JournalError::Closed)?;
+            },
+        );
         answer.await.map_err(|_| JournalError::Closed)?
     }
 

@@ -436,3 +436,67 @@ async fn records_are_aligned_and_a_pack_of_unaligned_records_is_still_read() {
     assert_eq!(next.position.generation, 10);
     assert_eq!(next.position.offset % RECORD_ALIGN, 0);
 }
+
+/// A stage that notes the thread it ran on for each record.
+struct Threads;
+
+impl Stage for Threads {
+    type Input = ();
+    type Output = std::thread::ThreadId;
+    fn durable(&mut self, records: Vec<(Position, ())>) -> Vec<std::thread::ThreadId> {
+        vec![std::thread::current().id(); records.len()]
+    }
+}
+
+/// On a multi-threaded runtime an appender that finds no one writing writes its record
+/// itself (no hand-off), and appenders that arrive meanwhile are all written, grouped, by
+/// whoever leads next; every record is where its appender was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_appender_writes_its_record_itself_and_concurrent_ones_are_all_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PackConfig {
+        pack_bytes: 1 << 20,
+        ..SMALL
+    };
+    let (log, _) = PackLog::open_staged(dir.path(), config, Threads).unwrap();
+    let append = |log: PackLog<Threads>, seed: u8| async move {
+        let chunks = body(seed, 5000);
+        let mut hasher = blake3::Hasher::new();
+        chunks.iter().for_each(|c| {
+            hasher.update(c);
+        });
+        // The leader writes within this call's first poll, on this thread.
+        let here = std::thread::current().id();
+        let (appended, ran_on) = log
+            .append_staged(vec![seed; 3], chunks, hasher.finalize(), ())
+            .await
+            .unwrap();
+        (seed, appended.position, here == ran_on)
+    };
+    for seed in 0..5u8 {
+        let (_, position, itself) = append(log.clone(), seed).await;
+        assert!(itself, "a lone append was handed to another thread");
+        assert_eq!(
+            read_body(dir.path(), position),
+            Some(body(seed, 5000).concat())
+        );
+    }
+    let syncs_before = log.stats().syncs;
+    let tasks: Vec<_> = (10..74u8)
+        .map(|seed| tokio::spawn(append(log.clone(), seed)))
+        .collect();
+    for task in tasks {
+        let (seed, position, _) = task.await.unwrap();
+        assert_eq!(
+            read_body(dir.path(), position),
+            Some(body(seed, 5000).concat())
+        );
+    }
+    let stats = log.stats();
+    assert_eq!(stats.records, 5 + 64);
+    assert!(stats.syncs - syncs_before <= 64, "{stats:?}");
+    // Written, grouped, across packs, and replayed from a fresh open.
+    drop(log);
+    let (_, mut replay) = PackLog::open(dir.path(), config).unwrap();
+    assert_eq!(replayed(&mut replay).len(), 5 + 64);
+}

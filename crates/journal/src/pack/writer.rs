@@ -1,30 +1,146 @@
-//! The pack writer thread: takes every append waiting, reserves their frames in the active
-//! pack (making the next pack when it is full; each frame at a multiple of
-//! [`RECORD_ALIGN`]), copies them into one aligned buffer and writes it with one direct write
-//! per pack (`direct`), syncs once, runs the log's stage; then answers each.
+//! Writing packs. Whoever appends while no one is writing leads: it takes every append
+//! waiting, reserves their frames in the active pack (making the next pack when it is full;
+//! each frame at a multiple of [`RECORD_ALIGN`]), copies them into one aligned buffer and
+//! writes it with one direct write per pack (`direct`), syncs once, runs the log's stage;
+//! then answers each. Appends that arrive meanwhile wait for the next group.
+//!
+//! The leader is the appending task's own thread when that is a worker of a multi-threaded
+//! runtime and the group is small ([`INLINE_GROUP_BYTES`]): a lone instance is written,
+//! synced and recorded with no hand-off to another thread and back (measured, session 19:
+//! 8–9 % more instances per second from one sender than with a writer thread, and 0.07 ms
+//! less CPU each). That blocks the worker for one direct write and one `fdatasync` (about
+//! half a millisecond for a 0.5 MB instance), as a leader never does twice in a row: what
+//! arrives meanwhile is written by a blocking thread (`spawn_blocking`), which leads until
+//! nothing waits — the writer thread of before, when many senders keep it busy.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::frame::{
     aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, RECORD_ALIGN, SEGMENT_HEADER_BYTES,
 };
-use crate::writer::next_group;
+use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
 use super::direct::{open_for_writes, AlignedBuffer};
 use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage};
 
-pub(super) fn run<S: Stage>(shared: &Arc<Shared>, receiver: Receiver<Append<S>>, mut stage: S) {
-    let mut buffer = AlignedBuffer::new();
-    while let Some(group) = next_group(&receiver, Append::frame_len) {
-        write_group(shared, group, &mut stage, &mut buffer);
-        buffer.trim();
+/// At most this many bytes of frames are written by a leader on a runtime's worker (more go
+/// to a blocking thread): the worker is blocked while they are written and synced.
+pub(super) const INLINE_GROUP_BYTES: u64 = 4 << 20;
+
+/// Who writes: the appends waiting, whether someone leads, and what the leader works with.
+pub(super) struct Lead<S: Stage> {
+    queue: Mutex<Queue<S>>,
+    core: Mutex<Core<S>>,
+}
+
+struct Queue<S: Stage> {
+    waiting: VecDeque<Append<S>>,
+    /// Someone writes (and will look at `waiting` again before it stops).
+    leading: bool,
+}
+
+/// What only the leader touches.
+struct Core<S: Stage> {
+    stage: S,
+    buffer: AlignedBuffer,
+}
+
+impl<S: Stage> Lead<S> {
+    pub(super) fn new(stage: S) -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                waiting: VecDeque::new(),
+                leading: false,
+            }),
+            core: Mutex::new(Core {
+                stage,
+                buffer: AlignedBuffer::new(),
+            }),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue<S>> {
+        // Every change under the lock is a push, a pop or a flag: consistent after a panic.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Queues `append`; if no one leads, the caller does: here, for one group, on a worker of a
+/// multi-threaded runtime; otherwise (and for what waits after that group) a blocking thread.
+pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append: Append<S>) {
+    let leads = {
+        let mut queue = lead.queue();
+        queue.waiting.push_back(append);
+        !std::mem::replace(&mut queue.leading, true)
+    };
+    if !leads {
+        return;
+    }
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let on_worker = runtime
+        .as_ref()
+        .is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker && !lead_one(shared, lead, INLINE_GROUP_BYTES) {
+        return;
+    }
+    let (shared, lead) = (shared.clone(), lead.clone());
+    let go_on = move || while lead_one(&shared, &lead, MAX_GROUP_BYTES) {};
+    match runtime {
+        Some(runtime) => drop(runtime.spawn_blocking(go_on)),
+        None => drop(std::thread::spawn(go_on)),
+    }
+}
+
+/// Writes one group of what waits (up to `max_bytes` of frames, at least one append);
+/// whether more waits — then the caller must go on leading, or hand over. When nothing
+/// waits (or on a panic) no one leads any more.
+fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> bool {
+    /// Ends the lead if the group's writing panics, so that the next appender leads.
+    struct Unwinding<'a, S: Stage>(&'a Lead<S>);
+    impl<S: Stage> Drop for Unwinding<'_, S> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.queue().leading = false;
+            }
+        }
+    }
+    let group = {
+        let mut queue = lead.queue();
+        let mut group = Vec::new();
+        let mut bytes = 0u64;
+        while bytes < max_bytes {
+            let Some(append) = queue.waiting.pop_front() else {
+                break;
+            };
+            bytes = bytes.saturating_add(append.frame_len());
+            group.push(append);
+        }
+        if group.is_empty() {
+            queue.leading = false;
+            return false;
+        }
+        group
+    };
+    {
+        let _unwinding = Unwinding(lead);
+        let mut core = lead.core.lock().unwrap_or_else(|e| e.into_inner());
+        let core = &mut *core;
+        write_group(shared, group, &mut core.stage, &mut core.buffer);
+        core.buffer.trim();
+    }
+    let mut queue = lead.queue();
+    if queue.waiting.is_empty() {
+        queue.leading = false;
+        false
+    } else {
+        true
     }
 }
 
