@@ -44,6 +44,9 @@ struct Queue<S: Stage> {
     waiting: VecDeque<Append<S>>,
     /// Someone writes (and will look at `waiting` again before it stops).
     leading: bool,
+    /// Appends in the last group written: more than one, and appenders are many — a worker
+    /// blocked by a write would hold up the others' arrivals, so a blocking thread writes.
+    last_group: usize,
 }
 
 /// What only the leader touches.
@@ -58,6 +61,7 @@ impl<S: Stage> Lead<S> {
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
                 leading: false,
+                last_group: 0,
             }),
             core: Mutex::new(Core {
                 stage,
@@ -73,12 +77,14 @@ impl<S: Stage> Lead<S> {
 }
 
 /// Queues `append`; if no one leads, the caller does: here, for one group, on a worker of a
-/// multi-threaded runtime; otherwise (and for what waits after that group) a blocking thread.
+/// multi-threaded runtime while appenders come one at a time (the last group had one
+/// append); otherwise (and for what waits after that group) a blocking thread.
 pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append: Append<S>) {
-    let leads = {
+    let (leads, alone) = {
         let mut queue = lead.queue();
         queue.waiting.push_back(append);
-        !std::mem::replace(&mut queue.leading, true)
+        let leads = !std::mem::replace(&mut queue.leading, true);
+        (leads, queue.last_group <= 1)
     };
     if !leads {
         return;
@@ -87,7 +93,7 @@ pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append
     let on_worker = runtime
         .as_ref()
         .is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if on_worker && !lead_one(shared, lead, INLINE_GROUP_BYTES) {
+    if on_worker && alone && !lead_one(shared, lead, INLINE_GROUP_BYTES) {
         return;
     }
     let (shared, lead) = (shared.clone(), lead.clone());
@@ -126,6 +132,7 @@ fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> b
             queue.leading = false;
             return false;
         }
+        queue.last_group = group.len();
         group
     };
     {
