@@ -5,13 +5,17 @@
 //! then answers each. Appends that arrive meanwhile wait for the next group.
 //!
 //! The leader is the appending task's own thread when that is a worker of a multi-threaded
-//! runtime and the group is small ([`INLINE_GROUP_BYTES`]): a lone instance is written,
-//! synced and recorded with no hand-off to another thread and back (measured, session 19,
-//! `bench/ingest-ab.sh`, 5 rounds: 678 instances per second from one sender against 614
-//! with a writer thread, and 0.70 ms of CPU each against 0.76; four senders unchanged). That blocks the worker for one direct write and one `fdatasync` (about
-//! half a millisecond for a 0.5 MB instance), as a leader never does twice in a row: what
-//! arrives meanwhile is written by a blocking thread (`spawn_blocking`), which leads until
-//! nothing waits — the writer thread of before, when many senders keep it busy.
+//! runtime, appends come one at a time (the last group had one) and the group is small
+//! ([`INLINE_GROUP_BYTES`]): a lone instance is written, synced and recorded with no
+//! hand-off to another thread and back. That blocks the worker for one direct write and one
+//! `fdatasync` (about half a millisecond for a 0.5 MB instance), and a leader never does it
+//! twice in a row: what arrives meanwhile is written by a blocking thread
+//! (`spawn_blocking`), which leads until nothing waits — the writer thread of before, when
+//! many senders keep it busy. Measured (session 19, `bench/ingest-ab.sh`, 5 rounds): 680
+//! instances per second from one sender against 602 with a writer thread, 0.70 ms of CPU each
+//! against 0.75; four senders 1 272 both. Leading on the worker with several appenders too
+//! made four senders 7–11 % slower in `bench/ingest.sh` (a blocked worker holds up the other
+//! associations' arrivals).
 
 use std::collections::VecDeque;
 use std::fs::File;
