@@ -47,6 +47,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+pub use frame::BodyHash;
 use frame::{FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
 use replay::ReplaySegment;
 pub use replay::{records_of_segment, Recovered, Replay};
@@ -449,8 +450,9 @@ impl Journal {
         &self,
         header: Vec<u8>,
         body: Vec<Bytes>,
-        body_hash: blake3::Hash,
+        body_hash: impl Into<BodyHash>,
     ) -> Result<Durable, JournalError> {
+        let body_hash = body_hash.into();
         let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
         if header.len() > MAX_HEADER_BYTES || body_len > self.shared.max_body_bytes {
             return Err(JournalError::TooLarge {
@@ -458,21 +460,14 @@ impl Journal {
                 body: body_len,
             });
         }
-        #[cfg(debug_assertions)]
-        {
-            let mut hasher = blake3::Hasher::new();
-            for chunk in &body {
-                hasher.update(chunk);
-            }
-            debug_assert_eq!(hasher.finalize(), body_hash, "the body's hash");
-        }
+        debug_assert!(body_hash.matches(&body), "the body's hash");
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.sender
             .send(writer::Append {
                 header,
                 body,
                 body_len,
-                body_hash: *body_hash.as_bytes(),
+                body_hash,
                 reply,
             })
             .map_err(|_| JournalError::Closed)?;

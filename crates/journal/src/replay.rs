@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::frame::{
     decode_frame_head, frame_checks, frame_len, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
 };
-use crate::{JournalError, Position, MAX_HEADER_BYTES};
+use crate::{BodyHash, JournalError, Position, MAX_HEADER_BYTES};
 
 /// One record read back: the header and body its appender gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,8 +151,8 @@ pub(crate) struct Span {
     pub body_offset: u64,
     /// Bytes of the body.
     pub body_len: u64,
-    /// The BLAKE3 hash of the body, as written.
-    pub body_hash: [u8; 32],
+    /// The hash of the body, as written.
+    pub body_hash: BodyHash,
 }
 
 /// Where the parts of the frame at `offset` are, if a frame of `generation` that fits in the
@@ -219,7 +219,7 @@ fn read_frame<R: ReadAt + ?Sized>(
     // body_len <= max_body_bytes, which the journal bounds to what fits in memory.
     let mut body = vec![0u8; span.body_len as usize];
     read_at(source, &mut body, span.body_offset)?;
-    if *blake3::hash(&body).as_bytes() != span.body_hash {
+    if !span.body_hash.matches(&[&body]) {
         return Ok(None);
     }
     Ok(Some((Recovered { header, body }, span.frame_len)))
@@ -266,7 +266,7 @@ mod tests {
     }
 
     fn frame(generation: u64, header: &[u8], body: &[u8], declared_body: u64) -> Vec<u8> {
-        let hash = *blake3::hash(body).as_bytes();
+        let hash = BodyHash::from(blake3::hash(body));
         let mut out = encode_frame_head(generation, header, declared_body, &hash).to_vec();
         out.extend_from_slice(header);
         out.extend_from_slice(body);
@@ -323,6 +323,13 @@ mod tests {
             2,
             "the torn last frame ends the records"
         );
+        // XXH3-128 frames (xxhash from PyPI) beside a BLAKE3 one, then an XXH3 frame whose
+        // body no longer hashes to its hash.
+        let mixed = read("segment-xxh3-frames");
+        let headers: Vec<&[u8]> = mixed.iter().map(|r| &r.header[..]).collect();
+        assert_eq!(headers, [&b"RI1-xxh3-a"[..], b"RI1-blake3", b"RI1-xxh3-b"]);
+        assert_eq!(mixed[0].body.len(), 768);
+        assert_eq!(mixed[2].body, vec![b'x'; 1000]);
     }
 
     #[test]

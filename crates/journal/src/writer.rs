@@ -13,7 +13,7 @@ use crate::frame::{
     encode_frame_head, frame_len, segment_header, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES,
     SEGMENT_HEADER_LEN,
 };
-use crate::{segment, Durable, JournalError, Phase, Segment, Shared};
+use crate::{segment, BodyHash, Durable, JournalError, Phase, Segment, Shared};
 
 /// A group is cut at this many bytes (the rest waits for the next sync).
 pub(crate) const MAX_GROUP_BYTES: u64 = 64 * 1024 * 1024;
@@ -23,7 +23,7 @@ pub(crate) struct Append {
     pub header: Vec<u8>,
     pub body: Vec<Bytes>,
     pub body_len: u64,
-    pub body_hash: [u8; 32],
+    pub body_hash: BodyHash,
     pub reply: tokio::sync::oneshot::Sender<Result<Durable, JournalError>>,
 }
 

@@ -48,7 +48,9 @@ use bytes::Bytes;
 
 use crate::frame::{frame_len, parse_pack_header, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN};
 use crate::replay::ReplaySegment;
-use crate::{segment, JournalError, Position, Replay, MAX_HEADER_BYTES, MIN_SEGMENT_BYTES};
+use crate::{
+    segment, BodyHash, JournalError, Position, Replay, MAX_HEADER_BYTES, MIN_SEGMENT_BYTES,
+};
 
 use checkpoint::{drop_cached, write_checkpoint, CHECKPOINT_STAGED};
 pub use checkpoint::{read_checkpoint, CHECKPOINT_FILE};
@@ -236,7 +238,7 @@ struct Append<S: Stage> {
     header: Vec<u8>,
     body: Vec<Bytes>,
     body_len: u64,
-    body_hash: [u8; 32],
+    body_hash: BodyHash,
     input: S::Input,
     reply: tokio::sync::oneshot::Sender<Result<(Appended, S::Output), JournalError>>,
 }
@@ -284,7 +286,7 @@ impl PackLog {
         &self,
         header: Vec<u8>,
         body: Vec<Bytes>,
-        body_hash: blake3::Hash,
+        body_hash: impl Into<BodyHash>,
     ) -> Result<Appended, JournalError> {
         self.append_staged(header, body, body_hash, ())
             .await
@@ -425,7 +427,7 @@ impl<S: Stage> PackLog<S> {
         &self,
         header: Vec<u8>,
         body: Vec<Bytes>,
-        body_hash: blake3::Hash,
+        body_hash: impl Into<BodyHash>,
         input: S::Input,
     ) -> Result<(Appended, S::Output), JournalError> {
         let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
@@ -443,7 +445,7 @@ impl<S: Stage> PackLog<S> {
                 header,
                 body,
                 body_len,
-                body_hash: *body_hash.as_bytes(),
+                body_hash: body_hash.into(),
                 input,
                 reply,
             },

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::frame::{parse_pack_header, SEGMENT_HEADER_BYTES};
 use crate::replay::read_span;
-use crate::{segment, JournalError, Position};
+use crate::{segment, BodyHash, JournalError, Position};
 
 use super::{pack_file_name, pack_generation, read_checkpoint};
 
@@ -24,8 +24,8 @@ pub struct PackedRecord {
     pub body_len: u64,
     /// Bytes of the whole frame, from the record's position.
     pub frame_len: u64,
-    /// The BLAKE3 hash of the body, as appended.
-    pub body_hash: [u8; 32],
+    /// The hash of the body, as appended.
+    pub body_hash: BodyHash,
 }
 
 /// Opens the pack of `position` (for writing too if `write`) and finds the record there:

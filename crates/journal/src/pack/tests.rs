@@ -414,7 +414,7 @@ async fn records_are_aligned_and_a_pack_of_unaligned_records_is_still_read() {
             9,
             &header,
             body.len() as u64,
-            blake3::hash(&body).as_bytes(),
+            &BodyHash::from(blake3::hash(&body)),
         ));
         bytes.extend_from_slice(&header);
         bytes.extend_from_slice(&body);
@@ -499,4 +499,51 @@ async fn a_lone_appender_writes_its_record_itself_and_concurrent_ones_are_all_wr
     drop(log);
     let (_, mut replay) = PackLog::open(dir.path(), config).unwrap();
     assert_eq!(replayed(&mut replay).len(), 5 + 64);
+}
+
+/// Records appended with an XXH3-128 body hash are written in `RJPX` frames, read where they
+/// are and replayed, beside BLAKE3 ones; one whose body was damaged is not replayed.
+#[tokio::test]
+async fn records_with_xxh3_body_hashes_are_read_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let chunks = body(7, 3000);
+    let xxh3 = log
+        .append(vec![1; 3], chunks.clone(), BodyHash::xxh3_of(&chunks))
+        .await
+        .unwrap();
+    let blake = append(&log, 8, 2000).await;
+    let damaged_chunks = body(9, 1000);
+    let damaged = log
+        .append(
+            vec![3; 3],
+            damaged_chunks.clone(),
+            BodyHash::xxh3_of(&damaged_chunks),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_body(dir.path(), xxh3.position), Some(chunks.concat()));
+    assert_eq!(
+        read_body(dir.path(), blake.position),
+        Some(body(8, 2000).concat())
+    );
+    let record = open_record(dir.path(), xxh3.position, SMALL.max_body_bytes)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.body_hash, BodyHash::xxh3_of(&chunks));
+    // A byte of the last record's body changed on disk: replay ends before it.
+    let damaged_record = open_record(dir.path(), damaged.position, SMALL.max_body_bytes)
+        .unwrap()
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(pack_file_name(damaged.position.generation)))
+        .unwrap();
+    file.write_all_at(b"!", damaged_record.body_offset + 10)
+        .unwrap();
+    drop((xxh3, blake, damaged, log));
+    let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let replayed = replayed(&mut replay);
+    let headers: Vec<Vec<u8>> = replayed.into_iter().map(|(_, header)| header).collect();
+    assert_eq!(headers, [vec![1; 3], vec![8; 3]]);
 }
