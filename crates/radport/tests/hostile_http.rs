@@ -391,8 +391,9 @@ fn an_upload_expiring_during_assembly_is_not_swept() {
     assert!(created.elapsed() > Duration::from_millis(600));
     assert_eq!(offset(&server, &location), (200, Some(6000)));
 
-    // One large chunk: its assembly takes longer than the expiry (measured below).
-    let len: usize = 128 << 20;
+    // One large chunk: its assembly takes longer than the expiry (measured below; 128 MiB
+    // took 0.49 s on a fast day, too close to the 0.46 s it must outlast).
+    let len: usize = 256 << 20;
     let body = bytes_of(len, 9);
     let mut hasher = blake3::Hasher::new();
     hasher.update(&body);
@@ -432,7 +433,7 @@ fn an_upload_expiring_during_assembly_is_not_swept() {
             .fold(0.0, |acc, part| acc * 60.0 + part)
     };
     let assembly = Duration::from_secs_f64(at("upload complete") - at("assembling upload"));
-    eprintln!("assembly of 128 MiB took {assembly:?}; answered {answered:?} after sending");
+    eprintln!("assembly of 256 MiB took {assembly:?}; answered {answered:?} after sending");
     assert!(
         assembly > Duration::from_millis(500),
         "the assembly ({assembly:?}) must outlast expiry + sweep interval (0.46 s) for this \
