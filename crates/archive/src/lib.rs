@@ -239,26 +239,78 @@ pub struct StoredObject {
 }
 
 /// Name of the checksum algorithm, the prefix of every checksum the archive computes.
-pub const CHECKSUM_ALGORITHM: &str = "blake3";
+pub const CHECKSUM_ALGORITHM: &str = "xxh128";
 
-/// The checksum of `bytes` as the archive writes it: `blake3:` and 64 lower-case hex digits.
+/// The checksum of `bytes` as the archive writes it: `xxh128:` and 32 lower-case hex digits,
+/// the XXH3-128 hash as `xxhsum -H2` prints it (big-endian).
 ///
-/// BLAKE3, not SHA-256: hashing every received byte is on the ingest hot path, and BLAKE3 is
-/// much the faster of the two (figures in `docs/performance.md`) while staying collision
-/// resistant — the `overwrite-if-different` duplicate policy compares these.
-/// The prefix names the algorithm so that a stored value says how to verify it (`b3sum`).
+/// XXH3-128, not BLAKE3 (2026-12-02 to -05) nor SHA-256 (before): hashing every received byte
+/// is on the ingest hot path, where BLAKE3 was 12 % of the receiver's CPU and XXH3-128 is a
+/// sixth of that (figures in `docs/performance.md`, session 19). The checksum catches a
+/// damaged or truncated copy — what a stored hash can do; it is no signature (whoever can
+/// change the bytes can change it too). The `overwrite-if-different` duplicate policy compares
+/// these: a crafted collision could only make a re-send with other bytes count as the same
+/// (the copy already there is kept), and a re-send of an instance recorded under another
+/// algorithm counts as different once. The prefix names the algorithm, so that a stored
+/// value says how to verify it; older values (`blake3:`, `sha256:`) are still verified.
 pub fn checksum(bytes: &[u8]) -> String {
-    format_checksum(&blake3::hash(bytes))
+    let mut checksummer = Checksummer::new();
+    checksummer.update(bytes);
+    checksummer.finish().to_string()
 }
 
-/// The checksum of bytes whose BLAKE3 hash is `hash`, as [`checksum`] writes it (for callers
-/// that hashed the bytes as they arrived).
-pub fn checksum_of(hash: &blake3::Hash) -> String {
-    format_checksum(hash)
+/// The checksum of bytes hashed as they arrived ([`Checksummer`]), as [`checksum`] writes it.
+pub fn checksum_of(digest: &Digest) -> String {
+    digest.to_string()
 }
 
-fn format_checksum(hash: &blake3::Hash) -> String {
-    format!("{CHECKSUM_ALGORITHM}:{}", hash.to_hex())
+/// The archive's checksum, computed incrementally as bytes arrive.
+#[derive(Clone, Default)]
+pub struct Checksummer(xxhash_rust::xxh3::Xxh3);
+
+impl std::fmt::Debug for Checksummer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Checksummer")
+    }
+}
+
+impl Checksummer {
+    /// A checksum of nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The checksum of every byte taken.
+    pub fn finish(&self) -> Digest {
+        Digest(self.0.digest128())
+    }
+}
+
+/// What a [`Checksummer`] computed: the XXH3-128 hash. Displays as the archive writes
+/// checksums (`xxh128:` and the hash big-endian in hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest(u128);
+
+impl Digest {
+    /// The hash as a number (for a journal frame's body hash: `to_le_bytes`).
+    pub fn xxh3_128(&self) -> u128 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{CHECKSUM_ALGORITHM}:{:032x}", self.0)
+    }
+}
+
+fn format_blake3(hash: &blake3::Hash) -> String {
+    format!("blake3:{}", hash.to_hex())
 }
 
 /// What reading an object back told about it (see [`Archive::verify`]).
@@ -284,6 +336,7 @@ pub enum Verification {
 
 /// An incremental hash in the algorithm a recorded checksum names.
 enum Hasher {
+    Xxh128(Box<Checksummer>),
     Blake3(Box<blake3::Hasher>),
     Sha256(sha2::Sha256),
 }
@@ -292,6 +345,8 @@ impl Hasher {
     fn for_checksum(checksum: &str) -> Option<Hasher> {
         use sha2::Digest;
         match checksum.split_once(':')?.0 {
+            CHECKSUM_ALGORITHM => Some(Hasher::Xxh128(Box::default())),
+            // Recorded from 2026-12-02 to session 19.
             "blake3" => Some(Hasher::Blake3(Box::default())),
             // Recorded before schema version 3.
             "sha256" => Some(Hasher::Sha256(sha2::Sha256::new())),
@@ -302,6 +357,7 @@ impl Hasher {
     fn update(&mut self, bytes: &[u8]) {
         use sha2::Digest;
         match self {
+            Hasher::Xxh128(h) => h.update(bytes),
             Hasher::Blake3(h) => {
                 h.update(bytes);
             }
@@ -312,7 +368,8 @@ impl Hasher {
     fn finish(self) -> String {
         use sha2::Digest;
         match self {
-            Hasher::Blake3(h) => format_checksum(&h.finalize()),
+            Hasher::Xxh128(h) => h.finish().to_string(),
+            Hasher::Blake3(h) => format_blake3(&h.finalize()),
             Hasher::Sha256(h) => {
                 let digest = h.finalize();
                 let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -425,7 +482,7 @@ impl Archive {
                 path,
                 self.write_buffer,
             )),
-            hasher: blake3::Hasher::new(),
+            hasher: Checksummer::new(),
             size: 0,
         })
     }
@@ -645,7 +702,8 @@ impl Archive {
     }
 
     /// Reads an object back whole and compares it with the size and checksum recorded for it
-    /// (a checksum of [`checksum`]'s form, or `sha256:<hex>` from before BLAKE3).
+    /// (a checksum of [`checksum`]'s form, or `blake3:<hex>` and `sha256:<hex>` recorded
+    /// before).
     pub async fn verify(
         &self,
         key: &str,
@@ -938,7 +996,7 @@ pub struct ObjectWriter {
     key: String,
     /// `None` only once finished or aborted.
     inner: Option<BufWriter>,
-    hasher: blake3::Hasher,
+    hasher: Checksummer,
     size: u64,
 }
 
@@ -987,7 +1045,7 @@ impl ObjectWriter {
         Ok(StoredObject {
             key: std::mem::take(&mut self.key),
             size: self.size,
-            checksum: format_checksum(&self.hasher.finalize()),
+            checksum: self.hasher.finish().to_string(),
         })
     }
 
@@ -1036,15 +1094,12 @@ mod tests {
         assert_eq!(stored.size, 11);
         assert_eq!(
             stored.checksum,
-            format!("blake3:{}", blake3::hash(b"hello world").to_hex()),
+            // Python's xxhash (`xxh3_128_hexdigest`), as `xxhsum -H2` prints it.
+            "xxh128:df8d09e93f874900a99b8775cc15b6c7",
             "checksum covers every byte"
         );
         assert_eq!(stored.checksum, checksum(b"hello world"));
-        assert_eq!(
-            checksum(b""),
-            // The BLAKE3 paper's test vector for the empty input.
-            "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
+        assert_eq!(checksum(b""), "xxh128:99aa06d3014798d86001c324468d497f");
         assert_eq!(
             archive.get("instances/a/b.dcm").await.unwrap(),
             Bytes::from_static(b"hello world")
@@ -1127,6 +1182,19 @@ mod tests {
         // SHA-256 values recorded before BLAKE3 (this is the SHA-256 of "hello world").
         let sha256 = "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
         assert_eq!(verify(11, sha256).await, Verification::Intact);
+        // BLAKE3 values recorded before XXH3-128 (the BLAKE3 of "hello world").
+        let blake3 = format!("blake3:{}", blake3::hash(b"hello world").to_hex());
+        assert_eq!(verify(11, &blake3).await, Verification::Intact);
+        assert_eq!(
+            verify(
+                11,
+                &format!("blake3:{}", blake3::hash(b"hello there").to_hex())
+            )
+            .await,
+            Verification::ChecksumDiffers {
+                stored: blake3.clone()
+            }
+        );
         assert_eq!(
             verify(12, &stored.checksum).await,
             Verification::SizeDiffers { stored: 11 }

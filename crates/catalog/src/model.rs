@@ -162,8 +162,8 @@ pub struct InstanceRecord {
     pub number_of_frames: Option<i64>,
     /// Size of the stored object in bytes.
     pub size: i64,
-    /// Checksum of the stored object: algorithm, `:`, hex digest (`blake3:…`; instances
-    /// recorded before schema version 3 have `sha256:…`).
+    /// Checksum of the stored object: algorithm, `:`, hex digest (`xxh128:…`; instances
+    /// recorded before 2026-12-05 have `blake3:…`, before schema version 3 `sha256:…`).
     pub checksum: String,
     /// Key of the stored object in the archive.
     pub object_key: String,
@@ -311,8 +311,8 @@ pub struct InstanceRow {
     pub transfer_syntax_uid: String,
     /// Object size in bytes.
     pub size: i64,
-    /// Checksum of the object: algorithm, `:`, hex digest (`blake3:…`, or `sha256:…` for
-    /// instances recorded before schema version 3).
+    /// Checksum of the object: algorithm, `:`, hex digest (`xxh128:…`; `blake3:…` for
+    /// instances recorded before 2026-12-05, `sha256:…` before schema version 3).
     pub checksum: String,
     /// Rows.
     pub rows: Option<i64>,

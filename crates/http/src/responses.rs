@@ -307,8 +307,9 @@ pub struct Instance {
     pub transfer_syntax_uid: String,
     /// Bytes of the stored object.
     pub size: i64,
-    /// Checksum of the stored object: algorithm, `:`, hex digest (`blake3:…`; `sha256:…`
-    /// for instances recorded by radport before schema version 3).
+    /// Checksum of the stored object: algorithm, `:`, hex digest (`xxh128:…`, the XXH3-128
+    /// hash as `xxhsum -H2` prints it; `blake3:…` for instances recorded before 2026-12-05,
+    /// `sha256:…` before schema version 3).
     pub checksum: String,
     /// Rows (0028,0010).
     #[schema(required = true)]

@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use radport_archive::{Archive, StoredObject};
+use radport_archive::{Archive, Checksummer, Digest, StoredObject};
 use radport_catalog::{Durability, Route};
-use radport_journal::{Journal, Recovered, Replay};
+use radport_journal::{BodyHash, Journal, Recovered, Replay};
 
 use crate::journal_record::RecordHeader;
 use crate::{
@@ -64,7 +64,7 @@ pub(crate) struct Held {
     archive: Archive,
     key: String,
     chunks: Vec<Bytes>,
-    hasher: blake3::Hasher,
+    hasher: Checksummer,
     size: u64,
 }
 
@@ -74,7 +74,7 @@ impl Held {
             archive,
             key,
             chunks: Vec::new(),
-            hasher: blake3::Hasher::new(),
+            hasher: Checksummer::new(),
             size: 0,
         }
     }
@@ -98,10 +98,16 @@ impl Held {
         self.size
     }
 
-    /// The chunks, their hash and their size.
-    pub(crate) fn into_parts(self) -> (Vec<Bytes>, blake3::Hash, u64) {
-        (self.chunks, self.hasher.finalize(), self.size)
+    /// The chunks, their checksum and their size.
+    pub(crate) fn into_parts(self) -> (Vec<Bytes>, Digest, u64) {
+        (self.chunks, self.hasher.finish(), self.size)
     }
+}
+
+/// A journal frame's body hash for bytes of checksum `digest`: the same XXH3-128 hash, so that
+/// every byte is hashed once.
+pub(crate) fn body_hash(digest: &Digest) -> BodyHash {
+    BodyHash::Xxh3(digest.xxh3_128().to_le_bytes())
 }
 
 /// What [`Ingestor::recover`] did.
@@ -166,7 +172,7 @@ impl Ingestor {
             size,
             ..
         } = held;
-        let hash = hasher.finalize();
+        let hash = hasher.finish();
         let stored = StoredObject {
             key,
             size,
@@ -196,7 +202,7 @@ impl Ingestor {
         // held until the row is committed, so no checkpoint passes the file unwritten.
         let (written, appended) = tokio::join!(
             self.archive.put_unsynced(&stored.key, chunks.clone()),
-            behind.journal.append(header, chunks, hash),
+            behind.journal.append(header, chunks, body_hash(&hash)),
         );
         let durable = match (written, appended) {
             (Ok(()), Ok(durable)) => durable,

@@ -217,7 +217,7 @@ impl Ingestor {
             .append_staged(
                 header,
                 chunks,
-                hash,
+                crate::journaled::body_hash(&hash),
                 StagedInstance {
                     record,
                     route: route.clone(),
@@ -458,6 +458,18 @@ mod tests {
             assert_eq!(row.checksum, radport_archive::checksum(&bytes));
             assert_eq!(row.size, bytes.len() as i64);
             assert_eq!(&bytes[128..132], b"DICM");
+            // The frame's body hash is the checksum's XXH3-128: each byte hashed once.
+            let position = keys::parse_packed(&row.object_key).unwrap();
+            let packs = s.archive.packs_dir().unwrap();
+            let record = radport_journal::pack::open_record(&packs, position, 2 << 20)
+                .unwrap()
+                .unwrap();
+            let mut checksummer = radport_archive::Checksummer::new();
+            checksummer.update(&bytes);
+            assert_eq!(
+                record.body_hash,
+                crate::journaled::body_hash(&checksummer.finish())
+            );
         }
         // The received files' data sets are what the archive gives back, after our meta.
         let sent_tail = &files[0][files[0].len() - 5000..];
