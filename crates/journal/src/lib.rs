@@ -444,8 +444,9 @@ impl Journal {
         Ok(false)
     }
 
-    /// Appends a record and returns once it is durable. `body_hash` is the BLAKE3 hash of
-    /// the body's bytes, which the caller has computed as they arrived (replay checks it).
+    /// Appends a record and returns once it is durable. `body_hash` is the hash of the
+    /// body's bytes ([`BodyHash`]: XXH3-128, or BLAKE3), which the caller has computed as
+    /// they arrived (replay checks it).
     pub async fn append(
         &self,
         header: Vec<u8>,

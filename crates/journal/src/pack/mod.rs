@@ -281,7 +281,7 @@ impl PackLog {
     }
 
     /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
-    /// BLAKE3 hash of the body's bytes (replay checks it).
+    /// hash of the body's bytes ([`BodyHash`]; replay checks it).
     pub async fn append(
         &self,
         header: Vec<u8>,
@@ -421,8 +421,9 @@ impl<S: Stage> PackLog<S> {
     }
 
     /// Appends a record and returns once it is durable and the stage has run for it, with
-    /// where it is and the stage's output. `body_hash` is the BLAKE3 hash of the body's bytes
-    /// (replay checks it). A record that could not be written is not handed to the stage.
+    /// where it is and the stage's output. `body_hash` is the hash of the body's bytes
+    /// ([`BodyHash`]; replay checks it). A record that could not be written is not handed to
+    /// the stage.
     pub async fn append_staged(
         &self,
         header: Vec<u8>,
