@@ -103,6 +103,11 @@ impl PduTracker {
         }
     }
 
+    /// The limits it checks against.
+    pub fn limits(&self) -> PduLimits {
+        self.limits
+    }
+
     /// The violation that failed a read, if any.
     pub fn violation(&self) -> Option<&PduTooLong> {
         self.violation.as_ref()

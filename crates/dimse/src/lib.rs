@@ -993,8 +993,16 @@ async fn receive<S: Transport>(
 ) -> Result<pdata::Received, ReceiveError> {
     use dicom_ul::association::AsyncAssociation;
     let (socket, buffer) = association.get_mut();
+    // Room for the largest P-DATA-TF allowed: it is read into one allocation.
+    let read_ahead = usize::try_from(tracker.limits().p_data)
+        .unwrap_or(usize::MAX)
+        .saturating_add(guard::PDU_HEADER_LENGTH);
     let mut guarded = PduGuard::new(socket, tracker);
-    let read = tokio::time::timeout(idle_timeout, pdata::read_pdu(&mut guarded, buffer)).await;
+    let read = tokio::time::timeout(
+        idle_timeout,
+        pdata::read_pdu(&mut guarded, buffer, read_ahead),
+    )
+    .await;
     match read {
         Err(_) => Err(ReceiveError::Idle),
         Ok(Ok(received)) => Ok(received),

@@ -93,6 +93,17 @@ pub fn read_file_meta(bytes: &[u8]) -> Result<(Announced, usize), MetadataError>
 /// the stored file — a copy of the head gets the first non-empty value moved to the front,
 /// padded to the same length, when (0008,0005) is the first element of an uncompressed data set.
 fn charset_for_parsing(head: &[u8]) -> Option<Vec<u8>> {
+    // Most data sets do not start with (0008,0005): seen from the meta group's length, (0002,0000)
+    // UL, before the meta group is parsed.
+    if let Some([0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0, l0, l1, l2, l3]) = head.get(132..144) {
+        let first = usize::try_from(u32::from_le_bytes([*l0, *l1, *l2, *l3]))
+            .ok()
+            .and_then(|length| length.checked_add(144));
+        if first.and_then(|at| head.get(at..at.checked_add(4)?)) != Some(&[0x08, 0x00, 0x05, 0x00])
+        {
+            return None;
+        }
+    }
     let (announced, offset) = read_file_meta(head).ok()?;
     let explicit = match prescan::data_set_encoding(&announced.transfer_syntax_uid)? {
         DataSetEncoding { deflated: true, .. } => return None,
@@ -183,30 +194,7 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
     let series_instance_uid =
         required(tags::SERIES_INSTANCE_UID, "(0020,000E) Series Instance UID")?;
 
-    let mut json_obj = obj.clone();
-    let bulky: Vec<(Tag, VR)> = json_obj
-        .iter()
-        .filter(|e| {
-            e.tag() == tags::ICON_IMAGE_SEQUENCE
-                || (is_bulk(e.vr())
-                    && e.length()
-                        .get()
-                        .is_none_or(|l| l > JSON_INLINE_BINARY_LIMIT))
-        })
-        .map(|e| (e.tag(), e.vr()))
-        .collect();
-    for (tag, vr) in bulky {
-        json_obj.remove_element(tag);
-        // A large binary value stays as an element without a value, so that DICOMweb's
-        // metadata can point at it with a BulkDataURI.
-        if vr != VR::SQ {
-            json_obj.put(dicom_core::DataElement::empty(tag, vr));
-        }
-    }
-    let metadata_json = dicom_json::to_string(&json_obj)
-        .map_err(|e| MetadataError::Unreadable(format!("cannot express as DICOM JSON: {e}")))?;
-
-    Ok(InstanceRecord {
+    let mut record = InstanceRecord {
         sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
         sop_class_uid: text(&obj, tags::SOP_CLASS_UID).unwrap_or_default(),
         series_instance_uid,
@@ -234,9 +222,35 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
         size: 0,
         checksum: String::new(),
         object_key: String::new(),
-        metadata_json,
+        metadata_json: String::new(),
         source: String::new(),
-    })
+    };
+    // The catalog's fields are read; the same object, its bulk data left out, becomes the DICOM
+    // JSON (no copy of it).
+    let mut json_obj = obj;
+    let bulky: Vec<(Tag, VR)> = json_obj
+        .iter()
+        .filter(|e| {
+            e.tag() == tags::ICON_IMAGE_SEQUENCE
+                || (is_bulk(e.vr())
+                    && e.length()
+                        .get()
+                        .is_none_or(|l| l > JSON_INLINE_BINARY_LIMIT))
+        })
+        .map(|e| (e.tag(), e.vr()))
+        .collect();
+    for (tag, vr) in bulky {
+        json_obj.remove_element(tag);
+        // A large binary value stays as an element without a value, so that DICOMweb's
+        // metadata can point at it with a BulkDataURI.
+        if vr != VR::SQ {
+            json_obj.put(dicom_core::DataElement::empty(tag, vr));
+        }
+    }
+    record.metadata_json = dicom_json::to_string(&json_obj)
+        .map_err(|e| MetadataError::Unreadable(format!("cannot express as DICOM JSON: {e}")))?;
+
+    Ok(record)
 }
 
 /// The value bytes of a top-level element before Pixel Data, read from the head of a Part-10
