@@ -46,7 +46,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::frame::{frame_len, parse_pack_header, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_LEN};
+use crate::frame::{
+    frame_len, parse_pack_header, FRAME_HEAD_LEN, RECORD_ALIGN, SEGMENT_HEADER_BYTES,
+    SEGMENT_HEADER_LEN,
+};
 use crate::replay::ReplaySegment;
 use crate::{
     segment, BodyHash, JournalError, Position, Replay, MAX_HEADER_BYTES, MIN_SEGMENT_BYTES,
@@ -54,6 +57,7 @@ use crate::{
 
 use checkpoint::{drop_cached, write_checkpoint, CHECKPOINT_STAGED};
 pub use checkpoint::{read_checkpoint, CHECKPOINT_FILE};
+use direct::AlignedBuffer;
 pub use records::{generations, open_record, punch, records_before, PackedRecord, Punched, Walked};
 
 /// How large packs grow and what they take.
@@ -152,6 +156,9 @@ struct Shared {
     records: AtomicU64,
     syncs: AtomicU64,
     packs: AtomicU64,
+    /// Record buffers written and given back, for the next appends (at most
+    /// [`direct::KEPT_RECORD_BUFFERS`]).
+    record_buffers: Mutex<Vec<AlignedBuffer>>,
 }
 
 impl Shared {
@@ -162,6 +169,27 @@ impl Shared {
 
     fn checkpointed(&self) -> Position {
         *self.checkpointed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A buffer for a record: one given back, or a new one.
+    fn record_buffer(&self) -> AlignedBuffer {
+        let mut kept = self
+            .record_buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        kept.pop().unwrap_or_else(AlignedBuffer::new)
+    }
+
+    /// Keeps a written record's buffer for a next append, if few are kept.
+    fn give_back(&self, mut buffer: AlignedBuffer) {
+        buffer.trim();
+        let mut kept = self
+            .record_buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if kept.len() < direct::KEPT_RECORD_BUFFERS {
+            kept.push(buffer);
+        }
     }
 }
 
@@ -235,8 +263,12 @@ impl Stage for NoStage {
 }
 
 struct Append<S: Stage> {
-    header: Vec<u8>,
-    body: Vec<Bytes>,
+    /// The record as it goes into its pack, laid out by the appender: [`FRAME_HEAD_LEN`]
+    /// bytes for its frame's head (the writer fills them in once it knows the pack), its
+    /// header, its body, zeros up to the next multiple of [`RECORD_ALIGN`]. The writer writes
+    /// it as it is: copying the records of a group was its work before, in series.
+    record: AlignedBuffer,
+    header_len: usize,
     body_len: u64,
     body_hash: BodyHash,
     input: S::Input,
@@ -246,7 +278,15 @@ struct Append<S: Stage> {
 impl<S: Stage> Append<S> {
     fn frame_len(&self) -> u64 {
         // Bounded when the append was taken.
-        frame_len(self.header.len(), self.body_len).unwrap_or(u64::MAX)
+        frame_len(self.header_len, self.body_len).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes the record takes in its pack: its frame and the zeros after it.
+    fn record_len(&self) -> u64 {
+        // Frames are bounded when appended (far below u64::MAX).
+        self.frame_len()
+            .checked_next_multiple_of(RECORD_ALIGN)
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -402,6 +442,7 @@ impl<S: Stage> PackLog<S> {
             records: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             packs: AtomicU64::new(0),
+            record_buffers: Mutex::new(Vec::new()),
         });
         let lead = Arc::new(writer::Lead::new(stage));
         Ok((
@@ -438,13 +479,30 @@ impl<S: Stage> PackLog<S> {
                 body: body_len,
             });
         }
+        // Both bounded above: the record's length fits comfortably.
+        let record_len = frame_len(header.len(), body_len)
+            .and_then(|len| len.checked_next_multiple_of(RECORD_ALIGN))
+            .and_then(|len| usize::try_from(len).ok())
+            .ok_or(JournalError::TooLarge {
+                header: header.len(),
+                body: body_len,
+            })?;
+        let mut record = self.shared.record_buffer();
+        let bytes = record.bytes_mut(record_len);
+        let mut at = FRAME_HEAD_LEN;
+        for part in std::iter::once(&header[..]).chain(body.iter().map(|b| &b[..])) {
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        bytes[at..].fill(0);
+        drop(body);
         let (reply, answer) = tokio::sync::oneshot::channel();
         writer::append(
             &self.shared,
             &self.lead,
             Append {
-                header,
-                body,
+                record,
+                header_len: header.len(),
                 body_len,
                 body_hash: body_hash.into(),
                 input,

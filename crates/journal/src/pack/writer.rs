@@ -1,8 +1,9 @@
 //! Writing packs. Whoever appends while no one is writing leads: it takes every append
 //! waiting, reserves their frames in the active pack (making the next pack when it is full;
-//! each frame at a multiple of [`RECORD_ALIGN`]), copies them into one aligned buffer and
-//! writes it with one direct write per pack (`direct`), syncs once, runs the log's stage;
-//! then answers each. Appends that arrive meanwhile wait for the next group.
+//! each frame at a multiple of [`RECORD_ALIGN`](crate::frame::RECORD_ALIGN)), fills in their frames' heads and writes
+//! their records — laid out by their appenders in aligned buffers of their own — with one
+//! direct `pwritev` per pack (`direct`), syncs once, runs the log's stage; then answers each.
+//! Appends that arrive meanwhile wait for the next group.
 //!
 //! The leader is the appending task's own thread when that is a worker of a multi-threaded
 //! runtime, appends come one at a time (the last group had one) and the group is small
@@ -25,13 +26,11 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::frame::{
-    aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, RECORD_ALIGN, SEGMENT_HEADER_BYTES,
-};
+use crate::frame::{aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
 use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
-use super::direct::{open_for_writes, AlignedBuffer};
+use super::direct::{open_for_writes, write_all_at};
 use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage};
 
 /// At most this many bytes of frames are written by a leader on a runtime's worker (more go
@@ -56,7 +55,6 @@ struct Queue<S: Stage> {
 /// What only the leader touches.
 struct Core<S: Stage> {
     stage: S,
-    buffer: AlignedBuffer,
 }
 
 impl<S: Stage> Lead<S> {
@@ -67,10 +65,7 @@ impl<S: Stage> Lead<S> {
                 leading: false,
                 last_group: 0,
             }),
-            core: Mutex::new(Core {
-                stage,
-                buffer: AlignedBuffer::new(),
-            }),
+            core: Mutex::new(Core { stage }),
         }
     }
 
@@ -143,8 +138,7 @@ fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> b
         let _unwinding = Unwinding(lead);
         let mut core = lead.core.lock().unwrap_or_else(|e| e.into_inner());
         let core = &mut *core;
-        write_group(shared, group, &mut core.stage, &mut core.buffer);
-        core.buffer.trim();
+        write_group(shared, group, &mut core.stage);
     }
     let mut queue = lead.queue();
     if queue.waiting.is_empty() {
@@ -156,11 +150,11 @@ fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> b
 }
 
 struct Placed<S: Stage> {
+    /// Its record's head filled in.
     append: Append<S>,
-    head: [u8; FRAME_HEAD_LEN],
     /// Bytes it takes in its pack: its frame, then zeros up to the next multiple of
-    /// [`RECORD_ALIGN`].
-    len: u64,
+    /// [`RECORD_ALIGN`](crate::frame::RECORD_ALIGN).
+    len: usize,
     appended: Appended,
 }
 
@@ -172,35 +166,35 @@ struct Run<S: Stage> {
     records: Vec<Placed<S>>,
 }
 
-fn write_group<S: Stage>(
-    shared: &Arc<Shared>,
-    group: Vec<Append<S>>,
-    stage: &mut S,
-    buffer: &mut AlignedBuffer,
-) {
+fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mut S) {
     let mut runs: Vec<Run<S>> = Vec::new();
-    for append in group {
-        // Frames are bounded when appended (far below u64::MAX).
-        let len = append
-            .frame_len()
-            .checked_next_multiple_of(RECORD_ALIGN)
-            .unwrap_or(u64::MAX);
-        let (file, position, epoch) = match reserve(shared, len) {
+    for mut append in group {
+        let record_len = append.record_len();
+        // Laid out by `append_staged`, which checked that it fits a `usize`.
+        let Ok(len) = usize::try_from(record_len) else {
+            let _ = append.reply.send(Err(JournalError::TooLarge {
+                header: append.header_len,
+                body: append.body_len,
+            }));
+            continue;
+        };
+        let (file, position, epoch) = match reserve(shared, record_len) {
             Ok(reserved) => reserved,
             Err(e) => {
                 let _ = append.reply.send(Err(e));
                 continue;
             }
         };
+        let record = append.record.bytes_mut(len);
         let head = encode_frame_head(
             position.generation,
-            &append.header,
+            &record[FRAME_HEAD_LEN..FRAME_HEAD_LEN + append.header_len],
             append.body_len,
             &append.body_hash,
         );
+        record[..FRAME_HEAD_LEN].copy_from_slice(&head);
         let placed = Placed {
             append,
-            head,
             len,
             appended: Appended {
                 durable: PackDurable {
@@ -222,25 +216,12 @@ fn write_group<S: Stage>(
     }
     for run in runs {
         let result = (|| {
-            let total: u64 = run.records.iter().map(|p| p.len).sum();
-            let total = usize::try_from(total).map_err(io::Error::other)?;
-            let bytes = buffer.bytes_mut(total);
-            let mut at = 0;
-            for placed in &run.records {
-                let start = at;
-                let parts = std::iter::once(&placed.head[..])
-                    .chain(std::iter::once(&placed.append.header[..]))
-                    .chain(placed.append.body.iter().map(|b| &b[..]));
-                for part in parts {
-                    bytes[at..at + part.len()].copy_from_slice(part);
-                    at += part.len();
-                }
-                // `len` is the frame rounded up: it fits in `total`.
-                let end = start + placed.len as usize;
-                bytes[at..end].fill(0);
-                at = end;
-            }
-            run.file.write_all_at(bytes, run.offset)?;
+            let parts: Vec<&[u8]> = run
+                .records
+                .iter()
+                .map(|placed| placed.append.record.bytes(placed.len))
+                .collect();
+            write_all_at(&run.file, &parts, run.offset)?;
             run.file.sync_data()
         })();
         shared.syncs.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +233,7 @@ fn write_group<S: Stage>(
                 let mut inputs = Vec::with_capacity(run.records.len());
                 let mut answers = Vec::with_capacity(run.records.len());
                 for placed in run.records {
+                    shared.give_back(placed.append.record);
                     inputs.push((placed.appended.position, placed.append.input));
                     answers.push((placed.append.reply, placed.appended));
                 }
@@ -276,6 +258,7 @@ fn write_group<S: Stage>(
                 let (kind, message) = (e.kind(), e.to_string());
                 for placed in run.records {
                     drop(placed.appended);
+                    shared.give_back(placed.append.record);
                     let _ = placed.append.reply.send(Err(JournalError::Write {
                         kind,
                         message: message.clone(),
