@@ -88,8 +88,10 @@ fn drive<E>(
 
 /// Receives PDUs until the stream ends, as `crates/dimse`'s `receive` does.
 fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
+    // Room for the largest P-DATA-TF allowed before each header, as `receive` makes.
+    let read_ahead = limits.p_data as usize + PDU_HEADER_LENGTH;
     drive(data, limits, chunk, |guarded, buffer| {
-        RUNTIME.with(|rt| rt.block_on(read_pdu(guarded, buffer)))
+        RUNTIME.with(|rt| rt.block_on(read_pdu(guarded, buffer, read_ahead)))
     })
 }
 
