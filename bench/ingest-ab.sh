@@ -16,6 +16,11 @@
 #   TESTKIT=target/release/radport-testkit
 #
 # CPU per instance is the receiver's user + system time from /proc over the run.
+#
+# Each round runs A and B back to back, so the machine's drift (on the development VM the same
+# build's CPU per instance has moved by a quarter over an evening) touches both alike: the
+# last table compares them round by round — the median and range of B/A over the rounds —
+# which is what to read for a change smaller than that drift.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [[ $# -eq 4 ]] || { sed -n '2,17p' "$0"; exit 2; }
@@ -80,6 +85,11 @@ run() {
     python3 -c "print(f'{1000/($t1-$t0):.0f} {(($u1-$u0)+($s1-$s0))/$ticks:.3f}')"
 }
 
+# A first run after a pause is slow whatever the receiver (2-4x here: 159 and 577 images/s
+# against 650 and 1 191 in the rounds after it, 2026-12-05): one run of A with four senders
+# first, not counted.
+run A "$BIN_A" "$FLAGS_A" 4 >/dev/null
+
 declare -A RESULTS
 for round in $(seq "$ROUNDS"); do
     order="A B"
@@ -108,4 +118,23 @@ cpu = [float(c) for _, c in runs]
 print(f"| {mode} | {who} | {', '.join(map(str, rates))} | {statistics.median(rates):.0f} | {statistics.median(cpu):.2f} |")
 EOF
     done
+done
+
+echo
+echo "B against A in the same round (median of the rounds' ratios, min–max):"
+echo
+echo "| senders | images/s B/A | CPU per instance B/A |"
+echo "|---|---|---|"
+for mode in 1 4; do
+    python3 - "$mode" "${RESULTS[A$mode]}" "${RESULTS[B$mode]}" <<'EOF'
+import statistics, sys
+mode = sys.argv[1]
+a = [r.split(":") for r in sys.argv[2].split()]
+b = [r.split(":") for r in sys.argv[3].split()]
+rate = [int(rb) / int(ra) for (ra, _), (rb, _) in zip(a, b) if int(ra) > 0]
+cpu = [float(cb) / float(ca) for (_, ca), (_, cb) in zip(a, b) if float(ca) > 0]
+def show(values):
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})" if values else "n/a"
+print(f"| {mode} | {show(rate)} | {show(cpu)} |")
+EOF
 done
