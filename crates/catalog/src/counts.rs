@@ -359,6 +359,10 @@ pub(crate) const POSTGRES_LOCK_FOR_REBUILD: &str =
 /// queue is done).
 const POSTGRES_RECOUNT_BATCH: i64 = 2000;
 
+/// The PostgreSQL advisory lock (transaction-scoped) a fold of the kept counts holds: one fold
+/// at a time. Any key radport uses nowhere else ("rpcounts" in ASCII).
+const POSTGRES_FOLD_LOCK: i64 = 0x7270_636f_756e_7473;
+
 /// Series recounted in one pass after which the queue is analysed at once (PostgreSQL).
 const POSTGRES_REANALYZE_AFTER: u64 = 1000;
 
@@ -573,6 +577,13 @@ impl Catalog {
         match self.dialect {
             Dialect::Postgres => {
                 let mut tx = writer.begin().await?;
+                // One fold at a time, across every node: two folds deleting the rows of the same
+                // keys, each in its own order, deadlocked (40P01) in
+                // `kept_counts_under_concurrent_writers`.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(POSTGRES_FOLD_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(AssertSqlSafe(format!(
                     "WITH keys AS (SELECT DISTINCT project_key, dataset_key FROM series_counts \
                        WHERE folded = 0), \
