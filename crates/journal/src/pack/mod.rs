@@ -268,6 +268,8 @@ struct Append<S: Stage> {
     /// header, its body, zeros up to the next multiple of [`RECORD_ALIGN`]. The writer writes
     /// it as it is: copying the records of a group was its work before, in series.
     record: AlignedBuffer,
+    /// Bytes it takes in its pack: its frame and the zeros after it (checked when appended).
+    record_len: usize,
     header_len: usize,
     body_len: u64,
     body_hash: BodyHash,
@@ -279,14 +281,6 @@ impl<S: Stage> Append<S> {
     fn frame_len(&self) -> u64 {
         // Bounded when the append was taken.
         frame_len(self.header_len, self.body_len).unwrap_or(u64::MAX)
-    }
-
-    /// Bytes the record takes in its pack: its frame and the zeros after it.
-    fn record_len(&self) -> u64 {
-        // Frames are bounded when appended (far below u64::MAX).
-        self.frame_len()
-            .checked_next_multiple_of(RECORD_ALIGN)
-            .unwrap_or(u64::MAX)
     }
 }
 
@@ -502,6 +496,7 @@ impl<S: Stage> PackLog<S> {
             &self.lead,
             Append {
                 record,
+                record_len,
                 header_len: header.len(),
                 body_len,
                 body_hash: body_hash.into(),

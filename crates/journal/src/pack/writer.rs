@@ -169,16 +169,8 @@ struct Run<S: Stage> {
 fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mut S) {
     let mut runs: Vec<Run<S>> = Vec::new();
     for mut append in group {
-        let record_len = append.record_len();
-        // Laid out by `append_staged`, which checked that it fits a `usize`.
-        let Ok(len) = usize::try_from(record_len) else {
-            let _ = append.reply.send(Err(JournalError::TooLarge {
-                header: append.header_len,
-                body: append.body_len,
-            }));
-            continue;
-        };
-        let (file, position, epoch) = match reserve(shared, record_len) {
+        let len = append.record_len;
+        let (file, position, epoch) = match reserve(shared, len as u64) {
             Ok(reserved) => reserved,
             Err(e) => {
                 let _ = append.reply.send(Err(e));
