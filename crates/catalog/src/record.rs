@@ -284,6 +284,7 @@ const SQL_SQLITE_NEW_INSTANCE: &str = concat!(
 pub(crate) mod committer;
 mod group;
 pub(crate) mod recorder;
+mod repeats;
 
 /// Why one attempt of the transaction failed.
 enum Attempt {

@@ -747,3 +747,80 @@ async fn sqlite_committer_records_new_instances_and_leaves_the_rest_to_the_caref
     let memory = Catalog::connect("sqlite::memory:").await.expect("memory");
     assert_eq!(memory.committer_recorded(), None);
 }
+
+/// SQLite on a file: the committer's recorder leaves out a group's statements that would
+/// change nothing (the same dataset, patient, study, series attributes and memberships as its
+/// last groups), but only while no other connection has written: after the scheduler took a
+/// series' arrival, a project removed it and an erasure, the next instance of the series puts
+/// back exactly what recording it first would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_recorder_leaves_out_repeats_only_while_nothing_else_wrote() {
+    use radport_catalog::JobKind;
+    let db = SqliteDb::new();
+    let c = Catalog::connect(&db.url).await.expect("connect");
+    c.create_project("p").await.expect("create");
+    let kinds = [JobKind::Thumbnail];
+    let mut next = 0;
+    let mut one_more = |c: Catalog| {
+        next += 1;
+        let r = rec("21", "21.1", &format!("21.1.{next}"));
+        async move { record(&c, &r, &route("p", "d"), DuplicatePolicy::KeepFirst).await }
+    };
+    for _ in 0..3 {
+        assert_eq!(one_more(c.clone()).await, RecordOutcome::Stored);
+    }
+    // The scheduler takes the series' arrival: not pending any more.
+    let scheduled = c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule");
+    assert_eq!(scheduled, ["21.1"]);
+    assert!(c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule")
+        .is_empty());
+    // A new instance makes it pending again (the attribute update ran, not left out).
+    assert_eq!(one_more(c.clone()).await, RecordOutcome::Stored);
+    let scheduled = c
+        .schedule_stable_series(Duration::ZERO, &kinds, 3)
+        .await
+        .expect("schedule");
+    assert_eq!(scheduled, ["21.1"], "pending again after a new instance");
+
+    // Out of its project, then a new instance: back in it.
+    assert!(c.remove_series_from_project("21.1", "p").await.unwrap());
+    assert_eq!(
+        c.get_series("21.1").await.unwrap().unwrap().projects,
+        ["admin"]
+    );
+    assert_eq!(one_more(c.clone()).await, RecordOutcome::Stored);
+    let detail = c.get_series("21.1").await.unwrap().unwrap();
+    assert_eq!(detail.projects, ["admin", "p"]);
+    assert_eq!(detail.series.instance_count, 5);
+
+    // Erased with its study, patient and dataset rows' series; then a new instance: the
+    // series, its study and its memberships are there again, as at first.
+    c.erase_series(&["21.1".to_string()]).await.expect("erase");
+    assert!(c.get_series("21.1").await.unwrap().is_none());
+    assert_eq!(one_more(c.clone()).await, RecordOutcome::Stored);
+    let detail = c.get_series("21.1").await.unwrap().unwrap();
+    assert_eq!(detail.projects, ["admin", "p"]);
+    assert_eq!(detail.series.datasets, ["d"]);
+    assert_eq!(detail.series.instance_count, 1);
+    assert_eq!(detail.series.patient_id.as_deref(), Some("PID-1"));
+    assert_eq!(detail.series.modality.as_deref(), Some("CT"));
+    let found = c
+        .list_series(
+            "p",
+            &SeriesFilter {
+                q: Some("PID-1".into()),
+                ..all()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.total, 1, "search text written again");
+    assert!(c.committer_recorded().unwrap() >= 6, "by the recorder");
+    c.close().await;
+}
