@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use radport_archive::{Archive, Checksummer, Digest, StoredObject};
 use radport_catalog::{Durability, Route};
+use radport_journal::pack::PackRecord;
 use radport_journal::{BodyHash, Journal, Recovered, Replay};
 
 use crate::journal_record::RecordHeader;
@@ -59,21 +60,39 @@ pub(crate) struct Behind {
     written: Arc<Mutex<Vec<String>>>,
 }
 
-/// An instance held for the journal as it arrives: the chunks as they came and their hash.
+/// An instance held for the journal or the packs as it arrives, with its hash.
 pub(crate) struct Held {
     archive: Archive,
     key: String,
-    chunks: Vec<Bytes>,
+    body: HeldBody,
     hasher: Checksummer,
     size: u64,
 }
 
+/// How a [`Held`] instance's bytes are kept.
+pub(crate) enum HeldBody {
+    /// The chunks as they came (for the ring journal, which writes them beside the file).
+    Chunks(Vec<Bytes>),
+    /// Copied as they come into the pack record they go into (its header already placed),
+    /// so that the chunks go back to the receiver at once and nothing is copied at the end.
+    Record(PackRecord),
+}
+
 impl Held {
     pub(crate) fn new(archive: Archive, key: String) -> Self {
+        Self::with_body(archive, key, HeldBody::Chunks(Vec::new()))
+    }
+
+    /// Held in `record` as it arrives.
+    pub(crate) fn into_record(archive: Archive, key: String, record: PackRecord) -> Self {
+        Self::with_body(archive, key, HeldBody::Record(record))
+    }
+
+    fn with_body(archive: Archive, key: String, body: HeldBody) -> Self {
         Self {
             archive,
             key,
-            chunks: Vec::new(),
+            body,
             hasher: Checksummer::new(),
             size: 0,
         }
@@ -83,14 +102,26 @@ impl Held {
     /// the key and every chunk so far, to be written to the archive instead.
     pub(crate) fn take(&mut self, bytes: Bytes) -> Option<(Archive, String, Vec<Bytes>)> {
         let size = self.size.saturating_add(bytes.len() as u64);
-        if size > JOURNALED_MAX_BYTES {
-            let mut chunks = std::mem::take(&mut self.chunks);
+        let kept = size <= JOURNALED_MAX_BYTES
+            && match &mut self.body {
+                HeldBody::Chunks(_) => true,
+                // The log takes bodies of JOURNALED_MAX_BYTES (`with_packs`).
+                HeldBody::Record(record) => record.extend(&bytes).is_ok(),
+            };
+        if !kept {
+            let mut chunks = match std::mem::replace(&mut self.body, HeldBody::Chunks(Vec::new())) {
+                HeldBody::Chunks(chunks) => chunks,
+                // Past the packs' limit: a copy, once, for a large instance.
+                HeldBody::Record(record) => vec![Bytes::copy_from_slice(record.body())],
+            };
             chunks.push(bytes);
             return Some((self.archive.clone(), self.key.clone(), chunks));
         }
         self.hasher.update(&bytes);
         self.size = size;
-        self.chunks.push(bytes);
+        if let HeldBody::Chunks(chunks) = &mut self.body {
+            chunks.push(bytes);
+        }
         None
     }
 
@@ -98,9 +129,14 @@ impl Held {
         self.size
     }
 
-    /// The chunks, their checksum and their size.
-    pub(crate) fn into_parts(self) -> (Vec<Bytes>, Digest, u64) {
-        (self.chunks, self.hasher.finish(), self.size)
+    /// Whether it is held in a pack record.
+    pub(crate) fn is_record(&self) -> bool {
+        matches!(self.body, HeldBody::Record(_))
+    }
+
+    /// The bytes, their checksum and their size.
+    pub(crate) fn into_parts(self) -> (HeldBody, Digest, u64) {
+        (self.body, self.hasher.finish(), self.size)
     }
 }
 
@@ -167,11 +203,15 @@ impl Ingestor {
         };
         let Held {
             key,
-            chunks,
+            body,
             hasher,
             size,
             ..
         } = held;
+        let chunks = match body {
+            HeldBody::Chunks(chunks) => chunks,
+            HeldBody::Record(record) => vec![Bytes::copy_from_slice(record.body())],
+        };
         let hash = hasher.finish();
         let stored = StoredObject {
             key,

@@ -228,33 +228,50 @@ impl IncomingInstance {
     /// copied).
     pub async fn write(&mut self, bytes: impl Into<Bytes>) -> Result<(), IngestError> {
         let bytes = bytes.into();
-        if self.head_len < HEAD_LIMIT && !bytes.is_empty() {
-            let take = (HEAD_LIMIT - self.head_len).min(bytes.len());
-            self.head.push(bytes.slice(..take));
-            self.head_len += take;
+        // Into packs the bytes are copied as they come: the head is read from there.
+        let keeps_head = !matches!(&self.sink, Sink::Held(held) if held.is_record());
+        if keeps_head {
+            self.keep_head(&bytes);
         }
         let written = match &mut self.sink {
             Sink::Archive(writer) => writer.write_owned(bytes).await,
             Sink::Held(held) => match held.take(bytes) {
                 None => Ok(()),
                 // Too large for the journal: into the archive, what came so far first.
-                Some((archive, key, chunks)) => match archive.writer(&key) {
-                    Ok(mut writer) => {
-                        let mut result = Ok(());
-                        for chunk in chunks {
-                            result = writer.write_owned(chunk).await;
-                            if result.is_err() {
-                                break;
-                            }
+                Some((archive, key, chunks)) => {
+                    if !keeps_head {
+                        // Held in a pack record so far: the head is what it held.
+                        for chunk in &chunks {
+                            self.keep_head(chunk);
                         }
-                        self.sink = Sink::Archive(writer);
-                        result
                     }
-                    Err(e) => Err(e),
-                },
+                    match archive.writer(&key) {
+                        Ok(mut writer) => {
+                            let mut result = Ok(());
+                            for chunk in chunks {
+                                result = writer.write_owned(chunk).await;
+                                if result.is_err() {
+                                    break;
+                                }
+                            }
+                            self.sink = Sink::Archive(writer);
+                            result
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             },
         };
         written.map_err(|e| refused(channel_of(&self.source), e.into()))
+    }
+
+    /// Keeps what `bytes` adds to the first [`HEAD_LIMIT`] bytes (shared, not copied).
+    fn keep_head(&mut self, bytes: &Bytes) {
+        if self.head_len < HEAD_LIMIT && !bytes.is_empty() {
+            let take = (HEAD_LIMIT - self.head_len).min(bytes.len());
+            self.head.push(bytes.slice(..take));
+            self.head_len += take;
+        }
     }
 
     /// Bytes received so far (file meta included).
@@ -275,6 +292,25 @@ impl IncomingInstance {
 
 /// Reads the attributes from the head chunks: from their first [`QUICK_HEAD_LIMIT`] bytes,
 /// then, if the attributes go on, from all of them.
+/// [`extract_record_from_head`] for an instance's first bytes in one piece (no copy).
+fn extract_record_from_bytes(
+    bytes: &[u8],
+    file_size: u64,
+) -> Result<radport_catalog::InstanceRecord, MetadataError> {
+    let mut tried = 0;
+    for limit in [QUICK_HEAD_LIMIT, HEAD_LIMIT] {
+        let len = bytes.len().min(limit);
+        if len <= tried {
+            break;
+        }
+        match extract_record(&bytes[..len], file_size) {
+            Err(MetadataError::NeedMoreBytes) => tried = len,
+            other => return other,
+        }
+    }
+    Err(MetadataError::NeedMoreBytes)
+}
+
 fn extract_record_from_head(
     head: &[Bytes],
     file_size: u64,
@@ -401,7 +437,15 @@ impl Ingestor {
         meta.write(&mut prologue)
             .map_err(|e| IngestError::Malformed(format!("cannot write file meta group: {e}")))?;
         let key = object_key_for_new_instance();
-        let sink = if self.journal.is_some() || self.packs.is_some() {
+        let sink = if let Some(packs) = &self.packs {
+            let header = self.pack_header(&route, &source, &announced)?;
+            let record = packs.log().record(&header)?;
+            Sink::Held(journaled::Held::into_record(
+                self.archive.clone(),
+                key,
+                record,
+            ))
+        } else if self.journal.is_some() {
             Sink::Held(journaled::Held::new(self.archive.clone(), key))
         } else {
             Sink::Archive(self.archive.writer(&key)?)

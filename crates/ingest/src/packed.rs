@@ -35,10 +35,10 @@ use radport_journal::pack::{PackConfig, PackLog, Stage};
 use radport_journal::{JournalError, Position, Recovered, Replay};
 
 use crate::journal_record::RecordHeader;
-use crate::journaled::{Held, Recovery};
+use crate::journaled::{Held, HeldBody, Recovery};
 use crate::{
-    extract_record, extract_record_from_head, fill_record, Announced, Disposition, IngestError,
-    IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
+    extract_record, extract_record_from_bytes, extract_record_from_head, fill_record, Announced,
+    Disposition, IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
 };
 
 /// At most this many unreferenced records wait for a checkpoint to be punched (beyond, they
@@ -185,24 +185,16 @@ impl Ingestor {
         source: String,
         announced: Announced,
     ) -> Result<(IngestOutcome, u64), IngestError> {
-        let (chunks, hash, size) = held.into_parts();
-        let mut record = match extract_record_from_head(head, size) {
+        let (body, hash, size) = held.into_parts();
+        let attributes = match &body {
+            HeldBody::Record(laid_out) => extract_record_from_bytes(laid_out.body(), size),
+            HeldBody::Chunks(_) => extract_record_from_head(head, size),
+        };
+        let mut record = match attributes {
             Ok(record) => record,
             // The whole instance is in the head: its attributes do not end.
             Err(e) => return Err(IngestError::Malformed(e.to_string())),
         };
-        let header = RecordHeader {
-            route: route.clone(),
-            source: source.clone(),
-            policy: self.policy,
-            // The record's position is its key.
-            object_key: String::new(),
-            sop_class_uid: announced.sop_class_uid.clone(),
-            sop_instance_uid: announced.sop_instance_uid.clone(),
-            transfer_syntax_uid: announced.transfer_syntax_uid.clone(),
-        }
-        .encode()
-        .ok_or_else(|| IngestError::Malformed("an identifier too long to journal".into()))?;
 
         // The key is the record's position: the pack writer's stage sets it.
         let stored = StoredObject {
@@ -210,20 +202,29 @@ impl Ingestor {
             size,
             checksum: radport_archive::checksum_of(&hash),
         };
+        // Laid out with its header as it arrived (`begin`), or not (then the header now).
+        let chunks = match body {
+            HeldBody::Record(laid_out) => Err(laid_out),
+            HeldBody::Chunks(chunks) => {
+                Ok((self.pack_header(&route, &source, &announced)?, chunks))
+            }
+        };
         fill_record(&mut record, &announced, &stored, source);
         let started = Instant::now();
-        let (appended, staged) = packs
-            .log
-            .append_staged(
-                header,
-                chunks,
-                crate::journaled::body_hash(&hash),
-                StagedInstance {
-                    record,
-                    route: route.clone(),
-                },
-            )
-            .await?;
+        let body_hash = crate::journaled::body_hash(&hash);
+        let input = StagedInstance {
+            record,
+            route: route.clone(),
+        };
+        let (appended, staged) = match chunks {
+            Err(laid_out) => packs.log.append_record(laid_out, body_hash, input).await?,
+            Ok((header, chunks)) => {
+                packs
+                    .log
+                    .append_staged(header, chunks, body_hash, input)
+                    .await?
+            }
+        };
         // Recorded by the stage, its catalog time is part of this.
         let store_time = started.elapsed();
         let record = staged.record;
@@ -246,6 +247,26 @@ impl Ingestor {
             },
             size,
         ))
+    }
+
+    /// The header of an instance's pack record (the record's position is its key).
+    pub(crate) fn pack_header(
+        &self,
+        route: &Route,
+        source: &str,
+        announced: &Announced,
+    ) -> Result<Vec<u8>, IngestError> {
+        RecordHeader {
+            route: route.clone(),
+            source: source.to_string(),
+            policy: self.policy,
+            object_key: String::new(),
+            sop_class_uid: announced.sop_class_uid.clone(),
+            sop_instance_uid: announced.sop_instance_uid.clone(),
+            transfer_syntax_uid: announced.transfer_syntax_uid.clone(),
+        }
+        .encode()
+        .ok_or_else(|| IngestError::Malformed("an identifier too long to journal".into()))
     }
 
     /// [`Ingestor::recover`] for packs: every record after the checkpoint that the catalog
@@ -514,6 +535,45 @@ mod tests {
         drop(ingestor);
         let (ingestor, replay) = s.ingestor();
         assert_eq!(ingestor.recover(replay).await.unwrap().records, 0);
+    }
+
+    /// An instance held in its pack record as it arrives, until it outgrows what packs take:
+    /// then it goes into the archive as a file of its own, whole, its attributes read from
+    /// what the record held.
+    #[tokio::test]
+    async fn an_instance_outgrowing_its_pack_record_goes_whole_into_the_archive() {
+        let s = setup().await;
+        // 1024² of 16 bits: 2 MiB, beyond JOURNALED_MAX_BYTES.
+        let files = series(s.dir.path(), "54", 1, 1024);
+        let file = &files[0];
+        assert!(file.len() as u64 > JOURNALED_MAX_BYTES);
+        let (ingestor, replay) = s.ingestor();
+        ingestor.recover(replay).await.unwrap();
+        let (announced, offset) = crate::metadata::read_file_meta(file).unwrap();
+        let mut incoming = ingestor
+            .begin(route(), "test".into(), announced)
+            .await
+            .unwrap();
+        // In pieces of 300 kB: the first few held in the record, then the archive.
+        for piece in file[offset..].chunks(300_000) {
+            incoming
+                .write(bytes::Bytes::copy_from_slice(piece))
+                .await
+                .unwrap();
+        }
+        let outcome = ingestor.finish(incoming).await.unwrap();
+        assert_eq!(outcome.disposition, Disposition::Stored);
+        assert_eq!(ingestor.pack_log().unwrap().stats().records, 0);
+        let rows = s.rows(&outcome.series_instance_uid).await;
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert!(keys::parse_packed(&row.object_key).is_none());
+        let bytes = s.archive.get(&row.object_key).await.unwrap();
+        assert_eq!(&bytes[128..132], b"DICM");
+        assert!(bytes.ends_with(&file[offset..]));
+        assert_eq!(row.checksum, radport_archive::checksum(&bytes));
+        assert_eq!(row.size, bytes.len() as i64);
+        assert_eq!((row.rows, row.columns), (Some(1024), Some(1024)));
     }
 
     #[tokio::test]

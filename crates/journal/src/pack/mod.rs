@@ -328,6 +328,63 @@ impl PackLog {
     }
 }
 
+/// A record laid out as its body arrives, for [`PackLog::append_record`]: its header placed
+/// when it is made ([`PackLog::record`]), each piece of its body copied in as it comes, into
+/// the aligned buffer the pack is written from (so that appending copies nothing, and each
+/// piece is copied while it is still in the processor's cache).
+#[derive(Debug)]
+pub struct PackRecord {
+    buffer: AlignedBuffer,
+    header_len: usize,
+    /// At most `max_body`.
+    body_len: u64,
+    max_body: u64,
+}
+
+/// A [`PackRecord`]'s body would grow past the pack log's largest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a record's body would grow past {max} bytes")]
+pub struct BodyTooLarge {
+    /// The largest body the pack log takes.
+    pub max: u64,
+}
+
+impl PackRecord {
+    /// Copies `bytes` in after the body so far; refused (the record unchanged) if the body
+    /// would outgrow the log's largest.
+    pub fn extend(&mut self, bytes: &[u8]) -> Result<(), BodyTooLarge> {
+        let body_len = u64::try_from(bytes.len())
+            .ok()
+            .and_then(|len| self.body_len.checked_add(len))
+            .filter(|&len| len <= self.max_body)
+            .ok_or(BodyTooLarge { max: self.max_body })?;
+        // The largest record's length is a `usize` ([`PackLog::record`]).
+        let start = FRAME_HEAD_LEN + self.header_len + self.body_len as usize;
+        self.buffer.bytes_mut(start + bytes.len())[start..].copy_from_slice(bytes);
+        self.body_len = body_len;
+        Ok(())
+    }
+
+    /// The body so far.
+    pub fn body(&self) -> &[u8] {
+        let start = FRAME_HEAD_LEN + self.header_len;
+        &self.buffer.bytes(start + self.body_len as usize)[start..]
+    }
+
+    /// Its body's length.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+}
+
+/// Where a laid-out record's parts end in its buffer.
+struct LaidOut {
+    /// The record's length, zeros to the next multiple of [`RECORD_ALIGN`] included.
+    record_len: usize,
+    header_len: usize,
+    body_len: u64,
+}
+
 impl<S: Stage> PackLog<S> {
     /// Opens the packs in `dir` (which must exist and whose name must be durable) and returns
     /// the records after the last checkpoint, to be applied again before anything else. The
@@ -455,6 +512,59 @@ impl<S: Stage> PackLog<S> {
         self.shared.config.max_body_bytes
     }
 
+    /// A record with `header`, to be given its body piece by piece as it arrives
+    /// ([`PackRecord::extend`]) and appended with [`PackLog::append_record`].
+    pub fn record(&self, header: &[u8]) -> Result<PackRecord, JournalError> {
+        let max_body = self.shared.config.max_body_bytes;
+        let too_large = JournalError::TooLarge {
+            header: header.len(),
+            body: max_body,
+        };
+        if header.len() > MAX_HEADER_BYTES {
+            return Err(too_large);
+        }
+        // The largest record must have a length in memory: then every smaller one has.
+        frame_len(header.len(), max_body)
+            .and_then(|len| len.checked_next_multiple_of(RECORD_ALIGN))
+            .and_then(|len| usize::try_from(len).ok())
+            .ok_or(too_large)?;
+        let mut buffer = self.shared.record_buffer();
+        let end = FRAME_HEAD_LEN + header.len();
+        buffer.bytes_mut(end)[FRAME_HEAD_LEN..].copy_from_slice(header);
+        Ok(PackRecord {
+            buffer,
+            header_len: header.len(),
+            body_len: 0,
+            max_body,
+        })
+    }
+
+    /// [`PackLog::append_staged`] for a record laid out as its body arrived.
+    pub async fn append_record(
+        &self,
+        record: PackRecord,
+        body_hash: impl Into<BodyHash>,
+        input: S::Input,
+    ) -> Result<(Appended, S::Output), JournalError> {
+        let PackRecord {
+            mut buffer,
+            header_len,
+            body_len,
+            max_body: _,
+        } = record;
+        // Within the largest record's length, which [`PackLog::record`] checked.
+        let frame_end = FRAME_HEAD_LEN + header_len + body_len as usize;
+        let record_len = frame_end.next_multiple_of(RECORD_ALIGN as usize);
+        buffer.bytes_mut(record_len)[frame_end..].fill(0);
+        let laid_out = LaidOut {
+            record_len,
+            header_len,
+            body_len,
+        };
+        self.append_laid_out(buffer, laid_out, body_hash.into(), input)
+            .await
+    }
+
     /// Appends a record and returns once it is durable and the stage has run for it, with
     /// where it is and the stage's output. `body_hash` is the hash of the body's bytes
     /// ([`BodyHash`]; replay checks it). A record that could not be written is not handed to
@@ -490,6 +600,29 @@ impl<S: Stage> PackLog<S> {
         }
         bytes[at..].fill(0);
         drop(body);
+        let laid_out = LaidOut {
+            record_len,
+            header_len: header.len(),
+            body_len,
+        };
+        self.append_laid_out(record, laid_out, body_hash.into(), input)
+            .await
+    }
+
+    /// Queues a record laid out in its buffer (room for the frame's head, header, body,
+    /// zeros up to the next multiple of [`RECORD_ALIGN`]) and waits for its answer.
+    async fn append_laid_out(
+        &self,
+        record: AlignedBuffer,
+        laid_out: LaidOut,
+        body_hash: BodyHash,
+        input: S::Input,
+    ) -> Result<(Appended, S::Output), JournalError> {
+        let LaidOut {
+            record_len,
+            header_len,
+            body_len,
+        } = laid_out;
         let (reply, answer) = tokio::sync::oneshot::channel();
         writer::append(
             &self.shared,
@@ -497,9 +630,9 @@ impl<S: Stage> PackLog<S> {
             Append {
                 record,
                 record_len,
-                header_len: header.len(),
+                header_len,
                 body_len,
-                body_hash: body_hash.into(),
+                body_hash,
                 input,
                 reply,
             },

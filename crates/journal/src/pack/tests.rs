@@ -547,3 +547,69 @@ async fn records_with_xxh3_body_hashes_are_read_and_replayed() {
     let headers: Vec<Vec<u8>> = replayed.into_iter().map(|(_, header)| header).collect();
     assert_eq!(headers, [vec![1; 3], vec![8; 3]]);
 }
+
+/// A record laid out piece by piece as its body arrives is the record `append` writes: read
+/// back and replayed the same, beside appended ones; a body past the log's largest is refused
+/// piece by piece, leaving the record as it was.
+#[tokio::test]
+async fn a_record_laid_out_as_it_arrives_is_written_and_replayed_as_an_appended_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let mut positions = Vec::new();
+    for seed in 0..6u8 {
+        if seed % 2 == 0 {
+            positions.push(append(&log, seed, 40_000 + seed as usize).await.position);
+            continue;
+        }
+        let expected: Vec<u8> = body(seed, 40_000 + seed as usize).concat();
+        let mut record = log.record(&[seed; 3]).unwrap();
+        let mut hasher = blake3::Hasher::new();
+        // In uneven pieces, one of them empty.
+        for piece in [
+            &expected[..1],
+            &expected[1..1],
+            &expected[1..4097],
+            &expected[4097..],
+        ] {
+            record.extend(piece).unwrap();
+            hasher.update(piece);
+        }
+        assert_eq!(record.body(), &expected[..]);
+        assert_eq!(record.body_len(), expected.len() as u64);
+        let (appended, ()) = log
+            .append_record(record, hasher.finalize(), ())
+            .await
+            .unwrap();
+        positions.push(appended.position);
+    }
+    for (seed, position) in positions.iter().enumerate() {
+        let expected: Vec<u8> = body(seed as u8, 40_000 + seed).concat();
+        assert_eq!(
+            read_body(dir.path(), *position).unwrap(),
+            expected,
+            "{seed}"
+        );
+    }
+    drop(log);
+    let (reopened, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let headers: Vec<Vec<u8>> = replayed(&mut replay).into_iter().map(|(_, h)| h).collect();
+    let expected: Vec<Vec<u8>> = (0..6u8).map(|seed| vec![seed; 3]).collect();
+    assert_eq!(headers, expected);
+
+    let mut record = reopened.record(b"big").unwrap();
+    record
+        .extend(&vec![1u8; SMALL.max_body_bytes as usize - 1])
+        .unwrap();
+    assert_eq!(
+        record.extend(&[2, 3]),
+        Err(BodyTooLarge {
+            max: SMALL.max_body_bytes
+        })
+    );
+    assert_eq!(record.body_len(), SMALL.max_body_bytes - 1);
+    record.extend(&[4]).unwrap();
+    assert!(matches!(
+        reopened.record(&vec![0u8; MAX_HEADER_BYTES + 1]),
+        Err(JournalError::TooLarge { .. })
+    ));
+}
