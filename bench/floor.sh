@@ -17,6 +17,8 @@
 #   FLOOR_MODES="cache direct stream"
 #   FLOOR_MESSAGES=1000            messages per run (split among the senders)
 #   FLOOR_BYTES=525000             message size (a 512x512 16-bit CT slice and its attributes)
+#   FLOOR_TURN_US, FLOOR_CHUNK_US  senders pause this long before each message and after each
+#                                  128 KiB (unset: they do not; 150 and 60 come near dcmsend)
 #   BENCH_NO_BUILD=1               use target/release/radport-bench-floor as it is
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -13,6 +13,10 @@
 //! - `stream`: the same, but writes each 128 KiB of the message as soon as it has arrived, so
 //!   that the disk works while the rest arrives; only the tail and the sync follow the end.
 //!
+//! `FLOOR_TURN_US` and `FLOOR_CHUNK_US` make the senders pause before each message and after
+//! each 128 KiB (microseconds; sleeps, so at least that), as slow as dcmsend is between
+//! instances and while it reads and encodes one.
+//!
 //! It prints messages per second, p50/p99 latency and the receiver threads' CPU per message.
 //! Not part of the product; bench/floor.sh runs it in every mode.
 //!
@@ -203,11 +207,26 @@ fn send(port: u16, messages: usize, payload: Arc<Vec<u8>>) -> anyhow::Result<Vec
     let mut latencies = Vec::with_capacity(messages);
     let length = u32::try_from(payload.len())?.to_be_bytes();
     let mut answer = [0u8; 1];
+    // A sender as slow as dcmsend: a pause before each message (its turn) and after each
+    // chunk (its reading and encoding).
+    let pause = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_micros)
+    };
+    let (turn, per_chunk) = (pause("FLOOR_TURN_US"), pause("FLOOR_CHUNK_US"));
     for _ in 0..messages {
         let start = Instant::now();
+        if let Some(turn) = turn {
+            std::thread::sleep(turn);
+        }
         socket.write_all(&length)?;
         for chunk in payload.chunks(CHUNK) {
             socket.write_all(chunk)?;
+            if let Some(per_chunk) = per_chunk {
+                std::thread::sleep(per_chunk);
+            }
         }
         socket.read_exact(&mut answer)?;
         latencies.push(start.elapsed());
