@@ -134,6 +134,14 @@ impl Held {
         matches!(self.body, HeldBody::Record(_))
     }
 
+    /// What a pack record holds so far.
+    pub(crate) fn record_body(&self) -> Option<&[u8]> {
+        match &self.body {
+            HeldBody::Record(record) => Some(record.body()),
+            HeldBody::Chunks(_) => None,
+        }
+    }
+
     /// The bytes, their checksum and their size.
     pub(crate) fn into_parts(self) -> (HeldBody, Digest, u64) {
         (self.body, self.hasher.finish(), self.size)

@@ -216,8 +216,7 @@ enum Sink {
 pub struct IncomingInstance {
     sink: Sink,
     /// The first [`HEAD_LIMIT`] bytes, as the chunks they arrived in (shared, not copied).
-    head: Vec<Bytes>,
-    head_len: usize,
+    head: Head,
     route: Route,
     source: String,
     announced: Announced,
@@ -231,7 +230,7 @@ impl IncomingInstance {
         // Into packs the bytes are copied as they come: the head is read from there.
         let keeps_head = !matches!(&self.sink, Sink::Held(held) if held.is_record());
         if keeps_head {
-            self.keep_head(&bytes);
+            self.head.keep(&bytes);
         }
         let written = match &mut self.sink {
             Sink::Archive(writer) => writer.write_owned(bytes).await,
@@ -242,7 +241,7 @@ impl IncomingInstance {
                     if !keeps_head {
                         // Held in a pack record so far: the head is what it held.
                         for chunk in &chunks {
-                            self.keep_head(chunk);
+                            self.head.keep(chunk);
                         }
                     }
                     match archive.writer(&key) {
@@ -262,16 +261,14 @@ impl IncomingInstance {
                 }
             },
         };
-        written.map_err(|e| refused(channel_of(&self.source), e.into()))
-    }
-
-    /// Keeps what `bytes` adds to the first [`HEAD_LIMIT`] bytes (shared, not copied).
-    fn keep_head(&mut self, bytes: &Bytes) {
-        if self.head_len < HEAD_LIMIT && !bytes.is_empty() {
-            let take = (HEAD_LIMIT - self.head_len).min(bytes.len());
-            self.head.push(bytes.slice(..take));
-            self.head_len += take;
+        if written.is_ok() {
+            if let Sink::Held(held) = &self.sink {
+                if let Some(body) = held.record_body() {
+                    self.head.early.try_read(body);
+                }
+            }
         }
+        written.map_err(|e| refused(channel_of(&self.source), e.into()))
     }
 
     /// Bytes received so far (file meta included).
@@ -292,6 +289,64 @@ impl IncomingInstance {
 
 /// Reads the attributes from the head chunks: from their first [`QUICK_HEAD_LIMIT`] bytes,
 /// then, if the attributes go on, from all of them.
+/// The head of an instance's bytes, to read its attributes from: its first [`HEAD_LIMIT`]
+/// bytes as the chunks they arrived in (shared, not copied) — or, into packs, where the
+/// record holds them, the attributes read early.
+#[derive(Default)]
+struct Head {
+    chunks: Vec<Bytes>,
+    len: usize,
+    early: EarlyAttributes,
+}
+
+impl Head {
+    /// Keeps what `bytes` adds to the first [`HEAD_LIMIT`] bytes.
+    fn keep(&mut self, bytes: &Bytes) {
+        if self.len < HEAD_LIMIT && !bytes.is_empty() {
+            let take = (HEAD_LIMIT - self.len).min(bytes.len());
+            self.chunks.push(bytes.slice(..take));
+            self.len += take;
+        }
+    }
+}
+
+/// An instance's attributes read from its first bytes while the rest still arrives, so that
+/// the parse is not between its last data and its answer (it was 8 % of the receiver's CPU,
+/// all of it there with one sender). Tried as the bytes held grow (each time they have
+/// doubled, up to [`HEAD_LIMIT`]); taken at the end only if the whole instance's size checks
+/// the same prefix as [`extract_record`] would have ([`metadata::confirm_early`]), else read
+/// again there as before.
+#[derive(Default)]
+struct EarlyAttributes {
+    /// The attributes and the length of the prefix they were read from.
+    read: Option<(radport_catalog::InstanceRecord, usize)>,
+    /// Held bytes at which to try next (0: at once; `usize::MAX`: no more).
+    next_try: usize,
+}
+
+impl EarlyAttributes {
+    /// Smallest prefix worth a try.
+    const FIRST_TRY: usize = 4096;
+
+    fn try_read(&mut self, body: &[u8]) {
+        if self.read.is_some() || body.len() < self.next_try.max(Self::FIRST_TRY) {
+            return;
+        }
+        let prefix = &body[..body.len().min(HEAD_LIMIT)];
+        match metadata::extract_record_early(prefix) {
+            Some(record) => self.read = Some((record, prefix.len())),
+            None if prefix.len() == HEAD_LIMIT => self.next_try = usize::MAX,
+            None => self.next_try = prefix.len().saturating_mul(2),
+        }
+    }
+
+    /// The attributes read early, if `body` (the whole instance) confirms them.
+    fn take(&mut self, body: &[u8]) -> Option<radport_catalog::InstanceRecord> {
+        let (record, prefix_len) = self.read.take()?;
+        metadata::confirm_early(body, prefix_len).then_some(record)
+    }
+}
+
 /// [`extract_record_from_head`] for an instance's first bytes in one piece (no copy).
 fn extract_record_from_bytes(
     bytes: &[u8],
@@ -452,8 +507,7 @@ impl Ingestor {
         };
         let mut incoming = IncomingInstance {
             sink,
-            head: Vec::new(),
-            head_len: 0,
+            head: Head::default(),
             route,
             source,
             announced,
@@ -485,8 +539,7 @@ impl Ingestor {
     ) -> Result<(IngestOutcome, u64), IngestError> {
         let IncomingInstance {
             sink,
-            head,
-            head_len: _,
+            mut head,
             route,
             source,
             announced,
@@ -496,18 +549,18 @@ impl Ingestor {
             Sink::Held(held) => {
                 if let Some(packs) = &self.packs {
                     return self
-                        .finish_packed(packs, held, &head, route, source, announced)
+                        .finish_packed(packs, held, &mut head, route, source, announced)
                         .await;
                 }
                 return self
-                    .finish_journaled(held, &head, route, source, announced)
+                    .finish_journaled(held, &head.chunks, route, source, announced)
                     .await;
             }
         };
         let started = std::time::Instant::now();
         let stored = writer.finish().await?;
         let store_time = started.elapsed();
-        let record = match extract_record_from_head(&head, stored.size) {
+        let record = match extract_record_from_head(&head.chunks, stored.size) {
             Ok(r) => Ok(r),
             Err(MetadataError::NeedMoreBytes) => {
                 match self.archive.get_prefix(&stored.key, SLOW_HEAD_LIMIT).await {

@@ -253,6 +253,28 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
     Ok(record)
 }
 
+/// [`extract_record`] on the first bytes of a Part-10 file still arriving (its size unknown):
+/// the attributes once `prefix` reaches Pixel Data (or a later top-level tag, or what would
+/// be the end); `None` while more is needed, and on any error (the whole file decides then).
+pub fn extract_record_early(prefix: &[u8]) -> Option<InstanceRecord> {
+    // Any size past the prefix: a length reaching past it asks for more, never errs.
+    extract_record(prefix, u64::MAX).ok()
+}
+
+/// Whether attributes read by [`extract_record_early`] from the first `prefix_len` bytes of
+/// `file` (the whole Part-10 file, now arrived) are what [`extract_record`] reads from that
+/// prefix: the prefix checks against the file's real size (a length reaching past the file
+/// is malformed). The parse itself does not depend on the size.
+pub fn confirm_early(file: &[u8], prefix_len: usize) -> bool {
+    let Some(prefix) = file.get(128..prefix_len) else {
+        return false;
+    };
+    matches!(
+        prescan::check_head(prefix, file.len() as u64 - 128),
+        HeadCheck::Ok(_)
+    )
+}
+
 /// The value bytes of a top-level element before Pixel Data, read from the head of a Part-10
 /// file (preamble included) of `file_size` bytes, as stored (little endian for OB/OW);
 /// `Ok(None)` if the data set does not have it. The head is checked by the prescan first.
@@ -351,6 +373,51 @@ mod tests {
             Err(MetadataError::Unreadable(e)) => assert!(e.contains("nested"), "{e}"),
             other => panic!("expected Unreadable, got {other:?}"),
         }
+    }
+
+    /// Attributes read early, as a file arrives in pieces, and confirmed at its end are what
+    /// reading the whole file gives — for a whole file, one cut inside Pixel Data (a length
+    /// past its end), one cut before it, and one with a length past any end.
+    #[test]
+    fn attributes_read_early_and_confirmed_are_those_of_the_whole_file() {
+        let (file, pixel) = ct_file(256);
+        let mut hostile = file[..pixel].to_vec();
+        hostile.extend_from_slice(&[0x29, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
+        hostile.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        hostile.extend_from_slice(&[0; 16]);
+        let cases: [(&str, &[u8]); 4] = [
+            ("whole", &file),
+            ("cut in Pixel Data", &file[..pixel + 1000]),
+            ("cut before Pixel Data", &file[..pixel - 10]),
+            ("hostile length", &hostile),
+        ];
+        let mut confirmed = Vec::new();
+        for (name, whole) in cases {
+            // As it arrives: tried on prefixes of growing length.
+            let mut early = None;
+            for len in (4096..whole.len()).step_by(4096).chain([whole.len()]) {
+                if let Some(record) = extract_record_early(&whole[..len]) {
+                    early = Some((record, len));
+                    break;
+                }
+            }
+            let at_end = extract_record(whole, whole.len() as u64);
+            match early {
+                Some((record, len)) if confirm_early(whole, len) => {
+                    confirmed.push(name);
+                    let expected = at_end.expect(name);
+                    assert_eq!(format!("{record:?}"), format!("{expected:?}"), "{name}");
+                }
+                // Not read early, or not confirmed: read at the end, as before.
+                _ => {}
+            }
+        }
+        // Pixel Data's own length is not checked, early or at the end.
+        assert_eq!(confirmed, ["whole", "cut in Pixel Data"]);
+        // A prefix that reaches Pixel Data is read early; one that does not, not.
+        assert!(extract_record_early(&file[..pixel + 100]).is_some());
+        assert!(extract_record_early(&file[..pixel - 10]).is_none());
+        assert!(!confirm_early(&file[..100], 200), "a prefix past the file");
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::journal_record::RecordHeader;
 use crate::journaled::{Held, HeldBody, Recovery};
 use crate::{
     extract_record, extract_record_from_bytes, extract_record_from_head, fill_record, Announced,
-    Disposition, IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
+    Disposition, Head, IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
 };
 
 /// At most this many unreferenced records wait for a checkpoint to be punched (beyond, they
@@ -180,15 +180,18 @@ impl Ingestor {
         &self,
         packs: &Packs,
         held: Held,
-        head: &[bytes::Bytes],
+        head: &mut Head,
         route: Route,
         source: String,
         announced: Announced,
     ) -> Result<(IngestOutcome, u64), IngestError> {
         let (body, hash, size) = held.into_parts();
         let attributes = match &body {
-            HeldBody::Record(laid_out) => extract_record_from_bytes(laid_out.body(), size),
-            HeldBody::Chunks(_) => extract_record_from_head(head, size),
+            HeldBody::Record(laid_out) => match head.early.take(laid_out.body()) {
+                Some(record) => Ok(record),
+                None => extract_record_from_bytes(laid_out.body(), size),
+            },
+            HeldBody::Chunks(_) => extract_record_from_head(&head.chunks, size),
         };
         let mut record = match attributes {
             Ok(record) => record,
