@@ -33,7 +33,8 @@ fn provider_dir() -> PathBuf {
 }
 
 impl Provider {
-    fn start(port: u16, redirect_uri: &str) -> Provider {
+    /// Starts the provider on `port`; its log if it did not start.
+    fn try_start(port: u16, redirect_uri: &str) -> Result<Provider, String> {
         let dir = provider_dir();
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
@@ -61,15 +62,16 @@ impl Provider {
             _tmp: tmp,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !provider.log().contains("ready http") {
-            assert!(
-                Instant::now() < deadline,
-                "the OpenID provider did not start:\n{}",
-                provider.log()
-            );
+        loop {
+            let log = provider.log();
+            if log.contains("ready http") {
+                return Ok(provider);
+            }
+            if Instant::now() >= deadline || log.contains("EADDRINUSE") {
+                return Err(log);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        provider
     }
 
     fn log(&self) -> String {
@@ -135,6 +137,19 @@ impl Drop for Provider {
 /// radport with access enforced and single sign-on at a provider started after it (radport
 /// discovers the provider when first needed), on `localhost` so that the redirect URI is known.
 fn start() -> (Provider, Server) {
+    // The provider's port is picked before radport starts (its issuer URL names it) and taken
+    // after: another test may take it meanwhile — then again with another port.
+    for attempt in 1.. {
+        match try_start() {
+            Ok(started) => return started,
+            Err(log) if log.contains("EADDRINUSE") && attempt < 5 => continue,
+            Err(log) => panic!("the OpenID provider did not start:\n{log}"),
+        }
+    }
+    unreachable!("the loop returns or panics")
+}
+
+fn try_start() -> Result<(Provider, Server), String> {
     let provider_port = free_port();
     let issuer = format!("http://127.0.0.1:{provider_port}");
     let server = Server::start_with_env(
@@ -156,8 +171,8 @@ fn start() -> (Provider, Server) {
         ],
     );
     let redirect = format!("http://localhost:{}/api/oidc/callback", server.http_port);
-    let provider = Provider::start(provider_port, &redirect);
-    (provider, server)
+    let provider = Provider::try_start(provider_port, &redirect)?;
+    Ok((provider, server))
 }
 
 /// A browser: its own cookie jar, redirects followed by the test.
