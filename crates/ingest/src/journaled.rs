@@ -60,35 +60,56 @@ pub(crate) struct Behind {
     written: Arc<Mutex<Vec<String>>>,
 }
 
-/// An instance held for the journal or the packs as it arrives, with its hash.
-pub(crate) struct Held {
+/// An instance held for the journal or the packs as it arrives, with its hash: its bytes in
+/// a `B` — the chunks as they came for the ring journal ([`Chunks`], written beside the file),
+/// or copied as they come into the pack record they go into ([`PackRecord`], its header
+/// already placed), so that the chunks go back to the receiver at once and nothing is copied
+/// at the end.
+pub(crate) struct Held<B> {
     archive: Archive,
     key: String,
-    body: HeldBody,
+    body: B,
     hasher: Checksummer,
     size: u64,
 }
 
-/// How a [`Held`] instance's bytes are kept.
-pub(crate) enum HeldBody {
-    /// The chunks as they came (for the ring journal, which writes them beside the file).
-    Chunks(Vec<Bytes>),
-    /// Copied as they come into the pack record they go into (its header already placed),
-    /// so that the chunks go back to the receiver at once and nothing is copied at the end.
-    Record(PackRecord),
+/// The chunks of a [`Held`] instance as they came.
+pub(crate) type Chunks = Vec<Bytes>;
+
+/// Where a [`Held`] instance's bytes are kept.
+pub(crate) trait HeldBody {
+    /// Keeps `bytes`; whether it could (if not, nothing of them was kept).
+    fn keep(&mut self, bytes: &Bytes) -> bool;
+    /// Everything kept, as chunks for the archive (what is left behind is dropped).
+    fn take_chunks(&mut self) -> Chunks;
 }
 
-impl Held {
-    pub(crate) fn new(archive: Archive, key: String) -> Self {
-        Self::with_body(archive, key, HeldBody::Chunks(Vec::new()))
+impl HeldBody for Chunks {
+    fn keep(&mut self, bytes: &Bytes) -> bool {
+        self.push(bytes.clone());
+        true
     }
 
-    /// Held in `record` as it arrives.
-    pub(crate) fn into_record(archive: Archive, key: String, record: PackRecord) -> Self {
-        Self::with_body(archive, key, HeldBody::Record(record))
+    fn take_chunks(&mut self) -> Chunks {
+        std::mem::take(self)
+    }
+}
+
+impl HeldBody for PackRecord {
+    fn keep(&mut self, bytes: &Bytes) -> bool {
+        // The log takes bodies of JOURNALED_MAX_BYTES (`with_packs`).
+        self.extend(bytes).is_ok()
     }
 
-    fn with_body(archive: Archive, key: String, body: HeldBody) -> Self {
+    fn take_chunks(&mut self) -> Chunks {
+        // Past the packs' limit: a copy, once, for a large instance.
+        vec![Bytes::copy_from_slice(self.body())]
+    }
+}
+
+impl<B: HeldBody> Held<B> {
+    /// Held in `body` as it arrives.
+    pub(crate) fn new(archive: Archive, key: String, body: B) -> Self {
         Self {
             archive,
             key,
@@ -100,50 +121,29 @@ impl Held {
 
     /// Takes the next chunk. If the instance outgrows the journal, gives back the archive,
     /// the key and every chunk so far, to be written to the archive instead.
-    pub(crate) fn take(&mut self, bytes: Bytes) -> Option<(Archive, String, Vec<Bytes>)> {
+    pub(crate) fn take(&mut self, bytes: Bytes) -> Option<(Archive, String, Chunks)> {
         let size = self.size.saturating_add(bytes.len() as u64);
-        let kept = size <= JOURNALED_MAX_BYTES
-            && match &mut self.body {
-                HeldBody::Chunks(_) => true,
-                // The log takes bodies of JOURNALED_MAX_BYTES (`with_packs`).
-                HeldBody::Record(record) => record.extend(&bytes).is_ok(),
-            };
-        if !kept {
-            let mut chunks = match std::mem::replace(&mut self.body, HeldBody::Chunks(Vec::new())) {
-                HeldBody::Chunks(chunks) => chunks,
-                // Past the packs' limit: a copy, once, for a large instance.
-                HeldBody::Record(record) => vec![Bytes::copy_from_slice(record.body())],
-            };
-            chunks.push(bytes);
-            return Some((self.archive.clone(), self.key.clone(), chunks));
+        if size <= JOURNALED_MAX_BYTES && self.body.keep(&bytes) {
+            self.hasher.update(&bytes);
+            self.size = size;
+            return None;
         }
-        self.hasher.update(&bytes);
-        self.size = size;
-        if let HeldBody::Chunks(chunks) = &mut self.body {
-            chunks.push(bytes);
-        }
-        None
+        let mut chunks = self.body.take_chunks();
+        chunks.push(bytes);
+        Some((self.archive.clone(), self.key.clone(), chunks))
     }
 
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    /// Whether it is held in a pack record.
-    pub(crate) fn is_record(&self) -> bool {
-        matches!(self.body, HeldBody::Record(_))
-    }
-
-    /// What a pack record holds so far.
-    pub(crate) fn record_body(&self) -> Option<&[u8]> {
-        match &self.body {
-            HeldBody::Record(record) => Some(record.body()),
-            HeldBody::Chunks(_) => None,
-        }
+    /// What is held so far.
+    pub(crate) fn body(&self) -> &B {
+        &self.body
     }
 
     /// The bytes, their checksum and their size.
-    pub(crate) fn into_parts(self) -> (HeldBody, Digest, u64) {
+    pub(crate) fn into_parts(self) -> (B, Digest, u64) {
         (self.body, self.hasher.finish(), self.size)
     }
 }
@@ -200,7 +200,7 @@ impl Ingestor {
 
     pub(crate) async fn finish_journaled(
         &self,
-        held: Held,
+        held: Held<Chunks>,
         head: &[Bytes],
         route: Route,
         source: String,
@@ -211,15 +211,11 @@ impl Ingestor {
         };
         let Held {
             key,
-            body,
+            body: chunks,
             hasher,
             size,
             ..
         } = held;
-        let chunks = match body {
-            HeldBody::Chunks(chunks) => chunks,
-            HeldBody::Record(record) => vec![Bytes::copy_from_slice(record.body())],
-        };
         let hash = hasher.finish();
         let stored = StoredObject {
             key,

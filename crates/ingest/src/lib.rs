@@ -29,6 +29,7 @@ mod journaled;
 mod metadata;
 mod packed;
 
+use std::borrow::Cow;
 use std::io::Write as _;
 
 use bytes::Bytes;
@@ -207,9 +208,12 @@ pub struct Ingestor {
 enum Sink {
     /// Straight into the archive, durable when finished.
     Archive(ObjectWriter),
-    /// Kept (the chunks as they came) for the journal or a pack; moved to the archive if it
-    /// grows beyond [`JOURNALED_MAX_BYTES`].
-    Held(journaled::Held),
+    /// Kept, the chunks as they came, for the journal; moved to the archive if it grows
+    /// beyond [`JOURNALED_MAX_BYTES`].
+    Journaled(journaled::Held<journaled::Chunks>),
+    /// Copied as it comes into its pack record; moved to the archive if it grows beyond
+    /// [`JOURNALED_MAX_BYTES`].
+    Packed(journaled::Held<radport_journal::pack::PackRecord>),
 }
 
 /// An instance being received: where its bytes go and the head of its bytes.
@@ -228,46 +232,52 @@ impl IncomingInstance {
     pub async fn write(&mut self, bytes: impl Into<Bytes>) -> Result<(), IngestError> {
         let bytes = bytes.into();
         // Into packs the bytes are copied as they come: the head is read from there.
-        let keeps_head = !matches!(&self.sink, Sink::Held(held) if held.is_record());
+        let keeps_head = !matches!(&self.sink, Sink::Packed(_));
         if keeps_head {
             self.head.keep(&bytes);
         }
-        let written = match &mut self.sink {
-            Sink::Archive(writer) => writer.write_owned(bytes).await,
-            Sink::Held(held) => match held.take(bytes) {
-                None => Ok(()),
-                // Too large for the journal: into the archive, what came so far first.
-                Some((archive, key, chunks)) => {
-                    if !keeps_head {
-                        // Held in a pack record so far: the head is what it held.
-                        for chunk in &chunks {
-                            self.head.keep(chunk);
-                        }
-                    }
-                    match archive.writer(&key) {
-                        Ok(mut writer) => {
-                            let mut result = Ok(());
-                            for chunk in chunks {
-                                result = writer.write_owned(chunk).await;
-                                if result.is_err() {
-                                    break;
-                                }
-                            }
-                            self.sink = Sink::Archive(writer);
-                            result
-                        }
-                        Err(e) => Err(e),
+        let outgrown = match &mut self.sink {
+            Sink::Archive(writer) => {
+                return writer
+                    .write_owned(bytes)
+                    .await
+                    .map_err(|e| refused(channel_of(&self.source), e.into()))
+            }
+            Sink::Journaled(held) => held.take(bytes),
+            Sink::Packed(held) => {
+                let outgrown = held.take(bytes);
+                if outgrown.is_none() {
+                    self.head.early.try_read(held.body().body());
+                }
+                outgrown
+            }
+        };
+        let written = match outgrown {
+            None => Ok(()),
+            // Too large for the journal: into the archive, what came so far first.
+            Some((archive, key, chunks)) => {
+                if !keeps_head {
+                    // Held in a pack record so far: the head is what it held.
+                    for chunk in &chunks {
+                        self.head.keep(chunk);
                     }
                 }
-            },
-        };
-        if written.is_ok() {
-            if let Sink::Held(held) = &self.sink {
-                if let Some(body) = held.record_body() {
-                    self.head.early.try_read(body);
+                match archive.writer(&key) {
+                    Ok(mut writer) => {
+                        let mut result = Ok(());
+                        for chunk in chunks {
+                            result = writer.write_owned(chunk).await;
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        self.sink = Sink::Archive(writer);
+                        result
+                    }
+                    Err(e) => Err(e),
                 }
             }
-        }
+        };
         written.map_err(|e| refused(channel_of(&self.source), e.into()))
     }
 
@@ -275,7 +285,8 @@ impl IncomingInstance {
     pub fn size(&self) -> u64 {
         match &self.sink {
             Sink::Archive(writer) => writer.size(),
-            Sink::Held(held) => held.size(),
+            Sink::Journaled(held) => held.size(),
+            Sink::Packed(held) => held.size(),
         }
     }
 
@@ -347,18 +358,21 @@ impl EarlyAttributes {
     }
 }
 
-/// [`extract_record_from_head`] for an instance's first bytes in one piece (no copy).
-fn extract_record_from_bytes(
-    bytes: &[u8],
+/// An instance's attributes from its first `available` bytes, `prefix(len)` giving the first
+/// `len` of them: read from at most [`QUICK_HEAD_LIMIT`] bytes first, and from up to
+/// [`HEAD_LIMIT`] only if that was not enough.
+fn extract_record_in_steps<'a>(
+    available: usize,
     file_size: u64,
+    mut prefix: impl FnMut(usize) -> Cow<'a, [u8]>,
 ) -> Result<radport_catalog::InstanceRecord, MetadataError> {
     let mut tried = 0;
     for limit in [QUICK_HEAD_LIMIT, HEAD_LIMIT] {
-        let len = bytes.len().min(limit);
+        let len = available.min(limit);
         if len <= tried {
             break;
         }
-        match extract_record(&bytes[..len], file_size) {
+        match extract_record(&prefix(len), file_size) {
             Err(MetadataError::NeedMoreBytes) => tried = len,
             other => return other,
         }
@@ -366,17 +380,22 @@ fn extract_record_from_bytes(
     Err(MetadataError::NeedMoreBytes)
 }
 
+/// [`extract_record_in_steps`] over an instance's first bytes in one piece (no copy).
+fn extract_record_from_bytes(
+    bytes: &[u8],
+    file_size: u64,
+) -> Result<radport_catalog::InstanceRecord, MetadataError> {
+    extract_record_in_steps(bytes.len(), file_size, |len| Cow::Borrowed(&bytes[..len]))
+}
+
+/// [`extract_record_in_steps`] over an instance's first bytes in pieces, each prefix gathered
+/// into one.
 fn extract_record_from_head(
     head: &[Bytes],
     file_size: u64,
 ) -> Result<radport_catalog::InstanceRecord, MetadataError> {
-    let total: usize = head.iter().map(Bytes::len).sum();
-    let mut tried = 0;
-    for limit in [QUICK_HEAD_LIMIT, HEAD_LIMIT] {
-        let len = total.min(limit);
-        if len <= tried {
-            break;
-        }
+    let total = head.iter().map(Bytes::len).sum();
+    extract_record_in_steps(total, file_size, |len| {
         let mut bytes = Vec::with_capacity(len);
         for chunk in head {
             let take = (len - bytes.len()).min(chunk.len());
@@ -385,12 +404,8 @@ fn extract_record_from_head(
                 break;
             }
         }
-        match extract_record(&bytes, file_size) {
-            Err(MetadataError::NeedMoreBytes) => tried = len,
-            other => return other,
-        }
-    }
-    Err(MetadataError::NeedMoreBytes)
+        Cow::Owned(bytes)
+    })
 }
 
 /// Key of a new instance's object: `instances/YYYY/MM/DD/<uuid>.dcm` (UTC day of arrival).
@@ -495,13 +510,9 @@ impl Ingestor {
         let sink = if let Some(packs) = &self.packs {
             let header = self.pack_header(&route, &source, &announced)?;
             let record = packs.log().record(&header)?;
-            Sink::Held(journaled::Held::into_record(
-                self.archive.clone(),
-                key,
-                record,
-            ))
+            Sink::Packed(journaled::Held::new(self.archive.clone(), key, record))
         } else if self.journal.is_some() {
-            Sink::Held(journaled::Held::new(self.archive.clone(), key))
+            Sink::Journaled(journaled::Held::new(self.archive.clone(), key, Vec::new()))
         } else {
             Sink::Archive(self.archive.writer(&key)?)
         };
@@ -546,12 +557,15 @@ impl Ingestor {
         } = incoming;
         let writer = match sink {
             Sink::Archive(writer) => writer,
-            Sink::Held(held) => {
-                if let Some(packs) = &self.packs {
-                    return self
-                        .finish_packed(packs, held, &mut head, route, source, announced)
-                        .await;
-                }
+            Sink::Packed(held) => {
+                let Some(packs) = &self.packs else {
+                    return Err(IngestError::Storage("no packs".to_string()));
+                };
+                return self
+                    .finish_packed(packs, held, &mut head, route, source, announced)
+                    .await;
+            }
+            Sink::Journaled(held) => {
                 return self
                     .finish_journaled(held, &head.chunks, route, source, announced)
                     .await;

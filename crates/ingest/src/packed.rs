@@ -35,10 +35,10 @@ use radport_journal::pack::{PackConfig, PackLog, Stage};
 use radport_journal::{JournalError, Position, Recovered, Replay};
 
 use crate::journal_record::RecordHeader;
-use crate::journaled::{Held, HeldBody, Recovery};
+use crate::journaled::{Held, Recovery};
 use crate::{
-    extract_record, extract_record_from_bytes, extract_record_from_head, fill_record, Announced,
-    Disposition, Head, IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
+    extract_record, extract_record_from_bytes, fill_record, Announced, Disposition, Head,
+    IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
 };
 
 /// At most this many unreferenced records wait for a checkpoint to be punched (beyond, they
@@ -179,19 +179,16 @@ impl Ingestor {
     pub(crate) async fn finish_packed(
         &self,
         packs: &Packs,
-        held: Held,
+        held: Held<radport_journal::pack::PackRecord>,
         head: &mut Head,
         route: Route,
         source: String,
         announced: Announced,
     ) -> Result<(IngestOutcome, u64), IngestError> {
-        let (body, hash, size) = held.into_parts();
-        let attributes = match &body {
-            HeldBody::Record(laid_out) => match head.early.take(laid_out.body()) {
-                Some(record) => Ok(record),
-                None => extract_record_from_bytes(laid_out.body(), size),
-            },
-            HeldBody::Chunks(_) => extract_record_from_head(&head.chunks, size),
+        let (laid_out, hash, size) = held.into_parts();
+        let attributes = match head.early.take(laid_out.body()) {
+            Some(record) => Ok(record),
+            None => extract_record_from_bytes(laid_out.body(), size),
         };
         let mut record = match attributes {
             Ok(record) => record,
@@ -205,13 +202,6 @@ impl Ingestor {
             size,
             checksum: radport_archive::checksum_of(&hash),
         };
-        // Laid out with its header as it arrived (`begin`), or not (then the header now).
-        let chunks = match body {
-            HeldBody::Record(laid_out) => Err(laid_out),
-            HeldBody::Chunks(chunks) => {
-                Ok((self.pack_header(&route, &source, &announced)?, chunks))
-            }
-        };
         fill_record(&mut record, &announced, &stored, source);
         let started = Instant::now();
         let body_hash = crate::journaled::body_hash(&hash);
@@ -219,15 +209,7 @@ impl Ingestor {
             record,
             route: route.clone(),
         };
-        let (appended, staged) = match chunks {
-            Err(laid_out) => packs.log.append_record(laid_out, body_hash, input).await?,
-            Ok((header, chunks)) => {
-                packs
-                    .log
-                    .append_staged(header, chunks, body_hash, input)
-                    .await?
-            }
-        };
+        let (appended, staged) = packs.log.append_record(laid_out, body_hash, input).await?;
         // Recorded by the stage, its catalog time is part of this.
         let store_time = started.elapsed();
         let record = staged.record;

@@ -36,12 +36,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, ToSql};
 use sqlx::AnyConnection;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::group::{sqlite_series_attributes, sqlite_series_counted, GroupRows};
-use super::repeats::{Idempotent, Repeats, Value};
+use super::repeats::{Idempotent, Repeats};
 use super::{
     trace_recorded, validate, Keys, SQL_ADD_DATASET, SQL_ADD_PROJECT, SQL_ENSURE_DATASET,
     SQL_INSERT_INSTANCE, SQL_UPSERT_PATIENT, SQL_UPSERT_STUDY,
@@ -253,114 +253,59 @@ fn write_rows(
     }
     let mut statement = connection.prepare_cached(SQL_ENSURE_DATASET)?;
     for (project, name_key, name) in datasets {
-        let row = [
-            project.as_str().into(),
-            name_key.as_str().into(),
-            name.as_str().into(),
-        ];
-        if !repeats.is_repeat(Idempotent::EnsureDataset, &row) {
-            execute(&mut statement, &[&project, &name_key, &name, &now])?;
-        }
+        let values: [&dyn ToSql; 4] = [&project, &name_key, &name, &now];
+        execute_unless_repeat(&mut statement, &values, repeats, Idempotent::EnsureDataset)?;
     }
     let mut statement = connection.prepare_cached(SQL_UPSERT_PATIENT)?;
     for p in rows.patients.values() {
-        let row = [
-            p.patient_id.into(),
-            p.patient_name.into(),
-            p.birth_date.into(),
-            p.sex.into(),
-        ];
-        if repeats.is_repeat(Idempotent::UpsertPatient, &row) {
-            continue;
-        }
-        execute(
-            &mut statement,
-            &[&p.patient_id, &p.patient_name, &p.birth_date, &p.sex, &now],
-        )?;
+        let values: [&dyn ToSql; 5] = [&p.patient_id, &p.patient_name, &p.birth_date, &p.sex, &now];
+        execute_unless_repeat(&mut statement, &values, repeats, Idempotent::UpsertPatient)?;
     }
     let mut statement = connection.prepare_cached(SQL_UPSERT_STUDY)?;
     for s in rows.studies.values() {
-        let row = [
-            s.study_uid.into(),
-            s.patient_id.into(),
-            s.patient_name.into(),
-            s.patient_birth_date.into(),
-            s.patient_sex.into(),
-            s.study_date.into(),
-            s.study_time.into(),
-            s.study_description.into(),
-            s.accession_number.into(),
-            s.study_id.into(),
-            s.referring_physician_name.into(),
+        let values: [&dyn ToSql; 12] = [
+            &s.study_uid,
+            &s.patient_id,
+            &s.patient_name,
+            &s.patient_birth_date,
+            &s.patient_sex,
+            &s.study_date,
+            &s.study_time,
+            &s.study_description,
+            &s.accession_number,
+            &s.study_id,
+            &now,
+            &s.referring_physician_name,
         ];
-        if repeats.is_repeat(Idempotent::UpsertStudy, &row) {
-            continue;
-        }
-        execute(
-            &mut statement,
-            &[
-                &s.study_uid,
-                &s.patient_id,
-                &s.patient_name,
-                &s.patient_birth_date,
-                &s.patient_sex,
-                &s.study_date,
-                &s.study_time,
-                &s.study_description,
-                &s.accession_number,
-                &s.study_id,
-                &now,
-                &s.referring_physician_name,
-            ],
-        )?;
+        execute_unless_repeat(&mut statement, &values, repeats, Idempotent::UpsertStudy)?;
     }
-    for (sql, idempotent) in [
-        (SQL_SERIES_COUNTED_ROW, false),
-        (SQL_SERIES_ATTRIBUTES_ROW, true),
-    ] {
-        let mut statement = connection.prepare_cached(sql)?;
-        for s in rows.series.values() {
-            if idempotent {
-                // Every value the attribute update reads (not the counters, not `now`).
-                let row = [
-                    s.series_uid.into(),
-                    s.study_uid.into(),
-                    s.modality.into(),
-                    s.body_part_examined.into(),
-                    s.series_description.into(),
-                    s.series_number.into(),
-                    s.series_date.into(),
-                    s.patient_id.into(),
-                    s.patient_name.into(),
-                    s.study_date.into(),
-                    s.study_description.into(),
-                    s.accession_number.into(),
-                ];
-                if repeats.is_repeat(Idempotent::SeriesAttributes, &row) {
-                    continue;
-                }
-            }
-            execute(
-                &mut statement,
-                &[
-                    &s.series_uid,
-                    &s.study_uid,
-                    &s.modality,
-                    &s.body_part_examined,
-                    &s.series_description,
-                    &s.series_number,
-                    &s.series_date,
-                    &s.instance_count,
-                    &s.total_size,
-                    &s.patient_id,
-                    &s.patient_name,
-                    &s.study_date,
-                    &s.study_description,
-                    &s.accession_number,
-                    &now,
-                ],
-            )?;
-        }
+    let mut counted = connection.prepare_cached(SQL_SERIES_COUNTED_ROW)?;
+    let mut attributes = connection.prepare_cached(SQL_SERIES_ATTRIBUTES_ROW)?;
+    for s in rows.series.values() {
+        let values: [&dyn ToSql; 15] = [
+            &s.series_uid,
+            &s.study_uid,
+            &s.modality,
+            &s.body_part_examined,
+            &s.series_description,
+            &s.series_number,
+            &s.series_date,
+            &s.instance_count,
+            &s.total_size,
+            &s.patient_id,
+            &s.patient_name,
+            &s.study_date,
+            &s.study_description,
+            &s.accession_number,
+            &now,
+        ];
+        execute(&mut counted, &values)?;
+        execute_unless_repeat(
+            &mut attributes,
+            &values,
+            repeats,
+            Idempotent::SeriesAttributes,
+        )?;
     }
     let mut statement = connection.prepare_cached(SQL_INSERT_INSTANCE)?;
     for i in &rows.instances {
@@ -386,10 +331,8 @@ fn write_rows(
     }
     let mut statement = connection.prepare_cached(SQL_ADD_PROJECT)?;
     for (series_uid, project) in &rows.projects {
-        let row: [Value; 2] = [(*series_uid).into(), (*project).into()];
-        if !repeats.is_repeat(Idempotent::AddProject, &row) {
-            execute(&mut statement, &[series_uid, project, &now])?;
-        }
+        let values: [&dyn ToSql; 3] = [series_uid, project, &now];
+        execute_unless_repeat(&mut statement, &values, repeats, Idempotent::AddProject)?;
     }
     let mut statement = connection.prepare_cached(SQL_ADD_DATASET)?;
     for (series_uid, project, dataset) in &rows.datasets {
@@ -412,11 +355,25 @@ macro_rules! series_row {
 const SQL_SERIES_COUNTED_ROW: &str = sqlite_series_counted!(series_row!());
 const SQL_SERIES_ATTRIBUTES_ROW: &str = sqlite_series_attributes!(series_row!());
 
+/// Runs `statement` with `values` unless it ran with the same values in a committed group
+/// and no other connection has written since (`repeats.rs`: the key is made from `values`).
+fn execute_unless_repeat(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    values: &[&dyn ToSql],
+    repeats: &mut Repeats,
+    idempotent: Idempotent,
+) -> Result<(), rusqlite::Error> {
+    if repeats.is_repeat(idempotent, values)? {
+        return Ok(());
+    }
+    execute(statement, values)
+}
+
 /// Runs `statement` with `values` bound to its parameters `$1`, `$2`, … (by name: SQLite
 /// numbers named parameters in order of first appearance, not by their digits).
 fn execute(
     statement: &mut rusqlite::CachedStatement<'_>,
-    values: &[&dyn rusqlite::ToSql],
+    values: &[&dyn ToSql],
 ) -> Result<(), rusqlite::Error> {
     for index in 1..=statement.parameter_count() {
         let value = statement

@@ -22,12 +22,18 @@
 //! change something on every instance — the instance's insert, the series' counters, the
 //! dataset membership's last arrival — always run.
 //!
-//! What is remembered is exact, not a hash: each statement's values (its `now` aside) encoded
-//! one after the other with their lengths, so two different rows never look the same. A
-//! group's rows are remembered only once it commits (a rolled-back group wrote nothing), and at
-//! most [`MAX_REMEMBERED`] of them: past that everything is forgotten and runs again once.
+//! What is remembered is exact, not a hash: the values a statement is run with, each encoded
+//! with its type and length one after the other, so two different rows never look the same.
+//! The key is made from the very values bound to the statement (the list its parameters `$1`,
+//! `$2`, … are bound from), all of them but those [`Idempotent::unread_parameters`] names —
+//! its `now`, and the group's counters the series row carries but the attribute update does
+//! not read. A value forgotten there only costs repeats, never a wrong one. A group's rows are
+//! remembered only once it commits (a rolled-back group wrote nothing), and at most
+//! [`MAX_REMEMBERED`] of them: past that everything is forgotten and runs again once.
 
 use std::collections::HashSet;
+
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
 /// At most this many rows remembered (a few hundred bytes each: under 2 MiB in all); past it the
 /// set starts again empty. A sender's rows are a handful per series.
@@ -37,35 +43,30 @@ pub(super) const MAX_REMEMBERED: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Idempotent {
+    /// `SQL_ENSURE_DATASET`: `$4` is `now`.
     EnsureDataset = 1,
+    /// `SQL_UPSERT_PATIENT`: `$5` is `now`.
     UpsertPatient = 2,
+    /// `SQL_UPSERT_STUDY`: `$11` is `now`.
     UpsertStudy = 3,
+    /// The recorder's series attribute update over its series row: `$8` and `$9` are the
+    /// group's counters (the update does not read them), `$15` is `now`.
     SeriesAttributes = 4,
+    /// `SQL_ADD_PROJECT`: `$3` is `now`.
     AddProject = 5,
 }
 
-/// One value of a remembered row.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Value<'a> {
-    Text(Option<&'a str>),
-    Integer(Option<i64>),
-}
-
-impl<'a> From<&'a str> for Value<'a> {
-    fn from(text: &'a str) -> Self {
-        Value::Text(Some(text))
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Value<'a> {
-    fn from(text: Option<&'a str>) -> Self {
-        Value::Text(text)
-    }
-}
-
-impl From<Option<i64>> for Value<'_> {
-    fn from(integer: Option<i64>) -> Self {
-        Value::Integer(integer)
+impl Idempotent {
+    /// The parameters (numbered from 1) whose values are left out of the statement's key:
+    /// those that differ from one instance to the next without changing what a repeat does.
+    pub(super) fn unread_parameters(self) -> &'static [usize] {
+        match self {
+            Idempotent::EnsureDataset => &[4],
+            Idempotent::UpsertPatient => &[5],
+            Idempotent::UpsertStudy => &[11],
+            Idempotent::SeriesAttributes => &[8, 9, 15],
+            Idempotent::AddProject => &[3],
+        }
     }
 }
 
@@ -93,33 +94,33 @@ impl Repeats {
         }
     }
 
-    /// Whether `statement` ran with `values` in a committed group since another connection
-    /// last wrote (then it can be left out); if not, the row is remembered for when the group
-    /// commits.
-    pub(super) fn is_repeat(&mut self, statement: Idempotent, values: &[Value<'_>]) -> bool {
+    /// Whether `statement` ran with `values` (bound to its parameters `$1`, `$2`, … in this
+    /// order) in a committed group since another connection last wrote — then it can be left
+    /// out; if not, the row is remembered for when the group commits. A value that has no
+    /// plain SQLite form (none of the recorder's) makes the row never a repeat.
+    pub(super) fn is_repeat(
+        &mut self,
+        statement: Idempotent,
+        values: &[&dyn ToSql],
+    ) -> Result<bool, rusqlite::Error> {
         self.scratch.clear();
         self.scratch.push(statement as u8);
-        for value in values {
-            match value {
-                Value::Text(None) => self.scratch.push(0),
-                Value::Integer(None) => self.scratch.push(3),
-                Value::Text(Some(text)) => {
-                    self.scratch.push(1);
-                    self.scratch
-                        .extend_from_slice(&(text.len() as u64).to_le_bytes());
-                    self.scratch.extend_from_slice(text.as_bytes());
-                }
-                Value::Integer(Some(integer)) => {
-                    self.scratch.push(2);
-                    self.scratch.extend_from_slice(&integer.to_le_bytes());
-                }
+        let unread = statement.unread_parameters();
+        for (index, value) in values.iter().enumerate() {
+            if unread.contains(&(index + 1)) {
+                continue;
+            }
+            match value.to_sql()? {
+                ToSqlOutput::Borrowed(value) => encode(&mut self.scratch, value),
+                ToSqlOutput::Owned(value) => encode(&mut self.scratch, ValueRef::from(&value)),
+                _ => return Ok(false),
             }
         }
         if self.written.contains(self.scratch.as_slice()) {
-            return true;
+            return Ok(true);
         }
         self.pending.push(self.scratch.as_slice().into());
-        false
+        Ok(false)
     }
 
     /// The group committed: its rows are remembered.
@@ -136,37 +137,61 @@ impl Repeats {
     }
 }
 
+/// One value, its type first and, for text and blobs, its length before its bytes.
+fn encode(key: &mut Vec<u8>, value: ValueRef<'_>) {
+    match value {
+        ValueRef::Null => key.push(0),
+        ValueRef::Integer(integer) => {
+            key.push(1);
+            key.extend_from_slice(&integer.to_le_bytes());
+        }
+        ValueRef::Real(real) => {
+            key.push(2);
+            key.extend_from_slice(&real.to_bits().to_le_bytes());
+        }
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            key.push(if matches!(value, ValueRef::Text(_)) {
+                3
+            } else {
+                4
+            });
+            key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            key.extend_from_slice(bytes);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn is_repeat(repeats: &mut Repeats, statement: Idempotent, values: &[&dyn ToSql]) -> bool {
+        repeats.is_repeat(statement, values).unwrap()
+    }
+
     #[test]
     fn a_row_is_a_repeat_only_after_its_group_committed_and_while_nothing_else_wrote() {
         let mut repeats = Repeats::default();
-        let row = [
-            Value::from("1.2.3"),
-            Value::from(Some("CT")),
-            Value::from(Some(3)),
-        ];
+        let row: [&dyn ToSql; 3] = [&"1.2.3", &Some("CT"), &Some(3)];
         repeats.begin(7);
-        assert!(!repeats.is_repeat(Idempotent::SeriesAttributes, &row));
+        assert!(!is_repeat(&mut repeats, Idempotent::SeriesAttributes, &row));
         repeats.rolled_back();
         repeats.begin(7);
         assert!(
-            !repeats.is_repeat(Idempotent::SeriesAttributes, &row),
+            !is_repeat(&mut repeats, Idempotent::SeriesAttributes, &row),
             "rolled back"
         );
         repeats.committed();
         repeats.begin(7);
-        assert!(repeats.is_repeat(Idempotent::SeriesAttributes, &row));
+        assert!(is_repeat(&mut repeats, Idempotent::SeriesAttributes, &row));
         assert!(
-            !repeats.is_repeat(Idempotent::UpsertStudy, &row),
+            !is_repeat(&mut repeats, Idempotent::UpsertStudy, &row),
             "another statement"
         );
         repeats.committed();
         repeats.begin(8);
         assert!(
-            !repeats.is_repeat(Idempotent::SeriesAttributes, &row),
+            !is_repeat(&mut repeats, Idempotent::SeriesAttributes, &row),
             "another connection wrote"
         );
     }
@@ -175,23 +200,61 @@ mod tests {
     fn rows_that_differ_anywhere_never_look_the_same() {
         let mut repeats = Repeats::default();
         repeats.begin(1);
-        let rows: [&[Value]; 7] = [
-            &[Value::from("ab"), Value::from(Some("c"))],
-            &[Value::from("a"), Value::from(Some("bc"))],
-            &[Value::from("abc"), Value::Text(None)],
-            &[Value::from("abc"), Value::Integer(None)],
-            &[Value::from("abc"), Value::from(Some(""))],
-            &[Value::from("abc"), Value::from(Some(0))],
-            &[Value::from("abc")],
+        let none: Option<&str> = None;
+        let rows: [&[&dyn ToSql]; 8] = [
+            &[&"ab", &Some("c")],
+            &[&"a", &Some("bc")],
+            &[&"abc", &none],
+            &[&"abc", &Some("")],
+            &[&"abc", &Some(0)],
+            &[&"abc", &Some(0.0)],
+            &[&"abc", &b"".to_vec()],
+            &[&"abc"],
         ];
         for row in rows {
-            assert!(!repeats.is_repeat(Idempotent::UpsertPatient, row));
+            assert!(!is_repeat(&mut repeats, Idempotent::UpsertPatient, row));
         }
         repeats.committed();
         repeats.begin(1);
         for row in rows {
-            assert!(repeats.is_repeat(Idempotent::UpsertPatient, row));
+            assert!(is_repeat(&mut repeats, Idempotent::UpsertPatient, row));
         }
+    }
+
+    #[test]
+    fn only_the_unread_parameters_are_left_out_of_the_key() {
+        let mut repeats = Repeats::default();
+        repeats.begin(1);
+        // The series row: `$8`, `$9` (counters) and `$15` (`now`) are not read.
+        let row = |instance_count: i64, study: &'static str, now: &'static str| {
+            let mut row: Vec<Box<dyn ToSql>> = (1..=15)
+                .map(|n| Box::new(format!("v{n}")) as Box<dyn ToSql>)
+                .collect();
+            row[1] = Box::new(study);
+            row[7] = Box::new(instance_count);
+            row[8] = Box::new(instance_count * 500);
+            row[14] = Box::new(now);
+            row
+        };
+        let first = row(1, "1.2", "t1");
+        let refs: Vec<&dyn ToSql> = first.iter().map(|v| v.as_ref()).collect();
+        assert!(!is_repeat(
+            &mut repeats,
+            Idempotent::SeriesAttributes,
+            &refs
+        ));
+        repeats.committed();
+        repeats.begin(1);
+        let counters_and_now = row(4, "1.2", "t2");
+        let refs: Vec<&dyn ToSql> = counters_and_now.iter().map(|v| v.as_ref()).collect();
+        assert!(is_repeat(&mut repeats, Idempotent::SeriesAttributes, &refs));
+        let study = row(1, "1.3", "t1");
+        let refs: Vec<&dyn ToSql> = study.iter().map(|v| v.as_ref()).collect();
+        assert!(!is_repeat(
+            &mut repeats,
+            Idempotent::SeriesAttributes,
+            &refs
+        ));
     }
 
     #[test]
@@ -200,14 +263,19 @@ mod tests {
         let keys: Vec<String> = (0..MAX_REMEMBERED + 1).map(|i| i.to_string()).collect();
         repeats.begin(1);
         for key in &keys {
-            assert!(!repeats.is_repeat(Idempotent::AddProject, &[Value::from(key.as_str())]));
+            assert!(!is_repeat(
+                &mut repeats,
+                Idempotent::AddProject,
+                &[key as &dyn ToSql]
+            ));
             repeats.committed();
             repeats.begin(1);
         }
         assert!(repeats.written.len() <= MAX_REMEMBERED);
-        assert!(repeats.is_repeat(
+        assert!(is_repeat(
+            &mut repeats,
             Idempotent::AddProject,
-            &[Value::from(keys[MAX_REMEMBERED].as_str())]
+            &[&keys[MAX_REMEMBERED]]
         ));
     }
 }

@@ -821,6 +821,17 @@ async fn sqlite_recorder_leaves_out_repeats_only_while_nothing_else_wrote() {
         .await
         .unwrap();
     assert_eq!(found.total, 1, "search text written again");
-    assert!(c.committer_recorded().unwrap() >= 6, "by the recorder");
+
+    // Another series of the study in the same project: memberships of its own, though the
+    // project's name is among the remembered values.
+    let other = rec("21", "21.2", "21.2.1");
+    assert_eq!(
+        record(&c, &other, &route("p", "d"), DuplicatePolicy::KeepFirst).await,
+        RecordOutcome::Stored
+    );
+    let detail = c.get_series("21.2").await.unwrap().unwrap();
+    assert_eq!(detail.projects, ["admin", "p"]);
+    assert_eq!(detail.series.datasets, ["d"]);
+    assert!(c.committer_recorded().unwrap() >= 7, "by the recorder");
     c.close().await;
 }
