@@ -169,7 +169,7 @@ pub struct ServeArgs {
     /// `direct` (a file each, synced with its directory and catalog row), `journal` (a file
     /// each behind the ingest journal, one sync shared by every instance arriving meanwhile)
     /// or `packs` (each kept in the pack it is appended to, one shared sync, no file of its
-    /// own) [default: direct; on S3 always direct].
+    /// own) [default: packs; on S3 always direct].
     #[arg(long, env = "RADPORT_INGEST_DURABILITY")]
     pub ingest_durability: Option<String>,
     /// Disk space of the ingest journal, in four segments made once at the first start:
@@ -733,7 +733,7 @@ impl ServeArgs {
         let durability_text = self
             .ingest_durability
             .or(file.ingest_durability)
-            .unwrap_or_else(|| "direct".into());
+            .unwrap_or_else(|| "packs".into());
         let ingest_durability: IngestDurability = durability_text.parse().map_err(|()| {
             anyhow::anyhow!(
                 "unknown ingest durability {durability_text:?}: use direct, journal or packs"

@@ -86,7 +86,7 @@ fn dicom_tls_stores_and_checks_client_certificates() {
         &[tmp.path().join("dicom")],
     );
     assert!(sent.status.success(), "{}", output_text(&sent));
-    assert_eq!(server.archived_files().len(), 2);
+    assert_eq!(server.archived_instances().len(), 2);
     assert!(
         server.log().contains("association accepted"),
         "{}",
@@ -125,7 +125,7 @@ fn dicom_tls_stores_and_checks_client_certificates() {
         &[],
     );
     assert!(!echo.status.success(), "{}", output_text(&echo));
-    assert_eq!(server.archived_files().len(), 2, "nothing else stored");
+    assert_eq!(server.archived_instances().len(), 2, "nothing else stored");
 
     // The plain port is unchanged.
     let plain = dcmtk_tool("echoscu", server.dicom_port, &[], &[]);
@@ -148,7 +148,7 @@ fn dicom_tls_without_a_client_ca_takes_any_tls_peer() {
     let ca = path(certs.join("ca.crt"));
     let sent = dcmtk_tool("storescu", port, &["+tla", "+cf", &ca], &files);
     assert!(sent.status.success(), "{}", output_text(&sent));
-    assert_eq!(server.archived_files().len(), 3);
+    assert_eq!(server.archived_instances().len(), 3);
     let echo = dcmtk_tool("echoscu", port, &[], &[]);
     assert!(!echo.status.success(), "plain TCP on the TLS port");
 

@@ -90,7 +90,7 @@ fn erasure_removes_everything_and_placement_moves_series() {
     let c_uid = send(&server, tmp.path(), "brain", &c);
     let d_uid = send(&server, tmp.path(), "lung", &d);
     wait_for_pipeline(&server, &[&a_uid, &b_uid, &c_uid, &d_uid]);
-    assert_eq!(server.archived_files().len(), 8);
+    assert_eq!(server.archived_instances().len(), 8);
     let thumbnail = format!("thumbnails/{a_uid}.png");
     let report = format!("reports/{a_uid}.html");
     assert_eq!(archive_files_naming(&server, &thumbnail).len(), 1);
@@ -120,7 +120,7 @@ fn erasure_removes_everything_and_placement_moves_series() {
     assert!(archive_files_naming(&server, &a_uid).is_empty());
     assert!(archive_files_naming(&server, &thumbnail).is_empty());
     assert!(archive_files_naming(&server, &report).is_empty());
-    assert_eq!(server.archived_files().len(), 5);
+    assert_eq!(server.archived_instances().len(), 5);
     assert!(!series_in(&server, "lung", "").contains(&a_uid));
     assert!(!series_in(&server, "admin", "").contains(&a_uid));
     assert_eq!(delete(&server, &format!("/api/series/{a_uid}")).0, 404);
@@ -235,7 +235,7 @@ fn erasure_removes_everything_and_placement_moves_series() {
     assert_eq!(status, 200, "{erased}");
     assert_eq!(erased["series"], json!([c_uid]));
     assert_eq!(server.get_status(&format!("/api/series/{c_uid}")).0, 404);
-    assert!(server.archived_files().is_empty());
+    assert!(server.archived_instances().is_empty());
     assert!(archive_files_naming(&server, "thumbnails/").is_empty());
     assert!(archive_files_naming(&server, "reports/").is_empty());
     // Without the flag a project's series stay (in admin).

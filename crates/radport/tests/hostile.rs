@@ -157,7 +157,7 @@ fn lengths_beyond_the_data_set_are_refused_without_allocating_them() {
 
     assert_eq!(server.instance_total("admin"), 2);
     assert_eq!(
-        server.archived_files().len(),
+        server.archived_instances().len(),
         2,
         "refused instances leave no file"
     );
@@ -187,7 +187,7 @@ fn sequences_nested_5000_deep_are_refused() {
     );
     client.release();
     assert_eq!(server.instance_total("admin"), 1);
-    assert_eq!(server.archived_files().len(), 1);
+    assert_eq!(server.archived_instances().len(), 1);
     assert_memory_stayed_small(&server);
 }
 

@@ -116,7 +116,15 @@ fn a_late_instance_reopens_the_series() {
 
 #[test]
 fn a_failing_job_is_retried_and_its_error_kept() {
-    let server = Server::start(&["--stable-after", "1", "--job-attempts", "2"]);
+    // A file per instance, to be taken away.
+    let server = Server::start(&[
+        "--stable-after",
+        "1",
+        "--job-attempts",
+        "2",
+        "--ingest-durability",
+        "direct",
+    ]);
     let tmp = tempfile::tempdir().unwrap();
     let s = spec("203", 3);
     write_series(tmp.path(), &s).unwrap();
@@ -367,9 +375,73 @@ fn a_segmentation_is_drawn_over_its_image_once_that_arrives() {
     let _ = ct_uid;
 }
 
+/// In packs (the default) the same: a record altered in its body's last byte, another's
+/// frame overwritten so that no record starts there any more.
+#[test]
+fn verification_finds_packed_records_that_changed_or_went_missing() {
+    use radport_journal::pack::{open_record, pack_generation};
+    use radport_journal::Position;
+    use std::os::unix::fs::FileExt;
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec("232", 5);
+    write_series(tmp.path(), &s).unwrap();
+    assert!(server
+        .dcmsend("kp-verify", "kp-admin", tmp.path())
+        .status
+        .success());
+    let uid = series_uid(&s);
+    let out = server.cli(&["series", "verify", &uid]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(text.contains("every stored file matches"), "{text}");
+
+    let held = server.archived_instances();
+    assert_eq!(held.len(), 5, "{held:?}");
+    let packs = server.data_dir.join("archive/packs");
+    let record = |name: &str| {
+        let (file, offset) = name
+            .strip_prefix("packs/")
+            .and_then(|rest| rest.split_once('@'))
+            .unwrap();
+        let position = Position {
+            generation: pack_generation(file).unwrap(),
+            offset: offset.parse().unwrap(),
+        };
+        let record = open_record(&packs, position, u64::MAX).unwrap().unwrap();
+        (record, position)
+    };
+    let writable = |position: Position| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(packs.join(radport_journal::pack::pack_file_name(position.generation)))
+            .unwrap()
+    };
+    let (altered, position) = record(&held[0]);
+    let last = altered.body_offset + altered.body_len - 1;
+    let mut byte = [0u8];
+    altered.file.read_exact_at(&mut byte, last).unwrap();
+    writable(position)
+        .write_all_at(&[byte[0] ^ 0xFF], last)
+        .unwrap();
+    let (_, position) = record(&held[1]);
+    writable(position)
+        .write_all_at(&[0u8; 64], position.offset)
+        .unwrap();
+
+    let out = server.cli(&["series", "verify", &uid]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(text.contains("2 of 5 instances differ"), "{text}");
+    assert!(text.contains("missing from the archive"), "{text}");
+    assert!(text.contains("checksum differs"), "{text}");
+}
+
 #[test]
 fn verification_finds_stored_files_that_changed_or_went_missing() {
-    let server = Server::start(&[]);
+    // A file per instance, to be changed and taken away (for packs see
+    // `verification_finds_packed_records_that_changed_or_went_missing`).
+    let server = Server::start(&["--ingest-durability", "direct"]);
     let tmp = tempfile::tempdir().unwrap();
     let s = spec("231", 5);
     write_series(tmp.path(), &s).unwrap();

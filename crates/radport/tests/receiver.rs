@@ -308,7 +308,7 @@ fn four_concurrent_senders() {
     let list = server.series("admin", "");
     assert_eq!(list["total"], 4);
     assert_eq!(server.instance_total("admin"), 100);
-    assert_eq!(server.archived_files().len(), 100);
+    assert_eq!(server.archived_instances().len(), 100);
     let datasets = server.get_json("/api/projects/admin/datasets");
     assert_eq!(datasets["items"].as_array().unwrap().len(), 4);
 }
@@ -454,7 +454,7 @@ fn malformed_data_set_fails_but_the_association_goes_on() {
     client.release();
     assert_eq!(server.instance_total("admin"), 1);
     assert_eq!(
-        server.archived_files().len(),
+        server.archived_instances().len(),
         1,
         "failed instances leave no file"
     );
@@ -505,14 +505,14 @@ fn duplicate_policies() {
         .status
         .success());
     assert_eq!(series_description_of(&server, &series), "Synthetic CT");
-    assert_eq!(server.archived_files().len(), 1);
+    server.archived_instances_settled(1);
     // The same instance into another dataset and project: membership, not a copy.
     server.create_project("p2");
     assert!(server
         .dcmsend("kp-other", "kp-p2", &original_dir)
         .status
         .success());
-    assert_eq!(server.archived_files().len(), 1);
+    server.archived_instances_settled(1);
     assert_eq!(server.series("p2", "")["total"], 1);
     let admin = server.series("admin", "");
     // Datasets belong to projects; admin sees them all.
@@ -533,21 +533,20 @@ fn duplicate_policies() {
         .dcmsend("kp-d", "kp-admin", &original_dir)
         .status
         .success());
-    let first_files = server.archived_files();
+    let first_files = server.archived_instances_settled(1);
     assert!(server
         .dcmsend("kp-d", "kp-admin", &changed_dir)
         .status
         .success());
     assert_eq!(series_description_of(&server, &series), "Changed");
-    let files = server.archived_files();
-    assert_eq!(files.len(), 1);
+    let files = server.archived_instances_settled(1);
     assert_ne!(files, first_files);
     // Same bytes again under overwrite: still one file.
     assert!(server
         .dcmsend("kp-d", "kp-admin", &changed_dir)
         .status
         .success());
-    assert_eq!(server.archived_files().len(), 1);
+    server.archived_instances_settled(1);
     drop(server);
 
     // overwrite-if-different: identical bytes keep the first file, different bytes replace it.
@@ -556,19 +555,22 @@ fn duplicate_policies() {
         .dcmsend("kp-d", "kp-admin", &original_dir)
         .status
         .success());
-    let first_files = server.archived_files();
+    let first_files = server.archived_instances_settled(1);
     assert!(server
         .dcmsend("kp-d", "kp-admin", &original_dir)
         .status
         .success());
-    assert_eq!(server.archived_files(), first_files, "identical: kept");
+    assert_eq!(
+        server.archived_instances_settled(1),
+        first_files,
+        "identical: kept"
+    );
     assert!(server
         .dcmsend("kp-d", "kp-admin", &changed_dir)
         .status
         .success());
     assert_eq!(series_description_of(&server, &series), "Changed");
-    let files = server.archived_files();
-    assert_eq!(files.len(), 1);
+    let files = server.archived_instances_settled(1);
     assert_ne!(files, first_files, "different: replaced");
 }
 
@@ -909,13 +911,68 @@ fn a_series_downloads_as_a_zip_of_its_stored_files() {
 /// from the page cache (`fincore`, from util-linux, counts a file's resident pages).
 #[test]
 fn stored_instances_leave_the_page_cache() {
-    pages_leave_the_cache(&[]);
+    pages_leave_the_cache(&["--ingest-durability", "direct"]);
 }
 
 /// Behind the journal the files are dropped after the checkpoint that synced them.
 #[test]
 fn stored_instances_leave_the_page_cache_behind_the_journal() {
     pages_leave_the_cache(&["--ingest-durability", "journal"]);
+}
+
+/// Into packs (the default) instances are written with direct I/O: their pages never enter
+/// the page cache at all.
+#[test]
+fn packed_instances_never_enter_the_page_cache() {
+    let server = Server::start(&["--stable-after", "600"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // 0.5 MB instances, as a CT's.
+    let series = SeriesSpec {
+        rows: 512,
+        columns: 512,
+        ..spec("32", 4)
+    };
+    let sent_files = write_series(tmp.path(), &series).unwrap();
+    let out = server.dcmsend("kp-cache", "kp-admin", tmp.path());
+    assert!(out.status.success(), "{}", output_text(&out));
+    let sent: u64 = sent_files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let mut packs = Vec::new();
+    for entry in std::fs::read_dir(server.data_dir.join("archive/packs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            packs.push(path);
+        }
+    }
+    assert!(!packs.is_empty());
+    let cached: u64 = packs.iter().map(|p| resident_bytes(p)).sum();
+    // At most a few pages (the packs' headers), not the instances' 2 MB.
+    assert!(cached <= 64 * 1024, "{cached} cached bytes of {sent} sent");
+    assert!(sent > 2_000_000);
+    // They are there, in the packs, and no file of their own.
+    let held = server.archived_instances();
+    assert_eq!(held.len(), 4, "{held:?}");
+    assert!(held.iter().all(|k| k.starts_with("packs/")), "{held:?}");
+    assert!(server.archived_files().is_empty());
+    // Read through the page cache (as above), they are cached: fincore counts them.
+    let cached: u64 = packs.iter().map(|p| resident_bytes(p)).sum();
+    assert!(cached >= sent, "fincore counts cached pages: {cached}");
+}
+
+/// A file's bytes in the page cache (`fincore`, from util-linux).
+fn resident_bytes(file: &std::path::Path) -> u64 {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(file)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(out.status.success(), "{}", output_text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a byte count")
 }
 
 fn pages_leave_the_cache(extra_args: &[&str]) {
@@ -929,18 +986,7 @@ fn pages_leave_the_cache(extra_args: &[&str]) {
     assert!(out.status.success(), "{}", output_text(&out));
     let files = server.archived_files();
     assert_eq!(files.len(), 4, "{files:?}");
-    let resident = |file: &std::path::Path| -> u64 {
-        let out = Command::new("fincore")
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(file)
-            .output()
-            .expect("fincore (util-linux) runs");
-        assert!(out.status.success(), "{}", output_text(&out));
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("a byte count")
-    };
+    let resident = |file: &std::path::Path| resident_bytes(file);
     // Dropped in the background just after each instance was catalogued.
     for _ in 0..100 {
         if files.iter().all(|f| resident(f) == 0) {

@@ -396,6 +396,75 @@ impl Server {
         out
     }
 
+    /// What the archive holds of received instances, whichever way `--ingest-durability`
+    /// took: a file each under `instances/` (its path), or a record in a pack (its key,
+    /// `packs/<pack>@<offset>`; punched records are not there).
+    pub fn archived_instances(&self) -> Vec<String> {
+        self.archived_instance_bodies()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// [`Server::archived_instances`] with the bytes of each (a file's, a record's body).
+    pub fn archived_instance_bodies(&self) -> Vec<(String, Vec<u8>)> {
+        use radport_journal::pack::{generations, open_record, pack_file_name, records_before};
+        use radport_journal::Position;
+        use std::os::unix::fs::FileExt;
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .archived_files()
+            .iter()
+            .map(|p| (p.display().to_string(), std::fs::read(p).unwrap()))
+            .collect();
+        let packs = self.data_dir.join("archive").join("packs");
+        let end = Position {
+            generation: u64::MAX,
+            offset: u64::MAX,
+        };
+        for generation in generations(&packs).unwrap_or_default() {
+            let records = records_before(&packs, generation, end, u64::MAX).expect("packs read");
+            for walked in records {
+                // Punched since it was walked (a copy kept out, past a checkpoint): gone.
+                let Some(record) =
+                    open_record(&packs, walked.position, u64::MAX).expect("a pack read")
+                else {
+                    continue;
+                };
+                let mut body = vec![0u8; usize::try_from(record.body_len).unwrap()];
+                record
+                    .file
+                    .read_exact_at(&mut body, record.body_offset)
+                    .unwrap();
+                let name = format!(
+                    "packs/{}@{}",
+                    pack_file_name(generation),
+                    walked.position.offset
+                );
+                out.push((name, body));
+            }
+        }
+        out
+    }
+
+    /// [`Server::archived_instances`] once there are `count` of them: a record that is no
+    /// longer referenced (a duplicate kept out) leaves its pack once a checkpoint passed it
+    /// (every second), a file at once. Panics after 20 s.
+    pub fn archived_instances_settled(&self, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let held = self.archived_instances();
+            if held.len() == count {
+                return held;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the archive holds {} instances, not {count}: {held:?}",
+                held.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `dcmsend` with the exact flags of the Data Upload documentation.
     pub fn dcmsend(&self, dataset_ae: &str, project_ae: &str, dir: &Path) -> Output {
         Command::new(dcmtk("dcmsend"))
