@@ -163,7 +163,7 @@ impl<'a, S: Transport> Requester<'a, S> {
             // As in the session's loop: a requester with Nagle on (DCMTK) would otherwise
             // wait ~40 ms for our delayed ACK before the rest of each C-STORE-RSP.
             crate::quickack(self.association.inner_stream().tcp());
-            match receive(self.association, self.tracker, self.idle_timeout).await {
+            match receive(self.association, self.tracker, self.idle_timeout, None).await {
                 Ok(Received::PData(fragments)) => self.queue.extend(fragments),
                 Ok(Received::Other(Pdu::AbortRQ { .. })) => {
                     return Err(Gone::Peer("aborted by peer".into()))

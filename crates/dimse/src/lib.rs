@@ -830,6 +830,22 @@ struct Store {
     started: Instant,
 }
 
+/// The instance's data values go straight into its pack record while it takes them
+/// ([`IncomingInstance::room`]); a failure decided, or another presentation context, and
+/// they are read as fragments.
+impl pdata::Placement for Store {
+    fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]> {
+        if context_id != self.context_id || self.failure.is_some() {
+            return None;
+        }
+        self.incoming.as_mut()?.room(len)
+    }
+
+    fn placed(&mut self, n: usize) -> bool {
+        self.incoming.as_mut().is_some_and(|i| i.grow(n).is_ok())
+    }
+}
+
 /// An accepted presentation context.
 struct Context {
     id: u8,
@@ -990,6 +1006,7 @@ async fn receive<S: Transport>(
     association: &mut ServerAssociation<S>,
     tracker: &mut PduTracker,
     idle_timeout: Duration,
+    placement: Option<&mut (dyn pdata::Placement + Send)>,
 ) -> Result<pdata::Received, ReceiveError> {
     use dicom_ul::association::AsyncAssociation;
     let (socket, buffer) = association.get_mut();
@@ -1000,7 +1017,7 @@ async fn receive<S: Transport>(
     let mut guarded = PduGuard::new(socket, tracker);
     let read = tokio::time::timeout(
         idle_timeout,
-        pdata::read_pdu(&mut guarded, buffer, read_ahead),
+        pdata::read_pdu(&mut guarded, buffer, read_ahead, placement),
     )
     .await;
     match read {
@@ -1021,7 +1038,7 @@ fn is_malformed(e: &pdata::ReadError) -> bool {
         pdata::ReadError::Ul(e) => matches!(e, Error::ReceivePdu { source, .. }
             if !matches!(source, ReadError::ReadPdu { .. })),
         pdata::ReadError::MalformedPData(_) => true,
-        pdata::ReadError::Lost(_) => false,
+        pdata::ReadError::Lost(_) | pdata::ReadError::NotPlaced => false,
     }
 }
 
@@ -1087,7 +1104,13 @@ impl Session {
     ) -> &'static str {
         loop {
             quickack(association.inner_stream().tcp());
-            let pdu = match receive(&mut association, tracker, idle_timeout).await {
+            let placement = match &mut self.state {
+                State::Storing(store) if store.incoming.is_some() => {
+                    Some(&mut **store as &mut (dyn pdata::Placement + Send))
+                }
+                _ => None,
+            };
+            let pdu = match receive(&mut association, tracker, idle_timeout, placement).await {
                 Ok(received) => received,
                 Err(ReceiveError::TooLong(e)) => {
                     tracing::warn!(%peer, error = %e, "aborting association: PDU over its limit");
@@ -1315,8 +1338,8 @@ impl Session {
         if pdv.context_id != store.context_id {
             return Err("data fragment on another presentation context".into());
         }
-        self.counters.bytes += pdv.data.len() as u64;
-        if let Some(incoming) = store.incoming.as_mut() {
+        self.counters.bytes += (pdv.data.len() + pdv.placed) as u64;
+        if let (Some(incoming), 0) = (store.incoming.as_mut(), pdv.placed) {
             // The fragment's buffer is handed on, not copied.
             if let Err(e) = incoming.write(pdv.data).await {
                 store.failure = Some((failure_status(&e), e.to_string()));

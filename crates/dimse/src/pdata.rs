@@ -6,6 +6,15 @@
 //! no copy) and each value is a slice of it, which the instance's sink takes over as it is.
 //! Every other PDU type is still read by dicom-ul. The PDU's length was checked against its
 //! limit by the [`crate::guard`] as its header went past.
+//!
+//! While an instance is received into a pack record ([`Placement`]), its data values are not
+//! read into the association's buffer at all: the PDU's and each item's header are read on
+//! their own, and the value straight from the connection into the record's room
+//! ([`radport_ingest::IncomingInstance::room`]) — the one copy the kernel makes, instead of
+//! that and a second out of the PDU into the record (8 % of the receiver's CPU with one
+//! sender). Each read into the room asks for the next headers too (a PDU's and an item's,
+//! [`HEADERS_BEHIND`]), so that a PDU still takes about one read; what comes behind the
+//! value goes back into the buffer.
 
 use bytes::{Bytes, BytesMut};
 use dicom_ul::pdu::PDataValueType;
@@ -22,9 +31,26 @@ pub struct Fragment {
     pub value_type: PDataValueType,
     /// Whether this is the last fragment of its command or data set.
     pub is_last: bool,
-    /// The fragment's bytes.
+    /// The fragment's bytes (none if they were placed).
     pub data: Bytes,
+    /// Bytes of the value read straight into the [`Placement`] instead.
+    pub placed: usize,
 }
+
+/// Where the data values of a data set being received go straight from the connection: the
+/// instance's pack record.
+pub trait Placement {
+    /// Room for `len` bytes of a data value on presentation context `context_id`, if they
+    /// go there.
+    fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]>;
+    /// The first `n` bytes of the last room given hold the value's next bytes. Whether they
+    /// were taken.
+    fn placed(&mut self, n: usize) -> bool;
+}
+
+/// What a read into a placement's room asks for beyond the value: the next PDU's header and
+/// its first item's.
+pub const HEADERS_BEHIND: usize = PDU_HEADER_LENGTH + ITEM_HEADER_LENGTH;
 
 impl From<dicom_ul::pdu::PDataValue> for Fragment {
     fn from(pdv: dicom_ul::pdu::PDataValue) -> Self {
@@ -33,6 +59,7 @@ impl From<dicom_ul::pdu::PDataValue> for Fragment {
             value_type: pdv.value_type,
             is_last: pdv.is_last,
             data: Bytes::from(pdv.data),
+            placed: 0,
         }
     }
 }
@@ -80,6 +107,7 @@ pub fn fragments(mut body: Bytes) -> Result<Vec<Fragment>, PDataError> {
             },
             is_last: control & 0x02 != 0,
             data: body.slice(ITEM_HEADER_LENGTH..end),
+            placed: 0,
         });
         body = body.slice(end..);
     }
@@ -107,11 +135,19 @@ pub enum ReadError {
     /// The connection failed, or ended, inside a P-DATA-TF or before a PDU.
     #[error("connection lost: {0}")]
     Lost(std::io::Error),
+    /// The placement did not take what was read into its room.
+    #[error("a data value read into its room was not taken")]
+    NotPlaced,
 }
 
 /// Reads the next PDU from `reader` (the association's stream behind its
 /// [`crate::guard::PduGuard`]) into `buffer` (dicom-ul's buffer of the association, which may
-/// already hold the start of it). Cancel-safe: what was read stays in `buffer`.
+/// already hold the start of it). Cancel-safe: what was read stays in `buffer` — except
+/// with a `placement`, once a P-DATA-TF's values are read into it (the association is then
+/// aborted, as on its idle timeout).
+///
+/// With a `placement`, reads into `buffer` take no more than the header they wait for, and
+/// a P-DATA-TF's data values go into the placement where it has room ([`read_placed`]).
 ///
 /// `read_ahead` is the room made in `buffer` before a PDU's header has arrived: the largest
 /// P-DATA-TF allowed, with its header, so that a PDU is read into one allocation. With less,
@@ -122,8 +158,18 @@ pub async fn read_pdu<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
     read_ahead: usize,
+    placement: Option<&mut (dyn Placement + Send)>,
 ) -> Result<Received, ReadError> {
     use tokio::io::AsyncReadExt;
+    if let Some(placement) = placement {
+        fill(reader, buffer, PDU_HEADER_LENGTH).await?;
+        if buffer[0] == pdu_type::P_DATA_TF {
+            let length = u32::from_be_bytes([buffer[2], buffer[3], buffer[4], buffer[5]]);
+            let length = usize::try_from(length)
+                .map_err(|_| ReadError::MalformedPData(PDataError::ItemBeyondPdu))?;
+            return read_placed(reader, buffer, length, placement).await;
+        }
+    }
     loop {
         match buffer.get(..PDU_HEADER_LENGTH) {
             None => buffer.reserve(read_ahead.saturating_sub(buffer.len())),
@@ -162,6 +208,125 @@ pub async fn read_pdu<R: tokio::io::AsyncRead + Unpin>(
             Err(e) => return Err(ReadError::Lost(e)),
         }
     }
+}
+
+/// Reads from `reader` until `buffer` holds `need` bytes, each read taking no more than
+/// what is missing.
+async fn fill<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    need: usize,
+) -> Result<(), ReadError> {
+    use tokio::io::AsyncReadExt;
+    while buffer.len() < need {
+        let missing = need - buffer.len();
+        buffer.reserve(missing);
+        let limited = &mut (&mut *reader).take(missing as u64);
+        match limited.read_buf(buffer).await {
+            Ok(0) => return Err(ReadError::Lost(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Lost(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The P-DATA-TF whose header starts `buffer`, its variable field `length` bytes long, read
+/// item by item: each item's header into `buffer`, a data value into `placement` where it
+/// has room for all of it (first what `buffer` already holds of it, then straight from
+/// `reader`), any other value into `buffer` as [`read_pdu`] would.
+async fn read_placed<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    length: usize,
+    placement: &mut (dyn Placement + Send),
+) -> Result<Received, ReadError> {
+    use bytes::Buf;
+    use tokio::io::AsyncReadExt;
+    buffer.advance(PDU_HEADER_LENGTH);
+    let mut left_in_pdu = length;
+    let mut out = Vec::new();
+    while left_in_pdu > 0 {
+        if left_in_pdu < ITEM_HEADER_LENGTH {
+            return Err(ReadError::MalformedPData(PDataError::ItemCutShort));
+        }
+        fill(reader, buffer, ITEM_HEADER_LENGTH).await?;
+        let item_length = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
+        let (context_id, control) = (buffer[4], buffer[5]);
+        let value_length = usize::try_from(item_length)
+            .ok()
+            .and_then(|l| l.checked_sub(2))
+            .ok_or(ReadError::MalformedPData(PDataError::ItemTooShort))?;
+        let item_end = ITEM_HEADER_LENGTH
+            .checked_add(value_length)
+            .filter(|&end| end <= left_in_pdu)
+            .ok_or(ReadError::MalformedPData(PDataError::ItemBeyondPdu))?;
+        buffer.advance(ITEM_HEADER_LENGTH);
+        left_in_pdu -= item_end;
+        let value_type = if control & 0x01 != 0 {
+            PDataValueType::Command
+        } else {
+            PDataValueType::Data
+        };
+        let is_last = control & 0x02 != 0;
+        let placed = value_type == PDataValueType::Data
+            && value_length > 0
+            && placement.room(context_id, value_length).is_some();
+        if !placed {
+            fill(reader, buffer, value_length).await?;
+            out.push(Fragment {
+                context_id,
+                value_type,
+                is_last,
+                data: buffer.split_to(value_length).freeze(),
+                placed: 0,
+            });
+            continue;
+        }
+        let mut left = value_length;
+        // What an earlier read brought of it already.
+        let ahead = buffer.len().min(left);
+        if ahead > 0 {
+            let room = placement
+                .room(context_id, ahead)
+                .ok_or(ReadError::NotPlaced)?;
+            room.copy_from_slice(&buffer[..ahead]);
+            buffer.advance(ahead);
+            if !placement.placed(ahead) {
+                return Err(ReadError::NotPlaced);
+            }
+            left -= ahead;
+        }
+        while left > 0 {
+            // With room for the headers behind the value: one read may bring them too.
+            let room = match placement.room(context_id, left + HEADERS_BEHIND) {
+                Some(room) => room,
+                None => placement
+                    .room(context_id, left)
+                    .ok_or(ReadError::NotPlaced)?,
+            };
+            let read = match reader.read(room).await {
+                Ok(0) => return Err(ReadError::Lost(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(read) => read,
+                Err(e) => return Err(ReadError::Lost(e)),
+            };
+            let value = read.min(left);
+            // What came behind the value goes back to the buffer (empty here).
+            buffer.extend_from_slice(&room[value..read]);
+            if !placement.placed(value) {
+                return Err(ReadError::NotPlaced);
+            }
+            left -= value;
+        }
+        out.push(Fragment {
+            context_id,
+            value_type,
+            is_last,
+            data: Bytes::new(),
+            placed: value_length,
+        });
+    }
+    Ok(Received::PData(out))
 }
 
 #[cfg(test)]
@@ -246,9 +411,10 @@ mod tests {
                     piece,
                 };
                 let mut buffer = BytesMut::new();
-                let Received::PData(fragments) = read_pdu(&mut reader, &mut buffer, read_ahead)
-                    .await
-                    .unwrap()
+                let Received::PData(fragments) =
+                    read_pdu(&mut reader, &mut buffer, read_ahead, None)
+                        .await
+                        .unwrap()
                 else {
                     panic!("the first PDU is a P-DATA-TF");
                 };
@@ -258,16 +424,17 @@ mod tests {
                     fragments.iter().map(|f| f.is_last).collect::<Vec<_>>(),
                     [false, true]
                 );
-                let second = read_pdu(&mut reader, &mut buffer, read_ahead)
+                let second = read_pdu(&mut reader, &mut buffer, read_ahead, None)
                     .await
                     .unwrap();
                 assert!(
                     matches!(second, Received::Other(Pdu::ReleaseRQ)),
                     "piece {piece}, read ahead {read_ahead}: {second:?}"
                 );
-                let Received::PData(fragments) = read_pdu(&mut reader, &mut buffer, read_ahead)
-                    .await
-                    .unwrap()
+                let Received::PData(fragments) =
+                    read_pdu(&mut reader, &mut buffer, read_ahead, None)
+                        .await
+                        .unwrap()
                 else {
                     panic!("the last PDU is a P-DATA-TF");
                 };
@@ -275,10 +442,177 @@ mod tests {
                 assert_eq!(&fragments[0].data[..], b"command");
                 assert!(buffer.is_empty());
                 assert!(matches!(
-                    read_pdu(&mut reader, &mut buffer, read_ahead).await,
+                    read_pdu(&mut reader, &mut buffer, read_ahead, None).await,
                     Err(ReadError::Lost(_))
                 ));
             }
+        }
+    }
+
+    /// A record's room, as the ingest gives it: for context 1 only, up to `capacity` bytes.
+    struct Record {
+        bytes: Vec<u8>,
+        capacity: usize,
+        room: Vec<u8>,
+    }
+
+    impl Placement for Record {
+        fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]> {
+            if context_id != 1 || self.bytes.len() + len > self.capacity {
+                return None;
+            }
+            // Whatever it held before: not zeros.
+            self.room = vec![0xEE; len];
+            Some(&mut self.room)
+        }
+
+        fn placed(&mut self, n: usize) -> bool {
+            if n > self.room.len() {
+                return false;
+            }
+            self.bytes.extend_from_slice(&self.room[..n]);
+            self.room.clear();
+            true
+        }
+    }
+
+    /// With a placement, the data values it has room for go there and every other value is
+    /// a fragment, whatever the pieces the stream arrives in and what was read ahead: the
+    /// values, their order, their flags and the PDUs behind them are those read without it.
+    #[tokio::test]
+    async fn data_values_go_into_the_placement_as_they_would_be_read() {
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let first = p_data(&[
+            item(1, 0x00, &large[..150_000]),
+            item(3, 0x00, b"other context"),
+            item(1, 0x00, &large[150_000..150_010]),
+            item(1, 0x00, b""),
+            item(1, 0x02, &large[150_010..]),
+        ]);
+        let release = [pdu_type::RELEASE_RQ, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+        let last = p_data(&[item(1, 0x03, b"command"), item(1, 0x02, b"tail")]);
+        let stream = [&first[..], &release[..], &last[..]].concat();
+        for capacity in [usize::MAX, 200_000] {
+            for piece in [1, 7, 4096, 1 << 16, stream.len()] {
+                for ahead in [0, 20, 150_020] {
+                    let mut reader = Pieces {
+                        bytes: &stream,
+                        piece,
+                    };
+                    // As if an earlier read had brought the first `ahead` bytes.
+                    let mut buffer = BytesMut::new();
+                    let mut record = Record {
+                        bytes: Vec::new(),
+                        capacity,
+                        room: Vec::new(),
+                    };
+                    fill(&mut reader, &mut buffer, ahead).await.unwrap();
+                    let context = format!("capacity {capacity}, piece {piece}, ahead {ahead}");
+                    let Received::PData(fragments) =
+                        read_pdu(&mut reader, &mut buffer, 0, Some(&mut record))
+                            .await
+                            .unwrap()
+                    else {
+                        panic!("the first PDU is a P-DATA-TF");
+                    };
+                    let shape: Vec<(u8, bool, usize)> = fragments
+                        .iter()
+                        .map(|f| (f.context_id, f.is_last, f.data.len() + f.placed))
+                        .collect();
+                    assert_eq!(
+                        shape,
+                        [
+                            (1, false, 150_000),
+                            (3, false, 13),
+                            (1, false, 10),
+                            (1, false, 0),
+                            (1, true, 149_990)
+                        ],
+                        "{context}"
+                    );
+                    assert_eq!(&fragments[1].data[..], b"other context", "{context}");
+                    // Placed or not, in order, the context's values are the large one.
+                    let mut values = Vec::new();
+                    let mut placed = record.bytes.as_slice();
+                    for f in fragments.iter().filter(|f| f.context_id == 1) {
+                        assert!(f.data.is_empty() || f.placed == 0, "{context}");
+                        values.extend_from_slice(&f.data);
+                        values.extend_from_slice(&placed[..f.placed]);
+                        placed = &placed[f.placed..];
+                    }
+                    assert!(placed.is_empty(), "{context}");
+                    assert_eq!(values, large, "{context}");
+                    if capacity == usize::MAX {
+                        assert_eq!(record.bytes, large, "{context}: all of it placed");
+                    } else {
+                        assert_eq!(record.bytes, large[..150_010], "{context}: up to the room");
+                    }
+                    let second = read_pdu(&mut reader, &mut buffer, 0, Some(&mut record))
+                        .await
+                        .unwrap();
+                    assert!(
+                        matches!(second, Received::Other(Pdu::ReleaseRQ)),
+                        "{context}: {second:?}"
+                    );
+                    let Received::PData(fragments) =
+                        read_pdu(&mut reader, &mut buffer, 0, Some(&mut record))
+                            .await
+                            .unwrap()
+                    else {
+                        panic!("the last PDU is a P-DATA-TF");
+                    };
+                    assert_eq!(&fragments[0].data[..], b"command", "{context}");
+                    assert_eq!(fragments[0].value_type, PDataValueType::Command);
+                    let tail = fragments[1].data.len() + fragments[1].placed;
+                    assert_eq!(tail, 4, "{context}");
+                    assert!(buffer.is_empty(), "{context}");
+                    assert!(matches!(
+                        read_pdu(&mut reader, &mut buffer, 0, Some(&mut record)).await,
+                        Err(ReadError::Lost(_))
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Items that do not add up are refused as without a placement, and a connection that
+    /// ends inside a placed value is lost.
+    #[tokio::test]
+    async fn malformed_items_and_cut_values_are_errors_with_a_placement() {
+        let mut record = Record {
+            bytes: Vec::new(),
+            capacity: usize::MAX,
+            room: Vec::new(),
+        };
+        let cases: [(&[u8], &str); 4] = [
+            (&[4, 0, 0, 0, 0, 5, 0, 0, 0, 2, 1], "cut short"),
+            (&[4, 0, 0, 0, 0, 6, 0, 0, 0, 1, 1, 0], "too short"),
+            (&[4, 0, 0, 0, 0, 7, 0, 0, 0, 9, 1, 0, 1], "beyond"),
+            (&[4, 0, 0, 0, 0, 106, 0, 0, 0, 102, 1, 0, 1, 2, 3], "lost"),
+        ];
+        for (stream, what) in cases {
+            let mut reader = Pieces {
+                bytes: stream,
+                piece: 3,
+            };
+            let mut buffer = BytesMut::new();
+            let read = read_pdu(&mut reader, &mut buffer, 0, Some(&mut record)).await;
+            let matched = match what {
+                "cut short" => matches!(
+                    read,
+                    Err(ReadError::MalformedPData(PDataError::ItemCutShort))
+                ),
+                "too short" => matches!(
+                    read,
+                    Err(ReadError::MalformedPData(PDataError::ItemTooShort))
+                ),
+                "beyond" => matches!(
+                    read,
+                    Err(ReadError::MalformedPData(PDataError::ItemBeyondPdu))
+                ),
+                _ => matches!(read, Err(ReadError::Lost(_))),
+            };
+            assert!(matched, "{what}: {read:?}");
         }
     }
 

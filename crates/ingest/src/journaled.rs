@@ -148,6 +148,33 @@ impl<B: HeldBody> Held<B> {
     }
 }
 
+impl Held<PackRecord> {
+    /// Room for `len` more bytes read straight into the record, if they fit in it (and in
+    /// what is held at most, [`JOURNALED_MAX_BYTES`]).
+    pub(crate) fn room(&mut self, len: usize) -> Option<&mut [u8]> {
+        let fits = u64::try_from(len)
+            .ok()
+            .and_then(|len| self.size.checked_add(len))
+            .is_some_and(|size| size <= JOURNALED_MAX_BYTES);
+        if !fits {
+            return None;
+        }
+        self.body.room(len).ok()
+    }
+
+    /// The first `n` bytes of the last room are the instance's next bytes: hashed and held.
+    /// Whether they were (not beyond the room).
+    pub(crate) fn grow(&mut self, n: usize) -> bool {
+        let start = self.body.body().len();
+        if self.body.grow(n).is_err() {
+            return false;
+        }
+        self.hasher.update(&self.body.body()[start..]);
+        self.size += n as u64;
+        true
+    }
+}
+
 /// A journal frame's body hash for bytes of checksum `digest`: the same XXH3-128 hash, so that
 /// every byte is hashed once.
 pub(crate) fn body_hash(digest: &Digest) -> BodyHash {

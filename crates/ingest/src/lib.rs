@@ -281,6 +281,34 @@ impl IncomingInstance {
         written.map_err(|e| refused(channel_of(&self.source), e.into()))
     }
 
+    /// Room for `len` more data-set bytes where they are kept — the instance's pack record
+    /// — to be read straight from the connection and then taken by [`IncomingInstance::grow`]
+    /// (no copy); `None` where they are not kept that way or would not fit there: then
+    /// [`IncomingInstance::write`] takes them.
+    pub fn room(&mut self, len: usize) -> Option<&mut [u8]> {
+        match &mut self.sink {
+            Sink::Packed(held) => held.room(len),
+            Sink::Archive(_) | Sink::Journaled(_) => None,
+        }
+    }
+
+    /// The first `n` bytes of the last [`IncomingInstance::room`] are the data set's next
+    /// bytes (the room is used up). An error if they cannot be: more than the room held, or
+    /// no room given.
+    pub fn grow(&mut self, n: usize) -> Result<(), IngestError> {
+        let grown = match &mut self.sink {
+            Sink::Packed(held) => held.grow(n).then_some(held),
+            Sink::Archive(_) | Sink::Journaled(_) => None,
+        };
+        let Some(held) = grown else {
+            return Err(IngestError::Storage(format!(
+                "{n} bytes beyond the room given for them"
+            )));
+        };
+        self.head.early.try_read(held.body().body());
+        Ok(())
+    }
+
     /// Bytes received so far (file meta included).
     pub fn size(&self) -> u64 {
         match &self.sink {

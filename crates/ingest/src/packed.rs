@@ -561,6 +561,67 @@ mod tests {
         assert_eq!((row.rows, row.columns), (Some(1024), Some(1024)));
     }
 
+    /// Bytes read straight into the record's room (as the receiver reads them from its
+    /// socket), between pieces written the usual way, make the instance the bytes make:
+    /// stored, checksummed and its attributes read as if written whole. Past the room, or
+    /// when the instance would outgrow its record, there is no room: `write` takes over.
+    #[tokio::test]
+    async fn bytes_read_into_the_records_room_are_the_instance() {
+        let s = setup().await;
+        let files = series(s.dir.path(), "55", 1, 256);
+        let file = &files[0];
+        let (ingestor, replay) = s.ingestor();
+        ingestor.recover(replay).await.unwrap();
+        let (announced, offset) = crate::metadata::read_file_meta(file).unwrap();
+        let mut incoming = ingestor
+            .begin(route(), "test".into(), announced)
+            .await
+            .unwrap();
+        let data = &file[offset..];
+        // A first piece written, then rooms filled in part (as a read returns less), one
+        // piece written between them, and the rest through rooms.
+        incoming
+            .write(bytes::Bytes::copy_from_slice(&data[..1000]))
+            .await
+            .unwrap();
+        let mut at = 1000;
+        let mut step = 0;
+        while at < data.len() {
+            step += 1;
+            if step == 3 {
+                let end = (at + 7000).min(data.len());
+                incoming
+                    .write(bytes::Bytes::copy_from_slice(&data[at..end]))
+                    .await
+                    .unwrap();
+                at = end;
+                continue;
+            }
+            let room = incoming.room(40_000).unwrap();
+            room.fill(0xEE);
+            let put = (data.len() - at).min(25_000);
+            room[..put].copy_from_slice(&data[at..at + put]);
+            incoming.grow(put).unwrap();
+            at += put;
+        }
+        assert!(incoming.grow(1).is_err(), "no room given");
+        assert!(
+            incoming.room(JOURNALED_MAX_BYTES as usize).is_none(),
+            "beyond what a record holds"
+        );
+        let outcome = ingestor.finish(incoming).await.unwrap();
+        assert_eq!(outcome.disposition, Disposition::Stored);
+        let rows = s.rows(&outcome.series_instance_uid).await;
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert!(keys::parse_packed(&row.object_key).is_some());
+        let bytes = s.archive.get(&row.object_key).await.unwrap();
+        assert!(bytes.ends_with(data));
+        assert_eq!(row.checksum, radport_archive::checksum(&bytes));
+        assert_eq!(row.size, bytes.len() as i64);
+        assert_eq!((row.rows, row.columns), (Some(256), Some(256)));
+    }
+
     #[tokio::test]
     async fn a_duplicate_kept_is_punched_out_of_its_pack_after_the_checkpoint() {
         let s = setup().await;

@@ -339,6 +339,8 @@ pub struct PackRecord {
     /// At most `max_body`.
     body_len: u64,
     max_body: u64,
+    /// Bytes of the last [`PackRecord::room`] given (what [`PackRecord::grow`] may take).
+    room: usize,
 }
 
 /// A [`PackRecord`]'s body would grow past the pack log's largest.
@@ -362,6 +364,35 @@ impl PackRecord {
         let start = FRAME_HEAD_LEN + self.header_len + self.body_len as usize;
         self.buffer.bytes_mut(start + bytes.len())[start..].copy_from_slice(bytes);
         self.body_len = body_len;
+        self.room = 0;
+        Ok(())
+    }
+
+    /// Room for `len` more bytes after the body, to be read into (straight from a socket,
+    /// say) and then taken by [`PackRecord::grow`]; what it holds before is whatever the
+    /// buffer held. Refused if the body would outgrow the log's largest with all of them.
+    pub fn room(&mut self, len: usize) -> Result<&mut [u8], BodyTooLarge> {
+        u64::try_from(len)
+            .ok()
+            .and_then(|len| self.body_len.checked_add(len))
+            .filter(|&end| end <= self.max_body)
+            .ok_or(BodyTooLarge { max: self.max_body })?;
+        // The largest record's length is a `usize` ([`PackLog::record`]).
+        let start = FRAME_HEAD_LEN + self.header_len + self.body_len as usize;
+        self.room = len;
+        Ok(&mut self.buffer.bytes_mut(start + len)[start..])
+    }
+
+    /// The first `n` bytes of the last [`PackRecord::room`] are the body's next bytes; the
+    /// room is used up (the next bytes go into a room of their own). Refused (the record
+    /// unchanged) for more than that room held, or without a room.
+    pub fn grow(&mut self, n: usize) -> Result<(), BodyTooLarge> {
+        if n > self.room {
+            return Err(BodyTooLarge { max: self.max_body });
+        }
+        // Within the room, which was within `max_body`.
+        self.body_len += n as u64;
+        self.room = 0;
         Ok(())
     }
 
@@ -536,6 +567,7 @@ impl<S: Stage> PackLog<S> {
             header_len: header.len(),
             body_len: 0,
             max_body,
+            room: 0,
         })
     }
 
@@ -551,6 +583,7 @@ impl<S: Stage> PackLog<S> {
             header_len,
             body_len,
             max_body: _,
+            room: _,
         } = record;
         // Within the largest record's length, which [`PackLog::record`] checked.
         let frame_end = FRAME_HEAD_LEN + header_len + body_len as usize;

@@ -613,3 +613,50 @@ async fn a_record_laid_out_as_it_arrives_is_written_and_replayed_as_an_appended_
         Err(JournalError::TooLarge { .. })
     ));
 }
+
+/// Bytes read straight into a record's room (as from a socket) and taken by `grow`, between
+/// pieces copied in by `extend`, make the same record: written and read back the same. A room
+/// past the largest body, and a `grow` past the room, are refused and change nothing.
+#[tokio::test]
+async fn a_record_read_into_its_room_is_the_record_its_bytes_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let expected: Vec<u8> = body(9, 50_000).concat();
+    let mut record = log.record(&[9; 3]).unwrap();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&expected);
+    record.extend(&expected[..100]).unwrap();
+    let mut at = 100;
+    // Rooms larger than what is put in them (a read returns less), and one exactly filled.
+    for (room, put) in [(8192, 5000), (30_000, 30_000), (20_000, 14_900)] {
+        let space = record.room(room).unwrap();
+        assert_eq!(space.len(), room);
+        // What lies beyond what is put is not the body.
+        space.fill(0xEE);
+        space[..put].copy_from_slice(&expected[at..at + put]);
+        record.grow(put).unwrap();
+        at += put;
+        assert_eq!(record.body(), &expected[..at]);
+    }
+    assert_eq!(
+        record.grow(1),
+        Err(BodyTooLarge {
+            max: SMALL.max_body_bytes
+        }),
+        "no room left to grow into"
+    );
+    record.room(10).unwrap();
+    assert!(record.grow(11).is_err(), "past the room");
+    assert_eq!(record.body(), &expected[..at]);
+    assert!(record.room(SMALL.max_body_bytes as usize).is_err());
+    assert_eq!(record.body(), &expected[..at]);
+    assert_eq!(at, expected.len());
+    let (appended, ()) = log
+        .append_record(record, hasher.finalize(), ())
+        .await
+        .unwrap();
+    assert_eq!(read_body(dir.path(), appended.position).unwrap(), expected);
+    drop(log);
+    let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    assert_eq!(replayed(&mut replay).len(), 1);
+}
