@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             if let Some(pending) = PendingLogin::from_cookie(&text) {
                 assert_local(&pending.return_to, &text);
-                assert_eq!(PendingLogin::from_cookie(&pending.to_cookie()), Some(pending));
+                assert_eq!(
+                    PendingLogin::from_cookie(&pending.to_cookie()),
+                    Some(pending)
+                );
             }
         }
         2 => {
@@ -54,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
                 ..ClaimMapping::default()
             };
             if let Ok(identity) = map_claims(&mapping, &claims) {
-                assert!(radport_catalog::is_valid_name(&identity.username), "{identity:?}");
+                assert!(
+                    radport_catalog::is_valid_name(&identity.username),
+                    "{identity:?}"
+                );
                 let mut seen = std::collections::BTreeSet::new();
                 for (project, _) in &identity.memberships {
                     assert!(radport_catalog::is_valid_name(project), "{identity:?}");

@@ -15,7 +15,11 @@ use radport_fuzz::{assert_allocates_at_most, honest};
 #[global_allocator]
 static PROBE: radport_fuzz::Probe = radport_fuzz::Probe;
 
-const SYNTAXES: [&str; 3] = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"];
+const SYNTAXES: [&str; 3] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+];
 
 fuzz_target!(init: radport_fuzz::allow_caught_panics(), |data: &[u8]| {
     let Some((&selector, bytes)) = data.split_first() else { return };

@@ -9,20 +9,24 @@
 //! type may carry, a stream stops at the first header that declares more, with that header's
 //! violation; how the bytes arrive (one at a time, or in large reads) changes nothing but
 //! how many PDUs before a refused header are delivered; and `pdata::read_pdu` reads exactly
-//! what dicom-ul alone reads from the same stream (the same fragments, the same end).
+//! what dicom-ul alone reads from the same stream (the same fragments, the same end). With a
+//! `Placement` (data values read straight into a pack record's room, as while an instance is
+//! stored into packs) it reads the same values: put back into their fragments, the same PDUs.
 #![no_main]
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
 use dicom_ul::Pdu;
 use libfuzzer_sys::fuzz_target;
 use radport_dimse::guard::{
     check_associate_rq, parse_header, PduGuard, PduLimits, PduTooLong, PduTracker,
     PDU_HEADER_LENGTH,
 };
-use radport_dimse::pdata::{read_pdu, Fragment, Received};
+use radport_dimse::pdata::{read_pdu, Fragment, Placement, Received};
 use radport_dimse::ReceiverConfig;
 use radport_fuzz::{assert_allocates_at_most, honest};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -91,8 +95,71 @@ fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, En
     // Room for the largest P-DATA-TF allowed before each header, as `receive` makes.
     let read_ahead = limits.p_data as usize + PDU_HEADER_LENGTH;
     drive(data, limits, chunk, |guarded, buffer| {
-        RUNTIME.with(|rt| rt.block_on(read_pdu(guarded, buffer, read_ahead)))
+        RUNTIME.with(|rt| rt.block_on(read_pdu(guarded, buffer, read_ahead, None)))
     })
+}
+
+/// A pack record's room as the ingest gives it: data values on odd presentation contexts, up
+/// to 1 MiB in all (past that they take the fragment path).
+#[derive(Default)]
+struct Record {
+    bytes: Vec<u8>,
+    room: Vec<u8>,
+}
+
+impl Placement for Record {
+    fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]> {
+        if context_id % 2 == 0 || self.bytes.len().checked_add(len)? > 1 << 20 {
+            return None;
+        }
+        // Whatever it held before: not zeros.
+        self.room.clear();
+        self.room.resize(len, 0xEE);
+        Some(&mut self.room)
+    }
+
+    fn placed(&mut self, n: usize) -> bool {
+        if n > self.room.len() {
+            return false;
+        }
+        self.bytes.extend_from_slice(&self.room[..n]);
+        self.room.clear();
+        true
+    }
+}
+
+/// [`associate`] with a placement for every PDU, its values put back into their fragments.
+fn associate_placed(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
+    let read_ahead = limits.p_data as usize + PDU_HEADER_LENGTH;
+    let record = RefCell::new(Record::default());
+    let (pdus, end) = drive(data, limits, chunk, |guarded, buffer| {
+        let mut record = record.borrow_mut();
+        let placement: &mut (dyn Placement + Send) = &mut *record;
+        RUNTIME.with(|rt| rt.block_on(read_pdu(guarded, buffer, read_ahead, Some(placement))))
+    });
+    let placed = record.into_inner().bytes;
+    let mut at = 0;
+    let pdus = pdus
+        .into_iter()
+        .map(|pdu| match pdu {
+            Received::PData(fragments) => Received::PData(
+                fragments
+                    .into_iter()
+                    .map(|mut f| {
+                        if f.placed > 0 {
+                            assert!(f.data.is_empty(), "a fragment placed and kept");
+                            f.data = Bytes::copy_from_slice(&placed[at..at + f.placed]);
+                            at += f.placed;
+                            f.placed = 0;
+                        }
+                        f
+                    })
+                    .collect(),
+            ),
+            other => other,
+        })
+        .collect();
+    (pdus, end)
 }
 
 /// The same stream read by dicom-ul alone (as radport did before `pdata`), its P-DATA-TF
@@ -202,6 +269,26 @@ fuzz_target!(|data: &[u8]| {
             "how the stream ends depends on how the bytes arrive"
         );
     }
+    // With a placement: the same values, whatever the reads. A malformed item is refused as
+    // soon as its header is read (the fragment path reads the whole PDU first), so the two
+    // may end one as `Broken`, the other not.
+    let (placed_bytewise, placed_bytewise_end) =
+        assert_allocates_at_most("placed", bound, || associate_placed(data, limits, 1));
+    assert_eq!(
+        placed_bytewise, bytewise,
+        "values read into a placement differ from the fragments"
+    );
+    if placed_bytewise_end != End::Broken && bytewise_end != End::Broken {
+        assert_eq!(
+            placed_bytewise_end, bytewise_end,
+            "a placement ends otherwise"
+        );
+    }
+    let (placed, _) = associate_placed(data, limits, 4096);
+    assert!(
+        bytewise.starts_with(&placed),
+        "the PDUs read into a placement depend on how the bytes arrive"
+    );
     match (first_violation(data, limits), &end) {
         (Some((before, v)), End::TooLong(seen)) => {
             assert_eq!(&v, seen, "the guard refused another header");
