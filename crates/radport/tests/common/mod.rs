@@ -450,19 +450,11 @@ impl Server {
     /// longer referenced (a duplicate kept out) leaves its pack once a checkpoint passed it
     /// (every second), a file at once. Panics after 20 s.
     pub fn archived_instances_settled(&self, count: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let what = format!("the archive to hold {count} instances");
+        self.wait_for(20, &what, || {
             let held = self.archived_instances();
-            if held.len() == count {
-                return held;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the archive holds {} instances, not {count}: {held:?}",
-                held.len()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (held.len() == count).then_some(held)
+        })
     }
 
     /// Runs `dcmsend` with the exact flags of the Data Upload documentation.
