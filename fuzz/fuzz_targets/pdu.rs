@@ -26,7 +26,7 @@ use radport_dimse::guard::{
     check_associate_rq, parse_header, PduGuard, PduLimits, PduTooLong, PduTracker,
     PDU_HEADER_LENGTH,
 };
-use radport_dimse::pdata::{read_pdu, Fragment, Placement, Received};
+use radport_dimse::pdata::{read_pdu, Fragment, MemoryPlacement, Placement, Received};
 use radport_dimse::ReceiverConfig;
 use radport_fuzz::{assert_allocates_at_most, honest};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -99,39 +99,12 @@ fn associate(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, En
     })
 }
 
-/// A pack record's room as the ingest gives it: data values on odd presentation contexts, up
-/// to 1 MiB in all (past that they take the fragment path).
-#[derive(Default)]
-struct Record {
-    bytes: Vec<u8>,
-    room: Vec<u8>,
-}
-
-impl Placement for Record {
-    fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]> {
-        if context_id % 2 == 0 || self.bytes.len().checked_add(len)? > 1 << 20 {
-            return None;
-        }
-        // Whatever it held before: not zeros.
-        self.room.clear();
-        self.room.resize(len, 0xEE);
-        Some(&mut self.room)
-    }
-
-    fn placed(&mut self, n: usize) -> bool {
-        if n > self.room.len() {
-            return false;
-        }
-        self.bytes.extend_from_slice(&self.room[..n]);
-        self.room.clear();
-        true
-    }
-}
-
 /// [`associate`] with a placement for every PDU, its values put back into their fragments.
 fn associate_placed(data: &[u8], limits: PduLimits, chunk: usize) -> (Vec<Received>, End) {
     let read_ahead = limits.p_data as usize + PDU_HEADER_LENGTH;
-    let record = RefCell::new(Record::default());
+    // A pack record's room as the ingest gives it: data values on odd presentation contexts, up
+    // to 1 MiB in all (past that they take the fragment path).
+    let record = RefCell::new(MemoryPlacement::new(1 << 20, |context| context % 2 == 1));
     let (pdus, end) = drive(data, limits, chunk, |guarded, buffer| {
         let mut record = record.borrow_mut();
         let placement: &mut (dyn Placement + Send) = &mut *record;

@@ -52,6 +52,50 @@ pub trait Placement {
 /// its first item's.
 pub const HEADERS_BEHIND: usize = PDU_HEADER_LENGTH + ITEM_HEADER_LENGTH;
 
+/// A [`Placement`] in memory, the model of a pack record's room for tests and the fuzz
+/// target: data values on the presentation contexts `takes` accepts, up to `capacity` bytes
+/// in all; what it was given room for is not zeros until read into.
+#[derive(Debug)]
+pub struct MemoryPlacement {
+    /// The values placed, one after the other.
+    pub bytes: Vec<u8>,
+    capacity: usize,
+    takes: fn(u8) -> bool,
+    room: Vec<u8>,
+}
+
+impl MemoryPlacement {
+    /// Room for values on the contexts `takes` accepts, `capacity` bytes in all.
+    pub fn new(capacity: usize, takes: fn(u8) -> bool) -> Self {
+        MemoryPlacement {
+            bytes: Vec::new(),
+            capacity,
+            takes,
+            room: Vec::new(),
+        }
+    }
+}
+
+impl Placement for MemoryPlacement {
+    fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]> {
+        if !(self.takes)(context_id) || self.bytes.len().checked_add(len)? > self.capacity {
+            return None;
+        }
+        // (`vec!` fills with one memset, also unoptimised: `resize` would not.)
+        self.room = vec![0xEE; len];
+        Some(&mut self.room)
+    }
+
+    fn placed(&mut self, n: usize) -> bool {
+        if n > self.room.len() {
+            return false;
+        }
+        self.bytes.extend_from_slice(&self.room[..n]);
+        self.room.clear();
+        true
+    }
+}
+
 impl From<dicom_ul::pdu::PDataValue> for Fragment {
     fn from(pdv: dicom_ul::pdu::PDataValue) -> Self {
         Fragment {
@@ -81,34 +125,70 @@ pub enum PDataError {
 /// Bytes of an item before its value: length (4), context ID (1), control header (1).
 const ITEM_HEADER_LENGTH: usize = 6;
 
-/// The fragments of a P-DATA-TF's variable field (the PDU without its 6-byte header).
-pub fn fragments(mut body: Bytes) -> Result<Vec<Fragment>, PDataError> {
-    let mut out = Vec::new();
-    while !body.is_empty() {
-        let Some(header) = body.get(..ITEM_HEADER_LENGTH) else {
-            return Err(PDataError::ItemCutShort);
-        };
-        let item_length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-        let (context_id, control) = (header[4], header[5]);
+/// An item's header (PS3.8 §9.3.5.1): what its value is and how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ItemHeader {
+    context_id: u8,
+    value_type: PDataValueType,
+    is_last: bool,
+    value_length: usize,
+}
+
+impl ItemHeader {
+    /// The header `bytes` of an item that starts `left_in_pdu` bytes before its PDU's end,
+    /// and where the item ends, counted from its start: checked against what is left.
+    fn parse(
+        bytes: &[u8; ITEM_HEADER_LENGTH],
+        left_in_pdu: usize,
+    ) -> Result<(ItemHeader, usize), PDataError> {
+        let item_length = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let (context_id, control) = (bytes[4], bytes[5]);
         let value_length = usize::try_from(item_length)
             .ok()
             .and_then(|l| l.checked_sub(2))
             .ok_or(PDataError::ItemTooShort)?;
-        let end = ITEM_HEADER_LENGTH
+        let item_end = ITEM_HEADER_LENGTH
             .checked_add(value_length)
-            .filter(|&end| end <= body.len())
+            .filter(|&end| end <= left_in_pdu)
             .ok_or(PDataError::ItemBeyondPdu)?;
-        out.push(Fragment {
+        let value_type = if control & 0x01 != 0 {
+            PDataValueType::Command
+        } else {
+            PDataValueType::Data
+        };
+        let header = ItemHeader {
             context_id,
-            value_type: if control & 0x01 != 0 {
-                PDataValueType::Command
-            } else {
-                PDataValueType::Data
-            },
+            value_type,
             is_last: control & 0x02 != 0,
-            data: body.slice(ITEM_HEADER_LENGTH..end),
-            placed: 0,
-        });
+            value_length,
+        };
+        Ok((header, item_end))
+    }
+
+    /// The fragment this item makes with `data` as its bytes and `placed` bytes placed.
+    fn fragment(self, data: Bytes, placed: usize) -> Fragment {
+        Fragment {
+            context_id: self.context_id,
+            value_type: self.value_type,
+            is_last: self.is_last,
+            data,
+            placed,
+        }
+    }
+}
+
+/// The first item header of `bytes`, if they hold one.
+fn item_header_bytes(bytes: &[u8]) -> Option<&[u8; ITEM_HEADER_LENGTH]> {
+    bytes.get(..ITEM_HEADER_LENGTH)?.try_into().ok()
+}
+
+/// The fragments of a P-DATA-TF's variable field (the PDU without its 6-byte header).
+pub fn fragments(mut body: Bytes) -> Result<Vec<Fragment>, PDataError> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let bytes = item_header_bytes(&body).ok_or(PDataError::ItemCutShort)?;
+        let (header, end) = ItemHeader::parse(bytes, body.len())?;
+        out.push(header.fragment(body.slice(ITEM_HEADER_LENGTH..end), 0));
         body = body.slice(end..);
     }
     Ok(out)
@@ -251,36 +331,19 @@ async fn read_placed<R: tokio::io::AsyncRead + Unpin>(
             return Err(ReadError::MalformedPData(PDataError::ItemCutShort));
         }
         fill(reader, buffer, ITEM_HEADER_LENGTH).await?;
-        let item_length = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
-        let (context_id, control) = (buffer[4], buffer[5]);
-        let value_length = usize::try_from(item_length)
-            .ok()
-            .and_then(|l| l.checked_sub(2))
-            .ok_or(ReadError::MalformedPData(PDataError::ItemTooShort))?;
-        let item_end = ITEM_HEADER_LENGTH
-            .checked_add(value_length)
-            .filter(|&end| end <= left_in_pdu)
-            .ok_or(ReadError::MalformedPData(PDataError::ItemBeyondPdu))?;
+        let bytes =
+            item_header_bytes(buffer).ok_or(ReadError::MalformedPData(PDataError::ItemCutShort))?;
+        let (header, item_end) =
+            ItemHeader::parse(bytes, left_in_pdu).map_err(ReadError::MalformedPData)?;
         buffer.advance(ITEM_HEADER_LENGTH);
         left_in_pdu -= item_end;
-        let value_type = if control & 0x01 != 0 {
-            PDataValueType::Command
-        } else {
-            PDataValueType::Data
-        };
-        let is_last = control & 0x02 != 0;
-        let placed = value_type == PDataValueType::Data
+        let (context_id, value_length) = (header.context_id, header.value_length);
+        let placed = header.value_type == PDataValueType::Data
             && value_length > 0
             && placement.room(context_id, value_length).is_some();
         if !placed {
             fill(reader, buffer, value_length).await?;
-            out.push(Fragment {
-                context_id,
-                value_type,
-                is_last,
-                data: buffer.split_to(value_length).freeze(),
-                placed: 0,
-            });
+            out.push(header.fragment(buffer.split_to(value_length).freeze(), 0));
             continue;
         }
         let mut left = value_length;
@@ -318,13 +381,7 @@ async fn read_placed<R: tokio::io::AsyncRead + Unpin>(
             }
             left -= value;
         }
-        out.push(Fragment {
-            context_id,
-            value_type,
-            is_last,
-            data: Bytes::new(),
-            placed: value_length,
-        });
+        out.push(header.fragment(Bytes::new(), value_length));
     }
     Ok(Received::PData(out))
 }
@@ -449,33 +506,6 @@ mod tests {
         }
     }
 
-    /// A record's room, as the ingest gives it: for context 1 only, up to `capacity` bytes.
-    struct Record {
-        bytes: Vec<u8>,
-        capacity: usize,
-        room: Vec<u8>,
-    }
-
-    impl Placement for Record {
-        fn room(&mut self, context_id: u8, len: usize) -> Option<&mut [u8]> {
-            if context_id != 1 || self.bytes.len() + len > self.capacity {
-                return None;
-            }
-            // Whatever it held before: not zeros.
-            self.room = vec![0xEE; len];
-            Some(&mut self.room)
-        }
-
-        fn placed(&mut self, n: usize) -> bool {
-            if n > self.room.len() {
-                return false;
-            }
-            self.bytes.extend_from_slice(&self.room[..n]);
-            self.room.clear();
-            true
-        }
-    }
-
     /// With a placement, the data values it has room for go there and every other value is
     /// a fragment, whatever the pieces the stream arrives in and what was read ahead: the
     /// values, their order, their flags and the PDUs behind them are those read without it.
@@ -501,11 +531,7 @@ mod tests {
                     };
                     // As if an earlier read had brought the first `ahead` bytes.
                     let mut buffer = BytesMut::new();
-                    let mut record = Record {
-                        bytes: Vec::new(),
-                        capacity,
-                        room: Vec::new(),
-                    };
+                    let mut record = MemoryPlacement::new(capacity, |context| context == 1);
                     fill(&mut reader, &mut buffer, ahead).await.unwrap();
                     let context = format!("capacity {capacity}, piece {piece}, ahead {ahead}");
                     let Received::PData(fragments) =
@@ -579,11 +605,7 @@ mod tests {
     /// ends inside a placed value is lost.
     #[tokio::test]
     async fn malformed_items_and_cut_values_are_errors_with_a_placement() {
-        let mut record = Record {
-            bytes: Vec::new(),
-            capacity: usize::MAX,
-            room: Vec::new(),
-        };
+        let mut record = MemoryPlacement::new(usize::MAX, |context| context == 1);
         let cases: [(&[u8], &str); 4] = [
             (&[4, 0, 0, 0, 0, 5, 0, 0, 0, 2, 1], "cut short"),
             (&[4, 0, 0, 0, 0, 6, 0, 0, 0, 1, 1, 0], "too short"),

@@ -375,16 +375,11 @@ fn a_segmentation_is_drawn_over_its_image_once_that_arrives() {
     let _ = ct_uid;
 }
 
-/// In packs (the default) the same: a record altered in its body's last byte, another's
-/// frame overwritten so that no record starts there any more.
-#[test]
-fn verification_finds_packed_records_that_changed_or_went_missing() {
-    use radport_journal::pack::{open_record, pack_generation};
-    use radport_journal::Position;
-    use std::os::unix::fs::FileExt;
-    let server = Server::start(&[]);
+/// Sends a series of five instances (`series` in its UIDs) and checks that `series verify`
+/// finds them intact, as received. Its UID.
+fn send_five_verified_intact(server: &Server, series: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let s = spec("232", 5);
+    let s = spec(series, 5);
     write_series(tmp.path(), &s).unwrap();
     assert!(server
         .dcmsend("kp-verify", "kp-admin", tmp.path())
@@ -395,6 +390,29 @@ fn verification_finds_packed_records_that_changed_or_went_missing() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", output_text(&out));
     assert!(text.contains("every stored file matches"), "{text}");
+    uid
+}
+
+/// `series verify` of the five instances of `uid` fails on one whose bytes changed and one
+/// that went missing.
+fn assert_verify_finds_one_changed_one_missing(server: &Server, uid: &str) {
+    let out = server.cli(&["series", "verify", uid]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(text.contains("2 of 5 instances differ"), "{text}");
+    assert!(text.contains("missing from the archive"), "{text}");
+    assert!(text.contains("checksum differs"), "{text}");
+}
+
+/// Verification in packs (the default): a record altered in its body's last byte, another's
+/// frame overwritten so that no record starts there any more.
+#[test]
+fn verification_finds_packed_records_that_changed_or_went_missing() {
+    use radport_journal::pack::{open_record, pack_generation};
+    use radport_journal::Position;
+    use std::os::unix::fs::FileExt;
+    let server = Server::start(&[]);
+    let uid = send_five_verified_intact(&server, "232");
 
     let held = server.archived_instances();
     assert_eq!(held.len(), 5, "{held:?}");
@@ -429,12 +447,7 @@ fn verification_finds_packed_records_that_changed_or_went_missing() {
         .write_all_at(&[0u8; 64], position.offset)
         .unwrap();
 
-    let out = server.cli(&["series", "verify", &uid]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-    assert!(text.contains("2 of 5 instances differ"), "{text}");
-    assert!(text.contains("missing from the archive"), "{text}");
-    assert!(text.contains("checksum differs"), "{text}");
+    assert_verify_finds_one_changed_one_missing(&server, &uid);
 }
 
 #[test]
@@ -442,20 +455,7 @@ fn verification_finds_stored_files_that_changed_or_went_missing() {
     // A file per instance, to be changed and taken away (for packs see
     // `verification_finds_packed_records_that_changed_or_went_missing`).
     let server = Server::start(&["--ingest-durability", "direct"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let s = spec("231", 5);
-    write_series(tmp.path(), &s).unwrap();
-    assert!(server
-        .dcmsend("kp-verify", "kp-admin", tmp.path())
-        .status
-        .success());
-    let uid = series_uid(&s);
-
-    // As received: intact.
-    let out = server.cli(&["series", "verify", &uid]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", output_text(&out));
-    assert!(text.contains("every stored file matches"), "{text}");
+    let uid = send_five_verified_intact(&server, "231");
 
     // One file altered in its last byte, another deleted, behind radport's back.
     let files = server.archived_files();
@@ -466,12 +466,7 @@ fn verification_finds_stored_files_that_changed_or_went_missing() {
     std::fs::write(&files[0], &bytes).unwrap();
     std::fs::remove_file(&files[1]).unwrap();
 
-    let out = server.cli(&["series", "verify", &uid]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-    assert!(text.contains("2 of 5 instances differ"), "{text}");
-    assert!(text.contains("missing from the archive"), "{text}");
-    assert!(text.contains("checksum differs"), "{text}");
+    assert_verify_finds_one_changed_one_missing(&server, &uid);
 
     // Both runs are jobs in the queue: one succeeded, one failed once (no retries).
     let jobs = server.get_json(&format!("/api/jobs?kind=verify&series={uid}"));
