@@ -285,6 +285,7 @@ pub(crate) mod committer;
 mod group;
 pub(crate) mod recorder;
 mod repeats;
+pub(crate) mod wal_batch;
 
 /// Why one attempt of the transaction failed.
 enum Attempt {

@@ -122,10 +122,13 @@ impl Catalog {
 
 impl GroupRecorder {
     pub(super) fn open(source: RecorderSource) -> Result<GroupRecorder, rusqlite::Error> {
-        let connection = Connection::open_with_flags(
-            &source.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // Its WAL frames written in one write per commit (`wal_batch`); without the shim,
+        // two per frame.
+        let connection = match super::wal_batch::register() {
+            Ok(vfs) => Connection::open_with_flags_and_vfs(&source.path, flags, vfs)?,
+            Err(_) => Connection::open_with_flags(&source.path, flags)?,
+        };
         connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
