@@ -254,17 +254,17 @@ fn write_rows(
         rows.add(rec, keys);
         datasets.insert((&keys.project, &keys.dataset, &keys.dataset_name));
     }
-    let mut statement = connection.prepare_cached(SQL_ENSURE_DATASET)?;
+    let mut statement = Prepared::new(connection, SQL_ENSURE_DATASET);
     for (project, name_key, name) in datasets {
         let values: [&dyn ToSql; 4] = [&project, &name_key, &name, &now];
         execute_unless_repeat(&mut statement, &values, repeats, Idempotent::EnsureDataset)?;
     }
-    let mut statement = connection.prepare_cached(SQL_UPSERT_PATIENT)?;
+    let mut statement = Prepared::new(connection, SQL_UPSERT_PATIENT);
     for p in rows.patients.values() {
         let values: [&dyn ToSql; 5] = [&p.patient_id, &p.patient_name, &p.birth_date, &p.sex, &now];
         execute_unless_repeat(&mut statement, &values, repeats, Idempotent::UpsertPatient)?;
     }
-    let mut statement = connection.prepare_cached(SQL_UPSERT_STUDY)?;
+    let mut statement = Prepared::new(connection, SQL_UPSERT_STUDY);
     for s in rows.studies.values() {
         let values: [&dyn ToSql; 12] = [
             &s.study_uid,
@@ -283,7 +283,7 @@ fn write_rows(
         execute_unless_repeat(&mut statement, &values, repeats, Idempotent::UpsertStudy)?;
     }
     let mut counted = connection.prepare_cached(SQL_SERIES_COUNTED_ROW)?;
-    let mut attributes = connection.prepare_cached(SQL_SERIES_ATTRIBUTES_ROW)?;
+    let mut attributes = Prepared::new(connection, SQL_SERIES_ATTRIBUTES_ROW);
     for s in rows.series.values() {
         let values: [&dyn ToSql; 15] = [
             &s.series_uid,
@@ -332,7 +332,7 @@ fn write_rows(
             ],
         )?;
     }
-    let mut statement = connection.prepare_cached(SQL_ADD_PROJECT)?;
+    let mut statement = Prepared::new(connection, SQL_ADD_PROJECT);
     for (series_uid, project) in &rows.projects {
         let values: [&dyn ToSql; 3] = [series_uid, project, &now];
         execute_unless_repeat(&mut statement, &values, repeats, Idempotent::AddProject)?;
@@ -361,7 +361,7 @@ const SQL_SERIES_ATTRIBUTES_ROW: &str = sqlite_series_attributes!(series_row!())
 /// Runs `statement` with `values` unless it ran with the same values in a committed group
 /// and no other connection has written since (`repeats.rs`: the key is made from `values`).
 fn execute_unless_repeat(
-    statement: &mut rusqlite::CachedStatement<'_>,
+    statement: &mut Prepared<'_>,
     values: &[&dyn ToSql],
     repeats: &mut Repeats,
     idempotent: Idempotent,
@@ -369,7 +369,33 @@ fn execute_unless_repeat(
     if repeats.is_repeat(idempotent, values)? {
         return Ok(());
     }
-    execute(statement, values)
+    execute(statement.get()?, values)
+}
+
+/// A statement taken from the connection's cache when it first runs: one whose every row
+/// repeats is never looked up (the cache hashes the whole SQL text, twice per use).
+struct Prepared<'c> {
+    connection: &'c Connection,
+    sql: &'static str,
+    statement: Option<rusqlite::CachedStatement<'c>>,
+}
+
+impl<'c> Prepared<'c> {
+    fn new(connection: &'c Connection, sql: &'static str) -> Self {
+        Prepared {
+            connection,
+            sql,
+            statement: None,
+        }
+    }
+
+    fn get(&mut self) -> Result<&mut rusqlite::CachedStatement<'c>, rusqlite::Error> {
+        let statement = match self.statement.take() {
+            Some(statement) => statement,
+            None => self.connection.prepare_cached(self.sql)?,
+        };
+        Ok(self.statement.insert(statement))
+    }
 }
 
 /// Runs `statement` with `values` bound to its parameters `$1`, `$2`, … (by name: SQLite
