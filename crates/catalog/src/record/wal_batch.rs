@@ -231,7 +231,6 @@ unsafe fn flush(file: &mut WalFile) -> c_int {
         file.gathered_at,
     );
     file.gathered.clear();
-    file.commit_page_next = false;
     rc
 }
 
@@ -256,6 +255,8 @@ unsafe extern "C" fn wal_write(
     };
     count_write(0, 1);
     let bytes = std::slice::from_raw_parts(data.cast::<u8>(), len);
+    // Taken before anything is written: a flush below does not change what this write is.
+    let ends_commit = file.commit_page_next;
     let gathered_end = i64::try_from(file.gathered.len())
         .ok()
         .and_then(|l| file.gathered_at.checked_add(l));
@@ -266,8 +267,16 @@ unsafe extern "C" fn wal_write(
             return rc;
         }
         file.gathered_at = offset;
+        if len > MAX_GATHERED {
+            // Larger than one write of the default VFS (SQLite's pages are at most 64 KiB):
+            // through as it came.
+            count_write(1, 0);
+            file.commit_page_next = false;
+            return methods(file).xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |w| {
+                w(file.real, data, amount, offset)
+            });
+        }
     }
-    let ends_commit = file.commit_page_next;
     file.gathered.extend_from_slice(bytes);
     file.commit_page_next = len == FRAME_HEADER && bytes[4..8] != [0; 4];
     if ends_commit {
@@ -636,14 +645,29 @@ mod tests {
     }
 
     /// While the shimmed connection commits (small transactions, large ones written in
-    /// pieces and spilling pages it reads back, rolled back ones), a connection of the default VFS on another thread sees each
-    /// commit whole or not at all; after the writer closes without a checkpoint, the WAL it
-    /// left reads back whole and the database is intact.
+    /// pieces and spilling pages it reads back, rolled back ones), a connection of the
+    /// default VFS on another thread sees each commit whole or not at all; after the writer
+    /// closes without a checkpoint, the WAL it left reads back whole and the database is
+    /// intact — with the smallest and the largest page SQLite has too (a 64 KiB page's frame
+    /// and the next fill the largest write the shim makes).
     #[test]
     fn readers_see_whole_commits_and_the_wal_reads_back() {
+        for page_size in [4096, 512, 65536] {
+            readers_see_whole_commits(page_size);
+        }
+    }
+
+    fn readers_see_whole_commits(page_size: u32) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("readers.db");
-        schema(&open(&path, false));
+        let first = open(&path, false);
+        first.pragma_update(None, "page_size", page_size).unwrap();
+        schema(&first);
+        let size: u32 = first
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, page_size);
+        drop(first);
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let (path, done) = (path.clone(), done.clone());
