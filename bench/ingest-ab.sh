@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Quick A/B of two radport receivers (two builds, or one build with two sets of flags): each
 # round runs A then B (then B then A in the next round) against a fresh data directory, with
-# one sender and with four, Nagle off, and prints every run and the medians. For comparing a
-# change before the full bench/ingest.sh (which adds storescp, the Nagle rows, latency,
-# memory and the machine's state).
+# one sender and with four, Nagle off (AB_NAGLE=1: on), and prints every run and the
+# medians. For comparing a change before the full bench/ingest.sh (which adds storescp, both
+# Nagle rows at once, latency, memory and the machine's state).
 #
 # Usage: bench/ingest-ab.sh BINARY_A "FLAGS_A" BINARY_B "FLAGS_B"
 #   e.g. bench/ingest-ab.sh /tmp/radport-before "--ingest-durability journal" \
@@ -14,6 +14,8 @@
 #   AB_DIR=/tmp/radport-ab       work dir: the series (made with radport-testkit), the runs
 #   AB_PORT=11990                DICOM port (the HTTP port is AB_PORT + 7000)
 #   TESTKIT=target/release/radport-testkit
+#   AB_NAGLE=1                   the senders keep Nagle's algorithm (dcmsend's default) rather
+#                                than TCP_NODELAY=1
 #
 # CPU per instance is the receiver's user + system time from /proc over the run.
 #
@@ -30,6 +32,9 @@ DIR=${AB_DIR:-/tmp/radport-ab}
 PORT=${AB_PORT:-11990}
 HTTP=$((PORT + 7000))
 TESTKIT=${TESTKIT:-$ROOT/target/release/radport-testkit}
+# What the senders' environment holds: dcmtk turns Nagle's algorithm off for TCP_NODELAY=1.
+SENDER_ENV=TCP_NODELAY=1
+[[ "${AB_NAGLE:-0}" != 1 ]] || SENDER_ENV=RADPORT_AB_NAGLE=1
 for tool in dcmsend curl python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
@@ -64,12 +69,12 @@ run() {
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     t0=$(date +%s.%N)
     if [[ $mode == 1 ]]; then
-        TCP_NODELAY=1 dcmsend 127.0.0.1 "$PORT" --aetitle kp-ab --call admin --scan-directories \
+        env $SENDER_ENV dcmsend 127.0.0.1 "$PORT" --aetitle kp-ab --call admin --scan-directories \
             --scan-pattern '*.dcm' --recurse "$DIR/data/single" >/dev/null 2>&1
     else
         local senders=() i
         for i in 1 2 3 4; do
-            TCP_NODELAY=1 dcmsend 127.0.0.1 "$PORT" --aetitle "kp-ab$i" --call admin \
+            env $SENDER_ENV dcmsend 127.0.0.1 "$PORT" --aetitle "kp-ab$i" --call admin \
                 --scan-directories --scan-pattern '*.dcm' --recurse "$DIR/data/four-$i" \
                 >/dev/null 2>&1 &
             senders+=($!)
