@@ -127,7 +127,14 @@ impl GroupRecorder {
         // two per frame.
         let connection = match super::wal_batch::register() {
             Ok(vfs) => Connection::open_with_flags_and_vfs(&source.path, flags, vfs)?,
-            Err(_) => Connection::open_with_flags(&source.path, flags)?,
+            Err(code) => {
+                tracing::warn!(
+                    code,
+                    "the WAL-gathering VFS could not be registered; \
+                    the recorder writes each WAL frame as SQLite does"
+                );
+                Connection::open_with_flags(&source.path, flags)?
+            }
         };
         connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
