@@ -132,7 +132,13 @@ try {
   await page.waitForSelector('#audit-table');
   await page.fill('#audit-action', 'sign-in');
   await page.click('#audit-apply');
-  await page.waitForFunction(() => location.hash.includes('action=sign-in') && document.querySelector('#audit-table'));
+  // The filtered page's table, not the one it replaces (which stays until the new one is
+  // rendered, and has other actions in it).
+  await page.waitForFunction(() => {
+    const trs = [...document.querySelectorAll('#audit-table tbody tr')];
+    return location.hash.includes('action=sign-in') && trs.length > 0
+      && trs.every((tr) => tr.cells[3].textContent === 'sign-in');
+  });
   const rows = await page.$$eval('#audit-table tbody tr', (trs) => trs.map((tr) => ({
     at: tr.cells[0].title, actor: tr.cells[1].textContent, action: tr.cells[3].textContent, outcome: tr.dataset.outcome,
   })));
@@ -146,7 +152,11 @@ try {
   await page.selectOption('#audit-outcome', 'refused');
   await page.fill('#audit-actor', 'alice');
   await page.click('#audit-apply');
-  await page.waitForFunction(() => location.hash.includes('outcome=refused') && document.querySelector('#audit-table, .empty'));
+  await page.waitForFunction(() => {
+    const trs = [...document.querySelectorAll('#audit-table tbody tr')];
+    return location.hash.includes('outcome=refused') && trs.length > 0
+      && trs.every((tr) => tr.dataset.outcome === 'refused');
+  });
   const refusedRows = await page.$$eval('#audit-table tbody tr', (trs) => trs.map((tr) => [tr.cells[1].textContent, tr.dataset.outcome]));
   assert(refusedRows.length >= 2 && refusedRows.every(([a, o]) => a === 'alice' && o === 'refused'), JSON.stringify(refusedRows));
   const total = (await call('GET', '/api/audit?actor=alice&outcome=refused', { token: ADMIN_TOKEN })).json.total;
