@@ -19,6 +19,9 @@
 #   FLOOR_BYTES=525000             message size (a 512x512 16-bit CT slice and its attributes)
 #   FLOOR_TURN_US, FLOOR_CHUNK_US  senders pause this long before each message and after each
 #                                  128 KiB (unset: they do not; 150 and 60 come near dcmsend)
+#   FLOOR_SPACE, FLOOR_SPACE_MB    the shared file's space before the writes: grow (default),
+#                                  written, allocated, allocated-keep-size, ahead (see the
+#                                  binary's doc); FLOOR_SERIAL=1|sync one writer at a time
 #   BENCH_NO_BUILD=1               use target/release/radport-bench-floor as it is
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -13,6 +13,21 @@
 //! - `stream`: the same, but writes each 128 KiB of the message as soon as it has arrived, so
 //!   that the disk works while the rest arrives; only the tail and the sync follow the end.
 //!
+//! The shared file of `direct` and `stream` grows as messages go in, unless `FLOOR_SPACE`
+//! says otherwise (`FLOOR_SPACE_MB` of it, default 2 048):
+//!
+//! - `grow` (the default): an empty file, every write appends;
+//! - `written`: zeros written and synced before the senders start (every write overwrites);
+//! - `allocated`: `fallocate`d (unwritten extents, the size set) before they start;
+//! - `allocated-keep-size`: `fallocate`d without changing the size;
+//! - `ahead`: a thread writes zeros ahead of the messages while they arrive, in 8 MiB pieces
+//!   each synced, keeping `FLOOR_SPACE_MB` written ahead (a receiver that pre-writes while
+//!   it takes instances).
+//!
+//! `FLOOR_SERIAL=1` makes `direct` write one message at a time (a lock around the write: one
+//! writer, as radport's pack writer); `FLOOR_SERIAL=sync` holds the lock over its own
+//! `fdatasync` too (no group commit).
+//!
 //! `FLOOR_TURN_US` and `FLOOR_CHUNK_US` make the senders pause before each message and after
 //! each 128 KiB (microseconds; sleeps, so at least that), as slow as dcmsend is between
 //! instances and while it reads and encodes one.
@@ -28,7 +43,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +55,50 @@ const ALIGN: usize = 4096;
 const CHUNK: usize = 128 << 10;
 /// The largest message taken.
 const MAX_MESSAGE: usize = 8 << 20;
+
+/// What the shared file's space is before a message's write lands in it (`FLOOR_SPACE`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Space {
+    Grow,
+    Written,
+    Allocated,
+    AllocatedKeepSize,
+    Ahead,
+}
+
+impl Space {
+    fn from_env() -> anyhow::Result<(Space, u64)> {
+        let space = match std::env::var("FLOOR_SPACE").as_deref() {
+            Err(_) | Ok("grow") => Space::Grow,
+            Ok("written") => Space::Written,
+            Ok("allocated") => Space::Allocated,
+            Ok("allocated-keep-size") => Space::AllocatedKeepSize,
+            Ok("ahead") => Space::Ahead,
+            Ok(other) => {
+                bail!("FLOOR_SPACE={other}: grow, written, allocated, allocated-keep-size or ahead")
+            }
+        };
+        let mb = match std::env::var("FLOOR_SPACE_MB") {
+            Ok(v) => v.parse::<u64>().context("FLOOR_SPACE_MB")?,
+            Err(_) => 2048,
+        };
+        Ok((space, mb << 20))
+    }
+}
+
+/// How `direct` writes (`FLOOR_SERIAL`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Serial {
+    /// Every connection writes when its message is in, then waits for a group sync.
+    No,
+    /// One write at a time, then the group sync.
+    Writes,
+    /// One write and its own sync at a time.
+    WritesAndSyncs,
+}
+
+/// The pieces `Space::Written` and `Space::Ahead` write zeros in.
+const ZEROS: usize = 8 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -124,6 +183,8 @@ struct Receiver {
     pack: Option<Arc<GroupSync>>,
     next_offset: AtomicU64,
     cpu_nanos: AtomicU64,
+    serial: Serial,
+    one_writer: Mutex<()>,
 }
 
 fn thread_cpu_nanos() -> u64 {
@@ -186,9 +247,18 @@ impl Receiver {
                     Mode::Direct | Mode::Stream => {
                         bytes[length..padded].fill(0);
                         let pack = self.pack.as_ref().context("no pack")?;
+                        let one = match self.serial {
+                            Serial::No => None,
+                            _ => Some(self.one_writer.lock().unwrap_or_else(|e| e.into_inner())),
+                        };
                         pack.file
                             .write_all_at(&bytes[written..padded], offset + written as u64)?;
-                        pack.sync()?;
+                        if self.serial == Serial::WritesAndSyncs {
+                            pack.file.sync_data()?;
+                        } else {
+                            drop(one);
+                            pack.sync()?;
+                        }
                     }
                 }
                 socket.write_all(&[1])?;
@@ -234,6 +304,60 @@ fn send(port: u16, messages: usize, payload: Arc<Vec<u8>>) -> anyhow::Result<Vec
     Ok(latencies)
 }
 
+/// Makes the file's space what `space` says before the senders start.
+fn prepare_space(file: &File, space: Space, bytes: u64) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    match space {
+        Space::Grow | Space::Ahead => {}
+        Space::Written => {
+            let mut zeros = Aligned::new(ZEROS)?;
+            let zeros = &zeros.bytes()[..ZEROS];
+            for at in (0..bytes).step_by(ZEROS) {
+                file.write_all_at(zeros, at)?;
+            }
+            file.sync_all()?;
+        }
+        Space::Allocated | Space::AllocatedKeepSize => {
+            let keep = if space == Space::AllocatedKeepSize {
+                libc::FALLOC_FL_KEEP_SIZE
+            } else {
+                0
+            };
+            let len = libc::off_t::try_from(bytes)?;
+            // SAFETY: a system call on a descriptor open for its duration.
+            if unsafe { libc::fallocate(file.as_raw_fd(), keep, 0, len) } != 0 {
+                bail!("fallocate: {}", std::io::Error::last_os_error());
+            }
+            file.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+/// `Space::Ahead`: writes zeros ahead of the messages' offsets (from 4 MiB past the last
+/// reserved, in pieces each synced) until `stop`, keeping `ahead` bytes written ahead; the
+/// bytes it wrote.
+fn write_ahead(receiver: &Receiver, ahead: u64, stop: &AtomicBool) -> anyhow::Result<u64> {
+    let chunk = ZEROS as u64;
+    let mut zeros = Aligned::new(ZEROS)?;
+    let zeros = &zeros.bytes()[..ZEROS];
+    let pack = receiver.pack.as_ref().context("no pack")?;
+    let (mut filled, mut bytes) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let reserved = receiver.next_offset.load(Ordering::Relaxed) + (4 << 20);
+        filled = filled.max(reserved.next_multiple_of(chunk));
+        if filled >= reserved + ahead {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        pack.file.write_all_at(zeros, filled)?;
+        pack.file.sync_data()?;
+        filled += chunk;
+        bytes += chunk;
+    }
+    Ok(bytes)
+}
+
 fn open_pack(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("floor.pack");
     let _ = std::fs::remove_file(&path);
@@ -274,11 +398,22 @@ fn main() -> anyhow::Result<()> {
     if bytes == 0 || bytes > MAX_MESSAGE {
         bail!("BYTES must be in 1..={MAX_MESSAGE}");
     }
+    let (space, space_bytes) = Space::from_env()?;
+    let serial = match std::env::var("FLOOR_SERIAL").as_deref() {
+        Err(_) | Ok("0") => Serial::No,
+        Ok("1") => Serial::Writes,
+        Ok("sync") => Serial::WritesAndSyncs,
+        Ok(other) => bail!("FLOOR_SERIAL={other}: 0, 1 or sync"),
+    };
     std::fs::create_dir_all(&dir)?;
     let pack = match mode {
         Mode::Cache => None,
         _ => Some(Arc::new(GroupSync {
-            file: open_pack(&dir)?,
+            file: {
+                let file = open_pack(&dir)?;
+                prepare_space(&file, space, space_bytes)?;
+                file
+            },
             state: Mutex::new(SyncState::default()),
             done: Condvar::new(),
         })),
@@ -289,6 +424,8 @@ fn main() -> anyhow::Result<()> {
         pack,
         next_offset: AtomicU64::new(0),
         cpu_nanos: AtomicU64::new(0),
+        serial,
+        one_writer: Mutex::new(()),
     });
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
@@ -322,6 +459,11 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let payload = Arc::new(payload);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ahead = (space == Space::Ahead && mode != Mode::Cache).then(|| {
+        let (receiver, stop) = (receiver.clone(), stop.clone());
+        std::thread::spawn(move || write_ahead(&receiver, space_bytes, &stop))
+    });
     let start = Instant::now();
     let clients: Vec<_> = (0..senders)
         .map(|_| {
@@ -338,6 +480,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let ahead_bytes = match ahead {
+        Some(ahead) => ahead
+            .join()
+            .map_err(|_| anyhow::anyhow!("the zero writer panicked"))??,
+        None => 0,
+    };
     accepting
         .join()
         .map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
@@ -355,6 +504,9 @@ fn main() -> anyhow::Result<()> {
         at(0.99),
         receiver.cpu_nanos.load(Ordering::Relaxed) as f64 / total as f64 / 1e6,
     );
+    if ahead_bytes > 0 {
+        eprintln!("zeros written ahead: {} MiB", ahead_bytes >> 20);
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
