@@ -50,8 +50,9 @@
 # its processes and their reaped children, from /proc), the whole machine's busy CPU per instance
 # (senders included), and for radport the p50/p99 of its C-STORE latency (from its /metrics
 # histogram, interpolated within the doubling buckets). The machine's state (free memory, dirty
-# and writeback pages, load) is printed with the table; runs start after `sync`. Before the runs
-# two references are measured: dd with conv=fdatasync, and the durable-ingest floor
+# and writeback pages, load) is printed with the table; runs start after `sync` and a second
+# of the fresh receiver idle (radport writes its packs' space ahead then). Before the runs two
+# references are measured: dd with conv=fdatasync, and the durable-ingest floor
 # (bench/floor.sh: 0.5 MB messages over loopback answered once on disk, and once in the page
 # cache, with 1 and BENCH_PARALLEL senders) — what any receiver could reach on this machine.
 #   BENCH_UPDATE_DOCS=1            after a successful run, put its table (with the date and the
@@ -385,6 +386,9 @@ run_scenario() {
     sync
     log "$scenario / $receiver #$rep: starting a fresh receiver"
     "start_$receiver" "$name"
+    # A second idle after it answers, as a receiver has between studies: radport writes its
+    # pack's space ahead then (--pack-write-ahead, about half a second for 1 GiB here).
+    sleep 1
 
     log "$scenario / $receiver #$rep: sending $expected files with ${#dirs[@]} dcmsend; $(machine_state)"
     local t0 t1 i rc failed=0 cpu0 cpu1 busy0 busy1

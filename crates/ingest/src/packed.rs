@@ -367,6 +367,8 @@ mod tests {
         pack_bytes: 4 * 1024 * 1024,
         max_body_bytes: 2 * 1024 * 1024,
         checkpoint_bytes: 1024 * 1024,
+        // Space written ahead while idle: the tests' records land in it too.
+        ahead_bytes: 1024 * 1024,
     };
 
     struct Setup {

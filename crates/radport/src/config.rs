@@ -12,6 +12,8 @@ use crate::logging::LogFormat;
 
 /// Disk space of the ingest journal unless set.
 const DEFAULT_JOURNAL_SIZE: u64 = 1 << 30;
+/// Default `pack_write_ahead`: a pack's worth (packs are up to 1 GiB).
+const DEFAULT_PACK_WRITE_AHEAD: u64 = 1 << 30;
 /// The smallest journal taken: four segments that each hold an instance of the largest size
 /// journaled ([`radport_ingest::JOURNALED_MAX_BYTES`]) with room to spare.
 const MIN_JOURNAL_SIZE: u64 = 16 << 20;
@@ -176,6 +178,11 @@ pub struct ServeArgs {
     /// bytes, or with K, M, G [default: 1G; at least 16M].
     #[arg(long, env = "RADPORT_JOURNAL_SIZE")]
     pub journal_size: Option<String>,
+    /// With packs: space of the active pack written ahead of its records (zeros, synced)
+    /// while no instance arrives, so that a burst's syncs have no allocation to write: bytes,
+    /// or with K, M, G; 0: none [default: 1G].
+    #[arg(long, env = "RADPORT_PACK_WRITE_AHEAD")]
+    pub pack_write_ahead: Option<String>,
     /// Seconds one attempt of a job may run before it is stopped and counted failed
     /// [default: 3600].
     #[arg(long, env = "RADPORT_JOB_TIME_LIMIT")]
@@ -370,6 +377,7 @@ struct FileSettings {
     job_memory_limit: Option<String>,
     ingest_durability: Option<String>,
     journal_size: Option<String>,
+    pack_write_ahead: Option<String>,
     job_time_limit: Option<f64>,
     job_lease: Option<f64>,
     thumbnail_size: Option<u32>,
@@ -457,6 +465,8 @@ pub struct Settings {
     pub ingest_durability: IngestDurability,
     /// Bytes of the ingest journal (four segments).
     pub journal_size: u64,
+    /// Bytes of the active pack written ahead of its records while idle.
+    pub pack_write_ahead: u64,
     pub job_time_limit: std::time::Duration,
     pub job_lease: std::time::Duration,
     pub thumbnail_size: u32,
@@ -573,6 +583,7 @@ impl Settings {
     pub fn pack_config(&self) -> radport_ingest::PackConfig {
         radport_ingest::PackConfig {
             max_body_bytes: 2 * radport_ingest::JOURNALED_MAX_BYTES,
+            ahead_bytes: self.pack_write_ahead,
             ..Default::default()
         }
     }
@@ -635,6 +646,7 @@ impl Settings {
             job_memory_limit: Some(self.job_memory_limit.to_string()),
             ingest_durability: Some(self.ingest_durability.as_str().into()),
             journal_size: Some(self.journal_size.to_string()),
+            pack_write_ahead: Some(self.pack_write_ahead.to_string()),
             job_time_limit: secs(self.job_time_limit),
             job_lease: secs(self.job_lease),
             thumbnail_size: Some(self.thumbnail_size),
@@ -806,6 +818,11 @@ impl ServeArgs {
         if journal_size < MIN_JOURNAL_SIZE {
             anyhow::bail!("journal_size must be at least 16M");
         }
+        let pack_write_ahead = byte_setting(
+            "pack_write_ahead",
+            self.pack_write_ahead.or(file.pack_write_ahead),
+        )?
+        .unwrap_or(DEFAULT_PACK_WRITE_AHEAD);
         let job_time_limit = self
             .job_time_limit
             .or(file.job_time_limit)
@@ -1066,6 +1083,7 @@ impl ServeArgs {
             job_memory_limit,
             ingest_durability,
             journal_size,
+            pack_write_ahead,
             job_time_limit: std::time::Duration::from_secs_f64(job_time_limit),
             job_lease: std::time::Duration::from_secs_f64(job_lease),
             thumbnail_size,

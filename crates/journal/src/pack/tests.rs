@@ -13,6 +13,7 @@ const SMALL: PackConfig = PackConfig {
     pack_bytes: 256 * 1024,
     max_body_bytes: 64 * 1024,
     checkpoint_bytes: 100 * 1024,
+    ahead_bytes: 0,
 };
 
 fn body(seed: u8, len: usize) -> Vec<Bytes> {
@@ -342,7 +343,8 @@ fn pack_names_round_trip_and_nothing_else_is_one() {
     assert!(PackConfig {
         pack_bytes: 1 << 20,
         max_body_bytes: 4 << 20,
-        checkpoint_bytes: 1
+        checkpoint_bytes: 1,
+        ahead_bytes: 0,
     }
     .check()
     .is_err());
@@ -659,4 +661,155 @@ async fn a_record_read_into_its_room_is_the_record_its_bytes_make() {
     drop(log);
     let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
     assert_eq!(replayed(&mut replay).len(), 1);
+}
+
+/// Packs of 4 MiB whose space is written ahead by up to `ahead` bytes while idle.
+fn ahead_config(ahead: u64) -> PackConfig {
+    PackConfig {
+        pack_bytes: 4 << 20,
+        ahead_bytes: ahead,
+        ..SMALL
+    }
+}
+
+/// Waits (up to ten seconds) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within ten seconds: {what}");
+}
+
+fn pack_len(dir: &Path, generation: u64) -> Option<u64> {
+    std::fs::metadata(dir.join(pack_file_name(generation)))
+        .ok()
+        .map(|m| m.len())
+}
+
+/// With space written ahead, the first pack is made when the log opens and written with
+/// zeros while no one appends; records then go into that space and read back; reopening
+/// replays them all, cuts the pack's zeros off after its last record, and a pack made ahead
+/// that never got a record is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_is_written_ahead_while_idle_and_records_go_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ahead_config(1 << 20);
+    let (log, _) = PackLog::open(dir.path(), config).unwrap();
+    assert_eq!(generations(dir.path()).unwrap(), vec![1]);
+    eventually("a megabyte written ahead", || {
+        log.stats().ahead_written >= 1 << 20
+    })
+    .await;
+    assert_eq!(
+        pack_len(dir.path(), 1),
+        Some(SEGMENT_HEADER_BYTES + (1 << 20))
+    );
+    let mut positions = Vec::new();
+    for seed in 0..40u8 {
+        positions.push((seed, append(&log, seed, 20_000).await.position));
+        if seed % 10 == 9 {
+            // Idle again: more is written ahead of the records.
+            let before = log.stats().ahead_written;
+            eventually("more written ahead", || log.stats().ahead_written > before).await;
+        }
+    }
+    let last = positions.last().unwrap().1;
+    assert_eq!(last.generation, 1);
+    let records_end = last.offset + frame_len(3, 20_000).unwrap().next_multiple_of(RECORD_ALIGN);
+    eventually("written ahead of the last record", || {
+        pack_len(dir.path(), 1) == Some(records_end + (1 << 20))
+    })
+    .await;
+    for (seed, position) in &positions {
+        assert_eq!(
+            read_body(dir.path(), *position),
+            Some(body(*seed, 20_000).concat())
+        );
+    }
+    drop(log);
+    // Reopened: every record replayed; the zeros after them are cut off; the next pack is
+    // made ahead.
+    let (log, mut replay) = PackLog::open(dir.path(), config).unwrap();
+    assert_eq!(
+        replayed(&mut replay),
+        positions
+            .iter()
+            .map(|(seed, position)| (*position, vec![*seed; 3]))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(pack_len(dir.path(), 1), Some(records_end));
+    assert_eq!(generations(dir.path()).unwrap(), vec![1, 2]);
+    eventually("the next pack written ahead", || {
+        pack_len(dir.path(), 2) == Some(SEGMENT_HEADER_BYTES + (1 << 20))
+    })
+    .await;
+    drop(log);
+    // Pack 2 never got a record: removed at the next open, which makes pack 3.
+    let (_log, mut replay) = PackLog::open(dir.path(), config).unwrap();
+    assert_eq!(replayed(&mut replay).len(), positions.len());
+    assert_eq!(generations(dir.path()).unwrap(), vec![1, 3]);
+    assert_eq!(pack_len(dir.path(), 1), Some(records_end));
+}
+
+/// Zeros written ahead never land on a record: appenders that pause now and then (so that
+/// the log goes idle and zeros are written just past the records) and append in bursts, from
+/// several tasks; every record reads back whole where its appender was told, and all are
+/// replayed after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_written_ahead_never_land_on_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    // Little written ahead at a time: the zeros are always right behind the records.
+    let config = PackConfig {
+        pack_bytes: 64 << 20,
+        ahead_bytes: 64 << 10,
+        max_body_bytes: 64 << 10,
+        ..SMALL
+    };
+    // Each piece waits a little between being claimed and written: appends meet it.
+    ahead::PIECE_DELAY_MS.store(5, Ordering::Relaxed);
+    let (log, _) = PackLog::open(dir.path(), config).unwrap();
+    let tasks: Vec<_> = (0..4u8)
+        .map(|task| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut appended = Vec::new();
+                for i in 0..40u8 {
+                    let seed = task.wrapping_mul(64).wrapping_add(i);
+                    let len = 1_000 + usize::from(seed) * 97 % 30_000;
+                    appended.push((seed, len, append(&log, seed, len).await.position));
+                    if i % 4 == 0 {
+                        // All pause: the log goes idle, zeros are claimed just past the
+                        // records, and the appends come back while they are written.
+                        tokio::time::sleep(Duration::from_millis(15 + u64::from(i % 3) * 5)).await;
+                    }
+                }
+                appended
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert!(log.stats().ahead_written > 0, "{:?}", log.stats());
+    for (seed, len, position) in &all {
+        assert_eq!(
+            read_body(dir.path(), *position),
+            Some(body(*seed, *len).concat()),
+            "the record at {position:?}"
+        );
+    }
+    drop(log);
+    let (_, mut replay) = PackLog::open(dir.path(), config).unwrap();
+    let mut got = replayed(&mut replay);
+    got.sort();
+    let mut expected: Vec<_> = all
+        .iter()
+        .map(|(seed, _, position)| (*position, vec![*seed; 3]))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
 }

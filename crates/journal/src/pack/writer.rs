@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::frame::{aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN, SEGMENT_HEADER_BYTES};
+use crate::frame::{aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN};
 use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
@@ -268,6 +268,16 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
         let generation = {
             let mut state = shared.lock();
             let pack_bytes = shared.config.pack_bytes;
+            // Zeros being written ahead where this frame would go: it waits for them (one
+            // piece, [`ahead::PIECE_BYTES`]), or they would land on it.
+            while state
+                .active
+                .as_ref()
+                .is_some_and(|a| a.filling.is_some() && a.used.saturating_add(len) > a.ahead)
+            {
+                state = shared.filled.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            state.reserved = state.reserved.wrapping_add(1);
             if let Some(active) = &mut state.active {
                 if active.used.saturating_add(len) <= pack_bytes {
                     let position = Position {
@@ -304,18 +314,14 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
         // Only this thread makes packs: the lock need not be held meanwhile.
         let file = make_pack(&shared.dir, generation)?;
         shared.packs.fetch_add(1, Ordering::Relaxed);
-        shared.lock().active = Some(Active {
-            generation,
-            file: Arc::new(file),
-            used: SEGMENT_HEADER_BYTES,
-        });
+        shared.lock().active = Some(Active::new(generation, file));
     }
 }
 
 /// Makes the pack of `generation`: its header written and synced, then its directory; and
 /// opens it for the records' direct writes. A pack that could not be made (a full disk) is
 /// removed again, so that retries leave none.
-fn make_pack(dir: &Path, generation: u64) -> io::Result<File> {
+pub(super) fn make_pack(dir: &Path, generation: u64) -> io::Result<File> {
     let path = dir.join(pack_file_name(generation));
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -206,6 +206,9 @@ impl Server {
             // A small ingest journal: made at every test server's first start (1 GiB by
             // default). Four segments of 4 MiB still hold the largest instance journaled.
             .env("RADPORT_JOURNAL_SIZE", "16M")
+            // Zeros written ahead of the packs' records while idle: a little (the default's
+            // gigabyte, for every server of the suite, would be written for nothing).
+            .env("RADPORT_PACK_WRITE_AHEAD", "8M")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
