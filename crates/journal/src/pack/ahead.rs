@@ -138,6 +138,36 @@ fn write_piece(shared: &Shared, zeros: &AlignedBuffer, last_seen: &mut Option<u6
         active.filling = Some(to);
         (active.file.clone(), active.generation, from, to)
     };
+    /// Ends the piece however writing it ends (a panic included): a frame waiting for it
+    /// would otherwise wait for good.
+    struct Claimed<'a> {
+        shared: &'a Shared,
+        generation: u64,
+        /// Set once the piece's zeros are written and synced: the space ahead ends there.
+        written_to: Option<u64>,
+    }
+    impl Drop for Claimed<'_> {
+        fn drop(&mut self) {
+            let mut state = self.shared.lock();
+            if let Some(active) = state
+                .active
+                .as_mut()
+                .filter(|a| a.generation == self.generation)
+            {
+                active.filling = None;
+                if let Some(to) = self.written_to {
+                    active.ahead = to;
+                }
+            }
+            drop(state);
+            self.shared.filled.notify_all();
+        }
+    }
+    let mut claimed = Claimed {
+        shared,
+        generation,
+        written_to: None,
+    };
     #[cfg(test)]
     std::thread::sleep(Duration::from_millis(
         PIECE_DELAY_MS.load(Ordering::Relaxed),
@@ -145,15 +175,10 @@ fn write_piece(shared: &Shared, zeros: &AlignedBuffer, last_seen: &mut Option<u6
     // Below `PIECE_BYTES`: fits a usize.
     let len = (to - from) as usize;
     let result = write_all_at(&file, &[zeros.bytes(len)], from).and_then(|()| file.sync_data());
-    let mut state = shared.lock();
-    if let Some(active) = state.active.as_mut().filter(|a| a.generation == generation) {
-        active.filling = None;
-        if result.is_ok() {
-            active.ahead = to;
-        }
+    if result.is_ok() {
+        claimed.written_to = Some(to);
     }
-    drop(state);
-    shared.filled.notify_all();
+    drop(claimed);
     match result {
         Ok(()) => {
             shared
