@@ -130,6 +130,13 @@ fn records_end(segment: &ReplaySegment, max_body_bytes: u64) -> Result<u64, Jour
     Ok(offset.min(segment.bytes))
 }
 
+/// The generation of the pack made after that of `generation`.
+fn generation_after(generation: u64) -> Result<u64, JournalError> {
+    generation
+        .checked_add(1)
+        .ok_or_else(|| JournalError::Config("pack generations are exhausted".to_string()))
+}
+
 /// The name of the pack of `generation`.
 pub fn pack_file_name(generation: u64) -> String {
     format!("{generation:016x}.pack")
@@ -562,9 +569,7 @@ impl<S: Stage> PackLog<S> {
         if removed {
             segment::sync_dir(dir)?;
         }
-        let mut next_generation = last_generation
-            .checked_add(1)
-            .ok_or_else(|| JournalError::Config("pack generations are exhausted".to_string()))?;
+        let mut next_generation = generation_after(last_generation)?;
         // Records to replay: the next checkpoint covers them (appends go to a new pack).
         let end = if replay.is_empty() {
             from
@@ -580,9 +585,7 @@ impl<S: Stage> PackLog<S> {
         if config.ahead_bytes > 0 {
             let file = writer::make_pack(dir, next_generation)?;
             active = Some(Active::new(next_generation, file));
-            next_generation = next_generation.checked_add(1).ok_or_else(|| {
-                JournalError::Config("pack generations are exhausted".to_string())
-            })?;
+            next_generation = generation_after(next_generation)?;
         }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),

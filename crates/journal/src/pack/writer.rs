@@ -31,7 +31,9 @@ use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
 use super::direct::{open_for_writes, write_all_at};
-use super::{pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage};
+use super::{
+    generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage,
+};
 
 /// At most this many bytes of frames are written by a leader on a runtime's worker (more go
 /// to a blocking thread): the worker is blocked while they are written and synced.
@@ -306,9 +308,7 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
             }
             state.active = None;
             let generation = state.next_generation;
-            state.next_generation = generation.checked_add(1).ok_or_else(|| {
-                JournalError::Config("pack generations are exhausted".to_string())
-            })?;
+            state.next_generation = generation_after(generation)?;
             generation
         };
         // Only this thread makes packs: the lock need not be held meanwhile.
