@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use radport_archive::{keys, ArchiveError, StoredObject};
-use radport_catalog::{Catalog, Durability, GroupRecorder, InstanceRecord, NewInstance, Route};
+use radport_catalog::{Catalog, Durability, GroupRecorder, InstanceRecord, Route};
 use radport_journal::pack::{PackConfig, PackLog, Stage};
 use radport_journal::{JournalError, Position, Recovered, Replay};
 
@@ -60,17 +60,22 @@ pub fn open_pack_log(
         config,
         RecordStage {
             recorder: catalog.group_recorder(),
+            written: false,
         },
     )
 }
 
-/// The pack writer's stage: once a group of records is durable, their instances are recorded
-/// in the catalog as new, together, on the writer's thread (a [`GroupRecorder`]; SQLite on a
-/// file) — no other thread is woken for it. Whatever it does not record (a duplicate, a
-/// failure, PostgreSQL) its appender records the careful way.
+/// The pack writer's stage: a group's instances are recorded in the catalog as new,
+/// together, on the writer's thread (a [`GroupRecorder`]; SQLite on a file) — no other
+/// thread is woken for it. Their rows are written while the group's records are written and
+/// synced (`prepare`, a transaction left open) and committed once they are durable
+/// (`durable`): nothing is visible before its instance is on disk. Whatever it does not
+/// record (a duplicate, a failure, PostgreSQL) its appender records the careful way.
 #[derive(Debug)]
 pub struct RecordStage {
     recorder: Option<GroupRecorder>,
+    /// The last group prepared has its rows written, waiting for its commit.
+    written: bool,
 }
 
 /// An instance handed to the pack writer with its record: its catalog record (all but the
@@ -88,34 +93,48 @@ pub struct StagedOutcome {
     recorded: bool,
 }
 
+fn rows(
+    records: &[(Position, StagedInstance)],
+) -> impl Iterator<Item = (&InstanceRecord, &Route, Durability)> {
+    records
+        .iter()
+        .map(|(_, staged)| (&staged.record, &staged.route, Durability::Deferred))
+}
+
 impl Stage for RecordStage {
     type Input = StagedInstance;
     type Output = StagedOutcome;
 
-    fn durable(&mut self, records: Vec<(Position, StagedInstance)>) -> Vec<StagedOutcome> {
-        let group: Vec<NewInstance> = records
-            .into_iter()
-            .map(|(position, staged)| {
-                let mut record = staged.record;
-                record.object_key = keys::packed(position);
-                NewInstance {
-                    record,
-                    route: staged.route,
-                    durability: Durability::Deferred,
-                }
-            })
-            .collect();
-        let recorded = self
+    fn prepare(&mut self, records: &mut [(Position, StagedInstance)]) {
+        for (position, staged) in records.iter_mut() {
+            staged.record.object_key = keys::packed(*position);
+        }
+        self.written = self
             .recorder
             .as_mut()
-            .is_some_and(|recorder| recorder.record_new(&group));
-        group
+            .is_some_and(|recorder| recorder.write_new(rows(records)));
+    }
+
+    fn durable(&mut self, records: Vec<(Position, StagedInstance)>) -> Vec<StagedOutcome> {
+        let recorded = std::mem::take(&mut self.written)
+            && self
+                .recorder
+                .as_mut()
+                .is_some_and(|recorder| recorder.commit_written(rows(&records)));
+        records
             .into_iter()
-            .map(|instance| StagedOutcome {
-                record: instance.record,
+            .map(|(_, staged)| StagedOutcome {
+                record: staged.record,
                 recorded,
             })
             .collect()
+    }
+
+    fn abandon(&mut self) {
+        self.written = false;
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.roll_back_written();
+        }
     }
 }
 
@@ -369,6 +388,7 @@ mod tests {
         checkpoint_bytes: 1024 * 1024,
         // Space written ahead while idle: the tests' records land in it too.
         ahead_bytes: 1024 * 1024,
+        prepare_while_writing: true,
     };
 
     struct Setup {

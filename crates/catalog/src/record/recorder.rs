@@ -83,6 +83,15 @@ pub struct GroupRecorder {
     source: RecorderSource,
     synchronous: Synchronous,
     repeats: Repeats,
+    /// The group [`GroupRecorder::write_new`] wrote and left open, if any.
+    open: Option<OpenGroup>,
+}
+
+/// A group whose rows are written in the recorder's open transaction: the catalog's write
+/// lock stays taken until it is committed or rolled back.
+struct OpenGroup {
+    _lock: OwnedMutexGuard<Option<AnyConnection>>,
+    instances: u64,
 }
 
 impl std::fmt::Debug for GroupRecorder {
@@ -144,6 +153,7 @@ impl GroupRecorder {
             source,
             synchronous: Synchronous::Full,
             repeats: Repeats::default(),
+            open: None,
         })
     }
 
@@ -152,31 +162,45 @@ impl GroupRecorder {
     /// recorded, an invalid record, an unknown project, any error), none of them was, and
     /// each goes the careful way ([`Catalog::record_instance_with`]).
     pub fn record_new(&mut self, group: &[NewInstance]) -> bool {
-        let mut keyed = Vec::with_capacity(group.len());
-        for instance in group {
-            match (validate(&instance.record), Keys::of(&instance.route)) {
-                (Ok(()), Ok(keys)) => keyed.push((&instance.record, keys, instance.durability)),
+        let group = || group.iter().map(|i| (&i.record, &i.route, i.durability));
+        self.write_new(group()) && self.commit_written(group())
+    }
+
+    /// The first half of [`record_new`](Self::record_new): writes the group's rows in a
+    /// transaction that stays open — nothing visible yet, the catalog's write lock held —
+    /// until [`commit_written`](Self::commit_written) or
+    /// [`roll_back_written`](Self::roll_back_written). Whether they were written; if not,
+    /// nothing stays open. A group still open from before is rolled back first.
+    ///
+    /// The pack writer writes a group's rows while the group's records are written and
+    /// synced, and commits them once the records are durable: no row is visible before its
+    /// instance is on disk.
+    pub fn write_new<'a>(
+        &mut self,
+        group: impl IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)>,
+    ) -> bool {
+        self.roll_back_written();
+        let mut keyed = Vec::new();
+        for (record, route, durability) in group {
+            match (validate(record), Keys::of(route)) {
+                (Ok(()), Ok(keys)) => keyed.push((record, keys, durability)),
                 _ => return false,
             }
         }
-        let recorded = {
-            // Never beside the sqlx writer (nor a sync's checkpoint).
-            let _lock = lock_for_writing(&self.source.write_lock);
-            self.record_group(&keyed)
-        };
-        match recorded {
+        // Never beside the sqlx writer (nor a sync's checkpoint).
+        let lock = lock_for_writing(&self.source.write_lock);
+        match self.write_group(&keyed) {
             Ok(()) => {
-                self.source
-                    .recorded
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                for instance in group {
-                    trace_recorded(&instance.record, &RecordOutcome::Stored);
-                }
+                self.open = Some(OpenGroup {
+                    _lock: lock,
+                    instances: keyed.len() as u64,
+                });
                 true
             }
             Err(e) => {
+                self.abandon();
                 if !is_unique_violation(&e) {
-                    tracing::debug!(error = %e, instances = group.len(),
+                    tracing::debug!(error = %e, instances = keyed.len(),
                         "a group of new instances failed; each goes the careful way");
                 }
                 false
@@ -184,8 +208,59 @@ impl GroupRecorder {
         }
     }
 
-    /// The group in one transaction; on any error it is rolled back.
-    fn record_group(
+    /// Commits the group [`write_new`](Self::write_new) wrote (`group`: the same
+    /// instances, for the log): whether it was; if not, it is rolled back and each goes the
+    /// careful way.
+    pub fn commit_written<'a>(
+        &mut self,
+        group: impl IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)>,
+    ) -> bool {
+        let Some(open) = self.open.take() else {
+            return false;
+        };
+        match self
+            .connection
+            .prepare_cached("COMMIT")
+            .and_then(|mut c| c.execute([]))
+        {
+            Ok(_) => {
+                self.repeats.committed();
+                drop(open._lock);
+                self.source
+                    .recorded
+                    .fetch_add(open.instances, Ordering::Relaxed);
+                for (record, _, _) in group {
+                    trace_recorded(record, &RecordOutcome::Stored);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a group of new instances could not be committed");
+                self.abandon();
+                drop(open);
+                false
+            }
+        }
+    }
+
+    /// Rolls back the group [`write_new`](Self::write_new) left open, if any.
+    pub fn roll_back_written(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.abandon();
+            drop(open);
+        }
+    }
+
+    /// Rolls back what the connection's transaction holds and forgets the rows it wrote.
+    fn abandon(&mut self) {
+        self.repeats.rolled_back();
+        if !self.connection.is_autocommit() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// The group's rows in a transaction left open; on any error the caller rolls back.
+    fn write_group(
         &mut self,
         group: &[(&InstanceRecord, Keys, Durability)],
     ) -> Result<(), rusqlite::Error> {
@@ -204,25 +279,11 @@ impl GroupRecorder {
         }
         let connection = &self.connection;
         connection.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let repeats = &mut self.repeats;
-        let written = connection
+        let data_version = connection
             .prepare_cached("PRAGMA data_version")?
-            .query_row([], |row| row.get(0))
-            .and_then(|data_version| {
-                repeats.begin(data_version);
-                write_rows(connection, group, repeats)
-            })
-            .and_then(|()| connection.prepare_cached("COMMIT")?.execute([]).map(|_| ()));
-        match written {
-            Ok(()) => repeats.committed(),
-            Err(_) => {
-                repeats.rolled_back();
-                if !connection.is_autocommit() {
-                    let _ = connection.execute_batch("ROLLBACK");
-                }
-            }
-        }
-        written
+            .query_row([], |row| row.get(0))?;
+        self.repeats.begin(data_version);
+        write_rows(connection, group, &mut self.repeats)
     }
 }
 

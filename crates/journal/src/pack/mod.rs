@@ -22,6 +22,10 @@
 //! `ahead`), so that an `fdatasync` after records placed there has only their data to write,
 //! not the file's growth. A burst longer than that space appends to a growing file.
 //!
+//! The writer's [`Stage`] prepares a group (its catalog rows, written, not committed) on a
+//! thread of its own while the writer writes and syncs the group (`preparer`), then the
+//! writer lets it apply the group (the commit) before it answers.
+//!
 //! Invariants:
 //! - `append` returning `Ok` ⇒ its frame is durable, and so are its pack's name and header
 //!   (both synced when the pack was made, before any record went in).
@@ -32,10 +36,14 @@
 //! - Every length read from a pack is checked before use (the ring's frame reading).
 //! - Zeros written ahead never land on a frame reserved (`ahead`); nothing is acknowledged on
 //!   the strength of them (every record is synced after its write).
+//! - What a stage prepares takes effect only in [`Stage::durable`], called once the group's
+//!   write and sync succeeded; otherwise [`Stage::abandon`] follows. A group's preparation
+//!   is waited for before the next group's starts, however the writer leaves it.
 
 mod ahead;
 mod checkpoint;
 mod direct;
+mod preparer;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -79,6 +87,10 @@ pub struct PackConfig {
     /// to this many bytes past its records (`ahead`), so that records then overwrite blocks
     /// that are already there; 0: packs only grow as records go in.
     pub ahead_bytes: u64,
+    /// The stage prepares a group ([`Stage::prepare`]) on a thread of its own while the
+    /// group's records are written and synced; false: once they are durable, on the
+    /// writer's thread.
+    pub prepare_while_writing: bool,
 }
 
 impl Default for PackConfig {
@@ -89,6 +101,7 @@ impl Default for PackConfig {
             max_body_bytes: 4 * 1024 * 1024,
             checkpoint_bytes: 64 * 1024 * 1024,
             ahead_bytes: 0,
+            prepare_while_writing: true,
         }
     }
 }
@@ -213,6 +226,10 @@ struct Shared {
     packs: AtomicU64,
     /// Bytes of zeros written ahead of the records.
     ahead_written: AtomicU64,
+    prepared_while_writing: AtomicU64,
+    /// Tests: the next group's write fails (after the stage prepared it).
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
     /// Record buffers written and given back, for the next appends (at most
     /// [`direct::KEPT_RECORD_BUFFERS`]).
     record_buffers: Mutex<Vec<AlignedBuffer>>,
@@ -293,20 +310,35 @@ pub struct PackStats {
     pub packs: u64,
     /// Bytes of zeros written ahead of the records ([`PackConfig::ahead_bytes`]).
     pub ahead_written: u64,
+    /// Groups the stage prepared while they were written and synced
+    /// ([`PackConfig::prepare_while_writing`]).
+    pub prepared_while_writing: u64,
 }
 
-/// Work the writer does for each group of records once they are durable, before it answers
-/// their appenders — so that applying them (recording them in a catalog) wakes no other
-/// thread. Each appender hands it an [`Stage::Input`] with its record
+/// Work the writer does for each group of records — prepared while they are written,
+/// applied once they are durable — before it answers their appenders, so that applying
+/// them (recording them in a catalog) wakes no other thread. Each appender hands it an [`Stage::Input`] with its record
 /// ([`PackLog::append_staged`]) and gets its [`Stage::Output`] back.
 pub trait Stage: Send + 'static {
     /// What an appender hands the stage with its record.
     type Input: Send + 'static;
     /// What the stage answers for each record.
     type Output: Send + 'static;
+    /// The records of a group, in the order they are written, each with its appender's
+    /// input, while they are being written and synced, on a thread of the log's
+    /// ([`PackConfig::prepare_while_writing`]; else once they are durable): work that takes effect
+    /// only in [`durable`](Self::durable) — nothing of it may be seen before, as the records
+    /// may never be durable — e.g. rows written in a transaction left open. Always followed
+    /// by `durable` or, if the write or sync fails (or the writer panics),
+    /// [`abandon`](Self::abandon).
+    fn prepare(&mut self, records: &mut [(Position, Self::Input)]) {
+        let _ = records;
+    }
     /// The durable records of a group, in the order they were written, each with its
     /// appender's input; one output for each, in the same order.
     fn durable(&mut self, records: Vec<(Position, Self::Input)>) -> Vec<Self::Output>;
+    /// The group [`prepare`](Self::prepare) saw was not written: undo what it did.
+    fn abandon(&mut self) {}
 }
 
 /// No work after a group is durable.
@@ -607,12 +639,15 @@ impl<S: Stage> PackLog<S> {
             syncs: AtomicU64::new(0),
             packs: AtomicU64::new(u64::from(config.ahead_bytes > 0)),
             ahead_written: AtomicU64::new(0),
+            prepared_while_writing: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_next_write: std::sync::atomic::AtomicBool::new(false),
             record_buffers: Mutex::new(Vec::new()),
         });
         if config.ahead_bytes > 0 {
             ahead::spawn(Arc::downgrade(&shared))?;
         }
-        let lead = Arc::new(writer::Lead::new(stage));
+        let lead = Arc::new(writer::Lead::new(stage, config.prepare_while_writing));
         Ok((
             PackLog { shared, lead },
             Replay::new(replay, config.max_body_bytes),
@@ -840,6 +875,7 @@ impl<S: Stage> PackLog<S> {
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             packs: self.shared.packs.load(Ordering::Relaxed),
             ahead_written: self.shared.ahead_written.load(Ordering::Relaxed),
+            prepared_while_writing: self.shared.prepared_while_writing.load(Ordering::Relaxed),
         }
     }
 }

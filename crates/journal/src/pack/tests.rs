@@ -14,6 +14,7 @@ const SMALL: PackConfig = PackConfig {
     max_body_bytes: 64 * 1024,
     checkpoint_bytes: 100 * 1024,
     ahead_bytes: 0,
+    prepare_while_writing: true,
 };
 
 fn body(seed: u8, len: usize) -> Vec<Bytes> {
@@ -345,6 +346,7 @@ fn pack_names_round_trip_and_nothing_else_is_one() {
         max_body_bytes: 4 << 20,
         checkpoint_bytes: 1,
         ahead_bytes: 0,
+        prepare_while_writing: true,
     }
     .check()
     .is_err());
@@ -812,4 +814,136 @@ async fn zeros_written_ahead_never_land_on_a_record() {
         .collect();
     expected.sort();
     assert_eq!(got, expected);
+}
+
+/// What a stage was asked to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Prepare(Vec<Position>),
+    Durable(Vec<Position>),
+    Abandon,
+}
+
+/// A stage that notes its calls; an input of `true` makes it panic while preparing.
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<std::sync::Mutex<Vec<Call>>>);
+
+impl Calls {
+    fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Stage for Calls {
+    type Input = bool;
+    type Output = ();
+    fn prepare(&mut self, records: &mut [(Position, bool)]) {
+        let positions = records.iter().map(|(p, _)| *p).collect();
+        self.0.lock().unwrap().push(Call::Prepare(positions));
+        assert!(
+            !records.iter().any(|(_, panics)| *panics),
+            "the stage panics while preparing, as the test wants"
+        );
+    }
+    fn durable(&mut self, records: Vec<(Position, bool)>) -> Vec<()> {
+        let positions = records.iter().map(|(p, _)| *p).collect();
+        self.0.lock().unwrap().push(Call::Durable(positions));
+        vec![(); records.len()]
+    }
+    fn abandon(&mut self) {
+        self.0.lock().unwrap().push(Call::Abandon);
+    }
+}
+
+async fn append_calls(
+    log: &PackLog<Calls>,
+    seed: u8,
+    panics: bool,
+) -> Result<Position, JournalError> {
+    let chunks = body(seed, 20_000);
+    let hash = BodyHash::xxh3_of(&chunks);
+    log.append_staged(vec![seed; 3], chunks, hash, panics)
+        .await
+        .map(|(appended, ())| appended.position)
+}
+
+/// Each group is prepared (on the preparer's thread while it is written and synced) and
+/// then applied with the same positions once durable; a group whose write fails is
+/// abandoned, never applied, and the next goes into a new pack; so is one whose stage
+/// panics while preparing. Without `prepare_while_writing` the stage prepares once the
+/// group is durable, with the same calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_durable() {
+    for while_writing in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PackConfig {
+            prepare_while_writing: while_writing,
+            ..SMALL
+        };
+        let calls = Calls::default();
+        let (log, _) = PackLog::open_staged(dir.path(), config, calls.clone()).unwrap();
+        for seed in 0..3u8 {
+            let position = append_calls(&log, seed, false).await.unwrap();
+            assert_eq!(
+                calls.take(),
+                [Call::Prepare(vec![position]), Call::Durable(vec![position])]
+            );
+            assert_eq!(
+                read_body(dir.path(), position),
+                Some(body(seed, 20_000).concat())
+            );
+        }
+        assert_eq!(
+            log.stats().prepared_while_writing,
+            if while_writing { 3 } else { 0 },
+            "prepare_while_writing: {while_writing}"
+        );
+        let before = append_calls(&log, 3, false).await.unwrap();
+        calls.take();
+
+        // A failed write: prepared, abandoned, the appender told.
+        log.shared.fail_next_write.store(true, Ordering::Relaxed);
+        let failed = append_calls(&log, 4, false).await;
+        assert!(
+            matches!(failed, Err(JournalError::Write { .. })),
+            "{failed:?}"
+        );
+        let failed_calls = calls.take();
+        if while_writing {
+            assert!(
+                matches!(&failed_calls[..], [Call::Prepare(_), Call::Abandon]),
+                "{failed_calls:?}"
+            );
+        } else {
+            // Without the preparer nothing was prepared before the write: nothing to abandon.
+            assert!(failed_calls.is_empty(), "{failed_calls:?}");
+        }
+        let after = append_calls(&log, 5, false).await.unwrap();
+        assert!(after.generation > before.generation, "{before:?} {after:?}");
+        assert_eq!(
+            calls.take(),
+            [Call::Prepare(vec![after]), Call::Durable(vec![after])]
+        );
+
+        // A stage that panics while preparing: abandoned, the appender told, the log goes on.
+        let log2 = log.clone();
+        let panicked = tokio::spawn(async move { append_calls(&log2, 6, true).await }).await;
+        assert!(!matches!(panicked, Ok(Ok(_))), "{panicked:?}");
+        let panic_calls = calls.take();
+        assert!(
+            matches!(&panic_calls[..], [Call::Prepare(_), Call::Abandon]),
+            "{panic_calls:?}"
+        );
+        let last = append_calls(&log, 7, false).await.unwrap();
+        assert_eq!(read_body(dir.path(), last), Some(body(7, 20_000).concat()));
+
+        // Every record applied is replayed (those whose appenders were told of a failure may
+        // be too, as after a crash before an answer: here their bytes reached the pack).
+        drop(log);
+        let (_, mut replay) = PackLog::open(dir.path(), config).unwrap();
+        let headers: Vec<Vec<u8>> = replayed(&mut replay).into_iter().map(|(_, h)| h).collect();
+        for seed in [0u8, 1, 2, 3, 5, 7] {
+            assert!(headers.contains(&vec![seed; 3]), "{seed}: {headers:?}");
+        }
+    }
 }

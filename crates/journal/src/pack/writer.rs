@@ -3,7 +3,10 @@
 //! each frame at a multiple of [`RECORD_ALIGN`](crate::frame::RECORD_ALIGN)), fills in their frames' heads and writes
 //! their records — laid out by their appenders in aligned buffers of their own — with one
 //! direct `pwritev` per pack (`direct`), syncs once, runs the log's stage; then answers each.
-//! Appends that arrive meanwhile wait for the next group.
+//! Appends that arrive meanwhile wait for the next group. The stage's first half
+//! ([`Stage::prepare`]: the catalog rows, written but not committed) runs on the log's
+//! preparer thread while the leader writes and syncs (`preparer`), its second
+//! ([`Stage::durable`]: the commit) on the leader once the group is synced.
 //!
 //! The leader is the appending task's own thread when that is a worker of a multi-threaded
 //! runtime, appends come one at a time (the last group had one) and the group is small
@@ -31,6 +34,7 @@ use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
 use super::direct::{open_for_writes, write_all_at};
+use super::preparer::{lock, Preparer};
 use super::{
     generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage,
 };
@@ -56,18 +60,28 @@ struct Queue<S: Stage> {
 
 /// What only the leader touches.
 struct Core<S: Stage> {
-    stage: S,
+    /// Shared with the preparer, which uses it only between a group's start and finish.
+    stage: Arc<Mutex<S>>,
+    /// Prepares each group while it is written; `None`: after it is durable.
+    preparer: Option<Preparer<S>>,
 }
 
 impl<S: Stage> Lead<S> {
-    pub(super) fn new(stage: S) -> Self {
+    pub(super) fn new(stage: S, prepare_while_writing: bool) -> Self {
         Self {
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
                 leading: false,
                 last_group: 0,
             }),
-            core: Mutex::new(Core { stage }),
+            core: Mutex::new({
+                let stage = Arc::new(Mutex::new(stage));
+                let preparer = match prepare_while_writing {
+                    true => Preparer::spawn(stage.clone()),
+                    false => None,
+                };
+                Core { stage, preparer }
+            }),
         }
     }
 
@@ -140,7 +154,7 @@ fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> b
         let _unwinding = Unwinding(lead);
         let mut core = lead.core.lock().unwrap_or_else(|e| e.into_inner());
         let core = &mut *core;
-        write_group(shared, group, &mut core.stage);
+        write_group(shared, group, core);
     }
     let mut queue = lead.queue();
     if queue.waiting.is_empty() {
@@ -168,7 +182,7 @@ struct Run<S: Stage> {
     records: Vec<Placed<S>>,
 }
 
-fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mut S) {
+fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Core<S>) {
     let mut runs: Vec<Run<S>> = Vec::new();
     for mut append in group {
         let len = append.record_len;
@@ -209,34 +223,75 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mu
         }
     }
     for run in runs {
-        let result = (|| {
-            let parts: Vec<&[u8]> = run
-                .records
-                .iter()
-                .map(|placed| placed.append.record.bytes(placed.len))
-                .collect();
-            write_all_at(&run.file, &parts, run.offset)?;
-            run.file.sync_data()
-        })();
+        let mut buffers = Vec::with_capacity(run.records.len());
+        let mut inputs = Vec::with_capacity(run.records.len());
+        let mut answers = Vec::with_capacity(run.records.len());
+        for placed in run.records {
+            buffers.push((placed.append.record, placed.len));
+            inputs.push((placed.appended.position, placed.append.input));
+            answers.push((placed.append.reply, placed.appended));
+        }
+        let parts: Vec<&[u8]> = buffers
+            .iter()
+            .map(|(record, len)| record.bytes(*len))
+            .collect();
+        // The preparer writes the group's rows while the disk works.
+        let (started, mut records) = match &core.preparer {
+            Some(preparer) => match preparer.start(inputs) {
+                Ok(started) => {
+                    shared
+                        .prepared_while_writing
+                        .fetch_add(1, Ordering::Relaxed);
+                    (Some(started), Vec::new())
+                }
+                Err(inputs) => (None, inputs),
+            },
+            None => (None, inputs),
+        };
+        let result = write_all_at(&run.file, &parts, run.offset);
+        #[cfg(test)]
+        let result = match shared.fail_next_write.swap(false, Ordering::Relaxed) {
+            true => Err(io::Error::other("a write failed as the test wanted")),
+            false => result,
+        };
+        let result = result.and_then(|()| run.file.sync_data());
+        drop(parts);
+        for (record, _) in buffers {
+            shared.give_back(record);
+        }
         shared.syncs.fetch_add(1, Ordering::Relaxed);
+        // Prepared first: the preparer holds the stage until it is done.
+        let prepared = started.map(|started| started.finish());
+        let mut stage = Applying {
+            stage: lock(&core.stage),
+            prepared: prepared.is_some(),
+        };
+        match prepared {
+            None => {}
+            Some(Some(Ok(prepared))) => records = prepared,
+            // Abandoned (`Applying`), then as a panic of the stage on this thread.
+            Some(Some(Err(panic))) => std::panic::resume_unwind(panic),
+            Some(None) => panic!("the pack stage's thread is gone"),
+        }
         match result {
             Ok(()) => {
                 shared
                     .records
-                    .fetch_add(run.records.len() as u64, Ordering::Relaxed);
-                let mut inputs = Vec::with_capacity(run.records.len());
-                let mut answers = Vec::with_capacity(run.records.len());
-                for placed in run.records {
-                    shared.give_back(placed.append.record);
-                    inputs.push((placed.appended.position, placed.append.input));
-                    answers.push((placed.append.reply, placed.appended));
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                if !stage.prepared {
+                    stage.prepared = true;
+                    stage.stage.prepare(&mut records);
                 }
+                stage.prepared = false;
                 // One output per record; a record left without one is answered `Closed`.
-                for ((reply, appended), output) in answers.into_iter().zip(stage.durable(inputs)) {
+                for ((reply, appended), output) in
+                    answers.into_iter().zip(stage.stage.durable(records))
+                {
                     let _ = reply.send(Ok((appended, output)));
                 }
             }
             Err(e) => {
+                stage.abandon();
                 // What follows a failed write would be unreadable behind it: the next record
                 // starts another pack.
                 tracing::error!(error = %e, generation = run.generation, "a pack could not be written");
@@ -250,16 +305,37 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, stage: &mu
                 }
                 drop(state);
                 let (kind, message) = (e.kind(), e.to_string());
-                for placed in run.records {
-                    drop(placed.appended);
-                    shared.give_back(placed.append.record);
-                    let _ = placed.append.reply.send(Err(JournalError::Write {
+                for (reply, appended) in answers {
+                    drop(appended);
+                    let _ = reply.send(Err(JournalError::Write {
                         kind,
                         message: message.clone(),
                     }));
                 }
             }
         }
+    }
+}
+
+/// The stage once a group is written: whatever [`Stage::prepare`] did is followed by
+/// [`Stage::durable`] or [`Stage::abandon`] — the latter also if `prepare` or the writer
+/// panics between them (e.g. a transaction left open would keep the catalog's write lock).
+struct Applying<'s, S: Stage> {
+    stage: MutexGuard<'s, S>,
+    prepared: bool,
+}
+
+impl<S: Stage> Applying<'_, S> {
+    fn abandon(&mut self) {
+        if std::mem::take(&mut self.prepared) {
+            self.stage.abandon();
+        }
+    }
+}
+
+impl<S: Stage> Drop for Applying<'_, S> {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
