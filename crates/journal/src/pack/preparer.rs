@@ -34,10 +34,23 @@ pub(super) fn lock<S: Stage>(stage: &Mutex<S>) -> MutexGuard<'_, S> {
     stage.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The preparer thread of a pack log's writer; it ends when this is dropped.
+/// The preparer thread of a pack log's writer; it ends (and the stage is dropped) when this
+/// is dropped.
 pub(super) struct Preparer<S: Stage> {
-    jobs: mpsc::Sender<Records<S>>,
+    /// `None` only while dropped.
+    jobs: Option<mpsc::Sender<Records<S>>>,
     done: mpsc::Receiver<Prepared<S>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<S: Stage> Drop for Preparer<S> {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            // It ends once it sees no more jobs can come; a panic there was reported.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl<S: Stage> Preparer<S> {
@@ -60,7 +73,11 @@ impl<S: Stage> Preparer<S> {
                 }
             });
         match spawned {
-            Ok(_) => Some(Self { jobs, done }),
+            Ok(thread) => Some(Self {
+                jobs: Some(jobs),
+                done,
+                thread: Some(thread),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "no pack stage thread: a group's rows are written after its sync");
                 None
@@ -71,7 +88,10 @@ impl<S: Stage> Preparer<S> {
     /// Hands `records` to the preparer; they come back from [`Started::finish`]. `Err`
     /// gives them back if the thread is gone.
     pub(super) fn start(&self, records: Records<S>) -> Result<Started<'_, S>, Records<S>> {
-        match self.jobs.send(records) {
+        let Some(jobs) = &self.jobs else {
+            return Err(records);
+        };
+        match jobs.send(records) {
             Ok(()) => Ok(Started {
                 preparer: Some(self),
             }),

@@ -937,6 +937,15 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
         let last = append_calls(&log, 7, false).await.unwrap();
         assert_eq!(read_body(dir.path(), last), Some(body(7, 20_000).concat()));
 
+        // Both at once: the failed write still ends its pack.
+        log.shared.fail_next_write.store(true, Ordering::Relaxed);
+        let log2 = log.clone();
+        let both = tokio::spawn(async move { append_calls(&log2, 8, true).await }).await;
+        assert!(!matches!(both, Ok(Ok(_))), "{both:?}");
+        calls.take();
+        let next = append_calls(&log, 9, false).await.unwrap();
+        assert!(next.generation > last.generation, "{last:?} {next:?}");
+
         // Every record applied is replayed (those whose appenders were told of a failure may
         // be too, as after a crash before an answer: here their bytes reached the pack).
         drop(log);

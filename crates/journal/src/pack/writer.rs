@@ -21,6 +21,7 @@
 //! made four senders 7–11 % slower in `bench/ingest.sh` (a blocked worker holds up the other
 //! associations' arrivals).
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -236,7 +237,7 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
             .map(|(record, len)| record.bytes(*len))
             .collect();
         // The preparer writes the group's rows while the disk works.
-        let (started, mut records) = match &core.preparer {
+        let (started, records) = match &core.preparer {
             Some(preparer) => match preparer.start(inputs) {
                 Ok(started) => {
                     shared
@@ -261,20 +262,21 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
         }
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         // Prepared first: the preparer holds the stage until it is done.
-        let prepared = started.map(|started| started.finish());
+        let prepared = started.map(|started| match started.finish() {
+            Some(prepared) => prepared,
+            None => Err(Box::new("the pack stage's thread is gone") as Box<dyn Any + Send>),
+        });
         let mut stage = Applying {
             stage: lock(&core.stage),
             prepared: prepared.is_some(),
         };
-        match prepared {
-            None => {}
-            Some(Some(Ok(prepared))) => records = prepared,
-            // Abandoned (`Applying`), then as a panic of the stage on this thread.
-            Some(Some(Err(panic))) => std::panic::resume_unwind(panic),
-            Some(None) => panic!("the pack stage's thread is gone"),
-        }
-        match result {
-            Ok(()) => {
+        let prepared = match prepared {
+            Some(Ok(prepared)) => Ok(prepared),
+            None => Ok(records),
+            Some(Err(panic)) => Err(panic),
+        };
+        match (result, prepared) {
+            (Ok(()), Ok(mut records)) => {
                 shared
                     .records
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -290,7 +292,10 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
                     let _ = reply.send(Ok((appended, output)));
                 }
             }
-            Err(e) => {
+            // Abandoned (`Applying`), then as a panic of the stage on this thread: its
+            // appenders are answered `Closed`.
+            (Ok(()), Err(panic)) => std::panic::resume_unwind(panic),
+            (Err(e), prepared) => {
                 stage.abandon();
                 // What follows a failed write would be unreadable behind it: the next record
                 // starts another pack.
@@ -311,6 +316,9 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
                         kind,
                         message: message.clone(),
                     }));
+                }
+                if let Err(panic) = prepared {
+                    std::panic::resume_unwind(panic);
                 }
             }
         }
