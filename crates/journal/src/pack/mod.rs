@@ -230,6 +230,9 @@ struct Shared {
     /// Tests: the next group's write fails (after the stage prepared it).
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
+    /// Tests: the writer panics after the next group's write (its stage preparing it).
+    #[cfg(test)]
+    panic_after_next_write: std::sync::atomic::AtomicBool,
     /// Record buffers written and given back, for the next appends (at most
     /// [`direct::KEPT_RECORD_BUFFERS`]).
     record_buffers: Mutex<Vec<AlignedBuffer>>,
@@ -642,6 +645,8 @@ impl<S: Stage> PackLog<S> {
             prepared_while_writing: AtomicU64::new(0),
             #[cfg(test)]
             fail_next_write: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            panic_after_next_write: std::sync::atomic::AtomicBool::new(false),
             record_buffers: Mutex::new(Vec::new()),
         });
         if config.ahead_bytes > 0 {

@@ -41,6 +41,8 @@ pub(super) struct Preparer<S: Stage> {
     jobs: Option<mpsc::Sender<Records<S>>>,
     done: mpsc::Receiver<Prepared<S>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// For a group left without [`Started::finish`] (the writer panicked): abandoned.
+    stage: Arc<Mutex<S>>,
 }
 
 impl<S: Stage> Drop for Preparer<S> {
@@ -59,6 +61,7 @@ impl<S: Stage> Preparer<S> {
     pub(super) fn spawn(stage: Arc<Mutex<S>>) -> Option<Self> {
         let (jobs, job_queue) = mpsc::channel::<Records<S>>();
         let (answers, done) = mpsc::channel();
+        let shared_stage = stage.clone();
         let spawned = std::thread::Builder::new()
             .name("radport-pack-stage".into())
             .spawn(move || {
@@ -77,6 +80,7 @@ impl<S: Stage> Preparer<S> {
                 jobs: Some(jobs),
                 done,
                 thread: Some(thread),
+                stage: shared_stage,
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "no pack stage thread: a group's rows are written after its sync");
@@ -101,7 +105,9 @@ impl<S: Stage> Preparer<S> {
 }
 
 /// A group being prepared; waited for at the latest when dropped, so that the next group's
-/// answer is its own.
+/// answer is its own — and then abandoned: dropped without [`finish`](Self::finish), the
+/// writer never applies it (it panicked), and what `prepare` did must not stay (a
+/// transaction left open would keep the catalog's write lock).
 pub(super) struct Started<'p, S: Stage> {
     preparer: Option<&'p Preparer<S>>,
 }
@@ -123,6 +129,7 @@ impl<S: Stage> Drop for Started<'_, S> {
     fn drop(&mut self) {
         if let Some(preparer) = self.preparer.take() {
             let _ = preparer.done.recv();
+            lock(&preparer.stage).abandon();
         }
     }
 }

@@ -937,6 +937,24 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
         let last = append_calls(&log, 7, false).await.unwrap();
         assert_eq!(read_body(dir.path(), last), Some(body(7, 20_000).concat()));
 
+        // The writer panics while its group is being prepared: abandoned all the same.
+        calls.take();
+        log.shared
+            .panic_after_next_write
+            .store(true, Ordering::Relaxed);
+        let log2 = log.clone();
+        let panicked = tokio::spawn(async move { append_calls(&log2, 10, false).await }).await;
+        assert!(!matches!(panicked, Ok(Ok(_))), "{panicked:?}");
+        let writer_panic_calls = calls.take();
+        if while_writing {
+            assert!(
+                matches!(&writer_panic_calls[..], [Call::Prepare(_), Call::Abandon]),
+                "{writer_panic_calls:?}"
+            );
+        } else {
+            assert!(writer_panic_calls.is_empty(), "{writer_panic_calls:?}");
+        }
+
         // Both at once: the failed write still ends its pack.
         log.shared.fail_next_write.store(true, Ordering::Relaxed);
         let log2 = log.clone();

@@ -251,6 +251,11 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
         };
         let result = write_all_at(&run.file, &parts, run.offset);
         #[cfg(test)]
+        assert!(
+            !shared.panic_after_next_write.swap(false, Ordering::Relaxed),
+            "the writer panics after a write, as the test wants"
+        );
+        #[cfg(test)]
         let result = match shared.fail_next_write.swap(false, Ordering::Relaxed) {
             true => Err(io::Error::other("a write failed as the test wanted")),
             false => result,
