@@ -322,9 +322,15 @@ pub(crate) fn is_os_junk(name: &str) -> bool {
 /// Why an entry's name or kind makes it unsafe to import (zip slip, symbolic links), if it does.
 pub(crate) fn unsafe_entry<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Option<&'static str> {
     let name = entry.name().unwrap_or_default();
+    // A drive letter (`C:`) in the first part that names something: `./C:/x` is `C:/x` once
+    // the `.` parts are dropped, as the NIfTI import drops them.
+    let first_part = name
+        .split('/')
+        .find(|part| !part.is_empty() && *part != ".")
+        .unwrap_or_default();
     let escapes = entry.enclosed_name().is_none()
         || name.starts_with('/')
-        || name.as_bytes().get(1) == Some(&b':')
+        || first_part.as_bytes().get(1) == Some(&b':')
         || name.contains('\\')
         || name.split('/').any(|p| p == "..");
     if escapes {
@@ -563,6 +569,7 @@ mod tests {
             "/etc/evil.dcm",
             "a/../../evil.dcm",
             "C:\\evil.dcm",
+            "./C:/evil.dcm",
         ] {
             zip.start_file(name, o).unwrap();
             zip.write_all(b"x").unwrap();
@@ -573,14 +580,14 @@ mod tests {
         zip.finish().unwrap();
         let mut zip = open_zip(tmp.path(), &ImportLimits::default()).unwrap();
         let mut budget = Budget::new(ImportLimits::default(), 1 << 20);
-        for i in 0..4 {
+        for i in 0..5 {
             let name = zip.by_index_raw(i).unwrap().name().unwrap().to_string();
             let e = read_all(&mut zip, i, &mut budget).expect_err(&name);
             assert!(e.contains("unsafe path"), "{i}: {e}");
         }
-        let e = read_all(&mut zip, 4, &mut budget).unwrap_err();
+        let e = read_all(&mut zip, 5, &mut budget).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
-        assert_eq!(read_all(&mut zip, 5, &mut budget).unwrap(), 1);
+        assert_eq!(read_all(&mut zip, 6, &mut budget).unwrap(), 1);
     }
 
     #[test]
