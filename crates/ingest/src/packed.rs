@@ -60,7 +60,6 @@ pub fn open_pack_log(
         config,
         RecordStage {
             recorder: catalog.group_recorder(),
-            written: false,
         },
     )
 }
@@ -73,9 +72,9 @@ pub fn open_pack_log(
 /// record (a duplicate, a failure, PostgreSQL) its appender records the careful way.
 #[derive(Debug)]
 pub struct RecordStage {
+    /// Holds the last group prepared (its rows written, its transaction open) until it is
+    /// committed or rolled back.
     recorder: Option<GroupRecorder>,
-    /// The last group prepared has its rows written, waiting for its commit.
-    written: bool,
 }
 
 /// An instance handed to the pack writer with its record: its catalog record (all but the
@@ -109,18 +108,18 @@ impl Stage for RecordStage {
         for (position, staged) in records.iter_mut() {
             staged.record.object_key = keys::packed(*position);
         }
-        self.written = self
-            .recorder
-            .as_mut()
-            .is_some_and(|recorder| recorder.write_new(rows(records)));
+        if let Some(recorder) = self.recorder.as_mut() {
+            // What it could not write (a duplicate, a failure) `durable` sees as not recorded.
+            recorder.write_new(rows(records));
+        }
     }
 
     fn durable(&mut self, records: Vec<(Position, StagedInstance)>) -> Vec<StagedOutcome> {
-        let recorded = std::mem::take(&mut self.written)
-            && self
-                .recorder
-                .as_mut()
-                .is_some_and(|recorder| recorder.commit_written(rows(&records)));
+        // False when `prepare` wrote nothing: nothing is open to commit.
+        let recorded = self
+            .recorder
+            .as_mut()
+            .is_some_and(|recorder| recorder.commit_written(rows(&records)));
         records
             .into_iter()
             .map(|(_, staged)| StagedOutcome {
@@ -131,7 +130,6 @@ impl Stage for RecordStage {
     }
 
     fn abandon(&mut self) {
-        self.written = false;
         if let Some(recorder) = self.recorder.as_mut() {
             recorder.roll_back_written();
         }

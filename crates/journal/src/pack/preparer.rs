@@ -41,8 +41,6 @@ pub(super) struct Preparer<S: Stage> {
     jobs: Option<mpsc::Sender<Records<S>>>,
     done: mpsc::Receiver<Prepared<S>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// For a group left without [`Started::finish`] (the writer panicked): abandoned.
-    stage: Arc<Mutex<S>>,
 }
 
 impl<S: Stage> Drop for Preparer<S> {
@@ -61,7 +59,6 @@ impl<S: Stage> Preparer<S> {
     pub(super) fn spawn(stage: Arc<Mutex<S>>) -> Option<Self> {
         let (jobs, job_queue) = mpsc::channel::<Records<S>>();
         let (answers, done) = mpsc::channel();
-        let shared_stage = stage.clone();
         let spawned = std::thread::Builder::new()
             .name("radport-pack-stage".into())
             .spawn(move || {
@@ -80,7 +77,6 @@ impl<S: Stage> Preparer<S> {
                 jobs: Some(jobs),
                 done,
                 thread: Some(thread),
-                stage: shared_stage,
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "no pack stage thread: a group's rows are written after its sync");
@@ -90,14 +86,20 @@ impl<S: Stage> Preparer<S> {
     }
 
     /// Hands `records` to the preparer; they come back from [`Started::finish`]. `Err`
-    /// gives them back if the thread is gone.
-    pub(super) fn start(&self, records: Records<S>) -> Result<Started<'_, S>, Records<S>> {
+    /// gives them back if the thread is gone. `stage` is the one the thread was spawned
+    /// with: a group dropped unfinished is abandoned there.
+    pub(super) fn start<'p>(
+        &'p self,
+        records: Records<S>,
+        stage: &'p Mutex<S>,
+    ) -> Result<Started<'p, S>, Records<S>> {
         let Some(jobs) = &self.jobs else {
             return Err(records);
         };
         match jobs.send(records) {
             Ok(()) => Ok(Started {
                 preparer: Some(self),
+                stage,
             }),
             Err(mpsc::SendError(records)) => Err(records),
         }
@@ -109,19 +111,27 @@ impl<S: Stage> Preparer<S> {
 /// writer never applies it (it panicked), and what `prepare` did must not stay (a
 /// transaction left open would keep the catalog's write lock).
 pub(super) struct Started<'p, S: Stage> {
+    /// `None` once finished.
     preparer: Option<&'p Preparer<S>>,
+    stage: &'p Mutex<S>,
 }
 
 impl<S: Stage> Started<'_, S> {
-    /// Waits until the group is prepared: its records back, or the panic of `prepare`.
-    /// `None` if the thread died (then nothing of the group is known to be prepared).
-    pub(super) fn finish(mut self) -> Option<Result<Records<S>, Box<dyn Any + Send>>> {
-        let preparer = self.preparer.take()?;
-        let prepared = preparer.done.recv().ok()?;
-        Some(match prepared.panic {
-            None => Ok(prepared.records),
-            Some(panic) => Err(panic),
-        })
+    /// Waits until the group is prepared: its records back, or the panic of `prepare` —
+    /// or, if the thread died, a panic saying so (nothing of the group is known to be
+    /// prepared; the writer abandons it as after a panic).
+    pub(super) fn finish(mut self) -> Result<Records<S>, Box<dyn Any + Send>> {
+        let answer = self.preparer.take().map(|p| p.done.recv());
+        match answer {
+            Some(Ok(Prepared {
+                records,
+                panic: None,
+            })) => Ok(records),
+            Some(Ok(Prepared {
+                panic: Some(panic), ..
+            })) => Err(panic),
+            None | Some(Err(_)) => Err(Box::new("the pack stage's thread is gone")),
+        }
     }
 }
 
@@ -129,7 +139,7 @@ impl<S: Stage> Drop for Started<'_, S> {
     fn drop(&mut self) {
         if let Some(preparer) = self.preparer.take() {
             let _ = preparer.done.recv();
-            lock(&preparer.stage).abandon();
+            lock(self.stage).abandon();
         }
     }
 }

@@ -908,16 +908,8 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
             matches!(failed, Err(JournalError::Write { .. })),
             "{failed:?}"
         );
-        let failed_calls = calls.take();
-        if while_writing {
-            assert!(
-                matches!(&failed_calls[..], [Call::Prepare(_), Call::Abandon]),
-                "{failed_calls:?}"
-            );
-        } else {
-            // Without the preparer nothing was prepared before the write: nothing to abandon.
-            assert!(failed_calls.is_empty(), "{failed_calls:?}");
-        }
+        // Without the preparer nothing was prepared before the write: nothing to abandon.
+        assert_abandoned_if_prepared(calls.take(), while_writing);
         let after = append_calls(&log, 5, false).await.unwrap();
         assert!(after.generation > before.generation, "{before:?} {after:?}");
         assert_eq!(
@@ -945,15 +937,7 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
         let log2 = log.clone();
         let panicked = tokio::spawn(async move { append_calls(&log2, 10, false).await }).await;
         assert!(!matches!(panicked, Ok(Ok(_))), "{panicked:?}");
-        let writer_panic_calls = calls.take();
-        if while_writing {
-            assert!(
-                matches!(&writer_panic_calls[..], [Call::Prepare(_), Call::Abandon]),
-                "{writer_panic_calls:?}"
-            );
-        } else {
-            assert!(writer_panic_calls.is_empty(), "{writer_panic_calls:?}");
-        }
+        assert_abandoned_if_prepared(calls.take(), while_writing);
 
         // Both at once: the failed write still ends its pack.
         log.shared.fail_next_write.store(true, Ordering::Relaxed);
@@ -971,6 +955,19 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
         let headers: Vec<Vec<u8>> = replayed(&mut replay).into_iter().map(|(_, h)| h).collect();
         for seed in [0u8, 1, 2, 3, 5, 7] {
             assert!(headers.contains(&vec![seed; 3]), "{seed}: {headers:?}");
+        }
+    }
+
+    /// A group that failed before it was durable: prepared then abandoned with the preparer;
+    /// without it nothing was prepared, so nothing is abandoned.
+    fn assert_abandoned_if_prepared(calls: Vec<Call>, prepared: bool) {
+        if prepared {
+            assert!(
+                matches!(&calls[..], [Call::Prepare(_), Call::Abandon]),
+                "{calls:?}"
+            );
+        } else {
+            assert!(calls.is_empty(), "{calls:?}");
         }
     }
 }

@@ -21,7 +21,6 @@
 //! made four senders 7–11 % slower in `bench/ingest.sh` (a blocked worker holds up the other
 //! associations' arrivals).
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -35,7 +34,7 @@ use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
 use super::direct::{open_for_writes, write_all_at};
-use super::preparer::{lock, Preparer};
+use super::preparer::{lock, Preparer, Started};
 use super::{
     generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage,
 };
@@ -238,7 +237,7 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
             .collect();
         // The preparer writes the group's rows while the disk works.
         let (started, records) = match &core.preparer {
-            Some(preparer) => match preparer.start(inputs) {
+            Some(preparer) => match preparer.start(inputs, &core.stage) {
                 Ok(started) => {
                     shared
                         .prepared_while_writing
@@ -267,10 +266,7 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
         }
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         // Prepared first: the preparer holds the stage until it is done.
-        let prepared = started.map(|started| match started.finish() {
-            Some(prepared) => prepared,
-            None => Err(Box::new("the pack stage's thread is gone") as Box<dyn Any + Send>),
-        });
+        let prepared = started.map(Started::finish);
         let mut stage = Applying {
             stage: lock(&core.stage),
             prepared: prepared.is_some(),
