@@ -52,6 +52,12 @@ pub trait Placement {
 /// its first item's.
 pub const HEADERS_BEHIND: usize = PDU_HEADER_LENGTH + ITEM_HEADER_LENGTH;
 
+/// The most a read takes before a PDU's header is known: a command PDU (a C-STORE-RQ's is
+/// about 200 bytes) and the headers behind it, but little of the data set that follows it —
+/// what a read brings of a value that goes into a [`Placement`] has to be copied there
+/// (with up to a whole PDU read ahead, 6 % of the receiver's CPU with three senders).
+const FIRST_READ: usize = 4096;
+
 /// A [`Placement`] in memory, the model of a pack record's room for tests and the fuzz
 /// target: data values on the presentation contexts `takes` accepts, up to `capacity` bytes
 /// in all; what it was given room for is not zeros until read into.
@@ -233,7 +239,10 @@ pub enum ReadError {
 /// P-DATA-TF allowed, with its header, so that a PDU is read into one allocation. With less,
 /// the first read of each PDU lands in a smaller one (64 KiB: what `BytesMut` gives back
 /// after a PDU was split off) that has to be grown — and its bytes copied — once the header
-/// says how long the PDU is (a twentieth of the receiver's CPU with 256 KiB PDUs).
+/// says how long the PDU is (a twentieth of the receiver's CPU with 256 KiB PDUs). A read
+/// takes no more than the rest of the PDU and the next one's headers ([`HEADERS_BEHIND`];
+/// [`FIRST_READ`] before the header is there), so that the data set after a command PDU is
+/// read straight into the placement its command makes, not into `buffer` and copied.
 pub async fn read_pdu<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
@@ -251,8 +260,12 @@ pub async fn read_pdu<R: tokio::io::AsyncRead + Unpin>(
         }
     }
     loop {
-        match buffer.get(..PDU_HEADER_LENGTH) {
-            None => buffer.reserve(read_ahead.saturating_sub(buffer.len())),
+        // What the next read may take: never past this PDU and the next one's headers.
+        let wanted = match buffer.get(..PDU_HEADER_LENGTH) {
+            None => {
+                buffer.reserve(read_ahead.saturating_sub(buffer.len()));
+                FIRST_READ
+            }
             Some(header) if header[0] != pdu_type::P_DATA_TF => {
                 // Not strict: the guard enforces the per-type limits (strict mode would apply
                 // the P-DATA limit to every type); the maximum passed is only range-checked.
@@ -279,10 +292,13 @@ pub async fn read_pdu<R: tokio::io::AsyncRead + Unpin>(
                         .map(Received::PData)
                         .map_err(ReadError::MalformedPData);
                 }
-                buffer.reserve(total - buffer.len());
+                let wanted = total - buffer.len() + HEADERS_BEHIND;
+                buffer.reserve(wanted);
+                wanted
             }
-        }
-        match reader.read_buf(buffer).await {
+        };
+        let limited = &mut (&mut *reader).take(wanted as u64);
+        match limited.read_buf(buffer).await {
             Ok(0) => return Err(ReadError::Lost(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(_) => {}
             Err(e) => return Err(ReadError::Lost(e)),
@@ -504,6 +520,62 @@ mod tests {
                 ));
             }
         }
+    }
+
+    /// A command PDU read while its data set has already arrived behind it leaves little of
+    /// the data set in the buffer — that is read next, straight into the placement the
+    /// command makes — and the next PDU's headers no further than the PDU they start.
+    #[tokio::test]
+    async fn a_read_takes_little_beyond_its_pdu() {
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let command = p_data(&[item(1, 0x03, &[9u8; 200])]);
+        let data = p_data(&[item(1, 0x02, &large)]);
+        let stream = [&command[..], &data[..]].concat();
+        let mut reader = Pieces {
+            bytes: &stream,
+            piece: stream.len(),
+        };
+        let mut buffer = BytesMut::new();
+        let read_ahead = 300_012;
+        let Received::PData(fragments) = read_pdu(&mut reader, &mut buffer, read_ahead, None)
+            .await
+            .unwrap()
+        else {
+            panic!("a P-DATA-TF");
+        };
+        assert_eq!(&fragments[0].data[..], &[9u8; 200][..]);
+        assert!(
+            buffer.len() <= FIRST_READ - command.len(),
+            "{} bytes of the data set read with the command",
+            buffer.len()
+        );
+        let mut record = MemoryPlacement::new(usize::MAX, |context| context == 1);
+        let Received::PData(fragments) =
+            read_pdu(&mut reader, &mut buffer, read_ahead, Some(&mut record))
+                .await
+                .unwrap()
+        else {
+            panic!("a P-DATA-TF");
+        };
+        assert_eq!(fragments[0].placed, large.len());
+        assert!(buffer.is_empty());
+
+        // Without a placement, a PDU whose header is known is read to its end and the next
+        // headers, no further.
+        let second = p_data(&[item(1, 0x02, &large[..1000])]);
+        let stream = [&data[..], &second[..]].concat();
+        let mut reader = Pieces {
+            bytes: &stream,
+            piece: stream.len(),
+        };
+        let mut buffer = BytesMut::from(&stream[..PDU_HEADER_LENGTH]);
+        reader.bytes = &stream[PDU_HEADER_LENGTH..];
+        let Received::PData(fragments) = read_pdu(&mut reader, &mut buffer, 0, None).await.unwrap()
+        else {
+            panic!("a P-DATA-TF");
+        };
+        assert_eq!(&fragments[0].data[..], &large[..]);
+        assert_eq!(buffer.len(), HEADERS_BEHIND);
     }
 
     /// With a placement, the data values it has room for go there and every other value is
