@@ -50,18 +50,19 @@ const MAX_WAITING_PUNCHES: usize = 1 << 16;
 pub type IngestPackLog = PackLog<RecordStage>;
 
 /// Opens the pack log in `dir` for ingest into `catalog` (see [`PackLog::open_staged`]).
+/// Without a group recorder (PostgreSQL) the stage has nothing to prepare but the records'
+/// keys: no preparer thread is woken for that.
 pub fn open_pack_log(
     dir: &std::path::Path,
     config: PackConfig,
     catalog: &Catalog,
 ) -> Result<(IngestPackLog, Replay), JournalError> {
-    PackLog::open_staged(
-        dir,
-        config,
-        RecordStage {
-            recorder: catalog.group_recorder(),
-        },
-    )
+    let recorder = catalog.group_recorder();
+    let config = PackConfig {
+        prepare_while_writing: config.prepare_while_writing && recorder.is_some(),
+        ..config
+    };
+    PackLog::open_staged(dir, config, RecordStage { recorder })
 }
 
 /// The pack writer's stage: a group's instances are recorded in the catalog as new,
@@ -450,6 +451,43 @@ mod tests {
             std::fs::remove_dir_all(&copy).unwrap();
             out
         }
+    }
+
+    /// A group's rows are prepared on the pack log's preparer thread on SQLite (its group
+    /// recorder); on PostgreSQL, which has none, nothing is prepared there and no thread is
+    /// woken for it — the instances are recorded all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_preparer_is_used_only_where_the_catalog_has_rows_to_prepare() {
+        let s = setup().await;
+        let database = radport_testkit::postgres::TestDatabase::create("packs_preparer").await;
+        let postgres = Catalog::connect(&database.url).await.unwrap();
+        for (catalog, prepares) in [(&s.catalog, true), (&postgres, false)] {
+            let archive =
+                Archive::local(&s.dir.path().join(format!("archive-{prepares}"))).unwrap();
+            let packs = archive.packs_dir().unwrap();
+            std::fs::create_dir(&packs).unwrap();
+            let (log, _) = open_pack_log(&packs, CONFIG, catalog).unwrap();
+            let ingestor = Ingestor::new(archive, catalog.clone(), DuplicatePolicy::KeepFirst)
+                .with_packs(log.clone())
+                .unwrap();
+            let files = series(s.dir.path(), &format!("6{}", u8::from(prepares)), 3, 64);
+            let mut series_uid = String::new();
+            for file in &files {
+                let outcome = ingestor
+                    .ingest_part10(route(), "test".into(), file)
+                    .await
+                    .unwrap();
+                assert_eq!(outcome.disposition, Disposition::Stored);
+                series_uid = outcome.series_instance_uid;
+            }
+            let stats = log.stats();
+            assert_eq!(stats.records, 3, "{stats:?}");
+            assert_eq!(stats.prepared_while_writing > 0, prepares, "{stats:?}");
+            let rows = catalog.get_series(&series_uid).await.unwrap().unwrap();
+            assert_eq!(rows.instances.len(), 3);
+        }
+        drop(postgres);
+        database.drop_database().await;
     }
 
     #[tokio::test]
