@@ -45,3 +45,30 @@ fn distinct_names_are_distinct_cases() {
     assert_eq!(cases.len(), 2, "{cases:?}");
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+/// Found by `upload_layout` (CI, session 26): below a folder that wraps every entry
+/// (`upload/::c0001.nii.gz`), a file whose name has `:` as its second byte was reported as a
+/// path of its own and taken by the target for a drive letter. The plan reads entries by index
+/// and names them below the folder only; what must stay inside the zip is the entry's name, so
+/// the fuzzing view now reports the entries' names. A drive letter is still refused wherever it
+/// names a part (`C:x` below a folder is one too: the zip crate's `enclosed_name`).
+#[test]
+fn names_below_a_wrapping_folder_are_read_as_the_zips_entries() {
+    let zip = zip_of(&["upload/::c0001.nii.gz", "upload/C:x.nii.gz"]);
+    let (_, cases, refused) = nifti_plan(zip.path(), &ImportLimits::default()).unwrap();
+    let read: Vec<&str> = cases
+        .iter()
+        .flat_map(|(_, files)| files)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(read, ["upload/::c0001.nii.gz"], "{cases:?}");
+    let refused: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(refused, ["upload/C:x.nii.gz"]);
+
+    for unsafe_name in ["C:x.nii.gz", "./C:/x.nii.gz", "./p:x/y.nii.gz"] {
+        let zip = zip_of(&[unsafe_name, "Case01.nii.gz"]);
+        let (_, cases, refused) = nifti_plan(zip.path(), &ImportLimits::default()).unwrap();
+        assert_eq!(cases.len(), 1, "{unsafe_name}: {cases:?}");
+        assert_eq!(refused.len(), 1, "{unsafe_name}: {refused:?}");
+    }
+}

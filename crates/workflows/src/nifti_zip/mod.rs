@@ -288,8 +288,11 @@ pub(crate) mod fuzzing {
         }
     }
 
-    /// The plan of the NIfTI zip at `path`: its layout, each case's id with the files it reads
-    /// (images, then its label map), and the refused names with why.
+    /// The plan of the NIfTI zip at `path`: its layout, each case's id with the zip entries it
+    /// reads (their names as stored: images, then its label map), and the refused names with
+    /// why. The entries' names, not the paths below a wrapping folder that the plan keeps, are
+    /// what must stay inside the zip: `upload/C:x.nii.gz` is a file `C:x.nii.gz` of folder
+    /// `upload`, no drive.
     #[allow(clippy::type_complexity)]
     pub fn nifti_plan(
         path: &std::path::Path,
@@ -306,6 +309,10 @@ pub(crate) mod fuzzing {
         let mut zip = upload::open_zip(path, limits)?;
         let mut budget = Budget::new(*limits, size);
         let p = plan(&mut zip, &mut budget).map_err(|e| e.to_string())?;
+        let mut entry_name = |file: &FileRef| match zip.by_index_raw(file.index) {
+            Ok(entry) => upload::entry_name(&entry, file.index),
+            Err(e) => format!("entry #{}: {e}", file.index),
+        };
         let cases = p
             .cases
             .iter()
@@ -313,8 +320,9 @@ pub(crate) mod fuzzing {
                 let files = c
                     .images
                     .iter()
-                    .map(|i| i.file.path.clone())
-                    .chain(c.labels.iter().map(|l| l.path.clone()))
+                    .map(|i| &i.file)
+                    .chain(c.labels.iter())
+                    .map(&mut entry_name)
                     .collect();
                 (c.id.clone(), files)
             })
