@@ -544,15 +544,7 @@ mod tests {
         let files = series(s.dir.path(), "41", 12, 128);
         let (ingestor, replay) = s.ingestor();
         assert_eq!(ingestor.recover(replay).await.unwrap(), Recovery::default());
-        let mut outcomes = Vec::new();
-        for file in &files {
-            let outcome = ingestor
-                .ingest_part10(route(), "test".into(), file)
-                .await
-                .unwrap();
-            assert_eq!(outcome.disposition, Disposition::Stored);
-            outcomes.push(outcome);
-        }
+        let outcomes = crate::test_ingest_stored(&ingestor, &files).await;
         let journal = ingestor.journal().unwrap().clone();
         assert_eq!(journal.stats().records, 12);
         let series_uid = outcomes[0].series_instance_uid.clone();

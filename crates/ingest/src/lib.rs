@@ -760,6 +760,25 @@ pub(crate) fn test_series(
         .collect()
 }
 
+/// For tests: `files` ingested one after the other into `admin`, each newly stored; their
+/// outcomes.
+#[cfg(test)]
+pub(crate) async fn test_ingest_stored(
+    ingestor: &Ingestor,
+    files: &[Vec<u8>],
+) -> Vec<IngestOutcome> {
+    let mut outcomes = Vec::with_capacity(files.len());
+    for file in files {
+        let outcome = ingestor
+            .ingest_part10(test_route(), "test".into(), file)
+            .await
+            .unwrap();
+        assert_eq!(outcome.disposition, Disposition::Stored);
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

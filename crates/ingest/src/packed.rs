@@ -471,15 +471,11 @@ mod tests {
                 .with_packs(log.clone())
                 .unwrap();
             let files = series(s.dir.path(), &format!("6{}", u8::from(prepares)), 3, 64);
-            let mut series_uid = String::new();
-            for file in &files {
-                let outcome = ingestor
-                    .ingest_part10(route(), "test".into(), file)
-                    .await
-                    .unwrap();
-                assert_eq!(outcome.disposition, Disposition::Stored);
-                series_uid = outcome.series_instance_uid;
-            }
+            let series_uid = crate::test_ingest_stored(&ingestor, &files)
+                .await
+                .pop()
+                .unwrap()
+                .series_instance_uid;
             let stats = log.stats();
             assert_eq!(stats.records, 3, "{stats:?}");
             assert_eq!(stats.prepared_while_writing > 0, prepares, "{stats:?}");
@@ -496,15 +492,11 @@ mod tests {
         let files = series(s.dir.path(), "51", 10, 128);
         let (ingestor, replay) = s.ingestor();
         assert_eq!(ingestor.recover(replay).await.unwrap(), Recovery::default());
-        let mut series_uid = String::new();
-        for file in &files {
-            let outcome = ingestor
-                .ingest_part10(route(), "test".into(), file)
-                .await
-                .unwrap();
-            assert_eq!(outcome.disposition, Disposition::Stored);
-            series_uid = outcome.series_instance_uid;
-        }
+        let series_uid = crate::test_ingest_stored(&ingestor, &files)
+            .await
+            .pop()
+            .unwrap()
+            .series_instance_uid;
         let log = ingestor.pack_log().unwrap().clone();
         assert_eq!(log.stats().records, 10);
         assert!(log.stats().syncs <= 10);
