@@ -292,7 +292,7 @@ pub async fn read_pdu<R: tokio::io::AsyncRead + Unpin>(
                         .map(Received::PData)
                         .map_err(ReadError::MalformedPData);
                 }
-                let wanted = total - buffer.len() + HEADERS_BEHIND;
+                let wanted = (total - buffer.len()).saturating_add(HEADERS_BEHIND);
                 buffer.reserve(wanted);
                 wanted
             }
