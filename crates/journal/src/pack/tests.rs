@@ -855,6 +855,19 @@ impl Stage for Calls {
     }
 }
 
+/// A group that failed before it was durable: prepared then abandoned with the preparer;
+/// without it nothing was prepared, so nothing is abandoned.
+fn assert_abandoned_if_prepared(calls: Vec<Call>, prepared: bool) {
+    if prepared {
+        assert!(
+            matches!(&calls[..], [Call::Prepare(_), Call::Abandon]),
+            "{calls:?}"
+        );
+    } else {
+        assert!(calls.is_empty(), "{calls:?}");
+    }
+}
+
 async fn append_calls(
     log: &PackLog<Calls>,
     seed: u8,
@@ -955,19 +968,6 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
         let headers: Vec<Vec<u8>> = replayed(&mut replay).into_iter().map(|(_, h)| h).collect();
         for seed in [0u8, 1, 2, 3, 5, 7] {
             assert!(headers.contains(&vec![seed; 3]), "{seed}: {headers:?}");
-        }
-    }
-
-    /// A group that failed before it was durable: prepared then abandoned with the preparer;
-    /// without it nothing was prepared, so nothing is abandoned.
-    fn assert_abandoned_if_prepared(calls: Vec<Call>, prepared: bool) {
-        if prepared {
-            assert!(
-                matches!(&calls[..], [Call::Prepare(_), Call::Abandon]),
-                "{calls:?}"
-            );
-        } else {
-            assert!(calls.is_empty(), "{calls:?}");
         }
     }
 }
