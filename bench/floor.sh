@@ -18,7 +18,8 @@
 #   FLOOR_MESSAGES=1000            messages per run (split among the senders)
 #   FLOOR_BYTES=525000             message size (a 512x512 16-bit CT slice and its attributes)
 #   FLOOR_TURN_US, FLOOR_CHUNK_US  senders pause this long before each message and after each
-#                                  128 KiB (unset: they do not; 150 and 60 come near dcmsend)
+#                                  128 KiB (unset: they do not; 150 and 60 come near dcmsend);
+#                                  FLOOR_BUSY=1: they spin meanwhile instead of sleeping
 #   FLOOR_SPACE, FLOOR_SPACE_MB    the shared file's space before the writes: grow (default),
 #                                  written, allocated, allocated-keep-size, ahead (see the
 #                                  binary's doc); FLOOR_SERIAL=1|sync one writer at a time

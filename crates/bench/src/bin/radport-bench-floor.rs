@@ -30,7 +30,8 @@
 //!
 //! `FLOOR_TURN_US` and `FLOOR_CHUNK_US` make the senders pause before each message and after
 //! each 128 KiB (microseconds; sleeps, so at least that), as slow as dcmsend is between
-//! instances and while it reads and encodes one.
+//! instances and while it reads and encodes one; with `FLOOR_BUSY=1` they spin instead,
+//! using a processor meanwhile as dcmsend does.
 //!
 //! It prints messages per second, p50/p99 latency and the receiver threads' CPU per message.
 //! Not part of the product; bench/floor.sh runs it in every mode.
@@ -286,16 +287,30 @@ fn send(port: u16, messages: usize, payload: Arc<Vec<u8>>) -> anyhow::Result<Vec
             .map(Duration::from_micros)
     };
     let (turn, per_chunk) = (pause("FLOOR_TURN_US"), pause("FLOOR_CHUNK_US"));
+    // `FLOOR_BUSY=1`: the pauses spin instead of sleeping — a sender that uses the processor
+    // meanwhile, as dcmsend reading and encoding its files does (0.2 ms of user time per
+    // 0.5 MB instance here, besides the sending's system time).
+    let busy = std::env::var("FLOOR_BUSY").is_ok_and(|v| v == "1");
+    let wait = |pause: Duration| {
+        if busy {
+            let until = Instant::now() + pause;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::sleep(pause);
+        }
+    };
     for _ in 0..messages {
         let start = Instant::now();
         if let Some(turn) = turn {
-            std::thread::sleep(turn);
+            wait(turn);
         }
         socket.write_all(&length)?;
         for chunk in payload.chunks(CHUNK) {
             socket.write_all(chunk)?;
             if let Some(per_chunk) = per_chunk {
-                std::thread::sleep(per_chunk);
+                wait(per_chunk);
             }
         }
         socket.read_exact(&mut answer)?;
