@@ -266,7 +266,7 @@ pub fn checksum_of(digest: &Digest) -> String {
 
 /// The archive's checksum, computed incrementally as bytes arrive.
 #[derive(Clone, Default)]
-pub struct Checksummer(xxhash_rust::xxh3::Xxh3);
+pub struct Checksummer(twox_hash::xxhash3_128::Hasher);
 
 impl std::fmt::Debug for Checksummer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -282,12 +282,12 @@ impl Checksummer {
 
     /// Takes the next bytes.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.0.write(bytes);
     }
 
     /// The checksum of every byte taken.
     pub fn finish(&self) -> Digest {
-        Digest(self.0.digest128())
+        Digest(self.0.finish_128())
     }
 }
 
@@ -1081,6 +1081,33 @@ impl Drop for ObjectWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The checksums stored before (xxhash-rust) and after (twox-hash) are the same XXH3-128:
+    /// every length through each of XXH3's size classes (0, 1–3, 4–8, 9–16, 17–128,
+    /// 129–240, longer: stripes and blocks, with and without a partial last one), fed whole
+    /// and in pieces that split its 64-byte stripes and 1 KiB blocks anywhere.
+    #[test]
+    fn the_checksum_is_xxh3_128_whatever_the_pieces() {
+        let data: Vec<u8> = (0..600_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let lengths = (0..300).chain([1023, 1024, 1025, 16_372, 65_536, 131_060, 600_000]);
+        for len in lengths {
+            let bytes = &data[..len];
+            let expected = xxhash_rust::xxh3::xxh3_128(bytes);
+            for piece in [usize::MAX, 1, 7, 64, 777, 16_372] {
+                let mut checksummer = Checksummer::new();
+                for chunk in bytes.chunks(piece.min(len.max(1))) {
+                    checksummer.update(chunk);
+                }
+                assert_eq!(
+                    checksummer.finish().xxh3_128(),
+                    expected,
+                    "{len} bytes in {piece}s"
+                );
+            }
+        }
+    }
 
     #[tokio::test]
     async fn write_finish_get_list_delete() {

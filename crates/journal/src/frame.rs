@@ -54,11 +54,11 @@ impl From<blake3::Hash> for BodyHash {
 impl BodyHash {
     /// The XXH3-128 hash of `chunks`, one after the other.
     pub fn xxh3_of(chunks: &[impl AsRef<[u8]>]) -> Self {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = twox_hash::xxhash3_128::Hasher::new();
         for chunk in chunks {
-            hasher.update(chunk.as_ref());
+            hasher.write(chunk.as_ref());
         }
-        BodyHash::Xxh3(hasher.digest128().to_le_bytes())
+        BodyHash::Xxh3(hasher.finish_128().to_le_bytes())
     }
 
     /// Whether `chunks`, one after the other, hash to this in its algorithm.
