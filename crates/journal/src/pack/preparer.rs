@@ -121,7 +121,7 @@ impl<S: Stage> Started<'_, S> {
     /// or, if the thread died, a panic saying so (nothing of the group is known to be
     /// prepared; the writer abandons it as after a panic).
     pub(super) fn finish(mut self) -> Result<Records<S>, Box<dyn Any + Send>> {
-        let answer = self.preparer.take().map(|p| p.done.recv());
+        let answer = self.preparer.take().map(|p| wait_for(&p.done));
         match answer {
             Some(Ok(Prepared {
                 records,
@@ -138,8 +138,31 @@ impl<S: Stage> Started<'_, S> {
 impl<S: Stage> Drop for Started<'_, S> {
     fn drop(&mut self) {
         if let Some(preparer) = self.preparer.take() {
-            let _ = preparer.done.recv();
+            let _ = wait_for(&preparer.done);
             lock(self.stage).abandon();
         }
+    }
+}
+
+/// The preparer's answer, waited for. The stage may itself wait for a task of the runtime —
+/// the catalog's write lock is held by tasks across their awaits — so a leader on a worker of
+/// a multi-threaded runtime waits through `block_in_place`, which hands the worker's other
+/// tasks to another thread meanwhile: a worker blocked here would never run the task the
+/// preparer waits for. On a runtime with one worker (tokio's default on a one-processor
+/// machine) the receiver stopped for good at the first group whose rows waited for the lock
+/// (`a_leader_on_the_only_worker_lets_the_stage_wait_for_a_task`). Not needed when the answer
+/// is already there, which is usual: the rows take less than the write and sync.
+fn wait_for<T>(done: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
+    match done.try_recv() {
+        Ok(answer) => return Ok(answer),
+        Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+        Err(mpsc::TryRecvError::Empty) => {}
+    }
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(|| done.recv())
+    } else {
+        done.recv()
     }
 }

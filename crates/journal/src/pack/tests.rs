@@ -971,3 +971,69 @@ async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_du
         }
     }
 }
+
+/// A stage whose rows wait for a lock that a task of the runtime holds across an await, as
+/// the catalog's write lock is held.
+struct WaitsForTask(Arc<tokio::sync::Mutex<()>>);
+
+impl Stage for WaitsForTask {
+    type Input = ();
+    type Output = ();
+    fn prepare(&mut self, _records: &mut [(Position, ())]) {
+        // On the preparer's thread, outside the runtime.
+        drop(self.0.blocking_lock());
+    }
+    fn durable(&mut self, records: Vec<(Position, ())>) -> Vec<()> {
+        vec![(); records.len()]
+    }
+}
+
+/// On a runtime with one worker (tokio's default on a one-processor machine) a lone appender
+/// leads on that worker; when the group's rows wait for a task of the runtime, the leader's
+/// wait for them must let the worker's other tasks run, or nothing ever moves again.
+#[test]
+fn a_leader_on_the_only_worker_lets_the_stage_wait_for_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (done, finished) = std::sync::mpsc::channel();
+    // Its own thread: if the runtime stopped for good, the test fails rather than hangs.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let appended = runtime.block_on(async move {
+            let lock = Arc::new(tokio::sync::Mutex::new(()));
+            let (log, _) = PackLog::open_staged(&path, SMALL, WaitsForTask(lock.clone())).unwrap();
+            let (held, is_held) = tokio::sync::oneshot::channel();
+            let holder = tokio::spawn(async move {
+                let _guard = lock.lock().await;
+                held.send(()).unwrap();
+                // Released only when this task runs again, on the one worker.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+            is_held.await.unwrap();
+            let appender = tokio::spawn(async move {
+                let chunks = body(1, 5000);
+                let hash = BodyHash::xxh3_of(&chunks);
+                let (appended, ()) = log
+                    .append_staged(vec![1; 3], chunks, hash, ())
+                    .await
+                    .unwrap();
+                appended.position
+            });
+            let position = appender.await.unwrap();
+            holder.await.unwrap();
+            position
+        });
+        let _ = done.send(appended);
+    });
+    let position = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the append never came back: the only worker waited for the rows it had to run");
+    assert_eq!(
+        read_body(dir.path(), position),
+        Some(body(1, 5000).concat())
+    );
+}
