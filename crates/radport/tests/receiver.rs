@@ -313,6 +313,35 @@ fn four_concurrent_senders() {
     assert_eq!(datasets["items"].as_array().unwrap().len(), 4);
 }
 
+/// On a runtime with one worker (tokio's default on a one-processor machine) the receiver goes
+/// on storing past its checkpoints, whose catalog sync holds the write lock that a group's
+/// rows wait for while the group's leader runs on that worker. It stopped for good at the
+/// first checkpoint, a second in, until the leader waited for the rows through
+/// `block_in_place`.
+#[test]
+fn one_runtime_worker_stores_on_past_checkpoints() {
+    let server = Server::start_with_env(&[], &[("TOKIO_WORKER_THREADS", "1")]);
+    let tmp = tempfile::tempdir().unwrap();
+    // 300 × 256 KiB: past the 64 MiB after which a checkpoint is taken, whatever the time.
+    let series = SeriesSpec {
+        rows: 512,
+        columns: 256,
+        ..spec("1w", 300)
+    };
+    write_series(tmp.path(), &series).unwrap();
+    let out = Command::new(dcmtk("dcmsend"))
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .args(["--aetitle", "kp-oneworker", "--call", "kp-admin"])
+        // A receiver that stopped answers nothing: dcmsend gives up rather than the test hanging.
+        .args(["--dimse-timeout", "30"])
+        .args(["--scan-directories", "--scan-pattern", "*.dcm"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(server.instance_total("admin"), 300);
+}
+
 fn dataset_of(spec: &SeriesSpec, index: usize) -> Vec<u8> {
     let obj = radport_testkit::ct_slice(spec, index);
     let mut out = Vec::new();
