@@ -65,9 +65,12 @@ pub(crate) struct Behind {
 /// or copied as they come into the pack record they go into ([`PackRecord`], its header
 /// already placed), so that the chunks go back to the receiver at once and nothing is copied
 /// at the end.
+///
+/// It has no archive key until it needs one: a pack record's key is its position, and only an
+/// instance that outgrows what is held goes into a file of its own (no random name drawn and
+/// no date formatted for every packed instance).
 pub(crate) struct Held<B> {
     archive: Archive,
-    key: String,
     body: B,
     hasher: Checksummer,
     size: u64,
@@ -109,10 +112,9 @@ impl HeldBody for PackRecord {
 
 impl<B: HeldBody> Held<B> {
     /// Held in `body` as it arrives.
-    pub(crate) fn new(archive: Archive, key: String, body: B) -> Self {
+    pub(crate) fn new(archive: Archive, body: B) -> Self {
         Self {
             archive,
-            key,
             body,
             hasher: Checksummer::new(),
             size: 0,
@@ -120,7 +122,7 @@ impl<B: HeldBody> Held<B> {
     }
 
     /// Takes the next chunk. If the instance outgrows the journal, gives back the archive,
-    /// the key and every chunk so far, to be written to the archive instead.
+    /// a new key and every chunk so far, to be written to the archive instead.
     pub(crate) fn take(&mut self, bytes: Bytes) -> Option<(Archive, String, Chunks)> {
         let size = self.size.saturating_add(bytes.len() as u64);
         if size <= JOURNALED_MAX_BYTES && self.body.keep(&bytes) {
@@ -130,7 +132,11 @@ impl<B: HeldBody> Held<B> {
         }
         let mut chunks = self.body.take_chunks();
         chunks.push(bytes);
-        Some((self.archive.clone(), self.key.clone(), chunks))
+        Some((
+            self.archive.clone(),
+            crate::object_key_for_new_instance(),
+            chunks,
+        ))
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -237,7 +243,6 @@ impl Ingestor {
             return Err(IngestError::Storage("no journal".to_string()));
         };
         let Held {
-            key,
             body: chunks,
             hasher,
             size,
@@ -245,7 +250,7 @@ impl Ingestor {
         } = held;
         let hash = hasher.finish();
         let stored = StoredObject {
-            key,
+            key: crate::object_key_for_new_instance(),
             size,
             checksum: radport_archive::checksum_of(&hash),
         };

@@ -436,7 +436,8 @@ fn extract_record_from_head(
     })
 }
 
-/// Key of a new instance's object: `instances/YYYY/MM/DD/<uuid>.dcm` (UTC day of arrival).
+/// Key of a new instance's object: `instances/YYYY/MM/DD/<uuid>.dcm` (the UTC day it is named:
+/// as it arrives, or as it outgrows what is held, or once held whole for the journal).
 /// One new directory a day: with fsync on, every directory created costs two more fsyncs,
 /// which hash-sharded layouts pay on most instances until every shard exists.
 fn object_key_for_new_instance() -> String {
@@ -534,15 +535,14 @@ impl Ingestor {
             .map_err(|e| IngestError::Storage(e.to_string()))?;
         meta.write(&mut prologue)
             .map_err(|e| IngestError::Malformed(format!("cannot write file meta group: {e}")))?;
-        let key = object_key_for_new_instance();
         let sink = if let Some(packs) = &self.packs {
             let header = self.pack_header(&route, &source, &announced)?;
             let record = packs.log().record(&header)?;
-            Sink::Packed(journaled::Held::new(self.archive.clone(), key, record))
+            Sink::Packed(journaled::Held::new(self.archive.clone(), record))
         } else if self.journal.is_some() {
-            Sink::Journaled(journaled::Held::new(self.archive.clone(), key, Vec::new()))
+            Sink::Journaled(journaled::Held::new(self.archive.clone(), Vec::new()))
         } else {
-            Sink::Archive(self.archive.writer(&key)?)
+            Sink::Archive(self.archive.writer(&object_key_for_new_instance())?)
         };
         let mut incoming = IncomingInstance {
             sink,
