@@ -329,15 +329,13 @@ fn one_runtime_worker_stores_on_past_checkpoints() {
         ..spec("1w", 300)
     };
     write_series(tmp.path(), &series).unwrap();
-    let out = Command::new(dcmtk("dcmsend"))
-        .args(["127.0.0.1", &server.dicom_port.to_string()])
-        .args(["--aetitle", "kp-oneworker", "--call", "kp-admin"])
-        // A receiver that stopped answers nothing: dcmsend gives up rather than the test hanging.
-        .args(["--dimse-timeout", "30"])
-        .args(["--scan-directories", "--scan-pattern", "*.dcm"])
-        .arg(tmp.path())
-        .output()
-        .unwrap();
+    // A receiver that stopped answers nothing: dcmsend gives up rather than the test hanging.
+    let out = server.dcmsend_with(
+        "kp-oneworker",
+        "kp-admin",
+        tmp.path(),
+        &["--dimse-timeout", "30"],
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(server.instance_total("admin"), 300);
 }

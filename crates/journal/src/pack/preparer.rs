@@ -158,9 +158,8 @@ fn wait_for<T>(done: &mpsc::Receiver<T>) -> Result<T, mpsc::RecvError> {
         Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
         Err(mpsc::TryRecvError::Empty) => {}
     }
-    let on_worker = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if on_worker {
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    if super::writer::is_multi_thread(runtime.as_ref()) {
         tokio::task::block_in_place(|| done.recv())
     } else {
         done.recv()

@@ -105,10 +105,7 @@ pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append
         return;
     }
     let runtime = tokio::runtime::Handle::try_current().ok();
-    let on_worker = runtime
-        .as_ref()
-        .is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if on_worker && alone && !lead_one(shared, lead, INLINE_GROUP_BYTES) {
+    if is_multi_thread(runtime.as_ref()) && alone && !lead_one(shared, lead, INLINE_GROUP_BYTES) {
         return;
     }
     let (shared, lead) = (shared.clone(), lead.clone());
@@ -117,6 +114,13 @@ pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append
         Some(runtime) => drop(runtime.spawn_blocking(go_on)),
         None => drop(std::thread::spawn(go_on)),
     }
+}
+
+/// Whether `runtime` (the caller's, if any) is multi-threaded: the caller is on one of its
+/// workers (or in its `block_on`), where a wait for what a task does must go through
+/// `block_in_place` (`preparer::wait_for`) and where a lone group may be led.
+pub(super) fn is_multi_thread(runtime: Option<&tokio::runtime::Handle>) -> bool {
+    runtime.is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Writes one group of what waits (up to `max_bytes` of frames, at least one append);

@@ -462,7 +462,19 @@ impl Server {
 
     /// Runs `dcmsend` with the exact flags of the Data Upload documentation.
     pub fn dcmsend(&self, dataset_ae: &str, project_ae: &str, dir: &Path) -> Output {
+        self.dcmsend_with(dataset_ae, project_ae, dir, &[])
+    }
+
+    /// [`Server::dcmsend`] with more of dcmsend's options (e.g. `--dimse-timeout`).
+    pub fn dcmsend_with(
+        &self,
+        dataset_ae: &str,
+        project_ae: &str,
+        dir: &Path,
+        options: &[&str],
+    ) -> Output {
         Command::new(dcmtk("dcmsend"))
+            .args(options)
             .arg("-v")
             .arg("127.0.0.1")
             .arg(self.dicom_port.to_string())
