@@ -51,6 +51,9 @@ mkdir -p "$DIR/data"
 make_series "$DIR/data/single" 1000 1001
 for i in 1 2 3 4; do make_series "$DIR/data/four-$i" 250 "200$i"; done
 
+# Reads every file the senders will send, so that they are in the page cache.
+warm_inputs() { find "$@" -type f -name '*.dcm' -exec cat {} + >/dev/null; }
+
 # run NAME BINARY FLAGS MODE: prints "images/s cpu_ms_per_instance"
 run() {
     local bin=$2 flags=$3 mode=$4 run_dir=$DIR/run
@@ -63,6 +66,10 @@ run() {
         curl -fsS "http://127.0.0.1:$HTTP/api/health" >/dev/null 2>&1 && break
         sleep 0.2
     done
+    # The senders' files in the page cache: this machine pages out what was not touched for
+    # a few seconds (docs/performance.md, "What skews a run"), and dcmsend would otherwise
+    # read them from the receiver's disk while it sends.
+    if [[ $mode == 1 ]]; then warm_inputs "$DIR/data/single"; else warm_inputs "$DIR"/data/four-*/; fi
     sync
     sleep 1
     local u0 s0 u1 s1 t0 t1

@@ -57,7 +57,11 @@ pub fn open_pack_log(
     config: PackConfig,
     catalog: &Catalog,
 ) -> Result<(IngestPackLog, Replay), JournalError> {
-    let recorder = catalog.group_recorder();
+    let mut recorder = catalog.group_recorder();
+    if let Some(recorder) = &mut recorder {
+        // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
+        recorder.leave_checkpoints_to_sync();
+    }
     let config = PackConfig {
         prepare_while_writing: config.prepare_while_writing && recorder.is_some(),
         ..config

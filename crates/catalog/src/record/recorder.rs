@@ -157,6 +157,20 @@ impl GroupRecorder {
         })
     }
 
+    /// Leaves the checkpoints of the catalog's WAL to [`Catalog::sync`], for a caller that runs
+    /// it regularly — the pack log, whose checkpoints sync the catalog every 64 MiB appended
+    /// and at least every second while instances arrive. By default SQLite checkpoints inside
+    /// whichever commit leaves the WAL over 1 000 pages: here the commit of a group whose
+    /// senders wait for their answers, on an association's thread, with `fsync`s of its own
+    /// (a second of a series' instances from one sender: eight such, and a sync's checkpoint
+    /// anyway). The WAL then holds what was committed since the last sync (about 8 pages an
+    /// instance). Without it (`wal_autocheckpoint` could not be set), nothing changes.
+    pub fn leave_checkpoints_to_sync(&mut self) {
+        if let Err(e) = self.connection.pragma_update(None, "wal_autocheckpoint", 0) {
+            tracing::warn!(error = %e, "the group recorder checkpoints the catalog's WAL itself");
+        }
+    }
+
     /// Records every instance of `group` as new, together, and visible when this returns
     /// (durable as their [`Durability`] says). Whether they were; if not (one already
     /// recorded, an invalid record, an unknown project, any error), none of them was, and

@@ -913,3 +913,51 @@ async fn sqlite_recorder_group_is_seen_only_once_committed_and_a_rolled_back_one
     drop(recorder);
     c.close().await;
 }
+
+/// SQLite on a file: a recorder that leaves checkpoints to `Catalog::sync` (as the pack
+/// log's does) lets the WAL grow past SQLite's 1 000 pages until the next sync, instead of
+/// checkpointing inside a group's commit; one that does not keeps it near 1 000 pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_recorder_leaves_checkpoints_to_sync_when_told() {
+    use radport_catalog::{Durability, NewInstance};
+    /// Pages the WAL holds room for (its header, then frames of a header and a page each).
+    fn wal_pages(db: &SqliteDb) -> u64 {
+        let path = db.url.trim_start_matches("sqlite://").to_string() + "-wal";
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        bytes.saturating_sub(32) / (4096 + 24)
+    }
+    async fn record_groups(db: &SqliteDb, leave_to_sync: bool) -> (Catalog, u64) {
+        let c = Catalog::connect(&db.url).await.expect("connect");
+        c.create_project("p").await.expect("create");
+        let mut recorder = c.group_recorder().expect("a recorder on a file");
+        if leave_to_sync {
+            recorder.leave_checkpoints_to_sync();
+        }
+        for n in 0..600 {
+            let group = [NewInstance {
+                record: rec("41", "41.1", &format!("41.1.{n}")),
+                route: route("p", "d"),
+                durability: Durability::Deferred,
+            }];
+            assert!(recorder.record_new(&group), "group {n}");
+        }
+        let pages = wal_pages(db);
+        (c, pages)
+    }
+
+    let default = SqliteDb::new();
+    let (c, pages) = record_groups(&default, false).await;
+    assert!(
+        pages < 1_200,
+        "checkpointed at 1 000 pages by default: {pages}"
+    );
+    c.close().await;
+
+    let left = SqliteDb::new();
+    let (c, pages) = record_groups(&left, true).await;
+    assert!(pages > 2_000, "checkpointed by the recorder: {pages}");
+    c.sync().await.expect("a sync checkpoints it");
+    let detail = c.get_series("41.1").await.unwrap().unwrap();
+    assert_eq!(detail.series.instance_count, 600);
+    c.close().await;
+}
