@@ -163,7 +163,7 @@ impl GroupRecorder {
     /// whichever commit leaves the WAL over 1 000 pages: here the commit of a group whose
     /// senders wait for their answers, on an association's thread, with `fsync`s of its own
     /// (a second of a series' instances from one sender: eight such, and a sync's checkpoint
-    /// anyway). The WAL then holds what was committed since the last sync (about 8 pages an
+    /// anyway). The WAL then holds what was committed since the last sync (about 9 pages an
     /// instance). Without it (`wal_autocheckpoint` could not be set), nothing changes.
     pub fn leave_checkpoints_to_sync(&mut self) {
         if let Err(e) = self.connection.pragma_update(None, "wal_autocheckpoint", 0) {
