@@ -919,21 +919,15 @@ async fn sqlite_recorder_group_is_seen_only_once_committed_and_a_rolled_back_one
 /// checkpointing inside a group's commit; one that does not keeps it near 1 000 pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_recorder_leaves_checkpoints_to_sync_when_told() {
-    use radport_catalog::{Durability, NewInstance};
+    use radport_catalog::{Durability, GroupRecorder, NewInstance};
     /// Pages the WAL holds room for (its header, then frames of a header and a page each).
     fn wal_pages(db: &SqliteDb) -> u64 {
         let path = db.url.trim_start_matches("sqlite://").to_string() + "-wal";
         let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         bytes.saturating_sub(32) / (4096 + 24)
     }
-    async fn record_groups(db: &SqliteDb, leave_to_sync: bool) -> (Catalog, u64) {
-        let c = Catalog::connect(&db.url).await.expect("connect");
-        c.create_project("p").await.expect("create");
-        let mut recorder = c.group_recorder().expect("a recorder on a file");
-        if leave_to_sync {
-            recorder.leave_checkpoints_to_sync();
-        }
-        for n in 0..600 {
+    fn record_groups(recorder: &mut GroupRecorder, from: usize, to: usize) {
+        for n in from..to {
             let group = [NewInstance {
                 record: rec("41", "41.1", &format!("41.1.{n}")),
                 route: route("p", "d"),
@@ -941,23 +935,40 @@ async fn sqlite_recorder_leaves_checkpoints_to_sync_when_told() {
             }];
             assert!(recorder.record_new(&group), "group {n}");
         }
-        let pages = wal_pages(db);
-        (c, pages)
+    }
+    async fn open(db: &SqliteDb, leave_to_sync: bool) -> (Catalog, GroupRecorder) {
+        let c = Catalog::connect(&db.url).await.expect("connect");
+        c.create_project("p").await.expect("create");
+        let mut recorder = c.group_recorder().expect("a recorder on a file");
+        if leave_to_sync {
+            recorder.leave_checkpoints_to_sync();
+        }
+        (c, recorder)
     }
 
     let default = SqliteDb::new();
-    let (c, pages) = record_groups(&default, false).await;
+    let (c, mut recorder) = open(&default, false).await;
+    record_groups(&mut recorder, 0, 600);
+    let pages = wal_pages(&default);
     assert!(
         pages < 1_200,
         "checkpointed at 1 000 pages by default: {pages}"
     );
+    drop(recorder);
     c.close().await;
 
     let left = SqliteDb::new();
-    let (c, pages) = record_groups(&left, true).await;
+    let (c, mut recorder) = open(&left, true).await;
+    record_groups(&mut recorder, 0, 600);
+    let pages = wal_pages(&left);
     assert!(pages > 2_000, "checkpointed by the recorder: {pages}");
-    c.sync().await.expect("a sync checkpoints it");
+    // A sync checkpoints all of it: the groups after it are written from the WAL's start
+    // again, so the file does not grow (without the checkpoint it would, by their pages).
+    c.sync().await.expect("sync");
+    record_groups(&mut recorder, 600, 700);
+    assert_eq!(wal_pages(&left), pages, "the WAL grew after a sync");
     let detail = c.get_series("41.1").await.unwrap().unwrap();
-    assert_eq!(detail.series.instance_count, 600);
+    assert_eq!(detail.series.instance_count, 700);
+    drop(recorder);
     c.close().await;
 }
