@@ -41,7 +41,7 @@ mod retrieve;
 mod scu;
 pub mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
 use radport_catalog::Route;
-use radport_ingest::{Announced, IncomingInstance, IngestError, Ingestor};
+use radport_ingest::{Announced, Finished, IncomingInstance, IngestError, Ingestor, PendingRecord};
 use radport_metrics::StoreOutcome;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -883,7 +883,14 @@ struct Session {
     peer: SocketAddr,
     idle_timeout: Duration,
     retrieval: retrieve::Retrieval,
+    /// Instances answered success once durable whose catalog rows are still on their way,
+    /// oldest first (at most [`MAX_RECORDING_BEHIND`]).
+    recording: VecDeque<PendingRecord>,
 }
+
+/// At most this many instances of an association are answered ahead of their catalog rows;
+/// beyond, the association waits for the oldest before it answers the next.
+const MAX_RECORDING_BEHIND: usize = 64;
 
 type ServerAssociation<S> = dicom_ul::association::AsyncServerAssociation<S>;
 
@@ -958,12 +965,16 @@ async fn run_association<S: Transport>(
         peer,
         idle_timeout: config.idle_timeout,
         retrieval,
+        recording: VecDeque::new(),
     };
     let started = Instant::now();
     let outcome = session
         .run(association, &mut tracker, peer, config.idle_timeout)
         .await;
     session.abort_incoming().await;
+    // Aborted or broken: what was answered is recorded all the same; the association ends
+    // once it is.
+    session.wait_for_recording(0).await;
     // The slot is free before the end is logged: whoever reads the log may connect again.
     drop(slot);
     record_association(
@@ -1164,6 +1175,8 @@ impl Session {
             };
             match pdu {
                 Pdu::ReleaseRQ => {
+                    // Whoever sent the association's instances finds them all once released.
+                    self.wait_for_recording(0).await;
                     let _ = association.send(&Pdu::ReleaseRP).await;
                     return "released";
                 }
@@ -1177,6 +1190,29 @@ impl Session {
                     abort_association(association, reason).await;
                     return "aborted";
                 }
+            }
+        }
+    }
+
+    /// Takes in what was recorded of the instances answered ahead of their rows; waits for
+    /// the oldest until no more than `at_most` are left.
+    async fn wait_for_recording(&mut self, at_most: usize) {
+        while let Some(pending) = self.recording.front_mut() {
+            let recorded = match pending.try_recorded() {
+                Some(recorded) => {
+                    self.recording.pop_front();
+                    recorded
+                }
+                None if self.recording.len() > at_most => match self.recording.pop_front() {
+                    Some(pending) => pending.recorded().await,
+                    None => break,
+                },
+                None => break,
+            };
+            match recorded {
+                Ok(disposition) => tracing::debug!(?disposition, "instance recorded"),
+                Err(e) => tracing::warn!(peer = %self.peer, error = %e,
+                    "an acknowledged instance is not recorded yet (it is retried)"),
             }
         }
     }
@@ -1248,6 +1284,8 @@ impl Session {
                 send_response(association, context_id, response).await
             }
             field::C_FIND_RQ | field::C_GET_RQ | field::C_MOVE_RQ => {
+                // What this association stored is found and retrieved too.
+                self.wait_for_recording(0).await;
                 if !command.has_data_set {
                     return Err(format!(
                         "request 0x{:04X} without an identifier",
@@ -1359,13 +1397,13 @@ impl Session {
             (_, Some(failure)) => Err(failure),
             (Some(incoming), None) => self
                 .ingestor
-                .finish(incoming)
+                .finish_durable(incoming)
                 .await
                 .map_err(|e| (failure_status(&e), e.to_string())),
             (None, None) => Err((status::PROCESSING_FAILURE, "no writer".to_string())),
         };
         let (status_code, comment) = match result {
-            Ok(outcome) => {
+            Ok(Finished::Recorded(outcome)) => {
                 self.counters.stored += 1;
                 tracing::debug!(
                     sop = %outcome.sop_instance_uid,
@@ -1374,6 +1412,16 @@ impl Session {
                     catalog_us = outcome.catalog_time.as_micros() as u64,
                     "instance stored"
                 );
+                (status::SUCCESS, None)
+            }
+            Ok(Finished::Durable(durable)) => {
+                self.counters.stored += 1;
+                tracing::debug!(
+                    sop = %durable.sop_instance_uid,
+                    store_us = durable.store_time.as_micros() as u64,
+                    "instance stored, its rows recorded behind"
+                );
+                self.recording.push_back(durable.pending);
                 (status::SUCCESS, None)
             }
             Err((code, message)) => {
@@ -1401,6 +1449,7 @@ impl Session {
             StoreOutcome::Failure
         };
         radport_metrics::global().c_store_answered(outcome, store.started.elapsed());
+        self.wait_for_recording(MAX_RECORDING_BEHIND).await;
         sent
     }
 }

@@ -11,8 +11,14 @@
 //! synced with others) or kept in a pack (`packed`: the pack's record is the archive's copy);
 //! in both, the catalog commit is deferred to the next checkpoint and redone after a crash.
 //!
+//! The DICOM receiver answers once an instance is durable ([`Ingestor::finish_durable`]): into
+//! packs on SQLite its rows are recorded behind the answer, in batches (`recorded_behind`).
+//!
 //! Invariants:
 //! - `finish` returning `Ok` ⇒ the object is durably stored and its catalog rows are committed.
+//! - `finish_durable` returning `Ok` ⇒ the object is durably stored; its rows are committed
+//!   when [`Finished::Recorded`], else once its [`PendingRecord`] says so — and a crash
+//!   before that records them again from the durable record.
 //! - An instance that is aborted, malformed or refused by the catalog leaves no object behind
 //!   (best effort delete) and never a catalog row.
 //! - Memory per instance is bounded: the archive writer's buffer plus [`HEAD_LIMIT`] bytes (up
@@ -28,6 +34,7 @@ mod journal_record;
 mod journaled;
 mod metadata;
 mod packed;
+mod recorded_behind;
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -36,7 +43,7 @@ use bytes::Bytes;
 
 use dicom_object::meta::FileMetaTableBuilder;
 pub use journaled::{Recovery, CHECKPOINT_IDLE, JOURNALED_MAX_BYTES};
-pub use packed::{open_pack_log, IngestPackLog, RecordStage, StagedInstance, StagedOutcome};
+pub use packed::{open_pack_log, IngestPackLog};
 use radport_archive::{Archive, ArchiveError, ObjectWriter, StoredObject};
 use radport_catalog::{
     Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,
@@ -44,6 +51,7 @@ use radport_catalog::{
 pub use radport_journal::pack::{pack_file_name, PackConfig, PackLog};
 pub use radport_journal::{Journal, JournalConfig, JournalError, Replay};
 pub use radport_metrics::Channel;
+pub use recorded_behind::PendingRecord;
 
 /// For the fuzz targets (fuzz/): the journal record header ingest writes and reads back.
 #[doc(hidden)]
@@ -153,6 +161,28 @@ pub struct IngestOutcome {
     pub store_time: std::time::Duration,
     /// Time spent committing the catalog rows (waiting for the write lock included).
     pub catalog_time: std::time::Duration,
+}
+
+/// What [`Ingestor::finish_durable`] did with an instance.
+#[derive(Debug)]
+pub enum Finished {
+    /// Stored durably and recorded in the catalog.
+    Recorded(IngestOutcome),
+    /// Stored durably (its pack record synced); its catalog rows follow.
+    Durable(DurableInstance),
+}
+
+/// An instance durable in its pack whose catalog rows are on their way.
+#[derive(Debug)]
+pub struct DurableInstance {
+    /// SOP Instance UID of the instance.
+    pub sop_instance_uid: String,
+    /// Series it belongs to.
+    pub series_instance_uid: String,
+    /// Time spent making it durable, for diagnostics.
+    pub store_time: std::time::Duration,
+    /// Its rows, once committed: what the catalog did with it.
+    pub pending: PendingRecord,
 }
 
 /// The catalog's decision on an arriving instance.
@@ -558,24 +588,64 @@ impl Ingestor {
     /// Completes an instance: stores it durably, reads its attributes, commits its catalog rows.
     pub async fn finish(&self, incoming: IncomingInstance) -> Result<IngestOutcome, IngestError> {
         let channel = channel_of(&incoming.source);
-        match self.finish_uncounted(incoming).await {
-            Ok((outcome, size)) => {
+        let (finished, size) = self
+            .finish_uncounted(incoming, true)
+            .await
+            .map_err(|e| refused(channel, e))?;
+        let outcome = match finished {
+            Finished::Recorded(outcome) => outcome,
+            Finished::Durable(mut durable) => {
+                let started = std::time::Instant::now();
+                let disposition = durable
+                    .pending
+                    .wait()
+                    .await
+                    .map_err(|e| refused(channel, e))?;
+                IngestOutcome {
+                    sop_instance_uid: durable.sop_instance_uid,
+                    series_instance_uid: durable.series_instance_uid,
+                    disposition,
+                    store_time: durable.store_time,
+                    catalog_time: started.elapsed(),
+                }
+            }
+        };
+        radport_metrics::global().instance_received(channel, outcome.disposition.as_str(), size);
+        Ok(outcome)
+    }
+
+    /// Completes an instance as [`Ingestor::finish`] does, but returns as soon as it is
+    /// durable: a packed instance's catalog rows are recorded behind, together with other
+    /// instances' (see `recorded_behind`) — [`PendingRecord::recorded`] says when and how.
+    /// Its sender may be answered success at once: the instance is durable, and recorded again
+    /// from its pack record after a crash.
+    pub async fn finish_durable(
+        &self,
+        incoming: IncomingInstance,
+    ) -> Result<Finished, IngestError> {
+        let channel = channel_of(&incoming.source);
+        match self.finish_uncounted(incoming, false).await {
+            Ok((Finished::Recorded(outcome), size)) => {
                 radport_metrics::global().instance_received(
                     channel,
                     outcome.disposition.as_str(),
                     size,
                 );
-                Ok(outcome)
+                Ok(Finished::Recorded(outcome))
             }
+            // Counted once recorded (`PendingRecord::recorded`).
+            Ok((durable, _)) => Ok(durable),
             Err(e) => Err(refused(channel, e)),
         }
     }
 
-    /// [`Ingestor::finish`] without the counting; also gives the stored size.
+    /// [`Ingestor::finish_durable`] without the counting; also gives the stored size.
+    /// `waited_for`: the caller waits for the rows before answering (no lingering for others).
     async fn finish_uncounted(
         &self,
         incoming: IncomingInstance,
-    ) -> Result<(IngestOutcome, u64), IngestError> {
+        waited_for: bool,
+    ) -> Result<(Finished, u64), IngestError> {
         let IncomingInstance {
             sink,
             mut head,
@@ -586,17 +656,15 @@ impl Ingestor {
         let writer = match sink {
             Sink::Archive(writer) => writer,
             Sink::Packed(held) => {
-                let Some(packs) = &self.packs else {
-                    return Err(IngestError::Storage("no packs".to_string()));
-                };
                 return self
-                    .finish_packed(packs, held, &mut head, route, source, announced)
+                    .finish_packed(held, &mut head, route, source, announced, waited_for)
                     .await;
             }
             Sink::Journaled(held) => {
                 return self
                     .finish_journaled(held, &head.chunks, route, source, announced)
-                    .await;
+                    .await
+                    .map(|(outcome, size)| (Finished::Recorded(outcome), size));
             }
         };
         let started = std::time::Instant::now();
@@ -629,13 +697,13 @@ impl Ingestor {
             .await?;
         let catalog_time = started.elapsed();
         Ok((
-            IngestOutcome {
+            Finished::Recorded(IngestOutcome {
                 sop_instance_uid: record.sop_instance_uid,
                 series_instance_uid: record.series_instance_uid,
                 disposition,
                 store_time,
                 catalog_time,
-            },
+            }),
             stored.size,
         ))
     }
@@ -649,17 +717,28 @@ impl Ingestor {
         policy: DuplicatePolicy,
         durability: Durability,
     ) -> Result<Disposition, IngestError> {
-        let outcome = match self
-            .catalog
-            .record_instance_with(record, route, policy, durability)
-            .await
-        {
-            Ok(o) => o,
+        match self.commit_keeping(record, route, policy, durability).await {
+            Ok(disposition) => Ok(disposition),
             Err(e) => {
                 self.discard(&record.object_key).await;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// [`Ingestor::commit`], but an instance the catalog refuses keeps its object (an
+    /// instance already answered success, recorded behind, is retried).
+    async fn commit_keeping(
+        &self,
+        record: &InstanceRecord,
+        route: &Route,
+        policy: DuplicatePolicy,
+        durability: Durability,
+    ) -> Result<Disposition, CatalogError> {
+        let outcome = self
+            .catalog
+            .record_instance_with(record, route, policy, durability)
+            .await?;
         if durability == Durability::Synced {
             // Durable and catalogued: its pages need not stay in memory (see `drop_cached`).
             self.archive.drop_cached(&record.object_key);

@@ -3,142 +3,67 @@
 //! end it is appended to the pack log — one `fdatasync` shared with every instance arriving
 //! meanwhile — and that record *is* the archive's copy: its key names the record
 //! (`packs/<generation>.pack@<offset>`). It is then recorded in the catalog without syncing
-//! ([`Durability::Deferred`]) — by the pack writer itself, right after the group's
-//! `fdatasync` ([`RecordStage`]; what it cannot record, the association records the careful
-//! way) — and success is answered. No file is made for it, nor written a second time.
+//! ([`Durability::Deferred`]): on SQLite on a file behind its answer, together with the
+//! instances arriving within a few milliseconds (`recorded_behind`, when the caller answers
+//! on durability: [`Ingestor::finish_durable`]); else by its appender, before its answer.
+//! No file is made for it, nor written a second time.
 //!
-//! A checkpoint ([`Ingestor::checkpoint`]) syncs the catalog and moves the pack log's
-//! checkpoint past every instance recorded before it; then the records that are no longer
-//! referenced (a duplicate kept, a copy replaced, a commit that failed) are punched out of
-//! their packs. After a crash, [`Ingestor::recover`] records again every instance after the
-//! checkpoint that the catalog lacks under its key.
+//! A checkpoint ([`Ingestor::checkpoint`]) waits until every instance appended before it is
+//! recorded, syncs the catalog and moves the pack log's checkpoint past them; then the
+//! records that are no longer referenced (a duplicate kept, a copy replaced, a commit that
+//! failed) are punched out of their packs. After a crash, [`Ingestor::recover`] records again
+//! every instance after the checkpoint that the catalog lacks under its key.
 //!
 //! Larger instances go straight into the archive as files (file `fsync`, rename, directory
 //! `fsync`, synced commit).
 //!
 //! Invariants (besides the crate's):
 //! - An instance's record is durable in its pack before its catalog row is committed, and
-//!   the row before success is answered; a row that a crash may lose is after the
-//!   checkpoint, so it is recorded again from its record.
+//!   before success is answered; a row that a crash may lose is after the checkpoint, so it
+//!   is recorded again from its record.
 //! - A record is punched only behind the checkpoint (the archive refuses earlier), so every
 //!   record replay needs is whole.
 //! - A refused instance (malformed, a header that cannot be written) is not appended. One
-//!   whose commit fails after its record was appended is answered with a failure but
-//!   recorded after a crash, as behind the journal.
+//!   whose commit fails after its record was appended is answered with a failure if it was
+//!   not answered yet, but recorded after a crash, as behind the journal.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use radport_archive::{keys, ArchiveError, StoredObject};
-use radport_catalog::{Catalog, Durability, GroupRecorder, InstanceRecord, Route};
-use radport_journal::pack::{PackConfig, PackLog, Stage};
+use radport_catalog::{Durability, InstanceRecord, Route};
+use radport_journal::pack::{PackConfig, PackLog};
 use radport_journal::{JournalError, Position, Recovered, Replay};
+
+use tokio::sync::oneshot;
 
 use crate::journal_record::RecordHeader;
 use crate::journaled::{Held, Recovery};
+use crate::recorded_behind::{Pending, PendingRecord, RecordBehind};
 use crate::{
-    extract_record, extract_record_from_bytes, fill_record, Announced, Disposition, Head,
-    IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
+    extract_record, extract_record_from_bytes, fill_record, Announced, DurableInstance, Finished,
+    Head, IngestError, IngestOutcome, Ingestor, MetadataError, JOURNALED_MAX_BYTES,
 };
 
 /// At most this many unreferenced records wait for a checkpoint to be punched (beyond, they
 /// are logged and left in their packs).
 const MAX_WAITING_PUNCHES: usize = 1 << 16;
 
-/// The pack log of an ingestor: its writer records each durable group's new instances
-/// in the catalog ([`RecordStage`]).
-pub type IngestPackLog = PackLog<RecordStage>;
+/// The pack log of an ingestor.
+pub type IngestPackLog = PackLog;
 
-/// Opens the pack log in `dir` for ingest into `catalog` (see [`PackLog::open_staged`]).
-/// Without a group recorder (PostgreSQL) the stage has nothing to prepare but the records'
-/// keys: no preparer thread is woken for that.
+/// Opens the pack log in `dir` for ingest (see [`PackLog::open`]): instances are recorded in
+/// the catalog after their records are durable, by their appenders or behind them
+/// (`recorded_behind`), not by the pack writer.
 pub fn open_pack_log(
     dir: &std::path::Path,
     config: PackConfig,
-    catalog: &Catalog,
 ) -> Result<(IngestPackLog, Replay), JournalError> {
-    let mut recorder = catalog.group_recorder();
-    if let Some(recorder) = &mut recorder {
-        // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
-        recorder.leave_checkpoints_to_sync();
-    }
     let config = PackConfig {
-        prepare_while_writing: config.prepare_while_writing && recorder.is_some(),
+        prepare_while_writing: false,
         ..config
     };
-    PackLog::open_staged(dir, config, RecordStage { recorder })
-}
-
-/// The pack writer's stage: a group's instances are recorded in the catalog as new,
-/// together, on the writer's thread (a [`GroupRecorder`]; SQLite on a file) — no other
-/// thread is woken for it. Their rows are written while the group's records are written and
-/// synced (`prepare`, a transaction left open) and committed once they are durable
-/// (`durable`): nothing is visible before its instance is on disk. Whatever it does not
-/// record (a duplicate, a failure, PostgreSQL) its appender records the careful way.
-#[derive(Debug)]
-pub struct RecordStage {
-    /// Holds the last group prepared (its rows written, its transaction open) until it is
-    /// committed or rolled back.
-    recorder: Option<GroupRecorder>,
-}
-
-/// An instance handed to the pack writer with its record: its catalog record (all but the
-/// key, which is the record's position) and its route.
-#[derive(Debug)]
-pub struct StagedInstance {
-    record: InstanceRecord,
-    route: Route,
-}
-
-/// What the stage did with an instance: its record, keyed, and whether it recorded it.
-#[derive(Debug)]
-pub struct StagedOutcome {
-    record: InstanceRecord,
-    recorded: bool,
-}
-
-fn rows(
-    records: &[(Position, StagedInstance)],
-) -> impl Iterator<Item = (&InstanceRecord, &Route, Durability)> {
-    records
-        .iter()
-        .map(|(_, staged)| (&staged.record, &staged.route, Durability::Deferred))
-}
-
-impl Stage for RecordStage {
-    type Input = StagedInstance;
-    type Output = StagedOutcome;
-
-    fn prepare(&mut self, records: &mut [(Position, StagedInstance)]) {
-        for (position, staged) in records.iter_mut() {
-            staged.record.object_key = keys::packed(*position);
-        }
-        if let Some(recorder) = self.recorder.as_mut() {
-            // What it could not write (a duplicate, a failure) `durable` sees as not recorded.
-            recorder.write_new(rows(records));
-        }
-    }
-
-    fn durable(&mut self, records: Vec<(Position, StagedInstance)>) -> Vec<StagedOutcome> {
-        // False when `prepare` wrote nothing: nothing is open to commit.
-        let recorded = self
-            .recorder
-            .as_mut()
-            .is_some_and(|recorder| recorder.commit_written(rows(&records)));
-        records
-            .into_iter()
-            .map(|(_, staged)| StagedOutcome {
-                record: staged.record,
-                recorded,
-            })
-            .collect()
-    }
-
-    fn abandon(&mut self) {
-        if let Some(recorder) = self.recorder.as_mut() {
-            recorder.roll_back_written();
-        }
-    }
+    PackLog::open(dir, config)
 }
 
 /// The pack log an ingestor appends to, and the keys of records to punch once a checkpoint
@@ -147,6 +72,9 @@ impl Stage for RecordStage {
 pub(crate) struct Packs {
     log: IngestPackLog,
     to_punch: Arc<Mutex<Vec<String>>>,
+    /// Records instances in the catalog after they are answered (`recorded_behind`);
+    /// `None`: the catalog has no group recorder (PostgreSQL), or this is that thread's own.
+    behind: Option<RecordBehind>,
 }
 
 impl Packs {
@@ -186,10 +114,28 @@ impl Ingestor {
                 "instances go through a journal or into packs, not both".to_string(),
             ));
         }
-        self.packs = Some(Packs {
+        let packs = Packs {
             log,
             to_punch: Arc::default(),
-        });
+            behind: None,
+        };
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let behind = match (self.catalog.group_recorder(), runtime) {
+            (Some(mut recorder), Some(runtime)) => {
+                // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
+                recorder.leave_checkpoints_to_sync();
+                let careful = Ingestor {
+                    packs: Some(packs.clone()),
+                    ..self.clone()
+                };
+                let behind = RecordBehind::spawn(recorder, careful, runtime).map_err(|e| {
+                    IngestError::Storage(format!("cannot start the recording thread: {e}"))
+                })?;
+                Some(behind)
+            }
+            _ => None,
+        };
+        self.packs = Some(Packs { behind, ..packs });
         Ok(self)
     }
 
@@ -198,15 +144,21 @@ impl Ingestor {
         self.packs.as_ref().map(|p| &p.log)
     }
 
+    /// Finishes a packed instance: appends its record (durable when this returns) and
+    /// records it — behind, unless `waited_for` (the caller waits for its rows anyway) or no
+    /// thread records behind; then here, the careful way, if the pack writer's stage did not.
     pub(crate) async fn finish_packed(
         &self,
-        packs: &Packs,
         held: Held<radport_journal::pack::PackRecord>,
         head: &mut Head,
         route: Route,
         source: String,
         announced: Announced,
-    ) -> Result<(IngestOutcome, u64), IngestError> {
+        waited_for: bool,
+    ) -> Result<(Finished, u64), IngestError> {
+        let Some(packs) = &self.packs else {
+            return Err(IngestError::Storage("no packs".to_string()));
+        };
         let (laid_out, hash, size) = held.into_parts();
         let attributes = match head.early.take(laid_out.body()) {
             Some(record) => Ok(record),
@@ -218,42 +170,74 @@ impl Ingestor {
             Err(e) => return Err(IngestError::Malformed(e.to_string())),
         };
 
-        // The key is the record's position: the pack writer's stage sets it.
+        // The key is the record's position, known once it is appended.
         let stored = StoredObject {
             key: String::new(),
             size,
             checksum: radport_archive::checksum_of(&hash),
         };
+        let channel = crate::channel_of(&source);
         fill_record(&mut record, &announced, &stored, source);
         let started = Instant::now();
         let body_hash = crate::journaled::body_hash(&hash);
-        let input = StagedInstance {
-            record,
-            route: route.clone(),
-        };
-        let (appended, staged) = packs.log.append_record(laid_out, body_hash, input).await?;
-        // Recorded by the stage, its catalog time is part of this.
+        let (appended, ()) = packs.log.append_record(laid_out, body_hash, ()).await?;
+        record.object_key = keys::packed(appended.position);
         let store_time = started.elapsed();
-        let record = staged.record;
-        let started = Instant::now();
-        let disposition = if staged.recorded {
-            Disposition::Stored
-        } else {
-            self.commit(&record, &route, self.policy, Durability::Deferred)
-                .await?
-        };
-        let catalog_time = started.elapsed();
+        if let Some(behind) = &packs.behind {
+            let (reply, pending) = oneshot::channel();
+            let sop_instance_uid = record.sop_instance_uid.clone();
+            let series_instance_uid = record.series_instance_uid.clone();
+            let sent = behind.send(Pending {
+                record,
+                route,
+                durable: appended.durable,
+                waited_for,
+                reply,
+            });
+            let back = match sent {
+                Ok(()) => {
+                    let durable = DurableInstance {
+                        sop_instance_uid,
+                        series_instance_uid,
+                        store_time,
+                        pending: PendingRecord {
+                            reply: pending,
+                            channel,
+                            size,
+                        },
+                    };
+                    return Ok((Finished::Durable(durable), size));
+                }
+                // The thread is gone (it panicked): here, then.
+                Err(back) => back,
+            };
+            let recorded = self.record_here(back.record, &back.route, store_time).await;
+            drop(back.durable);
+            return recorded.map(|o| (Finished::Recorded(o), size));
+        }
+        let recorded = self.record_here(record, &route, store_time).await;
         drop(appended.durable);
-        Ok((
-            IngestOutcome {
-                sop_instance_uid: record.sop_instance_uid,
-                series_instance_uid: record.series_instance_uid,
-                disposition,
-                store_time,
-                catalog_time,
-            },
-            size,
-        ))
+        recorded.map(|o| (Finished::Recorded(o), size))
+    }
+
+    /// Records a packed instance the careful way, on the caller's task.
+    async fn record_here(
+        &self,
+        record: InstanceRecord,
+        route: &Route,
+        store_time: std::time::Duration,
+    ) -> Result<IngestOutcome, IngestError> {
+        let started = Instant::now();
+        let disposition = self
+            .commit(&record, route, self.policy, Durability::Deferred)
+            .await?;
+        Ok(IngestOutcome {
+            sop_instance_uid: record.sop_instance_uid,
+            series_instance_uid: record.series_instance_uid,
+            disposition,
+            store_time,
+            catalog_time: started.elapsed(),
+        })
     }
 
     /// The header of an instance's pack record (the record's position is its key).
@@ -382,7 +366,7 @@ mod tests {
     use crate::Disposition;
     use crate::{test_route as route, test_series as series};
     use radport_archive::Archive;
-    use radport_catalog::DuplicatePolicy;
+    use radport_catalog::{Catalog, DuplicatePolicy};
     use radport_journal::pack;
 
     const CONFIG: PackConfig = PackConfig {
@@ -413,8 +397,7 @@ mod tests {
 
     impl Setup {
         fn ingestor(&self) -> (Ingestor, Replay) {
-            let (log, replay) =
-                open_pack_log(&self.archive.packs_dir().unwrap(), CONFIG, &self.catalog).unwrap();
+            let (log, replay) = open_pack_log(&self.archive.packs_dir().unwrap(), CONFIG).unwrap();
             let ingestor = Ingestor::new(
                 self.archive.clone(),
                 self.catalog.clone(),
@@ -457,36 +440,100 @@ mod tests {
         }
     }
 
-    /// A group's rows are prepared on the pack log's preparer thread on SQLite (its group
-    /// recorder); on PostgreSQL, which has none, nothing is prepared there and no thread is
-    /// woken for it — the instances are recorded all the same.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_preparer_is_used_only_where_the_catalog_has_rows_to_prepare() {
-        let s = setup().await;
-        let database = radport_testkit::postgres::TestDatabase::create("packs_preparer").await;
-        let postgres = Catalog::connect(&database.url).await.unwrap();
-        for (catalog, prepares) in [(&s.catalog, true), (&postgres, false)] {
-            let archive =
-                Archive::local(&s.dir.path().join(format!("archive-{prepares}"))).unwrap();
-            let packs = archive.packs_dir().unwrap();
-            std::fs::create_dir(&packs).unwrap();
-            let (log, _) = open_pack_log(&packs, CONFIG, catalog).unwrap();
-            let ingestor = Ingestor::new(archive, catalog.clone(), DuplicatePolicy::KeepFirst)
-                .with_packs(log.clone())
-                .unwrap();
-            let files = series(s.dir.path(), &format!("6{}", u8::from(prepares)), 3, 64);
-            let series_uid = crate::test_ingest_stored(&ingestor, &files)
-                .await
-                .pop()
-                .unwrap()
-                .series_instance_uid;
-            let stats = log.stats();
-            assert_eq!(stats.records, 3, "{stats:?}");
-            assert_eq!(stats.prepared_while_writing > 0, prepares, "{stats:?}");
-            let rows = catalog.get_series(&series_uid).await.unwrap().unwrap();
-            assert_eq!(rows.instances.len(), 3);
+    /// Finishes `file` as the DICOM receiver does: answered once durable.
+    async fn finish_durable(ingestor: &Ingestor, route: Route, file: &[u8]) -> Finished {
+        let (announced, offset) = crate::metadata::read_file_meta(file).unwrap();
+        let mut incoming = ingestor
+            .begin(route, "dimse:TEST".into(), announced)
+            .await
+            .unwrap();
+        incoming
+            .write(bytes::Bytes::copy_from_slice(&file[offset..]))
+            .await
+            .unwrap();
+        ingestor.finish_durable(incoming).await.unwrap()
+    }
+
+    fn durable(finished: Finished) -> crate::DurableInstance {
+        match finished {
+            Finished::Durable(durable) => durable,
+            Finished::Recorded(outcome) => panic!("recorded before it was answered: {outcome:?}"),
         }
-        drop(postgres);
+    }
+
+    /// On SQLite an instance answered once durable is recorded behind: new ones together, a
+    /// duplicate the careful way (the first copy kept, the second's record punched after the
+    /// checkpoint); one the catalog refuses for good (its project gone) is not kept and does
+    /// not hold up the checkpoint. On PostgreSQL (no group recorder) each is recorded before
+    /// it is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answered_instances_are_recorded_behind() {
+        let s = setup().await;
+        let (ingestor, _) = s.ingestor();
+        let files = series(s.dir.path(), "61", 4, 64);
+        let mut pending = Vec::new();
+        for file in files.iter().chain(std::iter::once(&files[0])) {
+            pending.push(durable(finish_durable(&ingestor, route(), file).await));
+        }
+        let gone = Route {
+            project: "gone".into(),
+            dataset: "d".into(),
+        };
+        let other = series(s.dir.path(), "62", 1, 64);
+        let refused = durable(finish_durable(&ingestor, gone, &other[0]).await);
+        let series_uid = pending[0].series_instance_uid.clone();
+        let mut dispositions = Vec::new();
+        for p in pending {
+            dispositions.push(p.pending.recorded().await.unwrap());
+        }
+        use Disposition::{DuplicateKept, Stored};
+        assert_eq!(
+            dispositions,
+            [Stored, Stored, Stored, Stored, DuplicateKept]
+        );
+        assert!(refused.pending.recorded().await.is_err());
+        let rows = s.rows(&series_uid).await;
+        assert_eq!(rows.len(), 4);
+        for row in &rows {
+            assert!(keys::parse_packed(&row.object_key).is_some(), "{row:?}");
+        }
+        // The duplicate's and the refused instance's records are punched at the checkpoint;
+        // the four recorded stay.
+        assert_eq!(s.all_positions().len(), 6);
+        assert_eq!(ingestor.checkpoint().await.unwrap(), 1);
+        let mut left = s.all_positions();
+        left.sort();
+        let mut referenced: Vec<Position> = rows
+            .iter()
+            .map(|row| keys::parse_packed(&row.object_key).unwrap())
+            .collect();
+        referenced.sort();
+        assert_eq!(left, referenced);
+
+        let database = radport_testkit::postgres::TestDatabase::create("packs_behind").await;
+        let postgres = Catalog::connect(&database.url).await.unwrap();
+        let archive = Archive::local(&s.dir.path().join("archive-pg")).unwrap();
+        let packs = archive.packs_dir().unwrap();
+        std::fs::create_dir(&packs).unwrap();
+        let (log, _) = open_pack_log(&packs, CONFIG).unwrap();
+        let on_postgres = Ingestor::new(archive, postgres.clone(), DuplicatePolicy::KeepFirst)
+            .with_packs(log)
+            .unwrap();
+        match finish_durable(&on_postgres, route(), &files[1]).await {
+            Finished::Recorded(outcome) => assert_eq!(outcome.disposition, Stored),
+            Finished::Durable(_) => panic!("recorded behind on PostgreSQL"),
+        }
+        assert_eq!(
+            postgres
+                .get_series(&series_uid)
+                .await
+                .unwrap()
+                .unwrap()
+                .instances
+                .len(),
+            1
+        );
+        drop((on_postgres, postgres));
         database.drop_database().await;
     }
 
@@ -738,7 +785,7 @@ mod tests {
         assert!(ingestor.with_journal(journal).is_err());
         let elsewhere = s.dir.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
-        let (log, _) = open_pack_log(&elsewhere, CONFIG, &s.catalog).unwrap();
+        let (log, _) = open_pack_log(&elsewhere, CONFIG).unwrap();
         let plain = Ingestor::new(
             s.archive.clone(),
             s.catalog.clone(),

@@ -9,6 +9,10 @@ use radport_ingest::Ingestor;
 
 use crate::config::{ServeArgs, Settings};
 
+/// How long a shutdown waits for the ingest journal or packs to be settled (a checkpoint,
+/// which waits for every acknowledged instance to be recorded in the catalog).
+const SETTLE_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(args: ServeArgs) -> Result<()> {
     // The settings first (resolving them logs nothing): they say how to log.
     let settings = args.resolve()?;
@@ -281,8 +285,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             // What is behind the journal made durable: nothing to redo at the next start.
-            if let Err(e) = ingestor.settle().await {
-                tracing::warn!(error = %e, "the ingest journal could not be settled");
+            // Not waited for beyond a limit: a checkpoint waits for every instance to be
+            // recorded, which a failing catalog holds up (redone at the next start instead).
+            match tokio::time::timeout(SETTLE_AT_SHUTDOWN, ingestor.settle()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the ingest journal could not be settled"),
+                Err(_) => tracing::warn!(
+                    "the ingest journal was not settled in time; what it holds is redone \
+                     at the next start"
+                ),
             }
             record_application_event(&catalog, radport_audit::message::APPLICATION_STOP_ACTION)
                 .await;
@@ -348,9 +359,8 @@ async fn open_packs_and_recover(
     radport_archive::create_dir_all_durably(&dir)
         .with_context(|| format!("cannot create the packs directory {}", dir.display()))?;
     let config = settings.pack_config();
-    let catalog = ingestor.catalog().clone();
     let (log, replay) =
-        tokio::task::spawn_blocking(move || radport_ingest::open_pack_log(&dir, config, &catalog))
+        tokio::task::spawn_blocking(move || radport_ingest::open_pack_log(&dir, config))
             .await
             .context("packs task")?
             .context("cannot open the archive's packs")?;
