@@ -21,6 +21,7 @@
 //!   good (its project deleted since its association began, an invalid record) is let go:
 //!   its record is punched after the next checkpoint, as a failed commit's is.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub(crate) struct Pending {
 #[derive(Clone, Debug)]
 pub(crate) struct RecordBehind {
     to_record: mpsc::Sender<Pending>,
+    /// Woken for an instance that is waited for (it does not linger).
+    thread: std::thread::Thread,
 }
 
 impl RecordBehind {
@@ -69,7 +72,7 @@ impl RecordBehind {
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
         let (to_record, pending) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("radport-record-behind".into())
             .spawn(move || {
                 Recording {
@@ -79,13 +82,20 @@ impl RecordBehind {
                     stuck: Vec::new(),
                 }
                 .run(pending)
-            })?;
-        Ok(Self { to_record })
+            })?
+            .thread()
+            .clone();
+        Ok(Self { to_record, thread })
     }
 
     /// Hands `pending` to the thread; if it is gone, gives it back.
     pub(crate) fn send(&self, pending: Pending) -> Result<(), Box<Pending>> {
-        self.to_record.send(pending).map_err(|e| Box::new(e.0))
+        let waited_for = pending.waited_for;
+        self.to_record.send(pending).map_err(|e| Box::new(e.0))?;
+        if waited_for {
+            self.thread.unpark();
+        }
+        Ok(())
     }
 }
 
@@ -135,14 +145,22 @@ impl Recording {
         }
     }
 
-    /// Records a batch: together if every instance is new, else each the careful way.
+    /// Records a batch: together if every instance is new, else each the careful way. A
+    /// panic of either is taken as a failure: no answered instance is let go by one.
     fn record(&mut self, batch: Vec<Pending>) {
         let rows = || {
             batch
                 .iter()
                 .map(|p| (&p.record, &p.route, Durability::Deferred))
         };
-        if self.recorder.write_new(rows()) && self.recorder.commit_written(rows()) {
+        let together = catch_unwind(AssertUnwindSafe(|| {
+            self.recorder.write_new(rows()) && self.recorder.commit_written(rows())
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("the group recorder panicked; each instance goes the careful way");
+            false
+        });
+        if together {
             for p in batch {
                 drop(p.durable);
                 let _ = p.reply.send(Ok(Disposition::Stored));
@@ -154,35 +172,49 @@ impl Recording {
         }
     }
 
-    fn record_carefully(&mut self, p: Pending) {
+    /// One instance the careful way ([`Ingestor::commit`]'s rules, its object kept).
+    fn attempt(&self, record: &InstanceRecord, route: &Route) -> Attempt {
         let policy = self.careful.policy;
-        let committed = self.runtime.block_on(self.careful.commit_keeping(
-            &p.record,
-            &p.route,
-            policy,
-            Durability::Deferred,
-        ));
-        match committed {
-            Ok(disposition) => {
+        let commit = AssertUnwindSafe(|| {
+            self.runtime.block_on(self.careful.commit_keeping(
+                record,
+                route,
+                policy,
+                Durability::Deferred,
+            ))
+        });
+        match catch_unwind(commit) {
+            Ok(Ok(disposition)) => Attempt::Recorded(disposition),
+            Ok(Err(e)) if refused_for_good(&e) => Attempt::Refused(e.into()),
+            Ok(Err(e)) => Attempt::Failed(e.into()),
+            Err(_) => Attempt::Failed(IngestError::Storage("recording it panicked".into())),
+        }
+    }
+
+    fn record_carefully(&mut self, p: Pending) {
+        match self.attempt(&p.record, &p.route) {
+            Attempt::Recorded(disposition) => {
                 drop(p.durable);
                 let _ = p.reply.send(Ok(disposition));
             }
-            Err(e) if p.waited_for || refused_for_good(&e) => {
+            Attempt::Refused(e) | Attempt::Failed(e) if p.waited_for => {
                 // Not answered yet: the failure is its answer, as on the direct path.
-                if !p.waited_for {
-                    tracing::warn!(error = %e, series = %p.record.series_instance_uid,
-                        "the catalog refuses an acknowledged instance; it is not kept");
-                }
-                self.runtime
-                    .block_on(self.careful.discard(&p.record.object_key));
+                self.let_go(&p.record);
                 drop(p.durable);
-                let _ = p.reply.send(Err(e.into()));
+                let _ = p.reply.send(Err(e));
             }
-            Err(e) => {
+            Attempt::Refused(e) => {
+                tracing::warn!(error = %e, series = %p.record.series_instance_uid,
+                    "the catalog refuses an acknowledged instance; it is not kept");
+                self.let_go(&p.record);
+                drop(p.durable);
+                let _ = p.reply.send(Err(e));
+            }
+            Attempt::Failed(e) => {
                 tracing::error!(error = %e, series = %p.record.series_instance_uid,
                     "an acknowledged instance could not be recorded; retried every second \
                      (and from its pack record at the next start)");
-                let _ = p.reply.send(Err(e.into()));
+                let _ = p.reply.send(Err(e));
                 self.stuck.push(Stuck {
                     record: p.record,
                     route: p.route,
@@ -193,30 +225,36 @@ impl Recording {
     }
 
     fn retry_stuck(&mut self) {
-        let policy = self.careful.policy;
-        let stuck = std::mem::take(&mut self.stuck);
-        for s in stuck {
-            let committed = self.runtime.block_on(self.careful.commit_keeping(
-                &s.record,
-                &s.route,
-                policy,
-                Durability::Deferred,
-            ));
-            match committed {
-                Ok(_) => tracing::info!(
+        for s in std::mem::take(&mut self.stuck) {
+            match self.attempt(&s.record, &s.route) {
+                Attempt::Recorded(_) => tracing::info!(
                     series = %s.record.series_instance_uid,
                     "an acknowledged instance was recorded at a retry"
                 ),
-                Err(e) if refused_for_good(&e) => {
+                Attempt::Refused(e) => {
                     tracing::warn!(error = %e, series = %s.record.series_instance_uid,
                         "the catalog refuses an acknowledged instance; it is not kept");
-                    self.runtime
-                        .block_on(self.careful.discard(&s.record.object_key));
+                    self.let_go(&s.record);
                 }
-                Err(_) => self.stuck.push(s),
+                Attempt::Failed(_) => self.stuck.push(s),
             }
         }
     }
+
+    /// An instance that will not be recorded: its record is punched after the checkpoint.
+    fn let_go(&self, record: &InstanceRecord) {
+        self.runtime
+            .block_on(self.careful.discard(&record.object_key));
+    }
+}
+
+/// What recording one instance the careful way came to.
+enum Attempt {
+    Recorded(Disposition),
+    /// For good (see [`refused_for_good`]).
+    Refused(IngestError),
+    /// Perhaps not next time.
+    Failed(IngestError),
 }
 
 /// Whether the catalog refuses a record whatever the retries (as opposed to failing).
@@ -225,25 +263,28 @@ fn refused_for_good(e: &CatalogError) -> bool {
 }
 
 /// `first` and whatever arrives within [`LINGER`] of it (up to [`MAX_BATCH`]); without
-/// lingering once an instance in it is waited for.
+/// lingering once an instance in it is waited for. The thread sleeps through the linger
+/// rather than being woken by each arrival (a switch each); an instance that is waited for
+/// wakes it ([`RecordBehind::send`]).
 fn gather(first: Pending, pending: &mpsc::Receiver<Pending>) -> Vec<Pending> {
     let deadline = Instant::now() + LINGER;
     let mut waited_for = first.waited_for;
     let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        let next = match waited_for {
-            // Only what is already there.
-            true => pending.try_recv().ok(),
-            false => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) => pending.recv_timeout(left).ok(),
-                None => pending.try_recv().ok(),
-            },
-        };
-        let Some(next) = next else {
+    loop {
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = pending.try_recv() else {
+                break;
+            };
+            waited_for |= next.waited_for;
+            batch.push(next);
+        }
+        if waited_for || batch.len() >= MAX_BATCH {
             break;
-        };
-        waited_for |= next.waited_for;
-        batch.push(next);
+        }
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+            _ => break,
+        }
     }
     batch
 }
