@@ -316,7 +316,6 @@ async fn sqlite_punches_unreferenced_packed_records_behind_the_checkpoint() {
         max_body_bytes: 64 << 10,
         checkpoint_bytes: 1 << 20,
         ahead_bytes: 0,
-        prepare_while_writing: true,
     };
     let (log, _) = PackLog::open(&packs, config).expect("pack log");
     let append = |seed: u8| {

@@ -54,15 +54,11 @@ pub type IngestPackLog = PackLog;
 
 /// Opens the pack log in `dir` for ingest (see [`PackLog::open`]): instances are recorded in
 /// the catalog after their records are durable, by their appenders or behind them
-/// (`recorded_behind`), not by the pack writer.
+/// (`recorded_behind`).
 pub fn open_pack_log(
     dir: &std::path::Path,
     config: PackConfig,
 ) -> Result<(IngestPackLog, Replay), JournalError> {
-    let config = PackConfig {
-        prepare_while_writing: false,
-        ..config
-    };
     PackLog::open(dir, config)
 }
 
@@ -145,8 +141,9 @@ impl Ingestor {
     }
 
     /// Finishes a packed instance: appends its record (durable when this returns) and
-    /// records it — behind, unless `waited_for` (the caller waits for its rows anyway) or no
-    /// thread records behind; then here, the careful way, if the pack writer's stage did not.
+    /// records it — behind, unless no thread records behind (PostgreSQL); then here, the
+    /// careful way. `waited_for`: the caller waits for the rows before it answers (they do
+    /// not linger for others').
     pub(crate) async fn finish_packed(
         &self,
         held: Held<radport_journal::pack::PackRecord>,
@@ -180,7 +177,7 @@ impl Ingestor {
         fill_record(&mut record, &announced, &stored, source);
         let started = Instant::now();
         let body_hash = crate::journaled::body_hash(&hash);
-        let (appended, ()) = packs.log.append_record(laid_out, body_hash, ()).await?;
+        let appended = packs.log.append_record(laid_out, body_hash).await?;
         record.object_key = keys::packed(appended.position);
         let store_time = started.elapsed();
         if let Some(behind) = &packs.behind {
@@ -375,7 +372,6 @@ mod tests {
         checkpoint_bytes: 1024 * 1024,
         // Space written ahead while idle: the tests' records land in it too.
         ahead_bytes: 1024 * 1024,
-        prepare_while_writing: true,
     };
 
     struct Setup {
@@ -551,7 +547,7 @@ mod tests {
         let log = ingestor.pack_log().unwrap().clone();
         assert_eq!(log.stats().records, 10);
         assert!(log.stats().syncs <= 10);
-        // Recorded by the pack writer's stage (SQLite on a file), not the careful way.
+        // Recorded by a group recorder (behind, SQLite on a file), not the careful way.
         assert_eq!(s.catalog.committer_recorded(), Some(10));
         let rows = s.rows(&series_uid).await;
         assert_eq!(rows.len(), 10);

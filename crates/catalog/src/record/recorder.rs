@@ -1,6 +1,6 @@
 //! SQLite on a file: new instances recorded on a connection of their own, by a thread that
 //! gathers them into groups — the catalog's committer thread (`committer.rs`), or a caller's
-//! own thread that already gathers groups (the ingest's pack writer), each through a
+//! own thread that already gathers groups (ingest's recorder behind the packs), each through a
 //! [`GroupRecorder`].
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own: each call is handed to it
@@ -186,9 +186,7 @@ impl GroupRecorder {
     /// [`roll_back_written`](Self::roll_back_written). Whether they were written; if not,
     /// nothing stays open. A group still open from before is rolled back first.
     ///
-    /// The pack writer writes a group's rows while the group's records are written and
-    /// synced, and commits them once the records are durable: no row is visible before its
-    /// instance is on disk.
+    /// Between the two the caller may do what must come before the rows are visible.
     pub fn write_new<'a>(
         &mut self,
         group: impl IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)>,
@@ -302,7 +300,7 @@ impl GroupRecorder {
 }
 
 /// The catalog's write lock, for a recorder: at once if it is free; else waited for — on a
-/// worker of a multi-threaded runtime (the ingest's pack writer leads on one) through
+/// worker of a multi-threaded runtime (should a caller record on one) through
 /// `block_in_place`, so that the worker's other tasks go on meanwhile.
 fn lock_for_writing(
     write_lock: &Arc<Mutex<Option<AnyConnection>>>,

@@ -22,10 +22,6 @@
 //! `ahead`), so that an `fdatasync` after records placed there has only their data to write,
 //! not the file's growth. A burst longer than that space appends to a growing file.
 //!
-//! The writer's [`Stage`] prepares a group (its catalog rows, written, not committed) on a
-//! thread of its own while the writer writes and syncs the group (`preparer`), then the
-//! writer lets it apply the group (the commit) before it answers.
-//!
 //! Invariants:
 //! - `append` returning `Ok` ⇒ its frame is durable, and so are its pack's name and header
 //!   (both synced when the pack was made, before any record went in).
@@ -36,14 +32,10 @@
 //! - Every length read from a pack is checked before use (the ring's frame reading).
 //! - Zeros written ahead never land on a frame reserved (`ahead`); nothing is acknowledged on
 //!   the strength of them (every record is synced after its write).
-//! - What a stage prepares takes effect only in [`Stage::durable`], called once the group's
-//!   write and sync succeeded; otherwise [`Stage::abandon`] follows. A group's preparation
-//!   is waited for before the next group's starts, however the writer leaves it.
 
 mod ahead;
 mod checkpoint;
 mod direct;
-mod preparer;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -87,10 +79,6 @@ pub struct PackConfig {
     /// to this many bytes past its records (`ahead`), so that records then overwrite blocks
     /// that are already there; 0: packs only grow as records go in.
     pub ahead_bytes: u64,
-    /// The stage prepares a group ([`Stage::prepare`]) on a thread of its own while the
-    /// group's records are written and synced; false: once they are durable, on the
-    /// writer's thread.
-    pub prepare_while_writing: bool,
 }
 
 impl Default for PackConfig {
@@ -101,7 +89,6 @@ impl Default for PackConfig {
             max_body_bytes: 4 * 1024 * 1024,
             checkpoint_bytes: 64 * 1024 * 1024,
             ahead_bytes: 0,
-            prepare_while_writing: true,
         }
     }
 }
@@ -226,13 +213,15 @@ struct Shared {
     packs: AtomicU64,
     /// Bytes of zeros written ahead of the records.
     ahead_written: AtomicU64,
-    prepared_while_writing: AtomicU64,
-    /// Tests: the next group's write fails (after the stage prepared it).
+    /// Tests: the next group's write fails.
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
-    /// Tests: the writer panics after the next group's write (its stage preparing it).
+    /// Tests: the writer panics after the next group's write.
     #[cfg(test)]
     panic_after_next_write: std::sync::atomic::AtomicBool,
+    /// Tests: the thread that wrote the last group.
+    #[cfg(test)]
+    last_writer: Mutex<Option<std::thread::ThreadId>>,
     /// Record buffers written and given back, for the next appends (at most
     /// [`direct::KEPT_RECORD_BUFFERS`]).
     record_buffers: Mutex<Vec<AlignedBuffer>>,
@@ -313,50 +302,9 @@ pub struct PackStats {
     pub packs: u64,
     /// Bytes of zeros written ahead of the records ([`PackConfig::ahead_bytes`]).
     pub ahead_written: u64,
-    /// Groups the stage prepared while they were written and synced
-    /// ([`PackConfig::prepare_while_writing`]).
-    pub prepared_while_writing: u64,
 }
 
-/// Work the writer does for each group of records — prepared while they are written,
-/// applied once they are durable — before it answers their appenders, so that applying
-/// them (recording them in a catalog) wakes no other thread. Each appender hands it an [`Stage::Input`] with its record
-/// ([`PackLog::append_staged`]) and gets its [`Stage::Output`] back.
-pub trait Stage: Send + 'static {
-    /// What an appender hands the stage with its record.
-    type Input: Send + 'static;
-    /// What the stage answers for each record.
-    type Output: Send + 'static;
-    /// The records of a group, in the order they are written, each with its appender's
-    /// input, while they are being written and synced, on a thread of the log's
-    /// ([`PackConfig::prepare_while_writing`]; else once they are durable): work that takes effect
-    /// only in [`durable`](Self::durable) — nothing of it may be seen before, as the records
-    /// may never be durable — e.g. rows written in a transaction left open. Always followed
-    /// by `durable` or, if the write or sync fails (or the writer panics),
-    /// [`abandon`](Self::abandon).
-    fn prepare(&mut self, records: &mut [(Position, Self::Input)]) {
-        let _ = records;
-    }
-    /// The durable records of a group, in the order they were written, each with its
-    /// appender's input; one output for each, in the same order.
-    fn durable(&mut self, records: Vec<(Position, Self::Input)>) -> Vec<Self::Output>;
-    /// The group [`prepare`](Self::prepare) saw was not written: undo what it did.
-    fn abandon(&mut self) {}
-}
-
-/// No work after a group is durable.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoStage;
-
-impl Stage for NoStage {
-    type Input = ();
-    type Output = ();
-    fn durable(&mut self, records: Vec<(Position, ())>) -> Vec<()> {
-        vec![(); records.len()]
-    }
-}
-
-struct Append<S: Stage> {
+struct Append {
     /// The record as it goes into its pack, laid out by the appender: [`FRAME_HEAD_LEN`]
     /// bytes for its frame's head (the writer fills them in once it knows the pack), its
     /// header, its body, zeros up to the next multiple of [`RECORD_ALIGN`]. The writer writes
@@ -367,58 +315,28 @@ struct Append<S: Stage> {
     header_len: usize,
     body_len: u64,
     body_hash: BodyHash,
-    input: S::Input,
-    reply: tokio::sync::oneshot::Sender<Result<(Appended, S::Output), JournalError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, JournalError>>,
 }
 
-impl<S: Stage> Append<S> {
+impl Append {
     fn frame_len(&self) -> u64 {
         // Bounded when the append was taken.
         frame_len(self.header_len, self.body_len).unwrap_or(u64::MAX)
     }
 }
 
-/// The pack log, with the [`Stage`] its writer runs after each group. Cheap to clone; the
-/// stage is dropped with the last clone.
-pub struct PackLog<S: Stage = NoStage> {
+/// The pack log. Cheap to clone.
+#[derive(Clone)]
+pub struct PackLog {
     shared: Arc<Shared>,
-    lead: Arc<writer::Lead<S>>,
+    lead: Arc<writer::Lead>,
 }
 
-impl<S: Stage> Clone for PackLog<S> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-            lead: self.lead.clone(),
-        }
-    }
-}
-
-impl<S: Stage> std::fmt::Debug for PackLog<S> {
+impl std::fmt::Debug for PackLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackLog")
             .field("dir", &self.shared.dir)
             .finish_non_exhaustive()
-    }
-}
-
-impl PackLog {
-    /// [`PackLog::open_staged`] without a stage.
-    pub fn open(dir: &Path, config: PackConfig) -> Result<(PackLog, Replay), JournalError> {
-        Self::open_staged(dir, config, NoStage)
-    }
-
-    /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
-    /// hash of the body's bytes ([`BodyHash`]; replay checks it).
-    pub async fn append(
-        &self,
-        header: Vec<u8>,
-        body: Vec<Bytes>,
-        body_hash: impl Into<BodyHash>,
-    ) -> Result<Appended, JournalError> {
-        self.append_staged(header, body, body_hash, ())
-            .await
-            .map(|(appended, ())| appended)
     }
 }
 
@@ -510,19 +428,14 @@ struct LaidOut {
     body_len: u64,
 }
 
-impl<S: Stage> PackLog<S> {
+impl PackLog {
     /// Opens the packs in `dir` (which must exist and whose name must be durable) and returns
-    /// the records after the last checkpoint, to be applied again before anything else. The
-    /// writer runs `stage` after each group it makes durable.
+    /// the records after the last checkpoint, to be applied again before anything else.
     ///
     /// A pack made but cut off before its header was durable (no longer than its header
     /// page, after the checkpoint) is removed: nothing was acknowledged from it. A checkpoint
     /// file that does not check is an error: which records to replay is then unknown.
-    pub fn open_staged(
-        dir: &Path,
-        config: PackConfig,
-        stage: S,
-    ) -> Result<(PackLog<S>, Replay), JournalError> {
+    pub fn open(dir: &Path, config: PackConfig) -> Result<(PackLog, Replay), JournalError> {
         config.check()?;
         if !dir.is_dir() {
             return Err(JournalError::Config(format!(
@@ -642,17 +555,18 @@ impl<S: Stage> PackLog<S> {
             syncs: AtomicU64::new(0),
             packs: AtomicU64::new(u64::from(config.ahead_bytes > 0)),
             ahead_written: AtomicU64::new(0),
-            prepared_while_writing: AtomicU64::new(0),
             #[cfg(test)]
             fail_next_write: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             panic_after_next_write: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            last_writer: Mutex::new(None),
             record_buffers: Mutex::new(Vec::new()),
         });
         if config.ahead_bytes > 0 {
             ahead::spawn(Arc::downgrade(&shared))?;
         }
-        let lead = Arc::new(writer::Lead::new(stage, config.prepare_while_writing));
+        let lead = Arc::new(writer::Lead::new());
         Ok((
             PackLog { shared, lead },
             Replay::new(replay, config.max_body_bytes),
@@ -664,7 +578,7 @@ impl<S: Stage> PackLog<S> {
         &self.shared.dir
     }
 
-    /// The largest body [`PackLog::append_staged`] takes.
+    /// The largest body [`PackLog::append`] takes.
     pub fn max_body_bytes(&self) -> u64 {
         self.shared.config.max_body_bytes
     }
@@ -697,13 +611,12 @@ impl<S: Stage> PackLog<S> {
         })
     }
 
-    /// [`PackLog::append_staged`] for a record laid out as its body arrived.
+    /// [`PackLog::append`] for a record laid out as its body arrived.
     pub async fn append_record(
         &self,
         record: PackRecord,
         body_hash: impl Into<BodyHash>,
-        input: S::Input,
-    ) -> Result<(Appended, S::Output), JournalError> {
+    ) -> Result<Appended, JournalError> {
         let PackRecord {
             mut buffer,
             header_len,
@@ -720,21 +633,18 @@ impl<S: Stage> PackLog<S> {
             header_len,
             body_len,
         };
-        self.append_laid_out(buffer, laid_out, body_hash.into(), input)
+        self.append_laid_out(buffer, laid_out, body_hash.into())
             .await
     }
 
-    /// Appends a record and returns once it is durable and the stage has run for it, with
-    /// where it is and the stage's output. `body_hash` is the hash of the body's bytes
-    /// ([`BodyHash`]; replay checks it). A record that could not be written is not handed to
-    /// the stage.
-    pub async fn append_staged(
+    /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
+    /// hash of the body's bytes ([`BodyHash`]; replay checks it).
+    pub async fn append(
         &self,
         header: Vec<u8>,
         body: Vec<Bytes>,
         body_hash: impl Into<BodyHash>,
-        input: S::Input,
-    ) -> Result<(Appended, S::Output), JournalError> {
+    ) -> Result<Appended, JournalError> {
         let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
         if header.len() > MAX_HEADER_BYTES || body_len > self.shared.config.max_body_bytes {
             return Err(JournalError::TooLarge {
@@ -764,7 +674,7 @@ impl<S: Stage> PackLog<S> {
             header_len: header.len(),
             body_len,
         };
-        self.append_laid_out(record, laid_out, body_hash.into(), input)
+        self.append_laid_out(record, laid_out, body_hash.into())
             .await
     }
 
@@ -775,8 +685,7 @@ impl<S: Stage> PackLog<S> {
         record: AlignedBuffer,
         laid_out: LaidOut,
         body_hash: BodyHash,
-        input: S::Input,
-    ) -> Result<(Appended, S::Output), JournalError> {
+    ) -> Result<Appended, JournalError> {
         let LaidOut {
             record_len,
             header_len,
@@ -792,7 +701,6 @@ impl<S: Stage> PackLog<S> {
                 header_len,
                 body_len,
                 body_hash,
-                input,
                 reply,
             },
         );
@@ -880,7 +788,6 @@ impl<S: Stage> PackLog<S> {
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             packs: self.shared.packs.load(Ordering::Relaxed),
             ahead_written: self.shared.ahead_written.load(Ordering::Relaxed),
-            prepared_while_writing: self.shared.prepared_while_writing.load(Ordering::Relaxed),
         }
     }
 }

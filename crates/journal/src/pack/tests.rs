@@ -14,7 +14,6 @@ const SMALL: PackConfig = PackConfig {
     max_body_bytes: 64 * 1024,
     checkpoint_bytes: 100 * 1024,
     ahead_bytes: 0,
-    prepare_while_writing: true,
 };
 
 fn body(seed: u8, len: usize) -> Vec<Bytes> {
@@ -346,7 +345,6 @@ fn pack_names_round_trip_and_nothing_else_is_one() {
         max_body_bytes: 4 << 20,
         checkpoint_bytes: 1,
         ahead_bytes: 0,
-        prepare_while_writing: true,
     }
     .check()
     .is_err());
@@ -441,17 +439,6 @@ async fn records_are_aligned_and_a_pack_of_unaligned_records_is_still_read() {
     assert_eq!(next.position.offset % RECORD_ALIGN, 0);
 }
 
-/// A stage that notes the thread it ran on for each record.
-struct Threads;
-
-impl Stage for Threads {
-    type Input = ();
-    type Output = std::thread::ThreadId;
-    fn durable(&mut self, records: Vec<(Position, ())>) -> Vec<std::thread::ThreadId> {
-        vec![std::thread::current().id(); records.len()]
-    }
-}
-
 /// On a multi-threaded runtime an appender that finds no one writing writes its record
 /// itself (no hand-off), and appenders that arrive meanwhile are all written, grouped, by
 /// whoever leads next; every record is where its appender was told.
@@ -462,8 +449,8 @@ async fn a_lone_appender_writes_its_record_itself_and_concurrent_ones_are_all_wr
         pack_bytes: 1 << 20,
         ..SMALL
     };
-    let (log, _) = PackLog::open_staged(dir.path(), config, Threads).unwrap();
-    let append = |log: PackLog<Threads>, seed: u8| async move {
+    let (log, _) = PackLog::open(dir.path(), config).unwrap();
+    let append = |log: PackLog, seed: u8| async move {
         let chunks = body(seed, 5000);
         let mut hasher = blake3::Hasher::new();
         chunks.iter().for_each(|c| {
@@ -471,11 +458,12 @@ async fn a_lone_appender_writes_its_record_itself_and_concurrent_ones_are_all_wr
         });
         // The leader writes within this call's first poll, on this thread.
         let here = std::thread::current().id();
-        let (appended, ran_on) = log
-            .append_staged(vec![seed; 3], chunks, hasher.finalize(), ())
+        let appended = log
+            .append(vec![seed; 3], chunks, hasher.finalize())
             .await
             .unwrap();
-        (seed, appended.position, here == ran_on)
+        let written_by = *log.shared.last_writer.lock().unwrap();
+        (seed, appended.position, written_by == Some(here))
     };
     for seed in 0..5u8 {
         let (_, position, itself) = append(log.clone(), seed).await;
@@ -580,10 +568,7 @@ async fn a_record_laid_out_as_it_arrives_is_written_and_replayed_as_an_appended_
         }
         assert_eq!(record.body(), &expected[..]);
         assert_eq!(record.body_len(), expected.len() as u64);
-        let (appended, ()) = log
-            .append_record(record, hasher.finalize(), ())
-            .await
-            .unwrap();
+        let appended = log.append_record(record, hasher.finalize()).await.unwrap();
         positions.push(appended.position);
     }
     for (seed, position) in positions.iter().enumerate() {
@@ -655,10 +640,7 @@ async fn a_record_read_into_its_room_is_the_record_its_bytes_make() {
     assert!(record.room(SMALL.max_body_bytes as usize).is_err());
     assert_eq!(record.body(), &expected[..at]);
     assert_eq!(at, expected.len());
-    let (appended, ()) = log
-        .append_record(record, hasher.finalize(), ())
-        .await
-        .unwrap();
+    let appended = log.append_record(record, hasher.finalize()).await.unwrap();
     assert_eq!(read_body(dir.path(), appended.position).unwrap(), expected);
     drop(log);
     let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
@@ -817,223 +799,56 @@ async fn zeros_written_ahead_never_land_on_a_record() {
 }
 
 /// What a stage was asked to do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
-    Prepare(Vec<Position>),
-    Durable(Vec<Position>),
-    Abandon,
-}
-
-/// A stage that notes its calls; an input of `true` makes it panic while preparing.
-#[derive(Debug, Clone, Default)]
-struct Calls(Arc<std::sync::Mutex<Vec<Call>>>);
-
-impl Calls {
-    fn take(&self) -> Vec<Call> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-impl Stage for Calls {
-    type Input = bool;
-    type Output = ();
-    fn prepare(&mut self, records: &mut [(Position, bool)]) {
-        let positions = records.iter().map(|(p, _)| *p).collect();
-        self.0.lock().unwrap().push(Call::Prepare(positions));
-        assert!(
-            !records.iter().any(|(_, panics)| *panics),
-            "the stage panics while preparing, as the test wants"
-        );
-    }
-    fn durable(&mut self, records: Vec<(Position, bool)>) -> Vec<()> {
-        let positions = records.iter().map(|(p, _)| *p).collect();
-        self.0.lock().unwrap().push(Call::Durable(positions));
-        vec![(); records.len()]
-    }
-    fn abandon(&mut self) {
-        self.0.lock().unwrap().push(Call::Abandon);
-    }
-}
-
-/// A group that failed before it was durable: prepared then abandoned with the preparer;
-/// without it nothing was prepared, so nothing is abandoned.
-fn assert_abandoned_if_prepared(calls: Vec<Call>, prepared: bool) {
-    if prepared {
-        assert!(
-            matches!(&calls[..], [Call::Prepare(_), Call::Abandon]),
-            "{calls:?}"
-        );
-    } else {
-        assert!(calls.is_empty(), "{calls:?}");
-    }
-}
-
-async fn append_calls(
-    log: &PackLog<Calls>,
-    seed: u8,
-    panics: bool,
-) -> Result<Position, JournalError> {
+async fn append_seeded(log: &PackLog, seed: u8) -> Result<Position, JournalError> {
     let chunks = body(seed, 20_000);
     let hash = BodyHash::xxh3_of(&chunks);
-    log.append_staged(vec![seed; 3], chunks, hash, panics)
+    log.append(vec![seed; 3], chunks, hash)
         .await
-        .map(|(appended, ())| appended.position)
+        .map(|appended| appended.position)
 }
 
-/// Each group is prepared (on the preparer's thread while it is written and synced) and
-/// then applied with the same positions once durable; a group whose write fails is
-/// abandoned, never applied, and the next goes into a new pack; so is one whose stage
-/// panics while preparing. Without `prepare_while_writing` the stage prepares once the
-/// group is durable, with the same calls.
+/// A group whose write fails is told so, and the next record goes into a new pack; a writer
+/// that panics after a write leaves its appender told (`Closed`) and the log going on; what
+/// was acknowledged is replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stage_prepares_while_a_group_is_written_and_applies_it_only_once_durable() {
-    for while_writing in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = PackConfig {
-            prepare_while_writing: while_writing,
-            ..SMALL
-        };
-        let calls = Calls::default();
-        let (log, _) = PackLog::open_staged(dir.path(), config, calls.clone()).unwrap();
-        for seed in 0..3u8 {
-            let position = append_calls(&log, seed, false).await.unwrap();
-            assert_eq!(
-                calls.take(),
-                [Call::Prepare(vec![position]), Call::Durable(vec![position])]
-            );
-            assert_eq!(
-                read_body(dir.path(), position),
-                Some(body(seed, 20_000).concat())
-            );
-        }
-        assert_eq!(
-            log.stats().prepared_while_writing,
-            if while_writing { 3 } else { 0 },
-            "prepare_while_writing: {while_writing}"
-        );
-        let before = append_calls(&log, 3, false).await.unwrap();
-        calls.take();
-
-        // A failed write: prepared, abandoned, the appender told.
-        log.shared.fail_next_write.store(true, Ordering::Relaxed);
-        let failed = append_calls(&log, 4, false).await;
-        assert!(
-            matches!(failed, Err(JournalError::Write { .. })),
-            "{failed:?}"
-        );
-        // Without the preparer nothing was prepared before the write: nothing to abandon.
-        assert_abandoned_if_prepared(calls.take(), while_writing);
-        let after = append_calls(&log, 5, false).await.unwrap();
-        assert!(after.generation > before.generation, "{before:?} {after:?}");
-        assert_eq!(
-            calls.take(),
-            [Call::Prepare(vec![after]), Call::Durable(vec![after])]
-        );
-
-        // A stage that panics while preparing: abandoned, the appender told, the log goes on.
-        let log2 = log.clone();
-        let panicked = tokio::spawn(async move { append_calls(&log2, 6, true).await }).await;
-        assert!(!matches!(panicked, Ok(Ok(_))), "{panicked:?}");
-        let panic_calls = calls.take();
-        assert!(
-            matches!(&panic_calls[..], [Call::Prepare(_), Call::Abandon]),
-            "{panic_calls:?}"
-        );
-        let last = append_calls(&log, 7, false).await.unwrap();
-        assert_eq!(read_body(dir.path(), last), Some(body(7, 20_000).concat()));
-
-        // The writer panics while its group is being prepared: abandoned all the same.
-        calls.take();
-        log.shared
-            .panic_after_next_write
-            .store(true, Ordering::Relaxed);
-        let log2 = log.clone();
-        let panicked = tokio::spawn(async move { append_calls(&log2, 10, false).await }).await;
-        assert!(!matches!(panicked, Ok(Ok(_))), "{panicked:?}");
-        assert_abandoned_if_prepared(calls.take(), while_writing);
-
-        // Both at once: the failed write still ends its pack.
-        log.shared.fail_next_write.store(true, Ordering::Relaxed);
-        let log2 = log.clone();
-        let both = tokio::spawn(async move { append_calls(&log2, 8, true).await }).await;
-        assert!(!matches!(both, Ok(Ok(_))), "{both:?}");
-        calls.take();
-        let next = append_calls(&log, 9, false).await.unwrap();
-        assert!(next.generation > last.generation, "{last:?} {next:?}");
-
-        // Every record applied is replayed (those whose appenders were told of a failure may
-        // be too, as after a crash before an answer: here their bytes reached the pack).
-        drop(log);
-        let (_, mut replay) = PackLog::open(dir.path(), config).unwrap();
-        let headers: Vec<Vec<u8>> = replayed(&mut replay).into_iter().map(|(_, h)| h).collect();
-        for seed in [0u8, 1, 2, 3, 5, 7] {
-            assert!(headers.contains(&vec![seed; 3]), "{seed}: {headers:?}");
-        }
-    }
-}
-
-/// A stage whose rows wait for a lock that a task of the runtime holds across an await, as
-/// the catalog's write lock is held.
-struct WaitsForTask(Arc<tokio::sync::Mutex<()>>);
-
-impl Stage for WaitsForTask {
-    type Input = ();
-    type Output = ();
-    fn prepare(&mut self, _records: &mut [(Position, ())]) {
-        // On the preparer's thread, outside the runtime.
-        drop(self.0.blocking_lock());
-    }
-    fn durable(&mut self, records: Vec<(Position, ())>) -> Vec<()> {
-        vec![(); records.len()]
-    }
-}
-
-/// On a runtime with one worker (tokio's default on a one-processor machine) a lone appender
-/// leads on that worker; when the group's rows wait for a task of the runtime, the leader's
-/// wait for them must let the worker's other tasks run, or nothing ever moves again.
-#[test]
-fn a_leader_on_the_only_worker_lets_the_stage_wait_for_a_task() {
+async fn a_failed_write_or_a_writer_panic_is_told_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let (done, finished) = std::sync::mpsc::channel();
-    // Its own thread: if the runtime stopped for good, the test fails rather than hangs.
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let appended = runtime.block_on(async move {
-            let lock = Arc::new(tokio::sync::Mutex::new(()));
-            let (log, _) = PackLog::open_staged(&path, SMALL, WaitsForTask(lock.clone())).unwrap();
-            let (held, is_held) = tokio::sync::oneshot::channel();
-            let holder = tokio::spawn(async move {
-                let _guard = lock.lock().await;
-                held.send(()).unwrap();
-                // Released only when this task runs again, on the one worker.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            });
-            is_held.await.unwrap();
-            let appender = tokio::spawn(async move {
-                let chunks = body(1, 5000);
-                let hash = BodyHash::xxh3_of(&chunks);
-                let (appended, ()) = log
-                    .append_staged(vec![1; 3], chunks, hash, ())
-                    .await
-                    .unwrap();
-                appended.position
-            });
-            let position = appender.await.unwrap();
-            holder.await.unwrap();
-            position
-        });
-        let _ = done.send(appended);
-    });
-    let position = finished
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the append never came back: the only worker waited for the rows it had to run");
-    assert_eq!(
-        read_body(dir.path(), position),
-        Some(body(1, 5000).concat())
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    for seed in 0..3u8 {
+        let position = append_seeded(&log, seed).await.unwrap();
+        assert_eq!(
+            read_body(dir.path(), position),
+            Some(body(seed, 20_000).concat())
+        );
+    }
+    let before = append_seeded(&log, 3).await.unwrap();
+
+    // A failed write: the appender told, the next record in a new pack.
+    log.shared.fail_next_write.store(true, Ordering::Relaxed);
+    let failed = append_seeded(&log, 4).await;
+    assert!(
+        matches!(failed, Err(JournalError::Write { .. })),
+        "{failed:?}"
     );
+    let after = append_seeded(&log, 5).await.unwrap();
+    assert!(after.generation > before.generation, "{before:?} {after:?}");
+
+    // The writer panics after its write: the appender told, the log goes on.
+    log.shared
+        .panic_after_next_write
+        .store(true, Ordering::Relaxed);
+    let log2 = log.clone();
+    let panicked = tokio::spawn(async move { append_seeded(&log2, 6).await }).await;
+    assert!(!matches!(panicked, Ok(Ok(_))), "{panicked:?}");
+    let last = append_seeded(&log, 7).await.unwrap();
+    assert_eq!(read_body(dir.path(), last), Some(body(7, 20_000).concat()));
+
+    // Every record acknowledged is replayed (those whose appenders were told of a failure may
+    // be too, as after a crash before an answer: here their bytes reached the pack).
+    drop(log);
+    let (_, mut replay) = PackLog::open(dir.path(), SMALL).unwrap();
+    let headers: Vec<Vec<u8>> = replayed(&mut replay).into_iter().map(|(_, h)| h).collect();
+    for seed in [0u8, 1, 2, 3, 5, 7] {
+        assert!(headers.contains(&vec![seed; 3]), "{seed}: {headers:?}");
+    }
 }

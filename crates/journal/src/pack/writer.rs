@@ -2,15 +2,12 @@
 //! waiting, reserves their frames in the active pack (making the next pack when it is full;
 //! each frame at a multiple of [`RECORD_ALIGN`](crate::frame::RECORD_ALIGN)), fills in their frames' heads and writes
 //! their records — laid out by their appenders in aligned buffers of their own — with one
-//! direct `pwritev` per pack (`direct`), syncs once, runs the log's stage; then answers each.
-//! Appends that arrive meanwhile wait for the next group. The stage's first half
-//! ([`Stage::prepare`]: the catalog rows, written but not committed) runs on the log's
-//! preparer thread while the leader writes and syncs (`preparer`), its second
-//! ([`Stage::durable`]: the commit) on the leader once the group is synced.
+//! direct `pwritev` per pack (`direct`), syncs once, then answers each. Appends that arrive
+//! meanwhile wait for the next group.
 //!
 //! The leader is the appending task's own thread when that is a worker of a multi-threaded
 //! runtime, appends come one at a time (the last group had one) and the group is small
-//! ([`INLINE_GROUP_BYTES`]): a lone instance is written, synced and recorded with no
+//! ([`INLINE_GROUP_BYTES`]): a lone instance is written and synced with no
 //! hand-off to another thread and back. That blocks the worker for one direct write and one
 //! `fdatasync` (about half a millisecond for a 0.5 MB instance), and a leader never does it
 //! twice in a row: what arrives meanwhile is written by a blocking thread
@@ -34,23 +31,19 @@ use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
 use super::direct::{open_for_writes, write_all_at};
-use super::preparer::{lock, Preparer, Started};
-use super::{
-    generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared, Stage,
-};
+use super::{generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared};
 
 /// At most this many bytes of frames are written by a leader on a runtime's worker (more go
 /// to a blocking thread): the worker is blocked while they are written and synced.
 pub(super) const INLINE_GROUP_BYTES: u64 = 4 << 20;
 
-/// Who writes: the appends waiting, whether someone leads, and what the leader works with.
-pub(super) struct Lead<S: Stage> {
-    queue: Mutex<Queue<S>>,
-    core: Mutex<Core<S>>,
+/// Who writes: the appends waiting and whether someone leads.
+pub(super) struct Lead {
+    queue: Mutex<Queue>,
 }
 
-struct Queue<S: Stage> {
-    waiting: VecDeque<Append<S>>,
+struct Queue {
+    waiting: VecDeque<Append>,
     /// Someone writes (and will look at `waiting` again before it stops).
     leading: bool,
     /// Appends in the last group written: more than one, and appenders are many — a worker
@@ -58,34 +51,18 @@ struct Queue<S: Stage> {
     last_group: usize,
 }
 
-/// What only the leader touches.
-struct Core<S: Stage> {
-    /// Shared with the preparer, which uses it only between a group's start and finish.
-    stage: Arc<Mutex<S>>,
-    /// Prepares each group while it is written; `None`: after it is durable.
-    preparer: Option<Preparer<S>>,
-}
-
-impl<S: Stage> Lead<S> {
-    pub(super) fn new(stage: S, prepare_while_writing: bool) -> Self {
+impl Lead {
+    pub(super) fn new() -> Self {
         Self {
             queue: Mutex::new(Queue {
                 waiting: VecDeque::new(),
                 leading: false,
                 last_group: 0,
             }),
-            core: Mutex::new({
-                let stage = Arc::new(Mutex::new(stage));
-                let preparer = match prepare_while_writing {
-                    true => Preparer::spawn(stage.clone()),
-                    false => None,
-                };
-                Core { stage, preparer }
-            }),
         }
     }
 
-    fn queue(&self) -> MutexGuard<'_, Queue<S>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         // Every change under the lock is a push, a pop or a flag: consistent after a panic.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -94,7 +71,7 @@ impl<S: Stage> Lead<S> {
 /// Queues `append`; if no one leads, the caller does: here, for one group, on a worker of a
 /// multi-threaded runtime while appenders come one at a time (the last group had one
 /// append); otherwise (and for what waits after that group) a blocking thread.
-pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append: Append<S>) {
+pub(super) fn append(shared: &Arc<Shared>, lead: &Arc<Lead>, append: Append) {
     let (leads, alone) = {
         let mut queue = lead.queue();
         queue.waiting.push_back(append);
@@ -117,8 +94,7 @@ pub(super) fn append<S: Stage>(shared: &Arc<Shared>, lead: &Arc<Lead<S>>, append
 }
 
 /// Whether `runtime` (the caller's, if any) is multi-threaded: the caller is on one of its
-/// workers (or in its `block_on`), where a wait for what a task does must go through
-/// `block_in_place` (`preparer::wait_for`) and where a lone group may be led.
+/// workers (or in its `block_on`), where a lone group may be led.
 pub(super) fn is_multi_thread(runtime: Option<&tokio::runtime::Handle>) -> bool {
     runtime.is_some_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
@@ -126,10 +102,10 @@ pub(super) fn is_multi_thread(runtime: Option<&tokio::runtime::Handle>) -> bool 
 /// Writes one group of what waits (up to `max_bytes` of frames, at least one append);
 /// whether more waits — then the caller must go on leading, or hand over. When nothing
 /// waits (or on a panic) no one leads any more.
-fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> bool {
+fn lead_one(shared: &Arc<Shared>, lead: &Lead, max_bytes: u64) -> bool {
     /// Ends the lead if the group's writing panics, so that the next appender leads.
-    struct Unwinding<'a, S: Stage>(&'a Lead<S>);
-    impl<S: Stage> Drop for Unwinding<'_, S> {
+    struct Unwinding<'a>(&'a Lead);
+    impl Drop for Unwinding<'_> {
         fn drop(&mut self) {
             if std::thread::panicking() {
                 self.0.queue().leading = false;
@@ -156,9 +132,7 @@ fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> b
     };
     {
         let _unwinding = Unwinding(lead);
-        let mut core = lead.core.lock().unwrap_or_else(|e| e.into_inner());
-        let core = &mut *core;
-        write_group(shared, group, core);
+        write_group(shared, group);
     }
     let mut queue = lead.queue();
     if queue.waiting.is_empty() {
@@ -169,9 +143,9 @@ fn lead_one<S: Stage>(shared: &Arc<Shared>, lead: &Lead<S>, max_bytes: u64) -> b
     }
 }
 
-struct Placed<S: Stage> {
+struct Placed {
     /// Its record's head filled in.
-    append: Append<S>,
+    append: Append,
     /// Bytes it takes in its pack: its frame, then zeros up to the next multiple of
     /// [`RECORD_ALIGN`](crate::frame::RECORD_ALIGN).
     len: usize,
@@ -179,15 +153,20 @@ struct Placed<S: Stage> {
 }
 
 /// The records of a group that go into one pack, one after the other from `offset`.
-struct Run<S: Stage> {
+struct Run {
     file: Arc<File>,
     generation: u64,
     offset: u64,
-    records: Vec<Placed<S>>,
+    records: Vec<Placed>,
 }
 
-fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Core<S>) {
-    let mut runs: Vec<Run<S>> = Vec::new();
+fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
+    #[cfg(test)]
+    {
+        *shared.last_writer.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::thread::current().id());
+    }
+    let mut runs: Vec<Run> = Vec::new();
     for mut append in group {
         let len = append.record_len;
         let (file, position, epoch) = match reserve(shared, len as u64) {
@@ -228,30 +207,15 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
     }
     for run in runs {
         let mut buffers = Vec::with_capacity(run.records.len());
-        let mut inputs = Vec::with_capacity(run.records.len());
         let mut answers = Vec::with_capacity(run.records.len());
         for placed in run.records {
             buffers.push((placed.append.record, placed.len));
-            inputs.push((placed.appended.position, placed.append.input));
             answers.push((placed.append.reply, placed.appended));
         }
         let parts: Vec<&[u8]> = buffers
             .iter()
             .map(|(record, len)| record.bytes(*len))
             .collect();
-        // The preparer writes the group's rows while the disk works.
-        let (started, records) = match &core.preparer {
-            Some(preparer) => match preparer.start(inputs, &core.stage) {
-                Ok(started) => {
-                    shared
-                        .prepared_while_writing
-                        .fetch_add(1, Ordering::Relaxed);
-                    (Some(started), Vec::new())
-                }
-                Err(inputs) => (None, inputs),
-            },
-            None => (None, inputs),
-        };
         let result = write_all_at(&run.file, &parts, run.offset);
         #[cfg(test)]
         assert!(
@@ -269,39 +233,16 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
             shared.give_back(record);
         }
         shared.syncs.fetch_add(1, Ordering::Relaxed);
-        // Prepared first: the preparer holds the stage until it is done.
-        let prepared = started.map(Started::finish);
-        let mut stage = Applying {
-            stage: lock(&core.stage),
-            prepared: prepared.is_some(),
-        };
-        let prepared = match prepared {
-            Some(Ok(prepared)) => Ok(prepared),
-            None => Ok(records),
-            Some(Err(panic)) => Err(panic),
-        };
-        match (result, prepared) {
-            (Ok(()), Ok(mut records)) => {
+        match result {
+            Ok(()) => {
                 shared
                     .records
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                if !stage.prepared {
-                    stage.prepared = true;
-                    stage.stage.prepare(&mut records);
-                }
-                stage.prepared = false;
-                // One output per record; a record left without one is answered `Closed`.
-                for ((reply, appended), output) in
-                    answers.into_iter().zip(stage.stage.durable(records))
-                {
-                    let _ = reply.send(Ok((appended, output)));
+                    .fetch_add(answers.len() as u64, Ordering::Relaxed);
+                for (reply, appended) in answers {
+                    let _ = reply.send(Ok(appended));
                 }
             }
-            // Abandoned (`Applying`), then as a panic of the stage on this thread: its
-            // appenders are answered `Closed`.
-            (Ok(()), Err(panic)) => std::panic::resume_unwind(panic),
-            (Err(e), prepared) => {
-                stage.abandon();
+            Err(e) => {
                 // What follows a failed write would be unreadable behind it: the next record
                 // starts another pack.
                 tracing::error!(error = %e, generation = run.generation, "a pack could not be written");
@@ -322,33 +263,8 @@ fn write_group<S: Stage>(shared: &Arc<Shared>, group: Vec<Append<S>>, core: &Cor
                         message: message.clone(),
                     }));
                 }
-                if let Err(panic) = prepared {
-                    std::panic::resume_unwind(panic);
-                }
             }
         }
-    }
-}
-
-/// The stage once a group is written: whatever [`Stage::prepare`] did is followed by
-/// [`Stage::durable`] or [`Stage::abandon`] — the latter also if `prepare` or the writer
-/// panics between them (e.g. a transaction left open would keep the catalog's write lock).
-struct Applying<'s, S: Stage> {
-    stage: MutexGuard<'s, S>,
-    prepared: bool,
-}
-
-impl<S: Stage> Applying<'_, S> {
-    fn abandon(&mut self) {
-        if std::mem::take(&mut self.prepared) {
-            self.stage.abandon();
-        }
-    }
-}
-
-impl<S: Stage> Drop for Applying<'_, S> {
-    fn drop(&mut self) {
-        self.abandon();
     }
 }
 
