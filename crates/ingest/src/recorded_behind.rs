@@ -4,8 +4,11 @@
 //! transaction for several instances even from a lone sender, whose instances otherwise each
 //! commit alone, and no commit between a group's `fdatasync` and its answers.
 //!
-//! Measured (session 29's sketch, `bench/ingest-ab.sh`): about 0.1 ms less CPU per instance
-//! from one and from four senders. What a sender sees: its instance is durable when answered
+//! Measured (session 30, `bench/ingest-ab.sh`, seven paired rounds against the pack writer
+//! committing each group before its answers): from one sender 1.33× the images per second
+//! at 0.66× the CPU per instance, from four 1.10× at 0.87× (docs/performance.md). The thread
+//! sleeps through the linger rather than waking at each arrival (woken so, it gained nothing
+//! from one sender). What a sender sees: its instance is durable when answered
 //! (its record is synced; after a crash it is recorded again from the record), and findable a
 //! few milliseconds later; the association waits for all of its instances to be recorded
 //! before it answers the release (`radport_dimse`), so a finished `dcmsend` finds everything.
