@@ -43,7 +43,6 @@ use bytes::Bytes;
 
 use dicom_object::meta::FileMetaTableBuilder;
 pub use journaled::{Recovery, CHECKPOINT_IDLE, JOURNALED_MAX_BYTES};
-pub use packed::{open_pack_log, IngestPackLog};
 use radport_archive::{Archive, ArchiveError, ObjectWriter, StoredObject};
 use radport_catalog::{
     Catalog, CatalogError, DuplicatePolicy, Durability, InstanceRecord, RecordOutcome, Route,

@@ -32,8 +32,8 @@ use std::time::Instant;
 
 use radport_archive::{keys, ArchiveError, StoredObject};
 use radport_catalog::{Durability, InstanceRecord, Route};
-use radport_journal::pack::{PackConfig, PackLog};
-use radport_journal::{JournalError, Position, Recovered, Replay};
+use radport_journal::pack::PackLog;
+use radport_journal::{Position, Recovered, Replay};
 
 use tokio::sync::oneshot;
 
@@ -49,24 +49,11 @@ use crate::{
 /// are logged and left in their packs).
 const MAX_WAITING_PUNCHES: usize = 1 << 16;
 
-/// The pack log of an ingestor.
-pub type IngestPackLog = PackLog;
-
-/// Opens the pack log in `dir` for ingest (see [`PackLog::open`]): instances are recorded in
-/// the catalog after their records are durable, by their appenders or behind them
-/// (`recorded_behind`).
-pub fn open_pack_log(
-    dir: &std::path::Path,
-    config: PackConfig,
-) -> Result<(IngestPackLog, Replay), JournalError> {
-    PackLog::open(dir, config)
-}
-
 /// The pack log an ingestor appends to, and the keys of records to punch once a checkpoint
 /// has passed them.
 #[derive(Clone, Debug)]
 pub(crate) struct Packs {
-    log: IngestPackLog,
+    log: PackLog,
     to_punch: Arc<Mutex<Vec<String>>>,
     /// Records instances in the catalog after they are answered (`recorded_behind`);
     /// `None`: the catalog has no group recorder (PostgreSQL), or this is that thread's own.
@@ -74,7 +61,7 @@ pub(crate) struct Packs {
 }
 
 impl Packs {
-    pub(crate) fn log(&self) -> &IngestPackLog {
+    pub(crate) fn log(&self) -> &PackLog {
         &self.log
     }
 
@@ -92,7 +79,7 @@ impl Packs {
 impl Ingestor {
     /// Keeps instances in the packs of `log` (see the module doc). Local archives only; not
     /// together with a journal.
-    pub fn with_packs(mut self, log: IngestPackLog) -> Result<Self, IngestError> {
+    pub fn with_packs(mut self, log: PackLog) -> Result<Self, IngestError> {
         if log.max_body_bytes() < JOURNALED_MAX_BYTES {
             return Err(IngestError::Storage(format!(
                 "the pack log takes bodies of up to {} bytes; ingest packs up to {}",
@@ -136,7 +123,7 @@ impl Ingestor {
     }
 
     /// The pack log, if instances are kept in packs.
-    pub fn pack_log(&self) -> Option<&IngestPackLog> {
+    pub fn pack_log(&self) -> Option<&PackLog> {
         self.packs.as_ref().map(|p| &p.log)
     }
 
@@ -180,40 +167,40 @@ impl Ingestor {
         let appended = packs.log.append_record(laid_out, body_hash).await?;
         record.object_key = keys::packed(appended.position);
         let store_time = started.elapsed();
-        if let Some(behind) = &packs.behind {
-            let (reply, pending) = oneshot::channel();
-            let sop_instance_uid = record.sop_instance_uid.clone();
-            let series_instance_uid = record.series_instance_uid.clone();
-            let sent = behind.send(Pending {
-                record,
-                route,
-                durable: appended.durable,
-                waited_for,
-                reply,
-            });
-            let back = match sent {
-                Ok(()) => {
-                    let durable = DurableInstance {
-                        sop_instance_uid,
-                        series_instance_uid,
-                        store_time,
-                        pending: PendingRecord {
-                            reply: pending,
-                            channel,
-                            size,
-                        },
-                    };
-                    return Ok((Finished::Durable(durable), size));
+        let (record, route, durable) = match &packs.behind {
+            Some(behind) => {
+                let (reply, pending) = oneshot::channel();
+                let sop_instance_uid = record.sop_instance_uid.clone();
+                let series_instance_uid = record.series_instance_uid.clone();
+                let sent = behind.send(Pending {
+                    record,
+                    route,
+                    durable: appended.durable,
+                    waited_for,
+                    reply,
+                });
+                match sent {
+                    Ok(()) => {
+                        let durable = DurableInstance {
+                            sop_instance_uid,
+                            series_instance_uid,
+                            store_time,
+                            pending: PendingRecord {
+                                reply: pending,
+                                channel,
+                                size,
+                            },
+                        };
+                        return Ok((Finished::Durable(durable), size));
+                    }
+                    // The thread is gone (it panicked): here, then.
+                    Err(back) => (back.record, back.route, back.durable),
                 }
-                // The thread is gone (it panicked): here, then.
-                Err(back) => back,
-            };
-            let recorded = self.record_here(back.record, &back.route, store_time).await;
-            drop(back.durable);
-            return recorded.map(|o| (Finished::Recorded(o), size));
-        }
+            }
+            None => (record, route, appended.durable),
+        };
         let recorded = self.record_here(record, &route, store_time).await;
-        drop(appended.durable);
+        drop(durable);
         recorded.map(|o| (Finished::Recorded(o), size))
     }
 
@@ -364,7 +351,7 @@ mod tests {
     use crate::{test_route as route, test_series as series};
     use radport_archive::Archive;
     use radport_catalog::{Catalog, DuplicatePolicy};
-    use radport_journal::pack;
+    use radport_journal::pack::{self, PackConfig};
 
     const CONFIG: PackConfig = PackConfig {
         pack_bytes: 4 * 1024 * 1024,
@@ -393,7 +380,7 @@ mod tests {
 
     impl Setup {
         fn ingestor(&self) -> (Ingestor, Replay) {
-            let (log, replay) = open_pack_log(&self.archive.packs_dir().unwrap(), CONFIG).unwrap();
+            let (log, replay) = PackLog::open(&self.archive.packs_dir().unwrap(), CONFIG).unwrap();
             let ingestor = Ingestor::new(
                 self.archive.clone(),
                 self.catalog.clone(),
@@ -511,7 +498,7 @@ mod tests {
         let archive = Archive::local(&s.dir.path().join("archive-pg")).unwrap();
         let packs = archive.packs_dir().unwrap();
         std::fs::create_dir(&packs).unwrap();
-        let (log, _) = open_pack_log(&packs, CONFIG).unwrap();
+        let (log, _) = PackLog::open(&packs, CONFIG).unwrap();
         let on_postgres = Ingestor::new(archive, postgres.clone(), DuplicatePolicy::KeepFirst)
             .with_packs(log)
             .unwrap();
@@ -781,7 +768,7 @@ mod tests {
         assert!(ingestor.with_journal(journal).is_err());
         let elsewhere = s.dir.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
-        let (log, _) = open_pack_log(&elsewhere, CONFIG).unwrap();
+        let (log, _) = PackLog::open(&elsewhere, CONFIG).unwrap();
         let plain = Ingestor::new(
             s.archive.clone(),
             s.catalog.clone(),

@@ -151,18 +151,14 @@ impl Recording {
     /// Records a batch: together if every instance is new, else each the careful way. A
     /// panic of either is taken as a failure: no answered instance is let go by one.
     fn record(&mut self, batch: Vec<Pending>) {
-        let rows = || {
-            batch
-                .iter()
-                .map(|p| (&p.record, &p.route, Durability::Deferred))
-        };
-        let together = catch_unwind(AssertUnwindSafe(|| {
-            self.recorder.write_new(rows()) && self.recorder.commit_written(rows())
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!("the group recorder panicked; each instance goes the careful way");
-            false
-        });
+        let rows = batch
+            .iter()
+            .map(|p| (&p.record, &p.route, Durability::Deferred));
+        let together = catch_unwind(AssertUnwindSafe(|| self.recorder.record_new(rows)))
+            .unwrap_or_else(|_| {
+                tracing::error!("the group recorder panicked; each instance goes the careful way");
+                false
+            });
         if together {
             for p in batch {
                 drop(p.durable);
@@ -307,9 +303,9 @@ impl PendingRecord {
     /// is not recorded yet (it is retried, and recorded again at the next start); it is still
     /// durable in its pack.
     pub async fn recorded(mut self) -> Result<Disposition, IngestError> {
-        let disposition = self.wait().await?;
-        radport_metrics::global().instance_received(self.channel, disposition.as_str(), self.size);
-        Ok(disposition)
+        let result = self.wait().await;
+        self.count(&result);
+        result
     }
 
     /// What [`PendingRecord::recorded`] gives, if it is there already.
@@ -319,14 +315,19 @@ impl PendingRecord {
             Err(oneshot::error::TryRecvError::Empty) => return None,
             Err(oneshot::error::TryRecvError::Closed) => Err(gone()),
         };
-        if let Ok(disposition) = &result {
+        self.count(&result);
+        Some(result)
+    }
+
+    /// Counts an instance recorded (`radport_instances_received_total`).
+    fn count(&self, result: &Result<Disposition, IngestError>) {
+        if let Ok(disposition) = result {
             radport_metrics::global().instance_received(
                 self.channel,
                 disposition.as_str(),
                 self.size,
             );
         }
-        Some(result)
     }
 
     pub(crate) async fn wait(&mut self) -> Result<Disposition, IngestError> {

@@ -360,7 +360,7 @@ async fn open_packs_and_recover(
         .with_context(|| format!("cannot create the packs directory {}", dir.display()))?;
     let config = settings.pack_config();
     let (log, replay) =
-        tokio::task::spawn_blocking(move || radport_ingest::open_pack_log(&dir, config))
+        tokio::task::spawn_blocking(move || radport_ingest::PackLog::open(&dir, config))
             .await
             .context("packs task")?
             .context("cannot open the archive's packs")?;

@@ -121,7 +121,10 @@ async fn run_groups(
     tokio::task::spawn_blocking(move || {
         let (start, cpu) = (Instant::now(), thread_cpu_seconds());
         for chunk in instances.chunks(group) {
-            anyhow::ensure!(recorder.record_new(chunk), "a group was not recorded");
+            anyhow::ensure!(
+                recorder.record_new(chunk.iter().map(NewInstance::row)),
+                "a group was not recorded"
+            );
         }
         Ok((start.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu))
     })

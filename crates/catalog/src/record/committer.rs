@@ -108,7 +108,7 @@ fn run(mut recorder: GroupRecorder, receiver: mpsc::Receiver<Message>) {
         }
         let (group, replies): (Vec<NewInstance>, Vec<_>) =
             jobs.into_iter().map(|j| (j.instance, j.reply)).unzip();
-        let recorded = recorder.record_new(&group);
+        let recorded = recorder.record_new(group.iter().map(NewInstance::row));
         for reply in replies {
             let _ = reply.send(recorded);
         }

@@ -113,6 +113,13 @@ pub struct NewInstance {
     pub durability: Durability,
 }
 
+impl NewInstance {
+    /// The instance as [`GroupRecorder::record_new`] takes it.
+    pub fn row(&self) -> (&InstanceRecord, &Route, Durability) {
+        (&self.record, &self.route, self.durability)
+    }
+}
+
 impl Catalog {
     /// SQLite on a file: a recorder of new instances with a connection of its own, for a
     /// thread that gathers instances into groups anyway (see [`GroupRecorder`]); `None`
@@ -175,9 +182,11 @@ impl GroupRecorder {
     /// (durable as their [`Durability`] says). Whether they were; if not (one already
     /// recorded, an invalid record, an unknown project, any error), none of them was, and
     /// each goes the careful way ([`Catalog::record_instance_with`]).
-    pub fn record_new(&mut self, group: &[NewInstance]) -> bool {
-        let group = || group.iter().map(|i| (&i.record, &i.route, i.durability));
-        self.write_new(group()) && self.commit_written(group())
+    pub fn record_new<'a, G>(&mut self, group: G) -> bool
+    where
+        G: IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)> + Clone,
+    {
+        self.write_new(group.clone()) && self.commit_written(group)
     }
 
     /// The first half of [`record_new`](Self::record_new): writes the group's rows in a

@@ -900,7 +900,7 @@ async fn sqlite_recorder_group_is_seen_only_once_committed_and_a_rolled_back_one
     assert_eq!(detail.projects, ["admin", "p"]);
     assert_eq!(detail.series.datasets, ["d"]);
     // record_new is both halves.
-    assert!(recorder.record_new(&[new("31.1.3", "31.1")]));
+    assert!(recorder.record_new([new("31.1.3", "31.1")].iter().map(NewInstance::row)));
     assert_eq!(
         c.get_series("31.1")
             .await
@@ -933,7 +933,10 @@ async fn sqlite_recorder_leaves_checkpoints_to_sync_when_told() {
                 route: route("p", "d"),
                 durability: Durability::Deferred,
             }];
-            assert!(recorder.record_new(&group), "group {n}");
+            assert!(
+                recorder.record_new(group.iter().map(NewInstance::row)),
+                "group {n}"
+            );
         }
     }
     async fn open(db: &SqliteDb, leave_to_sync: bool) -> (Catalog, GroupRecorder) {
