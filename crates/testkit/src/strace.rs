@@ -354,6 +354,19 @@ pub struct Report {
 struct FileState {
     content: Vec<u8>,
     durable: Vec<u8>,
+    /// The line of the entry of the sync whose snapshot `durable` is: a sync that entered
+    /// earlier but completes later covers less, and leaves it as it is.
+    durable_as_of: usize,
+}
+
+impl FileState {
+    /// A sync that entered at `entry` with `snapshot` has completed.
+    fn synced(&mut self, snapshot: Vec<u8>, entry: usize) {
+        if entry >= self.durable_as_of {
+            self.durable = snapshot;
+            self.durable_as_of = entry;
+        }
+    }
 }
 
 /// The success C-STORE-RSPs the receiver wrote, by the index of the call that wrote each
@@ -508,10 +521,10 @@ pub fn check(
     let mut volatile_names: BTreeSet<String> = BTreeSet::new();
     // A directory sync's snapshot of the names it covers, taken at its entry.
     let mut dir_sync_covers: HashMap<usize, Vec<String>> = HashMap::new();
-    let mut file_sync_snapshot: HashMap<usize, (String, Vec<u8>)> = HashMap::new();
+    let mut file_sync_snapshot: HashMap<usize, (String, Vec<u8>, usize)> = HashMap::new();
     // A `syncfs`'s snapshot, taken at its entry: every file's content and every volatile name.
     #[allow(clippy::type_complexity)]
-    let mut syncfs_snapshots: HashMap<usize, (Vec<(String, Vec<u8>)>, Vec<String>)> =
+    let mut syncfs_snapshots: HashMap<usize, (Vec<(String, Vec<u8>)>, Vec<String>, usize)> =
         HashMap::new();
     let responses = responses_by_call(&calls);
 
@@ -545,7 +558,8 @@ pub fn check(
                         .collect();
                     dir_sync_covers.insert(index, covered);
                     if let Some(state) = files.get(&path) {
-                        file_sync_snapshot.insert(index, (path.clone(), state.content.clone()));
+                        file_sync_snapshot
+                            .insert(index, (path.clone(), state.content.clone(), line));
                     }
                 }
             }
@@ -556,9 +570,9 @@ pub fn check(
                         volatile_names.remove(&name);
                     }
                 }
-                if let Some((path, snapshot)) = file_sync_snapshot.remove(&index) {
+                if let Some((path, snapshot, entry)) = file_sync_snapshot.remove(&index) {
                     if let Some(state) = files.get_mut(&path) {
-                        state.durable = snapshot;
+                        state.synced(snapshot, entry);
                     }
                 }
             }
@@ -714,15 +728,15 @@ pub fn check(
                     .map(|(path, state)| (path.clone(), state.content.clone()))
                     .collect();
                 let names: Vec<String> = volatile_names.iter().cloned().collect();
-                syncfs_snapshots.insert(index, (contents, names));
+                syncfs_snapshots.insert(index, (contents, names, line));
             }
             ("syncfs", true) => {
-                if let Some((contents, names)) = syncfs_snapshots.remove(&index) {
+                if let Some((contents, names, entry)) = syncfs_snapshots.remove(&index) {
                     if ok {
                         report.syncs += 1;
                         for (path, content) in contents {
                             if let Some(state) = files.get_mut(&path) {
-                                state.durable = content;
+                                state.synced(content, entry);
                             }
                         }
                         for name in names {
@@ -977,6 +991,34 @@ mod tests {
         steps.insert(write, sync);
         let report = check(&log(&steps), &datasets(), &catalog);
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+    }
+
+    /// Two syncs of one file overlap: one entered before the write and completes after the
+    /// other, which entered after it. The later-entered one made the write durable; the
+    /// earlier one's completion does not undo that (as a pack writer's sync overlapping the
+    /// sync of the zeros written ahead in the same pack did).
+    #[test]
+    fn an_earlier_sync_completing_last_does_not_undo_a_later_one() {
+        let mut steps = steps();
+        let write = steps
+            .iter()
+            .position(|(n, _)| *n == "write")
+            .expect("write");
+        steps.insert(
+            write,
+            (
+                "early",
+                format!("13 fsync({} <unfinished ...>", fd(9, "/d/a/x#1")),
+            ),
+        );
+        let sync = steps.iter().position(|(n, _)| *n == "sync").expect("sync");
+        steps.insert(
+            sync + 1,
+            ("early-resumed", "13 <... fsync resumed>) = 0".to_string()),
+        );
+        let report = check(&log(&steps), &datasets(), &catalog);
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert_eq!(report.syncs, 4);
     }
 
     #[test]
