@@ -427,9 +427,11 @@ impl Catalog {
             tokio::select! {
                 biased;
                 result = &mut outcome => {
-                    return result.unwrap_or_else(|_| {
-                        Err(CatalogError::Invalid("catalog commit was interrupted".to_string()))
-                    });
+                    // The group commit carrying it ended without an answer (it panicked):
+                    // a failure of the database side, not of the record; a retry may succeed.
+                    return result.unwrap_or(Err(CatalogError::Database(
+                        sqlx::Error::WorkerCrashed,
+                    )));
                 }
                 (mut writer, permit) = self.group_committer() => {
                     let batch: Vec<PendingRecord> = {

@@ -347,6 +347,7 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recorded_behind::RETRY_EVERY;
     use crate::Disposition;
     use crate::{test_route as route, test_series as series};
     use radport_archive::Archive;
@@ -518,6 +519,63 @@ mod tests {
         );
         drop((on_postgres, postgres));
         database.drop_database().await;
+    }
+
+    /// An answered instance whose rows the database will not take for now (here a trigger
+    /// that fails every insert into `instances`, put in by another connection) is not let
+    /// go: its record is not punched, the checkpoint waits for it, and it is recorded at a
+    /// retry once the database takes rows again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answered_instance_the_database_fails_to_take_is_retried_until_recorded() {
+        let s = setup().await;
+        let (ingestor, _) = s.ingestor();
+        let files = series(s.dir.path(), "63", 1, 64);
+        let pool = s.catalog.pool().clone();
+        sqlx::query(
+            "CREATE TRIGGER failing_inserts BEFORE INSERT ON instances \
+             BEGIN SELECT RAISE(ABORT, 'the disk is failing'); END",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let answered = durable(finish_durable(&ingestor, route(), &files[0]).await);
+        let series_uid = answered.series_instance_uid.clone();
+        let error = answered.pending.recorded().await.unwrap_err();
+        assert!(error.to_string().contains("the disk is failing"), "{error}");
+
+        // Held: the checkpoint does not pass it, through more than one retry.
+        let checkpoint = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move { ingestor.checkpoint().await }
+        });
+        tokio::time::sleep(RETRY_EVERY * 5 / 2).await;
+        assert!(
+            !checkpoint.is_finished(),
+            "the checkpoint passed a stuck instance"
+        );
+        assert!(s.catalog.get_series(&series_uid).await.unwrap().is_none());
+
+        sqlx::query("DROP TRIGGER failing_inserts")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let made = tokio::time::timeout(RETRY_EVERY * 10, checkpoint)
+            .await
+            .expect("recorded at a retry, the checkpoint goes on")
+            .unwrap()
+            .unwrap();
+        assert_eq!(made, 1);
+        let rows = s.rows(&series_uid).await;
+        assert_eq!(rows.len(), 1);
+        let position = keys::parse_packed(&rows[0].object_key).unwrap();
+        assert_eq!(s.all_positions(), [position], "its record is kept");
+        let bytes = s.archive.get(&rows[0].object_key).await.unwrap();
+        // The same data set (the file meta group is the receiver's own).
+        let data_set = |file: &[u8]| {
+            let (_, offset) = crate::metadata::read_file_meta(file).unwrap();
+            file[offset..].to_vec()
+        };
+        assert!(data_set(&bytes) == data_set(&files[0]));
     }
 
     #[tokio::test]
