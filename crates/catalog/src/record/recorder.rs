@@ -83,15 +83,6 @@ pub struct GroupRecorder {
     source: RecorderSource,
     synchronous: Synchronous,
     repeats: Repeats,
-    /// The group [`GroupRecorder::write_new`] wrote and left open, if any.
-    open: Option<OpenGroup>,
-}
-
-/// A group whose rows are written in the recorder's open transaction: the catalog's write
-/// lock stays taken until it is committed or rolled back.
-struct OpenGroup {
-    _lock: OwnedMutexGuard<Option<AnyConnection>>,
-    instances: u64,
 }
 
 impl std::fmt::Debug for GroupRecorder {
@@ -160,7 +151,6 @@ impl GroupRecorder {
             source,
             synchronous: Synchronous::Full,
             repeats: Repeats::default(),
-            open: None,
         })
     }
 
@@ -182,25 +172,10 @@ impl GroupRecorder {
     /// (durable as their [`Durability`] says). Whether they were; if not (one already
     /// recorded, an invalid record, an unknown project, any error), none of them was, and
     /// each goes the careful way ([`Catalog::record_instance_with`]).
-    pub fn record_new<'a, G>(&mut self, group: G) -> bool
-    where
-        G: IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)> + Clone,
-    {
-        self.write_new(group.clone()) && self.commit_written(group)
-    }
-
-    /// The first half of [`record_new`](Self::record_new): writes the group's rows in a
-    /// transaction that stays open — nothing visible yet, the catalog's write lock held —
-    /// until [`commit_written`](Self::commit_written) or
-    /// [`roll_back_written`](Self::roll_back_written). Whether they were written; if not,
-    /// nothing stays open. A group still open from before is rolled back first.
-    ///
-    /// Between the two the caller may do what must come before the rows are visible.
-    pub fn write_new<'a>(
+    pub fn record_new<'a>(
         &mut self,
         group: impl IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)>,
     ) -> bool {
-        self.roll_back_written();
         let mut keyed = Vec::new();
         for (record, route, durability) in group {
             match (validate(record), Keys::of(route)) {
@@ -208,14 +183,22 @@ impl GroupRecorder {
                 _ => return false,
             }
         }
-        // Never beside the sqlx writer (nor a sync's checkpoint).
-        let lock = lock_for_writing(&self.source.write_lock);
-        match self.write_group(&keyed) {
-            Ok(()) => {
-                self.open = Some(OpenGroup {
-                    _lock: lock,
-                    instances: keyed.len() as u64,
-                });
+        // Never beside the sqlx writer (nor a sync's checkpoint); held until committed.
+        let _lock = lock_for_writing(&self.source.write_lock);
+        let written = self.write_group(&keyed).and_then(|()| {
+            self.connection
+                .prepare_cached("COMMIT")
+                .and_then(|mut c| c.execute([]))
+        });
+        match written {
+            Ok(_) => {
+                self.repeats.committed();
+                self.source
+                    .recorded
+                    .fetch_add(keyed.len() as u64, Ordering::Relaxed);
+                for (record, _, _) in &keyed {
+                    trace_recorded(record, &RecordOutcome::Stored);
+                }
                 true
             }
             Err(e) => {
@@ -226,49 +209,6 @@ impl GroupRecorder {
                 }
                 false
             }
-        }
-    }
-
-    /// Commits the group [`write_new`](Self::write_new) wrote (`group`: the same
-    /// instances, for the log): whether it was; if not, it is rolled back and each goes the
-    /// careful way.
-    pub fn commit_written<'a>(
-        &mut self,
-        group: impl IntoIterator<Item = (&'a InstanceRecord, &'a Route, Durability)>,
-    ) -> bool {
-        let Some(open) = self.open.take() else {
-            return false;
-        };
-        match self
-            .connection
-            .prepare_cached("COMMIT")
-            .and_then(|mut c| c.execute([]))
-        {
-            Ok(_) => {
-                self.repeats.committed();
-                drop(open._lock);
-                self.source
-                    .recorded
-                    .fetch_add(open.instances, Ordering::Relaxed);
-                for (record, _, _) in group {
-                    trace_recorded(record, &RecordOutcome::Stored);
-                }
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "a group of new instances could not be committed");
-                self.abandon();
-                drop(open);
-                false
-            }
-        }
-    }
-
-    /// Rolls back the group [`write_new`](Self::write_new) left open, if any.
-    pub fn roll_back_written(&mut self) {
-        if let Some(open) = self.open.take() {
-            self.abandon();
-            drop(open);
         }
     }
 

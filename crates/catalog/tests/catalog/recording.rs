@@ -836,12 +836,11 @@ async fn sqlite_recorder_leaves_out_repeats_only_while_nothing_else_wrote() {
     c.close().await;
 }
 
-/// SQLite on a file: a group written by a recorder (`write_new`, as the pack writer does
-/// while the group's records are written) is invisible, and holds the catalog's write lock,
-/// until it is committed; one rolled back leaves nothing, not even in what the recorder
-/// remembers of its last groups — the next instance of the same new series records it whole.
+/// SQLite on a file: a recorder's group is recorded whole or not at all — one that fails
+/// (here: an instance already recorded) leaves nothing, and the next instance of the same
+/// new series records it whole (its dataset and memberships).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_recorder_group_is_seen_only_once_committed_and_a_rolled_back_one_never() {
+async fn sqlite_recorder_group_is_recorded_whole_and_a_failed_one_leaves_nothing() {
     use radport_catalog::{Durability, NewInstance};
     let db = SqliteDb::new();
     let c = Catalog::connect(&db.url).await.expect("connect");
@@ -852,55 +851,38 @@ async fn sqlite_recorder_group_is_seen_only_once_committed_and_a_rolled_back_one
         route: route("p", "d"),
         durability: Durability::Deferred,
     };
-    fn rows(group: &[NewInstance]) -> Vec<(&InstanceRecord, &Route, Durability)> {
-        group
-            .iter()
-            .map(|i| (&i.record, &i.route, i.durability))
-            .collect()
+    fn rows(group: &[NewInstance]) -> impl Iterator<Item = (&InstanceRecord, &Route, Durability)> {
+        group.iter().map(NewInstance::row)
     }
 
     let first = [new("31.1.1", "31.1"), new("31.1.2", "31.1")];
-    assert!(recorder.write_new(rows(&first)));
-    assert!(
-        c.get_series("31.1").await.unwrap().is_none(),
-        "seen before its commit"
-    );
-    // Another writer waits for the lock the open group holds.
-    let other = tokio::spawn({
-        let c = c.clone();
-        async move { c.create_project("q").await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!other.is_finished(), "wrote beside an open group");
-    assert!(recorder.commit_written(rows(&first)));
-    other
-        .await
-        .unwrap()
-        .expect("created once the group committed");
+    assert!(recorder.record_new(rows(&first)));
     let detail = c.get_series("31.1").await.unwrap().unwrap();
     assert_eq!(detail.series.instance_count, 2);
     assert_eq!(detail.projects, ["admin", "p"]);
 
-    // Rolled back: a new series that never shows; nothing committed for it twice.
-    let dropped = [new("31.2.1", "31.2")];
-    assert!(recorder.write_new(rows(&dropped)));
-    recorder.roll_back_written();
-    assert!(
-        !recorder.commit_written(rows(&dropped)),
-        "nothing left to commit"
-    );
+    // A new series beside an instance already recorded: the group fails, all of it.
+    let failing = [new("31.2.1", "31.2"), new("31.1.1", "31.1")];
+    assert!(!recorder.record_new(rows(&failing)));
     assert!(c.get_series("31.2").await.unwrap().is_none());
     assert!(c.get_instance("31.2", "31.2.1").await.unwrap().is_none());
+    assert_eq!(
+        c.get_series("31.1")
+            .await
+            .unwrap()
+            .unwrap()
+            .series
+            .instance_count,
+        2
+    );
     // The same series again: created with its study row, dataset and memberships.
     let again = [new("31.2.2", "31.2")];
-    assert!(recorder.write_new(rows(&again)));
-    assert!(recorder.commit_written(rows(&again)));
+    assert!(recorder.record_new(rows(&again)));
     let detail = c.get_series("31.2").await.unwrap().unwrap();
     assert_eq!(detail.series.instance_count, 1);
     assert_eq!(detail.projects, ["admin", "p"]);
     assert_eq!(detail.series.datasets, ["d"]);
-    // record_new is both halves.
-    assert!(recorder.record_new([new("31.1.3", "31.1")].iter().map(NewInstance::row)));
+    assert!(recorder.record_new(rows(&[new("31.1.3", "31.1")])));
     assert_eq!(
         c.get_series("31.1")
             .await
