@@ -755,9 +755,10 @@ async fn zeros_written_ahead_never_land_on_a_record() {
     // Each piece waits a little between being claimed and written: appends meet it.
     ahead::PIECE_DELAY_MS.store(5, Ordering::Relaxed);
     let (log, _) = PackLog::open(dir.path(), config).unwrap();
+    let pause = Arc::new(tokio::sync::Barrier::new(4));
     let tasks: Vec<_> = (0..4u8)
         .map(|task| {
-            let log = log.clone();
+            let (log, pause) = (log.clone(), pause.clone());
             tokio::spawn(async move {
                 let mut appended = Vec::new();
                 for i in 0..40u8 {
@@ -766,8 +767,23 @@ async fn zeros_written_ahead_never_land_on_a_record() {
                     appended.push((seed, len, append(&log, seed, len).await.position));
                     if i % 4 == 0 {
                         // All pause: the log goes idle, zeros are claimed just past the
-                        // records, and the appends come back while they are written.
-                        tokio::time::sleep(Duration::from_millis(15 + u64::from(i % 3) * 5)).await;
+                        // records (waited for: a timed pause left a loaded machine's
+                        // writer of space ahead no idle moment), and the appends come back
+                        // while they are written.
+                        if pause.wait().await.is_leader() {
+                            let before = log.stats().ahead_written;
+                            eventually("zeros claimed past the records", || {
+                                let claimed = log
+                                    .shared
+                                    .lock()
+                                    .active
+                                    .as_ref()
+                                    .is_some_and(|active| active.filling.is_some());
+                                claimed || log.stats().ahead_written > before
+                            })
+                            .await;
+                        }
+                        pause.wait().await;
                     }
                 }
                 appended
