@@ -854,6 +854,10 @@ async fn sqlite_recorder_group_is_recorded_whole_and_a_failed_one_leaves_nothing
     fn rows(group: &[NewInstance]) -> impl Iterator<Item = (&InstanceRecord, &Route, Durability)> {
         group.iter().map(NewInstance::row)
     }
+    async fn instances(c: &Catalog, series: &str) -> i64 {
+        let detail = c.get_series(series).await.unwrap().unwrap();
+        detail.series.instance_count
+    }
 
     let first = [new("31.1.1", "31.1"), new("31.1.2", "31.1")];
     assert!(recorder.record_new(rows(&first)));
@@ -866,15 +870,7 @@ async fn sqlite_recorder_group_is_recorded_whole_and_a_failed_one_leaves_nothing
     assert!(!recorder.record_new(rows(&failing)));
     assert!(c.get_series("31.2").await.unwrap().is_none());
     assert!(c.get_instance("31.2", "31.2.1").await.unwrap().is_none());
-    assert_eq!(
-        c.get_series("31.1")
-            .await
-            .unwrap()
-            .unwrap()
-            .series
-            .instance_count,
-        2
-    );
+    assert_eq!(instances(&c, "31.1").await, 2);
     // The same series again: created with its study row, dataset and memberships.
     let again = [new("31.2.2", "31.2")];
     assert!(recorder.record_new(rows(&again)));
@@ -883,15 +879,7 @@ async fn sqlite_recorder_group_is_recorded_whole_and_a_failed_one_leaves_nothing
     assert_eq!(detail.projects, ["admin", "p"]);
     assert_eq!(detail.series.datasets, ["d"]);
     assert!(recorder.record_new(rows(&[new("31.1.3", "31.1")])));
-    assert_eq!(
-        c.get_series("31.1")
-            .await
-            .unwrap()
-            .unwrap()
-            .series
-            .instance_count,
-        3
-    );
+    assert_eq!(instances(&c, "31.1").await, 3);
     drop(recorder);
     c.close().await;
 }
