@@ -24,11 +24,22 @@ pub fn dcmtk(tool: &str) -> PathBuf {
     path
 }
 
+/// A port free now and never handed out before in this test binary. The kernel may give a
+/// port it just gave back out again: two calls without the set could name the same port
+/// (stop 37's CI: a test's DICOM TLS port became its server's HTTP port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `radport serve`.
