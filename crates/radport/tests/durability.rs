@@ -51,10 +51,17 @@ fn prove(extra_args: &[&str]) -> usize {
     let mut datasets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut dirs = Vec::new();
     for sender in 0..SENDERS {
+        // The first sender's slices are 512 × 512 (0.5 MB, a CT slice: large enough for
+        // what a pack record does with a whole instance), the others' small.
+        let side = if sender == 0 {
+            512
+        } else {
+            32 + 16 * sender as u16
+        };
         let spec = SeriesSpec {
             count: PER_SENDER,
-            rows: 32 + 16 * sender as u16,
-            columns: 32 + 16 * sender as u16,
+            rows: side,
+            columns: side,
             uid_seed: format!("77{sender}"),
             ..SeriesSpec::default()
         };
