@@ -315,6 +315,7 @@ mod tests {
             max_body_bytes: 4 << 20,
             checkpoint_bytes: 1 << 20,
             ahead_bytes: 0,
+            write_while_arriving: false,
         };
         let (log, _) = PackLog::open(&packs, config).unwrap();
         let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();

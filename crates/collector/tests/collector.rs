@@ -316,6 +316,7 @@ async fn sqlite_punches_unreferenced_packed_records_behind_the_checkpoint() {
         max_body_bytes: 64 << 10,
         checkpoint_bytes: 1 << 20,
         ahead_bytes: 0,
+        write_while_arriving: false,
     };
     let (log, _) = PackLog::open(&packs, config).expect("pack log");
     let append = |seed: u8| {

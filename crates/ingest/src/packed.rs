@@ -360,6 +360,8 @@ mod tests {
         checkpoint_bytes: 1024 * 1024,
         // Space written ahead while idle: the tests' records land in it too.
         ahead_bytes: 1024 * 1024,
+        // Records written while they arrive, as in the product.
+        write_while_arriving: true,
     };
 
     struct Setup {

@@ -579,11 +579,13 @@ impl Settings {
     }
 
     /// The packs' geometry (`--ingest-durability packs`): packs of up to 1 GiB, taking
-    /// instances of up to twice what ingest packs, a checkpoint every 64 MiB.
+    /// instances of up to twice what ingest packs, a checkpoint every 64 MiB; a record made
+    /// while no other is on its way is written while it arrives.
     pub fn pack_config(&self) -> radport_ingest::PackConfig {
         radport_ingest::PackConfig {
             max_body_bytes: 2 * radport_ingest::JOURNALED_MAX_BYTES,
             ahead_bytes: self.pack_write_ahead,
+            write_while_arriving: true,
             ..Default::default()
         }
     }

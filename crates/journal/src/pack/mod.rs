@@ -36,6 +36,9 @@
 mod ahead;
 mod checkpoint;
 mod direct;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -79,6 +82,9 @@ pub struct PackConfig {
     /// to this many bytes past its records (`ahead`), so that records then overwrite blocks
     /// that are already there; 0: packs only grow as records go in.
     pub ahead_bytes: u64,
+    /// A record made while no other is between being laid out and written is written while
+    /// it arrives, into room lent at the end of the active pack ([`lease`]).
+    pub write_while_arriving: bool,
 }
 
 impl Default for PackConfig {
@@ -89,6 +95,7 @@ impl Default for PackConfig {
             max_body_bytes: 4 * 1024 * 1024,
             checkpoint_bytes: 64 * 1024 * 1024,
             ahead_bytes: 0,
+            write_while_arriving: false,
         }
     }
 }
@@ -193,6 +200,9 @@ struct State {
     since_checkpoint: u64,
     /// Frames reserved since the log was opened (the writer of space ahead watches it).
     reserved: u64,
+    /// The room lent to a record being written while it arrives, at the end of the active
+    /// pack (see [`lease`]): any other reservation and every checkpoint cancel it first.
+    lease: Option<lease::Lease>,
 }
 
 #[derive(Debug)]
@@ -225,6 +235,15 @@ struct Shared {
     /// Record buffers written and given back, for the next appends (at most
     /// [`direct::KEPT_RECORD_BUFFERS`]).
     record_buffers: Mutex<Vec<AlignedBuffer>>,
+    /// Records laid out and not yet written (or dropped): one made while there are none
+    /// is lent room ([`PackConfig::write_while_arriving`]).
+    laid_out: std::sync::atomic::AtomicUsize,
+    /// Held while reserving ([`writer`]).
+    reserving: Mutex<()>,
+    /// AIO contexts of leases that ended, for the next.
+    aio_contexts: Mutex<Vec<lease::Context>>,
+    /// Bytes of lent records written while they arrived.
+    written_while_arriving: AtomicU64,
 }
 
 impl Shared {
@@ -302,6 +321,9 @@ pub struct PackStats {
     pub packs: u64,
     /// Bytes of zeros written ahead of the records ([`PackConfig::ahead_bytes`]).
     pub ahead_written: u64,
+    /// Bytes of records written while they arrived
+    /// ([`PackConfig::write_while_arriving`]).
+    pub written_while_arriving: u64,
 }
 
 struct Append {
@@ -316,6 +338,9 @@ struct Append {
     body_len: u64,
     body_hash: BodyHash,
     reply: tokio::sync::oneshot::Sender<Result<Appended, JournalError>>,
+    /// The room the record was lent, its blocks from the second on written up to the
+    /// lease's `submitted` (their writes reaped).
+    lease: Option<lease::Lease>,
 }
 
 impl Append {
@@ -346,6 +371,10 @@ impl std::fmt::Debug for PackLog {
 /// piece is copied while it is still in the processor's cache).
 #[derive(Debug)]
 pub struct PackRecord {
+    /// Before `buffer`: dropped first, it waits for the writes from it.
+    lease: RecordLease,
+    /// Counts the record among those laid out until it is written or dropped.
+    _laid_out: LaidOutCount,
     buffer: AlignedBuffer,
     header_len: usize,
     /// At most `max_body`.
@@ -363,7 +392,106 @@ pub struct BodyTooLarge {
     pub max: u64,
 }
 
+/// Counts a record among those laid out while it lives (see `Shared::laid_out`).
+#[derive(Debug)]
+struct LaidOutCount(Arc<Shared>);
+
+impl Drop for LaidOutCount {
+    fn drop(&mut self) {
+        self.0.laid_out.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A record's lease, if it has one; dropped with the record before it is appended, the
+/// lease is cancelled (its writes waited for, its blocks zeroed, its room given back).
+#[derive(Debug)]
+struct RecordLease {
+    shared: Arc<Shared>,
+    lease: Option<lease::Lease>,
+}
+
+impl RecordLease {
+    /// Its bytes the lease has room for.
+    fn room(&self) -> usize {
+        self.lease.as_ref().map_or(0, |l| {
+            usize::try_from(lease::lock(l).len).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Cancels the lease now, if it is still out (see [`lease::cancel`]).
+    fn cancel(&mut self) {
+        let Some(lent) = self.lease.take() else {
+            return;
+        };
+        let mut state = self.shared.lock();
+        if state.lease.as_ref().is_some_and(|l| Arc::ptr_eq(l, &lent)) {
+            state.lease = None;
+            lease::cancel(&mut state, &lent, &self.shared.aio_contexts);
+        }
+        drop(state);
+        // Cancelled earlier by someone else: its writes were waited for then.
+    }
+
+    /// Waits for the lease's writes and hands it over for appending: `None` if it was
+    /// cancelled meanwhile, or one of its writes failed (then it is cancelled).
+    fn for_append(&mut self) -> Option<lease::Lease> {
+        let lent = self.lease.as_ref()?;
+        let waited = {
+            let mut locked = lease::lock(lent);
+            if locked.state != lease::LeaseState::Open {
+                None
+            } else {
+                Some(locked.wait())
+            }
+        };
+        match waited {
+            Some(Ok(())) => self.lease.take(),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a record written while it arrived is written again whole");
+                self.cancel();
+                None
+            }
+            None => {
+                self.lease = None;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for RecordLease {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
 impl PackRecord {
+    /// Submits the whole chunks of a lent record's bytes so far.
+    fn write_arrived(&mut self) {
+        if let Some(lent) = &self.lease.lease {
+            let end = FRAME_HEAD_LEN + self.header_len + self.body_len as usize;
+            let ready = end / lease::CHUNK * lease::CHUNK;
+            let mut locked = lease::lock(lent);
+            if ready > locked.submitted {
+                let before = locked.submitted;
+                locked.submit(self.buffer.bytes(ready), ready);
+                let written = (locked.submitted - before) as u64;
+                self.lease
+                    .shared
+                    .written_while_arriving
+                    .fetch_add(written, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The record's bytes will reach `end`: past its lease's room, the lease is cancelled
+    /// first (the buffer may move when it grows, and the record no longer fits).
+    fn before_growing_to(&mut self, end: usize) {
+        if self.lease.lease.is_some() && end > self.lease.room() {
+            self.lease.cancel();
+        }
+    }
+
     /// Copies `bytes` in after the body so far; refused (the record unchanged) if the body
     /// would outgrow the log's largest.
     pub fn extend(&mut self, bytes: &[u8]) -> Result<(), BodyTooLarge> {
@@ -374,9 +502,11 @@ impl PackRecord {
             .ok_or(BodyTooLarge { max: self.max_body })?;
         // The largest record's length is a `usize` ([`PackLog::record`]).
         let start = FRAME_HEAD_LEN + self.header_len + self.body_len as usize;
+        self.before_growing_to(start + bytes.len());
         self.buffer.bytes_mut(start + bytes.len())[start..].copy_from_slice(bytes);
         self.body_len = body_len;
         self.room = 0;
+        self.write_arrived();
         Ok(())
     }
 
@@ -391,6 +521,7 @@ impl PackRecord {
             .ok_or(BodyTooLarge { max: self.max_body })?;
         // The largest record's length is a `usize` ([`PackLog::record`]).
         let start = FRAME_HEAD_LEN + self.header_len + self.body_len as usize;
+        self.before_growing_to(start + len);
         self.room = len;
         Ok(&mut self.buffer.bytes_mut(start + len)[start..])
     }
@@ -405,6 +536,7 @@ impl PackRecord {
         // Within the room, which was within `max_body`.
         self.body_len += n as u64;
         self.room = 0;
+        self.write_arrived();
         Ok(())
     }
 
@@ -546,6 +678,7 @@ impl PackLog {
                 in_flight: BTreeMap::new(),
                 since_checkpoint: 0,
                 reserved: 0,
+                lease: None,
             }),
             changed: tokio::sync::Notify::new(),
             filled: std::sync::Condvar::new(),
@@ -562,6 +695,10 @@ impl PackLog {
             #[cfg(test)]
             last_writer: Mutex::new(None),
             record_buffers: Mutex::new(Vec::new()),
+            laid_out: std::sync::atomic::AtomicUsize::new(0),
+            reserving: Mutex::new(()),
+            aio_contexts: Mutex::new(Vec::new()),
+            written_while_arriving: AtomicU64::new(0),
         });
         if config.ahead_bytes > 0 {
             ahead::spawn(Arc::downgrade(&shared))?;
@@ -599,16 +736,61 @@ impl PackLog {
             .and_then(|len| len.checked_next_multiple_of(RECORD_ALIGN))
             .and_then(|len| usize::try_from(len).ok())
             .ok_or(too_large)?;
+        let alone = self.shared.laid_out.fetch_add(1, Ordering::Relaxed) == 0;
+        let laid_out = LaidOutCount(self.shared.clone());
         let mut buffer = self.shared.record_buffer();
         let end = FRAME_HEAD_LEN + header.len();
         buffer.bytes_mut(end)[FRAME_HEAD_LEN..].copy_from_slice(header);
+        let lease = RecordLease {
+            shared: self.shared.clone(),
+            lease: if alone && self.shared.config.write_while_arriving {
+                self.lend(&mut buffer, header.len())?
+            } else {
+                None
+            },
+        };
         Ok(PackRecord {
+            lease,
+            _laid_out: laid_out,
             buffer,
             header_len: header.len(),
             body_len: 0,
             max_body,
             room: 0,
         })
+    }
+
+    /// Lends room at the end of the active pack to a record with a header of `header_len`
+    /// bytes laid out in `buffer` (see [`lease`]); `None` where AIO is not to be had.
+    fn lend(
+        &self,
+        buffer: &mut AlignedBuffer,
+        header_len: usize,
+    ) -> Result<Option<lease::Lease>, JournalError> {
+        let body = lease::LEASE_BODY_BYTES.min(self.shared.config.max_body_bytes);
+        let Some(len) = frame_len(header_len, body)
+            .and_then(|len| len.checked_next_multiple_of(RECORD_ALIGN))
+            .filter(|len| usize::try_from(*len).is_ok())
+        else {
+            return Ok(None);
+        };
+        let context = self
+            .shared
+            .aio_contexts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let context = match context.map_or_else(lease::Context::new, Ok) {
+            Ok(context) => context,
+            Err(e) => {
+                tracing::debug!(error = %e, "no AIO context: the record is written once it has arrived");
+                return Ok(None);
+            }
+        };
+        // The buffer never moves while writes from it are in flight: it has the whole
+        // room now, and the lease is cancelled before the record outgrows it.
+        buffer.bytes_mut(len as usize);
+        writer::lend(&self.shared, len, context).map(Some)
     }
 
     /// [`PackLog::append`] for a record laid out as its body arrived.
@@ -618,12 +800,15 @@ impl PackLog {
         body_hash: impl Into<BodyHash>,
     ) -> Result<Appended, JournalError> {
         let PackRecord {
+            mut lease,
+            _laid_out,
             mut buffer,
             header_len,
             body_len,
             max_body: _,
             room: _,
         } = record;
+        let lease = lease.for_append();
         // Within the largest record's length, which [`PackLog::record`] checked.
         let frame_end = FRAME_HEAD_LEN + header_len + body_len as usize;
         let record_len = frame_end.next_multiple_of(RECORD_ALIGN as usize);
@@ -633,8 +818,12 @@ impl PackLog {
             header_len,
             body_len,
         };
-        self.append_laid_out(buffer, laid_out, body_hash.into())
-            .await
+        let appended = self
+            .append_laid_out(buffer, laid_out, body_hash.into(), lease)
+            .await;
+        // Laid out until written: a record made meanwhile is not alone.
+        drop(_laid_out);
+        appended
     }
 
     /// Appends a record and returns once it is durable, with where it is. `body_hash` is the
@@ -674,7 +863,7 @@ impl PackLog {
             header_len: header.len(),
             body_len,
         };
-        self.append_laid_out(record, laid_out, body_hash.into())
+        self.append_laid_out(record, laid_out, body_hash.into(), None)
             .await
     }
 
@@ -685,6 +874,7 @@ impl PackLog {
         record: AlignedBuffer,
         laid_out: LaidOut,
         body_hash: BodyHash,
+        lease: Option<lease::Lease>,
     ) -> Result<Appended, JournalError> {
         let LaidOut {
             record_len,
@@ -702,6 +892,7 @@ impl PackLog {
                 body_len,
                 body_hash,
                 reply,
+                lease,
             },
         );
         answer.await.map_err(|_| JournalError::Closed)?
@@ -740,6 +931,11 @@ impl PackLog {
         let previous = self.shared.checkpointed();
         let (epoch, position) = {
             let mut state = self.shared.lock();
+            // Nothing is reserved after a lease: the checkpoint must not pass room that
+            // goes back.
+            if let Some(lent) = state.lease.take() {
+                lease::cancel(&mut state, &lent, &self.shared.aio_contexts);
+            }
             if state.end == previous {
                 return Ok(None);
             }
@@ -788,6 +984,7 @@ impl PackLog {
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             packs: self.shared.packs.load(Ordering::Relaxed),
             ahead_written: self.shared.ahead_written.load(Ordering::Relaxed),
+            written_while_arriving: self.shared.written_while_arriving.load(Ordering::Relaxed),
         }
     }
 }

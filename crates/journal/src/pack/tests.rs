@@ -14,6 +14,7 @@ const SMALL: PackConfig = PackConfig {
     max_body_bytes: 64 * 1024,
     checkpoint_bytes: 100 * 1024,
     ahead_bytes: 0,
+    write_while_arriving: false,
 };
 
 fn body(seed: u8, len: usize) -> Vec<Bytes> {
@@ -345,6 +346,7 @@ fn pack_names_round_trip_and_nothing_else_is_one() {
         max_body_bytes: 4 << 20,
         checkpoint_bytes: 1,
         ahead_bytes: 0,
+        write_while_arriving: false,
     }
     .check()
     .is_err());

@@ -31,7 +31,10 @@ use crate::writer::MAX_GROUP_BYTES;
 use crate::{segment, JournalError, Position};
 
 use super::direct::{open_for_writes, write_all_at};
-use super::{generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared};
+use super::lease::{self, Lease, LeaseState, Lent};
+use super::{
+    generation_after, pack_file_name, Active, Append, Appended, PackDurable, Shared, State,
+};
 
 /// At most this many bytes of frames are written by a leader on a runtime's worker (more go
 /// to a blocking thread): the worker is blocked while they are written and synced.
@@ -158,9 +161,13 @@ struct Run {
     generation: u64,
     offset: u64,
     records: Vec<Placed>,
+    /// The run's one record was lent its room: only its ends are left to write.
+    lease: Option<Lease>,
 }
 
-fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
+fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
+    // A lent record first: any other reservation would cancel its lease.
+    group.sort_by_key(|append| append.lease.is_none());
     #[cfg(test)]
     {
         *shared.last_writer.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -169,12 +176,19 @@ fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
     let mut runs: Vec<Run> = Vec::new();
     for mut append in group {
         let len = append.record_len;
-        let (file, position, epoch) = match reserve(shared, len as u64) {
-            Ok(reserved) => reserved,
-            Err(e) => {
-                let _ = append.reply.send(Err(e));
-                continue;
-            }
+        let lent = append
+            .lease
+            .take()
+            .and_then(|lease| close_lease(shared, &lease, len as u64).map(|r| (r, lease)));
+        let (file, position, epoch, lease) = match lent {
+            Some(((file, position, epoch), lease)) => (file, position, epoch, Some(lease)),
+            None => match reserve(shared, len as u64) {
+                Ok((file, position, epoch)) => (file, position, epoch, None),
+                Err(e) => {
+                    let _ = append.reply.send(Err(e));
+                    continue;
+                }
+            },
         };
         let record = append.record.bytes_mut(len);
         let head = encode_frame_head(
@@ -196,43 +210,71 @@ fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
             },
         };
         match runs.last_mut() {
-            Some(run) if run.generation == position.generation => run.records.push(placed),
+            Some(run)
+                if lease.is_none()
+                    && run.lease.is_none()
+                    && run.generation == position.generation =>
+            {
+                run.records.push(placed)
+            }
             _ => runs.push(Run {
                 file,
                 generation: position.generation,
                 offset: position.offset,
                 records: vec![placed],
+                lease,
             }),
         }
     }
-    for run in runs {
+    // The runs of one pack (a lent record's run beside the others') share its sync.
+    let generations: Vec<u64> = runs.iter().map(|run| run.generation).collect();
+    let mut pending: Vec<(
+        tokio::sync::oneshot::Sender<Result<Appended, JournalError>>,
+        Appended,
+    )> = Vec::new();
+    let mut written: io::Result<()> = Ok(());
+    for (index, run) in runs.into_iter().enumerate() {
         let mut buffers = Vec::with_capacity(run.records.len());
-        let mut answers = Vec::with_capacity(run.records.len());
         for placed in run.records {
             buffers.push((placed.append.record, placed.len));
-            answers.push((placed.append.reply, placed.appended));
+            pending.push((placed.append.reply, placed.appended));
         }
         let parts: Vec<&[u8]> = buffers
             .iter()
             .map(|(record, len)| record.bytes(*len))
             .collect();
-        let result = write_all_at(&run.file, &parts, run.offset);
-        #[cfg(test)]
-        assert!(
-            !shared.panic_after_next_write.swap(false, Ordering::Relaxed),
-            "the writer panics after a write, as the test wants"
-        );
-        #[cfg(test)]
-        let result = match shared.fail_next_write.swap(false, Ordering::Relaxed) {
-            true => Err(io::Error::other("a write failed as the test wanted")),
-            false => result,
-        };
-        let result = result.and_then(|()| run.file.sync_data());
+        if written.is_ok() {
+            let result = match &run.lease {
+                Some(lent) => {
+                    let mut lent = lease::lock(lent);
+                    let done = lent.write_ends(parts[0]);
+                    lent.give_back_context(&shared.aio_contexts);
+                    done
+                }
+                None => write_all_at(&run.file, &parts, run.offset),
+            };
+            #[cfg(test)]
+            assert!(
+                !shared.panic_after_next_write.swap(false, Ordering::Relaxed),
+                "the writer panics after a write, as the test wants"
+            );
+            #[cfg(test)]
+            let result = match shared.fail_next_write.swap(false, Ordering::Relaxed) {
+                true => Err(io::Error::other("a write failed as the test wanted")),
+                false => result,
+            };
+            written = result;
+        }
         drop(parts);
         for (record, _) in buffers {
             shared.give_back(record);
         }
+        if generations.get(index + 1) == Some(&run.generation) {
+            continue; // the next run is of this pack too: its sync comes after it
+        }
+        let result = std::mem::replace(&mut written, Ok(())).and_then(|()| run.file.sync_data());
         shared.syncs.fetch_add(1, Ordering::Relaxed);
+        let answers = std::mem::take(&mut pending);
         match result {
             Ok(()) => {
                 shared
@@ -268,12 +310,75 @@ fn write_group(shared: &Arc<Shared>, group: Vec<Append>) {
     }
 }
 
+/// Closes a lease for its record's append (`len` bytes): its room, what it did not use given
+/// back, becomes the record's reservation — the pack's file, the frame's position and its
+/// epoch. `None` if it was cancelled meanwhile: the record is reserved the ordinary way.
+fn close_lease(shared: &Shared, lease: &Lease, len: u64) -> Option<(Arc<File>, Position, u64)> {
+    let mut state = shared.lock();
+    if !state.lease.as_ref().is_some_and(|l| Arc::ptr_eq(l, lease)) {
+        return None;
+    }
+    state.lease = None;
+    let mut lent = lease::lock(lease);
+    if lent.state != LeaseState::Open || len > lent.len {
+        drop(lent);
+        lease::cancel(&mut state, lease, &shared.aio_contexts);
+        return None;
+    }
+    lent.state = LeaseState::Closed;
+    lease::give_back_room(&mut state, &lent, lent.position.offset + len);
+    let epoch = state.epoch;
+    *state.in_flight.entry(epoch).or_insert(0) += 1;
+    Some((lent.file.clone(), lent.position, epoch))
+}
+
+/// Lends `len` bytes at the end of the active pack to a record written while it arrives,
+/// through `context` (see [`lease`]).
+pub(super) fn lend(
+    shared: &Shared,
+    len: u64,
+    context: lease::Context,
+) -> Result<Lease, JournalError> {
+    let mut context = Some(context);
+    reserve_with(shared, len, |state, file, position| {
+        let lent = Arc::new(std::sync::Mutex::new(Lent::new(
+            file,
+            position,
+            len,
+            context.take().expect("one reservation"),
+        )));
+        state.lease = Some(lent.clone());
+        lent
+    })
+}
+
 /// Reserves `len` bytes for a frame in the active pack, making the next pack when it has
 /// no room: the pack's file, the frame's position and its epoch.
 fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), JournalError> {
+    reserve_with(shared, len, |state, file, position| {
+        let epoch = state.epoch;
+        *state.in_flight.entry(epoch).or_insert(0) += 1;
+        (file, position, epoch)
+    })
+}
+
+/// Reserves `len` bytes in the active pack (cancelling a lease out first, making the next
+/// pack when it has no room) and hands the pack's file and the position to `reserved`,
+/// with the log's state still locked.
+fn reserve_with<T>(
+    shared: &Shared,
+    len: u64,
+    mut reserved: impl FnMut(&mut State, Arc<File>, Position) -> T,
+) -> Result<T, JournalError> {
+    // One reserver at a time (the leader of a group, or a record being lent room), so that
+    // only one makes the next pack.
+    let _one_at_a_time = shared.reserving.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let generation = {
             let mut state = shared.lock();
+            if let Some(lent) = state.lease.take() {
+                lease::cancel(&mut state, &lent, &shared.aio_contexts);
+            }
             let pack_bytes = shared.config.pack_bytes;
             // Zeros being written ahead where this frame would go: it waits for them (one
             // piece, [`ahead::PIECE_BYTES`]), or they would land on it.
@@ -298,8 +403,7 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
                         offset: active.used,
                     };
                     state.end = end;
-                    let epoch = state.epoch;
-                    *state.in_flight.entry(epoch).or_insert(0) += 1;
+                    let out = reserved(&mut state, file, position);
                     let before = state.since_checkpoint;
                     state.since_checkpoint = before.saturating_add(len);
                     let wanted = before < shared.config.checkpoint_bytes
@@ -308,7 +412,7 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
                     if wanted {
                         shared.changed.notify_waiters();
                     }
-                    return Ok((file, position, epoch));
+                    return Ok(out);
                 }
             }
             state.active = None;
@@ -316,7 +420,7 @@ fn reserve(shared: &Shared, len: u64) -> Result<(Arc<File>, Position, u64), Jour
             state.next_generation = generation_after(generation)?;
             generation
         };
-        // Only this thread makes packs: the lock need not be held meanwhile.
+        // Only this reserver makes packs: the state's lock need not be held meanwhile.
         let file = make_pack(&shared.dir, generation)?;
         shared.packs.fetch_add(1, Ordering::Relaxed);
         shared.lock().active = Some(Active::new(generation, file));
