@@ -22,6 +22,11 @@
 //! `ahead`), so that an `fdatasync` after records placed there has only their data to write,
 //! not the file's growth. A burst longer than that space appends to a growing file.
 //!
+//! A record made while no other is between being laid out and written (one sender) is
+//! written while it arrives ([`PackConfig::write_while_arriving`], `lease`): it is lent room
+//! at the end of the active pack, its blocks go out through native AIO as they fill, and its
+//! append writes only its first block and its last piece before the sync.
+//!
 //! Invariants:
 //! - `append` returning `Ok` ⇒ its frame is durable, and so are its pack's name and header
 //!   (both synced when the pack was made, before any record went in).
@@ -32,6 +37,9 @@
 //! - Every length read from a pack is checked before use (the ring's frame reading).
 //! - Zeros written ahead never land on a frame reserved (`ahead`); nothing is acknowledged on
 //!   the strength of them (every record is synced after its write).
+//! - Nothing is reserved after a lease, and a lease's blocks are zeros again before anything
+//!   is placed over or after them unless its own record is (`lease`): no gap between records,
+//!   no sender's bytes outside a frame where replay or a walk could read them.
 
 mod ahead;
 mod checkpoint;

@@ -17,6 +17,10 @@
 //! against 0.75; four senders 1 272 both. Leading on the worker with several appenders too
 //! made four senders 7–11 % slower in `bench/ingest.sh` (a blocked worker holds up the other
 //! associations' arrivals).
+//!
+//! A record that was lent room (`lease`) is placed there (its lease closed, what it did not
+//! use given back) before the group's other records are reserved — any other reservation
+//! cancels an open lease — and only its ends are written; the runs of one pack share its sync.
 
 use std::collections::VecDeque;
 use std::fs::File;
