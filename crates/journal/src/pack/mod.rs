@@ -752,7 +752,7 @@ impl PackLog {
         let lease = RecordLease {
             shared: self.shared.clone(),
             lease: if alone && self.shared.config.write_while_arriving {
-                self.lend(&mut buffer, header.len())?
+                self.lend(&mut buffer, header.len())
             } else {
                 None
             },
@@ -770,18 +770,11 @@ impl PackLog {
 
     /// Lends room at the end of the active pack to a record with a header of `header_len`
     /// bytes laid out in `buffer` (see [`lease`]); `None` where AIO is not to be had.
-    fn lend(
-        &self,
-        buffer: &mut AlignedBuffer,
-        header_len: usize,
-    ) -> Result<Option<lease::Lease>, JournalError> {
+    fn lend(&self, buffer: &mut AlignedBuffer, header_len: usize) -> Option<lease::Lease> {
         let body = lease::LEASE_BODY_BYTES.min(self.shared.config.max_body_bytes);
-        let Some(len) = frame_len(header_len, body)
+        let len = frame_len(header_len, body)
             .and_then(|len| len.checked_next_multiple_of(RECORD_ALIGN))
-            .filter(|len| usize::try_from(*len).is_ok())
-        else {
-            return Ok(None);
-        };
+            .filter(|len| usize::try_from(*len).is_ok())?;
         let context = self
             .shared
             .aio_contexts
@@ -792,13 +785,21 @@ impl PackLog {
             Ok(context) => context,
             Err(e) => {
                 tracing::debug!(error = %e, "no AIO context: the record is written once it has arrived");
-                return Ok(None);
+                return None;
             }
         };
         // The buffer never moves while writes from it are in flight: it has the whole
         // room now, and the lease is cancelled before the record outgrows it.
         buffer.bytes_mut(len as usize);
-        writer::lend(&self.shared, len, context).map(Some)
+        // Lending is an offer: where no room can be had now (a full disk making the next
+        // pack), the record is appended the ordinary way, and meets the error then.
+        match writer::lend(&self.shared, len, context) {
+            Ok(lent) => Some(lent),
+            Err(e) => {
+                tracing::debug!(error = %e, "no room lent: the record is written once it has arrived");
+                None
+            }
+        }
     }
 
     /// [`PackLog::append`] for a record laid out as its body arrived.
