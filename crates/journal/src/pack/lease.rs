@@ -359,9 +359,9 @@ pub(super) fn cancel(state: &mut State, lease: &Lease, contexts: &Mutex<Vec<Cont
     let _ = lent.wait();
     if lent.submitted > RECORD_ALIGN as usize {
         let zeros_len = lent.submitted - RECORD_ALIGN as usize;
+        // A new buffer's pages are zeros.
         let mut zeros = AlignedBuffer::new();
         let bytes = zeros.bytes_mut(zeros_len.next_multiple_of(RECORD_ALIGN as usize));
-        bytes.fill(0);
         if let Err(e) = write_all_at(
             &lent.file,
             &[&bytes[..zeros_len]],
