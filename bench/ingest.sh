@@ -49,7 +49,9 @@
 # Each row also shows the CPU the receiver's process group spent per instance (utime + stime of
 # its processes and their reaped children, from /proc), the whole machine's busy CPU per instance
 # (senders included), and for radport the p50/p99 of its C-STORE latency (from its /metrics
-# histogram, interpolated within the doubling buckets). The machine's state (free memory, dirty
+# histogram, interpolated within the doubling buckets); under the table, for radport into packs,
+# where its answers waited (its /metrics pack-log totals: instances per sync, the write per
+# group, the sync, the wait for a writer per instance). The machine's state (free memory, dirty
 # and writeback pages, load) is printed with the table; runs start after `sync` and a second
 # of the fresh receiver idle (radport writes its packs' space ahead then). Before the runs two
 # references are measured: dd with conv=fdatasync, and the durable-ingest floor
@@ -218,6 +220,22 @@ def at(q):
 print("%.1f %.1f" % (at(0.5), at(0.99)))'
 }
 
+# Where radport's answers waited, from its /metrics pack-log totals (the run's own: each run
+# has a fresh receiver): instances per sync, and in ms the write and the sync per group and
+# the wait for a writer per instance. Nothing when the receiver keeps no packs.
+radport_pack_figures() {
+    curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | python3 -c '
+import re, sys
+v = {}
+for line in sys.stdin:
+    m = re.match(r"radport_pack_(records|syncs|groups|queue_seconds|write_seconds|sync_seconds)_total (\S+)", line)
+    if m:
+        v[m.group(1)] = float(m.group(2))
+if v.get("records", 0) > 0 and v.get("syncs", 0) > 0 and v.get("groups", 0) > 0:
+    print("%.2f %.3f %.3f %.3f" % (v["records"] / v["syncs"], v["write_seconds"] / v["groups"] * 1000,
+        v["sync_seconds"] / v["syncs"] * 1000, v["queue_seconds"] / v["records"] * 1000))'
+}
+
 # median of numbers given as arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "?"; else printf "%.2f\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 
@@ -370,6 +388,9 @@ print(sum(int(s["instance_count"]) for s in items), len(items))'
 # Per "scenario|receiver": every run's seconds, the largest peak RSS, images and bytes per run,
 # failed runs. Summarised by table_row.
 declare -A SECS=() PEAK=() IMAGES=() BYTES=() FAILED=() RATE=() CPU=() MCPU=() P50=() P99=()
+# the pack log's figures per run (radport_pack_figures): instances per sync, write and sync ms
+# per group, queue ms per instance
+declare -A PER_SYNC=() WRITE_MS=() SYNC_MS=() QUEUE_MS=()
 FAILURES=0
 
 # run_scenario SCENARIO RECEIVER REPETITION DIR...: one dcmsend per DIR, all at the same time,
@@ -448,6 +469,13 @@ run_scenario() {
         latency=$(radport_latency || echo "nan nan")
         P50[$key]="${P50[$key]:-} ${latency% *}"
         P99[$key]="${P99[$key]:-} ${latency#* }"
+        local per_sync write_ms sync_ms queue_ms
+        if read -r per_sync write_ms sync_ms queue_ms < <(radport_pack_figures 2>/dev/null); then
+            PER_SYNC[$key]="${PER_SYNC[$key]:-} $per_sync"
+            WRITE_MS[$key]="${WRITE_MS[$key]:-} $write_ms"
+            SYNC_MS[$key]="${SYNC_MS[$key]:-} $sync_ms"
+            QUEUE_MS[$key]="${QUEUE_MS[$key]:-} $queue_ms"
+        fi
         peak=$(peak_rss_mb "$SERVER_PID")
         if [[ -z "${PEAK[$key]:-}" || "${PEAK[$key]}" == "?" || "$peak" == "?" ]] || (( peak > PEAK[$key] )); then
             PEAK[$key]=$peak
@@ -650,6 +678,18 @@ main() {
     for s in "${names[@]}" $memcheck; do
         for r in $BENCH_RECEIVERS; do
             if [[ -n "${SECS["$s|$r"]:-}" ]]; then echo "seconds per run, $s / $r:${SECS["$s|$r"]}"; fi
+        done
+    done
+    local k
+    for s in "${names[@]}"; do
+        for r in $BENCH_RECEIVERS; do
+            k="$s|$r"
+            if [[ -n "${PER_SYNC[$k]:-}" ]]; then
+                # shellcheck disable=SC2086
+                echo "pack log, $s / $r (medians of the runs): $(median ${PER_SYNC[$k]}) instances per sync;" \
+                    "per group a write of $(median ${WRITE_MS[$k]}) ms, per sync $(median ${SYNC_MS[$k]}) ms;" \
+                    "$(median ${QUEUE_MS[$k]}) ms waiting for a writer per instance"
+            fi
         done
     done
     local pair

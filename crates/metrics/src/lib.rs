@@ -1,13 +1,14 @@
 //! radport's operational figures, served as `GET /metrics` in the OpenMetrics text format that
 //! Prometheus scrapes: instances received and their bytes, C-STORE latency by outcome,
 //! associations open, job queue depth and age, job durations, upload bytes, catalog and
-//! archive errors.
+//! archive errors, and what durable ingest into packs spends its time on.
 //!
 //! One process-wide set ([`global`]), recorded where the thing happens (`ingest` counts
 //! instances, `dimse` associations and C-STORE latency, `pipeline` jobs, `http` upload bytes,
 //! `catalog` and `archive` their own errors) and rendered by [`Metrics::render`]. The queue's
 //! figures are not events: the HTTP handler reads them from the catalog at each scrape and sets
-//! them with [`Metrics::set_job_queue`]. Every node counts what *it* did; the queue is shared,
+//! them with [`Metrics::set_job_queue`]. Nor are the pack log's: it keeps its own totals, read
+//! at each scrape through the source the server gives [`Metrics::set_pack_source`]. Every node counts what *it* did; the queue is shared,
 //! so every node reports the same queue (sum the counters across nodes, not the queue).
 //!
 //! Labels take only values from fixed sets (`&'static str` from an enum's name), never a
@@ -150,6 +151,122 @@ struct JobLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// What the pack log (durable ingest into packs) has done since it was opened: its own
+/// totals, read at each scrape ([`Metrics::set_pack_source`]). Divided by each other they say
+/// where an instance's answer waits: instances per sync, and per group the write and the sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackFigures {
+    /// Records made durable.
+    pub records: u64,
+    /// `fdatasync` calls for them.
+    pub syncs: u64,
+    /// Groups written (the records waiting when a writer took them).
+    pub groups: u64,
+    /// How long records waited for a writer, in all.
+    pub queued: Duration,
+    /// How long the groups' writes took, in all.
+    pub writing: Duration,
+    /// How long the groups' syncs took, in all.
+    pub syncing: Duration,
+    /// Bytes of records written while they arrived.
+    pub written_while_arriving: u64,
+}
+
+/// Reads the pack log's figures at a scrape; `None` once the log is closed.
+type PackSource = Box<dyn Fn() -> Option<PackFigures> + Send + Sync>;
+
+/// The pack log's counters, and the figures they were last brought up to.
+struct PackCounters {
+    records: Counter,
+    syncs: Counter,
+    groups: Counter,
+    queued: Counter<f64, AtomicU64>,
+    writing: Counter<f64, AtomicU64>,
+    syncing: Counter<f64, AtomicU64>,
+    written_while_arriving: Counter,
+    source: Mutex<Option<(PackSource, PackFigures)>>,
+}
+
+impl PackCounters {
+    fn register(registry: &mut Registry) -> PackCounters {
+        let counters = PackCounters {
+            records: Counter::default(),
+            syncs: Counter::default(),
+            groups: Counter::default(),
+            queued: Counter::default(),
+            writing: Counter::default(),
+            syncing: Counter::default(),
+            written_while_arriving: Counter::default(),
+            source: Mutex::new(None),
+        };
+        registry.register(
+            "pack_records",
+            "Instances' records made durable in packs",
+            counters.records.clone(),
+        );
+        registry.register(
+            "pack_syncs",
+            "fdatasync calls of the pack log (records per sync: how much one sync covers)",
+            counters.syncs.clone(),
+        );
+        registry.register(
+            "pack_groups",
+            "Groups of records written by the pack log (the records waiting when a writer took \
+             them)",
+            counters.groups.clone(),
+        );
+        registry.register_with_unit(
+            "pack_queue",
+            "Time records waited for the pack log's writer, in all",
+            Unit::Seconds,
+            counters.queued.clone(),
+        );
+        registry.register_with_unit(
+            "pack_write",
+            "Time the pack log's groups took to write, in all",
+            Unit::Seconds,
+            counters.writing.clone(),
+        );
+        registry.register_with_unit(
+            "pack_sync",
+            "Time the pack log's syncs took, in all",
+            Unit::Seconds,
+            counters.syncing.clone(),
+        );
+        registry.register_with_unit(
+            "pack_written_while_arriving",
+            "Bytes of records written while their instances arrived",
+            Unit::Bytes,
+            counters.written_while_arriving.clone(),
+        );
+        counters
+    }
+
+    /// Brings the counters up to what the source says now (they only move forward).
+    fn refresh(&self) {
+        let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((read, seen)) = source.as_mut() else {
+            return;
+        };
+        let Some(now) = read() else {
+            return;
+        };
+        let seconds = |now: Duration, seen: Duration| now.saturating_sub(seen).as_secs_f64();
+        self.records
+            .inc_by(now.records.saturating_sub(seen.records));
+        self.syncs.inc_by(now.syncs.saturating_sub(seen.syncs));
+        self.groups.inc_by(now.groups.saturating_sub(seen.groups));
+        self.queued.inc_by(seconds(now.queued, seen.queued));
+        self.writing.inc_by(seconds(now.writing, seen.writing));
+        self.syncing.inc_by(seconds(now.syncing, seen.syncing));
+        self.written_while_arriving.inc_by(
+            now.written_while_arriving
+                .saturating_sub(seen.written_while_arriving),
+        );
+        *seen = now;
+    }
+}
+
 /// The process's figures. Use [`global`].
 pub struct Metrics {
     registry: Registry,
@@ -165,6 +282,7 @@ pub struct Metrics {
     upload_bytes: Counter,
     catalog_errors: Family<KindLabels, Counter>,
     archive_errors: Family<KindLabels, Counter>,
+    packs: PackCounters,
     /// Set in a job's child process: its counters are also tallied for the parent.
     tallying: AtomicBool,
     tally: Mutex<BTreeMap<TallyKey, u64>>,
@@ -289,8 +407,10 @@ impl Metrics {
             "Failed archive operations, by kind (out_of_space, storage)",
             archive_errors.clone(),
         );
+        let packs = PackCounters::register(&mut registry);
         Metrics {
             registry,
+            packs,
             instances_received,
             received_bytes,
             instances_refused,
@@ -493,8 +613,20 @@ impl Metrics {
         self.tally(("archive_error", kind, "-"), 1);
     }
 
+    /// Where the pack log's figures are read at each scrape (the server's log, once it is
+    /// open); replaces an earlier source. The counters go on from what they showed.
+    pub fn set_pack_source(
+        &self,
+        source: impl Fn() -> Option<PackFigures> + Send + Sync + 'static,
+    ) {
+        let seen = source().unwrap_or_default();
+        *self.packs.source.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Box::new(source), seen));
+    }
+
     /// Everything, in the OpenMetrics text format (ends with `# EOF`).
     pub fn render(&self) -> String {
+        self.packs.refresh();
         let mut text = String::new();
         // Writing into a String cannot fail; an encoder error would be a bug of ours.
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -607,6 +739,48 @@ mod tests {
             1.0
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_pack_logs_figures_are_read_at_each_scrape_and_only_move_forward() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert_eq!(value_of(&text, "radport_pack_records_total "), 0.0);
+        let figures = std::sync::Arc::new(Mutex::new(Some(PackFigures {
+            records: 100,
+            syncs: 10,
+            ..PackFigures::default()
+        })));
+        let read = figures.clone();
+        m.set_pack_source(move || *read.lock().unwrap());
+        // What the log did before it was watched is not counted as new.
+        assert_eq!(value_of(&m.render(), "radport_pack_records_total "), 0.0);
+        *figures.lock().unwrap() = Some(PackFigures {
+            records: 130,
+            syncs: 20,
+            groups: 18,
+            queued: Duration::from_millis(12),
+            writing: Duration::from_millis(9),
+            syncing: Duration::from_millis(3),
+            written_while_arriving: 1 << 20,
+        });
+        let text = m.render();
+        let v = |s: &str| value_of(&text, s);
+        assert_eq!(v("radport_pack_records_total "), 30.0);
+        assert_eq!(v("radport_pack_syncs_total "), 10.0);
+        assert_eq!(v("radport_pack_groups_total "), 18.0);
+        assert!((v("radport_pack_queue_seconds_total ") - 0.012).abs() < 1e-9);
+        assert!((v("radport_pack_write_seconds_total ") - 0.009).abs() < 1e-9);
+        assert!((v("radport_pack_sync_seconds_total ") - 0.003).abs() < 1e-9);
+        assert_eq!(
+            v("radport_pack_written_while_arriving_bytes_total "),
+            (1 << 20) as f64
+        );
+        // A closed log, or one whose figures went back (another log): nothing moves back.
+        *figures.lock().unwrap() = None;
+        assert_eq!(value_of(&m.render(), "radport_pack_records_total "), 30.0);
+        *figures.lock().unwrap() = Some(PackFigures::default());
+        assert_eq!(value_of(&m.render(), "radport_pack_records_total "), 30.0);
     }
 
     #[test]

@@ -364,11 +364,28 @@ async fn open_packs_and_recover(
             .await
             .context("packs task")?
             .context("cannot open the archive's packs")?;
+    watch_packs(&log);
     let ingestor = ingestor
         .with_packs(log)
         .context("cannot keep instances in packs")?;
     recover(&ingestor, replay, "the archive's packs").await?;
     Ok(ingestor)
+}
+
+/// `/metrics` shows what `log` does (`radport_pack_*`), read at each scrape.
+fn watch_packs(log: &radport_ingest::PackLog) {
+    let reader = log.stats_reader();
+    radport_metrics::global().set_pack_source(move || {
+        reader.stats().map(|stats| radport_metrics::PackFigures {
+            records: stats.records,
+            syncs: stats.syncs,
+            groups: stats.groups,
+            queued: stats.queued,
+            writing: stats.writing,
+            syncing: stats.syncing,
+            written_while_arriving: stats.written_while_arriving,
+        })
+    });
 }
 
 /// Opens the journal in `dir` (made durably if missing) and redoes what it holds.

@@ -239,6 +239,24 @@ fn the_figures_count_what_happened() {
         ) > 0.0
     );
     assert_eq!(value(s, "radport_associations_total", &[]), 3.0);
+    // Into packs (the default for a local archive): every instance answered with success was
+    // appended, the copies kept once too (punched later), in groups each written and synced.
+    let records = value(s, "radport_pack_records_total", &[]);
+    assert_eq!(records, 11.0);
+    for figure in ["radport_pack_syncs_total", "radport_pack_groups_total"] {
+        let n = value(s, figure, &[]);
+        assert!((1.0..=records).contains(&n), "{figure} {n}");
+    }
+    for figure in [
+        "radport_pack_write_seconds_total",
+        "radport_pack_sync_seconds_total",
+    ] {
+        assert!(value(s, figure, &[]) > 0.0, "{figure}");
+    }
+    assert!(
+        s.contains_key(&("radport_pack_queue_seconds_total".to_string(), Vec::new())),
+        "the time records waited for a writer is shown"
+    );
 
     // An upload, imported by a workflow run in a child process.
     let zip_spec = spec("933", 3);

@@ -870,3 +870,44 @@ async fn a_failed_write_or_a_writer_panic_is_told_and_the_log_goes_on() {
         assert!(headers.contains(&vec![seed; 3]), "{seed}: {headers:?}");
     }
 }
+
+/// The log's figures say how many groups it wrote and how long they waited, wrote and
+/// synced; read through a reader, they are there while the log is open and gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stats_count_groups_and_their_time_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), SMALL).unwrap();
+    let reader = log.stats_reader();
+    assert_eq!(reader.stats(), Some(PackStats::default()));
+    for seed in 0..3u8 {
+        append_seeded(&log, seed).await.unwrap();
+    }
+    let stats = reader.stats().expect("the log is open");
+    assert_eq!(stats, log.stats());
+    assert_eq!(stats.records, 3);
+    // One at a time: a group each, a sync each.
+    assert_eq!((stats.groups, stats.syncs), (3, 3));
+    assert!(stats.writing > Duration::ZERO, "{stats:?}");
+    assert!(stats.syncing > Duration::ZERO, "{stats:?}");
+    // Many at once: fewer groups than records, and the waits for a writer are counted.
+    let tasks: Vec<_> = (10..42u8)
+        .map(|seed| {
+            let log = log.clone();
+            tokio::spawn(async move { append_seeded(&log, seed).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = log.stats();
+    assert_eq!(stats.records, 35);
+    assert!(stats.groups < 35, "{stats:?}");
+    assert!(stats.queued > Duration::ZERO, "{stats:?}");
+    drop(log);
+    // A writer thread may still be letting go of it.
+    let closed = std::time::Instant::now() + Duration::from_secs(10);
+    while reader.stats().is_some() && std::time::Instant::now() < closed {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(reader.stats(), None);
+}

@@ -29,6 +29,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::frame::{aligned_pack_header, encode_frame_head, FRAME_HEAD_LEN};
 use crate::writer::MAX_GROUP_BYTES;
@@ -170,6 +171,13 @@ struct Run {
 }
 
 fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
+    let started = Instant::now();
+    let queued: Duration = group
+        .iter()
+        .map(|append| started.saturating_duration_since(append.queued))
+        .sum();
+    add_nanos(&shared.queued_nanos, queued);
+    shared.groups.fetch_add(1, Ordering::Relaxed);
     // A lent record first: any other reservation would cancel its lease.
     group.sort_by_key(|append| append.lease.is_none());
     #[cfg(test)]
@@ -248,6 +256,7 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
             .map(|(record, len)| record.bytes(*len))
             .collect();
         if written.is_ok() {
+            let writing = Instant::now();
             let result = match &run.lease {
                 Some(lent) => {
                     let mut lent = lease::lock(lent);
@@ -257,6 +266,7 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
                 }
                 None => write_all_at(&run.file, &parts, run.offset),
             };
+            add_nanos(&shared.writing_nanos, writing.elapsed());
             #[cfg(test)]
             assert!(
                 !shared.panic_after_next_write.swap(false, Ordering::Relaxed),
@@ -276,7 +286,9 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
         if generations.get(index + 1) == Some(&run.generation) {
             continue; // the next run is of this pack too: its sync comes after it
         }
+        let syncing = Instant::now();
         let result = std::mem::replace(&mut written, Ok(())).and_then(|()| run.file.sync_data());
+        add_nanos(&shared.syncing_nanos, syncing.elapsed());
         shared.syncs.fetch_add(1, Ordering::Relaxed);
         let answers = std::mem::take(&mut pending);
         match result {
@@ -312,6 +324,14 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
             }
         }
     }
+}
+
+/// Adds `time` to a total of nanoseconds (one that would overflow stays at its largest).
+fn add_nanos(total: &std::sync::atomic::AtomicU64, time: Duration) {
+    let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+    let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+        Some(t.saturating_add(nanos))
+    });
 }
 
 /// Closes a lease for its record's append (`len` bytes): its room, what it did not use given
