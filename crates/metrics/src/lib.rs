@@ -8,8 +8,9 @@
 //! `catalog` and `archive` their own errors) and rendered by [`Metrics::render`]. The queue's
 //! figures are not events: the HTTP handler reads them from the catalog at each scrape and sets
 //! them with [`Metrics::set_job_queue`]. Nor are the pack log's: it keeps its own totals, read
-//! at each scrape through the source the server gives [`Metrics::set_pack_source`]. Every node counts what *it* did; the queue is shared,
-//! so every node reports the same queue (sum the counters across nodes, not the queue).
+//! at each scrape through the source the server gives [`Metrics::set_pack_source`]. Every node
+//! counts what *it* did; the queue is shared, so every node reports the same queue (sum the
+//! counters across nodes, not the queue).
 //!
 //! Labels take only values from fixed sets (`&'static str` from an enum's name), never a
 //! value a client sent, so the number of series stays bounded. The counters live on
