@@ -92,7 +92,7 @@ pub struct PackConfig {
     /// that are already there; 0: packs only grow as records go in.
     pub ahead_bytes: u64,
     /// A record made while no other is between being laid out and written is written while
-    /// it arrives, into room lent at the end of the active pack ([`lease`]).
+    /// it arrives, into room lent at the end of the active pack (`lease`).
     pub write_while_arriving: bool,
 }
 
