@@ -173,73 +173,87 @@ pub struct PackFigures {
     pub written_while_arriving: u64,
 }
 
+impl PackFigures {
+    /// The counts, in [`PACK_COUNTS`]' order.
+    fn counts(&self) -> [u64; 4] {
+        [
+            self.records,
+            self.syncs,
+            self.groups,
+            self.written_while_arriving,
+        ]
+    }
+
+    /// The times, in [`PACK_TIMES`]' order.
+    fn times(&self) -> [Duration; 3] {
+        [self.queued, self.writing, self.syncing]
+    }
+}
+
+/// The pack log's counts as registered: name, help, unit (`None`: a plain count).
+const PACK_COUNTS: [(&str, &str, Option<Unit>); 4] = [
+    (
+        "pack_records",
+        "Instances' records made durable in packs",
+        None,
+    ),
+    (
+        "pack_syncs",
+        "fdatasync calls of the pack log (records per sync: how much one sync covers)",
+        None,
+    ),
+    (
+        "pack_groups",
+        "Groups of records written by the pack log (the records waiting when a writer took \
+         them)",
+        None,
+    ),
+    (
+        "pack_written_while_arriving",
+        "Bytes of records written while their instances arrived",
+        Some(Unit::Bytes),
+    ),
+];
+
+/// The pack log's times as registered (in seconds): name, help.
+const PACK_TIMES: [(&str, &str); 3] = [
+    (
+        "pack_queue",
+        "Time records waited for the pack log's writer, in all",
+    ),
+    (
+        "pack_write",
+        "Time the pack log's groups took to write, in all",
+    ),
+    ("pack_sync", "Time the pack log's syncs took, in all"),
+];
+
 /// Reads the pack log's figures at a scrape; `None` once the log is closed.
 type PackSource = Box<dyn Fn() -> Option<PackFigures> + Send + Sync>;
 
 /// The pack log's counters, and the figures they were last brought up to.
 struct PackCounters {
-    records: Counter,
-    syncs: Counter,
-    groups: Counter,
-    queued: Counter<f64, AtomicU64>,
-    writing: Counter<f64, AtomicU64>,
-    syncing: Counter<f64, AtomicU64>,
-    written_while_arriving: Counter,
+    counts: [Counter; 4],
+    times: [Counter<f64, AtomicU64>; 3],
     source: Mutex<Option<(PackSource, PackFigures)>>,
 }
 
 impl PackCounters {
     fn register(registry: &mut Registry) -> PackCounters {
         let counters = PackCounters {
-            records: Counter::default(),
-            syncs: Counter::default(),
-            groups: Counter::default(),
-            queued: Counter::default(),
-            writing: Counter::default(),
-            syncing: Counter::default(),
-            written_while_arriving: Counter::default(),
+            counts: Default::default(),
+            times: Default::default(),
             source: Mutex::new(None),
         };
-        registry.register(
-            "pack_records",
-            "Instances' records made durable in packs",
-            counters.records.clone(),
-        );
-        registry.register(
-            "pack_syncs",
-            "fdatasync calls of the pack log (records per sync: how much one sync covers)",
-            counters.syncs.clone(),
-        );
-        registry.register(
-            "pack_groups",
-            "Groups of records written by the pack log (the records waiting when a writer took \
-             them)",
-            counters.groups.clone(),
-        );
-        registry.register_with_unit(
-            "pack_queue",
-            "Time records waited for the pack log's writer, in all",
-            Unit::Seconds,
-            counters.queued.clone(),
-        );
-        registry.register_with_unit(
-            "pack_write",
-            "Time the pack log's groups took to write, in all",
-            Unit::Seconds,
-            counters.writing.clone(),
-        );
-        registry.register_with_unit(
-            "pack_sync",
-            "Time the pack log's syncs took, in all",
-            Unit::Seconds,
-            counters.syncing.clone(),
-        );
-        registry.register_with_unit(
-            "pack_written_while_arriving",
-            "Bytes of records written while their instances arrived",
-            Unit::Bytes,
-            counters.written_while_arriving.clone(),
-        );
+        for ((name, help, unit), counter) in PACK_COUNTS.into_iter().zip(&counters.counts) {
+            match unit {
+                Some(unit) => registry.register_with_unit(name, help, unit, counter.clone()),
+                None => registry.register(name, help, counter.clone()),
+            }
+        }
+        for ((name, help), counter) in PACK_TIMES.into_iter().zip(&counters.times) {
+            registry.register_with_unit(name, help, Unit::Seconds, counter.clone());
+        }
         counters
     }
 
@@ -252,18 +266,12 @@ impl PackCounters {
         let Some(now) = read() else {
             return;
         };
-        let seconds = |now: Duration, seen: Duration| now.saturating_sub(seen).as_secs_f64();
-        self.records
-            .inc_by(now.records.saturating_sub(seen.records));
-        self.syncs.inc_by(now.syncs.saturating_sub(seen.syncs));
-        self.groups.inc_by(now.groups.saturating_sub(seen.groups));
-        self.queued.inc_by(seconds(now.queued, seen.queued));
-        self.writing.inc_by(seconds(now.writing, seen.writing));
-        self.syncing.inc_by(seconds(now.syncing, seen.syncing));
-        self.written_while_arriving.inc_by(
-            now.written_while_arriving
-                .saturating_sub(seen.written_while_arriving),
-        );
+        for ((counter, now), seen) in self.counts.iter().zip(now.counts()).zip(seen.counts()) {
+            counter.inc_by(now.saturating_sub(seen));
+        }
+        for ((counter, now), seen) in self.times.iter().zip(now.times()).zip(seen.times()) {
+            counter.inc_by(now.saturating_sub(seen).as_secs_f64());
+        }
         *seen = now;
     }
 }
