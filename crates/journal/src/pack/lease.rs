@@ -4,10 +4,11 @@
 //! [`CHUNK`] more of it have arrived its whole blocks — past the first, which holds the
 //! frame's head, known only at the end — are submitted with Linux native AIO (`io_submit`
 //! of an `O_DIRECT` write: the association neither blocks nor wakes a thread). Appending it
-//! waits for them, gives back the room it did not use and writes the first block and the
-//! rest together, then syncs: after the last data, one round trip to the disk for a few
-//! blocks and a sync instead of the whole record's write. Measured: docs/performance.md,
-//! "Writing while the instance arrives, through native AIO".
+//! gives back the room it did not use, submits the first block and the rest and waits for
+//! them and for the writes still in flight at once, then syncs: after the last data, one
+//! round trip to the disk for a few blocks and a sync instead of the whole record's write.
+//! A write that failed has the record written again whole in its room. Measured:
+//! docs/performance.md, "Writing while the instance arrives, through native AIO".
 //!
 //! Invariants:
 //!
@@ -310,11 +311,15 @@ impl Lent {
     }
 
     /// Writes the record's first block and the rest after its submitted blocks (`record`:
-    /// all of its bytes, `len` of them) together, and waits for both.
+    /// all of its bytes, `len` of them) together, and waits for both and for the writes
+    /// still in flight — one wait after the last data. An error (of any of them) leaves the
+    /// record to be written again whole.
     pub(super) fn write_ends(&mut self, record: &[u8]) -> io::Result<()> {
         let first = &record[..(RECORD_ALIGN as usize).min(record.len())];
         let rest = record.get(self.submitted..).unwrap_or(&[]);
+        let mut expected = std::mem::take(&mut self.in_flight);
         let Some(context) = &self.context else {
+            // Without a context nothing is in flight (it is dropped only once reaped).
             write_all_at(&self.file, &[first], self.position.offset)?;
             return write_all_at(
                 &self.file,
@@ -322,28 +327,26 @@ impl Lent {
                 self.position.offset + self.submitted as u64,
             );
         };
-        let mut expected = vec![(
-            context.submit(&self.file, first, self.position.offset)?,
-            first.len(),
-        )];
+        let mut ends = vec![(first, self.position.offset)];
         if !rest.is_empty() {
-            match context.submit(
-                &self.file,
-                rest,
-                self.position.offset + self.submitted as u64,
-            ) {
-                Ok(data) => expected.push((data, rest.len())),
+            ends.push((rest, self.position.offset + self.submitted as u64));
+        }
+        let mut submitted = Ok(());
+        for (bytes, offset) in ends {
+            match context.submit(&self.file, bytes, offset) {
+                Ok(data) => expected.push((data, bytes.len())),
                 Err(e) => {
-                    let _ = context.reap(expected.len(), &expected);
-                    return Err(e);
+                    submitted = Err(e);
+                    break;
                 }
             }
         }
         let reaped = context.reap(expected.len(), &expected);
         if reaped.is_err() {
+            // Not reused: dropping it waits for whatever it may still have in flight.
             self.context = None;
         }
-        reaped
+        submitted.and(reaped)
     }
 }
 

@@ -95,6 +95,34 @@ async fn a_record_made_alone_is_written_while_it_arrives_and_replayed_there() {
 }
 
 #[tokio::test]
+async fn a_lent_record_whose_last_writes_failed_is_written_again_whole_in_its_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PackLog::open(dir.path(), LENT).unwrap();
+    let first = bytes(3, 600_000);
+    let record = fed(&log, b"one", &first);
+    assert!(log.stats().written_while_arriving > 0);
+    // Its first block (the frame's head) and its last piece are not written by the lease:
+    // only writing it again whole makes it readable.
+    log.shared.fail_next_ends.store(true, Ordering::Relaxed);
+    let one = append_fed(&log, record, &first).await;
+    assert!(
+        !log.shared.fail_next_ends.load(Ordering::Relaxed),
+        "the record was appended through its lease"
+    );
+    let second = bytes(4, 300_000);
+    let record = fed(&log, b"two", &second);
+    let two = append_fed(&log, record, &second).await;
+    assert_eq!(two.offset, one.offset + record_len(3, first.len()));
+    assert_eq!(body_at(dir.path(), one), first);
+    assert_eq!(body_at(dir.path(), two), second);
+    drop(log);
+    assert_eq!(
+        replayed_headers(dir.path()),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
+}
+
+#[tokio::test]
 async fn a_dropped_lent_record_leaves_zeros_and_no_frame_it_held_is_ever_read() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = PackLog::open(dir.path(), LENT).unwrap();

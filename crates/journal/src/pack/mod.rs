@@ -241,6 +241,10 @@ struct Shared {
     /// Tests: the next group's write fails.
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
+    /// Tests: the next lent record's ends are not written (its writes in flight are waited
+    /// for), as if they had failed.
+    #[cfg(test)]
+    fail_next_ends: std::sync::atomic::AtomicBool,
     /// Tests: the writer panics after the next group's write.
     #[cfg(test)]
     panic_after_next_write: std::sync::atomic::AtomicBool,
@@ -378,6 +382,11 @@ fn stats_of(shared: &Shared) -> PackStats {
 }
 
 struct Append {
+    /// The room the record was lent, its blocks from the second on submitted up to the
+    /// lease's `submitted` — their writes possibly still in flight from `record`, reaped by
+    /// the writer with the record's ends. Declared first, so that an append dropped
+    /// unwritten waits for them before its buffer goes.
+    lease: LeaseInFlight,
     /// The record as it goes into its pack, laid out by the appender: [`FRAME_HEAD_LEN`]
     /// bytes for its frame's head (the writer fills them in once it knows the pack), its
     /// header, its body, zeros up to the next multiple of [`RECORD_ALIGN`]. The writer writes
@@ -391,9 +400,19 @@ struct Append {
     reply: tokio::sync::oneshot::Sender<Result<Appended, JournalError>>,
     /// When it was queued for a writer.
     queued: Instant,
-    /// The room the record was lent, its blocks from the second on written up to the
-    /// lease's `submitted` (their writes reaped).
-    lease: Option<lease::Lease>,
+}
+
+/// A lent record's lease while it is appended. The writer takes it out to write the record;
+/// dropped with it still inside (an append never written), it waits for the lease's writes
+/// in flight, which read from the record's buffer.
+struct LeaseInFlight(Option<lease::Lease>);
+
+impl Drop for LeaseInFlight {
+    fn drop(&mut self) {
+        if let Some(lent) = &self.0 {
+            let _ = lease::lock(lent).wait();
+        }
+    }
 }
 
 impl Append {
@@ -485,30 +504,13 @@ impl RecordLease {
         // Cancelled earlier by someone else: its writes were waited for then.
     }
 
-    /// Waits for the lease's writes and hands it over for appending: `None` if it was
-    /// cancelled meanwhile, or one of its writes failed (then it is cancelled).
+    /// Hands the lease over for appending, its last writes possibly still in flight (the
+    /// writer reaps them together with the record's ends, and writes the record again whole
+    /// if one failed): `None` if it was cancelled meanwhile.
     fn for_append(&mut self) -> Option<lease::Lease> {
-        let lent = self.lease.as_ref()?;
-        let waited = {
-            let mut locked = lease::lock(lent);
-            if locked.state != lease::LeaseState::Open {
-                None
-            } else {
-                Some(locked.wait())
-            }
-        };
-        match waited {
-            Some(Ok(())) => self.lease.take(),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "a record written while it arrived is written again whole");
-                self.cancel();
-                None
-            }
-            None => {
-                self.lease = None;
-                None
-            }
-        }
+        let lent = self.lease.take()?;
+        let open = lease::lock(&lent).state == lease::LeaseState::Open;
+        open.then_some(lent)
     }
 }
 
@@ -748,6 +750,8 @@ impl PackLog {
             #[cfg(test)]
             fail_next_write: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
+            fail_next_ends: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
             panic_after_next_write: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             last_writer: Mutex::new(None),
@@ -950,7 +954,7 @@ impl PackLog {
                 body_len,
                 body_hash,
                 reply,
-                lease,
+                lease: LeaseInFlight(lease),
                 queued: Instant::now(),
             },
         );

@@ -179,7 +179,7 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
     add_nanos(&shared.queued_nanos, queued);
     shared.groups.fetch_add(1, Ordering::Relaxed);
     // A lent record first: any other reservation would cancel its lease.
-    group.sort_by_key(|append| append.lease.is_none());
+    group.sort_by_key(|append| append.lease.0.is_none());
     #[cfg(test)]
     {
         *shared.last_writer.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -190,6 +190,7 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
         let len = append.record_len;
         let lent = append
             .lease
+            .0
             .take()
             .and_then(|lease| close_lease(shared, &lease, len as u64).map(|r| (r, lease)));
         let (file, position, epoch, lease) = match lent {
@@ -260,9 +261,22 @@ fn write_group(shared: &Arc<Shared>, mut group: Vec<Append>) {
             let result = match &run.lease {
                 Some(lent) => {
                     let mut lent = lease::lock(lent);
+                    #[cfg(test)]
+                    let done = match shared.fail_next_ends.swap(false, Ordering::Relaxed) {
+                        true => lent.wait().and(Err(io::Error::other(
+                            "a lent record's ends failed as the test wanted",
+                        ))),
+                        false => lent.write_ends(parts[0]),
+                    };
+                    #[cfg(not(test))]
                     let done = lent.write_ends(parts[0]);
                     lent.give_back_context(&shared.aio_contexts);
-                    done
+                    drop(lent);
+                    done.or_else(|e| {
+                        // Its room is the record's: written there again whole.
+                        tracing::warn!(error = %e, "a record written while it arrived is written again whole");
+                        write_all_at(&run.file, &parts, run.offset)
+                    })
                 }
                 None => write_all_at(&run.file, &parts, run.offset),
             };
