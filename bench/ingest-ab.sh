@@ -10,7 +10,8 @@
 #                           target/release/radport "--ingest-durability packs"
 #
 # Environment:
-#   AB_ROUNDS=3                  rounds (each runs A and B in both modes)
+#   AB_ROUNDS=3                  rounds (each runs A and B in both modes; A first in odd
+#                                rounds, B first in even ones: an even number balances them)
 #   AB_DIR=/tmp/radport-ab       work dir: the series (made with radport-testkit), the runs
 #   AB_PORT=11990                DICOM port (the HTTP port is AB_PORT + 7000)
 #   TESTKIT=target/release/radport-testkit
@@ -133,20 +134,30 @@ EOF
 done
 
 echo
-echo "B against A in the same round (median of the rounds' ratios, min–max):"
+echo "B against A in the same round (median of the rounds' ratios, min–max; then the rounds run"
+echo "in each order weighed alike: the geometric mean of the A-first rounds' and the B-first"
+echo "rounds' geometric means — the second run of a pair can be favoured, and an odd number of"
+echo "rounds has one order more):"
 echo
-echo "| senders | images/s B/A | CPU per instance B/A |"
-echo "|---|---|---|"
+echo "| senders | images/s B/A | both orders alike | CPU per instance B/A | both orders alike |"
+echo "|---|---|---:|---|---:|"
 for mode in 1 4; do
     python3 - "$mode" "${RESULTS[A$mode]}" "${RESULTS[B$mode]}" <<'EOF'
 import statistics, sys
 mode = sys.argv[1]
 a = [r.split(":") for r in sys.argv[2].split()]
 b = [r.split(":") for r in sys.argv[3].split()]
-rate = [int(rb) / int(ra) for (ra, _), (rb, _) in zip(a, b) if int(ra) > 0]
-cpu = [float(cb) / float(ca) for (_, ca), (_, cb) in zip(a, b) if float(ca) > 0]
-def show(values):
+# Round r (from 1) ran A first when odd, B first when even.
+rate = [(r, int(rb) / int(ra)) for r, ((ra, _), (rb, _)) in enumerate(zip(a, b), 1) if int(ra) > 0 and int(rb) > 0]
+cpu = [(r, float(cb) / float(ca)) for r, ((_, ca), (_, cb)) in enumerate(zip(a, b), 1) if float(ca) > 0 and float(cb) > 0]
+def show(pairs):
+    values = [v for _, v in pairs]
     return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})" if values else "n/a"
-print(f"| {mode} | {show(rate)} | {show(cpu)} |")
+def both_orders(pairs):
+    firsts = [[v for r, v in pairs if r % 2 == parity] for parity in (1, 0)]
+    if not all(firsts):
+        return "n/a"
+    return f"{statistics.geometric_mean([statistics.geometric_mean(f) for f in firsts]):.3f}"
+print(f"| {mode} | {show(rate)} | {both_orders(rate)} | {show(cpu)} | {both_orders(cpu)} |")
 EOF
 done
