@@ -66,6 +66,19 @@ fn record_len(header_len: usize, body_len: usize) -> u64 {
         .next_multiple_of(RECORD_ALIGN)
 }
 
+/// Appends a record `two` after `one` (the record `one`, its body `first`) and checks that it
+/// follows right where `one` ends — the room `one`'s lease did not use went back — and that
+/// both bodies read back whole.
+async fn append_two_after(log: &PackLog, dir: &Path, one: Position, first: &[u8]) {
+    let second = bytes(2, 300_000);
+    let record = fed(log, b"two", &second);
+    let two = append_fed(log, record, &second).await;
+    assert_eq!(two.generation, one.generation);
+    assert_eq!(two.offset, one.offset + record_len(3, first.len()));
+    assert_eq!(body_at(dir, one), first);
+    assert_eq!(body_at(dir, two), second);
+}
+
 #[tokio::test]
 async fn a_record_made_alone_is_written_while_it_arrives_and_replayed_there() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,14 +91,7 @@ async fn a_record_made_alone_is_written_while_it_arrives_and_replayed_there() {
         "{written} bytes written while it arrived"
     );
     let one = append_fed(&log, record, &first).await;
-    // The next record follows it right where it ends: the room it did not use went back.
-    let second = bytes(2, 300_000);
-    let record = fed(&log, b"two", &second);
-    let two = append_fed(&log, record, &second).await;
-    assert_eq!(two.generation, one.generation);
-    assert_eq!(two.offset, one.offset + record_len(3, first.len()));
-    assert_eq!(body_at(dir.path(), one), first);
-    assert_eq!(body_at(dir.path(), two), second);
+    append_two_after(&log, dir.path(), one, &first).await;
     assert!(log.stats().written_while_arriving > written);
     drop(log);
     assert_eq!(
@@ -109,12 +115,7 @@ async fn a_lent_record_whose_last_writes_failed_is_written_again_whole_in_its_ro
         !log.shared.fail_next_ends.load(Ordering::Relaxed),
         "the record was appended through its lease"
     );
-    let second = bytes(4, 300_000);
-    let record = fed(&log, b"two", &second);
-    let two = append_fed(&log, record, &second).await;
-    assert_eq!(two.offset, one.offset + record_len(3, first.len()));
-    assert_eq!(body_at(dir.path(), one), first);
-    assert_eq!(body_at(dir.path(), two), second);
+    append_two_after(&log, dir.path(), one, &first).await;
     drop(log);
     assert_eq!(
         replayed_headers(dir.path()),
