@@ -19,6 +19,8 @@ use radport_catalog::InstanceRecord;
 use crate::Announced;
 use radport_prescan::{self as prescan, DataSetEncoding, Encoding, HeadCheck};
 
+mod quick;
+
 /// Why the attributes could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -151,6 +153,12 @@ fn charset_for_parsing(head: &[u8]) -> Option<Vec<u8>> {
 /// prefix and call again); one reaching past the file, or sequences nested too deep, give
 /// [`MetadataError::Unreadable`].
 pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, MetadataError> {
+    extract(head, file_size, true)
+}
+
+/// [`extract_record`]; `quickly`: an ordinary data set is read by [`quick::read`], else every
+/// one by dicom-rs.
+fn extract(head: &[u8], file_size: u64, quickly: bool) -> Result<InstanceRecord, MetadataError> {
     let truncated = file_size > head.len() as u64;
     let Some(body) = head.get(128..) else {
         return Err(if truncated {
@@ -159,11 +167,44 @@ pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, Met
             MetadataError::Unreadable("not a DICOM Part-10 file (shorter than a preamble)".into())
         });
     };
-    match prescan::check_head(body, file_size.saturating_sub(128)) {
-        HeadCheck::Ok(_) => {}
+    let scan = match prescan::check_head(body, file_size.saturating_sub(128)) {
+        HeadCheck::Ok(scan) => scan,
         HeadCheck::NeedMoreBytes => return Err(MetadataError::NeedMoreBytes),
         HeadCheck::Malformed(e) => return Err(MetadataError::Unreadable(e.to_string())),
+    };
+    let explicit_le = scan.encoding
+        == Some(DataSetEncoding {
+            encoding: Encoding::ExplicitVrLittleEndian,
+            deflated: false,
+        });
+    if let Some(record) = (quickly && explicit_le)
+        .then(|| quick::read(head, truncated))
+        .flatten()
+    {
+        #[cfg(debug_assertions)]
+        check_quick(head, file_size, &record);
+        return Ok(record);
     }
+    parse_record(head, truncated)
+}
+
+/// In debug builds (every test), an instance read by [`quick::read`] is read by dicom-rs
+/// too: the two must agree to the byte.
+#[cfg(debug_assertions)]
+fn check_quick(head: &[u8], file_size: u64, quick: &InstanceRecord) {
+    let truncated = file_size > head.len() as u64;
+    match parse_record(head, truncated) {
+        Ok(parsed) => assert_eq!(
+            format!("{quick:?}"),
+            format!("{parsed:?}"),
+            "the quick attribute reader disagrees with dicom-rs"
+        ),
+        Err(e) => panic!("the quick attribute reader read what dicom-rs refuses: {e}"),
+    }
+}
+
+/// [`extract_record`] by dicom-rs, on a head the prescan has checked.
+fn parse_record(head: &[u8], truncated: bool) -> Result<InstanceRecord, MetadataError> {
     let patched = charset_for_parsing(head);
     let head: &[u8] = patched.as_deref().unwrap_or(head);
     let parsed = std::panic::catch_unwind(|| {
