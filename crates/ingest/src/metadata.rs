@@ -153,12 +153,21 @@ fn charset_for_parsing(head: &[u8]) -> Option<Vec<u8>> {
 /// prefix and call again); one reaching past the file, or sequences nested too deep, give
 /// [`MetadataError::Unreadable`].
 pub fn extract_record(head: &[u8], file_size: u64) -> Result<InstanceRecord, MetadataError> {
-    extract(head, file_size, true)
+    extract(head, file_size, Reader::QuickWhereOrdinary)
 }
 
-/// [`extract_record`]; `quickly`: an ordinary data set is read by [`quick::read`], else every
-/// one by dicom-rs.
-fn extract(head: &[u8], file_size: u64, quickly: bool) -> Result<InstanceRecord, MetadataError> {
+/// Who reads a data set's attributes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// [`quick::read`] an ordinary data set, dicom-rs the others.
+    QuickWhereOrdinary,
+    /// dicom-rs every one (the quick reader's tests compare with it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    DicomRs,
+}
+
+/// [`extract_record`], by `reader`.
+fn extract(head: &[u8], file_size: u64, reader: Reader) -> Result<InstanceRecord, MetadataError> {
     let truncated = file_size > head.len() as u64;
     let Some(body) = head.get(128..) else {
         return Err(if truncated {
@@ -177,7 +186,7 @@ fn extract(head: &[u8], file_size: u64, quickly: bool) -> Result<InstanceRecord,
             encoding: Encoding::ExplicitVrLittleEndian,
             deflated: false,
         });
-    if let Some(record) = (quickly && explicit_le)
+    if let Some(record) = (reader == Reader::QuickWhereOrdinary && explicit_le)
         .then(|| quick::read(head, truncated))
         .flatten()
     {

@@ -657,7 +657,7 @@ fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{extract, extract_record};
+    use crate::metadata::{extract, extract_record, Reader};
 
     /// An explicit VR little endian element.
     fn element(tag: u32, vr: &str, value: &[u8]) -> Vec<u8> {
@@ -766,7 +766,7 @@ mod tests {
     fn assert_read_alike(name: &str, file: &[u8]) {
         let size = file.len() as u64;
         let quick = read(file, false).unwrap_or_else(|| panic!("{name}: not read quickly"));
-        let parsed = extract(file, size, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed = extract(file, size, Reader::DicomRs).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(format!("{quick:?}"), format!("{parsed:?}"), "{name}");
         // And through the front door (which checks the two again in debug builds).
         let record = extract_record(file, size).unwrap();
@@ -1021,7 +1021,7 @@ mod tests {
             let file = part10(&elements, EXPLICIT_LE);
             assert!(read(&file, false).is_none(), "{name}: read quickly");
             // dicom-rs's answer, whatever it is, is extract_record's.
-            let by_dicom_rs = format!("{:?}", extract(&file, file.len() as u64, false));
+            let by_dicom_rs = format!("{:?}", extract(&file, file.len() as u64, Reader::DicomRs));
             let extracted = format!("{:?}", extract_record(&file, file.len() as u64));
             assert_eq!(extracted, by_dicom_rs, "{name}");
         }
@@ -1035,7 +1035,7 @@ mod tests {
         );
         assert_eq!(
             format!("{:?}", extract_record(&file, file.len() as u64)),
-            format!("{:?}", extract(&file, file.len() as u64, false))
+            format!("{:?}", extract(&file, file.len() as u64, Reader::DicomRs))
         );
     }
 
@@ -1117,9 +1117,9 @@ mod tests {
             if read(&file, false).is_some() {
                 quick += 1;
             }
-            let by_dicom_rs = format!("{:?}", extract(&file, size, false));
+            let by_dicom_rs = format!("{:?}", extract(&file, size, Reader::DicomRs));
             assert_eq!(
-                format!("{:?}", extract(&file, size, true)),
+                format!("{:?}", extract(&file, size, Reader::QuickWhereOrdinary)),
                 by_dicom_rs,
                 "{file:?}"
             );
