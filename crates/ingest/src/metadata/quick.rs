@@ -51,21 +51,7 @@ pub(super) fn read(head: &[u8], truncated: bool) -> Option<InstanceRecord> {
     let start = usize::try_from(u32::from_le_bytes([l0, l1, l2, l3]))
         .ok()?
         .checked_add(144)?;
-    // dicom-rs reads the group's elements up to that length: they must end there.
-    let mut pos = 144;
-    while pos < start {
-        if u16_at(head, pos)? != 0x0002 {
-            return None;
-        }
-        let vr = VR::from_binary(head.get(pos + 4..pos + 6)?.try_into().ok()?)?;
-        let (length, value_at) = if short_length(vr) {
-            (u16_at(head, pos + 6)?.into(), pos + 8)
-        } else {
-            (u32_at(head, pos + 8)?, pos + 12)
-        };
-        pos = value_at.checked_add(usize::try_from(length).ok()?)?;
-    }
-    if pos != start {
+    if !meta_group_as_dicom_rs_takes_it(head, start) {
         return None;
     }
     let mut reader = Reader {
@@ -79,6 +65,56 @@ pub(super) fn read(head: &[u8], truncated: bool) -> Option<InstanceRecord> {
     reader.data_set(start, Extent::TopLevel { truncated }, 0)?;
     reader.json.push(b'}');
     reader.record()
+}
+
+/// Whether dicom-rs's reading of the meta group (`FileMetaTable`) takes the group from 144 to
+/// `start` — elements of group 0002 only, of defined lengths, ending at `start` — with what
+/// it checks: (0002,0001) of 2 bytes, the UIDs it keeps of digits, dots, NULs and white space,
+/// the AE titles and version name of at most 16 bytes, the creator UID of at most 64, a
+/// Transfer Syntax UID; Private Information (0002,0102) is left to it.
+fn meta_group_as_dicom_rs_takes_it(head: &[u8], start: usize) -> bool {
+    let mut transfer_syntax = false;
+    let mut pos = 144;
+    while pos < start {
+        let Some(element) = meta_element(head, pos) else {
+            return false;
+        };
+        let (tag, value, end) = element;
+        let fits = match tag {
+            0x0002_0001 => value.len() == 2,
+            0x0002_0002 | 0x0002_0003 | 0x0002_0010 | 0x0002_0012 => {
+                transfer_syntax |= tag == 0x0002_0010;
+                value
+                    .iter()
+                    .all(|&b| b == b'.' || b == 0 || b.is_ascii_digit() || b.is_ascii_whitespace())
+            }
+            0x0002_0013 | 0x0002_0016 | 0x0002_0017 | 0x0002_0018 => value.len() <= 16,
+            0x0002_0100 => value.len() <= 64,
+            0x0002_0102 => false,
+            _ => tag >> 16 == 0x0002,
+        };
+        if !fits {
+            return false;
+        }
+        pos = end;
+    }
+    pos == start && transfer_syntax
+}
+
+/// The meta group's element at `pos`: its tag, its value, the offset past it.
+fn meta_element(head: &[u8], pos: usize) -> Option<(u32, &[u8], usize)> {
+    let tag = tag_at(head, pos)?;
+    let vr = VR::from_binary(head.get(pos + 4..pos + 6)?.try_into().ok()?)?;
+    let (length, value_at) = if short_length(vr) {
+        (u32::from(u16_at(head, pos + 6)?), pos + 8)
+    } else {
+        (u32_at(head, pos + 8)?, pos + 12)
+    };
+    if length == UNDEFINED {
+        return None;
+    }
+    let end = value_at.checked_add(usize::try_from(length).ok()?)?;
+    Some((tag, head.get(value_at..end)?, end))
 }
 
 /// Where a data set ends.
@@ -1024,6 +1060,28 @@ mod tests {
             let by_dicom_rs = format!("{:?}", extract(&file, file.len() as u64, Reader::DicomRs));
             let extracted = format!("{:?}", extract_record(&file, file.len() as u64));
             assert_eq!(extracted, by_dicom_rs, "{name}");
+        }
+        // A meta group dicom-rs refuses (found by the `ingest_attributes` fuzz target: a
+        // letter in a UID of the meta group), and one without a Transfer Syntax UID.
+        let mut file = part10(&base(), EXPLICIT_LE);
+        let at = file.windows(9).position(|w| w == b"1.2.3.4.5").unwrap();
+        file[at + 8] = b'x';
+        let mut no_syntax = part10(&base(), EXPLICIT_LE);
+        let at = no_syntax
+            .windows(4)
+            .position(|w| w == [0x02, 0x00, 0x10, 0x00])
+            .unwrap();
+        no_syntax[at + 2] = 0x11;
+        for (name, file) in [
+            ("a letter in a UID", file),
+            ("no transfer syntax", no_syntax),
+        ] {
+            assert!(read(&file, false).is_none(), "{name}: read quickly");
+            assert_eq!(
+                format!("{:?}", extract_record(&file, file.len() as u64)),
+                format!("{:?}", extract(&file, file.len() as u64, Reader::DicomRs)),
+                "{name}"
+            );
         }
         // A meta group whose length ends inside its last element.
         let mut file = part10(&base(), EXPLICIT_LE);
