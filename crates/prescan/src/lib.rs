@@ -898,7 +898,7 @@ fn number_size(vr: VR) -> u32 {
 }
 
 /// VRs whose explicit-VR header has a 2-byte length (PS3.5 7.1.2), as the decoders list them.
-fn has_short_length(vr: VR) -> bool {
+pub fn has_short_length(vr: VR) -> bool {
     matches!(
         vr,
         VR::AE

@@ -28,6 +28,7 @@ use dicom_core::dictionary::{DataDictionary, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 use radport_catalog::InstanceRecord;
+use radport_prescan::has_short_length;
 
 use super::JSON_INLINE_BINARY_LIMIT;
 
@@ -105,7 +106,7 @@ fn meta_group_as_dicom_rs_takes_it(head: &[u8], start: usize) -> bool {
 fn meta_element(head: &[u8], pos: usize) -> Option<(u32, &[u8], usize)> {
     let tag = tag_at(head, pos)?;
     let vr = VR::from_binary(head.get(pos + 4..pos + 6)?.try_into().ok()?)?;
-    let (length, value_at) = if short_length(vr) {
+    let (length, value_at) = if has_short_length(vr) {
         (u32::from(u16_at(head, pos + 6)?), pos + 8)
     } else {
         (u32_at(head, pos + 8)?, pos + 12)
@@ -210,34 +211,6 @@ fn unit(vr: VR) -> usize {
     }
 }
 
-/// Value representations whose length is a 16-bit field in explicit VR (PS3.5 7.1.2).
-fn short_length(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::AE
-            | VR::AS
-            | VR::AT
-            | VR::CS
-            | VR::DA
-            | VR::DS
-            | VR::DT
-            | VR::FL
-            | VR::FD
-            | VR::IS
-            | VR::LO
-            | VR::LT
-            | VR::PN
-            | VR::SH
-            | VR::SL
-            | VR::SS
-            | VR::ST
-            | VR::TM
-            | VR::UI
-            | VR::UL
-            | VR::US
-    )
-}
-
 fn is_bulk(vr: VR) -> bool {
     matches!(
         vr,
@@ -303,7 +276,7 @@ impl<'a> Reader<'a> {
             }
             previous = Some(tag);
             let file_vr = VR::from_binary(bytes.get(pos + 4..pos + 6)?.try_into().ok()?)?;
-            let (length, value_at) = if short_length(file_vr) {
+            let (length, value_at) = if has_short_length(file_vr) {
                 (u32::from(u16_at(bytes, pos + 6)?), pos + 8)
             } else {
                 (u32_at(bytes, pos + 8)?, pos + 12)
@@ -702,7 +675,7 @@ mod tests {
         out.extend_from_slice(&(tag as u16).to_le_bytes());
         out.extend_from_slice(vr.as_bytes());
         let vr = VR::from_binary(vr.as_bytes().try_into().unwrap());
-        if vr.is_some_and(short_length) {
+        if vr.is_some_and(has_short_length) {
             out.extend_from_slice(&(value.len() as u16).to_le_bytes());
         } else {
             out.extend_from_slice(&[0, 0]);
