@@ -888,7 +888,7 @@ fn read_as_ss_if_signed(tag: Tag) -> bool {
 
 /// Bytes per number of a binary VR as the parser reads it (`dicom_parser`'s `read_value`:
 /// `len / size` numbers, whatever is left over stays in the stream); 1 for the others.
-fn number_size(vr: VR) -> u32 {
+pub fn number_size(vr: VR) -> u32 {
     match vr {
         VR::US | VR::SS | VR::OW => 2,
         VR::AT | VR::UL | VR::SL | VR::FL | VR::OL | VR::OF => 4,

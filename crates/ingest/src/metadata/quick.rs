@@ -30,7 +30,7 @@ use dicom_dictionary_std::StandardDataDictionary;
 use radport_catalog::InstanceRecord;
 use radport_prescan::has_short_length;
 
-use super::JSON_INLINE_BINARY_LIMIT;
+use super::{is_bulk, JSON_INLINE_BINARY_LIMIT};
 
 const PIXEL_DATA: u32 = 0x7FE0_0010;
 const ICON_IMAGE_SEQUENCE: u32 = 0x0088_0200;
@@ -201,21 +201,9 @@ fn kind(vr: VR) -> Kind {
     }
 }
 
-/// Bytes per value of a binary or numeric value representation.
+/// Bytes per value of a binary or numeric value representation (1 for the others).
 fn unit(vr: VR) -> usize {
-    match vr {
-        VR::US | VR::SS | VR::OW => 2,
-        VR::UL | VR::SL | VR::FL | VR::OL | VR::OF | VR::AT => 4,
-        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
-        _ => 1,
-    }
-}
-
-fn is_bulk(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::OB | VR::OW | VR::OF | VR::OD | VR::OL | VR::OV | VR::UN
-    )
+    radport_prescan::number_size(vr) as usize
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
