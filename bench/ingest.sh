@@ -12,7 +12,15 @@
 #   BENCH_WIDE=16                  senders of the scenario "wide" (COUNT/WIDE slices each): more
 #                                  associations than cores, which must not be slower than P
 #   BENCH_RECEIVERS="radport storescp"   receivers to run (subset allowed; add "baseline" to
-#                                  run RADPORT_BASELINE too)
+#                                  run RADPORT_BASELINE too). Two more run this radport on the
+#                                  distributed backends: "postgres" (its catalog on a PostgreSQL
+#                                  server the benchmark starts, durable commits as
+#                                  deploy/postgresql.conf, a fresh database each run) and "s3"
+#                                  (its archive in a three-node Garage bucket, scripts/garage.sh,
+#                                  replication factor 3, a fresh prefix each run and a fresh
+#                                  bucket each row); their rows' receiver CPU is radport's own,
+#                                  the backend's processes' CPU per instance is printed under
+#                                  the table
 #   RADPORT_BASELINE=PATH          a second radport binary (e.g. an earlier commit's release
 #                                  build), the receiver "baseline": to find where a regression
 #                                  came from, side by side with the same data and disk
@@ -99,6 +107,15 @@ CALLING_AE=kp-bench
 CALLED_AE=kp-admin
 PROJECT=admin
 
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+# The backends of the receivers postgres and s3 (start_backends), under BENCH_DIR.
+PG_DIR="$BENCH_DIR/postgres"
+PG_PORT=""
+GARAGE_DIR="$BENCH_DIR/garage"
+export GARAGE_BASE_PORT="${GARAGE_BASE_PORT:-24900}"
+S3_URL=""
+RUN_SEQ=0
+
 LOGS="$BENCH_DIR/logs"
 RUNS="${BENCH_RUNS_DIR:-$BENCH_DIR/runs}"
 DATA="$BENCH_DIR/data"
@@ -142,6 +159,7 @@ cleanup() {
         tail -n 40 "$SERVER_LOG" >&2 || true
     fi
     stop_server
+    stop_backends
     # Deleted only now, after every measurement (see BENCH_KEEP).
     if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
         rm -rf "${RUNS_TO_DELETE[@]}"
@@ -178,6 +196,15 @@ group_cpu_ticks() {
     { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v g="$pgid" '{
         sub(/^.*\) /, "")            # past the command name, which may hold spaces
         if ($3 == g) t += $12 + $13 + $14 + $15
+    } END {printf "%d\n", t}'
+}
+
+# CPU ticks of every process whose command is $1 (a backend's: postgres, garage), with their
+# reaped children's
+named_cpu_ticks() {
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v c="($1)" '$2 == c {
+        sub(/^.*\) /, "")
+        t += $12 + $13 + $14 + $15
     } END {printf "%d\n", t}'
 }
 
@@ -373,6 +400,90 @@ start_storescp() {
     wait_for 30 "$ECHOSCU" -to 2 127.0.0.1 "$DICOM_PORT"
 }
 
+# --- the distributed backends (receivers postgres and s3) ----------------------------------------
+as_postgres() { if [[ $(id -u) == 0 ]]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
+
+start_postgres_server() {
+    [[ -n "$PG_BIN" ]] || die "the receiver postgres needs PostgreSQL (scripts/install-deps.sh)"
+    rm -rf "$PG_DIR"
+    mkdir -p "$PG_DIR"
+    [[ $(id -u) != 0 ]] || chown postgres "$PG_DIR"
+    PG_PORT=$(free_port)
+    as_postgres "$PG_BIN/initdb -D $PG_DIR/data -U radport --auth=trust" >/dev/null
+    # Durable commits, as deploy/postgresql.conf.
+    as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/server.log -w -o '-p $PG_PORT -k $PG_DIR \
+        -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=on -c synchronous_commit=on' start" >/dev/null
+    log "PostgreSQL on port $PG_PORT (fsync on) for the receiver postgres"
+}
+
+# A fresh Garage cluster (three nodes, one bucket); its AWS_* credentials exported for radport.
+start_garage() {
+    rm -rf "$GARAGE_DIR"
+    bash "$ROOT/scripts/garage.sh" start "$GARAGE_DIR" >/dev/null
+    local key value
+    while IFS='=' read -r key value; do
+        case $key in
+            AWS_*) export "$key=$value" ;;
+            # Not exported: radport reads RADPORT_ARCHIVE_URL, and the other receivers archive locally.
+            RADPORT_ARCHIVE_URL) S3_URL=$value ;;
+        esac
+    done <"$GARAGE_DIR/env"
+    [[ -n "$S3_URL" ]] || die "scripts/garage.sh wrote no RADPORT_ARCHIVE_URL"
+    log "Garage, three nodes (ports from $GARAGE_BASE_PORT), for the receiver s3"
+}
+
+stop_garage() {
+    if [[ -d "$GARAGE_DIR" ]]; then
+        bash "$ROOT/scripts/garage.sh" stop "$GARAGE_DIR" >/dev/null 2>&1 || true
+        rm -rf "$GARAGE_DIR"
+    fi
+}
+
+start_backends() {
+    [[ " $BENCH_RECEIVERS " != *" postgres "* ]] || start_postgres_server
+    [[ " $BENCH_RECEIVERS " != *" s3 "* ]] || start_garage
+}
+
+stop_backends() {
+    if [[ -n "$PG_PORT" ]]; then
+        as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/data -m fast stop" >/dev/null 2>&1 || true
+        PG_PORT=""
+        rm -rf "$PG_DIR"
+    fi
+    stop_garage
+}
+
+# radport with its catalog in a fresh database on the benchmark's PostgreSQL server
+start_postgres() {
+    local own_flags=$RADPORT_FLAGS db
+    RUN_SEQ=$((RUN_SEQ + 1))
+    db="run_$RUN_SEQ"
+    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U radport -d postgres -c "create database $db" >/dev/null \
+        || die "cannot create the database $db"
+    RADPORT_FLAGS="$RADPORT_FLAGS --catalog-url postgres://radport@127.0.0.1:$PG_PORT/$db"
+    start_radport "$1"
+    RADPORT_FLAGS=$own_flags
+}
+
+# radport with its archive under a fresh prefix of the benchmark's Garage bucket
+start_s3() {
+    local own_flags=$RADPORT_FLAGS
+    RADPORT_FLAGS="$RADPORT_FLAGS --archive-url $S3_URL/$1"
+    start_radport "$1"
+    RADPORT_FLAGS=$own_flags
+}
+
+# whether a receiver is a radport (its API, latency and pack figures can be read)
+is_radport() { [[ $1 == radport || $1 == baseline || $1 == postgres || $1 == s3 ]]; }
+
+# the processes' command of a receiver's backend, if it has one
+backend_of() {
+    case $1 in
+        postgres) echo postgres ;;
+        s3) echo garage ;;
+    esac
+}
+
 # sum of instance_count over the project's series (radport), via the HTTP API
 radport_instances() {
     curl -fsS "http://127.0.0.1:$HTTP_PORT/api/projects/$PROJECT/series?limit=100" | python3 -c '
@@ -387,7 +498,7 @@ print(sum(int(s["instance_count"]) for s in items), len(items))'
 # --- scenarios -------------------------------------------------------------------------------
 # Per "scenario|receiver": every run's seconds, the largest peak RSS, images and bytes per run,
 # failed runs. Summarised by table_row.
-declare -A SECS=() PEAK=() IMAGES=() BYTES=() FAILED=() RATE=() CPU=() MCPU=() P50=() P99=()
+declare -A SECS=() PEAK=() IMAGES=() BYTES=() FAILED=() RATE=() CPU=() MCPU=() P50=() P99=() BCPU=()
 # the pack log's figures per run (radport_pack_figures): instances per sync, write and sync ms
 # per group, queue ms per instance
 declare -A PER_SYNC=() WRITE_MS=() SYNC_MS=() QUEUE_MS=()
@@ -421,6 +532,9 @@ run_scenario() {
     log "$scenario / $receiver #$rep: sending $expected files with ${#dirs[@]} dcmsend; $(machine_state)"
     local t0 t1 i rc failed=0 cpu0 cpu1 busy0 busy1
     SENDER_PIDS=()
+    local backend backend0=0 backend1=0
+    backend=$(backend_of "$receiver")
+    [[ -z "$backend" ]] || backend0=$(named_cpu_ticks "$backend")
     cpu0=$(group_cpu_ticks "$SERVER_PID")
     busy0=$(machine_busy_ticks)
     t0=$(now)
@@ -442,18 +556,24 @@ run_scenario() {
     t1=$(now)
     busy1=$(machine_busy_ticks)
     cpu1=$(group_cpu_ticks "$SERVER_PID")
+    [[ -z "$backend" ]] || backend1=$(named_cpu_ticks "$backend")
     SENDER_PIDS=()
     local ms_cpu ms_busy
     ms_cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$expected" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) * 1000 / hz / n}')
     ms_busy=$(awk -v a="$busy0" -v b="$busy1" -v n="$expected" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) * 1000 / hz / n}')
     CPU[$key]="${CPU[$key]:-} $ms_cpu"
     MCPU[$key]="${MCPU[$key]:-} $ms_busy"
+    local ms_backend=""
+    if [[ -n "$backend" ]]; then
+        ms_backend=$(awk -v a="$backend0" -v b="$backend1" -v n="$expected" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) * 1000 / hz / n}')
+        BCPU[$key]="${BCPU[$key]:-} $ms_backend"
+    fi
 
     # What arrived. dcmsend returns only after the last C-STORE response, so everything
     # acknowledged must already be visible; a short grace period only guards against a
     # receiver that acknowledges before cataloguing (reported below if it was needed).
     local received=0 series=0 peak="n/a" waited=0
-    if [[ $receiver == radport || $receiver == baseline ]]; then
+    if is_radport "$receiver"; then
         local deadline=$(( $(date +%s) + 15 ))
         if (( failed )); then deadline=0; fi   # a sender failed: no point in waiting
         while :; do
@@ -516,7 +636,7 @@ run_scenario() {
         FAILURES=$((FAILURES + 1))
         FAILED[$key]="${FAILED[$key]:-} #$rep:$received/$expected"
     fi
-    log "$scenario / $receiver #$rep: $expected images in $secs s ($(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') images/s); CPU per instance: receiver $ms_cpu ms, machine $ms_busy ms"
+    log "$scenario / $receiver #$rep: $expected images in $secs s ($(awk -v n="$expected" -v s="$secs" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}') images/s); CPU per instance: receiver $ms_cpu ms, machine $ms_busy ms${backend:+, $backend $ms_backend ms}"
 }
 
 # table_row SCENARIO RECEIVER: one Markdown row with the median of the runs
@@ -607,8 +727,8 @@ main() {
 
     local r mode
     for r in $BENCH_RECEIVERS; do
-        [[ $r == radport || $r == storescp || $r == baseline ]] \
-            || die "unknown receiver $r (use radport, storescp and/or baseline)"
+        [[ $r == radport || $r == storescp || $r == baseline || $r == postgres || $r == s3 ]] \
+            || die "unknown receiver $r (use radport, storescp, baseline, postgres and/or s3)"
         if [[ $r == baseline ]]; then
             [[ -x "$RADPORT_BASELINE" ]] || die "receiver baseline needs RADPORT_BASELINE, an executable radport"
         fi
@@ -616,6 +736,7 @@ main() {
     for mode in $BENCH_NAGLE; do
         [[ $mode == on || $mode == off ]] || die "unknown BENCH_NAGLE mode $mode (use on and/or off)"
     done
+    start_backends
     local scenario
     for scenario in $BENCH_SCENARIOS; do
         [[ $scenario == single || $scenario == parallel || $scenario == wide || $scenario == cluster ]] \
@@ -647,6 +768,8 @@ main() {
             # The row's files go, then a pause: on ext4 without a journal a file created within
             # a minute of many deletions pays for each of them (see BENCH_KEEP).
             rm -rf "$RUNS/$name"-*
+            # and the objects the receiver s3 stored: a fresh Garage bucket for the next row
+            if [[ -n "$S3_URL" ]]; then stop_garage; start_garage; fi
             sync
             log "waiting 65 s after deleting the runs of $name"
             sleep 65
@@ -692,9 +815,18 @@ main() {
             fi
         done
     done
+    for s in "${names[@]}"; do
+        for r in $BENCH_RECEIVERS; do
+            k="$s|$r"
+            if [[ -n "${BCPU[$k]:-}" ]]; then
+                # shellcheck disable=SC2086
+                echo "backend CPU, $s / $r (median of the runs): $(median ${BCPU[$k]}) ms per instance in its $(backend_of "$r") processes"
+            fi
+        done
+    done
     local pair
     for s in "${names[@]}"; do
-        for pair in radport/storescp baseline/storescp radport/baseline; do
+        for pair in radport/storescp baseline/storescp radport/baseline postgres/radport s3/radport postgres/storescp; do
             a=${RATE["$s|${pair%/*}"]:-}
             b=${RATE["$s|${pair#*/}"]:-}
             if [[ -n "$a" && -n "$b" && "$b" != 0 ]]; then
