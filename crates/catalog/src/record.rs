@@ -426,13 +426,7 @@ impl Catalog {
         loop {
             tokio::select! {
                 biased;
-                result = &mut outcome => {
-                    // The group commit carrying it ended without an answer (it panicked):
-                    // a failure of the database side, not of the record; a retry may succeed.
-                    return result.unwrap_or(Err(CatalogError::Database(
-                        sqlx::Error::WorkerCrashed,
-                    )));
-                }
+                result = &mut outcome => return result.unwrap_or_else(|_| Err(unanswered())),
                 (mut writer, permit) = self.group_committer() => {
                     let batch: Vec<PendingRecord> = {
                         let mut pending = lock_pending(&self.pending_records);
@@ -440,8 +434,13 @@ impl Catalog {
                         pending.drain(..n).collect()
                     };
                     if batch.is_empty() {
-                        // Another caller committed ours; its reply is already sent.
-                        continue;
+                        // Another caller took ours: its reply comes with that group's end.
+                        // Waited for alone — on PostgreSQL a place is free at once while
+                        // that group commits, and looping back to take one spun until then
+                        // (session 36: 1.4 ms of CPU per instance from a lone sender whose
+                        // instances are recorded behind, in batches).
+                        drop((writer, permit));
+                        return outcome.await.unwrap_or_else(|_| Err(unanswered()));
                     }
                     // In a task of its own: cancelling this caller must not drop the others'
                     // records. The write lock is released when the batch is done.
@@ -755,6 +754,12 @@ fn lock_pending(
 }
 
 /// Upserts patient (if it has an ID), study and series; adds the deltas to the series counters.
+/// What a record gets whose group commit ended without an answer (it panicked): a failure of
+/// the database side, not of the record; a retry may succeed.
+fn unanswered() -> CatalogError {
+    CatalogError::Database(sqlx::Error::WorkerCrashed)
+}
+
 async fn upsert_hierarchy(
     conn: &mut AnyConnection,
     rec: &InstanceRecord,
