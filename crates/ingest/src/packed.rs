@@ -103,10 +103,18 @@ impl Ingestor {
             behind: None,
         };
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let behind = match (self.catalog.group_recorder(), runtime) {
-            (Some(mut recorder), Some(runtime)) => {
-                // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
-                recorder.leave_checkpoints_to_sync();
+        // SQLite on a file through its group recorder, PostgreSQL through its group commit;
+        // an in-memory SQLite catalog (tests, trials) records each instance before its answer.
+        let recorder = self.catalog.group_recorder();
+        let behind_possible =
+            recorder.is_some() || self.catalog.dialect() == radport_catalog::Dialect::Postgres;
+        let behind = match runtime {
+            Some(runtime) if behind_possible => {
+                let recorder = recorder.map(|mut recorder| {
+                    // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
+                    recorder.leave_checkpoints_to_sync();
+                    recorder
+                });
                 let careful = Ingestor {
                     packs: Some(packs.clone()),
                     ..self.clone()
@@ -128,8 +136,8 @@ impl Ingestor {
     }
 
     /// Finishes a packed instance: appends its record (durable when this returns) and
-    /// records it — behind, unless no thread records behind (PostgreSQL); then here, the
-    /// careful way. `waited_for`: the caller waits for the rows before it answers (they do
+    /// records it — behind, unless no thread records behind (an in-memory catalog); then
+    /// here, the careful way. `waited_for`: the caller waits for the rows before it answers (they do
     /// not linger for others').
     pub(crate) async fn finish_packed(
         &self,
@@ -447,14 +455,30 @@ mod tests {
         }
     }
 
-    /// On SQLite an instance answered once durable is recorded behind: new ones together, a
-    /// duplicate the careful way (the first copy kept, the second's record punched after the
-    /// checkpoint); one the catalog refuses for good (its project gone) is not kept and does
-    /// not hold up the checkpoint. On PostgreSQL (no group recorder) each is recorded before
-    /// it is answered.
+    /// An instance answered once durable is recorded behind, on SQLite and on PostgreSQL:
+    /// new ones together, a duplicate the careful way (the first copy kept, the second's
+    /// record punched after the checkpoint); one the catalog refuses for good (its project
+    /// gone) is not kept and does not hold up the checkpoint.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answered_instances_are_recorded_behind() {
         let s = setup().await;
+        answered_instances_are_recorded_behind_in(&s).await;
+
+        let database = radport_testkit::postgres::TestDatabase::create("packs_behind").await;
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::local(&dir.path().join("archive")).unwrap();
+        std::fs::create_dir(archive.packs_dir().unwrap()).unwrap();
+        let on_postgres = Setup {
+            dir,
+            catalog: Catalog::connect(&database.url).await.unwrap(),
+            archive,
+        };
+        answered_instances_are_recorded_behind_in(&on_postgres).await;
+        drop(on_postgres);
+        database.drop_database().await;
+    }
+
+    async fn answered_instances_are_recorded_behind_in(s: &Setup) {
         let (ingestor, _) = s.ingestor();
         let files = series(s.dir.path(), "61", 4, 64);
         let mut pending = Vec::new();
@@ -495,32 +519,6 @@ mod tests {
             .collect();
         referenced.sort();
         assert_eq!(left, referenced);
-
-        let database = radport_testkit::postgres::TestDatabase::create("packs_behind").await;
-        let postgres = Catalog::connect(&database.url).await.unwrap();
-        let archive = Archive::local(&s.dir.path().join("archive-pg")).unwrap();
-        let packs = archive.packs_dir().unwrap();
-        std::fs::create_dir(&packs).unwrap();
-        let (log, _) = PackLog::open(&packs, CONFIG).unwrap();
-        let on_postgres = Ingestor::new(archive, postgres.clone(), DuplicatePolicy::KeepFirst)
-            .with_packs(log)
-            .unwrap();
-        match finish_durable(&on_postgres, route(), &files[1]).await {
-            Finished::Recorded(outcome) => assert_eq!(outcome.disposition, Stored),
-            Finished::Durable(_) => panic!("recorded behind on PostgreSQL"),
-        }
-        assert_eq!(
-            postgres
-                .get_series(&series_uid)
-                .await
-                .unwrap()
-                .unwrap()
-                .instances
-                .len(),
-            1
-        );
-        drop((on_postgres, postgres));
-        database.drop_database().await;
     }
 
     /// An answered instance whose rows the database will not take for now (here a trigger

@@ -2,7 +2,11 @@
 //! record is durable ([`Ingestor::finish_durable`]) is recorded in the catalog afterwards, by
 //! a thread of its own, together with whatever else arrived within [`LINGER`] — one
 //! transaction for several instances even from a lone sender, whose instances otherwise each
-//! commit alone, and no commit between a group's `fdatasync` and its answers.
+//! commit alone, and no commit between a group's `fdatasync` and its answers. On SQLite on a
+//! file a batch goes through the catalog's [`GroupRecorder`]; elsewhere (PostgreSQL) its
+//! instances are handed to the catalog at once, whose group commit takes them together
+//! (`Catalog::record_instance_with`): one transaction, one WAL flush of the database's, and
+//! none of its round trips between a record's `fdatasync` and its answer.
 //!
 //! Measured (session 30, `bench/ingest-ab.sh`, seven paired rounds against the pack writer
 //! committing each group before its answers): from one sender 1.33× the images per second
@@ -66,11 +70,11 @@ pub(crate) struct RecordBehind {
 }
 
 impl RecordBehind {
-    /// Starts the recording thread: rows in `recorder`'s transactions, the careful way through
-    /// `careful` (an ingestor without packs' recording behind, so that the thread does not
-    /// keep itself alive) on `runtime`.
+    /// Starts the recording thread: rows in `recorder`'s transactions (if the catalog has
+    /// one), the careful way through `careful` (an ingestor without packs' recording behind,
+    /// so that the thread does not keep itself alive) on `runtime`.
     pub(crate) fn spawn(
-        recorder: GroupRecorder,
+        recorder: Option<GroupRecorder>,
         careful: Ingestor,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
@@ -110,7 +114,8 @@ struct Stuck {
 }
 
 struct Recording {
-    recorder: GroupRecorder,
+    /// SQLite on a file; `None`: every batch the careful way, its instances at once.
+    recorder: Option<GroupRecorder>,
     careful: Ingestor,
     runtime: tokio::runtime::Handle,
     stuck: Vec<Stuck>,
@@ -148,14 +153,18 @@ impl Recording {
         }
     }
 
-    /// Records a batch: together if every instance is new, else each the careful way. A
-    /// panic of either is taken as a failure: no answered instance is let go by one.
+    /// Records a batch: with a group recorder together if every instance is new, else each
+    /// the careful way; without one, the careful way all at once. A panic of either is taken
+    /// as a failure: no answered instance is let go by one.
     fn record(&mut self, batch: Vec<Pending>) {
+        let Some(recorder) = &mut self.recorder else {
+            return self.record_at_once(batch);
+        };
         let rows = batch
             .iter()
             .map(|p| (&p.record, &p.route, Durability::Deferred));
-        let together = catch_unwind(AssertUnwindSafe(|| self.recorder.record_new(rows)))
-            .unwrap_or_else(|_| {
+        let together =
+            catch_unwind(AssertUnwindSafe(|| recorder.record_new(rows))).unwrap_or_else(|_| {
                 tracing::error!("the group recorder panicked; each instance goes the careful way");
                 false
             });
@@ -171,6 +180,32 @@ impl Recording {
         }
     }
 
+    /// Every instance of `batch` the careful way at the same time: the catalog's group commit
+    /// takes what is handed to it together. If that panics, each again on its own.
+    fn record_at_once(&mut self, batch: Vec<Pending>) {
+        let policy = self.careful.policy;
+        let commits = batch.iter().map(|p| {
+            self.careful
+                .commit_keeping(&p.record, &p.route, policy, Durability::Deferred)
+        });
+        let results = catch_unwind(AssertUnwindSafe(|| {
+            self.runtime.block_on(futures::future::join_all(commits))
+        }));
+        match results {
+            Ok(results) => {
+                for (p, result) in batch.into_iter().zip(results) {
+                    self.settle(p, Attempt::of(result));
+                }
+            }
+            Err(_) => {
+                tracing::error!("recording a batch panicked; each instance is recorded alone");
+                for p in batch {
+                    self.record_carefully(p);
+                }
+            }
+        }
+    }
+
     /// One instance the careful way ([`Ingestor::commit`]'s rules, its object kept).
     fn attempt(&self, record: &InstanceRecord, route: &Route) -> Attempt {
         let policy = self.careful.policy;
@@ -183,15 +218,20 @@ impl Recording {
             ))
         });
         match catch_unwind(commit) {
-            Ok(Ok(disposition)) => Attempt::Recorded(disposition),
-            Ok(Err(e)) if refused_for_good(&e) => Attempt::Refused(e.into()),
-            Ok(Err(e)) => Attempt::Failed(e.into()),
+            Ok(result) => Attempt::of(result),
             Err(_) => Attempt::Failed(IngestError::Storage("recording it panicked".into())),
         }
     }
 
     fn record_carefully(&mut self, p: Pending) {
-        match self.attempt(&p.record, &p.route) {
+        let attempt = self.attempt(&p.record, &p.route);
+        self.settle(p, attempt);
+    }
+
+    /// Answers what recording `p` came to: its guard dropped once recorded, or let go if
+    /// refused for good, or kept and retried.
+    fn settle(&mut self, p: Pending, attempt: Attempt) {
+        match attempt {
             Attempt::Recorded(disposition) => {
                 drop(p.durable);
                 let _ = p.reply.send(Ok(disposition));
@@ -254,6 +294,16 @@ enum Attempt {
     Refused(IngestError),
     /// Perhaps not next time.
     Failed(IngestError),
+}
+
+impl Attempt {
+    fn of(result: Result<Disposition, CatalogError>) -> Self {
+        match result {
+            Ok(disposition) => Attempt::Recorded(disposition),
+            Err(e) if refused_for_good(&e) => Attempt::Refused(e.into()),
+            Err(e) => Attempt::Failed(e.into()),
+        }
+    }
 }
 
 /// Whether the catalog refuses a record whatever the retries (as opposed to failing).

@@ -121,8 +121,9 @@ fn is_staging_file(name: &str) -> bool {
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// (object keys, SOP Instance UIDs) the catalog holds.
-fn catalogued(data_dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+/// (object keys, SOP Instance UIDs) the catalog holds: the one at `catalog_url`, else the
+/// data directory's SQLite file.
+fn catalogued(data_dir: &Path, catalog_url: Option<&str>) -> (BTreeSet<String>, BTreeSet<String>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,7 +131,10 @@ fn catalogued(data_dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     runtime.block_on(async {
         use sqlx::Row;
         sqlx::any::install_default_drivers();
-        let url = format!("sqlite://{}?mode=ro", data_dir.join("catalog.db").display());
+        let url = match catalog_url {
+            Some(url) => url.to_string(),
+            None => format!("sqlite://{}?mode=ro", data_dir.join("catalog.db").display()),
+        };
         let pool = sqlx::AnyPool::connect(&url).await.expect("catalog");
         let rows = sqlx::query("SELECT object_key, sop_instance_uid FROM instances")
             .fetch_all(&pool)
@@ -166,6 +170,19 @@ fn sigkill_into_packs_loses_nothing_and_leaves_nothing_unreferenced() {
     sigkill_rounds(&["--ingest-durability", "packs"]);
 }
 
+/// The same into packs on a PostgreSQL catalog, whose rows are recorded behind the answer
+/// too (through its group commit rather than SQLite's group recorder).
+#[test]
+fn sigkill_into_packs_on_postgres_loses_nothing_and_leaves_nothing_unreferenced() {
+    let database = crate::distributed::PgDb::new("sigkill_into_packs");
+    sigkill_rounds(&[
+        "--ingest-durability",
+        "packs",
+        "--catalog-url",
+        database.url(),
+    ]);
+}
+
 /// The keys of the records in the packs of `archive` (behind their checkpoint).
 fn packed_records(archive: &Path) -> BTreeSet<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -183,6 +200,11 @@ fn packed_records(archive: &Path) -> BTreeSet<String> {
 
 fn sigkill_rounds(extra_args: &[&str]) {
     let started = Instant::now();
+    let catalog_url = extra_args
+        .iter()
+        .position(|a| *a == "--catalog-url")
+        .and_then(|i| extra_args.get(i + 1))
+        .copied();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -231,11 +253,14 @@ fn sigkill_rounds(extra_args: &[&str]) {
     let archive = server.data_dir.join("archive");
     let before = files_under(&archive);
     let staged_before = before.iter().filter(|k| is_staging_file(k)).count();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_radport"))
+    let mut collect = std::process::Command::new(env!("CARGO_BIN_EXE_radport"));
+    collect
         .args(["collect", "--orphan-grace", "0s", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .expect("radport collect runs");
+        .arg(&server.data_dir);
+    if let Some(url) = catalog_url {
+        collect.args(["--catalog-url", url]);
+    }
+    let output = collect.output().expect("radport collect runs");
     assert!(output.status.success(), "{}", output_text(&output));
     eprintln!(
         "{} files before the collection, {staged_before} of them staging files; {}",
@@ -243,7 +268,7 @@ fn sigkill_rounds(extra_args: &[&str]) {
         String::from_utf8_lossy(&output.stdout).trim()
     );
 
-    let (keys, sops) = catalogued(&server.data_dir);
+    let (keys, sops) = catalogued(&server.data_dir, catalog_url);
     let (packed, keys): (BTreeSet<String>, BTreeSet<String>) = keys
         .into_iter()
         .partition(|k| radport_archive::keys::parse_packed(k).is_some());
