@@ -114,32 +114,7 @@ impl AlignedBuffer {
                     }
                     // No mapping to be had: 4 KiB pages, as before (and as the allocator
                     // would fail on the same memory).
-                    Err(_) => {
-                        let mut pages = match std::mem::replace(
-                            &mut self.storage,
-                            Storage::Pages(Vec::new()),
-                        ) {
-                            Storage::Pages(pages) => pages,
-                            Storage::Huge(region) => {
-                                let mut pages = vec![
-                                    Page([0; RECORD_ALIGN as usize]);
-                                    region.len / RECORD_ALIGN as usize
-                                ];
-                                for (page, chunk) in pages
-                                    .iter_mut()
-                                    .zip(region.bytes().chunks_exact(RECORD_ALIGN as usize))
-                                {
-                                    page.0.copy_from_slice(chunk);
-                                }
-                                pages
-                            }
-                        };
-                        pages.resize(
-                            needed / RECORD_ALIGN as usize,
-                            Page([0; RECORD_ALIGN as usize]),
-                        );
-                        self.storage = Storage::Pages(pages);
-                    }
+                    Err(_) => self.grow_in_pages(needed),
                 }
             }
         }
@@ -154,6 +129,28 @@ impl AlignedBuffer {
             Storage::Huge(region) => region.bytes_mut(),
         };
         &mut all[..len]
+    }
+
+    /// Grows the buffer to `needed` bytes (a multiple of [`RECORD_ALIGN`]) in 4 KiB pages,
+    /// what it held moved there from a huge-page region if it was in one.
+    fn grow_in_pages(&mut self, needed: usize) {
+        let mut pages = match std::mem::replace(&mut self.storage, Storage::Pages(Vec::new())) {
+            Storage::Pages(pages) => pages,
+            Storage::Huge(region) => region
+                .bytes()
+                .chunks_exact(RECORD_ALIGN as usize)
+                .map(|chunk| {
+                    let mut page = Page([0; RECORD_ALIGN as usize]);
+                    page.0.copy_from_slice(chunk);
+                    page
+                })
+                .collect(),
+        };
+        let wanted = needed / RECORD_ALIGN as usize;
+        if pages.len() < wanted {
+            pages.resize(wanted, Page([0; RECORD_ALIGN as usize]));
+        }
+        self.storage = Storage::Pages(pages);
     }
 
     /// The bytes of [`AlignedBuffer::bytes_mut`]'s last `len`, to be written.
@@ -360,6 +357,29 @@ mod tests {
         buffer.trim();
         assert!(buffer.capacity() <= KEPT_BUFFER_BYTES.next_multiple_of(HUGE_PAGE_BYTES));
         assert_eq!(buffer.bytes(large), &vec![9u8; large][..]);
+    }
+
+    /// Where no huge-page region can be mapped, a buffer grows in 4 KiB pages and keeps what
+    /// it held — also what a huge-page region held.
+    #[test]
+    fn a_buffer_without_huge_pages_grows_in_pages_and_keeps_its_bytes() {
+        let mut buffer = AlignedBuffer::new();
+        let large = 3 * HUGE_FROM_BYTES;
+        for (i, byte) in buffer.bytes_mut(large).iter_mut().enumerate() {
+            *byte = (i % 251) as u8;
+        }
+        assert!(matches!(buffer.storage, Storage::Huge(_)));
+        let larger = HUGE_PAGE_BYTES + RECORD_ALIGN as usize;
+        buffer.grow_in_pages(larger);
+        assert!(matches!(buffer.storage, Storage::Pages(_)));
+        assert_eq!(buffer.capacity(), larger);
+        let bytes = buffer.bytes(larger);
+        assert_eq!(bytes.as_ptr() as usize % RECORD_ALIGN as usize, 0);
+        assert!(bytes[..large]
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8));
+        assert!(bytes[large..].iter().all(|b| *b == 0));
     }
 
     /// More parts than one `pwritev` takes (`IOV_MAX`), empty ones among them, land one after
