@@ -753,13 +753,13 @@ fn lock_pending(
     pending.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Upserts patient (if it has an ID), study and series; adds the deltas to the series counters.
 /// What a record gets whose group commit ended without an answer (it panicked): a failure of
 /// the database side, not of the record; a retry may succeed.
 fn unanswered() -> CatalogError {
     CatalogError::Database(sqlx::Error::WorkerCrashed)
 }
 
+/// Upserts patient (if it has an ID), study and series; adds the deltas to the series counters.
 async fn upsert_hierarchy(
     conn: &mut AnyConnection,
     rec: &InstanceRecord,

@@ -9,7 +9,8 @@
 //! crash, is what must be synced — the journal counts as catalog content), into packs
 //! (`packs`: the record is the archive's copy and the catalog row is redone from it — the
 //! packs count as catalog content too), and straight into the archive and a synced catalog
-//! commit (the default).
+//! commit (`direct`). Into packs on a PostgreSQL catalog too, where the rows are committed
+//! behind the answer by another process: the pack record is what must be synced there.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,6 +43,25 @@ fn every_success_response_follows_the_syncs_that_make_its_instance_durable() {
         journaled < direct && packed < direct,
         "{journaled} syncs through the journal, {packed} into packs, {direct} without"
     );
+}
+
+/// The same into packs on a PostgreSQL catalog, whose rows are committed behind the answer
+/// (in the database's process, not traced): the pack record, synced before the answer, is
+/// what they are recorded from after a crash, as on SQLite.
+#[test]
+fn on_postgres_every_success_response_follows_the_syncs_of_its_pack_record() {
+    assert!(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "strace is needed (apt-get install strace)"
+    );
+    let database = crate::distributed::PgDb::new("durability_packs");
+    let (syncs, written_while_arriving) = prove(&[
+        "--ingest-durability",
+        "packs",
+        "--catalog-url",
+        database.url(),
+    ]);
+    assert!(syncs > 0 && written_while_arriving);
 }
 
 /// Stores through a traced server started with `extra_args`, checks every acknowledgement
