@@ -39,7 +39,6 @@ die() { log "FAILED: $*"; exit 1; }
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
-as_postgres() { if [[ $(id -u) == 0 ]]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
 
 declare -a NODE_PIDS=() HTTP_PORTS=() DICOM_PORTS=()
 HAPROXY_PID=""
@@ -50,7 +49,7 @@ cleanup() {
         [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
     done
     [[ -d "$RUN/garage" ]] && bash "$ROOT/scripts/garage.sh" stop "$RUN/garage" >/dev/null 2>&1 || true
-    [[ -d "$RUN/pg/data" ]] && as_postgres "$PG_BIN/pg_ctl -D $RUN/pg/data -m fast stop" >/dev/null 2>&1 || true
+    [[ -d "$RUN/pg/data" ]] && bash "$ROOT/bench/postgres.sh" stop "$RUN/pg" >/dev/null 2>&1 || true
     exit "$rc"
 }
 trap cleanup EXIT
@@ -97,13 +96,10 @@ done
 
 # --- the cluster ------------------------------------------------------------------------------
 rm -rf "$RUN"
-mkdir -p "$RUN/pg"
-[[ $(id -u) == 0 ]] && chown postgres "$RUN/pg"
+mkdir -p "$RUN"
 PG_PORT=$(free_port)
 log "PostgreSQL on port $PG_PORT (fsync on)"
-as_postgres "$PG_BIN/initdb -D $RUN/pg/data -U radport --auth=trust" >/dev/null
-as_postgres "$PG_BIN/pg_ctl -D $RUN/pg/data -l $RUN/pg/server.log -w -o '-p $PG_PORT -k $RUN/pg \
-    -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=on -c synchronous_commit=on' start" >/dev/null
+bash "$ROOT/bench/postgres.sh" start "$RUN/pg" "$PG_PORT"
 PG_PID=$(head -1 "$RUN/pg/data/postmaster.pid")
 CATALOG_URL="postgres://radport@127.0.0.1:$PG_PORT/postgres"
 

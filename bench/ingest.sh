@@ -401,18 +401,9 @@ start_storescp() {
 }
 
 # --- the distributed backends (receivers postgres and s3) ----------------------------------------
-as_postgres() { if [[ $(id -u) == 0 ]]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
-
 start_postgres_server() {
-    [[ -n "$PG_BIN" ]] || die "the receiver postgres needs PostgreSQL (scripts/install-deps.sh)"
-    rm -rf "$PG_DIR"
-    mkdir -p "$PG_DIR"
-    [[ $(id -u) != 0 ]] || chown postgres "$PG_DIR"
     PG_PORT=$(free_port)
-    as_postgres "$PG_BIN/initdb -D $PG_DIR/data -U radport --auth=trust" >/dev/null
-    # Durable commits, as deploy/postgresql.conf.
-    as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/server.log -w -o '-p $PG_PORT -k $PG_DIR \
-        -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=on -c synchronous_commit=on' start" >/dev/null
+    bash "$ROOT/bench/postgres.sh" start "$PG_DIR" "$PG_PORT" || die "PostgreSQL did not start (scripts/install-deps.sh)"
     log "PostgreSQL on port $PG_PORT (fsync on) for the receiver postgres"
 }
 
@@ -446,32 +437,32 @@ start_backends() {
 
 stop_backends() {
     if [[ -n "$PG_PORT" ]]; then
-        as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/data -m fast stop" >/dev/null 2>&1 || true
+        bash "$ROOT/bench/postgres.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
         PG_PORT=""
         rm -rf "$PG_DIR"
     fi
     stop_garage
 }
 
-# radport with its catalog in a fresh database on the benchmark's PostgreSQL server
-start_postgres() {
-    local own_flags=$RADPORT_FLAGS db
-    RUN_SEQ=$((RUN_SEQ + 1))
-    db="run_$RUN_SEQ"
-    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U radport -d postgres -c "create database $db" >/dev/null \
-        || die "cannot create the database $db"
-    RADPORT_FLAGS="$RADPORT_FLAGS --catalog-url postgres://radport@127.0.0.1:$PG_PORT/$db"
+# start_radport NAME with FLAGS added to RADPORT_FLAGS for this receiver
+start_radport_adding() {
+    local own_flags=$RADPORT_FLAGS
+    RADPORT_FLAGS="$RADPORT_FLAGS $2"
     start_radport "$1"
     RADPORT_FLAGS=$own_flags
 }
 
-# radport with its archive under a fresh prefix of the benchmark's Garage bucket
-start_s3() {
-    local own_flags=$RADPORT_FLAGS
-    RADPORT_FLAGS="$RADPORT_FLAGS --archive-url $S3_URL/$1"
-    start_radport "$1"
-    RADPORT_FLAGS=$own_flags
+# radport with its catalog in a fresh database on the benchmark's PostgreSQL server
+start_postgres() {
+    RUN_SEQ=$((RUN_SEQ + 1))
+    local db="run_$RUN_SEQ"
+    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U radport -d postgres -c "create database $db" >/dev/null \
+        || die "cannot create the database $db"
+    start_radport_adding "$1" "--catalog-url postgres://radport@127.0.0.1:$PG_PORT/$db"
 }
+
+# radport with its archive under a fresh prefix of the benchmark's Garage bucket
+start_s3() { start_radport_adding "$1" "--archive-url $S3_URL/$1"; }
 
 # whether a receiver is a radport (its API, latency and pack figures can be read)
 is_radport() { [[ $1 == radport || $1 == baseline || $1 == postgres || $1 == s3 ]]; }

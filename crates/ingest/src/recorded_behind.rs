@@ -183,11 +183,7 @@ impl Recording {
     /// Every instance of `batch` the careful way at the same time: the catalog's group commit
     /// takes what is handed to it together. If that panics, each again on its own.
     fn record_at_once(&mut self, batch: Vec<Pending>) {
-        let policy = self.careful.policy;
-        let commits = batch.iter().map(|p| {
-            self.careful
-                .commit_keeping(&p.record, &p.route, policy, Durability::Deferred)
-        });
+        let commits = batch.iter().map(|p| self.commit(&p.record, &p.route));
         let results = catch_unwind(AssertUnwindSafe(|| {
             self.runtime.block_on(futures::future::join_all(commits))
         }));
@@ -206,17 +202,21 @@ impl Recording {
         }
     }
 
-    /// One instance the careful way ([`Ingestor::commit`]'s rules, its object kept).
-    fn attempt(&self, record: &InstanceRecord, route: &Route) -> Attempt {
+    /// Commits one instance the careful way ([`Ingestor::commit`]'s rules, its object kept).
+    async fn commit(
+        &self,
+        record: &InstanceRecord,
+        route: &Route,
+    ) -> Result<Disposition, CatalogError> {
         let policy = self.careful.policy;
-        let commit = AssertUnwindSafe(|| {
-            self.runtime.block_on(self.careful.commit_keeping(
-                record,
-                route,
-                policy,
-                Durability::Deferred,
-            ))
-        });
+        self.careful
+            .commit_keeping(record, route, policy, Durability::Deferred)
+            .await
+    }
+
+    /// One instance the careful way, a panic taken as a failure.
+    fn attempt(&self, record: &InstanceRecord, route: &Route) -> Attempt {
+        let commit = AssertUnwindSafe(|| self.runtime.block_on(self.commit(record, route)));
         match catch_unwind(commit) {
             Ok(result) => Attempt::of(result),
             Err(_) => Attempt::Failed(IngestError::Storage("recording it panicked".into())),

@@ -331,24 +331,34 @@ mod tests {
         assert_eq!(buffer.bytes(4096), &[7u8; 4096][..]);
     }
 
+    /// Writes the test pattern (byte i is i mod 251) over `bytes`.
+    fn write_pattern(bytes: &mut [u8]) {
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = (i % 251) as u8;
+        }
+    }
+
+    /// Whether `bytes` hold the test pattern up to `held` and zeros after.
+    fn holds_pattern_then_zeros(bytes: &[u8], held: usize) -> bool {
+        bytes[..held]
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8)
+            && bytes[held..].iter().all(|b| *b == 0)
+    }
+
     /// A buffer that grows into huge pages keeps what it held, and what it did not hold is
     /// zeros; it goes on taking lengths after that, and trimming keeps its start.
     #[test]
     fn a_buffer_grown_into_huge_pages_keeps_its_bytes() {
         let mut buffer = AlignedBuffer::new();
         let small = HUGE_FROM_BYTES / 2;
-        for (i, byte) in buffer.bytes_mut(small).iter_mut().enumerate() {
-            *byte = (i % 253) as u8;
-        }
+        write_pattern(buffer.bytes_mut(small));
         let large = 3 * HUGE_FROM_BYTES;
         let bytes = buffer.bytes_mut(large);
         assert_eq!(bytes.len(), large);
         assert_eq!(bytes.as_ptr() as usize % RECORD_ALIGN as usize, 0);
-        assert!(bytes[..small]
-            .iter()
-            .enumerate()
-            .all(|(i, b)| *b == (i % 253) as u8));
-        assert!(bytes[small..].iter().all(|b| *b == 0));
+        assert!(holds_pattern_then_zeros(bytes, small));
         bytes.fill(9);
         assert!(matches!(buffer.storage, Storage::Huge(_)));
         let past = 3 * HUGE_PAGE_BYTES;
@@ -365,9 +375,7 @@ mod tests {
     fn a_buffer_without_huge_pages_grows_in_pages_and_keeps_its_bytes() {
         let mut buffer = AlignedBuffer::new();
         let large = 3 * HUGE_FROM_BYTES;
-        for (i, byte) in buffer.bytes_mut(large).iter_mut().enumerate() {
-            *byte = (i % 251) as u8;
-        }
+        write_pattern(buffer.bytes_mut(large));
         assert!(matches!(buffer.storage, Storage::Huge(_)));
         let larger = HUGE_PAGE_BYTES + RECORD_ALIGN as usize;
         buffer.grow_in_pages(larger);
@@ -375,11 +383,7 @@ mod tests {
         assert_eq!(buffer.capacity(), larger);
         let bytes = buffer.bytes(larger);
         assert_eq!(bytes.as_ptr() as usize % RECORD_ALIGN as usize, 0);
-        assert!(bytes[..large]
-            .iter()
-            .enumerate()
-            .all(|(i, b)| *b == (i % 251) as u8));
-        assert!(bytes[large..].iter().all(|b| *b == 0));
+        assert!(holds_pattern_then_zeros(bytes, large));
     }
 
     /// More parts than one `pwritev` takes (`IOV_MAX`), empty ones among them, land one after
