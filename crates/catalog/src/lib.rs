@@ -55,7 +55,7 @@ pub use model::{
 pub use page_cursor::MAX_CURSOR_BYTES;
 pub use placement::{Placement, DEFAULT_PLACED_DATASET};
 pub use query::{FacetValue, Facets, DEFAULT_SERIES_LIMIT, MAX_SERIES_LIMIT};
-pub use record::recorder::{GroupRecorder, NewInstance};
+pub use record::recorder::{BehindRecording, GroupRecorder, NewInstance};
 pub use references::{Reference, REFERENCE_BATCH};
 pub use schema::SCHEMA_VERSION;
 pub use uploads::{

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use radport_archive::{keys, ArchiveError, StoredObject};
-use radport_catalog::{Durability, InstanceRecord, Route};
+use radport_catalog::{BehindRecording, Durability, InstanceRecord, Route};
 use radport_journal::pack::PackLog;
 use radport_journal::{Position, Recovered, Replay};
 
@@ -103,18 +103,18 @@ impl Ingestor {
             behind: None,
         };
         let runtime = tokio::runtime::Handle::try_current().ok();
-        // SQLite on a file through its group recorder, PostgreSQL through its group commit;
-        // an in-memory SQLite catalog (tests, trials) records each instance before its answer.
-        let recorder = self.catalog.group_recorder();
-        let behind_possible =
-            recorder.is_some() || self.catalog.dialect() == radport_catalog::Dialect::Postgres;
-        let behind = match runtime {
-            Some(runtime) if behind_possible => {
-                let recorder = recorder.map(|mut recorder| {
-                    // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
-                    recorder.leave_checkpoints_to_sync();
-                    recorder
-                });
+        // Where the catalog cannot record behind (in memory), each instance is recorded before
+        // its answer.
+        let behind = match (runtime, self.catalog.behind_recording()) {
+            (Some(runtime), Some(way)) => {
+                let recorder = match way {
+                    BehindRecording::GroupRecorder(mut recorder) => {
+                        // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
+                        recorder.leave_checkpoints_to_sync();
+                        Some(*recorder)
+                    }
+                    BehindRecording::GroupCommit => None,
+                };
                 let careful = Ingestor {
                     packs: Some(packs.clone()),
                     ..self.clone()

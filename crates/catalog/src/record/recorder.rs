@@ -111,7 +111,30 @@ impl NewInstance {
     }
 }
 
+/// How a catalog takes the new instances of a thread that records them behind their answers
+/// (`radport_ingest`'s packs): the one place that knows which backend can.
+pub enum BehindRecording {
+    /// SQLite on a file: a group recorder with a connection of its own, one transaction per
+    /// batch.
+    GroupRecorder(Box<GroupRecorder>),
+    /// PostgreSQL: a batch's instances handed over at once through the pool
+    /// ([`Catalog::record_instance_with`]), which its group commit takes together.
+    GroupCommit,
+}
+
 impl Catalog {
+    /// How new instances can be recorded behind their answers; `None` where they are
+    /// recorded before (an in-memory SQLite catalog, for tests and trials: no connection of
+    /// its own, and nothing of it outlives the process to be recorded again after a crash).
+    pub fn behind_recording(&self) -> Option<BehindRecording> {
+        match self.dialect() {
+            crate::Dialect::Postgres => Some(BehindRecording::GroupCommit),
+            crate::Dialect::Sqlite => self
+                .group_recorder()
+                .map(|recorder| BehindRecording::GroupRecorder(Box::new(recorder))),
+        }
+    }
+
     /// SQLite on a file: a recorder of new instances with a connection of its own, for a
     /// thread that gathers instances into groups anyway (see [`GroupRecorder`]); `None`
     /// elsewhere (PostgreSQL, in-memory SQLite) or if it cannot be opened.
