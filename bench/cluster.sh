@@ -49,7 +49,7 @@ cleanup() {
         [[ -n "$p" ]] && kill "$p" 2>/dev/null || true
     done
     [[ -d "$RUN/garage" ]] && bash "$ROOT/scripts/garage.sh" stop "$RUN/garage" >/dev/null 2>&1 || true
-    [[ -d "$RUN/pg/data" ]] && bash "$ROOT/bench/postgres.sh" stop "$RUN/pg" >/dev/null 2>&1 || true
+    [[ -d "$RUN/pg/data" ]] && bash "$ROOT/scripts/postgres.sh" stop "$RUN/pg" >/dev/null 2>&1 || true
     exit "$rc"
 }
 trap cleanup EXIT
@@ -99,7 +99,7 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 PG_PORT=$(free_port)
 log "PostgreSQL on port $PG_PORT (fsync on)"
-bash "$ROOT/bench/postgres.sh" start "$RUN/pg" "$PG_PORT"
+bash "$ROOT/scripts/postgres.sh" start "$RUN/pg" "$PG_PORT"
 PG_PID=$(head -1 "$RUN/pg/data/postmaster.pid")
 CATALOG_URL="postgres://radport@127.0.0.1:$PG_PORT/postgres"
 

@@ -403,7 +403,7 @@ start_storescp() {
 # --- the distributed backends (receivers postgres and s3) ----------------------------------------
 start_postgres_server() {
     PG_PORT=$(free_port)
-    bash "$ROOT/bench/postgres.sh" start "$PG_DIR" "$PG_PORT" || die "PostgreSQL did not start (scripts/install-deps.sh)"
+    bash "$ROOT/scripts/postgres.sh" start "$PG_DIR" "$PG_PORT" || die "PostgreSQL did not start (scripts/install-deps.sh)"
     log "PostgreSQL on port $PG_PORT (fsync on) for the receiver postgres"
 }
 
@@ -437,7 +437,7 @@ start_backends() {
 
 stop_backends() {
     if [[ -n "$PG_PORT" ]]; then
-        bash "$ROOT/bench/postgres.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
+        bash "$ROOT/scripts/postgres.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
         PG_PORT=""
         rm -rf "$PG_DIR"
     fi

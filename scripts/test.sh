@@ -7,29 +7,20 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-# A throw-away PostgreSQL cluster, so that the catalog's tests run on PostgreSQL as well as
-# SQLite. RADPORT_TEST_POSTGRES_URL set by the caller is used as is.
+# A throw-away PostgreSQL cluster (scripts/postgres.sh), so that the catalog's tests run on
+# PostgreSQL as well as SQLite; TLS too, for the catalog's `sslmode=verify-full` test.
+# RADPORT_TEST_POSTGRES_URL set by the caller is used as is.
 pg_dir=""
 stop_pg() {
   if [ -n "$pg_dir" ]; then
-    su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" >/dev/null 2>&1 || true
+    bash scripts/postgres.sh stop "$pg_dir" immediate >/dev/null 2>&1 || true
     rm -rf "$pg_dir"
   fi
 }
 if [ -z "${RADPORT_TEST_POSTGRES_URL:-}" ]; then
-  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   pg_dir=$(mktemp -d /tmp/radport-test-pg.XXXXXX)
-  chown postgres "$pg_dir"
   pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  su postgres -s /bin/sh -c "$pg_bin/initdb -D $pg_dir/data -U radport --auth=trust" >/dev/null
-  # TLS too (a certificate for 127.0.0.1 from a throw-away CA), for the catalog's
-  # `sslmode=verify-full` test; plain connections stay allowed.
-  bash scripts/test-certs.sh "$pg_dir"
-  chown postgres "$pg_dir/server.key" "$pg_dir/server.crt"
-  chmod 600 "$pg_dir/server.key"
-  su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/server.log -w \
-    -o '-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
-        -c ssl=on -c ssl_cert_file=$pg_dir/server.crt -c ssl_key_file=$pg_dir/server.key' start" >/dev/null
+  bash scripts/postgres.sh start "$pg_dir" "$pg_port" --no-fsync --tls --max-connections 300
   export RADPORT_TEST_POSTGRES_URL="postgres://radport@127.0.0.1:$pg_port/postgres"
   export RADPORT_TEST_POSTGRES_CA="$pg_dir/ca.crt"
   echo "== PostgreSQL for the tests on port $pg_port (TLS too)"
