@@ -10,6 +10,30 @@ both!(concurrent_failures_do_not_fail_others);
 both!(instances_arriving_together_merge);
 both!(deferred_records_are_visible_at_once_and_durable_at_sync);
 both!(a_deferred_group_with_a_resent_instance_takes_the_careful_way);
+both!(each_backend_says_how_it_records_behind);
+
+/// What ingest's thread behind the answers is given: a group recorder on SQLite on a file,
+/// the pool's group commit on PostgreSQL, and nothing for an in-memory catalog (there
+/// instances are recorded before their answers).
+async fn each_backend_says_how_it_records_behind(url: &str) {
+    use radport_catalog::BehindRecording;
+    let c = Catalog::connect(url).await.expect("connect");
+    match (c.dialect(), c.behind_recording()) {
+        (Dialect::Sqlite, Some(BehindRecording::GroupRecorder(_))) => {}
+        (Dialect::Postgres, Some(BehindRecording::GroupCommit)) => {}
+        (dialect, way) => panic!(
+            "{dialect:?}: {}",
+            match way {
+                None => "none",
+                Some(BehindRecording::GroupRecorder(_)) => "a group recorder",
+                Some(BehindRecording::GroupCommit) => "group commit",
+            }
+        ),
+    }
+    c.close().await;
+    let memory = Catalog::connect("sqlite::memory:").await.expect("memory");
+    assert!(memory.behind_recording().is_none());
+}
 
 async fn duplicate_policies(url: &str) {
     let c = Catalog::connect(url).await.expect("connect");
