@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use radport_archive::{keys, ArchiveError, StoredObject};
-use radport_catalog::{BehindRecording, Durability, InstanceRecord, Route};
+use radport_catalog::{Durability, InstanceRecord, Route};
 use radport_journal::pack::PackLog;
 use radport_journal::{Position, Recovered, Replay};
 
@@ -107,19 +107,11 @@ impl Ingestor {
         // its answer.
         let behind = match (runtime, self.catalog.behind_recording()) {
             (Some(runtime), Some(way)) => {
-                let recorder = match way {
-                    BehindRecording::GroupRecorder(mut recorder) => {
-                        // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
-                        recorder.leave_checkpoints_to_sync();
-                        Some(*recorder)
-                    }
-                    BehindRecording::GroupCommit => None,
-                };
                 let careful = Ingestor {
                     packs: Some(packs.clone()),
                     ..self.clone()
                 };
-                let behind = RecordBehind::spawn(recorder, careful, runtime).map_err(|e| {
+                let behind = RecordBehind::spawn(way, careful, runtime).map_err(|e| {
                     IngestError::Storage(format!("cannot start the recording thread: {e}"))
                 })?;
                 Some(behind)

@@ -32,7 +32,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use radport_catalog::{CatalogError, Durability, GroupRecorder, InstanceRecord, Route};
+use radport_catalog::{
+    BehindRecording, CatalogError, Durability, GroupRecorder, InstanceRecord, Route,
+};
 use radport_journal::pack::PackDurable;
 use radport_metrics::Channel;
 use tokio::sync::oneshot;
@@ -70,14 +72,23 @@ pub(crate) struct RecordBehind {
 }
 
 impl RecordBehind {
-    /// Starts the recording thread: rows in `recorder`'s transactions (if the catalog has
-    /// one), the careful way through `careful` (an ingestor without packs' recording behind,
-    /// so that the thread does not keep itself alive) on `runtime`.
+    /// Starts the recording thread: rows the way the catalog gave (`Catalog::behind_recording`:
+    /// a group recorder's transactions, or its group commit), the careful way through
+    /// `careful` (an ingestor without packs' recording behind, so that the thread does not
+    /// keep itself alive) on `runtime`.
     pub(crate) fn spawn(
-        recorder: Option<GroupRecorder>,
+        way: BehindRecording,
         careful: Ingestor,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Self> {
+        let recorder = match way {
+            BehindRecording::GroupRecorder(mut recorder) => {
+                // Each checkpoint of the log syncs the catalog (`Ingestor::checkpoint`).
+                recorder.leave_checkpoints_to_sync();
+                Some(*recorder)
+            }
+            BehindRecording::GroupCommit => None,
+        };
         let (to_record, pending) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("radport-record-behind".into())
